@@ -1,0 +1,631 @@
+"""What the two CIFAR-10 notebooks share (ensemble_CIFAR.ipynb, Fig. 10; adversarial_CIFAR.ipynb, Fig. 11).
+
+The paper moves a trained network along a nonlinear, data-dependent symmetry,
+(U, V) -> (U pi(g, H), g V) with pi(g, H) = sigma(H) sigma(gH)^+, and uses the moved copies as
+an ensemble. Here the hidden layer of a small CNN is wrapped in a GroupAction layer that does this.
+
+Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations
+is H [B, h]; "g acting on H" is H @ g, and the fitted pi is the h x h matrix with
+sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the paper's formula).
+
+Contents, top to bottom:
+  data            CifarDataError, load_cifar10, cifar10_source
+  model           relu_sqr, GroupAction, CifarCNN, make_cnn
+  training        resolve_device, train_model
+  ensembles       compute_features, fit_group_action, ensemble_probabilities, ensemble_accuracy,
+                  evaluate_grid, plot_ensemble_heatmaps
+  spherical       to_spherical, from_spherical, spherical_frame, r_matrix, invertible_action
+"""
+import os
+import pickle
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models import progress_bar
+
+CIFAR_FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILES = ["test_batch"]
+LAYOUT_HELP = (f"expected {CIFAR_FOLDER}/ holding data_batch_1 ... data_batch_5, test_batch and "
+               "batches.meta (the official python pickle release)")
+
+# Ensemble kinds the paper compares (Fig. 10 panel order), and the layer's plain mode.
+ENSEMBLE_MODES = ("group", "perm_interp", "g_inverse", "random", "shuffle")
+MODE_TITLES = {"group": "group", "perm_interp": "interpolated permute", "g_inverse": r"$g^{-1}$",
+               "random": "random", "shuffle": "shuffle"}
+MODES = ("plain",) + ENSEMBLE_MODES
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+class CifarDataError(Exception):
+    """CIFAR-10 is missing, unreadable or corrupted; the message is one line that says where."""
+
+
+_source_cache = {}  # folder -> "official" | "unverified"
+
+
+def _layout_present(folder):
+    return all(os.path.isfile(os.path.join(folder, name)) for name in TRAIN_FILES + TEST_FILES)
+
+
+def _read_batch(path):
+    """One pickle batch file -> (uint8 [n, 3, 32, 32], int64 [n]); CifarDataError if corrupted."""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except Exception as error:  # truncated pickle, wrong keys, wrong sizes ...
+        raise CifarDataError(f"cannot read CIFAR-10 batch {path!r} ({type(error).__name__}: {error}); "
+                             f"the file is corrupted: delete {os.path.dirname(path)!r} and download "
+                             f"again, or rebuild it; {LAYOUT_HELP}") from None
+    if len(data) != len(labels) or len(labels) == 0 or labels.min() < 0 or labels.max() > 9:
+        raise CifarDataError(f"CIFAR-10 batch {path!r} is corrupted: {len(data)} images, "
+                             f"{len(labels)} labels; {LAYOUT_HELP}")
+    return data, labels
+
+
+def _verified_by_torchvision(root, train):
+    """True if torchvision reads the folder and its MD5 check passes (the official release).
+
+    The JPEG re-encoding of CIFAR-10 (../shared/data) fails the MD5 check; that is not an
+    error here: the files are then read by this module's own pickle reader.
+    """
+    folder = os.path.abspath(os.path.join(root, CIFAR_FOLDER))
+    if folder not in _source_cache:
+        try:
+            import torchvision
+            torchvision.datasets.CIFAR10(root, train=train, download=False)
+            _source_cache[folder] = "official"
+        except Exception:
+            _source_cache[folder] = "unverified"
+    return _source_cache[folder] == "official"
+
+
+def cifar10_source(root):
+    """'official' (torchvision MD5 check passed) or 'unverified' (e.g. the JPEG copy) for a
+    folder that holds the layout; CifarDataError if it does not."""
+    folder = os.path.join(root, CIFAR_FOLDER)
+    if not _layout_present(folder):
+        raise CifarDataError(f"no CIFAR-10 in {os.path.abspath(folder)!r}; {LAYOUT_HELP}")
+    return "official" if _verified_by_torchvision(root, True) else "unverified"
+
+
+def load_cifar10(root="data", train=True, download=True):
+    """CIFAR-10 training (50,000) or test (10,000) images from `root`/cifar-10-batches-py.
+
+    A folder that already holds the layout is read without any download attempt. Only when the
+    layout is absent and download=True does torchvision download it into `root`. Without
+    network (or with download=False) and without data, raises CifarDataError naming the folder.
+
+    Returns (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]) as CPU tensors, in the
+    order of the batch files (data_batch_1 first), like torchvision.
+    """
+    folder = os.path.join(root, CIFAR_FOLDER)
+    if not _layout_present(folder):
+        if not download:
+            raise CifarDataError(f"no CIFAR-10 in {os.path.abspath(folder)!r} and download is off; "
+                                 f"{LAYOUT_HELP}")
+        try:
+            import torchvision
+            os.makedirs(root, exist_ok=True)
+            torchvision.datasets.CIFAR10(root, train=train, download=True)
+        except Exception as error:
+            raise CifarDataError(f"no CIFAR-10 in {os.path.abspath(folder)!r} and the download failed "
+                                 f"({type(error).__name__}: {error}); put the data there: "
+                                 f"{LAYOUT_HELP}") from None
+        if not _layout_present(folder):
+            raise CifarDataError(f"download finished but {os.path.abspath(folder)!r} is incomplete; "
+                                 f"{LAYOUT_HELP}")
+    _verified_by_torchvision(root, train)  # records the data source; never fatal
+    parts = [_read_batch(os.path.join(folder, name)) for name in (TRAIN_FILES if train else TEST_FILES)]
+    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).float().div_(255.0)
+    labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    return images, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Model: the paper's small CNN with a group-action hidden layer
+
+def relu_sqr(x):
+    """The paper's hidden activation: LeakyReLU_0.1(x)^2 + 0.01 x (non-monotone on (-1, 0))."""
+    y = F.leaky_relu(x, 0.1)
+    return y * y + 0.01 * x
+
+
+def leaky_relu(x):
+    """LeakyReLU with slope 0.1: the hidden activation of the adversarial notebook (Fig. 11)."""
+    return F.leaky_relu(x, 0.1)
+
+
+ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
+
+
+def _nan_where_nonfinite(function, A, B=None):
+    """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere.
+
+    LAPACK routines (lstsq, pinv) fail or hang on inf/NaN input; at eps = 20 some g = expm(eps T)
+    overflow float32 (paper defect B9), and those members must show up as NaN, not crash.
+    A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None).
+    """
+    args = (A,) if B is None else (A, B)
+    finite = torch.isfinite(A).flatten(1).all(dim=1)
+    if bool(finite.all()):
+        return function(*args)
+    columns = A.shape[1] if B is None else B.shape[-1]
+    out = A.new_full((A.shape[0], A.shape[-1], columns), float("nan"))
+    if bool(finite.any()):
+        out[finite] = function(*(a[finite] for a in args))
+    return out
+
+
+class GroupAction(nn.Module):
+    """Hidden activation sigma wrapped in the nonlinear group action (the paper's GroupActivation).
+
+    In mode 'plain' it is just sigma: [B, h] -> [B, h]. In an ensemble mode it returns the hidden
+    activations of num_g moved networks, flattened to [num_g * B, h] (member-major), so that the
+    next nn.Linear (the paper's U) maps every member. Each member n computes
+
+        sigma(H @ lower_n) @ upper_n
+
+    with (lower_n, upper_n) depending on the mode (paper_notes §1.3, B10):
+      'group'        g_n = expm(eps T_n), pi_n: the nonlinear action, fitted by fit()
+      'g_inverse'    g_n, pinv(g_n): the linear-equivariance formula (exact only for linear sigma)
+      'perm_interp'  q = (I + eps/2 (I + P))/(1 + eps) with a fresh random permutation P, pinv(q)
+      'random'       g_n, I + eps M with fresh M ~ U[0, 1)^{h x h} (not zero-mean, as in the paper)
+      'shuffle'      g_n, pi of another member with its rows permuted (one permutation of the
+                     members and one of the rows; the paper applies two in a row, which is the
+                     same distribution)
+    T_n = randn(h, h) / sqrt(h), drawn by draw_group() from a seeded generator. The random modes
+    draw fresh matrices on every call, like the paper; pass a generator for reproducible draws.
+
+    Args:
+        hidden: h, the number of hidden units.
+        activation: 'relu_sqr' (Fig. 10) or 'leaky_relu' (Fig. 11), or a callable.
+        num_g, eps, seed: passed to draw_group().
+        fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted
+            (the paper: 1e-4; 0 fits on the exact activations).
+    """
+
+    def __init__(self, hidden, activation="relu_sqr", num_g=1, eps=1.0, seed=0, fit_noise=1e-4):
+        super().__init__()
+        self.hidden = hidden
+        self.activation_name = activation if isinstance(activation, str) else getattr(activation, "__name__", "custom")
+        self.sigma = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+        self.fit_noise = fit_noise
+        self.mode = "plain"
+        self.draw_group(num_g, eps, seed)
+
+    def draw_group(self, num_g, eps, seed=0):
+        """New group elements g = expm(eps T), T [num_g, h, h] ~ N(0, 1/h); forgets any fitted pi."""
+        self.num_g, self.eps, self.seed = int(num_g), float(eps), int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        device = self.T.device if hasattr(self, "T") else torch.device("cpu")
+        T = torch.randn(self.num_g, self.hidden, self.hidden, generator=self.generator) / self.hidden ** 0.5
+        self.register_buffer("T", T.to(device))
+        self.register_buffer("g", torch.linalg.matrix_exp(self.eps * self.T))
+        self.register_buffer("pi", None)
+        self.register_buffer("fit_batches", None)
+
+    def set_mode(self, mode):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        if mode in ("group", "shuffle") and self.pi is None:
+            raise RuntimeError(f"mode {mode!r} needs pi: call fit() first")
+        self.mode = mode
+        return self
+
+    def fit(self, H_batches):
+        """Fit pi_n from one stored batch per group element.  H_batches: [num_g, k, h], k <= h.
+
+        pi_n = lstsq(sigma(H_n g_n), sigma(H_n)), so that sigma(H_n g_n) @ pi_n = sigma(H_n) whenever
+        sigma(H_n g_n) has full rank (k = h: square and exact). Members whose sigma(H_n g_n) is not
+        finite (overflow at large eps) get pi_n = NaN. Returns pi [num_g, h, h].
+        """
+        if H_batches.shape[0] != self.num_g or H_batches.shape[-1] != self.hidden:
+            raise ValueError(f"expected H_batches of shape [{self.num_g}, k, {self.hidden}], got {tuple(H_batches.shape)}")
+        if H_batches.shape[1] > self.hidden:
+            raise ValueError(f"at most h = {self.hidden} samples per group element (got {H_batches.shape[1]})")
+        H = H_batches.to(self.g.device, self.g.dtype)
+        if self.fit_noise:
+            H = H + self.fit_noise * torch.randn(H.shape, generator=self.generator).to(H.device, H.dtype)
+        sigma_gH = self.sigma(H @ self.g)
+        pi = _nan_where_nonfinite(lambda A, B: torch.linalg.lstsq(A, B).solution, sigma_gH, self.sigma(H))
+        self.register_buffer("fit_batches", H)
+        self.register_buffer("pi", pi)
+        return pi
+
+    def member_matrices(self, mode=None, generator=None):
+        """(lower [num_g, h, h], upper [num_g, h, h]) of every member; see the class docstring."""
+        mode = self.mode if mode is None else mode
+        generator = self.generator if generator is None else generator
+        num_g, h, device, dtype = self.num_g, self.hidden, self.g.device, self.g.dtype
+        eye = torch.eye(h, device=device, dtype=dtype).expand(num_g, h, h)
+        pinv = lambda A: torch.linalg.pinv(A)
+        if mode == "group":
+            return self.g, self.pi
+        if mode == "g_inverse":
+            return self.g, _nan_where_nonfinite(pinv, self.g)
+        if mode == "random":
+            M = torch.rand(num_g, h, h, generator=generator).to(device, dtype)
+            return self.g, eye + self.eps * M
+        if mode == "shuffle":
+            members = torch.randperm(num_g, generator=generator).to(device)
+            rows = torch.randperm(h, generator=generator).to(device)
+            return self.g, self.pi[members][:, rows]
+        if mode == "perm_interp":
+            perms = torch.argsort(torch.rand(num_g, h, generator=generator), dim=1).to(device)
+            P = eye[0][perms]  # row-permuted identities, [num_g, h, h]
+            q = (eye + 0.5 * self.eps * (eye + P)) / (1 + self.eps)
+            return q, pinv(q)
+        raise ValueError(f"mode {mode!r} has no member matrices; choose from {', '.join(ENSEMBLE_MODES)}")
+
+    def members(self, H, mode=None, generator=None, matrices=None):
+        """Hidden activations of every member.  H: [B, h] -> [num_g, B, h].
+
+        matrices: (lower, upper) from member_matrices(), to reuse one draw across chunks of data.
+        """
+        lower, upper = self.member_matrices(mode, generator) if matrices is None else matrices
+        return self.sigma(H.unsqueeze(0) @ lower) @ upper
+
+    def forward(self, H):
+        if self.mode == "plain":
+            return self.sigma(H)
+        return self.members(H).flatten(0, 1)
+
+    def extra_repr(self):
+        return (f"hidden={self.hidden}, activation={self.activation_name}, num_g={self.num_g}, "
+                f"eps={self.eps:g}, mode={self.mode!r}, fitted={self.pi is not None}")
+
+
+class Shift(nn.Module):
+    """x - shift: images in [0, 1] become the paper's x/255 - 0.5 with shift = 0.5."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.shift = float(shift)
+
+    def forward(self, x):
+        return x - self.shift if self.shift else x
+
+    def extra_repr(self):
+        return f"shift={self.shift:g}"
+
+
+class CifarCNN(nn.Module):
+    """The paper's CNN: [x - shift] -> Conv2d(3, 32, 3, same) -> LeakyReLU(0.01) -> MaxPool2d(2)
+    -> Flatten -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax].
+
+    Parts: `features` (input to the pre-activations H [B, h]), `group_action`, `readout` (the
+    paper's U). Input x: float [B, 3, 32, 32] in [0, 1]. forward(x) returns [B, classes] in mode
+    'plain' and [num_g * B, classes] (member-major) in an ensemble mode; probabilities if
+    softmax_output (the paper's model, defect B1 when trained with cross-entropy) else logits.
+    """
+
+    def __init__(self, activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5,
+                 softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=1e-4):
+        super().__init__()
+        self.softmax_output = bool(softmax_output)
+        self.features = nn.Sequential(
+            Shift(input_shift),
+            nn.Conv2d(3, 32, 3, padding="same"),
+            nn.LeakyReLU(0.01),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 16 * 16, hidden),
+        )
+        self.group_action = GroupAction(hidden, activation, num_g, eps, group_seed, fit_noise)
+        self.readout = nn.Linear(hidden, num_classes)
+
+    def head(self, activations):
+        """Readout (and softmax if the model has it) of hidden activations [..., h] -> [..., classes]."""
+        out = self.readout(activations)
+        return out.softmax(dim=-1) if self.softmax_output else out
+
+    def forward(self, x):
+        return self.head(self.group_action(self.features(x)))
+
+    def members(self, x, mode, generator=None):
+        """Outputs of every ensemble member.  x: [B, 3, 32, 32] -> [num_g, B, classes]."""
+        return self.head(self.group_action.members(self.features(x), mode, generator))
+
+
+def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
+             num_g=1, eps=1.0, seed=0, fit_noise=1e-4):
+    """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
+
+    activation: hidden activation of the group-action layer, 'relu_sqr' (Fig. 10) or
+        'leaky_relu' (LeakyReLU 0.1, Fig. 11). The conv layer always uses LeakyReLU(0.01).
+    input_shift: subtracted from the [0, 1] images; 0.5 gives the paper's x/255 - 0.5.
+    softmax_output: True is the paper's model (softmax output, trained with cross-entropy on top:
+        a double softmax, defect B1); False outputs logits, the usual fix.
+    num_g, eps, seed, fit_noise: the group-action layer's initial group (draw_group() replaces it).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CifarCNN(activation, hidden, num_classes, input_shift, softmax_output,
+                        num_g, eps, seed, fit_noise)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+def resolve_device(name="auto"):
+    """'auto' (cuda if available) | 'cpu' | 'cuda' -> torch.device."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("DEVICE=cuda was requested but no CUDA GPU is available (use cpu or auto)")
+    return torch.device(name)
+
+
+def train_model(model, images, labels, epochs=10, batch_size=32, lr=1e-3, seed=0, shuffle=False,
+                device=None, progress=True):
+    """Adam on F.cross_entropy(model(x), y), in place; the paper's trainer.
+
+    images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N]. The paper walks the images in
+    fixed order (shuffle=False); shuffle=True reshuffles every epoch from `seed`. The group-action
+    layer is put in mode 'plain'. With a softmax-output model the loss sees probabilities (B1).
+
+    Returns a history dict of per-epoch lists: loss (mean training loss), acc (training accuracy).
+    """
+    device = resolve_device(device)
+    model.to(device).train()
+    model.group_action.set_mode("plain")
+    images, labels = images.to(device), labels.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(images)
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    history = {"loss": [], "acc": []}
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", disable=not progress)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for start in range(0, n, batch_size):
+            index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+            x, y = images[index], labels[index]
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(dim=1) == y).sum()
+            bar.update(1)
+        history["loss"].append(float(loss_sum) / n)
+        history["acc"].append(float(correct) / n)
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['acc'][-1]:.3f}")
+        bar.close()
+    model.eval()
+    return history
+
+
+# ----------------------------------------------------------------------------------------------
+# Ensembles
+
+@torch.no_grad()
+def compute_features(model, images, batch_size=2000, device=None):
+    """The frozen pre-activations H = model.features(x).  images [N, 3, 32, 32] -> [N, h] on `device`."""
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    return torch.cat([model.features(images[i:i + batch_size].to(device))
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def fit_group_action(model, fit_features, num_g, eps, seed=0):
+    """Draw num_g group elements for `eps` and fit pi from stored batches of h samples each.
+
+    fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features).
+    Group element n is fitted on rows [n h, (n + 1) h), like the paper's consecutive batches.
+    Returns the model's GroupAction layer (mode unchanged).
+    """
+    layer = model.group_action
+    h = layer.hidden
+    if len(fit_features) < num_g * h:
+        raise ValueError(f"fitting pi for num_g = {num_g} needs {num_g * h} images, got {len(fit_features)}")
+    layer.draw_group(num_g, eps, seed)
+    layer.fit(fit_features[: num_g * h].reshape(num_g, h, h))
+    return layer
+
+
+@torch.no_grad()
+def ensemble_probabilities(model, features, mode, generator=None, chunk=4096):
+    """Class probabilities of every member on precomputed features, one draw of the member matrices.
+
+    features: [B, h] from compute_features. mode: one of ENSEMBLE_MODES, or 'plain' for the
+    original network. Returns [num_g, B, classes] (or [1, B, classes] for 'plain'), float32;
+    a member that overflowed has non-finite entries. Works for logit and softmax models alike.
+    """
+    layer = model.group_action
+    if mode == "plain":
+        logits = model.readout(layer.sigma(features))
+        return logits.softmax(dim=-1).unsqueeze(0)
+    matrices = layer.member_matrices(mode, generator)
+    parts = [model.readout(layer.members(features[i:i + chunk], matrices=matrices)).softmax(dim=-1)
+             for i in range(0, len(features), chunk)]
+    return torch.cat(parts, dim=1)
+
+
+@torch.no_grad()
+def ensemble_accuracy(probabilities, labels):
+    """Accuracies of an ensemble.  probabilities: [M, B, C], labels: [B].
+
+    Returns a dict of floats:
+      vote_acc   majority vote of the members' argmax (the paper's heat maps; ties -> lowest class)
+      mean_acc   argmax of the mean probability (the paper's printed 'Accuracy')
+      finite_frac  fraction of (member, image) outputs that are finite
+    Non-finite members (overflow) are left out per image, instead of voting for class 0 as in
+    the paper; an image with no finite member counts as wrong.
+    """
+    finite = torch.isfinite(probabilities).all(dim=-1)  # [M, B]
+    labels = labels.to(probabilities.device)
+    num_classes = probabilities.shape[-1]
+    votes = F.one_hot(probabilities.nan_to_num(0.0, 0.0, 0.0).argmax(dim=-1), num_classes)
+    votes = (votes * finite.unsqueeze(-1)).sum(dim=0)  # [B, C]
+    mean_prob = torch.where(finite.unsqueeze(-1), probabilities, 0.0).sum(dim=0)
+    any_finite = finite.any(dim=0)
+    vote_right = (votes.argmax(dim=-1) == labels) & any_finite
+    mean_right = (mean_prob.argmax(dim=-1) == labels) & any_finite
+    return {"vote_acc": vote_right.float().mean().item(), "mean_acc": mean_right.float().mean().item(),
+            "finite_frac": finite.float().mean().item()}
+
+
+def cell_seed(seed, num_g_index, eps_index):
+    """Seed of the group elements and random draws of one heat-map cell (independent per cell)."""
+    return int(seed) * 1_000_003 + 1000 * num_g_index + eps_index
+
+
+@torch.no_grad()
+def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, eps_list,
+                  modes=ENSEMBLE_MODES, seed=0, progress=True):
+    """Every (num_g, eps) cell of Fig. 10 on one trained model.
+
+    eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi).
+    fit_features [>= max(num_g) * h, h]: the images pi is fitted on.
+    Each cell draws its own group elements (seed from cell_seed), fits pi, and evaluates every
+    mode with one draw of the member matrices.
+
+    Returns a dict of numpy arrays (the npz keys):
+      num_g [G], eps [E], original_acc, original_mean_acc (scalars), and per mode m:
+      vote_acc_m, mean_acc_m, finite_frac_m [E, G] and overflow_m [E, G] (bool: the cell had
+      non-finite members or a non-finite pi). Rows follow eps_list, columns num_g_list.
+    """
+    layer = model.group_action
+    original = ensemble_accuracy(ensemble_probabilities(model, eval_features, "plain"), eval_labels)
+    shape = (len(eps_list), len(num_g_list))
+    out = {"num_g": np.asarray(num_g_list, dtype=np.int64), "eps": np.asarray(eps_list, dtype=np.float64),
+           "original_acc": np.float64(original["vote_acc"]), "original_mean_acc": np.float64(original["mean_acc"])}
+    for mode in modes:
+        for key in ("vote_acc", "mean_acc", "finite_frac"):
+            out[f"{key}_{mode}"] = np.full(shape, np.nan)
+        out[f"overflow_{mode}"] = np.zeros(shape, dtype=bool)
+    bar = progress_bar(shape[0] * shape[1], "ensemble grid", disable=not progress)
+    for j, num_g in enumerate(num_g_list):
+        for i, eps in enumerate(eps_list):
+            fit_group_action(model, fit_features, num_g, eps, seed=cell_seed(seed, j, i))
+            pi_finite = bool(torch.isfinite(layer.pi).all())
+            for mode in modes:
+                generator = torch.Generator().manual_seed(cell_seed(seed, j, i) + 7919 * (1 + MODES.index(mode)))
+                result = ensemble_accuracy(ensemble_probabilities(model, eval_features, mode, generator), eval_labels)
+                out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
+                out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
+                out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]
+                uses_pi = mode in ("group", "shuffle")
+                out[f"overflow_{mode}"][i, j] = result["finite_frac"] < 1.0 or (uses_pi and not pi_finite)
+            bar.update(1)
+    bar.close()
+    layer.set_mode("plain")
+    return out
+
+
+def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_key="original_acc"):
+    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy).
+
+    x = num_g, y = eps (rows in the order of grid['eps']); shared symmetric colour scale
+    (coolwarm_r) and colour bar; each cell annotated to 3 significant digits; a cell with
+    overflowing members is marked with a '*' after its value. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    num_g, eps = grid["num_g"], grid["eps"]
+    diffs = {m: grid[f"{key}_{m}"] - float(grid[original_key]) for m in modes}
+    vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in diffs.values()) or 1e-3
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 6), squeeze=False)
+    image = None
+    for ax, mode in zip(axes[0], modes):
+        diff = diffs[mode]
+        image = ax.imshow(diff, cmap="coolwarm_r", vmin=-vmax, vmax=vmax)
+        ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right",
+                      rotation_mode="anchor")
+        ax.set_yticks(np.arange(len(eps)), [f"{e:g}" for e in eps])
+        ax.set_xlabel("# of transformed models (num_g)", fontsize=12)
+        ax.set_ylabel(r"$\epsilon$", fontsize=14)
+        ax.set_title(f"accuracy ({MODE_TITLES[mode]} - original)")
+        overflow = grid.get(f"overflow_{mode}", np.zeros_like(diff, dtype=bool))
+        for i in range(len(eps)):  # row = eps index, column = num_g index
+            for j in range(len(num_g)):
+                text = "nan" if not np.isfinite(diff[i, j]) else f"{diff[i, j]:.3g}"
+                ax.text(j, i, text + ("*" if overflow[i, j] else ""), ha="center", va="center",
+                        color="w" if abs(np.nan_to_num(diff[i, j])) > 0.5 * vmax else "k", fontsize=6)
+    fig.tight_layout()
+    fig.subplots_adjust(right=0.91)
+    colorbar_axes = fig.add_axes([0.93, 0.18, 0.01, 0.6])
+    fig.colorbar(image, cax=colorbar_axes)
+    if any(grid.get(f"overflow_{m}", np.zeros(1, bool)).any() for m in modes):
+        fig.text(0.5, 0.02, "* cell with overflowing (non-finite) members; they are left out of the vote",
+                 ha="center", fontsize=9)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Spherical coordinates and the invertible single-sample action (paper_notes §6)
+#
+# z = r (cos a1, sin a1 cos a2, ..., sin a1 ... sin a_{n-2} cos a_{n-1}, sin a1 ... sin a_{n-1}),
+# a1 ... a_{n-2} in [0, pi], a_{n-1} in (-pi, pi]. The paper's version takes every angle from
+# arccos, which loses the sign of the last entry, and divides by products of sines, which is NaN
+# on axis vectors; atan2 of tail norms has neither problem. All functions accept leading batch
+# dimensions; use float64 for tight round trips.
+
+def to_spherical(z):
+    """z [..., n] (n >= 2) -> (r [...], angles [..., n - 1])."""
+    if z.shape[-1] < 2:
+        raise ValueError("spherical coordinates need n >= 2 entries")
+    squares = z.square()
+    # tail[..., k] = |z[..., k + 1:]|
+    tail = squares.flip(-1).cumsum(-1).flip(-1)[..., 1:].sqrt()
+    r = squares.sum(-1).sqrt()
+    angles = torch.atan2(tail[..., :-1], z[..., :-2])
+    last = torch.atan2(z[..., -1], z[..., -2]).unsqueeze(-1)
+    return r, torch.cat([angles, last], dim=-1)
+
+
+def from_spherical(r, angles):
+    """(r [...], angles [..., n - 1]) -> z [..., n]; the inverse of to_spherical."""
+    ones = torch.ones_like(angles[..., :1])
+    sin_products = torch.cat([ones, torch.cumprod(angles.sin(), dim=-1)], dim=-1)  # prod_{j<k} sin a_j
+    cosines = torch.cat([angles.cos(), ones], dim=-1)
+    return r.unsqueeze(-1) * sin_products * cosines
+
+
+def spherical_frame(angles):
+    """The orthonormal frame O [..., n, n] (det +1) of spherical coordinates at `angles` [..., n-1].
+
+    Column 1 is the radial unit vector, column k + 1 the unit vector along d z / d a_k. Built as
+    the product of plane rotations G_{n-1}(a_{n-1}) ... G_1(a_1) (G_k rotates e_k towards
+    e_{k+1}), which is defined and smooth for every angle, axis vectors included.
+    """
+    n = angles.shape[-1] + 1
+    O = torch.eye(n, dtype=angles.dtype, device=angles.device).expand(*angles.shape[:-1], n, n).clone()
+    for k in range(n - 1):
+        c, s = angles[..., k, None].cos(), angles[..., k, None].sin()
+        row_k, row_next = O[..., k, :].clone(), O[..., k + 1, :].clone()
+        O[..., k, :] = c * row_k - s * row_next
+        O[..., k + 1, :] = s * row_k + c * row_next
+    return O
+
+
+def r_matrix(z):
+    """R = r O for z [..., n]: R R^T = r^2 I, first column = z, det R > 0 (z nonzero)."""
+    r, angles = to_spherical(z)
+    return r[..., None, None] * spherical_frame(angles)
+
+
+def invertible_action(sigma_h, sigma_gh):
+    """pi(g, h) = R(sigma(h)) R(sigma(gh))^{-1}, an invertible (conformal) h x h matrix.
+
+    sigma_h, sigma_gh: [..., n], nonzero. It satisfies pi @ sigma_gh = sigma_h, replacing the
+    rank-one sigma(h) sigma(gh)^+ of a single sample by a genuine GL(n) element. R^{-1} = O^T / r.
+    """
+    r, angles = to_spherical(sigma_gh)
+    R_inverse = spherical_frame(angles).transpose(-1, -2) / r[..., None, None]
+    return r_matrix(sigma_h) @ R_inverse
+
+
+# ---- adversarial attacks (owned by the adversarial helper) ----
