@@ -303,7 +303,7 @@ def squared_loss_hessian(U, V, Y, activation):
 
     flat = torch.cat([torch.as_tensor(U, dtype=torch.float64).flatten(),
                       torch.as_tensor(V, dtype=torch.float64).flatten()])
-    H = torch.func.hessian(loss)(flat)
+    H = torch.func.jacrev(torch.func.jacrev(loss))(flat)  # reverse-over-reverse: no forward-AD warnings
     return 0.5 * (H + H.T)
 
 
@@ -336,7 +336,7 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line, without a traceback."""
 
 
-def _positive_int(text):
+def positive_int(text):
     try:
         value = int(text)
     except ValueError:
@@ -355,7 +355,7 @@ def figure_parser(description, activations=None, steps_help="number of gradient-
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that run in seconds (smoke test); not the paper's numbers")
-    parser.add_argument("--steps", type=_positive_int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help=f"{steps_help} for every run (default: the paper's)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where to train: auto picks cuda when a GPU is available")
@@ -365,7 +365,7 @@ def figure_parser(description, activations=None, steps_help="number of gradient-
                         help="output folder; figures go to sub-folders named as in the paper's repository")
     parser.add_argument("--plot-only", action="store_true",
                         help="re-plot from the saved .npz/.json data in DIR, without training")
-    parser.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1,
+    parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1,
                         help="worker processes for independent runs (CPU only; 1 = no workers)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     if activations is not None:
@@ -518,3 +518,63 @@ def load_figure_data(out_dir, name):
     with open(stem + ".json") as f:
         settings = json.load(f)
     return data, settings
+
+
+# ----------------------------------------------------------------------------------------------
+# Plot helpers
+
+def step_formatter():
+    """Tick labels for step axes: 0, 2e5, 4e5 ... computed from the tick values (none hard-coded)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value, _position):
+        if value == 0:
+            return "0"
+        mantissa, exponent = f"{value:.1e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}" if abs(value) >= 1e4 else f"{value:g}"
+    return FuncFormatter(label)
+
+
+def mark_diverged(ax, steps, values, diverged_at, color):
+    """Put an 'x' at the last finite point of a run that diverged (NaN/inf loss)."""
+    if diverged_at < 0:
+        return
+    finite = np.isfinite(values)
+    if finite.any():
+        last = np.flatnonzero(finite)[-1]
+        ax.plot(steps[last], values[last], "x", color=color, markersize=12, markeredgewidth=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# The common driver of the figure scripts
+
+def run_figure_script(parser, argv, make_jobs, train, plot, summarise):
+    """Parse the shared flags, then train (or, with --plot-only, load) and save every figure.
+
+    make_jobs(args) -> list of (figure_name, train_args, settings): train(*train_args, show_progress,
+    position) returns the figure's data dict (numpy arrays); plot(data) returns a matplotlib
+    figure; summarise(figure_name, data) returns a one-line summary printed after saving.
+    Jobs run in up to --jobs worker processes, in the order given (put the longest first).
+    """
+    args = parse_figure_args(parser, argv)
+    started = time.time()
+    try:
+        jobs = make_jobs(args)
+        if args.plot_only:
+            for name, _, _ in jobs:
+                data, settings = load_figure_data(args.out, name)
+                save_figure(plot(data), args.out, name, data, settings)
+                print(f"re-plotted {os.path.join(args.out, name)}.pdf from saved data")
+            return
+        job_args = [tuple(train_args) + (not args.no_progress, position)
+                    for position, (_, train_args, _) in enumerate(jobs)]
+        results = parallel_map(train, job_args, args.jobs)
+        for (name, _, settings), data in zip(jobs, results):
+            settings = {**settings, **run_metadata(args, started)}
+            paths = save_figure(plot(data), args.out, name, data, settings)
+            print(f"{summarise(name, data)} -> {paths[2]}")
+        print(f"done in {time.time() - started:.1f} s")
+    except UsageError as error:
+        fail(parser.prog, error)
+    return args

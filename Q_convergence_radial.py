@@ -1,0 +1,104 @@
+"""Fig. 7: for a radial activation, the conserved quantity Q alone sets the convergence rate.
+
+The network U (V^T / rowwise |V^T|^2) has the per-neuron scaling symmetry (u, v) -> (c u, c v),
+with conserved Q = |U|^2 + |V|^2. Four initialisations aligned with the SVD of Y, at scales
+0.01, 0.1, 1 and 10, compute the same function but differ in Q by factors of 100; gradient
+descent at learning rate 1e-5 then needs about 100 times more steps per 100 times more Q.
+
+Writes DIR/Q-convergence/radial_zoomed_1e6.{pdf,png,npz,json}.
+"""
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from models import (figure_parser, first_step_below, gradient_descent, mark_diverged, paper_normal,
+                    paper_target, progress_bar, radial_output, radial_Q, run_figure_script,
+                    step_formatter)
+
+# The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_radial.py)
+M, N, HIDDEN = 5, 10, 5
+INIT_SCALES = [0.01, 0.1, 1.0, 10.0]     # U_bar, V_bar ~ N(mean=scale, std=scale), seed 12345 each
+LEARNING_RATE = 1e-5
+PAPER_STEPS = 1_000_000
+QUICK_STEPS = 5_000
+CONVERGED_LOSS = 1e-2
+FIGURE = "Q-convergence/radial_zoomed_1e6"
+
+
+def svd_aligned_init(scale):
+    """U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar 'diagonal'.
+
+    Because mean = std = scale, the draws at different scales are multiples of one draw, so
+    all four networks compute the same function (scale symmetry) and differ only in Q.
+    Returns U [M, HIDDEN], V [N, HIDDEN], Q of the initialisation (float).
+    """
+    Y = paper_target(M, N)
+    phi, _, psi_h = torch.linalg.svd(Y)
+    U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale)
+    V_bar = paper_normal(N, HIDDEN, std=scale, mean=scale)
+    U_bar = U_bar * torch.eye(M, HIDDEN)   # keep only the (i, i) entries
+    V_bar = V_bar * torch.eye(N, HIDDEN)
+    Q0 = float(radial_Q(U_bar.double(), V_bar.double()))
+    return phi @ U_bar, psi_h.T @ V_bar, Q0
+
+
+def train(steps, device, dtype, show_progress, position):
+    """Train the four initialisations as one batch. Returns the figure's data."""
+    inits = [svd_aligned_init(scale) for scale in INIT_SCALES]
+    U0 = torch.stack([U for U, _, _ in inits])
+    V0 = torch.stack([V for _, V, _ in inits])
+    Y = paper_target(M, N)
+    with progress_bar(steps, "Fig. 7 radial", disable=not show_progress, position=position) as bar:
+        result = gradient_descent(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
+                                  LEARNING_RATE, steps, model="radial", loss_kind="mse_over_normY",
+                                  progress=bar)
+    Q0 = np.array([q for _, _, q in inits])
+    initial_output = radial_output(U0.double(), V0.double()).numpy()
+    return {
+        "steps": result["steps"], "loss": result["loss"], "Q": result["Q"], "Q0": Q0,
+        "init_scale": np.array(INIT_SCALES), "labels": np.array([f"Q={q:.3g}" for q in Q0]),
+        "initial_output": initial_output,
+        "steps_to_converge": first_step_below(result["steps"], result["loss"], CONVERGED_LOSS),
+        "diverged_at": result["diverged_at"],
+    }
+
+
+def plot(data):
+    fig, ax = plt.subplots()
+    for run, label in enumerate(data["labels"]):
+        ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=2,
+                label=str(label) + (" (diverged)" if data["diverged_at"][run] >= 0 else ""))
+        mark_diverged(ax, data["steps"], data["loss"][run], data["diverged_at"][run], f"C{run}")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(step_formatter())
+    ax.tick_params(labelsize=14)
+    ax.set_xlabel("Training steps", fontsize=16)
+    ax.set_ylabel("Loss", fontsize=16)
+    ax.legend(fontsize=13, loc="upper right", bbox_to_anchor=(1.0, 0.75))
+    return fig
+
+
+def make_jobs(args):
+    steps = args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)
+    return [(FIGURE, (steps, args.device, args.dtype),
+             {"figure": "Fig. 7", "m": M, "n": N, "hidden": HIDDEN, "init_scales": INIT_SCALES,
+              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps,
+              "converged_loss": CONVERGED_LOSS,
+              "loss": "MSE / |Y|_F before each step (the paper's plotted quantity)",
+              "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})]
+
+
+def summarise(name, data):
+    return (f"{name}: {', '.join(map(str, data['labels']))}; steps to loss < {CONVERGED_LOSS:g}: "
+            f"{', '.join(str(s) if s >= 0 else 'never' for s in data['steps_to_converge'])}")
+
+
+def main(argv=None):
+    parser = figure_parser(__doc__.split("\n\n")[0])
+    run_figure_script(parser, argv, make_jobs, train, plot, summarise)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Fig. 3: the conserved quantity Q stays (nearly) constant under gradient descent.
+
+Two-layer networks U sigma(V^T) with linear, ReLU, tanh and sigmoid activations are trained
+by full-batch gradient descent at learning rates 0.1, 0.01 and 0.001 from one initialisation.
+Top panel: the relative drift of Q, |Q_t|/N_0 - |Q_1|/N_0 with N_0 the 'sum' analogue of Q at
+initialisation; bottom panel: the loss |Y - U sigma(V^T)|_F. Gradient flow conserves Q exactly;
+gradient descent breaks it by O(lr) per unit of flow time.
+
+Writes DIR/Q-dynamics/elementwise_{activation}_loss_Q.{pdf,png,npz,json}.
+"""
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from models import (ACTIVATIONS, conserved_Q, figure_parser, gradient_descent, mark_diverged,
+                    paper_normal, paper_target, progress_bar, q_normaliser, run_figure_script,
+                    step_formatter)
+
+# The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_dynamics_elementwise.py)
+M, N, HIDDEN = 5, 10, 50                 # output dim, input dim (X = I_N), hidden width
+INIT_STD = 0.1                           # U, V ~ N(0, 0.1^2), each drawn after seed 12345
+LEARNING_RATES = [0.1, 0.01, 0.001]
+PAPER_STEPS = {"linear": 400_000, "relu": 400_000, "tanh": 400_000, "sigmoid": 800_000}
+QUICK_STEPS = {"linear": 2_000, "relu": 2_000, "tanh": 2_000, "sigmoid": 4_000}
+
+
+def figure_name(activation):
+    return f"Q-dynamics/elementwise_{activation}_loss_Q"
+
+
+def train(activation, steps, device, dtype, show_progress, position):
+    """Train the three learning rates of one activation as one batch of runs.
+
+    Returns the figure's data: steps [T], loss and Q [3, T], delta_Q_tilde [3, T], ...
+    """
+    Y = paper_target(M, N)
+    U0, V0 = paper_normal(M, HIDDEN, INIT_STD), paper_normal(N, HIDDEN, INIT_STD)
+    runs = len(LEARNING_RATES)
+    U = U0.to(device, dtype).expand(runs, M, HIDDEN)
+    V = V0.to(device, dtype).expand(runs, N, HIDDEN)
+    with progress_bar(steps, f"Fig. 3 {activation}", disable=not show_progress, position=position) as bar:
+        result = gradient_descent(U, V, Y.to(device, dtype), LEARNING_RATES, steps, model="elementwise",
+                                  activation=activation, loss_kind="frobenius", progress=bar)
+    Q0 = float(conserved_Q(U0.double(), V0.double(), activation))
+    normaliser = float(q_normaliser(U0.double(), V0.double(), activation))
+    # The paper's Delta Q-tilde: baseline is |Q| after the first step, scaled by N_0.
+    after_first = np.flatnonzero(result["steps"] == 1)[0]
+    abs_Q = np.abs(result["Q"]) / normaliser
+    return {
+        "steps": result["steps"], "loss": result["loss"], "Q": result["Q"],
+        "delta_Q_tilde": abs_Q - abs_Q[:, after_first:after_first + 1],
+        "lr": np.array(LEARNING_RATES), "labels": np.array([f"lr={lr:g}" for lr in LEARNING_RATES]),
+        "Q0": np.full(runs, Q0), "normaliser": np.full(runs, normaliser),
+        "diverged_at": result["diverged_at"],
+    }
+
+
+def plot(data):
+    fig, (ax_q, ax_loss) = plt.subplots(2, sharex=True, figsize=(6.4, 4.8))
+    steps = data["steps"]
+    for run, label in enumerate(data["labels"]):
+        color = f"C{run}"
+        diverged = data["diverged_at"][run] >= 0
+        ax_q.plot(steps, data["delta_Q_tilde"][run], color=color, linewidth=2.5)
+        ax_loss.plot(steps, data["loss"][run], color=color, linewidth=2.5,
+                     label=str(label) + (" (diverged)" if diverged else ""))
+        mark_diverged(ax_loss, steps, data["loss"][run], data["diverged_at"][run], color)
+    ax_q.set_ylabel(r"$\Delta\tilde{Q}$", fontsize=20)
+    ax_q.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("Training steps", fontsize=22)
+    ax_loss.set_ylabel("Loss", fontsize=22)
+    ax_loss.xaxis.set_major_formatter(step_formatter())
+    for ax in (ax_q, ax_loss):
+        ax.tick_params(labelsize=16)  # tick_params: set_xticks(..., fontsize=) fails on matplotlib >= 3.8
+    ax_loss.legend(fontsize=13)
+    fig.subplots_adjust(hspace=0.1)
+    return fig
+
+
+def make_jobs(args):
+    """One job per activation, longest first: (figure name, train() arguments, settings)."""
+    steps = {a: args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)[a] for a in args.activations}
+    return [(figure_name(a), (a, steps[a], args.device, args.dtype),
+             {"figure": "Fig. 3", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_std": INIT_STD,
+              "seed": 12345, "learning_rates": LEARNING_RATES, "steps": steps[a],
+              "loss": "|Y - U sigma(V^T)|_F after each step",
+              "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})
+            for a in sorted(args.activations, key=lambda a: -steps[a])]
+
+
+def summarise(name, data):
+    drift = np.nanmax(np.abs(data["delta_Q_tilde"]), axis=1)
+    return (f"{name}: final loss {', '.join(f'{x:.2g}' for x in data['loss'][:, -1])}; "
+            f"max |dQ~| {', '.join(f'{x:.2g}' for x in drift)}")
+
+
+def main(argv=None):
+    parser = figure_parser(__doc__.split("\n\n")[0], activations=ACTIVATIONS)
+    run_figure_script(parser, argv, make_jobs, train, plot, summarise)
+
+
+if __name__ == "__main__":
+    main()
