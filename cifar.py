@@ -297,9 +297,16 @@ class Shift(nn.Module):
         return f"shift={self.shift:g}"
 
 
+class ChannelsLast(nn.Module):
+    """Same values, channels-last memory layout (much faster max-pooling on CPUs)."""
+
+    def forward(self, x):
+        return x.contiguous(memory_format=torch.channels_last)
+
+
 class CifarCNN(nn.Module):
     """The paper's CNN: [x - shift] -> Conv2d(3, 32, 3, same) -> LeakyReLU(0.01) -> MaxPool2d(2)
-    -> Flatten -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax].
+    (computed as pool, then LeakyReLU: the same function) -> Flatten -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax].
 
     Parts: `features` (input to the pre-activations H [B, h]), `group_action`, `readout` (the
     paper's U). Input x: float [B, 3, 32, 32] in [0, 1]. forward(x) returns [B, classes] in mode
@@ -311,11 +318,16 @@ class CifarCNN(nn.Module):
                  softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=1e-4):
         super().__init__()
         self.softmax_output = bool(softmax_output)
+        # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
+        # comes before the LeakyReLU. An increasing function commutes with a max, so
+        # LeakyReLU(MaxPool(x)) = MaxPool(LeakyReLU(x)) exactly (values and gradients), on 4x
+        # fewer entries. Together about 3x faster training on a CPU; Flatten keeps C, H, W order.
         self.features = nn.Sequential(
             Shift(input_shift),
+            ChannelsLast(),
             nn.Conv2d(3, 32, 3, padding="same"),
-            nn.LeakyReLU(0.01),
             nn.MaxPool2d(2),
+            nn.LeakyReLU(0.01),
             nn.Flatten(),
             nn.Linear(32 * 16 * 16, hidden),
         )
@@ -905,8 +917,9 @@ def plot_adversarial(data, method, protocols=ADVERSARIAL_PROTOCOLS, models=PLOTT
         ax.tick_params(labelsize=12)
         ax.set_title(titles.get(protocol, protocol), fontsize=14)
         ax.axhline(0.1, color="gray", linestyle=":", linewidth=1)  # chance (10 classes)
-        ax.set_ylim(bottom=-0.02)
         ax.grid(alpha=0.3)
+    top = max(float(np.nanmax(data[f"acc_{p}_{m}"])) for p in protocols for m in models)
+    axes[0, 0].set_ylim(-0.02, min(1.02, top + 0.05))  # shared by the panels
     axes[0, 0].set_ylabel("Accuracy", fontsize=16)
     axes[0, 0].legend(fontsize=12)
     fig.tight_layout()
