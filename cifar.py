@@ -9,7 +9,7 @@ is H [B, h]; "g acting on H" is H @ g, and the fitted pi is the h x h matrix wit
 sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the paper's formula).
 
 Contents, top to bottom:
-  data            CifarDataError, load_cifar10, cifar10_source
+  data            CifarDataError, load_cifar10, cifar10_source, ensemble_splits
   model           relu_sqr, GroupAction, CifarCNN, make_cnn
   training        resolve_device, train_model
   ensembles       compute_features, fit_group_action, ensemble_probabilities, ensemble_accuracy,
@@ -127,6 +127,35 @@ def load_cifar10(root="data", train=True, download=True):
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).float().div_(255.0)
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     return images, labels
+
+
+def ensemble_splits(train_images, train_labels, test_images, test_labels, n_train, n_fit,
+                    eval_split="test", n_eval=None):
+    """The disjoint image sets of the ensemble experiment, one trained model for every cell.
+
+    train: training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is
+    fitted on (n_fit = h * max(num_g)); eval: the official test split ('test') or the training
+    images after the fit images ('heldout'), the first n_eval of them (None: all). The paper
+    instead took pi batches from the last h * num_g training images and evaluated on the 1000
+    before them, which moves with num_g.
+
+    Returns a dict name -> (images, labels) for 'train', 'fit', 'eval'; ValueError if too few.
+    """
+    if n_train + n_fit > len(train_images):
+        raise ValueError(f"{n_train} training + {n_fit} pi-fitting images need {n_train + n_fit} "
+                         f"training-split images, the data have {len(train_images)}")
+    if eval_split == "test":
+        eval_images, eval_labels = test_images, test_labels
+    elif eval_split == "heldout":
+        eval_images, eval_labels = train_images[n_train + n_fit:], train_labels[n_train + n_fit:]
+    else:
+        raise ValueError(f"eval_split must be 'test' or 'heldout', got {eval_split!r}")
+    if len(eval_images) == 0 or (n_eval is not None and n_eval > len(eval_images)):
+        raise ValueError(f"asked for {n_eval} evaluation images, the {eval_split!r} split has {len(eval_images)}")
+    stop = len(eval_images) if n_eval is None else n_eval
+    return {"train": (train_images[:n_train], train_labels[:n_train]),
+            "fit": (train_images[n_train:n_train + n_fit], train_labels[n_train:n_train + n_fit]),
+            "eval": (eval_images[:stop], eval_labels[:stop])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,16 +406,21 @@ def resolve_device(name="auto"):
 
 
 def train_model(model, images, labels, epochs=10, batch_size=32, lr=1e-3, seed=0, shuffle=False,
-                device=None, progress=True):
+                device=None, progress=True, threads=None):
     """Adam on F.cross_entropy(model(x), y), in place; the paper's trainer.
 
     images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N]. The paper walks the images in
     fixed order (shuffle=False); shuffle=True reshuffles every epoch from `seed`. The group-action
     layer is put in mode 'plain'. With a softmax-output model the loss sees probabilities (B1).
 
+    threads: CPU threads for torch (None: leave torch's setting). At batch 32 one thread is
+    nearly as fast as two and does not collapse when other processes share the cores.
+
     Returns a history dict of per-epoch lists: loss (mean training loss), acc (training accuracy).
     """
     device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(int(threads))
     model.to(device).train()
     model.group_action.set_mode("plain")
     images, labels = images.to(device), labels.to(device)
