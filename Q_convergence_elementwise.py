@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from models import (ACTIVATIONS, conserved_Q, figure_parser, first_step_below, gradient_descent,
-                    mark_diverged, paper_normal, paper_target, progress_bar, run_figure_script,
-                    step_formatter)
+                    paper_normal, paper_target, plot_loss_curves, progress_bar, run_figure_script,
+                    steps_per_activation)
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_elementwise.py)
 M, N, HIDDEN = 5, 10, 50
@@ -54,13 +54,7 @@ def train(activation, steps, device, dtype, show_progress, position):
 
 def plot(data):
     fig, ax = plt.subplots()
-    for run, label in enumerate(data["labels"]):
-        diverged = data["diverged_at"][run] >= 0
-        ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=2.5,
-                label=str(label) + (" (diverged)" if diverged else ""))
-        mark_diverged(ax, data["steps"], data["loss"][run], data["diverged_at"][run], f"C{run}")
-    ax.set_yscale("log")
-    ax.xaxis.set_major_formatter(step_formatter())
+    plot_loss_curves(ax, data, linewidth=2.5)
     ax.tick_params(labelsize=18)
     ax.set_xlabel("Training steps", fontsize=24)
     ax.set_ylabel("Loss", fontsize=24)
@@ -69,13 +63,12 @@ def plot(data):
 
 
 def make_jobs(args):
-    steps = {a: args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)[a] for a in args.activations}
-    return [(figure_name(a), (a, steps[a], args.device, args.dtype),
+    return [(figure_name(a), (a, steps, args.device, args.dtype),
              {"figure": "Fig. 6", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
-              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps[a],
+              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps,
               "converged_loss": CONVERGED_LOSS, "loss": "|Y - U sigma(V^T)|_F after each step",
               "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})
-            for a in sorted(args.activations, key=lambda a: -steps[a])]
+            for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 
 
 def summarise(name, data):

@@ -13,9 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from models import (figure_parser, first_step_below, gradient_descent, mark_diverged, paper_normal,
-                    paper_target, progress_bar, radial_output, radial_Q, run_figure_script,
-                    step_formatter)
+from models import (figure_parser, first_step_below, gradient_descent, paper_normal, paper_target,
+                    plot_loss_curves, progress_bar, radial_output, radial_Q, run_figure_script)
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_radial.py)
 M, N, HIDDEN = 5, 10, 5
@@ -67,12 +66,7 @@ def train(steps, device, dtype, show_progress, position):
 
 def plot(data):
     fig, ax = plt.subplots()
-    for run, label in enumerate(data["labels"]):
-        ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=2,
-                label=str(label) + (" (diverged)" if data["diverged_at"][run] >= 0 else ""))
-        mark_diverged(ax, data["steps"], data["loss"][run], data["diverged_at"][run], f"C{run}")
-    ax.set_yscale("log")
-    ax.xaxis.set_major_formatter(step_formatter())
+    plot_loss_curves(ax, data, linewidth=2)
     ax.tick_params(labelsize=14)
     ax.set_xlabel("Training steps", fontsize=16)
     ax.set_ylabel("Loss", fontsize=16)

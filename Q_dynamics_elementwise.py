@@ -12,11 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from models import (ACTIVATIONS, conserved_Q, figure_parser, gradient_descent, mark_diverged,
-                    paper_normal, paper_target, progress_bar, q_normaliser, run_figure_script,
-                    step_formatter)
+from models import (ACTIVATIONS, conserved_Q, figure_parser, gradient_descent, paper_normal,
+                    paper_target, plot_loss_curves, progress_bar, q_normaliser, run_figure_script,
+                    steps_per_activation)
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_dynamics_elementwise.py)
 M, N, HIDDEN = 5, 10, 50                 # output dim, input dim (X = I_N), hidden width
@@ -59,20 +58,13 @@ def train(activation, steps, device, dtype, show_progress, position):
 
 def plot(data):
     fig, (ax_q, ax_loss) = plt.subplots(2, sharex=True, figsize=(6.4, 4.8))
-    steps = data["steps"]
-    for run, label in enumerate(data["labels"]):
-        color = f"C{run}"
-        diverged = data["diverged_at"][run] >= 0
-        ax_q.plot(steps, data["delta_Q_tilde"][run], color=color, linewidth=2.5)
-        ax_loss.plot(steps, data["loss"][run], color=color, linewidth=2.5,
-                     label=str(label) + (" (diverged)" if diverged else ""))
-        mark_diverged(ax_loss, steps, data["loss"][run], data["diverged_at"][run], color)
+    for run in range(len(data["labels"])):
+        ax_q.plot(data["steps"], data["delta_Q_tilde"][run], color=f"C{run}", linewidth=2.5)
+    plot_loss_curves(ax_loss, data, linewidth=2.5)
     ax_q.set_ylabel(r"$\Delta\tilde{Q}$", fontsize=20)
     ax_q.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    ax_loss.set_yscale("log")
     ax_loss.set_xlabel("Training steps", fontsize=22)
     ax_loss.set_ylabel("Loss", fontsize=22)
-    ax_loss.xaxis.set_major_formatter(step_formatter())
     for ax in (ax_q, ax_loss):
         ax.tick_params(labelsize=16)  # tick_params: set_xticks(..., fontsize=) fails on matplotlib >= 3.8
     ax_loss.legend(fontsize=13)
@@ -82,13 +74,12 @@ def plot(data):
 
 def make_jobs(args):
     """One job per activation, longest first: (figure name, train() arguments, settings)."""
-    steps = {a: args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)[a] for a in args.activations}
-    return [(figure_name(a), (a, steps[a], args.device, args.dtype),
+    return [(figure_name(a), (a, steps, args.device, args.dtype),
              {"figure": "Fig. 3", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_std": INIT_STD,
-              "seed": 12345, "learning_rates": LEARNING_RATES, "steps": steps[a],
+              "seed": 12345, "learning_rates": LEARNING_RATES, "steps": steps,
               "loss": "|Y - U sigma(V^T)|_F after each step",
               "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})
-            for a in sorted(args.activations, key=lambda a: -steps[a])]
+            for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 
 
 def summarise(name, data):

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from models import (ACTIVATIONS, conserved_Q, figure_parser, gradient_descent, paper_normal,
-                    paper_target, progress_bar, run_figure_script, squared_loss_hessian)
+                    paper_target, progress_bar, run_figure_script, squared_loss_hessian,
+                    steps_per_activation)
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_hessian_eigenvalues.py)
 M, N, HIDDEN = 10, 5, 50                 # note: m and n are swapped relative to Figs. 3 and 6
@@ -72,14 +73,13 @@ def plot(data):
 
 
 def make_jobs(args):
-    steps = {a: args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)[a] for a in args.activations}
-    return [(figure_name(a), (a, steps[a], args.device, args.dtype),
+    return [(figure_name(a), (a, steps, args.device, args.dtype),
              {"figure": "Fig. 9", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
-              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps[a], "nonzero_threshold": NONZERO,
+              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps, "nonzero_threshold": NONZERO,
               "hessian_of": "|Y - U sigma(V^T)|_F^2 over concat(U.flatten(), V.flatten()), float64, eigvalsh",
               "loss": "|Y - U sigma(V^T)|_F^2",
               "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})
-            for a in sorted(args.activations, key=lambda a: -steps[a])]
+            for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 
 
 def summarise(name, data):

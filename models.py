@@ -538,6 +538,18 @@ def step_formatter():
     return FuncFormatter(label)
 
 
+def plot_loss_curves(ax, data, linewidth):
+    """One curve per run: data['loss'] [R, T] against data['steps'], log y, legend data['labels'];
+    a run that diverged gets '(diverged)' in its label and an 'x' at its last finite point."""
+    for run, label in enumerate(data["labels"]):
+        diverged = data["diverged_at"][run] >= 0
+        ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=linewidth,
+                label=str(label) + (" (diverged)" if diverged else ""))
+        mark_diverged(ax, data["steps"], data["loss"][run], data["diverged_at"][run], f"C{run}")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(step_formatter())
+
+
 def mark_diverged(ax, steps, values, diverged_at, color):
     """Put an 'x' at the last finite point of a run that diverged (NaN/inf loss)."""
     if diverged_at < 0:
@@ -550,6 +562,13 @@ def mark_diverged(ax, steps, values, diverged_at, color):
 
 # ----------------------------------------------------------------------------------------------
 # The common driver of the figure scripts
+
+def steps_per_activation(args, paper_steps, quick_steps):
+    """{activation: steps} for the selected activations, longest first (so parallel workers
+    finish together): --steps if given, else the quick or the paper's settings."""
+    steps = {a: args.steps or (quick_steps if args.quick else paper_steps)[a] for a in args.activations}
+    return dict(sorted(steps.items(), key=lambda item: -item[1]))
+
 
 def run_figure_script(parser, argv, make_jobs, train, plot, summarise):
     """Parse the shared flags, then train (or, with --plot-only, load) and save every figure.
