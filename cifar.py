@@ -13,7 +13,7 @@ Contents, top to bottom:
   model           relu_sqr, GroupAction, CifarCNN, make_cnn
   training        resolve_device, train_model
   ensembles       compute_features, fit_group_action, ensemble_probabilities, ensemble_accuracy,
-                  evaluate_grid, plot_ensemble_heatmaps
+                  evaluate_ensemble, evaluate_grid, plot_ensemble_heatmaps
   spherical       to_spherical, from_spherical, spherical_frame, r_matrix, invertible_action
 """
 import os
@@ -164,7 +164,7 @@ def ensemble_splits(train_images, train_labels, test_images, test_labels, n_trai
 def relu_sqr(x):
     """The paper's hidden activation: LeakyReLU_0.1(x)^2 + 0.01 x (non-monotone on (-1, 0))."""
     y = F.leaky_relu(x, 0.1)
-    return y * y + 0.01 * x
+    return torch.addcmul(0.01 * x, y, y)  # one pass fewer than y * y + 0.01 * x
 
 
 def leaky_relu(x):
@@ -482,22 +482,61 @@ def fit_group_action(model, fit_features, num_g, eps, seed=0):
     return layer
 
 
+def _member_probabilities(model, features, mode, generator=None, chunk=1024):
+    """Yield (start, probabilities [num_g, b, classes]) for consecutive chunks of `features` [B, h].
+
+    One draw of the member matrices serves every chunk. The readout is folded into the upper
+    matrix (sigma(H lower) @ (upper W^T) + bias): the same logits with one small matmul less.
+    Chunks of ~1000 images keep the intermediates in cache: about twice as fast as one big batch.
+    """
+    layer = model.group_action
+    if mode == "plain":
+        lower = upper = torch.eye(layer.hidden, device=features.device, dtype=features.dtype).unsqueeze(0)
+    else:
+        lower, upper = layer.member_matrices(mode, generator)
+    combined = upper @ model.readout.weight.T  # [num_g, h, classes]
+    bias = model.readout.bias
+    for start in range(0, len(features), chunk):
+        logits = torch.baddbmm(bias, layer.sigma(features[start:start + chunk] @ lower), combined)
+        shifted = logits - logits.amax(dim=-1, keepdim=True)  # NaN rows stay NaN
+        probabilities = shifted.exp_()
+        yield start, probabilities.div_(probabilities.sum(dim=-1, keepdim=True))
+
+
 @torch.no_grad()
-def ensemble_probabilities(model, features, mode, generator=None, chunk=4096):
+def ensemble_probabilities(model, features, mode, generator=None, chunk=1024):
     """Class probabilities of every member on precomputed features, one draw of the member matrices.
 
     features: [B, h] from compute_features. mode: one of ENSEMBLE_MODES, or 'plain' for the
     original network. Returns [num_g, B, classes] (or [1, B, classes] for 'plain'), float32;
     a member that overflowed has non-finite entries. Works for logit and softmax models alike.
     """
-    layer = model.group_action
-    if mode == "plain":
-        logits = model.readout(layer.sigma(features))
-        return logits.softmax(dim=-1).unsqueeze(0)
-    matrices = layer.member_matrices(mode, generator)
-    parts = [model.readout(layer.members(features[i:i + chunk], matrices=matrices)).softmax(dim=-1)
-             for i in range(0, len(features), chunk)]
-    return torch.cat(parts, dim=1)
+    return torch.cat([p for _, p in _member_probabilities(model, features, mode, generator, chunk)], dim=1)
+
+
+def _summarize(probabilities):
+    """[M, b, C] probabilities -> (votes [b, C], probability sums [b, C], finite members [b]),
+    counting only finite members; a member is finite on an image if all its C outputs are.
+    A member votes for every class that reaches its maximum (ties have probability zero)."""
+    M, b, C = probabilities.shape
+    if bool(torch.isfinite(probabilities.sum())):  # one cheap pass in the common, finite case
+        top = probabilities == probabilities.amax(dim=-1, keepdim=True)
+        votes = top.sum(dim=0, dtype=probabilities.dtype)
+        return votes, probabilities.sum(dim=0), torch.full((b,), M, device=probabilities.device)
+    finite = torch.isfinite(probabilities).all(dim=-1, keepdim=True)  # [M, b, 1]
+    safe = torch.where(finite, probabilities, 0.0)
+    top = (safe == safe.amax(dim=-1, keepdim=True)) & finite
+    return top.sum(dim=0, dtype=probabilities.dtype), safe.sum(dim=0), finite.sum(dim=(0, 2))
+
+
+def _accuracies(votes, prob_sum, finite_count, labels, members):
+    """Majority-vote and mean-probability accuracy from _summarize's counts (ties -> lowest class)."""
+    labels = labels.to(votes.device)
+    has_member = finite_count > 0  # an image with no finite member counts as wrong
+    vote_right = (votes.argmax(dim=-1) == labels) & has_member
+    mean_right = (prob_sum.argmax(dim=-1) == labels) & has_member
+    return {"vote_acc": vote_right.float().mean().item(), "mean_acc": mean_right.float().mean().item(),
+            "finite_frac": (finite_count.float().sum() / (members * len(labels))).item()}
 
 
 @torch.no_grad()
@@ -511,17 +550,21 @@ def ensemble_accuracy(probabilities, labels):
     Non-finite members (overflow) are left out per image, instead of voting for class 0 as in
     the paper; an image with no finite member counts as wrong.
     """
-    finite = torch.isfinite(probabilities).all(dim=-1)  # [M, B]
-    labels = labels.to(probabilities.device)
-    num_classes = probabilities.shape[-1]
-    votes = F.one_hot(probabilities.nan_to_num(0.0, 0.0, 0.0).argmax(dim=-1), num_classes)
-    votes = (votes * finite.unsqueeze(-1)).sum(dim=0)  # [B, C]
-    mean_prob = torch.where(finite.unsqueeze(-1), probabilities, 0.0).sum(dim=0)
-    any_finite = finite.any(dim=0)
-    vote_right = (votes.argmax(dim=-1) == labels) & any_finite
-    mean_right = (mean_prob.argmax(dim=-1) == labels) & any_finite
-    return {"vote_acc": vote_right.float().mean().item(), "mean_acc": mean_right.float().mean().item(),
-            "finite_frac": finite.float().mean().item()}
+    return _accuracies(*_summarize(probabilities), labels, probabilities.shape[0])
+
+
+@torch.no_grad()
+def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024):
+    """ensemble_accuracy(ensemble_probabilities(...), labels) without holding [num_g, B, C] in memory."""
+    labels = labels.to(features.device)
+    votes = prob_sum = finite_count = None
+    for start, probabilities in _member_probabilities(model, features, mode, generator, chunk):
+        parts = _summarize(probabilities)
+        if votes is None:
+            votes, prob_sum, finite_count = [], [], []
+        votes.append(parts[0]); prob_sum.append(parts[1]); finite_count.append(parts[2])
+    members = 1 if mode == "plain" else model.group_action.num_g
+    return _accuracies(torch.cat(votes), torch.cat(prob_sum), torch.cat(finite_count), labels, members)
 
 
 def cell_seed(seed, num_g_index, eps_index):
@@ -545,7 +588,7 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
       non-finite members or a non-finite pi). Rows follow eps_list, columns num_g_list.
     """
     layer = model.group_action
-    original = ensemble_accuracy(ensemble_probabilities(model, eval_features, "plain"), eval_labels)
+    original = evaluate_ensemble(model, eval_features, eval_labels, "plain")
     shape = (len(eps_list), len(num_g_list))
     out = {"num_g": np.asarray(num_g_list, dtype=np.int64), "eps": np.asarray(eps_list, dtype=np.float64),
            "original_acc": np.float64(original["vote_acc"]), "original_mean_acc": np.float64(original["mean_acc"])}
@@ -560,7 +603,7 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
             pi_finite = bool(torch.isfinite(layer.pi).all())
             for mode in modes:
                 generator = torch.Generator().manual_seed(cell_seed(seed, j, i) + 7919 * (1 + MODES.index(mode)))
-                result = ensemble_accuracy(ensemble_probabilities(model, eval_features, mode, generator), eval_labels)
+                result = evaluate_ensemble(model, eval_features, eval_labels, mode, generator)
                 out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
                 out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
                 out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]
