@@ -384,9 +384,13 @@ def label(verdict, quick):
     return f"{verdict} (smoke test)" if quick and verdict != NOT_RUN else verdict
 
 
+NOTEBOOKS = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}
+
+
 def run_key(settings):
     """Which run a figure came from: its command line (a script writes several figures per run)."""
-    return settings.get("command") or settings.get("notebook") or settings.get("figure") or "?"
+    return (settings.get("command") or settings.get("notebook") or NOTEBOOKS.get(settings.get("figure"))
+            or settings.get("figure") or "?")
 
 
 def describe_runs(all_settings):
