@@ -183,9 +183,12 @@ def test_group_more_robust_rule():
     paper = mr.PAPER_FIG11
     strengths = [0, 0.003, 0.006, 0.009, 0.012]
     verdict, text = mr.verdict_group_more_robust(strengths, paper["FGSM"]["original"], paper["FGSM"]["group"])
-    assert verdict == REPRODUCED and "better at 4 and worse at 0" in text
-    # PGD-2 is a tie (0.000 vs 0.002): not worse, so still reproduced
-    assert mr.verdict_group_more_robust([0, 1, 2, 3], paper["PGD"]["original"], paper["PGD"]["group"])[0] == REPRODUCED
+    assert verdict == REPRODUCED and "better at 2 and worse at 0" in text  # 0.109 and 0.083 are chance level
+    # PGD: the paper notebook's gains (0.006 -> 0.038, 0.000 -> 0.026) are between accuracies below chance
+    verdict, text = mr.verdict_group_more_robust([0, 1, 2, 3], paper["PGD"]["original"], paper["PGD"]["group"])
+    assert verdict == NOT_REPRODUCED and "at or below chance" in text
+    # a tie (0.000 vs 0.002) is neither better nor worse
+    assert mr.verdict_group_more_robust([0, 1, 2], [0.6, 0.3, 0.0], [0.5, 0.35, 0.002])[0] == REPRODUCED
     assert mr.verdict_group_more_robust([0, 1, 2, 3], [1.0, 0.9, 0.8, 0.7], [0.98, 0.85, 0.82, 0.6])[0] == PARTLY
     # a lower clean accuracy (strength 0) is not part of the rule; lower under attack is
     assert mr.verdict_group_more_robust([0, 1, 2], [0.6, 0.3, 0.2], [0.5, 0.25, 0.2])[0] == NOT_REPRODUCED
@@ -315,8 +318,8 @@ def test_report_on_paper_code_numbers(tmp_path):
         ("Fig. 9", "largest Hessian eigenvalue grows with \\|Q\\|"): PARTLY,  # linear, relu only
         ("Fig. 10", "group ensemble within 0.02 of the original at small eps"): REPRODUCED,
         ("Fig. 10", "group beats g^-1, random, shuffle at eps = 1 and 10"): REPRODUCED,
-        ("Fig. 11", "group more robust than original (paper's protocol)"): REPRODUCED,
-        ("Fig. 11", "group more robust than original (corrected protocol)"): PARTLY,  # FGSM yes, PGD no
+        ("Fig. 11", "group more robust than original (paper's protocol)"): PARTLY,  # PGD gains below chance
+        ("Fig. 11", "group more robust than original (corrected protocol)"): PARTLY,  # FGSM yes, PGD worse
     }
     assert verdicts == expected
     for title in ("## Fig. 3", "## Figs. 4-5", "## Fig. 6", "## Fig. 7", "## Fig. 9", "## Fig. 10", "## Fig. 11"):
