@@ -151,3 +151,34 @@ def test_agrees_with_torchattacks():
     # The comparison is sensitive: a sign flip of the step is detected.
     flipped = fgsm(model, x, y, 0.1, loss_fn=lambda out, t: -F.cross_entropy(out, t))
     assert (flipped - torchattacks.FGSM(model, eps=0.1)(x, y)).abs().max() > 0.1
+
+
+# ---- the two protocols' attacks (adversarial_images) -------------------------------------------
+
+def test_protocols_attack_once_or_twice():
+    from cifar import adversarial_images, make_adversarial_cnn
+    model, (x, y) = make_adversarial_cnn("paper", num_g=2), images(batch=16)
+    x_paper = x - 0.5  # the paper's data range
+    for protocol, inputs in [("paper", x_paper), ("corrected", x)]:
+        # Strength 0 is the clean data, unclamped even under the paper's protocol.
+        assert torch.equal(adversarial_images(model, inputs, y, "FGSM", 0.0, protocol), inputs)
+        assert torch.equal(adversarial_images(model, inputs, y, "PGD", 0, protocol), inputs)
+    eps = 0.01
+    corrected = adversarial_images(model, x, y, "FGSM", eps, "corrected")
+    assert torch.equal(corrected, fgsm(model, x, y, eps))
+    paper = adversarial_images(model, x_paper, y, "FGSM", eps, "paper", batch_size=5)
+    twice = fgsm(model, fgsm(model, x_paper, y, eps), y, eps).clamp(0, 1)
+    assert torch.equal(paper, twice)
+    # Pixels well inside [0, 1] after the first clamp move by 2 eps when both steps agree.
+    inside = (x_paper > 0.05) & (x_paper < 0.45)
+    assert torch.isclose((paper - x_paper)[inside].abs().max(), torch.tensor(2 * eps), atol=1e-6)
+    assert paper.min() >= 0 and (x_paper < 0).any()
+    # PGD: the second attack starts from the first result, with its own random start and ball.
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(5)
+    paper = adversarial_images(model, x_paper, y, "PGD", 2, "paper", generator=generator)
+    generator = torch.Generator().manual_seed(5)
+    first = pgd(model, x_paper, y, iterations=2, generator=generator)
+    torch.testing.assert_close(paper, pgd(model, first, y, iterations=2, generator=generator).clamp(0, 1),
+                               rtol=0, atol=0)
+    assert (paper - x_paper).abs().max() > 0.3 + 0.1  # further than one 0.3 ball
