@@ -201,46 +201,47 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     diverged_at = np.full(runs, -1, dtype=np.int64)
     finite_check_every = max(1, n_rec // 200)  # host syncs are rare: about 200 per run
 
-    # Preallocated buffers and bound functions: at these sizes a step costs a few microseconds
-    # of dispatch per op, so the loop avoids allocations and attribute look-ups.
-    E = torch.empty(runs, m, n, dtype=dtype, device=device)
-    A = torch.empty_like(V)
-    baddbmm, bmm, mul = torch.baddbmm, torch.bmm, torch.mul
+    # Every buffer is preallocated and every transposed view made once: at these sizes a step
+    # costs a few microseconds of dispatch per op, so the loop does nothing but the ops.
     shared_lr = bool((lr == lr[0]).all())
-    scalar_scale = float(step_scale.flatten()[0])
+    scale = float(step_scale.flatten()[0]) if shared_lr else 1.0
+    E = torch.empty(runs, m, n, dtype=dtype, device=device)       # output - Y
+    G = E if shared_lr else torch.empty_like(E)                    # lr-scaled dL/d output
+    linear = model == "elementwise" and activation == "linear"
+    A = V if linear else torch.empty_like(V)                       # hidden activations, [R, n, k]
+    grad_A = torch.empty_like(V)
+    A_t, G_t = A.transpose(1, 2), G.transpose(1, 2)
     if model == "elementwise":
         sigma = {"linear": None, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
                  "relu": lambda x, out: torch.clamp_min(x, 0.0, out=out)}[activation]
+    else:
+        work = torch.empty_like(V)
+        sq_norm = torch.empty(runs, 1, V.shape[2], dtype=dtype, device=device)  # |column of V|^2
+        dot = torch.empty_like(sq_norm)
 
     def forward():
-        """E = output - Y for the current U, V; returns A (= sigma(V) or the radial map) and, for
-        the radial model, 1/|column|^2."""
-        if model == "elementwise":
-            if sigma is None:
-                hidden, inv_sq = V, None
-            else:
-                sigma(V, out=A)
-                hidden, inv_sq = A, None
-        else:
-            inv_sq = V.square().sum(dim=1, keepdim=True).reciprocal_()  # [R, 1, k]
-            hidden = mul(V, inv_sq, out=A)
-        baddbmm(negY, U, hidden.transpose(1, 2), out=E)
-        return hidden, inv_sq
+        """E = output - Y and A for the current U, V."""
+        if model == "radial":
+            torch.sum(torch.mul(V, V, out=work), dim=1, keepdim=True, out=sq_norm)
+            torch.div(V, sq_norm, out=A)
+        elif sigma is not None:
+            sigma(V, out=A)
+        torch.baddbmm(negY, U, A_t, out=E)
 
-    def update(hidden, inv_sq):
-        """One GD step from the residual E computed by forward()."""
-        if shared_lr:
-            G, scale = E, scalar_scale
-        else:
-            G, scale = E * step_scale, 1.0
-        grad_hidden = bmm(G.transpose(1, 2), U)          # uses U before its update, [R, n, k]
-        U.baddbmm_(G, hidden, alpha=-scale)               # U -= lr dL/dU
+    def update():
+        """One GD step from the E and A left by forward()."""
+        if not shared_lr:
+            torch.mul(E, step_scale, out=G)
+        torch.bmm(G_t, U, out=grad_A)               # lr dL/dA; uses U before its update
+        U.baddbmm_(G, A, alpha=-scale)               # U -= lr dL/dU = G A
         if model == "elementwise":
-            V.sub_(backward(grad_hidden, hidden), alpha=scale)
+            V.sub_(backward(grad_A, A), alpha=scale)
         else:
-            # d(z/|z|^2)/dz = (I - 2 z z^T / |z|^2) / |z|^2 for each hidden column z of V.
-            dot = (grad_hidden * hidden).sum(dim=1, keepdim=True)
-            V.sub_(torch.addcmul(grad_hidden * inv_sq, dot, hidden, value=-2.0), alpha=scale)
+            # d(z/|z|^2)/dz = (I - 2 z z^T / |z|^2) / |z|^2 for each hidden column z of V,
+            # so dL/dz = g / |z|^2 - 2 (g . A) A with A = z / |z|^2.
+            torch.sum(torch.mul(grad_A, A, out=work), dim=1, keepdim=True, out=dot)
+            grad_A.div_(sq_norm).addcmul_(dot, A, value=-2.0)
+            V.sub_(grad_A, alpha=scale)
 
     def record(rec):
         sq = E.square().sum(dim=(1, 2))
@@ -255,7 +256,8 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     done = 0  # updates applied so far
     for rec, target in enumerate(record_steps.tolist()):
         for _ in range(target - done):
-            update(*forward())
+            forward()
+            update()
         if progress is not None:
             progress.update(target - done)
         done = target
@@ -322,7 +324,9 @@ def parallel_map(function, job_args, jobs):
         return [function(*args) for args in job_args]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    context = multiprocessing.get_context("spawn")  # safe with torch (no forked thread pools)
+    # fork starts workers instantly (as torch's DataLoader does on Linux); the parent has run no
+    # parallel op yet, so no thread pool is copied. Elsewhere, spawn.
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(job_args)), mp_context=context,
                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
         futures = [pool.submit(function, *args) for args in job_args]
