@@ -137,7 +137,7 @@ def verdict_q_distribution(samples, expected, term_scale, standard_errors=FIG45_
     offset = abs(mean - expected) / max(standard_error, 1e-300)
     spread = std / abs(term_scale)
     mean_ok, narrow = offset <= standard_errors, spread <= relative_spread
-    text = (f"mean {fmt(mean)} vs E[Q] {fmt(expected)}: {offset:.2g} standard errors "
+    text = (f"mean {mean:.6g} vs E[Q] {expected:.6g}: {offset:.2g} standard errors "
             f"({'within' if mean_ok else 'more than'} {standard_errors}); std {fmt(std)} = {spread:.2%} of the "
             f"terms' size {fmt(term_scale)} ({'below' if narrow else 'above'} {relative_spread:.0%})")
     return (REPRODUCED if mean_ok and narrow else PARTLY if mean_ok or narrow else NOT_REPRODUCED), text
@@ -740,8 +740,9 @@ def cifar_not_run(s, notebook, cifar_dir):
 
 def describe_cifar_source(source, folder):
     kind = {"official": "the official CIFAR-10 release (torchvision's MD5 check passed)",
-            "unverified": "a copy of CIFAR-10 that fails torchvision's MD5 check (the JPEG re-encoding in "
-                          "../shared/data, or a test fixture); accuracies can differ slightly from the official files"}
+            "unverified": "a copy of CIFAR-10 that fails torchvision's MD5 check (for example the JPEG "
+                          "re-encoding in ../shared/data, or a test fixture); accuracies can differ slightly from "
+                          "those on the official files"}
     return f"CIFAR-10 data: {kind.get(source, repr(source))}; read from `{folder}`."
 
 
