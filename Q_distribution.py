@@ -47,8 +47,8 @@ def sample_Q(activation, shape, samples, device, dtype, show_progress, position)
     Q = np.empty(samples)
     for i in _iterate(samples, f"Q {activation} {m}x{h}x{n}", show_progress, position):
         torch.manual_seed(i ** 2)
-        U = torch.rand(m, h).normal_(mean=0, std=np.sqrt(1 / h))  # rand advances the stream, as in the paper
-        V = torch.rand(n, h).normal_(mean=0, std=np.sqrt(1 / n))
+        U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h))  # rand advances the stream, as in the paper
+        V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n))
         Q[i] = float(conserved_Q(U.to(device, dtype), V.to(device, dtype), activation))
     counts, edges = np.histogram(Q)  # numpy's default 10 bins, as in the paper
     return {"Q": Q, "counts": counts, "bin_edges": edges, "shape_mhn": np.array(shape),

@@ -39,7 +39,8 @@ def paper_normal(rows, cols, std, mean=0.0, seed=PAPER_SEED):
     values with normal_(mean, std). Repeating that order reproduces its numbers bit for bit.
     """
     torch.manual_seed(seed)
-    return torch.rand(rows, cols).normal_(mean=mean, std=std)
+    # float32 on the CPU generator, as in the paper, whatever torch's default dtype is
+    return torch.rand(rows, cols, dtype=torch.float32).normal_(mean=mean, std=std)
 
 
 def paper_target(m, n, seed=PAPER_SEED):

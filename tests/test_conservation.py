@@ -6,14 +6,13 @@ import torch
 from models import (ACTIVATIONS, conserved_Q, elementwise_output, gradient_descent, radial_output,
                     radial_Q, squared_loss_hessian)
 
-torch.set_default_dtype(torch.float64)
 M, N, K = 5, 10, 50
 
 
 def random_params(seed, m=M, n=N, k=K, scale=0.5):
     generator = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(m, k, generator=generator), scale * torch.randn(n, k, generator=generator),
-            torch.randn(m, n, generator=generator))
+    draw = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
+    return scale * draw(m, k), scale * draw(n, k), draw(m, n)
 
 
 def mse(U, V, Y, activation):
