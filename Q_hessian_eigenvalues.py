@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from models import (ACTIVATIONS, conserved_Q, figure_parser, gradient_descent, paper_normal,
                     paper_target, progress_bar, run_figure_script, squared_loss_hessian,
@@ -65,6 +66,7 @@ def plot(data):
     for run, label in enumerate(data["labels"]):
         ax.hist(data["eigenvalues"][run], bins=bins, alpha=0.8, label=str(label))
     ax.set_xlim(0, top * 1.05)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
     ax.set_xlabel("Eigenvalues of Hessian", fontsize=20)
     ax.set_ylabel("Frequency", fontsize=20)
     ax.tick_params(labelsize=18)
