@@ -438,7 +438,7 @@ def check_output_dir(path, create=True):
 
 def progress_bar(total, description, disable=False, position=0):
     """A tqdm bar (on stderr), or a silent stand-in when disabled."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bars: also fine inside notebooks, without ipywidgets
     return tqdm(total=total, desc=description, disable=disable, position=position,
                 unit="step", unit_scale=True, leave=True, mininterval=0.5, dynamic_ncols=True)
 
@@ -469,6 +469,9 @@ def _atomic_write(path, write):
     os.close(handle)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
