@@ -190,6 +190,13 @@ def test_group_more_robust_rule():
     # a tie (0.000 vs 0.002) is neither better nor worse
     assert mr.verdict_group_more_robust([0, 1, 2], [0.6, 0.3, 0.0], [0.5, 0.35, 0.002])[0] == REPRODUCED
     assert mr.verdict_group_more_robust([0, 1, 2, 3], [1.0, 0.9, 0.8, 0.7], [0.98, 0.85, 0.82, 0.6])[0] == PARTLY
+    # the threshold grows with the noise of an accuracy on few images: +0.03 counts on 1000 images, not on 100
+    assert mr.verdict_group_more_robust([0, 1, 2], [0.6, 0.2, 0.13], [0.55, 0.23, 0.16], 1000)[0] == REPRODUCED
+    assert mr.verdict_group_more_robust([0, 1, 2], [0.6, 0.2, 0.13], [0.55, 0.23, 0.16], 100)[0] == NOT_REPRODUCED
+    # +10 images of 1000 (float32 accuracies) is within the noise, whatever the rounding
+    verdict, text = mr.verdict_group_more_robust(strengths, [0.559, 0.19599999, 0.134, 0.084, 0.05],
+                                                 [0.47400001, 0.206, 0.14399999, 0.102, 0.078], 1000)
+    assert verdict == NOT_REPRODUCED and "better at 0" in text
     # a lower clean accuracy (strength 0) is not part of the rule; lower under attack is
     assert mr.verdict_group_more_robust([0, 1, 2], [0.6, 0.3, 0.2], [0.5, 0.25, 0.2])[0] == NOT_REPRODUCED
 
