@@ -37,7 +37,7 @@ cifar-figures: $(VENV)/.installed
 	  || echo "SKIPPED Fig. 11 (adversarial_CIFAR.ipynb): see the error above. To provide CIFAR-10, put cifar-10-batches-py in $(CIFAR_DIR)/ or pass CIFAR_DIR=/path (it is downloaded there when online)."
 
 report: $(VENV)/.installed
-	$(PY) make_report.py --out $(OUT)
+	$(PY) make_report.py --out $(OUT) --cifar-dir $(CIFAR_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
