@@ -11,10 +11,12 @@ sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the
 Contents, top to bottom:
   data            CifarDataError, load_cifar10, cifar10_source, ensemble_splits
   model           relu_sqr, GroupAction, CifarCNN, make_cnn
-  training        resolve_device, train_model
+  training        train_model (resolve_device comes from models.py)
   ensembles       compute_features, fit_group_action, ensemble_probabilities, ensemble_accuracy,
                   evaluate_ensemble, evaluate_grid, plot_ensemble_heatmaps
   spherical       to_spherical, from_spherical, spherical_frame, r_matrix, invertible_action
+  attacks         fgsm, pgd, the 'paper' and 'corrected' protocols, adversarial_sweep,
+                  run_adversarial_protocol, plot_adversarial (Fig. 11)
 """
 import os
 import pickle
@@ -24,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import progress_bar
+from models import progress_bar, resolve_device  # noqa: F401 (resolve_device: used by the notebooks too)
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -395,15 +397,6 @@ def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, 
 
 # ----------------------------------------------------------------------------------------------
 # Training
-
-def resolve_device(name="auto"):
-    """'auto' (cuda if available) | 'cpu' | 'cuda' -> torch.device."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("DEVICE=cuda was requested but no CUDA GPU is available (use cpu or auto)")
-    return torch.device(name)
-
 
 def train_model(model, images, labels, epochs=10, batch_size=32, lr=1e-3, seed=0, shuffle=False,
                 device=None, progress=True, threads=None):

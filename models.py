@@ -411,13 +411,16 @@ def fail(prog, message):
     raise SystemExit(2)
 
 
-def resolve_device(name):
-    """'auto' | 'cpu' | 'cuda' -> torch.device; UsageError for cuda without a GPU."""
-    if name == "auto":
+def resolve_device(name="auto"):
+    """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device;
+    UsageError for cuda without a GPU."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was requested but no CUDA GPU is available (use --device cpu)")
-    if name not in ("cpu", "cuda"):
+    if name.split(":")[0] == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' was requested but no CUDA GPU is available (use cpu or auto)")
+    if name.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
     return torch.device(name)
 
