@@ -166,7 +166,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         record_steps: sorted int array of update counts at which to record; default record_schedule.
         loss_kind: what to record as "loss": "frobenius" |Y - out|_F, "squared" |Y - out|_F^2,
             "mse_over_normY" MSE / |Y|_F (the quantity Fig. 7 plots).
-        progress: an optional tqdm-like object; its update(n) is called every few thousand steps.
+        progress: an optional tqdm-like object; its update(n) is called at every record.
 
     Returns a dict of numpy arrays: steps [T], loss [R, T], Q [R, T] (recorded before the update
     with that index is applied, i.e. after `steps[t]` updates), U [R, m, k], V [R, n, k] (final),
@@ -267,8 +267,9 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         if (rec + 1) % finite_check_every == 0 or rec + 1 == n_rec:
             bad = ~torch.isfinite(loss_rec[:, rec]).cpu().numpy()
             for r in np.flatnonzero(bad & (diverged_at < 0)):
-                diverged_at[r] = target
-                print(f"warning: run {r} diverged (loss not finite) by step {target}; "
+                finite_so_far = torch.isfinite(loss_rec[r, :rec + 1]).cpu().numpy()
+                diverged_at[r] = record_steps[np.flatnonzero(~finite_so_far)[0]]
+                print(f"warning: run {r} diverged (loss not finite) at step {diverged_at[r]}; "
                       "it is stopped and marked in the plot", file=sys.stderr)
             if np.all(diverged_at >= 0):
                 break

@@ -92,6 +92,9 @@ def test_diverging_run_is_stopped_and_reported_while_others_continue(capsys):
     out = gradient_descent(U, V, Y, [50.0, 0.01], 400, activation="linear")
     assert out["diverged_at"][0] >= 0 and out["diverged_at"][1] == -1
     assert np.isnan(out["loss"][0, -1]) and np.isfinite(out["loss"][1]).all()
+    first_bad = np.flatnonzero(~np.isfinite(out["loss"][0]))[0]
+    assert out["diverged_at"][0] == out["steps"][first_bad]  # the first non-finite record
+    assert np.isfinite(out["loss"][0, :first_bad]).all()
     assert "run 0 diverged" in capsys.readouterr().err
     import matplotlib
     matplotlib.use("Agg")
