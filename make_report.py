@@ -437,7 +437,11 @@ def fmt_seconds(seconds):
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
-def not_run(section, what, command):
+def not_run(section, what, command, claims):
+    """Mark each claim (figure, short, text, rule) of a section without data as not run, and say
+    which command makes the data."""
+    for figure, short, text, rule in claims:
+        section.claim(figure, short, text, NOT_RUN, rule, "no data")
     section.lines += [f"**{NOT_RUN}**: no saved data for {what} in `{section.out_dir}`. Make it with "
                       f"`{command}`.", ""]
 
@@ -456,8 +460,7 @@ def fig3(out_dir):
     rule = (f"reproduced if every run's max |dQ~| < {fmt(FIG3_DRIFT)}; partly if all < {fmt(10 * FIG3_DRIFT)}; "
             "otherwise not reproduced (a diverged run counts as infinite drift).")
     if not figures:
-        s.claim("Fig. 3", short, claim, NOT_RUN, rule, "no data")
-        not_run(s, "Fig. 3", f"python Q_dynamics_elementwise.py --out {out_dir}")
+        not_run(s, "Fig. 3", f"python Q_dynamics_elementwise.py --out {out_dir}", [("Fig. 3", short, claim, rule)])
         fig3_float64(s, out_dir)
         return s
     drifts, rows, roundoff = {}, [], []
@@ -563,9 +566,8 @@ def fig45(out_dir):
             "terms (e.g. Tr U^T U + Tr V^T V = m + h for linear); both for every histogram: reproduced; otherwise "
             "partly or not reproduced.")
     if not figures:
-        for fig, (short, text) in claims.items():
-            s.claim(fig, short, text, NOT_RUN, rule, "no data")
-        not_run(s, "Figs. 4-5", f"python Q_distribution.py --out {out_dir}")
+        not_run(s, "Figs. 4-5", f"python Q_distribution.py --out {out_dir}",
+                [(fig, short, text, rule) for fig, (short, text) in claims.items()])
         return s
     rows, per_fig = [], {"Fig. 4": [], "Fig. 5": []}
     for f in figures:
@@ -606,8 +608,7 @@ def fig6(out_dir):
     rule = ("per activation, the steps to reach |Y - U sigma(V^T)|_F < 1e-2 fall strictly as |Q0| grows (a run "
             "that never reaches it counts as infinitely slow); reproduced if so for all activations, partly for some.")
     if not figures:
-        s.claim("Fig. 6", short, claim, NOT_RUN, rule, "no data")
-        not_run(s, "Fig. 6", f"python Q_convergence_elementwise.py --out {out_dir}")
+        not_run(s, "Fig. 6", f"python Q_convergence_elementwise.py --out {out_dir}", [("Fig. 6", short, claim, rule)])
         return s
     verdicts, parts, rows, agreement, keys = [], [], [], [], []
     for f in figures:
@@ -653,9 +654,8 @@ def fig7(out_dir):
             "the Q ratio exceed the step budget; at least two runs must converge; all consistent: reproduced, "
             "some: partly.")
     if not figures:
-        for short, text, rule in (same, prop):
-            s.claim("Fig. 7", short, text, NOT_RUN, rule, "no data")
-        not_run(s, "Fig. 7", f"python Q_convergence_radial.py --out {out_dir}")
+        not_run(s, "Fig. 7", f"python Q_convergence_radial.py --out {out_dir}",
+                [("Fig. 7", *claim) for claim in (same, prop)])
         return s
     f = figures[0]
     Q0, steps, loss, Q = f["Q0"], f["steps_to_converge"], f["loss"], f["Q"]
@@ -692,9 +692,8 @@ def fig9(out_dir):
              "per activation, the largest eigenvalue increases strictly with |Q0|; reproduced if so for all four "
              "activations, partly for some.")
     if not figures:
-        for short, text, rule in (rank, sharp):
-            s.claim("Fig. 9", short, text, NOT_RUN, rule, "no data")
-        not_run(s, "Fig. 9", f"python Q_hessian_eigenvalues.py --out {out_dir}")
+        not_run(s, "Fig. 9", f"python Q_hessian_eigenvalues.py --out {out_dir}",
+                [("Fig. 9", *claim) for claim in (rank, sharp)])
         return s
     rank_v, rank_t, sharp_v, sharp_t, rows, trends = [], [], [], [], [], []
     for f in figures:
