@@ -58,6 +58,7 @@ FIG6_STEPS = {"linear": {0.01: 102_050, 0.1: 59_577, 1.0: 3_496},
 FIG7_LEGENDS = ["Q=0.00206", "Q=0.206", "Q=20.6", "Q=2.06e+03"]
 FIG7_INITIAL_LOSS = 0.13495
 FIG7_STEPS = (69, 6_750, 674_771, None)
+FIG7_STEP_BUDGET = 1_000_000
 
 # Fig. 9 [R] at init std 0.001 / 0.3 / 0.6 / 0.9: legend labels and the largest Hessian eigenvalue.
 FIG9_LEGENDS = {"linear": ["Q=1.93e-04", "Q=17.3", "Q=69.3", "Q=156"],
