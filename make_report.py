@@ -82,8 +82,8 @@ def over_seeds(results):
         v = np.array(values, dtype=float)
         spread = f"deciding number {fmt(v.mean())} ± {fmt(v.std())} [{fmt(v.min())}, {fmt(v.max())}]"
     fails = [f"seed {i}: {r.verdict} ({r.text})" for i, r in enumerate(results) if r.verdict != REPRODUCED]
-    text = "; ".join([f"holds in {k} of {len(results)} seeds"] + [spread] * bool(spread) + [f"seed 0: {results[0].text}"]
-                     + fails[:3])
+    text = "; ".join([f"holds in {k} of {len(results)} seeds"] + [spread] * bool(spread)
+                     + [f"seed 0: {results[0].text}"] + fails[:3])
     return Result(combine([r.verdict for r in results]), text,
                   f"{k}/{len(results)} seeds" + (f", {spread}" if spread else ""),
                   None if None in values else float(np.mean(values)))
@@ -148,11 +148,11 @@ def rule_q_distribution(samples, expected, term_scale, standard_errors=4, relati
                       f"{mean:.4g} ± {std:.3g} (not tested)")
     offset, spread = abs(mean - expected) / max(std / math.sqrt(len(samples)), 1e-300), std / abs(term_scale)
     mean_ok, narrow = offset <= standard_errors, spread <= relative_spread
-    text = (f"mean {mean:.6g} vs E[Q] {expected:.6g}: {offset:.2g} standard errors ({'within' if mean_ok else 'more than'}"
-            f" {standard_errors}); std {fmt(std)} = {spread:.2%} of the terms' size {fmt(term_scale)} "
-            f"({'below' if narrow else 'above'} {relative_spread:.0%})")
+    text = (f"mean {mean:.6g} vs E[Q] {expected:.6g}: {offset:.2g} standard errors "
+            f"({'within' if mean_ok else 'more than'} {standard_errors}); std {fmt(std)} = {spread:.2%} of the "
+            f"terms' size {fmt(term_scale)} ({'below' if narrow else 'above'} {relative_spread:.0%})")
     return Result(REPRODUCED if mean_ok and narrow else PARTLY if mean_ok or narrow else NOT_REPRODUCED, text,
-                  f"{mean:.4g} ± {std:.3g} (E {expected:.4g})", offset)
+                  f"{mean:.6g} ± {std:.3g} (E {expected:.6g})", offset)
 
 
 def rule_faster_with_larger_Q(Q0, steps):
@@ -238,7 +238,8 @@ def rule_sharpness_grows_with_Q(Q0, largest, init_std=None):
 def rows_within(eps, diff, margin=FIG10_MARGIN):
     """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
     within = np.all(np.abs(np.nan_to_num(np.asarray(diff, dtype=float), nan=np.inf)) <= margin, axis=1)
-    return "eps in {" + (", ".join(f"{e:g}" for e in sorted(float(e) for e, w in zip(eps, within) if w)) or "none") + "}"
+    inside = sorted(float(e) for e, w in zip(eps, within) if w)
+    return "eps in {" + (", ".join(f"{e:g}" for e in inside) or "none") + "}"
 
 
 def rule_ensemble_margin(eps, group_minus_original, margin=FIG10_MARGIN):
@@ -267,7 +268,8 @@ def rule_group_beats_baselines(eps, group, baselines, margin=FIG10_MARGIN, eps_c
     {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced.
 
     eps: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies."""
-    pairs = {(e, name): d for name, v in baselines.items() for e, d in differences_at(eps, group, v, eps_checked).items()}
+    pairs = {(e, name): d for name, values in baselines.items()
+             for e, d in differences_at(eps, group, values, eps_checked).items()}
     beats = [bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5) for d in pairs.values()]
     parts = [f"eps {e:g} vs {name}: {np.nanmean(d):+.3f}" for (e, name), d in pairs.items()]
     return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats]),
@@ -285,7 +287,8 @@ def rule_group_vs_perm_interp(eps, group, perm_interp, margin=FIG10_MARGIN, eps_
     means = [float(np.nanmean(d)) for d in diffs.values()]
     parts = [f"eps {e:g}: {m:+.3f}" for e, m in zip(diffs, means)]
     text = "; ".join(f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group "
-                     f"higher in {int(np.sum(d > 0))} of {d.size} cells)" for p, m, d in zip(parts, means, diffs.values()))
+                     f"higher in {int(np.sum(d > 0))} of {d.size} cells)"
+                     for p, m, d in zip(parts, means, diffs.values()))
     return Result(combine([REPRODUCED if m > margin else NOT_REPRODUCED for m in means]),
                   f"group - perm_interp: {text or 'the grid has none of the checked eps'}", ", ".join(parts))
 
@@ -301,7 +304,9 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
     strengths = np.asarray(strengths, dtype=float)
     original, group = np.asarray(acc_original, dtype=float), np.asarray(acc_group, dtype=float)
     d = np.round(group - original, 6)  # accuracies are counts / n: drop float32 noise
-    threshold = np.maximum(margin, 2 * np.sqrt(original * (1 - original) / n_images)) if n_images else np.full(len(d), margin)
+    threshold = np.full(len(d), margin)
+    if n_images:
+        threshold = np.maximum(margin, 2 * np.sqrt(original * (1 - original) / n_images))
     attacked = strengths > 0
     gain = attacked & (d > threshold)
     better, worse = gain & (group > chance + margin), attacked & (d < -threshold)
@@ -394,18 +399,22 @@ def mark(f, r):
     return f" (diverged at step {int(f['diverged_at'][r]):,})" if f["diverged_at"][r] >= 0 else ""
 
 
+def per_run(get, files):
+    """(activation, figure, run index, lr, max |dQ~|) for every run of Fig. 3's files."""
+    return [(a, f, r, lr, d) for a, f in get(files).items()
+            for r, (lr, d) in enumerate(zip(f["lr"], max_abs(f["delta_Q_tilde"])))]
+
+
 def fig3_tables(get):
-    ref = paper.FIG3_FINAL_DRIFT["linear"]
+    ref, ref64 = paper.FIG3_FINAL_DRIFT["linear"], paper.FIG3_FLOAT64_FINAL_DRIFT
     float32 = table(["activation", "lr", "max abs dQ~", "final dQ~", "paper's code [R] final dQ~", "final loss",
                      "paper's code [R] final loss"],
                     [[a, f"{lr:g}", fmt(d) + mark(f, r), fmt(last_finite(f["delta_Q_tilde"][r])),
                       fmt(item(paper.FIG3_FINAL_DRIFT.get(a), r)), fmt(last_finite(f["loss"][r])),
-                      fmt(item(paper.FIG3_FINAL_LOSS.get(a), r))]
-                     for a, f in get(FIG3).items() for r, (lr, d) in enumerate(zip(f["lr"], max_abs(f["delta_Q_tilde"])))])
+                      fmt(item(paper.FIG3_FINAL_LOSS.get(a), r))] for a, f, r, lr, d in per_run(get, FIG3)])
     float64 = table(["activation", "lr", "max abs dQ~", "max abs dQ~ / lr", "paper's code [R] float64 final dQ~"],
-                    [[a, f"{lr:g}", fmt(d) + mark(f, r), fmt(d / lr), fmt(item(paper.FIG3_FLOAT64_FINAL_DRIFT.get(a), r))]
-                     for a, f in get(FIG3_FLOAT64).items()
-                     for r, (lr, d) in enumerate(zip(f["lr"], max_abs(f["delta_Q_tilde"])))])
+                    [[a, f"{lr:g}", fmt(d) + mark(f, r), fmt(d / lr), fmt(item(ref64.get(a), r))]
+                     for a, f, r, lr, d in per_run(get, FIG3_FLOAT64)])
     return float32 + (["Loss is |Y - U sigma(V^T)|_F after the last step. In float32, round-off can make the final "
                        "|dQ~| at lr = 0.001 larger than at lr = 0.01, as in the paper's code (linear: "
                        f"{fmt(ref[2])} vs {fmt(ref[1])} [R]); the float64 runs isolate the discretisation effect.", ""]
@@ -488,18 +497,25 @@ def fig10_table(get):
     return lines
 
 
+def accuracy(f, protocol, model, i):
+    """'vote (mean probability)' accuracy of a model at the i-th attack strength."""
+    mean = f.data.get(f"mean_acc_{protocol}_{model}")
+    return f"{f[f'acc_{protocol}_{model}'][i]:.3f}" + (f" ({mean[i]:.3f})" if mean is not None else "")
+
+
 def fig11_tables(get):
     lines, names = [], {"original": "original", "group": "group", "g_inverse": "g^-1", "perm_interp": "perm_interp"}
     for method, f in get(FIG11).items():
         protocols = [p for p in f.settings.get("protocols", ["paper", "corrected"]) if f"acc_{p}_original" in f.data]
         models, ref = [m for m in names if f"acc_{protocols[0]}_{m}" in f.data], paper.FIG11_ACCURACY.get(method, {})
-        mean = lambda p, m, i: f" ({f.data[f'mean_acc_{p}_{m}'][i]:.3f})" if f"mean_acc_{p}_{m}" in f.data else ""  # noqa: E731
-        rows = [[p, f"{s:g}"] + [f"{f[f'acc_{p}_{m}'][i]:.3f}" + mean(p, m, i) for m in models]
-                + [f"{ref['original'][i]:.3f} / {ref['group'][i]:.3f}" if p == "paper" and i < len(ref.get("original", ()))
-                   else "-"] for p in protocols for i, s in enumerate(f["strengths"])]
+        rows = [[p, f"{s:g}"] + [accuracy(f, p, m, i) for m in models]
+                + [f"{ref['original'][i]:.3f} / {ref['group'][i]:.3f}"
+                   if p == "paper" and i < len(ref.get("original", ())) else "-"]
+                for p in protocols for i, s in enumerate(f["strengths"])]
         lines += [f"**{method}** (strength = {'iterations' if method == 'PGD' else 'epsilon'}). Accuracy: majority "
                   "vote, mean probability in brackets.", ""] + table(
-            ["protocol", "strength"] + [names[m] for m in models] + ["paper's code [C] original / group (mean prob.)"], rows)
+            ["protocol", "strength"] + [names[m] for m in models] + ["paper's code [C] original / group (mean prob.)"],
+            rows)
     for f in list(get(FIG11).values())[:1]:
         st = f.settings
         lines += [f"Chance is {CHANCE:g}. The attacks are computed on the single original model and transferred to the "
@@ -508,8 +524,8 @@ def fig11_tables(get):
                                          f"clean images clamped to [0, 1] (no attack) "
                                          f"{float(f.data[f'clamp_only_acc_{p}']):.3f}. " for p in ("paper", "corrected")
                                          if f"clamp_only_acc_{p}" in f.data and f"acc_{p}_original" in f.data), "",
-                  describe_cifar_source(st.get("data_source", "?"), st.get("data_dir", "?"))
-                  + f" {st.get('num_train_images', '?')} training and {st.get('num_test_images', '?')} test images.", ""]
+                  describe_cifar_source(st.get("data_source", "?"), st.get("data_dir", "?")) + f" "
+                  f"{st.get('num_train_images', '?')} training and {st.get('num_test_images', '?')} test images.", ""]
     return lines
 
 
@@ -567,8 +583,9 @@ FIG11 = Files("ensemble/cnn_cifar_leakyrelu_{}_h16_g200_eps10", ("FGSM", "PGD"),
 SECTIONS = (
     Section("Fig. 3: Q is nearly conserved under gradient descent", (
         Claim("Fig. 3", "Q nearly conserved under GD, every lr (float32)",
-              "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its relative drift "
-              "dQ~ = |Q_t|/N_0 - |Q_1|/N_0 stays below 1e-3 at every learning rate (0.1, 0.01, 0.001) and activation.",
+              "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its relative "
+              "drift dQ~ = |Q_t|/N_0 - |Q_1|/N_0 stays below 1e-3 at every learning rate (0.1, 0.01, 0.001) and "
+              "activation.",
               FIG3, fig3_drift, rule_q_conserved, over=worst),
         Claim("Fig. 3", "float64: drift of Q proportional to lr",
               "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
@@ -636,7 +653,8 @@ SECTIONS = (
               lambda f: dict(eps=f["eps"], group=f["vote_acc_group"], perm_interp=f["vote_acc_perm_interp"]),
               rule_group_vs_perm_interp,
               paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["perm_interp"]), **{
-                  m: list(paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]) for m in ("group", "perm_interp")})})
+                  m: [paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]] for m in ("group", "perm_interp")
+              })})
     ), fig10_table),
     Section("Fig. 11: adversarial robustness of the group ensemble (CIFAR-10)", (
         Claim("Fig. 11", "group more robust than original (paper's protocol)",
@@ -673,11 +691,13 @@ class Figure:
         try:
             with np.load(stem + ".npz", allow_pickle=False) as saved:
                 self.data = {key: saved[key] for key in saved.files}
-            ext = ".json"
-            with open(stem + ext) as f:
+        except Exception as error:  # a truncated zip, a corrupt member, not an .npz at all
+            raise DataError(f"{name}.npz cannot be read ({one_line(error)})") from None
+        try:
+            with open(stem + ".json") as f:
                 self.settings = json.load(f)
-        except Exception as error:  # a truncated zip, a corrupt member, not JSON, ...
-            raise DataError(f"{name}{ext if 'ext' in locals() else '.npz'} cannot be read ({one_line(error)})") from None
+        except Exception as error:
+            raise DataError(f"{name}.json cannot be read ({one_line(error)})") from None
         if not isinstance(self.settings, dict):
             raise DataError(f"{name}.json is not a JSON object")
         self.quick = bool(self.settings.get("quick", False))
@@ -772,32 +792,35 @@ def check(claim, loader, cifar_dir):
         try:
             results[unit] = apply(claim.rule, claim.measure(f))
         except Exception as error:  # a wrong shape or type in the file: reported, never a verdict
-            errors.append(str(error) if isinstance(error, DataError) else f"{f.name}.npz cannot be checked ({one_line(error)})")
+            errors.append(str(error) if isinstance(error, DataError) else
+                          f"{f.name}.npz cannot be checked ({one_line(error)})")
     if errors:
         return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0])
     result, missing = combine_units(claim.over, results), ", ".join(u for u, f in loaded.items() if f is None)
+    note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
-                   any(f.quick for f in figures.values()),
-                   f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." * bool(missing))
+                   any(f.quick for f in figures.values()), note)
 
 
 def not_run_note(files, out, cifar_dir):
     """(explanation, a few words for the summary table, the section's note on how to make the data)."""
     if not files.notebook:
-        return "no data", "no data", f"**{NOT_RUN}**: no saved data in `{out}`. Make it with `{files.make.format(out=out)}`."
+        return ("no data", "no data",
+                f"**{NOT_RUN}**: no saved data in `{out}`. Make it with `{files.make.format(out=out)}`.")
     if cifar_dir is not None and os.path.isfile(os.path.join(cifar_dir, "cifar-10-batches-py", "data_batch_1")):
-        return ("notebook failed (CIFAR-10 present)",) * 2 + (
-            f"**{NOT_RUN}**: no saved data for this figure in `{out}`, although CIFAR-10 is present in `{cifar_dir}`: "
-            f"the notebook did not finish. Run `python run_notebook.py {files.notebook} --out {out} --cifar-dir "
-            f"{cifar_dir}` to see its error.",)
-    return ("skipped: CIFAR-10 not available" if cifar_dir is not None else "skipped: no data (CIFAR-10 missing?)",) * 2 + (
+        why = "notebook failed (CIFAR-10 present)"
+        return why, why, (f"**{NOT_RUN}**: no saved data for this figure in `{out}`, although CIFAR-10 is present in "
+                          f"`{cifar_dir}`: the notebook did not finish. Run `python run_notebook.py {files.notebook} "
+                          f"--out {out} --cifar-dir {cifar_dir}` to see its error.")
+    why = "skipped: CIFAR-10 not available" if cifar_dir is not None else "skipped: no data (CIFAR-10 missing?)"
+    return why, why, (
         f"**{NOT_RUN}**: no saved data for this figure in `{out}`. " + (
             f"CIFAR-10 was not available: `{cifar_dir}` holds no `cifar-10-batches-py/`." if cifar_dir is not None
             else "CIFAR-10 was probably not available (offline and no data), or the notebook failed.")
         + " Provide CIFAR-10 with `make figures CIFAR_DIR=/path` where /path contains `cifar-10-batches-py/` (the "
         "official python release), or let the notebooks download it into `data/` (the default CIFAR_DIR) when online. "
         f"Then run `python run_notebook.py {files.notebook} --out {out} --cifar-dir /path` and `python make_report.py "
-        f"--out {out}` (or `make figures CIFAR_DIR=/path`, which does both).",)
+        f"--out {out}` (or `make figures CIFAR_DIR=/path`, which does both).")
 
 
 def label(verdict, quick):
@@ -820,7 +843,8 @@ def render_section(section, checked, loader, errors):
     """The section's lines; a data error met in its tables is added to errors."""
     figures = {f.name: f for c in section.claims for f in loader.get(c.files).values()}
     plots = [name for c in section.claims if c.files.plots for name in (f.name for f in loader.get(c.files).values())]
-    images = [f"![{n}]({n}.png)" for n in dict.fromkeys(plots) if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
+    images = [f"![{n}]({n}.png)" for n in dict.fromkeys(plots)
+              if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
     lines = [f"## {section.title}", ""] + (images + [""] if images else [])
     if any(c.quick for c in checked):
         lines += ["> **Smoke-test data** (`--quick`): the verdicts below are smoke-test values of the rules on tiny "
@@ -836,8 +860,9 @@ def render_section(section, checked, loader, errors):
     by_run = {}
     for st in (f.settings for f in figures.values()):
         by_run[run_key(st)] = max(by_run.get(run_key(st), st), st, key=lambda s: s.get("created", ""))
-    produced = [f"`{key}` ({st.get('device', '?')}, {st.get('dtype', 'float32')}, {'quick' if st.get('quick') else 'full'}"
-                f" settings, {fmt_seconds(run_seconds(st))}, {st.get('created', '?')})" for key, st in by_run.items()]
+    produced = [f"`{key}` ({st.get('device', '?')}, {st.get('dtype', 'float32')}, "
+                f"{'quick' if st.get('quick') else 'full'} settings, {fmt_seconds(run_seconds(st))}, "
+                f"{st.get('created', '?')})" for key, st in by_run.items()]
     return lines + (["*Data:* " + "; ".join(produced) + ".", ""] if produced else [])
 
 
@@ -857,7 +882,9 @@ def run_seconds(settings):
 def fmt_seconds(seconds):
     if seconds is None:
         return "run time unknown"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
 def run_time_summary(out_dir):
@@ -880,8 +907,9 @@ BANNERS = (("Not run", "no saved data; each section says why and how to make it"
             lambda cs: all(c.verdict == NOT_RUN for c in cs)),
            ("Data errors", "a saved file could not be read or lacks a key: no verdict, the section names the file; "
             "`make_report.py` exits with status 1", lambda cs: any(c.verdict == DATA_ERROR for c in cs)),
-           ("Smoke-test data", "from `--quick` runs on tiny settings: their verdicts only show that the pipeline works, "
-            "they are not a reproduction. Run `make figures` for the paper's settings", lambda cs: any(c.quick for c in cs)))
+           ("Smoke-test data", "from `--quick` runs on tiny settings: their verdicts only show that the pipeline "
+            "works, they are not a reproduction. Run `make figures` for the paper's settings",
+            lambda cs: any(c.quick for c in cs)))
 
 
 def build_report(out_dir, cifar_dir=None):
@@ -899,15 +927,17 @@ def build_report(out_dir, cifar_dir=None):
     for title, why, applies in BANNERS:
         figures = [name for name, cs, _ in done if applies(cs)]
         lines += [f"> **{title}**: {', '.join(figures)} ({why}).", ""] if figures else []
-    lines += ["Each verdict comes from a fixed rule, stated with its claim, applied to the saved numbers: **reproduced** "
-              "(the rule holds everywhere), **partly** (it holds for some activations, attacks or rows), **not "
-              "reproduced** (it holds nowhere, or cannot be tested on this data), **not run** (no data), **data error** "
-              "(a file could not be read: no verdict). A diverged run is reported as diverged and left out: the claim "
-              "cannot be tested on it, so the verdict is partly at best. Reference numbers: **[R]** re-run of the "
-              "paper's code with its seeds (CPU, float32: a faithful port should match them); **[C]** saved outputs of "
-              "the paper's notebooks (GPU, unseeded, a new model per cell: qualitative only).", "", "## Summary", ""]
-    lines += table(["figure", "claim", "verdict", "deciding numbers"], [
-        [c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick)}**", c.deciding or "-"] for _, cs, _ in done for c in cs])
+    lines += ["Each verdict comes from a fixed rule, stated with its claim, applied to the saved numbers: "
+              "**reproduced** (the rule holds everywhere), **partly** (it holds for some activations, attacks or "
+              "rows), **not reproduced** (it holds nowhere, or cannot be tested on this data), **not run** (no data), "
+              "**data error** (a file could not be read: no verdict). A diverged run is reported as diverged and left "
+              "out: the claim cannot be tested on it, so the verdict is partly at best. Reference numbers: **[R]** "
+              "re-run of the paper's code with its seeds (CPU, float32: a faithful port should match them); **[C]** "
+              "saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell: qualitative only).", "",
+              "## Summary", ""]
+    lines += table(["figure", "claim", "verdict", "deciding numbers"],
+                   [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick)}**", c.deciding or "-"]
+                    for _, cs, _ in done for c in cs])
     lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
               f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
     lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])
