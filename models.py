@@ -269,7 +269,7 @@ def radial_Q(U, V):
 # Training: full-batch gradient descent on the MSE loss, many runs at once
 
 TRAINED_ON = "torch.nn.MSELoss (mean over m*n entries), full-batch GD"
-RECORD_CHUNK_ELEMENTS = 2 ** 17  # records are kept as weights and evaluated in batches of this size (cache-sized)
+RECORD_CHUNK_ELEMENTS = 2 ** 16  # records are kept as weights and evaluated in batches of this size (cache-sized)
 
 
 def record_schedule(total_steps, dense_until=10_000, relative_resolution=1e-3):
@@ -394,6 +394,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     saved_U = torch.empty((chunk,) + tuple(U.shape), dtype=dtype, device=device)
     saved_V = torch.empty((chunk,) + tuple(V.shape), dtype=dtype, device=device)
     slots = list(zip(saved_E.unbind(0), saved_U.unbind(0), saved_V.unbind(0)))
+    U64, V64 = saved_U.double(), saved_V.double()  # where Q is evaluated (float64 for every dtype)
     loss_np = np.full((runs, n_rec), np.nan)
     q_np = np.full((runs, n_rec), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
@@ -402,8 +403,8 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         """Loss and Q of records first .. first+count-1 from the slots; marks diverged runs."""
         sq = saved_E[:count].square().sum(dim=(2, 3))  # [count, R]
         loss = {"frobenius": sq.sqrt(), "squared": sq, "mse_over_normY": sq / (m * n) / norm_Y}[loss_kind]
-        U64, V64 = saved_U[:count].double(), saved_V[:count].double()
-        Q = radial_Q(U64, V64) if act is None else conserved_Q(U64, V64, act, q_convention)
+        U_, V_ = U64[:count].copy_(saved_U[:count]), V64[:count].copy_(saved_V[:count])
+        Q = radial_Q(U_, V_) if act is None else conserved_Q(U_, V_, act, q_convention)
         loss_np[:, first:first + count] = loss.T.double().cpu().numpy()
         q_np[:, first:first + count] = Q.T.cpu().numpy()
         for r in np.flatnonzero(~np.isfinite(loss_np[:, first:first + count]).all(axis=1) & (diverged_at < 0)):
