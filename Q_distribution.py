@@ -35,11 +35,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from models import conserved_Q, expected_Q  # noqa: E402
+from models import conserved_Q, expected_Q as gaussian_expected_Q  # noqa: E402
 
 
 def figure_name(activation, shape):
     return "Q-distribution/{}_mhn_{}_{}_{}".format(activation, *shape)
+
+
+def expected_Q(activation, m, h, n):
+    """E[Q] (paper-code Q) under this figure's initialisation, U ~ N(0, 1/h), V ~ N(0, 1/n); NaN for an
+    activation without a closed-form E[F]."""
+    return gaussian_expected_Q(activation, m, h, n, u_var=1 / h, v_var=1 / n)
 
 
 def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress):
@@ -55,7 +61,7 @@ def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress)
             bar.update(1)
     counts, edges = np.histogram(Q)  # numpy's default 10 bins, as in the paper
     return {"Q": Q, "counts": counts, "bin_edges": edges, "shape_mhn": np.array(shape),
-            "expected_Q": np.array(expected_Q(activation, m, h, n, u_var=1 / h, v_var=1 / n)),
+            "expected_Q": np.array(expected_Q(activation, m, h, n)),
             "mean": np.array(Q.mean()), "std": np.array(Q.std())}
 
 

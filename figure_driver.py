@@ -5,7 +5,7 @@ that parses its flags with this module before its own heavy imports answers --he
 errors at once.
 
 Contents, top to bottom:
-  command line       UsageError, fail, PAPER_ACTIVATIONS, PerActivation, figure_parser,
+  command line       UsageError, fail, PerActivation, figure_parser,
                      parse_figure_args, resolve_device, check_output_dir
   progress bars      progress_bar, no_progress
   worker processes   parallel_map
@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# The figures' default --activations: the paper's four (any name in models.ACTIVATIONS is accepted).
-PAPER_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
+from paper_numbers import PAPER_ACTIVATIONS  # the default of --activations (any name in models.ACTIVATIONS works)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,9 +27,8 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import (conserved_Q, get_activation, gradient_descent, paper_normal, paper_target,  # noqa: E402
                     squared_loss_hessian)
+from paper_numbers import PAPER_ACTIVATIONS  # noqa: E402
 from tests.test_conservation import previous_hessian  # noqa: E402
-
-PAPER_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
 
 RECORD_EVERY = 18  # record_schedule(400_000) has one record per ~18 steps on average
 
