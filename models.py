@@ -386,15 +386,14 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             grad_A.div_(sq_norm).addcmul_(dot, A, value=-2.0)
             V.sub_(grad_A, alpha=scale)
 
-    # A record is a copy of the residual E and the weights into a slot of preallocated buffers
-    # (three copies, no host sync); loss and Q are computed a chunk of records at a time.
+    # A record is a copy of the residual E and the weights (to float64, where Q is computed) into
+    # slots of preallocated buffers, with no host sync; loss and Q are computed a chunk at a time.
     n_rec = len(record_steps)
     chunk = max(1, min(n_rec, RECORD_CHUNK_ELEMENTS // (runs * (m * n + U[0].numel() + V[0].numel()))))
     saved_E = torch.empty((chunk,) + tuple(E.shape), dtype=dtype, device=device)
-    saved_U = torch.empty((chunk,) + tuple(U.shape), dtype=dtype, device=device)
-    saved_V = torch.empty((chunk,) + tuple(V.shape), dtype=dtype, device=device)
+    saved_U = torch.empty((chunk,) + tuple(U.shape), dtype=torch.float64, device=device)
+    saved_V = torch.empty((chunk,) + tuple(V.shape), dtype=torch.float64, device=device)
     slots = list(zip(saved_E.unbind(0), saved_U.unbind(0), saved_V.unbind(0)))
-    U64, V64 = saved_U.double(), saved_V.double()  # where Q is evaluated (float64 for every dtype)
     loss_np = np.full((runs, n_rec), np.nan)
     q_np = np.full((runs, n_rec), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
@@ -403,7 +402,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         """Loss and Q of records first .. first+count-1 from the slots; marks diverged runs."""
         sq = saved_E[:count].square().sum(dim=(2, 3))  # [count, R]
         loss = {"frobenius": sq.sqrt(), "squared": sq, "mse_over_normY": sq / (m * n) / norm_Y}[loss_kind]
-        U_, V_ = U64[:count].copy_(saved_U[:count]), V64[:count].copy_(saved_V[:count])
+        U_, V_ = saved_U[:count], saved_V[:count]
         Q = radial_Q(U_, V_) if act is None else conserved_Q(U_, V_, act, q_convention)
         loss_np[:, first:first + count] = loss.T.double().cpu().numpy()
         q_np[:, first:first + count] = Q.T.cpu().numpy()
