@@ -330,10 +330,16 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     if loss_kind not in ("frobenius", "squared", "mse_over_normY"):
         raise ValueError(f"unknown loss_kind {loss_kind!r}")
 
-    U = U.detach().clone()
-    V = V.detach().clone()
     runs, m, n = U.shape[0], Y.shape[0], Y.shape[1]
     dtype, device = U.dtype, U.device
+    # The residual E = output - Y and the weights U, V are contiguous blocks of one buffer (each
+    # 64-byte aligned, as a tensor of its own would be), so that a record is one copy.
+    shapes = [(runs, m, n), tuple(U.shape), tuple(V.shape)]
+    sizes = [math.prod(shape) for shape in shapes]
+    starts = np.cumsum([0] + [-(-size // 16) * 16 for size in sizes])
+    state = torch.empty(int(starts[-1]), dtype=dtype, device=device)
+    blocks = [state[start:start + size].view(shape) for start, size, shape in zip(starts, sizes, shapes)]
+    E, U, V = blocks[0], blocks[1].copy_(U.detach()), blocks[2].copy_(V.detach())
     negY = (-Y).to(device=device, dtype=dtype).expand(runs, m, n).contiguous()
     lr = torch.as_tensor(lr, dtype=dtype, device=device).reshape(-1)
     lr = lr.expand(runs) if lr.numel() == 1 else lr
@@ -345,7 +351,6 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     # costs a few microseconds of dispatch per op, so the loop does nothing but the ops.
     shared_lr = bool((lr == lr[0]).all())
     scale = float(step_scale.flatten()[0]) if shared_lr else 1.0
-    E = torch.empty(runs, m, n, dtype=dtype, device=device)       # output - Y
     G = E if shared_lr else torch.empty_like(E)                    # lr-scaled dL/d output
     A = V if act is not None and act.sigma is identity else torch.empty_like(V)  # hidden activations
     grad_A = torch.empty_like(V)
@@ -386,14 +391,15 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             grad_A.div_(sq_norm).addcmul_(dot, A, value=-2.0)
             V.sub_(grad_A, alpha=scale)
 
-    # A record is a copy of the residual E and the weights (to float64, where Q is computed) into
-    # slots of preallocated buffers, with no host sync; loss and Q are computed a chunk at a time.
+    # A record is one copy of the state (E, U, V) into a slot of a preallocated buffer, with no
+    # host sync; loss and Q are computed a chunk of records at a time.
     n_rec = len(record_steps)
-    chunk = max(1, min(n_rec, RECORD_CHUNK_ELEMENTS // (runs * (m * n + U[0].numel() + V[0].numel()))))
-    saved_E = torch.empty((chunk,) + tuple(E.shape), dtype=dtype, device=device)
-    saved_U = torch.empty((chunk,) + tuple(U.shape), dtype=torch.float64, device=device)
-    saved_V = torch.empty((chunk,) + tuple(V.shape), dtype=torch.float64, device=device)
-    slots = list(zip(saved_E.unbind(0), saved_U.unbind(0), saved_V.unbind(0)))
+    chunk = max(1, min(n_rec, RECORD_CHUNK_ELEMENTS // state.numel()))
+    saved = torch.empty(chunk, state.numel(), dtype=dtype, device=device)
+    slots = saved.unbind(0)
+    saved_E, saved_U, saved_V = [saved[:, start:start + size].unflatten(1, shape)
+                                 for start, size, shape in zip(starts, sizes, shapes)]
+    U64, V64 = saved_U.double(), saved_V.double()  # where Q is computed, float64 for every dtype
     loss_np = np.full((runs, n_rec), np.nan)
     q_np = np.full((runs, n_rec), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
@@ -402,7 +408,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         """Loss and Q of records first .. first+count-1 from the slots; marks diverged runs."""
         sq = saved_E[:count].square().sum(dim=(2, 3))  # [count, R]
         loss = {"frobenius": sq.sqrt(), "squared": sq, "mse_over_normY": sq / (m * n) / norm_Y}[loss_kind]
-        U_, V_ = saved_U[:count], saved_V[:count]
+        U_, V_ = U64[:count].copy_(saved_U[:count]), V64[:count].copy_(saved_V[:count])
         Q = radial_Q(U_, V_) if act is None else conserved_Q(U_, V_, act, q_convention)
         loss_np[:, first:first + count] = loss.T.double().cpu().numpy()
         q_np[:, first:first + count] = Q.T.cpu().numpy()
@@ -420,10 +426,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         if progress is not None:
             progress.update(target - done)
         done = target
-        saved_E_slot, saved_U_slot, saved_V_slot = slots[slot]
-        saved_E_slot.copy_(E)
-        saved_U_slot.copy_(U)
-        saved_V_slot.copy_(V)
+        slots[slot].copy_(state)
         slot += 1
         if slot == chunk or rec + 1 == n_rec:
             evaluate(rec + 1 - slot, slot)
