@@ -1,7 +1,8 @@
 """Benchmark: the batched closed-form trainer against a paper-style autograd loop, the cost of
 recording, and the Hessian before and after torch.func.
 
-All timings on the CPU, one thread, in this one process, so the ratios compare like with like:
+All timings are CPU time of this one process (one thread), so the ratios compare like with like
+and other work on a shared machine counts less:
 1. Per step: the Fig. 3 / Fig. 6 networks (m, n, hidden) = (5, 10, 50) and the Fig. 7 radial
    network, float32. The paper-style loop is what the paper's scripts do for each configuration
    separately: module forward, nn.MSELoss, backward, SGD step, then Q and the loss recomputed
@@ -53,7 +54,7 @@ def paper_style_seconds_per_step(activation, lr, steps, hidden=50):
     net = PaperStyleNet(paper_normal(m, hidden, 0.1), paper_normal(n, hidden, 0.1), activation)
     optimizer, criterion = torch.optim.SGD(net.parameters(), lr=lr), nn.MSELoss()
     losses, qs = [], []
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(steps):
         optimizer.zero_grad()
         loss = criterion(net(X), Y)
@@ -68,7 +69,7 @@ def paper_style_seconds_per_step(activation, lr, steps, hidden=50):
             norm = torch.norm(Y - U @ get_activation(activation).sigma(V.T))
         losses.append(norm.detach().numpy())
         qs.append(q.detach().numpy())
-    return (time.perf_counter() - start) / steps
+    return (time.process_time() - start) / steps
 
 
 def trainer_seconds_per_step(model, activation, lrs, steps, hidden, record_every=RECORD_EVERY):
@@ -78,9 +79,9 @@ def trainer_seconds_per_step(model, activation, lrs, steps, hidden, record_every
     U = paper_normal(m, hidden, 0.1).expand(runs, m, hidden)
     V = paper_normal(n, hidden, 0.1).expand(runs, n, hidden)
     record_steps = np.unique(np.r_[np.arange(0, steps + 1, record_every), steps])
-    start = time.perf_counter()
+    start = time.process_time()
     gradient_descent(U, V, Y, lrs, steps, model=model, activation=activation, record_steps=record_steps)
-    return (time.perf_counter() - start) / steps
+    return (time.process_time() - start) / steps
 
 
 def hessian_seconds(hessian, activation, repeats=3):
@@ -88,9 +89,9 @@ def hessian_seconds(hessian, activation, repeats=3):
     U, V, Y = paper_normal(10, 50, 0.3).double(), paper_normal(5, 50, 0.3).double(), paper_target(10, 5).double()
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         hessian(U, V, Y, activation)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
