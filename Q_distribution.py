@@ -55,7 +55,8 @@ def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress)
     with progress(samples, f"Q {activation} {m}x{h}x{n}", unit="sample") as bar:
         for i in range(samples):
             torch.manual_seed(i ** 2)
-            U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h))  # rand advances the stream, as in the paper
+            # torch.rand first advances the random stream, as in the paper
+            U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h))
             V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n))
             Q[i] = float(conserved_Q(U.to(device, dtype), V.to(device, dtype), activation))
             bar.update(1)

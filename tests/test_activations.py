@@ -107,8 +107,9 @@ def test_expected_F_in_closed_form(name):
     for var in (0.01, 0.3, 1.0):
         s = math.sqrt(var)
 
-        def weighted(x):
-            return float(act.F(torch.tensor(x, dtype=F64))) * math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)
+        def weighted(x):  # F(x) times the normal density
+            density = math.exp(-x * x / (2 * var)) / math.sqrt(2 * math.pi * var)
+            return float(act.F(torch.tensor(x, dtype=F64))) * density
         reference = sum(integrate.quad(weighted, a, b, epsabs=1e-14, epsrel=1e-12)[0]
                         for a, b in ((-12 * s, 0.0), (0.0, 12 * s)))
         assert act.expected_F(var) == pytest.approx(reference, rel=1e-9, abs=1e-14), var
