@@ -6,23 +6,32 @@ loss |Y - U sigma(V^T)|_F against training steps.
 
 Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json}.
 """
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
-
-from models import (ACTIVATIONS, conserved_Q, figure_parser, first_step_below, gradient_descent,
-                    paper_normal, paper_target, plot_loss_curves, progress_bar, run_figure_script,
-                    steps_per_activation)
+from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_elementwise.py)
 M, N, HIDDEN = 5, 10, 50
 INIT_STDS = [0.01, 0.1, 1.0]             # U, V ~ N(0, std^2), each drawn after seed 12345
 LEARNING_RATE = 1e-3
-PAPER_STEPS = {"linear": 400_000, "relu": 400_000, "tanh": 400_000, "sigmoid": 800_000}
-QUICK_STEPS = {"linear": 2_000, "relu": 2_000, "tanh": 2_000, "sigmoid": 4_000}
+PAPER_STEPS = PerActivation(400_000, sigmoid=800_000)
+QUICK_STEPS = PerActivation(2_000, sigmoid=4_000)
 CONVERGED_LOSS = 1e-2                    # 'steps to converge' = first step with loss below this
+
+
+def make_parser():
+    return figure_parser(__doc__, activations=True)
+
+
+if __name__ == "__main__":
+    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
+
+import matplotlib  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from figure_driver import plot_loss_curves  # noqa: E402
+from models import conserved_Q, first_step_below, gradient_descent, paper_normal, paper_target  # noqa: E402
 
 
 def figure_name(activation):
@@ -34,12 +43,12 @@ def q_label(activation, Q):
     return f"Q={Q:.0f}" if activation == "tanh" else f"Q={Q:.3g}"
 
 
-def train(activation, steps, device, dtype, show_progress, position):
+def train(*, activation, steps, device, dtype, progress=no_progress):
     """Train the three init scales of one activation as one batch. Returns the figure's data."""
     Y = paper_target(M, N)
     U0 = torch.stack([paper_normal(M, HIDDEN, std) for std in INIT_STDS])
     V0 = torch.stack([paper_normal(N, HIDDEN, std) for std in INIT_STDS])
-    with progress_bar(steps, f"Fig. 6 {activation}", disable=not show_progress, position=position) as bar:
+    with progress(steps, f"Fig. 6 {activation}") as bar:
         result = gradient_descent(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                   LEARNING_RATE, steps, model="elementwise", activation=activation,
                                   loss_kind="frobenius", progress=bar)
@@ -63,11 +72,10 @@ def plot(data):
 
 
 def make_jobs(args):
-    return [(figure_name(a), (a, steps, args.device, args.dtype),
-             {"figure": "Fig. 6", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
-              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps,
-              "converged_loss": CONVERGED_LOSS, "loss": "|Y - U sigma(V^T)|_F after each step",
-              "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})
+    return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype),
+                {"figure": "Fig. 6", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
+                 "learning_rate": LEARNING_RATE, "steps": steps, "converged_loss": CONVERGED_LOSS,
+                 "loss": "|Y - U sigma(V^T)|_F after each step"})
             for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 
 
@@ -77,8 +85,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    parser = figure_parser(__doc__.split("\n\n")[0], activations=ACTIVATIONS)
-    run_figure_script(parser, argv, make_jobs, train, plot, summarise)
+    run_figure_script(make_parser(), make_jobs, train, plot, summarise, argv=argv)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,7 @@ descent at learning rate 1e-5 then needs about 100 times more steps per 100 time
 
 Writes DIR/Q-convergence/radial_zoomed_1e6.{pdf,png,npz,json}.
 """
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
-
-from models import (figure_parser, first_step_below, gradient_descent, paper_normal, paper_target,
-                    plot_loss_curves, progress_bar, radial_output, radial_Q, run_figure_script)
+from figure_driver import Job, figure_parser, no_progress, run_figure_script
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_radial.py)
 M, N, HIDDEN = 5, 10, 5
@@ -24,6 +17,23 @@ PAPER_STEPS = 1_000_000
 QUICK_STEPS = 5_000
 CONVERGED_LOSS = 1e-2
 FIGURE = "Q-convergence/radial_zoomed_1e6"
+
+
+def make_parser():
+    return figure_parser(__doc__)
+
+
+if __name__ == "__main__":
+    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
+
+import matplotlib  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from figure_driver import plot_loss_curves  # noqa: E402
+from models import first_step_below, gradient_descent, paper_normal, paper_target, radial_output, radial_Q  # noqa: E402
 
 
 def svd_aligned_init(scale):
@@ -43,13 +53,13 @@ def svd_aligned_init(scale):
     return phi @ U_bar, psi_h.T @ V_bar, Q0
 
 
-def train(steps, device, dtype, show_progress, position):
+def train(*, steps, device, dtype, progress=no_progress):
     """Train the four initialisations as one batch. Returns the figure's data."""
     inits = [svd_aligned_init(scale) for scale in INIT_SCALES]
     U0 = torch.stack([U for U, _, _ in inits])
     V0 = torch.stack([V for _, V, _ in inits])
     Y = paper_target(M, N)
-    with progress_bar(steps, "Fig. 7 radial", disable=not show_progress, position=position) as bar:
+    with progress(steps, "Fig. 7 radial") as bar:
         result = gradient_descent(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                   LEARNING_RATE, steps, model="radial", loss_kind="mse_over_normY",
                                   progress=bar)
@@ -76,12 +86,10 @@ def plot(data):
 
 def make_jobs(args):
     steps = args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)
-    return [(FIGURE, (steps, args.device, args.dtype),
-             {"figure": "Fig. 7", "m": M, "n": N, "hidden": HIDDEN, "init_scales": INIT_SCALES,
-              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps,
-              "converged_loss": CONVERGED_LOSS,
-              "loss": "MSE / |Y|_F before each step (the paper's plotted quantity)",
-              "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})]
+    return [Job(FIGURE, dict(steps=steps, device=args.device, dtype=args.dtype),
+                {"figure": "Fig. 7", "m": M, "n": N, "hidden": HIDDEN, "init_scales": INIT_SCALES,
+                 "learning_rate": LEARNING_RATE, "steps": steps, "converged_loss": CONVERGED_LOSS,
+                 "loss": "MSE / |Y|_F before each step (the paper's plotted quantity)"})]
 
 
 def summarise(name, data):
@@ -90,8 +98,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    parser = figure_parser(__doc__.split("\n\n")[0])
-    run_figure_script(parser, argv, make_jobs, train, plot, summarise)
+    run_figure_script(make_parser(), make_jobs, train, plot, summarise, argv=argv)
 
 
 if __name__ == "__main__":

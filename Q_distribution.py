@@ -8,21 +8,34 @@ this Q.
 
 Writes DIR/Q-distribution/{activation}_mhn_{m}_{h}_{n}.{pdf,png,npz,json}.
 """
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
-from matplotlib.ticker import MaxNLocator
-
-from models import (ACTIVATIONS, UsageError, conserved_Q, figure_parser, positive_int, progress_bar,
-                    run_figure_script)
+from figure_driver import Job, UsageError, figure_parser, no_progress, positive_int, run_figure_script
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_distribution.py)
-FIG4_SHAPE = (100, 100, 100)                       # (m, h, n) for the four activations
+FIG4_SHAPE = (100, 100, 100)                       # (m, h, n) for every activation
 FIG5_SHAPES = [(100, 200, 100), (200, 100, 100)]   # linear only
 PAPER_SAMPLES = 1000                               # sample i is drawn after torch.manual_seed(i**2)
 QUICK_SAMPLES = 50
+
+
+def make_parser():
+    parser = figure_parser(__doc__, activations=True)
+    parser.add_argument("--samples", type=positive_int, default=None, metavar="N",
+                        help=f"number of initialisations per histogram (default: {PAPER_SAMPLES})")
+    parser.set_defaults(jobs=1)  # seconds of work: worker start-up would cost more than it saves
+    return parser
+
+
+if __name__ == "__main__":
+    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
+
+import matplotlib  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from models import conserved_Q, expected_Q as gaussian_expected_Q  # noqa: E402
 
 
 def figure_name(activation, shape):
@@ -30,37 +43,27 @@ def figure_name(activation, shape):
 
 
 def expected_Q(activation, m, h, n):
-    """E[Q] under U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h), in the paper code's scaling."""
-    var_v = 1.0 / n
-    if activation == "linear":
-        return m - h                                  # E|U|^2 = m, E|V|^2 = h
-    if activation == "relu":
-        return m - h / 2                              # half of V's mass is positive
-    if activation == "tanh":
-        return m - n * h * (1 + np.exp(2 * var_v)) / 2  # E cosh^2 v = (1 + e^{2 var}) / 2
-    return m / 2 - n * h * np.exp(var_v / 2)          # sigmoid: E[v + e^v] = e^{var/2}
+    """E[Q] (paper-code Q) under this figure's initialisation, U ~ N(0, 1/h), V ~ N(0, 1/n); NaN for an
+    activation without a closed-form E[F]."""
+    return gaussian_expected_Q(activation, m, h, n, u_var=1 / h, v_var=1 / n)
 
 
-def sample_Q(activation, shape, samples, device, dtype, show_progress, position):
+def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress):
     """Q of `samples` initialisations drawn exactly as the paper draws them. Returns the figure's data."""
     m, h, n = shape
     Q = np.empty(samples)
-    for i in _iterate(samples, f"Q {activation} {m}x{h}x{n}", show_progress, position):
-        torch.manual_seed(i ** 2)
-        U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h))  # rand advances the stream, as in the paper
-        V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n))
-        Q[i] = float(conserved_Q(U.to(device, dtype), V.to(device, dtype), activation))
+    with progress(samples, f"Q {activation} {m}x{h}x{n}", unit="sample") as bar:
+        for i in range(samples):
+            torch.manual_seed(i ** 2)
+            # torch.rand first advances the random stream, as in the paper
+            U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h))
+            V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n))
+            Q[i] = float(conserved_Q(U.to(device, dtype), V.to(device, dtype), activation))
+            bar.update(1)
     counts, edges = np.histogram(Q)  # numpy's default 10 bins, as in the paper
     return {"Q": Q, "counts": counts, "bin_edges": edges, "shape_mhn": np.array(shape),
             "expected_Q": np.array(expected_Q(activation, m, h, n)),
             "mean": np.array(Q.mean()), "std": np.array(Q.std())}
-
-
-def _iterate(total, description, show_progress, position):
-    with progress_bar(total, description, disable=not show_progress, position=position) as bar:
-        for i in range(total):
-            yield i
-            bar.update(1)
 
 
 def plot(data):
@@ -82,11 +85,13 @@ def make_jobs(args):
     figures = [(a, FIG4_SHAPE) for a in args.activations]
     if "linear" in args.activations:
         figures += [("linear", shape) for shape in FIG5_SHAPES]
-    return [(figure_name(a, shape), (a, shape, samples, args.device, args.dtype),
-             {"figure": "Fig. 4" if shape == FIG4_SHAPE else "Fig. 5", "activation": a,
-              "shape_mhn": list(shape), "samples": samples, "seeds": "torch.manual_seed(i**2), i < samples",
-              "init": "U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h): fan-in normal",
-              "histogram": "numpy.histogram, 10 bins"})
+    return [Job(figure_name(a, shape), dict(activation=a, shape=shape, samples=samples, device=args.device,
+                                            dtype=args.dtype),
+                {"figure": "Fig. 4" if shape == FIG4_SHAPE else "Fig. 5", "activation": a,
+                 "shape_mhn": list(shape), "samples": samples, "seeds": "torch.manual_seed(i**2), i < samples",
+                 "init": "U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h): fan-in normal",
+                 "histogram": "numpy.histogram, 10 bins",
+                 "expected_Q": "closed form, paper-code Q (NaN where the activation has no closed-form E[F])"})
             for a, shape in figures]
 
 
@@ -96,11 +101,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    parser = figure_parser(__doc__.split("\n\n")[0], activations=ACTIVATIONS)
-    parser.add_argument("--samples", type=positive_int, default=None,
-                        help=f"number of initialisations per histogram (default: {PAPER_SAMPLES})")
-    parser.set_defaults(jobs=1)  # seconds of work: worker start-up would cost more than it saves
-    run_figure_script(parser, argv, make_jobs, sample_Q, plot, summarise)
+    run_figure_script(make_parser(), make_jobs, sample_Q, plot, summarise, argv=argv, trains=False)
 
 
 if __name__ == "__main__":

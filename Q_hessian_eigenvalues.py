@@ -8,24 +8,32 @@ linear and ReLU networks.
 
 Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json}.
 """
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
-from matplotlib.ticker import MaxNLocator
-
-from models import (ACTIVATIONS, conserved_Q, figure_parser, gradient_descent, paper_normal,
-                    paper_target, progress_bar, run_figure_script, squared_loss_hessian,
-                    steps_per_activation)
+from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_hessian_eigenvalues.py)
 M, N, HIDDEN = 10, 5, 50                 # note: m and n are swapped relative to Figs. 3 and 6
 INIT_STDS = [0.001, 0.3, 0.6, 0.9]
 LEARNING_RATE = 0.1
-PAPER_STEPS = {"linear": 4_000, "relu": 4_000, "tanh": 4_000, "sigmoid": 8_000}
-QUICK_STEPS = {"linear": 500, "relu": 500, "tanh": 500, "sigmoid": 1_000}
+PAPER_STEPS = PerActivation(4_000, sigmoid=8_000)
+QUICK_STEPS = PerActivation(500, sigmoid=1_000)
 NONZERO = 1e-3                           # eigenvalues above this count as nonzero (the paper's bins start here)
+
+
+def make_parser():
+    return figure_parser(__doc__, activations=True)
+
+
+if __name__ == "__main__":
+    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
+
+import matplotlib  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from models import conserved_Q, gradient_descent, paper_normal, paper_target, squared_loss_hessian  # noqa: E402
 
 
 def figure_name(activation):
@@ -36,13 +44,13 @@ def q_label(Q):
     return f"Q={Q:.3g}" if abs(Q) > 1e-3 else f"Q={Q:.2e}"
 
 
-def train(activation, steps, device, dtype, show_progress, position):
+def train(*, activation, steps, device, dtype, progress=no_progress):
     """Train the four init scales of one activation, then diagonalise each run's Hessian
     (float64, symmetric solver). Returns the figure's data: eigenvalues [4, 750], Q0 [4], ..."""
     Y = paper_target(M, N)
     U0 = torch.stack([paper_normal(M, HIDDEN, std) for std in INIT_STDS])
     V0 = torch.stack([paper_normal(N, HIDDEN, std) for std in INIT_STDS])
-    with progress_bar(steps, f"Fig. 9 {activation}", disable=not show_progress, position=position) as bar:
+    with progress(steps, f"Fig. 9 {activation}") as bar:
         result = gradient_descent(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                   LEARNING_RATE, steps, model="elementwise", activation=activation,
                                   loss_kind="squared", progress=bar)
@@ -75,12 +83,11 @@ def plot(data):
 
 
 def make_jobs(args):
-    return [(figure_name(a), (a, steps, args.device, args.dtype),
-             {"figure": "Fig. 9", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
-              "seed": 12345, "learning_rate": LEARNING_RATE, "steps": steps, "nonzero_threshold": NONZERO,
-              "hessian_of": "|Y - U sigma(V^T)|_F^2 over concat(U.flatten(), V.flatten()), float64, eigvalsh",
-              "loss": "|Y - U sigma(V^T)|_F^2",
-              "trained_on": "torch.nn.MSELoss (mean over m*n entries), full-batch GD"})
+    return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype),
+                {"figure": "Fig. 9", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
+                 "learning_rate": LEARNING_RATE, "steps": steps, "nonzero_threshold": NONZERO,
+                 "hessian_of": "|Y - U sigma(V^T)|_F^2 over concat(U.flatten(), V.flatten()), float64, eigvalsh",
+                 "loss": "|Y - U sigma(V^T)|_F^2"})
             for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 
 
@@ -91,8 +98,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    parser = figure_parser(__doc__.split("\n\n")[0], activations=ACTIVATIONS)
-    run_figure_script(parser, argv, make_jobs, train, plot, summarise)
+    run_figure_script(make_parser(), make_jobs, train, plot, summarise, argv=argv)
 
 
 if __name__ == "__main__":

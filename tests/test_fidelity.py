@@ -32,7 +32,7 @@ Q_STATS = paper_numbers.FIG45_Q_STATS
 @pytest.mark.parametrize("activation,shape", list(Q_STATS))
 def test_fig45_Q_statistics(activation, shape):
     mean, std, low, high, unit = Q_STATS[(activation, shape)]
-    data = fig45.sample_Q(activation, shape, 1000, CPU, F32, False, 0)
+    data = fig45.sample_Q(activation=activation, shape=shape, samples=1000, device=CPU, dtype=F32)
     Q = data["Q"]
     assert abs(Q.mean() - mean) <= 0.01 * std + unit / 2 + 0.01 * abs(mean)
     assert close(Q.std(), std, 0.01)
@@ -98,7 +98,7 @@ FIG9_LEGENDS = paper_numbers.FIG9_LEGENDS
 
 @pytest.mark.parametrize("activation", list(FIG9_LARGEST))
 def test_fig9_hessian_spectrum(activation):
-    data = fig9.train(activation, fig9.PAPER_STEPS[activation], CPU, F32, False, 0)
+    data = fig9.train(activation=activation, steps=fig9.PAPER_STEPS[activation], device=CPU, dtype=F32)
     assert list(data["labels"]) == FIG9_LEGENDS[activation]
     for ours, reference in zip(data["largest_eigenvalue"], FIG9_LARGEST[activation]):
         assert close(ours, reference, 0.1)

@@ -1,6 +1,7 @@
 """The five figure scripts end to end (--quick), --plot-only, determinism, and bad input."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -89,7 +90,10 @@ def test_training_data_have_the_documented_keys(quick_outputs):
     assert data["Q"].shape == (runs, records) and data["steps"].shape == (records,)
     assert data["labels"].shape == data["Q0"].shape == (runs,)
     fig3 = load_arrays(out / "Q-dynamics/elementwise_linear_loss_Q.npz")
-    assert abs(fig3["delta_Q_tilde"][:, 1]).max() == 0  # the baseline is Q after step 1
+    # The paper's curve starts after the first step (no point at initialisation), baseline Q_1.
+    assert fig3["delta_Q_tilde_steps"][0] == 1 and np.array_equal(fig3["delta_Q_tilde_steps"], fig3["steps"][1:])
+    assert fig3["delta_Q_tilde"].shape == (runs, len(fig3["steps"]) - 1)
+    assert abs(fig3["delta_Q_tilde"][:, 0]).max() == 0 and abs(fig3["delta_Q_tilde"][:, 1:]).max() > 0
     hess = load_arrays(out / "Q-hessian-eigenvalues/Q-sharpness_linear_mnk_10_5_50.npz")
     assert hess["eigenvalues"].shape == (4, 750) and hess["Q0"].shape == (4,)
     dist = load_arrays(out / "Q-distribution/linear_mhn_100_100_100.npz")
@@ -102,7 +106,6 @@ def one_line_error(result, text):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--activations", "swish"], "unknown activation 'swish'"),
     (["--steps", "0"], "must be a positive integer"),
     (["--steps", "-5"], "must be a positive integer"),
     (["--plot-only"], "run without --plot-only first"),
@@ -110,6 +113,54 @@ def one_line_error(result, text):
 def test_bad_input_gives_one_line_error(tmp_path, flags, message):
     result = run("Q_convergence_elementwise.py", "--out", str(tmp_path / "empty"), *flags)
     assert one_line_error(result, message), result.stderr
+
+
+@pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "Q_convergence_radial.py"])
+def test_unknown_activation_gives_one_line_naming_the_choices(tmp_path, script):
+    result = run(script, "--activations", "tanh,swish", "--out", str(tmp_path / "out"))
+    assert one_line_error(result, "unknown activation 'swish'; choose from linear, relu"), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_new_activations_run_through_the_scripts(tmp_path):
+    # Entries of the activation table beyond the paper's need no script change.
+    for script in ("Q_dynamics_elementwise.py", "Q_distribution.py"):
+        result = run(script, "--quick", "--no-progress", "--activations", "elu,softplus", "--out", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+    fig3 = load_arrays(tmp_path / "Q-dynamics/elementwise_softplus_loss_Q.npz")
+    assert np.isfinite(fig3["delta_Q_tilde"]).all() and fig3["delta_Q_tilde"].shape[0] == 3
+    assert np.isfinite(load_arrays(tmp_path / "Q-distribution/elu_mhn_100_100_100.npz")["expected_Q"])
+
+
+HEAVY_MODULES_AFTER = """
+import runpy, sys
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exit:
+    print("heavy modules:", [m for m in ("torch", "matplotlib.pyplot") if m in sys.modules])
+    raise
+"""
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
+@pytest.mark.parametrize("flags,status", [(["--help"], 0), (["--steps", "0"], 2), (["--no-such-flag"], 2)])
+def test_help_and_flag_errors_answer_before_torch_is_imported(script, flags, status):
+    result = subprocess.run([sys.executable, "-c", HEAVY_MODULES_AFTER, os.path.join(ROOT, script), *flags],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == status, result.stderr
+    assert "heavy modules: []" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", ["Q_distribution.py", "Q_convergence_radial.py"])
+def test_help_prints_each_default_once(script):
+    result = run(script, "--help")
+    entries = re.split(r"\n  (?=-)", result.stdout.split("options:")[1])
+    assert len(entries) >= 10
+    for entry in entries:
+        assert " ".join(entry.split()).count("default") <= 1, entry
+    assert "(default: None)" not in result.stdout and "(default: False)" not in result.stdout
+    assert "(default: float32)" in " ".join(result.stdout.split())
 
 
 def test_unwritable_output_folder(tmp_path):
@@ -144,13 +195,13 @@ def test_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import models
+    import figure_driver
 
     def broken_savez(file, **arrays):
         file.write(b"half")
         raise OSError("disk full")
-    monkeypatch.setattr(models.np, "savez_compressed", broken_savez)
+    monkeypatch.setattr(figure_driver.np, "savez_compressed", broken_savez)
     fig, _ = plt.subplots()
     with pytest.raises(OSError):
-        models.save_figure(fig, str(tmp_path), "sub/figure", {"x": np.arange(3)}, {})
+        figure_driver.save_figure(fig, str(tmp_path), "sub/figure", {"x": np.arange(3)}, {})
     assert list((tmp_path / "sub").iterdir()) == []
