@@ -5,8 +5,8 @@ that parses its flags with this module before its own heavy imports answers --he
 errors at once.
 
 Contents, top to bottom:
-  command line       UsageError, fail, PerActivation, figure_parser,
-                     parse_figure_args, resolve_device, check_output_dir
+  command line       UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name,
+                     figure_parser, parse_figure_args, resolve_device, check_output_dir
   progress bars      progress_bar, no_progress
   worker processes   parallel_map
   files              run_metadata, save_figure, load_figure_data
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -34,10 +35,10 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line, without a traceback."""
 
 
-def fail(prog, message):
-    """Print 'prog: error: message' on stderr and exit with status 2."""
+def fail(prog, message, status=2):
+    """Print 'prog: error: message' on stderr and exit with `status` (2: bad input)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 class PerActivation:
@@ -54,14 +55,27 @@ class PerActivation:
         return f"PerActivation({self.default!r}, {', '.join(f'{k}={v!r}' for k, v in self.exceptions.items())})"
 
 
+MAX_COUNT = 2 ** 53  # larger counts are not exact as float64 (plots, JSON readers); nobody runs that long
+
+
 def positive_int(text):
+    """argparse type of the counts (--steps, --jobs, --samples): 1 .. MAX_COUNT."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most 2^53 = {MAX_COUNT}, got {value}")
     return value
+
+
+def device_name(text):
+    """argparse type of --device: auto, cpu, cuda or cuda:N (whether it exists is checked after torch loads)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -85,8 +99,9 @@ def figure_parser(description, activations=False, steps_help="number of gradient
                         help="tiny settings that run in seconds (smoke test); not the paper's numbers")
     parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
                         help=f"{steps_help} for every run (default: the paper's)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="where to train: auto picks cuda when a GPU is available")
+    parser.add_argument("--device", default="auto", type=device_name, metavar="DEVICE",
+                        help="where to train: auto, cpu, cuda or cuda:N (GPU number N); "
+                             "auto picks cuda when a GPU is available")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                         help="floating-point precision of training; the paper's is float32")
     parser.add_argument("--out", default="figures", metavar="DIR",
@@ -141,11 +156,15 @@ def resolve_device(name="auto"):
         name = str(name)
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.split(":")[0] == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' was requested but no CUDA GPU is available (use cpu or auto)")
     if name.split(":")[0] not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} was requested but no CUDA GPU is available (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} was requested but this machine has {torch.cuda.device_count()} "
+                         f"CUDA GPU(s), numbered from 0")
+    return device
 
 
 def check_output_dir(path, create=True):
@@ -392,4 +411,6 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
         print(f"done in {time.time() - started:.1f} s")
     except UsageError as error:
         fail(parser.prog, error)
+    except MemoryError as error:
+        fail(parser.prog, f"out of memory ({error or 'no details'}); use smaller --steps, --samples or --jobs", status=1)
     return args
