@@ -6,20 +6,24 @@ errors at once.
 
 Contents, top to bottom:
   command line       UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name,
-                     figure_parser, parse_figure_args, resolve_device, check_output_dir
+                     FigureParser, figure_parser, parse_figure_args, resolve_device, check_output_dir
   progress bars      progress_bar, no_progress
+  signals            exit_cleanly_on_signals
   worker processes   parallel_map
   files              run_metadata, save_figure, load_figure_data
   plots              step_formatter, plot_loss_curves, mark_diverged
   the driver         Job, steps_per_activation, run_figure_script
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -88,13 +92,25 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class FigureParser(argparse.ArgumentParser):
+    """The command line of a figure script. Parsing the process's own arguments (args=None, as the
+    scripts do first thing) makes it a figure run: from then on Ctrl-C and SIGTERM end it with one
+    line (exit_cleanly_on_signals), also while it is still importing torch. Parsing a given list
+    (a test, a caller of main(argv)) leaves the caller's signal handling alone."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None:
+            exit_cleanly_on_signals(self.prog)
+        return super().parse_known_args(args, namespace)
+
+
 def figure_parser(description, activations=False, steps_help="number of gradient-descent steps"):
     """The flags every figure script shares (same names and meanings everywhere).
 
     description: the script's docstring (its first paragraph is shown).
     activations: True to add --activations (default: the paper's four).
     """
-    parser = argparse.ArgumentParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
+    parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that run in seconds (smoke test); not the paper's numbers")
     parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
@@ -198,9 +214,84 @@ def no_progress(total, description, unit="step"):
 
 
 # ----------------------------------------------------------------------------------------------
+# Signals: Ctrl-C and SIGTERM end a figure run at once, with one line, and its workers with it
+
+_SIGNAL_OWNER = {}            # pid and prog of the process that installed the handlers
+_EXIT_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
+
+def exit_cleanly_on_signals(prog):
+    """From now on, Ctrl-C (SIGINT) and SIGTERM end this process the same way: its worker
+    processes are ended, one line
+    'prog: stopped by ...' goes to stderr, and the process ends by the signal itself (a shell
+    shows exit status 130 or 143; Python's subprocess returncode -2 or -15), so callers such as
+    make or a shell loop stop too. No traceback, and no waiting for runs in progress.
+
+    Called by FigureParser when it parses; only the main thread can install handlers. A signal
+    that this process was started with ignored (nohup, background jobs) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _SIGNAL_OWNER.update(pid=os.getpid(), prog=prog)
+    for signum in _EXIT_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _exit_on_signal)
+
+
+def _exit_on_signal(signum, _frame):
+    if os.getpid() != _SIGNAL_OWNER["pid"]:  # a worker forked before its initializer reset the handlers
+        _end_by_signal(signum)
+    for other in _EXIT_SIGNALS:  # a second Ctrl-C must not interrupt the clean-up
+        signal.signal(other, signal.SIG_IGN)
+    if "multiprocessing" in sys.modules:
+        import multiprocessing
+        _end_processes(multiprocessing.active_children())
+    with contextlib.suppress(Exception):  # lines already printed; it may fail if the signal came mid-print
+        sys.stdout.flush()
+    newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar
+    message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}; workers ended\n"
+    with contextlib.suppress(OSError):
+        os.write(2, message.encode())  # unbuffered: the signal may have come in the middle of a print
+    _end_by_signal(signum)
+
+
+def _end_by_signal(signum):
+    signal.signal(signum, signal.SIG_DFL)
+    with contextlib.suppress(Exception):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the default action ends the process while it sleeps
+    os._exit(128 + signum)  # where a signal cannot end the process (Windows)
+
+
+def _end_processes(processes):
+    """Terminate multiprocessing children and wait (briefly) until they are gone."""
+    processes = list(processes)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------
 # Worker processes
 
-def _one_thread():
+def _start_worker(parent_pid):
+    """Initializer of each worker process: Ctrl-C is left to the parent (which ends its workers),
+    SIGTERM ends it at once, and it ends when the parent ends, however that ends (SIGKILL too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills it when the parent dies
+    else:  # elsewhere, a thread waits for the parent's end (its pipe closes, or its handle is signalled)
+        import multiprocessing
+        from multiprocessing.connection import wait
+        sentinel = multiprocessing.parent_process().sentinel
+        threading.Thread(target=lambda: (wait([sentinel]), os._exit(1)), daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent ended before the line above took effect
+        os._exit(1)
     import torch
     torch.set_num_threads(1)
 
@@ -211,6 +302,8 @@ def parallel_map(function, job_kwargs, jobs):
     Each training is a long loop of tiny tensor ops that leaves a core mostly idle in
     dispatch, and threads contend for the GIL, so independent runs go to separate processes.
     `function` must be importable (defined at module top level). jobs <= 1 runs in-process.
+    The workers end with this process, and when a run fails the others are stopped at once
+    (no waiting for them to finish).
     """
     job_kwargs = list(job_kwargs)
     if jobs <= 1 or len(job_kwargs) <= 1:
@@ -220,10 +313,18 @@ def parallel_map(function, job_kwargs, jobs):
     # fork starts workers instantly (as torch's DataLoader does on Linux); the parent has run no
     # parallel op yet, so no thread pool is copied. Elsewhere, spawn.
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(job_kwargs)), mp_context=context,
-                             initializer=_one_thread) as pool:
+    others = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(job_kwargs)), mp_context=context,
+                               initializer=_start_worker, initargs=(os.getpid(),))
+    try:
         futures = [pool.submit(function, **kwargs) for kwargs in job_kwargs]
-        return [future.result() for future in futures]
+        results = [future.result() for future in futures]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _end_processes(set(multiprocessing.active_children()) - others)
+        raise
+    pool.shutdown()
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
