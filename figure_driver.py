@@ -10,21 +10,25 @@ Contents, top to bottom:
   progress bars      progress_bar, no_progress
   signals            exit_cleanly_on_signals
   worker processes   parallel_map
-  files              run_metadata, save_figure, load_figure_data
+  files              run_metadata, save_figure, SavedArrays, load_figure_data
   plots              step_formatter, plot_loss_curves, mark_diverged
   the driver         Job, steps_per_activation, run_figure_script
 """
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
 import re
 import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,15 +218,16 @@ def no_progress(total, description, unit="step"):
 
 
 # ----------------------------------------------------------------------------------------------
-# Signals: Ctrl-C and SIGTERM end a figure run at once, with one line, and its workers with it
+# Signals: Ctrl-C and SIGTERM end a figure run at once, with one line, leaving nothing behind
 
+_TEMPORARIES = set()          # files this process is writing (save_figure); removed when a signal ends it
 _SIGNAL_OWNER = {}            # pid and prog of the process that installed the handlers
 _EXIT_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
 def exit_cleanly_on_signals(prog):
     """From now on, Ctrl-C (SIGINT) and SIGTERM end this process the same way: its worker
-    processes are ended, one line
+    processes are ended, the temporary files of a save in progress removed, one line
     'prog: stopped by ...' goes to stderr, and the process ends by the signal itself (a shell
     shows exit status 130 or 143; Python's subprocess returncode -2 or -15), so callers such as
     make or a shell loop stop too. No traceback, and no waiting for runs in progress.
@@ -246,10 +251,13 @@ def _exit_on_signal(signum, _frame):
     if "multiprocessing" in sys.modules:
         import multiprocessing
         _end_processes(multiprocessing.active_children())
+    for path in list(_TEMPORARIES):
+        with contextlib.suppress(OSError):
+            os.remove(path)
     with contextlib.suppress(Exception):  # lines already printed; it may fail if the signal came mid-print
         sys.stdout.flush()
     newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar
-    message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}; workers ended\n"
+    message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}; workers ended, no partial file left\n"
     with contextlib.suppress(OSError):
         os.write(2, message.encode())  # unbuffered: the signal may have come in the middle of a print
     _end_by_signal(signum)
@@ -272,6 +280,25 @@ def _end_processes(processes):
     for process in processes:
         with contextlib.suppress(Exception):
             process.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Run the block with Ctrl-C and SIGTERM held back, then act on one that came: a figure's
+    files are renamed all or none. Only in the main thread (the only one that gets them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {signum: signal.signal(signum, lambda signum, _frame: arrived.append(signum))
+                for signum in _EXIT_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,22 +377,43 @@ def run_metadata(args, started):
     }
 
 
-def _atomic_write(path, write):
-    """Call write(temporary_path), then move it to `path`: a file appears complete or not at all."""
-    folder = os.path.dirname(path) or "."
-    suffix = os.path.splitext(path)[1]
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # in temporary names (shared folders: whose pid)
+
+
+def _temporary_file(folder, extension):
+    """A new empty file .tmp-<pid>@<host>-<random><extension> in `folder`, registered so that a
+    signal removes it; the pid lets a later save remove it if this process dies by SIGKILL."""
+    handle, path = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.getpid()}@{_HOST}-", suffix=extension)
+    _TEMPORARIES.add(path)
     os.close(handle)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+    return path
+
+
+def _remove_stale_temporaries(folder):
+    """Remove the temporary files that processes of this host, now gone, left in `folder` (SIGKILL
+    while saving). Where a pid cannot be tested without harm (Windows), nothing is removed."""
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"\.tmp-([0-9]+)@{re.escape(_HOST)}-")
+    for name in os.listdir(folder):
+        match = pattern.match(name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:  # gone (PermissionError: alive, another user's)
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _to_json(value):
@@ -382,39 +430,97 @@ def _to_json(value):
     return value
 
 
-def save_figure(fig, out_dir, name, data, settings):
-    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json.
+SET_KEYS = ("script", "figure_name", "npz_sha256")  # what save_figure adds to the .json; --plot-only checks them
 
-    Each file is written to a temporary name first and then renamed, so an interrupted run
-    leaves no half-written file. `name` may contain a sub-folder (e.g. 'Q-dynamics/x').
-    Returns the list of written paths.
+
+def save_figure(fig, out_dir, name, data, settings, script=None):
+    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json:
+    the four files are published as a set.
+
+    All four are written in full under temporary names beside their destination, then renamed,
+    the .json last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous
+    set or the new one, never a mix and no temporary file. The .json also records the figure
+    (`name`), the `script` that made it (if given) and the SHA-256 of the .npz, so a reader can
+    check that it describes the .npz beside it (load_figure_data does). `name` may contain a
+    sub-folder (e.g. 'Q-dynamics/x'). Returns the written paths [.npz, .json, .pdf, .png].
     """
     import matplotlib.pyplot as plt
     stem = os.path.join(out_dir, name)
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    folder = os.path.dirname(stem) or "."
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder)
     arrays = {key: np.asarray(value) for key, value in data.items()}
-    paths = [stem + ext for ext in (".npz", ".json", ".pdf", ".png")]
-    _atomic_write(paths[0], lambda p: np.savez_compressed(open(p, "wb"), **arrays))
-    # default=str: torch dtypes and devices (and anything else without a JSON form) as text
-    _atomic_write(paths[1], lambda p: open(p, "w").write(json.dumps(_to_json(settings), indent=2, default=str) + "\n"))
-    # Fixed metadata keep the PDF and PNG byte-identical across runs.
-    _atomic_write(paths[2], lambda p: fig.savefig(p, format="pdf", bbox_inches="tight",
-                                                   metadata={"CreationDate": None, "Creator": None}))
-    _atomic_write(paths[3], lambda p: fig.savefig(p, format="png", dpi=150, bbox_inches="tight",
-                                                   metadata={"Software": None}))
+    temporary = {}
+    try:
+        for extension in (".npz", ".pdf", ".png", ".json"):
+            temporary[extension] = _temporary_file(folder, extension)
+        with open(temporary[".npz"], "wb") as f:
+            np.savez_compressed(f, **arrays)
+        # Fixed metadata keep the PDF and PNG byte-identical across runs.
+        fig.savefig(temporary[".pdf"], format="pdf", bbox_inches="tight", metadata={"CreationDate": None, "Creator": None})
+        fig.savefig(temporary[".png"], format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+        saved_by = {"script": script} if script else {}
+        settings = {**saved_by, "figure_name": name, **{k: v for k, v in settings.items() if k not in SET_KEYS},
+                    "npz_sha256": _sha256(temporary[".npz"])}
+        with open(temporary[".json"], "w") as f:
+            # default=str: torch dtypes and devices (and anything else without a JSON form) as text
+            f.write(json.dumps(_to_json(settings), indent=2, default=str) + "\n")
+        with _signals_held():
+            for extension in (".npz", ".pdf", ".png", ".json"):
+                os.replace(temporary[extension], stem + extension)
+    finally:
+        for path in temporary.values():
+            with contextlib.suppress(OSError):
+                os.remove(path)  # only where the save did not finish
+            _TEMPORARIES.discard(path)
     plt.close(fig)
-    return paths
+    return [stem + extension for extension in (".npz", ".json", ".pdf", ".png")]
 
 
-def load_figure_data(out_dir, name):
-    """Load the (data, settings) saved by save_figure; UsageError if they are missing."""
+class SavedArrays(dict):
+    """The arrays of a saved .npz (name -> array). Asking for one it lacks raises UsageError naming
+    the file and the array (not KeyError): how --plot-only learns which arrays the plot needs."""
+
+    def __init__(self, arrays, path):
+        super().__init__(arrays)
+        self.path = path
+
+    def __missing__(self, key):
+        raise UsageError(f"{self.path} has no array {key!r}, which the plot needs (saved by another "
+                         f"version of the script?); re-run without --plot-only")
+
+
+def load_figure_data(out_dir, name, script=None):
+    """Load the (data, settings) that save_figure saved as DIR/name.npz/.json, trusting neither:
+    the .json must be readable and name this figure (and `script`, if given), and the .npz must be
+    the one it describes (same SHA-256) and readable. UsageError (one line) otherwise.
+
+    Returns data (SavedArrays: a missing array raises UsageError when asked for) and settings.
+    """
     stem = os.path.join(out_dir, name)
+    again = "re-run without --plot-only"
     if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
         raise UsageError(f"no saved data at {stem}.npz/.json; run without --plot-only first")
-    with np.load(stem + ".npz", allow_pickle=False) as saved:
-        data = {key: saved[key] for key in saved.files}
-    with open(stem + ".json") as f:
-        settings = json.load(f)
+    try:
+        with open(stem + ".json", encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise UsageError(f"{stem}.json cannot be read (damaged or cut short: {error}); {again}") from None
+    required = SET_KEYS if script else SET_KEYS[1:]
+    if not isinstance(settings, dict) or any(key not in settings for key in required):
+        raise UsageError(f"{stem}.json does not say which script and figure saved it (an older version of "
+                         f"this package wrote it, or another program); {again}")
+    if settings["figure_name"] != name or (script and settings["script"] != script):
+        raise UsageError(f"{stem}.json holds {settings.get('script', 'another script')}'s figure "
+                         f"{settings['figure_name']!r}, not {script or 'this script'}'s {name!r}; {again}")
+    if settings["npz_sha256"] != _sha256(stem + ".npz"):
+        raise UsageError(f"{stem}.npz is not the file its .json describes (damaged, cut short, or from another "
+                         f"run); {again}")
+    try:
+        with np.load(stem + ".npz", allow_pickle=False) as saved:
+            data = SavedArrays({key: saved[key] for key in saved.files}, stem + ".npz")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
     return data, settings
 
 
@@ -485,16 +591,19 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
 
     Added to every figure's settings: run_metadata (versions, device, dtype, command, run time)
     and, for scripts that train (trains=True), the seed of the initial draws (models.PAPER_SEED)
-    and the loss gradient descent minimises (models.TRAINED_ON).
+    and the loss gradient descent minimises (models.TRAINED_ON); save_figure adds the script
+    (the file that defines `plot`) and the figure's name, which --plot-only checks.
     """
     args = parse_figure_args(parser, argv)
+    defined_in = getattr(sys.modules.get(plot.__module__), "__file__", None)  # the script's file
+    script = os.path.basename(defined_in) if defined_in else None
     started = time.time()
     try:
         jobs = make_jobs(args)
         if args.plot_only:
             for job in jobs:
-                data, settings = load_figure_data(args.out, job.name)
-                save_figure(plot(data), args.out, job.name, data, settings)
+                data, settings = load_figure_data(args.out, job.name, script)
+                save_figure(plot(data), args.out, job.name, data, settings, script)
                 print(f"re-plotted {os.path.join(args.out, job.name)}.pdf from saved data")
             return args
         from functools import partial
@@ -507,7 +616,7 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
             shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
         for job, data in zip(jobs, results):
             settings = {**job.settings, **shared, **run_metadata(args, started)}
-            paths = save_figure(plot(data), args.out, job.name, data, settings)
+            paths = save_figure(plot(data), args.out, job.name, data, settings, script)
             print(f"{summarise(job.name, data)} -> {paths[2]}")
         print(f"done in {time.time() - started:.1f} s")
     except UsageError as error:
