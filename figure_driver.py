@@ -248,16 +248,19 @@ def _exit_on_signal(signum, _frame):
         _end_by_signal(signum)
     for other in _EXIT_SIGNALS:  # a second Ctrl-C must not interrupt the clean-up
         signal.signal(other, signal.SIG_IGN)
+    workers = []
     if "multiprocessing" in sys.modules:
         import multiprocessing
-        _end_processes(multiprocessing.active_children())
+        workers = multiprocessing.active_children()
+        _end_processes(workers)
     for path in list(_TEMPORARIES):
         with contextlib.suppress(OSError):
             os.remove(path)
     with contextlib.suppress(Exception):  # lines already printed; it may fail if the signal came mid-print
         sys.stdout.flush()
     newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar
-    message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}; workers ended, no partial file left\n"
+    ended = f"; {len(workers)} worker processes ended" if workers else ""
+    message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}{ended}; no partial file left\n"
     with contextlib.suppress(OSError):
         os.write(2, message.encode())  # unbuffered: the signal may have come in the middle of a print
     _end_by_signal(signum)
@@ -457,7 +460,8 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
         with open(temporary[".npz"], "wb") as f:
             np.savez_compressed(f, **arrays)
         # Fixed metadata keep the PDF and PNG byte-identical across runs.
-        fig.savefig(temporary[".pdf"], format="pdf", bbox_inches="tight", metadata={"CreationDate": None, "Creator": None})
+        fig.savefig(temporary[".pdf"], format="pdf", bbox_inches="tight",
+                    metadata={"CreationDate": None, "Creator": None})
         fig.savefig(temporary[".png"], format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
         saved_by = {"script": script} if script else {}
         settings = {**saved_by, "figure_name": name, **{k: v for k, v in settings.items() if k not in SET_KEYS},
@@ -622,5 +626,6 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
     except UsageError as error:
         fail(parser.prog, error)
     except MemoryError as error:
-        fail(parser.prog, f"out of memory ({error or 'no details'}); use smaller --steps, --samples or --jobs", status=1)
+        fail(parser.prog, f"out of memory ({error or 'no details'}); use smaller --steps, --samples or --jobs",
+             status=1)
     return args

@@ -89,7 +89,8 @@ def test_a_signal_to_the_parent_ends_its_workers(tmp_path, signum, to_group):
     assert process.returncode == -signum  # a shell shows 128 + signum: 143, 130, 137
     if signum != signal.SIGKILL:
         name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
-        assert one_line((tmp_path / "stderr").read_text(), f"stopped by {name}"), (tmp_path / "stderr").read_text()
+        stderr = (tmp_path / "stderr").read_text()
+        assert one_line(stderr, f"stopped by {name}; 2 worker processes ended; no partial file left"), stderr
 
 
 INTERRUPT_TORCH_IMPORT = """
@@ -109,8 +110,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def test_ctrl_c_while_torch_loads_prints_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-c", INTERRUPT_TORCH_IMPORT, os.path.join(ROOT, "Q_convergence_radial.py"),
-                             "--quick", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    radial = os.path.join(ROOT, "Q_convergence_radial.py")
+    result = subprocess.run([sys.executable, "-c", INTERRUPT_TORCH_IMPORT, radial, "--quick", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == -signal.SIGINT and one_line(result.stderr, "stopped by Ctrl-C (SIGINT)"), result.stderr
 
 
@@ -183,7 +185,8 @@ def references(tmp_path_factory):
 def test_signal_during_saving_leaves_one_whole_set(tmp_path, references, signum, at, expected):
     save(tmp_path, "old")
     result = subprocess.run([sys.executable, "-c", INTERRUPTED_SAVE, str(tmp_path), at, str(int(signum))], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120, env=dict(os.environ, MAKE_FIGURE=make_figure("new")))
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, MAKE_FIGURE=make_figure("new")))
     assert which_set(tmp_path, references) == expected
     assert not list(tmp_path.rglob(".tmp-*"))
     assert result.returncode == -signum and one_line(result.stderr, "stopped by"), result.stderr
@@ -299,7 +302,8 @@ def test_plot_only_refuses_damaged_or_unlabelled_files_in_one_line(fig6_files, t
 def test_a_numbered_cuda_device_without_gpu_gives_the_no_gpu_line(tmp_path, capsys, device):
     with pytest.raises(SystemExit) as exit:
         parse_figure_args(figure_parser("A figure script."), ["--device", device, "--out", str(tmp_path)])
-    assert exit.value.code == 2 and one_line(capsys.readouterr().err, f"device '{device}' was requested but no CUDA GPU")
+    assert exit.value.code == 2
+    assert one_line(capsys.readouterr().err, f"device '{device}' was requested but no CUDA GPU")
 
 
 @pytest.mark.parametrize("flag", ["--steps", "--jobs", "--samples"])
