@@ -228,9 +228,9 @@ _EXIT_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 def exit_cleanly_on_signals(prog):
     """From now on, Ctrl-C (SIGINT) and SIGTERM end this process the same way: its worker
     processes are ended, the temporary files of a save in progress removed, one line
-    'prog: stopped by ...' goes to stderr, and the process ends by the signal itself (a shell
-    shows exit status 130 or 143; Python's subprocess returncode -2 or -15), so callers such as
-    make or a shell loop stop too. No traceback, and no waiting for runs in progress.
+    'prog: stopped by ...' goes to stderr, and the process exits with status 128 + signal
+    number (130 for Ctrl-C, 143 for SIGTERM: what a shell reports for a process the signal
+    ended), so callers such as make stop too. No traceback, and no waiting for runs in progress.
 
     Called by FigureParser when it parses; only the main thread can install handlers. A signal
     that this process was started with ignored (nohup, background jobs) stays ignored.
@@ -267,11 +267,8 @@ def _exit_on_signal(signum, _frame):
 
 
 def _end_by_signal(signum):
-    signal.signal(signum, signal.SIG_DFL)
-    with contextlib.suppress(Exception):
-        os.kill(os.getpid(), signum)
-        time.sleep(5)  # the default action ends the process while it sleeps
-    os._exit(128 + signum)  # where a signal cannot end the process (Windows)
+    """Exit at once with status 128 + signum (the clean-up is done; no atexit or finally runs)."""
+    os._exit(128 + signum)
 
 
 def _end_processes(processes):
