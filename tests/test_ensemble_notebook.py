@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-import cifar
+import symmetry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "ensemble_CIFAR.ipynb")
@@ -34,7 +34,7 @@ def test_notebook_regenerates_fig10_on_tiny_data(tiny_cifar, tmp_path):
     settings = json.loads((out / (STEM + ".json")).read_text())
     assert data["num_g"].tolist() == [2, 4] and data["eps"].tolist() == [1, 1e-3]
     assert 0.3 < float(data["original_acc"]) <= 1.0  # chance is 0.1
-    for mode in cifar.ENSEMBLE_MODES:
+    for mode in symmetry.ENSEMBLE_MODES:
         for key in ("vote_acc", "mean_acc", "overflow", "finite_frac"):
             assert data[f"{key}_{mode}"].shape == (2, 2), (key, mode)
         assert data[f"overflow_{mode}"].dtype == bool
