@@ -7,9 +7,11 @@ attacks.py.
 Contents, top to bottom:
   data        CifarDataError, load_cifar10, cifar10_source, ensemble_splits
   model       Shift, ChannelsLast, CifarCNN, make_cnn
-  training    train_model (resolve_device comes from models.py)
+  training    train_model, train_models (resolve_device comes from models.py)
   features    compute_features
+  processes   worker_count, parallel_map (several trainings or evaluations at once)
 """
+import functools
 import os
 import pickle
 
@@ -181,7 +183,7 @@ class CifarCNN(nn.Module):
     """
 
     def __init__(self, activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5,
-                 softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=1e-4):
+                 softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=1e-4, numerics="paper"):
         super().__init__()
         self.softmax_output = bool(softmax_output)
         # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
@@ -197,12 +199,14 @@ class CifarCNN(nn.Module):
             nn.Flatten(),
             nn.Linear(32 * 16 * 16, hidden),
         )
-        self.group_action = GroupAction(hidden, activation, num_g, eps, group_seed, fit_noise)
+        self.group_action = GroupAction(hidden, activation, num_g, eps, group_seed, fit_noise, numerics)
         self.readout = nn.Linear(hidden, num_classes)
 
     def head(self, activations):
-        """Readout (and softmax if the model has it) of hidden activations [..., h] -> [..., classes]."""
-        out = self.readout(activations)
+        """Readout (and softmax if the model has it) of hidden activations [..., h] -> [..., classes],
+        in the activations' dtype (float64 for the members of the 'exact' numerics)."""
+        weight, bias = self.readout.weight, self.readout.bias
+        out = F.linear(activations, weight.to(activations.dtype), bias.to(activations.dtype))
         return out.softmax(dim=-1) if self.softmax_output else out
 
     def forward(self, x):
@@ -214,7 +218,7 @@ class CifarCNN(nn.Module):
 
 
 def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
-             num_g=1, eps=1.0, seed=0, fit_noise=1e-4):
+             num_g=1, eps=1.0, seed=0, fit_noise=1e-4, numerics="paper"):
     """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
 
     activation: hidden activation of the group-action layer, 'relu_sqr' (Fig. 10) or
@@ -222,12 +226,13 @@ def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, 
     input_shift: subtracted from the [0, 1] images; 0.5 gives the paper's x/255 - 0.5.
     softmax_output: True is the paper's model (softmax output, trained with cross-entropy on top:
         a double softmax, defect B1); False outputs logits, the usual fix.
-    num_g, eps, seed, fit_noise: the group-action layer's initial group (draw_group() replaces it).
+    num_g, eps, seed, fit_noise, numerics: the group-action layer's initial group and numerics
+        (draw_group() replaces them).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CifarCNN(activation, hidden, num_classes, input_shift, softmax_output,
-                        num_g, eps, seed, fit_noise)
+                        num_g, eps, seed, fit_noise, numerics)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,6 +298,36 @@ def _train_epochs(model, images, labels, epochs, batch_size, optimizer, generato
         bar.close()
 
 
+def _train_and_return(model, images, labels, seed, train_kwargs):
+    """train_model in a worker process; returns (trained state_dict, history)."""
+    history = train_model(model, images, labels, seed=seed, progress=False, **train_kwargs)
+    return model.state_dict(), history
+
+
+def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
+    """Train several models, each on its own data, up to `jobs` at once (parallel_map); in place.
+
+    models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's seed: the
+    shuffling order, unused when shuffle is False); train_kwargs: the rest of train_model's
+    arguments (epochs, batch_size, lr, shuffle, device). bar: advanced by one per trained model.
+    Returns the training histories, in the order of `models`.
+    """
+    if worker_count(jobs, len(models)) <= 1:  # in this process, with train_model's own progress bars
+        histories = []
+        for model, (images, labels), seed in zip(models, datasets, seeds):
+            histories.append(train_model(model, images, labels, seed=seed, **train_kwargs))
+            if bar is not None:
+                bar.update(1)
+        return histories
+    calls = [functools.partial(_train_and_return, model, images, labels, seed, train_kwargs)
+             for model, (images, labels), seed in zip(models, datasets, seeds)]
+    results = parallel_map(calls, jobs, bar)
+    for model, (state, _) in zip(models, results):
+        model.load_state_dict(state)
+        model.eval()
+    return [history for _, history in results]
+
+
 # ----------------------------------------------------------------------------------------------
 # Features
 
@@ -303,3 +338,58 @@ def compute_features(model, images, batch_size=2000, device=None):
     model.to(device).eval()
     return torch.cat([model.features(images[i:i + batch_size].to(device))
                       for i in range(0, len(images), batch_size)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+#
+# Training this CNN at batch 32 is a long loop of small tensor operations: one process per core,
+# each with one torch thread, is faster than one process with several threads, and does not
+# collapse when another program uses a core.
+
+def worker_count(jobs, tasks):
+    """How many worker processes parallel_map uses: jobs (0 = one per CPU core), at most one per
+    task; 1 means "in this process"."""
+    jobs = int(jobs) if jobs else (os.cpu_count() or 1)
+    return max(1, min(jobs, tasks))
+
+
+def _indexed_call(item):
+    index, call = item
+    return index, call()
+
+
+def parallel_map(calls, jobs=1, bar=None):
+    """[call() for call in calls], in up to `jobs` worker processes (0: one per CPU core).
+
+    calls: picklable callables without arguments, e.g. functools.partial(train_model, model,
+    images, labels), whose functions are importable (defined at the top level of a module).
+    Workers are spawned (safe after torch has started threads, as in a notebook) and run one
+    torch thread each; tensors travel through shared memory. With one worker or one call
+    everything runs in this process. bar: a progress bar advanced by one per finished call.
+    An error or an interrupt terminates the workers at once. Returns the results in order.
+    """
+    calls = list(calls)
+    workers = worker_count(jobs, len(calls))
+    results = [None] * len(calls)
+    if workers <= 1:
+        for index, call in enumerate(calls):
+            results[index] = call()
+            if bar is not None:
+                bar.update(1)
+        return results
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        for index, result in pool.imap_unordered(_indexed_call, enumerate(calls)):
+            results[index] = result
+            if bar is not None:
+                bar.update(1)
+        pool.close()
+    except BaseException:  # an error in a worker, or Ctrl-C: stop the others now
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return results

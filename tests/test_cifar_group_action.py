@@ -87,7 +87,7 @@ def test_full_model_forward_matches_feature_path():
         members = model.members(images[:10], mode)
         assert members.shape == (2, 10, 10)
         assert torch.allclose(out.reshape(2, 10, 10), members, atol=1e-6)
-        fast = symmetry.ensemble_probabilities(model, features[:10], mode)
+        fast = symmetry.ensemble_logits(model, features[:10], mode).softmax(dim=-1)
         assert fast.shape == (2, 10, 10) and fast.dtype == torch.float32
         assert (members - fast).abs().max() < 1e-3
     model.group_action.set_mode("plain")
@@ -137,15 +137,20 @@ def test_overflow_is_detected_not_silent():
     model, features, _ = model_and_features()
     symmetry.fit_group_action(model, features, 4, 200.0, seed=0)
     assert not torch.isfinite(model.group_action.g).all()
-    probabilities = symmetry.ensemble_probabilities(model, features[64:], "group")
-    assert probabilities.shape == (4, len(features) - 64, 10)
-    result = symmetry.ensemble_accuracy(probabilities, torch.zeros(len(features) - 64, dtype=torch.long))
+    logits = symmetry.ensemble_logits(model, features[64:], "group")
+    assert logits.shape == (4, len(features) - 64, 10)
+    zeros = torch.zeros(len(features) - 64, dtype=torch.long)
+    result = symmetry.ensemble_accuracy(logits, zeros)
+    chunked = symmetry.evaluate_ensemble(model, features[64:], zeros, "group", chunk=7)  # the same, in chunks
+    for key in ("vote_acc", "mean_acc", "finite_frac"):
+        assert result[key] == pytest.approx(chunked[key])
+    np.testing.assert_array_equal(result["mean_correct"], chunked["mean_correct"])
     assert result["finite_frac"] < 1.0
     assert np.isfinite(result["vote_acc"]) and np.isfinite(result["mean_acc"])
 
     labels = torch.arange(len(features) - 64) % 10
     grid = symmetry.evaluate_grid(model, features[64:], labels, features[:64], [2, 4], [200.0, 1e-3],
-                               seed=0, progress=False)
+                               seed=0)
     assert grid["overflow_group"][0].any() and not grid["overflow_group"][1].any()
     assert grid["vote_acc_group"].shape == (2, 2)
     assert np.isfinite(grid["vote_acc_group"]).all()
@@ -161,14 +166,14 @@ def test_ensemble_accuracy_vote_mean_and_nonfinite_members():
     probabilities = torch.tensor([
         [[0.6, 0.4], [0.4, 0.6]],
         [[0.6, 0.4], [0.4, 0.6]],
-        [[0.0, 1.0], [1.0, 0.0]],
+        [[0.01, 0.99], [0.99, 0.01]],
     ])
-    result = symmetry.ensemble_accuracy(probabilities, labels)
+    result = symmetry.ensemble_accuracy(probabilities.log(), labels)  # logits with these softmaxes
     assert result["vote_acc"] == 1.0      # majority vote: 2 of 3 right on both images
     assert result["mean_acc"] == 0.0      # mean probability: 0.4 vs 0.6, wrong on both
     assert result["finite_frac"] == 1.0
     # A NaN member is left out (the paper let it vote for class 0).
-    with_nan = torch.cat([probabilities[:1], torch.full((2, 2, 2), float("nan"))])
+    with_nan = torch.cat([probabilities[:1].log(), torch.full((2, 2, 2), float("nan"))])
     result = symmetry.ensemble_accuracy(with_nan, torch.tensor([1, 1]))
     assert result["vote_acc"] == 0.5 and result["finite_frac"] == pytest.approx(1 / 3)
 
