@@ -4,281 +4,303 @@
 usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
 Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default
-figures/); nothing is trained or rerun. For every figure the report gives the paper's claim in
-one sentence, the measured numbers, the numbers of the paper's code where they are known, and a
-verdict (reproduced / partly / not reproduced) with the rule that produced it. Figures whose data
-come from a --quick run are labelled as smoke-test values. Missing figures are listed with the
-command that makes them. REPORT.md is written atomically (complete or absent).
+figures/); nothing is retrained. The report is one table of claims, SECTIONS below. A claim names
+the saved files it reads, a measurement (loaded file -> the keyword arguments of its rule), a rule
+(a pure function: numbers -> Result) whose docstring is the rule printed in the report, and the
+paper code's numbers (paper_numbers.py) in the rule's form, so the same rule is run on them too.
+One loop, check(), loads, measures and judges every claim:
+  - no saved data: "not run", with the command that makes it;
+  - a file that cannot be read, is incomplete or lacks a key: "data error" naming the file and
+    what is wrong, no verdict; the other claims still get theirs and the exit status is 1;
+  - a diverged run is named as such and left out: the claim cannot be tested on it (partly at best);
+  - --quick data: verdicts labelled as smoke-test values;
+  - activations are found on disk, so one beyond the paper's four is reported too.
 
-The verdict rules are the small pure functions verdict_* below: numbers in, (verdict, explanation)
-out, so the tests exercise each rule both ways.
-
-Reference numbers (paper_notes.md, section 2) are tagged:
-  [R] re-running the paper's own code with its seeds (CPU, float32): what a faithful port must give;
-  [C] the saved outputs of the paper's notebooks (GPU, unseeded, one model per cell): qualitative.
+Adding a claim: a rule (its {keyword} defaults are filled into its docstring), a measurement and one
+Claim(...) in SECTIONS. Taking Q (or anything) from another saved key: change the measurement's one
+line that reads it. Several seeds: let the measurement return PerSeed([...]) (one dict of the rule's
+arguments per seed, seed 0 first); apply() judges each seed and over_seeds() combines them
+("holds in k of N seeds", with the spread of Result.value).
 """
 import argparse
+import glob
+import inspect
 import json
 import math
 import os
+import re
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+import paper_numbers as paper
+
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
-NOT_RUN = "not run"
-ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
+NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
+NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
+FIG10_MARGIN, FIG11_MARGIN, CHANCE = 0.02, 0.01, 0.1
 
-# ----------------------------------------------------------------------------------------------
-# Numbers of the paper's code (paper_notes.md section 2; [R] re-run, [C] saved notebook outputs)
 
-# Fig. 3 [R]: final Delta Q~ and final |Y - U sigma(V^T)|_F at lr 0.1 / 0.01 / 0.001 (float32).
-PAPER_FIG3_FINAL_DRIFT = {"linear": (6.9e-4, 8.9e-5, 4.4e-4), "relu": (3.6e-4, 1.3e-4, -1.9e-4),
-                          "tanh": (1.5e-5, 1.8e-6, 6.1e-6), "sigmoid": (-1.7e-6, 1.8e-7, 6.3e-5)}
-PAPER_FIG3_FINAL_LOSS = {"linear": (3.0e-6, 3.2e-5, 4.3e-4), "relu": (8.7e-6, 9.0e-5, 1.1e-3),
-                         "tanh": (3.4e-6, 3.8e-5, 5.0e-4), "sigmoid": (1.7e-5, 2.3e-4, 3.6e-3)}
-PAPER_FIG3_FLOAT64_LINEAR = (6.9e-4, 7.0e-5, 7.0e-6)  # [R] float64 re-run, linear
-# Figs. 4-5 [R]: mean, std, min, max of Q over 1000 initialisations, keyed by (activation, m, h, n).
-PAPER_FIG45 = {("linear", 100, 100, 100): (0.06, 1.94, -5.06, 6.34),
-               ("relu", 100, 100, 100): (50.04, 1.77, 45.2, 55.2),
-               ("tanh", 100, 100, 100): (-10000.9, 1.96, -10006.1, -9994.6),
-               ("sigmoid", 100, 100, 100): (-10000.2, 20.8, -10063.8, -9929.6),
-               ("linear", 100, 200, 100): (-100.1, 2.23, -106.5, -92.4),
-               ("linear", 200, 100, 100): (99.9, 2.30, 93.3, 106.8)}
-# Fig. 6 [R]: steps to reach |.|_F < 1e-2 at init std 0.01 / 0.1 / 1.
-PAPER_FIG6_STEPS = {"linear": (102_050, 59_577, 3_496), "relu": (223_077, 139_574, 8_790),
-                    "tanh": (106_451, 63_679, 7_511), "sigmoid": (481_176, 323_606, 57_050)}
-# Fig. 7 [R]: updates to reach MSE/|Y|_F < 1e-2 at scale 0.01 / 0.1 / 1 / 10 (None: never in 1e6).
-# The paper's log counts entries from 1 (70 and 6,751 for the first two); these are applied updates.
-PAPER_FIG7_STEPS = (69, 6_750, 674_771, None)
-# Fig. 9 [R]: legend Q and largest Hessian eigenvalue at init std 0.001 / 0.3 / 0.6 / 0.9.
-PAPER_FIG9 = {"linear": ((1.93e-4, 17.3, 69.3, 156), (17.7, 30.0, 107.5, 239.5)),
-              "relu": ((3.25e-4, 29.2, 117, 263), (17.2, 22.3, 66.4, 146.7)),
-              "tanh": ((-250, -235, -226, -418), (16.0, 25.1, 69.7, 117.8)),
-              "sigmoid": ((-250, -243, -222, -200), (127.1, 127.7, 129.7, 133.6))}
-# Fig. 10 [C]: heat-map rows (vote accuracy - original), num_g = 10 ... 120, per eps.
-PAPER_FIG10_ROWS = {
-    "group": {20: (-.372, -.318, -.43, -.413, -.413, -.38, -.46), 10: (-.352, -.366, -.285, -.233, -.325, -.247, -.201),
-              1: (-.295, -.246, -.219, -.188, -.159, -.129, -.221), 0.1: (-.017, .005, -.007, 0, 0, .001, .003)},
-    "perm_interp": {20: (-.344, -.245, -.104, -.068, -.042, -.214, -.075),
-                    10: (-.297, -.224, -.277, -.21, -.171, -.186, -.144),
-                    1: (-.148, -.042, -.065, -.127, -.165, -.051, -.179)},
-}
-PAPER_FIG10_TEXT = ("paper's code [C] (saved notebook outputs; a new model per cell, original accuracy "
-                    "0.442-0.594): for eps <= 0.01 every method except shuffle is within 0.003 of the "
-                    "original; at eps = 0.1 group, g^-1 and perm_interp stay within 0.017, random loses "
-                    "up to 0.089; at eps >= 1 g^-1 loses 0.376-0.511, random 0.37-0.533, shuffle 0.29-0.544 "
-                    "(at every eps); group beats g^-1, random and shuffle at eps = 1 and 10 but is worse "
-                    "than perm_interp; at eps = 20 group is about equal to random and shuffle.")
-# Fig. 11 [C]: printed accuracies (mean softmax) under the paper's protocol.
-PAPER_FIG11 = {"FGSM": {"original": (.598, .210, .133, .066, .028), "group": (.538, .223, .158, .109, .083),
-                        "g_inverse": (.089, .115, .101, .106, .100), "perm_interp": (.556, .225, .132, .078, .036)},
-               "PGD": {"original": (.576, .006, .000, .000), "group": (.460, .038, .002, .026),
-                       "g_inverse": (.111, .095, .110, .090), "perm_interp": (.557, .013, .000, .000)}}
+class Result(NamedTuple):
+    """A rule's answer. deciding: the deciding numbers in a few words (summary table); value: the one
+    number that decides, where there is one (its spread is reported over seeds)."""
+    verdict: str
+    text: str
+    deciding: str = ""
+    value: Optional[float] = None
 
-# ----------------------------------------------------------------------------------------------
-# Rules (thresholds are stated in the report next to every verdict)
 
-FIG3_DRIFT = 1e-3          # reproduced if every run's max |dQ~| is below this (partly below 10x)
-FIG3_PROPORTIONAL = 2.0    # float64: drift / lr may vary by at most this factor across learning rates
-FIG45_STANDARD_ERRORS = 4  # |mean - E[Q]| within this many standard errors std/sqrt(samples)
-FIG45_RELATIVE_SPREAD = 0.05  # std of Q below this fraction of the size of its two terms
-FIG7_SAME_FUNCTION = 1e-4  # relative max difference of the initial outputs
-FIG7_RATIO_FACTOR = 2.0    # steps ratio within this factor of the Q ratio
-FIG9_AT_MINIMUM = 1e-6     # squared loss below which a run counts as at a global minimum
-FIG10_MARGIN = 0.02        # 'within a small margin' and 'beats' thresholds (accuracy)
-FIG11_MARGIN = 0.01        # 'better' / 'worse' thresholds (accuracy)
-CHANCE = 0.1
+class PerSeed(list):
+    """A measurement over seeds: one dict of the rule's keyword arguments per seed, seed 0 first."""
 
 
 def combine(verdicts):
-    """One verdict from several: reproduced if all are, not reproduced if none is, else partly."""
-    verdicts = list(verdicts)
-    if verdicts and all(v == REPRODUCED for v in verdicts):
+    """Over the {units}: reproduced if the rule gives reproduced for each, not reproduced if for none, partly
+    otherwise (one without a reference to test against is left out)."""
+    tested = [v for v in verdicts if v != NOT_TESTED]
+    if tested and all(v == REPRODUCED for v in tested):
         return REPRODUCED
-    if not verdicts or all(v == NOT_REPRODUCED for v in verdicts):
-        return NOT_REPRODUCED
-    return PARTLY
+    return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in tested) else PARTLY
 
 
-def verdict_q_conserved(max_drifts, threshold=FIG3_DRIFT):
-    """Fig. 3. max_drifts: {run label: max |dQ~| over the run} (inf or NaN for a diverged run)."""
-    drifts = {k: float(v) if np.isfinite(v) else math.inf for k, v in max_drifts.items()}
-    worst = max(drifts, key=drifts.get)
-    text = f"largest max |dQ~| is {fmt(drifts[worst])} ({worst})"
-    if all(d < threshold for d in drifts.values()):
-        return REPRODUCED, f"every run stays below {fmt(threshold)}; {text}"
-    if all(d < 10 * threshold for d in drifts.values()):
-        above = [k for k, d in drifts.items() if d >= threshold]
-        return PARTLY, f"{len(above)} run(s) reach {fmt(threshold)} but stay below {fmt(10 * threshold)}: {', '.join(above)}"
-    above = [k for k, d in drifts.items() if d >= 10 * threshold]
-    return NOT_REPRODUCED, f"{len(above)} run(s) drift by {fmt(10 * threshold)} or more: {', '.join(above)}; {text}"
+def worst(verdicts):
+    """Over the {units}: the worst of their verdicts."""
+    order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
+    return min((v for v in verdicts if v != NOT_TESTED), key=order.index, default=NOT_REPRODUCED)
 
 
-def verdict_drift_proportional(lrs, drifts, factor=FIG3_PROPORTIONAL):
-    """Fig. 3, float64: drift proportional to lr, i.e. drift/lr equal within `factor` across lrs."""
-    ratios = np.asarray(drifts, dtype=float) / np.asarray(lrs, dtype=float)
+def over_seeds(results):
+    """Over seeds: reproduced if the rule gives reproduced in every seed, not reproduced if in none, partly
+    otherwise; says in how many seeds it holds and the spread of the deciding number."""
+    k, values = sum(r.verdict == REPRODUCED for r in results), [r.value for r in results]
+    spread = ""
+    if None not in values:
+        v = np.array(values, dtype=float)
+        spread = f"deciding number {fmt(v.mean())} ± {fmt(v.std())} [{fmt(v.min())}, {fmt(v.max())}]"
+    fails = [f"seed {i}: {r.verdict} ({r.text})" for i, r in enumerate(results) if r.verdict != REPRODUCED]
+    text = "; ".join([f"holds in {k} of {len(results)} seeds"] + [spread] * bool(spread)
+                     + [f"seed 0: {results[0].text}"] + fails[:3])
+    return Result(combine([r.verdict for r in results]), text,
+                  f"{k}/{len(results)} seeds" + (f", {spread}" if spread else ""),
+                  None if None in values else float(np.mean(values)))
+
+
+def without_diverged(rule, diverged_at=None, labels=None, **arguments):
+    """A diverged run is named and left out: the claim cannot be tested on it, so the verdict is partly at best,
+    and with fewer than two runs left it cannot be tested at all (not reproduced). Arguments with one entry per
+    run are filtered; labels names the runs."""
+    diverged = np.asarray(diverged_at if diverged_at is not None else [], dtype=int) >= 0
+    if not diverged.any():
+        return rule(**arguments)
+    names = [f"{labels[i] if labels is not None else f'run {i}'} diverged at step {int(diverged_at[i]):,}"
+             for i in np.flatnonzero(diverged)]
+    if (~diverged).sum() < 2:
+        return Result(NOT_REPRODUCED, "cannot be tested: " + "; ".join(names), f"{diverged.sum()} run(s) diverged")
+    r = rule(**{k: np.asarray(v)[~diverged] if np.ndim(v) > 0 and len(v) == len(diverged) else v
+                for k, v in arguments.items()})
+    return Result(PARTLY if r.verdict == REPRODUCED else r.verdict, "; ".join([r.text] + names) + " (left out)",
+                  f"{r.deciding} ({diverged.sum()} run(s) diverged)", r.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules: numbers in, Result out; diverged runs never reach them. The first docstring paragraph
+# is the rule printed in the report ({keyword} defaults filled in); the second gives the shapes.
+
+def rule_q_conserved(lrs, max_drift, threshold=1e-3):
+    """Every run's max |dQ~| < {threshold}: reproduced; all below 10 x {threshold}: partly; otherwise not reproduced.
+
+    lrs, max_drift: [R] per run."""
+    drifts = {f"lr {lr:g}": float(d) if np.isfinite(d) else math.inf for lr, d in zip(lrs, max_drift)}
+    top, above = max(drifts, key=drifts.get), [k for k, d in drifts.items() if d >= threshold]
+    verdict = REPRODUCED if not above else PARTLY if drifts[top] < 10 * threshold else NOT_REPRODUCED
+    return Result(verdict, f"largest max |dQ~| {fmt(drifts[top])} ({top})" + (
+        f"; at or above {fmt(threshold)}: {', '.join(above)}" if above else ""), fmt(drifts[top]), drifts[top])
+
+
+def rule_drift_proportional(lrs, max_drift, factor=2.0):
+    """In float64, max |dQ~| / lr differs by at most a factor {factor:g} across the learning rates: reproduced;
+    otherwise not reproduced.
+
+    lrs, max_drift: [R] per run."""
+    ratios = np.asarray(max_drift, dtype=float) / np.asarray(lrs, dtype=float)
     if not np.all(np.isfinite(ratios)) or np.any(ratios <= 0):
-        return NOT_REPRODUCED, "a drift is zero or not finite"
+        return Result(NOT_REPRODUCED, "a drift is zero or not finite", "not testable")
     spread = float(ratios.max() / ratios.min())
     text = "drift/lr = " + ", ".join(f"{fmt(r)} (lr {lr:g})" for r, lr in zip(ratios, lrs)) + f"; max/min {spread:.3g}"
-    return (REPRODUCED if spread <= factor else NOT_REPRODUCED), text
+    return Result(REPRODUCED if spread <= factor else NOT_REPRODUCED, text, f"{spread:.3g}", spread)
 
 
-def verdict_q_distribution(samples, expected, term_scale, standard_errors=FIG45_STANDARD_ERRORS,
-                           relative_spread=FIG45_RELATIVE_SPREAD):
-    """Figs. 4-5, one histogram. samples: Q of each initialisation; expected: analytic E[Q];
-    term_scale: expected size of Q's two terms added (the scale Q is a difference of)."""
+def rule_q_distribution(samples, expected, term_scale, standard_errors=4, relative_spread=0.05):
+    """The sample mean lies within {standard_errors} standard errors (std/sqrt(samples)) of the analytic E[Q], and
+    the std is below {relative_spread:.0%} of the expected size of Q's two terms (e.g. Tr U^T U + Tr V^T V = m + h
+    for linear): both: reproduced; one: partly; neither: not reproduced. Without an analytic E[Q] and term size
+    (an activation added later): not tested.
+
+    samples: [S] Q per initialisation; expected: E[Q] (NaN: unknown); term_scale: size of Q's two terms (None)."""
     samples = np.asarray(samples, dtype=float)
     mean, std = float(samples.mean()), float(samples.std())
-    standard_error = std / math.sqrt(len(samples))
-    offset = abs(mean - expected) / max(standard_error, 1e-300)
-    spread = std / abs(term_scale)
+    if term_scale is None or not np.isfinite(expected):
+        return Result(NOT_TESTED, f"mean {mean:.6g} ± {fmt(std)}; no analytic E[Q] and term size",
+                      f"{mean:.4g} ± {std:.3g} (not tested)")
+    offset, spread = abs(mean - expected) / max(std / math.sqrt(len(samples)), 1e-300), std / abs(term_scale)
     mean_ok, narrow = offset <= standard_errors, spread <= relative_spread
     text = (f"mean {mean:.6g} vs E[Q] {expected:.6g}: {offset:.2g} standard errors "
             f"({'within' if mean_ok else 'more than'} {standard_errors}); std {fmt(std)} = {spread:.2%} of the "
             f"terms' size {fmt(term_scale)} ({'below' if narrow else 'above'} {relative_spread:.0%})")
-    return (REPRODUCED if mean_ok and narrow else PARTLY if mean_ok or narrow else NOT_REPRODUCED), text
+    return Result(REPRODUCED if mean_ok and narrow else PARTLY if mean_ok or narrow else NOT_REPRODUCED, text,
+                  f"{mean:.6g} ± {std:.3g} (E {expected:.6g})", offset)
 
 
-def expected_term_scale(activation, m, h, n):
-    """E[u_term + v_term] for U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h), paper-code scaling:
-    the size of the two terms whose difference is Q, against which its spread is measured."""
-    var_v = 1.0 / n
-    return {"linear": m + h, "relu": m + h / 2,
-            "tanh": m + n * h * (1 + math.exp(2 * var_v)) / 2,
-            "sigmoid": m / 2 + n * h * math.exp(var_v / 2)}[activation]
+def rule_faster_with_larger_Q(Q0, steps):
+    """The steps to reach the loss threshold fall strictly as |Q0| grows (a run that never reaches it counts as
+    infinitely slow): reproduced; otherwise not reproduced.
 
-
-def steps_or_inf(steps):
-    """-1 (never reached) -> inf."""
-    return np.where(np.asarray(steps) < 0, np.inf, np.asarray(steps, dtype=float))
-
-
-def verdict_faster_with_larger_Q(Q0, steps):
-    """Fig. 6, one activation: steps to the loss threshold fall strictly as |Q0| grows (-1 = never)."""
+    Q0, steps: [R] per run (steps = -1: never reached)."""
     order = np.argsort(np.abs(np.asarray(Q0, dtype=float)))
-    s = steps_or_inf(steps)[order]
-    text = " -> ".join(f"|Q| {fmt(abs(Q0[i]))}: {fmt_steps(steps[i])}" for i in order)
+    s = np.where(np.asarray(steps) < 0, np.inf, np.asarray(steps, dtype=float))[order]
     falling = bool(np.all(s[1:] < s[:-1]))  # inf < inf is False: two runs that never converge do not 'fall'
-    return (REPRODUCED if falling else NOT_REPRODUCED), ("falls" if falling else "does not fall") + f" with |Q|: {text}"
+    text = " -> ".join(f"|Q| {fmt(abs(Q0[i]))}: {fmt_steps(steps[i])}" for i in order)
+    return Result(REPRODUCED if falling else NOT_REPRODUCED, ("falls" if falling else "does not fall") + f" with |Q|: "
+                  + text, " / ".join(fmt_steps(x) for x in steps))
 
 
-def verdict_same_initial_function(initial_outputs, tolerance=FIG7_SAME_FUNCTION):
-    """Fig. 7: every run's initial output equals the first run's (relative max difference)."""
+def rule_same_initial_function(initial_outputs, tolerance=1e-4):
+    """The relative max difference between the runs' initial outputs is below {tolerance}: reproduced.
+
+    initial_outputs: [R, m, n]."""
     out = np.asarray(initial_outputs, dtype=float)
     difference = float(np.abs(out - out[0]).max() / max(np.abs(out[0]).max(), 1e-300))
-    text = f"largest relative difference of the initial outputs {fmt(difference)} (rule: < {fmt(tolerance)})"
-    return (REPRODUCED if difference < tolerance else NOT_REPRODUCED), text
+    return Result(REPRODUCED if difference < tolerance else NOT_REPRODUCED,
+                  f"largest relative difference of the initial outputs {fmt(difference)}", fmt(difference), difference)
 
 
-def verdict_steps_proportional_to_Q(Q0, steps, total_steps, factor=FIG7_RATIO_FACTOR):
-    """Fig. 7: among runs that reach the loss, steps ratio = Q ratio within `factor`; a run that
-    never does must be one whose projected count (last converged run's steps x Q ratio) exceeds
-    the step budget."""
-    Q0 = np.asarray(Q0, dtype=float)
-    steps = np.asarray(steps)
+def rule_steps_proportional_to_Q(Q0, steps, total_steps, factor=2.0):
+    """For consecutive runs (by Q) that reach the loss threshold, (steps ratio) / (Q ratio) lies within a factor
+    {factor:g}; a run that never reaches it is consistent if the last converged run's steps times the Q ratio exceed
+    the step budget; at least two runs must converge. All consistent: reproduced; some: partly.
+
+    Q0, steps: [R] per run (steps = -1: never reached); total_steps: the step budget."""
+    Q0, steps = np.asarray(Q0, dtype=float), np.asarray(steps)
     order = np.argsort(Q0)
-    done = [i for i in order if steps[i] >= 0]
-    never = [i for i in order if steps[i] < 0]
-    parts, checks = [], []
+    done, parts, checks = [i for i in order if steps[i] >= 0], [], []
     for a, b in zip(done, done[1:]):
-        ratio = (steps[b] / max(steps[a], 1)) / (Q0[b] / Q0[a])
-        checks.append(1 / factor <= ratio <= factor)
+        checks.append(1 / factor <= (steps[b] / max(steps[a], 1)) / (Q0[b] / Q0[a]) <= factor)
         parts.append(f"Q x{Q0[b] / Q0[a]:.3g} -> steps x{steps[b] / max(steps[a], 1):.3g}")
-    for i in never:
-        if not done or Q0[i] < Q0[done[-1]]:
-            checks.append(False)
-            parts.append(f"Q {fmt(Q0[i])} never reaches the loss although a larger Q does")
-            continue
-        projected = steps[done[-1]] * Q0[i] / Q0[done[-1]]
-        checks.append(projected > total_steps)
-        parts.append(f"Q {fmt(Q0[i])} never reaches it in {total_steps:,} steps (projected {projected:,.0f}: "
-                     f"{'consistent' if projected > total_steps else 'inconsistent'})")
+    for i in (i for i in order if steps[i] < 0):
+        projected = steps[done[-1]] * Q0[i] / Q0[done[-1]] if done and Q0[i] > Q0[done[-1]] else None
+        checks.append(projected is not None and projected > total_steps)
+        parts.append(f"Q {fmt(Q0[i])} never reaches the loss although a larger Q does" if projected is None else
+                     f"Q {fmt(Q0[i])} never reaches it in {total_steps:,} steps (projected {projected:,.0f}: "
+                     f"{'consistent' if checks[-1] else 'inconsistent'})")
+    deciding = (" / ".join(fmt_steps(s) for s in steps) + f" steps (of {total_steps:,}) for Q "
+                + " / ".join(fmt(q) for q in Q0))
     if len(done) < 2:
-        return NOT_REPRODUCED, (f"only {len(done)} run(s) reach the loss, so the ratio cannot be measured; "
-                                + "; ".join(parts))
-    return combine([REPRODUCED if c else NOT_REPRODUCED for c in checks]), "; ".join(parts)
+        return Result(NOT_REPRODUCED, "; ".join([f"only {len(done)} run(s) reach the loss, so the ratio cannot be "
+                                                 "measured"] + parts), deciding)
+    return Result(combine([REPRODUCED if c else NOT_REPRODUCED for c in checks]), "; ".join(parts), deciding)
 
 
-def verdict_hessian_rank(nonzero_counts, final_losses, expected_rank, at_minimum=FIG9_AT_MINIMUM):
-    """Fig. 9: at a global minimum (squared loss < at_minimum) exactly expected_rank (= m n)
-    eigenvalues are nonzero. Runs not at a minimum make it 'partly' at best."""
-    counts, losses = np.asarray(nonzero_counts), np.asarray(final_losses, dtype=float)
-    at_min = losses < at_minimum
-    wrong = [int(c) for c, a in zip(counts, at_min) if a and c != expected_rank]
+def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, at_minimum=1e-6):
+    """Every run at a global minimum (squared loss < {at_minimum}) has exactly m*n nonzero Hessian eigenvalues
+    (above the script's threshold). All runs at a minimum and right: reproduced; some runs not at a minimum (not
+    checked): partly; a wrong count, or no run at a minimum: not reproduced.
+
+    nonzero_counts, final_losses: [R] per run; expected_rank: m*n."""
+    counts, at_min = np.asarray(nonzero_counts), np.asarray(final_losses, dtype=float) < at_minimum
+    wrong = any(c != expected_rank for c, a in zip(counts, at_min) if a)
     text = (f"{int(at_min.sum())} of {len(counts)} runs at a global minimum (squared loss < {fmt(at_minimum)}); "
             f"nonzero counts {', '.join(str(int(c)) for c in counts)} (expected {expected_rank})")
-    if wrong or not at_min.any():
-        return NOT_REPRODUCED, text
-    return (REPRODUCED if at_min.all() else PARTLY), text
+    return Result(NOT_REPRODUCED if wrong or not at_min.any() else REPRODUCED if at_min.all() else PARTLY, text,
+                  ", ".join(sorted({str(int(c)) for c in counts})))
 
 
 def monotone(x, y):
-    """'increasing', 'decreasing' or 'not monotone': y as x grows (x sorted ascending)."""
-    order = np.argsort(np.asarray(x, dtype=float))
-    d = np.diff(np.asarray(y, dtype=float)[order])
+    """'increasing', 'decreasing' or 'not monotone': y as x grows."""
+    d = np.diff(np.asarray(y, dtype=float)[np.argsort(np.asarray(x, dtype=float))])
     return "increasing" if np.all(d > 0) else "decreasing" if np.all(d < 0) else "not monotone"
 
 
-def verdict_sharpness_grows_with_Q(Q0, largest, init_std=None):
-    """Fig. 9, one activation: the largest Hessian eigenvalue increases strictly with |Q0|."""
+def rule_sharpness_grows_with_Q(Q0, largest, init_std=None):
+    """The largest Hessian eigenvalue increases strictly with |Q0|: reproduced; otherwise not reproduced.
+
+    Q0, largest, init_std: [R] per run."""
     trend = monotone(np.abs(Q0), largest)
-    spread = float(np.max(largest) / np.min(largest))
-    text = f"largest eigenvalue is {trend} in |Q| (max/min {spread:.3g})"
+    text = f"largest eigenvalue is {trend} in |Q| (max/min {np.max(largest) / np.min(largest):.3g})"
     if init_std is not None and trend != "increasing":
         text += f"; in the init scale it is {monotone(init_std, largest)}"
-    return (REPRODUCED if trend == "increasing" else NOT_REPRODUCED), text
+    return Result(REPRODUCED if trend == "increasing" else NOT_REPRODUCED, text, trend)
 
 
-def verdict_ensemble_margin(eps, group_minus_original, margin=FIG10_MARGIN):
-    """Fig. 10: the group ensemble stays within `margin` of the original at small eps.
-    group_minus_original: [E, G]. Reproduced if every cell with eps <= 0.1 is within the margin
-    (the paper's code: within 0.017), partly if only those with eps <= 0.01 are."""
-    eps = np.asarray(eps, dtype=float)
-    diff = np.asarray(group_minus_original, dtype=float)
-    within = np.all(np.abs(np.nan_to_num(diff, nan=np.inf)) <= margin, axis=1)  # per eps row
+def rows_within(eps, diff, margin=FIG10_MARGIN):
+    """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
+    within = np.all(np.abs(np.nan_to_num(np.asarray(diff, dtype=float), nan=np.inf)) <= margin, axis=1)
     inside = sorted(float(e) for e, w in zip(eps, within) if w)
-    rows = ", ".join(f"eps {e:g}: max |diff| {np.nanmax(np.abs(d)) if np.isfinite(d).any() else math.nan:.3g}"
+    return "eps in {" + (", ".join(f"{e:g}" for e in inside) or "none") + "}"
+
+
+def rule_ensemble_margin(eps, group_minus_original, margin=FIG10_MARGIN):
+    """|group - original| <= {margin} (majority vote, every num_g) in every row with eps <= 0.1: reproduced; only in
+    the rows with eps <= 0.01: partly; otherwise not reproduced.
+
+    eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's."""
+    eps, diff = np.asarray(eps, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
+    ok = np.all(np.nan_to_num(diff, nan=np.inf) <= margin, axis=1)
+    small, smaller = ok[eps <= 0.1 + 1e-12], ok[eps <= 0.01 + 1e-12]
+    verdict = REPRODUCED if small.size and small.all() else PARTLY if smaller.size and smaller.all() else NOT_REPRODUCED
+    rows = ", ".join(f"eps {e:g}: max |diff| {np.nanmax(d) if np.isfinite(d).any() else math.nan:.3g}"
                      for e, d in sorted(zip(eps, diff), key=lambda t: -t[0]))
-    text = f"rows within {margin}: eps in {{{', '.join(f'{e:g}' for e in inside) or 'none'}}}; {rows}"
-    small, smaller = eps <= 0.1 + 1e-12, eps <= 0.01 + 1e-12
-    if small.any() and within[small].all():
-        return REPRODUCED, text
-    if smaller.any() and within[smaller].all():
-        return PARTLY, text
-    return NOT_REPRODUCED, text
+    within = rows_within(eps, group_minus_original, margin)
+    return Result(verdict, f"rows within {margin}: {within}; {rows}", f"within the margin for {within}")
 
 
-def verdict_group_beats_baselines(eps, group, baselines, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
-    """Fig. 10: at eps = 1 and 10 the group ensemble beats each of `baselines` ({name: [E, G]}),
-    i.e. its accuracy averaged over num_g is higher by more than `margin` and it is higher in
-    most cells. Reproduced if it beats all of them at every checked eps present, partly if some."""
-    eps = np.asarray(eps, dtype=float)
-    group = np.asarray(group, dtype=float)
-    rows = [i for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in eps_checked)]
-    if not rows:
-        return NOT_REPRODUCED, f"the grid has none of eps = {', '.join(f'{e:g}' for e in eps_checked)}"
-    results, parts = [], []
-    for i in rows:
-        for name, values in baselines.items():
-            d = group[i] - np.asarray(values, dtype=float)[i]
-            beats = bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5)
-            results.append(REPRODUCED if beats else NOT_REPRODUCED)
-            parts.append(f"eps {eps[i]:g} vs {name}: {np.nanmean(d):+.3f} ({'beats' if beats else 'does not beat'})")
-    return combine(results), "; ".join(parts)
+def differences_at(eps, group, other, eps_checked):
+    """{eps: group - other, [G]} at the checked eps present in the grid."""
+    return {float(e): np.asarray(group, float)[i] - np.asarray(other, float)[i]
+            for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in eps_checked)}
 
 
-def verdict_group_more_robust(strengths, acc_original, acc_group, n_images=None, margin=FIG11_MARGIN,
-                              chance=CHANCE):
-    """Fig. 11, one attack and protocol: at attack strengths > 0 the group ensemble is better at
-    some strength and worse at none. Better: accuracy higher by more than the threshold and itself
-    above chance + margin (a gain between accuracies at or below chance, where a constant guess
-    scores 0.1, is not robustness). Worse: lower by more than the threshold. The threshold is
-    max(margin, 2 sqrt(p (1 - p) / n_images)), p the original's accuracy: two binomial standard
-    errors of an accuracy measured on n_images images, so a gain of a few images is not counted."""
+def rule_group_beats_baselines(eps, group, baselines, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
+    """At eps = 1 and at eps = 10, group's vote accuracy averaged over num_g exceeds each baseline's by more than
+    {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced.
+
+    eps: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies."""
+    pairs = {(e, name): d for name, values in baselines.items()
+             for e, d in differences_at(eps, group, values, eps_checked).items()}
+    beats = [bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5) for d in pairs.values()]
+    parts = [f"eps {e:g} vs {name}: {np.nanmean(d):+.3f}" for (e, name), d in pairs.items()]
+    return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats]),
+                  "; ".join(f"{p} ({'beats' if b else 'does not beat'})" for p, b in zip(parts, beats))
+                  or "the grid has none of the checked eps", "; ".join(parts))
+
+
+def rule_group_vs_perm_interp(eps, group, perm_interp, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
+    """At eps = 1 and at eps = 10, the group ensemble is ahead of the interpolated permutation: its vote accuracy
+    averaged over num_g is higher by more than {margin} (within {margin}: a tie). Ahead at both: reproduced; at one:
+    partly; at neither: not reproduced.
+
+    eps: [E]; group, perm_interp: [E, G] vote accuracies."""
+    diffs = differences_at(eps, group, perm_interp, eps_checked)
+    means = [float(np.nanmean(d)) for d in diffs.values()]
+    parts = [f"eps {e:g}: {m:+.3f}" for e, m in zip(diffs, means)]
+    text = "; ".join(f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group "
+                     f"higher in {int(np.sum(d > 0))} of {d.size} cells)"
+                     for p, m, d in zip(parts, means, diffs.values()))
+    return Result(combine([REPRODUCED if m > margin else NOT_REPRODUCED for m in means]),
+                  f"group - perm_interp: {text or 'the grid has none of the checked eps'}", ", ".join(parts))
+
+
+def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, margin=FIG11_MARGIN, chance=CHANCE):
+    """At every attack strength > 0 the group ensemble's vote accuracy is not lower than the original's by more than
+    the threshold, and at some strength it is higher by more than the threshold while itself above chance + {margin}
+    (a gain between accuracies at or below chance is not counted); threshold = max({margin}, 2 sqrt(p(1-p)/n)), p the
+    original's accuracy and n the number of evaluation images (two binomial standard errors). Reproduced if so;
+    better somewhere but worse elsewhere: partly; never better: not reproduced.
+
+    strengths, acc_original, acc_group: [S]; n_images: images behind each accuracy."""
     strengths = np.asarray(strengths, dtype=float)
     original, group = np.asarray(acc_original, dtype=float), np.asarray(acc_group, dtype=float)
     d = np.round(group - original, 6)  # accuracies are counts / n: drop float32 noise
@@ -295,24 +317,63 @@ def verdict_group_more_robust(strengths, acc_original, acc_group, n_images=None,
     if (gain & ~better).any():
         text += (f"; gains at strength {', '.join(f'{s:g}' for s in strengths[gain & ~better])} not counted: the "
                  f"ensemble is at or below chance there ({', '.join(f'{a:.3f}' for a in group[gain & ~better])})")
-    if better.any() and not worse.any():
-        return REPRODUCED, text
-    return (PARTLY if better.any() else NOT_REPRODUCED), text
+    verdict = REPRODUCED if better.any() and not worse.any() else PARTLY if better.any() else NOT_REPRODUCED
+    return Result(verdict, text, ", ".join(f"{x:+.3f}" for x in d[attacked]))
 
 
 # ----------------------------------------------------------------------------------------------
-# Formatting
+# Measurements that need more than one line (the others are in the table of claims)
+
+def max_abs(values):
+    """[R, T] -> [R]: largest |value| over the finite records (a diverged run's later records are NaN)."""
+    values = np.asarray(values, dtype=float)
+    return np.abs(np.where(np.isfinite(values), values, 0.0)).max(axis=-1)
+
+
+def fig3_drift(f, dtype=None):
+    if dtype and f.settings.get("dtype", dtype) != dtype:
+        raise DataError(f"{f.name}.json: dtype is {f.settings['dtype']}, not {dtype}")
+    return dict(runs(f, lrs="lr"), max_drift=max_abs(f["delta_Q_tilde"]))
+
+
+def expected_term_scale(activation, m, h, n):
+    """E[u_term + v_term] for U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h), paper-code scaling: the size of the two
+    terms whose difference is Q, against which its spread is measured. None where not known."""
+    v = 1.0 / n
+    return {"linear": m + h, "relu": m + h / 2, "tanh": m + n * h * (1 + math.exp(2 * v)) / 2,
+            "sigmoid": m / 2 + n * h * math.exp(v / 2)}.get(activation)
+
+
+def fig45_samples(f):
+    m, h, n = (int(x) for x in f["shape_mhn"])
+    return dict(samples=f["Q"], expected=float(f.data.get("expected_Q", math.nan)),
+                term_scale=expected_term_scale(f.setting("activation"), m, h, n))
+
+
+def runs(f, **keys):
+    """The rule's per-run arguments read from keys of f, with the runs' divergence steps and names."""
+    return dict({arg: f[key] for arg, key in keys.items()}, diverged_at=f["diverged_at"], labels=f.data.get("labels"))
+
+
+def fig11_accuracies(f, protocol):  # today's single-seed files; small, so that the new format can replace it
+    return dict(strengths=f["strengths"], acc_original=f[f"acc_{protocol}_original"],
+                acc_group=f[f"acc_{protocol}_group"],
+                n_images=f.settings.get("per_protocol", {}).get(protocol, {}).get("num_eval"))
+
+
+def legend_Qs(labels):
+    return [paper.legend_Q(label) for label in labels]
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-figure tables: the measured numbers beside the paper code's
 
 def fmt(x):
     """Short number: 3 significant digits."""
     if x is None:
         return "-"
     x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.3g}"
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:.3g}"
 
 
 def fmt_steps(s):
@@ -320,671 +381,575 @@ def fmt_steps(s):
 
 
 def table(headers, rows):
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return lines + [""]
+    rows = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + rows + [""] if rows else []
 
+
+def item(values, index):
+    """values[index], or None where there is no such entry (no reference for this run)."""
+    return values[index] if values is not None and index < len(values) else None
+
+
+def last_finite(values):
+    finite = np.asarray(values, dtype=float)[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else math.nan
+
+
+def mark(f, r):
+    return f" (diverged at step {int(f['diverged_at'][r]):,})" if f["diverged_at"][r] >= 0 else ""
+
+
+def per_run(get, files):
+    """(activation, figure, run index, lr, max |dQ~|) for every run of Fig. 3's files."""
+    return [(a, f, r, lr, d) for a, f in get(files).items()
+            for r, (lr, d) in enumerate(zip(f["lr"], max_abs(f["delta_Q_tilde"])))]
+
+
+def fig3_tables(get):
+    ref, ref64 = paper.FIG3_FINAL_DRIFT["linear"], paper.FIG3_FLOAT64_FINAL_DRIFT
+    float32 = table(["activation", "lr", "max abs dQ~", "final dQ~", "paper's code [R] final dQ~", "final loss",
+                     "paper's code [R] final loss"],
+                    [[a, f"{lr:g}", fmt(d) + mark(f, r), fmt(last_finite(f["delta_Q_tilde"][r])),
+                      fmt(item(paper.FIG3_FINAL_DRIFT.get(a), r)), fmt(last_finite(f["loss"][r])),
+                      fmt(item(paper.FIG3_FINAL_LOSS.get(a), r))] for a, f, r, lr, d in per_run(get, FIG3)])
+    float64 = table(["activation", "lr", "max abs dQ~", "max abs dQ~ / lr", "paper's code [R] float64 final dQ~"],
+                    [[a, f"{lr:g}", fmt(d) + mark(f, r), fmt(d / lr), fmt(item(ref64.get(a), r))]
+                     for a, f, r, lr, d in per_run(get, FIG3_FLOAT64)])
+    return float32 + (["Loss is |Y - U sigma(V^T)|_F after the last step. In float32, round-off can make the final "
+                       "|dQ~| at lr = 0.001 larger than at lr = 0.01, as in the paper's code (linear: "
+                       f"{fmt(ref[2])} vs {fmt(ref[1])} [R]); the float64 runs isolate the discretisation effect.", ""]
+                      if float32 else []) + (["Float64 runs (folder `float64/`):", ""] + float64 if float64 else [])
+
+
+def fig45_table(get):
+    rows = []
+    for f in [*get(FIG4).values(), *get(FIG5).values()]:
+        a, (m, h, n), Q = f.setting("activation"), (int(x) for x in f["shape_mhn"]), f["Q"]
+        ref = paper.FIG45_Q_STATS.get((a, (m, h, n)))
+        rows.append([a, f"{m}, {h}, {n}", len(Q), f"{Q.mean():.6g} ± {Q.std():.3g}", f"[{Q.min():.6g}, {Q.max():.6g}]",
+                     f"{float(f.data.get('expected_Q', math.nan)):.6g}",
+                     f"{ref.mean:g} ± {ref.std:g} [{ref.min:g}, {ref.max:g}]" if ref else "-"])
+    return table(["activation", "m, h, n", "samples", "mean ± std", "[min, max]", "analytic E[Q]",
+                  "paper's code [R] (1000 samples)"], rows)
+
+
+def fig6_table(get):
+    rows = []
+    for a, f in get(FIG6).items():
+        for r, (std, Q0, steps) in enumerate(zip(f["init_std"], f["Q0"], f["steps_to_converge"])):
+            ref = paper.FIG6_STEPS.get(a, {}).get(float(std))
+            rows.append([a, f"{std:g}", fmt(Q0), fmt(f["loss"][r][0]), fmt_steps(steps) + mark(f, r), fmt_steps(ref),
+                         f"{steps / ref - 1:+.2%}" if ref and steps >= 0 else "-", fmt(last_finite(f["loss"][r]))])
+    return table(["activation", "init std", "Q0", "initial loss", "steps to 1e-2", "paper's code [R]", "difference",
+                  "final loss"], rows) + ["Caveat: Q and the initial loss change together here (a larger init also has "
+                                          "a larger initial loss), so this figure alone does not separate Q from the "
+                                          "initial function; Fig. 7 does.", ""] * bool(rows)
+
+
+def fig7_table(get):
+    return [line for f in get(FIG7).values() for line in table(
+        ["Q0", f"steps to 1e-2 (of {int(f['steps'][-1]):,})", f"paper's code [R] (of {paper.FIG7_STEP_BUDGET:,})",
+         f"initial loss (paper's code [R]: {fmt(paper.FIG7_INITIAL_LOSS)})", "final loss (MSE/abs Y)",
+         "max relative drift of Q"],
+        [[fmt(Q0), fmt_steps(s) + mark(f, r), fmt_steps(item(paper.FIG7_STEPS, r)), fmt(f["loss"][r][0]),
+          fmt(last_finite(f["loss"][r])), fmt(np.nanmax(np.abs(f["Q"][r] - Q0)) / abs(Q0))]
+         for r, (Q0, s) in enumerate(zip(f["Q0"], f["steps_to_converge"]))])]
+
+
+def fig9_table(get):
+    rows = [[a, f"{std:g}", fmt(Q0), fmt(item(legend_Qs(paper.FIG9_LEGENDS.get(a, [])), r)), f"{top:.4g}" + mark(f, r),
+             fmt(item(paper.FIG9_LARGEST_EIGENVALUE.get(a), r)), int(f["nonzero_count"][r]), fmt(f["final_loss"][r])]
+            for a, f in get(FIG9).items()
+            for r, (std, Q0, top) in enumerate(zip(f["init_std"], f["Q0"], f["largest_eigenvalue"]))]
+    return table(["activation", "init std", "Q0", "paper's code [R] Q", "largest eigenvalue", "paper's code [R]",
+                  "nonzero eigenvalues", "final squared loss"], rows) + [paper.FIG9_NOTE, ""] * bool(rows)
+
+
+def describe_cifar_source(source, folder):
+    kind = {"official": "the official CIFAR-10 release (torchvision's MD5 check passed)",
+            "unverified": "a copy of CIFAR-10 that fails torchvision's MD5 check (for example a re-encoded copy, or a "
+                          "test fixture); accuracies can differ slightly from those on the official files"}
+    return (f"CIFAR-10 data: {kind.get(source, repr(source))}; read from a folder named "
+            f"`{os.path.basename(os.path.normpath(str(folder)))}`.")
+
+
+def fig10_table(get):
+    lines = []
+    for f in get(FIG10).values():
+        eps, original, data = f["eps"], float(f["original_acc"]), f.settings.get("data", {})
+        modes = [m for m in ("group", "perm_interp", "g_inverse", "random", "shuffle") if f"vote_acc_{m}" in f.data]
+        diff = {m: f[f"vote_acc_{m}"] - original for m in modes}
+        flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros_like(diff[m]))).any(axis=1) for m in modes}
+        ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in eps}
+        rows = [[f"{e:g}"] + [f"{np.nanmean(diff[m][i]):+.3f} [{np.nanmin(diff[m][i]):+.3f}, "
+                              f"{np.nanmax(diff[m][i]):+.3f}]" + "*" * bool(flag[m][i]) for m in modes]
+                + [f"{np.mean(ref[e]):+.3f} [{min(ref[e]):+.3f}, {max(ref[e]):+.3f}]" if ref[e] else
+                   "within ±0.003" if e <= 0.01 else "-"] for i, e in enumerate(eps)]
+        lines += [f"Original model: accuracy {original:.3f} (one trained model for the whole grid; num_g = "
+                  f"{', '.join(str(int(g)) for g in f['num_g'])}). Each cell: ensemble vote accuracy - original, mean "
+                  "over num_g [min, max]; * = a cell with overflowing (non-finite) members.", ""]
+        lines += table(["eps"] + modes + ["paper's code [C] group"], rows) + [
+            f"Rows within {FIG10_MARGIN} of the original, for context: "
+            + ", ".join(f"{m} {rows_within(eps, diff[m])}" for m in modes if m != "group")
+            + " (staying close at small eps is not specific to the group action).", "", paper.FIG10_NOTE, "",
+            describe_cifar_source(data.get("source", "?"), data.get("folder", "?"))
+            + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
+    return lines
+
+
+def accuracy(f, protocol, model, i):
+    """'vote (mean probability)' accuracy of a model at the i-th attack strength."""
+    mean = f.data.get(f"mean_acc_{protocol}_{model}")
+    return f"{f[f'acc_{protocol}_{model}'][i]:.3f}" + (f" ({mean[i]:.3f})" if mean is not None else "")
+
+
+def fig11_tables(get):
+    lines, names = [], {"original": "original", "group": "group", "g_inverse": "g^-1", "perm_interp": "perm_interp"}
+    for method, f in get(FIG11).items():
+        protocols = [p for p in f.settings.get("protocols", ["paper", "corrected"]) if f"acc_{p}_original" in f.data]
+        models, ref = [m for m in names if f"acc_{protocols[0]}_{m}" in f.data], paper.FIG11_ACCURACY.get(method, {})
+        rows = [[p, f"{s:g}"] + [accuracy(f, p, m, i) for m in models]
+                + [f"{ref['original'][i]:.3f} / {ref['group'][i]:.3f}"
+                   if p == "paper" and i < len(ref.get("original", ())) else "-"]
+                for p in protocols for i, s in enumerate(f["strengths"])]
+        lines += [f"**{method}** (strength = {'iterations' if method == 'PGD' else 'epsilon'}). Accuracy: majority "
+                  "vote, mean probability in brackets.", ""] + table(
+            ["protocol", "strength"] + [names[m] for m in models] + ["paper's code [C] original / group (mean prob.)"],
+            rows)
+    for f in list(get(FIG11).values())[:1]:
+        st = f.settings
+        lines += [f"Chance is {CHANCE:g}. The attacks are computed on the single original model and transferred to the "
+                  "ensembles, as in the paper: this is robustness to transfer, not to a white-box attack on the "
+                  "ensemble. " + "".join(f"{p}: original clean accuracy {float(f[f'acc_{p}_original'][0]):.3f}, on "
+                                         f"clean images clamped to [0, 1] (no attack) "
+                                         f"{float(f.data[f'clamp_only_acc_{p}']):.3f}. " for p in ("paper", "corrected")
+                                         if f"clamp_only_acc_{p}" in f.data and f"acc_{p}_original" in f.data), "",
+                  describe_cifar_source(st.get("data_source", "?"), st.get("data_dir", "?")) + f" "
+                  f"{st.get('num_train_images', '?')} training and {st.get('num_test_images', '?')} test images.", ""]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# The table of claims
+
+@dataclass(frozen=True)
+class Files:
+    """The saved files a claim reads: DIR/<pattern with {} = unit>.npz and .json, one pair per unit."""
+    pattern: str
+    units: tuple              # the paper's: activations, histogram shapes or attacks ("" for a single file)
+    make: str                 # the command that makes them ({out}: the report's folder)
+    kind: str = "activations"
+    discover: bool = False    # also every other activation with saved files
+    plots: bool = True        # show their .png in the section
+    notebook: str = ""        # a CIFAR notebook: the not-run note says whether CIFAR-10 was there
+
+
+@dataclass(frozen=True)
+class Claim:
+    figure: str               # "Fig. 3"
+    short: str                # the claim in a few words (summary table)
+    text: str                 # the claim in one sentence
+    files: Files
+    measure: Callable         # Figure -> dict of the rule's keyword arguments (or PerSeed of such dicts)
+    rule: Callable            # (**measurement) -> Result; its docstring is the rule in the report
+    paper: Optional[Callable] = None  # () -> {unit: the rule's arguments from the paper code's numbers}
+    over: Callable = combine  # the units' verdicts -> one; its docstring follows the rule's
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    claims: tuple
+    tables: Callable          # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers
+
+
+A = paper.PAPER_ACTIVATIONS
+FIG3 = Files("Q-dynamics/elementwise_{}_loss_Q", A, "python Q_dynamics_elementwise.py --out {out}", discover=True)
+FIG3_FLOAT64 = Files("float64/Q-dynamics/elementwise_{}_loss_Q", A, "python Q_dynamics_elementwise.py --dtype "
+                     "float64 --out {out}/float64", discover=True, plots=False)
+FIG4 = Files("Q-distribution/{}_mhn_100_100_100", A, "python Q_distribution.py --out {out}", discover=True)
+FIG5 = Files("Q-distribution/linear_mhn_{}", ("100_200_100", "200_100_100"), "python Q_distribution.py --out {out}",
+             "histograms (m_h_n)")
+FIG6 = Files("Q-convergence/elementwise_{}_convergence", A, "python Q_convergence_elementwise.py --out {out}",
+             discover=True)
+FIG7 = Files("Q-convergence/radial_zoomed_1e6", ("",), "python Q_convergence_radial.py --out {out}")
+FIG9 = Files("Q-hessian-eigenvalues/Q-sharpness_{}_mnk_10_5_50", A, "python Q_hessian_eigenvalues.py --out {out}",
+             discover=True)
+FIG10 = Files("ensemble/cnn_cifar_leakyrelu2_main_acc", ("",), "python run_notebook.py ensemble_CIFAR.ipynb --out "
+              "{out}", notebook="ensemble_CIFAR.ipynb")
+FIG11 = Files("ensemble/cnn_cifar_leakyrelu_{}_h16_g200_eps10", ("FGSM", "PGD"), "python run_notebook.py "
+              "adversarial_CIFAR.ipynb --out {out}", "attacks", notebook="adversarial_CIFAR.ipynb")
+
+SECTIONS = (
+    Section("Fig. 3: Q is nearly conserved under gradient descent", (
+        Claim("Fig. 3", "Q nearly conserved under GD, every lr (float32)",
+              "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its relative "
+              "drift dQ~ = |Q_t|/N_0 - |Q_1|/N_0 stays below 1e-3 at every learning rate (0.1, 0.01, 0.001) and "
+              "activation.",
+              FIG3, fig3_drift, rule_q_conserved, over=worst),
+        Claim("Fig. 3", "float64: drift of Q proportional to lr",
+              "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
+              "learning rate.", FIG3_FLOAT64, partial(fig3_drift, dtype="float64"), rule_drift_proportional)),
+            fig3_tables),
+    Section("Figs. 4-5: Q is sharply concentrated at initialisation", (
+        Claim("Fig. 4", "Q concentrated at init around its analytic mean",
+              "With the common initialisation (U ~ N(0, 1/h), V ~ N(0, 1/n)), Q is sharply concentrated around its "
+              "analytic mean for every activation, so gradient flow from such an initialisation reaches only a small "
+              "part of the minimum.", FIG4, fig45_samples, rule_q_distribution),
+        Claim("Fig. 5", "centre of Q set by the layer sizes (E[Q] = m - h)",
+              "The centre of the Q distribution is set by the layer sizes: for the linear net E[Q] = m - h, -100 for "
+              "(m, h, n) = (100, 200, 100) and +100 for (200, 100, 100).", FIG5, fig45_samples,
+              rule_q_distribution)), fig45_table),
+    Section("Fig. 6: convergence speed depends on Q (elementwise activations)", (
+        Claim("Fig. 6", "larger |Q| reaches a fixed loss in fewer steps",
+              "At learning rate 1e-3 the initialisation's Q sets how fast gradient descent converges: for every "
+              "activation, the run with larger |Q| (larger init scale) reaches a fixed loss (|Y - U sigma(V^T)|_F < "
+              "1e-2) in fewer steps.", FIG6, partial(runs, Q0="Q0", steps="steps_to_converge"),
+              rule_faster_with_larger_Q,
+              paper=lambda: {a: dict(Q0=legend_Qs(paper.FIG6_LEGENDS[a]), steps=list(paper.FIG6_STEPS[a].values()))
+                             for a in paper.FIG6_STEPS}),), fig6_table),
+    Section("Fig. 7: convergence time proportional to Q (radial activation)", (
+        Claim("Fig. 7", "radial runs start from the same function",
+              "The four radial runs (init scales 0.01, 0.1, 1, 10, aligned with the SVD of Y) compute the same initial "
+              "function and differ only in Q.", FIG7, lambda f: dict(initial_outputs=f["initial_output"]),
+              rule_same_initial_function),
+        Claim("Fig. 7", "steps to converge proportional to Q (radial)",
+              "For the radial activation the time to converge grows in proportion to Q: 100x more Q needs about 100x "
+              "more steps to reach a fixed loss (MSE/|Y|_F < 1e-2).", FIG7,
+              lambda f: dict(runs(f, Q0="Q0", steps="steps_to_converge"), total_steps=int(f["steps"][-1])),
+              rule_steps_proportional_to_Q,
+              paper=lambda: {"": dict(Q0=legend_Qs(paper.FIG7_LEGENDS), total_steps=paper.FIG7_STEP_BUDGET,
+                                      steps=[-1 if s is None else s for s in paper.FIG7_STEPS])})), fig7_table),
+    Section("Fig. 9: Hessian spectrum at the minimum against Q", (
+        Claim("Fig. 9", "m*n = 50 nonzero Hessian eigenvalues at the minimum",
+              "At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly m*n = 50 nonzero eigenvalues (of "
+              "750): the minimum is flat in all other directions.", FIG9,
+              lambda f: dict(runs(f, nonzero_counts="nonzero_count", final_losses="final_loss"),
+                             expected_rank=int(f.setting("m")) * int(f.setting("n"))), rule_hessian_rank),
+        Claim("Fig. 9", "largest Hessian eigenvalue grows with |Q|",
+              "Larger |Q| gives a sharper minimum: the largest Hessian eigenvalue grows with |Q|.", FIG9,
+              partial(runs, Q0="Q0", largest="largest_eigenvalue", init_std="init_std"), rule_sharpness_grows_with_Q,
+              paper=lambda: {a: dict(Q0=legend_Qs(paper.FIG9_LEGENDS[a]), largest=paper.FIG9_LARGEST_EIGENVALUE[a])
+                             for a in paper.FIG9_LEGENDS})), fig9_table),
+    # Figs. 10-11 read today's single-seed files; their measurements are small, to be replaced with the new format.
+    Section("Fig. 10: ensembles from the nonlinear group action (CIFAR-10)", (
+        Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
+              "Ensembles built with the nonlinear, data-dependent group action keep the original model's accuracy at "
+              "small eps (the moved copies are near-exact symmetries of the network).", FIG10,
+              lambda f: dict(eps=f["eps"], group_minus_original=f["vote_acc_group"] - float(f["original_acc"])),
+              rule_ensemble_margin,
+              paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["group"]),
+                                      group_minus_original=list(paper.FIG10_ROWS["group"].values()))}),
+        Claim("Fig. 10", "group beats g^-1, random, shuffle at eps = 1 and 10",
+              "At large eps (1 and 10) the group ensemble loses less accuracy than the baselines g^-1, random and "
+              "shuffle.", FIG10,
+              lambda f: dict(eps=f["eps"], group=f["vote_acc_group"], baselines={
+                  m: f[f"vote_acc_{m}"] for m in ("g_inverse", "random", "shuffle") if f"vote_acc_{m}" in f.data}),
+              rule_group_beats_baselines),
+        Claim("Fig. 10", "group beats the interpolated permutation at eps = 1 and 10",
+              "At large eps (1 and 10) the group ensemble also beats the interpolated permutation, the baseline that, "
+              "like the group action, keeps the function at small eps (g^-1, random and shuffle destroy it by "
+              "construction).", FIG10,
+              lambda f: dict(eps=f["eps"], group=f["vote_acc_group"], perm_interp=f["vote_acc_perm_interp"]),
+              rule_group_vs_perm_interp,
+              paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["perm_interp"]), **{
+                  m: [paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]] for m in ("group", "perm_interp")
+              })})
+    ), fig10_table),
+    Section("Fig. 11: adversarial robustness of the group ensemble (CIFAR-10)", (
+        Claim("Fig. 11", "group more robust than original (paper's protocol)",
+              "Under the paper's protocol (adversarial images computed on the single model and transferred; data in "
+              "[-0.5, 0.5] clamped to [0, 1]; each image attacked twice), the group ensemble is more robust than the "
+              "original model to FGSM and PGD.", FIG11, partial(fig11_accuracies, protocol="paper"),
+              rule_group_more_robust,
+              paper=lambda: {m: dict(strengths=paper.FIG11_STRENGTHS[m], acc_original=acc["original"],
+                                     acc_group=acc["group"], n_images=paper.FIG11_IMAGES)
+                             for m, acc in paper.FIG11_ACCURACY.items()}),
+        Claim("Fig. 11", "group more robust than original (corrected protocol)",
+              "Under the corrected protocol (valid pixel range, one attack per image, logits, official test split), "
+              "the group ensemble is more robust than the original model to FGSM and PGD.", FIG11,
+              partial(fig11_accuracies, protocol="corrected"), rule_group_more_robust)), fig11_tables),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading: an unreadable file becomes a DataError that names the file and what is wrong
 
 class DataError(Exception):
-    """A saved file lacks something the report needs; the message says what."""
+    """A saved file cannot be read, is incomplete or lacks something a claim needs; the message says what."""
+
+
+def one_line(error):
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
 
 
 class Figure:
-    """One figure's saved data: .data (arrays), .settings (json), with clear errors for missing keys."""
+    """One saved figure: .data (the .npz arrays) and .settings (its .json)."""
 
     def __init__(self, out_dir, name):
-        self.name, self.stem = name, os.path.join(out_dir, name)
-        with np.load(self.stem + ".npz", allow_pickle=False) as saved:
-            self.data = {key: saved[key] for key in saved.files}
-        with open(self.stem + ".json") as f:
-            self.settings = json.load(f)
+        self.name, stem = name, os.path.join(out_dir, name)
+        try:
+            with np.load(stem + ".npz", allow_pickle=False) as saved:
+                self.data = {key: saved[key] for key in saved.files}
+        except Exception as error:  # a truncated zip, a corrupt member, not an .npz at all
+            raise DataError(f"{name}.npz cannot be read ({one_line(error)})") from None
+        try:
+            with open(stem + ".json") as f:
+                self.settings = json.load(f)
+        except Exception as error:
+            raise DataError(f"{name}.json cannot be read ({one_line(error)})") from None
+        if not isinstance(self.settings, dict):
+            raise DataError(f"{name}.json is not a JSON object")
+        self.quick = bool(self.settings.get("quick", False))
 
     def __getitem__(self, key):
         if key not in self.data:
-            raise DataError(f"data file {self.name}.npz lacks key {key!r}")
+            raise DataError(f"{self.name}.npz lacks key {key!r}")
         return self.data[key]
 
-    @property
-    def quick(self):
-        return bool(self.settings.get("quick", False))
+    def setting(self, key):
+        if key not in self.settings:
+            raise DataError(f"{self.name}.json lacks setting {key!r}")
+        return self.settings[key]
 
 
-def load(out_dir, name):
-    """Figure or None when its .npz/.json are absent."""
-    stem = os.path.join(out_dir, name)
-    if os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json"):
-        return Figure(out_dir, name)
-    return None
+class Loader:
+    """Each saved figure loaded once. load(files) -> {unit: Figure, DataError or None (absent)}."""
+
+    def __init__(self, out_dir):
+        self.out_dir, self.cache = out_dir, {}
+
+    def units(self, files):
+        """The paper's units, then (discover) every other activation that has a saved file, sorted."""
+        head, _, tail = files.pattern.partition("{}")
+        paths = glob.glob(os.path.join(glob.escape(self.out_dir), files.pattern.format("*") + ".*")) * files.discover
+        found = [re.fullmatch(re.escape(head) + r"(.+)" + re.escape(tail) + r"\.(npz|json)",
+                              os.path.relpath(p, self.out_dir).replace(os.sep, "/")) for p in paths]
+        return list(files.units) + sorted({m.group(1) for m in found if m} - set(files.units))
+
+    def one(self, name):
+        if name not in self.cache:
+            npz, js = (os.path.isfile(os.path.join(self.out_dir, name + ext)) for ext in (".npz", ".json"))
+            try:
+                self.cache[name] = (Figure(self.out_dir, name) if npz and js else None if not (npz or js) else
+                                    DataError(f"{name}{'.json' if npz else '.npz'} is missing beside "
+                                              f"{name}{'.npz' if npz else '.json'} (an incomplete save)"))
+            except DataError as error:
+                self.cache[name] = error
+        return self.cache[name]
+
+    def load(self, files):
+        return {u: self.one(files.pattern.format(u)) for u in self.units(files)}
+
+    def get(self, files):
+        return {u: f for u, f in self.load(files).items() if isinstance(f, Figure)}
 
 
-class Section:
-    """A figure's part of the report: title, claims [(claim, verdict, rule, explanation)], lines."""
+# ----------------------------------------------------------------------------------------------
+# The loop: load, measure, judge; then render
 
-    def __init__(self, title, names, out_dir):
-        self.title, self.names, self.out_dir = title, names, out_dir
-        self.claims, self.lines, self.figures, self.quick = [], [], [], False
-        self.variant_figures = []  # data that feed a claim but whose plots are not shown (float64)
+def doc_text(function, **fields):
+    """The first paragraph of a docstring on one line, {fields} and the keyword defaults filled in."""
+    defaults = {k: p.default for k, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
+    return " ".join(inspect.getdoc(function).split("\n\n")[0].split()).format(**defaults, **fields)
 
-    def load_all(self):
-        self.figures = [f for f in (load(self.out_dir, n) for n in self.names) if f is not None]
-        self.quick = any(f.quick for f in self.figures)
-        return self.figures
 
-    def claim(self, figure, short, text, verdict, rule, explanation, key=""):
-        """figure: 'Fig. 3'; short: the claim in a few words (summary table); text: the claim in one
-        sentence; key: the deciding numbers in a few words (summary table)."""
-        self.claims.append({"figure": figure, "short": short, "text": text, "verdict": verdict,
-                            "rule": rule, "explanation": explanation, "key": key})
+def apply(rule, measurement):
+    """One unit's Result: the rule on its measurement, or on each seed's, combined by over_seeds."""
+    if isinstance(measurement, PerSeed):
+        return over_seeds([without_diverged(rule, **seed) for seed in measurement])
+    return without_diverged(rule, **measurement)
 
-    def render(self):
-        out = [f"## {self.title}", ""]
-        for f in self.figures:
-            if os.path.isfile(f.stem + ".png"):
-                out.append(f"![{f.name}]({f.name}.png)")
-        out.append("")
-        if self.quick:
-            out += ["> **Smoke-test data** (`--quick`): the verdicts below are smoke-test values of the "
-                    "rules on tiny settings, not a reproduction of the paper.", ""]
-        for c in self.claims:
-            out += [f"**Claim ({c['figure']}).** {c['text']}", "",
-                    f"**Verdict: {label(c['verdict'], self.quick)}.** {c['explanation']}.", "",
-                    f"*Rule:* {c['rule']}", ""]
-        out += self.lines
-        produced = describe_runs([f.settings for f in self.figures + self.variant_figures])
-        if produced:
-            out += ["*Data:* " + "; ".join(produced) + ".", ""]
-        return out
+
+def combine_units(over, results):
+    """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined."""
+    if list(results) == [""]:
+        return results[""]
+    return Result(over([r.verdict for r in results.values()]),
+                  "; ".join(f"{u}: {r.verdict} ({r.text})" for u, r in results.items()),
+                  "; ".join(f"{u} {r.deciding}" for u, r in results.items()))
+
+
+@dataclass
+class Checked:
+    claim: Claim
+    verdict: str              # a verdict, NOT_RUN or DATA_ERROR
+    text: str
+    deciding: str = ""
+    quick: bool = False
+    note: str = ""            # for the section: how to make the missing data
+
+
+def check(claim, loader, cifar_dir):
+    """One claim against the saved data: a verdict, or not run, or a data error (never a verdict)."""
+    loaded = loader.load(claim.files)
+    errors, results = [str(f) for f in loaded.values() if isinstance(f, DataError)], {}
+    figures = {u: f for u, f in loaded.items() if isinstance(f, Figure)}
+    if not errors and not figures:
+        text, deciding, note = not_run_note(claim.files, loader.out_dir, cifar_dir)
+        return Checked(claim, NOT_RUN, text, deciding, note=note)
+    for unit, f in figures.items() if not errors else ():
+        try:
+            results[unit] = apply(claim.rule, claim.measure(f))
+        except Exception as error:  # a wrong shape or type in the file: reported, never a verdict
+            errors.append(str(error) if isinstance(error, DataError) else
+                          f"{f.name}.npz cannot be checked ({one_line(error)})")
+    if errors:
+        return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0])
+    result, missing = combine_units(claim.over, results), ", ".join(u for u, f in loaded.items() if f is None)
+    note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
+    return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
+                   any(f.quick for f in figures.values()), note)
+
+
+def not_run_note(files, out, cifar_dir):
+    """(explanation, a few words for the summary table, the section's note on how to make the data)."""
+    if not files.notebook:
+        return ("no data", "no data",
+                f"**{NOT_RUN}**: no saved data in `{out}`. Make it with `{files.make.format(out=out)}`.")
+    if cifar_dir is not None and os.path.isfile(os.path.join(cifar_dir, "cifar-10-batches-py", "data_batch_1")):
+        why = "notebook failed (CIFAR-10 present)"
+        return why, why, (f"**{NOT_RUN}**: no saved data for this figure in `{out}`, although CIFAR-10 is present in "
+                          f"`{cifar_dir}`: the notebook did not finish. Run `python run_notebook.py {files.notebook} "
+                          f"--out {out} --cifar-dir {cifar_dir}` to see its error.")
+    why = "skipped: CIFAR-10 not available" if cifar_dir is not None else "skipped: no data (CIFAR-10 missing?)"
+    return why, why, (
+        f"**{NOT_RUN}**: no saved data for this figure in `{out}`. " + (
+            f"CIFAR-10 was not available: `{cifar_dir}` holds no `cifar-10-batches-py/`." if cifar_dir is not None
+            else "CIFAR-10 was probably not available (offline and no data), or the notebook failed.")
+        + " Provide CIFAR-10 with `make figures CIFAR_DIR=/path` where /path contains `cifar-10-batches-py/` (the "
+        "official python release), or let the notebooks download it into `data/` (the default CIFAR_DIR) when online. "
+        f"Then run `python run_notebook.py {files.notebook} --out {out} --cifar-dir /path` and `python make_report.py "
+        f"--out {out}` (or `make figures CIFAR_DIR=/path`, which does both).")
 
 
 def label(verdict, quick):
-    return f"{verdict} (smoke test)" if quick and verdict != NOT_RUN else verdict
+    return f"{verdict} (smoke test)" if quick and verdict not in (NOT_RUN, DATA_ERROR) else verdict
 
 
-NOTEBOOKS = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}
+def render_claim(c):
+    claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
+    rule = doc_text(claim.rule) + (" " + doc_text(claim.over, units=claim.files.kind)) * several
+    head = f"**No verdict: {DATA_ERROR}.**" if c.verdict == DATA_ERROR else f"**Verdict: {label(c.verdict, c.quick)}.**"
+    lines = [f"**Claim ({claim.figure}).** {claim.text}", "", f"{head} {c.text}.", "", f"*Rule:* {rule}", ""]
+    if claim.paper is not None and c.verdict not in (NOT_RUN, DATA_ERROR):
+        ref = combine_units(claim.over, {u: apply(claim.rule, m) for u, m in claim.paper().items()})
+        lines += [f"*The same rule on the paper code's numbers {'[C]' if claim.files.notebook else '[R]'}:* "
+                  f"{ref.verdict} ({ref.text}).", ""]
+    return lines
+
+
+def render_section(section, checked, loader, errors):
+    """The section's lines; a data error met in its tables is added to errors."""
+    figures = {f.name: f for c in section.claims for f in loader.get(c.files).values()}
+    plots = [name for c in section.claims if c.files.plots for name in (f.name for f in loader.get(c.files).values())]
+    images = [f"![{n}]({n}.png)" for n in dict.fromkeys(plots)
+              if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
+    lines = [f"## {section.title}", ""] + (images + [""] if images else [])
+    if any(c.quick for c in checked):
+        lines += ["> **Smoke-test data** (`--quick`): the verdicts below are smoke-test values of the rules on tiny "
+                  "settings, not a reproduction of the paper.", ""]
+    lines += [line for c in checked for line in render_claim(c)]
+    lines += [line for note in dict.fromkeys(c.note for c in checked if c.note) for line in (note, "")]
+    try:
+        lines += section.tables(loader.get)
+    except Exception as error:
+        message = str(error) if isinstance(error, DataError) else one_line(error)
+        errors += [f"{section.title.split(':')[0]} table: {message}"] * (not any(message in e for e in errors))
+        lines += [f"*Table not shown ({DATA_ERROR}):* {message}.", ""]
+    by_run = {}
+    for st in (f.settings for f in figures.values()):
+        by_run[run_key(st)] = max(by_run.get(run_key(st), st), st, key=lambda s: s.get("created", ""))
+    produced = [f"`{key}` ({st.get('device', '?')}, {st.get('dtype', 'float32')}, "
+                f"{'quick' if st.get('quick') else 'full'} settings, {fmt_seconds(run_seconds(st))}, "
+                f"{st.get('created', '?')})" for key, st in by_run.items()]
+    return lines + (["*Data:* " + "; ".join(produced) + ".", ""] if produced else [])
 
 
 def run_key(settings):
     """Which run a figure came from: its command line (a script writes several figures per run)."""
-    return (settings.get("command") or settings.get("notebook") or NOTEBOOKS.get(settings.get("figure"))
+    notebooks = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}
+    return (settings.get("command") or settings.get("notebook") or notebooks.get(settings.get("figure"))
             or settings.get("figure") or "?")
-
-
-def describe_runs(all_settings):
-    """One phrase per distinct run: command, device, dtype, settings, run time, date."""
-    runs = {}
-    for st in all_settings:
-        runs.setdefault(run_key(st), []).append(st)
-    phrases = []
-    for key, group in runs.items():
-        seconds = [run_seconds(st) for st in group if run_seconds(st) is not None]
-        last = max(group, key=lambda st: st.get("created", ""))
-        phrases.append(f"`{key}` ({last.get('device', '?')}, {last.get('dtype', 'float32')}, "
-                       f"{'quick settings' if last.get('quick') else 'full settings'}, "
-                       f"{fmt_seconds(max(seconds)) if seconds else 'run time unknown'}, {last.get('created', '?')})")
-    return phrases
 
 
 def run_seconds(settings):
     value = settings.get("run_seconds")
-    if isinstance(value, dict):
-        value = value.get("total")
+    value = value.get("total") if isinstance(value, dict) else value
     return float(value) if isinstance(value, (int, float)) else None
 
 
 def fmt_seconds(seconds):
+    if seconds is None:
+        return "run time unknown"
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
-def not_run(section, what, command, claims):
-    """Mark each claim (figure, short, text, rule) of a section without data as not run, and say
-    which command makes the data."""
-    for figure, short, text, rule in claims:
-        section.claim(figure, short, text, NOT_RUN, rule, "no data")
-    section.lines += [f"**{NOT_RUN}**: no saved data for {what} in `{section.out_dir}`. Make it with "
-                      f"`{command}`.", ""]
-
-
-# ----------------------------------------------------------------------------------------------
-# Sections, one per paper figure
-
-def fig3(out_dir):
-    names = [f"Q-dynamics/elementwise_{a}_loss_Q" for a in ACTIVATIONS]
-    s = Section("Fig. 3: Q is nearly conserved under gradient descent", names, out_dir)
-    figures = s.load_all()
-    short = "Q nearly conserved under GD, every lr (float32)"
-    claim = ("Under gradient descent the conserved quantity of gradient flow stays nearly constant: "
-             "its relative drift dQ~ = |Q_t|/N_0 - |Q_1|/N_0 stays below 1e-3 at every learning rate "
-             "(0.1, 0.01, 0.001) and activation.")
-    rule = (f"reproduced if every run's max |dQ~| < {fmt(FIG3_DRIFT)}; partly if all < {fmt(10 * FIG3_DRIFT)}; "
-            "otherwise not reproduced (a diverged run counts as infinite drift).")
-    if not figures:
-        not_run(s, "Fig. 3", f"python Q_dynamics_elementwise.py --out {out_dir}", [("Fig. 3", short, claim, rule)])
-        fig3_float64(s, out_dir)
-        return s
-    drifts, rows, roundoff = {}, [], []
-    for f in figures:
-        act = f.settings.get("activation", "?")
-        lrs, dqt, loss, diverged = f["lr"], f["delta_Q_tilde"], f["loss"], f["diverged_at"]
-        final = [last_finite(r) for r in dqt]
-        paper_drift = PAPER_FIG3_FINAL_DRIFT.get(act, ())
-        paper_loss = PAPER_FIG3_FINAL_LOSS.get(act, ())
-        for r, lr in enumerate(lrs):
-            drift = math.inf if diverged[r] >= 0 else float(np.nanmax(np.abs(dqt[r])))
-            drifts[f"{act}, lr {lr:g}"] = drift
-            rows.append([act, f"{lr:g}", fmt(drift), fmt(final[r]), fmt(item(paper_drift, r)),
-                         fmt(last_finite(loss[r])), fmt(item(paper_loss, r))])
-        by_lr = {round(float(lr), 12): abs(final[r]) for r, lr in enumerate(lrs)}
-        if 1e-2 in by_lr and 1e-3 in by_lr and by_lr[1e-3] > by_lr[1e-2]:
-            roundoff.append(f"{act} ({fmt(by_lr[1e-3])} vs {fmt(by_lr[1e-2])})")
-    verdict, explanation = verdict_q_conserved(drifts)
-    s.claim("Fig. 3", short, claim, verdict, rule, explanation,
-            key=f"largest max abs dQ~ {fmt(max(drifts.values()))}")
-    s.lines += table(["activation", "lr", "max abs dQ~", "final dQ~", "paper's code [R] final dQ~",
-                      "final loss", "paper's code [R] final loss"], rows)
-    missing = [a for a, n in zip(ACTIVATIONS, names) if not any(f.name == n for f in figures)]
-    if missing:
-        s.lines += [f"Not run for {', '.join(missing)}: `python Q_dynamics_elementwise.py --activations "
-                    f"{','.join(missing)} --out {out_dir}`.", ""]
-    s.lines += ["Loss is |Y - U sigma(V^T)|_F after the last step. "
-                + (f"Float32 round-off: at lr = 0.001 the final |dQ~| is larger than at lr = 0.01 for "
-                   f"{', '.join(roundoff)}, so in float32 the drift is not monotone in the learning rate at the "
-                   "smallest rate; the paper's code shows the same (linear 4.4e-4 vs 8.9e-5 [R]). The float64 "
-                   "run below isolates the discretisation effect." if roundoff else
-                   "Here the final |dQ~| at lr = 0.001 is not larger than at lr = 0.01 for any activation (in the "
-                   "paper's code it is, for linear: 4.4e-4 vs 8.9e-5 [R], a float32 round-off effect)."), ""]
-    fig3_float64(s, out_dir)
-    return s
-
-
-def item(values, index):
-    """values[index], or None when there is no such entry (a reference table shorter than the data)."""
-    return values[index] if values is not None and index < len(values) else None
-
-
-def last_finite(values):
-    values = np.asarray(values, dtype=float)
-    finite = values[np.isfinite(values)]
-    return float(finite[-1]) if finite.size else math.nan
-
-
-def fig3_float64(s, out_dir):
-    short = "float64: drift of Q proportional to lr"
-    claim = ("Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to "
-             "the learning rate.")
-    rule = (f"per activation, max |dQ~| / lr may differ by at most a factor {FIG3_PROPORTIONAL:g} across the "
-            "learning rates; reproduced if this holds for every activation, partly for some.")
-    folder = os.path.join(out_dir, "float64")
-    figures = [f for f in (load(folder, f"Q-dynamics/elementwise_{a}_loss_Q") for a in ACTIVATIONS) if f]
-    if not figures:
-        s.claim("Fig. 3", short, claim, NOT_RUN, rule, f"no float64 data in `{folder}`")
-        s.lines += [f"Float64 variant **{NOT_RUN}**: make it with `python Q_dynamics_elementwise.py --dtype float64 "
-                    f"--out {folder}` (part of `make figures`).", ""]
-        return
-    verdicts, rows, parts, spreads = [], [], [], []
-    for f in figures:
-        act = f.settings.get("activation", "?")
-        if f.settings.get("dtype") not in (None, "float64"):
-            parts.append(f"{act}: the file is {f.settings.get('dtype')}, not float64")
-            verdicts.append(NOT_REPRODUCED)
-            continue
-        lrs = f["lr"]
-        drift = [math.inf if f["diverged_at"][r] >= 0 else float(np.nanmax(np.abs(f["delta_Q_tilde"][r])))
-                 for r in range(len(lrs))]
-        v, text = verdict_drift_proportional(lrs, drift)
-        verdicts.append(v)
-        parts.append(f"{act}: {v} ({text})")
-        ratios = np.asarray(drift) / np.asarray(lrs)
-        spreads.append(f"{act} {ratios.max() / ratios.min():.3g}")
-        paper = PAPER_FIG3_FLOAT64_LINEAR if act == "linear" else ()
-        rows += [[act, f"{lr:g}", fmt(d), fmt(d / lr), fmt(item(paper, r))] for r, (lr, d) in enumerate(zip(lrs, drift))]
-        s.quick = s.quick or f.quick
-    s.claim("Fig. 3", short, claim, combine(verdicts), rule, "; ".join(parts),
-            key="max/min of drift/lr: " + ", ".join(spreads))
-    s.lines += [f"Float64 runs (`{folder}`):", ""]
-    s.lines += table(["activation", "lr", "max abs dQ~", "max abs dQ~ / lr", "paper's code [R] float64 final dQ~"], rows)
-    s.variant_figures += figures
-
-
-def fig45(out_dir):
-    fig4 = [f"Q-distribution/{a}_mhn_100_100_100" for a in ACTIVATIONS]
-    fig5 = ["Q-distribution/linear_mhn_100_200_100", "Q-distribution/linear_mhn_200_100_100"]
-    s = Section("Figs. 4-5: Q is sharply concentrated at initialisation", fig4 + fig5, out_dir)
-    figures = s.load_all()
-    claims = {
-        "Fig. 4": ("Q concentrated at init around its analytic mean",
-                   "With the common initialisation (U ~ N(0, 1/h), V ~ N(0, 1/n)), Q is sharply concentrated "
-                   "around its analytic mean for every activation, so gradient flow from such an initialisation "
-                   "reaches only a small part of the minimum."),
-        "Fig. 5": ("centre of Q set by the layer sizes (E[Q] = m - h)",
-                   "The centre of the Q distribution is set by the layer sizes: for the linear net E[Q] = m - h, "
-                   "-100 for (m, h, n) = (100, 200, 100) and +100 for (200, 100, 100)."),
-    }
-    rule = (f"per histogram, the sample mean lies within {FIG45_STANDARD_ERRORS} standard errors (std/sqrt(samples)) "
-            f"of the analytic E[Q], and the std is below {FIG45_RELATIVE_SPREAD:.0%} of the expected size of Q's two "
-            "terms (e.g. Tr U^T U + Tr V^T V = m + h for linear); both for every histogram: reproduced; otherwise "
-            "partly or not reproduced.")
-    if not figures:
-        not_run(s, "Figs. 4-5", f"python Q_distribution.py --out {out_dir}",
-                [(fig, short, text, rule) for fig, (short, text) in claims.items()])
-        return s
-    rows, per_fig = [], {"Fig. 4": [], "Fig. 5": []}
-    for f in figures:
-        act = f.settings.get("activation", "?")
-        m, h, n = (int(x) for x in f["shape_mhn"])
-        Q = f["Q"]
-        expected = float(f["expected_Q"])
-        v, text = verdict_q_distribution(Q, expected, expected_term_scale(act, m, h, n))
-        per_fig["Fig. 4" if f.name in fig4 else "Fig. 5"].append(
-            (f"{act} {m}x{h}x{n}", v, text, f"{act} {m}x{h}x{n}: {Q.mean():.4g} ± {Q.std():.3g} (E {expected:.4g})"))
-        paper = PAPER_FIG45.get((act, m, h, n))
-        rows.append([act, f"{m}, {h}, {n}", len(Q), f"{Q.mean():.6g} ± {Q.std():.3g}",
-                     f"[{Q.min():.6g}, {Q.max():.6g}]", f"{expected:.6g}",
-                     f"{paper[0]:g} ± {paper[1]:g} [{paper[2]:g}, {paper[3]:g}]" if paper else "-"])
-    for fig, (short, text) in claims.items():
-        results = per_fig[fig]
-        if not results:
-            s.claim(fig, short, text, NOT_RUN, rule, "no data")
-            continue
-        s.claim(fig, short, text, combine(v for _, v, _, _ in results), rule,
-                "; ".join(f"{name}: {v} ({t})" for name, v, t, _ in results),
-                key="; ".join(k for _, _, _, k in results if fig == "Fig. 5" or k.startswith("linear")))
-    s.lines += table(["activation", "m, h, n", "samples", "mean ± std", "[min, max]", "analytic E[Q]",
-                      "paper's code [R] (1000 samples)"], rows)
-    missing = [n for n in fig4 + fig5 if not any(f.name == n for f in figures)]
-    if missing:
-        s.lines += [f"Not run: {', '.join(missing)} (`python Q_distribution.py --out {out_dir}`).", ""]
-    return s
-
-
-def fig6(out_dir):
-    names = [f"Q-convergence/elementwise_{a}_convergence" for a in ACTIVATIONS]
-    s = Section("Fig. 6: convergence speed depends on Q (elementwise activations)", names, out_dir)
-    figures = s.load_all()
-    short = "larger |Q| reaches a fixed loss in fewer steps"
-    claim = ("At learning rate 1e-3 the initialisation's Q sets how fast gradient descent converges: for every "
-             "activation, the run with larger |Q| (larger init scale) reaches a fixed loss in fewer steps.")
-    rule = ("per activation, the steps to reach |Y - U sigma(V^T)|_F < 1e-2 fall strictly as |Q0| grows (a run "
-            "that never reaches it counts as infinitely slow); reproduced if so for all activations, partly for some.")
-    if not figures:
-        not_run(s, "Fig. 6", f"python Q_convergence_elementwise.py --out {out_dir}", [("Fig. 6", short, claim, rule)])
-        return s
-    verdicts, parts, rows, agreement, keys = [], [], [], [], []
-    for f in figures:
-        act = f.settings.get("activation", "?")
-        Q0, steps, std, loss = f["Q0"], f["steps_to_converge"], f["init_std"], f["loss"]
-        v, text = verdict_faster_with_larger_Q(Q0, steps)
-        verdicts.append(v)
-        parts.append(f"{act}: {text}")
-        keys.append(f"{act} " + " / ".join(fmt_steps(x) for x in steps))
-        paper = PAPER_FIG6_STEPS.get(act, ())
-        for r in range(len(Q0)):
-            ref = item(paper, r)
-            diff = (steps[r] / ref - 1) if ref and steps[r] >= 0 else None
-            if diff is not None:
-                agreement.append(abs(diff))
-            rows.append([act, f"{std[r]:g}", fmt(Q0[r]), fmt(loss[r][0]), fmt_steps(steps[r]), fmt_steps(ref),
-                         f"{diff:+.2%}" if diff is not None else "-", fmt(last_finite(loss[r]))])
-    s.claim("Fig. 6", short, claim, combine(verdicts), rule, "; ".join(parts),
-            key="steps (small to large init): " + "; ".join(keys))
-    s.lines += table(["activation", "init std", "Q0", "initial loss", "steps to 1e-2", "paper's code [R]",
-                      "difference", "final loss"], rows)
-    if agreement:
-        s.lines += [f"Agreement with the paper's code: largest step-count difference {max(agreement):.2%} over "
-                    f"{len(agreement)} runs (the loss is recorded every step up to 10,000, then every 0.1 %).", ""]
-    s.lines += ["Caveat: Q and the initial loss change together here (a larger init also has a larger initial "
-                "loss), so this figure alone does not separate Q from the initial function; Fig. 7 does.", ""]
-    return s
-
-
-def fig7(out_dir):
-    name = "Q-convergence/radial_zoomed_1e6"
-    s = Section("Fig. 7: convergence time proportional to Q (radial activation)", [name], out_dir)
-    figures = s.load_all()
-    same = ("radial runs start from the same function",
-            "The four radial runs (init scales 0.01, 0.1, 1, 10, aligned with the SVD of Y) compute the same "
-            "initial function and differ only in Q.",
-            f"relative max difference between the runs' initial outputs < {fmt(FIG7_SAME_FUNCTION)}.")
-    prop = ("steps to converge proportional to Q (radial)",
-            "For the radial activation the time to converge grows in proportion to Q: 100x more Q needs about "
-            "100x more steps to reach a fixed loss.",
-            f"for consecutive runs that reach MSE/|Y|_F < 1e-2, (steps ratio)/(Q ratio) lies within a factor "
-            f"{FIG7_RATIO_FACTOR:g}; a run that never reaches it is consistent if the last converged run's steps times "
-            "the Q ratio exceed the step budget; at least two runs must converge; all consistent: reproduced, "
-            "some: partly.")
-    if not figures:
-        not_run(s, "Fig. 7", f"python Q_convergence_radial.py --out {out_dir}",
-                [("Fig. 7", *claim) for claim in (same, prop)])
-        return s
-    f = figures[0]
-    Q0, steps, loss, Q = f["Q0"], f["steps_to_converge"], f["loss"], f["Q"]
-    total = int(f["steps"][-1])
-    v, text = verdict_same_initial_function(f["initial_output"])
-    s.claim("Fig. 7", same[0], same[1], v, same[2],
-            text + f"; initial plotted loss {', '.join(fmt(l[0]) for l in loss)} (paper's code [R]: 0.135 for all four)",
-            key=f"initial loss {', '.join(fmt(l[0]) for l in loss)}")
-    v, text = verdict_steps_proportional_to_Q(Q0, steps, total)
-    s.claim("Fig. 7", prop[0], prop[1], v, prop[2], text,
-            key="steps " + " / ".join(fmt_steps(x) for x in steps) + f" (of {total:,}) for Q " + " / ".join(fmt(q) for q in Q0))
-    rows = []
-    for r in range(len(Q0)):
-        drift = float(np.nanmax(np.abs(Q[r] - Q0[r])) / abs(Q0[r]))
-        ref = "-" if r >= len(PAPER_FIG7_STEPS) else fmt_steps(PAPER_FIG7_STEPS[r])
-        rows.append([fmt(Q0[r]), fmt_steps(steps[r]), ref, fmt(last_finite(loss[r])), fmt(drift)])
-    s.lines += table(["Q0", f"steps to 1e-2 (of {total:,})", "paper's code [R] (of 1,000,000)",
-                      "final loss (MSE/abs Y)", "max relative drift of Q"], rows)
-    return s
-
-
-def fig9(out_dir):
-    names = [f"Q-hessian-eigenvalues/Q-sharpness_{a}_mnk_10_5_50" for a in ACTIVATIONS]
-    s = Section("Fig. 9: Hessian spectrum at the minimum against Q", names, out_dir)
-    figures = s.load_all()
-    rank = ("m*n = 50 nonzero Hessian eigenvalues at the minimum",
-            "At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly m*n = 50 nonzero eigenvalues "
-            "(of 750): the minimum is flat in all other directions.",
-            f"every run at a global minimum (squared loss < {fmt(FIG9_AT_MINIMUM)}) has exactly m*n eigenvalues > 1e-3; "
-            "reproduced if this holds for every activation with all runs at a minimum; partly if some runs are not "
-            "at a minimum (they are not checked) or some activation fails.")
-    sharp = ("largest Hessian eigenvalue grows with |Q|",
-             "Larger |Q| gives a sharper minimum: the largest Hessian eigenvalue grows with |Q|.",
-             "per activation, the largest eigenvalue increases strictly with |Q0|; reproduced if so for all four "
-             "activations, partly for some.")
-    if not figures:
-        not_run(s, "Fig. 9", f"python Q_hessian_eigenvalues.py --out {out_dir}",
-                [("Fig. 9", *claim) for claim in (rank, sharp)])
-        return s
-    rank_v, rank_t, sharp_v, sharp_t, rows, trends = [], [], [], [], [], []
-    for f in figures:
-        act = f.settings.get("activation", "?")
-        m, n = int(f.settings.get("m", 10)), int(f.settings.get("n", 5))
-        Q0, largest, counts, final = f["Q0"], f["largest_eigenvalue"], f["nonzero_count"], f["final_loss"]
-        v, t = verdict_hessian_rank(counts, final, m * n)
-        rank_v.append(v)
-        rank_t.append(f"{act}: {t}")
-        v, t = verdict_sharpness_grows_with_Q(Q0, largest, f.data.get("init_std"))
-        sharp_v.append(v)
-        sharp_t.append(f"{act}: {t}")
-        trends.append(f"{act} {monotone(np.abs(Q0), largest)}")
-        paper_Q, paper_top = PAPER_FIG9.get(act, ((), ()))
-        for r in range(len(Q0)):
-            rows.append([act, f"{f['init_std'][r]:g}", fmt(Q0[r]), fmt(item(paper_Q, r)), f"{largest[r]:.4g}",
-                         fmt(item(paper_top, r)), int(counts[r]), fmt(final[r])])
-    all_counts = sorted({int(c) for f in figures for c in f["nonzero_count"]})
-    s.claim("Fig. 9", rank[0], rank[1], combine(rank_v), rank[2], "; ".join(rank_t),
-            key=f"nonzero counts {', '.join(map(str, all_counts))}")
-    s.claim("Fig. 9", sharp[0], sharp[1], combine(sharp_v), sharp[2], "; ".join(sharp_t),
-            key="in |Q|: " + ", ".join(trends))
-    s.lines += table(["activation", "init std", "Q0", "paper's code [R] Q", "largest eigenvalue",
-                      "paper's code [R]", "eigenvalues > 1e-3", "final squared loss"], rows)
-    s.lines += ["In the paper's code [R] the sharpness grows with |Q| for linear and ReLU; for tanh Q is not "
-                "monotone in the init scale (scale 0.9 has the most negative Q, -418) while the sharpness grows with "
-                "the scale; for sigmoid all large eigenvalues lie within a few percent (127-134) and the sharpness "
-                "grows slightly as Q rises towards 0, i.e. it falls with |Q|.", ""]
-    return s
-
-
-CIFAR_HELP = ("Provide CIFAR-10 with `make figures CIFAR_DIR=/path` where /path contains `cifar-10-batches-py/` "
-              "(the official python release), or let the notebooks download it into `data/` (the default "
-              "CIFAR_DIR) when online.")
-
-
-def cifar_not_run(s, notebook, cifar_dir):
-    """Say that a CIFAR figure is missing, why (when cifar_dir tells), and how to make it.
-    Returns a few words for the summary table."""
-    if cifar_dir is not None and os.path.isfile(os.path.join(cifar_dir, "cifar-10-batches-py", "data_batch_1")):
-        s.lines += [f"**{NOT_RUN}**: no saved data for this figure in `{s.out_dir}`, although CIFAR-10 is present in "
-                    f"`{cifar_dir}`: the notebook did not finish. Run `python run_notebook.py {notebook} --out "
-                    f"{s.out_dir} --cifar-dir {cifar_dir}` to see its error.", ""]
-        return "notebook failed (CIFAR-10 present)"
-    why = (f"CIFAR-10 was not available: `{cifar_dir}` holds no `cifar-10-batches-py/`." if cifar_dir is not None
-           else "CIFAR-10 was probably not available (offline and no data), or the notebook failed.")
-    s.lines += [f"**{NOT_RUN}**: no saved data for this figure in `{s.out_dir}`. {why} {CIFAR_HELP} Then run "
-                f"`python run_notebook.py {notebook} --out {s.out_dir} --cifar-dir /path` and `python make_report.py "
-                f"--out {s.out_dir}` (or `make figures CIFAR_DIR=/path`, which does both).", ""]
-    return "skipped: CIFAR-10 not available" if cifar_dir is not None else "skipped: no data (CIFAR-10 missing?)"
-
-
-def describe_cifar_source(source, folder):
-    kind = {"official": "the official CIFAR-10 release (torchvision's MD5 check passed)",
-            "unverified": "a copy of CIFAR-10 that fails torchvision's MD5 check (for example the JPEG "
-                          "re-encoding in ../shared/data, or a test fixture); accuracies can differ slightly from "
-                          "those on the official files"}
-    return f"CIFAR-10 data: {kind.get(source, repr(source))}; read from `{folder}`."
-
-
-def fig10(out_dir, cifar_dir=None):
-    name = "ensemble/cnn_cifar_leakyrelu2_main_acc"
-    s = Section("Fig. 10: ensembles from the nonlinear group action (CIFAR-10)", [name], out_dir)
-    figures = s.load_all()
-    margin = (f"group ensemble within {FIG10_MARGIN} of the original at small eps",
-              "Ensembles built with the nonlinear, data-dependent group action keep the original model's accuracy "
-              "at small eps (the moved copies are near-exact symmetries of the network).",
-              f"|group - original| <= {FIG10_MARGIN} (majority vote, every num_g) in every row with eps <= 0.1: "
-              "reproduced; only in the rows with eps <= 0.01: partly; otherwise not reproduced.")
-    beats = ("group beats g^-1, random, shuffle at eps = 1 and 10",
-             "At large eps (1 and 10) the group ensemble loses less accuracy than the baselines g^-1, random and shuffle.",
-             f"at eps = 1 and at eps = 10, group's vote accuracy averaged over num_g exceeds each baseline's by more "
-             f"than {FIG10_MARGIN} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced.")
-    if not figures:
-        why = cifar_not_run(s, "ensemble_CIFAR.ipynb", cifar_dir)
-        for short, text, rule in (margin, beats):
-            s.claim("Fig. 10", short, text, NOT_RUN, rule, why, key=why)
-        return s
-    f = figures[0]
-    eps, num_g, original = f["eps"], f["num_g"], float(f["original_acc"])
-    modes = [m for m in ("group", "perm_interp", "g_inverse", "random", "shuffle") if f"vote_acc_{m}" in f.data]
-    diffs = {m: f[f"vote_acc_{m}"] - original for m in ["group"] + modes}
-    v, text = verdict_ensemble_margin(eps, diffs["group"])
-    inside = [e for e, d in zip(eps, diffs["group"]) if np.all(np.abs(np.nan_to_num(d, nan=np.inf)) <= FIG10_MARGIN)]
-    others = []
-    for m in modes[1:] if modes[:1] == ["group"] else modes:
-        rows_in = [e for e, d in zip(eps, diffs[m]) if np.all(np.abs(np.nan_to_num(d, nan=np.inf)) <= FIG10_MARGIN)]
-        others.append(f"{m} {{{', '.join(f'{e:g}' for e in sorted(rows_in)) or 'none'}}}")
-    if others:
-        text += ("; for context, the baselines within the same margin: " + ", ".join(others)
-                 + " (staying close at small eps is not specific to the group action)")
-    s.claim("Fig. 10", margin[0], margin[1], v, margin[2], text,
-            key=f"within the margin for eps in {{{', '.join(f'{e:g}' for e in sorted(inside)) or 'none'}}}")
-    baselines = {m: f[f"vote_acc_{m}"] for m in ("g_inverse", "random", "shuffle") if m in modes}
-    v, text = verdict_group_beats_baselines(eps, f["vote_acc_group"], baselines)
-    big = [i for i, e in enumerate(eps) if e >= 1]
-    if "perm_interp" in modes and big:
-        text += ("; for comparison (no rule; in the paper's code perm_interp is ahead of group), group - perm_interp: "
-                 + ", ".join(f"eps {eps[i]:g}: {np.nanmean(f['vote_acc_group'][i] - f['vote_acc_perm_interp'][i]):+.3f}"
-                             for i in big))
-    checked = [i for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in (1.0, 10.0))]
-    s.claim("Fig. 10", beats[0], beats[1], v, beats[2], text,
-            key="; ".join(f"eps {eps[i]:g}: group {np.nanmean(diffs['group'][i]):+.3f}, "
-                          + ", ".join(f"{m} {np.nanmean(diffs[m][i]):+.3f}" for m in baselines) for i in checked))
-    rows = []
-    for i, e in enumerate(eps):
-        cells = []
-        for m in modes:
-            overflow = f.data.get(f"overflow_{m}")
-            flag = "*" if overflow is not None and np.asarray(overflow)[i].any() else ""
-            cells.append(f"{np.nanmean(diffs[m][i]):+.3f} [{np.nanmin(diffs[m][i]):+.3f}, {np.nanmax(diffs[m][i]):+.3f}]{flag}")
-        paper = PAPER_FIG10_ROWS["group"].get(float(e))
-        cells.append(f"{np.mean(paper):+.3f} [{min(paper):+.3f}, {max(paper):+.3f}]" if paper
-                     else ("within ±0.003" if e <= 0.01 else "-"))
-        rows.append([f"{e:g}"] + cells)
-    s.lines += [f"Original model: accuracy {original:.3f} (one trained model for the whole grid; num_g = "
-                f"{', '.join(str(int(g)) for g in num_g)}). Each cell: ensemble vote accuracy - original, mean over "
-                "num_g [min, max]; * = a cell with overflowing (non-finite) members.", ""]
-    s.lines += table(["eps"] + modes + ["paper's code [C] group"], rows)
-    s.lines += [PAPER_FIG10_TEXT[0].upper() + PAPER_FIG10_TEXT[1:], ""]
-    data = f.settings.get("data", {})
-    s.lines += [describe_cifar_source(data.get("source", "?"), data.get("folder", "?"))
-                + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
-    return s
-
-
-def fig11(out_dir, cifar_dir=None):
-    names = [f"ensemble/cnn_cifar_leakyrelu_{m}_h16_g200_eps10" for m in ("FGSM", "PGD")]
-    s = Section("Fig. 11: adversarial robustness of the group ensemble (CIFAR-10)", names, out_dir)
-    figures = s.load_all()
-    rule = (f"per attack, at every attack strength > 0 the group ensemble's vote accuracy is not lower than the "
-            "original's by more than the threshold, and at some strength it is higher by more than the threshold "
-            f"while itself above chance + {FIG11_MARGIN} = {CHANCE + FIG11_MARGIN:g} (a gain between accuracies at "
-            f"or below chance is not counted); threshold = max({FIG11_MARGIN}, 2 sqrt(p(1-p)/n)), p the original's "
-            "accuracy and n the number of evaluation images (two binomial standard errors). Reproduced if so; better "
-            "somewhere but worse elsewhere: partly; never better: not reproduced. FGSM and PGD are combined (both "
-            "reproduced: reproduced; one: partly).")
-    claims = {"paper": ("group more robust than original (paper's protocol)",
-                        "Under the paper's protocol (adversarial images computed on the single model and transferred; "
-                        "data in [-0.5, 0.5] clamped to [0, 1]; each image attacked twice), the group ensemble is more "
-                        "robust than the original model to FGSM and PGD."),
-              "corrected": ("group more robust than original (corrected protocol)",
-                            "Under the corrected protocol (valid pixel range, one attack per image, logits, official "
-                            "test split), the group ensemble is more robust than the original model to FGSM and PGD.")}
-    if not figures:
-        why = cifar_not_run(s, "adversarial_CIFAR.ipynb", cifar_dir)
-        for short, text in claims.values():
-            s.claim("Fig. 11", short, text, NOT_RUN, rule, why, key=why)
-        return s
-    protocols = list(figures[0].settings.get("protocols", ["paper", "corrected"]))
-    per_protocol = {p: [] for p in protocols}
-    for f in figures:
-        method = f.settings.get("attack", "FGSM" if "FGSM" in f.name else "PGD")
-        strengths = f["strengths"]
-        rows = []
-        for p in protocols:
-            original, group = f[f"acc_{p}_original"], f[f"acc_{p}_group"]
-            n_images = f.settings.get("per_protocol", {}).get(p, {}).get("num_eval")
-            v, t = verdict_group_more_robust(strengths, original, group, n_images)
-            gain = ", ".join(f"{x:+.3f}" for x, st in zip(group - original, strengths) if st > 0)
-            per_protocol[p].append((method, v, t, f"{method} {gain}"))
-            models = [m for m in ("original", "group", "g_inverse", "perm_interp") if f"acc_{p}_{m}" in f.data]
-            paper = PAPER_FIG11.get(method, {})
-            for i, strength in enumerate(strengths):
-                cells = []
-                for m in models:
-                    mean = f.data.get(f"mean_acc_{p}_{m}")
-                    cells.append(f"{f[f'acc_{p}_{m}'][i]:.3f}" + (f" ({mean[i]:.3f})" if mean is not None else ""))
-                ref = "-"
-                if p == "paper" and "original" in paper and i < len(paper["original"]):
-                    ref = f"{paper['original'][i]:.3f} / {paper['group'][i]:.3f}"
-                rows.append([p, f"{strength:g}"] + cells + [ref])
-        s.lines += [f"**{method}** (strength = {'iterations' if method == 'PGD' else 'epsilon'}). Accuracy: majority "
-                    "vote, mean probability in brackets.", ""]
-        s.lines += table(["protocol", "strength"] + [MODEL_NAMES[m] for m in models]
-                         + ["paper's code [C] original / group (mean prob.)"], rows)
-    for p in protocols:
-        short, text = claims.get(p, (f"group more robust than original ({p} protocol)",
-                                     f"Under the {p} protocol the group ensemble is more robust than the original model."))
-        results = per_protocol[p]
-        s.claim("Fig. 11", short, text, combine(v for _, v, _, _ in results), rule,
-                "; ".join(f"{m}: {v} ({t})" for m, v, t, _ in results),
-                key="group - original at strength > 0: " + "; ".join(k for _, _, _, k in results))
-    paper_strengths = {"FGSM": [0, 0.003, 0.006, 0.009, 0.012], "PGD": [0, 1, 2, 3]}
-    paper_verdicts = [(m, verdict_group_more_robust(paper_strengths[m], PAPER_FIG11[m]["original"],
-                                                    PAPER_FIG11[m]["group"], 1000)) for m in paper_strengths]
-    s.lines += ["For comparison, the same rule applied to the paper notebook's printed accuracies [C] (paper's "
-                "protocol, 1000 images): " + "; ".join(f"{m}: {v} ({t})" for m, (v, t) in paper_verdicts) + ".", ""]
-    notes = []
-    for p in protocols:
-        clamp = figures[0].data.get(f"clamp_only_acc_{p}")
-        clean = figures[0].data.get(f"acc_{p}_original")
-        if clamp is not None and clean is not None:
-            notes.append(f"{p}: original clean accuracy {float(clean[0]):.3f}, on clean images clamped to [0, 1] "
-                         f"(no attack) {float(clamp):.3f}")
-    s.lines += [f"Chance is {CHANCE:g}. The attacks are computed on the single original model and transferred to "
-                "the ensembles, as in the paper: this is robustness to transfer, not to a white-box attack on the "
-                "ensemble." + (" " + "; ".join(notes) + "." if notes else ""), ""]
-    st = figures[0].settings
-    s.lines += [describe_cifar_source(st.get("data_source", "?"), st.get("data_dir", "?"))
-                + f" {st.get('num_train_images', '?')} training and {st.get('num_test_images', '?')} test images.", ""]
-    missing = [n for n in names if not any(f.name == n for f in figures)]
-    if missing:
-        s.lines += [f"Not run: {', '.join(missing)} (`python run_notebook.py adversarial_CIFAR.ipynb --out {out_dir}`).", ""]
-    return s
-
-
-MODEL_NAMES = {"original": "original", "group": "group", "g_inverse": "g^-1", "perm_interp": "perm_interp"}
-
-
-# ----------------------------------------------------------------------------------------------
-# The report
-
 def run_time_summary(out_dir):
-    """Total wall time of the runs behind DIR's figures and the machines they ran on.
-
-    Each script writes its whole run time into every figure it saves (e.g. the four activations of
-    Fig. 3), so every distinct command is counted once, with its largest run_seconds.
-    """
+    """Total wall time of the runs behind DIR's figures, each command counted once (a script writes its whole run
+    time into every figure it saves), and the machines they ran on."""
     per_command, machines = {}, set()
-    for root, _, files in os.walk(out_dir):
-        for file in sorted(files):
-            if not file.endswith(".json") or file.startswith("."):
-                continue
-            try:
-                with open(os.path.join(root, file)) as f:
-                    settings = json.load(f)
-            except (OSError, ValueError):
-                continue
-            seconds = run_seconds(settings) if isinstance(settings, dict) else None
-            if seconds is None:
-                continue
-            key = run_key(settings)
-            per_command[key] = max(per_command.get(key, 0.0), seconds)
-            machines.add(f"{settings.get('machine', '?')} ({settings.get('device', '?')})")
+    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "**", "*.json"), recursive=True)):
+        try:
+            with open(path) as f:
+                st = json.load(f)
+        except (OSError, ValueError):
+            continue  # an unreadable .json is reported by the claim that reads it
+        if isinstance(st, dict) and run_seconds(st) is not None:
+            per_command[run_key(st)] = max(per_command.get(run_key(st), 0.0), run_seconds(st))
+            machines.add(f"{st.get('machine', '?')} ({st.get('device', '?')})")
     return sum(per_command.values()), per_command, sorted(machines)
 
 
+BANNERS = (("Not run", "no saved data; each section says why and how to make it",
+            lambda cs: all(c.verdict == NOT_RUN for c in cs)),
+           ("Data errors", "a saved file could not be read or lacks a key: no verdict, the section names the file; "
+            "`make_report.py` exits with status 1", lambda cs: any(c.verdict == DATA_ERROR for c in cs)),
+           ("Smoke-test data", "from `--quick` runs on tiny settings: their verdicts only show that the pipeline "
+            "works, they are not a reproduction. Run `make figures` for the paper's settings",
+            lambda cs: any(c.quick for c in cs)))
+
+
 def build_report(out_dir, cifar_dir=None):
-    """The text of REPORT.md for the figures saved under out_dir."""
-    builders = [fig3, fig45, fig6, fig7, fig9, lambda d: fig10(d, cifar_dir), lambda d: fig11(d, cifar_dir)]
-    titles = ["Fig. 3", "Figs. 4-5", "Fig. 6", "Fig. 7", "Fig. 9", "Fig. 10", "Fig. 11"]
-    sections = []
-    for title, build in zip(titles, builders):
-        try:
-            sections.append(build(out_dir))
-        except Exception as error:  # a malformed file must not hide the other figures
-            reason = str(error) if isinstance(error, DataError) else f"{type(error).__name__}: {error}"
-            s = Section(f"{title}: could not be checked", [], out_dir)
-            s.claim(title, "all claims of this figure", f"{title} could not be checked.", NOT_REPRODUCED,
-                    "the saved data must hold every key the rules need.", reason, key=reason)
-            sections.append(s)
+    """(the text of REPORT.md for the figures saved under out_dir, the data errors met)."""
+    loader, errors, done = Loader(out_dir), [], []
+    for section in SECTIONS:
+        checked = [check(claim, loader, cifar_dir) for claim in section.claims]
+        errors += [c.text for c in checked if c.verdict == DATA_ERROR]
+        done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors)))
     total, per_command, machines = run_time_summary(out_dir)
-    any_quick = [s.title.split(":")[0] for s in sections if s.quick]
     lines = ["# Reproduction report", "",
              f"Generated by `make_report.py` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the data saved in "
-             f"`{out_dir}` (nothing is retrained). Paper: Zhao, Ganev, Walters, Yu, Dehmamy, *Symmetries, Flat "
-             "Minima, and the Conserved Quantities of Gradient Flow*, ICLR 2023.", ""]
-    skipped = [s.title.split(":")[0] for s in sections if s.claims and all(c["verdict"] == NOT_RUN for c in s.claims)]
-    if skipped:
-        lines += [f"> **Not run**: {', '.join(skipped)} (no saved data; each section says why and how to make it).", ""]
-    if any_quick:
-        lines += [f"> **Smoke-test data**: {', '.join(any_quick)} come from `--quick` runs (tiny settings). Their "
-                  "verdicts only show that the pipeline works; they are not a reproduction. Run `make figures` "
-                  "for the paper's settings.", ""]
+             f"`{out_dir}` (nothing is retrained). Paper: Zhao, Ganev, Walters, Yu, Dehmamy, *Symmetries, Flat Minima, "
+             "and the Conserved Quantities of Gradient Flow*, ICLR 2023.", ""]
+    for title, why, applies in BANNERS:
+        figures = [name for name, cs, _ in done if applies(cs)]
+        lines += [f"> **{title}**: {', '.join(figures)} ({why}).", ""] if figures else []
     lines += ["Each verdict comes from a fixed rule, stated with its claim, applied to the saved numbers: "
               "**reproduced** (the rule holds everywhere), **partly** (it holds for some activations, attacks or "
-              "rows), **not reproduced** (it holds nowhere, or cannot be tested on this data), **not run** (no data). "
-              "Reference numbers: **[R]** re-run of the paper's code with its seeds (CPU, float32: a faithful port "
-              "should match them); **[C]** saved outputs of the paper's notebooks (GPU, unseeded, a new model per "
-              "cell: qualitative only).", "",
+              "rows), **not reproduced** (it holds nowhere, or cannot be tested on this data), **not run** (no data), "
+              "**data error** (a file could not be read: no verdict). A diverged run is reported as diverged and left "
+              "out: the claim cannot be tested on it, so the verdict is partly at best. Reference numbers: **[R]** "
+              "re-run of the paper's code with its seeds (CPU, float32: a faithful port should match them); **[C]** "
+              "saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell: qualitative only).", "",
               "## Summary", ""]
-    rows = []
-    for s in sections:
-        for c in s.claims:
-            rows.append([c["figure"], c["short"], f"**{label(c['verdict'], s.quick)}**", c["key"] or "-"])
-    lines += table(["figure", "claim", "verdict", "deciding numbers"], rows)
-    lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each "
-              f"counted once) on {', '.join(machines) or 'an unknown machine'}.", ""]
-    if per_command:
-        lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])
-    for s in sections:
-        lines += s.render()
-    return "\n".join(lines).rstrip() + "\n"
+    lines += table(["figure", "claim", "verdict", "deciding numbers"],
+                   [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick)}**", c.deciding or "-"]
+                    for _, cs, _ in done for c in cs])
+    lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
+              f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
+    lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])
+    lines += [line for _, _, section_lines in done for line in section_lines]
+    return "\n".join(lines).rstrip() + "\n", list(dict.fromkeys(errors))
 
 
 def write_atomic(path, text):
-    folder = os.path.dirname(path) or "."
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".md")
+    """Write text to path complete or not at all, with the usual permissions (0666 less the umask)."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        with os.fdopen(handle, "w") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -1002,16 +967,17 @@ def main(argv=None):
     if not os.path.isdir(args.out):
         print(f"make_report.py: error: no folder {args.out!r}; make the figures first (make figures)", file=sys.stderr)
         return 2
-    text = build_report(args.out, args.cifar_dir)
+    text, errors = build_report(args.out, args.cifar_dir)
     path = os.path.join(args.out, "REPORT.md")
     try:
         write_atomic(path, text)
     except OSError as error:
         print(f"make_report.py: error: cannot write {path!r}: {error.strerror or error}", file=sys.stderr)
         return 2
-    verdicts = [line for line in text.splitlines() if line.startswith("| Fig")]
-    print(f"wrote {path} ({len(verdicts)} claims)")
-    return 0
+    print(f"wrote {path} ({sum(len(s.claims) for s in SECTIONS)} claims)")
+    for error in errors:
+        print(f"make_report.py: data error: {error}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
