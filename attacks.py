@@ -29,8 +29,9 @@ Contents, top to bottom:
   attacks        fgsm, gradient_sign, pgd_iterates, pgd, random_sign_noise, EnsembleMeanProbability
   statistics     mcnemar
   protocols      check_protocol, protocol_inputs, make_adversarial_cnn, adversarial_splits
-  paper          adversarial_images, adversarial_sweep, paper_protocol_sweep, plot_adversarial
-  corrected      threat_model_sweep, plot_threat_models
+  paper          adversarial_images, adversarial_sweep, paper_protocol_sweep, paper_figure_data,
+                 plot_adversarial
+  corrected      threat_model_sweep, threat_figure_data, threat_table, plot_threat_models
 """
 import copy
 

@@ -480,7 +480,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
 
     grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed.
     Panels: the mean over seeds of (ensemble - original) per cell, annotated "mean" and, with
-    several seeds, "±std" (sample standard deviation over seeds); a shared symmetric colour scale
+    several seeds, "±std" (sample standard deviation over seeds), to 3 decimals; a shared symmetric colour scale
     (coolwarm_r). '*' marks a cell with overflowing members in some seed; hatched cells are "not
     a symmetry": the group action's symmetry error (logits) exceeds `tolerance` in some seed.
     Last panel: that error, the largest over seeds, on a log colour scale. x = num_g, y = eps
@@ -501,7 +501,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
     error = np.asarray(grid["symmetry_error"], dtype=float).reshape(-1, len(eps), len(num_g)).max(axis=0)
     not_symmetry = ~(error <= tolerance)  # NaN and inf included
     vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in means.values()) or 1e-3
-    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(3.6 * (len(modes) + 1), 5.6), squeeze=False,
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4.0 * (len(modes) + 1), 5.8), squeeze=False,
                              layout="constrained")
     axes = axes[0]
 
@@ -521,9 +521,9 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
         overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool))).reshape(-1, len(eps), len(num_g)).any(axis=0)
         for i in range(len(eps)):  # row = eps index, column = num_g index
             for j in range(len(num_g)):
-                text = "nan" if not np.isfinite(mean[i, j]) else f"{mean[i, j]:.3g}"
+                text = "nan" if not np.isfinite(mean[i, j]) else f"{mean[i, j]:+.3f}"
                 if stds[mode] is not None and np.isfinite(stds[mode][i, j]):
-                    text += f"\n±{stds[mode][i, j]:.2g}"
+                    text += f"\n±{stds[mode][i, j]:.3f}"
                 ax.text(j, i, text + ("*" if overflow[i, j] else ""), ha="center", va="center",
                         color="w" if abs(np.nan_to_num(mean[i, j])) > 0.5 * vmax else "k", fontsize=5.5)
                 if not_symmetry[i, j]:
