@@ -63,7 +63,7 @@ def _read_batch(path):
 def _verified_by_torchvision(root, train):
     """True if torchvision reads the folder and its MD5 check passes (the official release).
 
-    The JPEG re-encoding of CIFAR-10 (../shared/data) fails the MD5 check; that is not an
+    A re-encoded copy of CIFAR-10 (e.g. JPEG) fails the MD5 check; that is not an
     error here: the files are then read by this module's own pickle reader.
     """
     folder = os.path.abspath(os.path.join(root, CIFAR_FOLDER))

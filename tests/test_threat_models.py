@@ -79,6 +79,15 @@ def test_adaptive_gradient_flows_through_every_member():
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tiny_cifar):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread is faster, and robust on a shared CPU
+    try:
+        yield _tiny_sweep(tiny_cifar)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tiny_sweep(tiny_cifar):
     train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
     test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
     split = attacks.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
