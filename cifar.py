@@ -7,7 +7,7 @@ attacks.py.
 Contents, top to bottom:
   data        CifarDataError, load_cifar10, cifar10_source, ensemble_splits
   model       Shift, ChannelsLast, CifarCNN, make_cnn
-  training    train_model, train_models (resolve_device comes from models.py)
+  training    train_model, train_models (resolve_device comes from figure_driver.py)
   features    compute_features
   processes   worker_count, keep_freed_memory, parallel_map (several trainings or evaluations at once)
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import progress_bar, resolve_device  # noqa: F401 (resolve_device: used by the notebooks too)
+from figure_driver import progress_bar, resolve_device  # noqa: F401 (resolve_device: used by the notebooks too)
 from symmetry import GroupAction
 
 CIFAR_FOLDER = "cifar-10-batches-py"

@@ -471,6 +471,3 @@ def squared_loss_hessian(U, V, Y, activation):
     H = torch.func.jacrev(torch.func.jacrev(loss))(flat)
     return 0.5 * (H + H.T)
 
-
-# moved to figure_driver; kept for the CIFAR code until it is updated
-from figure_driver import progress_bar, resolve_device, run_metadata, save_figure  # noqa: E402,F401
