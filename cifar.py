@@ -10,7 +10,8 @@ Contents, top to bottom:
   model       Shift, ChannelsLast, CifarCNN, make_cnn
   training    train_model, train_models (resolve_device comes from figure_driver.py)
   features    compute_features
-  processes   worker_count, keep_freed_memory, parallel_map (several trainings or evaluations at once)
+  processes   worker_count, parallel_map (several trainings or evaluations at once, in
+              figure_driver's worker processes)
 """
 import contextlib
 import functools
@@ -23,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from figure_driver import progress_bar, resolve_device  # noqa: F401 (resolve_device: used by the notebooks too)
+import figure_driver
+from figure_driver import keep_freed_memory, progress_bar, resolve_device  # noqa: F401 (resolve_device: used by the notebooks too)
 from symmetry import GroupAction
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -502,7 +504,8 @@ def compute_features(model, images, batch_size=2000, device=None):
 #
 # Training this CNN at batch 32 is a long loop of small tensor operations: one process per core,
 # each with one torch thread, is faster than one process with several threads, and does not
-# collapse when another program uses a core.
+# collapse when another program uses a core. The worker processes are figure_driver's (one torch
+# thread each, freed memory kept, ended with their parent however it ends).
 
 def worker_count(jobs, tasks):
     """How many worker processes parallel_map uses: jobs (0 = one per CPU core), at most one per
@@ -511,34 +514,8 @@ def worker_count(jobs, tasks):
     return max(1, min(jobs, tasks))
 
 
-def keep_freed_memory():
-    """Ask glibc's malloc to keep freed memory for the next allocation (no-op elsewhere).
-
-    Evaluating ensembles and attacks allocates and frees many tensors of a few MB. By default
-    glibc returns each one to the system and the next allocation faults its pages in again:
-    measured, a third of the ensemble grid's time was spent in the kernel this way. Keeping the
-    memory (the largest mmap threshold glibc allows, no trimming) removes that; the process
-    then holds on to its peak memory.
-    """
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    return all([libc.mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20), libc.mallopt(M_TRIM_THRESHOLD, 2 ** 30),
-                libc.mallopt(M_TOP_PAD, 64 * 2 ** 20)])
-
-
-def _setup_worker():
-    """One torch thread per worker process (several processes share the cores), freed memory kept."""
-    torch.set_num_threads(1)
-    keep_freed_memory()
-
-
-def _indexed_call(item):
-    index, call = item
-    return index, call()
+def _call(call):
+    return call()
 
 
 def parallel_map(calls, jobs=1, bar=None):
@@ -546,34 +523,13 @@ def parallel_map(calls, jobs=1, bar=None):
 
     calls: picklable callables without arguments, e.g. functools.partial(train_model, model,
     images, labels), whose functions are importable (defined at the top level of a module).
-    Workers are spawned (safe after torch has started threads, as in a notebook) and run one
-    torch thread each; tensors travel through shared memory. With one worker or one call
-    everything runs in this process. Every process involved keeps its freed memory
-    (keep_freed_memory). bar: a progress bar advanced by one per finished call.
-    An error or an interrupt terminates the workers at once. Returns the results in order.
+    figure_driver.parallel_map runs them; its workers are spawned here (safe after torch has
+    started threads, as in a notebook kernel), tensors travel through shared memory. With one
+    worker or one call everything runs in this process, which keeps its freed memory too
+    (keep_freed_memory). bar: a progress bar advanced by one per finished call. Returns the
+    results in order.
     """
     calls = list(calls)
-    workers = worker_count(jobs, len(calls))
-    results = [None] * len(calls)
-    keep_freed_memory()  # in this process too (the in-process path, and the workers' parent)
-    if workers <= 1:
-        for index, call in enumerate(calls):
-            results[index] = call()
-            if bar is not None:
-                bar.update(1)
-        return results
-    import multiprocessing
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_setup_worker)
-    try:
-        for index, result in pool.imap_unordered(_indexed_call, enumerate(calls)):
-            results[index] = result
-            if bar is not None:
-                bar.update(1)
-        pool.close()
-    except BaseException:  # an error in a worker, or Ctrl-C: stop the others now
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
-    return results
+    keep_freed_memory()
+    return figure_driver.parallel_map(_call, [{"call": call} for call in calls], worker_count(jobs, len(calls)),
+                                      bar, start_method="spawn")
