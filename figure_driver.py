@@ -221,23 +221,25 @@ def no_progress(total, description, unit="step"):
 # Signals: Ctrl-C and SIGTERM end a figure run at once, with one line, leaving nothing behind
 
 _TEMPORARIES = set()          # files this process is writing (save_figure); removed when a signal ends it
-_SIGNAL_OWNER = {}            # pid and prog of the process that installed the handlers
+_SIGNAL_OWNER = {}            # pid, prog and cleanup of the process that installed the handlers
 _EXIT_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
-def exit_cleanly_on_signals(prog):
+def exit_cleanly_on_signals(prog, cleanup=None):
     """From now on, Ctrl-C (SIGINT) and SIGTERM end this process the same way: its worker
     processes are ended, the temporary files of a save in progress removed, one line
     'prog: stopped by ...' goes to stderr, and the process exits with status 128 + signal
     number (130 for Ctrl-C, 143 for SIGTERM: what a shell reports for a process the signal
     ended), so callers such as make stop too. No traceback, and no waiting for runs in progress.
+    cleanup: also called then (e.g. to end other child processes); the text it returns, if
+    any, is added to the line.
 
     Called by FigureParser when it parses; only the main thread can install handlers. A signal
     that this process was started with ignored (nohup, background jobs) stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    _SIGNAL_OWNER.update(pid=os.getpid(), prog=prog)
+    _SIGNAL_OWNER.update(pid=os.getpid(), prog=prog, cleanup=cleanup)
     for signum in _EXIT_SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _exit_on_signal)
@@ -256,10 +258,14 @@ def _exit_on_signal(signum, _frame):
     for path in list(_TEMPORARIES):
         with contextlib.suppress(OSError):
             os.remove(path)
+    done = ""
+    if _SIGNAL_OWNER.get("cleanup"):
+        with contextlib.suppress(Exception):
+            done = _SIGNAL_OWNER["cleanup"]() or ""
     with contextlib.suppress(Exception):  # lines already printed; it may fail if the signal came mid-print
         sys.stdout.flush()
     newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar
-    ended = f"; {len(workers)} worker processes ended" if workers else ""
+    ended = (f"; {len(workers)} worker processes ended" if workers else "") + (f"; {done}" if done else "")
     message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}{ended}; no partial file left\n"
     with contextlib.suppress(OSError):
         os.write(2, message.encode())  # unbuffered: the signal may have come in the middle of a print

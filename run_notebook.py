@@ -2,37 +2,56 @@
 """Execute a notebook headless (nbclient), with the CIFAR notebooks' parameters set.
 
 usage: python run_notebook.py NOTEBOOK.ipynb [--out DIR] [--cifar-dir DIR] [--quick]
-                              [--device auto|cpu|cuda] [--seed N] [--seeds N] [--jobs N]
+                              [--device auto|cpu|cuda|cuda:N] [--seed N] [--seeds N] [--jobs N]
                               [--threads N] [--timeout S] [--executed PATH]
 
 The parameters reach the notebook's first cell (tagged `parameters`) as environment variables
-(FIGURES_DIR, CIFAR_DIR, QUICK, DEVICE, SEED, SEEDS, JOBS, THREADS). The committed notebook is
-never overwritten; --executed saves the executed copy, with its figures and printed tables,
+(FIGURES_DIR, CIFAR_DIR, QUICK, DEVICE, SEED, SEEDS, JOBS, THREADS); a flag overrides the
+variable. Relative folders (--out, --cifar-dir, or FIGURES_DIR and CIFAR_DIR set in the
+environment) are taken relative to the directory this command runs in, not the notebook's.
+The output folder is checked (and created) before the notebook starts. The committed notebook
+is never overwritten; --executed saves the executed copy, with its figures and printed tables,
 elsewhere. Figures are shown with the kernel's own matplotlib backend (no backend is forced).
-On failure it prints one line (the notebook's error) and exits with status 1.
+
+Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments
+(nothing ran); 3 CIFAR-10 is absent and could not be downloaded (the notebook raised
+cifar.CifarMissingError; `make figures` skips the notebook for this status only); 130 or 143
+stopped by Ctrl-C or SIGTERM (one line; the notebook's kernel and its worker processes end).
 """
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
+
+from figure_driver import UsageError, check_output_dir, device_name, exit_cleanly_on_signals
+
+MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (cifar.CifarMissingError)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="execute a notebook headless",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("notebook")
-    parser.add_argument("--out", default=None, help="FIGURES_DIR: output root (notebook default: figures, with --quick figures-quick)")
-    parser.add_argument("--cifar-dir", default=None, help="CIFAR_DIR: folder that holds or receives cifar-10-batches-py")
+    parser.add_argument("--out", default=None,
+                        help="FIGURES_DIR: output root (notebook default: figures, with --quick figures-quick)")
+    parser.add_argument("--cifar-dir", default=None,
+                        help="CIFAR_DIR: folder that holds or receives cifar-10-batches-py")
     parser.add_argument("--quick", action="store_true", help="QUICK=1: tiny smoke-test settings")
-    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="DEVICE")
+    parser.add_argument("--device", default=None, type=device_name, help="DEVICE: auto, cpu, cuda or cuda:N")
     parser.add_argument("--seed", default=None, type=int, help="SEED: the first seed")
     parser.add_argument("--seeds", default=None, type=int, help="SEEDS: how many seeds (SEED, SEED + 1, ...)")
     parser.add_argument("--jobs", default=None, type=int, help="JOBS: worker processes (0: one per CPU core)")
-    parser.add_argument("--threads", default=None, type=int, help="THREADS: torch threads of the kernel (0: torch's default)")
+    parser.add_argument("--threads", default=None, type=int,
+                        help="THREADS: torch threads of the kernel (0: torch's default)")
     parser.add_argument("--timeout", default=None, type=float, help="seconds per cell (default: none)")
     parser.add_argument("--executed", default=None, metavar="PATH", help="also save the executed notebook here")
     args = parser.parse_args(argv)
     prog = os.path.basename(sys.argv[0])
+    client = None  # the notebook's client once it exists: a signal then ends its kernel too
+    exit_cleanly_on_signals(prog, cleanup=lambda: _end_kernel(client))
 
     notebook_path = os.path.abspath(args.notebook)
     if not os.path.isfile(notebook_path):
@@ -41,13 +60,17 @@ def main(argv=None):
     if args.executed and os.path.abspath(args.executed) == notebook_path:
         print(f"{prog}: error: --executed must not overwrite the notebook itself", file=sys.stderr)
         return 2
+    # Folders relative to where this command runs (the kernel runs in the notebook's folder).
+    out = args.out if args.out is not None else os.environ.get("FIGURES_DIR")
+    cifar_dir = args.cifar_dir if args.cifar_dir is not None else os.environ.get("CIFAR_DIR")
+    try:
+        if out:
+            check_output_dir(out)  # now, not in the last cell after all the training
+    except UsageError as error:
+        print(f"{prog}: error: {error} (--out / FIGURES_DIR)", file=sys.stderr)
+        return 2
 
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
-    settings = {"FIGURES_DIR": args.out and os.path.abspath(args.out),
-                "CIFAR_DIR": args.cifar_dir and os.path.abspath(args.cifar_dir),
+    settings = {"FIGURES_DIR": out and os.path.abspath(out), "CIFAR_DIR": cifar_dir and os.path.abspath(cifar_dir),
                 "QUICK": "1" if args.quick else None, "DEVICE": args.device,
                 "SEED": None if args.seed is None else str(args.seed),
                 "SEEDS": None if args.seeds is None else str(args.seeds),
@@ -57,25 +80,73 @@ def main(argv=None):
         if value is not None:
             os.environ[key] = value  # the kernel inherits this process's environment
 
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
     notebook = nbformat.read(notebook_path, as_version=4)
+    # The kernel's own log only at level ERROR: its start-up warnings are not the notebook's.
     client = NotebookClient(notebook, timeout=args.timeout, kernel_name="python3",
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": os.path.dirname(notebook_path)}})
     started = time.time()
+    failure = []
+    # The notebook runs in a second thread, so that Ctrl-C and SIGTERM reach this thread's handlers
+    # (in the main thread nbclient would install its own, which end the kernel mid-cell and print
+    # tracebacks).
+    runner = threading.Thread(target=_execute, args=(client, failure), daemon=True)
+    runner.start()
+    while runner.is_alive():
+        runner.join(0.2)
+    if args.executed:
+        nbformat.write(notebook, args.executed)
+    name = os.path.basename(notebook_path)
+    if failure:
+        error = failure[0]
+        if isinstance(error, CellExecutionError):
+            ename = getattr(error, "ename", "Error")
+            print(f"{prog}: error: {name} failed: {ename}: {getattr(error, 'evalue', str(error))}", file=sys.stderr)
+            return MISSING_DATA if ename == "CifarMissingError" else 1
+        if isinstance(error, (CellTimeoutError, DeadKernelError, TimeoutError)):
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            print(f"{prog}: error: {name} failed: {first_line}", file=sys.stderr)
+            return 1
+        raise error
+    print(f"{prog}: {name} ran in {time.time() - started:.1f} s")
+    return 0
+
+
+def _execute(client, failure):
     try:
         client.execute()
-    except CellExecutionError as error:
-        message = f"{getattr(error, 'ename', 'Error')}: {getattr(error, 'evalue', str(error))}"
-        print(f"{prog}: error: {os.path.basename(notebook_path)} failed: {message}", file=sys.stderr)
-        return 1
-    except (CellTimeoutError, DeadKernelError, TimeoutError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        print(f"{prog}: error: {os.path.basename(notebook_path)} failed: {first_line}", file=sys.stderr)
-        return 1
-    finally:
-        if args.executed:
-            nbformat.write(notebook, args.executed)
-    print(f"{prog}: {os.path.basename(notebook_path)} ran in {time.time() - started:.1f} s")
-    return 0
+    except BaseException as error:  # reported by the main thread
+        failure.append(error)
+
+
+def _end_kernel(client, grace=0.5):
+    """End the notebook's kernel and its worker processes (signal clean-up; returns what it did).
+
+    The kernel is interrupted first, as Jupyter's stop button does, so that the running cell's
+    clean-up runs (a figure being saved is completed or removed); then its process group (the
+    kernel started it as a session of its own, with the worker processes in it) is terminated,
+    and killed if it does not end within 5 s. Its connection file is removed.
+    """
+    manager = getattr(client, "km", None)
+    process = getattr(getattr(manager, "provisioner", None), "process", None)
+    if process is None or process.poll() is not None:
+        return ""
+    with contextlib.suppress(OSError):
+        os.kill(process.pid, signal.SIGINT)
+    for signum, wait in ((None, grace), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        if signum is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signum)
+        with contextlib.suppress(Exception):
+            process.wait(timeout=wait)
+            break
+    with contextlib.suppress(Exception):
+        os.remove(manager.connection_file)
+    return "the notebook's kernel ended"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""run_notebook.py: the output folder checked before anything runs, folders relative to the caller,
+exit status 3 only for missing CIFAR-10, and Ctrl-C / SIGTERM ending the kernel with one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_NOTEBOOK = os.path.join(REPO, "run_notebook.py")
+
+
+def write_notebook(path, *cells):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, str(path))
+    return str(path)
+
+
+def run(args, cwd, env=None, timeout=120):
+    env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, RUN_NOTEBOOK, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_an_unwritable_out_fails_before_the_notebook_runs(tmp_path):
+    ran = tmp_path / "ran"
+    notebook = write_notebook(tmp_path / "n.ipynb", f"open({str(ran)!r}, 'w').close()")
+    (tmp_path / "a_file").write_text("")
+    result = run([notebook, "--out", str(tmp_path / "a_file" / "figures")], cwd=tmp_path)
+    assert result.returncode == 2 and not ran.exists()  # no kernel ran a cell
+    assert result.stderr.count("\n") == 1 and "a_file" in result.stderr and "--out" in result.stderr
+
+
+def test_relative_folders_in_the_environment_are_the_callers(tmp_path):
+    """CIFAR_DIR and FIGURES_DIR set as relative paths mean the caller's folders, although the
+    kernel runs in the notebook's folder."""
+    seen = tmp_path / "seen.json"
+    (tmp_path / "notebooks").mkdir()
+    notebook = write_notebook(tmp_path / "notebooks" / "n.ipynb", "import json, os\n"
+                              f"folders = {{k: os.environ[k] for k in ('CIFAR_DIR', 'FIGURES_DIR')}}\n"
+                              f"json.dump(folders, open({str(seen)!r}, 'w'))")
+    (tmp_path / "caller").mkdir()
+    result = run([notebook], cwd=tmp_path / "caller", env={"CIFAR_DIR": "data", "FIGURES_DIR": "out"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(seen.read_text()) == {"CIFAR_DIR": str(tmp_path / "caller" / "data"),
+                                            "FIGURES_DIR": str(tmp_path / "caller" / "out")}
+
+
+@pytest.mark.parametrize("name", ["ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb"])
+def test_missing_cifar_is_status_3_and_creates_nothing(tmp_path, name):
+    """Both notebooks honour CIFAR_DOWNLOAD=0 (no download, no folder created) and take a
+    relative CIFAR_DIR from the caller's folder; only this case is exit status 3."""
+    result = run([os.path.join(REPO, name), "--quick", "--out", "out"], cwd=tmp_path,
+                 env={"CIFAR_DIR": "none/data", "CIFAR_DOWNLOAD": "0"})
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1
+    assert "CifarMissingError" in result.stderr
+    assert str(tmp_path / "none" / "data" / "cifar-10-batches-py") in result.stderr  # the caller's folder
+    assert not (tmp_path / "none").exists() and not os.path.exists(os.path.join(REPO, "none"))
+
+
+def test_a_failing_notebook_is_status_1(tmp_path):
+    notebook = write_notebook(tmp_path / "n.ipynb", "raise RuntimeError('a bug, not missing data')")
+    result = run([notebook], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "run_notebook.py: error: n.ipynb failed: RuntimeError: a bug, not missing data"]
+
+
+def process_gone(pid, within):
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # a zombie has ended
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum, status, name",
+                         [(signal.SIGINT, 130, "Ctrl-C (SIGINT)"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_ends_the_run_and_its_kernel_with_one_line(tmp_path, signum, status, name):
+    pid_file = tmp_path / "kernel_pid"
+    notebook = write_notebook(tmp_path / "n.ipynb",
+                              f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)")
+    process = subprocess.Popen([sys.executable, RUN_NOTEBOOK, notebook], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        kernel = int(pid_file.read_text())
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == status
+    assert err.splitlines() == [
+        f"run_notebook.py: stopped by {name}; the notebook's kernel ended; no partial file left"]
+    assert out == ""
+    assert process_gone(kernel, within=5)
