@@ -51,8 +51,8 @@ def col(key, form=fmt, seeds=False, mark=False):
         text = form(per_seed[0])
         if seeds and len(per_seed) > 1:  # the spread over the seeds that converged (steps) and did not diverge
             ok = per_seed[(f["diverged_at"][:, r] < 0) & (per_seed >= 0 if key.startswith("steps") else True)]
-            spread = f" ({form(np.mean(ok))} ± {fmt(np.std(ok))}, {len(ok)} of {len(per_seed)} seeds)"
-            text += spread if ok.size else ""
+            if ok.size:
+                text += f" ({form(np.mean(ok))} ± {fmt(np.std(ok))}, {len(ok)} of {len(per_seed)} seeds)"
         diverged_at = np.atleast_2d(f["diverged_at"])[0, r]
         return text + (f" (diverged at step {int(diverged_at):,})" if mark and diverged_at >= 0 else "")
     return cell
