@@ -5,21 +5,30 @@ that parses its flags with this module before its own heavy imports answers --he
 errors at once.
 
 Contents, top to bottom:
-  command line       UsageError, fail, PerActivation, figure_parser,
-                     parse_figure_args, resolve_device, check_output_dir
+  command line       UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name,
+                     FigureParser, figure_parser, parse_figure_args, resolve_device, check_output_dir
   progress bars      progress_bar, no_progress
+  signals            exit_cleanly_on_signals
   worker processes   parallel_map
-  files              run_metadata, save_figure, load_figure_data
+  files              run_metadata, save_figure, SavedArrays, load_figure_data
   plots              step_formatter, plot_loss_curves, mark_diverged
   the driver         Job, steps_per_activation, run_figure_script
 """
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import platform
+import re
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,10 +43,10 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line, without a traceback."""
 
 
-def fail(prog, message):
-    """Print 'prog: error: message' on stderr and exit with status 2."""
+def fail(prog, message, status=2):
+    """Print 'prog: error: message' on stderr and exit with `status` (2: bad input)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 class PerActivation:
@@ -54,14 +63,27 @@ class PerActivation:
         return f"PerActivation({self.default!r}, {', '.join(f'{k}={v!r}' for k, v in self.exceptions.items())})"
 
 
+MAX_COUNT = 2 ** 53  # larger counts are not exact as float64 (plots, JSON readers); nobody runs that long
+
+
 def positive_int(text):
+    """argparse type of the counts (--steps, --jobs, --samples): 1 .. MAX_COUNT."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most 2^53 = {MAX_COUNT}, got {value}")
     return value
+
+
+def device_name(text):
+    """argparse type of --device: auto, cpu, cuda or cuda:N (whether it exists is checked after torch loads)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -74,6 +96,18 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class FigureParser(argparse.ArgumentParser):
+    """The command line of a figure script. Parsing the process's own arguments (args=None, as the
+    scripts do first thing) makes it a figure run: from then on Ctrl-C and SIGTERM end it with one
+    line (exit_cleanly_on_signals), also while it is still importing torch. Parsing a given list
+    (a test, a caller of main(argv)) leaves the caller's signal handling alone."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None:
+            exit_cleanly_on_signals(self.prog)
+        return super().parse_known_args(args, namespace)
+
+
 def figure_parser(description, activations=False, steps_help="number of gradient-descent steps", seeds=False):
     """The flags every figure script shares (same names and meanings everywhere).
 
@@ -81,13 +115,14 @@ def figure_parser(description, activations=False, steps_help="number of gradient
     activations: True to add --activations (default: the paper's four).
     seeds: True to add --seeds (default 1: the paper's single draw).
     """
-    parser = argparse.ArgumentParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
+    parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that run in seconds (smoke test); not the paper's numbers")
     parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
                         help=f"{steps_help} for every run (default: the paper's)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="where to train: auto picks cuda when a GPU is available")
+    parser.add_argument("--device", default="auto", type=device_name, metavar="DEVICE",
+                        help="where to train: auto, cpu, cuda or cuda:N (GPU number N); "
+                             "auto picks cuda when a GPU is available")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                         help="floating-point precision of training; the paper's is float32")
     parser.add_argument("--out", default="figures", metavar="DIR",
@@ -147,11 +182,15 @@ def resolve_device(name="auto"):
         name = str(name)
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.split(":")[0] == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' was requested but no CUDA GPU is available (use cpu or auto)")
     if name.split(":")[0] not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} was requested but no CUDA GPU is available (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} was requested but this machine has {torch.cuda.device_count()} "
+                         f"CUDA GPU(s), numbered from 0")
+    return device
 
 
 def check_output_dir(path, create=True):
@@ -185,9 +224,107 @@ def no_progress(total, description, unit="step"):
 
 
 # ----------------------------------------------------------------------------------------------
+# Signals: Ctrl-C and SIGTERM end a figure run at once, with one line, leaving nothing behind
+
+_TEMPORARIES = set()          # files this process is writing (save_figure); removed when a signal ends it
+_SIGNAL_OWNER = {}            # pid and prog of the process that installed the handlers
+_EXIT_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
+
+def exit_cleanly_on_signals(prog):
+    """From now on, Ctrl-C (SIGINT) and SIGTERM end this process the same way: its worker
+    processes are ended, the temporary files of a save in progress removed, one line
+    'prog: stopped by ...' goes to stderr, and the process exits with status 128 + signal
+    number (130 for Ctrl-C, 143 for SIGTERM: what a shell reports for a process the signal
+    ended), so callers such as make stop too. No traceback, and no waiting for runs in progress.
+
+    Called by FigureParser when it parses; only the main thread can install handlers. A signal
+    that this process was started with ignored (nohup, background jobs) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _SIGNAL_OWNER.update(pid=os.getpid(), prog=prog)
+    for signum in _EXIT_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _exit_on_signal)
+
+
+def _exit_on_signal(signum, _frame):
+    if os.getpid() != _SIGNAL_OWNER["pid"]:  # a worker forked before its initializer reset the handlers
+        _end_by_signal(signum)
+    for other in _EXIT_SIGNALS:  # a second Ctrl-C must not interrupt the clean-up
+        signal.signal(other, signal.SIG_IGN)
+    workers = []
+    if "multiprocessing" in sys.modules:
+        import multiprocessing
+        workers = multiprocessing.active_children()
+        _end_processes(workers)
+    for path in list(_TEMPORARIES):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    with contextlib.suppress(Exception):  # lines already printed; it may fail if the signal came mid-print
+        sys.stdout.flush()
+    newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar
+    ended = f"; {len(workers)} worker processes ended" if workers else ""
+    message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}{ended}; no partial file left\n"
+    with contextlib.suppress(OSError):
+        os.write(2, message.encode())  # unbuffered: the signal may have come in the middle of a print
+    _end_by_signal(signum)
+
+
+def _end_by_signal(signum):
+    """Exit at once with status 128 + signum (the clean-up is done; no atexit or finally runs)."""
+    os._exit(128 + signum)
+
+
+def _end_processes(processes):
+    """Terminate multiprocessing children and wait (briefly) until they are gone."""
+    processes = list(processes)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Run the block with Ctrl-C and SIGTERM held back, then act on one that came: a figure's
+    files are renamed all or none. Only in the main thread (the only one that gets them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {signum: signal.signal(signum, lambda signum, _frame: arrived.append(signum))
+                for signum in _EXIT_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if arrived:
+            signal.raise_signal(arrived[0])
+
+
+# ----------------------------------------------------------------------------------------------
 # Worker processes
 
-def _one_thread():
+def _start_worker(parent_pid):
+    """Initializer of each worker process: Ctrl-C is left to the parent (which ends its workers),
+    SIGTERM ends it at once, and it ends when the parent ends, however that ends (SIGKILL too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills it when the parent dies
+    else:  # elsewhere, a thread waits for the parent's end (its pipe closes, or its handle is signalled)
+        import multiprocessing
+        from multiprocessing.connection import wait
+        sentinel = multiprocessing.parent_process().sentinel
+        threading.Thread(target=lambda: (wait([sentinel]), os._exit(1)), daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent ended before the line above took effect
+        os._exit(1)
     import torch
     torch.set_num_threads(1)
 
@@ -198,6 +335,8 @@ def parallel_map(function, job_kwargs, jobs):
     Each training is a long loop of tiny tensor ops that leaves a core mostly idle in
     dispatch, and threads contend for the GIL, so independent runs go to separate processes.
     `function` must be importable (defined at module top level). jobs <= 1 runs in-process.
+    The workers end with this process, and when a run fails the others are stopped at once
+    (no waiting for them to finish).
     """
     job_kwargs = list(job_kwargs)
     if jobs <= 1 or len(job_kwargs) <= 1:
@@ -207,10 +346,18 @@ def parallel_map(function, job_kwargs, jobs):
     # fork starts workers instantly (as torch's DataLoader does on Linux); the parent has run no
     # parallel op yet, so no thread pool is copied. Elsewhere, spawn.
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(job_kwargs)), mp_context=context,
-                             initializer=_one_thread) as pool:
+    others = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(job_kwargs)), mp_context=context,
+                               initializer=_start_worker, initargs=(os.getpid(),))
+    try:
         futures = [pool.submit(function, **kwargs) for kwargs in job_kwargs]
-        return [future.result() for future in futures]
+        results = [future.result() for future in futures]
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _end_processes(set(multiprocessing.active_children()) - others)
+        raise
+    pool.shutdown()
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,22 +383,43 @@ def run_metadata(args, started):
     }
 
 
-def _atomic_write(path, write):
-    """Call write(temporary_path), then move it to `path`: a file appears complete or not at all."""
-    folder = os.path.dirname(path) or "."
-    suffix = os.path.splitext(path)[1]
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # in temporary names (shared folders: whose pid)
+
+
+def _temporary_file(folder, extension):
+    """A new empty file .tmp-<pid>@<host>-<random><extension> in `folder`, registered so that a
+    signal removes it; the pid lets a later save remove it if this process dies by SIGKILL."""
+    handle, path = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.getpid()}@{_HOST}-", suffix=extension)
+    _TEMPORARIES.add(path)
     os.close(handle)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+    return path
+
+
+def _remove_stale_temporaries(folder):
+    """Remove the temporary files that processes of this host, now gone, left in `folder` (SIGKILL
+    while saving). Where a pid cannot be tested without harm (Windows), nothing is removed."""
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"\.tmp-([0-9]+)@{re.escape(_HOST)}-")
+    for name in os.listdir(folder):
+        match = pattern.match(name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:  # gone (PermissionError: alive, another user's)
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _to_json(value):
@@ -268,39 +436,98 @@ def _to_json(value):
     return value
 
 
-def save_figure(fig, out_dir, name, data, settings):
-    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json.
+SET_KEYS = ("script", "figure_name", "npz_sha256")  # what save_figure adds to the .json; --plot-only checks them
 
-    Each file is written to a temporary name first and then renamed, so an interrupted run
-    leaves no half-written file. `name` may contain a sub-folder (e.g. 'Q-dynamics/x').
-    Returns the list of written paths.
+
+def save_figure(fig, out_dir, name, data, settings, script=None):
+    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json:
+    the four files are published as a set.
+
+    All four are written in full under temporary names beside their destination, then renamed,
+    the .json last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous
+    set or the new one, never a mix and no temporary file. The .json also records the figure
+    (`name`), the `script` that made it (if given) and the SHA-256 of the .npz, so a reader can
+    check that it describes the .npz beside it (load_figure_data does). `name` may contain a
+    sub-folder (e.g. 'Q-dynamics/x'). Returns the written paths [.npz, .json, .pdf, .png].
     """
     import matplotlib.pyplot as plt
     stem = os.path.join(out_dir, name)
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    folder = os.path.dirname(stem) or "."
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder)
     arrays = {key: np.asarray(value) for key, value in data.items()}
-    paths = [stem + ext for ext in (".npz", ".json", ".pdf", ".png")]
-    _atomic_write(paths[0], lambda p: np.savez_compressed(open(p, "wb"), **arrays))
-    # default=str: torch dtypes and devices (and anything else without a JSON form) as text
-    _atomic_write(paths[1], lambda p: open(p, "w").write(json.dumps(_to_json(settings), indent=2, default=str) + "\n"))
-    # Fixed metadata keep the PDF and PNG byte-identical across runs.
-    _atomic_write(paths[2], lambda p: fig.savefig(p, format="pdf", bbox_inches="tight",
-                                                   metadata={"CreationDate": None, "Creator": None}))
-    _atomic_write(paths[3], lambda p: fig.savefig(p, format="png", dpi=150, bbox_inches="tight",
-                                                   metadata={"Software": None}))
+    temporary = {}
+    try:
+        for extension in (".npz", ".pdf", ".png", ".json"):
+            temporary[extension] = _temporary_file(folder, extension)
+        with open(temporary[".npz"], "wb") as f:
+            np.savez_compressed(f, **arrays)
+        # Fixed metadata keep the PDF and PNG byte-identical across runs.
+        fig.savefig(temporary[".pdf"], format="pdf", bbox_inches="tight",
+                    metadata={"CreationDate": None, "Creator": None})
+        fig.savefig(temporary[".png"], format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+        saved_by = {"script": script} if script else {}
+        settings = {**saved_by, "figure_name": name, **{k: v for k, v in settings.items() if k not in SET_KEYS},
+                    "npz_sha256": _sha256(temporary[".npz"])}
+        with open(temporary[".json"], "w") as f:
+            # default=str: torch dtypes and devices (and anything else without a JSON form) as text
+            f.write(json.dumps(_to_json(settings), indent=2, default=str) + "\n")
+        with _signals_held():
+            for extension in (".npz", ".pdf", ".png", ".json"):
+                os.replace(temporary[extension], stem + extension)
+    finally:
+        for path in temporary.values():
+            with contextlib.suppress(OSError):
+                os.remove(path)  # only where the save did not finish
+            _TEMPORARIES.discard(path)
     plt.close(fig)
-    return paths
+    return [stem + extension for extension in (".npz", ".json", ".pdf", ".png")]
 
 
-def load_figure_data(out_dir, name):
-    """Load the (data, settings) saved by save_figure; UsageError if they are missing."""
+class SavedArrays(dict):
+    """The arrays of a saved .npz (name -> array). Asking for one it lacks raises UsageError naming
+    the file and the array (not KeyError): how --plot-only learns which arrays the plot needs."""
+
+    def __init__(self, arrays, path):
+        super().__init__(arrays)
+        self.path = path
+
+    def __missing__(self, key):
+        raise UsageError(f"{self.path} has no array {key!r}, which the plot needs (saved by another "
+                         f"version of the script?); re-run without --plot-only")
+
+
+def load_figure_data(out_dir, name, script=None):
+    """Load the (data, settings) that save_figure saved as DIR/name.npz/.json, trusting neither:
+    the .json must be readable and name this figure (and `script`, if given), and the .npz must be
+    the one it describes (same SHA-256) and readable. UsageError (one line) otherwise.
+
+    Returns data (SavedArrays: a missing array raises UsageError when asked for) and settings.
+    """
     stem = os.path.join(out_dir, name)
+    again = "re-run without --plot-only"
     if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
         raise UsageError(f"no saved data at {stem}.npz/.json; run without --plot-only first")
-    with np.load(stem + ".npz", allow_pickle=False) as saved:
-        data = {key: saved[key] for key in saved.files}
-    with open(stem + ".json") as f:
-        settings = json.load(f)
+    try:
+        with open(stem + ".json", encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise UsageError(f"{stem}.json cannot be read (damaged or cut short: {error}); {again}") from None
+    required = SET_KEYS if script else SET_KEYS[1:]
+    if not isinstance(settings, dict) or any(key not in settings for key in required):
+        raise UsageError(f"{stem}.json does not say which script and figure saved it (an older version of "
+                         f"this package wrote it, or another program); {again}")
+    if settings["figure_name"] != name or (script and settings["script"] != script):
+        raise UsageError(f"{stem}.json holds {settings.get('script', 'another script')}'s figure "
+                         f"{settings['figure_name']!r}, not {script or 'this script'}'s {name!r}; {again}")
+    if settings["npz_sha256"] != _sha256(stem + ".npz"):
+        raise UsageError(f"{stem}.npz is not the file its .json describes (damaged, cut short, or from another "
+                         f"run); {again}")
+    try:
+        with np.load(stem + ".npz", allow_pickle=False) as saved:
+            data = SavedArrays({key: saved[key] for key in saved.files}, stem + ".npz")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
     return data, settings
 
 
@@ -371,16 +598,19 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
 
     Added to every figure's settings: run_metadata (versions, device, dtype, command, run time)
     and, for scripts that train (trains=True), the seed of the initial draws (models.PAPER_SEED)
-    and the loss gradient descent minimises (models.TRAINED_ON).
+    and the loss gradient descent minimises (models.TRAINED_ON); save_figure adds the script
+    (the file that defines `plot`) and the figure's name, which --plot-only checks.
     """
     args = parse_figure_args(parser, argv)
+    defined_in = getattr(sys.modules.get(plot.__module__), "__file__", None)  # the script's file
+    script = os.path.basename(defined_in) if defined_in else None
     started = time.time()
     try:
         jobs = make_jobs(args)
         if args.plot_only:
             for job in jobs:
-                data, settings = load_figure_data(args.out, job.name)
-                save_figure(plot(data), args.out, job.name, data, settings)
+                data, settings = load_figure_data(args.out, job.name, script)
+                save_figure(plot(data), args.out, job.name, data, settings, script)
                 print(f"re-plotted {os.path.join(args.out, job.name)}.pdf from saved data")
             return args
         from functools import partial
@@ -393,9 +623,12 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
             shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
         for job, data in zip(jobs, results):
             settings = {**job.settings, **shared, **run_metadata(args, started)}
-            paths = save_figure(plot(data), args.out, job.name, data, settings)
+            paths = save_figure(plot(data), args.out, job.name, data, settings, script)
             print(f"{summarise(job.name, data)} -> {paths[2]}")
         print(f"done in {time.time() - started:.1f} s")
     except UsageError as error:
         fail(parser.prog, error)
+    except MemoryError as error:
+        fail(parser.prog, f"out of memory ({error or 'no details'}); use smaller --steps, --samples or --jobs",
+             status=1)
     return args

@@ -580,6 +580,3 @@ def gauss_newton_eigenvalues(U, V, activation):
     J = torch.func.vmap(torch.func.jacrev(output))(flat)  # [B, m n, (m+n) k]
     return torch.linalg.eigvalsh(2 * J @ J.transpose(1, 2)).reshape(*batch, -1)
 
-
-# moved to figure_driver; kept for the CIFAR code until it is updated
-from figure_driver import progress_bar, resolve_device, run_metadata, save_figure  # noqa: E402,F401

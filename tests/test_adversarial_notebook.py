@@ -1,5 +1,5 @@
 """adversarial_CIFAR.ipynb (Fig. 11) runs end to end, headless, on the tiny CIFAR fixture, and its
-saved data show what the two protocols do to the images."""
+saved data show what the two protocols and the threat models do to the images."""
 import json
 import os
 import subprocess
@@ -8,78 +8,127 @@ import sys
 import numpy as np
 import pytest
 
+import attacks
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = {method: f"ensemble/cnn_cifar_leakyrelu_{method}_h16_g200_eps10" for method in ("FGSM", "PGD")}
-PROTOCOLS = ("paper", "corrected")
+NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
+# Quick runs use num_g = 5, and their file names say so (the paper's names say g200).
+PAPER_NAMES = {method: f"ensemble/cnn_cifar_leakyrelu_{method}_h16_g5_eps10" for method in ("FGSM", "PGD")}
+CORRECTED_NAMES = {"paper": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10",
+                   "exact": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact"}
 MODELS = ("original", "group", "g_inverse", "perm_interp")
+
+
+def load(out, name):
+    for ext in (".pdf", ".png", ".npz", ".json"):
+        assert os.path.getsize(os.path.join(out, name + ext)) > 0, name + ext
+    with np.load(os.path.join(out, name + ".npz")) as npz:
+        data = {key: npz[key] for key in npz.files}
+    with open(os.path.join(out, name + ".json")) as f:
+        return data, json.load(f)
 
 
 @pytest.fixture(scope="module")
 def notebook_outputs(tiny_cifar, tmp_path_factory):
+    with open(NOTEBOOK, "rb") as f:
+        committed = f.read()
     out = tmp_path_factory.mktemp("adversarial_figures")
+    executed = out / "executed.ipynb"
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run_notebook.py"), os.path.join(REPO, "adversarial_CIFAR.ipynb"),
-         "--quick", "--out", str(out), "--cifar-dir", tiny_cifar, "--device", "cpu", "--timeout", "300"],
-        capture_output=True, text=True, timeout=600)
+        [sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--quick", "--out", str(out),
+         "--cifar-dir", tiny_cifar, "--device", "cpu", "--timeout", "300", "--executed", str(executed)],
+        capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    saved = {}
-    for method, name in NAMES.items():
-        for ext in (".pdf", ".png", ".npz", ".json"):
-            path = os.path.join(out, name + ext)
-            assert os.path.getsize(path) > 0, path
-        with np.load(os.path.join(out, name + ".npz")) as npz:
-            data = {key: npz[key] for key in npz.files}
-        with open(os.path.join(out, name + ".json")) as f:
-            saved[method] = (data, json.load(f))
-    return saved
+    with open(NOTEBOOK, "rb") as f:
+        assert f.read() == committed  # the committed notebook is never overwritten
+    assert not any(name.endswith("g200_eps10.npz") for name in os.listdir(out / "ensemble"))
+    paper = {method: load(out, name) for method, name in PAPER_NAMES.items()}
+    corrected = {numerics: load(out, name) for numerics, name in CORRECTED_NAMES.items()}
+    return paper, corrected, executed
 
 
-def test_files_hold_every_documented_key(notebook_outputs):
-    for method, (data, settings) in notebook_outputs.items():
+def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
+    paper, _, _ = notebook_outputs
+    for method, (data, settings) in paper.items():
         strengths = data["strengths"]
-        assert list(strengths) == pytest.approx(settings["strengths"][method])
-        for protocol in PROTOCOLS:
-            for model in MODELS:
-                for key in (f"acc_{protocol}_{model}", f"mean_acc_{protocol}_{model}"):
-                    assert data[key].shape == strengths.shape
-                    assert np.all((data[key] >= 0) & (data[key] <= 1))
-        assert settings["attack"] == method and settings["quick"] is True
-        assert settings["protocols"] == list(PROTOCOLS) and settings["seed"] == 0
+        assert list(strengths) == pytest.approx(settings["strengths"])
+        assert data["seeds"].tolist() == [0, 1]
+        for model in MODELS:
+            for key in (f"acc_{model}", f"mean_acc_{model}"):
+                assert data[key].shape == (2, len(strengths))
+                assert np.all((data[key] >= 0) & (data[key] <= 1))
+        for key in ("clamp_only_acc", "symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
+            assert data[key].shape == (2,)
+        assert data["train_loss"].shape == (2, 2)
+        assert settings["attack"] == method and settings["quick"] is True and settings["protocol"] == "paper"
+        assert settings["seeds"] == [0, 1] and settings["num_g"] == 5
         assert {"versions", "device", "run_seconds", "data_source"} <= set(settings)
 
 
-def test_corrected_attacks_stay_within_their_radius(notebook_outputs):
-    fgsm, _ = notebook_outputs["FGSM"]
-    pgd, _ = notebook_outputs["PGD"]
-    # One FGSM step of eps in the valid range: the largest change is exactly eps.
-    np.testing.assert_allclose(fgsm["linf_corrected"], fgsm["strengths"], atol=1e-6)
-    # PGD: random start in the 0.3 ball, never outside it.
-    assert pgd["linf_corrected"][0] == 0 and np.all(np.abs(pgd["linf_corrected"][1:] - 0.3) < 1e-6)
-
-
 def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
-    fgsm, _ = notebook_outputs["FGSM"]
-    pgd, _ = notebook_outputs["PGD"]
+    paper, _, _ = notebook_outputs
+    fgsm, pgd = paper["FGSM"][0], paper["PGD"][0]
     # Data in [-0.5, 0.5] clipped to [0, 1]: a black pixel (-0.5) is set to 0 by the first attack,
     # then moved by eps by the second; PGD's second attack has its own 0.3 ball around that 0.
-    assert fgsm["linf_paper"][0] == 0 and pgd["linf_paper"][0] == 0
-    np.testing.assert_allclose(fgsm["linf_paper"][1:], 0.5 + fgsm["strengths"][1:], atol=1e-5)
-    np.testing.assert_allclose(pgd["linf_paper"][1:], 0.5 + 0.3, atol=1e-5)
-    # The clamp alone costs accuracy (defect B2); under the corrected protocol it is a no-op.
-    assert fgsm["clamp_only_acc_paper"] < fgsm["acc_paper_original"][0] - 0.02
-    assert fgsm["clamp_only_acc_corrected"] == pytest.approx(fgsm["acc_corrected_original"][0])
-
-
-def test_ensembles_behave_as_the_symmetry_predicts_on_clean_images(notebook_outputs):
-    data, _ = notebook_outputs["FGSM"]
-    for protocol in PROTOCOLS:
-        original = data[f"acc_{protocol}_original"][0]
+    assert np.all(fgsm["linf"][:, 0] == 0) and np.all(pgd["linf"][:, 0] == 0)
+    np.testing.assert_allclose(fgsm["linf"][:, 1:], 0.5 + fgsm["strengths"][1:] + 0 * fgsm["linf"][:, 1:], atol=1e-5)
+    np.testing.assert_allclose(pgd["linf"][:, 1:], 0.5 + 0.3, atol=1e-5)
+    # The clamp alone costs accuracy (defect B2).
+    assert np.all(fgsm["clamp_only_acc"] < fgsm["acc_original"][:, 0] - 0.02)
+    # Both figures start from the same clean accuracies (the same trained models).
+    np.testing.assert_array_equal(pgd["acc_original"][:, 0], fgsm["acc_original"][:, 0])
+    for seed in range(2):
+        original = fgsm["acc_original"][seed, 0]
         assert original > 0.5  # the tiny classes are learnable
         # pi is fitted so that each member reproduces the network: the group ensemble stays
         # close to the original; g^-1 (exact only for a linear sigma) falls to chance.
-        assert data[f"acc_{protocol}_group"][0] > original - 0.15
-        assert data[f"acc_{protocol}_g_inverse"][0] < 0.3
-    # Both panels of the PGD figure start from the same clean accuracies (same trained models).
-    pgd, _ = notebook_outputs["PGD"]
-    for protocol in PROTOCOLS:
-        assert pgd[f"acc_{protocol}_original"][0] == data[f"acc_{protocol}_original"][0]
+        assert fgsm["acc_group"][seed, 0] > original - 0.15
+        assert fgsm["acc_g_inverse"][seed, 0] < 0.3
+
+
+def test_corrected_protocol_threat_models(notebook_outputs):
+    _, corrected, _ = notebook_outputs
+    for numerics, (data, settings) in corrected.items():
+        assert settings["protocol"] == "corrected" and settings["numerics"] == numerics and settings["quick"] is True
+        assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
+        np.testing.assert_allclose(data["fgsm_eps"] * 255, [0, 1, 2, 4, 8], atol=1e-9)
+        assert data["pgd_iterations"].tolist() == [0, 1, 3, 10, 20] and int(data["pgd_images"]) == 100
+        # attacks within budget: FGSM exactly eps, PGD and the noise never beyond 8/255
+        for threat in attacks.THREATS:
+            np.testing.assert_allclose(data[f"fgsm_{threat}_linf"], np.broadcast_to(data["fgsm_eps"], (2, 5)), atol=1e-6)
+            assert np.all(data[f"pgd_{threat}_linf"] <= 8 / 255 + 1e-6)
+        for c in ("original", "independent") + attacks.ENSEMBLE_MODES:
+            assert data[f"fgsm_transfer_acc_{c}"].shape == (2, 5)
+        for comparison in attacks.COMPARISONS:
+            for part in ("diff", "gained", "lost", "p"):
+                assert data[f"pgd_{comparison}_{part}"].shape == (2, 5)
+        # clean images: the adaptive and transfer columns 0 agree, the noise column 0 too
+        np.testing.assert_array_equal(data["fgsm_adaptive_acc_group"][:, 0], data["fgsm_transfer_acc_group"][:, 0])
+        np.testing.assert_array_equal(data["fgsm_noise_acc_group"][:, 0], data["fgsm_transfer_acc_group"][:, 0])
+        assert np.all(data["fgsm_worst_acc_group"] <= np.minimum(data["fgsm_adaptive_acc_group"],
+                                                                 data["fgsm_transfer_acc_group"]) + 1e-12)
+    assert corrected["exact"][0]["symmetry_error"].max() < 1e-3 < corrected["paper"][0]["symmetry_error"].min()
+
+
+def test_executed_copy_shows_the_figures(notebook_outputs):
+    _, _, executed = notebook_outputs
+    notebook = json.loads(executed.read_text())
+    images = [o for c in notebook["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # FGSM and PGD (paper's protocol), two numerics (corrected)
+    text = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
+    assert "McNemar p per seed" in text
+
+
+def test_committed_notebook_has_no_outputs_and_a_parameters_cell():
+    notebook = json.loads(open(NOTEBOOK).read())
+    first = notebook["cells"][0]
+    assert first["metadata"].get("tags") == ["parameters"]
+    source = "".join(first["source"])
+    assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source and '"figures-quick" if QUICK' in source
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "\ndef " not in code and "\nclass " not in code

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 import cifar
+import symmetry
 
 HIDDEN = 16
 
@@ -35,8 +36,8 @@ def test_network_layout_matches_the_paper():
 def test_relu_sqr_is_the_papers_activation():
     x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0])
     expected = torch.where(x > 0, x, 0.1 * x) ** 2 + 0.01 * x
-    assert torch.allclose(cifar.relu_sqr(x), expected)
-    assert cifar.relu_sqr(torch.tensor(-0.5)) < 0  # non-monotone on (-1, 0)
+    assert torch.allclose(symmetry.relu_sqr(x), expected)
+    assert symmetry.relu_sqr(torch.tensor(-0.5)) < 0  # non-monotone on (-1, 0)
 
 
 def logits(model, features, mode, generator=None):
@@ -57,7 +58,7 @@ def relative_gap(a, b):
 def test_moved_network_equals_original_on_fit_batches(eps):
     num_g = 6
     model, features, _ = model_and_features()
-    layer = cifar.fit_group_action(model, features, num_g, eps, seed=3)
+    layer = symmetry.fit_group_action(model, features, num_g, eps, seed=3)
     original = logits(model, features, "plain")[0]
     moved = logits(model, features, "group")  # [num_g, B, 10]
     for n in range(num_g):
@@ -77,7 +78,7 @@ def test_moved_network_equals_original_on_fit_batches(eps):
 def test_full_model_forward_matches_feature_path():
     """model(x) in an ensemble mode gives the same members as the fast feature-only path."""
     model, features, images = model_and_features(40)
-    cifar.fit_group_action(model, features, 2, 0.5, seed=1)
+    symmetry.fit_group_action(model, features, 2, 0.5, seed=1)
     for mode in ("group", "g_inverse"):
         model.group_action.set_mode(mode)
         out = model(images[:10])
@@ -86,7 +87,7 @@ def test_full_model_forward_matches_feature_path():
         members = model.members(images[:10], mode)
         assert members.shape == (2, 10, 10)
         assert torch.allclose(out.reshape(2, 10, 10), members, atol=1e-6)
-        fast = cifar.ensemble_probabilities(model, features[:10], mode)
+        fast = symmetry.ensemble_logits(model, features[:10], mode).softmax(dim=-1)
         assert fast.shape == (2, 10, 10) and fast.dtype == torch.float32
         assert (members - fast).abs().max() < 1e-3
     model.group_action.set_mode("plain")
@@ -106,7 +107,7 @@ def test_small_eps_gives_the_original_network():
     model, features, _ = model_and_features()
     unseen = features[64:]
     original = logits(model, unseen, "plain")
-    cifar.fit_group_action(model, features, 4, 1e-6, seed=0)
+    symmetry.fit_group_action(model, features, 4, 1e-6, seed=0)
     generator = torch.Generator().manual_seed(0)
     for mode in ("group", "g_inverse", "perm_interp", "random"):
         members = logits(model, unseen, mode, generator)
@@ -125,7 +126,7 @@ def test_ensembles_drift_away_with_eps():
     original = logits(model, unseen, "plain")
     gaps = []
     for eps in (1e-5, 1e-4, 1e-3):
-        cifar.fit_group_action(model, features, 4, eps, seed=0)
+        symmetry.fit_group_action(model, features, 4, eps, seed=0)
         gaps.append(relative_gap(logits(model, unseen, "group"), original.expand(4, -1, -1)))
     # first order in eps: ten times eps, ten times the change
     assert 5 < gaps[1] / gaps[0] < 20 and 5 < gaps[2] / gaps[1] < 20
@@ -134,23 +135,28 @@ def test_ensembles_drift_away_with_eps():
 def test_overflow_is_detected_not_silent():
     """At large eps expm(eps T) overflows float32 (paper B9); the cell must be flagged, not poisoned."""
     model, features, _ = model_and_features()
-    cifar.fit_group_action(model, features, 4, 200.0, seed=0)
+    symmetry.fit_group_action(model, features, 4, 200.0, seed=0)
     assert not torch.isfinite(model.group_action.g).all()
-    probabilities = cifar.ensemble_probabilities(model, features[64:], "group")
-    assert probabilities.shape == (4, len(features) - 64, 10)
-    result = cifar.ensemble_accuracy(probabilities, torch.zeros(len(features) - 64, dtype=torch.long))
+    logits = symmetry.ensemble_logits(model, features[64:], "group")
+    assert logits.shape == (4, len(features) - 64, 10)
+    zeros = torch.zeros(len(features) - 64, dtype=torch.long)
+    result = symmetry.ensemble_accuracy(logits, zeros)
+    chunked = symmetry.evaluate_ensemble(model, features[64:], zeros, "group", chunk=7)  # the same, in chunks
+    for key in ("vote_acc", "mean_acc", "finite_frac"):
+        assert result[key] == pytest.approx(chunked[key])
+    np.testing.assert_array_equal(result["mean_correct"], chunked["mean_correct"])
     assert result["finite_frac"] < 1.0
     assert np.isfinite(result["vote_acc"]) and np.isfinite(result["mean_acc"])
 
     labels = torch.arange(len(features) - 64) % 10
-    grid = cifar.evaluate_grid(model, features[64:], labels, features[:64], [2, 4], [200.0, 1e-3],
-                               seed=0, progress=False)
+    grid = symmetry.evaluate_grid(model, features[64:], labels, features[:64], [2, 4], [200.0, 1e-3],
+                               seed=0)
     assert grid["overflow_group"][0].any() and not grid["overflow_group"][1].any()
     assert grid["vote_acc_group"].shape == (2, 2)
     assert np.isfinite(grid["vote_acc_group"]).all()
     for key in ("num_g", "eps", "original_acc", "original_mean_acc"):
         assert key in grid
-    for mode in cifar.ENSEMBLE_MODES:
+    for mode in symmetry.ENSEMBLE_MODES:
         assert grid[f"overflow_{mode}"].dtype == bool
 
 
@@ -160,39 +166,39 @@ def test_ensemble_accuracy_vote_mean_and_nonfinite_members():
     probabilities = torch.tensor([
         [[0.6, 0.4], [0.4, 0.6]],
         [[0.6, 0.4], [0.4, 0.6]],
-        [[0.0, 1.0], [1.0, 0.0]],
+        [[0.01, 0.99], [0.99, 0.01]],
     ])
-    result = cifar.ensemble_accuracy(probabilities, labels)
+    result = symmetry.ensemble_accuracy(probabilities.log(), labels)  # logits with these softmaxes
     assert result["vote_acc"] == 1.0      # majority vote: 2 of 3 right on both images
     assert result["mean_acc"] == 0.0      # mean probability: 0.4 vs 0.6, wrong on both
     assert result["finite_frac"] == 1.0
     # A NaN member is left out (the paper let it vote for class 0).
-    with_nan = torch.cat([probabilities[:1], torch.full((2, 2, 2), float("nan"))])
-    result = cifar.ensemble_accuracy(with_nan, torch.tensor([1, 1]))
+    with_nan = torch.cat([probabilities[:1].log(), torch.full((2, 2, 2), float("nan"))])
+    result = symmetry.ensemble_accuracy(with_nan, torch.tensor([1, 1]))
     assert result["vote_acc"] == 0.5 and result["finite_frac"] == pytest.approx(1 / 3)
 
 
 def test_group_elements_are_seeded_and_shaped():
     model, features, _ = model_and_features(80)
-    layer = cifar.fit_group_action(model, features, 5, 0.3, seed=7)
+    layer = symmetry.fit_group_action(model, features, 5, 0.3, seed=7)
     g_first, pi_first = layer.g.clone(), layer.pi.clone()
     assert layer.g.shape == (5, HIDDEN, HIDDEN) and layer.pi.shape == (5, HIDDEN, HIDDEN)
     assert layer.g.dtype == torch.float32 and layer.pi.dtype == torch.float32
     assert torch.allclose(layer.g, torch.linalg.matrix_exp(0.3 * layer.T))
     # T ~ N(0, 1/h): its entries have variance about 1/h
     assert abs(float(layer.T.var()) * HIDDEN - 1.0) < 0.2
-    layer = cifar.fit_group_action(model, features, 5, 0.3, seed=7)
+    layer = symmetry.fit_group_action(model, features, 5, 0.3, seed=7)
     assert torch.equal(layer.g, g_first) and torch.equal(layer.pi, pi_first)
-    layer = cifar.fit_group_action(model, features, 5, 0.3, seed=8)
+    layer = symmetry.fit_group_action(model, features, 5, 0.3, seed=8)
     assert not torch.equal(layer.g, g_first)
     with pytest.raises(ValueError):
-        cifar.fit_group_action(model, features, 6, 0.3)  # needs 96 images, has 80
+        symmetry.fit_group_action(model, features, 6, 0.3)  # needs 96 images, has 80
 
 
 def test_pi_composes_like_a_group_action():
     """pi(g1 g2, H) = pi(g2, H g1) pi(g1, H) for square, full-rank batches (row-major convention)."""
     torch.manual_seed(0)
-    sigma = cifar.relu_sqr
+    sigma = symmetry.relu_sqr
     H = torch.randn(HIDDEN, HIDDEN, dtype=torch.float64)
     g1 = torch.linalg.matrix_exp(0.3 * torch.randn(HIDDEN, HIDDEN, dtype=torch.float64) / 4)
     g2 = torch.linalg.matrix_exp(0.3 * torch.randn(HIDDEN, HIDDEN, dtype=torch.float64) / 4)

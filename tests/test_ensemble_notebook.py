@@ -5,48 +5,80 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-import cifar
+import symmetry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "ensemble_CIFAR.ipynb")
-STEM = os.path.join("ensemble", "cnn_cifar_leakyrelu2_main_acc")
+STEMS = {"paper": os.path.join("ensemble", "cnn_cifar_leakyrelu2_main_acc"),
+         "exact": os.path.join("ensemble", "cnn_cifar_leakyrelu2_main_acc_exact")}
 
 
-def run_notebook(*args, env_extra=None, timeout=300):
-    env = dict(os.environ, THREADS="1", CIFAR_DOWNLOAD="0", MPLBACKEND="Agg", **(env_extra or {}))
+def run_notebook(*args, timeout=300):
+    env = dict(os.environ, CIFAR_DOWNLOAD="0")
+    env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
     return subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_notebook_regenerates_fig10_on_tiny_data(tiny_cifar, tmp_path):
+def image_outputs(path):
+    notebook = json.loads(open(path).read())
+    return [o for c in notebook["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_cifar, tmp_path_factory):
+    """One quick run (2 seeds, 2 worker processes) into a temporary folder."""
     with open(NOTEBOOK, "rb") as f:
         committed = f.read()
-    out = tmp_path / "figures"
-    result = run_notebook("--quick", "--cifar-dir", tiny_cifar, "--out", str(out))
+    out = tmp_path_factory.mktemp("ensemble_figures")
+    executed = out / "executed.ipynb"
+    result = run_notebook("--quick", "--cifar-dir", tiny_cifar, "--out", str(out), "--jobs", "2",
+                          "--executed", str(executed))
     assert result.returncode == 0, result.stderr[-3000:]
     with open(NOTEBOOK, "rb") as f:
         assert f.read() == committed  # the committed notebook is never overwritten
+    saved = {}
+    for numerics, stem in STEMS.items():
+        for ext in (".pdf", ".png", ".npz", ".json"):
+            assert (out / (stem + ext)).stat().st_size > 0, (numerics, ext)
+        with np.load(out / (stem + ".npz")) as npz:
+            saved[numerics] = ({key: npz[key] for key in npz.files}, json.loads((out / (stem + ".json")).read_text()))
+    return saved, executed
 
-    for ext in (".pdf", ".png", ".npz", ".json"):
-        assert (out / (STEM + ext)).stat().st_size > 0, ext
-    data = np.load(out / (STEM + ".npz"))
-    settings = json.loads((out / (STEM + ".json")).read_text())
-    assert data["num_g"].tolist() == [2, 4] and data["eps"].tolist() == [1, 1e-3]
-    assert 0.3 < float(data["original_acc"]) <= 1.0  # chance is 0.1
-    for mode in cifar.ENSEMBLE_MODES:
-        for key in ("vote_acc", "mean_acc", "overflow", "finite_frac"):
-            assert data[f"{key}_{mode}"].shape == (2, 2), (key, mode)
-        assert data[f"overflow_{mode}"].dtype == bool
-    # eps = 1e-3 (second row): the group ensemble is the original network, shuffle is not
-    assert np.abs(data["vote_acc_group"][1] - data["original_acc"]).max() <= 0.02
-    assert (data["vote_acc_shuffle"][1] < data["original_acc"] - 0.1).all()
 
-    assert settings["quick"] is True and settings["seed"] == 0 and settings["device"] == "cpu"
-    assert settings["data"]["source"] == "unverified"
-    assert settings["data"]["train_images"] == [0, 600] and settings["data"]["fit_images"] == [600, 664]
-    assert settings["data"]["eval_split"] == "test" and settings["data"]["eval_images"] == 200
-    assert settings["run_seconds"]["total"] > 0 and "torch" in settings["versions"]
+def test_notebook_writes_both_numerics_with_seeds(quick_run):
+    saved, _ = quick_run
+    for numerics, (data, settings) in saved.items():
+        assert data["num_g"].tolist() == [2, 4] and data["eps"].tolist() == [10, 1, 1e-3]
+        assert data["seeds"].tolist() == [0, 1] and data["original_acc"].shape == (2,)
+        assert np.all((0.3 < data["original_acc"]) & (data["original_acc"] <= 1.0))  # chance is 0.1
+        for mode in symmetry.ENSEMBLE_MODES:
+            for key in ("vote_acc", "mean_acc", "overflow", "finite_frac"):
+                assert data[f"{key}_{mode}"].shape == (2, 3, 2), (key, mode)
+            assert data[f"overflow_{mode}"].dtype == bool
+        for key in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
+            assert data[key].shape == (2, 3, 2) and np.all(data[key] >= 0)
+        # eps = 1e-3 (last row): the group ensemble is the original network, shuffle is not
+        assert np.abs(data["vote_acc_group"][:, 2] - data["original_acc"][:, None]).max() <= 0.02
+        assert (data["vote_acc_shuffle"][:, 2] < data["original_acc"][:, None] - 0.1).all()
+        assert settings["numerics"] == numerics and settings["quick"] is True and settings["seeds"] == [0, 1]
+        assert settings["fit_noise"] == {"paper": 1e-4, "exact": 0.0}[numerics]
+        assert settings["data"]["source"] == "unverified" and settings["data"]["eval_images"] == 200
+        assert settings["data"]["train_images"] == [0, 600] and settings["data"]["fit_images"] == [600, 664]
+        assert settings["device"] == "cpu" and settings["run_seconds"] > 0 and "torch" in settings["versions"]
+        assert len(settings["train_history"]) == 2
+    paper, exact = saved["paper"][0], saved["exact"][0]
+    # the same models in both numerics; the exact action is a symmetry up to eps = 10
+    np.testing.assert_array_equal(paper["original_acc"], exact["original_acc"])
+    assert exact["symmetry_error"].max() < 1e-3
+    assert paper["symmetry_error"][:, 0].max() > exact["symmetry_error"][:, 0].max()
+
+
+def test_executed_copy_shows_the_figures(quick_run):
+    _, executed = quick_run
+    assert len(image_outputs(executed)) == 2  # one figure per numerics, inline
 
 
 def test_notebook_stops_with_a_clear_message_without_data(tmp_path):
@@ -55,15 +87,22 @@ def test_notebook_stops_with_a_clear_message_without_data(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "CifarDataError" in last and "cifar-10-batches-py" in last and str(tmp_path / "no_data") in last
-    assert not (tmp_path / "out" / (STEM + ".npz")).exists()
+    assert not (tmp_path / "out" / (STEMS["paper"] + ".npz")).exists()
 
 
-def test_committed_notebook_has_no_outputs():
+def test_committed_notebook_has_no_outputs_and_a_parameters_cell():
     notebook = json.loads(open(NOTEBOOK).read())
-    assert notebook["cells"][0]["cell_type"] == "code" and "CIFAR_DIR" in "".join(notebook["cells"][0]["source"])
+    first = notebook["cells"][0]
+    assert first["cell_type"] == "code" and first["metadata"].get("tags") == ["parameters"]
+    source = "".join(first["source"])
+    assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source
+    assert 'THREADS = int(os.environ.get("THREADS", "0"))' in source  # torch's default thread count
+    assert '"figures-quick" if QUICK' in source  # quick runs never write into figures/
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None
+    ids = [cell["id"] for cell in notebook["cells"]]
+    assert len(set(ids)) == len(ids) and all(i.startswith("ensemble-") for i in ids)
     # the notebook is a thin driver: no function or class definitions of its own
     code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
     assert "\ndef " not in code and "\nclass " not in code and not code.startswith("def ")
