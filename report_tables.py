@@ -144,7 +144,8 @@ def fig3_tables(float32, float64):
     return float32 + ["dQ~ with Q from 0 divides by the size of Q's two terms at the start, 1/2 |U|^2 + |sum F(V)| "
                       "(times the paper code's scale); the paper code's N_0 adds n k for tanh and sigmoid, which "
                       f"makes its dQ~ smaller by the ratio of the two N_0 ({ratios or 'none here'}). Loss: "
-                      "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at lr = 0.001 larger than at "
+                      "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at "
+                      "lr = 0.001 larger than at "
                       f"lr = 0.01, as in the paper's code (linear: {fmt(ref[2])} vs {fmt(ref[1])} [R]); the float64 "
                       "runs isolate the discretisation effect.", ""] * bool(float32) + (
         ["Float64 runs (folder `float64/`):", ""] + float64 if float64 else [])

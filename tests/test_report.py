@@ -89,7 +89,8 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
         Q0 = np.array([-0.0193, -1.93, -193]) * (1 + i) * grow
         write_figure(root, f"Q-convergence/elementwise_{act}_convergence",
                      {"steps": steps, "loss": np.ones((3, len(steps))), "Q": np.zeros((3, len(steps))),
-                      "Q0_zero": Q0, "Q0": Q0 + c, "init_std": [0.01, 0.1, 1.0], "labels": [f"Q={q:.3g}" for q in Q0[0]],
+                      "Q0_zero": Q0, "Q0": Q0 + c, "init_std": [0.01, 0.1, 1.0],
+                      "labels": [f"Q={q:.3g}" for q in Q0[0]],
                       "steps_to_converge": np.array([102_050, 59_577, 3_496]) * grow.astype(int),
                       "initial_loss": np.full((SEEDS, 3), 7.3), "final_loss": np.full(3, 1e-3),
                       "diverged_at": np.full((SEEDS, 3), -1)},
@@ -98,8 +99,10 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
         Q = np.array([41.5, 15.9, 4.8, -1.9, -8.7, -22.1, -59.1]) * grow
         output = np.random.default_rng(i).standard_normal((5, 10))
         write_figure(root, f"Q-convergence/same_function_{act}_convergence",
-                     {"lambdas": lambdas, "Q0_zero": Q, "Q0": Q + c, "steps_to_converge": (70_000 - 800 * np.abs(Q)).astype(int),
-                      "initial_output": np.broadcast_to(output, (SEEDS, 7, 5, 10)) * (1 + 1e-8 * rng.random((SEEDS, 7, 1, 1))),
+                     {"lambdas": lambdas, "Q0_zero": Q, "Q0": Q + c,
+                      "steps_to_converge": (70_000 - 800 * np.abs(Q)).astype(int),
+                      "initial_output": np.broadcast_to(output, (SEEDS, 7, 5, 10))
+                      * (1 + 1e-8 * rng.random((SEEDS, 7, 1, 1))),
                       "diverged_at": np.full((SEEDS, 7), -1), "trained_steps": 70_000, "step_budget": 400_000},
                      run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **settings))
         Q0, top = FIG9_BASE.get(act, ([0.001 * (1 + i), 17.3, 69.3, 156], [17.7, 30.0, 107.5, 239.5]))
@@ -111,7 +114,8 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                      run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **settings, m=10, n=5))
         Q = Q0[..., None] + np.array([600, 200, 60, 0, -60, -200, -600])  # [S, 4, 7] along each minimum's orbit
         write_figure(root, f"Q-hessian-eigenvalues/same_function_{act}_sharpness_mnk_10_5_50",
-                     {"lambdas": np.broadcast_to(lambdas[:, None], Q.shape), "Q_zero": Q, "Q": Q + c, "init_std": [0.001, 0.3, 0.6, 0.9],
+                     {"lambdas": np.broadcast_to(lambdas[:, None], Q.shape), "Q_zero": Q, "Q": Q + c,
+                      "init_std": [0.001, 0.3, 0.6, 0.9],
                       "largest_eigenvalue": 10 + 0.3 * np.abs(Q), "largest_eigenvalue_hessian": np.full((4, 2), 190.0),
                       "output": np.broadcast_to(output.T, Q.shape + (10, 5)), "loss": np.full(Q.shape, 1e-10),
                       "final_loss": np.full((SEEDS, 4), 1e-10), "diverged_at": np.full((SEEDS, 4), -1)},
@@ -130,8 +134,9 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
     Q0, base = np.array([0.002, 0.2, 20.0, 2000.0]), rng.standard_normal((5, 10))
     write_figure(root, "Q-convergence/radial_zoomed_1e6",
                  {"steps": np.array([0, 1_000_000]), "loss": np.full((4, 2), 0.135), "Q": Q0[:, None] * np.ones(2),
-                  "Q0": Q0[None], "steps_to_converge": [[69, 6_750, 674_771, -1]], "initial_output": np.stack([base] * 4)[None],
-                  "initial_loss": np.full((1, 4), 0.135), "final_loss": np.full((1, 4), 1e-3), "diverged_at": np.full((1, 4), -1)},
+                  "Q0": Q0[None], "steps_to_converge": [[69, 6_750, 674_771, -1]],
+                  "initial_output": np.stack([base] * 4)[None], "initial_loss": np.full((1, 4), 0.135),
+                  "final_loss": np.full((1, 4), 1e-3), "diverged_at": np.full((1, 4), -1)},
                  run_settings("Q_convergence_radial.py", 500.0, quick))
 
 
@@ -233,7 +238,8 @@ DATA_ERROR_TEXT = "No verdict: data error"
 TANH_F9 = "Q-hessian-eigenvalues/Q-sharpness_tanh_mnk_10_5_50"
 
 
-SAME_6, SAME_9 = "Q-convergence/same_function_tanh_convergence", "Q-hessian-eigenvalues/same_function_relu_sharpness_mnk_10_5_50"
+SAME_6 = "Q-convergence/same_function_tanh_convergence"
+SAME_9 = "Q-hessian-eigenvalues/same_function_relu_sharpness_mnk_10_5_50"
 
 
 def break_radial_function(root):
@@ -356,7 +362,8 @@ def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
     assert DATA_ERROR_TEXT in text and f"> **Data errors**: Fig. 9" in text
     line = next(x for x in text.splitlines() if x.startswith(f"**No verdict: {mr.DATA_ERROR}.**"))
     assert TANH_F9 in line and ({"truncated npz": "cannot be read", "corrupt json": ".json cannot be read",
-                                 "missing key": "lacks key 'Q0_zero'", "npz without json": "is missing"}[damage] in line)
+                                 "missing key": "lacks key 'Q0_zero'",
+                                 "npz without json": "is missing"}[damage] in line)
     assert capsys.readouterr().err.count("make_report.py: data error:") >= 1
 
 
