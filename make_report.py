@@ -216,7 +216,8 @@ SECTIONS = (
                              for a in paper.FIG9_LEGENDS}),
         Claim("Fig. 9", "same function: the moved minima compute the same function",
               "Moving a trained minimum along the per-neuron symmetry keeps the network function, so the loss stays at "
-              "its minimum.", SAME_FUNCTION_9, partial(same_function, key="output"), rule_same_initial_function),
+              "its minimum.", SAME_FUNCTION_9, partial(runs, initial_outputs="output", float64=True),  # moved in float64
+              rule_same_initial_function),
         Claim("Fig. 9", "same function: sharpness grows with |Q| along the valley",
               "The test of the claim at a fixed function: moving each trained minimum along the valley of minima "
               "(the symmetry orbit), the largest Hessian eigenvalue grows with |Q|.", SAME_FUNCTION_9,
