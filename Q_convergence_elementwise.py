@@ -4,7 +4,14 @@ The two-layer networks of Fig. 3 are initialised at scales 0.01, 0.1 and 1 (whic
 initialisation, given in the legend) and trained at learning rate 1e-3. The curves show the
 loss |Y - U sigma(V^T)|_F against training steps.
 
-Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json}.
+Here a larger init scale gives both a larger |Q| and another initial function. --same-function
+separates the two (what Fig. 7 does for the radial net): each seed's initialisation at scale 0.1 is
+moved along the per-neuron symmetry (models.move_along_symmetry, one lambda for every neuron) to
+several Q with the same initial output, each is trained at learning rate 1e-3, and the steps to a
+loss of 1e-2 are plotted against Q (integral from 0). --seeds N repeats everything for N draws.
+
+Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json} and, with
+--same-function, DIR/Q-convergence/same_function_{activation}_convergence.{pdf,png,npz,json}.
 """
 from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
 
@@ -16,9 +23,21 @@ PAPER_STEPS = PerActivation(400_000, sigmoid=800_000)
 QUICK_STEPS = PerActivation(2_000, sigmoid=4_000)
 CONVERGED_LOSS = 1e-2                    # 'steps to converge' = first step with loss below this
 
+# The same-function experiment (not in the paper): lambdas from SPAN[0] to 1 and from 1 to SPAN[1] (or to
+# where sigma's range ends), 3 geometric steps each side (models.orbit_scales). Sigmoid's span is narrower,
+# 0.6 to 1.4: further out its hidden units sit in the flat tails and some runs do not converge in 800,000
+# steps (lambda = 1/2: 489,200 steps in seed 0, never in two of five seeds; 1.65: 768,600), which would
+# count them as the slowest but keep the whole batch running for the full budget.
+ORBIT_INIT_STD = 0.1
+ORBIT_SPAN = PerActivation((1 / 4, 4.0), sigmoid=(0.6, 1.4))
+
 
 def make_parser():
-    return figure_parser(__doc__, activations=True)
+    parser = figure_parser(__doc__, activations=True, seeds=True)
+    parser.add_argument("--same-function", action="store_true",
+                        help="also the same-function experiment: Q moved along the symmetry at a fixed initial "
+                             "output, steps to converge against Q (an extra figure per activation)")
+    return parser
 
 
 if __name__ == "__main__":
@@ -28,13 +47,15 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
-from models import conserved_Q, first_step_below, gradient_descent, paper_normal, paper_target  # noqa: E402
+from models import (SEED_RULE, conserved_Q, elementwise_output, first_step_below, gradient_descent,  # noqa: E402
+                    gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target)
 
 
-def figure_name(activation):
+def figure_name(activation, experiment="paper"):
+    if experiment == "same_function":
+        return f"Q-convergence/same_function_{activation}_convergence"
     return f"Q-convergence/elementwise_{activation}_convergence"
 
 
@@ -43,27 +64,67 @@ def q_label(activation, Q):
     return f"Q={Q:.0f}" if activation == "tanh" else f"Q={Q:.3g}"
 
 
-def train(*, activation, steps, device, dtype, progress=no_progress):
-    """Train the three init scales of one activation as one batch. Returns the figure's data."""
+def per_seed(array, seeds):
+    """[S * R, ...] (runs of a batch, seed-major) -> [S, R, ...]."""
+    return np.asarray(array).reshape(seeds, -1, *np.shape(array)[1:])
+
+
+def train(*, experiment="paper", **kwargs):
+    """The figure's data: train_paper (Fig. 6) or train_same_function."""
+    return (train_same_function if experiment == "same_function" else train_paper)(**kwargs)
+
+
+def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
+    """Train the three init scales: seed 0 (the paper's figure) for every step, the other seeds until all their
+    runs reach the loss threshold. Returns the figure's data: the curves (loss, Q [R, T]) of seed 0, the per-run
+    numbers of every seed [S, R]."""
     Y = paper_target(M, N)
-    U0 = torch.stack([paper_normal(M, HIDDEN, std) for std in INIT_STDS])
-    V0 = torch.stack([paper_normal(N, HIDDEN, std) for std in INIT_STDS])
-    with progress(steps, f"Fig. 6 {activation}") as bar:
-        result = gradient_descent(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                  LEARNING_RATE, steps, model="elementwise", activation=activation,
-                                  loss_kind="frobenius", progress=bar)
-    Q0 = conserved_Q(U0.double(), V0.double(), activation).numpy()
+    U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
+    with progress(steps * (1 + (seeds > 1)), f"Fig. 6 {activation}") as bar:
+        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
+                                        LEARNING_RATE, steps, progress=bar, rest_stop_below=CONVERGED_LOSS,
+                                        model="elementwise", activation=activation, loss_kind="frobenius")
+    loss, Q0 = result["loss"], conserved_Q(U0.double(), V0.double(), activation).numpy()
     return {
-        "steps": result["steps"], "loss": result["loss"], "Q": result["Q"], "Q0": Q0,
-        "init_std": np.array(INIT_STDS), "labels": np.array([q_label(activation, q) for q in Q0]),
-        "steps_to_converge": first_step_below(result["steps"], result["loss"], CONVERGED_LOSS),
-        "diverged_at": result["diverged_at"],
+        "steps": result["steps"], "loss": loss[0], "Q": result["Q"][0],
+        "labels": np.array([q_label(activation, q) for q in Q0[0]]), "init_std": np.array(INIT_STDS),
+        "Q0": Q0, "Q0_zero": conserved_Q(U0.double(), V0.double(), activation, "zero").numpy(),
+        "steps_to_converge": first_step_below(result["steps"], loss, CONVERGED_LOSS),
+        "initial_loss": loss[..., 0], "final_loss": loss[0, :, -1], "diverged_at": result["diverged_at"],
+    }
+
+
+def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
+    """Move each seed's initialisation along its symmetry orbit and train every point as one batch, until all
+    reach the loss threshold (or `steps`). Returns the figure's data, per seed and lambda [S, L]."""
+    Y = paper_target(M, N)
+    U0, V0 = paper_init(M, N, HIDDEN, [ORBIT_INIT_STD], seeds)  # [S, 1, m, k]
+    lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
+    per_neuron = lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN)  # [S, L, k]
+    U, V = move_along_symmetry(U0.double(), V0.double(), activation, per_neuron)  # [S, L, m, k], [S, L, n, k]
+    U, V = U.to(dtype), V.to(dtype)  # the weights trained; Q and the outputs below are theirs
+    with progress(steps, f"same function {activation}") as bar:
+        result = gradient_descent(U.flatten(0, 1).to(device), V.flatten(0, 1).to(device), Y.to(device, dtype),
+                                  LEARNING_RATE, steps, model="elementwise", activation=activation,
+                                  loss_kind="frobenius", progress=bar, stop_below=CONVERGED_LOSS)
+    U, V = U.double(), V.double()
+    return {
+        "lambdas": lambdas.numpy(), "Q0": conserved_Q(U, V, activation).numpy(),
+        "Q0_zero": conserved_Q(U, V, activation, "zero").numpy(),
+        "initial_output": elementwise_output(U, V, activation).numpy(),
+        "steps_to_converge": per_seed(first_step_below(result["steps"], result["loss"], CONVERGED_LOSS), seeds),
+        "diverged_at": per_seed(result["diverged_at"], seeds), "trained_steps": np.array(result["trained_steps"]),
+        "step_budget": np.array(steps),
     }
 
 
 def plot(data):
+    return plot_same_function(data) if "lambdas" in data else plot_paper(data)
+
+
+def plot_paper(data):
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, data, linewidth=2.5)
+    plot_loss_curves(ax, {**data, "diverged_at": data["diverged_at"][0]}, linewidth=2.5)  # seed 0
     ax.tick_params(labelsize=18)
     ax.set_xlabel("Training steps", fontsize=24)
     ax.set_ylabel("Loss", fontsize=24)
@@ -71,17 +132,60 @@ def plot(data):
     return fig
 
 
+def plot_same_function(data):
+    """Steps to the loss threshold against Q (integral from 0), one line per seed (seed 0 bold); a run that
+    never reaches it is drawn at the step budget with a triangle, a diverged one with an x."""
+    fig, ax = plt.subplots()
+    budget, Q, steps = int(data["step_budget"]), data["Q0_zero"], data["steps_to_converge"]
+    diverged, never = data["diverged_at"] >= 0, (steps < 0) & (data["diverged_at"] < 0)
+    for s in range(len(Q)):
+        style = dict(color="C0" if s == 0 else "0.6", linewidth=2.5 if s == 0 else 1, zorder=3 if s == 0 else 2)
+        done = ~never[s] & ~diverged[s]
+        ax.plot(Q[s][done], steps[s][done], "o-", markersize=5, **style,
+                label="seed 0 (the paper's draw)" if s == 0 else f"seeds 1-{len(Q) - 1}" if s == 1 else None)
+        ax.plot(Q[s][never[s]], np.full(never[s].sum(), budget), "^", color=style["color"])
+        ax.plot(Q[s][diverged[s]], np.full(diverged[s].sum(), budget), "x", color="C3", markersize=10)
+    if never.any():
+        ax.plot([], [], "^", color="0.4", label=f"not below {CONVERGED_LOSS:g} in {budget:,} steps")
+    if diverged.any():
+        ax.plot([], [], "x", color="C3", markersize=10, label="diverged")
+    ax.axvline(0, color="0.85", linewidth=1, zorder=1)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel(r"$Q$ at initialisation (integral from 0), same initial function", fontsize=12)
+    ax.set_ylabel(f"Steps to loss < {CONVERGED_LOSS:g}", fontsize=12)
+    ax.legend(fontsize=9)
+    return fig
+
+
 def make_jobs(args):
-    return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype),
-                {"figure": "Fig. 6", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
-                 "learning_rate": LEARNING_RATE, "steps": steps, "converged_loss": CONVERGED_LOSS,
-                 "loss": "|Y - U sigma(V^T)|_F after each step"})
-            for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
+    """Per activation, longest first: the same-function experiment (with --same-function), then Fig. 6."""
+    jobs = []
+    for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items():
+        common = {"activation": a, "m": M, "n": N, "hidden": HIDDEN, "learning_rate": LEARNING_RATE,
+                  "converged_loss": CONVERGED_LOSS, "seeds": args.seeds, "seed_rule": SEED_RULE,
+                  "loss": "|Y - U sigma(V^T)|_F after each step"}
+        kwargs = dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds)
+        if args.same_function:
+            jobs.append(Job(figure_name(a, "same_function"), dict(kwargs, experiment="same_function"), {
+                "figure": "Fig. 6, same function (not in the paper)", **common, "init_std": ORBIT_INIT_STD,
+                "lambda_span": list(ORBIT_SPAN[a]), "step_budget": steps,
+                "move": "U[:, a] / lambda, V[:, a] -> sigma^-1(lambda sigma(V[:, a])), one lambda for all neurons",
+                "Q0_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q0: the paper code's",
+                "training": f"stopped once every run is below {CONVERGED_LOSS:g} (no curves are plotted)"}))
+        jobs.append(Job(figure_name(a), kwargs, {
+            "figure": "Fig. 6", **common, "init_stds": INIT_STDS, "steps": steps,
+            "plotted": "seed 0 (loss, Q, labels, final_loss [R]); per-run numbers [seed, run] for every seed "
+                       "(seeds > 0 trained until every run is below the loss threshold)"}))
+    return jobs
 
 
 def summarise(name, data):
-    return (f"{name}: {', '.join(map(str, data['labels']))}; steps to loss < {CONVERGED_LOSS:g}: "
-            f"{', '.join(str(s) if s >= 0 else 'never' for s in data['steps_to_converge'])}")
+    never = lambda steps: ", ".join(str(s) if s >= 0 else "never" for s in steps)  # noqa: E731
+    if "lambdas" in data:
+        return (f"{name}: Q (from 0) {', '.join(f'{q:.3g}' for q in data['Q0_zero'][0])}; seed 0 steps to "
+                f"loss < {CONVERGED_LOSS:g}: {never(data['steps_to_converge'][0])}")
+    return (f"{name}: {', '.join(map(str, data['labels']))}; seed 0 steps to loss < {CONVERGED_LOSS:g}: "
+            f"{never(data['steps_to_converge'][0])}")
 
 
 def main(argv=None):

@@ -20,7 +20,7 @@ FIGURE = "Q-convergence/radial_zoomed_1e6"
 
 
 def make_parser():
-    return figure_parser(__doc__)
+    return figure_parser(__doc__, seeds=True)
 
 
 if __name__ == "__main__":
@@ -33,11 +33,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
-from models import first_step_below, gradient_descent, paper_normal, paper_target, radial_output, radial_Q  # noqa: E402
+from models import (SEED_RULE, first_step_below, gradient_descent_seeds, paper_normal, paper_target,  # noqa: E402
+                    radial_output, radial_Q, seed_of)
 
 
-def svd_aligned_init(scale):
-    """U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar 'diagonal'.
+def svd_aligned_init(scale, seed=0):
+    """U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar 'diagonal', drawn after seed_of(seed).
 
     Because mean = std = scale, the draws at different scales are multiples of one draw, so
     all four networks compute the same function (scale symmetry) and differ only in Q.
@@ -45,38 +46,39 @@ def svd_aligned_init(scale):
     """
     Y = paper_target(M, N)
     phi, _, psi_h = torch.linalg.svd(Y)
-    U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale)
-    V_bar = paper_normal(N, HIDDEN, std=scale, mean=scale)
+    U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale, seed=seed_of(seed))
+    V_bar = paper_normal(N, HIDDEN, std=scale, mean=scale, seed=seed_of(seed))
     U_bar = U_bar * torch.eye(M, HIDDEN)   # keep only the (i, i) entries
     V_bar = V_bar * torch.eye(N, HIDDEN)
     Q0 = float(radial_Q(U_bar.double(), V_bar.double()))
     return phi @ U_bar, psi_h.T @ V_bar, Q0
 
 
-def train(*, steps, device, dtype, progress=no_progress):
-    """Train the four initialisations as one batch. Returns the figure's data."""
-    inits = [svd_aligned_init(scale) for scale in INIT_SCALES]
-    U0 = torch.stack([U for U, _, _ in inits])
-    V0 = torch.stack([V for _, V, _ in inits])
+def train(*, steps, device, dtype, seeds=1, progress=no_progress):
+    """Train the four initialisations of every seed (seed 0 as a batch of its own). Returns the figure's data:
+    seed 0's curves, loss and Q [4, T]; per run of every seed [S, 4]: Q0, steps_to_converge, initial_output, ..."""
+    inits = [[svd_aligned_init(scale, s) for scale in INIT_SCALES] for s in range(seeds)]
+    U0 = torch.stack([torch.stack([U for U, _, _ in seed]) for seed in inits])  # [S, 4, m, k]
+    V0 = torch.stack([torch.stack([V for _, V, _ in seed]) for seed in inits])
     Y = paper_target(M, N)
-    with progress(steps, "Fig. 7 radial") as bar:
-        result = gradient_descent(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                  LEARNING_RATE, steps, model="radial", loss_kind="mse_over_normY",
-                                  progress=bar)
-    Q0 = np.array([q for _, _, q in inits])
-    initial_output = radial_output(U0.double(), V0.double()).numpy()
+    with progress(steps * (1 + (seeds > 1)), "Fig. 7 radial") as bar:
+        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
+                                        LEARNING_RATE, steps, progress=bar, model="radial",
+                                        loss_kind="mse_over_normY")
+    Q0 = np.array([[q for _, _, q in seed] for seed in inits])
     return {
-        "steps": result["steps"], "loss": result["loss"], "Q": result["Q"], "Q0": Q0,
-        "init_scale": np.array(INIT_SCALES), "labels": np.array([f"Q={q:.3g}" for q in Q0]),
-        "initial_output": initial_output,
+        "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0], "Q0": Q0,
+        "init_scale": np.array(INIT_SCALES), "labels": np.array([f"Q={q:.3g}" for q in Q0[0]]),
+        "initial_output": radial_output(U0.double(), V0.double()).numpy(),
         "steps_to_converge": first_step_below(result["steps"], result["loss"], CONVERGED_LOSS),
+        "initial_loss": result["loss"][..., 0], "final_loss": result["loss"][..., -1],
         "diverged_at": result["diverged_at"],
     }
 
 
 def plot(data):
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, data, linewidth=2)
+    plot_loss_curves(ax, {**data, "diverged_at": data["diverged_at"][0]}, linewidth=2)  # seed 0
     ax.tick_params(labelsize=14)
     ax.set_xlabel("Training steps", fontsize=16)
     ax.set_ylabel("Loss", fontsize=16)
@@ -86,15 +88,17 @@ def plot(data):
 
 def make_jobs(args):
     steps = args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)
-    return [Job(FIGURE, dict(steps=steps, device=args.device, dtype=args.dtype),
+    return [Job(FIGURE, dict(steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),
                 {"figure": "Fig. 7", "m": M, "n": N, "hidden": HIDDEN, "init_scales": INIT_SCALES,
                  "learning_rate": LEARNING_RATE, "steps": steps, "converged_loss": CONVERGED_LOSS,
-                 "loss": "MSE / |Y|_F before each step (the paper's plotted quantity)"})]
+                 "seeds": args.seeds, "seed_rule": SEED_RULE,
+                 "loss": "MSE / |Y|_F before each step (the paper's plotted quantity)",
+                 "plotted": "seed 0 (curves); per-run numbers [seed, run] for every seed"})]
 
 
 def summarise(name, data):
     return (f"{name}: {', '.join(map(str, data['labels']))}; steps to loss < {CONVERGED_LOSS:g}: "
-            f"{', '.join(str(s) if s >= 0 else 'never' for s in data['steps_to_converge'])}")
+            f"{', '.join(str(s) if s >= 0 else 'never' for s in data['steps_to_converge'][0])}")
 
 
 def main(argv=None):

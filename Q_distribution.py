@@ -6,6 +6,10 @@ paper code's choice) of two-layer networks. Fig. 4: four activations at (m, h, n
 E[Q] = m - h. Gradient flow keeps Q fixed, so it only reaches the part of the minimum with
 this Q.
 
+The histograms show the paper code's Q. The data also hold Q integrated from 0 (Q_zero), its
+analytic mean and the expected size of its two terms (Q_terms_zero), which do not depend on the
+constant the paper's code adds for tanh and sigmoid.
+
 Writes DIR/Q-distribution/{activation}_mhn_{m}_{h}_{n}.{pdf,png,npz,json}.
 """
 from figure_driver import Job, UsageError, figure_parser, no_progress, positive_int, run_figure_script
@@ -35,35 +39,37 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from models import conserved_Q, expected_Q as gaussian_expected_Q  # noqa: E402
+from models import conserved_Q, expected_Q as gaussian_expected_Q, expected_Q_terms  # noqa: E402
 
 
 def figure_name(activation, shape):
     return "Q-distribution/{}_mhn_{}_{}_{}".format(activation, *shape)
 
 
-def expected_Q(activation, m, h, n):
-    """E[Q] (paper-code Q) under this figure's initialisation, U ~ N(0, 1/h), V ~ N(0, 1/n); NaN for an
-    activation without a closed-form E[F]."""
-    return gaussian_expected_Q(activation, m, h, n, u_var=1 / h, v_var=1 / n)
+def expected_Q(activation, m, h, n, convention="paper"):
+    """E[Q] under this figure's initialisation, U ~ N(0, 1/h), V ~ N(0, 1/n), paper-code Q or (convention="zero")
+    Q integrated from 0; NaN for an activation without a closed-form E[F]."""
+    return gaussian_expected_Q(activation, m, h, n, u_var=1 / h, v_var=1 / n, convention=convention)
 
 
 def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress):
     """Q of `samples` initialisations drawn exactly as the paper draws them. Returns the figure's data."""
     m, h, n = shape
-    Q = np.empty(samples)
+    Q, Q_zero = np.empty(samples), np.empty(samples)
     with progress(samples, f"Q {activation} {m}x{h}x{n}", unit="sample") as bar:
         for i in range(samples):
             torch.manual_seed(i ** 2)
             # torch.rand first advances the random stream, as in the paper
-            U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h))
-            V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n))
-            Q[i] = float(conserved_Q(U.to(device, dtype), V.to(device, dtype), activation))
+            U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h)).to(device, dtype)
+            V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n)).to(device, dtype)
+            Q[i], Q_zero[i] = float(conserved_Q(U, V, activation)), float(conserved_Q(U, V, activation, "zero"))
             bar.update(1)
     counts, edges = np.histogram(Q)  # numpy's default 10 bins, as in the paper
     return {"Q": Q, "counts": counts, "bin_edges": edges, "shape_mhn": np.array(shape),
             "expected_Q": np.array(expected_Q(activation, m, h, n)),
-            "mean": np.array(Q.mean()), "std": np.array(Q.std())}
+            "mean": np.array(Q.mean()), "std": np.array(Q.std()),
+            "Q_zero": Q_zero, "expected_Q_zero": np.array(expected_Q(activation, m, h, n, "zero")),
+            "Q_terms_zero": np.array(expected_Q_terms(activation, m, h, n, u_var=1 / h, v_var=1 / n))}
 
 
 def plot(data):
@@ -91,7 +97,9 @@ def make_jobs(args):
                  "shape_mhn": list(shape), "samples": samples, "seeds": "torch.manual_seed(i**2), i < samples",
                  "init": "U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h): fan-in normal",
                  "histogram": "numpy.histogram, 10 bins",
-                 "expected_Q": "closed form, paper-code Q (NaN where the activation has no closed-form E[F])"})
+                 "expected_Q": "closed form, paper-code Q (NaN where the activation has no closed-form E[F])",
+                 "Q_zero": "Q integrated from 0 (models.conserved_Q convention='zero'), with expected_Q_zero and "
+                           "Q_terms_zero = paper_scale * (m h / (2 h) + n h |E[F]|), the expected size of its terms"})
             for a, shape in figures]
 
 

@@ -6,6 +6,10 @@ Top panel: the relative drift of Q, |Q_t|/N_0 - |Q_1|/N_0 for t >= 1, with N_0 t
 analogue of Q at initialisation; bottom panel: the loss |Y - U sigma(V^T)|_F. Gradient flow
 conserves Q exactly; gradient descent breaks it by O(lr) per unit of flow time.
 
+The plot uses the paper code's Q and N_0. For tanh and sigmoid these carry a constant (n k) that the
+drift is then divided by; the data also hold the drift with Q integrated from 0 and N_0 the size of
+Q's two terms (delta_Q_tilde_zero), which does not depend on that constant.
+
 Writes DIR/Q-dynamics/elementwise_{activation}_loss_Q.{pdf,png,npz,json}.
 """
 from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
@@ -19,7 +23,7 @@ QUICK_STEPS = PerActivation(2_000, sigmoid=4_000)
 
 
 def make_parser():
-    return figure_parser(__doc__, activations=True)
+    return figure_parser(__doc__, activations=True, seeds=True)
 
 
 if __name__ == "__main__":
@@ -31,39 +35,58 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
-from models import conserved_Q, gradient_descent, paper_normal, paper_target, q_normaliser  # noqa: E402
+from models import SEED_RULE, conserved_Q, gradient_descent_seeds, paper_init, paper_target, q_normaliser  # noqa: E402
 
 
 def figure_name(activation):
     return f"Q-dynamics/elementwise_{activation}_loss_Q"
 
 
-def train(*, activation, steps, device, dtype, progress=no_progress):
-    """Train the three learning rates of one activation as one batch of runs.
+def delta_Q_tilde(Q, normaliser):
+    """The paper's Delta Q-tilde: |Q_t| / N_0 against its value after the first step, for the records t >= 1 (the
+    paper records after each step, so its curve has no point at initialisation). Q: [..., T], normaliser: [...]
+    -> [..., T-1]."""
+    abs_Q = np.abs(Q[..., 1:]) / np.asarray(normaliser)[..., None]
+    return abs_Q - abs_Q[..., :1]
 
-    Returns the figure's data: steps [T], loss and Q [3, T], delta_Q_tilde [3, T-1] at
-    delta_Q_tilde_steps [T-1] (the records after the first step), ...
+
+def max_abs(values):
+    """[..., T] -> [...]: largest |value| over the finite records (a diverged run's later records are NaN)."""
+    return np.abs(np.where(np.isfinite(values), values, 0.0)).max(axis=-1)
+
+
+def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
+    """Train the three learning rates of every seed (seed 0 as a batch of its own, the others as another).
+
+    Returns the figure's data: seed 0's curves, steps [T], loss and Q [3, T], delta_Q_tilde and
+    delta_Q_tilde_zero [3, T-1] at delta_Q_tilde_steps [T-1] (the records after the first step); per run of every
+    seed [S, 3]: Q0, normaliser, their zero-convention values, the largest |dQ~| in both conventions, the largest
+    change of Q from its initial value (first step included) over N_0, ...
     """
     Y = paper_target(M, N)
-    U0, V0 = paper_normal(M, HIDDEN, INIT_STD), paper_normal(N, HIDDEN, INIT_STD)
+    U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD], seeds)  # [S, 1, m, k]: one initialisation per seed
     runs = len(LEARNING_RATES)
-    U = U0.to(device, dtype).expand(runs, M, HIDDEN)
-    V = V0.to(device, dtype).expand(runs, N, HIDDEN)
-    with progress(steps, f"Fig. 3 {activation}") as bar:
-        result = gradient_descent(U, V, Y.to(device, dtype), LEARNING_RATES, steps, model="elementwise",
-                                  activation=activation, loss_kind="frobenius", progress=bar)
-    Q0 = float(conserved_Q(U0.double(), V0.double(), activation))
-    normaliser = float(q_normaliser(U0.double(), V0.double(), activation))
-    # The paper's Delta Q-tilde: |Q_t| / N_0 against its value after the first step, t >= 1 (the
-    # paper records after each step, so its curve has no point at initialisation).
-    after_first = result["steps"] >= 1
-    abs_Q = np.abs(result["Q"][:, after_first]) / normaliser
+    U0, V0 = U0.expand(-1, runs, -1, -1), V0.expand(-1, runs, -1, -1)
+    with progress(steps * (1 + (seeds > 1)), f"Fig. 3 {activation}") as bar:
+        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
+                                        LEARNING_RATES, steps, progress=bar, model="elementwise",
+                                        activation=activation, loss_kind="frobenius")
+    U0, V0 = U0.double(), V0.double()
+    Q0, Q0_zero = conserved_Q(U0, V0, activation).numpy(), conserved_Q(U0, V0, activation, "zero").numpy()
+    normaliser = q_normaliser(U0, V0, activation).numpy()
+    normaliser_zero = q_normaliser(U0, V0, activation, "zero").numpy()
+    # Q in the zero convention: the recorded (paper code's) Q plus its constant offset
+    delta = delta_Q_tilde(result["Q"], normaliser)
+    delta_zero = delta_Q_tilde(result["Q"] + (Q0_zero - Q0)[..., None], normaliser_zero)
+    change = (result["Q"] - result["Q"][..., :1]) / normaliser_zero[..., None]  # from initialisation: first step too
     return {
-        "steps": result["steps"], "loss": result["loss"], "Q": result["Q"],
-        "delta_Q_tilde_steps": result["steps"][after_first], "delta_Q_tilde": abs_Q - abs_Q[:, :1],
+        "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0],
+        "delta_Q_tilde_steps": result["steps"][1:], "delta_Q_tilde": delta[0], "delta_Q_tilde_zero": delta_zero[0],
         "lr": np.array(LEARNING_RATES), "labels": np.array([f"lr={lr:g}" for lr in LEARNING_RATES]),
-        "Q0": np.full(runs, Q0), "normaliser": np.full(runs, normaliser),
-        "diverged_at": result["diverged_at"],
+        "Q0": Q0, "Q0_zero": Q0_zero, "normaliser": normaliser, "normaliser_zero": normaliser_zero,
+        "max_delta_Q_tilde": max_abs(delta), "max_delta_Q_tilde_zero": max_abs(delta_zero),
+        "max_Q_change_zero": max_abs(change),
+        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
     }
 
 
@@ -71,7 +94,7 @@ def plot(data):
     fig, (ax_q, ax_loss) = plt.subplots(2, sharex=True, figsize=(6.4, 4.8))
     for run in range(len(data["labels"])):
         ax_q.plot(data["delta_Q_tilde_steps"], data["delta_Q_tilde"][run], color=f"C{run}", linewidth=2.5)
-    plot_loss_curves(ax_loss, data, linewidth=2.5)
+    plot_loss_curves(ax_loss, {**data, "diverged_at": data["diverged_at"][0]}, linewidth=2.5)  # seed 0
     ax_q.set_ylabel(r"$\Delta\tilde{Q}$", fontsize=20)
     ax_q.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax_loss.set_xlabel("Training steps", fontsize=22)
@@ -85,18 +108,22 @@ def plot(data):
 
 def make_jobs(args):
     """One job per activation, longest first."""
-    return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype),
+    return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),
                 {"figure": "Fig. 3", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_std": INIT_STD,
-                 "learning_rates": LEARNING_RATES, "steps": steps,
+                 "learning_rates": LEARNING_RATES, "steps": steps, "seeds": args.seeds, "seed_rule": SEED_RULE,
                  "loss": "|Y - U sigma(V^T)|_F after each step",
-                 "delta_Q_tilde": "|Q_t|/N_0 - |Q_1|/N_0 at delta_Q_tilde_steps (t >= 1), paper-code Q and N_0"})
+                 "delta_Q_tilde": "|Q_t|/N_0 - |Q_1|/N_0 at delta_Q_tilde_steps (t >= 1), paper-code Q and N_0",
+                 "delta_Q_tilde_zero": "the same with Q integrated from 0 and N_0 the size of its two terms "
+                                       "(models.conserved_Q and q_normaliser, convention='zero')",
+                 "max_Q_change_zero": "max over t of |Q_t - Q_0| / N_0 (zero convention), first step included",
+                 "plotted": "seed 0 (curves); per-run numbers [seed, run] for every seed"})
             for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 
 
 def summarise(name, data):
-    drift = np.nanmax(np.abs(data["delta_Q_tilde"]), axis=1)
-    return (f"{name}: final loss {', '.join(f'{x:.2g}' for x in data['loss'][:, -1])}; "
-            f"max |dQ~| {', '.join(f'{x:.2g}' for x in drift)}")
+    return (f"{name}: final loss {', '.join(f'{x:.2g}' for x in data['final_loss'][0])}; max |dQ~| "
+            f"{', '.join(f'{x:.2g}' for x in data['max_delta_Q_tilde'][0])} (Q from 0: "
+            f"{', '.join(f'{x:.2g}' for x in data['max_delta_Q_tilde_zero'][0])})")
 
 
 def main(argv=None):

@@ -6,7 +6,13 @@ Hessian of |Y - U sigma(V^T)|_F^2 over all 750 weights is diagonalised. At a zer
 the Hessian is 2 J^T J, of rank at most m*n = 50; its nonzero eigenvalues grow with |Q| for
 linear and ReLU networks.
 
-Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json}.
+--same-function tests the claim at a fixed function: each trained minimum is moved along the
+per-neuron symmetry (one lambda for every neuron), where the loss stays at its minimum and Q
+changes, and the largest Hessian eigenvalue is plotted against Q (integral from 0). --seeds N
+repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
+
+Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json} and, with
+--same-function, DIR/Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_10_5_50.{...}.
 """
 from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
 
@@ -18,9 +24,17 @@ PAPER_STEPS = PerActivation(4_000, sigmoid=8_000)
 QUICK_STEPS = PerActivation(500, sigmoid=1_000)
 NONZERO = 1e-3                           # eigenvalues above this count as nonzero (the paper's bins start here)
 
+# The same-function experiment (not in the paper): lambdas from 1/4 to 1 and from 1 to 4 (or to where sigma's
+# range ends), 3 geometric steps each side (models.orbit_scales).
+ORBIT_SPAN = (1 / 4, 4.0)
+
 
 def make_parser():
-    return figure_parser(__doc__, activations=True)
+    parser = figure_parser(__doc__, activations=True, seeds=True)
+    parser.add_argument("--same-function", action="store_true",
+                        help="also the same-function experiment: each minimum moved along the symmetry, the "
+                             "largest Hessian eigenvalue against Q (an extra figure per activation)")
+    return parser
 
 
 if __name__ == "__main__":
@@ -33,10 +47,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from models import conserved_Q, gradient_descent, paper_normal, paper_target, squared_loss_hessian  # noqa: E402
+from models import (SEED_RULE, conserved_Q, elementwise_output, gauss_newton_eigenvalues,  # noqa: E402
+                    gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target,
+                    squared_loss_hessian)
 
 
-def figure_name(activation):
+def figure_name(activation, experiment="paper"):
+    if experiment == "same_function":
+        return f"Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_{M}_{N}_{HIDDEN}"
     return f"Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_{M}_{N}_{HIDDEN}"
 
 
@@ -44,35 +62,95 @@ def q_label(Q):
     return f"Q={Q:.3g}" if abs(Q) > 1e-3 else f"Q={Q:.2e}"
 
 
-def train(*, activation, steps, device, dtype, progress=no_progress):
-    """Train the four init scales of one activation, then diagonalise each run's Hessian
-    (float64, symmetric solver). Returns the figure's data: eigenvalues [4, 750], Q0 [4], ..."""
+def train(*, experiment="paper", **kwargs):
+    """The figure's data: train_paper (Fig. 9) or train_same_function."""
+    return (train_same_function if experiment == "same_function" else train_paper)(**kwargs)
+
+
+def train_minima(activation, steps, device, dtype, seeds, init_stds, learning_rate, progress, what):
+    """Gradient descent from each seed's initialisations. Returns (the gradient_descent_seeds result, U0, V0)
+    and, under `at_minimum` [S, R], the runs whose final weights are finite (the others diverged)."""
     Y = paper_target(M, N)
-    U0 = torch.stack([paper_normal(M, HIDDEN, std) for std in INIT_STDS])
-    V0 = torch.stack([paper_normal(N, HIDDEN, std) for std in INIT_STDS])
-    with progress(steps, f"Fig. 9 {activation}") as bar:
-        result = gradient_descent(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                  LEARNING_RATE, steps, model="elementwise", activation=activation,
-                                  loss_kind="squared", progress=bar)
-    eigenvalues = np.stack([
-        torch.linalg.eigvalsh(squared_loss_hessian(torch.from_numpy(U), torch.from_numpy(V), Y, activation)).numpy()
-        for U, V in zip(result["U"], result["V"])])
+    U0, V0 = paper_init(M, N, HIDDEN, init_stds, seeds)  # [S, R, m, k], [S, R, n, k]
+    with progress(steps * (1 + (seeds > 1)), f"{what} {activation}") as bar:
+        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
+                                        learning_rate, steps, progress=bar, model="elementwise",
+                                        activation=activation, loss_kind="squared")
+    result["finite"] = (result["diverged_at"] < 0) & np.isfinite(result["U"]).all(axis=(2, 3)) \
+        & np.isfinite(result["V"]).all(axis=(2, 3))
+    return result, U0, V0
+
+
+def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
+    """Train the four init scales of every seed, then diagonalise each run's Hessian (float64, symmetric solver);
+    a run that diverged gets NaN eigenvalues. Returns the figure's data: the spectra of seed 0, eigenvalues
+    [R, 750], and per run of every seed [S, R]: Q0, largest_eigenvalue, nonzero_count (-1: diverged), ..."""
+    init_stds = INIT_STDS
+    result, U0, V0 = train_minima(activation, steps, device, dtype, seeds, init_stds, LEARNING_RATE, progress,
+                                  "Fig. 9")
+    Y = paper_target(M, N)
+    eigenvalues = np.full(result["finite"].shape + ((M + N) * HIDDEN,), np.nan)
+    for s, r in zip(*np.nonzero(result["finite"])):
+        H = squared_loss_hessian(torch.from_numpy(result["U"][s, r]), torch.from_numpy(result["V"][s, r]), Y,
+                                 activation)
+        eigenvalues[s, r] = torch.linalg.eigvalsh(H).numpy()
     Q0 = conserved_Q(U0.double(), V0.double(), activation).numpy()
     return {
-        "steps": result["steps"], "loss": result["loss"], "Q": result["Q"], "Q0": Q0,
-        "init_std": np.array(INIT_STDS), "labels": np.array([q_label(q) for q in Q0]),
-        "eigenvalues": eigenvalues, "largest_eigenvalue": eigenvalues.max(axis=1),
-        "nonzero_count": (eigenvalues > NONZERO).sum(axis=1),
-        "final_loss": result["loss"][:, -1], "diverged_at": result["diverged_at"],
+        "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0], "init_std": np.array(init_stds),
+        "labels": np.array([q_label(q) for q in Q0[0]]), "eigenvalues": eigenvalues[0],
+        "Q0": Q0, "Q0_zero": conserved_Q(U0.double(), V0.double(), activation, "zero").numpy(),
+        "largest_eigenvalue": eigenvalues.max(axis=-1),
+        "nonzero_count": np.where(result["finite"], (eigenvalues > NONZERO).sum(axis=-1), -1),
+        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
+    }
+
+
+def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
+    """Train the minima of Fig. 9 (the same runs), move each along its symmetry orbit, and compute the largest
+    eigenvalue of the Hessian's Gauss-Newton part 2 J J^T at every point (equal to the Hessian's at a zero-loss
+    minimum); at both ends of seed 0's orbits also the full Hessian's, as a check. Returns the figure's data,
+    [S, R, L] per seed, minimum and lambda; NaN for a minimum whose run diverged."""
+    result, _, _ = train_minima(activation, steps, device, dtype, seeds, INIT_STDS, LEARNING_RATE, progress,
+                                "same function")
+    finite = torch.from_numpy(result["finite"])
+    U = torch.from_numpy(result["U"]).where(finite[..., None, None], 0.0)  # a diverged minimum: computed at 0,
+    V = torch.from_numpy(result["V"]).where(finite[..., None, None], 0.0)  # then NaN
+    lambdas = orbit_scales(V, activation, *ORBIT_SPAN)  # [S, R, L]
+    U, V = move_along_symmetry(U.unsqueeze(-3), V.unsqueeze(-3), activation,
+                               lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN))  # [S, R, L, m|n, k]
+    Y = paper_target(M, N).double()
+    output = elementwise_output(U, V, activation)
+    ends = [0, lambdas.shape[-1] - 1]  # seed 0's orbit ends, where the Gauss-Newton part is checked
+    hessian_top = np.array([[torch.linalg.eigvalsh(squared_loss_hessian(U_run[i], V_run[i], Y, activation))[-1].item()
+                             for i in ends] for U_run, V_run in zip(U[0], V[0])])
+    def masked(x, runs=result["finite"]):  # NaN for every point of the orbit of a minimum whose run diverged
+        x = np.asarray(x)
+        return np.where(runs.reshape(runs.shape + (1,) * (x.ndim - runs.ndim)), x, np.nan)
+
+    return {
+        "lambdas": masked(lambdas), "init_std": np.array(INIT_STDS),
+        "Q": masked(conserved_Q(U, V, activation)), "Q_zero": masked(conserved_Q(U, V, activation, "zero")),
+        "output": masked(output), "loss": masked((Y - output).square().sum(dim=(-1, -2))),
+        "largest_eigenvalue": masked(gauss_newton_eigenvalues(U, V, activation)[..., -1]),
+        "largest_eigenvalue_hessian": masked(hessian_top, result["finite"][0]),  # seed 0, orbit ends: [R, 2]
+        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
     }
 
 
 def plot(data):
+    return plot_same_function(data) if "lambdas" in data else plot_paper(data)
+
+
+def plot_paper(data):
+    """Histograms of seed 0's spectra; a run that diverged has none and '(diverged)' in its label."""
     fig, ax = plt.subplots()
-    top = np.nanmax(data["eigenvalues"]) if np.isfinite(data["eigenvalues"]).any() else 1.0
+    eigenvalues = data["eigenvalues"]
+    top = np.nanmax(eigenvalues) if np.isfinite(eigenvalues).any() else 1.0
     bins = np.linspace(NONZERO, top * 1.02, 60)
     for run, label in enumerate(data["labels"]):
-        ax.hist(data["eigenvalues"][run], bins=bins, alpha=0.8, label=str(label))
+        diverged = data["diverged_at"][0][run] >= 0 or not np.isfinite(eigenvalues[run]).all()
+        ax.hist(eigenvalues[run][np.isfinite(eigenvalues[run])], bins=bins, alpha=0.8, color=f"C{run}",
+                label=str(label) + (" (diverged)" if diverged else ""))
     ax.set_xlim(0, top * 1.05)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts
     ax.set_xlabel("Eigenvalues of Hessian", fontsize=20)
@@ -82,19 +160,57 @@ def plot(data):
     return fig
 
 
+def plot_same_function(data):
+    """Largest eigenvalue against Q (integral from 0) along each minimum's orbit: one colour per init scale,
+    seed 0 bold, other seeds thin."""
+    fig, ax = plt.subplots()
+    Q, top = data["Q_zero"], data["largest_eigenvalue"]
+    for s in range(len(Q)):
+        for r, std in enumerate(data["init_std"]):
+            diverged = data["diverged_at"][s, r] >= 0
+            label = f"init std {std:g}" + (" (diverged)" if diverged else "") if s == 0 else None
+            ax.plot(Q[s, r], top[s, r], "o-" if s == 0 else "-", color=f"C{r}", linewidth=2.5 if s == 0 else 0.8,
+                    alpha=1 if s == 0 else 0.4, markersize=5, label=label, zorder=3 if s == 0 else 2)
+    if len(Q) > 1:
+        ax.plot([], [], "-", color="0.5", linewidth=0.8, label=f"seeds 1-{len(Q) - 1}")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$Q$ (integral from 0) along the orbit of each minimum", fontsize=12)
+    ax.set_ylabel("Largest Hessian eigenvalue", fontsize=12)
+    ax.legend(fontsize=9)
+    return fig
+
+
 def make_jobs(args):
-    return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype),
-                {"figure": "Fig. 9", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
-                 "learning_rate": LEARNING_RATE, "steps": steps, "nonzero_threshold": NONZERO,
-                 "hessian_of": "|Y - U sigma(V^T)|_F^2 over concat(U.flatten(), V.flatten()), float64, eigvalsh",
-                 "loss": "|Y - U sigma(V^T)|_F^2"})
-            for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
+    jobs = []
+    for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items():
+        common = {"activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,
+                  "learning_rate": LEARNING_RATE, "steps": steps, "seeds": args.seeds, "seed_rule": SEED_RULE,
+                  "loss": "|Y - U sigma(V^T)|_F^2"}
+        kwargs = dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds)
+        jobs.append(Job(figure_name(a), kwargs, {
+            "figure": "Fig. 9", **common, "nonzero_threshold": NONZERO,
+            "hessian_of": "|Y - U sigma(V^T)|_F^2 over concat(U.flatten(), V.flatten()), float64, eigvalsh",
+            "plotted": "seed 0 (eigenvalues, loss, Q, labels); per-run numbers [seed, run] for every seed"}))
+        if args.same_function:
+            jobs.append(Job(figure_name(a, "same_function"), dict(kwargs, experiment="same_function"), {
+                "figure": "Fig. 9, same function (not in the paper)", **common, "lambda_span": list(ORBIT_SPAN),
+                "move": "U[:, a] / lambda, V[:, a] -> sigma^-1(lambda sigma(V[:, a])), one lambda for all neurons",
+                "largest_eigenvalue": "of 2 J J^T (the Hessian's Gauss-Newton part, equal to the Hessian at a "
+                                      "zero-loss minimum), float64; largest_eigenvalue_hessian: the full Hessian's, "
+                                      "at both ends of seed 0's orbits",
+                "Q_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q: the paper code's"}))
+    return jobs
 
 
 def summarise(name, data):
+    if "lambdas" in data:
+        return (f"{name}: seed 0, init std {data['init_std'][1]:g}: Q (from 0) "
+                f"{', '.join(f'{q:.3g}' for q in data['Q_zero'][0, 1])} -> largest eigenvalue "
+                f"{', '.join(f'{x:.4g}' for x in data['largest_eigenvalue'][0, 1])}")
     return (f"{name}: {', '.join(map(str, data['labels']))}; largest eigenvalue "
-            f"{', '.join(f'{x:.4g}' for x in data['largest_eigenvalue'])}; nonzero "
-            f"{', '.join(map(str, data['nonzero_count']))}")
+            f"{', '.join(f'{x:.4g}' for x in data['largest_eigenvalue'][0])}; nonzero "
+            f"{', '.join(map(str, data['nonzero_count'][0]))}")
 
 
 def main(argv=None):

@@ -108,11 +108,12 @@ class FigureParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
-def figure_parser(description, activations=False, steps_help="number of gradient-descent steps"):
+def figure_parser(description, activations=False, steps_help="number of gradient-descent steps", seeds=False):
     """The flags every figure script shares (same names and meanings everywhere).
 
     description: the script's docstring (its first paragraph is shown).
     activations: True to add --activations (default: the paper's four).
+    seeds: True to add --seeds (default 1: the paper's single draw).
     """
     parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -132,6 +133,11 @@ def figure_parser(description, activations=False, steps_help="number of gradient
                         help="worker processes for independent runs (CPU only; 1 = no workers)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars (they are shown only when stderr is a terminal)")
+    if seeds:
+        parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                            help="random initialisations per run, trained together: seed 0 is the paper's draw "
+                                 "(torch seed 12345), seed s uses seed 12345 + s; the target Y is the paper's for "
+                                 "every seed. Plots show seed 0; the saved data hold every seed (default: 1)")
     if activations:
         parser.add_argument("--activations", default=",".join(PAPER_ACTIVATIONS), metavar="A,B",
                             help="comma-separated names from the activation table in models.py "

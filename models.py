@@ -7,12 +7,14 @@ batch dimensions ("runs"), so one call trains every learning rate or init scale 
 The command line, worker processes, saved files and plots are in figure_driver.py.
 
 Contents, top to bottom:
-  data and initialisation   PAPER_SEED, paper_normal, paper_target
+  data and initialisation   PAPER_SEED, SEED_RULE, seed_of, paper_normal, paper_target, paper_init
   activations               Activation, ACTIVATIONS (the table), get_activation, integral_from_zero
-  elementwise model         elementwise_output, conserved_Q, q_normaliser, expected_Q, move_along_symmetry
+  elementwise model         elementwise_output, conserved_Q, q_normaliser, expected_Q, expected_Q_terms,
+                            move_along_symmetry, symmetry_limit, orbit_scales
   radial model              radial_output, radial_Q
-  training                  TRAINED_ON, record_schedule, gradient_descent, first_step_below
-  Hessian                   squared_loss_hessian
+  training                  TRAINED_ON, record_schedule, gradient_descent, gradient_descent_seeds,
+                            first_step_below
+  Hessian                   squared_loss_hessian, gauss_newton_eigenvalues
 """
 import math
 import sys
@@ -23,6 +25,13 @@ import numpy as np
 import torch
 
 PAPER_SEED = 12345
+SEED_RULE = ("seed 0 is the paper's draw (torch.manual_seed(12345)); seed s draws the same way after "
+             "torch.manual_seed(12345 + s); the target Y is the paper's for every seed")
+
+
+def seed_of(s):
+    """The torch seed of draw s (0: the paper's): PAPER_SEED + s."""
+    return PAPER_SEED + int(s)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -42,6 +51,15 @@ def paper_normal(rows, cols, std, mean=0.0, seed=PAPER_SEED):
 def paper_target(m, n, seed=PAPER_SEED):
     """The regression target Y, m x n, standard normal (paper: seed 12345)."""
     return paper_normal(m, n, std=1.0, seed=seed)
+
+
+def paper_init(m, n, k, stds, seeds=1, mean=0.0):
+    """U [S, R, m, k] and V [S, R, n, k], float32: for seed s < S and init std stds[r], U and V are each
+    drawn as the paper draws them (paper_normal) after seed_of(s). Seed 0 is the paper's initialisation;
+    the target Y (paper_target) does not depend on s: every seed learns the same task."""
+    U = torch.stack([torch.stack([paper_normal(m, k, std, mean, seed_of(s)) for std in stds]) for s in range(seeds)])
+    V = torch.stack([torch.stack([paper_normal(n, k, std, mean, seed_of(s)) for std in stds]) for s in range(seeds)])
+    return U, V
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,16 +222,17 @@ def q_normaliser(U, V, activation, convention="paper"):
 
     "paper": the paper code's 'sum' analogue of Q, paper_scale * (1/2 |U|^2 + sum F(V)) +
         paper_constant * (n k) (e.g. Tr U^T U + sum cosh^2 V for tanh);
-    "zero": paper_scale * (1/2 |U|^2 + sum |F(V)|), the size of Q's two terms, so |Q| <= N_0
-        (F is negative below 0 for sigmoid and softplus). Both equal for linear and ReLU.
+    "zero": paper_scale * (1/2 |U|^2 + |sum F(V)|), the size of Q's two terms, so |Q| <= N_0 (the sum can be
+        negative for sigmoid and softplus, whose F is negative below 0; its entries cancel, as in Q itself).
+    Both equal for linear and ReLU.
     """
     _check_convention(convention)
     act = get_activation(activation)
-    F = act.F(V)
+    F_sum = act.F(V).sum(dim=(-1, -2))
     half_uu = 0.5 * U.square().sum(dim=(-1, -2))
     if convention == "zero":
-        return act.paper_scale * (half_uu + F.abs().sum(dim=(-1, -2)))
-    return act.paper_scale * (half_uu + F.sum(dim=(-1, -2))) + act.paper_constant * (V.shape[-1] * V.shape[-2])
+        return act.paper_scale * (half_uu + F_sum.abs())
+    return act.paper_scale * (half_uu + F_sum) + act.paper_constant * (V.shape[-1] * V.shape[-2])
 
 
 def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
@@ -224,6 +243,16 @@ def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
         return math.nan
     Q = act.paper_scale * (0.5 * m * k * u_var - n * k * act.expected_F(v_var))
     return Q - act.paper_constant * n * k if convention == "paper" else Q
+
+
+def expected_Q_terms(activation, m, k, n, u_var, v_var):
+    """The expected size of Q's two terms in the zero convention, paper_scale * (1/2 m k u_var + n k |E[F(v)]|), for
+    the initialisation of expected_Q: what the spread of Q is compared with (the zero-convention analogue of
+    q_normaliser). NaN without a closed-form E[F]."""
+    act = get_activation(activation)
+    if act.expected_F is None:
+        return math.nan
+    return act.paper_scale * (0.5 * m * k * u_var + n * k * abs(act.expected_F(v_var)))
 
 
 def move_along_symmetry(U, V, activation, lambdas):
@@ -249,6 +278,34 @@ def move_along_symmetry(U, V, activation, lambdas):
         raise ValueError(f"move_along_symmetry: lambda * sigma(V) leaves {act.name}'s range ({low:g}, {high:g}) "
                          f"at {int(outside.sum())} entries; choose lambdas closer to 1")
     return U / column_scale, torch.where(keep, V, act.inverse(torch.where(keep, hidden, moved)))
+
+
+def symmetry_limit(V, activation):
+    """The largest lambda > 0 such that lambda * sigma(V) stays inside sigma's range for every entry
+    (inf for linear, ReLU, softplus: any lambda > 0 works; every lambda below it also works).
+    V: [..., n, k] -> [...] (one lambda for all hidden neurons of a network)."""
+    act = get_activation(activation)
+    hidden = act.sigma(V).flatten(-2)
+    low, high = act.sigma_range
+    limits = torch.full_like(hidden, math.inf)
+    if high < math.inf:
+        limits = torch.where(hidden > 0, high / hidden, limits)
+    if low > -math.inf:
+        limits = torch.where(hidden < 0, low / hidden, limits)
+    return limits.amin(dim=-1)
+
+
+def orbit_scales(V, activation, smallest, largest, per_side=3, reach=0.9):
+    """Lambdas for a walk along the symmetry orbit of each network: [..., 2 * per_side + 1], ascending, 1 in the
+    middle (the network itself). Below 1: per_side geometric steps down to `smallest`. Above 1: per_side steps
+    up to `largest`, or, where sigma's range ends first (tanh, sigmoid, ELU), to symmetry_limit ** reach, so the
+    top step stays inside the range (reach < 1: a fixed fraction of the way there in log lambda). V: [..., n, k]."""
+    limit = symmetry_limit(V.double(), activation)
+    top = torch.minimum(torch.as_tensor(float(largest), dtype=torch.float64), limit.pow(reach))
+    fractions = torch.arange(1, per_side + 1, dtype=torch.float64) / per_side      # [per_side]
+    below = torch.as_tensor(float(smallest), dtype=torch.float64).pow(fractions.flip(0))
+    above = top.unsqueeze(-1).pow(fractions)                                       # [..., per_side]
+    return torch.cat([below.expand(*top.shape, per_side), torch.ones(*top.shape, 1, dtype=torch.float64), above], -1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,7 +349,8 @@ def record_schedule(total_steps, dense_until=10_000, relative_resolution=1e-3):
 
 
 def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear",
-                     record_steps=None, loss_kind="frobenius", progress=None, q_convention="paper"):
+                     record_steps=None, loss_kind="frobenius", progress=None, q_convention="paper",
+                     stop_below=None):
     """Full-batch GD on the mean-squared error, for R runs at once, with hand-written gradients.
 
     The loss trained on is torch.nn.MSELoss: mean over the m*n entries of (Y - output)^2, as in
@@ -311,10 +369,12 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             "mse_over_normY" MSE / |Y|_F (the quantity Fig. 7 plots).
         progress: an optional tqdm-like object; its update(n) is called with the steps done.
         q_convention: "paper" or "zero", see conserved_Q (the elementwise model only).
+        stop_below: stop training once every run has recorded a loss below this (or diverged); the
+            records after the stop are NaN. For step counts to a loss, where no curve is plotted.
 
     Returns a dict of numpy arrays: steps [T], loss [R, T], Q [R, T] (after `steps[t]` updates),
     U [R, m, k], V [R, n, k] (final), diverged_at [R] (first recorded step whose loss is not
-    finite, -1 if none). The loss is computed in the training dtype from the residual of the
+    finite, -1 if none), trained_steps (updates applied: steps unless stop_below stopped early). The loss is computed in the training dtype from the residual of the
     forward pass, as training computes it; Q in float64 from the weights, so its record has no
     round-off of its own. A run that diverges is stopped: its later records are NaN.
     """
@@ -403,6 +463,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     loss_np = np.full((runs, n_rec), np.nan)
     q_np = np.full((runs, n_rec), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
+    reached = np.zeros(runs, dtype=bool)  # a loss below stop_below was recorded
 
     def evaluate(first, count):
         """Loss and Q of records first .. first+count-1 from the slots; marks diverged runs."""
@@ -430,16 +491,44 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         slot += 1
         if slot == chunk or rec + 1 == n_rec:
             evaluate(rec + 1 - slot, slot)
+            if stop_below is not None:
+                reached |= (loss_np[:, rec + 1 - slot:rec + 1] < stop_below).any(axis=1)
             slot = 0
-            if np.all(diverged_at >= 0):
+            if np.all((diverged_at >= 0) | reached):
                 break
 
     for r in np.flatnonzero(diverged_at >= 0):
         after = record_steps >= diverged_at[r]
         loss_np[r, after] = np.nan
         q_np[r, after] = np.nan
-    return {"steps": record_steps, "loss": loss_np, "Q": q_np,
-            "U": U.cpu().double().numpy(), "V": V.cpu().double().numpy(), "diverged_at": diverged_at}
+    return {"steps": record_steps, "loss": loss_np, "Q": q_np, "U": U.cpu().double().numpy(),
+            "V": V.cpu().double().numpy(), "diverged_at": diverged_at, "trained_steps": done}
+
+
+def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, rest_stop_below=None, **kwargs):
+    """gradient_descent for the runs of several seeds: U [S, R, m, k], V [S, R, n, k] (seed 0 first).
+
+    lr: one learning rate, or one per run of a seed [R]. Seed 0, the paper's draw, is trained in a batch of its
+    own, so its numbers are those of a single-seed run whatever the number of seeds (torch's vectorised sigmoid,
+    ELU and softplus round the tail elements of a tensor differently, so a run's last bits depend on the batch
+    size). Seeds 1.. are one more batch, stopped with stop_below=rest_stop_below where only step counts are
+    wanted from them. kwargs go to gradient_descent. Returns its dict with a leading seed axis on every per-run
+    array ([S, R, T], [S, R, m, k], [S, R]); loss and Q records of a stopped batch are NaN after its stop.
+    progress: its update(n) gets both batches' steps.
+    """
+    seeds, runs = U.shape[:2]
+    lr = torch.as_tensor(lr, dtype=torch.float64).reshape(-1)  # one for all runs, or one per run of a seed
+    results = [gradient_descent(U[0], V[0], Y, lr, steps, progress=progress, **kwargs)]
+    if seeds > 1:
+        rest_lr = lr if lr.numel() == 1 else lr.repeat(seeds - 1)
+        results.append(gradient_descent(U[1:].flatten(0, 1), V[1:].flatten(0, 1), Y, rest_lr, steps,
+                                        progress=progress, stop_below=rest_stop_below, **kwargs))
+        if progress is not None:
+            progress.update(steps - results[-1]["trained_steps"])  # a stopped batch: fill the bar
+    merged = {"steps": results[0]["steps"], "trained_steps": [r["trained_steps"] for r in results]}
+    for key in ("loss", "Q", "U", "V", "diverged_at"):
+        merged[key] = np.concatenate([r[key] for r in results]).reshape(seeds, runs, *results[0][key].shape[1:])
+    return merged
 
 
 def first_step_below(steps, loss, threshold):
@@ -470,4 +559,24 @@ def squared_loss_hessian(U, V, Y, activation):
                       torch.as_tensor(V, dtype=torch.float64).flatten()])
     H = torch.func.jacrev(torch.func.jacrev(loss))(flat)
     return 0.5 * (H + H.T)
+
+
+def gauss_newton_eigenvalues(U, V, activation):
+    """Eigenvalues (ascending) of 2 J J^T, J = d output / d (U, V) the m n x (m+n) k Jacobian, in float64.
+
+    U: [..., m, k], V: [..., n, k] -> [..., m n]. The Hessian of |Y - U sigma(V^T)|^2 is 2 J^T J plus a term
+    proportional to the residual, so at a zero-loss minimum its nonzero eigenvalues are exactly these (2 J^T J
+    and 2 J J^T share them); at a trained minimum (squared loss ~1e-10) they agree with squared_loss_hessian's to
+    about 1e-7 relative. An m n x m n problem instead of (m+n) k x (m+n) k: cheap enough for many points.
+    """
+    act = get_activation(activation)
+    U, V = torch.as_tensor(U, dtype=torch.float64), torch.as_tensor(V, dtype=torch.float64)
+    batch, (m, k) = U.shape[:-2], U.shape[-2:]
+
+    def output(flat):
+        return (flat[: m * k].reshape(m, k) @ act.sigma(flat[m * k:].reshape(-1, k)).T).flatten()
+
+    flat = torch.cat([U.reshape(-1, m * k), V.reshape(-1, V.shape[-2] * k)], dim=1)
+    J = torch.func.vmap(torch.func.jacrev(output))(flat)  # [B, m n, (m+n) k]
+    return torch.linalg.eigvalsh(2 * J @ J.transpose(1, 2)).reshape(*batch, -1)
 

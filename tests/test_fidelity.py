@@ -100,8 +100,8 @@ FIG9_LEGENDS = paper_numbers.FIG9_LEGENDS
 def test_fig9_hessian_spectrum(activation):
     data = fig9.train(activation=activation, steps=fig9.PAPER_STEPS[activation], device=CPU, dtype=F32)
     assert list(data["labels"]) == FIG9_LEGENDS[activation]
-    for ours, reference in zip(data["largest_eigenvalue"], FIG9_LARGEST[activation]):
+    for ours, reference in zip(data["largest_eigenvalue"][0], FIG9_LARGEST[activation]):  # seed 0: the paper's
         assert close(ours, reference, 0.1)
-    assert data["nonzero_count"].tolist() == [50, 50, 50, 50]  # rank m*n at a global minimum
+    assert data["nonzero_count"].tolist() == [[50, 50, 50, 50]]  # rank m*n at a global minimum
     assert np.all(data["final_loss"] < 1e-6)
     assert data["eigenvalues"].min() > -1e-3  # a minimum: no clearly negative curvature

@@ -1,0 +1,359 @@
+"""The verdict rules of make_report.py: pure functions from saved numbers to a verdict, and how verdicts combine.
+
+A rule takes the keyword arguments a claim's measurement gives it (numbers and arrays, never files) and returns a
+Result. The first paragraph of its docstring is the rule as the report prints it ({keyword} defaults filled in),
+the second gives the shapes; tests run every rule both ways on small data. apply() runs a rule on one unit's
+measurement: diverged runs are named and left out (without_diverged), several seeds are judged one by one and
+counted (over_seeds: "holds in k of N seeds", with the spread of the deciding number).
+
+Contents: Result, PerSeed, combine, worst, over_seeds, without_diverged, apply; fmt, fmt_steps; the rules of
+Figs. 3-9 (Q conserved, drift proportional to lr, Q distribution, convergence and sharpness against Q, the same
+function along the symmetry orbit, Hessian rank) and of Figs. 10-11 (ensembles, robustness).
+"""
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+from scipy.stats import spearmanr
+
+REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
+NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
+FIG10_MARGIN, FIG11_MARGIN, CHANCE = 0.02, 0.01, 0.1
+
+class Result(NamedTuple):
+    """A rule's answer. deciding: the deciding numbers in a few words (summary table); value: the one number that
+    decides, where there is one, and what it is (its spread is reported over seeds)."""
+    verdict: str
+    text: str
+    deciding: str = ""
+    value: Optional[float] = None
+    value_name: str = "deciding number"
+
+
+class PerSeed(list):
+    """A measurement over seeds: one dict of the rule's keyword arguments per seed, seed 0 first."""
+
+
+def combine(verdicts):
+    """Over the {units}: reproduced if the rule gives reproduced for each, not reproduced if for none, partly
+    otherwise (one without a reference to test against is left out)."""
+    tested = [v for v in verdicts if v != NOT_TESTED]
+    if tested and all(v == REPRODUCED for v in tested):
+        return REPRODUCED
+    return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in tested) else PARTLY
+
+
+def worst(verdicts):
+    """Over the {units}: the worst of their verdicts."""
+    order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
+    return min((v for v in verdicts if v != NOT_TESTED), key=order.index, default=NOT_REPRODUCED)
+
+
+def over_seeds(results):
+    """Over seeds: reproduced if the rule gives reproduced in every seed, not reproduced if in none, partly
+    otherwise; says in how many seeds it holds and the spread of the deciding number."""
+    k, values = sum(r.verdict == REPRODUCED for r in results), np.array([np.nan if r.value is None else r.value
+                                                                          for r in results], dtype=float)
+    values = np.array([float(f"{v:.6g}") for v in values[np.isfinite(values)]])  # no round-off in the spread
+    spread = ""
+    if values.size:
+        spread = (f"{results[0].value_name} {fmt(values.mean())} ± {fmt(values.std())} [{fmt(values.min())}, "
+                  f"{fmt(values.max())}]" + f" in {values.size} seeds" * (values.size < len(results)))
+    fails = [f"seed {i}: {r.verdict} ({r.text})" for i, r in enumerate(results) if r.verdict != REPRODUCED]
+    seed_0 = [f"seed 0: {results[0].text}"] if results[0].verdict == REPRODUCED else []
+    text = "; ".join([f"holds in {k} of {len(results)} seeds"] + [spread] * bool(spread) + seed_0 + fails[:3]
+                     + [f"{len(fails) - 3} more seeds fail"] * (len(fails) > 3))
+    deciding = f"{k}/{len(results)} seeds" + (f", {results[0].value_name} {fmt(values.mean())} ± {fmt(values.std())}"
+                                              if values.size else "")
+    return Result(combine([r.verdict for r in results]), text, deciding,
+                  float(values.mean()) if values.size else None, results[0].value_name)
+
+
+def without_diverged(rule, diverged_at=None, labels=None, **arguments):
+    """A diverged run is named and left out: the claim cannot be tested on it, so the verdict is partly at best,
+    and with fewer than two runs left it cannot be tested at all (not reproduced). Arguments with one entry per
+    run are filtered; labels names the runs."""
+    diverged = np.asarray(diverged_at if diverged_at is not None else [], dtype=int) >= 0
+    if not diverged.any():
+        return rule(**arguments)
+    names = [f"{labels[i] if labels is not None else f'run {i}'} diverged at step {int(diverged_at[i]):,}"
+             for i in np.flatnonzero(diverged)]
+    if (~diverged).sum() < 2:
+        return Result(NOT_REPRODUCED, "cannot be tested: " + "; ".join(names), f"{diverged.sum()} run(s) diverged")
+    r = rule(**{k: np.asarray(v)[~diverged] if np.ndim(v) > 0 and len(v) == len(diverged) else v
+                for k, v in arguments.items()})
+    return Result(PARTLY if r.verdict == REPRODUCED else r.verdict, "; ".join([r.text] + names) + " (left out)",
+                  f"{r.deciding} ({diverged.sum()} run(s) diverged)", r.value, r.value_name)
+
+
+def apply(rule, measurement):
+    """One unit's Result: the rule on its measurement, or on each seed's, combined by over_seeds."""
+    if isinstance(measurement, PerSeed):
+        return over_seeds([without_diverged(rule, **seed) for seed in measurement])
+    return without_diverged(rule, **measurement)
+
+
+def fmt(x):
+    """Short number: 3 significant digits."""
+    if x is None:
+        return "-"
+    x = float(x)
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:.3g}"
+
+
+def fmt_steps(s):
+    return "never" if s is None or s < 0 else f"{int(s):,}"
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules: numbers in, Result out; diverged runs never reach them. The first docstring paragraph
+# is the rule printed in the report ({keyword} defaults filled in); the second gives the shapes.
+
+def rule_q_conserved(lrs, max_drift, threshold=1e-3):
+    """Every run's max |dQ~| < {threshold}: reproduced; all below 10 x {threshold}: partly; otherwise not reproduced.
+
+    lrs, max_drift: [R] per run."""
+    drifts = {f"lr {lr:g}": float(d) if np.isfinite(d) else math.inf for lr, d in zip(lrs, max_drift)}
+    top, above = max(drifts, key=drifts.get), [k for k, d in drifts.items() if d >= threshold]
+    verdict = REPRODUCED if not above else PARTLY if drifts[top] < 10 * threshold else NOT_REPRODUCED
+    return Result(verdict, f"largest max |dQ~| {fmt(drifts[top])} ({top})" + (
+        f"; at or above {fmt(threshold)}: {', '.join(above)}" if above else ""), fmt(drifts[top]), drifts[top],
+        "largest max |dQ~|")
+
+
+def rule_drift_proportional(lrs, max_drift, factor=2.0):
+    """In float64, the largest change of Q from its initial value (relative to N_0, first step included) divided
+    by lr differs by at most a factor {factor:g} across the learning rates: reproduced; otherwise not reproduced.
+
+    lrs, max_drift: [R] per run."""
+    ratios = np.asarray(max_drift, dtype=float) / np.asarray(lrs, dtype=float)
+    if not np.all(np.isfinite(ratios)) or np.any(ratios <= 0):
+        return Result(NOT_REPRODUCED, "a drift is zero or not finite", "not testable")
+    spread = float(ratios.max() / ratios.min())
+    text = "drift/lr = " + ", ".join(f"{fmt(r)} (lr {lr:g})" for r, lr in zip(ratios, lrs)) + f"; max/min {spread:.3g}"
+    return Result(REPRODUCED if spread <= factor else NOT_REPRODUCED, text, f"{spread:.3g}", spread,
+                  "max/min of drift/lr")
+
+
+def rule_q_distribution(samples, expected, term_scale, standard_errors=4, relative_spread=0.05):
+    """The sample mean lies within {standard_errors} standard errors (std/sqrt(samples)) of the analytic E[Q], and
+    the std is below {relative_spread:.0%} of the expected size of Q's two terms (e.g. Tr U^T U + Tr V^T V = m + h
+    for linear): both: reproduced; one: partly; neither: not reproduced. Without an analytic E[Q] and term size
+    (an activation added later): not tested.
+
+    samples: [S] Q per initialisation; expected: E[Q] (NaN: unknown); term_scale: size of Q's two terms (NaN)."""
+    samples = np.asarray(samples, dtype=float)
+    mean, std = float(samples.mean()), float(samples.std())
+    if not (np.isfinite(term_scale) and np.isfinite(expected)):
+        return Result(NOT_TESTED, f"mean {mean:.6g} ± {fmt(std)}; no analytic E[Q] and term size",
+                      f"{mean:.4g} ± {std:.3g} (not tested)")
+    offset, spread = abs(mean - expected) / max(std / math.sqrt(len(samples)), 1e-300), std / abs(term_scale)
+    mean_ok, narrow = offset <= standard_errors, spread <= relative_spread
+    text = (f"mean {mean:.6g} vs E[Q] {expected:.6g}: {offset:.2g} standard errors "
+            f"({'within' if mean_ok else 'more than'} {standard_errors}); std {fmt(std)} = {spread:.2%} of the "
+            f"terms' size {fmt(term_scale)} ({'below' if narrow else 'above'} {relative_spread:.0%})")
+    return Result(REPRODUCED if mean_ok and narrow else PARTLY if mean_ok or narrow else NOT_REPRODUCED, text,
+                  f"{mean:.4g} ± {std:.3g} (E {expected:.4g}), spread {spread:.2%}", offset, "standard errors")
+
+
+def rank_correlation(x, y):
+    """Spearman's rank correlation of x and y (NaN where one of them is constant: no order to compare)."""
+    return float(spearmanr(x, y).statistic) if len(np.unique(x)) > 1 and len(np.unique(y)) > 1 else math.nan
+
+
+def as_slowest(steps):
+    """Steps to a loss, with -1 (never reached) as infinitely many."""
+    return np.where(np.asarray(steps) < 0, np.inf, np.asarray(steps, dtype=float))
+
+
+def rule_faster_with_larger_Q(Q0, steps):
+    """The steps to reach the loss threshold fall strictly as |Q0| grows (a run that never reaches it counts as
+    infinitely slow): reproduced; otherwise not reproduced.
+
+    Q0, steps: [R] per run (steps = -1: never reached)."""
+    order = np.argsort(np.abs(np.asarray(Q0, dtype=float)))
+    s = as_slowest(steps)[order]
+    falling = bool(np.all(s[1:] < s[:-1]))  # inf < inf is False: two runs that never converge do not 'fall'
+    text = " -> ".join(f"|Q| {fmt(abs(Q0[i]))}: {fmt_steps(steps[i])}" for i in order)
+    return Result(REPRODUCED if falling else NOT_REPRODUCED, ("falls" if falling else "does not fall") + f" with |Q|: "
+                  + text, " / ".join(fmt_steps(x) for x in steps), rank_correlation(np.abs(Q0), as_slowest(steps)),
+                  "rank correlation of |Q| and steps")
+
+
+def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):
+    """The largest difference between the runs' initial outputs, relative to the largest output, is below
+    {tolerance} for float32 weights (whose round-off is about 1e-7) and {tolerance64} for float64: reproduced.
+
+    initial_outputs: [R, m, n], or [R, L, m, n] (compared along L, with the first of each run)."""
+    out = np.asarray(initial_outputs, dtype=float)
+    difference = float(np.abs(out - out[..., :1, :, :]).max() / max(np.abs(out).max(), 1e-300))
+    limit = tolerance64 if float64 else tolerance
+    return Result(REPRODUCED if difference < limit else NOT_REPRODUCED,
+                  f"largest relative difference of the initial outputs {fmt(difference)} "
+                  f"({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(difference), difference,
+                  "relative difference")
+
+
+def rule_steps_proportional_to_Q(Q0, steps, total_steps, factor=2.0):
+    """For consecutive runs (by Q) that reach the loss threshold, (steps ratio) / (Q ratio) lies within a factor
+    {factor:g}; a run that never reaches it is consistent if the last converged run's steps times the Q ratio exceed
+    the step budget; at least two runs must converge. All consistent: reproduced; some: partly.
+
+    Q0, steps: [R] per run (steps = -1: never reached); total_steps: the step budget."""
+    Q0, steps = np.asarray(Q0, dtype=float), np.asarray(steps)
+    order = np.argsort(Q0)
+    done, parts, checks = [i for i in order if steps[i] >= 0], [], []
+    for a, b in zip(done, done[1:]):
+        checks.append(1 / factor <= (steps[b] / max(steps[a], 1)) / (Q0[b] / Q0[a]) <= factor)
+        parts.append(f"Q x{Q0[b] / Q0[a]:.3g} -> steps x{steps[b] / max(steps[a], 1):.3g}")
+    for i in (i for i in order if steps[i] < 0):
+        projected = steps[done[-1]] * Q0[i] / Q0[done[-1]] if done and Q0[i] > Q0[done[-1]] else None
+        checks.append(projected is not None and projected > total_steps)
+        parts.append(f"Q {fmt(Q0[i])} never reaches the loss although a larger Q does" if projected is None else
+                     f"Q {fmt(Q0[i])} never reaches it in {total_steps:,} steps (projected {projected:,.0f}: "
+                     f"{'consistent' if checks[-1] else 'inconsistent'})")
+    deciding = (" / ".join(fmt_steps(s) for s in steps) + f" steps (of {total_steps:,}) for Q "
+                + " / ".join(fmt(q) for q in Q0))
+    if len(done) < 2:
+        return Result(NOT_REPRODUCED, "; ".join([f"only {len(done)} run(s) reach the loss, so the ratio cannot be "
+                                                 "measured"] + parts), deciding)
+    return Result(combine([REPRODUCED if c else NOT_REPRODUCED for c in checks]), "; ".join(parts), deciding)
+
+
+def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, at_minimum=1e-6):
+    """Every run at a global minimum (squared loss < {at_minimum}) has exactly m*n nonzero Hessian eigenvalues
+    (above the script's threshold). All runs at a minimum and right: reproduced; some runs not at a minimum (not
+    checked): partly; a wrong count, or no run at a minimum: not reproduced.
+
+    nonzero_counts, final_losses: [R] per run; expected_rank: m*n."""
+    counts, at_min = np.asarray(nonzero_counts), np.asarray(final_losses, dtype=float) < at_minimum
+    wrong = any(c != expected_rank for c, a in zip(counts, at_min) if a)
+    text = (f"{int(at_min.sum())} of {len(counts)} runs at a global minimum (squared loss < {fmt(at_minimum)}); "
+            f"nonzero counts {', '.join(str(int(c)) for c in counts)} (expected {expected_rank})")
+    return Result(NOT_REPRODUCED if wrong or not at_min.any() else REPRODUCED if at_min.all() else PARTLY, text,
+                  ", ".join(sorted({str(int(c)) for c in counts})))
+
+
+def monotone(x, y):
+    """'increasing', 'decreasing' or 'not monotone': y as x grows."""
+    d = np.diff(np.asarray(y, dtype=float)[np.argsort(np.asarray(x, dtype=float))])
+    return "increasing" if np.all(d > 0) else "decreasing" if np.all(d < 0) else "not monotone"
+
+
+def rule_sharpness_grows_with_Q(Q0, largest, init_std=None):
+    """The largest Hessian eigenvalue increases strictly with |Q0|: reproduced; otherwise not reproduced.
+
+    Q0, largest, init_std: [R] per run."""
+    trend = monotone(np.abs(Q0), largest)
+    text = f"largest eigenvalue is {trend} in |Q| (max/min {np.max(largest) / np.min(largest):.3g})"
+    if init_std is not None and trend != "increasing":
+        text += f"; in the init scale it is {monotone(init_std, largest)}"
+    return Result(REPRODUCED if trend == "increasing" else NOT_REPRODUCED, text, trend,
+                  rank_correlation(np.abs(Q0), largest), "rank correlation of |Q| and sharpness")
+
+
+def rule_trend_along_orbit(Q, values, direction, final_losses=None, strong=0.8, at_minimum=1e-6):
+    """Along each orbit (one network function, Q moved by the symmetry), Spearman's rank correlation of |Q| with the
+    measured quantity has the claimed sign (largest eigenvalue: up; steps to the loss: down, a run that never gets
+    there counting as the slowest) and a size of at least {strong} on every orbit: reproduced; the claimed sign on
+    every orbit: partly; otherwise not reproduced. An orbit whose run is not at a global minimum (squared loss >=
+    {at_minimum}) is left out.
+
+    Q, values: [L] (one orbit) or [R, L] (one per run); direction: +1 (up) or -1 (down); final_losses: [R] or None."""
+    Q, values = np.atleast_2d(np.asarray(Q, dtype=float)), np.atleast_2d(as_slowest(values))
+    kept = np.ones(len(Q), bool) if final_losses is None else np.asarray(final_losses, dtype=float) < at_minimum
+    rhos = np.array([rank_correlation(np.abs(q), v) for q, v in zip(Q[kept], values[kept])])
+    if not rhos.size:
+        return Result(NOT_REPRODUCED, "no orbit from a global minimum", "no orbit")
+    claimed = direction * rhos  # NaN (one of them constant along the orbit: no trend) fails both tests
+    verdict = REPRODUCED if np.all(claimed >= strong) else PARTLY if np.all(claimed > 0) else NOT_REPRODUCED
+    text = (f"rank correlation of |Q| and the {'largest eigenvalue' if direction > 0 else 'steps'} "
+            f"{', '.join(f'{r:+.2f}' for r in rhos)} (claimed: {'positive' if direction > 0 else 'negative'})"
+            + f"; {int((~kept).sum())} orbit(s) not from a minimum, left out" * bool((~kept).sum()))
+    return Result(verdict, text, ", ".join(f"{r:+.2f}" for r in rhos), float(np.min(claimed)) * direction,
+                  "rank correlation (weakest orbit)")
+def rows_within(eps, diff, margin=FIG10_MARGIN):
+    """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
+    within = np.all(np.abs(np.nan_to_num(np.asarray(diff, dtype=float), nan=np.inf)) <= margin, axis=1)
+    inside = sorted(float(e) for e, w in zip(eps, within) if w)
+    return "eps in {" + (", ".join(f"{e:g}" for e in inside) or "none") + "}"
+
+
+def rule_ensemble_margin(eps, group_minus_original, margin=FIG10_MARGIN):
+    """|group - original| <= {margin} (majority vote, every num_g) in every row with eps <= 0.1: reproduced; only in
+    the rows with eps <= 0.01: partly; otherwise not reproduced.
+
+    eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's."""
+    eps, diff = np.asarray(eps, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
+    ok = np.all(np.nan_to_num(diff, nan=np.inf) <= margin, axis=1)
+    small, smaller = ok[eps <= 0.1 + 1e-12], ok[eps <= 0.01 + 1e-12]
+    verdict = REPRODUCED if small.size and small.all() else PARTLY if smaller.size and smaller.all() else NOT_REPRODUCED
+    rows = ", ".join(f"eps {e:g}: max |diff| {np.nanmax(d) if np.isfinite(d).any() else math.nan:.3g}"
+                     for e, d in sorted(zip(eps, diff), key=lambda t: -t[0]))
+    within = rows_within(eps, group_minus_original, margin)
+    return Result(verdict, f"rows within {margin}: {within}; {rows}", f"within the margin for {within}")
+
+
+def differences_at(eps, group, other, eps_checked):
+    """{eps: group - other, [G]} at the checked eps present in the grid."""
+    return {float(e): np.asarray(group, float)[i] - np.asarray(other, float)[i]
+            for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in eps_checked)}
+
+
+def rule_group_beats_baselines(eps, group, baselines, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
+    """At eps = 1 and at eps = 10, group's vote accuracy averaged over num_g exceeds each baseline's by more than
+    {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced.
+
+    eps: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies."""
+    pairs = {(e, name): d for name, values in baselines.items()
+             for e, d in differences_at(eps, group, values, eps_checked).items()}
+    beats = [bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5) for d in pairs.values()]
+    parts = [f"eps {e:g} vs {name}: {np.nanmean(d):+.3f}" for (e, name), d in pairs.items()]
+    return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats]),
+                  "; ".join(f"{p} ({'beats' if b else 'does not beat'})" for p, b in zip(parts, beats))
+                  or "the grid has none of the checked eps", "; ".join(parts))
+
+
+def rule_group_vs_perm_interp(eps, group, perm_interp, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
+    """At eps = 1 and at eps = 10, the group ensemble is ahead of the interpolated permutation: its vote accuracy
+    averaged over num_g is higher by more than {margin} (within {margin}: a tie). Ahead at both: reproduced; at one:
+    partly; at neither: not reproduced.
+
+    eps: [E]; group, perm_interp: [E, G] vote accuracies."""
+    diffs = differences_at(eps, group, perm_interp, eps_checked)
+    means = [float(np.nanmean(d)) for d in diffs.values()]
+    parts = [f"eps {e:g}: {m:+.3f}" for e, m in zip(diffs, means)]
+    text = "; ".join(f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group "
+                     f"higher in {int(np.sum(d > 0))} of {d.size} cells)"
+                     for p, m, d in zip(parts, means, diffs.values()))
+    return Result(combine([REPRODUCED if m > margin else NOT_REPRODUCED for m in means]),
+                  f"group - perm_interp: {text or 'the grid has none of the checked eps'}", ", ".join(parts))
+
+
+def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, margin=FIG11_MARGIN, chance=CHANCE):
+    """At every attack strength > 0 the group ensemble's vote accuracy is not lower than the original's by more than
+    the threshold, and at some strength it is higher by more than the threshold while itself above chance + {margin}
+    (a gain between accuracies at or below chance is not counted); threshold = max({margin}, 2 sqrt(p(1-p)/n)), p the
+    original's accuracy and n the number of evaluation images (two binomial standard errors). Reproduced if so;
+    better somewhere but worse elsewhere: partly; never better: not reproduced.
+
+    strengths, acc_original, acc_group: [S]; n_images: images behind each accuracy."""
+    strengths = np.asarray(strengths, dtype=float)
+    original, group = np.asarray(acc_original, dtype=float), np.asarray(acc_group, dtype=float)
+    d = np.round(group - original, 6)  # accuracies are counts / n: drop float32 noise
+    threshold = np.full(len(d), margin)
+    if n_images:
+        threshold = np.maximum(margin, 2 * np.sqrt(original * (1 - original) / n_images))
+    attacked = strengths > 0
+    gain = attacked & (d > threshold)
+    better, worse = gain & (group > chance + margin), attacked & (d < -threshold)
+    text = ("group - original at strength " + ", ".join(f"{s:g}: {x:+.3f}" for s, x in zip(strengths, d))
+            + f"; better at {int(better.sum())} and worse at {int(worse.sum())} of {int(attacked.sum())} attacked "
+            f"strengths (threshold {', '.join(f'{x:.3f}' for x in threshold[attacked])}"
+            + (f" for {n_images} images)" if n_images else ")"))
+    if (gain & ~better).any():
+        text += (f"; gains at strength {', '.join(f'{s:g}' for s in strengths[gain & ~better])} not counted: the "
+                 f"ensemble is at or below chance there ({', '.join(f'{a:.3f}' for a in group[gain & ~better])})")
+    verdict = REPRODUCED if better.any() and not worse.any() else PARTLY if better.any() else NOT_REPRODUCED
+    return Result(verdict, text, ", ".join(f"{x:+.3f}" for x in d[attacked]))
