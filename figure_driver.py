@@ -125,8 +125,9 @@ def figure_parser(description, activations=False, steps_help="number of gradient
                              "auto picks cuda when a GPU is available")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                         help="floating-point precision of training; the paper's is float32")
-    parser.add_argument("--out", default="figures", metavar="DIR",
-                        help="output folder; figures go to sub-folders named as in the paper's repository")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder; figures go to sub-folders named as in the paper's repository "
+                             "(default: figures; with --quick figures-quick, so the committed figures stay)")
     parser.add_argument("--plot-only", action="store_true",
                         help="re-plot from the saved .npz/.json data in DIR, without training")
     parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, metavar="N",
@@ -168,6 +169,8 @@ def parse_figure_args(parser, argv=None):
             args.jobs = 1  # one process drives the GPU
         else:
             torch.set_num_threads(1)  # matrices this small only lose time to thread synchronisation
+        if args.out is None:
+            args.out = "figures-quick" if args.quick else "figures"
         check_output_dir(args.out, create=not args.plot_only)
     except UsageError as error:
         fail(parser.prog, error)
