@@ -25,7 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import figure_driver
-from figure_driver import keep_freed_memory, progress_bar, resolve_device  # noqa: F401 (resolve_device: used by the notebooks too)
+from figure_driver import keep_freed_memory, progress_bar
+from figure_driver import resolve_device  # noqa: F401 (used here and by the notebooks)
 from symmetry import GroupAction
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -229,7 +230,8 @@ def _download(root):
     while not os.path.exists(path):
         new_folders.append(path)  # innermost first
         path = os.path.dirname(path)
-    ours = [p for p in (os.path.join(root, CIFAR10.filename), os.path.join(root, CIFAR_FOLDER)) if not os.path.exists(p)]
+    ours = [path for path in (os.path.join(root, CIFAR10.filename), os.path.join(root, CIFAR_FOLDER))
+            if not os.path.exists(path)]
     try:
         download_and_extract_archive(CIFAR10.url, root, filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
     except BaseException as error:
@@ -243,8 +245,9 @@ def _download(root):
                 os.rmdir(path)  # only if empty
         if not isinstance(error, Exception):  # Ctrl-C: stop as asked
             raise
-        raise CifarMissingError(f"no CIFAR-10 in {os.path.abspath(os.path.join(root, CIFAR_FOLDER))!r} and the download "
-                                f"failed ({type(error).__name__}: {error}); put the data there: {LAYOUT_HELP}") from None
+        folder = os.path.abspath(os.path.join(root, CIFAR_FOLDER))
+        raise CifarMissingError(f"no CIFAR-10 in {folder!r} and the download failed ({type(error).__name__}: "
+                                f"{error}); put the data there: {LAYOUT_HELP}") from None
 
 
 def load_cifar10(root="data", train=True, download=True):
@@ -272,7 +275,8 @@ def load_cifar10(root="data", train=True, download=True):
         _download(root)
     folder = _checked_folder(root)
     images_per_file = _images_per_file(folder)
-    parts = [_read_batch(os.path.join(folder, name), images_per_file) for name in (TRAIN_FILES if train else TEST_FILES)]
+    parts = [_read_batch(os.path.join(folder, name), images_per_file)
+             for name in (TRAIN_FILES if train else TEST_FILES)]
     images = torch.from_numpy(np.concatenate([p[0] for p in parts])).float().div_(255.0)
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     return images, labels

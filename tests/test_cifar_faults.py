@@ -5,14 +5,18 @@ import hashlib
 import io
 import os
 import pickle
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torchvision
 
 import cifar
-from conftest import write_tiny_cifar
+from conftest import REPO, write_tiny_cifar
 
 
 def batch_path(root, name):
@@ -212,3 +216,43 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
     with pytest.raises(cifar.CifarMissingError, match="connection reset"):
         cifar.load_cifar10(str(existing), download=True)
     assert sorted(os.listdir(existing)) == ["notes.txt"]  # the partial archive is gone, the folder stays
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the worker processes through /proc")
+def test_the_notebooks_workers_end_with_their_parent(tmp_path):
+    """cifar.parallel_map (the notebooks' training and grids) uses figure_driver's workers: when
+    the parent is killed (SIGKILL: no clean-up of its own), its workers end too."""
+    (tmp_path / "task.py").write_text("import os, time\n"
+                                      "def mark_and_wait(path):\n"
+                                      "    open(path, 'w').write(str(os.getpid()))\n"
+                                      "    time.sleep(120)\n")
+    code = ("import functools, cifar, task\n"
+            "cifar.parallel_map([functools.partial(task.mark_and_wait, f'started-{i}') for i in range(2)], jobs=2)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO))
+    workers = []
+    try:
+        markers = [tmp_path / f"started-{i}" for i in range(2)]
+        deadline = time.time() + 120
+        while not all(m.exists() and m.read_text() for m in markers) and time.time() < deadline:
+            time.sleep(0.1)
+        workers += [int(m.read_text()) for m in markers]
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.time() + 5
+        while any(map(running, workers)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(map(running, workers))
+    finally:
+        parent.kill()
+        for pid in workers:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def running(pid):
+    """True while process `pid` exists and has not ended (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
