@@ -60,11 +60,12 @@ def test_missing_data_offline(tmp_path, no_network):
     assert "cifar-10-batches-py" in message and "download failed" in message and "\n" not in message
 
 
-def test_partial_layout_counts_as_missing(tmp_path, no_network):
+def test_partial_layout_is_an_error_not_missing_data(tmp_path, no_network):
     root = write_tiny_cifar(str(tmp_path), per_batch=20, n_test=20)
     os.remove(os.path.join(root, "cifar-10-batches-py", "test_batch"))
-    with pytest.raises(cifar.CifarDataError, match="cifar-10-batches-py"):
-        cifar.load_cifar10(root, download=False)
+    with pytest.raises(cifar.CifarDataError, match="lacks test_batch") as error:
+        cifar.load_cifar10(root, download=True)
+    assert not isinstance(error.value, cifar.CifarMissingError) and no_network == []  # never downloaded over
 
 
 def test_truncated_batch_file(tmp_path):

@@ -17,6 +17,7 @@ import torchvision
 
 import cifar
 from conftest import REPO, write_tiny_cifar
+from test_faults import LINUX_PROC, running
 
 
 def batch_path(root, name):
@@ -218,7 +219,7 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
     assert sorted(os.listdir(existing)) == ["notes.txt"]  # the partial archive is gone, the folder stays
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the worker processes through /proc")
+@LINUX_PROC
 def test_the_notebooks_workers_end_with_their_parent(tmp_path):
     """cifar.parallel_map (the notebooks' training and grids) uses figure_driver's workers: when
     the parent is killed (SIGKILL: no clean-up of its own), its workers end too."""
@@ -247,12 +248,3 @@ def test_the_notebooks_workers_end_with_their_parent(tmp_path):
         for pid in workers:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-def running(pid):
-    """True while process `pid` exists and has not ended (a zombie has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

@@ -9,6 +9,7 @@ import time
 
 import nbformat
 import pytest
+from test_faults import LINUX_PROC, running
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_NOTEBOOK = os.path.join(REPO, "run_notebook.py")
@@ -72,22 +73,7 @@ def test_a_failing_notebook_is_status_1(tmp_path):
         "run_notebook.py: error: n.ipynb failed: RuntimeError: a bug, not missing data"]
 
 
-def process_gone(pid, within):
-    """True if process `pid` has ended (or ends within `within` seconds)."""
-    deadline = time.time() + within
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # a zombie has ended
-                    return True
-        except FileNotFoundError:
-            return True
-        if time.time() >= deadline:
-            return False
-        time.sleep(0.1)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@LINUX_PROC
 @pytest.mark.parametrize("signum, status, name",
                          [(signal.SIGINT, 130, "Ctrl-C (SIGINT)"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_ends_the_run_and_its_kernel_with_one_line(tmp_path, signum, status, name):
@@ -112,5 +98,5 @@ def test_a_signal_ends_the_run_and_its_kernel_with_one_line(tmp_path, signum, st
     assert out == ""
     # Ended by run_notebook.py before it exits (an orphaned kernel notices its parent's end only
     # later, and leaves its connection file behind).
-    assert process_gone(kernel["pid"], within=0)
+    assert not running(kernel["pid"])
     assert not os.path.exists(kernel["connection_file"])
