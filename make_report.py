@@ -14,7 +14,10 @@ rule's form, so the same rule is run on them too. One loop, check(), loads, meas
   - a diverged run is named and left out: the claim cannot be tested on it (partly at best), never "slow";
   - several seeds (per-run arrays [seed, run]): the rule is judged per seed, "holds in k of N seeds";
   - --quick data: verdicts labelled as smoke-test values;
-  - activations are found on disk, so one beyond the paper's four is reported too.
+  - activations are found on disk, so one beyond the paper's four is reported too;
+  - CIFAR-10 (Figs. 10-11): one file per numerics (paper: float32 action with fit noise; exact: float64); a claim
+    about symmetry-moved networks counts only cells that are symmetries and is decided by the exact numerics; a
+    quick run's file names (other num_g and eps) are found through '*' in the claim's file pattern.
 Every rule reads Q integrated from 0 (the saved *_zero keys), so no verdict depends on the constant that the
 paper's code adds to Q for tanh and sigmoid; the tables show the paper code's values beside them.
 
@@ -36,13 +39,14 @@ from typing import Callable, Optional
 import numpy as np
 
 import paper_numbers as paper
-from report_tables import (FIG45_COLUMNS, FIG7_COLUMNS, fig3_tables, fig6_tables, fig9_tables, fig10_table,
-                           fig11_tables, legend_Qs, run_table, table)
-from verdict_rules import (FIG10_MARGIN, PerSeed, Result, apply, combine, rule_drift_proportional,
-                           rule_ensemble_margin, rule_faster_with_larger_Q, rule_group_beats_baselines,
-                           rule_group_more_robust, rule_group_vs_perm_interp, rule_hessian_rank, rule_q_conserved,
-                           rule_q_distribution, rule_same_initial_function, rule_sharpness_grows_with_Q,
-                           rule_steps_proportional_to_Q, rule_trend_along_orbit, worst)
+from report_tables import (FIG10_MODES, FIG11_ATTACKS, FIG45_COLUMNS, FIG7_COLUMNS, fig3_tables, fig6_tables,
+                           fig9_tables, fig10_tables, fig11_tables, legend_Qs, run_table, table)
+from verdict_rules import (EXACT, FIG10_MARGIN, SYMMETRY_TOLERANCE, PerSeed, Result, apply, combine, exact_decides,
+                           rule_drift_proportional, rule_ensemble_margin, rule_faster_with_larger_Q,
+                           rule_gain_beyond_control, rule_group_beats_baselines, rule_group_more_robust,
+                           rule_group_vs_perm_interp, rule_hessian_rank, rule_q_conserved, rule_q_distribution,
+                           rule_same_initial_function, rule_sharpness_grows_with_Q, rule_significant_gain,
+                           rule_steps_proportional_to_Q, rule_symmetries, rule_trend_along_orbit, worst)
 
 NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
 Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant. Every rule "
@@ -89,10 +93,38 @@ def same_function(f, key):
     return runs(f, initial_outputs=key, float64=f.settings.get("dtype") == "float64")
 
 
-def fig11_accuracies(f, protocol):  # today's single-seed files; small, so that the new format can replace it
-    return dict(strengths=f["strengths"], acc_original=f[f"acc_{protocol}_original"],
-                acc_group=f[f"acc_{protocol}_group"],
-                n_images=f.settings.get("per_protocol", {}).get(protocol, {}).get("num_eval"))
+def fig10_seeds(f):
+    """A Fig. 10 file per seed: eps [E]; error [E, G], the symmetry error of the pi the ensemble uses (with the fit
+    noise of its numerics); symmetric [E, G], error at most the saved tolerance; original, the original's accuracy;
+    and each mode's vote accuracy [E, G] under its name."""
+    tolerance = float(f.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE))
+    return [dict(eps=f["eps"], error=f["symmetry_error_fitted"][s], tolerance=tolerance,
+                 symmetric=f["symmetry_error_fitted"][s] <= tolerance, original=float(f["original_acc"][s]),
+                 **{m: f[f"vote_acc_{m}"][s] for m in FIG10_MODES}) for s in range(len(f["seeds"]))]
+
+
+def fig11_paper(f):
+    return PerSeed(dict(strengths=f["strengths"], acc_original=f["acc_original"][s], acc_group=f["acc_group"][s],
+                        n_images=f.setting("num_eval")) for s in range(len(f["seeds"])))
+
+
+def fig11_corrected(f, comparison, accuracy, control=None):
+    """Per seed, the corrected protocol's lists over the attacks (FIG11_ATTACKS): strengths, and for a comparison
+    (a key of attacks.COMPARISONS) its diff and McNemar p, the group's accuracy under the threat `accuracy`
+    ('transfer_acc_group'), the control comparison's diff and p, and the symmetry error of the pi used."""
+    def lists(key, s):
+        return [f[f"{p}_{key}"][s] for _, p, _, _ in FIG11_ATTACKS]
+
+    def seed(s):
+        measured = dict(attacks=[name for name, _, _, _ in FIG11_ATTACKS],
+                        strengths=[f[axis] * scale for _, _, axis, scale in FIG11_ATTACKS],
+                        diff=lists(f"{comparison}_diff", s), p=lists(f"{comparison}_p", s), accuracy=lists(accuracy, s),
+                        symmetry_error=float(f["symmetry_error_fitted"][s]),
+                        tolerance=float(f.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE)))
+        if control:
+            measured.update(control_diff=lists(f"{control}_diff", s), control_p=lists(f"{control}_p", s))
+        return measured
+    return PerSeed(seed(s) for s in range(len(f["seeds"])))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,7 +132,9 @@ def fig11_accuracies(f, protocol):  # today's single-seed files; small, so that 
 
 @dataclass(frozen=True)
 class Files:
-    """The saved files a claim reads: DIR/<pattern with {} = unit>.npz and .json, one pair per unit."""
+    """The saved files a claim reads: DIR/<pattern with {} = unit>.npz and .json, one pair per unit. A '*' in the
+    pattern stands for one part of a file name (no '_' or '/'), such as the settings a quick run writes into its
+    names (g5 for g200): the one saved figure that matches is read."""
     pattern: str
     units: tuple              # the paper's: activations, histogram shapes or attacks ("" for a single file)
     make: str                 # the command that makes them ({out}: the report's folder)
@@ -108,6 +142,10 @@ class Files:
     discover: bool = False    # also every other activation with saved files
     plots: bool = True        # show their .png in the section
     notebook: str = ""        # a CIFAR notebook: the not-run note says whether CIFAR-10 was there
+    names: tuple = ()         # the units' names in the report, if not the units themselves
+
+    def label(self, unit):
+        return dict(zip(self.units, self.names)).get(unit, unit)
 
 
 @dataclass(frozen=True)
@@ -145,10 +183,14 @@ FIG9 = Files("Q-hessian-eigenvalues/Q-sharpness_{}_mnk_10_5_50", A,
              "python Q_hessian_eigenvalues.py --seeds 10 --same-function --out {out}", discover=True)
 SAME_FUNCTION_9 = Files("Q-hessian-eigenvalues/same_function_{}_sharpness_mnk_10_5_50", A,
                         "python Q_hessian_eigenvalues.py --seeds 10 --same-function --out {out}", discover=True)
-FIG10 = Files("ensemble/cnn_cifar_leakyrelu2_main_acc", ("",), "python run_notebook.py ensemble_CIFAR.ipynb --out "
-              "{out}", notebook="ensemble_CIFAR.ipynb")
-FIG11 = Files("ensemble/cnn_cifar_leakyrelu_{}_h16_g200_eps10", ("FGSM", "PGD"), "python run_notebook.py "
-              "adversarial_CIFAR.ipynb --out {out}", "attacks", notebook="adversarial_CIFAR.ipynb")
+NUMERICS_SUFFIXES, NUMERICS_NAMES = ("", "_exact"), ("paper numerics", EXACT)  # CIFAR file names; report names
+FIG10 = Files("ensemble/cnn_cifar_leakyrelu2_main_acc{}", NUMERICS_SUFFIXES, "python run_notebook.py "
+              "ensemble_CIFAR.ipynb --out {out}", "numerics", notebook="ensemble_CIFAR.ipynb", names=NUMERICS_NAMES)
+FIG11_MAKE = "python run_notebook.py adversarial_CIFAR.ipynb --out {out}"
+FIG11_PAPER = Files("ensemble/cnn_cifar_leakyrelu_{}_h16_g*_eps*", ("FGSM", "PGD"), FIG11_MAKE, "attacks",
+                    notebook="adversarial_CIFAR.ipynb")
+FIG11_CORRECTED = Files("ensemble/cnn_cifar_leakyrelu_corrected_h16_g*_eps*{}", NUMERICS_SUFFIXES, FIG11_MAKE,
+                        "numerics", notebook="adversarial_CIFAR.ipynb", names=NUMERICS_NAMES)
 
 SECTIONS = (
     Section("Fig. 3: Q is nearly conserved under gradient descent", (
@@ -223,45 +265,72 @@ SECTIONS = (
               "(the symmetry orbit), the largest Hessian eigenvalue grows with |Q|.", SAME_FUNCTION_9,
               partial(runs, name="init_std", Q="Q_zero", values="largest_eigenvalue", final_losses="final_loss",
                       direction=1), rule_trend_along_orbit)), lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9))),
-    # Figs. 10-11 read today's single-seed files; their measurements are small, to be replaced with the new format.
     Section("Fig. 10: ensembles from the nonlinear group action (CIFAR-10)", (
+        Claim("Fig. 10", "group-moved networks are symmetries on their fitting images",
+              "The premise of the ensembles: moving the trained network along the nonlinear, data-dependent group "
+              "action, (U, V) -> (U pi(g, H), g V), gives networks that compute the original's function on the images "
+              "H that pi was fitted on, in both numerics (paper: float32 with the paper's fit noise; exact: float64, "
+              "no noise). pi is 16 x 16 and fitted on 16 images, so it can match them exactly: this premise tests the "
+              "numerics, and the accuracy on other images (the claims below) tests whether the moved networks keep "
+              "the function.", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
+              rule_symmetries),
         Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
-              "Ensembles built with the nonlinear, data-dependent group action keep the original model's accuracy at "
-              "small eps (the moved copies are near-exact symmetries of the network).", FIG10,
-              lambda f: dict(eps=f["eps"], group_minus_original=f["vote_acc_group"] - float(f["original_acc"])),
-              rule_ensemble_margin,
+              "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
+              "copies are exact symmetries.", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], group_minus_original=c["group"] - c["original"], symmetric=c["symmetric"])
+                  for c in fig10_seeds(f)), rule_ensemble_margin,
               paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["group"]),
-                                      group_minus_original=list(paper.FIG10_ROWS["group"].values()))}),
+                                      group_minus_original=list(paper.FIG10_ROWS["group"].values()))},
+              over=exact_decides),
         Claim("Fig. 10", "group beats g^-1, random, shuffle at eps = 1 and 10",
               "At large eps (1 and 10) the group ensemble loses less accuracy than the baselines g^-1, random and "
-              "shuffle.", FIG10,
-              lambda f: dict(eps=f["eps"], group=f["vote_acc_group"], baselines={
-                  m: f[f"vote_acc_{m}"] for m in ("g_inverse", "random", "shuffle") if f"vote_acc_{m}" in f.data}),
-              rule_group_beats_baselines),
+              "shuffle.", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], group=c["group"], baselines={m: c[m] for m in ("g_inverse", "random", "shuffle")},
+                       symmetric=c["symmetric"]) for c in fig10_seeds(f)), rule_group_beats_baselines,
+              over=exact_decides),
         Claim("Fig. 10", "group beats the interpolated permutation at eps = 1 and 10",
               "At large eps (1 and 10) the group ensemble also beats the interpolated permutation, the baseline that, "
               "like the group action, keeps the function at small eps (g^-1, random and shuffle destroy it by "
-              "construction).", FIG10,
-              lambda f: dict(eps=f["eps"], group=f["vote_acc_group"], perm_interp=f["vote_acc_perm_interp"]),
-              rule_group_vs_perm_interp,
+              "construction).", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], group=c["group"], perm_interp=c["perm_interp"], symmetric=c["symmetric"])
+                  for c in fig10_seeds(f)), rule_group_vs_perm_interp,
               paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["perm_interp"]), **{
                   m: [paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]] for m in ("group", "perm_interp")
-              })})
-    ), lambda get: fig10_table(get(FIG10))),
+              })}, over=exact_decides),
+    ), lambda get: fig10_tables(get(FIG10))),
     Section("Fig. 11: adversarial robustness of the group ensemble (CIFAR-10)", (
         Claim("Fig. 11", "group more robust than original (paper's protocol)",
               "Under the paper's protocol (adversarial images computed on the single model and transferred; data in "
-              "[-0.5, 0.5] clamped to [0, 1]; each image attacked twice), the group ensemble is more robust than the "
-              "original model to FGSM and PGD.", FIG11, partial(fig11_accuracies, protocol="paper"),
+              "[-0.5, 0.5] clamped to [0, 1]; each image attacked twice; its strengths; float32 action with fit "
+              "noise), the group ensemble is more robust than the original model to FGSM and PGD. This protocol "
+              "saves no per-image results, so the rule compares accuracies, not pairs.", FIG11_PAPER, fig11_paper,
               rule_group_more_robust,
               paper=lambda: {m: dict(strengths=paper.FIG11_STRENGTHS[m], acc_original=acc["original"],
                                      acc_group=acc["group"], n_images=paper.FIG11_IMAGES)
                              for m, acc in paper.FIG11_ACCURACY.items()}),
-        Claim("Fig. 11", "group more robust than original (corrected protocol)",
-              "Under the corrected protocol (valid pixel range, one attack per image, logits, official test split), "
-              "the group ensemble is more robust than the original model to FGSM and PGD.", FIG11,
-              partial(fig11_accuracies, protocol="corrected"), rule_group_more_robust)),
-            lambda get: fig11_tables(get(FIG11))),
+        Claim("Fig. 11", "corrected: group more robust than original under transfer",
+              "Under the corrected protocol (valid pixel range, one attack per image, logits, the official test split, "
+              "the usual budgets: FGSM eps up to 8/255, PGD of radius 8/255 up to 20 steps), the group ensemble is "
+              "more accurate than the original on the adversarial images computed on the original and transferred "
+              "(the paper's threat model), paired on the same images.", FIG11_CORRECTED,
+              partial(fig11_corrected, comparison="transfer_group_vs_original", accuracy="transfer_acc_group"),
+              rule_significant_gain, over=exact_decides),
+        Claim("Fig. 11", "corrected: group gains more than an independently trained CNN",
+              "The gain under transfer is robustness from the symmetry, not what any second network would show: the "
+              "group ensemble is also more accurate than an independently trained CNN (another seed) on the same "
+              "transferred images.", FIG11_CORRECTED,
+              partial(fig11_corrected, comparison="transfer_group_vs_original", accuracy="transfer_acc_group",
+                      control="transfer_group_vs_independent"), rule_gain_beyond_control, over=exact_decides),
+        Claim("Fig. 11", "corrected: group's gain survives the adaptive attack (worst case)",
+              "The gain survives an attack on the ensemble itself: with an image counted right only if the group "
+              "ensemble is right under both the transfer and the adaptive attack (FGSM and PGD on its mean "
+              "probability, gradients through all members; alone it can be weaker than transfer when the members' "
+              "gradients mask each other), the ensemble is still more accurate than the original under its own "
+              "attack.", FIG11_CORRECTED,
+              partial(fig11_corrected, comparison="worst_group_vs_original", accuracy="worst_acc_group"),
+              rule_significant_gain, over=exact_decides)),
+            lambda get: fig11_tables(get(FIG11_PAPER), get(FIG11_CORRECTED))),
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -319,19 +388,30 @@ class Loader:
                               os.path.relpath(p, self.out_dir).replace(os.sep, "/")) for p in paths]
         return list(files.units) + sorted({m.group(1) for m in found if m} - set(files.units))
 
-    def one(self, name):
-        if name not in self.cache:
-            npz, js = (os.path.isfile(os.path.join(self.out_dir, name + ext)) for ext in (".npz", ".json"))
+    def resolve(self, name):
+        """The saved figure a name with '*' stands for (the name itself if none matches: not run)."""
+        regex = "[^/_]+".join(re.escape(part) for part in name.split("*")) + r"\.(npz|json)"
+        paths = glob.glob(os.path.join(glob.escape(self.out_dir), name + ".*"))
+        found = sorted({os.path.splitext(p)[0] for p in (os.path.relpath(p, self.out_dir).replace(os.sep, "/")
+                                                          for p in paths) if re.fullmatch(regex, p)})
+        if len(found) > 1:
+            raise DataError(f"{len(found)} saved figures match {name}: {', '.join(found)}; keep one")
+        return found[0] if found else name
+
+    def one(self, pattern):
+        if pattern not in self.cache:
             try:
-                self.cache[name] = (Figure(self.out_dir, name) if npz and js else None if not (npz or js) else
-                                    DataError(f"{name}{'.json' if npz else '.npz'} is missing beside "
-                                              f"{name}{'.npz' if npz else '.json'} (an incomplete save)"))
+                name = self.resolve(pattern) if "*" in pattern else pattern
+                npz, js = (os.path.isfile(os.path.join(self.out_dir, name + ext)) for ext in (".npz", ".json"))
+                self.cache[pattern] = (Figure(self.out_dir, name) if npz and js else None if not (npz or js) else
+                                       DataError(f"{name}{'.json' if npz else '.npz'} is missing beside "
+                                                 f"{name}{'.npz' if npz else '.json'} (an incomplete save)"))
             except DataError as error:
-                self.cache[name] = error
-        return self.cache[name]
+                self.cache[pattern] = error
+        return self.cache[pattern]
 
     def load(self, files):
-        return {u: self.one(files.pattern.format(u)) for u in self.units(files)}
+        return {files.label(u): self.one(files.pattern.format(u)) for u in self.units(files)}
 
     def get(self, files):
         return {u: f for u, f in self.load(files).items() if isinstance(f, Figure)}
@@ -350,7 +430,7 @@ def combine_units(over, results):
     """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined."""
     if list(results) == [""]:
         return results[""]
-    return Result(over([r.verdict for r in results.values()]),
+    return Result(over({u: r.verdict for u, r in results.items()}),
                   "; ".join(f"{u}: {r.verdict} ({r.text})" for u, r in results.items()),
                   "; ".join(f"{u} {r.deciding}" for u, r in results.items()))
 
@@ -454,7 +534,7 @@ def render_section(section, checked, loader, errors):
 def run_key(settings):
     """Which run a figure came from: its command line (a script writes several figures per run)."""
     notebooks = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}
-    return (settings.get("command") or settings.get("notebook") or notebooks.get(settings.get("figure"))
+    return (settings.get("notebook") or settings.get("command") or notebooks.get(settings.get("figure"))
             or settings.get("figure") or "?")
 
 

@@ -5,8 +5,9 @@ row per run of seed 0 (the paper's draw) of every saved figure, with the spread 
 are several. The Figure objects are make_report.py's (f[key]: a saved array, f.settings: the saved .json); a
 missing key raises make_report.DataError, which the report shows as a data error instead of the table.
 
-Contents: table, col, run_table, paper_column, orbit_column; the columns and tables of Figs. 3-9; the tables of
-Figs. 10-11 (CIFAR-10).
+Contents: table, col, run_table, paper_column, orbit_column; the columns and tables of Figs. 3-9; the layout of the
+CIFAR-10 files (FIG10_MODES, FIG11_ATTACKS, FIG11_COMPARISONS), spread, largest_p and the tables of Figs. 10-11
+(per numerics and seed mean ± std).
 """
 import math
 import os
@@ -14,7 +15,7 @@ import os
 import numpy as np
 
 import paper_numbers as paper
-from verdict_rules import CHANCE, FIG10_MARGIN, fmt, fmt_steps, rows_within
+from verdict_rules import ALPHA, CHANCE, FIG10_MARGIN, SYMMETRY_TOLERANCE, eps_set, fmt, fmt_steps, rows_within
 
 
 def legend_Qs(labels, activation=None, entries_of_V=0):
@@ -177,57 +178,133 @@ def describe_cifar_source(source, folder):
             f"`{os.path.basename(os.path.normpath(str(folder)))}`.")
 
 
-def fig10_table(figures):
-    lines = []
-    for f in figures.values():
-        eps, original, data = f["eps"], float(f["original_acc"]), f.settings.get("data", {})
-        modes = [m for m in ("group", "perm_interp", "g_inverse", "random", "shuffle") if f"vote_acc_{m}" in f.data]
-        diff = {m: f[f"vote_acc_{m}"] - original for m in modes}
-        flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros_like(diff[m]))).any(axis=1) for m in modes}
+FIG10_MODES = ("group", "perm_interp", "g_inverse", "random", "shuffle")  # the saved ensembles (Fig. 10 panel order)
+# Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack, and the paired comparisons
+# shown (header, key of attacks.COMPARISONS)
+FIG11_ATTACKS = (("FGSM (eps x 255)", "fgsm", "fgsm_eps", 255), ("PGD (iterations)", "pgd", "pgd_iterations", 1))
+FIG11_COMPARISONS = (("group - original, transfer", "transfer_group_vs_original"),
+                     ("independent - original, transfer", "transfer_independent_vs_original"),
+                     ("group - independent, transfer", "transfer_group_vs_independent"),
+                     ("group - original, adaptive", "adaptive_group_vs_original"),
+                     ("group - original, worst case", "worst_group_vs_original"),
+                     ("group - original, noise", "noise_group_vs_original"))
+
+
+def spread(values, form="{:+.3f}"):
+    """'mean ± std' over the seeds of values [S] (the value alone for one seed)."""
+    values = np.asarray(values, dtype=float)
+    return form.format(values.mean()) + (f" ± {values.std():.3f}" if values.size > 1 else "")
+
+
+def largest_p(p):
+    """McNemar's p, the largest over the seeds of p [S]."""
+    top = float(np.max(p))
+    return "p < 1e-300" if top == 0 else f"p ≤ {top:.1g}" if np.size(p) > 1 else f"p = {top:.1g}"
+
+
+def fig10_tables(figures):
+    """Per numerics ({name: Figure}): per eps, the symmetry error, the seeds in which the row is a symmetry, and each
+    ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over seeds)."""
+    lines, group = [], {}
+    for numerics, f in figures.items():
+        eps, original = f["eps"], f["original_acc"]
+        tolerance = float(f.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE))
+        error, noise_free = f["symmetry_error_fitted"], f["symmetry_error"]  # [S, E, G]
+        symmetric = np.all(error <= tolerance, axis=2)  # [S, E]
+        diff = {m: (f[f"vote_acc_{m}"] - original[:, None, None]).mean(axis=2) for m in FIG10_MODES}  # [S, E]
+        flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(eps), 1), bool))).any(axis=(0, 2))
+                for m in FIG10_MODES}  # [E]
+        group[numerics] = f["vote_acc_group"].mean(axis=2)
         ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in eps}
-        rows = [[f"{e:g}"] + [f"{np.nanmean(diff[m][i]):+.3f} [{np.nanmin(diff[m][i]):+.3f}, "
-                              f"{np.nanmax(diff[m][i]):+.3f}]" + "*" * bool(flag[m][i]) for m in modes]
+        rows = [[f"{e:g}", fmt(error[:, i].max()) + (f" ({fmt(noise_free[:, i].max())})"
+                                                      if not np.allclose(error[:, i], noise_free[:, i]) else ""),
+                 f"{int(symmetric[:, i].sum())} of {len(original)}"]
+                + [spread(diff[m][:, i]) + "*" * bool(flag[m][i]) for m in FIG10_MODES]
                 + [f"{np.mean(ref[e]):+.3f} [{min(ref[e]):+.3f}, {max(ref[e]):+.3f}]" if ref[e] else
                    "within ±0.003" if e <= 0.01 else "-"] for i, e in enumerate(eps)]
-        lines += [f"Original model: accuracy {original:.3f} (one trained model for the whole grid; num_g = "
-                  f"{', '.join(str(int(g)) for g in f['num_g'])}). Each cell: ensemble vote accuracy - original, mean "
-                  "over num_g [min, max]; * = a cell with overflowing (non-finite) members.", ""]
-        lines += table(["eps"] + modes + ["paper's code [C] group"], rows) + [
-            f"Rows within {FIG10_MARGIN} of the original, for context: "
-            + ", ".join(f"{m} {rows_within(eps, diff[m])}" for m in modes if m != "group")
-            + " (staying close at small eps is not specific to the group action).", "", paper.FIG10_NOTE, "",
-            describe_cifar_source(data.get("source", "?"), data.get("folder", "?"))
-            + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
+        settings = f.settings
+        lines += [f"**{numerics}** ({settings.get('action_dtype', '?')} group action, fit noise "
+                  f"{settings.get('fit_noise', '?')}; {len(original)} seeds, one trained model each, original accuracy "
+                  f"{spread(original, '{:.3f}')}; num_g = {', '.join(str(int(g)) for g in f['num_g'])}). Symmetry "
+                  "error: largest over seeds and num_g, for the pi the ensembles use (in brackets the noise-free "
+                  f"fit's, where different); symmetric: seeds in which every cell of the row is at most {tolerance:g}. Ensembles: "
+                  "vote accuracy - original, mean over num_g, mean ± std over seeds; * = a cell with overflowing "
+                  "(non-finite) members.", ""]
+        lines += table(["eps", "symmetry error", "symmetric", *FIG10_MODES, "paper's code [C] group"], rows)
+        kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
+        if kept.any():
+            losses = -diff["group"][:, kept]
+            lines += [f"Every cell at {eps_set(eps, kept)} is a symmetry on its fitting images in every seed, yet the "
+                      f"group ensemble loses {fmt(losses.min())} to {fmt(losses.max())} "
+                      "there on the evaluation images: pi(g, H) is fitted to 16 images per member, and a symmetry on "
+                      "them is not one on other images.", ""]
+        lines += [f"Rows within {FIG10_MARGIN} of the original in every cell (seed mean), for context: "
+                  + ", ".join(f"{m} {rows_within(eps, (f[f'vote_acc_{m}'] - original[:, None, None]).mean(axis=0))}"
+                              for m in FIG10_MODES) + " (staying close at small eps is not specific to the group "
+                  "action).", ""]
+    if len(group) == 2:
+        (_, paper_numerics), (_, exact) = group.items()
+        change = exact - paper_numerics  # the same models and group elements: paired
+        lines += ["Group ensemble, exact minus paper numerics (the same models and group elements; mean over num_g, "
+                  "mean ± std over seeds): " + ", ".join(f"eps {e:g}: {spread(change[:, i])}"
+                                                        for i, e in enumerate(next(iter(figures.values()))["eps"]))
+                  + ".", ""]
+    for f in list(figures.values())[:1]:
+        data = f.settings.get("data", {})
+        lines += ["The saved figures hatch the cells whose noise-free fit is no symmetry; the report judges the pi the "
+                  "ensembles use, which in the paper numerics carries the paper's fit noise.", "", paper.FIG10_NOTE, "",
+                  describe_cifar_source(data.get("source", "?"), data.get("folder", "?"))
+                  + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
     return lines
 
 
-def accuracy(f, protocol, model, i):
-    """'vote (mean probability)' accuracy of a model at the i-th attack strength."""
-    mean = f.data.get(f"mean_acc_{protocol}_{model}")
-    return f"{f[f'acc_{protocol}_{model}'][i]:.3f}" + (f" ({mean[i]:.3f})" if mean is not None else "")
-
-
-def fig11_tables(figures):
-    lines, names = [], {"original": "original", "group": "group", "g_inverse": "g^-1", "perm_interp": "perm_interp"}
-    for method, f in figures.items():
-        protocols = [p for p in f.settings.get("protocols", ["paper", "corrected"]) if f"acc_{p}_original" in f.data]
-        models, ref = [m for m in names if f"acc_{protocols[0]}_{m}" in f.data], paper.FIG11_ACCURACY.get(method, {})
-        rows = [[p, f"{s:g}"] + [accuracy(f, p, m, i) for m in models]
-                + [f"{ref['original'][i]:.3f} / {ref['group'][i]:.3f}"
-                   if p == "paper" and i < len(ref.get("original", ())) else "-"]
-                for p in protocols for i, s in enumerate(f["strengths"])]
-        lines += [f"**{method}** (strength = {'iterations' if method == 'PGD' else 'epsilon'}). Accuracy: majority "
-                  "vote, mean probability in brackets.", ""] + table(
-            ["protocol", "strength"] + [names[m] for m in models] + ["paper's code [C] original / group (mean prob.)"],
-            rows)
-    for f in list(figures.values())[:1]:
-        st = f.settings
+def fig11_tables(paper_protocol, corrected):
+    """The paper's protocol per attack ({attack: Figure}): accuracy per strength, mean ± std over seeds; the corrected
+    protocol per numerics ({name: Figure}) and attack: accuracy under transfer and the paired differences with
+    McNemar's p."""
+    lines = []
+    for method, f in paper_protocol.items():
+        models = [m for m in ("original",) + FIG10_MODES if f"acc_{m}" in f.data]
+        ref = paper.FIG11_ACCURACY.get(method, {})
+        rows = [[f"{s:g}"] + [spread(f[f"acc_{m}"][:, i], "{:.3f}") for m in models]
+                + [spread(f["acc_group"][:, i] - f["acc_original"][:, i])]
+                + [f"{ref['original'][i]:.3f} / {ref['group'][i]:.3f}" if i < len(ref.get("original", ())) else "-"]
+                for i, s in enumerate(f["strengths"])]
+        lines += [f"**{method}, paper's protocol** (strength = {'iterations' if method == 'PGD' else 'epsilon'}; "
+                  f"majority-vote accuracy on {f.settings.get('num_eval', '?')} images, mean ± std over "
+                  f"{len(f['seeds'])} seeds).", ""]
+        lines += table(["strength", *models, "group - original", "paper's code [C] original / group (mean prob.)"],
+                       rows)
+    for f in list(paper_protocol.values())[:1]:
         lines += [f"Chance is {CHANCE:g}. The attacks are computed on the single original model and transferred to the "
-                  "ensembles, as in the paper: this is robustness to transfer, not to a white-box attack on the "
-                  "ensemble. " + "".join(f"{p}: original clean accuracy {float(f[f'acc_{p}_original'][0]):.3f}, on "
-                                         f"clean images clamped to [0, 1] (no attack) "
-                                         f"{float(f.data[f'clamp_only_acc_{p}']):.3f}. " for p in ("paper", "corrected")
-                                         if f"clamp_only_acc_{p}" in f.data and f"acc_{p}_original" in f.data), "",
-                  describe_cifar_source(st.get("data_source", "?"), st.get("data_dir", "?")) + f" "
-                  f"{st.get('num_train_images', '?')} training and {st.get('num_test_images', '?')} test images.", ""]
+                  f"ensembles. The original on clean images clamped to [0, 1] (no attack): "
+                  f"{spread(f['clamp_only_acc'], '{:.3f}')}. The group's symmetry error (float32 with fit noise) per "
+                  f"seed: {', '.join(fmt(x) for x in f['symmetry_error_fitted'])}: above {SYMMETRY_TOLERANCE:g}, so "
+                  "these members are not symmetry-moved networks.", "",
+                  describe_cifar_source(f.settings.get("data_source", "?"), f.settings.get("data_dir", "?"))
+                  + f" {f.settings.get('num_train_images', '?')} training and "
+                  f"{f.settings.get('num_test_images', '?')} test images.", ""]
+    for numerics, f in corrected.items():
+        lines += [f"**Corrected protocol, {numerics}** ({len(f['seeds'])} seeds; the independent CNN of seed "
+                  + ", ".join(f"{s}: seed {i}" for s, i in zip(f["seeds"], f["independent_seed"]))
+                  + "; symmetry error of the pi used per seed: "
+                  + ", ".join(fmt(x) for x in f["symmetry_error_fitted"])
+                  + f"; FGSM on {int(f['fgsm_images'])} test images, PGD of radius {float(f['pgd_eps']) * 255:g}/255, "
+                  f"step {float(f['pgd_step']) * 255:g}/255, random start, on the first {int(f['pgd_images'])}). "
+                  "Accuracy under transfer (ensembles: mean probability), then the paired differences on the same "
+                  "images: mean ± std over seeds, McNemar's p (largest over seeds).", ""]
+        for name, p, axis, scale in FIG11_ATTACKS:
+            rows = [[f"{s:g}"] + [spread(f[f"{p}_transfer_acc_{c}"][:, k], "{:.3f}")
+                                  for c in ("original", "group", "independent")]
+                    + [f"{spread(f[f'{p}_{key}_diff'][:, k])} ({largest_p(f[f'{p}_{key}_p'][:, k])})"
+                       for _, key in FIG11_COMPARISONS] for k, s in enumerate(f[axis] * scale)]
+            lines += [f"*{name}*", ""] + table(["strength", "original", "group", "independent"]
+                                                + [h for h, _ in FIG11_COMPARISONS], rows)
+    if corrected:
+        lines += [f"A difference counts as significant where p < {ALPHA:g} / (number of attacked strengths) "
+                  "(Bonferroni over the strengths > 0). Adaptive: the group ensemble attacked through its members, the "
+                  "original under its own attack (the transfer images). Worst case: an image counts as right for the "
+                  "group only if it is right under both transfer and the adaptive attack. Noise: random-sign noise of "
+                  "the same L-inf size; where it stays at the clean gap (strength 0) the ensemble is no more robust to "
+                  "perturbations in general. PGD iteration 0 is its random start alone.", ""]
     return lines

@@ -8,7 +8,10 @@ counted (over_seeds: "holds in k of N seeds", with the spread of the deciding nu
 
 Contents: Result, PerSeed, combine, worst, over_seeds, without_diverged, apply; fmt, fmt_steps; the rules of
 Figs. 3-9 (Q conserved, drift proportional to lr, Q distribution, convergence and sharpness against Q, the same
-function along the symmetry orbit, Hessian rank) and of Figs. 10-11 (ensembles, robustness).
+function along the symmetry orbit, Hessian rank) and of Figs. 10-11: the moved networks are symmetries, ensembles
+against the original and the baselines (a cell that is not a symmetry supports no claim; exact_decides: the
+float64 numerics decide), robustness per seed with McNemar's paired test, Bonferroni over the attacked strengths
+(significant, rule_significant_gain, rule_gain_beyond_control).
 """
 import math
 from typing import NamedTuple, Optional
@@ -19,6 +22,10 @@ from scipy.stats import spearmanr
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
 FIG10_MARGIN, FIG11_MARGIN, CHANCE = 0.02, 0.01, 0.1
+SYMMETRY_TOLERANCE = 1e-3  # the notebooks' mark (symmetry.SYMMETRY_TOLERANCE; the Fig. 10 files save it too)
+ALPHA = 0.05  # family-wise error of a Fig. 11 claim per attack: Bonferroni over its attacked strengths
+EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
+
 
 class Result(NamedTuple):
     """A rule's answer. deciding: the deciding numbers in a few words (summary table); value: the one number that
@@ -37,7 +44,7 @@ class PerSeed(list):
 def combine(verdicts):
     """Over the {units}: reproduced if the rule gives reproduced for each, not reproduced if for none, partly
     otherwise (one without a reference to test against is left out)."""
-    tested = [v for v in verdicts if v != NOT_TESTED]
+    tested = [v for v in (verdicts.values() if isinstance(verdicts, dict) else verdicts) if v != NOT_TESTED]
     if tested and all(v == REPRODUCED for v in tested):
         return REPRODUCED
     return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in tested) else PARTLY
@@ -46,6 +53,7 @@ def combine(verdicts):
 def worst(verdicts):
     """Over the {units}: the worst of their verdicts."""
     order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
+    verdicts = verdicts.values() if isinstance(verdicts, dict) else verdicts
     return min((v for v in verdicts if v != NOT_TESTED), key=order.index, default=NOT_REPRODUCED)
 
 
@@ -273,62 +281,119 @@ def rule_trend_along_orbit(Q, values, direction, final_losses=None, strong=0.8, 
             + f"; {int((~kept).sum())} orbit(s) not from a minimum, left out" * bool((~kept).sum()))
     return Result(verdict, text, ", ".join(f"{r:+.2f}" for r in rhos), float(np.min(claimed)) * direction,
                   "rank correlation (weakest orbit)")
+# ----------------------------------------------------------------------------------------------
+# Figs. 10-11 (CIFAR-10). A Fig. 10 cell (num_g, eps), or a Fig. 11 seed, "is a symmetry" if its symmetry error,
+# the largest relative gap between a moved network's logits and the original's on the images its pi was fitted
+# on (for the pi the ensemble uses), is at most the tolerance. A claim about symmetry-moved networks is tested only
+# where they are symmetries; the exact numerics decide it (exact_decides).
+
+def exact_decides(verdicts):
+    """Over the numerics: the exact numerics (float64 action, no fit noise) decide, because the claim needs moved
+    networks that are symmetries and the paper's float32 action with fit noise is not one at large eps; the paper
+    numerics' verdict is shown beside it.
+
+    verdicts: {unit label: verdict}."""
+    return verdicts.get(EXACT, NOT_REPRODUCED)
+
+
+def eps_set(eps, rows):
+    """'eps in {0.1, 1}': the eps of the rows where rows [E] is True."""
+    return "eps in {" + (", ".join(f"{e:g}" for e in sorted(float(x) for x, r in zip(eps, rows) if r)) or "none") + "}"
+
+
 def rows_within(eps, diff, margin=FIG10_MARGIN):
     """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
-    within = np.all(np.abs(np.nan_to_num(np.asarray(diff, dtype=float), nan=np.inf)) <= margin, axis=1)
-    inside = sorted(float(e) for e, w in zip(eps, within) if w)
-    return "eps in {" + (", ".join(f"{e:g}" for e in inside) or "none") + "}"
+    return eps_set(eps, np.all(np.abs(np.nan_to_num(np.asarray(diff, dtype=float), nan=np.inf)) <= margin, axis=1))
 
 
-def rule_ensemble_margin(eps, group_minus_original, margin=FIG10_MARGIN):
-    """|group - original| <= {margin} (majority vote, every num_g) in every row with eps <= 0.1: reproduced; only in
-    the rows with eps <= 0.01: partly; otherwise not reproduced.
+def symmetric_rows(symmetric, rows):
+    """[E] bool: the rows whose every cell is a symmetry. symmetric: [E, G] bool, or None (not measured, as in the
+    paper's notebook: every row counts)."""
+    return np.ones(rows, bool) if symmetric is None else np.all(np.asarray(symmetric, dtype=bool), axis=1)
 
-    eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's."""
+
+def rule_symmetries(eps, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
+    """Every (num_g, eps) cell is a symmetry on the images pi was fitted on: its symmetry error (the largest relative
+    gap between a moved network's logits and the original's there, for the pi the ensemble uses) is at most
+    {tolerance:g}. Every row: reproduced; some rows: partly; none: not reproduced.
+
+    eps: [E]; symmetry_error: [E, G] (inf or NaN: a member overflowed)."""
+    error = np.nan_to_num(np.asarray(symmetry_error, dtype=float), nan=np.inf)
+    rows = np.all(error <= tolerance, axis=1)
+    largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(eps, error.max(axis=1)))
+    return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
+                  f"symmetries at {eps_set(eps, rows)}, not at {eps_set(eps, ~rows)}; largest error per row: {largest}",
+                  f"symmetries at {eps_set(eps, rows)}", max((float(e) for e, r in zip(eps, rows) if r),
+                                                               default=math.nan), "largest eps that is a symmetry")
+
+
+def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10_MARGIN):
+    """In every row with eps <= 0.1, every cell is a symmetry and |group - original| <= {margin} (majority vote, every
+    num_g): reproduced; only in the rows with eps <= 0.01: partly; otherwise not reproduced. A cell that is not a
+    symmetry fails: it cannot support a claim about symmetry-moved networks.
+
+    eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool (None: not
+    measured)."""
     eps, diff = np.asarray(eps, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
-    ok = np.all(np.nan_to_num(diff, nan=np.inf) <= margin, axis=1)
-    small, smaller = ok[eps <= 0.1 + 1e-12], ok[eps <= 0.01 + 1e-12]
-    verdict = REPRODUCED if small.size and small.all() else PARTLY if smaller.size and smaller.all() else NOT_REPRODUCED
-    rows = ", ".join(f"eps {e:g}: max |diff| {np.nanmax(d) if np.isfinite(d).any() else math.nan:.3g}"
-                     for e, d in sorted(zip(eps, diff), key=lambda t: -t[0]))
-    within = rows_within(eps, group_minus_original, margin)
-    return Result(verdict, f"rows within {margin}: {within}; {rows}", f"within the margin for {within}")
+    within = np.all(np.nan_to_num(diff, nan=np.inf) <= margin, axis=1)
+    symmetries = symmetric_rows(symmetric, len(eps))
+    ok, small = within & symmetries, eps <= 0.1 + 1e-12
+    verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
+               if (eps <= 0.01 + 1e-12).any() and ok[eps <= 0.01 + 1e-12].all() else NOT_REPRODUCED)
+    finite = np.isfinite(diff)  # an overflowing cell is NaN
+    largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
+    rows = ", ".join(f"eps {e:g}: max |diff| {fmt(d)}" for e, d in sorted(zip(eps, largest), key=lambda t: -t[0]))
+    text = (f"rows within {margin}: {eps_set(eps, within)}"
+            + f"; not symmetries: {eps_set(eps, ~symmetries)}" * bool((~symmetries).any()) + f"; {rows}")
+    deciding = largest[small & np.isfinite(largest)]
+    return Result(verdict, text, f"within the margin and symmetries for {eps_set(eps, ok)}",
+                  float(deciding.max()) if deciding.size else None, "largest |group - original| at eps <= 0.1")
 
 
-def differences_at(eps, group, other, eps_checked):
-    """{eps: group - other, [G]} at the checked eps present in the grid."""
-    return {float(e): np.asarray(group, float)[i] - np.asarray(other, float)[i]
-            for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in eps_checked)}
+def checked_rows(eps, eps_checked, symmetric):
+    """(indices of the rows at the checked eps whose every cell is a symmetry, the checked eps whose rows are not)."""
+    rows = symmetric_rows(symmetric, len(eps))
+    present = [i for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in eps_checked)]
+    return [i for i in present if rows[i]], [float(eps[i]) for i in present if not rows[i]]
 
 
-def rule_group_beats_baselines(eps, group, baselines, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
+def rule_group_beats_baselines(eps, group, baselines, symmetric=None, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
     """At eps = 1 and at eps = 10, group's vote accuracy averaged over num_g exceeds each baseline's by more than
-    {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced.
+    {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced. A row with a
+    cell that is not a symmetry cannot be tested: its pairs count as not beating.
 
-    eps: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies."""
-    pairs = {(e, name): d for name, values in baselines.items()
-             for e, d in differences_at(eps, group, values, eps_checked).items()}
+    eps: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool (None: not
+    measured)."""
+    rows, broken = checked_rows(eps, eps_checked, symmetric)
+    group = np.asarray(group, dtype=float)
+    pairs = {(float(eps[i]), name): group[i] - np.asarray(values, dtype=float)[i]
+             for name, values in baselines.items() for i in rows}
     beats = [bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5) for d in pairs.values()]
     parts = [f"eps {e:g} vs {name}: {np.nanmean(d):+.3f}" for (e, name), d in pairs.items()]
-    return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats]),
-                  "; ".join(f"{p} ({'beats' if b else 'does not beat'})" for p, b in zip(parts, beats))
-                  or "the grid has none of the checked eps", "; ".join(parts))
+    text = [f"{p} ({'beats' if b else 'does not beat'})" for p, b in zip(parts, beats)]
+    text += [f"eps {e:g}: not a symmetry, cannot be tested" for e in broken]
+    return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats] + [NOT_REPRODUCED] * len(broken)),
+                  "; ".join(text) or "the grid has none of the checked eps", "; ".join(parts) or "not testable",
+                  min((float(np.nanmean(d)) for d in pairs.values()), default=None), "smallest lead over a baseline")
 
 
-def rule_group_vs_perm_interp(eps, group, perm_interp, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
+def rule_group_vs_perm_interp(eps, group, perm_interp, symmetric=None, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
     """At eps = 1 and at eps = 10, the group ensemble is ahead of the interpolated permutation: its vote accuracy
     averaged over num_g is higher by more than {margin} (within {margin}: a tie). Ahead at both: reproduced; at one:
-    partly; at neither: not reproduced.
+    partly; at neither: not reproduced. A row with a cell that is not a symmetry cannot be tested (not ahead).
 
-    eps: [E]; group, perm_interp: [E, G] vote accuracies."""
-    diffs = differences_at(eps, group, perm_interp, eps_checked)
+    eps: [E]; group, perm_interp: [E, G] vote accuracies; symmetric: [E, G] bool (None: not measured)."""
+    rows, broken = checked_rows(eps, eps_checked, symmetric)
+    diffs = {float(eps[i]): np.asarray(group, float)[i] - np.asarray(perm_interp, float)[i] for i in rows}
     means = [float(np.nanmean(d)) for d in diffs.values()]
     parts = [f"eps {e:g}: {m:+.3f}" for e, m in zip(diffs, means)]
-    text = "; ".join(f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group "
-                     f"higher in {int(np.sum(d > 0))} of {d.size} cells)"
-                     for p, m, d in zip(parts, means, diffs.values()))
-    return Result(combine([REPRODUCED if m > margin else NOT_REPRODUCED for m in means]),
-                  f"group - perm_interp: {text or 'the grid has none of the checked eps'}", ", ".join(parts))
+    text = [f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group higher in "
+            f"{int(np.sum(d > 0))} of {d.size} cells)" for p, m, d in zip(parts, means, diffs.values())]
+    text += [f"eps {e:g}: not a symmetry, cannot be tested" for e in broken]
+    verdicts = [REPRODUCED if m > margin else NOT_REPRODUCED for m in means] + [NOT_REPRODUCED] * len(broken)
+    return Result(combine(verdicts),
+                  f"group - perm_interp: {'; '.join(text) or 'the grid has none of the checked eps'}",
+                  ", ".join(parts) or "not testable", min(means, default=None), "group - perm_interp (smaller row)")
 
 
 def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, margin=FIG11_MARGIN, chance=CHANCE):
@@ -357,3 +422,79 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
                  f"ensemble is at or below chance there ({', '.join(f'{a:.3f}' for a in group[gain & ~better])})")
     verdict = REPRODUCED if better.any() and not worse.any() else PARTLY if better.any() else NOT_REPRODUCED
     return Result(verdict, text, ", ".join(f"{x:+.3f}" for x in d[attacked]))
+
+
+def significant(strengths, diff, p, alpha=ALPHA):
+    """McNemar at the attacked strengths (> 0), Bonferroni-corrected: (attacked, significant gain, significant loss:
+    [K] bool each, the level alpha / number of attacked strengths that p must be below)."""
+    attacked = np.asarray(strengths, dtype=float) > 0
+    level = alpha / max(int(attacked.sum()), 1)
+    below = attacked & (np.asarray(p, dtype=float) < level)
+    return attacked, below & (np.asarray(diff, dtype=float) > 0), below & (np.asarray(diff, dtype=float) < 0), level
+
+
+def tested_on_a_symmetry(result, symmetry_error, tolerance):
+    """result where the moved networks are symmetries (error <= tolerance); otherwise 'cannot be tested' (not
+    reproduced), naming the verdict as measured (the report's table gives its numbers)."""
+    if symmetry_error <= tolerance:  # NaN (overflow) is no symmetry
+        return result
+    return Result(NOT_REPRODUCED, f"cannot be tested: the moved networks are not symmetries (symmetry error "
+                  f"{fmt(symmetry_error)} > {fmt(tolerance)}; as measured: {result.verdict})",
+                  "not a symmetry", result.value, result.value_name)
+
+
+def per_strength(strengths, diff, p, attacked):
+    return ", ".join(f"{s:g}: {d:+.3f} (p {q:.1g})" for s, d, q, a in zip(strengths, diff, p, attacked) if a)
+
+
+def rule_significant_gain(attacks, strengths, diff, p, accuracy, symmetry_error=0.0, tolerance=SYMMETRY_TOLERANCE,
+                          alpha=ALPHA, chance=CHANCE, margin=FIG11_MARGIN):
+    """For each attack, the group ensemble is significantly more accurate than the original at some attacked strength
+    and significantly less accurate at none. Significant: McNemar's exact test on the same images gives p < {alpha:g}
+    / (number of attacked strengths) (Bonferroni: a gain at any strength would count, so each attack keeps a
+    family-wise error of {alpha:g}). A gain counts only where the ensemble is above chance + {margin} (a gain between
+    accuracies at chance is no robustness). Every attack: reproduced; none: not reproduced; otherwise (a gain with a
+    loss elsewhere, or for one attack) partly. If the moved networks are not symmetries (symmetry error above
+    {tolerance:g}) the seed cannot be tested (not reproduced).
+
+    attacks: [A] names; strengths, diff (group - original), p (McNemar), accuracy (the group ensemble's): [A] lists
+    of [K]; symmetry_error: the seed's, for the pi used."""
+    verdicts, parts, candidates = [], [], []
+    for name, s, d, q, acc in zip(attacks, strengths, diff, p, accuracy):
+        attacked, up, down, level = significant(s, d, q, alpha)
+        above = np.asarray(acc, dtype=float) > chance + margin
+        gain = up & above
+        verdicts.append(REPRODUCED if gain.any() and not down.any() else PARTLY if gain.any() else NOT_REPRODUCED)
+        parts.append(f"{name} {per_strength(s, d, q, attacked)}: significant (p < {level:.3g}) gain at "
+                     f"{int(gain.sum())}, loss at {int(down.sum())} of {int(attacked.sum())} attacked strengths"
+                     + f", {int((up & ~above).sum())} gain(s) at chance not counted" * bool((up & ~above).any()))
+        candidates += list(np.asarray(d, dtype=float)[attacked & above])
+    result = Result(combine(verdicts), "; ".join(parts), ", ".join(verdicts),
+                    max(candidates, default=None), "largest difference above chance")
+    return tested_on_a_symmetry(result, symmetry_error, tolerance)
+
+
+def rule_gain_beyond_control(attacks, strengths, diff, p, accuracy, control_diff, control_p, symmetry_error=0.0,
+                             tolerance=SYMMETRY_TOLERANCE, alpha=ALPHA, chance=CHANCE, margin=FIG11_MARGIN):
+    """For each attack, at some attacked strength the group ensemble both gains significantly over the original (as
+    in the transfer rule) and is significantly more accurate than an independently trained CNN on the same
+    transferred images, so that its gain exceeds the independent network's (McNemar, p < {alpha:g} / number of
+    attacked strengths, each). A gain that another network of the same kind also has is not robustness from the
+    symmetry. Every attack: reproduced; some: partly; none: not reproduced. If the moved networks are not symmetries
+    (symmetry error above {tolerance:g}) the seed cannot be tested (not reproduced).
+
+    attacks: [A] names; strengths, diff and p (group vs original), accuracy (the group's), control_diff and
+    control_p (group vs the independent CNN): [A] lists of [K]; symmetry_error: the seed's, for the pi used."""
+    verdicts, parts, leads = [], [], []
+    for name, s, d, q, acc, cd, cq in zip(attacks, strengths, diff, p, accuracy, control_diff, control_p):
+        attacked, up, _, level = significant(s, d, q, alpha)
+        _, ahead, behind, _ = significant(s, cd, cq, alpha)
+        both = up & (np.asarray(acc, dtype=float) > chance + margin) & ahead
+        verdicts.append(REPRODUCED if both.any() else NOT_REPRODUCED)
+        parts.append(f"{name} group - independent {per_strength(s, cd, cq, attacked)}: a gain beyond the "
+                     f"independent CNN at {int(both.sum())} of {int(attacked.sum())} attacked strengths "
+                     f"(significantly behind it at {int(behind.sum())})")
+        leads += list(np.asarray(cd, dtype=float)[attacked])
+    result = Result(combine(verdicts), "; ".join(parts), ", ".join(verdicts), max(leads, default=None),
+                    "largest group - independent")
+    return tested_on_a_symmetry(result, symmetry_error, tolerance)

@@ -189,10 +189,40 @@ def group_minus_original():
                     + [(0.002, -0.003, 0, 0, 0.001, 0, 0)] * 3, dtype=float)
 
 
+def cells(rows=(), value=True):
+    """[7, 7] bool over EPS x num_g: every cell `not value` except the given eps rows (for symmetric masks)."""
+    mask = np.full((7, 7), not value)
+    for e in rows:
+        mask[EPS.index(e)] = value
+    return mask
+
+
+def test_exact_numerics_decide():
+    assert vr.exact_decides({"paper numerics": NOT_REPRODUCED, vr.EXACT: REPRODUCED}) == REPRODUCED
+    assert vr.exact_decides({"paper numerics": REPRODUCED, vr.EXACT: PARTLY}) == PARTLY
+    assert vr.exact_decides({"paper numerics": REPRODUCED}) == NOT_REPRODUCED  # exact not run: nothing decides
+    assert vr.combine({"paper numerics": REPRODUCED, vr.EXACT: NOT_REPRODUCED}) == PARTLY  # combine takes both forms
+
+
+def test_symmetries_rule():
+    error = np.full((7, 7), 1e-12)
+    assert vr.rule_symmetries(EPS, error).verdict == REPRODUCED
+    error[0, 3] = 0.2  # one cell at eps = 20
+    result = vr.rule_symmetries(EPS, error)
+    assert result.verdict == PARTLY and "not at eps in {20}" in result.text and result.value == 10
+    error[:] = np.inf  # every member overflowed
+    assert vr.rule_symmetries(EPS, error).verdict == NOT_REPRODUCED
+    error[6] = np.nan  # NaN is no symmetry either
+    assert vr.rule_symmetries(EPS, error).verdict == NOT_REPRODUCED
+    assert vr.rule_symmetries(EPS, np.full((7, 7), 2e-3)).verdict == NOT_REPRODUCED  # above the tolerance 1e-3
+    assert vr.rule_symmetries(EPS, np.full((7, 7), 2e-3), tolerance=1e-2).verdict == REPRODUCED
+
+
 def test_ensemble_margin_rule():
     diff = group_minus_original()
     result = vr.rule_ensemble_margin(EPS, diff)
     assert result.verdict == REPRODUCED and "eps in {0.0001, 0.001, 0.01, 0.1}" in result.text
+    assert result.value == pytest.approx(0.017)  # the largest |diff| at eps <= 0.1
     worse = diff.copy()
     worse[3, 0] = -0.05  # eps = 0.1 loses 5 points in one cell
     assert vr.rule_ensemble_margin(EPS, worse).verdict == PARTLY
@@ -201,6 +231,11 @@ def test_ensemble_margin_rule():
     nan_cell = diff.copy()
     nan_cell[3, 0] = np.nan  # an overflowing cell at eps = 0.1 is not within the margin
     assert vr.rule_ensemble_margin(EPS, nan_cell).verdict == PARTLY
+    # a cell that is not a symmetry fails, however close its accuracy; rows the rule does not read do not matter
+    assert vr.rule_ensemble_margin(EPS, diff, symmetric=cells([20, 10, 1], False)).verdict == REPRODUCED
+    result = vr.rule_ensemble_margin(EPS, diff, symmetric=cells([0.01, 0.001, 0.0001]))
+    assert result.verdict == PARTLY and "not symmetries: eps in {0.1, 1, 10, 20}" in result.text
+    assert vr.rule_ensemble_margin(EPS, diff, symmetric=cells([0.001, 0.0001])).verdict == NOT_REPRODUCED
 
 
 def test_group_beats_baselines_rule():
@@ -211,6 +246,13 @@ def test_group_beats_baselines_rule():
     assert result.verdict == REPRODUCED and result.text.count("(beats)") == 6
     assert vr.rule_group_beats_baselines(EPS, group, {"g_inverse": low, "shuffle": group + 0.05}).verdict == PARTLY
     assert vr.rule_group_beats_baselines([0.1, 0.01], group[3:5], {"random": low[3:5]}).verdict == NOT_REPRODUCED
+    # a row that is not a symmetry cannot be tested: one such row, partly; both, not reproduced
+    baselines = {"g_inverse": low, "random": low}
+    result = vr.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([10], False))
+    assert result.verdict == PARTLY and "eps 10: not a symmetry, cannot be tested" in result.text
+    assert result.text.count("(beats)") == 2
+    assert vr.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([0.1, 0.01])).verdict == NOT_REPRODUCED
+    assert vr.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([20], False)).verdict == REPRODUCED
 
 
 def test_group_vs_perm_interp_rule():
@@ -222,10 +264,85 @@ def test_group_vs_perm_interp_rule():
     tie[1] += 0.01  # eps = 10: within the margin, a tie; eps = 1: group ahead
     result = vr.rule_group_vs_perm_interp(EPS, group, np.where(np.arange(7)[:, None] == 2, group - 0.05, tie))
     assert result.verdict == PARTLY and "tie" in result.text and "group ahead" in result.text
+    # group ahead at both, but eps = 1 is not a symmetry in one cell: only eps = 10 counts
+    symmetric = cells([], False)
+    symmetric[EPS.index(1), 4] = False
+    result = vr.rule_group_vs_perm_interp(EPS, group, group - 0.05, symmetric=symmetric)
+    assert result.verdict == PARTLY and "eps 1: not a symmetry" in result.text
     # the paper notebook's own heat maps [C]: perm_interp ahead at eps = 1 and 10
     eps = list(paper.FIG10_ROWS["perm_interp"])
     rows = {m: [paper.FIG10_ROWS[m][e] for e in eps] for m in ("group", "perm_interp")}
     assert vr.rule_group_vs_perm_interp(eps, rows["group"], rows["perm_interp"]).verdict == NOT_REPRODUCED
+
+
+def paired(acc_b, gained, lost, n):
+    """Two classifiers on the same n images with the given discordant counts [K]: (accuracy of a, a - b, McNemar's
+    p), p from scipy's exact binomial test, as the notebook computes it."""
+    from scipy.stats import binomtest
+    gained, lost = np.asarray(gained), np.asarray(lost)
+    diff = (gained - lost) / n
+    p = [binomtest(int(g), int(g + d), 0.5).pvalue if g + d else 1.0 for g, d in zip(gained, lost)]
+    return np.asarray(acc_b) + diff, diff, np.array(p)
+
+
+FGSM = [0, 1, 2, 4, 8]  # eps x 255
+ORIGINAL = [0.62, 0.37, 0.19, 0.12, 0.05]  # the original's accuracy under the transfer attack
+
+
+def gains(gained, lost, n=10_000):
+    """The rule's per-attack arguments for one attack (FGSM on n images): group vs original."""
+    accuracy, diff, p = paired(ORIGINAL, gained, lost, n)
+    return dict(attacks=["FGSM"], strengths=[FGSM], diff=[diff], p=[p], accuracy=[accuracy])
+
+
+def test_significant_gain_rule():
+    # 600 vs 400 discordant images of 10,000: +0.02, p ~ 3e-10; 400 vs 300: p ~ 2e-4; 150 vs 100: p ~ 0.002
+    assert vr.rule_significant_gain(**gains([500, 600, 600, 400, 150], [900, 400, 400, 300, 100])).verdict == REPRODUCED
+    # the clean column (strength 0) is no attack: its loss does not count, a significant loss under attack does
+    result = vr.rule_significant_gain(**gains([500, 300, 600, 400, 150], [900, 400, 400, 300, 100]))
+    assert result.verdict == PARTLY and "gain at 2, loss at 1 of 4 attacked strengths" in result.text
+    # Bonferroni: 260 vs 200 (p ~ 0.006) is significant at 0.05 / 4; 240 vs 200 (p ~ 0.06) and 230 vs 185
+    # (p ~ 0.03, below 0.05 but above 0.0125) are not
+    assert vr.rule_significant_gain(**gains([0, 260, 200, 200, 0], [0, 200, 200, 200, 0])).verdict == REPRODUCED
+    result = vr.rule_significant_gain(**gains([0, 230, 240, 200, 0], [0, 185, 200, 200, 0]))
+    assert result.verdict == NOT_REPRODUCED and "p < 0.0125" in result.text
+    # a significant gain where the ensemble is at chance is no robustness
+    result = vr.rule_significant_gain(**gains([0, 300, 300, 300, 600], [0, 300, 300, 300, 200]))
+    assert result.verdict == NOT_REPRODUCED and "1 gain(s) at chance not counted" in result.text
+    # two attacks: a gain in one only, partly
+    fgsm, nothing = gains([0, 600, 600, 400, 150], [0, 400, 400, 300, 100]), gains([0] * 5, [0] * 5)
+    both = {k: fgsm[k] + nothing[k] for k in fgsm}
+    assert vr.rule_significant_gain(**both).verdict == PARTLY
+    # moved networks that are not symmetries cannot be tested, whatever the numbers
+    result = vr.rule_significant_gain(**fgsm, symmetry_error=0.5)
+    assert result.verdict == NOT_REPRODUCED and "cannot be tested" in result.text
+    assert "as measured: reproduced" in result.text
+    assert vr.rule_significant_gain(**fgsm, symmetry_error=math.nan).verdict == NOT_REPRODUCED
+    assert vr.rule_significant_gain(**fgsm, symmetry_error=5e-4).verdict == REPRODUCED
+
+
+def test_gain_beyond_control_rule():
+    group = gains([0, 600, 600, 400, 150], [0, 400, 400, 300, 100])
+    ahead, behind = paired(ORIGINAL, [0, 600, 500, 300, 0], [0, 400, 500, 300, 0], 10_000)[1:], \
+        paired(ORIGINAL, [0, 300, 300, 300, 0], [0, 900, 900, 900, 0], 10_000)[1:]
+    result = vr.rule_gain_beyond_control(**group, control_diff=[ahead[0]], control_p=[ahead[1]])
+    assert result.verdict == REPRODUCED and "at 1 of 4 attacked strengths" in result.text
+    result = vr.rule_gain_beyond_control(**group, control_diff=[behind[0]], control_p=[behind[1]])
+    assert result.verdict == NOT_REPRODUCED and "significantly behind it at 3" in result.text
+    # ahead of the independent CNN where the group has no gain over the original: not robustness either
+    no_gain = gains([0, 400, 400, 300, 100], [0, 400, 400, 300, 100])
+    assert vr.rule_gain_beyond_control(**no_gain, control_diff=[ahead[0]], control_p=[ahead[1]]).verdict \
+        == NOT_REPRODUCED
+    two = {k: group[k] * 2 for k in group}
+    assert vr.rule_gain_beyond_control(**two, control_diff=[ahead[0], behind[0]],
+                                       control_p=[ahead[1], behind[1]]).verdict == PARTLY
+    assert vr.rule_gain_beyond_control(**group, control_diff=[ahead[0]], control_p=[ahead[1]],
+                                       symmetry_error=0.7).verdict == NOT_REPRODUCED
+
+
+def test_symmetry_tolerance_is_the_notebooks():
+    from symmetry import SYMMETRY_TOLERANCE
+    assert vr.SYMMETRY_TOLERANCE == SYMMETRY_TOLERANCE
 
 
 def test_group_more_robust_rule():
