@@ -117,7 +117,7 @@ def main():
               f"{per_config * 1e6:13.1f} us {baseline / per_config:6.1f}x")
 
     # Projected training time at paper settings (serial; the scripts also spread activations
-    # over worker processes, see the README for measured wall times).
+    # over worker processes, see docs/performance.md for measured wall times).
     fig36_steps = {"linear": 400_000, "relu": 400_000, "tanh": 400_000, "sigmoid": 800_000}
     fig9_steps = {"linear": 4_000, "relu": 4_000, "tanh": 4_000, "sigmoid": 8_000}
     projections = {

@@ -61,7 +61,7 @@ def test_perturbation_stays_in_eps_ball_and_clip_range(eps):
 
 
 def test_clip_range_is_enforced_even_for_images_outside_it():
-    # The paper's data lie in [-0.5, 0.5] while its attacks clip to [0, 1] (paper_notes B2):
+    # The paper's data lie in [-0.5, 0.5] while its attacks clip to [0, 1] (B2 in docs/differences.md):
     # every negative pixel ends at 0 or above.
     model, (x, y) = small_cnn(), images()
     x = x - 0.5

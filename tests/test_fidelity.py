@@ -3,7 +3,7 @@
 Reference values: paper_numbers.py ([R]), from re-running the paper's scripts with
 their seeds (float32, CPU). Tolerance 1 %, plus half a unit of the reference's last printed
 digit. Only the parts that are cheap at full size run here; the long runs (Fig. 3 drifts, the
-slow Fig. 6/7 convergence counts) are checked by hand (README, "Fidelity").
+slow Fig. 6/7 convergence counts) are checked by hand (docs/fidelity.md).
 """
 import numpy as np
 import pytest

@@ -235,12 +235,12 @@ def write_cifar_figures(root, quick=False, corrected_name=CORRECTED):
                           "shuffle": [0.1] * len(strengths)}.items():
             data[f"acc_{m}"] = data[f"mean_acc_{m}"] = per_seed(values)
         write_figure(root, FIG11_PAPER.format(method), data, run_settings(
-            "ipykernel_launcher.py -f /tmp/kernel.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
+            "ipykernel_launcher.py -f kernel-1234.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
             protocol="paper", attack=method, num_eval=1000, data_source="official",
             data_dir="/home/someone/datasets/cifar"))
     for suffix, numerics in (("", "paper"), ("_exact", "exact")):
         write_figure(root, corrected_name + suffix, corrected_data(), run_settings(
-            "ipykernel_launcher.py -f /tmp/kernel.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
+            "ipykernel_launcher.py -f kernel-1234.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
             protocol="corrected", numerics=numerics, data_source="official", data_dir="/home/someone/datasets/cifar"))
 
 

@@ -1,4 +1,4 @@
-"""Spherical coordinates, the R = r O matrix and the invertible single-sample action (paper_notes §6)."""
+"""Spherical coordinates, the R = r O matrix and the invertible single-sample action."""
 import pytest
 import torch
 
