@@ -48,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--jobs", default=None, type=int, help="JOBS: worker processes (0: one per CPU core)")
     parser.add_argument("--threads", default=None, type=int,
                         help="THREADS: torch threads of the kernel (0: torch's default)")
-    parser.add_argument("--timeout", default=None, type=float, help="seconds per cell (default: none)")
+    parser.add_argument("--timeout", default=None, type=float, help="seconds per cell (None: no limit)")
     parser.add_argument("--executed", default=None, metavar="PATH", help="also save the executed notebook here")
     parser.add_argument("--in-place", action="store_true",
                         help="after a successful run, save the executed notebook over NOTEBOOK (not with --quick)")
