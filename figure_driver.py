@@ -524,7 +524,7 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
     return [stem + extension for extension in (".npz", ".json", ".pdf", ".png")]
 
 
-def png_preview(fig, max_width_px=1400, max_dpi=100):
+def png_preview(fig, max_width_px=1200, max_dpi=100):
     """The figure as PNG bytes at screen resolution (at most `max_width_px` wide): what a notebook
     shows inline, so that a committed notebook stays small; the saved .png (150 dpi) is for print."""
     import io

@@ -134,7 +134,7 @@ def check_committed_outputs(path, images):
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), "not one full run"
     outputs = [output for cell in code for output in cell.outputs]
     pngs = [output.data["image/png"] for output in outputs if "image/png" in output.get("data", {})]
-    assert len(pngs) == images and max(map(len, pngs)) < 400_000  # base64 characters: screen resolution
+    assert len(pngs) == images and max(map(len, pngs)) < 400_000  # base64 characters: screen resolution (the 150-dpi PNG is ~800,000)
     text = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "") for output in outputs)
     assert "error" not in {output.output_type for output in outputs}
     assert "QUICK" not in text and "saved FIGURES_DIR/" in text
