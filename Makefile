@@ -18,6 +18,9 @@ SEEDS_HESSIAN ?= $(if $(QUICK),2,10)
 
 # run_notebook.py's exit status when CIFAR-10 is absent and could not be downloaded
 CIFAR_MISSING := 3
+# A full run into figures/ also saves the executed notebooks (figures and tables) over the committed
+# ones; a quick run, or one into another OUT, leaves them alone.
+IN_PLACE := $(if $(QUICK),,$(if $(filter figures,$(OUT)),--in-place,))
 
 .PHONY: figures toy-figures cifar-figures report test benchmark clean-venv
 
@@ -52,7 +55,7 @@ cifar-figures: $(VENV)/.installed
 
 # $(1): the notebook, $(2): its figure
 define run_cifar_notebook
-@$(PY) run_notebook.py $(1) --out $(OUT) --cifar-dir $(CIFAR_DIR) $(QUICK_FLAG); status=$$?; \
+@$(PY) run_notebook.py $(1) --out $(OUT) --cifar-dir $(CIFAR_DIR) $(QUICK_FLAG) $(IN_PLACE); status=$$?; \
 if [ $$status -eq $(CIFAR_MISSING) ]; then \
   echo "SKIPPED $(2) ($(1)): see the error above. To provide CIFAR-10, put cifar-10-batches-py in $(CIFAR_DIR)/ or pass CIFAR_DIR=/path (it is downloaded there when online)."; \
 elif [ $$status -ne 0 ]; then exit $$status; fi

@@ -625,6 +625,7 @@ def plot_threat_models(data, title=None, models=("original", "group", "independe
         ax.set_title("(c) gains and controls")
         for ax in axes[row]:
             ax.set_xlabel(xlabel)
+            ax.set_xticks(axis)  # the strengths attacked: FGSM 0, 1, 2, 4, 8; PGD iterations 0, 1, 3, 10, 20
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     if title:

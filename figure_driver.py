@@ -298,7 +298,7 @@ def _end_processes(processes):
 
 
 @contextlib.contextmanager
-def _signals_held():
+def signals_held():
     """Run the block with Ctrl-C and SIGTERM held back, then act on one that came: a figure's
     files are renamed all or none. Only in the main thread (the only one that gets them)."""
     if threading.current_thread() is not threading.main_thread():
@@ -512,7 +512,7 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
         with open(temporary[".json"], "w") as f:
             # default=str: torch dtypes and devices (and anything else without a JSON form) as text
             f.write(json.dumps(_to_json(settings), indent=2, default=str) + "\n")
-        with _signals_held():
+        with signals_held():
             for extension in (".npz", ".pdf", ".png", ".json"):
                 os.replace(temporary[extension], stem + extension)
     finally:
@@ -522,6 +522,17 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
             _TEMPORARIES.discard(path)
     plt.close(fig)
     return [stem + extension for extension in (".npz", ".json", ".pdf", ".png")]
+
+
+def png_preview(fig, max_width_px=1200, max_dpi=100):
+    """The figure as PNG bytes at screen resolution (at most `max_width_px` wide): what a notebook
+    shows inline, so that a committed notebook stays small; the saved .png (150 dpi) is for print."""
+    import io
+    width_inches = fig.get_size_inches()[0]
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=min(max_dpi, max_width_px / width_inches), bbox_inches="tight",
+                metadata={"Software": None})
+    return buffer.getvalue()
 
 
 class SavedArrays(dict):

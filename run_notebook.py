@@ -3,15 +3,17 @@
 
 usage: python run_notebook.py NOTEBOOK.ipynb [--out DIR] [--cifar-dir DIR] [--quick]
                               [--device auto|cpu|cuda|cuda:N] [--seed N] [--seeds N] [--jobs N]
-                              [--threads N] [--timeout S] [--executed PATH]
+                              [--threads N] [--timeout S] [--executed PATH] [--in-place]
 
 The parameters reach the notebook's first cell (tagged `parameters`) as environment variables
 (FIGURES_DIR, CIFAR_DIR, QUICK, DEVICE, SEED, SEEDS, JOBS, THREADS); a flag overrides the
 variable. Relative folders (--out, --cifar-dir, or FIGURES_DIR and CIFAR_DIR set in the
 environment) are taken relative to the directory this command runs in, not the notebook's.
-The output folder is checked (and created) before the notebook starts. The committed notebook
-is never overwritten; --executed saves the executed copy, with its figures and printed tables,
-elsewhere. Figures are shown with the kernel's own matplotlib backend (no backend is forced).
+The output folder is checked (and created) before the notebook starts. --executed saves the
+executed copy, with its figures and printed tables, elsewhere; --in-place saves it over NOTEBOOK,
+only after a successful run and never with --quick (what a full `make figures` does, so that the
+committed notebooks show the paper-settings run). Figures are shown with the kernel's own
+matplotlib backend (no backend is forced).
 
 Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments
 (nothing ran); 3 CIFAR-10 is absent and could not be downloaded (the notebook raised
@@ -26,7 +28,7 @@ import sys
 import threading
 import time
 
-from figure_driver import UsageError, check_output_dir, device_name, exit_cleanly_on_signals
+from figure_driver import UsageError, check_output_dir, device_name, exit_cleanly_on_signals, signals_held
 
 MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (cifar.CifarMissingError)
 
@@ -46,8 +48,10 @@ def main(argv=None):
     parser.add_argument("--jobs", default=None, type=int, help="JOBS: worker processes (0: one per CPU core)")
     parser.add_argument("--threads", default=None, type=int,
                         help="THREADS: torch threads of the kernel (0: torch's default)")
-    parser.add_argument("--timeout", default=None, type=float, help="seconds per cell (default: none)")
+    parser.add_argument("--timeout", default=None, type=float, help="seconds per cell (None: no limit)")
     parser.add_argument("--executed", default=None, metavar="PATH", help="also save the executed notebook here")
+    parser.add_argument("--in-place", action="store_true",
+                        help="after a successful run, save the executed notebook over NOTEBOOK (not with --quick)")
     args = parser.parse_args(argv)
     prog = os.path.basename(sys.argv[0])
     client = None  # the notebook's client once it exists: a signal then ends its kernel too
@@ -58,7 +62,10 @@ def main(argv=None):
         print(f"{prog}: error: no notebook at {args.notebook!r}", file=sys.stderr)
         return 2
     if args.executed and os.path.abspath(args.executed) == notebook_path:
-        print(f"{prog}: error: --executed must not overwrite the notebook itself", file=sys.stderr)
+        print(f"{prog}: error: --executed must not overwrite the notebook itself (that is --in-place)", file=sys.stderr)
+        return 2
+    if args.in_place and (args.quick or os.environ.get("QUICK") == "1"):
+        print(f"{prog}: error: --in-place with a quick run: the notebook keeps the outputs of a full run", file=sys.stderr)
         return 2
     # Folders relative to where this command runs (the kernel runs in the notebook's folder).
     out = args.out if args.out is not None else os.environ.get("FIGURES_DIR")
@@ -112,8 +119,24 @@ def main(argv=None):
             print(f"{prog}: error: {name} failed: {first_line}", file=sys.stderr)
             return 1
         raise error
-    print(f"{prog}: {name} ran in {time.time() - started:.1f} s")
+    if args.in_place:
+        _replace_notebook(notebook, notebook_path)
+    print(f"{prog}: {name} ran in {time.time() - started:.1f} s" + (", outputs saved in it" if args.in_place else ""))
     return 0
+
+
+def _replace_notebook(notebook, path):
+    """Write `notebook` over `path` whole or not at all (a temporary file beside it, then a rename)."""
+    import nbformat
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with signals_held():  # Ctrl-C or SIGTERM take effect after the rename, and leave no temporary file
+        try:
+            nbformat.write(notebook, temporary)
+            os.chmod(temporary, os.stat(path).st_mode & 0o777)
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
 
 
 def _execute(client, failure):

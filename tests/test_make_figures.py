@@ -75,3 +75,14 @@ def test_a_failing_notebook_stops_make(scratch, tmp_path):
     assert result.returncode != 0
     assert "ensemble_CIFAR.ipynb failed: RuntimeError: a bug" in result.stderr
     assert "SKIPPED" not in result.stdout and "adversarial_CIFAR" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args, in_place", [([], True), (["QUICK=1"], False), (["OUT=elsewhere"], False),
+                                            (["QUICK=1", "OUT=figures"], False)])
+def test_only_a_full_run_into_figures_saves_the_notebooks_outputs(args, in_place):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    commands = subprocess.run([*MAKE, "-n", "cifar-figures", *args], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+    notebooks = [line for line in commands if "run_notebook.py" in line]
+    assert len(notebooks) == 2 and all(("--in-place" in line) == in_place for line in notebooks)

@@ -2,6 +2,7 @@
 exit status 3 only for missing CIFAR-10, and Ctrl-C / SIGTERM ending the kernel with one line."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,3 +101,42 @@ def test_a_signal_ends_the_run_and_its_kernel_with_one_line(tmp_path, signum, st
     # later, and leaves its connection file behind).
     assert not running(kernel["pid"])
     assert not os.path.exists(kernel["connection_file"])
+
+
+def test_in_place_saves_the_outputs_only_after_a_full_successful_run(tmp_path):
+    notebook = write_notebook(tmp_path / "n.ipynb", "print('a table')")
+    result = run([notebook, "--in-place"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = nbformat.read(notebook, as_version=4)
+    assert saved.cells[0].outputs[0].text == "a table\n" and saved.cells[0].execution_count == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["n.ipynb"]  # no temporary file left
+
+    failing = write_notebook(tmp_path / "f.ipynb", "print('half')", "raise RuntimeError('a bug')")
+    before = open(failing, "rb").read()
+    assert run([failing, "--in-place"], cwd=tmp_path).returncode == 1
+    assert open(failing, "rb").read() == before  # a failed run keeps the committed outputs
+
+    for args, env in ((["--quick"], {}), ([], {"QUICK": "1"})):  # quick outputs never go into the notebook
+        result = run([failing, "--in-place", *args], cwd=tmp_path, env=env)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--in-place" in result.stderr
+    assert open(failing, "rb").read() == before
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(home|root|tmp|work|Users|mnt|data|opt|var|srv|scratch)/")
+
+
+def check_committed_outputs(path, images):
+    """A committed notebook shows the outputs of one full, paper-settings run: every code cell
+    executed in order, `images` inline figures of modest size, no quick run's output and no path
+    of the machine it ran on."""
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), "not one full run"
+    outputs = [output for cell in code for output in cell.outputs]
+    pngs = [output.data["image/png"] for output in outputs if "image/png" in output.get("data", {})]
+    assert len(pngs) == images and max(map(len, pngs)) < 400_000  # base64 characters: screen resolution (the 150-dpi PNG is ~800,000)
+    text = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "") for output in outputs)
+    assert "error" not in {output.output_type for output in outputs}
+    assert "QUICK" not in text and "saved FIGURES_DIR/" in text
+    assert not ABSOLUTE_PATH.search(text), ABSOLUTE_PATH.search(text).group(0)
+    assert os.path.getsize(path) < 3_000_000
