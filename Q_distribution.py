@@ -22,7 +22,7 @@ QUICK_SAMPLES = 50
 
 
 def make_parser():
-    parser = figure_parser(__doc__, activations=True)
+    parser = figure_parser(__doc__, activations=True, steps_help=None)
     parser.add_argument("--samples", type=positive_int, default=None, metavar="N",
                         help=f"number of initialisations per histogram (default: {PAPER_SAMPLES})")
     parser.set_defaults(jobs=1)  # seconds of work: worker start-up would cost more than it saves

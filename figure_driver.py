@@ -114,12 +114,15 @@ def figure_parser(description, activations=False, steps_help="number of gradient
     description: the script's docstring (its first paragraph is shown).
     activations: True to add --activations (default: the paper's four).
     seeds: True to add --seeds (default 1: the paper's single draw).
+    steps_help: what --steps counts; None for a script that does not train (the flag stays, so that
+    every script has the same flags, and says so).
     """
     parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that run in seconds (smoke test); not the paper's numbers")
     parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
-                        help=f"{steps_help} for every run (default: the paper's)")
+                        help=f"{steps_help} for every run (default: the paper's)" if steps_help else
+                        "not used: this script does not train (given, it is an error)")
     parser.add_argument("--device", default="auto", type=device_name, metavar="DEVICE",
                         help="where to train: auto, cpu, cuda or cuda:N (GPU number N); "
                              "auto picks cuda when a GPU is available")

@@ -34,22 +34,20 @@ MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="execute a notebook headless",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Without a flag (or its environment variable) the notebook's own default applies, named here once.
+    parser = argparse.ArgumentParser(description="execute a notebook headless")
     parser.add_argument("notebook")
-    parser.add_argument("--out", default=None,
-                        help="FIGURES_DIR: output root (notebook default: figures, with --quick figures-quick)")
-    parser.add_argument("--cifar-dir", default=None,
-                        help="CIFAR_DIR: folder that holds or receives cifar-10-batches-py")
+    parser.add_argument("--out", help="FIGURES_DIR: output root (default: figures, with --quick figures-quick)")
+    parser.add_argument("--cifar-dir",
+                        help="CIFAR_DIR: folder that holds or receives cifar-10-batches-py (default: data)")
     parser.add_argument("--quick", action="store_true", help="QUICK=1: tiny smoke-test settings")
-    parser.add_argument("--device", default=None, type=device_name, help="DEVICE: auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", default=None, type=int, help="SEED: the first seed")
-    parser.add_argument("--seeds", default=None, type=int, help="SEEDS: how many seeds (SEED, SEED + 1, ...)")
-    parser.add_argument("--jobs", default=None, type=int, help="JOBS: worker processes (0: one per CPU core)")
-    parser.add_argument("--threads", default=None, type=int,
-                        help="THREADS: torch threads of the kernel (0: torch's default)")
-    parser.add_argument("--timeout", default=None, type=float, help="seconds per cell (None: no limit)")
-    parser.add_argument("--executed", default=None, metavar="PATH", help="also save the executed notebook here")
+    parser.add_argument("--device", type=device_name, help="DEVICE: auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--seed", type=int, help="SEED: the first seed (default: 0)")
+    parser.add_argument("--seeds", type=int, help="SEEDS: how many seeds, SEED, SEED + 1, ... (default: 3, quick 2)")
+    parser.add_argument("--jobs", type=int, help="JOBS: worker processes (default 0: one per CPU core, 1 on a GPU)")
+    parser.add_argument("--threads", type=int, help="THREADS: torch threads of the kernel (default 0: torch's own)")
+    parser.add_argument("--timeout", type=float, help="seconds per cell (default: no limit)")
+    parser.add_argument("--executed", metavar="PATH", help="also save the executed notebook here")
     parser.add_argument("--in-place", action="store_true",
                         help="after a successful run, save the executed notebook over NOTEBOOK (not with --quick)")
     args = parser.parse_args(argv)
@@ -65,7 +63,8 @@ def main(argv=None):
         print(f"{prog}: error: --executed must not overwrite the notebook itself (that is --in-place)", file=sys.stderr)
         return 2
     if args.in_place and (args.quick or os.environ.get("QUICK") == "1"):
-        print(f"{prog}: error: --in-place with a quick run: the notebook keeps the outputs of a full run", file=sys.stderr)
+        print(f"{prog}: error: --in-place with a quick run: the notebook keeps the outputs of a full run",
+              file=sys.stderr)
         return 2
     # Folders relative to where this command runs (the kernel runs in the notebook's folder).
     out = args.out if args.out is not None else os.environ.get("FIGURES_DIR")
@@ -92,9 +91,10 @@ def main(argv=None):
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     notebook = nbformat.read(notebook_path, as_version=4)
-    # The kernel's own log only at level ERROR: its start-up warnings are not the notebook's.
+    # The kernel's own log only at level CRITICAL: its start-up warnings, and the errors of a kernel
+    # stopped mid-cell by a time-out, are not the notebook's (its errors come as cell outputs).
     client = NotebookClient(notebook, timeout=args.timeout, kernel_name="python3",
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                             resources={"metadata": {"path": os.path.dirname(notebook_path)}})
     started = time.time()
     failure = []
@@ -115,6 +115,7 @@ def main(argv=None):
             print(f"{prog}: error: {name} failed: {ename}: {getattr(error, 'evalue', str(error))}", file=sys.stderr)
             return MISSING_DATA if ename == "CifarMissingError" else 1
         if isinstance(error, (CellTimeoutError, DeadKernelError, TimeoutError)):
+            _end_kernel(client)  # a timed-out cell's kernel may still run: it must not outlive this command
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             print(f"{prog}: error: {name} failed: {first_line}", file=sys.stderr)
             return 1

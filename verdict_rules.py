@@ -58,8 +58,9 @@ def worst(verdicts):
 
 
 def over_seeds(results):
-    """Over seeds: reproduced if the rule gives reproduced in every seed, not reproduced if in none, partly
-    otherwise; says in how many seeds it holds and the spread of the deciding number."""
+    """Over seeds: reproduced if the rule gives reproduced in every seed, not reproduced if it gives not reproduced in
+    every seed, partly otherwise (so a seed where the claim partly holds makes it partly); says in how many seeds it
+    holds fully (gives reproduced) and the spread of the deciding number."""
     k, values = sum(r.verdict == REPRODUCED for r in results), np.array([np.nan if r.value is None else r.value
                                                                           for r in results], dtype=float)
     values = np.array([float(f"{v:.6g}") for v in values[np.isfinite(values)]])  # no round-off in the spread

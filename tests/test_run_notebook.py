@@ -134,9 +134,22 @@ def check_committed_outputs(path, images):
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), "not one full run"
     outputs = [output for cell in code for output in cell.outputs]
     pngs = [output.data["image/png"] for output in outputs if "image/png" in output.get("data", {})]
-    assert len(pngs) == images and max(map(len, pngs)) < 400_000  # base64 characters: screen resolution (the 150-dpi PNG is ~800,000)
+    # base64 characters: screen resolution (the saved 150-dpi PNG is about 800,000)
+    assert len(pngs) == images and max(map(len, pngs)) < 400_000
     text = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "") for output in outputs)
     assert "error" not in {output.output_type for output in outputs}
     assert "QUICK" not in text and "saved FIGURES_DIR/" in text
     assert not ABSOLUTE_PATH.search(text), ABSOLUTE_PATH.search(text).group(0)
     assert os.path.getsize(path) < 3_000_000
+
+
+@LINUX_PROC
+def test_a_cell_time_out_is_one_line_and_ends_the_kernel(tmp_path):
+    pid_file = tmp_path / "kernel.pid"
+    notebook = write_notebook(tmp_path / "n.ipynb", "import os, time\n"
+                              f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)")
+    result = run([notebook, "--timeout", "3"], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "run_notebook.py: error: n.ipynb failed: A cell timed out while it was being executed, after 3 seconds."]
+    assert not running(int(pid_file.read_text()))  # ended before run_notebook.py exits, its log silent
