@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -91,10 +92,9 @@ def main(argv=None):
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     notebook = nbformat.read(notebook_path, as_version=4)
-    # The kernel's own log only at level CRITICAL: its start-up warnings, and the errors of a kernel
-    # stopped mid-cell by a time-out, are not the notebook's (its errors come as cell outputs).
+    # The kernel's own log only at level ERROR: its start-up warnings are not the notebook's.
     client = NotebookClient(notebook, timeout=args.timeout, kernel_name="python3",
-                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": os.path.dirname(notebook_path)}})
     started = time.time()
     failure = []
@@ -142,7 +142,10 @@ def _replace_notebook(notebook, path):
 
 def _execute(client, failure):
     try:
-        client.execute()
+        # The kernel process's own stderr is not shown: the notebook's output, errors included, comes
+        # through its cells, and a kernel ended mid-message by Ctrl-C or a time-out can print libzmq
+        # assertions there after this command's one line (the stderr argument reaches its Popen).
+        client.execute(stderr=subprocess.DEVNULL)
     except BaseException as error:  # reported by the main thread
         failure.append(error)
 

@@ -153,3 +153,11 @@ def test_a_cell_time_out_is_one_line_and_ends_the_kernel(tmp_path):
     assert result.stderr.splitlines() == [
         "run_notebook.py: error: n.ipynb failed: A cell timed out while it was being executed, after 3 seconds."]
     assert not running(int(pid_file.read_text()))  # ended before run_notebook.py exits, its log silent
+
+
+def test_a_dead_kernel_is_one_line(tmp_path):
+    notebook = write_notebook(tmp_path / "n.ipynb",
+                              "import os\nos.write(2, b'noise on the kernel stderr\\n')\nos._exit(9)")
+    result = run([notebook], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["run_notebook.py: error: n.ipynb failed: Kernel died"]
