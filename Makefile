@@ -22,7 +22,7 @@ CIFAR_MISSING := 3
 # ones; a quick run, or one into another OUT, leaves them alone.
 IN_PLACE := $(if $(QUICK),,$(if $(filter figures,$(OUT)),--in-place,))
 
-.PHONY: figures toy-figures cifar-figures report test benchmark clean-venv
+.PHONY: figures toy-figures paper-scripts cifar-figures report test benchmark clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +38,19 @@ figures: toy-figures cifar-figures report
 # The five gradient-flow scripts at the paper's settings, Figs. 6 and 9 over several seeds with their
 # same-function experiments (Q moved along the symmetry at a fixed network function), and Fig. 3
 # once more in float64 (the report checks that the float64 drift of Q is proportional to the learning rate).
-toy-figures: $(VENV)/.installed
-	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --out $(OUT)
-	$(PY) Q_distribution.py $(QUICK_FLAG) --out $(OUT)
-	$(PY) Q_convergence_elementwise.py $(QUICK_FLAG) --seeds $(SEEDS_CONVERGENCE) --same-function --out $(OUT)
-	$(PY) Q_convergence_radial.py $(QUICK_FLAG) --out $(OUT)
-	$(PY) Q_hessian_eigenvalues.py $(QUICK_FLAG) --seeds $(SEEDS_HESSIAN) --same-function --out $(OUT)
+toy-figures: paper-scripts
 	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --dtype float64 --out $(OUT)/float64
+
+# Fig. 7 trains its radial runs in one process, on one core, so it runs beside the other four (which
+# use every core through their worker processes); the first failure's status is make's.
+paper-scripts: $(VENV)/.installed
+	$(PY) Q_convergence_radial.py $(QUICK_FLAG) --out $(OUT) & radial=$$!; \
+	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --out $(OUT) && \
+	$(PY) Q_distribution.py $(QUICK_FLAG) --out $(OUT) && \
+	$(PY) Q_convergence_elementwise.py $(QUICK_FLAG) --seeds $(SEEDS_CONVERGENCE) --same-function --out $(OUT) && \
+	$(PY) Q_hessian_eigenvalues.py $(QUICK_FLAG) --seeds $(SEEDS_HESSIAN) --same-function --out $(OUT); \
+	status=$$?; wait $$radial; radial_status=$$?; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; exit $$radial_status
 
 # The CIFAR-10 notebooks, headless. Without CIFAR-10 (none in CIFAR_DIR, and offline or
 # CIFAR_DOWNLOAD=0: run_notebook.py's exit status 3) a notebook is skipped with a message and the

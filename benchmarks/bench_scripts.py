@@ -4,8 +4,8 @@ usage: python benchmarks/bench_scripts.py [--baseline DIR] [--rounds N] [--out D
 
 Runs, alternating so that a change in the machine's load hits both alike: the five scripts at the paper's
 settings with one seed in DIR (a checkout of the baseline, e.g. `git worktree add DIR main`) and here, N times
-each; then the five scripts as `make figures` runs them here (Figs. 6 and 9 over the Makefile's seeds, with their
-same-function experiments). Prints each run's wall time (interpreter start included), the 1-minute load average
+each; then the five scripts as `make figures` runs them here (`make paper-scripts`: Figs. 6 and 9 over the
+Makefile's seeds with their same-function experiments, Fig. 7 beside the others). Prints each run's wall time (interpreter start included), the 1-minute load average
 before and after it, and the ratio of this checkout's paper-settings time to the baseline's. A benchmark, not a
 test: the numbers depend on the machine and on what else runs on it.
 """
@@ -21,29 +21,21 @@ SCRIPTS = ["Q_dynamics_elementwise.py", "Q_distribution.py", "Q_convergence_elem
            "Q_convergence_radial.py", "Q_hessian_eigenvalues.py"]
 
 
-def makefile_seeds():
-    """{variable: value} of the SEEDS_* defaults in this checkout's Makefile (the full run's, not QUICK's)."""
-    values = {}
-    with open(os.path.join(HERE, "Makefile")) as f:
-        for line in f:
-            if line.startswith("SEEDS_") and "?=" in line:
-                name, value = line.split("?=")
-                values[name.strip()] = value.strip().removeprefix("$(if $(QUICK),").split(",")[-1].rstrip(")")
-    return values
+def as_make_figures_runs_them(out):
+    """Wall seconds of `make paper-scripts`: the five scripts as `make figures` runs them (the Makefile's seeds and
+    same-function experiments, Fig. 7 beside the others)."""
+    started = time.perf_counter()
+    subprocess.run(["make", "-o", ".venv/.installed", "paper-scripts", f"OUT={out}"], cwd=HERE, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
 
 
-def as_make_figures_runs(script):
-    seeds = makefile_seeds()
-    return {"Q_convergence_elementwise.py": ["--seeds", seeds["SEEDS_CONVERGENCE"], "--same-function"],
-            "Q_hessian_eigenvalues.py": ["--seeds", seeds["SEEDS_HESSIAN"], "--same-function"]}.get(script, [])
-
-
-def run_all(checkout, out, flags_of=lambda script: []):
+def run_all(checkout, out):
     """Wall seconds of each script (run from `checkout` with its own .venv) and of all five."""
     python, times = os.path.join(checkout, ".venv", "bin", "python"), {}
     for script in SCRIPTS:
         started = time.perf_counter()
-        subprocess.run([python, script, "--no-progress", *flags_of(script), "--out", out], cwd=checkout, check=True,
+        subprocess.run([python, script, "--no-progress", "--out", out], cwd=checkout, check=True,
                        stdout=subprocess.DEVNULL)
         times[script] = time.perf_counter() - started
     return times
@@ -71,8 +63,8 @@ def main():
                                  run_all(args.baseline, os.path.join(out, "baseline"))))
         ours.append(report(f"this checkout, paper settings, run {round_ + 1}",
                            run_all(HERE, os.path.join(out, "ours"))))
-    seeded = report("this checkout, as make figures runs them", run_all(HERE, os.path.join(out, "seeds"),
-                                                                         as_make_figures_runs))
+    seeded = as_make_figures_runs_them(os.path.join(out, "seeds"))
+    print(f"{'this checkout, as make figures runs them':38s} {seeded:7.1f} s; load after {os.getloadavg()[0]:.2f}")
     if theirs:
         print(f"paper settings, this checkout / baseline: {min(ours) / min(theirs):.2f} (best of {args.rounds} each)")
     print(f"as make figures runs them: {seeded:.0f} s ({seeded / 60:.1f} min)")
