@@ -41,8 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifar import compute_features, make_cnn
-from symmetry import (ENSEMBLE_MODES, FIT_NOISE, LABELS, NUMERICS, derive_seed, evaluate_ensemble,
-                      fit_batches, fit_group_action, member_logits, stack_seeds, symmetry_error)
+from symmetry import (ENSEMBLE_MODES, FIT_NOISE, LABELS, NUMERICS, derive_seed, evaluate_ensemble, evaluate_modes,
+                      fit_and_measure, member_logits, stack_seeds)
 
 ADVERSARIAL_PROTOCOLS = ("paper", "corrected")
 ATTACK_METHODS = ("FGSM", "PGD")
@@ -246,20 +246,6 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
             "eval": evaluation}
 
 
-def _fit_group(model, fit_images, protocol, num_g, eps, seed, numerics="paper", fit_noise=None):
-    """Fit the Fig. 11 group (derive_seed(seed, 'group', num_g, eps), as Fig. 10's cell) on the
-    pi images, with noise of std fit_noise (None: the layer's), and measure its symmetry error.
-    Returns symmetry_error()'s dict plus 'fitted' (the fitted pi on the clean fitting images)."""
-    if fit_noise is not None:
-        model.group_action.fit_noise = fit_noise
-    features = compute_features(model, protocol_inputs(fit_images, protocol))
-    layer = fit_group_action(model, features, num_g, eps, derive_seed(seed, "group", num_g, eps), numerics)
-    batches = fit_batches(features, num_g, layer.hidden)
-    error = symmetry_error(model, batches)
-    error["fitted"] = symmetry_error(model, batches, layer.pi)["logits"]
-    return error
-
-
 # ----------------------------------------------------------------------------------------------
 # The paper's protocol
 
@@ -297,13 +283,10 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_eps=0.3, pgd
 
 
 def _evaluate_models(model, features, y, modes, seed, *keys):
-    """evaluate_ensemble of 'original' (plain) and every mode on shared features [N, h].
-    Member draws: derive_seed(seed, 'members', mode, *keys). Returns {classifier: result dict}."""
-    results = {"original": evaluate_ensemble(model, features, y, "plain")}
-    for mode in modes:
-        generator = torch.Generator().manual_seed(derive_seed(seed, "members", mode, *keys))
-        results[mode] = evaluate_ensemble(model, features, y, mode, generator)
-    return results
+    """evaluate_ensemble of 'original' (plain) and every mode on shared features [N, h] (symmetry.evaluate_modes).
+    Returns {classifier: result dict}."""
+    return {"original": evaluate_ensemble(model, features, y, "plain"),
+            **evaluate_modes(model, features, y, modes, seed, *keys)}
 
 
 def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0,
@@ -353,9 +336,10 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, seed=0, nu
     the model's fit noise, transfer attacks from the single model, as the paper.
     Returns {'sweeps': {method: adversarial_sweep dict}, 'clamp_only_acc': accuracy of the
     original model on the clean evaluation images clamped to [0, 1] and nothing else (the part
-    of the paper's drop due to B2), 'symmetry_error': _fit_group's dict}.
+    of the paper's drop due to B2), 'symmetry_error': symmetry.fit_and_measure's dict}.
     """
-    error = _fit_group(model, fit_images, "paper", num_g, eps, seed, "paper")
+    _, error = fit_and_measure(model, compute_features(model, protocol_inputs(fit_images, "paper")), num_g, eps, seed,
+                               "paper")
     device = next(model.parameters()).device
     x, y = protocol_inputs(eval_images, "paper").to(device), eval_labels.to(device)
     clamped = evaluate_ensemble(model, compute_features(model, x.clamp(0.0, 1.0)), y, "plain")
@@ -388,6 +372,15 @@ def paper_figure_data(results, histories, seeds, method):
     return data
 
 
+def _mean_band(ax, xs, values, label, style="o-", color=None, linewidth=2):
+    """Plot the mean over seeds of values [S, K] (or [K]) against xs [K], with a band from the lowest to the highest
+    seed."""
+    values = np.asarray(values, dtype=float).reshape(-1, len(xs))
+    line, = ax.plot(xs, values.mean(axis=0), style, label=label, linewidth=linewidth, color=color)
+    if len(values) > 1:
+        ax.fill_between(xs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+
+
 def plot_adversarial(data, method, models=PLOTTED_MODELS, title=None):
     """Fig. 11 (the paper's protocol) for one attack: accuracy (majority vote) vs attack strength,
     one curve per model: the mean over seeds with a band from the lowest to the highest seed.
@@ -398,10 +391,7 @@ def plot_adversarial(data, method, models=PLOTTED_MODELS, title=None):
     strengths = data["strengths"]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for m in models:
-        acc = np.asarray(data[f"acc_{m}"]).reshape(-1, len(strengths))
-        line, = ax.plot(strengths, acc.mean(axis=0), "o-", label=LABELS[m], linewidth=2.5)
-        if len(acc) > 1:
-            ax.fill_between(strengths, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.2)
+        _mean_band(ax, strengths, data[f"acc_{m}"], LABELS[m], linewidth=2.5)
     ax.set_xlabel(ATTACK_AXIS_LABELS[method], fontsize=16)
     ax.set_xticks(strengths if method == "PGD" else np.linspace(0, strengths.max(), 4))
     ax.tick_params(labelsize=12)
@@ -484,16 +474,18 @@ def threat_model_sweep(model, independent, fit_images, x, y, seed=0, numerics=tu
       p_<threat>_linf [K]             largest |x_adv - x| (for 'noise': of the noisy images)
       p_<comparison>_<diff|gained|lost|p> [K] for every COMPARISONS entry (a, b): accuracy of a
                                       minus accuracy of b, and mcnemar(a, b)'s counts and p-value
-      symmetry_error, symmetry_error_hidden, symmetry_error_fitted: scalars (_fit_group)
+      symmetry_error, symmetry_error_hidden, symmetry_error_fitted: scalars (symmetry.fit_and_measure)
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     model.eval(), independent.eval()
     nets = [model, independent]  # the transferred and noisy images go to both
     moved, out = {}, {}
+    fit_features = compute_features(model, protocol_inputs(fit_images, "corrected"))  # the trunk is the same in each
     for name in numerics:
         moved[name] = copy.deepcopy(model)
-        error = _fit_group(moved[name], fit_images, "corrected", num_g, eps, seed, name, fit_noise[name])
+        moved[name].group_action.fit_noise = fit_noise[name]
+        _, error = fit_and_measure(moved[name], fit_features, num_g, eps, seed, name)
         out[name] = {"fgsm_eps": np.asarray(fgsm_eps, dtype=np.float64), "pgd_iterations": np.asarray(pgd_iterations),
                      "pgd_eps": np.float64(pgd_eps), "pgd_step": np.float64(pgd_step),
                      "fgsm_images": np.int64(len(x)), "pgd_images": np.int64(min(pgd_images, len(x))),
@@ -594,32 +586,29 @@ def plot_threat_models(data, title=None, models=("original", "group", "independe
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(2, 3, figsize=(16, 9), squeeze=False)
 
-    def curve(ax, xs, values, label, style="o-", color=None):
-        values = np.asarray(values, dtype=float).reshape(-1, len(xs))
-        line, = ax.plot(xs, values.mean(axis=0), style, label=label, linewidth=2, color=color)
-        if len(values) > 1:
-            ax.fill_between(xs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
-
     for row, (method, axis, xlabel) in enumerate([("fgsm", np.asarray(data["fgsm_eps"]) * 255, "FGSM epsilon (x 1/255)"),
                                                   ("pgd", np.asarray(data["pgd_iterations"]), "PGD iterations (radius 8/255)")]):
         ax = axes[row, 0]
         for m in models:
-            curve(ax, axis, data[f"{method}_transfer_acc_{m}"], LABELS[m])
+            _mean_band(ax, axis, data[f"{method}_transfer_acc_{m}"], LABELS[m])
         ax.set_title(f"(a) transfer from the single model, {method.upper()}")
         ax = axes[row, 1]
-        curve(ax, axis, data[f"{method}_transfer_acc_original"], "original (attacked directly)")
-        curve(ax, axis, data[f"{method}_adaptive_acc_group"], "group (attacked through its members)")
-        curve(ax, axis, data[f"{method}_worst_acc_group"], "group, right under both (a) and (b)", "v--")
+        _mean_band(ax, axis, data[f"{method}_transfer_acc_original"], "original (attacked directly)")
+        _mean_band(ax, axis, data[f"{method}_adaptive_acc_group"], "group (attacked through its members)")
+        _mean_band(ax, axis, data[f"{method}_worst_acc_group"], "group, right under both (a) and (b)", "v--")
         ax.set_title(f"(b) adaptive: each attacked directly, {method.upper()}")
         for ax in axes[row, :2]:
             ax.set_ylabel("accuracy")
             ax.axhline(0.1, color="gray", linestyle=":", linewidth=1)
         ax = axes[row, 2]
-        curve(ax, axis, data[f"{method}_transfer_group_vs_original_diff"], "group - original, transfer (a)")
-        curve(ax, axis, data[f"{method}_adaptive_group_vs_original_diff"], "group - original, adaptive (b)")
-        curve(ax, axis, data[f"{method}_worst_group_vs_original_diff"], "group - original, worst of (a) and (b)", "v--")
-        curve(ax, axis, data[f"{method}_noise_group_vs_original_diff"], "group - original, random-sign noise", "s--")
-        curve(ax, axis, data[f"{method}_transfer_independent_vs_original_diff"], "independent CNN - original, transfer", "^--")
+        _mean_band(ax, axis, data[f"{method}_transfer_group_vs_original_diff"], "group - original, transfer (a)")
+        _mean_band(ax, axis, data[f"{method}_adaptive_group_vs_original_diff"], "group - original, adaptive (b)")
+        _mean_band(ax, axis, data[f"{method}_worst_group_vs_original_diff"], "group - original, worst of (a) and (b)",
+                   "v--")
+        _mean_band(ax, axis, data[f"{method}_noise_group_vs_original_diff"], "group - original, random-sign noise",
+                   "s--")
+        _mean_band(ax, axis, data[f"{method}_transfer_independent_vs_original_diff"],
+                   "independent CNN - original, transfer", "^--")
         ax.axhline(0.0, color="k", linewidth=0.8)
         ax.set_ylabel("accuracy difference")
         ax.set_title("(c) gains and controls")

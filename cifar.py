@@ -402,23 +402,19 @@ def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, 
 # Training
 
 def train_model(model, images, labels, epochs=10, batch_size=32, lr=1e-3, seed=0, shuffle=False,
-                device=None, progress=True, threads=None):
+                device=None, progress=True):
     """Adam on F.cross_entropy(model(x), y), in place; the paper's trainer.
 
     images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N]. The paper walks the images in
     fixed order (shuffle=False); shuffle=True reshuffles every epoch from `seed`. The group-action
     layer is put in mode 'plain'. With a softmax-output model the loss sees probabilities (B1).
 
-    threads: CPU threads for torch (None: leave torch's setting). At batch 32 one thread is
-    nearly as fast as two and does not collapse when other processes share the cores.
     On the CPU, denormal floats (below 1.2e-38) are flushed to zero while training: early in
     training they make the CPU ~10x slower per step, and flushing them changes nothing visible.
 
     Returns a history dict of per-epoch lists: loss (mean training loss), acc (training accuracy).
     """
     device = resolve_device(device)
-    if threads:
-        torch.set_num_threads(int(threads))
     model.to(device).train()
     model.group_action.set_mode("plain")
     images, labels = images.to(device), labels.to(device)

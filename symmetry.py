@@ -382,12 +382,12 @@ def _accuracies(votes, prob_sum, finite_count, labels, members):
 
 
 @torch.no_grad()
-def evaluate_ensemble(model, features, labels, mode, generator=None, matrices=None, chunk=1024):
+def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024):
     """The one evaluation path of Figs. 10 and 11: an ensemble's (or the original's) predictions.
 
     features: [B, h] (cifar.compute_features), labels: [B]. mode: one of ENSEMBLE_MODES or
-    'plain' (the original network). One draw of the member matrices (or the given `matrices`)
-    serves every chunk of `chunk` images (chunks keep the intermediates in cache).
+    'plain' (the original network). One draw of the member matrices serves every chunk of `chunk`
+    images (chunks keep the intermediates in cache).
     Returns a dict:
       vote_acc, mean_acc     accuracy of the majority vote of the members' argmax (the paper's
                              heat maps and Fig. 11 curves; ties -> lowest class) and of the argmax
@@ -397,7 +397,7 @@ def evaluate_ensemble(model, features, labels, mode, generator=None, matrices=No
     Non-finite members (overflow) are left out per image, instead of voting for class 0 as in
     the paper; an image with no finite member counts as wrong.
     """
-    lower, upper = model.group_action.member_matrices(mode, generator) if matrices is None else matrices
+    lower, upper = model.group_action.member_matrices(mode, generator)
     parts = [_tally(member_logits(model, features[start:start + chunk], lower, upper))
              for start in range(0, len(features), chunk)]
     return _accuracies(*(torch.cat(p) for p in zip(*parts)), labels, len(lower))
@@ -407,6 +407,27 @@ def evaluate_ensemble(model, features, labels, mode, generator=None, matrices=No
 def ensemble_accuracy(logits, labels):
     """evaluate_ensemble's dict for given member logits [M, B, C] and labels [B] (one chunk)."""
     return _accuracies(*_tally(logits), labels, logits.shape[0])
+
+
+@torch.no_grad()
+def fit_and_measure(model, fit_features, num_g, eps, seed, numerics="paper"):
+    """Fit the group action of the cell (num_g, eps) on fit_features [>= num_g * h, h] (group elements
+    derive_seed(seed, 'group', num_g, eps): the same in both numerics; pi with the layer's fit noise) and
+    measure it: symmetry_error()'s dict of a noise-free fit ('logits', 'hidden') plus 'fitted', the logits'
+    error of the pi actually used (the same number without fit noise). Returns (layer, error)."""
+    layer = fit_group_action(model, fit_features, num_g, eps, derive_seed(seed, "group", num_g, eps), numerics)
+    batches = fit_batches(fit_features, num_g, layer.hidden)
+    error = symmetry_error(model, batches)
+    error["fitted"] = symmetry_error(model, batches, layer.pi)["logits"] if layer.fit_noise else error["logits"]
+    return layer, error
+
+
+def evaluate_modes(model, features, labels, modes, seed, *keys):
+    """{mode: evaluate_ensemble(...)} for every mode on shared features [N, h], labels [N]; the member matrices of
+    a mode are drawn from derive_seed(seed, 'members', mode, *keys)."""
+    return {mode: evaluate_ensemble(model, features, labels, mode,
+                                    torch.Generator().manual_seed(derive_seed(seed, "members", mode, *keys)))
+            for mode in modes}
 
 
 @torch.no_grad()
@@ -445,16 +466,11 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
         out[f"overflow_{mode}"] = np.zeros(shape, dtype=bool)
     for j, num_g in enumerate(num_g_list):
         for i, eps in enumerate(eps_list):
-            fit_group_action(model, fit_features, num_g, eps, derive_seed(seed, "group", num_g, eps), numerics)
-            batches = fit_batches(fit_features, num_g, layer.hidden)
-            error = symmetry_error(model, batches)
+            _, error = fit_and_measure(model, fit_features, num_g, eps, seed, numerics)
             out["symmetry_error"][i, j], out["symmetry_error_hidden"][i, j] = error["logits"], error["hidden"]
-            out["symmetry_error_fitted"][i, j] = (symmetry_error(model, batches, layer.pi)["logits"]
-                                                  if layer.fit_noise else error["logits"])
+            out["symmetry_error_fitted"][i, j] = error["fitted"]
             pi_finite = bool(torch.isfinite(layer.pi).all())
-            for mode in modes:
-                generator = torch.Generator().manual_seed(derive_seed(seed, "members", mode, num_g, eps))
-                result = evaluate_ensemble(model, eval_features, eval_labels, mode, generator)
+            for mode, result in evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, eps).items():
                 out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
                 out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
                 out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]
