@@ -89,15 +89,15 @@ def fig45_samples(f):
     return dict(samples=f["Q_zero"], expected=float(f["expected_Q_zero"]), term_scale=float(f["Q_terms_zero"]))
 
 
-def same_function(f, key):
-    return runs(f, initial_outputs=key, float64=f.settings.get("dtype") == "float64")
+def same_function(f):
+    return runs(f, initial_outputs="initial_output", float64=f.settings.get("dtype") == "float64")
 
 
 def fig10_seeds(f):
     """A Fig. 10 file per seed: eps [E]; error [E, G], the symmetry error of the pi the ensemble uses (with the fit
     noise of its numerics); symmetric [E, G], error at most the saved tolerance; original, the original's accuracy;
     and each mode's vote accuracy [E, G] under its name."""
-    tolerance = float(f.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE))
+    tolerance = f.symmetry_tolerance()
     return [dict(eps=f["eps"], error=f["symmetry_error_fitted"][s], tolerance=tolerance,
                  symmetric=f["symmetry_error_fitted"][s] <= tolerance, original=float(f["original_acc"][s]),
                  **{m: f[f"vote_acc_{m}"][s] for m in FIG10_MODES}) for s in range(len(f["seeds"]))]
@@ -112,6 +112,8 @@ def fig11_corrected(f, comparison, accuracy, control=None):
     """Per seed, the corrected protocol's lists over the attacks (FIG11_ATTACKS): strengths, and for a comparison
     (a key of attacks.COMPARISONS) its diff and McNemar p, the group's accuracy under the threat `accuracy`
     ('transfer_acc_group'), the control comparison's diff and p, and the symmetry error of the pi used."""
+    tolerance = f.symmetry_tolerance()
+
     def lists(key, s):
         return [f[f"{p}_{key}"][s] for _, p, _, _ in FIG11_ATTACKS]
 
@@ -119,8 +121,7 @@ def fig11_corrected(f, comparison, accuracy, control=None):
         measured = dict(attacks=[name for name, _, _, _ in FIG11_ATTACKS],
                         strengths=[f[axis] * scale for _, _, axis, scale in FIG11_ATTACKS],
                         diff=lists(f"{comparison}_diff", s), p=lists(f"{comparison}_p", s), accuracy=lists(accuracy, s),
-                        symmetry_error=float(f["symmetry_error_fitted"][s]),
-                        tolerance=float(f.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE)))
+                        symmetry_error=float(f["symmetry_error_fitted"][s]), tolerance=tolerance)
         if control:
             measured.update(control_diff=lists(f"{control}_diff", s), control_p=lists(f"{control}_p", s))
         return measured
@@ -224,7 +225,7 @@ SECTIONS = (
                              for a in paper.FIG6_STEPS}),
         Claim("Fig. 6", "same function: the moved initialisations compute the same function",
               "Moving the paper's initialisation along the per-neuron symmetry changes Q but not the network's initial "
-              "function.", SAME_FUNCTION_6, partial(same_function, key="initial_output"), rule_same_initial_function),
+              "function.", SAME_FUNCTION_6, same_function, rule_same_initial_function),
         Claim("Fig. 6", "same function: larger |Q| converges in fewer steps",
               "The test of the claim without the confound: from one initial function, moved along the symmetry to "
               "other Q, the run with larger |Q| reaches the loss 1e-2 in fewer steps.", SAME_FUNCTION_6,
@@ -233,7 +234,7 @@ SECTIONS = (
     Section("Fig. 7: convergence time proportional to Q (radial activation)", (
         Claim("Fig. 7", "radial runs start from the same function",
               "The four radial runs (init scales 0.01, 0.1, 1, 10, aligned with the SVD of Y) compute the same initial "
-              "function and differ only in Q.", FIG7, partial(same_function, key="initial_output"),
+              "function and differ only in Q.", FIG7, same_function,
               rule_same_initial_function),
         Claim("Fig. 7", "steps to converge proportional to Q (radial)",
               "For the radial activation the time to converge grows in proportion to Q: 100x more Q needs about 100x "
@@ -368,6 +369,10 @@ class Figure:
             raise DataError(f"{self.name}.npz lacks key {key!r}")
         return self.data[key]
 
+    def symmetry_tolerance(self):
+        """The CIFAR files' mark above which a moved network is no symmetry (saved with Fig. 10's data)."""
+        return float(self.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE))
+
     def setting(self, key):
         if key not in self.settings:
             raise DataError(f"{self.name}.json lacks setting {key!r}")
@@ -378,7 +383,7 @@ class Loader:
     """Each saved figure loaded once. load(files) -> {unit: Figure, DataError or None (absent)}."""
 
     def __init__(self, out_dir):
-        self.out_dir, self.cache = out_dir, {}
+        self.out_dir, self.cache, self.loaded = out_dir, {}, {}
 
     def units(self, files):
         """The paper's units, then (discover) every other activation that has a saved file, sorted."""
@@ -411,7 +416,9 @@ class Loader:
         return self.cache[pattern]
 
     def load(self, files):
-        return {files.label(u): self.one(files.pattern.format(u)) for u in self.units(files)}
+        if files not in self.loaded:  # the folder is globbed once per file set
+            self.loaded[files] = {files.label(u): self.one(files.pattern.format(u)) for u in self.units(files)}
+        return self.loaded[files]
 
     def get(self, files):
         return {u: f for u, f in self.load(files).items() if isinstance(f, Figure)}

@@ -208,10 +208,11 @@ def fig10_tables(figures):
     lines, group = [], {}
     for numerics, f in figures.items():
         eps, original = f["eps"], f["original_acc"]
-        tolerance = float(f.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE))
+        tolerance = f.symmetry_tolerance()
         error, noise_free = f["symmetry_error_fitted"], f["symmetry_error"]  # [S, E, G]
         symmetric = np.all(error <= tolerance, axis=2)  # [S, E]
-        diff = {m: (f[f"vote_acc_{m}"] - original[:, None, None]).mean(axis=2) for m in FIG10_MODES}  # [S, E]
+        moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in FIG10_MODES}  # [S, E, G]
+        diff = {m: moved[m].mean(axis=2) for m in FIG10_MODES}  # [S, E]
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(eps), 1), bool))).any(axis=(0, 2))
                 for m in FIG10_MODES}  # [E]
         group[numerics] = f["vote_acc_group"].mean(axis=2)
@@ -239,8 +240,7 @@ def fig10_tables(figures):
                       "there on the evaluation images: pi(g, H) is fitted to 16 images per member, and a symmetry on "
                       "them is not one on other images.", ""]
         lines += [f"Rows within {FIG10_MARGIN} of the original in every cell (seed mean), for context: "
-                  + ", ".join(f"{m} {rows_within(eps, (f[f'vote_acc_{m}'] - original[:, None, None]).mean(axis=0))}"
-                              for m in FIG10_MODES) + " (staying close at small eps is not specific to the group "
+                  + ", ".join(f"{m} {rows_within(eps, moved[m].mean(axis=0))}" for m in FIG10_MODES) + " (staying close at small eps is not specific to the group "
                   "action).", ""]
     if len(group) == 2:
         (_, paper_numerics), (_, exact) = group.items()

@@ -41,10 +41,15 @@ class PerSeed(list):
     """A measurement over seeds: one dict of the rule's keyword arguments per seed, seed 0 first."""
 
 
+def _tested(verdicts):
+    """The verdicts (a list, or {unit label: verdict}) of the units that had a reference to test against."""
+    return [v for v in (verdicts.values() if isinstance(verdicts, dict) else verdicts) if v != NOT_TESTED]
+
+
 def combine(verdicts):
     """Over the {units}: reproduced if the rule gives reproduced for each, not reproduced if for none, partly
     otherwise (one without a reference to test against is left out)."""
-    tested = [v for v in (verdicts.values() if isinstance(verdicts, dict) else verdicts) if v != NOT_TESTED]
+    tested = _tested(verdicts)
     if tested and all(v == REPRODUCED for v in tested):
         return REPRODUCED
     return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in tested) else PARTLY
@@ -53,8 +58,7 @@ def combine(verdicts):
 def worst(verdicts):
     """Over the {units}: the worst of their verdicts."""
     order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
-    verdicts = verdicts.values() if isinstance(verdicts, dict) else verdicts
-    return min((v for v in verdicts if v != NOT_TESTED), key=order.index, default=NOT_REPRODUCED)
+    return min(_tested(verdicts), key=order.index, default=NOT_REPRODUCED)
 
 
 def over_seeds(results):
@@ -302,9 +306,14 @@ def eps_set(eps, rows):
     return "eps in {" + (", ".join(f"{e:g}" for e in sorted(float(x) for x, r in zip(eps, rows) if r)) or "none") + "}"
 
 
+def rows_all_within(values, bound):
+    """[E] bool: the rows of values [E, G] whose every cell has |cell| <= bound (a NaN cell has not)."""
+    return np.all(np.abs(np.nan_to_num(np.asarray(values, dtype=float), nan=np.inf)) <= bound, axis=1)
+
+
 def rows_within(eps, diff, margin=FIG10_MARGIN):
     """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
-    return eps_set(eps, np.all(np.abs(np.nan_to_num(np.asarray(diff, dtype=float), nan=np.inf)) <= margin, axis=1))
+    return eps_set(eps, rows_all_within(diff, margin))
 
 
 def symmetric_rows(symmetric, rows):
@@ -320,7 +329,7 @@ def rule_symmetries(eps, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
 
     eps: [E]; symmetry_error: [E, G] (inf or NaN: a member overflowed)."""
     error = np.nan_to_num(np.asarray(symmetry_error, dtype=float), nan=np.inf)
-    rows = np.all(error <= tolerance, axis=1)
+    rows = rows_all_within(error, tolerance)
     largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(eps, error.max(axis=1)))
     return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
                   f"symmetries at {eps_set(eps, rows)}, not at {eps_set(eps, ~rows)}; largest error per row: {largest}",
@@ -336,7 +345,7 @@ def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10
     eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool (None: not
     measured)."""
     eps, diff = np.asarray(eps, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
-    within = np.all(np.nan_to_num(diff, nan=np.inf) <= margin, axis=1)
+    within = rows_all_within(diff, margin)
     symmetries = symmetric_rows(symmetric, len(eps))
     ok, small = within & symmetries, eps <= 0.1 + 1e-12
     verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
