@@ -124,7 +124,7 @@ def plot(data):
 
 def plot_paper(data):
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, {**data, "diverged_at": data["diverged_at"][0]}, linewidth=2.5)  # seed 0
+    plot_loss_curves(ax, data, linewidth=2.5)  # seed 0's runs
     ax.tick_params(labelsize=18)
     ax.set_xlabel("Training steps", fontsize=24)
     ax.set_ylabel("Loss", fontsize=24)

@@ -78,7 +78,7 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
 
 def plot(data):
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, {**data, "diverged_at": data["diverged_at"][0]}, linewidth=2)  # seed 0
+    plot_loss_curves(ax, data, linewidth=2)  # seed 0's runs
     ax.tick_params(labelsize=14)
     ax.set_xlabel("Training steps", fontsize=16)
     ax.set_ylabel("Loss", fontsize=16)

@@ -67,14 +67,15 @@ def train(*, experiment="paper", **kwargs):
     return (train_same_function if experiment == "same_function" else train_paper)(**kwargs)
 
 
-def train_minima(activation, steps, device, dtype, seeds, init_stds, learning_rate, progress, what):
-    """Gradient descent from each seed's initialisations. Returns (the gradient_descent_seeds result, U0, V0)
-    and, under `at_minimum` [S, R], the runs whose final weights are finite (the others diverged)."""
+def train_minima(activation, steps, device, dtype, seeds, progress, what):
+    """Gradient descent from each seed's initialisations (INIT_STDS, LEARNING_RATE). Returns (the
+    gradient_descent_seeds result, U0, V0); the result's 'finite' [S, R] marks the runs whose final weights are
+    finite (the others diverged)."""
     Y = paper_target(M, N)
-    U0, V0 = paper_init(M, N, HIDDEN, init_stds, seeds)  # [S, R, m, k], [S, R, n, k]
+    U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
     with progress(steps * (1 + (seeds > 1)), f"{what} {activation}") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                        learning_rate, steps, progress=bar, model="elementwise",
+                                        LEARNING_RATE, steps, progress=bar, model="elementwise",
                                         activation=activation, loss_kind="squared")
     result["finite"] = (result["diverged_at"] < 0) & np.isfinite(result["U"]).all(axis=(2, 3)) \
         & np.isfinite(result["V"]).all(axis=(2, 3))
@@ -85,9 +86,7 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     """Train the four init scales of every seed, then diagonalise each run's Hessian (float64, symmetric solver);
     a run that diverged gets NaN eigenvalues. Returns the figure's data: the spectra of seed 0, eigenvalues
     [R, 750], and per run of every seed [S, R]: Q0, largest_eigenvalue, nonzero_count (-1: diverged), ..."""
-    init_stds = INIT_STDS
-    result, U0, V0 = train_minima(activation, steps, device, dtype, seeds, init_stds, LEARNING_RATE, progress,
-                                  "Fig. 9")
+    result, U0, V0 = train_minima(activation, steps, device, dtype, seeds, progress, "Fig. 9")
     Y = paper_target(M, N)
     eigenvalues = np.full(result["finite"].shape + ((M + N) * HIDDEN,), np.nan)
     for s, r in zip(*np.nonzero(result["finite"])):
@@ -96,7 +95,7 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
         eigenvalues[s, r] = torch.linalg.eigvalsh(H).numpy()
     Q0 = conserved_Q(U0.double(), V0.double(), activation).numpy()
     return {
-        "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0], "init_std": np.array(init_stds),
+        "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0], "init_std": np.array(INIT_STDS),
         "labels": np.array([q_label(q) for q in Q0[0]]), "eigenvalues": eigenvalues[0],
         "Q0": Q0, "Q0_zero": conserved_Q(U0.double(), V0.double(), activation, "zero").numpy(),
         "largest_eigenvalue": eigenvalues.max(axis=-1),
@@ -110,8 +109,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     eigenvalue of the Hessian's Gauss-Newton part 2 J J^T at every point (equal to the Hessian's at a zero-loss
     minimum); at both ends of seed 0's orbits also the full Hessian's, as a check. Returns the figure's data,
     [S, R, L] per seed, minimum and lambda; NaN for a minimum whose run diverged."""
-    result, _, _ = train_minima(activation, steps, device, dtype, seeds, INIT_STDS, LEARNING_RATE, progress,
-                                "same function")
+    result, _, _ = train_minima(activation, steps, device, dtype, seeds, progress, "same function")
     finite = torch.from_numpy(result["finite"])
     U = torch.from_numpy(result["U"]).where(finite[..., None, None], 0.0)  # a diverged minimum: computed at 0,
     V = torch.from_numpy(result["V"]).where(finite[..., None, None], 0.0)  # then NaN

@@ -8,9 +8,9 @@ Contents, top to bottom:
   command line       UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name,
                      FigureParser, figure_parser, parse_figure_args, resolve_device, check_output_dir
   progress bars      progress_bar, no_progress
-  signals            exit_cleanly_on_signals
+  signals            exit_cleanly_on_signals, signals_held
   worker processes   keep_freed_memory, parallel_map
-  files              run_metadata, save_figure, SavedArrays, load_figure_data
+  files              run_metadata, save_figure, SavedArrays, load_figure_data, write_atomic, png_preview
   plots              step_formatter, plot_loss_curves, mark_diverged
   the driver         Job, steps_per_activation, run_figure_script
 """
@@ -527,6 +527,19 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
     return [stem + extension for extension in (".npz", ".json", ".pdf", ".png")]
 
 
+def write_atomic(path, text):
+    """Write text to path complete or not at all, with the usual permissions (0666 less the umask)."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def png_preview(fig, max_width_px=1200, max_dpi=100):
     """The figure as PNG bytes at screen resolution (at most `max_width_px` wide): what a notebook
     shows inline, so that a committed notebook stays small; the saved .png (150 dpi) is for print."""
@@ -602,13 +615,14 @@ def step_formatter():
 
 
 def plot_loss_curves(ax, data, linewidth):
-    """One curve per run: data['loss'] [R, T] against data['steps'], log y, legend data['labels'];
-    a run that diverged gets '(diverged)' in its label and an 'x' at its last finite point."""
+    """One curve per run of seed 0 (the paper's draw): data['loss'] [R, T] against data['steps'], log y, legend
+    data['labels']; a run that diverged (data['diverged_at'] [S, R], seed 0's row) gets '(diverged)' in its label
+    and an 'x' at its last finite point."""
+    diverged_at = data["diverged_at"][0]
     for run, label in enumerate(data["labels"]):
-        diverged = data["diverged_at"][run] >= 0
         ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=linewidth,
-                label=str(label) + (" (diverged)" if diverged else ""))
-        mark_diverged(ax, data["steps"], data["loss"][run], data["diverged_at"][run], f"C{run}")
+                label=str(label) + (" (diverged)" if diverged_at[run] >= 0 else ""))
+        mark_diverged(ax, data["steps"], data["loss"][run], diverged_at[run], f"C{run}")
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(step_formatter())
 

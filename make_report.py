@@ -39,6 +39,7 @@ from typing import Callable, Optional
 import numpy as np
 
 import paper_numbers as paper
+from figure_driver import write_atomic
 from report_tables import (FIG10_MODES, FIG11_ATTACKS, FIG45_COLUMNS, FIG7_COLUMNS, fig3_tables, fig6_tables,
                            fig9_tables, fig10_tables, fig11_tables, legend_Qs, run_table, table)
 from verdict_rules import (EXACT, FIG10_MARGIN, SYMMETRY_TOLERANCE, PerSeed, Result, apply, combine, exact_decides,
@@ -618,19 +619,6 @@ def build_report(out_dir, cifar_dir=None):
     lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])
     lines += [line for _, _, section_lines in done for line in section_lines]
     return "\n".join(lines).rstrip() + "\n", list(dict.fromkeys(errors))
-
-
-def write_atomic(path, text):
-    """Write text to path complete or not at all, with the usual permissions (0666 less the umask)."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):

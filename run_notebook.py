@@ -29,7 +29,8 @@ import sys
 import threading
 import time
 
-from figure_driver import UsageError, check_output_dir, device_name, exit_cleanly_on_signals, signals_held
+from figure_driver import (UsageError, check_output_dir, device_name, exit_cleanly_on_signals, signals_held,
+                           write_atomic)
 
 MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (cifar.CifarMissingError)
 
@@ -121,23 +122,10 @@ def main(argv=None):
             return 1
         raise error
     if args.in_place:
-        _replace_notebook(notebook, notebook_path)
+        with signals_held():  # Ctrl-C or SIGTERM take effect after the notebook is replaced whole
+            write_atomic(notebook_path, nbformat.writes(notebook) + "\n")  # the newline nbformat.write adds
     print(f"{prog}: {name} ran in {time.time() - started:.1f} s" + (", outputs saved in it" if args.in_place else ""))
     return 0
-
-
-def _replace_notebook(notebook, path):
-    """Write `notebook` over `path` whole or not at all (a temporary file beside it, then a rename)."""
-    import nbformat
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with signals_held():  # Ctrl-C or SIGTERM take effect after the rename, and leave no temporary file
-        try:
-            nbformat.write(notebook, temporary)
-            os.chmod(temporary, os.stat(path).st_mode & 0o777)
-            os.replace(temporary, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
 
 
 def _execute(client, failure):
