@@ -50,7 +50,8 @@ import numpy as np  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
 from models import (SEED_RULE, conserved_Q, elementwise_output, first_step_below, gradient_descent,  # noqa: E402
-                    gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target)
+                    gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target,
+                    seeds_progress_total)
 
 
 def figure_name(activation, experiment="paper"):
@@ -80,7 +81,7 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     numbers of every seed [S, R]."""
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
-    with progress(steps * (1 + (seeds > 1)), f"Fig. 6 {activation}") as bar:
+    with progress(seeds_progress_total(steps, seeds), f"Fig. 6 {activation}") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                         LEARNING_RATE, steps, progress=bar, rest_stop_below=CONVERGED_LOSS,
                                         model="elementwise", activation=activation, loss_kind="frobenius")

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
 from models import (SEED_RULE, first_step_below, gradient_descent_seeds, paper_normal, paper_target,  # noqa: E402
-                    radial_output, radial_Q, seed_of)
+                    radial_output, radial_Q, seed_of, seeds_progress_total)
 
 
 def svd_aligned_init(scale, seed=0):
@@ -61,7 +61,7 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
     U0 = torch.stack([torch.stack([U for U, _, _ in seed]) for seed in inits])  # [S, 4, m, k]
     V0 = torch.stack([torch.stack([V for _, V, _ in seed]) for seed in inits])
     Y = paper_target(M, N)
-    with progress(steps * (1 + (seeds > 1)), "Fig. 7 radial") as bar:
+    with progress(seeds_progress_total(steps, seeds), "Fig. 7 radial") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                         LEARNING_RATE, steps, progress=bar, model="radial",
                                         loss_kind="mse_over_normY")

@@ -35,7 +35,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
-from models import SEED_RULE, conserved_Q, gradient_descent_seeds, paper_init, paper_target, q_normaliser  # noqa: E402
+from models import (SEED_RULE, conserved_Q, gradient_descent_seeds, paper_init, paper_target,  # noqa: E402
+                    q_normaliser, seeds_progress_total)
 
 
 def figure_name(activation):
@@ -67,7 +68,7 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
     U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD], seeds)  # [S, 1, m, k]: one initialisation per seed
     runs = len(LEARNING_RATES)
     U0, V0 = U0.expand(-1, runs, -1, -1), V0.expand(-1, runs, -1, -1)
-    with progress(steps * (1 + (seeds > 1)), f"Fig. 3 {activation}") as bar:
+    with progress(seeds_progress_total(steps, seeds), f"Fig. 3 {activation}") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                         LEARNING_RATES, steps, progress=bar, model="elementwise",
                                         activation=activation, loss_kind="frobenius")

@@ -49,7 +49,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from models import (SEED_RULE, conserved_Q, elementwise_output, gauss_newton_eigenvalues,  # noqa: E402
                     gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target,
-                    squared_loss_hessian)
+                    seeds_progress_total, squared_loss_hessian)
 
 
 def figure_name(activation, experiment="paper"):
@@ -73,7 +73,7 @@ def train_minima(activation, steps, device, dtype, seeds, progress, what):
     finite (the others diverged)."""
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
-    with progress(steps * (1 + (seeds > 1)), f"{what} {activation}") as bar:
+    with progress(seeds_progress_total(steps, seeds), f"{what} {activation}") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                         LEARNING_RATE, steps, progress=bar, model="elementwise",
                                         activation=activation, loss_kind="squared")

@@ -505,6 +505,11 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             "V": V.cpu().double().numpy(), "diverged_at": diverged_at, "trained_steps": done}
 
 
+def seeds_progress_total(steps, seeds):
+    """The steps gradient_descent_seeds reports to its progress bar: seed 0's batch, then one batch for the rest."""
+    return steps * (1 + (seeds > 1))
+
+
 def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, rest_stop_below=None, **kwargs):
     """gradient_descent for the runs of several seeds: U [S, R, m, k], V [S, R, n, k] (seed 0 first).
 
@@ -514,7 +519,7 @@ def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, rest_stop_below=No
     size). Seeds 1.. are one more batch, stopped with stop_below=rest_stop_below where only step counts are
     wanted from them. kwargs go to gradient_descent. Returns its dict with a leading seed axis on every per-run
     array ([S, R, T], [S, R, m, k], [S, R]); loss and Q records of a stopped batch are NaN after its stop.
-    progress: its update(n) gets both batches' steps.
+    progress: its update(n) gets both batches' steps (seeds_progress_total in all).
     """
     seeds, runs = U.shape[:2]
     lr = torch.as_tensor(lr, dtype=torch.float64).reshape(-1)  # one for all runs, or one per run of a seed
