@@ -717,4 +717,7 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
     except MemoryError as error:
         fail(parser.prog, f"out of memory ({error or 'no details'}); use smaller --steps, --samples or --jobs",
              status=1)
+    except OSError as error:  # a full disk, a folder gone mid-run: save_figure left the previous files whole
+        fail(parser.prog, f"cannot save into {args.out!r}: {error.strerror or error}; the previous files are "
+                          f"unchanged", status=1)
     return args
