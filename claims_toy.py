@@ -97,7 +97,8 @@ def rule_trend(x, values, direction, reference, budget=None, what="value", alpha
     one-sided sign test that more series go in the claimed direction than not (p < {alpha:g}); and the effect, the
     relative change of the value between the smallest and the largest |Q| of a series in the claimed direction
     (median over series), must reach the larger of {min_effect:.0%} and {spreads} x the spread of the value over
-    seeds (std / mean). Significant and large enough: reproduced; otherwise not reproduced.
+    seeds (std / mean). Significant and large enough: reproduced (partly if a series was left out: a diverged run
+    or a minimum not reached cannot be tested); otherwise not reproduced.
 
     x: |Q| [N, L] (N series of L points); values [N, L] (inf: never reached, the budget in the effect; NaN: series
     left out); direction: +1 (the value grows with |Q|) or -1 (it falls); reference: the value over seeds [S, G]."""
@@ -113,6 +114,7 @@ def rule_trend(x, values, direction, reference, budget=None, what="value", alpha
     needed = minimum_effect(reference, min_effect, spreads)
     change, needed_change = math.expm1(abs(effect)) * np.sign(effect), needed
     ok = p < alpha and change >= needed_change
+    verdict = (PARTLY if left_out else REPRODUCED) if ok else NOT_REPRODUCED  # a diverged run: partly at best
     claimed = "grows" if direction > 0 else "falls"
     text = (f"the {what} {claimed} with |Q| in {going} of {len(x)} series (sign test p = {p:.2g}"
             f"{', significant' if p < alpha else ', not significant'}; Kendall's tau median {fmt(np.median(taus[np.isfinite(taus)]) if np.isfinite(taus).any() else None)}, "
@@ -120,8 +122,7 @@ def rule_trend(x, values, direction, reference, budget=None, what="value", alpha
             f"{change:+.1%} in the claimed direction, minimum {needed_change:.1%} (max of {min_effect:.0%} and "
             f"{spreads} x the spread over seeds, {seed_spread(reference):.1%})"
             + f"; {left_out} series left out (a diverged run or a minimum not reached)" * bool(left_out))
-    return Result(REPRODUCED if ok else NOT_REPRODUCED, text,
-                  f"{going}/{len(x)} series, p {p:.2g}, effect {change:+.0%} (min {needed_change:.0%})", change,
+    return Result(verdict, text, f"{going}/{len(x)} series, p {p:.2g}, effect {change:+.0%} (min {needed_change:.0%})", change,
                   "effect")
 
 

@@ -507,7 +507,7 @@ def check(claim, loader, cifar_dir):
     for unit, f in figures.items() if not errors else ():
         try:
             results[unit] = ({c: apply(claim.rule, claim.measure(f, c)) for c in toy.CONVENTIONS} if claim.conventions
-                             else apply(claim.rule, claim.measure(f)))
+                             else apply(claim.rule, every_run(claim.measure(f)) if claim.check else claim.measure(f)))
         except Exception as error:  # a wrong shape or type in the file: reported, never a verdict
             errors.append(str(error) if isinstance(error, DataError) else
                           f"{f.name}.npz cannot be checked ({one_line(error)})")
@@ -518,6 +518,14 @@ def check(claim, loader, cifar_dir):
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
                    any(f.quick for f in figures.values()), note)
+
+
+def every_run(measured):
+    """A check judges every run, a diverged one too (its rule gets no diverged_at): an identity of the construction
+    holds before training, and a check that needs a trained run says itself which it could check."""
+    if isinstance(measured, PerSeed):
+        return PerSeed(dict(m, diverged_at=None) for m in measured)
+    return dict(measured, diverged_at=None) if "diverged_at" in measured else measured
 
 
 def conventions_result(claim, results):

@@ -199,8 +199,8 @@ def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, t
     {tolerance} for float32 weights (whose round-off is about 1e-7) and {tolerance64} for float64: reproduced.
 
     initial_outputs: [R, m, n], or [R, L, m, n] (compared along L, with the first of each run)."""
-    out = np.asarray(initial_outputs, dtype=float)
-    difference = float(np.abs(out - out[..., :1, :, :]).max() / max(np.abs(out).max(), 1e-300))
+    out = np.asarray(initial_outputs, dtype=float)  # NaN: a diverged run's (not checked)
+    difference = float(np.nanmax(np.abs(out - out[..., :1, :, :])) / max(np.nanmax(np.abs(out)), 1e-300))
     limit = tolerance64 if float64 else tolerance
     return Result(REPRODUCED if difference < limit else NOT_REPRODUCED,
                   f"largest relative difference of the initial outputs {fmt(difference)} "
