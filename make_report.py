@@ -46,12 +46,10 @@ from figure_driver import write_atomic
 from report_tables import (FIG10_MODES, FIG11_ATTACKS, FIG45_COLUMNS, FIG7_COLUMNS, fig3_tables, fig6_tables,
                            fig9_tables, fig10_tables, fig11_tables, legend_Qs, run_table, table)
 from verdict_rules import (EXACT, FIG10_MARGIN, REPRODUCED, SYMMETRY_TOLERANCE, PerSeed, Result, apply, combine,
-                           exact_decides,
-                           rule_drift_proportional, rule_ensemble_margin, rule_faster_with_larger_Q,
-                           rule_gain_beyond_control, rule_group_beats_baselines, rule_group_more_robust,
-                           rule_group_vs_perm_interp, rule_hessian_rank, rule_q_conserved, rule_q_distribution,
-                           rule_same_initial_function, rule_sharpness_grows_with_Q, rule_significant_gain,
-                           rule_steps_proportional_to_Q, rule_symmetries, rule_trend_along_orbit, worst)
+                           exact_decides, rule_drift_proportional, rule_ensemble_margin, rule_gain_beyond_control,
+                           rule_group_beats_baselines, rule_group_more_robust, rule_group_vs_perm_interp,
+                           rule_hessian_rank, rule_q_distribution, rule_same_initial_function, rule_significant_gain,
+                           rule_steps_proportional_to_Q, rule_symmetries)
 
 NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
 BROKEN = "broken data"  # a check of the figure's construction failed: its claims get no verdict

@@ -70,7 +70,7 @@ def test_trend_leaves_out_series_with_nan():
     x, values = orbits(0.5)
     values[0, 3] = np.nan
     result = toy.rule_trend(x, values, direction=1, reference=values[1:, :1])
-    assert result.verdict == REPRODUCED and "1 series left out" in result.text
+    assert result.verdict == PARTLY and "1 series left out" in result.text  # it cannot be tested on that series
 
 
 def test_predictors_both_ways():
