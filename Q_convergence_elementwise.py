@@ -34,6 +34,9 @@ CONVERGED_LOSS = 1e-2                    # 'steps to converge' = first step with
 # count them as the slowest but keep the whole batch running for the full budget.
 ORBIT_INIT_STD = 0.1
 ORBIT_SPAN = PerActivation((1 / 4, 4.0), sigmoid=(0.6, 1.4))
+# The per-neuron orbits (per_neuron.py): the ends and the middle of its default orbits, as every point is trained
+# (each moved point is one more run of the batch, and a run costs about as much as another at this batch size).
+PER_NEURON_SPREADS, PER_NEURON_SHIFTS = (1 / 4, 1.0, 4.0), (-2.0, 0.0, 2.0)
 
 
 def make_parser():
@@ -113,7 +116,8 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
     one_lambda = lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN)  # [S, L, k]
     U, V = move_along_symmetry(U0.double(), V0.double(), activation, one_lambda)  # [S, L, m, k], [S, L, n, k]
-    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation)  # [S, P, m|n|., k]
+    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation, PER_NEURON_SPREADS,
+                                                          PER_NEURON_SHIFTS)  # [S, P, m|n|., k]
     L = U.shape[1]
     # the weights trained; Q and the outputs below are theirs
     U_all, V_all = torch.cat([U, U_pn], 1).to(dtype), torch.cat([V, V_pn], 1).to(dtype)  # [S, L + P, ...]
@@ -138,7 +142,10 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     U_pn, V_pn = U_all[:, L:], V_all[:, L:]
     final_U = torch.from_numpy(per_seed(result["U"], seeds))  # [S, L + P, m, k]
     final_V = torch.from_numpy(per_seed(result["V"], seeds))
-    orbit = per_neuron.with_original  # [S, P, ...] and the lambda = 1 run's [S, ...] -> [S, 2, 5, ...]
+
+    def orbit(moved, itself, axis):  # [S, P, ...] and the lambda = 1 run's [S, ...] -> [S, 2, 3, ...]
+        return per_neuron.with_original(moved, itself, axis, PER_NEURON_SPREADS)
+
     one = lambda x: x[:, middle]  # noqa: E731
     moved = per_neuron.neuron_statistics(U_pn, V_pn, activation)
     itself = per_neuron.neuron_statistics(U[:, middle], V[:, middle], activation)
@@ -146,7 +153,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     itself_paper = per_neuron.neuron_statistics(U[:, middle], V[:, middle], activation, "paper")
     neuron = per_neuron.neuron_Q
     data = {
-        "spread_factors": np.array(per_neuron.SPREADS), "shifts": np.array(per_neuron.SHIFTS),
+        "spread_factors": np.array(PER_NEURON_SPREADS), "shifts": np.array(PER_NEURON_SHIFTS),
         "lambdas": orbit(lambdas_pn.numpy(), np.ones((seeds, HIDDEN)), 1),
         "Q_neurons": orbit(neuron(U_pn, V_pn, activation).numpy(), neuron(one(U), one(V), activation).numpy(), 1),
         "Q_neurons_final": orbit(neuron(final_U[:, L:], final_V[:, L:], activation).numpy(),
@@ -225,7 +232,9 @@ def make_jobs(args):
                 "move": "U[:, a] / lambda, V[:, a] -> sigma^-1(lambda sigma(V[:, a])), one lambda for all neurons",
                 "Q0_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q0: the paper code's"},
                 also=((figure_name(a, "per_neuron"), {"figure": "Fig. 6, per-neuron orbits (not in the paper)",
-                                                      **orbit, **per_neuron.SETTINGS}),)))
+                                                      **orbit, **per_neuron.SETTINGS,
+                                                      "spread_factors": list(PER_NEURON_SPREADS),
+                                                      "shifts": list(PER_NEURON_SHIFTS)}),)))
         jobs.append(Job(figure_name(a), kwargs, {
             "figure": "Fig. 6", **common, "init_stds": INIT_STDS, "steps": steps,
             "plotted": "seed 0 (loss, Q, labels, final_loss [R]); per-run numbers [seed, run] for every seed "

@@ -242,6 +242,7 @@ def make_jobs(args):
                 "Q_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q: the paper code's"},
                 also=((figure_name(a, "per_neuron"), {
                     "figure": "Fig. 9, per-neuron orbits (not in the paper)", **common, **per_neuron.SETTINGS,
+                    "spread_factors": list(per_neuron.SPREADS), "shifts": list(per_neuron.SHIFTS),
                     "off_data_gap": per_neuron.OFF_DATA_NOTE, "largest_eigenvalue": "of 2 J J^T, float64",
                     "plotted": f"the minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g} ([:, 1])"}),)))
     return jobs

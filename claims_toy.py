@@ -25,7 +25,8 @@ ALPHA = 0.05        # significance level of a sign test over series (one-sided f
 MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
 SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds
 AT_MINIMUM = 1e-6   # squared loss below which a trained run is at a global minimum (as rule_hessian_rank)
-CONSTANT = 1e-9     # a statistic whose relative range along a series is below this does not vary there
+CONSTANT = 1e-4     # a statistic varies along a series if its range there exceeds this fraction of its size there (a
+                    # sum held fixed still moves by the round-off of float32 weights, about 1e-7 of it)
 
 
 def both_conventions(results):
@@ -128,7 +129,7 @@ def rule_trend(x, values, direction, reference, budget=None, what="value", alpha
 
 def predictor(stat, values, needed, budget, alpha):
     """One statistic along the series: (predicts, text). stat, values: [N, L]."""
-    varies = np.array([np.ptp(s) > CONSTANT * max(np.abs(s).max(), 1e-300) for s in stat])
+    varies = np.ptp(stat, axis=-1) > CONSTANT * np.maximum(np.abs(stat).max(axis=-1), 1e-300)
     effects = np.array([abs(series_effect(np.arange(len(v)), np.sort(np.where(np.isinf(v), budget or np.inf, v))))
                         for v in values])  # how much the value changes along each series, whatever the order
     blind = int((~varies & (np.expm1(effects) >= needed)).sum())  # constant, while the value changes

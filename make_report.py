@@ -223,7 +223,12 @@ SECTIONS = (
               "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
               "learning rate (measured from the initial Q: dQ~ starts after the first step, whose drift dominates at "
               "lr 0.1 for sigmoid; a ratio of differences of Q, the same in both conventions).", FIG3_FLOAT64,
-              partial(fig3_drift, dtype="float64"), rule_drift_proportional)),
+              partial(fig3_drift, dtype="float64"), rule_drift_proportional),
+        Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
+              "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
+              "learning rate: what exceeds it in float32 is round-off.", FIG3_FLOAT64,
+              partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero"),
+              toy.rule_within_gd_bound)),
             lambda get: fig3_tables(get(FIG3), get(FIG3_FLOAT64))),
     Section("Figs. 4-5: Q is sharply concentrated at initialisation", (
         Claim("Fig. 4", "Q concentrated at init around its analytic mean",

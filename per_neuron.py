@@ -25,19 +25,19 @@ OFF_DATA_SEED = 2023         # their torch seed
 BISECTION_STEPS = 200        # bisection in log lambda: float64 resolution long before this
 HIGHER_ORDER = 2.0           # gd_drift_bound's allowance for the terms of higher order in lr
 STATISTICS = ("sum", "spread", "min_abs", "edge_distance")  # per-neuron statistics (neuron_statistics)
-# The two per-neuron orbits of a network (orbit_targets), the network itself (1, 0) in the middle of each:
+# The two per-neuron orbits of a network (orbit_targets), the network itself (1, 0) in the middle of each (the
+# defaults; a script that trains every point may use fewer):
 SPREADS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)  # "spread": each Q_a's distance from their mean times s, the sum fixed
 SHIFTS = (-2.0, -1.0, 0.0, 1.0, 2.0)     # "shift": every Q_a plus c times their std, the shape fixed
 FAMILIES = ("spread", "shift")
 OFF_DATA_NOTE = (f"largest |output - original output| / largest |original output| on {OFF_DATA_INPUTS} random inputs "
                  f"x ~ N(0, I_n / n) (torch seed {OFF_DATA_SEED}), off the training inputs X = I_n: the symmetry is one "
                  "of the training loss, exact only on the training inputs")
-SETTINGS = {  # saved with every per-neuron figure
+SETTINGS = {  # saved with every per-neuron figure, with its spread_factors and shifts
     "move": "each neuron a by its own lambda_a: U[:, a] / lambda_a, V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])), "
             "lambda_a found by bisection so that Q_a reaches its target (per_neuron.lambdas_for)",
-    "spread_factors": list(SPREADS), "shifts": list(SHIFTS),
-    "orbits": "[S, 2, 5]: orbit 0 'spread' (target Q_a = mean + s (Q_a - mean): sum fixed), orbit 1 'shift' "
-              "(target Q_a + c std(Q_a): spread fixed); the middle point is the network itself",
+    "orbits": "[S, 2, P]: orbit 0 'spread' (target Q_a = mean + s (Q_a - mean), s in spread_factors: sum fixed), "
+              "orbit 1 'shift' (target Q_a + c std(Q_a), c in shifts: spread fixed); the middle point is the network",
     "Q_neurons": "Q_a = paper_scale (1/2 |U[:, a]|^2 - sum_j F(V[j, a])), F from 0 (zero convention; the paper's is "
                  "lower by paper_constant * n per neuron), before and after training",
     "statistics": "sum_zero/sum_paper: sum of Q_a; spread: std over neurons; min_abs_zero/min_abs_paper: min |Q_a|; "
@@ -130,18 +130,18 @@ def orbit_targets(Q, spreads, shifts):
     return torch.stack(spread + shift, dim=-2)
 
 
-def moved_points():
-    """(spreads, shifts) of the orbit points other than the network itself."""
-    return [s for s in SPREADS if s != 1], [c for c in SHIFTS if c != 0]
+def moved_points(spreads=SPREADS, shifts=SHIFTS):
+    """(spreads, shifts) of the orbit points other than the network itself (s = 1, c = 0)."""
+    return [s for s in spreads if s != 1], [c for c in shifts if c != 0]
 
 
-def per_neuron_orbits(U, V, activation):
+def per_neuron_orbits(U, V, activation, spreads=SPREADS, shifts=SHIFTS):
     """Move each network to the points of its two per-neuron orbits other than itself (moved_points), each neuron
     by its own lambda, at a fixed function on the training inputs. U: [..., m, k], V: [..., n, k] ->
-    (U', V', lambdas) with a new axis of P = len(SPREADS) + len(SHIFTS) - 2 points before the matrix axes:
+    (U', V', lambdas) with a new axis of P = len(spreads) + len(shifts) - 2 points before the matrix axes:
     [..., P, m, k], [..., P, n, k], [..., P, k]; float64."""
     U, V = U.double(), V.double()
-    targets = orbit_targets(neuron_Q(U, V, activation), *moved_points())
+    targets = orbit_targets(neuron_Q(U, V, activation), *moved_points(spreads, shifts))
     lambdas = lambdas_for(U.unsqueeze(-3), V.unsqueeze(-3), activation, targets)
     moved_U, moved_V = move_along_symmetry(U.unsqueeze(-3), V.unsqueeze(-3), activation, lambdas)
     return moved_U, moved_V, lambdas
@@ -190,12 +190,13 @@ def gd_drift_bound(activation, lr, loss_decrease, curvature):
     return HIGHER_ORDER * get_activation(activation).paper_scale * lr / 2 * curvature * loss_decrease
 
 
-def with_original(moved, original, axis):
+def with_original(moved, original, axis, spreads=SPREADS):
     """Per-point numbers of per_neuron_orbits and the network's own -> the two orbits (FAMILIES), the network itself
-    in the middle of each. moved: numpy array with the P moved points on `axis` (a non-negative index); original:
-    the same without that axis. Returns the array with that axis replaced by two: [2, 5] (family, point)."""
+    in the middle of each. moved: numpy array with the P moved points on `axis` (a non-negative index), the spread
+    orbit's first; original: the same without that axis. Returns the array with that axis replaced by two:
+    [2, P / 2 + 1] (orbit, point)."""
     moved, original = np.moveaxis(np.asarray(moved), axis, -1), np.asarray(original)[..., None]
-    cut = len(SPREADS) - 1
+    cut = len(spreads) - 1
     spread, shift = moved[..., :cut], moved[..., cut:]
     rows = [np.concatenate([part[..., :part.shape[-1] // 2], original,
                             part[..., part.shape[-1] // 2:]], axis=-1) for part in (spread, shift)]

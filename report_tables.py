@@ -164,7 +164,8 @@ def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
     rows = []
     for unit, f in figures.items():
         for o, family in enumerate(("spread", "shift")):
-            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][[0, 2, 4]])
+            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
+            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
                      for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "edge_distance", value)]
             rows.append([unit, family] + cells)
     return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min |Q_a| (zero)",
