@@ -10,16 +10,21 @@ Contents: the thresholds (ALPHA, MIN_EFFECT, SEED_SPREADS, AT_MINIMUM) and their
 both_conventions (a verdict per convention, or DEPENDS); trend statistics (kendall, minimum_effect, series_effect);
 rule_trend (a claimed trend of a value with |Q|: Kendall's tau per series, a sign test over series, an effect beyond
 the spread over seeds); rule_predictors (which per-neuron statistic predicts a value along the per-neuron orbits);
-rule_within_gd_bound (Fig. 3: Q's change within the first-order bound of gradient descent); the measurements.
+rule_within_gd_bound (Fig. 3: Q's change within the first-order bound of gradient descent); rule_gap_below (the
+checks of per-neuron moves); the measurements; the report's handling of conventions and checks (every_run,
+conventions_result, mark_broken, off_data_table).
 """
 import math
 
 import numpy as np
 from scipy.stats import binomtest, kendalltau
 
-from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
+from report_tables import table
+from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, fmt
 
 DEPENDS = "depends on the convention"  # the verdict where the paper's and the zero convention of Q disagree
+BROKEN = "broken data"                 # a check of the figure's construction failed: its claims get no verdict
+PASSES, FAILS = "passes", "fails"      # a check's result
 CONVENTIONS = ("paper", "zero")        # models.Q_CONVENTIONS, in the order the report shows them
 ALPHA = 0.05        # significance level of a sign test over series (one-sided for a claimed direction)
 MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
@@ -287,3 +292,53 @@ def off_data_rows(figures):
         gaps = gaps[np.isfinite(gaps) & (gaps > 0)]  # the unmoved networks themselves have gap 0
         rows.append([experiment, unit, fmt(np.median(gaps)) if gaps.size else "-", fmt(gaps.max()) if gaps.size else "-"])
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# The report's handling of conventions and checks (make_report.check and build_report call these)
+
+def every_run(measured):
+    """A check judges every run, a diverged one too (its rule gets no diverged_at): an identity of the construction
+    holds before training, and a check that needs a trained run says itself which it could check."""
+    if isinstance(measured, PerSeed):
+        return PerSeed(dict(m, diverged_at=None) for m in measured)
+    return dict(measured, diverged_at=None) if "diverged_at" in measured else measured
+
+
+def conventions_result(over, results, combine_units):
+    """{unit: {convention: Result}} -> one Result (over: the claim's combination of units; combine_units:
+    make_report's, which joins the units' texts): per unit the common verdict, or 'depends on the convention' with
+    both readings (claims_toy.both_conventions); over the units, the verdict of each convention combined, or
+    'depends on the convention' where the two combined verdicts differ."""
+    joined = combine_units(over, {u: both_conventions(r) for u, r in results.items()})
+    verdicts = {c: over({u: r[c].verdict for u, r in results.items()}) for c in CONVENTIONS}
+    if verdicts["paper"] == verdicts["zero"]:
+        return joined._replace(verdict=verdicts["zero"])
+    return joined._replace(verdict=DEPENDS, text=f"paper's convention: {verdicts['paper']}, zero convention: "
+                           f"{verdicts['zero']}; {joined.text}")
+
+
+def mark_broken(checked, no_verdict):
+    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check. checked: make_report's
+    Checked records (claim, verdict, text, deciding), changed in place; no_verdict: the states that are no verdict."""
+    failing = {}
+    for c in checked:
+        if c.claim.check and c.verdict not in (REPRODUCED,) + no_verdict:
+            failing.setdefault(c.claim.figure, []).append(c.claim.short)
+    for c in checked:
+        if not c.claim.check and c.claim.figure in failing and c.verdict not in no_verdict:
+            c.text = (f"the figure's data are broken: the check(s) {'; '.join(failing[c.claim.figure])} failed, so no "
+                      f"verdict (as measured: {c.verdict}: {c.text})")
+            c.verdict, c.deciding = BROKEN, f"check failed: {'; '.join(failing[c.claim.figure])}"
+
+
+def off_data_table(experiments):
+    """The checks section's table of how much the moved networks' outputs change off the training inputs.
+    experiments: {experiment: {activation: Figure}}."""
+    figures = {(name, u): f for name, loaded in experiments.items() for u, f in loaded.items()
+               if "off_data_gap" in f.data}
+    if not figures:
+        return []
+    return ["Largest relative output change of the moved networks on random inputs x ~ N(0, I_n / n) off the "
+            "training inputs (median and largest over every moved network of the experiment):", ""] + table(
+        ["experiment", "activation", "median", "largest"], off_data_rows(figures))

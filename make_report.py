@@ -52,8 +52,7 @@ from verdict_rules import (EXACT, FIG10_MARGIN, REPRODUCED, SYMMETRY_TOLERANCE, 
                            rule_steps_proportional_to_Q, rule_symmetries)
 
 NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
-BROKEN = "broken data"  # a check of the figure's construction failed: its claims get no verdict
-PASSES, FAILS = "passes", "fails"  # a check's result
+BROKEN, PASSES, FAILS = toy.BROKEN, toy.PASSES, toy.FAILS  # broken data: a check failed; a check's result
 Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant: the integration "
                 "constant of F is a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and "
                 "sigmoid, about -500 at a small initialisation) and the zero convention, F(0) = 0 (Q = 0 at U = 0, "
@@ -460,17 +459,6 @@ class Loader:
         return {u: f for u, f in self.load(files).items() if isinstance(f, Figure)}
 
 
-def off_data_table(loader):
-    """How much the moved networks' outputs change off the training inputs (OFF_DATA files)."""
-    figures = {(name, u): f for name, files in OFF_DATA.items() for u, f in loader.get(files).items()
-               if "off_data_gap" in f.data}
-    if not figures:
-        return []
-    return ["Largest relative output change of the moved networks on random inputs x ~ N(0, I_n / n) off the "
-            "training inputs (median and largest over every moved network of the experiment):", ""] + table(
-        ["experiment", "activation", "median", "largest"], toy.off_data_rows(figures))
-
-
 # ----------------------------------------------------------------------------------------------
 # The loop: load, measure, judge; then render
 
@@ -510,37 +498,18 @@ def check(claim, loader, cifar_dir):
     for unit, f in figures.items() if not errors else ():
         try:
             results[unit] = ({c: apply(claim.rule, claim.measure(f, c)) for c in toy.CONVENTIONS} if claim.conventions
-                             else apply(claim.rule, every_run(claim.measure(f)) if claim.check else claim.measure(f)))
+                             else apply(claim.rule, toy.every_run(claim.measure(f)) if claim.check else claim.measure(f)))
         except Exception as error:  # a wrong shape or type in the file: reported, never a verdict
             errors.append(str(error) if isinstance(error, DataError) else
                           f"{f.name}.npz cannot be checked ({one_line(error)})")
     if errors:
         return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0])
     missing = ", ".join(u for u, f in loaded.items() if f is None)
-    result = conventions_result(claim, results) if claim.conventions else combine_units(claim.over, results)
+    result = (toy.conventions_result(claim.over, results, combine_units) if claim.conventions
+              else combine_units(claim.over, results))
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
                    any(f.quick for f in figures.values()), note)
-
-
-def every_run(measured):
-    """A check judges every run, a diverged one too (its rule gets no diverged_at): an identity of the construction
-    holds before training, and a check that needs a trained run says itself which it could check."""
-    if isinstance(measured, PerSeed):
-        return PerSeed(dict(m, diverged_at=None) for m in measured)
-    return dict(measured, diverged_at=None) if "diverged_at" in measured else measured
-
-
-def conventions_result(claim, results):
-    """{unit: {convention: Result}} -> one Result: per unit the common verdict, or 'depends on the convention' with
-    both readings (claims_toy.both_conventions); over the units, the verdict of each convention combined, or
-    'depends on the convention' where the two combined verdicts differ."""
-    joined = combine_units(claim.over, {u: toy.both_conventions(r) for u, r in results.items()})
-    verdicts = {c: claim.over({u: r[c].verdict for u, r in results.items()}) for c in toy.CONVENTIONS}
-    if verdicts["paper"] == verdicts["zero"]:
-        return joined._replace(verdict=verdicts["zero"])
-    return joined._replace(verdict=toy.DEPENDS, text=f"paper's convention: {verdicts['paper']}, zero convention: "
-                           f"{verdicts['zero']}; {joined.text}")
 
 
 def not_run_note(files, out, cifar_dir):
@@ -570,17 +539,6 @@ def label(verdict, quick, check=False):
     return f"{verdict} (smoke test)" if quick and verdict not in (NOT_RUN, DATA_ERROR, BROKEN) else verdict
 
 
-def mark_broken(checked):
-    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check. checked: [Checked]."""
-    failing = {}
-    for c in checked:
-        if c.claim.check and c.verdict not in (REPRODUCED, NOT_RUN, DATA_ERROR):
-            failing.setdefault(c.claim.figure, []).append(c.claim.short)
-    for c in checked:
-        if not c.claim.check and c.claim.figure in failing and c.verdict not in (NOT_RUN, DATA_ERROR):
-            c.text = (f"the figure's data are broken: the check(s) {'; '.join(failing[c.claim.figure])} failed, so no "
-                      f"verdict (as measured: {c.verdict}: {c.text})")
-            c.verdict, c.deciding = BROKEN, f"check failed: {'; '.join(failing[c.claim.figure])}"
 
 
 def render_claim(c):
@@ -676,7 +634,7 @@ def build_report(out_dir, cifar_dir=None):
     loader, errors, done = Loader(out_dir), [], []
     for section in SECTIONS:
         checked = [check(claim, loader, cifar_dir) for claim in section.claims]
-        mark_broken(checked)
+        toy.mark_broken(checked, (NOT_RUN, DATA_ERROR))
         errors += [c.text for c in checked if c.verdict in (DATA_ERROR, BROKEN)]
         done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors)))
     total, per_command, machines = run_time_summary(out_dir)
@@ -711,7 +669,7 @@ def build_report(out_dir, cifar_dir=None):
     lines += table(["figure", "check", "result", "numbers"],
                    [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick, True)}**", c.deciding or "-"]
                     for _, cs, _ in done for c in cs if c.claim.check])
-    lines += off_data_table(loader)
+    lines += toy.off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
     lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
               f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
     lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])
