@@ -168,7 +168,7 @@ def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
             cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
                      for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "edge_distance", value)]
             rows.append([unit, family] + cells)
-    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min |Q_a| (zero)",
+    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
                   "edge distance", value.replace("_", " ")], rows)
 
 

@@ -138,11 +138,12 @@ def rule_drift_proportional(lrs, max_drift, factor=2.0):
 
 def rule_q_distribution(samples, expected, term_scale, standard_errors=4, relative_spread=0.05):
     """The sample mean lies within {standard_errors} standard errors (std/sqrt(samples)) of the analytic E[Q], and
-    the std is below {relative_spread:.0%} of the expected size of Q's two terms (e.g. Tr U^T U + Tr V^T V = m + h
-    for linear): both: reproduced; one: partly; neither: not reproduced. Without an analytic E[Q] and term size
-    (an activation added later): not tested.
+    the std is below {relative_spread:.0%} of the size of Q's terms (its mean over the samples: 1/2 |U|^2 + sum |F(V)|
+    entry by entry, so that no entries cancel, times the paper code's scale; in the paper code's convention its
+    'sum' analogue of Q): both: reproduced; one: partly; neither: not reproduced. Without an analytic E[Q] (an
+    activation added later): not tested.
 
-    samples: [S] Q per initialisation; expected: E[Q] (NaN: unknown); term_scale: size of Q's two terms (NaN)."""
+    samples: [S] Q per initialisation; expected: E[Q] (NaN: unknown); term_scale: size of Q's terms (NaN)."""
     samples = np.asarray(samples, dtype=float)
     mean, std = float(samples.mean()), float(samples.std())
     if not (np.isfinite(term_scale) and np.isfinite(expected)):
