@@ -652,10 +652,11 @@ def build_report(out_dir, cifar_dir=None):
               "**not run** (no data), **data error** (a file could not be read: no verdict), **broken data** (a check "
               "of the figure's construction failed: no verdict). A diverged run is reported as diverged and left "
               "out: the claim cannot be tested on it, so the verdict is partly at best. **Seeds**: where a figure "
-              "was run from several random initialisations (seed 0 is the paper's draw and the one plotted), the "
-              "rule is applied to each seed; the verdict says in how many seeds it holds fully (reproduced: all; not "
-              "reproduced: it holds, even partly, in none; so partly with 0 of N seeds means partly in some) and "
-              "gives the spread of the deciding number. Reference numbers: **[R]** re-run of the paper's code with its seeds "
+              "was run from several random initialisations (seed 0 is the paper's draw and the one plotted), a trend "
+              "of |Q| is judged over the series of all seeds (a sign test, and an effect beyond a stated minimum and "
+              "the spread over seeds); another rule is applied to each seed, and the verdict says in how many seeds "
+              "it holds fully (reproduced: all; not reproduced: it holds, even partly, in none; so partly with 0 of N "
+              "seeds means partly in some) and gives the spread of the deciding number. Reference numbers: **[R]** re-run of the paper's code with its seeds "
               "(CPU, float32: a faithful port should match them); **[C]** saved outputs of the paper's notebooks (GPU, "
               "unseeded, a new model per cell: qualitative only).", "", f"**Q.** {Q_CONVENTION}", "", "## Summary", ""]
     lines += table(["figure", "claim", "verdict", "deciding numbers"],
