@@ -8,10 +8,14 @@ Here a larger init scale gives both a larger |Q| and another initial function. -
 separates the two (what Fig. 7 does for the radial net): each seed's initialisation at scale 0.1 is
 moved along the per-neuron symmetry (models.move_along_symmetry, one lambda for every neuron) to
 several Q with the same initial output, each is trained at learning rate 1e-3, and the steps to a
-loss of 1e-2 are plotted against Q (integral from 0). --seeds N repeats everything for N draws.
+loss of 1e-2 are plotted against Q (integral from 0). In the same batch, each neuron is moved by its own
+lambda (per_neuron.py: the spread of the per-neuron Q_a at a fixed sum, and the sum at a fixed spread), to
+test whether a per-neuron statistic predicts the steps where the sum does not. --seeds N repeats everything
+for N draws.
 
 Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json} and, with
---same-function, DIR/Q-convergence/same_function_{activation}_convergence.{pdf,png,npz,json}.
+--same-function, DIR/Q-convergence/same_function_{activation}_convergence.{pdf,png,npz,json} and
+DIR/Q-convergence/per_neuron_{activation}_convergence.{pdf,png,npz,json}.
 """
 from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
 
@@ -30,6 +34,9 @@ CONVERGED_LOSS = 1e-2                    # 'steps to converge' = first step with
 # count them as the slowest but keep the whole batch running for the full budget.
 ORBIT_INIT_STD = 0.1
 ORBIT_SPAN = PerActivation((1 / 4, 4.0), sigmoid=(0.6, 1.4))
+# The per-neuron orbits (per_neuron.py): the ends and the middle of its default orbits, as every point is trained
+# (each moved point is one more run of the batch, and a run costs about as much as another at this batch size).
+PER_NEURON_SPREADS, PER_NEURON_SHIFTS = (1 / 4, 1.0, 4.0), (-2.0, 0.0, 2.0)
 
 
 def make_parser():
@@ -47,16 +54,18 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
 from models import (SEED_RULE, conserved_Q, elementwise_output, first_step_below, gradient_descent,  # noqa: E402
                     gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target,
                     seeds_progress_total)
+import per_neuron  # noqa: E402
 
 
 def figure_name(activation, experiment="paper"):
-    if experiment == "same_function":
-        return f"Q-convergence/same_function_{activation}_convergence"
+    if experiment in ("same_function", "per_neuron"):
+        return f"Q-convergence/{experiment}_{activation}_convergence"
     return f"Q-convergence/elementwise_{activation}_convergence"
 
 
@@ -92,34 +101,82 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
         "Q0": Q0, "Q0_zero": conserved_Q(U0.double(), V0.double(), activation, "zero").numpy(),
         "steps_to_converge": first_step_below(result["steps"], loss, CONVERGED_LOSS),
         "initial_loss": loss[..., 0], "final_loss": loss[0, :, -1], "diverged_at": result["diverged_at"],
+        "Q_neurons0": per_neuron.neuron_Q(U0.double(), V0.double(), activation).numpy(),
+        "Q_neurons_final": per_neuron.neuron_Q(*map(torch.from_numpy, (result["U"], result["V"])), activation).numpy(),
     }
 
 
 def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
-    """Move each seed's initialisation along its symmetry orbit and train every point as one batch, until all
-    reach the loss threshold (or `steps`). Returns the figure's data, per seed and lambda [S, L]."""
+    """Move each seed's initialisation along its symmetry orbit (one lambda for all neurons) and along its two
+    per-neuron orbits (per_neuron.per_neuron_orbits), and train every point as one batch, until all reach the loss
+    threshold (or `steps`). Returns the data of two figures: the same-function one, per seed and lambda [S, L], and
+    the per-neuron one, per seed, orbit and point [S, 2, 5] (the middle point of each orbit is the lambda = 1 run)."""
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, [ORBIT_INIT_STD], seeds)  # [S, 1, m, k]
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
-    per_neuron = lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN)  # [S, L, k]
-    U, V = move_along_symmetry(U0.double(), V0.double(), activation, per_neuron)  # [S, L, m, k], [S, L, n, k]
-    U, V = U.to(dtype), V.to(dtype)  # the weights trained; Q and the outputs below are theirs
+    one_lambda = lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN)  # [S, L, k]
+    U, V = move_along_symmetry(U0.double(), V0.double(), activation, one_lambda)  # [S, L, m, k], [S, L, n, k]
+    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation, PER_NEURON_SPREADS,
+                                                          PER_NEURON_SHIFTS)  # [S, P, m|n|., k]
+    L = U.shape[1]
+    # the weights trained; Q and the outputs below are theirs
+    U_all, V_all = torch.cat([U, U_pn], 1).to(dtype), torch.cat([V, V_pn], 1).to(dtype)  # [S, L + P, ...]
     with progress(steps, f"same function {activation}") as bar:
-        result = gradient_descent(U.flatten(0, 1).to(device), V.flatten(0, 1).to(device), Y.to(device, dtype),
-                                  LEARNING_RATE, steps, model="elementwise", activation=activation,
-                                  loss_kind="frobenius", progress=bar, stop_below=CONVERGED_LOSS)
-    U, V = U.double(), V.double()
-    return {
+        result = gradient_descent(U_all.flatten(0, 1).to(device), V_all.flatten(0, 1).to(device),
+                                  Y.to(device, dtype), LEARNING_RATE, steps, model="elementwise",
+                                  activation=activation, loss_kind="frobenius", progress=bar, stop_below=CONVERGED_LOSS)
+    U_all, V_all = U_all.double(), V_all.double()
+    steps_to = per_seed(first_step_below(result["steps"], result["loss"], CONVERGED_LOSS), seeds)  # [S, L + P]
+    diverged = per_seed(result["diverged_at"], seeds)
+    U, V = U_all[:, :L], V_all[:, :L]
+    inputs = per_neuron.off_data_inputs(N)
+    same = {
         "lambdas": lambdas.numpy(), "Q0": conserved_Q(U, V, activation).numpy(),
         "Q0_zero": conserved_Q(U, V, activation, "zero").numpy(),
         "initial_output": elementwise_output(U, V, activation).numpy(),
-        "steps_to_converge": per_seed(first_step_below(result["steps"], result["loss"], CONVERGED_LOSS), seeds),
-        "diverged_at": per_seed(result["diverged_at"], seeds), "trained_steps": np.array(result["trained_steps"]),
-        "step_budget": np.array(steps),
+        "off_data_gap": per_neuron.off_data_gap(U, V, activation, U0.double(), V0.double(), inputs).numpy(),
+        "steps_to_converge": steps_to[:, :L], "diverged_at": diverged[:, :L],
+        "trained_steps": np.array(result["trained_steps"]), "step_budget": np.array(steps),
     }
+    middle = L // 2  # lambda = 1: the network itself
+    U_pn, V_pn = U_all[:, L:], V_all[:, L:]
+    final_U = torch.from_numpy(per_seed(result["U"], seeds))  # [S, L + P, m, k]
+    final_V = torch.from_numpy(per_seed(result["V"], seeds))
+
+    def orbit(moved, itself, axis):  # [S, P, ...] and the lambda = 1 run's [S, ...] -> [S, 2, 3, ...]
+        return per_neuron.with_original(moved, itself, axis, PER_NEURON_SPREADS)
+
+    one = lambda x: x[:, middle]  # noqa: E731
+    moved = per_neuron.neuron_statistics(U_pn, V_pn, activation)
+    itself = per_neuron.neuron_statistics(U[:, middle], V[:, middle], activation)
+    moved_paper = per_neuron.neuron_statistics(U_pn, V_pn, activation, "paper")
+    itself_paper = per_neuron.neuron_statistics(U[:, middle], V[:, middle], activation, "paper")
+    neuron = per_neuron.neuron_Q
+    data = {
+        "spread_factors": np.array(PER_NEURON_SPREADS), "shifts": np.array(PER_NEURON_SHIFTS),
+        "lambdas": orbit(lambdas_pn.numpy(), np.ones((seeds, HIDDEN)), 1),
+        "Q_neurons": orbit(neuron(U_pn, V_pn, activation).numpy(), neuron(one(U), one(V), activation).numpy(), 1),
+        "Q_neurons_final": orbit(neuron(final_U[:, L:], final_V[:, L:], activation).numpy(),
+                                 neuron(one(final_U), one(final_V), activation).numpy(), 1),
+        **{f"{k}_zero" if k in ("sum", "min_abs") else k: orbit(moved[k].numpy(), itself[k].numpy(), 1)
+           for k in per_neuron.STATISTICS},
+        **{f"{k}_paper": orbit(moved_paper[k].numpy(), itself_paper[k].numpy(), 1) for k in ("sum", "min_abs")},
+        "training_gap": orbit(per_neuron.training_gap(U_pn, V_pn, activation, one(U)[:, None], one(V)[:, None])
+                              .numpy(), np.zeros(seeds), 1),
+        "off_data_gap": orbit(per_neuron.off_data_gap(U_pn, V_pn, activation, one(U)[:, None], one(V)[:, None],
+                                                      inputs).numpy(), np.zeros(seeds), 1),
+        "steps_to_converge": orbit(steps_to[:, L:], steps_to[:, middle], 1),
+        "diverged_at": orbit(diverged[:, L:], diverged[:, middle], 1), "step_budget": np.array(steps),
+    }
+    return [same, data]
 
 
 def plot(data):
+    if "spread_factors" in data:
+        never = data["steps_to_converge"] < 0
+        steps = np.where(never, data["step_budget"], data["steps_to_converge"])
+        return per_neuron.plot_orbits(dict(data, steps_plotted=steps), "steps_plotted",
+                                      f"Steps to loss < {CONVERGED_LOSS:g} (x: never, at the budget)", mark=never)
     return plot_same_function(data) if "lambdas" in data else plot_paper(data)
 
 
@@ -167,12 +224,17 @@ def make_jobs(args):
                   "loss": "|Y - U sigma(V^T)|_F after each step"}
         kwargs = dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds)
         if args.same_function:
+            orbit = {**common, "init_std": ORBIT_INIT_STD, "step_budget": steps,
+                     "training": f"stopped once every run is below {CONVERGED_LOSS:g} (no curves are plotted)",
+                     "off_data_gap": per_neuron.OFF_DATA_NOTE}
             jobs.append(Job(figure_name(a, "same_function"), dict(kwargs, experiment="same_function"), {
-                "figure": "Fig. 6, same function (not in the paper)", **common, "init_std": ORBIT_INIT_STD,
-                "lambda_span": list(ORBIT_SPAN[a]), "step_budget": steps,
+                "figure": "Fig. 6, same function (not in the paper)", **orbit, "lambda_span": list(ORBIT_SPAN[a]),
                 "move": "U[:, a] / lambda, V[:, a] -> sigma^-1(lambda sigma(V[:, a])), one lambda for all neurons",
-                "Q0_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q0: the paper code's",
-                "training": f"stopped once every run is below {CONVERGED_LOSS:g} (no curves are plotted)"}))
+                "Q0_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q0: the paper code's"},
+                also=((figure_name(a, "per_neuron"), {"figure": "Fig. 6, per-neuron orbits (not in the paper)",
+                                                      **orbit, **per_neuron.SETTINGS,
+                                                      "spread_factors": list(PER_NEURON_SPREADS),
+                                                      "shifts": list(PER_NEURON_SHIFTS)}),)))
         jobs.append(Job(figure_name(a), kwargs, {
             "figure": "Fig. 6", **common, "init_stds": INIT_STDS, "steps": steps,
             "plotted": "seed 0 (loss, Q, labels, final_loss [R]); per-run numbers [seed, run] for every seed "
@@ -182,6 +244,9 @@ def make_jobs(args):
 
 def summarise(name, data):
     never = lambda steps: ", ".join(str(s) if s >= 0 else "never" for s in steps)  # noqa: E731
+    if "spread_factors" in data:
+        return (f"{name}: seed 0 steps to loss < {CONVERGED_LOSS:g}, spread orbit: "
+                f"{never(data['steps_to_converge'][0, 0])}; shift orbit: {never(data['steps_to_converge'][0, 1])}")
     if "lambdas" in data:
         return (f"{name}: Q (from 0) {', '.join(f'{q:.3g}' for q in data['Q0_zero'][0])}; seed 0 steps to "
                 f"loss < {CONVERGED_LOSS:g}: {never(data['steps_to_converge'][0])}")

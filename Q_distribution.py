@@ -7,8 +7,7 @@ E[Q] = m - h. Gradient flow keeps Q fixed, so it only reaches the part of the mi
 this Q.
 
 The histograms show the paper code's Q. The data also hold Q integrated from 0 (Q_zero), its
-analytic mean and the expected size of its two terms (Q_terms_zero), which do not depend on the
-constant the paper's code adds for tanh and sigmoid.
+analytic mean and the size of its terms in both conventions (Q_terms_zero, Q_terms_paper).
 
 Writes DIR/Q-distribution/{activation}_mhn_{m}_{h}_{n}.{pdf,png,npz,json}.
 """
@@ -39,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from models import conserved_Q, expected_Q as gaussian_expected_Q, expected_Q_terms  # noqa: E402
+from models import conserved_Q, expected_Q as gaussian_expected_Q, q_normaliser  # noqa: E402
 
 
 def figure_name(activation, shape):
@@ -55,7 +54,7 @@ def expected_Q(activation, m, h, n, convention="paper"):
 def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress):
     """Q of `samples` initialisations drawn exactly as the paper draws them. Returns the figure's data."""
     m, h, n = shape
-    Q, Q_zero = np.empty(samples), np.empty(samples)
+    Q, Q_zero, terms, terms_zero = (np.empty(samples) for _ in range(4))
     with progress(samples, f"Q {activation} {m}x{h}x{n}", unit="sample") as bar:
         for i in range(samples):
             torch.manual_seed(i ** 2)
@@ -63,13 +62,14 @@ def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress)
             U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h)).to(device, dtype)
             V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n)).to(device, dtype)
             Q[i], Q_zero[i] = float(conserved_Q(U, V, activation)), float(conserved_Q(U, V, activation, "zero"))
+            terms[i], terms_zero[i] = (float(q_normaliser(U, V, activation, c)) for c in ("paper", "zero"))
             bar.update(1)
     counts, edges = np.histogram(Q)  # numpy's default 10 bins, as in the paper
     return {"Q": Q, "counts": counts, "bin_edges": edges, "shape_mhn": np.array(shape),
             "expected_Q": np.array(expected_Q(activation, m, h, n)),
             "mean": np.array(Q.mean()), "std": np.array(Q.std()),
             "Q_zero": Q_zero, "expected_Q_zero": np.array(expected_Q(activation, m, h, n, "zero")),
-            "Q_terms_zero": np.array(expected_Q_terms(activation, m, h, n, u_var=1 / h, v_var=1 / n))}
+            "Q_terms_zero": np.array(terms_zero.mean()), "Q_terms_paper": np.array(terms.mean())}
 
 
 def plot(data):
@@ -98,8 +98,10 @@ def make_jobs(args):
                  "init": "U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h): fan-in normal",
                  "histogram": "numpy.histogram, 10 bins",
                  "expected_Q": "closed form, paper-code Q (NaN where the activation has no closed-form E[F])",
-                 "Q_zero": "Q integrated from 0 (models.conserved_Q convention='zero'), with expected_Q_zero and "
-                           "Q_terms_zero = paper_scale * (m h / (2 h) + n h |E[F]|), the expected size of its terms"})
+                 "Q_zero": "Q integrated from 0 (models.conserved_Q convention='zero'), with expected_Q_zero",
+                 "Q_terms_zero": "the size of Q's terms, paper_scale * (1/2 |U|^2 + sum |F(V)|) (models.q_normaliser, "
+                                 "zero convention), mean over the samples; Q_terms_paper: the paper code's 'sum' "
+                                 "analogue of Q, its mean"})
             for a, shape in figures]
 
 

@@ -35,6 +35,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from figure_driver import plot_loss_curves  # noqa: E402
+import torch  # noqa: E402
+
+import per_neuron  # noqa: E402
 from models import (SEED_RULE, conserved_Q, gradient_descent_seeds, paper_init, paper_target,  # noqa: E402
                     q_normaliser, seeds_progress_total)
 
@@ -80,13 +83,20 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
     delta = delta_Q_tilde(result["Q"], normaliser)
     delta_zero = delta_Q_tilde(result["Q"] + (Q0_zero - Q0)[..., None], normaliser_zero)
     change = (result["Q"] - result["Q"][..., :1]) / normaliser_zero[..., None]  # from initialisation: first step too
+    U_T, V_T = torch.from_numpy(result["U"]), torch.from_numpy(result["V"])  # [S, R, ...] final weights
+    curvature = torch.maximum(per_neuron.curvature_of_Q(V0, activation), per_neuron.curvature_of_Q(V_T, activation))
+    mse = result["loss"] ** 2 / (M * N)  # the trained loss from the recorded |Y - U sigma(V^T)|_F
+    decrease = mse[..., 0] - np.nanmin(mse, axis=-1)
+    bound = per_neuron.gd_drift_bound(activation, np.array(LEARNING_RATES), decrease, curvature.numpy())
     return {
         "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0],
         "delta_Q_tilde_steps": result["steps"][1:], "delta_Q_tilde": delta[0], "delta_Q_tilde_zero": delta_zero[0],
         "lr": np.array(LEARNING_RATES), "labels": np.array([f"lr={lr:g}" for lr in LEARNING_RATES]),
         "Q0": Q0, "Q0_zero": Q0_zero, "normaliser": normaliser, "normaliser_zero": normaliser_zero,
         "max_delta_Q_tilde": max_abs(delta), "max_delta_Q_tilde_zero": max_abs(delta_zero),
-        "max_Q_change_zero": max_abs(change),
+        "max_Q_change_zero": max_abs(change), "drift_bound_zero": bound / normaliser_zero, "curvature": curvature.numpy(),
+        "Q_neurons0": per_neuron.neuron_Q(U0, V0, activation).numpy(),
+        "Q_neurons_final": per_neuron.neuron_Q(U_T, V_T, activation).numpy(),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
     }
 
@@ -117,6 +127,10 @@ def make_jobs(args):
                  "delta_Q_tilde_zero": "the same with Q integrated from 0 and N_0 the size of its two terms "
                                        "(models.conserved_Q and q_normaliser, convention='zero')",
                  "max_Q_change_zero": "max over t of |Q_t - Q_0| / N_0 (zero convention), first step included",
+                 "drift_bound_zero": "per_neuron.gd_drift_bound / N_0: paper_scale lr/2 max(1, max|F''|) (L_0 - L_min), "
+                                     "L the MSE trained on, F'' at the initial and final weights (curvature)",
+                 "Q_neurons0": "per-neuron Q_a (zero convention, per_neuron.neuron_Q) at the start and the end "
+                               "(Q_neurons_final) [S, R, k]",
                  "plotted": "seed 0 (curves); per-run numbers [seed, run] for every seed"})
             for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 

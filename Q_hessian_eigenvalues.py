@@ -8,11 +8,14 @@ linear and ReLU networks.
 
 --same-function tests the claim at a fixed function: each trained minimum is moved along the
 per-neuron symmetry (one lambda for every neuron), where the loss stays at its minimum and Q
-changes, and the largest Hessian eigenvalue is plotted against Q (integral from 0). --seeds N
-repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
+changes, and the largest Hessian eigenvalue is plotted against Q (integral from 0). The same minima are
+also moved with each neuron's own lambda (per_neuron.py: the spread of the per-neuron Q_a at a fixed sum, and
+the sum at a fixed spread), to test whether a per-neuron statistic predicts the sharpness where the sum does
+not. --seeds N repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
 
 Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json} and, with
---same-function, DIR/Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_10_5_50.{...}.
+--same-function, DIR/Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_10_5_50.{...} and
+DIR/Q-hessian-eigenvalues/per_neuron_{activation}_sharpness_mnk_10_5_50.{...}.
 """
 from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
 
@@ -27,6 +30,7 @@ NONZERO = 1e-3                           # eigenvalues above this count as nonze
 # The same-function experiment (not in the paper): lambdas from 1/4 to 1 and from 1 to 4 (or to where sigma's
 # range ends), 3 geometric steps each side (models.orbit_scales).
 ORBIT_SPAN = (1 / 4, 4.0)
+PER_NEURON_PLOTTED = 1                   # the per-neuron figure shows the minima of INIT_STDS[1]
 
 
 def make_parser():
@@ -50,11 +54,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from models import (SEED_RULE, conserved_Q, elementwise_output, gauss_newton_eigenvalues,  # noqa: E402
                     gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target,
                     seeds_progress_total, squared_loss_hessian)
+import per_neuron  # noqa: E402
 
 
 def figure_name(activation, experiment="paper"):
-    if experiment == "same_function":
-        return f"Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_{M}_{N}_{HIDDEN}"
+    if experiment in ("same_function", "per_neuron"):
+        return f"Q-hessian-eigenvalues/{experiment}_{activation}_sharpness_mnk_{M}_{N}_{HIDDEN}"
     return f"Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_{M}_{N}_{HIDDEN}"
 
 
@@ -101,6 +106,8 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
         "largest_eigenvalue": eigenvalues.max(axis=-1),
         "nonzero_count": np.where(result["finite"], (eigenvalues > NONZERO).sum(axis=-1), -1),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
+        "Q_neurons0": per_neuron.neuron_Q(U0.double(), V0.double(), activation).numpy(),
+        "Q_neurons_final": per_neuron.neuron_Q(*map(torch.from_numpy, (result["U"], result["V"])), activation).numpy(),
     }
 
 
@@ -125,17 +132,51 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
         x = np.asarray(x)
         return np.where(runs.reshape(runs.shape + (1,) * (x.ndim - runs.ndim)), x, np.nan)
 
-    return {
+    middle = lambdas.shape[-1] // 2  # lambda = 1: the minimum itself
+    U_min, V_min = U[..., middle, :, :], V[..., middle, :, :]  # [S, R, m|n, k]
+    inputs = per_neuron.off_data_inputs(N)
+    same = {
         "lambdas": masked(lambdas), "init_std": np.array(INIT_STDS),
         "Q": masked(conserved_Q(U, V, activation)), "Q_zero": masked(conserved_Q(U, V, activation, "zero")),
         "output": masked(output), "loss": masked((Y - output).square().sum(dim=(-1, -2))),
         "largest_eigenvalue": masked(gauss_newton_eigenvalues(U, V, activation)[..., -1]),
         "largest_eigenvalue_hessian": masked(hessian_top, result["finite"][0]),  # seed 0, orbit ends: [R, 2]
+        "off_data_gap": masked(per_neuron.off_data_gap(U, V, activation, U_min.unsqueeze(-3), V_min.unsqueeze(-3),
+                                                       inputs)),
+        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
+    }
+    return [same, per_neuron_data(U_min, V_min, activation, masked, inputs, result)]
+
+
+def per_neuron_data(U, V, activation, masked, inputs, result):
+    """The minima U [S, R, m, k], V [S, R, n, k] moved along their per-neuron orbits: the per-neuron figure's data,
+    [S, R, 2, 5] per seed, minimum, orbit and point (NaN for a minimum whose run diverged)."""
+    U_pn, V_pn, lambdas = per_neuron.per_neuron_orbits(U, V, activation)  # [S, R, P, ...]
+    orbit = lambda moved, itself: masked(per_neuron.with_original(np.asarray(moved), np.asarray(itself), 2))  # noqa
+    stats, stats_paper = (per_neuron.neuron_statistics(U_pn, V_pn, activation, c) for c in ("zero", "paper"))
+    own, own_paper = (per_neuron.neuron_statistics(U, V, activation, c) for c in ("zero", "paper"))
+    top_moved = gauss_newton_eigenvalues(U_pn, V_pn, activation)[..., -1]
+    top_own = gauss_newton_eigenvalues(U, V, activation)[..., -1]
+    zeros = np.zeros(U.shape[:-2])
+    return {
+        "spread_factors": np.array(per_neuron.SPREADS), "shifts": np.array(per_neuron.SHIFTS),
+        "init_std": np.array(INIT_STDS), "lambdas": orbit(lambdas, np.ones(U.shape[:-2] + (HIDDEN,))),
+        "Q_neurons": orbit(per_neuron.neuron_Q(U_pn, V_pn, activation), per_neuron.neuron_Q(U, V, activation)),
+        **{f"{k}_zero" if k in ("sum", "min_abs") else k: orbit(stats[k], own[k]) for k in per_neuron.STATISTICS},
+        **{f"{k}_paper": orbit(stats_paper[k], own_paper[k]) for k in ("sum", "min_abs")},
+        "largest_eigenvalue": orbit(top_moved, top_own),
+        "training_gap": orbit(per_neuron.training_gap(U_pn, V_pn, activation, U.unsqueeze(-3), V.unsqueeze(-3)), zeros),
+        "off_data_gap": orbit(per_neuron.off_data_gap(U_pn, V_pn, activation, U.unsqueeze(-3), V.unsqueeze(-3),
+                                                      inputs), zeros),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
     }
 
 
 def plot(data):
+    if "spread_factors" in data:  # the per-neuron orbits of the minima of init std 0.3 (the others are in the data)
+        shown = {k: v[:, PER_NEURON_PLOTTED] for k, v in data.items() if np.ndim(v) >= 4}
+        return per_neuron.plot_orbits(shown, "largest_eigenvalue", "Largest Hessian eigenvalue "
+                                      f"(minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g})")
     return plot_same_function(data) if "lambdas" in data else plot_paper(data)
 
 
@@ -193,15 +234,25 @@ def make_jobs(args):
         if args.same_function:
             jobs.append(Job(figure_name(a, "same_function"), dict(kwargs, experiment="same_function"), {
                 "figure": "Fig. 9, same function (not in the paper)", **common, "lambda_span": list(ORBIT_SPAN),
+                "off_data_gap": per_neuron.OFF_DATA_NOTE,
                 "move": "U[:, a] / lambda, V[:, a] -> sigma^-1(lambda sigma(V[:, a])), one lambda for all neurons",
                 "largest_eigenvalue": "of 2 J J^T (the Hessian's Gauss-Newton part, equal to the Hessian at a "
                                       "zero-loss minimum), float64; largest_eigenvalue_hessian: the full Hessian's, "
                                       "at both ends of seed 0's orbits",
-                "Q_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q: the paper code's"}))
+                "Q_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q: the paper code's"},
+                also=((figure_name(a, "per_neuron"), {
+                    "figure": "Fig. 9, per-neuron orbits (not in the paper)", **common, **per_neuron.SETTINGS,
+                    "spread_factors": list(per_neuron.SPREADS), "shifts": list(per_neuron.SHIFTS),
+                    "off_data_gap": per_neuron.OFF_DATA_NOTE, "largest_eigenvalue": "of 2 J J^T, float64",
+                    "plotted": f"the minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g} ([:, 1])"}),)))
     return jobs
 
 
 def summarise(name, data):
+    if "spread_factors" in data:
+        return (f"{name}: seed 0, init std {data['init_std'][1]:g}: largest eigenvalue along the spread orbit "
+                f"{', '.join(f'{x:.4g}' for x in data['largest_eigenvalue'][0, 1, 0])}; shift orbit "
+                f"{', '.join(f'{x:.4g}' for x in data['largest_eigenvalue'][0, 1, 1])}")
     if "lambdas" in data:
         return (f"{name}: seed 0, init std {data['init_std'][1]:g}: Q (from 0) "
                 f"{', '.join(f'{q:.3g}' for q in data['Q_zero'][0, 1])} -> largest eigenvalue "

@@ -661,10 +661,15 @@ def mark_diverged(ax, steps, values, diverged_at, color):
 @dataclass(frozen=True)
 class Job:
     """One figure of a script: its file name under --out (no extension), the keyword arguments of
-    the script's train(), and the settings saved beside it (the driver adds the shared ones)."""
+    the script's train(), and the settings saved beside it (the driver adds the shared ones). also: further
+    (name, settings) figures that the same training makes (its train() then returns a list of data, this one's first)."""
     name: str
     kwargs: dict
     settings: dict
+    also: tuple = ()
+
+    def figures(self):
+        return [(self.name, self.settings)] + list(self.also)
 
 
 def steps_per_activation(args, paper_steps, quick_steps):
@@ -694,10 +699,10 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
     try:
         jobs = make_jobs(args)
         if args.plot_only:
-            for job in jobs:
-                data, settings = load_figure_data(args.out, job.name, script)
-                save_figure(plot(data), args.out, job.name, data, settings, script)
-                print(f"re-plotted {os.path.join(args.out, job.name)}.pdf from saved data")
+            for name, _ in (figure for job in jobs for figure in job.figures()):
+                data, settings = load_figure_data(args.out, name, script)
+                save_figure(plot(data), args.out, name, data, settings, script)
+                print(f"re-plotted {os.path.join(args.out, name)}.pdf from saved data")
             return args
         from functools import partial
         disable = True if args.no_progress else None
@@ -707,10 +712,11 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
         if trains:
             from models import PAPER_SEED, TRAINED_ON
             shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
-        for job, data in zip(jobs, results):
-            settings = {**job.settings, **shared, **run_metadata(args, started)}
-            paths = save_figure(plot(data), args.out, job.name, data, settings, script)
-            print(f"{summarise(job.name, data)} -> {paths[2]}")
+        for job, result in zip(jobs, results):
+            for (name, job_settings), data in zip(job.figures(), result if job.also else [result]):
+                settings = {**job_settings, **shared, **run_metadata(args, started)}
+                paths = save_figure(plot(data), args.out, name, data, settings, script)
+                print(f"{summarise(name, data)} -> {paths[2]}")
         print(f"done in {time.time() - started:.1f} s")
     except UsageError as error:
         fail(parser.prog, error)

@@ -18,8 +18,10 @@ rule's form, so the same rule is run on them too. One loop, check(), loads, meas
   - CIFAR-10 (Figs. 10-11): one file per numerics (paper: float32 action with fit noise; exact: float64); a claim
     about symmetry-moved networks counts only cells that are symmetries and is decided by the exact numerics; a
     quick run's file names (other num_g and eps) are found through '*' in the claim's file pattern.
-Every rule reads Q integrated from 0 (the saved *_zero keys), so no verdict depends on the constant that the
-paper's code adds to Q for tanh and sigmoid; the tables show the paper code's values beside them.
+A claim about the size of Q (conventions=True) is judged in both conventions of Q (the paper code's integration
+constant and F(0) = 0): where they disagree its verdict is "depends on the convention", with both readings. A
+check (check=True) is an identity of the construction, not a result: it goes to the checks table, and a failing
+check marks its figure's data as broken (its claims get no verdict).
 
 Adding a claim: a rule (its {keyword} defaults are filled into its docstring), a measurement (usually one
 runs(...) call naming the saved keys) and one Claim(...) in SECTIONS.
@@ -38,23 +40,27 @@ from typing import Callable, Optional
 
 import numpy as np
 
+import claims_toy as toy
 import paper_numbers as paper
 from figure_driver import UsageError, load_figure_data, write_atomic
 from report_tables import (FIG10_MODES, FIG11_ATTACKS, FIG45_COLUMNS, FIG7_COLUMNS, fig3_tables, fig6_tables,
                            fig9_tables, fig10_tables, fig11_tables, legend_Qs, run_table, table)
-from verdict_rules import (EXACT, FIG10_MARGIN, SYMMETRY_TOLERANCE, PerSeed, Result, apply, combine, exact_decides,
-                           rule_drift_proportional, rule_ensemble_margin, rule_faster_with_larger_Q,
-                           rule_gain_beyond_control, rule_group_beats_baselines, rule_group_more_robust,
-                           rule_group_vs_perm_interp, rule_hessian_rank, rule_q_conserved, rule_q_distribution,
-                           rule_same_initial_function, rule_sharpness_grows_with_Q, rule_significant_gain,
-                           rule_steps_proportional_to_Q, rule_symmetries, rule_trend_along_orbit, worst)
+from verdict_rules import (EXACT, FIG10_MARGIN, REPRODUCED, SYMMETRY_TOLERANCE, PerSeed, Result, apply, combine,
+                           exact_decides, rule_drift_proportional, rule_ensemble_margin, rule_gain_beyond_control,
+                           rule_group_beats_baselines, rule_group_more_robust, rule_group_vs_perm_interp,
+                           rule_hessian_rank, rule_q_distribution, rule_same_initial_function, rule_significant_gain,
+                           rule_steps_proportional_to_Q, rule_symmetries)
 
 NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
-Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant. Every rule "
-                "uses F(x) = int_0^x sigma/sigma', so Q = 0 at U = 0, V = 0 for every activation and no verdict "
-                "depends on the constant. The paper's code, and so its legends, has Q lower by n k for tanh and "
-                "sigmoid (about -500 at a small initialisation); the tables show its values beside ours where they "
-                "differ.")
+BROKEN, PASSES, FAILS = toy.BROKEN, toy.PASSES, toy.FAILS  # broken data: a check failed; a check's result
+Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant: the integration "
+                "constant of F is a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and "
+                "sigmoid, about -500 at a small initialisation) and the zero convention, F(0) = 0 (Q = 0 at U = 0, "
+                "V = 0). Differences of Q (its drift, its change along an orbit) and the spread of the per-neuron Q_a "
+                "are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU are homogeneous: "
+                "both conventions agree). Every claim about |Q| is judged in both, and where the verdicts differ it is "
+                "**depends on the convention**, with both readings. Sizes of Q (N_0) add the sizes of its terms, "
+                "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,8 +92,10 @@ def fig3_drift(f, dtype=None):
     return runs(f, "lr", lrs="lr", max_drift="max_Q_change_zero" if dtype else "max_delta_Q_tilde_zero")
 
 
-def fig45_samples(f):
-    return dict(samples=f["Q_zero"], expected=float(f["expected_Q_zero"]), term_scale=float(f["Q_terms_zero"]))
+def fig45_samples(f, convention):
+    key = toy.q_key  # 'Q_zero' -> 'Q' for the paper's convention
+    return dict(samples=f[key("Q_zero", convention)], expected=float(f[key("expected_Q_zero", convention)]),
+                term_scale=float(f["Q_terms_zero" if convention == "zero" else "Q_terms_paper"]))
 
 
 def same_function(f):
@@ -160,6 +168,8 @@ class Claim:
     rule: Callable            # (**measurement) -> Result; its docstring is the rule in the report
     paper: Optional[Callable] = None  # () -> {unit: the rule's arguments from the paper code's numbers}
     over: Callable = combine  # the units' verdicts -> one; its docstring follows the rule's
+    conventions: bool = False  # measure(f, convention): judged in both conventions of Q (claims_toy.both_conventions)
+    check: bool = False       # an identity of the construction: the checks table; failing marks the figure broken
 
 
 @dataclass(frozen=True)
@@ -180,11 +190,17 @@ FIG6 = Files("Q-convergence/elementwise_{}_convergence", A,
              "python Q_convergence_elementwise.py --seeds 5 --same-function --out {out}", discover=True)
 SAME_FUNCTION_6 = Files("Q-convergence/same_function_{}_convergence", A,
                         "python Q_convergence_elementwise.py --seeds 5 --same-function --out {out}", discover=True)
+PER_NEURON_6 = Files("Q-convergence/per_neuron_{}_convergence", A,
+                     "python Q_convergence_elementwise.py --seeds 5 --same-function --out {out}", discover=True)
 FIG7 = Files("Q-convergence/radial_zoomed_1e6", ("",), "python Q_convergence_radial.py --out {out}")
 FIG9 = Files("Q-hessian-eigenvalues/Q-sharpness_{}_mnk_10_5_50", A,
              "python Q_hessian_eigenvalues.py --seeds 10 --same-function --out {out}", discover=True)
 SAME_FUNCTION_9 = Files("Q-hessian-eigenvalues/same_function_{}_sharpness_mnk_10_5_50", A,
                         "python Q_hessian_eigenvalues.py --seeds 10 --same-function --out {out}", discover=True)
+PER_NEURON_9 = Files("Q-hessian-eigenvalues/per_neuron_{}_sharpness_mnk_10_5_50", A,
+                     "python Q_hessian_eigenvalues.py --seeds 10 --same-function --out {out}", discover=True)
+OFF_DATA = {"Fig. 6 same function": SAME_FUNCTION_6, "Fig. 6 per-neuron": PER_NEURON_6,
+            "Fig. 9 same function": SAME_FUNCTION_9, "Fig. 9 per-neuron": PER_NEURON_9}
 NUMERICS_SUFFIXES, NUMERICS_NAMES = ("", "_exact"), ("paper numerics", EXACT)  # CIFAR file names; report names
 FIG10 = Files("ensemble/cnn_cifar_leakyrelu2_main_acc{}", NUMERICS_SUFFIXES, "python run_notebook.py "
               "ensemble_CIFAR.ipynb --out {out}", "numerics", notebook="ensemble_CIFAR.ipynb", names=NUMERICS_NAMES)
@@ -196,50 +212,64 @@ FIG11_CORRECTED = Files("ensemble/cnn_cifar_leakyrelu_corrected_h16_g*_eps*{}", 
 
 SECTIONS = (
     Section("Fig. 3: Q is nearly conserved under gradient descent", (
-        Claim("Fig. 3", "Q nearly conserved under GD, every lr (float32)",
-              "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its relative "
-              "drift dQ~ = |Q_t|/N_0 - |Q_1|/N_0 stays below 1e-3 at every learning rate (0.1, 0.01, 0.001) and "
-              "activation.", FIG3, fig3_drift, rule_q_conserved, over=worst),
+        Claim("Fig. 3", "Q's change within the first-order bound of GD (float32)",
+              "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its change from "
+              "the start, |Q_t - Q_0| (a difference of Q: the same in both conventions), stays within the bound that "
+              "a first-order expansion of a gradient-descent step gives, at every learning rate (0.1, 0.01, 0.001) and "
+              "activation.", FIG3, partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero",
+                                           bound="drift_bound_zero"), toy.rule_within_gd_bound),
         Claim("Fig. 3", "float64: drift of Q proportional to lr",
               "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
               "learning rate (measured from the initial Q: dQ~ starts after the first step, whose drift dominates at "
-              "lr 0.1 for sigmoid).", FIG3_FLOAT64, partial(fig3_drift, dtype="float64"), rule_drift_proportional)),
+              "lr 0.1 for sigmoid; a ratio of differences of Q, the same in both conventions).", FIG3_FLOAT64,
+              partial(fig3_drift, dtype="float64"), rule_drift_proportional),
+        Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
+              "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
+              "learning rate: what exceeds it in float32 is round-off.", FIG3_FLOAT64,
+              partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero"),
+              toy.rule_within_gd_bound)),
             lambda get: fig3_tables(get(FIG3), get(FIG3_FLOAT64))),
     Section("Figs. 4-5: Q is sharply concentrated at initialisation", (
         Claim("Fig. 4", "Q concentrated at init around its analytic mean",
               "With the common initialisation (U ~ N(0, 1/h), V ~ N(0, 1/n)), Q is sharply concentrated around its "
               "analytic mean for every activation, so gradient flow from such an initialisation reaches only a small "
-              "part of the minimum.", FIG4, fig45_samples, rule_q_distribution),
+              "part of the minimum (its spread compared with the size of Q's terms, in each convention).", FIG4,
+              fig45_samples, rule_q_distribution, conventions=True),
         Claim("Fig. 5", "centre of Q set by the layer sizes (E[Q] = m - h)",
               "The centre of the Q distribution is set by the layer sizes: for the linear net E[Q] = m - h, -100 for "
               "(m, h, n) = (100, 200, 100) and +100 for (200, 100, 100).", FIG5, fig45_samples,
-              rule_q_distribution)), lambda get: run_table({**get(FIG4), **get(FIG5)}, FIG45_COLUMNS, lambda f: 1,
-                                                            "histogram")),
+              rule_q_distribution, conventions=True)),
+            lambda get: run_table({**get(FIG4), **get(FIG5)}, FIG45_COLUMNS, lambda f: 1, "histogram")),
     Section("Fig. 6: convergence speed depends on Q (elementwise activations)", (
         Claim("Fig. 6", "larger |Q| reaches a fixed loss in fewer steps",
               "At learning rate 1e-3 the initialisation's Q sets how fast gradient descent converges: for every "
               "activation, the run with larger |Q| (larger init scale) reaches a fixed loss (|Y - U sigma(V^T)|_F < "
-              "1e-2) in fewer steps.", FIG6, partial(runs, name="init_std", Q0="Q0_zero", steps="steps_to_converge"),
-              rule_faster_with_larger_Q,
-              paper=lambda: {a: dict(Q0=legend_Qs(paper.FIG6_LEGENDS[a], a, 10 * 50),  # n * hidden of Fig. 6
-                                     steps=list(paper.FIG6_STEPS[a].values()))
-                             for a in paper.FIG6_STEPS}),
+              "1e-2) in fewer steps.", FIG6, toy.fig6_trend, toy.rule_trend, conventions=True),
         Claim("Fig. 6", "same function: the moved initialisations compute the same function",
-              "Moving the paper's initialisation along the per-neuron symmetry changes Q but not the network's initial "
-              "function.", SAME_FUNCTION_6, same_function, rule_same_initial_function),
+              "Moving the paper's initialisation along the per-neuron symmetry changes Q but not the network's function "
+              "on the training inputs.", SAME_FUNCTION_6, same_function, rule_same_initial_function, check=True),
         Claim("Fig. 6", "same function: larger |Q| converges in fewer steps",
               "The test of the claim without the confound: from one initial function, moved along the symmetry to "
               "other Q, the run with larger |Q| reaches the loss 1e-2 in fewer steps.", SAME_FUNCTION_6,
-              partial(runs, name="lambdas", Q="Q0_zero", values="steps_to_converge", direction=-1),
-              rule_trend_along_orbit)), lambda get: fig6_tables(get(FIG6), get(SAME_FUNCTION_6))),
+              toy.same_function6_trend, toy.rule_trend, conventions=True),
+        Claim("Fig. 6", "per-neuron orbits: the moved initialisations compute the same function",
+              "Moving each neuron by its own lambda keeps the network's function on the training inputs.",
+              PER_NEURON_6, lambda f: dict(gaps=f["training_gap"], float64=f.settings.get("dtype") == "float64"),
+              toy.rule_gap_below, check=True),
+        Claim("Fig. 6", "per-neuron: a per-neuron statistic predicts the steps where |Q| does not",
+              "Beyond the paper: along per-neuron orbits (each neuron its own lambda; the spread of the per-neuron "
+              "Q_a at a fixed sum, and the sum at a fixed spread) a per-neuron statistic (the spread of Q_a, min |Q_a| "
+              "or the most saturated neuron's distance from the edge of sigma's range) predicts the steps to the "
+              "loss 1e-2, where the sum |Q| does not.", PER_NEURON_6, toy.per_neuron6, toy.rule_predictors,
+              conventions=True)), lambda get: fig6_tables(get(FIG6), get(SAME_FUNCTION_6), get(PER_NEURON_6))),
     Section("Fig. 7: convergence time proportional to Q (radial activation)", (
         Claim("Fig. 7", "radial runs start from the same function",
               "The four radial runs (init scales 0.01, 0.1, 1, 10, aligned with the SVD of Y) compute the same initial "
-              "function and differ only in Q.", FIG7, same_function,
-              rule_same_initial_function),
+              "function and differ only in Q.", FIG7, same_function, rule_same_initial_function, check=True),
         Claim("Fig. 7", "steps to converge proportional to Q (radial)",
-              "For the radial activation the time to converge grows in proportion to Q: 100x more Q needs about 100x "
-              "more steps to reach a fixed loss (MSE/|Y|_F < 1e-2).", FIG7,
+              "For the radial activation the time to converge grows in proportion to Q = |U|^2 + |V|^2 (a sum of "
+              "squares: no integration constant): 100x more Q needs about 100x more steps to reach a fixed loss "
+              "(MSE/|Y|_F < 1e-2).", FIG7,
               lambda f: runs(f, Q0="Q0", steps="steps_to_converge", total_steps=int(f["steps"][-1])),
               rule_steps_proportional_to_Q,
               paper=lambda: {"": dict(Q0=legend_Qs(paper.FIG7_LEGENDS), total_steps=paper.FIG7_STEP_BUDGET,
@@ -248,25 +278,29 @@ SECTIONS = (
     Section("Fig. 9: Hessian spectrum at the minimum against Q", (
         Claim("Fig. 9", "m*n = 50 nonzero Hessian eigenvalues at the minimum",
               "At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly m*n = 50 nonzero eigenvalues (of "
-              "750): the minimum is flat in all other directions.", FIG9,
+              "750): at zero loss it is 2 J^T J, of rank at most m n by construction.", FIG9,
               lambda f: runs(f, "init_std", nonzero_counts="nonzero_count", final_losses="final_loss",
-                             expected_rank=int(f.setting("m")) * int(f.setting("n"))), rule_hessian_rank),
+                             expected_rank=int(f.setting("m")) * int(f.setting("n"))), rule_hessian_rank, check=True),
         Claim("Fig. 9", "largest Hessian eigenvalue grows with |Q|",
               "Larger |Q| gives a sharper minimum: the largest Hessian eigenvalue grows with |Q|.", FIG9,
-              partial(runs, name="init_std", Q0="Q0_zero", largest="largest_eigenvalue", init_std="init_std"),
-              rule_sharpness_grows_with_Q,
-              paper=lambda: {a: dict(Q0=legend_Qs(paper.FIG9_LEGENDS[a], a, 5 * 50),  # n * hidden of Fig. 9
-                                     largest=paper.FIG9_LARGEST_EIGENVALUE[a])
-                             for a in paper.FIG9_LEGENDS}),
+              toy.fig9_trend, toy.rule_trend, conventions=True),
         Claim("Fig. 9", "same function: the moved minima compute the same function",
-              "Moving a trained minimum along the per-neuron symmetry keeps the network function, so the loss stays at "
-              "its minimum.", SAME_FUNCTION_9, partial(runs, initial_outputs="output", float64=True),  # moved in float64
-              rule_same_initial_function),
+              "Moving a trained minimum along the per-neuron symmetry keeps the network function on the training "
+              "inputs, so the loss stays at its minimum.", SAME_FUNCTION_9,
+              partial(runs, initial_outputs="output", float64=True), rule_same_initial_function, check=True),
         Claim("Fig. 9", "same function: sharpness grows with |Q| along the valley",
               "The test of the claim at a fixed function: moving each trained minimum along the valley of minima "
               "(the symmetry orbit), the largest Hessian eigenvalue grows with |Q|.", SAME_FUNCTION_9,
-              partial(runs, name="init_std", Q="Q_zero", values="largest_eigenvalue", final_losses="final_loss",
-                      direction=1), rule_trend_along_orbit)), lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9))),
+              toy.same_function9_trend, toy.rule_trend, conventions=True),
+        Claim("Fig. 9", "per-neuron orbits: the moved minima compute the same function",
+              "Moving each neuron of a minimum by its own lambda keeps the network's function on the training inputs.",
+              PER_NEURON_9, lambda f: dict(gaps=f["training_gap"]), toy.rule_gap_below, check=True),
+        Claim("Fig. 9", "per-neuron: a per-neuron statistic predicts the sharpness where |Q| does not",
+              "Beyond the paper: along per-neuron orbits of the trained minima (the spread of the per-neuron Q_a at a "
+              "fixed sum, and the sum at a fixed spread) a per-neuron statistic predicts the largest Hessian "
+              "eigenvalue, where the sum |Q| does not.", PER_NEURON_9, toy.per_neuron9, toy.rule_predictors,
+              conventions=True)),
+            lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9), get(PER_NEURON_9))),
     Section("Fig. 10: ensembles from the nonlinear group action (CIFAR-10)", (
         Claim("Fig. 10", "group-moved networks are symmetries on their fitting images",
               "The premise of the ensembles: moving the trained network along the nonlinear, data-dependent group "
@@ -456,13 +490,16 @@ def check(claim, loader, cifar_dir):
         return Checked(claim, NOT_RUN, text, deciding, note=note)
     for unit, f in figures.items() if not errors else ():
         try:
-            results[unit] = apply(claim.rule, claim.measure(f))
+            results[unit] = ({c: apply(claim.rule, claim.measure(f, c)) for c in toy.CONVENTIONS} if claim.conventions
+                             else apply(claim.rule, toy.every_run(claim.measure(f)) if claim.check else claim.measure(f)))
         except Exception as error:  # a wrong shape or type in the file: reported, never a verdict
             errors.append(str(error) if isinstance(error, DataError) else
                           f"{f.name}.npz cannot be checked ({one_line(error)})")
     if errors:
         return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0])
-    result, missing = combine_units(claim.over, results), ", ".join(u for u, f in loaded.items() if f is None)
+    missing = ", ".join(u for u, f in loaded.items() if f is None)
+    result = (toy.conventions_result(claim.over, results, combine_units) if claim.conventions
+              else combine_units(claim.over, results))
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
                    any(f.quick for f in figures.values()), note)
@@ -489,15 +526,22 @@ def not_run_note(files, out, cifar_dir):
         f"--out {out}` (or `make figures CIFAR_DIR=/path`, which does both).")
 
 
-def label(verdict, quick):
-    return f"{verdict} (smoke test)" if quick and verdict not in (NOT_RUN, DATA_ERROR) else verdict
+def label(verdict, quick, check=False):
+    if check and verdict not in (NOT_RUN, DATA_ERROR):
+        verdict = PASSES if verdict == REPRODUCED else FAILS
+    return f"{verdict} (smoke test)" if quick and verdict not in (NOT_RUN, DATA_ERROR, BROKEN) else verdict
+
+
 
 
 def render_claim(c):
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
     rule = doc_text(claim.rule) + (" " + doc_text(claim.over, units=claim.files.kind)) * several
-    head = f"**No verdict: {DATA_ERROR}.**" if c.verdict == DATA_ERROR else f"**Verdict: {label(c.verdict, c.quick)}.**"
-    lines = [f"**Claim ({claim.figure}).** {claim.text}", "", f"{head} {c.text}.", "", f"*Rule:* {rule}", ""]
+    kind = "Check" if claim.check else "Verdict"
+    head = (f"**No verdict: {DATA_ERROR}.**" if c.verdict == DATA_ERROR else
+            f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")
+    lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {claim.text}", "", f"{head} {c.text}.", "",
+             f"*Rule:* {rule}", ""]
     if claim.paper is not None and c.verdict not in (NOT_RUN, DATA_ERROR):
         ref = combine_units(claim.over, {u: apply(claim.rule, m) for u, m in claim.paper().items()})
         lines += [f"*The same rule on the paper code's numbers {'[C]' if claim.files.notebook else '[R]'}:* "
@@ -583,7 +627,8 @@ def build_report(out_dir, cifar_dir=None):
     loader, errors, done = Loader(out_dir), [], []
     for section in SECTIONS:
         checked = [check(claim, loader, cifar_dir) for claim in section.claims]
-        errors += [c.text for c in checked if c.verdict == DATA_ERROR]
+        toy.mark_broken(checked, (NOT_RUN, DATA_ERROR))
+        errors += [c.text for c in checked if c.verdict in (DATA_ERROR, BROKEN)]
         done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors)))
     total, per_command, machines = run_time_summary(out_dir)
     lines = ["# Reproduction report", "",
@@ -595,18 +640,30 @@ def build_report(out_dir, cifar_dir=None):
         lines += [f"> **{title}**: {', '.join(figures)} ({why}).", ""] if figures else []
     lines += ["Each verdict comes from a fixed rule, stated with its claim, applied to the saved numbers: "
               "**reproduced** (the rule holds everywhere), **partly** (it holds for some activations, attacks or "
-              "rows), **not reproduced** (it holds nowhere, or cannot be tested on this data), **not run** (no data), "
-              "**data error** (a file could not be read: no verdict). A diverged run is reported as diverged and left "
+              "rows), **not reproduced** (it holds nowhere, or cannot be tested on this data), **depends on the "
+              "convention** (the paper code's and the zero convention of Q give different verdicts; both are shown), "
+              "**not run** (no data), **data error** (a file could not be read: no verdict), **broken data** (a check "
+              "of the figure's construction failed: no verdict). A diverged run is reported as diverged and left "
               "out: the claim cannot be tested on it, so the verdict is partly at best. **Seeds**: where a figure "
-              "was run from several random initialisations (seed 0 is the paper's draw and the one plotted), the "
-              "rule is applied to each seed; the verdict says in how many seeds it holds fully (reproduced: all; not "
-              "reproduced: it holds, even partly, in none; so partly with 0 of N seeds means partly in some) and "
-              "gives the spread of the deciding number. Reference numbers: **[R]** re-run of the paper's code with its seeds "
+              "was run from several random initialisations (seed 0 is the paper's draw and the one plotted), a trend "
+              "of |Q| is judged over the series of all seeds (a sign test, and an effect beyond a stated minimum and "
+              "the spread over seeds); another rule is applied to each seed, and the verdict says in how many seeds "
+              "it holds fully (reproduced: all; not reproduced: it holds, even partly, in none; so partly with 0 of N "
+              "seeds means partly in some) and gives the spread of the deciding number. Reference numbers: **[R]** re-run of the paper's code with its seeds "
               "(CPU, float32: a faithful port should match them); **[C]** saved outputs of the paper's notebooks (GPU, "
               "unseeded, a new model per cell: qualitative only).", "", f"**Q.** {Q_CONVENTION}", "", "## Summary", ""]
     lines += table(["figure", "claim", "verdict", "deciding numbers"],
                    [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick)}**", c.deciding or "-"]
-                    for _, cs, _ in done for c in cs])
+                    for _, cs, _ in done for c in cs if not c.claim.check])
+    lines += ["## Checks", "", "Identities of the construction, not results: moved networks compute the same function "
+              "on the training inputs (X = I makes each entry of V one pre-activation, so only a bug could fail it), "
+              "and the Hessian at a zero-loss minimum has rank at most m n. A failing check marks its figure's data as "
+              "broken. The symmetry is one of the training loss: off the training inputs the moved networks compute "
+              "other functions (the second table; exact only for the linear net).", ""]
+    lines += table(["figure", "check", "result", "numbers"],
+                   [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick, True)}**", c.deciding or "-"]
+                    for _, cs, _ in done for c in cs if c.claim.check])
+    lines += toy.off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
     lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
               f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
     lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])

@@ -9,7 +9,7 @@ The command line, worker processes, saved files and plots are in figure_driver.p
 Contents, top to bottom:
   data and initialisation   PAPER_SEED, SEED_RULE, seed_of, paper_normal, paper_target, paper_init
   activations               Activation, ACTIVATIONS (the table), get_activation, integral_from_zero
-  elementwise model         elementwise_output, conserved_Q, q_normaliser, expected_Q, expected_Q_terms,
+  elementwise model         elementwise_output, conserved_Q, q_normaliser, expected_Q,
                             move_along_symmetry, symmetry_limit, orbit_scales
   radial model              radial_output, radial_Q
   training                  TRAINED_ON, record_schedule, gradient_descent, gradient_descent_seeds,
@@ -222,17 +222,17 @@ def q_normaliser(U, V, activation, convention="paper"):
 
     "paper": the paper code's 'sum' analogue of Q, paper_scale * (1/2 |U|^2 + sum F(V)) +
         paper_constant * (n k) (e.g. Tr U^T U + sum cosh^2 V for tanh);
-    "zero": paper_scale * (1/2 |U|^2 + |sum F(V)|), the size of Q's two terms, so |Q| <= N_0 (the sum can be
-        negative for sigmoid and softplus, whose F is negative below 0; its entries cancel, as in Q itself).
+    "zero": paper_scale * (1/2 |U|^2 + sum |F(V)|), the size of Q's terms entry by entry, so |Q| <= N_0 and no
+        entries cancel (|sum F| would: F is negative below 0 for sigmoid and softplus).
     Both equal for linear and ReLU.
     """
     _check_convention(convention)
     act = get_activation(activation)
-    F_sum = act.F(V).sum(dim=(-1, -2))
+    F = act.F(V)
     half_uu = 0.5 * U.square().sum(dim=(-1, -2))
     if convention == "zero":
-        return act.paper_scale * (half_uu + F_sum.abs())
-    return act.paper_scale * (half_uu + F_sum) + act.paper_constant * (V.shape[-1] * V.shape[-2])
+        return act.paper_scale * (half_uu + F.abs().sum(dim=(-1, -2)))
+    return act.paper_scale * (half_uu + F.sum(dim=(-1, -2))) + act.paper_constant * (V.shape[-1] * V.shape[-2])
 
 
 def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
@@ -243,16 +243,6 @@ def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
         return math.nan
     Q = act.paper_scale * (0.5 * m * k * u_var - n * k * act.expected_F(v_var))
     return Q - act.paper_constant * n * k if convention == "paper" else Q
-
-
-def expected_Q_terms(activation, m, k, n, u_var, v_var):
-    """The expected size of Q's two terms in the zero convention, paper_scale * (1/2 m k u_var + n k |E[F(v)]|), for
-    the initialisation of expected_Q: what the spread of Q is compared with (the zero-convention analogue of
-    q_normaliser). NaN without a closed-form E[F]."""
-    act = get_activation(activation)
-    if act.expected_F is None:
-        return math.nan
-    return act.paper_scale * (0.5 * m * k * u_var + n * k * abs(act.expected_F(v_var)))
 
 
 def move_along_symmetry(U, V, activation, lambdas):

@@ -67,10 +67,11 @@ FIG9_LEGENDS = {"linear": ["Q=1.93e-04", "Q=17.3", "Q=69.3", "Q=156"],
                 "sigmoid": ["Q=-250", "Q=-243", "Q=-222", "Q=-200"]}
 FIG9_LARGEST_EIGENVALUE = {"linear": (17.7, 30.0, 107.5, 239.5), "relu": (17.2, 22.3, 66.4, 146.7),
                            "tanh": (16.0, 25.1, 69.7, 117.8), "sigmoid": (127.1, 127.7, 129.7, 133.6)}
-FIG9_NOTE = ("In the paper's code [R] the sharpness grows with |Q| for linear and ReLU; for tanh Q is not monotone "
-             "in the init scale (the largest scale has the most negative Q) while the sharpness grows with the "
-             "scale; for sigmoid all large eigenvalues lie within a few percent of each other and the sharpness "
-             "grows slightly as Q rises towards 0, i.e. it falls with |Q|.")
+FIG9_NOTE = ("In the paper's code [R] the sharpness grows with |Q| for linear and ReLU; for tanh its Q is not "
+             "monotone in the init scale (the largest scale has the most negative Q) while the sharpness grows with "
+             "the scale; for sigmoid all large eigenvalues lie within a few percent of each other and the sharpness "
+             "grows slightly as its Q rises towards 0, i.e. it falls with |Q|. Both orders of |Q| are those of the "
+             "paper code's convention; with Q from 0 they differ (below).")
 
 
 def legend_Q(label):

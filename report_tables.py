@@ -85,6 +85,8 @@ def orbit_column(key, form=fmt):
 
 FIG3_COLUMNS = [
     ("lr", col("lr", lambda x: f"{x:g}")),
+    ("max abs Q_t - Q_0 / N_0", col("max_Q_change_zero", seeds=True, mark=True)),
+    ("first-order bound / N_0", col("drift_bound_zero", seeds=True)),
     ("max abs dQ~ (Q from 0)", col("max_delta_Q_tilde_zero", seeds=True, mark=True)),
     ("max abs dQ~ (paper code's Q)", col("max_delta_Q_tilde")),
     ("final dQ~ (paper code's Q)", lambda u, f, r: fmt(last_finite(f["delta_Q_tilde"][r]))),
@@ -100,7 +102,8 @@ FIG45_COLUMNS = [
     ("samples", lambda u, f, r: len(f["Q"])),
     ("Q from 0: mean ± std", lambda u, f, r: f"{f['Q_zero'].mean():.4g} ± {f['Q_zero'].std():.3g}"),
     ("E[Q]", lambda u, f, r: f"{float(f['expected_Q_zero']):.4g}"),
-    ("std / terms' size", lambda u, f, r: f"{f['Q_zero'].std() / float(f['Q_terms_zero']):.2%}"),
+    ("std / terms' size, zero convention", lambda u, f, r: f"{f['Q_zero'].std() / float(f['Q_terms_zero']):.2%}"),
+    ("std / terms' size, paper's", lambda u, f, r: f"{f['Q'].std() / float(f['Q_terms_paper']):.2%}"),
     ("paper code's Q: mean ± std [min, max]", lambda u, f, r: f"{f['Q'].mean():.6g} ± {f['Q'].std():.3g} "
                                                           f"[{f['Q'].min():.6g}, {f['Q'].max():.6g}]"),
     ("paper's code [R]", lambda u, f, r: (lambda s: f"{s.mean:g} ± {s.std:g} [{s.min:g}, {s.max:g}]" if s else "-")(
@@ -142,9 +145,12 @@ def fig3_tables(float32, float64):
     ratios = ", ".join(f"{u} {f['normaliser'][0][0] / f['normaliser_zero'][0][0]:.3g}" for u, f in float32.items()
                        if not np.allclose(f["normaliser"], f["normaliser_zero"]))
     float32, float64 = run_table(float32, FIG3_COLUMNS), run_table(float64, FIG3_FLOAT64_COLUMNS)
-    return float32 + ["dQ~ with Q from 0 divides by the size of Q's two terms at the start, 1/2 |U|^2 + |sum F(V)| "
-                      "(times the paper code's scale); the paper code's N_0 adds n k for tanh and sigmoid, which "
-                      f"makes its dQ~ smaller by the ratio of the two N_0 ({ratios or 'none here'}). Loss: "
+    return float32 + ["N_0 with Q from 0 is the size of Q's terms at the start, 1/2 |U|^2 + sum |F(V)| (times the "
+                      "paper code's scale; sum |F| and not |sum F|, whose entries cancel for sigmoid and softplus); "
+                      "the paper code's N_0 is its 'sum' analogue of Q, which differs for tanh and sigmoid by the "
+                      f"ratio of the two N_0 ({ratios or 'none here'}): dQ~ = |Q_t|/N_0 - |Q_1|/N_0 depends on the "
+                      "convention, Q_t - Q_0 does not. The bound is paper_scale x lr/2 x max(1, max |F''|) x (L_0 - "
+                      "L_T) / N_0. Loss: "
                       "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at "
                       "lr = 0.001 larger than at "
                       f"lr = 0.01, as in the paper's code (linear: {fmt(ref[2])} vs {fmt(ref[1])} [R]); the float64 "
@@ -152,22 +158,49 @@ def fig3_tables(float32, float64):
         ["Float64 runs (folder `float64/`):", ""] + float64 if float64 else [])
 
 
-def fig6_tables(fig6, same):
+def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
+    """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
+    middle (the network itself). pick: [S, ...] -> the [2, 5] of the networks shown."""
+    rows = []
+    for unit, f in figures.items():
+        for o, family in enumerate(("spread", "shift")):
+            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
+            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
+                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "edge_distance", value)]
+            rows.append([unit, family] + cells)
+    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
+                  "edge distance", value.replace("_", " ")], rows)
+
+
+PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
+                   "network itself): 'spread' scales each Q_a's distance from their mean (the sum fixed), 'shift' "
+                   "adds a multiple of their std to each (the spread fixed). Q_a from 0 (zero) or with the paper "
+                   "code's constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge "
+                   "distance do not depend on the convention.")
+
+
+def fig6_tables(fig6, same, per_neuron=None):
     fig6, same = run_table(fig6, FIG6_COLUMNS), run_table(same, SAME_FUNCTION_6_COLUMNS, lambda f: 1)
+    neurons = per_neuron_table(per_neuron or {}, "steps_to_converge", fmt_steps)
     return fig6 + ["Here Q and the initial function change together (a larger init also starts from a larger loss); "
                    "the same-function experiment below separates them.", ""] * bool(fig6) + (
         ["Same function, different Q (seed 0; lambda moves every neuron of the paper's initialisation at init std "
-         "0.1; the runs stop once all are below the loss):", ""] + same if same else [])
+         "0.1; the runs stop once all are below the loss):", ""] + same if same else []) + (
+        [PER_NEURON_NOTE + " Steps to the loss 1e-2 from the paper's initialisation at init std 0.1.", ""] + neurons
+        if neurons else [])
 
 
-def fig9_tables(fig9, same):
+def fig9_tables(fig9, same, per_neuron=None):
     differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9.items()
                        if not np.allclose(f["Q0"], f["Q0_zero"]))
     fig9, same = run_table(fig9, FIG9_COLUMNS), run_table(same, SAME_FUNCTION_9_COLUMNS)
+    neurons = per_neuron_table(per_neuron or {}, "largest_eigenvalue", lambda x: f"{x:.4g}", lambda a: a[0][1])
     return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std 0.001 to 0.9): {differ or '-'}.", ""] * bool(
         fig9) + (["Same function, different Q (seed 0; the largest eigenvalue is that of the Hessian's Gauss-Newton "
                   "part 2 J J^T, equal to the Hessian's at a zero-loss minimum; the last column is its relative gap to "
-                  "the full Hessian's):", ""] + same if same else [])
+                  "the full Hessian's):", ""] + same if same else []) + (
+        [PER_NEURON_NOTE + " Largest Hessian eigenvalue (2 J J^T) at the minimum of init std 0.3, moved.", ""]
+        + neurons if neurons else [])
 
 
 def describe_cifar_source(source, folder):

@@ -16,10 +16,12 @@ SCRIPTS = {
     "Q_distribution.py": [f"Q-distribution/{a}_mhn_100_100_100" for a in PAPER]
                          + ["Q-distribution/linear_mhn_100_200_100", "Q-distribution/linear_mhn_200_100_100"],
     "Q_convergence_elementwise.py": [f"Q-convergence/elementwise_{a}_convergence" for a in PAPER]
-                                    + [f"Q-convergence/same_function_{a}_convergence" for a in PAPER],
+                                    + [f"Q-convergence/{e}_{a}_convergence" for a in PAPER
+                                       for e in ("same_function", "per_neuron")],
     "Q_convergence_radial.py": ["Q-convergence/radial_zoomed_1e6"],
     "Q_hessian_eigenvalues.py": [f"Q-hessian-eigenvalues/Q-sharpness_{a}_mnk_10_5_50" for a in PAPER]
-                                + [f"Q-hessian-eigenvalues/same_function_{a}_sharpness_mnk_10_5_50" for a in PAPER],
+                                + [f"Q-hessian-eigenvalues/{e}_{a}_sharpness_mnk_10_5_50" for a in PAPER
+                                   for e in ("same_function", "per_neuron")],
 }
 # What `make figures` adds (with fewer seeds here): several seeds and the same-function experiments
 EXTRA_FLAGS = {"Q_convergence_elementwise.py": ["--seeds", "3", "--same-function"],
@@ -111,7 +113,10 @@ def test_training_data_have_the_documented_keys(quick_outputs):
     assert hess["eigenvalues"].shape == (4, 750) and hess["Q0"].shape == hess["largest_eigenvalue"].shape == (2, 4)
     dist = load_arrays(out / "Q-distribution/tanh_mhn_100_100_100.npz")
     assert dist["Q"].shape == dist["Q_zero"].shape == (50,)
-    assert float(dist["Q_terms_zero"]) == pytest.approx(2 * (100 * 100 / 100 / 2 + 100 * 100 * np.expm1(0.02) / 4))
+    # the sample mean of the terms' size: tanh's F = sinh^2/2 >= 0, so about 2 (m h E[u^2] / 2 + n h E[F(v)])
+    assert float(dist["Q_terms_zero"]) == pytest.approx(2 * (100 * 100 / 100 / 2 + 100 * 100 * np.expm1(0.02) / 4),
+                                                        rel=0.01)
+    assert float(dist["Q_terms_paper"]) > float(dist["Q_terms_zero"])  # the paper code's adds n k for tanh
     same = load_arrays(out / "Q-convergence/same_function_sigmoid_convergence.npz")
     points = same["lambdas"].shape[1]
     assert same["lambdas"].shape == same["Q0_zero"].shape == same["steps_to_converge"].shape == (3, points)
@@ -119,6 +124,21 @@ def test_training_data_have_the_documented_keys(quick_outputs):
     sharp = load_arrays(out / "Q-hessian-eigenvalues/same_function_tanh_sharpness_mnk_10_5_50.npz")
     assert sharp["Q_zero"].shape == sharp["largest_eigenvalue"].shape == sharp["loss"].shape == (2, 4, points)
     assert sharp["output"].shape == (2, 4, points, 10, 5) and sharp["largest_eigenvalue_hessian"].shape == (4, 2)
+    assert sharp["off_data_gap"].shape == (2, 4, points) and (sharp["off_data_gap"][:, :, points // 2] == 0).all()
+    # per-neuron orbits [seed, (run,) orbit, point] and Q_a per neuron; Q_a for every run of the paper's figures
+    neurons6 = load_arrays(out / "Q-convergence/per_neuron_relu_convergence.npz")
+    assert neurons6["steps_to_converge"].shape == neurons6["spread"].shape == (3, 2, 3)  # its ends and middle
+    assert neurons6["Q_neurons"].shape == (3, 2, 3, 50) and np.allclose(neurons6["Q_neurons"].sum(-1),
+                                                                         neurons6["sum_zero"])
+    assert (neurons6["training_gap"] < 1e-5).all() and np.all(neurons6["lambdas"][:, :, 1] == 1)
+    neurons9 = load_arrays(out / "Q-hessian-eigenvalues/per_neuron_tanh_sharpness_mnk_10_5_50.npz")
+    assert neurons9["largest_eigenvalue"].shape == neurons9["edge_distance"].shape == (2, 4, 2, 5)
+    assert np.isclose(neurons9["spread"][:, :, 0, 4], 4 * neurons9["spread"][:, :, 0, 2]).all()  # the spread orbit
+    assert np.allclose(neurons9["spread"][:, :, 1], neurons9["spread"][:, :, 1, 2:3])  # the shift orbit: fixed
+    for key in ("Q_neurons0", "Q_neurons_final"):
+        assert data[key].shape == (3, runs, 50) and fig3[key].shape == (1, runs, 50)
+    assert np.allclose(data["Q_neurons0"].sum(-1), data["Q0_zero"], rtol=1e-6)
+    assert fig3["drift_bound_zero"].shape == fig3["max_Q_change_zero"].shape == (1, runs)
 
 
 def test_seed_0_is_the_single_seed_run(quick_outputs, tmp_path):
