@@ -17,7 +17,8 @@ Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json}
 --same-function, DIR/Q-convergence/same_function_{activation}_convergence.{pdf,png,npz,json} and
 DIR/Q-convergence/per_neuron_{activation}_convergence.{pdf,png,npz,json}.
 """
-from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
+from command_line import figure_parser, no_progress, PerActivation
+from figure_driver import Job, run_figure_script, steps_per_activation
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_elementwise.py)
 M, N, HIDDEN = 5, 10, 50

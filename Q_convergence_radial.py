@@ -7,7 +7,8 @@ descent at learning rate 1e-5 then needs about 100 times more steps per 100 time
 
 Writes DIR/Q-convergence/radial_zoomed_1e6.{pdf,png,npz,json}.
 """
-from figure_driver import Job, figure_parser, no_progress, run_figure_script
+from command_line import figure_parser, no_progress
+from figure_driver import Job, run_figure_script
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_radial.py)
 M, N, HIDDEN = 5, 10, 5

@@ -11,7 +11,8 @@ analytic mean and the size of its terms in both conventions (Q_terms_zero, Q_ter
 
 Writes DIR/Q-distribution/{activation}_mhn_{m}_{h}_{n}.{pdf,png,npz,json}.
 """
-from figure_driver import Job, UsageError, figure_parser, no_progress, positive_int, run_figure_script
+from command_line import figure_parser, no_progress, positive_int, UsageError
+from figure_driver import Job, run_figure_script
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_distribution.py)
 FIG4_SHAPE = (100, 100, 100)                       # (m, h, n) for every activation

@@ -12,7 +12,8 @@ Q's two terms (delta_Q_tilde_zero), which does not depend on that constant.
 
 Writes DIR/Q-dynamics/elementwise_{activation}_loss_Q.{pdf,png,npz,json}.
 """
-from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
+from command_line import figure_parser, no_progress, PerActivation
+from figure_driver import Job, run_figure_script, steps_per_activation
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_dynamics_elementwise.py)
 M, N, HIDDEN = 5, 10, 50                 # output dim, input dim (X = I_N), hidden width

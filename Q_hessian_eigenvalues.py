@@ -17,7 +17,8 @@ Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,n
 --same-function, DIR/Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_10_5_50.{...} and
 DIR/Q-hessian-eigenvalues/per_neuron_{activation}_sharpness_mnk_10_5_50.{...}.
 """
-from figure_driver import Job, PerActivation, figure_parser, no_progress, run_figure_script, steps_per_activation
+from command_line import figure_parser, no_progress, PerActivation
+from figure_driver import Job, run_figure_script, steps_per_activation
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_hessian_eigenvalues.py)
 M, N, HIDDEN = 10, 5, 50                 # note: m and n are swapped relative to Figs. 3 and 6

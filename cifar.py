@@ -8,10 +8,10 @@ Contents, top to bottom:
   data        CifarDataError, CifarMissingError, read_pickle (the restricted reader), load_cifar10,
               cifar10_source, ensemble_splits
   model       Shift, ChannelsLast, CifarCNN, make_cnn
-  training    train_model, train_models (resolve_device comes from figure_driver.py)
+  training    train_model, train_models (resolve_device comes from command_line.py)
   features    compute_features
   processes   worker_count, parallel_map (several trainings or evaluations at once, in
-              figure_driver's worker processes)
+              processes.py's worker processes)
 """
 import contextlib
 import functools
@@ -24,9 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import figure_driver
-from figure_driver import keep_freed_memory, progress_bar
-from figure_driver import resolve_device  # noqa: F401 (used here and by the notebooks)
+import processes
+from command_line import progress_bar
+from processes import keep_freed_memory
+from command_line import resolve_device  # noqa: F401 (used here and by the notebooks)
 from symmetry import GroupAction
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -513,7 +514,7 @@ def compute_features(model, images, batch_size=2000, device=None):
 #
 # Training this CNN at batch 32 is a long loop of small tensor operations: one process per core,
 # each with one torch thread, is faster than one process with several threads, and does not
-# collapse when another program uses a core. The worker processes are figure_driver's (one torch
+# collapse when another program uses a core. The worker processes are processes.py's (one torch
 # thread each, freed memory kept, ended with their parent however it ends).
 
 def worker_count(jobs, tasks):
@@ -532,7 +533,7 @@ def parallel_map(calls, jobs=1, bar=None):
 
     calls: picklable callables without arguments, e.g. functools.partial(train_model, model,
     images, labels), whose functions are importable (defined at the top level of a module).
-    figure_driver.parallel_map runs them; its workers are spawned here (safe after torch has
+    processes.parallel_map runs them; its workers are spawned here (safe after torch has
     started threads, as in a notebook kernel), tensors travel through shared memory. With one
     worker or one call everything runs in this process, which keeps its freed memory too
     (keep_freed_memory). bar: a progress bar advanced by one per finished call. Returns the
@@ -540,5 +541,5 @@ def parallel_map(calls, jobs=1, bar=None):
     """
     calls = list(calls)
     keep_freed_memory()
-    return figure_driver.parallel_map(_call, [{"call": call} for call in calls], worker_count(jobs, len(calls)),
+    return processes.parallel_map(_call, [{"call": call} for call in calls], worker_count(jobs, len(calls)),
                                       bar, start_method="spawn")

@@ -42,7 +42,8 @@ import numpy as np
 
 import claims_toy as toy
 import paper_numbers as paper
-from figure_driver import UsageError, load_figure_data, write_atomic
+from command_line import UsageError
+from saved_files import load_figure_data, write_atomic
 from report_tables import (FIG10_MODES, FIG11_ATTACKS, FIG45_COLUMNS, FIG7_COLUMNS, fig3_tables, fig6_tables,
                            fig9_tables, fig10_tables, fig11_tables, legend_Qs, run_table, table)
 from verdict_rules import (EXACT, FIG10_MARGIN, REPRODUCED, SYMMETRY_TOLERANCE, PerSeed, Result, apply, combine,

@@ -47,7 +47,7 @@ def run_device(device, jobs, threads):
     """(torch.device, worker processes) from DEVICE ('auto', 'cpu', 'cuda', 'cuda:N'), JOBS (0: one
     per CPU core, 1 on a GPU) and THREADS (0: torch's default); ParameterError for a device this
     machine does not have."""
-    from figure_driver import UsageError, resolve_device
+    from command_line import resolve_device, UsageError
     _whole_number("JOBS", jobs, 0)
     _whole_number("THREADS", threads, 0)
     try:

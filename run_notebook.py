@@ -30,8 +30,9 @@ import sys
 import threading
 import time
 
-from figure_driver import (UsageError, check_output_dir, device_name, exit_cleanly_on_signals, positive_int,
-                           resolve_device, signals_held, write_atomic)
+from command_line import check_output_dir, device_name, positive_int, resolve_device, UsageError
+from processes import exit_cleanly_on_signals, signals_held
+from saved_files import write_atomic
 
 MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (cifar.CifarMissingError)
 BAD_PARAMETERS = 2  # exit status: a flag or a notebook parameter that cannot run (notebook_parameters.ParameterError)

@@ -221,7 +221,7 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
 
 @LINUX_PROC
 def test_the_notebooks_workers_end_with_their_parent(tmp_path):
-    """cifar.parallel_map (the notebooks' training and grids) uses figure_driver's workers: when
+    """cifar.parallel_map (the notebooks' training and grids) uses processes.py's workers: when
     the parent is killed (SIGKILL: no clean-up of its own), its workers end too."""
     (tmp_path / "task.py").write_text("import os, time\n"
                                       "def mark_and_wait(path):\n"

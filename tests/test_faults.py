@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import figure_driver
-from figure_driver import figure_parser, parse_figure_args, save_figure
+import saved_files
+from command_line import figure_parser, parse_figure_args
+from saved_files import save_figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINUX_PROC = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds worker processes through /proc")
@@ -125,11 +126,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
-import figure_driver
+import command_line, saved_files
 
 out, at, signum = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.argv = ["a_figure_script.py"]
-figure_driver.figure_parser("A figure script.").parse_args()  # what every figure script does first
+command_line.figure_parser("A figure script.").parse_args()  # what every figure script does first
 
 def signal_when(original, now):
     def wrapped(*args, **kwargs):
@@ -144,7 +145,7 @@ if at == "rename":  # the signal comes while the first of the four files is move
 else:  # while the .pdf or .png is written
     Figure.savefig = signal_when(Figure.savefig, lambda self, path, format, **kwargs: format == at)
 exec(os.environ["MAKE_FIGURE"])  # defines fig, data, settings
-figure_driver.save_figure(fig, out, "sub/figure", data, settings)
+saved_files.save_figure(fig, out, "sub/figure", data, settings)
 """
 
 
@@ -207,7 +208,7 @@ def test_a_save_after_sigkill_while_saving_leaves_no_temporary_file(tmp_path, re
 
 def test_a_save_keeps_the_temporary_files_of_a_live_process(tmp_path):
     # Another run saving into the same folder right now: its files are not stale.
-    live = tmp_path / "sub" / f".tmp-{os.getppid()}@{figure_driver._HOST}-abc.npz"
+    live = tmp_path / "sub" / f".tmp-{os.getppid()}@{saved_files._HOST}-abc.npz"
     live.parent.mkdir()
     live.write_bytes(b"being written")
     save(tmp_path, "new")
@@ -296,7 +297,7 @@ def test_plot_only_refuses_damaged_or_unlabelled_files_in_one_line(fig6_files, t
             arrays = {key: saved[key] for key in saved.files if key != "diverged_at"}
         np.savez_compressed(npz, **arrays)
         settings = dict(settings, npz_sha256=hashlib.sha256(npz.read_bytes()).hexdigest())
-        js.write_text(json.dumps(dict(settings, settings_sha256=figure_driver.settings_digest(settings))))
+        js.write_text(json.dumps(dict(settings, settings_sha256=saved_files.settings_digest(settings))))
     status, stderr = plot_only(Q_convergence_elementwise, tmp_path, capsys)
     assert status == 2 and one_line(stderr, message), stderr
     assert not list(tmp_path.rglob("*.pdf"))

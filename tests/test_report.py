@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import make_report as mr
-from figure_driver import settings_digest
+from saved_files import settings_digest
 import paper_numbers as paper
 from Q_dynamics_elementwise import delta_Q_tilde, max_abs
 from test_verdict_rules import EPS, group_minus_original

@@ -271,15 +271,15 @@ def test_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import figure_driver
+    import saved_files
 
     def broken_savez(file, **arrays):
         file.write(b"half")
         raise OSError("disk full")
-    monkeypatch.setattr(figure_driver.np, "savez_compressed", broken_savez)
+    monkeypatch.setattr(saved_files.np, "savez_compressed", broken_savez)
     fig, _ = plt.subplots()
     with pytest.raises(OSError):
-        figure_driver.save_figure(fig, str(tmp_path), "sub/figure", {"x": np.arange(3)}, {})
+        saved_files.save_figure(fig, str(tmp_path), "sub/figure", {"x": np.arange(3)}, {})
     assert list((tmp_path / "sub").iterdir()) == []
 
 
@@ -287,12 +287,12 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     import errno
     import matplotlib
     matplotlib.use("Agg")
-    import figure_driver
+    import saved_files
     import Q_convergence_radial
 
     def full_disk(file, **arrays):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(figure_driver.np, "savez_compressed", full_disk)
+    monkeypatch.setattr(saved_files.np, "savez_compressed", full_disk)
     with pytest.raises(SystemExit) as ended:
         Q_convergence_radial.main(["--quick", "--no-progress", "--out", str(tmp_path)])
     assert ended.value.code == 1

@@ -1,0 +1,207 @@
+"""The command line of the figure scripts: their shared flags, checked, and their progress bars.
+
+torch is imported only inside the functions that need it, so a script answers --help and flag
+errors at once.
+
+Contents: UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name, FigureParser,
+figure_parser, parse_figure_args, resolve_device, check_output_dir; progress_bar, no_progress.
+"""
+import argparse
+import os
+import re
+import sys
+import tempfile
+
+
+from paper_numbers import PAPER_ACTIVATIONS  # the default of --activations (any name in models.ACTIVATIONS works)
+from processes import exit_cleanly_on_signals
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, without a traceback."""
+
+
+def fail(prog, message, status=2):
+    """Print 'prog: error: message' on stderr and exit with `status` (2: bad input)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+class PerActivation:
+    """A setting that is `default` for every activation except those named, so a new activation
+    needs no entry: PerActivation(400_000, sigmoid=800_000)["elu"] == 400_000."""
+
+    def __init__(self, default, **exceptions):
+        self.default, self.exceptions = default, exceptions
+
+    def __getitem__(self, activation):
+        return self.exceptions.get(activation, self.default)
+
+    def __repr__(self):
+        return f"PerActivation({self.default!r}, {', '.join(f'{k}={v!r}' for k, v in self.exceptions.items())})"
+
+
+MAX_COUNT = 2 ** 53  # larger counts are not exact as float64 (plots, JSON readers); nobody runs that long
+
+
+def positive_int(text):
+    """argparse type of the counts (--steps, --jobs, --samples): 1 .. MAX_COUNT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most 2^53 = {MAX_COUNT}, got {value}")
+    return value
+
+
+def device_name(text):
+    """argparse type of --device: auto, cpu, cuda or cuda:N (whether it exists is checked after torch loads)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends '(default: X)' once, where the help does not already say what the default is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class FigureParser(argparse.ArgumentParser):
+    """The command line of a figure script. Parsing the process's own arguments (args=None, as the
+    scripts do first thing) makes it a figure run: from then on Ctrl-C and SIGTERM end it with one
+    line (exit_cleanly_on_signals), also while it is still importing torch. Parsing a given list
+    (a test, a caller of main(argv)) leaves the caller's signal handling alone."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None:
+            exit_cleanly_on_signals(self.prog)
+        return super().parse_known_args(args, namespace)
+
+
+def figure_parser(description, activations=False, steps_help="number of gradient-descent steps", seeds=False):
+    """The flags every figure script shares (same names and meanings everywhere).
+
+    description: the script's docstring (its first paragraph is shown).
+    activations: True to add --activations (default: the paper's four).
+    seeds: True to add --seeds (default 1: the paper's single draw).
+    steps_help: what --steps counts; None for a script that does not train (the flag stays, so that
+    every script has the same flags, and says so).
+    """
+    parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings that run in seconds (smoke test); not the paper's numbers")
+    parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                        help=f"{steps_help} for every run (default: the paper's)" if steps_help else
+                        "not used: this script does not train (given, it is an error)")
+    parser.add_argument("--device", default="auto", type=device_name, metavar="DEVICE",
+                        help="where to train: auto, cpu, cuda or cuda:N (GPU number N); "
+                             "auto picks cuda when a GPU is available")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="floating-point precision of training; the paper's is float32")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder; figures go to sub-folders named as in the paper's repository "
+                             "(default: figures; with --quick figures-quick, so the committed figures stay)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="re-plot from the saved .npz/.json data in DIR, without training")
+    parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes for independent runs (CPU only; 1 = no workers)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (they are shown only when stderr is a terminal)")
+    if seeds:
+        parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                            help="random initialisations per run, trained together: seed 0 is the paper's draw "
+                                 "(torch seed 12345), seed s uses seed 12345 + s; the target Y is the paper's for "
+                                 "every seed. Plots show seed 0; the saved data hold every seed (default: 1)")
+    if activations:
+        parser.add_argument("--activations", default=",".join(PAPER_ACTIVATIONS), metavar="A,B",
+                            help="comma-separated names from the activation table in models.py "
+                                 "(a wrong name lists them)")
+    return parser
+
+
+def parse_figure_args(parser, argv=None):
+    """Parse and validate the shared flags. Returns args with .device (torch.device),
+    .dtype (torch.dtype) and .activations (list) resolved; bad input exits with one line."""
+    args = parser.parse_args(argv)
+    try:
+        if hasattr(args, "activations"):
+            from models import get_activation
+            names = [a.strip() for a in args.activations.split(",") if a.strip()]
+            if not names:
+                raise UsageError("--activations is empty")
+            for name in names:
+                try:
+                    get_activation(name)
+                except ValueError as error:
+                    raise UsageError(f"{error} (in --activations)")
+            args.activations = names
+        import torch
+        args.device = resolve_device(args.device)
+        args.dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+        if args.device.type == "cuda":
+            args.jobs = 1  # one process drives the GPU
+        else:
+            torch.set_num_threads(1)  # matrices this small only lose time to thread synchronisation
+        if args.out is None:
+            args.out = "figures-quick" if args.quick else "figures"
+        check_output_dir(args.out, create=not args.plot_only)
+    except UsageError as error:
+        fail(parser.prog, error)
+    return args
+
+
+def resolve_device(name="auto"):
+    """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device;
+    UsageError for cuda without a GPU."""
+    import torch
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} was requested but no CUDA GPU is available (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} was requested but this machine has {torch.cuda.device_count()} "
+                         f"CUDA GPU(s), numbered from 0")
+    return device
+
+
+def check_output_dir(path, create=True):
+    """Make sure `path` is (or can become) a writable folder; UsageError otherwise."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"output folder {path!r} exists and is not a folder")
+    if not create:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to output folder {path!r}: {error.strerror or error}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress bars
+
+def progress_bar(total, description, disable=None, position=0, unit="step"):
+    """A tqdm bar on stderr counting `unit`s. disable=None: shown only when stderr is a terminal
+    (no cursor escapes in log files); True: never; False: always."""
+    from tqdm import tqdm  # plain text bars: also fine inside notebooks, without ipywidgets
+    return tqdm(total=total, desc=description, disable=disable, position=position,
+                unit=unit, unit_scale=True, leave=True, mininterval=0.5, dynamic_ncols=True)
+
+
+def no_progress(total, description, unit="step"):
+    """A silent bar: the progress argument of a script's train() when it is called directly."""
+    return progress_bar(total, description, disable=True, unit=unit)
