@@ -17,8 +17,12 @@ Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json}
 --same-function, DIR/Q-convergence/same_function_{activation}_convergence.{pdf,png,npz,json} and
 DIR/Q-convergence/per_neuron_{activation}_convergence.{pdf,png,npz,json}.
 """
-from command_line import figure_parser, no_progress, PerActivation
-from figure_driver import Job, run_figure_script, steps_per_activation
+import numpy as np
+
+from command_line import PerActivation, figure_parser, no_progress
+from figure_driver import Job, plot_loss_curves, run_figure_script, steps_per_activation
+# torch, the models and pyplot are imported inside the functions that use them: --help and flag
+# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_elementwise.py)
 M, N, HIDDEN = 5, 10, 50
@@ -48,22 +52,6 @@ def make_parser():
     return parser
 
 
-if __name__ == "__main__":
-    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
-
-import matplotlib  # noqa: E402
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from figure_driver import plot_loss_curves  # noqa: E402
-from models import (SEED_RULE, conserved_Q, elementwise_output, first_step_below, gradient_descent,  # noqa: E402
-                    gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target,
-                    seeds_progress_total)
-import per_neuron  # noqa: E402
-
-
 def figure_name(activation, experiment="paper"):
     if experiment in ("same_function", "per_neuron"):
         return f"Q-convergence/{experiment}_{activation}_convergence"
@@ -89,6 +77,17 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     """Train the three init scales: seed 0 (the paper's figure) for every step, the other seeds until all their
     runs reach the loss threshold. Returns the figure's data: the curves (loss, Q [R, T]) of seed 0, the per-run
     numbers of every seed [S, R]."""
+    import torch
+
+    import per_neuron
+    from models import (
+        conserved_Q,
+        first_step_below,
+        gradient_descent_seeds,
+        paper_init,
+        paper_target,
+        seeds_progress_total,
+    )
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
     with progress(seeds_progress_total(steps, seeds), f"Fig. 6 {activation}") as bar:
@@ -112,6 +111,19 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     per-neuron orbits (per_neuron.per_neuron_orbits), and train every point as one batch, until all reach the loss
     threshold (or `steps`). Returns the data of two figures: the same-function one, per seed and lambda [S, L], and
     the per-neuron one, per seed, orbit and point [S, 2, 5] (the middle point of each orbit is the lambda = 1 run)."""
+    import torch
+
+    import per_neuron
+    from models import (
+        conserved_Q,
+        elementwise_output,
+        first_step_below,
+        gradient_descent,
+        move_along_symmetry,
+        orbit_scales,
+        paper_init,
+        paper_target,
+    )
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, [ORBIT_INIT_STD], seeds)  # [S, 1, m, k]
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
@@ -173,6 +185,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
 
 
 def plot(data):
+    import per_neuron
     if "spread_factors" in data:
         never = data["steps_to_converge"] < 0
         steps = np.where(never, data["step_budget"], data["steps_to_converge"])
@@ -182,6 +195,7 @@ def plot(data):
 
 
 def plot_paper(data):
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
     plot_loss_curves(ax, data, linewidth=2.5)  # seed 0's runs
     ax.tick_params(labelsize=18)
@@ -194,6 +208,7 @@ def plot_paper(data):
 def plot_same_function(data):
     """Steps to the loss threshold against Q (integral from 0), one line per seed (seed 0 bold); a run that
     never reaches it is drawn at the step budget with a triangle, a diverged one with an x."""
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
     budget, Q, steps = int(data["step_budget"]), data["Q0_zero"], data["steps_to_converge"]
     diverged, never = data["diverged_at"] >= 0, (steps < 0) & (data["diverged_at"] < 0)
@@ -218,6 +233,8 @@ def plot_same_function(data):
 
 def make_jobs(args):
     """Per activation, longest first: the same-function experiment (with --same-function), then Fig. 6."""
+    import per_neuron
+    from models import SEED_RULE
     jobs = []
     for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items():
         common = {"activation": a, "m": M, "n": N, "hidden": HIDDEN, "learning_rate": LEARNING_RATE,

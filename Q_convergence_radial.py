@@ -7,8 +7,12 @@ descent at learning rate 1e-5 then needs about 100 times more steps per 100 time
 
 Writes DIR/Q-convergence/radial_zoomed_1e6.{pdf,png,npz,json}.
 """
+import numpy as np
+
 from command_line import figure_parser, no_progress
-from figure_driver import Job, run_figure_script
+from figure_driver import Job, plot_loss_curves, run_figure_script
+# torch, the models and pyplot are imported inside the functions that use them: --help and flag
+# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_radial.py)
 M, N, HIDDEN = 5, 10, 5
@@ -24,20 +28,6 @@ def make_parser():
     return figure_parser(__doc__, seeds=True)
 
 
-if __name__ == "__main__":
-    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
-
-import matplotlib  # noqa: E402
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from figure_driver import plot_loss_curves  # noqa: E402
-from models import (SEED_RULE, first_step_below, gradient_descent_seeds, paper_normal, paper_target,  # noqa: E402
-                    radial_output, radial_Q, seed_of, seeds_progress_total)
-
-
 def svd_aligned_init(scale, seed=0):
     """U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar 'diagonal', drawn after seed_of(seed).
 
@@ -45,6 +35,9 @@ def svd_aligned_init(scale, seed=0):
     all four networks compute the same function (scale symmetry) and differ only in Q.
     Returns U [M, HIDDEN], V [N, HIDDEN], Q of the initialisation (float).
     """
+    import torch
+
+    from models import paper_normal, paper_target, radial_Q, seed_of
     Y = paper_target(M, N)
     phi, _, psi_h = torch.linalg.svd(Y)
     U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale, seed=seed_of(seed))
@@ -58,6 +51,15 @@ def svd_aligned_init(scale, seed=0):
 def train(*, steps, device, dtype, seeds=1, progress=no_progress):
     """Train the four initialisations of every seed (seed 0 as a batch of its own). Returns the figure's data:
     seed 0's curves, loss and Q [4, T]; per run of every seed [S, 4]: Q0, steps_to_converge, initial_output, ..."""
+    import torch
+
+    from models import (
+        first_step_below,
+        gradient_descent_seeds,
+        paper_target,
+        radial_output,
+        seeds_progress_total,
+    )
     inits = [[svd_aligned_init(scale, s) for scale in INIT_SCALES] for s in range(seeds)]
     U0 = torch.stack([torch.stack([U for U, _, _ in seed]) for seed in inits])  # [S, 4, m, k]
     V0 = torch.stack([torch.stack([V for _, V, _ in seed]) for seed in inits])
@@ -78,6 +80,7 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
 
 
 def plot(data):
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
     plot_loss_curves(ax, data, linewidth=2)  # seed 0's runs
     ax.tick_params(labelsize=14)
@@ -88,6 +91,7 @@ def plot(data):
 
 
 def make_jobs(args):
+    from models import SEED_RULE
     steps = args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)
     return [Job(FIGURE, dict(steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),
                 {"figure": "Fig. 7", "m": M, "n": N, "hidden": HIDDEN, "init_scales": INIT_SCALES,

@@ -11,8 +11,12 @@ analytic mean and the size of its terms in both conventions (Q_terms_zero, Q_ter
 
 Writes DIR/Q-distribution/{activation}_mhn_{m}_{h}_{n}.{pdf,png,npz,json}.
 """
-from command_line import figure_parser, no_progress, positive_int, UsageError
+import numpy as np
+
+from command_line import UsageError, figure_parser, no_progress, positive_int
 from figure_driver import Job, run_figure_script
+# torch, the models and pyplot are imported inside the functions that use them: --help and flag
+# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_distribution.py)
 FIG4_SHAPE = (100, 100, 100)                       # (m, h, n) for every activation
@@ -29,19 +33,6 @@ def make_parser():
     return parser
 
 
-if __name__ == "__main__":
-    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
-
-import matplotlib  # noqa: E402
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from models import conserved_Q, expected_Q as gaussian_expected_Q, q_normaliser  # noqa: E402
-
-
 def figure_name(activation, shape):
     return "Q-distribution/{}_mhn_{}_{}_{}".format(activation, *shape)
 
@@ -49,11 +40,15 @@ def figure_name(activation, shape):
 def expected_Q(activation, m, h, n, convention="paper"):
     """E[Q] under this figure's initialisation, U ~ N(0, 1/h), V ~ N(0, 1/n), paper-code Q or (convention="zero")
     Q integrated from 0; NaN for an activation without a closed-form E[F]."""
+    from models import expected_Q as gaussian_expected_Q
     return gaussian_expected_Q(activation, m, h, n, u_var=1 / h, v_var=1 / n, convention=convention)
 
 
 def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress):
     """Q of `samples` initialisations drawn exactly as the paper draws them. Returns the figure's data."""
+    import torch
+
+    from models import conserved_Q, q_normaliser
     m, h, n = shape
     Q, Q_zero, terms, terms_zero = (np.empty(samples) for _ in range(4))
     with progress(samples, f"Q {activation} {m}x{h}x{n}", unit="sample") as bar:
@@ -74,6 +69,8 @@ def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress)
 
 
 def plot(data):
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots()
     edges = data["bin_edges"]
     ax.bar((edges[1:] + edges[:-1]) / 2, data["counts"], width=edges[1] - edges[0])

@@ -12,8 +12,12 @@ Q's two terms (delta_Q_tilde_zero), which does not depend on that constant.
 
 Writes DIR/Q-dynamics/elementwise_{activation}_loss_Q.{pdf,png,npz,json}.
 """
-from command_line import figure_parser, no_progress, PerActivation
-from figure_driver import Job, run_figure_script, steps_per_activation
+import numpy as np
+
+from command_line import PerActivation, figure_parser, no_progress
+from figure_driver import Job, plot_loss_curves, run_figure_script, steps_per_activation
+# torch, the models and pyplot are imported inside the functions that use them: --help and flag
+# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_dynamics_elementwise.py)
 M, N, HIDDEN = 5, 10, 50                 # output dim, input dim (X = I_N), hidden width
@@ -25,22 +29,6 @@ QUICK_STEPS = PerActivation(2_000, sigmoid=4_000)
 
 def make_parser():
     return figure_parser(__doc__, activations=True, seeds=True)
-
-
-if __name__ == "__main__":
-    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
-
-import matplotlib  # noqa: E402
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from figure_driver import plot_loss_curves  # noqa: E402
-import torch  # noqa: E402
-
-import per_neuron  # noqa: E402
-from models import (SEED_RULE, conserved_Q, gradient_descent_seeds, paper_init, paper_target,  # noqa: E402
-                    q_normaliser, seeds_progress_total)
 
 
 def figure_name(activation):
@@ -68,6 +56,17 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
     seed [S, 3]: Q0, normaliser, their zero-convention values, the largest |dQ~| in both conventions, the largest
     change of Q from its initial value (first step included) over N_0, ...
     """
+    import torch
+
+    import per_neuron
+    from models import (
+        conserved_Q,
+        gradient_descent_seeds,
+        paper_init,
+        paper_target,
+        q_normaliser,
+        seeds_progress_total,
+    )
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD], seeds)  # [S, 1, m, k]: one initialisation per seed
     runs = len(LEARNING_RATES)
@@ -103,6 +102,7 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
 
 
 def plot(data):
+    import matplotlib.pyplot as plt
     fig, (ax_q, ax_loss) = plt.subplots(2, sharex=True, figsize=(6.4, 4.8))
     for run in range(len(data["labels"])):
         ax_q.plot(data["delta_Q_tilde_steps"], data["delta_Q_tilde"][run], color=f"C{run}", linewidth=2.5)
@@ -120,6 +120,7 @@ def plot(data):
 
 def make_jobs(args):
     """One job per activation, longest first."""
+    from models import SEED_RULE
     return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),
                 {"figure": "Fig. 3", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_std": INIT_STD,
                  "learning_rates": LEARNING_RATES, "steps": steps, "seeds": args.seeds, "seed_rule": SEED_RULE,

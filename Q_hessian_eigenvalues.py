@@ -17,8 +17,12 @@ Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,n
 --same-function, DIR/Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_10_5_50.{...} and
 DIR/Q-hessian-eigenvalues/per_neuron_{activation}_sharpness_mnk_10_5_50.{...}.
 """
-from command_line import figure_parser, no_progress, PerActivation
+import numpy as np
+
+from command_line import PerActivation, figure_parser, no_progress
 from figure_driver import Job, run_figure_script, steps_per_activation
+# torch, the models and pyplot are imported inside the functions that use them: --help and flag
+# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_hessian_eigenvalues.py)
 M, N, HIDDEN = 10, 5, 50                 # note: m and n are swapped relative to Figs. 3 and 6
@@ -42,22 +46,6 @@ def make_parser():
     return parser
 
 
-if __name__ == "__main__":
-    make_parser().parse_args()  # answer --help and bad flags now, before torch loads (seconds)
-
-import matplotlib  # noqa: E402
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from models import (SEED_RULE, conserved_Q, elementwise_output, gauss_newton_eigenvalues,  # noqa: E402
-                    gradient_descent_seeds, move_along_symmetry, orbit_scales, paper_init, paper_target,
-                    seeds_progress_total, squared_loss_hessian)
-import per_neuron  # noqa: E402
-
-
 def figure_name(activation, experiment="paper"):
     if experiment in ("same_function", "per_neuron"):
         return f"Q-hessian-eigenvalues/{experiment}_{activation}_sharpness_mnk_{M}_{N}_{HIDDEN}"
@@ -77,6 +65,12 @@ def train_minima(activation, steps, device, dtype, seeds, progress, what):
     """Gradient descent from each seed's initialisations (INIT_STDS, LEARNING_RATE). Returns (the
     gradient_descent_seeds result, U0, V0); the result's 'finite' [S, R] marks the runs whose final weights are
     finite (the others diverged)."""
+    from models import (
+        gradient_descent_seeds,
+        paper_init,
+        paper_target,
+        seeds_progress_total,
+    )
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
     with progress(seeds_progress_total(steps, seeds), f"{what} {activation}") as bar:
@@ -92,6 +86,10 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     """Train the four init scales of every seed, then diagonalise each run's Hessian (float64, symmetric solver);
     a run that diverged gets NaN eigenvalues. Returns the figure's data: the spectra of seed 0, eigenvalues
     [R, 750], and per run of every seed [S, R]: Q0, largest_eigenvalue, nonzero_count (-1: diverged), ..."""
+    import torch
+
+    import per_neuron
+    from models import conserved_Q, paper_target, squared_loss_hessian
     result, U0, V0 = train_minima(activation, steps, device, dtype, seeds, progress, "Fig. 9")
     Y = paper_target(M, N)
     eigenvalues = np.full(result["finite"].shape + ((M + N) * HIDDEN,), np.nan)
@@ -117,6 +115,18 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     eigenvalue of the Hessian's Gauss-Newton part 2 J J^T at every point (equal to the Hessian's at a zero-loss
     minimum); at both ends of seed 0's orbits also the full Hessian's, as a check. Returns the figure's data,
     [S, R, L] per seed, minimum and lambda; NaN for a minimum whose run diverged."""
+    import torch
+
+    import per_neuron
+    from models import (
+        conserved_Q,
+        elementwise_output,
+        gauss_newton_eigenvalues,
+        move_along_symmetry,
+        orbit_scales,
+        paper_target,
+        squared_loss_hessian,
+    )
     result, _, _ = train_minima(activation, steps, device, dtype, seeds, progress, "same function")
     finite = torch.from_numpy(result["finite"])
     U = torch.from_numpy(result["U"]).where(finite[..., None, None], 0.0)  # a diverged minimum: computed at 0,
@@ -152,6 +162,8 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
 def per_neuron_data(U, V, activation, masked, inputs, result):
     """The minima U [S, R, m, k], V [S, R, n, k] moved along their per-neuron orbits: the per-neuron figure's data,
     [S, R, 2, 5] per seed, minimum, orbit and point (NaN for a minimum whose run diverged)."""
+    import per_neuron
+    from models import gauss_newton_eigenvalues
     U_pn, V_pn, lambdas = per_neuron.per_neuron_orbits(U, V, activation)  # [S, R, P, ...]
     orbit = lambda moved, itself: masked(per_neuron.with_original(np.asarray(moved), np.asarray(itself), 2))  # noqa
     stats, stats_paper = (per_neuron.neuron_statistics(U_pn, V_pn, activation, c) for c in ("zero", "paper"))
@@ -174,6 +186,7 @@ def per_neuron_data(U, V, activation, masked, inputs, result):
 
 
 def plot(data):
+    import per_neuron
     if "spread_factors" in data:  # the per-neuron orbits of the minima of init std 0.3 (the others are in the data)
         shown = {k: v[:, PER_NEURON_PLOTTED] for k, v in data.items() if np.ndim(v) >= 4}
         return per_neuron.plot_orbits(shown, "largest_eigenvalue", "Largest Hessian eigenvalue "
@@ -183,6 +196,8 @@ def plot(data):
 
 def plot_paper(data):
     """Histograms of seed 0's spectra; a run that diverged has none and '(diverged)' in its label."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots()
     eigenvalues = data["eigenvalues"]
     top = np.nanmax(eigenvalues) if np.isfinite(eigenvalues).any() else 1.0
@@ -203,6 +218,7 @@ def plot_paper(data):
 def plot_same_function(data):
     """Largest eigenvalue against Q (integral from 0) along each minimum's orbit: one colour per init scale,
     seed 0 bold, other seeds thin."""
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
     Q, top = data["Q_zero"], data["largest_eigenvalue"]
     for s in range(len(Q)):
@@ -222,6 +238,8 @@ def plot_same_function(data):
 
 
 def make_jobs(args):
+    import per_neuron
+    from models import SEED_RULE
     jobs = []
     for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items():
         common = {"activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_stds": INIT_STDS,

@@ -94,6 +94,8 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
     (the file that defines `plot`) and the figure's name, which --plot-only checks.
     """
     args = parse_figure_args(parser, argv)
+    import matplotlib
+    matplotlib.use("Agg")  # the figures go to files; no window, no display needed
     defined_in = getattr(sys.modules.get(plot.__module__), "__file__", None)  # the script's file
     script = os.path.basename(defined_in) if defined_in else None
     started = time.time()
