@@ -207,16 +207,17 @@ def protocol_inputs(images, protocol):
     return images - 0.5 if check_protocol(protocol) == "paper" else images
 
 
-def make_adversarial_cnn(protocol, hidden=16, num_g=200, eps=10.0, seed=0):
+def make_adversarial_cnn(protocol, hidden=16, seed=0):
     """The Fig. 11 CNN for a protocol: group-action layer with LeakyReLU(0.1).
 
     'paper': softmax output (trained and attacked through the double softmax, B1), no input
     shift (it is fed x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]).
-    The same seed gives the same initial weights for both protocols.
+    The same seed gives the same initial weights for both protocols. The group elements are drawn
+    by each sweep (symmetry.fit_and_measure), so the layer starts with a placeholder of one.
     """
     paper = check_protocol(protocol) == "paper"
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
-                    softmax_output=paper, num_g=num_g, eps=eps, seed=seed)
+                    softmax_output=paper, seed=seed)
 
 
 def adversarial_splits(train_images, train_labels, test_images, test_labels, protocol, hidden=16,
