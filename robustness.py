@@ -31,6 +31,7 @@ Contents: RADII, SUITE, Attack, ATTACKS, SANITY_CHECKS; worst_case, run_suite, s
 robustness_figure_data, robustness_table, plot_robustness.
 """
 import copy
+import time
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -124,14 +125,16 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500):
     """The cascade on one classifier.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R].
 
     Returns a dict of numpy arrays: clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
-    attack a: True where a did not run, because the image was already wrong); linf [A, R] (largest |x_adv - x|) and
-    low, high [A, R] (smallest and largest adversarial pixel value).
+    attack a: True where a did not run, because the image was already wrong); linf [A, R] (largest |x_adv - x|),
+    low, high [A, R] (smallest and largest adversarial pixel value) and seconds [A, R] (wall time of each attack).
     """
     clean = (predict(target, x) == y).cpu().numpy()
     correct = np.ones((len(attacks), len(radii), len(x)), dtype=bool)
     linf, low, high = np.zeros(correct.shape[:2]), np.zeros(correct.shape[:2]), np.ones(correct.shape[:2])
+    seconds = np.zeros(correct.shape[:2])
     for r, radius in enumerate(radii):
         for a, attack in enumerate(attacks):
+            started = time.time()
             todo = clean & (True if attack.standalone else worst_case(correct[:a, r]))
             index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
             for part in torch.split(index, batch_size) if len(index) else ():
@@ -139,7 +142,8 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500):
                 correct[a, r, part.cpu().numpy()] = (predict(target, x_adv) == y[part]).cpu().numpy()
                 linf[a, r] = max(linf[a, r], float((x_adv - x[part]).abs().max()))
                 low[a, r], high[a, r] = min(low[a, r], float(x_adv.min())), max(high[a, r], float(x_adv.max()))
-    return {"clean": clean, "correct": correct, "linf": linf, "low": low, "high": high}
+            seconds[a, r] = time.time() - started
+    return {"clean": clean, "correct": correct, "linf": linf, "low": low, "high": high, "seconds": seconds}
 
 
 def _of_kind(attacks, kind, standalone=True):
@@ -177,7 +181,7 @@ def summarise(suite, attacks=ATTACKS):
     """run_suite's dict -> the saved arrays of one classifier (no prefix): clean [N], robust [R, N] bool;
     clean_acc; robust_acc [R]; alone_acc [A, R] (accuracy under each standalone attack alone; NaN for the others);
     cumulative_acc [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that attack a
-    is the first in the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high [A, R]."""
+    is the first in the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds [A, R]."""
     clean, correct = suite["clean"], suite["correct"]
     robust = clean & worst_case(correct)
     alone = np.array([(clean & correct[a]).mean(axis=-1) if attack.standalone else np.full(correct.shape[1], np.nan)
@@ -189,8 +193,8 @@ def summarise(suite, attacks=ATTACKS):
     checks = sanity_checks(clean, correct, attacks)
     return {"clean": clean, "robust": robust, "clean_acc": np.float64(clean.mean()), "robust_acc": robust.mean(axis=-1),
             "alone_acc": alone, "cumulative_acc": cumulative, "decided": decided.astype(np.int64),
-            "sanity": np.array([checks[k] for k in SANITY_CHECKS]), "linf": suite["linf"], "low": suite["low"],
-            "high": suite["high"]}
+            "sanity": np.array([checks[k] for k in SANITY_CHECKS]),
+            **{k: suite[k] for k in ("linf", "low", "high", "seconds") if k in suite}}
 
 
 def _compare(data, name, a, b):
@@ -211,7 +215,8 @@ def robustness_sweep(model, fit_images, x, y, seed=0, numerics=tuple(NUMERICS), 
     [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). The group
     (num_g elements at scale group_scale, derive_seed(seed, 'group', num_g, group_scale)) is fitted per numerics
     on a copy of the model; the shared-trunk control is the interpolated permutation of the same scale (members
-    drawn from derive_seed(seed, 'members', 'perm_interp', 'suite')).
+    drawn from derive_seed(seed, 'members', 'perm_interp', 'suite')), which uses neither g nor pi: it is evaluated
+    once, in the exact numerics if they are run, and saved with both.
 
     Returns {numerics: {key: array}}: radii [R], suite_images, the SUITE settings; per classifier c in CLASSIFIERS
     summarise()'s arrays as <key>_<c> (the original's are the same in both numerics); COMPARISONS as
@@ -228,28 +233,39 @@ def robustness_sweep(model, fit_images, x, y, seed=0, numerics=tuple(NUMERICS), 
     original = summarise(run_suite(model, x, y, radii, context, attacks, batch_size), attacks)
     fit_features = compute_features(model, fit_images)
     eval_features = compute_features(model, x_all)
-    out = {}
+    moved, out = {}, {}
     for name in numerics:
-        moved = copy.deepcopy(model)
-        moved.group_action.fit_noise = fit_noise[name]
-        _, error = fit_and_measure(moved, fit_features, num_g, group_scale, seed, name)
-        data = {"radii": np.asarray(radii, dtype=np.float64), "suite_images": np.int64(len(x)),
-                "symmetry_error": np.float64(error["logits"]), "symmetry_error_fitted": np.float64(error["fitted"]),
-                **{k: np.int64(v) for k, v in settings.items()}, **{f"{k}_original": v for k, v in original.items()}}
-        for mode in ENSEMBLES:
-            members = torch.Generator().manual_seed(derive_seed(seed, "members", mode, "suite"))
-            target = EnsembleMeanProbability(moved, mode, members)
-            summary = summarise(run_suite(target, x, y, radii, context, attacks, batch_size), attacks)
-            data.update({f"{k}_{mode}": v for k, v in summary.items()})
-            measured = held_out_agreement(moved, eval_features, target.lower, target.upper)
-            data.update({f"heldout_{k}_{mode}": np.float64(measured[k]) for k in AGREEMENT_KEYS})
+        moved[name] = copy.deepcopy(model)
+        moved[name].group_action.fit_noise = fit_noise[name]
+        _, error = fit_and_measure(moved[name], fit_features, num_g, group_scale, seed, name)
+        out[name] = {"radii": np.asarray(radii, dtype=np.float64), "suite_images": np.int64(len(x)),
+                     "group_scale": np.float64(group_scale), "num_g": np.int64(num_g),
+                     "symmetry_error": np.float64(error["logits"]), "symmetry_error_fitted": np.float64(error["fitted"]),
+                     **{k: np.int64(v) for k, v in settings.items()}, **{f"{k}_original": v for k, v in original.items()}}
+    # The shared-trunk control uses neither g nor pi: it is evaluated once, in the exact numerics where there is one.
+    control = _evaluate_ensemble(moved["exact" if "exact" in numerics else numerics[0]], "perm_interp", x, y, radii,
+                                 context, attacks, batch_size, eval_features)
+    for name in numerics:
+        data = out[name]
+        data.update(control)
+        data.update(_evaluate_ensemble(moved[name], "group", x, y, radii, context, attacks, batch_size, eval_features))
         for comparison, (a, b) in COMPARISONS.items():
             _compare(data, comparison, data[f"robust_{a}"], data[f"robust_{b}"])
-        out[name] = data
     return out
 
 
-SHARED = ("radii", "suite_images") + tuple(SUITE)
+def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, eval_features):
+    """The suite and the held-out agreement of one ensemble of `model` (members drawn from derive_seed(seed,
+    'members', mode, 'suite')): {key_<mode>: array}."""
+    members = torch.Generator().manual_seed(derive_seed(context.seed, "members", mode, "suite"))
+    target = EnsembleMeanProbability(model, mode, members)
+    summary = summarise(run_suite(target, x, y, radii, context, attacks, batch_size), attacks)
+    measured = held_out_agreement(model, eval_features, target.lower, target.upper)
+    return {**{f"{k}_{mode}": v for k, v in summary.items()},
+            **{f"heldout_{k}_{mode}": np.float64(measured[k]) for k in AGREEMENT_KEYS}}
+
+
+SHARED = ("radii", "suite_images", "group_scale", "num_g") + tuple(SUITE)
 
 
 def robustness_figure_data(results, seeds, independent_seeds, numerics):
