@@ -21,6 +21,8 @@ CIFAR_MISSING := 3
 # A full run into figures/ also saves the executed notebooks (figures and tables) over the committed
 # ones; a quick run, or one into another OUT, leaves them alone.
 IN_PLACE := $(if $(QUICK),,$(if $(filter figures,$(OUT)),--in-place,))
+# CIFAR_DOWNLOAD=0: never download CIFAR-10 (the tests; nothing is created then)
+DOWNLOAD_FLAG := $(if $(filter 0,$(CIFAR_DOWNLOAD)),--no-download,)
 
 .PHONY: figures toy-figures paper-scripts cifar-figures report test benchmark clean-venv
 
@@ -39,16 +41,16 @@ figures: toy-figures cifar-figures report
 # same-function experiments (Q moved along the symmetry at a fixed network function), and Fig. 3
 # once more in float64 (the report checks that the float64 drift of Q is proportional to the learning rate).
 toy-figures: paper-scripts
-	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --dtype float64 --out $(OUT)/float64
+	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --dtype float64 --out "$(OUT)/float64"
 
 # Fig. 7 trains its radial runs in one process, on one core, so it runs beside the other four (which
 # use every core through their worker processes); the first failure's status is make's.
 paper-scripts: $(VENV)/.installed
-	$(PY) Q_convergence_radial.py $(QUICK_FLAG) --out $(OUT) & radial=$$!; \
-	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --out $(OUT) && \
-	$(PY) Q_distribution.py $(QUICK_FLAG) --out $(OUT) && \
-	$(PY) Q_convergence_elementwise.py $(QUICK_FLAG) --seeds $(SEEDS_CONVERGENCE) --same-function --out $(OUT) && \
-	$(PY) Q_hessian_eigenvalues.py $(QUICK_FLAG) --seeds $(SEEDS_HESSIAN) --same-function --out $(OUT); \
+	$(PY) Q_convergence_radial.py $(QUICK_FLAG) --out "$(OUT)" & radial=$$!; \
+	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --out "$(OUT)" && \
+	$(PY) Q_distribution.py $(QUICK_FLAG) --out "$(OUT)" && \
+	$(PY) Q_convergence_elementwise.py $(QUICK_FLAG) --seeds $(SEEDS_CONVERGENCE) --same-function --out "$(OUT)" && \
+	$(PY) Q_hessian_eigenvalues.py $(QUICK_FLAG) --seeds $(SEEDS_HESSIAN) --same-function --out "$(OUT)"; \
 	status=$$?; wait $$radial; radial_status=$$?; \
 	if [ $$status -ne 0 ]; then exit $$status; fi; exit $$radial_status
 
@@ -61,14 +63,14 @@ cifar-figures: $(VENV)/.installed
 
 # $(1): the notebook, $(2): its figure
 define run_cifar_notebook
-@$(PY) run_notebook.py $(1) --out $(OUT) --cifar-dir $(CIFAR_DIR) $(QUICK_FLAG) $(IN_PLACE); status=$$?; \
+@$(PY) run_notebook.py $(1) --out "$(OUT)" --cifar-dir "$(CIFAR_DIR)" $(QUICK_FLAG) $(DOWNLOAD_FLAG) $(IN_PLACE); status=$$?; \
 if [ $$status -eq $(CIFAR_MISSING) ]; then \
   echo "SKIPPED $(2) ($(1)): see the error above. To provide CIFAR-10, put cifar-10-batches-py in $(CIFAR_DIR)/ or pass CIFAR_DIR=/path (it is downloaded there when online)."; \
 elif [ $$status -ne 0 ]; then exit $$status; fi
 endef
 
 report: $(VENV)/.installed
-	$(PY) make_report.py --out $(OUT) --cifar-dir $(CIFAR_DIR)
+	$(PY) make_report.py --out "$(OUT)" --cifar-dir "$(CIFAR_DIR)"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

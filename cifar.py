@@ -191,6 +191,13 @@ def _read_batch(path, images_per_file):
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
+def data_root(root):
+    """The folder that holds cifar-10-batches-py: `root`, or its parent when `root` is that folder itself."""
+    if os.path.basename(os.path.normpath(root)) == CIFAR_FOLDER and not os.path.isdir(os.path.join(root, CIFAR_FOLDER)):
+        return os.path.dirname(os.path.normpath(root)) or "."
+    return root
+
+
 def _checked_folder(root):
     """root/cifar-10-batches-py if it holds every file of the layout; CifarMissingError if the
     folder does not exist, CifarDataError naming the missing files if it is incomplete."""
@@ -210,7 +217,7 @@ def cifar10_source(root):
     computed: no file is loaded here. CifarDataError if the layout is absent or incomplete."""
     import hashlib
     from torchvision.datasets import CIFAR10
-    folder = _checked_folder(root)
+    folder = _checked_folder(data_root(root))
     published = dict(CIFAR10.train_list + CIFAR10.test_list)
     published[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
     for name in LAYOUT_FILES:
@@ -253,7 +260,8 @@ def _download(root):
 def load_cifar10(root="data", train=True, download=True):
     """CIFAR-10 training (5 files) or test (1 file) images from `root`/cifar-10-batches-py.
 
-    A folder that already holds cifar-10-batches-py is read without any download attempt (an
+    `root` may also be cifar-10-batches-py itself. A folder that already holds cifar-10-batches-py is
+    read without any download attempt (an
     incomplete one is an error, never overwritten). Only when that folder does not exist and
     download=True is the official archive downloaded into `root`. Without data and without a
     download (download=False, or no network), raises CifarMissingError naming the folder, and
@@ -268,6 +276,7 @@ def load_cifar10(root="data", train=True, download=True):
     Returns (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]) as CPU tensors, in the
     order of the batch files (data_batch_1 first), like torchvision.
     """
+    root = data_root(root)
     if not os.path.isdir(os.path.join(root, CIFAR_FOLDER)):
         if not download:
             raise CifarMissingError(f"no CIFAR-10 in {os.path.abspath(os.path.join(root, CIFAR_FOLDER))!r} and "

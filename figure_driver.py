@@ -479,7 +479,15 @@ def _to_json(value):
     return value
 
 
-SET_KEYS = ("script", "figure_name", "npz_sha256")  # what save_figure adds to the .json; --plot-only checks them
+SET_KEYS = ("script", "figure_name", "npz_sha256", "settings_sha256")  # what save_figure adds to the .json
+
+
+def settings_digest(settings):
+    """SHA-256 of the .json's settings (all but this digest; they include the .npz's SHA-256): the
+    seal that binds the quick flag, the figure, the seeds and every other setting to the arrays."""
+    canonical = json.loads(json.dumps(_to_json(settings), default=str))
+    canonical.pop("settings_sha256", None)
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
 def save_figure(fig, out_dir, name, data, settings, script=None):
@@ -489,8 +497,9 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
     All four are written in full under temporary names beside their destination, then renamed,
     the .json last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous
     set or the new one, never a mix and no temporary file. The .json also records the figure
-    (`name`), the `script` that made it (if given) and the SHA-256 of the .npz, so a reader can
-    check that it describes the .npz beside it (load_figure_data does). `name` may contain a
+    (`name`), the `script` that made it (if given), the SHA-256 of the .npz and a SHA-256 of all its
+    own settings, so a reader can check that it describes the .npz beside it and was not edited
+    since (load_figure_data does: a quick run relabelled as full is a data error). `name` may contain a
     sub-folder (e.g. 'Q-dynamics/x'). Returns the written paths [.npz, .json, .pdf, .png].
     """
     import matplotlib.pyplot as plt
@@ -512,6 +521,7 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
         saved_by = {"script": script} if script else {}
         settings = {**saved_by, "figure_name": name, **{k: v for k, v in settings.items() if k not in SET_KEYS},
                     "npz_sha256": _sha256(temporary[".npz"])}
+        settings["settings_sha256"] = settings_digest(settings)
         with open(temporary[".json"], "w") as f:
             # default=str: torch dtypes and devices (and anything else without a JSON form) as text
             f.write(json.dumps(_to_json(settings), indent=2, default=str) + "\n")
@@ -564,15 +574,15 @@ class SavedArrays(dict):
                          f"version of the script?); re-run without --plot-only")
 
 
-def load_figure_data(out_dir, name, script=None):
+def load_figure_data(out_dir, name, script=None, again="re-run without --plot-only"):
     """Load the (data, settings) that save_figure saved as DIR/name.npz/.json, trusting neither:
-    the .json must be readable and name this figure (and `script`, if given), and the .npz must be
-    the one it describes (same SHA-256) and readable. UsageError (one line) otherwise.
+    the .json must be readable, unedited since it was saved (its settings' SHA-256), and name this
+    figure (and `script`, if given); the .npz must be the one it describes (same SHA-256), readable,
+    and hold the seeds the .json names. UsageError (one line, ending with `again`) otherwise.
 
     Returns data (SavedArrays: a missing array raises UsageError when asked for) and settings.
     """
     stem = os.path.join(out_dir, name)
-    again = "re-run without --plot-only"
     if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
         raise UsageError(f"no saved data at {stem}.npz/.json; run without --plot-only first")
     try:
@@ -584,7 +594,12 @@ def load_figure_data(out_dir, name, script=None):
     if not isinstance(settings, dict) or any(key not in settings for key in required):
         raise UsageError(f"{stem}.json does not say which script and figure saved it (an older version of "
                          f"this package wrote it, or another program); {again}")
-    if settings["figure_name"] != name or (script and settings["script"] != script):
+    if settings.get("settings_sha256") != settings_digest(settings):
+        raise UsageError(f"{stem}.json was edited after it was saved, or saved by an older version (its settings, "
+                         f"such as quick, figure or seeds, are not the ones sealed with the .npz); {again}")
+    # a run's output folder may sit inside another (make's float64/): the name ends with the saved one
+    if not (name == settings["figure_name"] or name.endswith("/" + settings["figure_name"])) or (
+            script and settings["script"] != script):
         raise UsageError(f"{stem}.json holds {settings.get('script', 'another script')}'s figure "
                          f"{settings['figure_name']!r}, not {script or 'this script'}'s {name!r}; {again}")
     if settings["npz_sha256"] != _sha256(stem + ".npz"):
@@ -595,6 +610,9 @@ def load_figure_data(out_dir, name, script=None):
             data = SavedArrays({key: saved[key] for key in saved.files}, stem + ".npz")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
+    if isinstance(settings.get("seeds"), list) and "seeds" in data and np.ravel(data["seeds"]).tolist() != np.ravel(settings["seeds"]).tolist():
+        raise UsageError(f"{stem}.npz holds seeds {np.ravel(data['seeds']).tolist()}, its .json names "
+                         f"{settings['seeds']}; {again}")
     return data, settings
 
 
@@ -699,4 +717,7 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
     except MemoryError as error:
         fail(parser.prog, f"out of memory ({error or 'no details'}); use smaller --steps, --samples or --jobs",
              status=1)
+    except OSError as error:  # a full disk, a folder gone mid-run: save_figure left the previous files whole
+        fail(parser.prog, f"cannot save into {args.out!r}: {error.strerror or error}; the previous files are "
+                          f"unchanged", status=1)
     return args

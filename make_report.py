@@ -40,7 +40,7 @@ import numpy as np
 
 import cifar_claims as cc
 import paper_numbers as paper
-from figure_driver import write_atomic
+from figure_driver import UsageError, load_figure_data, write_atomic
 from report_tables import (FIG10_MODES, FIG45_COLUMNS, FIG7_COLUMNS, fig3_tables, fig6_tables,
                            fig9_tables, fig10_tables, fig11_tables, legend_Qs, run_table, table)
 from verdict_rules import (EXACT, FIG10_MARGIN, SYMMETRY_TOLERANCE, PerSeed, Result, apply, combine, exact_decides,
@@ -340,19 +340,12 @@ class Figure:
     """One saved figure: .data (the .npz arrays) and .settings (its .json)."""
 
     def __init__(self, out_dir, name):
-        self.name, stem = name, os.path.join(out_dir, name)
-        try:
-            with np.load(stem + ".npz", allow_pickle=False) as saved:
-                self.data = {key: saved[key] for key in saved.files}
-        except Exception as error:  # a truncated zip, a corrupt member, not an .npz at all
-            raise DataError(f"{name}.npz cannot be read ({one_line(error)})") from None
-        try:
-            with open(stem + ".json") as f:
-                self.settings = json.load(f)
-        except Exception as error:
-            raise DataError(f"{name}.json cannot be read ({one_line(error)})") from None
-        if not isinstance(self.settings, dict):
-            raise DataError(f"{name}.json is not a JSON object")
+        self.name = name
+        try:  # the checks of --plot-only: the .json unedited, naming this figure, sealed with this .npz
+            data, self.settings = load_figure_data(out_dir, name, again="re-run what made it")
+        except UsageError as error:
+            raise DataError(str(error).replace(os.path.join(out_dir, ""), "", 1)) from None
+        self.data = dict(data)
         self.quick = bool(self.settings.get("quick", False))
 
     def __getitem__(self, key):

@@ -1,54 +1,86 @@
 #!/usr/bin/env python3
-"""Execute a notebook headless (nbclient), with the CIFAR notebooks' parameters set.
+"""Execute a CIFAR notebook headless: papermill's parameters, nbclient's execution, one-line errors.
 
-usage: python run_notebook.py NOTEBOOK.ipynb [--out DIR] [--cifar-dir DIR] [--quick]
+usage: python run_notebook.py NOTEBOOK.ipynb [--out DIR] [--cifar-dir DIR] [--quick] [--no-download]
                               [--device auto|cpu|cuda|cuda:N] [--seed N] [--seeds N] [--jobs N]
                               [--threads N] [--timeout S] [--executed PATH] [--in-place]
 
-The parameters reach the notebook's first cell (tagged `parameters`) as environment variables
-(FIGURES_DIR, CIFAR_DIR, QUICK, DEVICE, SEED, SEEDS, JOBS, THREADS); a flag overrides the
-variable. Relative folders (--out, --cifar-dir, or FIGURES_DIR and CIFAR_DIR set in the
-environment) are taken relative to the directory this command runs in, not the notebook's.
-The output folder is checked (and created) before the notebook starts. --executed saves the
-executed copy, with its figures and printed tables, elsewhere; --in-place saves it over NOTEBOOK,
-only after a successful run and never with --quick (what a full `make figures` does, so that the
-committed notebooks show the paper-settings run). Figures are shown with the kernel's own
-matplotlib backend (no backend is forced).
+Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as
+`papermill NOTEBOOK OUT -p NAME VALUE` does (papermill's own injection, into a cell after it);
+a flag not given leaves the notebook's default. The notebook derives everything else after that
+cell, so Jupyter, papermill and this command run the same experiment. Relative folders (--out,
+--cifar-dir) are the caller's: they are passed relative to the notebook's folder, where the kernel
+runs. What this adds to papermill: every flag is checked before a kernel starts; an error is one
+line; CIFAR-10 being absent is its own exit status (make skips only that notebook); Ctrl-C or
+SIGTERM end the kernel and its worker processes; --in-place replaces the notebook whole, only after
+a successful full run; saved copies keep one final line per progress bar.
 
-Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments
-(nothing ran); 3 CIFAR-10 is absent and could not be downloaded (the notebook raised
-cifar.CifarMissingError; `make figures` skips the notebook for this status only); 130 or 143
-stopped by Ctrl-C or SIGTERM (one line; the notebook's kernel and its worker processes end).
+Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments or
+parameters (refused before any training); 3 CIFAR-10 is absent and could not be downloaded (the
+notebook raised cifar.CifarMissingError); 130 or 143 stopped by Ctrl-C or SIGTERM (one line).
 """
 import argparse
 import contextlib
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 
-from figure_driver import (UsageError, check_output_dir, device_name, exit_cleanly_on_signals, signals_held,
-                           write_atomic)
+from figure_driver import (UsageError, check_output_dir, device_name, exit_cleanly_on_signals, positive_int,
+                           resolve_device, signals_held, write_atomic)
 
 MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (cifar.CifarMissingError)
+BAD_PARAMETERS = 2  # exit status: a flag or a notebook parameter that cannot run (notebook_parameters.ParameterError)
+
+
+def whole_number(text):
+    """argparse type of --seed, --jobs, --threads: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {value}")
+    return value
+
+
+def seconds(text):
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {text!r}")
+    return value
+
+
+def notebook_parameters(args, notebook_dir):
+    """The papermill parameters the flags give (folders relative to the notebook's folder)."""
+    relative = lambda folder: os.path.relpath(os.path.abspath(folder), notebook_dir)  # noqa: E731
+    given = {"CIFAR_DIR": args.cifar_dir and relative(args.cifar_dir), "FIGURES_DIR": args.out and relative(args.out),
+             "QUICK": args.quick or None, "DOWNLOAD": False if args.no_download else None, "DEVICE": args.device,
+             "SEED": args.seed, "SEEDS": args.seeds, "JOBS": args.jobs, "THREADS": args.threads}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def main(argv=None):
-    # Without a flag (or its environment variable) the notebook's own default applies, named here once.
-    parser = argparse.ArgumentParser(description="execute a notebook headless")
+    parser = argparse.ArgumentParser(description="execute a CIFAR notebook headless (its parameters set as papermill does)")
     parser.add_argument("notebook")
     parser.add_argument("--out", help="FIGURES_DIR: output root (default: figures, with --quick figures-quick)")
-    parser.add_argument("--cifar-dir",
-                        help="CIFAR_DIR: folder that holds or receives cifar-10-batches-py (default: data)")
-    parser.add_argument("--quick", action="store_true", help="QUICK=1: tiny smoke-test settings")
+    parser.add_argument("--cifar-dir", help="CIFAR_DIR: folder that holds or receives cifar-10-batches-py (default: data)")
+    parser.add_argument("--quick", action="store_true", help="QUICK: tiny smoke-test settings")
+    parser.add_argument("--no-download", action="store_true", help="DOWNLOAD=False: never download CIFAR-10")
     parser.add_argument("--device", type=device_name, help="DEVICE: auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--seed", type=int, help="SEED: the first seed (default: 0)")
-    parser.add_argument("--seeds", type=int, help="SEEDS: how many seeds, SEED, SEED + 1, ... (default: 3, quick 2)")
-    parser.add_argument("--jobs", type=int, help="JOBS: worker processes (default 0: one per CPU core, 1 on a GPU)")
-    parser.add_argument("--threads", type=int, help="THREADS: torch threads of the kernel (default 0: torch's own)")
-    parser.add_argument("--timeout", type=float, help="seconds per cell (default: no limit)")
+    parser.add_argument("--seed", type=whole_number, help="SEED: the first seed (default: 0)")
+    parser.add_argument("--seeds", type=positive_int, help="SEEDS: how many seeds, SEED, SEED + 1, ... (default: 3, quick 2)")
+    parser.add_argument("--jobs", type=whole_number, help="JOBS: worker processes (default 0: one per CPU core, 1 on a GPU)")
+    parser.add_argument("--threads", type=whole_number, help="THREADS: torch threads of the kernel (default 0: torch's own)")
+    parser.add_argument("--timeout", type=seconds, help="seconds per cell (default: no limit)")
     parser.add_argument("--executed", metavar="PATH", help="also save the executed notebook here")
     parser.add_argument("--in-place", action="store_true",
                         help="after a successful run, save the executed notebook over NOTEBOOK (not with --quick)")
@@ -57,46 +89,42 @@ def main(argv=None):
     client = None  # the notebook's client once it exists: a signal then ends its kernel too
     exit_cleanly_on_signals(prog, cleanup=lambda: _end_kernel(client))
 
+    def refuse(message):
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return BAD_PARAMETERS
+
     notebook_path = os.path.abspath(args.notebook)
     if not os.path.isfile(notebook_path):
-        print(f"{prog}: error: no notebook at {args.notebook!r}", file=sys.stderr)
-        return 2
+        return refuse(f"no notebook at {args.notebook!r}")
     if args.executed and os.path.abspath(args.executed) == notebook_path:
-        print(f"{prog}: error: --executed must not overwrite the notebook itself (that is --in-place)", file=sys.stderr)
-        return 2
-    if args.in_place and (args.quick or os.environ.get("QUICK") == "1"):
-        print(f"{prog}: error: --in-place with a quick run: the notebook keeps the outputs of a full run",
-              file=sys.stderr)
-        return 2
-    # Folders relative to where this command runs (the kernel runs in the notebook's folder).
-    out = args.out if args.out is not None else os.environ.get("FIGURES_DIR")
-    cifar_dir = args.cifar_dir if args.cifar_dir is not None else os.environ.get("CIFAR_DIR")
+        return refuse("--executed must not overwrite the notebook itself (that is --in-place)")
+    if args.in_place and args.quick:
+        return refuse("--in-place with a quick run: the notebook keeps the outputs of a full run")
     try:
-        if out:
-            check_output_dir(out)  # now, not in the last cell after all the training
+        if args.out:
+            check_output_dir(args.out)  # now, not in the last cell after all the training
     except UsageError as error:
-        print(f"{prog}: error: {error} (--out / FIGURES_DIR)", file=sys.stderr)
-        return 2
-
-    settings = {"FIGURES_DIR": out and os.path.abspath(out), "CIFAR_DIR": cifar_dir and os.path.abspath(cifar_dir),
-                "QUICK": "1" if args.quick else None, "DEVICE": args.device,
-                "SEED": None if args.seed is None else str(args.seed),
-                "SEEDS": None if args.seeds is None else str(args.seeds),
-                "JOBS": None if args.jobs is None else str(args.jobs),
-                "THREADS": None if args.threads is None else str(args.threads)}
-    for key, value in settings.items():
-        if value is not None:
-            os.environ[key] = value  # the kernel inherits this process's environment
+        return refuse(f"{error} (--out)")
+    try:
+        if args.device:
+            resolve_device(args.device)  # a GPU that is not there: refused before a kernel starts
+    except UsageError as error:
+        return refuse(f"{error} (--device)")
 
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from papermill.parameterize import parameterize_notebook
 
+    notebook_dir = os.path.dirname(notebook_path)
     notebook = nbformat.read(notebook_path, as_version=4)
+    parameters = notebook_parameters(args, notebook_dir)
+    if parameters:
+        notebook = _parameterize(notebook, parameters, parameterize_notebook)
     # The kernel's own log only at level ERROR: its start-up warnings are not the notebook's.
     client = NotebookClient(notebook, timeout=args.timeout, kernel_name="python3",
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                            resources={"metadata": {"path": os.path.dirname(notebook_path)}})
+                            resources={"metadata": {"path": notebook_dir}})
     started = time.time()
     failure = []
     # The notebook runs in a second thread, so that Ctrl-C and SIGTERM reach this thread's handlers
@@ -106,6 +134,7 @@ def main(argv=None):
     runner.start()
     while runner.is_alive():
         runner.join(0.2)
+    keep_final_progress_lines(notebook)
     if args.executed:
         nbformat.write(notebook, args.executed)
     name = os.path.basename(notebook_path)
@@ -114,7 +143,7 @@ def main(argv=None):
         if isinstance(error, CellExecutionError):
             ename = getattr(error, "ename", "Error")
             print(f"{prog}: error: {name} failed: {ename}: {getattr(error, 'evalue', str(error))}", file=sys.stderr)
-            return MISSING_DATA if ename == "CifarMissingError" else 1
+            return {"CifarMissingError": MISSING_DATA, "ParameterError": BAD_PARAMETERS}.get(ename, 1)
         if isinstance(error, (CellTimeoutError, DeadKernelError, TimeoutError)):
             _end_kernel(client)  # a timed-out cell's kernel may still run: it must not outlive this command
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -126,6 +155,46 @@ def main(argv=None):
             write_atomic(notebook_path, nbformat.writes(notebook) + "\n")  # the newline nbformat.write adds
     print(f"{prog}: {name} ran in {time.time() - started:.1f} s" + (", outputs saved in it" if args.in_place else ""))
     return 0
+
+
+def _parameterize(notebook, parameters, parameterize_notebook):
+    """papermill's injection of `parameters` after the cell tagged `parameters`; the injected cell
+    gets a stable id from the notebook's own prefix, and no cell keeps the empty tag list that
+    papermill's search needs."""
+    for cell in notebook.cells:
+        cell.metadata.setdefault("tags", [])
+    notebook.metadata.setdefault("papermill", {})  # where papermill records the parameters
+    notebook = parameterize_notebook(notebook, parameters, kernel_name="python3", language="python")
+    prefix = notebook.cells[0].get("id", "cell").rsplit("-", 1)[0]
+    for cell in notebook.cells:
+        if "injected-parameters" in cell.metadata.tags:
+            cell["id"] = f"{prefix}-injected-parameters"
+        if not cell.metadata.tags:
+            del cell.metadata["tags"]
+    return notebook
+
+
+_PROGRESS_REDRAW = re.compile(r"[^\n]*\r(?!\n)")  # a line's text up to its last carriage return: redrawn
+
+
+def keep_final_progress_lines(notebook):
+    """Each cell's stderr (progress bars) as one output holding each bar's last state: a text
+    progress bar redraws its line with a carriage return, and every redraw would be stored."""
+    for cell in notebook.cells:
+        outputs, stderr = [], None
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                if stderr is None:
+                    stderr = output
+                    outputs.append(output)
+                else:
+                    stderr["text"] += output["text"]
+                continue
+            outputs.append(output)
+        if stderr is not None:
+            text = _PROGRESS_REDRAW.sub("", stderr["text"])
+            stderr["text"] = "".join(dict.fromkeys(text.splitlines(keepends=True)))  # one line per bar
+            cell["outputs"] = outputs
 
 
 def _execute(client, failure):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -128,6 +129,23 @@ def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
     first = notebook["cells"][0]
     assert first["metadata"].get("tags") == ["parameters"]
     source = "".join(first["source"])
-    assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source and '"figures-quick" if QUICK' in source
+    assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source and "SEEDS = None" in source
+    derived = "".join(notebook["cells"][2]["source"])  # derived after papermill's injected cell
+    assert "notebook_parameters.figures_dir(FIGURES_DIR, QUICK)" in derived and "least=2" in derived
     code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "os.environ" not in code  # parameters come from the parameters cell only
     assert "\ndef " not in code and "\nclass " not in code
+
+
+def test_one_seed_is_refused_in_one_line_before_any_training(tiny_cifar, tmp_path):
+    """Fig. 11's independent-CNN control of seed s is seed s + 1's model: one seed would make it
+    the attacked model itself (a difference of 0, p = 1)."""
+    started = time.time()
+    result = subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--quick", "--seeds", "1",
+                             "--cifar-dir", tiny_cifar, "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["run_notebook.py: error: adversarial_CIFAR.ipynb failed: ParameterError: "
+                                                  "SEEDS must be at least 2 (the independent CNN of seed s is seed s + 1's), not 1"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.npz"))
+    assert time.time() - started < 60  # refused in the derived-settings cell, long before any training

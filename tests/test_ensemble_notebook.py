@@ -17,9 +17,9 @@ STEMS = {"paper": os.path.join("ensemble", "cnn_cifar_leakyrelu2_main_acc"),
 
 
 def run_notebook(*args, timeout=300):
-    env = dict(os.environ, CIFAR_DOWNLOAD="0")
+    env = dict(os.environ)
     env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
-    return subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, *args],
+    return subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--no-download", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -98,10 +98,12 @@ def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
     assert first["cell_type"] == "code" and first["metadata"].get("tags") == ["parameters"]
     source = "".join(first["source"])
     assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source
-    assert 'THREADS = int(os.environ.get("THREADS", "0"))' in source  # torch's default thread count
-    assert '"figures-quick" if QUICK' in source  # quick runs never write into figures/
+    assert "THREADS = 0" in source and "SEEDS = None" in source  # plain values: papermill sets them
+    derived = "".join(notebook["cells"][2]["source"])  # derived after papermill's injected cell
+    assert "notebook_parameters.figures_dir(FIGURES_DIR, QUICK)" in derived and "if QUICK:" in derived
     ids = [cell["id"] for cell in notebook["cells"]]
     assert len(set(ids)) == len(ids) and all(i.startswith("ensemble-") for i in ids)
     # the notebook is a thin driver: no function or class definitions of its own
     code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "os.environ" not in code  # parameters come from the parameters cell only
     assert "\ndef " not in code and "\nclass " not in code and not code.startswith("def ")

@@ -271,6 +271,9 @@ def test_plot_only_refuses_another_figures_data(fig6_files, tmp_path):
     ("corrupt .json", ".json cannot be read (damaged or cut short"),
     ("old .json", ".json does not say which script and figure saved it"),
     ("array missing", ".npz has no array 'diverged_at', which the plot needs"),
+    ("quick relabelled", ".json was edited after it was saved, or saved by an older version"),
+    ("seeds relabelled", ".json was edited after it was saved, or saved by an older version"),
+    ("unsealed .json", ".json was edited after it was saved, or saved by an older version"),
 ])
 def test_plot_only_refuses_damaged_or_unlabelled_files_in_one_line(fig6_files, tmp_path, capsys, damage, message):
     import Q_convergence_elementwise
@@ -284,11 +287,16 @@ def test_plot_only_refuses_damaged_or_unlabelled_files_in_one_line(fig6_files, t
     elif damage == "old .json":  # as saved before the script and figure were recorded
         settings.pop("script", None), settings.pop("figure_name", None)
         js.write_text(json.dumps(settings))
+    elif damage in ("quick relabelled", "seeds relabelled", "unsealed .json"):  # the .json edited by hand
+        settings.update({"quick relabelled": {"quick": not settings["quick"]}, "seeds relabelled": {"seeds": [7]},
+                         "unsealed .json": {"settings_sha256": None}}[damage])
+        js.write_text(json.dumps(settings))
     else:  # as an older version of the script might have saved it, with a matching .json
         with np.load(npz) as saved:
             arrays = {key: saved[key] for key in saved.files if key != "diverged_at"}
         np.savez_compressed(npz, **arrays)
-        js.write_text(json.dumps(dict(settings, npz_sha256=hashlib.sha256(npz.read_bytes()).hexdigest())))
+        settings = dict(settings, npz_sha256=hashlib.sha256(npz.read_bytes()).hexdigest())
+        js.write_text(json.dumps(dict(settings, settings_sha256=figure_driver.settings_digest(settings))))
     status, stderr = plot_only(Q_convergence_elementwise, tmp_path, capsys)
     assert status == 2 and one_line(stderr, message), stderr
     assert not list(tmp_path.rglob("*.pdf"))

@@ -1,6 +1,7 @@
 """The Makefile's notebook step fails loudly except for missing CIFAR-10, and quick runs never touch
 the committed files. make runs in a scratch copy of the repository (its own git repository), so
 these tests never write into the real checkout."""
+import json
 import os
 import re
 import shutil
@@ -47,10 +48,11 @@ def make(scratch, *targets, cifar_dir):
 
 
 def test_missing_cifar_is_skipped_and_a_quick_run_leaves_the_tree_clean(scratch, tmp_path):
-    result = make(scratch, "cifar-figures", "report", "QUICK=1", cifar_dir=tmp_path / "none")
+    result = make(scratch, "cifar-figures", "report", "QUICK=1", cifar_dir=tmp_path / "a folder" / "none")  # quoted
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for figure, notebook in (("Fig. 10", "ensemble_CIFAR.ipynb"), ("Fig. 11", "adversarial_CIFAR.ipynb")):
         assert f"SKIPPED {figure} ({notebook})" in result.stdout
+    assert str(tmp_path / "a folder" / "none" / "cifar-10-batches-py") in result.stderr  # one path, not two words
     report = (scratch / "figures-quick" / "REPORT.md").read_text()  # quick output in its own folder
     for figure in ("Fig. 10", "Fig. 11"):  # the report says they were not run
         assert re.search(rf"^\| {figure} \|.*\*\*not run\*\*", report, re.MULTILINE), figure
@@ -86,3 +88,27 @@ def test_only_a_full_run_into_figures_saves_the_notebooks_outputs(args, in_place
                               check=True).stdout.splitlines()
     notebooks = [line for line in commands if "run_notebook.py" in line]
     assert len(notebooks) == 2 and all(("--in-place" in line) == in_place for line in notebooks)
+
+
+def test_papermill_quick_writes_only_quick_outputs(scratch, tiny_cifar):
+    """`papermill NOTEBOOK OUT -p QUICK True` (the README's other way to run a notebook): the quick
+    settings apply, the outputs go to figures-quick/ labelled quick, and the committed figures/
+    and notebooks stay byte-identical."""
+    papermill = os.path.join(os.path.dirname(sys.executable), "papermill")
+    executed = scratch / "figures-quick" / "executed.ipynb"
+    os.makedirs(executed.parent, exist_ok=True)
+    result = subprocess.run([papermill, "ensemble_CIFAR.ipynb", str(executed), "-p", "QUICK", "True",
+                             "-p", "CIFAR_DIR", tiny_cifar, "-p", "JOBS", "2", "--no-progress-bar"],
+                            cwd=scratch, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert git("status", "--porcelain", cwd=scratch) == ""  # figures/ and the notebooks untouched
+    saved = [json.loads(path.read_text()) for path in (scratch / "figures-quick" / "ensemble").glob("*.json")]
+    assert len(saved) == 2 and all(s["quick"] is True and s["num_g_list"] == [2, 4] for s in saved)
+
+
+def test_a_quick_run_into_the_committed_figures_is_refused(tmp_path):
+    import notebook_parameters
+    with pytest.raises(notebook_parameters.ParameterError, match="QUICK run into the committed"):
+        notebook_parameters.figures_dir(notebook_parameters.COMMITTED_FIGURES, quick=True)
+    assert notebook_parameters.figures_dir(None, quick=True) == "figures-quick"
+    assert notebook_parameters.figures_dir(None, quick=False) == "figures"

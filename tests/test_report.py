@@ -6,6 +6,7 @@ The synthetic data are shaped like the scripts' output, built from the paper cod
 made up; nothing is read from, or written into, the repository's figures/.
 """
 import glob
+import hashlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 import make_report as mr
+from figure_driver import settings_digest
 import paper_numbers as paper
 from Q_dynamics_elementwise import delta_Q_tilde, max_abs
 from test_verdict_rules import EPS, group_minus_original
@@ -28,19 +30,32 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_figure(root, name, data, settings):
-    """Write root/name.npz and .json as the figure scripts do (no plot)."""
+    """Write root/name.npz and .json as save_figure does (no plot): the .json names the figure and
+    is sealed with the .npz."""
     stem = os.path.join(root, name)
     os.makedirs(os.path.dirname(stem), exist_ok=True)
     np.savez(stem + ".npz", **{k: np.asarray(v) for k, v in data.items()})
+    settings = dict(settings, figure_name=name, npz_sha256=hashlib.sha256(open(stem + ".npz", "rb").read()).hexdigest())
+    settings["settings_sha256"] = settings_digest(settings)
     with open(stem + ".json", "w") as f:
         json.dump(settings, f)
 
 
 def edit_figure(root, name, **changes):
-    """Change some arrays of a saved figure."""
+    """Change some arrays of a saved figure (and re-seal its .json, as a new run would)."""
     with np.load(os.path.join(root, name + ".npz")) as saved:
         data = {k: saved[k] for k in saved.files}
-    np.savez(os.path.join(root, name + ".npz"), **{**data, **{k: np.asarray(v) for k, v in changes.items()}})
+    with open(os.path.join(root, name + ".json")) as f:
+        settings = json.load(f)
+    write_figure(root, name, {**data, **changes}, settings)
+
+
+def save_as(root, name, new_name, keep=False):
+    """The saved figure `name` as a run that saved it under `new_name` would have left it."""
+    with np.load(os.path.join(root, name + ".npz")) as saved, open(os.path.join(root, name + ".json")) as f:
+        write_figure(root, new_name, {k: saved[k] for k in saved.files}, json.load(f))
+    for ext in () if keep else (".npz", ".json"):
+        os.remove(os.path.join(root, name + ext))
 
 
 def run_settings(command, seconds, quick=False, **extra):
@@ -464,7 +479,8 @@ def test_shifting_Q_by_a_constant_changes_no_verdict(figures, tmp_path):
         assert after == before, shift
 
 
-@pytest.mark.parametrize("damage", ["truncated npz", "corrupt json", "missing key", "npz without json"])
+@pytest.mark.parametrize("damage", ["truncated npz", "corrupt json", "missing key", "npz without json",
+                                    "quick relabelled", "figure renamed"])
 def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
     stem = os.path.join(figures, TANH_F9)
     if damage == "truncated npz":
@@ -476,9 +492,15 @@ def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
         with open(stem + ".json", "w") as f:
             f.write('{"quick": fal')
     elif damage == "missing key":
-        edit_figure(figures, TANH_F9)
-        with np.load(stem + ".npz") as saved:
-            np.savez(stem + ".npz", **{k: saved[k] for k in saved.files if k != "Q0_zero"})
+        with np.load(stem + ".npz") as saved, open(stem + ".json") as f:
+            write_figure(figures, TANH_F9, {k: saved[k] for k in saved.files if k != "Q0_zero"}, json.load(f))
+    elif damage in ("quick relabelled", "figure renamed"):  # a smoke test passed off as the full run, or another figure
+        with open(stem + ".json") as f:
+            settings = json.load(f)
+        settings.update({"quick": not settings["quick"]} if damage == "quick relabelled" else
+                        {"figure_name": TANH_F9, "script": "another.py"})
+        with open(stem + ".json", "w") as f:
+            json.dump(settings, f)
     else:
         os.remove(stem + ".json")
     status, text = report(figures)
@@ -492,9 +514,10 @@ def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
     assert all(v == REPRODUCED for s, v in verdicts.items() if not s.startswith(("m*n", "largest Hessian")))
     assert DATA_ERROR_TEXT in text and f"> **Data errors**: Fig. 9" in text
     line = next(x for x in text.splitlines() if x.startswith(f"**No verdict: {mr.DATA_ERROR}.**"))
-    assert TANH_F9 in line and ({"truncated npz": "cannot be read", "corrupt json": ".json cannot be read",
-                                 "missing key": "lacks key 'Q0_zero'",
-                                 "npz without json": "is missing"}[damage] in line)
+    assert TANH_F9 in line and ({"truncated npz": "is not the file its .json describes",
+                                 "corrupt json": ".json cannot be read", "missing key": "lacks key 'Q0_zero'",
+                                 "npz without json": "is missing", "quick relabelled": "was edited after it was saved",
+                                 "figure renamed": "was edited after it was saved"}[damage] in line)
     assert capsys.readouterr().err.count("make_report.py: data error:") >= 1
 
 
@@ -503,7 +526,7 @@ def test_unreadable_file_exits_non_zero_from_the_command_line(figures):
         f.write(b"not a zip file")
     result = subprocess.run([sys.executable, os.path.join(REPO, "make_report.py"), "--out", str(figures)],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 1 and "radial_zoomed_1e6.npz cannot be read" in result.stderr
+    assert result.returncode == 1 and "radial_zoomed_1e6.npz is not the file its .json describes" in result.stderr
     verdicts = summary_rows((figures / "REPORT.md").read_text())
     assert verdicts["steps to converge proportional to Q (radial)"] == mr.DATA_ERROR
     assert verdicts["larger |Q| reaches a fixed loss in fewer steps"] == REPRODUCED
@@ -598,18 +621,13 @@ def test_quick_file_names_are_found_and_two_matches_are_an_error(figures):
     """A quick run writes its settings into the Fig. 11 names (g5 for g200): the report reads them; two runs of
     different settings in one folder are a data error, not a silent choice."""
     for suffix in ("", "_exact"):
-        for ext in (".npz", ".json"):
-            for name in (CORRECTED, ROBUSTNESS):
-                os.rename(figures / (name + suffix + ext), figures / (name.replace("g200", "g5") + suffix + ext))
-    for ext in (".npz", ".json"):
-        os.rename(figures / (FIG11_PAPER.format("PGD") + ext), figures / (FIG11_PAPER.format("PGD").replace(
-            "g200_eps10", "g5_eps1e-05") + ext))
+        for name in (CORRECTED, ROBUSTNESS):
+            save_as(figures, name + suffix, name.replace("g200", "g5") + suffix)
+    save_as(figures, FIG11_PAPER.format("PGD"), FIG11_PAPER.format("PGD").replace("g200_eps10", "g5_eps1e-05"))
     status, text = report(figures)
     assert status == 0 and set(summary_rows(text).values()) == {REPRODUCED}
     assert "![ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact]" not in text  # (no png written here)
-    for ext in (".npz", ".json"):
-        shutil.copy(figures / (ROBUSTNESS.replace("g200", "g5") + ext),
-                    figures / (ROBUSTNESS.replace("g200", "g7") + ext))
+    save_as(figures, ROBUSTNESS.replace("g200", "g5"), ROBUSTNESS.replace("g200", "g7"), keep=True)
     status, text = report(figures)
     verdicts = summary_rows(text)
     assert status == 1 and all(verdicts[s] == mr.DATA_ERROR for s in verdicts if s.startswith("corrected"))
@@ -638,10 +656,10 @@ def test_a_failed_sanity_check_is_no_robustness_verdict(figures):
 
 def test_saved_data_from_before_the_new_measurements_is_not_run(figures):
     """A Fig. 10 grid without the held-out agreement, and no suite or fit-size files: 'not run', never an error."""
-    with np.load(figures / (FIG10 + ".npz")) as saved:
-        old = {k: saved[k] for k in saved.files if not k.startswith("heldout_")}
     for suffix in ("", "_exact"):
-        np.savez(figures / (FIG10 + suffix + ".npz"), **old)
+        with np.load(figures / (FIG10 + suffix + ".npz")) as saved, open(figures / (FIG10 + suffix + ".json")) as f:
+            write_figure(figures, FIG10 + suffix, {k: saved[k] for k in saved.files if not k.startswith("heldout_")},
+                         json.load(f))
         for ext in (".npz", ".json"):
             os.remove(figures / (ROBUSTNESS + suffix + ext))
     for ext in (".npz", ".json"):

@@ -38,27 +38,70 @@ def test_an_unwritable_out_fails_before_the_notebook_runs(tmp_path):
     assert result.stderr.count("\n") == 1 and "a_file" in result.stderr and "--out" in result.stderr
 
 
-def test_relative_folders_in_the_environment_are_the_callers(tmp_path):
-    """CIFAR_DIR and FIGURES_DIR set as relative paths mean the caller's folders, although the
-    kernel runs in the notebook's folder."""
+def write_parameterised_notebook(path, parameters, body):
+    """A notebook whose first cell is tagged `parameters`, as the CIFAR notebooks'."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(parameters), nbformat.v4.new_code_cell(body)])
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, str(path))
+    return str(path)
+
+
+def test_flags_set_the_parameters_as_papermill_does_with_the_callers_folders(tmp_path):
+    """Flags reach the parameters through papermill's injected cell (after the tagged one);
+    relative folders are the caller's although the kernel runs in the notebook's folder; a flag
+    not given keeps the notebook's default; environment variables play no part."""
     seen = tmp_path / "seen.json"
     (tmp_path / "notebooks").mkdir()
-    notebook = write_notebook(tmp_path / "notebooks" / "n.ipynb", "import json, os\n"
-                              f"folders = {{k: os.environ[k] for k in ('CIFAR_DIR', 'FIGURES_DIR')}}\n"
-                              f"json.dump(folders, open({str(seen)!r}, 'w'))")
+    notebook = write_parameterised_notebook(
+        tmp_path / "notebooks" / "n.ipynb", 'CIFAR_DIR = "data"\nFIGURES_DIR = None\nQUICK = False\nSEED = 0\nJOBS = 0',
+        "import json, os\n"
+        f"json.dump([os.path.abspath(CIFAR_DIR), os.path.abspath(FIGURES_DIR), QUICK, SEED, JOBS], open({str(seen)!r}, 'w'))")
     (tmp_path / "caller").mkdir()
-    result = run([notebook], cwd=tmp_path / "caller", env={"CIFAR_DIR": "data", "FIGURES_DIR": "out"})
+    result = run([notebook, "--cifar-dir", "data", "--out", "out", "--seed", "7", "--executed", "x.ipynb"],
+                 cwd=tmp_path / "caller", env={"CIFAR_DIR": "ignored", "SEED": "9"})
     assert result.returncode == 0, result.stderr
-    assert json.loads(seen.read_text()) == {"CIFAR_DIR": str(tmp_path / "caller" / "data"),
-                                            "FIGURES_DIR": str(tmp_path / "caller" / "out")}
+    assert json.loads(seen.read_text()) == [str(tmp_path / "caller" / "data"), str(tmp_path / "caller" / "out"),
+                                            False, 7, 0]
+    executed = nbformat.read(str(tmp_path / "caller" / "x.ipynb"), as_version=4)
+    assert executed.cells[1].metadata["tags"] == ["injected-parameters"]
+    assert executed.cells[1].id.endswith("injected-parameters")
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "-5"), ("--seeds", "0"), ("--timeout", "0.5x"), ("--timeout", "nan"),
+                                         ("--timeout", "-1"), ("--jobs", "-1"), ("--device", "tpu")])
+def test_a_bad_flag_is_refused_before_a_kernel_starts(tmp_path, flag, value):
+    ran = tmp_path / "ran"
+    notebook = write_notebook(tmp_path / "n.ipynb", f"open({str(ran)!r}, 'w').close()")
+    result = run([notebook, flag, value], cwd=tmp_path)
+    assert result.returncode == 2 and not ran.exists()
+    assert result.stderr.strip().splitlines()[-1].startswith(f"run_notebook.py: error: argument {flag}")
+
+
+def test_a_gpu_that_is_not_there_is_refused_like_the_scripts(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    notebook = write_notebook(tmp_path / "n.ipynb", "print('ran')")
+    result = run([notebook, "--device", "cuda"], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no CUDA GPU" in result.stderr
+
+
+def test_a_parameter_error_of_the_notebook_is_status_2(tmp_path):
+    notebook = write_notebook(tmp_path / "n.ipynb", "from notebook_parameters import seed_list\n"
+                              "seed_list(0, 1, False, least=2, why='a control')")
+    result = run([notebook], cwd=tmp_path, env={"PYTHONPATH": REPO})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "run_notebook.py: error: n.ipynb failed: ParameterError: SEEDS must be at least 2 (a control), not 1"]
 
 
 @pytest.mark.parametrize("name", ["ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb"])
 def test_missing_cifar_is_status_3_and_creates_nothing(tmp_path, name):
-    """Both notebooks honour CIFAR_DOWNLOAD=0 (no download, no folder created) and take a
-    relative CIFAR_DIR from the caller's folder; only this case is exit status 3."""
-    result = run([os.path.join(REPO, name), "--quick", "--out", "out"], cwd=tmp_path,
-                 env={"CIFAR_DIR": "none/data", "CIFAR_DOWNLOAD": "0"})
+    """Both notebooks honour --no-download (no download, no folder created) and take a relative
+    --cifar-dir from the caller's folder; only this case is exit status 3."""
+    result = run([os.path.join(REPO, name), "--quick", "--out", "out", "--cifar-dir", "none/data", "--no-download"],
+                 cwd=tmp_path)
     assert result.returncode == 3, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1
     assert "CifarMissingError" in result.stderr
@@ -116,10 +159,21 @@ def test_in_place_saves_the_outputs_only_after_a_full_successful_run(tmp_path):
     assert run([failing, "--in-place"], cwd=tmp_path).returncode == 1
     assert open(failing, "rb").read() == before  # a failed run keeps the committed outputs
 
-    for args, env in ((["--quick"], {}), ([], {"QUICK": "1"})):  # quick outputs never go into the notebook
-        result = run([failing, "--in-place", *args], cwd=tmp_path, env=env)
-        assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--in-place" in result.stderr
+    result = run([failing, "--in-place", "--quick"], cwd=tmp_path)  # quick outputs never go into the notebook
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--in-place" in result.stderr
     assert open(failing, "rb").read() == before
+
+
+def test_saved_copies_keep_one_final_line_per_progress_bar(tmp_path):
+    notebook = write_notebook(tmp_path / "n.ipynb", "import sys\nfor i in range(50):\n"
+                              "    sys.stderr.write(f'\\rtraining {i}%'); sys.stderr.flush()\n"
+                              "    print(i) if i % 10 == 0 else None\nsys.stderr.write('\\n')")
+    result = run([notebook, "--in-place"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outputs = nbformat.read(notebook, as_version=4).cells[0].outputs
+    stderr = [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert len(stderr) == 1 and stderr[0].text == "training 49%\n"
+    assert "".join(o.text for o in outputs if o.get("name") == "stdout") == "0\n10\n20\n30\n40\n"
 
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(home|root|tmp|work|Users|mnt|data|opt|var|srv|scratch)/")

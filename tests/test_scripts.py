@@ -261,3 +261,20 @@ def test_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         figure_driver.save_figure(fig, str(tmp_path), "sub/figure", {"x": np.arange(3)}, {})
     assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+    import matplotlib
+    matplotlib.use("Agg")
+    import figure_driver
+    import Q_convergence_radial
+
+    def full_disk(file, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(figure_driver.np, "savez_compressed", full_disk)
+    with pytest.raises(SystemExit) as ended:
+        Q_convergence_radial.main(["--quick", "--no-progress", "--out", str(tmp_path)])
+    assert ended.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "previous files are unchanged" in err[0], err
