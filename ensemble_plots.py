@@ -146,3 +146,23 @@ def plot_fit_size(data, title=None):
                  fontsize=12)
     fig.tight_layout()
     return fig
+
+
+def grid_table(values, eps, num_g, form="{:+.3f}"):
+    """A labelled text table of one value per cell: rows eps, columns num_g.  values [E, G] -> str."""
+    head = "eps \\ num_g " + "".join(f"{int(g):>9}" for g in num_g)
+    return "\n".join([head] + [f"{e:>11g} " + "".join(f"{form.format(v):>9}" for v in row)
+                               for e, row in zip(eps, np.asarray(values, dtype=float))])
+
+
+def fit_size_table(data):
+    """The fit-size experiment as text (data with a leading seed axis): per scale and images per group element,
+    held-out agreement, ensemble accuracy - original (mean probability) and the error on the fitting images."""
+    original = np.asarray(data["original_acc"], dtype=float).reshape(-1, 1, 1)
+    agreement, gain = np.asarray(data["heldout_agreement"]), np.asarray(data["mean_acc"]) - original
+    lines = [f"{'scale':>6} {'images':>7} {'agreement':>10} {'ensemble - original':>20} {'error on fit images':>20}"]
+    for i, scale in enumerate(data["scales"]):
+        for k, size in enumerate(data["sizes"]):
+            lines.append(f"{scale:>6g} {int(size):>7} {agreement[:, i, k].mean():>10.3f} {gain[:, i, k].mean():>+20.3f} "
+                         f"{np.asarray(data['fit_error'])[:, i, k].max():>20.1e}")
+    return "\n".join(lines)

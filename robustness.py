@@ -71,14 +71,22 @@ class Attack(NamedTuple):
     run: Callable     # (target, x [n, 3, 32, 32], y [n], index [n] into the suite's images, radius, r, Context) -> x_adv
 
 
+def _torchattacks():
+    try:
+        import torchattacks
+    except ImportError:
+        raise ImportError("the standard robustness evaluation needs torchattacks: pip install --no-deps "
+                          "'torchattacks>=3.5.1,<4' (see requirements.txt)") from None
+    return torchattacks
+
+
 def _torch_seed(context, *keys):
     return derive_seed(context.seed, *keys) % 2 ** 31
 
 
 def _apgd(loss):
     def run(target, x, y, index, radius, r, context):
-        import torchattacks
-        attack = torchattacks.APGD(target, norm="Linf", eps=radius, steps=context.settings["apgd_steps"],
+        attack = _torchattacks().APGD(target, norm="Linf", eps=radius, steps=context.settings["apgd_steps"],
                                    n_restarts=context.settings["apgd_restarts"], loss=loss,
                                    seed=_torch_seed(context, "apgd", loss, r))
         return attack(x, y)
@@ -86,8 +94,7 @@ def _apgd(loss):
 
 
 def _square(target, x, y, index, radius, r, context):
-    import torchattacks
-    attack = torchattacks.Square(target, norm="Linf", eps=radius, n_queries=context.settings["square_queries"],
+    attack = _torchattacks().Square(target, norm="Linf", eps=radius, n_queries=context.settings["square_queries"],
                                  n_restarts=1, loss="margin", seed=_torch_seed(context, "square", r))
     return attack(x, y)
 
