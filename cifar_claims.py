@@ -239,8 +239,8 @@ def robustness_tables(figures):
         rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in names]
                 + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for _, key in comparisons]
                 for k, r in enumerate(radii)]
-        settings = ", ".join(f"{k.replace('_', ' ')} {int(f[k])}" for k in ("apgd_steps", "apgd_restarts",
-                                                                              "square_queries", "transfer_steps"))
+        settings = ", ".join(f"{k.replace('_', ' ')} {int(f[k])}" for k in ("apgd_steps", "apgd_restarts", "square_queries",
+                                                                              "transfer_steps", "audit_images"))
         lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
                   f"{int(f['suite_images'])} test images for every classifier; {settings}). Robust accuracy: right on "
                   "clean data and under every attack; mean ± std over seeds; McNemar's p largest over seeds.", ""]

@@ -10,17 +10,20 @@ Every classifier is attacked at the L-inf radii RADII (pixel scale [0, 1]) by th
   square     Square (torchattacks.Square, margin loss), gradient-free: it needs no gradient, so a masked or
              saturated gradient cannot hide an adversarial image from it
 An ensemble is attacked through the log of its mean probability (attacks.EnsembleMeanProbability): one trunk pass
-per image, gradients through every member. The first three ('standalone') run on every image the classifier gets
-right on clean data, so their accuracies alone are known and the sanity checks can compare them; each later one
-runs only on the images still right after all the attacks before it (the cascade). An image is robust only if it is
-right on clean data and under every attack (the per-image worst case, `robust`). Every classifier is evaluated on
-the same first `images` test images.
+per image, gradients through every member. Which images an attack runs on (Attack.runs_on): FGSM and transfer,
+which are cheap, on every image the classifier gets right on clean data; APGD-CE on those of the audit images (the
+first SUITE['audit_images']) and, elsewhere, on the images still right after FGSM and transfer; APGD-DLR and Square
+only on the images still right after every attack before them (the cascade). So on the audit images the
+accuracies of FGSM, transfer and APGD-CE alone are known, and the sanity checks compare them. An image is robust
+only if it is right on clean data and under every attack (the per-image worst case, `robust`): the cascade changes
+the cost, not that outcome. Every classifier is evaluated on the same first `images` test images.
 
 Settings (SUITE): AutoAttack's standard evaluation runs APGD-CE (100 iterations, 1 restart), APGD-T (9 target
 classes), FAB-T and Square (5,000 queries). Here APGD-CE and APGD-DLR run 100 iterations with 1 restart each,
 APGD-DLR (untargeted) stands in for APGD-T and FAB-T (9x cheaper; AutoAttack's 'rand' version uses the same pair),
 and Square gets 1,000 queries: CPU time (issue budget: all of Fig. 11 in 25 minutes on 2 cores). Pass other
-settings to restore the standard ones.
+settings to restore the standard ones. APGD-CE alone on every image would cost 2 to 3 times the whole suite; on
+250 audit images it gives the sanity checks the same comparison.
 
 Sanity checks (SANITY_CHECKS), saved with every evaluation, per classifier and radius: the iterative white-box
 attack is at least as strong as the single step, and at least as strong as transfer (within SANITY_SLACK); the
@@ -43,7 +46,7 @@ from cifar import compute_features
 from symmetry import FIT_NOISE, LABELS, NUMERICS, derive_seed, fit_and_measure, stack_seeds
 
 RADII = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # the attack radius (L-inf), not the group action's scale
-SUITE = {"apgd_steps": 100, "apgd_restarts": 1, "square_queries": 1000, "transfer_steps": 20}
+SUITE = {"apgd_steps": 100, "apgd_restarts": 1, "square_queries": 1000, "transfer_steps": 20, "audit_images": 250}
 SUITE_IMAGES = 1000  # the first test images, the same for every classifier
 SANITY_SLACK = 0.01
 ENSEMBLES = ("group", "perm_interp")  # the group ensemble and the shared-trunk control (interpolated permutation)
@@ -67,7 +70,8 @@ class Attack(NamedTuple):
     name: str         # the key in saved arrays
     label: str        # tables and plots
     kind: str         # 'single-step', 'transfer', 'white-box' or 'gradient-free'
-    standalone: bool  # runs on every image right on clean data (else: on those still right after the previous ones)
+    runs_on: str      # 'every' image right on clean data; 'audit': every one of the audit images, elsewhere the
+                      # survivors; 'survivors': the images still right after every attack before it
     run: Callable     # (target, x [n, 3, 32, 32], y [n], index [n] into the suite's images, radius, r, Context) -> x_adv
 
 
@@ -100,12 +104,13 @@ def _square(target, x, y, index, radius, r, context):
 
 
 ATTACKS = (
-    Attack("fgsm", "FGSM", "single-step", True, lambda target, x, y, index, radius, r, context: fgsm(target, x, y, radius)),
-    Attack("transfer", "transfer (PGD on the original)", "transfer", True,
+    Attack("fgsm", "FGSM", "single-step", "every",
+           lambda target, x, y, index, radius, r, context: fgsm(target, x, y, radius)),
+    Attack("transfer", "transfer (PGD on the original)", "transfer", "every",
            lambda target, x, y, index, radius, r, context: context.transfer[r][index]),
-    Attack("apgd_ce", "APGD-CE", "white-box", True, _apgd("ce")),
-    Attack("apgd_dlr", "APGD-DLR", "white-box", False, _apgd("dlr")),
-    Attack("square", "Square", "gradient-free", False, _square),
+    Attack("apgd_ce", "APGD-CE", "white-box", "audit", _apgd("ce")),
+    Attack("apgd_dlr", "APGD-DLR", "white-box", "survivors", _apgd("dlr")),
+    Attack("square", "Square", "gradient-free", "survivors", _square),
 )
 
 
@@ -128,21 +133,26 @@ def predict(target, x, batch_size=1000):
     return torch.cat([target(x[i:i + batch_size]).argmax(dim=-1) for i in range(0, len(x), batch_size)])
 
 
-def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500):
-    """The cascade on one classifier.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R].
+def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None):
+    """The cascade on one classifier.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R]; audit: the number of audit
+    images (None: context.settings['audit_images'], or all without a context).
 
-    Returns a dict of numpy arrays: clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
+    Returns a dict of numpy arrays: audit; clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
     attack a: True where a did not run, because the image was already wrong); linf [A, R] (largest |x_adv - x|),
     low, high [A, R] (smallest and largest adversarial pixel value) and seconds [A, R] (wall time of each attack).
     """
+    if audit is None:
+        audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
     clean = (predict(target, x) == y).cpu().numpy()
+    in_audit = np.arange(len(x)) < audit
     correct = np.ones((len(attacks), len(radii), len(x)), dtype=bool)
     linf, low, high = np.zeros(correct.shape[:2]), np.zeros(correct.shape[:2]), np.ones(correct.shape[:2])
     seconds = np.zeros(correct.shape[:2])
     for r, radius in enumerate(radii):
         for a, attack in enumerate(attacks):
             started = time.time()
-            todo = clean & (True if attack.standalone else worst_case(correct[:a, r]))
+            survivors = worst_case(correct[:a, r])
+            todo = clean & {"every": True, "audit": in_audit | survivors, "survivors": survivors}[attack.runs_on]
             index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
             for part in torch.split(index, batch_size) if len(index) else ():
                 x_adv = attack.run(target, x[part], y[part], part, radius, r, context).detach()
@@ -150,54 +160,60 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500):
                 linf[a, r] = max(linf[a, r], float((x_adv - x[part]).abs().max()))
                 low[a, r], high[a, r] = min(low[a, r], float(x_adv.min())), max(high[a, r], float(x_adv.max()))
             seconds[a, r] = time.time() - started
-    return {"clean": clean, "correct": correct, "linf": linf, "low": low, "high": high, "seconds": seconds}
+    return {"audit": audit, "clean": clean, "correct": correct, "linf": linf, "low": low, "high": high,
+            "seconds": seconds}
 
 
-def _of_kind(attacks, kind, standalone=True):
-    return [a for a, attack in enumerate(attacks) if attack.kind == kind and attack.standalone == standalone]
+def alone_accuracy(clean, correct, attacks, audit):
+    """[A, R]: the accuracy on the audit images (the first `audit`) under each attack alone; NaN for the attacks
+    that run only on survivors there. clean [N], correct [A, R, N]."""
+    return np.array([(clean[:audit] & correct[a, :, :audit]).mean(axis=-1) if attack.runs_on != "survivors"
+                     else np.full(correct.shape[1], np.nan) for a, attack in enumerate(attacks)])
 
 
-def _alone(clean, correct, indices):
-    """The lowest accuracy [R] under any one of the standalone attacks `indices` alone."""
-    return np.min([(clean & correct[a]).mean(axis=-1) for a in indices], axis=0)
+def _alone(alone, attacks, kind):
+    """The lowest accuracy [R] under any one attack of the kind alone (alone_accuracy's [A, R])."""
+    return np.nanmin([alone[a] for a, attack in enumerate(attacks) if attack.kind == kind], axis=0)
 
 
-# name -> (what it checks, check(clean [N], correct [A, R, N], attacks) -> ok [R] bool)
+# name -> (what it checks, check(alone [A, R] on the audit images, robust accuracy [R], attacks) -> ok [R] bool)
 SANITY_CHECKS = {
     "iterative_vs_single_step": (
         f"iterative white-box accuracy <= single-step accuracy + {SANITY_SLACK}",
-        lambda clean, correct, attacks: _alone(clean, correct, _of_kind(attacks, "white-box"))
-        <= _alone(clean, correct, _of_kind(attacks, "single-step")) + SANITY_SLACK),
+        lambda alone, robust, attacks: _alone(alone, attacks, "white-box")
+        <= _alone(alone, attacks, "single-step") + SANITY_SLACK),
     "white_box_vs_transfer": (
         f"white-box accuracy <= transfer accuracy + {SANITY_SLACK}",
-        lambda clean, correct, attacks: _alone(clean, correct, _of_kind(attacks, "white-box"))
-        <= _alone(clean, correct, _of_kind(attacks, "transfer")) + SANITY_SLACK),
+        lambda alone, robust, attacks: _alone(alone, attacks, "white-box")
+        <= _alone(alone, attacks, "transfer") + SANITY_SLACK),
     "monotone_in_radius": (
         "robust accuracy does not increase with the radius",
-        lambda clean, correct, attacks: np.concatenate(
-            [[True], np.diff((clean & worst_case(correct)).mean(axis=-1)) <= 0])),
+        lambda alone, robust, attacks: np.concatenate([[True], np.diff(robust) <= 0])),
 }
 
 
-def sanity_checks(clean, correct, attacks=ATTACKS):
-    """{check name: ok [R] bool} for one classifier (run_suite's clean [N] and correct [A, R, N])."""
-    return {name: np.asarray(check(clean, correct, attacks), dtype=bool) for name, (_, check) in SANITY_CHECKS.items()}
+def sanity_checks(clean, correct, attacks=ATTACKS, audit=None):
+    """{check name: ok [R] bool} for one classifier (run_suite's clean [N], correct [A, R, N], audit: its number of
+    audit images, None: all)."""
+    alone = alone_accuracy(clean, correct, attacks, len(clean) if audit is None else audit)
+    robust = (clean & worst_case(correct)).mean(axis=-1)
+    return {name: np.asarray(check(alone, robust, attacks), dtype=bool) for name, (_, check) in SANITY_CHECKS.items()}
 
 
 def summarise(suite, attacks=ATTACKS):
     """run_suite's dict -> the saved arrays of one classifier (no prefix): clean [N], robust [R, N] bool;
-    clean_acc; robust_acc [R]; alone_acc [A, R] (accuracy under each standalone attack alone; NaN for the others);
+    clean_acc; robust_acc [R]; alone_acc [A, R] (alone_accuracy: on the audit images, under each attack alone; NaN
+    for those that run only on survivors);
     cumulative_acc [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that attack a
     is the first in the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds [A, R]."""
-    clean, correct = suite["clean"], suite["correct"]
+    clean, correct, audit = suite["clean"], suite["correct"], suite.get("audit", len(suite["clean"]))
     robust = clean & worst_case(correct)
-    alone = np.array([(clean & correct[a]).mean(axis=-1) if attack.standalone else np.full(correct.shape[1], np.nan)
-                      for a, attack in enumerate(attacks)])
+    alone = alone_accuracy(clean, correct, attacks, audit)
     cumulative = np.array([(clean & worst_case(correct[:a + 1])).mean(axis=-1) for a in range(len(attacks))])
     before = np.concatenate([clean[None, None].repeat(correct.shape[1], 1),
                              clean & np.logical_and.accumulate(correct, axis=0)], axis=0)  # [A + 1, R, N]
     decided = (before[:-1] & ~before[1:]).sum(axis=-1)
-    checks = sanity_checks(clean, correct, attacks)
+    checks = sanity_checks(clean, correct, attacks, audit)
     return {"clean": clean, "robust": robust, "clean_acc": np.float64(clean.mean()), "robust_acc": robust.mean(axis=-1),
             "alone_acc": alone, "cumulative_acc": cumulative, "decided": decided.astype(np.int64),
             "sanity": np.array([checks[k] for k in SANITY_CHECKS]),
@@ -349,7 +365,7 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
     axes[0].set_title("(a) robust accuracy (worst case over the suite)")
     cumulative = np.asarray(data["cumulative_acc_group"]).reshape(-1, len(attacks), len(axis))
     for a, attack in enumerate(attacks):
-        _mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", "o--" if attack.standalone else "s-")
+        _mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", "s-" if attack.runs_on == "survivors" else "o--")
     axes[1].set_title("(b) group ensemble through the cascade")
     for name, label in (("group_vs_original", "group - original"), ("group_vs_perm_interp", "group - shared trunk"),
                         ("group_vs_independent", "group - independent CNN")):

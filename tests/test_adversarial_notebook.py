@@ -123,7 +123,7 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
         assert settings["numerics"] == numerics and settings["quick"] is True
         assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
         np.testing.assert_allclose(data["radii"] * 255, [1, 2, 4, 8], atol=1e-9)
-        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 10
+        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 10 and int(data["audit_images"]) == 50
         for c in robustness.CLASSIFIERS:
             assert data[f"robust_{c}"].shape == (2, 4, 100) and data[f"sanity_{c}"].shape == (2, 3, 4)
             assert np.all(data[f"robust_acc_{c}"] <= data[f"clean_acc_{c}"][:, None] + 1e-12)

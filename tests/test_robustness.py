@@ -71,7 +71,7 @@ class PixelClassifier(torch.nn.Module):
         return -(x[:, 0, 0, 0, None] * 9 - torch.arange(10.0)).abs()
 
 
-def fake_attack(name, standalone, breaks, calls):
+def fake_attack(name, runs_on, breaks, calls):
     """An attack that records the images it is run on and breaks those in `breaks` (suite indices)."""
     def run(target, x, y, index, radius, r, context):
         calls[name] = calls.get(name, []) + index.tolist()
@@ -80,7 +80,7 @@ def fake_attack(name, standalone, breaks, calls):
         x_adv[hit, 0, 0, 0] = ((y[hit] + 1) % 10).float() / 9
         return x_adv
     kind = {"single": "single-step", "transfer": "transfer", "white": "white-box"}.get(name, "gradient-free")
-    return robustness.Attack(name, name, kind, standalone, run)
+    return robustness.Attack(name, name, kind, runs_on, run)
 
 
 def test_cascade_runs_later_attacks_on_survivors_and_robust_is_the_worst_case():
@@ -89,20 +89,21 @@ def test_cascade_runs_later_attacks_on_survivors_and_robust_is_the_worst_case():
     x[:, 0, 0, 0] = y.float() / 9
     x[7, 0, 0, 0] = 1.0  # image 7 is wrong on clean data
     calls = {}
-    suite = (fake_attack("single", True, {0}, calls), fake_attack("transfer", True, {0, 1}, calls),
-             fake_attack("white", True, {2}, calls), fake_attack("later", False, {3, 4}, calls),
-             fake_attack("last", False, {4, 5}, calls))
-    out = robustness.run_suite(PixelClassifier(), x, y, [0.1], None, suite)
+    suite = (fake_attack("single", "every", {0, 5}, calls), fake_attack("transfer", "every", {1}, calls),
+             fake_attack("white", "audit", {2}, calls), fake_attack("later", "survivors", {3, 4}, calls),
+             fake_attack("last", "survivors", {4, 5}, calls))
+    out = robustness.run_suite(PixelClassifier(), x, y, [0.1], None, suite, audit=2)
     assert out["clean"].tolist() == [True] * 7 + [False]
-    for name in ("single", "transfer", "white"):  # standalone: every image right on clean data
-        assert calls[name] == list(range(7)), name
-    assert calls["later"] == [3, 4, 5, 6] and calls["last"] == [5, 6]  # the survivors of everything before
+    assert calls["single"] == calls["transfer"] == list(range(7))  # every image right on clean data
+    assert calls["white"] == [0, 1, 2, 3, 4, 6]  # the audit images 0, 1 and the survivors elsewhere (not 5)
+    assert calls["later"] == [3, 4, 6] and calls["last"] == [6]  # the survivors of everything before
     summary = robustness.summarise(out, suite)
     expected = [False, False, False, False, False, False, True, False]  # by hand: only image 6 survives all
     assert summary["robust"][0].tolist() == expected and summary["robust_acc"][0] == 1 / 8
-    assert summary["decided"][:, 0].tolist() == [1, 1, 1, 2, 1]  # first broken by each attack, in order
-    np.testing.assert_allclose(summary["alone_acc"][:3, 0], [6 / 8, 5 / 8, 6 / 8])
-    np.testing.assert_allclose(summary["cumulative_acc"][:, 0], [6 / 8, 5 / 8, 4 / 8, 2 / 8, 1 / 8])
+    assert summary["decided"][:, 0].tolist() == [2, 1, 1, 2, 0]  # first broken by each attack, in order
+    np.testing.assert_allclose(summary["alone_acc"][:3, 0], [1 / 2, 1 / 2, 1.0])  # alone, on the 2 audit images
+    assert np.isnan(summary["alone_acc"][3:]).all()
+    np.testing.assert_allclose(summary["cumulative_acc"][:, 0], [5 / 8, 4 / 8, 3 / 8, 1 / 8, 1 / 8])
 
 
 def test_worst_case_is_right_only_under_every_attack():
@@ -117,7 +118,7 @@ def test_worst_case_is_right_only_under_every_attack():
 
 
 def test_sanity_checks_fire_on_constructed_outcomes():
-    suite = robustness.ATTACKS  # fgsm, transfer, apgd-ce standalone; then apgd-dlr, square
+    suite = robustness.ATTACKS  # fgsm, transfer, apgd-ce alone (on all images here: no audit subset); apgd-dlr, square
     clean = np.ones(100, dtype=bool)
     correct = np.ones((5, 2, 100), dtype=bool)
     correct[0, :, :40] = False  # FGSM breaks 40 images at both radii
@@ -137,7 +138,7 @@ def test_sanity_checks_fire_on_constructed_outcomes():
 
 # ---- a tiny trained model: budgets and the sanity checks both ways ------------------------------
 
-SMALL = dict(robustness.SUITE, apgd_steps=20, square_queries=50, transfer_steps=10)
+SMALL = dict(robustness.SUITE, apgd_steps=20, square_queries=50, transfer_steps=10, audit_images=60)
 RADII = (8 / 255, 32 / 255, 64 / 255)  # the tiny classes are far apart: 8/255 leaves the original intact
 
 
@@ -177,7 +178,7 @@ def tiny_sweeps(tiny_model):
     """The suite at small settings, and the same with APGD-CE weakened to one small step without restarts."""
     model, split = tiny_model
     radii = RADII
-    weak = robustness.Attack("apgd_ce", "one small step", "white-box", True,
+    weak = robustness.Attack("apgd_ce", "one small step", "white-box", "audit",
                              lambda target, x, y, index, radius, r, context: attacks.pgd(
                                  target, x, y, eps=radius, step=radius / 8, iterations=1, random_start=False))
     weakened = tuple(weak if a.name == "apgd_ce" else a for a in robustness.ATTACKS)
