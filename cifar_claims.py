@@ -243,11 +243,14 @@ def robustness_tables(figures):
                                                                               "transfer_steps", "audit_images"))
         lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
                   f"{int(f['suite_images'])} test images for every classifier; {settings}). Robust accuracy: right on "
-                  "clean data and under every attack; mean ± std over seeds; McNemar's p largest over seeds.", ""]
+                  "clean data and under every attack; mean ± std over seeds; McNemar's p largest over seeds. The "
+                  "independent CNN of a seed is another seed's original, so over the seeds its accuracies are the "
+                  "original's; its comparison with the group is paired within each seed.", ""]
         lines += table(["radius"] + list(names.values()) + [h for h, _ in comparisons], rows)
         decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in CLASSIFIERS)  # [A, R]
-        lines += ["Images first broken by each attack (in the order of the suite; summed over seeds and the three "
-                  "classifiers):", ""]
+        lines += ["Images first broken by each attack (in the order of the suite, so the cheap attacks come first; "
+                  "summed over seeds and the three classifiers; an image an earlier attack broke is not counted "
+                  "again):", ""]
         lines += table(["radius"] + [a.label for a in ATTACKS],
                        [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(ATTACKS))]
                         for k, r in enumerate(radii)])
