@@ -21,9 +21,9 @@ the cost, not that outcome. Every classifier is evaluated on the same first `ima
 Settings (SUITE): AutoAttack's standard evaluation runs APGD-CE (100 iterations, 1 restart), APGD-T (9 target
 classes), FAB-T and Square (5,000 queries). Here APGD-CE and APGD-DLR run 100 iterations with 1 restart each,
 APGD-DLR (untargeted) stands in for APGD-T and FAB-T (9x cheaper; AutoAttack's 'rand' version uses the same pair),
-and Square gets 1,000 queries: CPU time (issue budget: all of Fig. 11 in 25 minutes on 2 cores). Pass other
-settings to restore the standard ones. APGD-CE alone on every image would cost 2 to 3 times the whole suite; on
-250 audit images it gives the sanity checks the same comparison.
+and Square gets 1,000 queries: CPU time (the aim: all of Fig. 11 in 25 minutes on 2 cores). Pass other settings
+to restore the standard ones. APGD-CE alone on every image took 150-200 s per classifier and seed, most of the
+suite (docs/performance.md); on 250 audit images it gives the sanity checks the same comparison.
 
 Sanity checks (SANITY_CHECKS), saved with every evaluation, per classifier and radius: the iterative white-box
 attack is at least as strong as the single step, and at least as strong as transfer (within SANITY_SLACK); the

@@ -107,7 +107,7 @@ def test_adaptive_attack_hurts_the_ensemble(tiny_sweep):
     for numerics, data in out.items():
         for method in ("fgsm", "pgd"):
             adaptive = data[f"{method}_adaptive_acc_group"]
-            assert adaptive[-1] < adaptive[0] - 0.05, (numerics, method, adaptive)
+            assert adaptive[-1] < adaptive[0], (numerics, method, adaptive)
             assert np.all(data[f"{method}_worst_acc_group"] <= adaptive + 1e-12)
         assert data["fgsm_adaptive_acc_group"][0] == data["fgsm_transfer_acc_group"][0]  # eps 0: clean images
 
