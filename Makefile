@@ -30,8 +30,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	# Test-only reference attack library; --no-deps because its metadata pins an old
-	# requests that it never imports (its real needs are in requirements.txt).
+	# APGD and Square of the standard robustness evaluation (robustness.py; the tests' reference FGSM/PGD
+	# too); --no-deps because its metadata pins an old requests that it never imports (its real needs
+	# are in requirements.txt).
 	$(PY) -m pip install --quiet --no-deps "torchattacks>=3.5.1,<4"
 	touch $@
 

@@ -207,16 +207,17 @@ def protocol_inputs(images, protocol):
     return images - 0.5 if check_protocol(protocol) == "paper" else images
 
 
-def make_adversarial_cnn(protocol, hidden=16, num_g=200, eps=10.0, seed=0):
+def make_adversarial_cnn(protocol, hidden=16, seed=0):
     """The Fig. 11 CNN for a protocol: group-action layer with LeakyReLU(0.1).
 
     'paper': softmax output (trained and attacked through the double softmax, B1), no input
     shift (it is fed x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]).
-    The same seed gives the same initial weights for both protocols.
+    The same seed gives the same initial weights for both protocols. The group elements are drawn
+    by each sweep (symmetry.fit_and_measure), so the layer starts with a placeholder of one.
     """
     paper = check_protocol(protocol) == "paper"
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
-                    softmax_output=paper, num_g=num_g, eps=eps, seed=seed)
+                    softmax_output=paper, seed=seed)
 
 
 def adversarial_splits(train_images, train_labels, test_images, test_labels, protocol, hidden=16,
@@ -325,7 +326,7 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
     return out
 
 
-def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, seed=0, num_g=200, eps=10.0,
+def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, seed=0, num_g=200, group_scale=10.0,
                          strengths=PAPER_STRENGTHS, pgd_eps=PAPER_PGD["eps"], pgd_step=PAPER_PGD["step"],
                          modes=ENSEMBLE_MODES):
     """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength.
@@ -338,7 +339,7 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, seed=0, nu
     original model on the clean evaluation images clamped to [0, 1] and nothing else (the part
     of the paper's drop due to B2), 'symmetry_error': symmetry.fit_and_measure's dict}.
     """
-    _, error = fit_and_measure(model, compute_features(model, protocol_inputs(fit_images, "paper")), num_g, eps, seed,
+    _, error = fit_and_measure(model, compute_features(model, protocol_inputs(fit_images, "paper")), num_g, group_scale, seed,
                                "paper")
     device = next(model.parameters()).device
     x, y = protocol_inputs(eval_images, "paper").to(device), eval_labels.to(device)
@@ -450,7 +451,7 @@ def _noise_columns(sizes, generator):
 
 
 def threat_model_sweep(model, independent, fit_images, x, y, seed=0, numerics=tuple(NUMERICS), fit_noise=FIT_NOISE,
-                       num_g=200, eps=10.0, fgsm_eps=FGSM_EPS, pgd_iterations=PGD_ITERATIONS,
+                       num_g=200, group_scale=10.0, fgsm_eps=FGSM_EPS, pgd_iterations=PGD_ITERATIONS,
                        pgd_eps=CORRECTED_PGD["eps"], pgd_step=CORRECTED_PGD["step"], pgd_images=2000,
                        modes=ENSEMBLE_MODES, batch_size=1000):
     """Fig. 11 under the corrected protocol, one seed: every threat model and control, per numerics.
@@ -485,7 +486,7 @@ def threat_model_sweep(model, independent, fit_images, x, y, seed=0, numerics=tu
     for name in numerics:
         moved[name] = copy.deepcopy(model)
         moved[name].group_action.fit_noise = fit_noise[name]
-        _, error = fit_and_measure(moved[name], fit_features, num_g, eps, seed, name)
+        _, error = fit_and_measure(moved[name], fit_features, num_g, group_scale, seed, name)
         out[name] = {"fgsm_eps": np.asarray(fgsm_eps, dtype=np.float64), "pgd_iterations": np.asarray(pgd_iterations),
                      "pgd_eps": np.float64(pgd_eps), "pgd_step": np.float64(pgd_step),
                      "fgsm_images": np.int64(len(x)), "pgd_images": np.int64(min(pgd_images, len(x))),

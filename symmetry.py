@@ -22,7 +22,7 @@ Contents, top to bottom:
   group action    relu_sqr, leaky_relu, fit_pi, GroupAction
   ensembles       fit_group_action, fit_batches, symmetry_error, member_logits, ensemble_logits,
                   evaluate_ensemble (the one evaluation path of Figs. 10 and 11), ensemble_accuracy,
-                  evaluate_grid, stack_seeds, plot_ensemble_heatmaps
+                  evaluate_grid, stack_seeds (the Fig. 10 heat maps: ensemble_plots.py)
   spherical       to_spherical, from_spherical, spherical_frame, r_matrix, invertible_action
 """
 import zlib
@@ -432,7 +432,7 @@ def evaluate_modes(model, features, labels, modes, seed, *keys):
 
 @torch.no_grad()
 def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, eps_list,
-                  modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None):
+                  modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None, measure=None):
     """Every (num_g, eps) cell of Fig. 10 on one trained model, in one numerics.
 
     eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi).
@@ -440,7 +440,9 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
     Each cell draws its own group elements (derive_seed(seed, 'group', num_g, eps): the same in
     both numerics), fits pi with noise of std fit_noise (None: the layer's), measures the
     symmetry error, and evaluates every mode with one draw of the member matrices. bar: a
-    progress bar (tqdm) that is advanced by one per cell, or None.
+    progress bar (tqdm) that is advanced by one per cell, or None. measure: None, or a function
+    (model with the cell's fitted group, eval_features) -> {key: float}, saved per cell as
+    heldout_<key> [E, G] (agreement.group_agreement).
 
     Returns a dict of numpy arrays (rows follow eps_list, columns num_g_list):
       num_g [G], eps [E]; original_acc, original_mean_acc (scalars)
@@ -469,6 +471,8 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
             _, error = fit_and_measure(model, fit_features, num_g, eps, seed, numerics)
             out["symmetry_error"][i, j], out["symmetry_error_hidden"][i, j] = error["logits"], error["hidden"]
             out["symmetry_error_fitted"][i, j] = error["fitted"]
+            for key, value in (measure(model, eval_features) if measure else {}).items():
+                out.setdefault(f"heldout_{key}", np.full(shape, np.nan))[i, j] = value
             pi_finite = bool(torch.isfinite(layer.pi).all())
             for mode, result in evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, eps).items():
                 out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
@@ -487,89 +491,6 @@ def stack_seeds(runs, shared=("num_g", "eps")):
     (the same in every run, e.g. the grid's axes) are kept once."""
     return {key: np.asarray(runs[0][key]) if key in shared else np.stack([np.asarray(r[key]) for r in runs])
             for key in runs[0]}
-
-
-def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_key="original_acc",
-                           tolerance=SYMMETRY_TOLERANCE, title=None):
-    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy), and the
-    symmetry error.
-
-    grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed.
-    Panels: the mean over seeds of (ensemble - original) per cell, annotated "mean" and, with
-    several seeds, "±std" (sample standard deviation over seeds), to 3 decimals; a shared symmetric colour scale
-    (coolwarm_r). '*' marks a cell with overflowing members in some seed; hatched cells are "not
-    a symmetry": the group action's symmetry error (logits) exceeds `tolerance` in some seed.
-    Last panel: that error, the largest over seeds, on a log colour scale. x = num_g, y = eps
-    (rows in the order of grid['eps']). Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-    num_g, eps = grid["num_g"], grid["eps"]
-    original = np.asarray(grid[original_key], dtype=float)
-    per_seed = original.ndim == 1
-    seeds = len(original) if per_seed else 1
-    diffs = {}
-    for m in modes:
-        d = np.asarray(grid[f"{key}_{m}"], dtype=float) - (original[:, None, None] if per_seed else original)
-        diffs[m] = d if per_seed else d[None]  # [S, E, G]
-    means = {m: np.nanmean(d, axis=0) for m, d in diffs.items()}
-    stds = {m: np.nanstd(d, axis=0, ddof=1) if seeds > 1 else None for m, d in diffs.items()}
-    error = np.asarray(grid["symmetry_error"], dtype=float).reshape(-1, len(eps), len(num_g)).max(axis=0)
-    not_symmetry = ~(error <= tolerance)  # NaN and inf included
-    vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in means.values()) or 1e-3
-    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4.0 * (len(modes) + 1), 5.8), squeeze=False,
-                             layout="constrained")
-    axes = axes[0]
-
-    def axis_labels(ax):
-        ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right",
-                      rotation_mode="anchor")
-        ax.set_yticks(np.arange(len(eps)), [f"{e:g}" for e in eps])
-        ax.set_xlabel("# of transformed models (num_g)", fontsize=11)
-        ax.set_ylabel(r"$\epsilon$", fontsize=14)
-
-    image = None
-    for ax, mode in zip(axes, modes):
-        mean = means[mode]
-        image = ax.imshow(mean, cmap="coolwarm_r", vmin=-vmax, vmax=vmax)
-        axis_labels(ax)
-        ax.set_title(f"accuracy ({LABELS[mode]} - original)", fontsize=11)
-        overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool))).reshape(-1, len(eps), len(num_g)).any(axis=0)
-        for i in range(len(eps)):  # row = eps index, column = num_g index
-            for j in range(len(num_g)):
-                text = "nan" if not np.isfinite(mean[i, j]) else f"{mean[i, j]:+.3f}"
-                if stds[mode] is not None and np.isfinite(stds[mode][i, j]):
-                    text += f"\n±{stds[mode][i, j]:.3f}"
-                ax.text(j, i, text + ("*" if overflow[i, j] else ""), ha="center", va="center",
-                        color="w" if abs(np.nan_to_num(mean[i, j])) > 0.5 * vmax else "k", fontsize=5.5)
-                if not_symmetry[i, j]:
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
-                                               edgecolor="0.45", linewidth=0))
-    fig.colorbar(image, ax=list(axes[:-1]), shrink=0.7, pad=0.01)
-    ax = axes[-1]
-    shown = np.where(np.isfinite(error), np.clip(error, 1e-17, None), np.nan)
-    finite = shown[np.isfinite(shown)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (1e-16, 1.0)
-    low, high = min(low, tolerance / 10), max(high, tolerance * 10)
-    error_image = ax.imshow(shown, cmap="viridis", norm=LogNorm(vmin=low, vmax=high))
-    axis_labels(ax)
-    ax.set_title("symmetry error (log scale)", fontsize=11)
-    for i in range(len(eps)):
-        for j in range(len(num_g)):
-            text = "inf" if np.isinf(error[i, j]) else ("nan" if np.isnan(error[i, j]) else f"{error[i, j]:.0e}")
-            ax.text(j, i, text, ha="center", va="center", fontsize=5.5,
-                    color="k" if np.isfinite(shown[i, j]) and shown[i, j] > np.sqrt(low * high) else "w")
-    colorbar = fig.colorbar(error_image, ax=ax, shrink=0.7, pad=0.01)
-    colorbar.ax.axhline(tolerance, color="r", linewidth=2)  # the tolerance
-    notes = [f"mean over {seeds} seeds" + (" ± standard deviation" if seeds > 1 else ""),
-             f"hatched: not a symmetry (largest relative logit gap on the fitting images > {tolerance:g} "
-             "in some seed; red line on the error scale)"]
-    if any(np.asarray(grid.get(f"overflow_{m}", np.zeros(1, bool))).any() for m in modes):
-        notes.append("* overflowing (non-finite) members, left out of the vote")
-    fig.supxlabel("; ".join(notes), fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=13)
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------

@@ -335,7 +335,7 @@ def rule_group_vs_perm_interp(eps, group, perm_interp, symmetric=None, margin=FI
 def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, margin=FIG11_MARGIN, chance=CHANCE):
     """At every attack strength > 0 the group ensemble's vote accuracy is not lower than the original's by more than
     the threshold, and at some strength it is higher by more than the threshold while itself above chance + {margin}
-    (a gain between accuracies at or below chance is not counted); threshold = max({margin}, 2 sqrt(p(1-p)/n)), p the
+    (a gain where the ensemble is at most {margin} above chance is not counted); threshold = max({margin}, 2 sqrt(p(1-p)/n)), p the
     original's accuracy and n the number of evaluation images (two binomial standard errors). Reproduced if so;
     better somewhere but worse elsewhere: partly; never better: not reproduced.
 
@@ -355,7 +355,8 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
             + (f" for {n_images} images)" if n_images else ")"))
     if (gain & ~better).any():
         text += (f"; gains at strength {', '.join(f'{s:g}' for s in strengths[gain & ~better])} not counted: the "
-                 f"ensemble is at or below chance there ({', '.join(f'{a:.3f}' for a in group[gain & ~better])})")
+                 f"ensemble is at most {margin} above chance ({chance:g}) there "
+                 f"({', '.join(f'{a:.3f}' for a in group[gain & ~better])})")
     verdict = REPRODUCED if better.any() and not worse.any() else PARTLY if better.any() else NOT_REPRODUCED
     return Result(verdict, text, ", ".join(f"{x:+.3f}" for x in d[attacked]))
 
@@ -388,8 +389,8 @@ def rule_significant_gain(attacks, strengths, diff, p, accuracy, symmetry_error=
     """For each attack, the group ensemble is significantly more accurate than the original at some attacked strength
     and significantly less accurate at none. Significant: McNemar's exact test on the same images gives p < {alpha:g}
     / (number of attacked strengths) (Bonferroni: a gain at any strength would count, so each attack keeps a
-    family-wise error of {alpha:g}). A gain counts only where the ensemble is above chance + {margin} (a gain between
-    accuracies at chance is no robustness). Every attack: reproduced; none: not reproduced; otherwise (a gain with a
+    family-wise error of {alpha:g}). A gain counts only where the ensemble is more than {margin} above chance (a gain
+    between accuracies near chance is no robustness). Every attack: reproduced; none: not reproduced; otherwise (a gain with a
     loss elsewhere, or for one attack) partly. If the moved networks are not symmetries (symmetry error above
     {tolerance:g}) the seed cannot be tested (not reproduced).
 
@@ -403,7 +404,8 @@ def rule_significant_gain(attacks, strengths, diff, p, accuracy, symmetry_error=
         verdicts.append(REPRODUCED if gain.any() and not down.any() else PARTLY if gain.any() else NOT_REPRODUCED)
         parts.append(f"{name} {per_strength(s, d, q, attacked)}: significant (p < {level:.3g}) gain at "
                      f"{int(gain.sum())}, loss at {int(down.sum())} of {int(attacked.sum())} attacked strengths"
-                     + f", {int((up & ~above).sum())} gain(s) at chance not counted" * bool((up & ~above).any()))
+                     + f", {int((up & ~above).sum())} gain(s) at most {margin} above chance not counted"
+                     * bool((up & ~above).any()))
         candidates += list(np.asarray(d, dtype=float)[attacked & above])
     result = Result(combine(verdicts), "; ".join(parts), ", ".join(verdicts),
                     max(candidates, default=None), "largest difference above chance")

@@ -18,6 +18,7 @@ NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
 PAPER_NAMES = {method: f"ensemble/cnn_cifar_leakyrelu_{method}_h16_g5_eps10" for method in ("FGSM", "PGD")}
 CORRECTED_NAMES = {"paper": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10",
                    "exact": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact"}
+ROBUSTNESS_NAMES = {numerics: name.replace("corrected", "robustness") for numerics, name in CORRECTED_NAMES.items()}
 MODELS = ("original", "group", "g_inverse", "perm_interp")
 
 
@@ -48,6 +49,7 @@ def notebook_outputs(tiny_cifar, tmp_path_factory):
     assert not any(name.endswith("g200_eps10.npz") for name in os.listdir(out / "ensemble"))
     paper = {method: load(out, name) for method, name in PAPER_NAMES.items()}
     corrected = {numerics: load(out, name) for numerics, name in CORRECTED_NAMES.items()}
+    corrected["suite"] = {numerics: load(out, name) for numerics, name in ROBUSTNESS_NAMES.items()}
     return paper, corrected, executed
 
 
@@ -92,7 +94,7 @@ def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
 
 def test_corrected_protocol_threat_models(notebook_outputs):
     _, corrected, _ = notebook_outputs
-    for numerics, (data, settings) in corrected.items():
+    for numerics, (data, settings) in ((k, v) for k, v in corrected.items() if k != "suite"):
         assert settings["protocol"] == "corrected" and settings["numerics"] == numerics and settings["quick"] is True
         assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
         np.testing.assert_allclose(data["fgsm_eps"] * 255, [0, 1, 2, 4, 8], atol=1e-9)
@@ -114,23 +116,47 @@ def test_corrected_protocol_threat_models(notebook_outputs):
     assert corrected["exact"][0]["symmetry_error"].max() < 1e-3 < corrected["paper"][0]["symmetry_error"].min()
 
 
+def test_standard_robustness_evaluation_files(notebook_outputs):
+    import robustness
+    _, corrected, _ = notebook_outputs
+    for numerics, (data, settings) in corrected["suite"].items():
+        assert settings["numerics"] == numerics and settings["quick"] is True
+        assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
+        np.testing.assert_allclose(data["radii"] * 255, [1, 2, 4, 8], atol=1e-9)
+        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 10 and int(data["audit_images"]) == 50
+        for c in robustness.CLASSIFIERS:
+            assert data[f"robust_{c}"].shape == (2, 4, 100) and data[f"sanity_{c}"].shape == (2, 3, 4)
+            assert np.all(data[f"robust_acc_{c}"] <= data[f"clean_acc_{c}"][:, None] + 1e-12)
+            assert np.all(data[f"linf_{c}"] <= data["radii"] + 1e-6)
+            assert np.all(data[f"low_{c}"] >= 0) and np.all(data[f"high_{c}"] <= 1)
+        # the original and the shared-trunk control are the same in both numerics (evaluated once per seed)
+        np.testing.assert_array_equal(data["robust_original"], corrected["suite"]["paper"][0]["robust_original"])
+        np.testing.assert_array_equal(data["robust_perm_interp"], corrected["suite"]["paper"][0]["robust_perm_interp"])
+        # the independent CNN of seed 0 is seed 1's original
+        np.testing.assert_array_equal(data["robust_acc_independent"][0], data["robust_acc_original"][1])
+        assert data["heldout_agreement_group"].shape == (2,) and np.all(data["heldout_agreement_group"] <= 1)
+        assert settings["suite"]["attacks"] == [a.name for a in robustness.ATTACKS]
+
+
 def test_executed_copy_shows_the_figures(notebook_outputs):
     _, _, executed = notebook_outputs
     notebook = json.loads(executed.read_text())
     images = [o for c in notebook["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 4  # FGSM and PGD (paper's protocol), two numerics (corrected)
+    assert len(images) == 6  # FGSM and PGD (paper's protocol), two numerics (old threat models, suite)
     text = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
-    assert "McNemar p per seed" in text
+    assert "McNemar p per seed" in text and "robust accuracy (right under every attack)" in text
+    assert "sanity checks: " in text
 
 
 def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
-    check_committed_outputs(NOTEBOOK, images=4)
+    check_committed_outputs(NOTEBOOK, images=6)
     notebook = json.loads(open(NOTEBOOK).read())
     first = notebook["cells"][0]
     assert first["metadata"].get("tags") == ["parameters"]
     source = "".join(first["source"])
     assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source and "SEEDS = None" in source
-    derived = "".join(notebook["cells"][2]["source"])  # derived after papermill's injected cell
+    derived = next("".join(c["source"]) for c in notebook["cells"][1:] if c["cell_type"] == "code" and not
+                   c["metadata"].get("tags"))  # derived after papermill's injected cell (kept by a full run)
     assert "notebook_parameters.figures_dir(FIGURES_DIR, QUICK)" in derived and "least=2" in derived
     code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
     assert "os.environ" not in code  # parameters come from the parameters cell only

@@ -157,7 +157,7 @@ def test_agrees_with_torchattacks():
 
 def test_protocols_attack_once_or_twice():
     from attacks import adversarial_images, make_adversarial_cnn
-    model, (x, y) = make_adversarial_cnn("paper", num_g=2), images(batch=16)
+    model, (x, y) = make_adversarial_cnn("paper"), images(batch=16)
     x_paper = x - 0.5  # the paper's data range
     for protocol, inputs in [("paper", x_paper), ("corrected", x)]:
         # Strength 0 is the clean data, unclamped even under the paper's protocol.

@@ -46,12 +46,13 @@ def quick_run(tiny_cifar, tmp_path_factory):
             assert (out / (stem + ext)).stat().st_size > 0, (numerics, ext)
         with np.load(out / (stem + ".npz")) as npz:
             saved[numerics] = ({key: npz[key] for key in npz.files}, json.loads((out / (stem + ".json")).read_text()))
+    saved["out"] = out
     return saved, executed
 
 
 def test_notebook_writes_both_numerics_with_seeds(quick_run):
     saved, _ = quick_run
-    for numerics, (data, settings) in saved.items():
+    for numerics, (data, settings) in ((k, v) for k, v in saved.items() if k in STEMS):
         assert data["num_g"].tolist() == [2, 4] and data["eps"].tolist() == [10, 1, 1e-3]
         assert data["seeds"].tolist() == [0, 1] and data["original_acc"].shape == (2,)
         assert np.all((0.3 < data["original_acc"]) & (data["original_acc"] <= 1.0))  # chance is 0.1
@@ -61,6 +62,11 @@ def test_notebook_writes_both_numerics_with_seeds(quick_run):
             assert data[f"overflow_{mode}"].dtype == bool
         for key in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
             assert data[key].shape == (2, 3, 2) and np.all(data[key] >= 0)
+        for key in ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite"):
+            assert data[f"heldout_{key}"].shape == (2, 3, 2), key
+        assert np.all(data["heldout_agreement_min"] <= data["heldout_agreement"])
+        # eps = 1e-3: the moved networks are the original on held-out images too
+        assert data["heldout_agreement"][:, 2].min() > 0.97
         # eps = 1e-3 (last row): the group ensemble is the original network, shuffle is not
         assert np.abs(data["vote_acc_group"][:, 2] - data["original_acc"][:, None]).max() <= 0.02
         assert (data["vote_acc_shuffle"][:, 2] < data["original_acc"][:, None] - 0.1).all()
@@ -77,9 +83,21 @@ def test_notebook_writes_both_numerics_with_seeds(quick_run):
     assert paper["symmetry_error"][:, 0].max() > exact["symmetry_error"][:, 0].max()
 
 
+def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):
+    saved, _ = quick_run
+    out = saved["out"]
+    with np.load(out / "ensemble" / "fit_size_generalisation.npz") as npz:
+        data = {key: npz[key] for key in npz.files}
+    assert data["sizes"].tolist() == [16, 32] and data["scales"].tolist() == [0.1, 1, 10] and int(data["members"]) == 4
+    for key in ("heldout_agreement", "mean_acc", "vote_acc", "fit_error"):
+        assert data[key].shape == (2, 3, 2), key
+    assert np.all(data["fit_error"][:, :, 0] < 1e-6)  # 16 images: pi interpolates them (exact numerics)
+    assert data["heldout_agreement"][:, 0].min() > 0.9  # scale 0.1: close to the original
+
+
 def test_executed_copy_shows_the_figures(quick_run):
     _, executed = quick_run
-    assert len(image_outputs(executed)) == 2  # one figure per numerics, inline
+    assert len(image_outputs(executed)) == 3  # one figure per numerics and the fit-size figure, inline
 
 
 def test_notebook_stops_with_a_clear_message_without_data(tmp_path):
@@ -92,14 +110,15 @@ def test_notebook_stops_with_a_clear_message_without_data(tmp_path):
 
 
 def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
-    check_committed_outputs(NOTEBOOK, images=2)
+    check_committed_outputs(NOTEBOOK, images=3)
     notebook = json.loads(open(NOTEBOOK).read())
     first = notebook["cells"][0]
     assert first["cell_type"] == "code" and first["metadata"].get("tags") == ["parameters"]
     source = "".join(first["source"])
     assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source
     assert "THREADS = 0" in source and "SEEDS = None" in source  # plain values: papermill sets them
-    derived = "".join(notebook["cells"][2]["source"])  # derived after papermill's injected cell
+    derived = next("".join(c["source"]) for c in notebook["cells"][1:] if c["cell_type"] == "code" and not
+                   c["metadata"].get("tags"))  # derived after papermill's injected cell (kept by a full run)
     assert "notebook_parameters.figures_dir(FIGURES_DIR, QUICK)" in derived and "if QUICK:" in derived
     ids = [cell["id"] for cell in notebook["cells"]]
     assert len(set(ids)) == len(ids) and all(i.startswith("ensemble-") for i in ids)

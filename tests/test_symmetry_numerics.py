@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import cifar
+import ensemble_plots
 import symmetry
 
 HIDDEN = 16
@@ -96,7 +97,7 @@ def test_eps_20_is_measured_and_flagged_not_hidden():
         # without fit noise the fitted pi is the measured one
         np.testing.assert_array_equal(grid["symmetry_error_fitted"], error)
         # the figure hatches exactly the flagged cells, in every accuracy panel
-        fig = symmetry.plot_ensemble_heatmaps(grid)
+        fig = ensemble_plots.plot_ensemble_heatmaps(grid)
         flagged = {(i, j) for i, j in zip(*np.nonzero(~(error <= symmetry.SYMMETRY_TOLERANCE)))}
         assert (0, 0) in flagged and (0, 1) in flagged
         for ax in fig.axes[:len(symmetry.ENSEMBLE_MODES)]:

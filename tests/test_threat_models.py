@@ -91,7 +91,7 @@ def _tiny_sweep(tiny_cifar):
     train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
     test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
     split = attacks.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
-    models = [attacks.make_adversarial_cnn("corrected", 16, 5, 10.0, seed=s) for s in (0, 1)]
+    models = [attacks.make_adversarial_cnn("corrected", 16, seed=s) for s in (0, 1)]
     cifar.train_models(models, [split["train"]] * 2, [0, 1], jobs=1, epochs=2, progress=False)
     fgsm_eps = (0.0, 8 / 255, 16 / 255)
     out = attacks.threat_model_sweep(models[0], models[1], split["fit"][0], *split["eval"], seed=0, num_g=5,
@@ -99,13 +99,16 @@ def _tiny_sweep(tiny_cifar):
     return out, fgsm_eps, len(split["eval"][1])
 
 
-def test_adaptive_attack_hurts_the_ensemble_at_least_as_much_as_transfer(tiny_sweep):
+def test_adaptive_attack_hurts_the_ensemble(tiny_sweep):
+    """The adaptive attack (a diagnostic now) does hurt the ensemble. Whether it is at least as strong as transfer
+    is not asserted: on CIFAR-10 its single step is not (a rough loss surface), which the standard evaluation's
+    sanity checks catch (test_robustness.py)."""
     out, _, _ = tiny_sweep
     for numerics, data in out.items():
         for method in ("fgsm", "pgd"):
-            adaptive, transfer = data[f"{method}_adaptive_acc_group"], data[f"{method}_transfer_acc_group"]
-            assert np.all(adaptive <= transfer + 1e-9), (numerics, method, adaptive, transfer)
-            assert adaptive[-1] < transfer[-1], (numerics, method)  # and it does hurt (measured: by 0.1 to 0.5)
+            adaptive = data[f"{method}_adaptive_acc_group"]
+            assert adaptive[-1] < adaptive[0], (numerics, method, adaptive)
+            assert np.all(data[f"{method}_worst_acc_group"] <= adaptive + 1e-12)
         assert data["fgsm_adaptive_acc_group"][0] == data["fgsm_transfer_acc_group"][0]  # eps 0: clean images
 
 
@@ -132,7 +135,7 @@ def test_sweep_stays_within_budget_and_its_statistics_add_up(tiny_sweep):
 
 def test_one_fgsm_gradient_serves_every_eps():
     """The sweep takes FGSM's direction once per image and scales it: the same images as fgsm()."""
-    model = attacks.make_adversarial_cnn("corrected", 16, 2, 1.0, seed=0)
+    model = attacks.make_adversarial_cnn("corrected", 16, seed=0)
     generator = torch.Generator().manual_seed(0)
     x, y = torch.rand(16, 3, 32, 32, generator=generator), torch.randint(0, 10, (16,), generator=generator)
     eps_list = (0.0, 1 / 255, 8 / 255, 0.1)
