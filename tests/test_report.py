@@ -809,8 +809,8 @@ def test_report_flags_quick_data_and_missing_figures(tmp_path):
     assert verdicts["float64: drift of Q proportional to lr"] == mr.NOT_RUN
     assert verdicts["steps to converge proportional to Q (radial)"] == mr.NOT_RUN
     assert "Smoke-test data" in text and "not a reproduction" in text
-    assert "python Q_convergence_radial.py --out" in text and "--dtype float64" in text
-    assert "not run for relu" in text and "Not run for relu: make it with `python Q_hessian_eigenvalues.py" in text
+    assert f"Make it with `make toy-figures OUT={tmp_path}`" in text  # the Makefile holds the scripts' flags
+    assert "not run for relu" in text and f"Not run for relu: make it with `make toy-figures OUT={tmp_path}`" in text
     assert all(v == mr.NOT_RUN for s, v in verdicts.items() if "group" in s)
     assert "CIFAR-10 was not available" in text and "CIFAR_DIR=/path" in text
     assert "CIFAR-10 was probably not available" in report(tmp_path)[1]  # without --cifar-dir it cannot know
