@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import numpy as np
 
 import cifar_claims as cc
+import cifar_files
 import Q_convergence_elementwise as fig6
 import Q_convergence_radial as fig7
 import Q_distribution as fig45
@@ -177,17 +178,18 @@ SAME_FUNCTION_9 = Files(fig9.figure_name("{}", "same_function"), A, TOY_FIGURES,
 PER_NEURON_9 = Files(fig9.figure_name("{}", "per_neuron"), A, TOY_FIGURES, discover=True)
 OFF_DATA = {"Fig. 6 same function": SAME_FUNCTION_6, "Fig. 6 per-neuron": PER_NEURON_6,
             "Fig. 9 same function": SAME_FUNCTION_9, "Fig. 9 per-neuron": PER_NEURON_9}
-NUMERICS_SUFFIXES, NUMERICS_NAMES = ("", "_exact"), ("paper numerics", EXACT)  # CIFAR file names; report names
-FIG10 = Files("ensemble/cnn_cifar_leakyrelu2_main_acc{}", NUMERICS_SUFFIXES, "python run_notebook.py "
-              "ensemble_CIFAR.ipynb --out {out}", "numerics", notebook="ensemble_CIFAR.ipynb", names=NUMERICS_NAMES)
+# The CIFAR files: cifar_files names them; '*' matches the settings a quick run writes into the names (g5 for g200).
+NUMERICS_SUFFIXES, NUMERICS_NAMES = tuple(cifar_files.NUMERICS_SUFFIX.values()), ("paper numerics", EXACT)
+FIG10_MAKE = "python run_notebook.py ensemble_CIFAR.ipynb --out {out}"
 FIG11_MAKE = "python run_notebook.py adversarial_CIFAR.ipynb --out {out}"
-FIG11_PAPER = Files("ensemble/cnn_cifar_leakyrelu_{}_h16_g*_eps*", ("FGSM", "PGD"), FIG11_MAKE, "attacks",
+FIG10 = Files(cifar_files.fig10("paper") + "{}", NUMERICS_SUFFIXES, FIG10_MAKE, "numerics",
+              notebook="ensemble_CIFAR.ipynb", names=NUMERICS_NAMES)
+FIT_SIZE = Files(cifar_files.FIT_SIZE, ("",), FIG10_MAKE, notebook="ensemble_CIFAR.ipynb")
+FIG11_PAPER = Files(cifar_files.fig11("{}", "*", "*", "*"), ("FGSM", "PGD"), FIG11_MAKE, "attacks",
                     notebook="adversarial_CIFAR.ipynb")
-FIG11_CORRECTED = Files("ensemble/cnn_cifar_leakyrelu_corrected_h16_g*_eps*{}", NUMERICS_SUFFIXES, FIG11_MAKE,
+FIG11_CORRECTED = Files(cifar_files.fig11("corrected", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
                         "numerics", notebook="adversarial_CIFAR.ipynb", names=NUMERICS_NAMES)
-FIT_SIZE = Files("ensemble/fit_size_generalisation", ("",), "python run_notebook.py ensemble_CIFAR.ipynb --out {out}",
-                 notebook="ensemble_CIFAR.ipynb")
-FIG11_ROBUSTNESS = Files("ensemble/cnn_cifar_leakyrelu_robustness_h16_g*_eps*{}", NUMERICS_SUFFIXES, FIG11_MAKE,
+FIG11_ROBUSTNESS = Files(cifar_files.fig11("robustness", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
                          "numerics", notebook="adversarial_CIFAR.ipynb", names=NUMERICS_NAMES)
 
 SECTIONS = (

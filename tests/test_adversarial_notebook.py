@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 import attacks
+import cifar_files
 from test_run_notebook import check_committed_outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
 # Quick runs use num_g = 5, and their file names say so (the paper's names say g200).
-PAPER_NAMES = {method: f"ensemble/cnn_cifar_leakyrelu_{method}_h16_g5_eps10" for method in ("FGSM", "PGD")}
-CORRECTED_NAMES = {"paper": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10",
-                   "exact": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact"}
-ROBUSTNESS_NAMES = {numerics: name.replace("corrected", "robustness") for numerics, name in CORRECTED_NAMES.items()}
+PAPER_NAMES = {method: cifar_files.fig11(method, 16, 5, 10.0) for method in ("FGSM", "PGD")}
+CORRECTED_NAMES = {numerics: cifar_files.fig11("corrected", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
+ROBUSTNESS_NAMES = {numerics: cifar_files.fig11("robustness", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
 MODELS = ("original", "group", "g_inverse", "perm_interp")
 
 
