@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import paper_numbers
 from cifar import compute_features, make_cnn
 from symmetry import (ENSEMBLE_MODES, FIT_NOISE, LABELS, NUMERICS, derive_seed, evaluate_ensemble, evaluate_modes,
                       fit_and_measure, member_logits, stack_seeds)
@@ -50,8 +51,7 @@ ATTACK_AXIS_LABELS = {"FGSM": "FGSM epsilon", "PGD": "PGD iterations"}
 PLOTTED_MODELS = ("original", "group", "g_inverse", "perm_interp")  # Fig. 11's four curves
 
 # The paper's protocol: its strengths, and advertorch's PGD defaults (radius 0.3, step 0.01).
-PAPER_STRENGTHS = {"FGSM": (0.0, 0.003, 0.006, 0.009, 0.012),  # FGSM eps
-                   "PGD": (0, 1, 2, 3)}                          # PGD iterations
+PAPER_STRENGTHS = paper_numbers.FIG11_STRENGTHS  # {"FGSM": eps values, "PGD": iteration counts}
 PAPER_PGD = {"eps": 0.3, "step": 0.01}
 # The corrected protocol: the usual budgets on CIFAR-10 (pixel values in [0, 1]).
 FGSM_EPS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)

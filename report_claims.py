@@ -14,6 +14,7 @@ import numpy as np
 
 import cifar_claims as cc
 import cifar_files
+from symmetry import ENSEMBLE_MODES
 import Q_convergence_elementwise as fig6
 import Q_convergence_radial as fig7
 import Q_distribution as fig45
@@ -23,7 +24,6 @@ import claims_toy as toy
 import paper_numbers as paper
 from report_tables import (
     FIG7_COLUMNS,
-    FIG10_MODES,
     FIG45_COLUMNS,
     fig3_tables,
     fig6_tables,
@@ -112,7 +112,7 @@ def fig10_seeds(f):
     tolerance = f.symmetry_tolerance()
     return [dict(eps=f["eps"], error=f["symmetry_error_fitted"][s], tolerance=tolerance,
                  symmetric=f["symmetry_error_fitted"][s] <= tolerance, original=float(f["original_acc"][s]),
-                 **{m: f[f"vote_acc_{m}"][s] for m in FIG10_MODES}) for s in range(len(f["seeds"]))]
+                 **{m: f[f"vote_acc_{m}"][s] for m in ENSEMBLE_MODES}) for s in range(len(f["seeds"]))]
 
 
 def fig11_paper(f):
