@@ -213,7 +213,7 @@ def describe_cifar_source(source, folder):
 
 
 # Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack, and the paired comparisons
-# shown (header, key of attacks.COMPARISONS)
+# shown (header, key of threat_models.COMPARISONS)
 FIG11_ATTACKS = (("FGSM (eps x 255)", "fgsm", "fgsm_eps", 255), ("PGD (iterations)", "pgd", "pgd_iterations", 1))
 FIG11_COMPARISONS = (("group - original, transfer", "transfer_group_vs_original"),
                      ("independent - original, transfer", "transfer_independent_vs_original"),

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-import attacks
+import symmetry
+import threat_models
 import cifar_files
 from test_run_notebook import check_committed_outputs
 
@@ -100,12 +101,12 @@ def test_corrected_protocol_threat_models(notebook_outputs):
         np.testing.assert_allclose(data["fgsm_eps"] * 255, [0, 1, 2, 4, 8], atol=1e-9)
         assert data["pgd_iterations"].tolist() == [0, 1, 3, 10, 20] and int(data["pgd_images"]) == 100
         # attacks within budget: FGSM exactly eps, PGD and the noise never beyond 8/255
-        for threat in attacks.THREATS:
+        for threat in threat_models.THREATS:
             np.testing.assert_allclose(data[f"fgsm_{threat}_linf"], np.broadcast_to(data["fgsm_eps"], (2, 5)), atol=1e-6)
             assert np.all(data[f"pgd_{threat}_linf"] <= 8 / 255 + 1e-6)
-        for c in ("original", "independent") + attacks.ENSEMBLE_MODES:
+        for c in ("original", "independent") + symmetry.ENSEMBLE_MODES:
             assert data[f"fgsm_transfer_acc_{c}"].shape == (2, 5)
-        for comparison in attacks.COMPARISONS:
+        for comparison in threat_models.COMPARISONS:
             for part in ("diff", "gained", "lost", "p"):
                 assert data[f"pgd_{comparison}_{part}"].shape == (2, 5)
         # clean images: the adaptive and transfer columns 0 agree, the noise column 0 too
