@@ -28,7 +28,7 @@ import processes
 from command_line import progress_bar
 from processes import keep_freed_memory
 from command_line import resolve_device  # noqa: F401 (used here and by the notebooks)
-from symmetry import GroupAction
+from symmetry import FIT_NOISE, GroupAction
 
 CIFAR_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -356,7 +356,7 @@ class CifarCNN(nn.Module):
     """
 
     def __init__(self, activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5,
-                 softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=1e-4, numerics="paper"):
+                 softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
         super().__init__()
         self.softmax_output = bool(softmax_output)
         # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
@@ -391,7 +391,7 @@ class CifarCNN(nn.Module):
 
 
 def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
-             num_g=1, eps=1.0, seed=0, fit_noise=1e-4, numerics="paper"):
+             num_g=1, eps=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
     """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
 
     activation: hidden activation of the group-action layer, 'relu_sqr' (Fig. 10) or

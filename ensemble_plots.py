@@ -121,15 +121,15 @@ def plot_fit_size(data, title=None):
     element, one line per group scale; (c) the symmetry error on the fitting images. Mean over seeds, band
     min-max. Returns the figure."""
     import matplotlib.pyplot as plt
-    from attacks import _mean_band
+    from adversarial_protocols import mean_band
     sizes, scales = np.asarray(data["sizes"]), np.asarray(data["scales"])
     original = np.asarray(data["original_acc"], dtype=float).reshape(-1, 1)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     for i, scale in enumerate(scales):
         pick = lambda key: np.asarray(data[key], dtype=float).reshape(-1, len(scales), len(sizes))[:, i]
-        _mean_band(axes[0], sizes, pick("heldout_agreement"), f"scale {scale:g}")
-        _mean_band(axes[1], sizes, pick("mean_acc") - original, f"scale {scale:g}")
-        _mean_band(axes[2], sizes, np.clip(pick("fit_error"), 1e-17, None), f"scale {scale:g}")
+        mean_band(axes[0], sizes, pick("heldout_agreement"), f"scale {scale:g}")
+        mean_band(axes[1], sizes, pick("mean_acc") - original, f"scale {scale:g}")
+        mean_band(axes[2], sizes, np.clip(pick("fit_error"), 1e-17, None), f"scale {scale:g}")
     axes[0].axhline(AGREEMENT_THRESHOLD, color="r", linewidth=1, linestyle=":")
     axes[0].set_ylabel("agreement with the original (held-out)")
     axes[1].axhline(0.0, color="k", linewidth=0.8)

@@ -6,7 +6,7 @@ are several. The Figure objects are make_report.py's (f[key]: a saved array, f.s
 missing key raises make_report.DataError, which the report shows as a data error instead of the table.
 
 Contents: table, col, run_table, paper_column, orbit_column; the columns and tables of Figs. 3-9; the layout of the
-CIFAR-10 files (FIG10_MODES, FIG11_ATTACKS, FIG11_COMPARISONS), spread, largest_p and the tables of Figs. 10-11
+CIFAR-10 files (FIG11_ATTACKS, FIG11_COMPARISONS), spread, largest_p and the tables of Figs. 10-11
 (per numerics and seed mean ± std).
 """
 import math
@@ -16,6 +16,7 @@ import numpy as np
 
 import paper_numbers as paper
 from verdict_rules import ALPHA, CHANCE, FIG10_MARGIN, SYMMETRY_TOLERANCE, eps_set, fmt, fmt_steps, rows_within
+from symmetry import ENSEMBLE_MODES  # the saved ensembles (Fig. 10 panel order)
 
 
 def legend_Qs(labels, activation=None, entries_of_V=0):
@@ -211,9 +212,8 @@ def describe_cifar_source(source, folder):
             f"`{os.path.basename(os.path.normpath(str(folder)))}`.")
 
 
-FIG10_MODES = ("group", "perm_interp", "g_inverse", "random", "shuffle")  # the saved ensembles (Fig. 10 panel order)
 # Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack, and the paired comparisons
-# shown (header, key of attacks.COMPARISONS)
+# shown (header, key of threat_models.COMPARISONS)
 FIG11_ATTACKS = (("FGSM (eps x 255)", "fgsm", "fgsm_eps", 255), ("PGD (iterations)", "pgd", "pgd_iterations", 1))
 FIG11_COMPARISONS = (("group - original, transfer", "transfer_group_vs_original"),
                      ("independent - original, transfer", "transfer_independent_vs_original"),
@@ -244,16 +244,16 @@ def fig10_tables(figures):
         tolerance = f.symmetry_tolerance()
         error, noise_free = f["symmetry_error_fitted"], f["symmetry_error"]  # [S, E, G]
         symmetric = np.all(error <= tolerance, axis=2)  # [S, E]
-        moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in FIG10_MODES}  # [S, E, G]
-        diff = {m: moved[m].mean(axis=2) for m in FIG10_MODES}  # [S, E]
+        moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in ENSEMBLE_MODES}  # [S, E, G]
+        diff = {m: moved[m].mean(axis=2) for m in ENSEMBLE_MODES}  # [S, E]
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(eps), 1), bool))).any(axis=(0, 2))
-                for m in FIG10_MODES}  # [E]
+                for m in ENSEMBLE_MODES}  # [E]
         group[numerics] = f["vote_acc_group"].mean(axis=2)
         ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in eps}
         rows = [[f"{e:g}", fmt(error[:, i].max()) + (f" ({fmt(noise_free[:, i].max())})"
                                                       if not np.allclose(error[:, i], noise_free[:, i]) else ""),
                  f"{int(symmetric[:, i].sum())} of {len(original)}"]
-                + [spread(diff[m][:, i]) + "*" * bool(flag[m][i]) for m in FIG10_MODES]
+                + [spread(diff[m][:, i]) + "*" * bool(flag[m][i]) for m in ENSEMBLE_MODES]
                 + [f"{np.mean(ref[e]):+.3f} [{min(ref[e]):+.3f}, {max(ref[e]):+.3f}]" if ref[e] else
                    "within ±0.003" if e <= 0.01 else "-"] for i, e in enumerate(eps)]
         settings = f.settings
@@ -264,7 +264,7 @@ def fig10_tables(figures):
                   f"fit's, where different); symmetric: seeds in which every cell of the row is at most {tolerance:g}. Ensembles: "
                   "vote accuracy - original, mean over num_g, mean ± std over seeds; * = a cell with overflowing "
                   "(non-finite) members.", ""]
-        lines += table(["eps", "symmetry error", "symmetric", *FIG10_MODES, "paper's code [C] group"], rows)
+        lines += table(["eps", "symmetry error", "symmetric", *ENSEMBLE_MODES, "paper's code [C] group"], rows)
         kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
         if kept.any():
             losses = -diff["group"][:, kept]
@@ -273,7 +273,7 @@ def fig10_tables(figures):
                       "there on the evaluation images: pi(g, H) is fitted to 16 images per member, and a symmetry on "
                       "them is not one on other images.", ""]
         lines += [f"Rows within {FIG10_MARGIN} of the original in every cell (seed mean), for context: "
-                  + ", ".join(f"{m} {rows_within(eps, moved[m].mean(axis=0))}" for m in FIG10_MODES) + " (staying close at small eps is not specific to the group "
+                  + ", ".join(f"{m} {rows_within(eps, moved[m].mean(axis=0))}" for m in ENSEMBLE_MODES) + " (staying close at small eps is not specific to the group "
                   "action).", ""]
     if len(group) == 2:
         (_, paper_numerics), (_, exact) = group.items()
@@ -297,7 +297,7 @@ def fig11_tables(paper_protocol, corrected):
     McNemar's p."""
     lines = []
     for method, f in paper_protocol.items():
-        models = [m for m in ("original",) + FIG10_MODES if f"acc_{m}" in f.data]
+        models = [m for m in ("original",) + ENSEMBLE_MODES if f"acc_{m}" in f.data]
         ref = paper.FIG11_ACCURACY.get(method, {})
         rows = [[f"{s:g}"] + [spread(f[f"acc_{m}"][:, i], "{:.3f}") for m in models]
                 + [spread(f["acc_group"][:, i] - f["acc_original"][:, i])]

@@ -357,19 +357,19 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
     (c) the differences group - original, group - shared trunk, group - independent. Mean over seeds, band min-max.
     data: robustness_figure_data's arrays. Returns the figure."""
     import matplotlib.pyplot as plt
-    from attacks import _mean_band
+    from adversarial_protocols import mean_band
     axis = np.asarray(data["radii"]) * 255
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for c in CLASSIFIERS + ("independent",):
-        _mean_band(axes[0], axis, data[f"robust_acc_{c}"], LABELS[c])
+        mean_band(axes[0], axis, data[f"robust_acc_{c}"], LABELS[c])
     axes[0].set_title("(a) robust accuracy (worst case over the suite)")
     cumulative = np.asarray(data["cumulative_acc_group"]).reshape(-1, len(attacks), len(axis))
     for a, attack in enumerate(attacks):
-        _mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", "s-" if attack.runs_on == "survivors" else "o--")
+        mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", "s-" if attack.runs_on == "survivors" else "o--")
     axes[1].set_title("(b) group ensemble through the cascade")
     for name, label in (("group_vs_original", "group - original"), ("group_vs_perm_interp", "group - shared trunk"),
                         ("group_vs_independent", "group - independent CNN")):
-        _mean_band(axes[2], axis, data[f"{name}_diff"], label)
+        mean_band(axes[2], axis, data[f"{name}_diff"], label)
     axes[2].axhline(0.0, color="k", linewidth=0.8)
     axes[2].set_title("(c) differences of robust accuracy")
     for ax in axes:

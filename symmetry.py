@@ -153,7 +153,7 @@ class GroupAction(nn.Module):
         numerics: 'paper' (float32) or 'exact' (float64) for the action; see the module docstring.
     """
 
-    def __init__(self, hidden, activation="relu_sqr", num_g=1, eps=1.0, seed=0, fit_noise=1e-4,
+    def __init__(self, hidden, activation="relu_sqr", num_g=1, eps=1.0, seed=0, fit_noise=FIT_NOISE["paper"],
                  numerics="paper"):
         super().__init__()
         self.hidden = hidden

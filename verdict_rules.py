@@ -17,11 +17,11 @@ import math
 from typing import NamedTuple, Optional
 
 import numpy as np
+from symmetry import SYMMETRY_TOLERANCE  # the notebooks' mark (the Fig. 10 files save it too)
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
 FIG10_MARGIN, FIG11_MARGIN, CHANCE = 0.02, 0.01, 0.1
-SYMMETRY_TOLERANCE = 1e-3  # the notebooks' mark (symmetry.SYMMETRY_TOLERANCE; the Fig. 10 files save it too)
 ALPHA = 0.05  # family-wise error of a Fig. 11 claim per attack: Bonferroni over its attacked strengths
 EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
 

@@ -9,16 +9,17 @@ import time
 import numpy as np
 import pytest
 
-import attacks
+import symmetry
+import threat_models
+import cifar_files
 from test_run_notebook import check_committed_outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
 # Quick runs use num_g = 5, and their file names say so (the paper's names say g200).
-PAPER_NAMES = {method: f"ensemble/cnn_cifar_leakyrelu_{method}_h16_g5_eps10" for method in ("FGSM", "PGD")}
-CORRECTED_NAMES = {"paper": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10",
-                   "exact": "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact"}
-ROBUSTNESS_NAMES = {numerics: name.replace("corrected", "robustness") for numerics, name in CORRECTED_NAMES.items()}
+PAPER_NAMES = {method: cifar_files.fig11(method, 16, 5, 10.0) for method in ("FGSM", "PGD")}
+CORRECTED_NAMES = {numerics: cifar_files.fig11("corrected", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
+ROBUSTNESS_NAMES = {numerics: cifar_files.fig11("robustness", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
 MODELS = ("original", "group", "g_inverse", "perm_interp")
 
 
@@ -100,12 +101,12 @@ def test_corrected_protocol_threat_models(notebook_outputs):
         np.testing.assert_allclose(data["fgsm_eps"] * 255, [0, 1, 2, 4, 8], atol=1e-9)
         assert data["pgd_iterations"].tolist() == [0, 1, 3, 10, 20] and int(data["pgd_images"]) == 100
         # attacks within budget: FGSM exactly eps, PGD and the noise never beyond 8/255
-        for threat in attacks.THREATS:
+        for threat in threat_models.THREATS:
             np.testing.assert_allclose(data[f"fgsm_{threat}_linf"], np.broadcast_to(data["fgsm_eps"], (2, 5)), atol=1e-6)
             assert np.all(data[f"pgd_{threat}_linf"] <= 8 / 255 + 1e-6)
-        for c in ("original", "independent") + attacks.ENSEMBLE_MODES:
+        for c in ("original", "independent") + symmetry.ENSEMBLE_MODES:
             assert data[f"fgsm_transfer_acc_{c}"].shape == (2, 5)
-        for comparison in attacks.COMPARISONS:
+        for comparison in threat_models.COMPARISONS:
             for part in ("diff", "gained", "lost", "p"):
                 assert data[f"pgd_{comparison}_{part}"].shape == (2, 5)
         # clean images: the adaptive and transfer columns 0 agree, the noise column 0 too

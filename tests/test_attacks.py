@@ -156,7 +156,7 @@ def test_agrees_with_torchattacks():
 # ---- the two protocols' attacks (adversarial_images) -------------------------------------------
 
 def test_protocols_attack_once_or_twice():
-    from attacks import adversarial_images, make_adversarial_cnn
+    from adversarial_protocols import adversarial_images, make_adversarial_cnn
     model, (x, y) = make_adversarial_cnn("paper"), images(batch=16)
     x_paper = x - 0.5  # the paper's data range
     for protocol, inputs in [("paper", x_paper), ("corrected", x)]:

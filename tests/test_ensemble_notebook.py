@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 
+import cifar_files
 import symmetry
 from test_run_notebook import check_committed_outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "ensemble_CIFAR.ipynb")
-STEMS = {"paper": os.path.join("ensemble", "cnn_cifar_leakyrelu2_main_acc"),
-         "exact": os.path.join("ensemble", "cnn_cifar_leakyrelu2_main_acc_exact")}
+STEMS = {numerics: cifar_files.fig10(numerics) for numerics in ("paper", "exact")}
 
 
 def run_notebook(*args, timeout=300):

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 import pytest
 
+import cifar_files
 import make_report as mr
 from saved_files import settings_digest
 import paper_numbers as paper
@@ -206,11 +207,11 @@ def shift_paper_keys(root, shift, names=None):
 
 
 CIFAR_SEEDS = 3
-FIG10 = "ensemble/cnn_cifar_leakyrelu2_main_acc"
-FIG11_PAPER = "ensemble/cnn_cifar_leakyrelu_{}_h16_g200_eps10"
-CORRECTED = "ensemble/cnn_cifar_leakyrelu_corrected_h16_g200_eps10"  # + "_exact" for the exact numerics
-ROBUSTNESS = "ensemble/cnn_cifar_leakyrelu_robustness_h16_g200_eps10"  # + "_exact"
-FIT_SIZE = "ensemble/fit_size_generalisation"
+FIG10 = cifar_files.fig10("paper")  # the paper's settings: h = 16, num_g = 200, group scale 10
+FIG11_PAPER = cifar_files.fig11("{}", 16, 200, 10.0)
+CORRECTED = cifar_files.fig11("corrected", 16, 200, 10.0)  # + "_exact" for the exact numerics
+ROBUSTNESS = cifar_files.fig11("robustness", 16, 200, 10.0)  # + "_exact"
+FIT_SIZE = cifar_files.FIT_SIZE
 FIG11_BASE = {"FGSM": ([0, 0.003, 0.006, 0.009, 0.012], [0.6, 0.3, 0.2, 0.15, 0.12], [0.55, 0.36, 0.27, 0.22, 0.18]),
               "PGD": ([0, 1, 2, 3], [0.6, 0.2, 0.15, 0.12], [0.55, 0.26, 0.21, 0.18])}
 
@@ -726,7 +727,7 @@ def test_quick_file_names_are_found_and_two_matches_are_an_error(figures):
     verdicts = summary_rows(text)
     assert status == 1 and all(verdicts[s] == mr.DATA_ERROR for s in verdicts if s.startswith("corrected"))
     assert verdicts["group more robust than original (paper's protocol)"] == REPRODUCED
-    assert "2 saved figures match ensemble/cnn_cifar_leakyrelu_robustness_h16_g*_eps*: " \
+    assert f"2 saved figures match {cifar_files.fig11('robustness', '*', '*', '*')}: " \
            "ensemble/cnn_cifar_leakyrelu_robustness_h16_g5_eps10, ensemble/cnn_cifar_leakyrelu_robustness_h16_g7_eps10" \
            in text
 
@@ -809,8 +810,8 @@ def test_report_flags_quick_data_and_missing_figures(tmp_path):
     assert verdicts["float64: drift of Q proportional to lr"] == mr.NOT_RUN
     assert verdicts["steps to converge proportional to Q (radial)"] == mr.NOT_RUN
     assert "Smoke-test data" in text and "not a reproduction" in text
-    assert "python Q_convergence_radial.py --out" in text and "--dtype float64" in text
-    assert "not run for relu" in text and "Not run for relu: make it with `python Q_hessian_eigenvalues.py" in text
+    assert f"Make it with `make toy-figures OUT={tmp_path}`" in text  # the Makefile holds the scripts' flags
+    assert "not run for relu" in text and f"Not run for relu: make it with `make toy-figures OUT={tmp_path}`" in text
     assert all(v == mr.NOT_RUN for s, v in verdicts.items() if "group" in s)
     assert "CIFAR-10 was not available" in text and "CIFAR_DIR=/path" in text
     assert "CIFAR-10 was probably not available" in report(tmp_path)[1]  # without --cifar-dir it cannot know

@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 
 import attacks
+import adversarial_protocols
 import cifar
 import robustness
 import symmetry
 
 
 def fitted_model(num_g=3, numerics="exact", seed=0):
-    model = attacks.make_adversarial_cnn("corrected", 16, seed=seed)
+    model = adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=seed)
     images = torch.rand(16 * num_g + 8, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     model.group_action.fit_noise = 0.0
     symmetry.fit_group_action(model, cifar.compute_features(model, images), num_g, 1.0, seed=1, numerics=numerics)
@@ -149,8 +150,8 @@ def tiny_model(tiny_cifar):
     try:
         train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
         test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
-        split = attacks.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
-        model = attacks.make_adversarial_cnn("corrected", 16, seed=0)
+        split = adversarial_protocols.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
+        model = adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=0)
         cifar.train_models([model], [split["train"]], [0], jobs=1, epochs=2, progress=False)
         yield model, split
     finally:

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import attacks
+import adversarial_protocols
+import threat_models
 import cifar
 import symmetry
 
@@ -90,11 +92,11 @@ def tiny_sweep(tiny_cifar):
 def _tiny_sweep(tiny_cifar):
     train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
     test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
-    split = attacks.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
-    models = [attacks.make_adversarial_cnn("corrected", 16, seed=s) for s in (0, 1)]
+    split = adversarial_protocols.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
+    models = [adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=s) for s in (0, 1)]
     cifar.train_models(models, [split["train"]] * 2, [0, 1], jobs=1, epochs=2, progress=False)
     fgsm_eps = (0.0, 8 / 255, 16 / 255)
-    out = attacks.threat_model_sweep(models[0], models[1], split["fit"][0], *split["eval"], seed=0, num_g=5,
+    out = threat_models.threat_model_sweep(models[0], models[1], split["fit"][0], *split["eval"], seed=0, num_g=5,
                                      fgsm_eps=fgsm_eps, pgd_iterations=(0, 3, 10), pgd_images=100)
     return out, fgsm_eps, len(split["eval"][1])
 
@@ -116,12 +118,12 @@ def test_sweep_stays_within_budget_and_its_statistics_add_up(tiny_sweep):
     out, fgsm_eps, n_images = tiny_sweep
     assert set(out) == {"paper", "exact"}
     for numerics, data in out.items():
-        for threat in attacks.THREATS:
+        for threat in threat_models.THREATS:
             np.testing.assert_allclose(data[f"fgsm_{threat}_linf"], fgsm_eps, atol=1e-6)
             assert np.all(data[f"pgd_{threat}_linf"] <= 8 / 255 + 1e-6)
         assert data["pgd_transfer_linf"][-1] == pytest.approx(8 / 255, abs=1e-6)
         for method, n in (("fgsm", n_images), ("pgd", 100)):
-            for comparison, ((threat_a, a), (threat_b, b)) in attacks.COMPARISONS.items():
+            for comparison, ((threat_a, a), (threat_b, b)) in threat_models.COMPARISONS.items():
                 diff = data[f"{method}_{comparison}_diff"]
                 gained, lost = data[f"{method}_{comparison}_gained"], data[f"{method}_{comparison}_lost"]
                 np.testing.assert_allclose(diff, (gained - lost) / n, atol=1e-12)
@@ -135,9 +137,9 @@ def test_sweep_stays_within_budget_and_its_statistics_add_up(tiny_sweep):
 
 def test_one_fgsm_gradient_serves_every_eps():
     """The sweep takes FGSM's direction once per image and scales it: the same images as fgsm()."""
-    model = attacks.make_adversarial_cnn("corrected", 16, seed=0)
+    model = adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=0)
     generator = torch.Generator().manual_seed(0)
     x, y = torch.rand(16, 3, 32, 32, generator=generator), torch.randint(0, 10, (16,), generator=generator)
     eps_list = (0.0, 1 / 255, 8 / 255, 0.1)
-    for k, x_adv in attacks._fgsm_columns(model, eps_list)(x, y):
+    for k, x_adv in threat_models._fgsm_columns(model, eps_list)(x, y):
         assert torch.equal(x_adv, attacks.fgsm(model, x, y, eps_list[k]) if eps_list[k] else x)

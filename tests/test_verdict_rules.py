@@ -289,11 +289,6 @@ def test_gain_beyond_control_rule():
                                        symmetry_error=0.7).verdict == NOT_REPRODUCED
 
 
-def test_symmetry_tolerance_is_the_notebooks():
-    from symmetry import SYMMETRY_TOLERANCE
-    assert vr.SYMMETRY_TOLERANCE == SYMMETRY_TOLERANCE
-
-
 def test_group_more_robust_rule():
     strengths, acc = paper.FIG11_STRENGTHS, paper.FIG11_ACCURACY
     result = vr.rule_group_more_robust(strengths["FGSM"], acc["FGSM"]["original"], acc["FGSM"]["group"])
