@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import attacks
 import adversarial_protocols
 import cifar
+import cifar_data
 import robustness
 import symmetry
 
@@ -148,8 +149,8 @@ def tiny_model(tiny_cifar):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
-        test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
+        train_images, train_labels = cifar_data.load_cifar10(tiny_cifar, train=True, download=False)
+        test_images, test_labels = cifar_data.load_cifar10(tiny_cifar, train=False, download=False)
         split = adversarial_protocols.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
         model = adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=0)
         cifar.train_models([model], [split["train"]], [0], jobs=1, epochs=2, progress=False)

@@ -8,6 +8,7 @@ import attacks
 import adversarial_protocols
 import threat_models
 import cifar
+import cifar_data
 import symmetry
 
 
@@ -90,8 +91,8 @@ def tiny_sweep(tiny_cifar):
 
 
 def _tiny_sweep(tiny_cifar):
-    train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
-    test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
+    train_images, train_labels = cifar_data.load_cifar10(tiny_cifar, train=True, download=False)
+    test_images, test_labels = cifar_data.load_cifar10(tiny_cifar, train=False, download=False)
     split = adversarial_protocols.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
     models = [adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=s) for s in (0, 1)]
     cifar.train_models(models, [split["train"]] * 2, [0, 1], jobs=1, epochs=2, progress=False)
