@@ -10,6 +10,7 @@ import threat_models
 import cifar
 import cifar_data
 import symmetry
+import ensembles
 
 
 # ---- McNemar's exact test --------------------------------------------------------------------
@@ -56,10 +57,10 @@ def test_ensemble_mean_probability_is_the_log_of_the_members_mean():
     images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     features = cifar.compute_features(model, images)
     for numerics in ("paper", "exact"):
-        symmetry.fit_group_action(model, features, 2, 1.0, seed=1, numerics=numerics)
+        ensembles.fit_group_action(model, features, 2, 1.0, seed=1, numerics=numerics)
         target = attacks.EnsembleMeanProbability(model, "group")
         log_mean = target(images[:8])
-        members = symmetry.ensemble_logits(model, features[:8], "group").softmax(dim=-1)  # [2, 8, 10]
+        members = ensembles.ensemble_logits(model, features[:8], "group").softmax(dim=-1)  # [2, 8, 10]
         torch.testing.assert_close(log_mean.exp(), members.mean(dim=0), rtol=1e-5, atol=1e-7)
         assert log_mean.dtype == symmetry.NUMERICS[numerics]
 
@@ -67,7 +68,7 @@ def test_ensemble_mean_probability_is_the_log_of_the_members_mean():
 def test_adaptive_gradient_flows_through_every_member():
     model = cifar.make_cnn("leaky_relu", 16, softmax_output=False, seed=0, fit_noise=0.0)
     images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    symmetry.fit_group_action(model, cifar.compute_features(model, images), 1, 1.0, seed=1, numerics="exact")
+    ensembles.fit_group_action(model, cifar.compute_features(model, images), 1, 1.0, seed=1, numerics="exact")
     target = attacks.EnsembleMeanProbability(model, "group")
     x = images[:4].clone().requires_grad_(True)
     torch.nn.functional.cross_entropy(target(x), torch.zeros(4, dtype=torch.long)).backward()
