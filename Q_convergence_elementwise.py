@@ -80,14 +80,8 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     import torch
 
     import per_neuron
-    from models import (
-        conserved_Q,
-        first_step_below,
-        gradient_descent_seeds,
-        paper_init,
-        paper_target,
-        seeds_progress_total,
-    )
+    from models import conserved_Q, paper_init, paper_target
+    from training import first_step_below, gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
     with progress(seeds_progress_total(steps, seeds), f"Fig. 6 {activation}") as bar:
@@ -114,16 +108,8 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     import torch
 
     import per_neuron
-    from models import (
-        conserved_Q,
-        elementwise_output,
-        first_step_below,
-        gradient_descent,
-        move_along_symmetry,
-        orbit_scales,
-        paper_init,
-        paper_target,
-    )
+    from models import conserved_Q, elementwise_output, move_along_symmetry, orbit_scales, paper_init, paper_target
+    from training import first_step_below, gradient_descent
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, [ORBIT_INIT_STD], seeds)  # [S, 1, m, k]
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]

@@ -53,13 +53,8 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
     seed 0's curves, loss and Q [4, T]; per run of every seed [S, 4]: Q0, steps_to_converge, initial_output, ..."""
     import torch
 
-    from models import (
-        first_step_below,
-        gradient_descent_seeds,
-        paper_target,
-        radial_output,
-        seeds_progress_total,
-    )
+    from models import paper_target, radial_output
+    from training import first_step_below, gradient_descent_seeds, seeds_progress_total
     inits = [[svd_aligned_init(scale, s) for scale in INIT_SCALES] for s in range(seeds)]
     U0 = torch.stack([torch.stack([U for U, _, _ in seed]) for seed in inits])  # [S, 4, m, k]
     V0 = torch.stack([torch.stack([V for _, V, _ in seed]) for seed in inits])

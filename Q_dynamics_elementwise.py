@@ -59,14 +59,8 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
     import torch
 
     import per_neuron
-    from models import (
-        conserved_Q,
-        gradient_descent_seeds,
-        paper_init,
-        paper_target,
-        q_normaliser,
-        seeds_progress_total,
-    )
+    from models import conserved_Q, paper_init, paper_target, q_normaliser
+    from training import gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD], seeds)  # [S, 1, m, k]: one initialisation per seed
     runs = len(LEARNING_RATES)

@@ -65,12 +65,8 @@ def train_minima(activation, steps, device, dtype, seeds, progress, what):
     """Gradient descent from each seed's initialisations (INIT_STDS, LEARNING_RATE). Returns (the
     gradient_descent_seeds result, U0, V0); the result's 'finite' [S, R] marks the runs whose final weights are
     finite (the others diverged)."""
-    from models import (
-        gradient_descent_seeds,
-        paper_init,
-        paper_target,
-        seeds_progress_total,
-    )
+    from models import paper_init, paper_target
+    from training import gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
     with progress(seeds_progress_total(steps, seeds), f"{what} {activation}") as bar:
@@ -89,7 +85,8 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     import torch
 
     import per_neuron
-    from models import conserved_Q, paper_target, squared_loss_hessian
+    from models import conserved_Q, paper_target
+    from training import squared_loss_hessian
     result, U0, V0 = train_minima(activation, steps, device, dtype, seeds, progress, "Fig. 9")
     Y = paper_target(M, N)
     eigenvalues = np.full(result["finite"].shape + ((M + N) * HIDDEN,), np.nan)
@@ -118,15 +115,8 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     import torch
 
     import per_neuron
-    from models import (
-        conserved_Q,
-        elementwise_output,
-        gauss_newton_eigenvalues,
-        move_along_symmetry,
-        orbit_scales,
-        paper_target,
-        squared_loss_hessian,
-    )
+    from models import conserved_Q, elementwise_output, move_along_symmetry, orbit_scales, paper_target
+    from training import gauss_newton_eigenvalues, squared_loss_hessian
     result, _, _ = train_minima(activation, steps, device, dtype, seeds, progress, "same function")
     finite = torch.from_numpy(result["finite"])
     U = torch.from_numpy(result["U"]).where(finite[..., None, None], 0.0)  # a diverged minimum: computed at 0,
@@ -163,7 +153,7 @@ def per_neuron_data(U, V, activation, masked, inputs, result):
     """The minima U [S, R, m, k], V [S, R, n, k] moved along their per-neuron orbits: the per-neuron figure's data,
     [S, R, 2, 5] per seed, minimum, orbit and point (NaN for a minimum whose run diverged)."""
     import per_neuron
-    from models import gauss_newton_eigenvalues
+    from training import gauss_newton_eigenvalues
     U_pn, V_pn, lambdas = per_neuron.per_neuron_orbits(U, V, activation)  # [S, R, P, ...]
     orbit = lambda moved, itself: masked(per_neuron.with_original(np.asarray(moved), np.asarray(itself), 2))  # noqa
     stats, stats_paper = (per_neuron.neuron_statistics(U_pn, V_pn, activation, c) for c in ("zero", "paper"))

@@ -21,15 +21,8 @@ import torch
 import paper_numbers
 from attacks import fgsm, pgd
 from cifar import compute_features, make_cnn
-from symmetry import (
-    ENSEMBLE_MODES,
-    LABELS,
-    derive_seed,
-    evaluate_ensemble,
-    evaluate_modes,
-    fit_and_measure,
-    stack_seeds,
-)
+from ensembles import evaluate_ensemble, evaluate_modes, fit_and_measure, stack_seeds
+from symmetry import ENSEMBLE_MODES, LABELS, derive_seed
 
 ADVERSARIAL_PROTOCOLS = ("paper", "corrected")
 ATTACK_METHODS = ("FGSM", "PGD")
@@ -65,7 +58,7 @@ def make_adversarial_cnn(protocol, hidden=16, seed=0):
     'paper': softmax output (trained and attacked through the double softmax, B1), no input
     shift (it is fed x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]).
     The same seed gives the same initial weights for both protocols. The group elements are drawn
-    by each sweep (symmetry.fit_and_measure), so the layer starts with a placeholder of one.
+    by each sweep (ensembles.fit_and_measure), so the layer starts with a placeholder of one.
     """
     paper = check_protocol(protocol) == "paper"
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
@@ -136,7 +129,7 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_eps=0.3, pgd
 
 
 def evaluate_models(model, features, y, modes, seed, *keys):
-    """evaluate_ensemble of 'original' (plain) and every mode on shared features [N, h] (symmetry.evaluate_modes).
+    """evaluate_ensemble of 'original' (plain) and every mode on shared features [N, h] (ensembles.evaluate_modes).
     Returns {classifier: result dict}."""
     return {"original": evaluate_ensemble(model, features, y, "plain"),
             **evaluate_modes(model, features, y, modes, seed, *keys)}
@@ -189,7 +182,7 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, seed=0, nu
     the model's fit noise, transfer attacks from the single model, as the paper.
     Returns {'sweeps': {method: adversarial_sweep dict}, 'clamp_only_acc': accuracy of the
     original model on the clean evaluation images clamped to [0, 1] and nothing else (the part
-    of the paper's drop due to B2), 'symmetry_error': symmetry.fit_and_measure's dict}.
+    of the paper's drop due to B2), 'symmetry_error': ensembles.fit_and_measure's dict}.
     """
     _, error = fit_and_measure(model, compute_features(model, protocol_inputs(fit_images, "paper")), num_g, group_scale, seed,
                                "paper")

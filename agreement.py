@@ -2,7 +2,7 @@
 
 pi(g, H) is fitted on h images per group element (h = 16 hidden units, so 16 images): with as many images as
 unknowns it interpolates, exact where it was fitted and unconstrained elsewhere. The symmetry error
-(symmetry.symmetry_error) measures the fitting images only; this module measures held-out images (the evaluation
+(ensembles.symmetry_error) measures the fitting images only; this module measures held-out images (the evaluation
 images), per member n and image i, against the original network (member matrices I, I):
 
   agreement       the fraction of images on which member n predicts the original's class (a member with a
@@ -22,7 +22,8 @@ fit_size_experiment.
 import numpy as np
 import torch
 
-from symmetry import derive_seed, evaluate_ensemble, fit_pi, member_logits, symmetry_error
+from ensembles import evaluate_ensemble, member_logits, symmetry_error
+from symmetry import derive_seed, fit_pi
 
 AGREEMENT_KEYS = ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite")
 # "Same predictions on unseen images": every member predicts the original's class on at least this fraction.
@@ -61,7 +62,7 @@ def held_out_agreement(model, features, lower, upper, chunk=1000):
 
 def group_agreement(model, eval_features):
     """held_out_agreement of the model's fitted group (mode 'group') on eval_features [N, h]: the per-cell measure
-    of symmetry.evaluate_grid (its `measure` argument)."""
+    of ensembles.evaluate_grid (its `measure` argument)."""
     return held_out_agreement(model, eval_features, *model.group_action.member_matrices("group"))
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from symmetry import member_logits
+from ensembles import member_logits
 
 # ----------------------------------------------------------------------------------------------
 # Attacks

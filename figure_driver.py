@@ -90,7 +90,7 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
 
     Added to every figure's settings: run_metadata (versions, device, dtype, command, run time)
     and, for scripts that train (trains=True), the seed of the initial draws (models.PAPER_SEED)
-    and the loss gradient descent minimises (models.TRAINED_ON); save_figure adds the script
+    and the loss gradient descent minimises (training.TRAINED_ON); save_figure adds the script
     (the file that defines `plot`) and the figure's name, which --plot-only checks.
     """
     args = parse_figure_args(parser, argv)
@@ -113,7 +113,8 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
                                        for i, job in enumerate(jobs)], args.jobs)
         shared = {}
         if trains:
-            from models import PAPER_SEED, TRAINED_ON
+            from models import PAPER_SEED
+            from training import TRAINED_ON
             shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
         for job, result in zip(jobs, results):
             for (name, job_settings), data in zip(job.figures(), result if job.also else [result]):

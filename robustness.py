@@ -43,7 +43,8 @@ import torch
 from agreement import AGREEMENT_KEYS, held_out_agreement
 from attacks import EnsembleMeanProbability, fgsm, mcnemar, pgd
 from cifar import compute_features
-from symmetry import FIT_NOISE, LABELS, NUMERICS, derive_seed, fit_and_measure, stack_seeds
+from ensembles import fit_and_measure, stack_seeds
+from symmetry import FIT_NOISE, LABELS, NUMERICS, derive_seed
 
 RADII = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # the attack radius (L-inf), not the group action's scale
 SUITE = {"apgd_steps": 100, "apgd_restarts": 1, "square_queries": 1000, "transfer_steps": 20, "audit_images": 250}

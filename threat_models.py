@@ -26,16 +26,8 @@ from attacks import (
     random_sign_noise,
 )
 from cifar import compute_features
-from symmetry import (
-    ENSEMBLE_MODES,
-    FIT_NOISE,
-    LABELS,
-    NUMERICS,
-    derive_seed,
-    evaluate_ensemble,
-    fit_and_measure,
-    stack_seeds,
-)
+from ensembles import evaluate_ensemble, fit_and_measure, stack_seeds
+from symmetry import ENSEMBLE_MODES, FIT_NOISE, LABELS, NUMERICS, derive_seed
 
 # The corrected protocol: the usual budgets on CIFAR-10 (pixel values in [0, 1]).
 FGSM_EPS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
@@ -127,7 +119,7 @@ def threat_model_sweep(model, independent, fit_images, x, y, seed=0, numerics=tu
       p_<threat>_linf [K]             largest |x_adv - x| (for 'noise': of the noisy images)
       p_<comparison>_<diff|gained|lost|p> [K] for every COMPARISONS entry (a, b): accuracy of a
                                       minus accuracy of b, and mcnemar(a, b)'s counts and p-value
-      symmetry_error, symmetry_error_hidden, symmetry_error_fitted: scalars (symmetry.fit_and_measure)
+      symmetry_error, symmetry_error_hidden, symmetry_error_fitted: scalars (ensembles.fit_and_measure)
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from models import (conserved_Q, get_activation, gradient_descent, paper_normal, paper_target,  # noqa: E402
-                    squared_loss_hessian)
+from models import conserved_Q, get_activation, paper_normal, paper_target
+from training import gradient_descent, squared_loss_hessian
 from paper_numbers import PAPER_ACTIVATIONS  # noqa: E402
 from tests.test_conservation import previous_hessian  # noqa: E402
 

@@ -38,10 +38,10 @@ def write_tiny_cifar(root, per_batch=200, n_test=200, seed=0):
     """Write root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} in the official
     pickle format (dict with 'data' uint8 [n, 3072], 'labels' list of int). Returns root.
 
-    batches.meta states num_cases_per_batch = per_batch, and cifar.load_cifar10 requires every
+    batches.meta states num_cases_per_batch = per_batch, and cifar_data.load_cifar10 requires every
     batch file to hold exactly that many images, the test batch too (as in the official
     release, 10,000 each): n_test must equal per_batch."""
-    assert n_test == per_batch, "cifar.load_cifar10 requires as many test images as per training file"
+    assert n_test == per_batch, "cifar_data.load_cifar10 requires as many test images as per training file"
     rng = np.random.default_rng(seed)
     folder = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(folder, exist_ok=True)

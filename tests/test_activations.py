@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import integrate
 
-from models import (ACTIVATIONS, conserved_Q, elementwise_output, expected_Q, get_activation, gradient_descent,
-                    move_along_symmetry, q_normaliser, squared_loss_hessian)
+from models import ACTIVATIONS, conserved_Q, elementwise_output, expected_Q, get_activation, move_along_symmetry, q_normaliser
+from training import gradient_descent, squared_loss_hessian
 
 NAMES = list(ACTIVATIONS)
 F64 = torch.float64

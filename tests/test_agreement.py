@@ -4,7 +4,7 @@ import torch
 
 import agreement
 import cifar
-import symmetry
+import ensembles
 
 
 def model_and_features(n=400, seed=0):
@@ -30,7 +30,7 @@ def test_a_head_with_two_classes_swapped_gives_the_known_agreement():
     swap = torch.eye(10, dtype=torch.float64)[[3, 1, 2, 0, 4, 5, 6, 7, 8, 9]]  # classes 0 and 3 swapped
     upper = (W @ swap @ torch.linalg.pinv(W))[None]
     lower = torch.eye(16, dtype=torch.float64)[None]
-    original = symmetry.member_logits(model, features, lower, lower)[0]
+    original = ensembles.member_logits(model, features, lower, lower)[0]
     predicted = original.argmax(dim=-1)
     assert {0, 3} & set(predicted.tolist()), "the random model must predict class 0 or 3 somewhere"
     measured = agreement.held_out_agreement(model, features, lower, upper, chunk=64)

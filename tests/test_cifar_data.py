@@ -1,7 +1,6 @@
 """Loading CIFAR-10: the standard layout, no download when present, clear errors otherwise."""
 import os
 import pickle
-import shutil
 import urllib.error
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-import cifar
+import cifar_data
 from conftest import write_tiny_cifar
 
 
@@ -28,7 +27,7 @@ def no_network(monkeypatch):
 
 
 def test_reads_the_standard_layout_without_download(tiny_cifar, no_network):
-    images, labels = cifar.load_cifar10(tiny_cifar, train=True, download=True)
+    images, labels = cifar_data.load_cifar10(tiny_cifar, train=True, download=True)
     assert no_network == []
     assert images.shape == (1000, 3, 32, 32) and images.dtype == torch.float32
     assert labels.shape == (1000,) and labels.dtype == torch.int64
@@ -39,22 +38,22 @@ def test_reads_the_standard_layout_without_download(tiny_cifar, no_network):
     assert labels[:200].tolist() == list(first["labels"])
     expected = torch.from_numpy(np.asarray(first["data"][:3]).reshape(3, 3, 32, 32)).float() / 255
     assert torch.equal(images[:3], expected)
-    test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=True)
+    test_images, test_labels = cifar_data.load_cifar10(tiny_cifar, train=False, download=True)
     assert test_images.shape == (200, 3, 32, 32) and len(test_labels) == 200
-    assert cifar.cifar10_source(tiny_cifar) == "unverified"  # not the official files: MD5 differs
+    assert cifar_data.cifar10_source(tiny_cifar) == "unverified"  # not the official files: MD5 differs
 
 
 def test_missing_data_without_download(tmp_path):
-    with pytest.raises(cifar.CifarDataError) as error:
-        cifar.load_cifar10(str(tmp_path / "nowhere"), download=False)
+    with pytest.raises(cifar_data.CifarDataError) as error:
+        cifar_data.load_cifar10(str(tmp_path / "nowhere"), download=False)
     message = str(error.value)
     assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in message
     assert "data_batch_1" in message and "test_batch" in message and "\n" not in message
 
 
 def test_missing_data_offline(tmp_path, no_network):
-    with pytest.raises(cifar.CifarDataError) as error:
-        cifar.load_cifar10(str(tmp_path / "empty"), download=True)
+    with pytest.raises(cifar_data.CifarDataError) as error:
+        cifar_data.load_cifar10(str(tmp_path / "empty"), download=True)
     assert len(no_network) == 1  # it tried, once, and failed cleanly
     message = str(error.value)
     assert "cifar-10-batches-py" in message and "download failed" in message and "\n" not in message
@@ -63,9 +62,9 @@ def test_missing_data_offline(tmp_path, no_network):
 def test_partial_layout_is_an_error_not_missing_data(tmp_path, no_network):
     root = write_tiny_cifar(str(tmp_path), per_batch=20, n_test=20)
     os.remove(os.path.join(root, "cifar-10-batches-py", "test_batch"))
-    with pytest.raises(cifar.CifarDataError, match="lacks test_batch") as error:
-        cifar.load_cifar10(root, download=True)
-    assert not isinstance(error.value, cifar.CifarMissingError) and no_network == []  # never downloaded over
+    with pytest.raises(cifar_data.CifarDataError, match="lacks test_batch") as error:
+        cifar_data.load_cifar10(root, download=True)
+    assert not isinstance(error.value, cifar_data.CifarMissingError) and no_network == []  # never downloaded over
 
 
 def test_truncated_batch_file(tmp_path):
@@ -75,8 +74,8 @@ def test_truncated_batch_file(tmp_path):
         content = f.read()
     with open(path, "wb") as f:
         f.write(content[: len(content) // 2])
-    with pytest.raises(cifar.CifarDataError) as error:
-        cifar.load_cifar10(root, download=False)
+    with pytest.raises(cifar_data.CifarDataError) as error:
+        cifar_data.load_cifar10(root, download=False)
     assert "data_batch_3" in str(error.value) and "corrupted" in str(error.value)
 
 
@@ -85,23 +84,23 @@ def test_batch_with_wrong_contents(tmp_path):
     path = os.path.join(root, "cifar-10-batches-py", "test_batch")
     with open(path, "wb") as f:
         pickle.dump({"data": np.zeros((20, 3072), np.uint8), "labels": [11] * 20}, f)
-    with pytest.raises(cifar.CifarDataError, match="test_batch"):
-        cifar.load_cifar10(root, train=False, download=False)
+    with pytest.raises(cifar_data.CifarDataError, match="test_batch"):
+        cifar_data.load_cifar10(root, train=False, download=False)
     with open(path, "wb") as f:
         pickle.dump({"data": np.zeros((20, 100), np.uint8), "labels": [1] * 20}, f)
-    with pytest.raises(cifar.CifarDataError, match="test_batch"):
-        cifar.load_cifar10(root, train=False, download=False)
+    with pytest.raises(cifar_data.CifarDataError, match="test_batch"):
+        cifar_data.load_cifar10(root, train=False, download=False)
 
 
 def test_ensemble_splits_are_disjoint():
     train_x, train_y = torch.arange(100).float(), torch.arange(100)
     test_x, test_y = 1000 + torch.arange(30).float(), torch.arange(30)
-    splits = cifar.ensemble_splits(train_x, train_y, test_x, test_y, 60, 32, "heldout")
+    splits = cifar_data.ensemble_splits(train_x, train_y, test_x, test_y, 60, 32, "heldout")
     ids = {name: set(x.long().tolist()) for name, (x, _) in splits.items()}
     assert ids["train"] == set(range(60)) and ids["fit"] == set(range(60, 92)) and ids["eval"] == set(range(92, 100))
-    splits = cifar.ensemble_splits(train_x, train_y, test_x, test_y, 60, 32, "test", n_eval=10)
+    splits = cifar_data.ensemble_splits(train_x, train_y, test_x, test_y, 60, 32, "test", n_eval=10)
     assert set(splits["eval"][0].long().tolist()) == set(range(1000, 1010))
     with pytest.raises(ValueError):
-        cifar.ensemble_splits(train_x, train_y, test_x, test_y, 80, 32)
+        cifar_data.ensemble_splits(train_x, train_y, test_x, test_y, 80, 32)
     with pytest.raises(ValueError):
-        cifar.ensemble_splits(train_x, train_y, test_x, test_y, 60, 32, "test", n_eval=31)
+        cifar_data.ensemble_splits(train_x, train_y, test_x, test_y, 60, 32, "test", n_eval=31)

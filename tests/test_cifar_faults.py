@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torchvision
 
-import cifar
+import cifar_data
 from conftest import REPO, write_tiny_cifar
 from test_faults import LINUX_PROC, running
 
@@ -35,8 +35,8 @@ def rewrite(root, name, change):
 
 def data_error(root, train=True):
     """The one-line CifarDataError that loading gives."""
-    with pytest.raises(cifar.CifarDataError) as error:
-        cifar.load_cifar10(root, train=train, download=False)
+    with pytest.raises(cifar_data.CifarDataError) as error:
+        cifar_data.load_cifar10(root, train=train, download=False)
     message = str(error.value)
     assert "\n" not in message
     return error.value, message
@@ -94,7 +94,7 @@ def test_a_crafted_file_runs_nothing_and_is_refused(root, tmp_path, kind):
     assert batch_path(root, "data_batch_1") in message and "refused" in message
     if kind.startswith(("reduce", "extension")):
         assert f"{os.system.__module__}.system" in message  # the refused global, by name
-    assert not isinstance(error, cifar.CifarMissingError)  # a bad file is a failure, never a skip
+    assert not isinstance(error, cifar_data.CifarMissingError)  # a bad file is a failure, never a skip
 
 
 def test_published_checksums_never_lead_to_unpickling(root, tmp_path, monkeypatch):
@@ -111,7 +111,7 @@ def test_published_checksums_never_lead_to_unpickling(root, tmp_path, monkeypatc
     monkeypatch.setattr(official, "train_list", [[name, md5(name)] for name, _ in official.train_list])
     monkeypatch.setattr(official, "test_list", [[name, md5(name)] for name, _ in official.test_list])
     monkeypatch.setattr(official, "meta", dict(official.meta, md5=md5("batches.meta")))
-    assert cifar.cifar10_source(root) == "official"  # by checksum
+    assert cifar_data.cifar10_source(root) == "official"  # by checksum
     assert not marker.exists()
     _, message = data_error(root)
     assert "refused" in message and not marker.exists()
@@ -121,15 +121,15 @@ def test_published_checksums_never_lead_to_unpickling(root, tmp_path, monkeypatc
 def test_every_pickle_protocol_of_a_real_batch_loads(root, protocol):
     """Protocol 2 stores bytes through _codecs.encode and protocol 5 arrays through _frombuffer:
     the reader rebuilds both, to the same images."""
-    images, labels = cifar.load_cifar10(root, download=False)
-    for name in cifar.LAYOUT_FILES:
+    images, labels = cifar_data.load_cifar10(root, download=False)
+    for name in cifar_data.LAYOUT_FILES:
         with open(batch_path(root, name), "rb") as f:
             batch = pickle.load(f)
         if name.startswith("data_batch"):
             batch["filenames"] = [n.encode() for n in batch["filenames"]]  # bytes, as Python 2 wrote them
         with open(batch_path(root, name), "wb") as f:
             pickle.dump(batch, f, protocol=protocol)
-    again, again_labels = cifar.load_cifar10(root, download=False)
+    again, again_labels = cifar_data.load_cifar10(root, download=False)
     assert np.array_equal(again.numpy(), images.numpy()) and np.array_equal(again_labels.numpy(), labels.numpy())
 
 
@@ -176,14 +176,14 @@ def test_an_incomplete_folder_is_a_failure_not_missing_data(root):
     os.remove(batch_path(root, "batches.meta"))
     os.remove(batch_path(root, "data_batch_2"))
     error, message = data_error(root)
-    assert not isinstance(error, cifar.CifarMissingError)
+    assert not isinstance(error, cifar_data.CifarMissingError)
     assert "data_batch_2, batches.meta" in message
 
 
 def test_no_folder_without_download_is_missing_data_and_creates_nothing(tmp_path):
     target = tmp_path / "new" / "data"
-    with pytest.raises(cifar.CifarMissingError, match="download is off"):
-        cifar.load_cifar10(str(target), download=False)
+    with pytest.raises(cifar_data.CifarMissingError, match="download is off"):
+        cifar_data.load_cifar10(str(target), download=False)
     assert not (tmp_path / "new").exists()
 
 
@@ -198,8 +198,8 @@ def unreachable_url():
 def test_an_offline_download_leaves_no_folder_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", unreachable_url())
     target = tmp_path / "new" / "data"
-    with pytest.raises(cifar.CifarMissingError, match="download failed") as error:
-        cifar.load_cifar10(str(target), download=True)
+    with pytest.raises(cifar_data.CifarMissingError, match="download failed") as error:
+        cifar_data.load_cifar10(str(target), download=True)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "new").exists()  # both folders it created are removed
 
@@ -214,8 +214,8 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
             f.write(b"half an archive")
         raise OSError("connection reset")
     monkeypatch.setattr(torchvision.datasets.utils, "download_url", partial_download)
-    with pytest.raises(cifar.CifarMissingError, match="connection reset"):
-        cifar.load_cifar10(str(existing), download=True)
+    with pytest.raises(cifar_data.CifarMissingError, match="connection reset"):
+        cifar_data.load_cifar10(str(existing), download=True)
     assert sorted(os.listdir(existing)) == ["notes.txt"]  # the partial archive is gone, the folder stays
 
 

@@ -6,6 +6,7 @@ import torch.nn as nn
 
 import cifar
 import symmetry
+import ensembles
 
 HIDDEN = 16
 
@@ -58,7 +59,7 @@ def relative_gap(a, b):
 def test_moved_network_equals_original_on_fit_batches(eps):
     num_g = 6
     model, features, _ = model_and_features()
-    layer = symmetry.fit_group_action(model, features, num_g, eps, seed=3)
+    layer = ensembles.fit_group_action(model, features, num_g, eps, seed=3)
     original = logits(model, features, "plain")[0]
     moved = logits(model, features, "group")  # [num_g, B, 10]
     for n in range(num_g):
@@ -78,7 +79,7 @@ def test_moved_network_equals_original_on_fit_batches(eps):
 def test_full_model_forward_matches_feature_path():
     """model(x) in an ensemble mode gives the same members as the fast feature-only path."""
     model, features, images = model_and_features(40)
-    symmetry.fit_group_action(model, features, 2, 0.5, seed=1)
+    ensembles.fit_group_action(model, features, 2, 0.5, seed=1)
     for mode in ("group", "g_inverse"):
         model.group_action.set_mode(mode)
         out = model(images[:10])
@@ -87,7 +88,7 @@ def test_full_model_forward_matches_feature_path():
         members = model.members(images[:10], mode)
         assert members.shape == (2, 10, 10)
         assert torch.allclose(out.reshape(2, 10, 10), members, atol=1e-6)
-        fast = symmetry.ensemble_logits(model, features[:10], mode).softmax(dim=-1)
+        fast = ensembles.ensemble_logits(model, features[:10], mode).softmax(dim=-1)
         assert fast.shape == (2, 10, 10) and fast.dtype == torch.float32
         assert (members - fast).abs().max() < 1e-3
     model.group_action.set_mode("plain")
@@ -107,7 +108,7 @@ def test_small_eps_gives_the_original_network():
     model, features, _ = model_and_features()
     unseen = features[64:]
     original = logits(model, unseen, "plain")
-    symmetry.fit_group_action(model, features, 4, 1e-6, seed=0)
+    ensembles.fit_group_action(model, features, 4, 1e-6, seed=0)
     generator = torch.Generator().manual_seed(0)
     for mode in ("group", "g_inverse", "perm_interp", "random"):
         members = logits(model, unseen, mode, generator)
@@ -126,7 +127,7 @@ def test_ensembles_drift_away_with_eps():
     original = logits(model, unseen, "plain")
     gaps = []
     for eps in (1e-5, 1e-4, 1e-3):
-        symmetry.fit_group_action(model, features, 4, eps, seed=0)
+        ensembles.fit_group_action(model, features, 4, eps, seed=0)
         gaps.append(relative_gap(logits(model, unseen, "group"), original.expand(4, -1, -1)))
     # first order in eps: ten times eps, ten times the change
     assert 5 < gaps[1] / gaps[0] < 20 and 5 < gaps[2] / gaps[1] < 20
@@ -135,13 +136,13 @@ def test_ensembles_drift_away_with_eps():
 def test_overflow_is_detected_not_silent():
     """At large eps expm(eps T) overflows float32 (paper B9); the cell must be flagged, not poisoned."""
     model, features, _ = model_and_features()
-    symmetry.fit_group_action(model, features, 4, 200.0, seed=0)
+    ensembles.fit_group_action(model, features, 4, 200.0, seed=0)
     assert not torch.isfinite(model.group_action.g).all()
-    logits = symmetry.ensemble_logits(model, features[64:], "group")
+    logits = ensembles.ensemble_logits(model, features[64:], "group")
     assert logits.shape == (4, len(features) - 64, 10)
     zeros = torch.zeros(len(features) - 64, dtype=torch.long)
-    result = symmetry.ensemble_accuracy(logits, zeros)
-    chunked = symmetry.evaluate_ensemble(model, features[64:], zeros, "group", chunk=7)  # the same, in chunks
+    result = ensembles.ensemble_accuracy(logits, zeros)
+    chunked = ensembles.evaluate_ensemble(model, features[64:], zeros, "group", chunk=7)  # the same, in chunks
     for key in ("vote_acc", "mean_acc", "finite_frac"):
         assert result[key] == pytest.approx(chunked[key])
     np.testing.assert_array_equal(result["mean_correct"], chunked["mean_correct"])
@@ -149,7 +150,7 @@ def test_overflow_is_detected_not_silent():
     assert np.isfinite(result["vote_acc"]) and np.isfinite(result["mean_acc"])
 
     labels = torch.arange(len(features) - 64) % 10
-    grid = symmetry.evaluate_grid(model, features[64:], labels, features[:64], [2, 4], [200.0, 1e-3],
+    grid = ensembles.evaluate_grid(model, features[64:], labels, features[:64], [2, 4], [200.0, 1e-3],
                                seed=0)
     assert grid["overflow_group"][0].any() and not grid["overflow_group"][1].any()
     assert grid["vote_acc_group"].shape == (2, 2)
@@ -168,31 +169,31 @@ def test_ensemble_accuracy_vote_mean_and_nonfinite_members():
         [[0.6, 0.4], [0.4, 0.6]],
         [[0.01, 0.99], [0.99, 0.01]],
     ])
-    result = symmetry.ensemble_accuracy(probabilities.log(), labels)  # logits with these softmaxes
+    result = ensembles.ensemble_accuracy(probabilities.log(), labels)  # logits with these softmaxes
     assert result["vote_acc"] == 1.0      # majority vote: 2 of 3 right on both images
     assert result["mean_acc"] == 0.0      # mean probability: 0.4 vs 0.6, wrong on both
     assert result["finite_frac"] == 1.0
     # A NaN member is left out (the paper let it vote for class 0).
     with_nan = torch.cat([probabilities[:1].log(), torch.full((2, 2, 2), float("nan"))])
-    result = symmetry.ensemble_accuracy(with_nan, torch.tensor([1, 1]))
+    result = ensembles.ensemble_accuracy(with_nan, torch.tensor([1, 1]))
     assert result["vote_acc"] == 0.5 and result["finite_frac"] == pytest.approx(1 / 3)
 
 
 def test_group_elements_are_seeded_and_shaped():
     model, features, _ = model_and_features(80)
-    layer = symmetry.fit_group_action(model, features, 5, 0.3, seed=7)
+    layer = ensembles.fit_group_action(model, features, 5, 0.3, seed=7)
     g_first, pi_first = layer.g.clone(), layer.pi.clone()
     assert layer.g.shape == (5, HIDDEN, HIDDEN) and layer.pi.shape == (5, HIDDEN, HIDDEN)
     assert layer.g.dtype == torch.float32 and layer.pi.dtype == torch.float32
     assert torch.allclose(layer.g, torch.linalg.matrix_exp(0.3 * layer.T))
     # T ~ N(0, 1/h): its entries have variance about 1/h
     assert abs(float(layer.T.var()) * HIDDEN - 1.0) < 0.2
-    layer = symmetry.fit_group_action(model, features, 5, 0.3, seed=7)
+    layer = ensembles.fit_group_action(model, features, 5, 0.3, seed=7)
     assert torch.equal(layer.g, g_first) and torch.equal(layer.pi, pi_first)
-    layer = symmetry.fit_group_action(model, features, 5, 0.3, seed=8)
+    layer = ensembles.fit_group_action(model, features, 5, 0.3, seed=8)
     assert not torch.equal(layer.g, g_first)
     with pytest.raises(ValueError):
-        symmetry.fit_group_action(model, features, 6, 0.3)  # needs 96 images, has 80
+        ensembles.fit_group_action(model, features, 6, 0.3)  # needs 96 images, has 80
 
 
 def test_pi_composes_like_a_group_action():

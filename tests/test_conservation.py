@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import (ACTIVATIONS, conserved_Q, elementwise_output, get_activation, gradient_descent, radial_output,
-                    radial_Q, squared_loss_hessian)
+from models import ACTIVATIONS, conserved_Q, elementwise_output, get_activation, radial_output, radial_Q
+from training import gradient_descent, squared_loss_hessian
 
 M, N, K = 5, 10, 50
 

@@ -15,7 +15,8 @@ import Q_distribution as fig45
 import Q_dynamics_elementwise as fig3
 import Q_hessian_eigenvalues as fig9
 import paper_numbers
-from models import conserved_Q, first_step_below, gradient_descent, paper_normal, paper_target, q_normaliser
+from models import conserved_Q, paper_normal, paper_target, q_normaliser
+from training import first_step_below, gradient_descent
 
 torch.set_num_threads(1)
 CPU, F32 = torch.device("cpu"), torch.float32

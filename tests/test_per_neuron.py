@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import per_neuron as pn
-from models import ACTIVATIONS, conserved_Q, elementwise_output, gradient_descent, q_normaliser
+from models import ACTIVATIONS, conserved_Q, elementwise_output, q_normaliser
+from training import gradient_descent
 
 M, N, K = 5, 10, 50
 

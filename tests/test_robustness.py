@@ -8,15 +8,16 @@ import torch.nn.functional as F
 import attacks
 import adversarial_protocols
 import cifar
+import cifar_data
 import robustness
-import symmetry
+import ensembles
 
 
 def fitted_model(num_g=3, numerics="exact", seed=0):
     model = adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=seed)
     images = torch.rand(16 * num_g + 8, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     model.group_action.fit_noise = 0.0
-    symmetry.fit_group_action(model, cifar.compute_features(model, images), num_g, 1.0, seed=1, numerics=numerics)
+    ensembles.fit_group_action(model, cifar.compute_features(model, images), num_g, 1.0, seed=1, numerics=numerics)
     return model, images[-8:]
 
 
@@ -148,8 +149,8 @@ def tiny_model(tiny_cifar):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
-        test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
+        train_images, train_labels = cifar_data.load_cifar10(tiny_cifar, train=True, download=False)
+        test_images, test_labels = cifar_data.load_cifar10(tiny_cifar, train=False, download=False)
         split = adversarial_protocols.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
         model = adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=0)
         cifar.train_models([model], [split["train"]], [0], jobs=1, epochs=2, progress=False)
@@ -161,7 +162,7 @@ def tiny_model(tiny_cifar):
 def test_every_attack_stays_within_the_radius_and_the_pixel_range(tiny_model):
     model, split = tiny_model
     x, y = split["eval"][0][:40], split["eval"][1][:40]
-    symmetry.fit_group_action(model, cifar.compute_features(model, split["fit"][0]), 5, 10.0, seed=0, numerics="exact")
+    ensembles.fit_group_action(model, cifar.compute_features(model, split["fit"][0]), 5, 10.0, seed=0, numerics="exact")
     radius = 8 / 255
     generator = torch.Generator().manual_seed(0)
     context = robustness.Context(model, SMALL, 0, {0: robustness.transfer_images(model, x, y, radius, SMALL, generator)})

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import (ACTIVATIONS, PAPER_SEED, conserved_Q, elementwise_output, gauss_newton_eigenvalues,
-                    get_activation, gradient_descent, gradient_descent_seeds, move_along_symmetry, orbit_scales,
-                    paper_init, paper_normal, squared_loss_hessian, symmetry_limit)
+from models import ACTIVATIONS, PAPER_SEED, conserved_Q, elementwise_output, get_activation, move_along_symmetry, orbit_scales, paper_init, paper_normal, symmetry_limit
+from training import gauss_newton_eigenvalues, gradient_descent, gradient_descent_seeds, squared_loss_hessian
 
 F64 = torch.float64
 PAPER = ["linear", "relu", "tanh", "sigmoid"]

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import symmetry
+import spherical
 
 TOL = 1e-10  # float64 throughout; every check is on absolute values
 
@@ -38,32 +39,32 @@ ALL_VECTORS = mixed_sign_vectors() + axis_vectors() + [
 
 def test_round_trip_every_vector():
     for z in ALL_VECTORS:
-        r, angles = symmetry.to_spherical(z)
+        r, angles = spherical.to_spherical(z)
         assert torch.isfinite(angles).all(), z
         assert abs(float(r) - float(z.norm())) < TOL
         assert (angles[:-1] >= 0).all() and (angles[:-1] <= torch.pi).all()  # the polar angles
-        assert (symmetry.from_spherical(r, angles) - z).abs().max() < TOL, z
+        assert (spherical.from_spherical(r, angles) - z).abs().max() < TOL, z
 
 
 def test_negative_last_entry_keeps_its_sign():
     z = torch.tensor([0.3, -0.2, -0.5], dtype=torch.float64)
-    back = symmetry.from_spherical(*symmetry.to_spherical(z))
+    back = spherical.from_spherical(*spherical.to_spherical(z))
     assert back[-1] < 0 and abs(float(back[-1]) + 0.5) < TOL
 
 
 def test_batched_round_trip():
     z = torch.randn(5, 7, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    r, angles = symmetry.to_spherical(z)
+    r, angles = spherical.to_spherical(z)
     assert r.shape == (5, 7) and angles.shape == (5, 7, 3)
-    assert (symmetry.from_spherical(r, angles) - z).abs().max() < TOL
-    R = symmetry.r_matrix(z)
+    assert (spherical.from_spherical(r, angles) - z).abs().max() < TOL
+    R = spherical.r_matrix(z)
     assert R.shape == (5, 7, 4, 4)
     assert (R[..., :, 0] - z).abs().max() < TOL
 
 
 def test_r_matrix_properties():
     for z in ALL_VECTORS:
-        R = symmetry.r_matrix(z)
+        R = spherical.r_matrix(z)
         n, r2 = len(z), float(z.square().sum())
         assert (R @ R.T - r2 * torch.eye(n, dtype=torch.float64)).abs().max() < TOL * max(1.0, r2), z
         assert (R[:, 0] - z).abs().max() < TOL, z  # the first COLUMN is z
@@ -77,11 +78,11 @@ def test_frame_columns_are_the_spherical_unit_vectors():
     for n in (2, 3, 5, 8):
         angles = 0.2 + 2.7 * torch.rand(n - 1, generator=generator, dtype=torch.float64)  # away from 0, pi
         jacobian = torch.autograd.functional.jacobian(
-            lambda a: symmetry.from_spherical(torch.tensor(1.0, dtype=torch.float64), a), angles)
-        O = symmetry.spherical_frame(angles)
+            lambda a: spherical.from_spherical(torch.tensor(1.0, dtype=torch.float64), a), angles)
+        O = spherical.spherical_frame(angles)
         directions = jacobian / jacobian.norm(dim=0, keepdim=True)
         assert (O[:, 1:] - directions).abs().max() < TOL
-        assert (O[:, 0] - symmetry.from_spherical(torch.tensor(1.0, dtype=torch.float64), angles)).abs().max() < TOL
+        assert (O[:, 0] - spherical.from_spherical(torch.tensor(1.0, dtype=torch.float64), angles)).abs().max() < TOL
 
 
 def test_invertible_action_maps_sigma_gh_to_sigma_h():
@@ -92,7 +93,7 @@ def test_invertible_action_maps_sigma_gh_to_sigma_h():
             T = torch.randn(n, n, generator=generator, dtype=torch.float64) / n ** 0.5
             g = torch.linalg.matrix_exp(0.5 * T)
             sigma_h, sigma_gh = symmetry.relu_sqr(h), symmetry.relu_sqr(g @ h)
-            pi = symmetry.invertible_action(sigma_h, sigma_gh)
+            pi = spherical.invertible_action(sigma_h, sigma_gh)
             assert (pi @ sigma_gh - sigma_h).abs().max() < TOL * max(1.0, float(sigma_h.abs().max()))
             # invertible and conformal: every singular value is |sigma(h)| / |sigma(gh)|
             singular = torch.linalg.svdvals(pi)
@@ -104,13 +105,13 @@ def test_invertible_action_maps_sigma_gh_to_sigma_h():
 def test_invertible_action_on_axis_vectors():
     e1 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
     minus_e3 = torch.tensor([0.0, 0.0, -2.0], dtype=torch.float64)
-    pi = symmetry.invertible_action(minus_e3, e1)
+    pi = spherical.invertible_action(minus_e3, e1)
     assert torch.isfinite(pi).all()
     assert (pi @ e1 - minus_e3).abs().max() < TOL
-    pi_back = symmetry.invertible_action(e1, minus_e3)
+    pi_back = spherical.invertible_action(e1, minus_e3)
     assert (pi_back @ pi - torch.eye(3, dtype=torch.float64)).abs().max() < TOL
 
 
 def test_too_short_vectors_are_rejected():
     with pytest.raises(ValueError):
-        symmetry.to_spherical(torch.tensor([1.0]))
+        spherical.to_spherical(torch.tensor([1.0]))

@@ -8,6 +8,7 @@ import torch
 import cifar
 import ensemble_plots
 import symmetry
+import ensembles
 
 HIDDEN = 16
 
@@ -44,10 +45,10 @@ def test_exact_numerics_is_a_symmetry_on_the_fitting_images(activation):
     model.softmax_output = False  # compare logits (the readout's output)
     measured = {}
     for eps, tolerance in [(0.01, 1e-6), (0.1, 1e-6), (1.0, 1e-6), (10.0, 1e-3)]:
-        layer = symmetry.fit_group_action(model, features, 6, eps, seed=3, numerics="exact")
+        layer = ensembles.fit_group_action(model, features, 6, eps, seed=3, numerics="exact")
         assert layer.g.dtype == torch.float64 and layer.pi.dtype == torch.float64
         gap = moved_gap(model, features, 6)
-        error = symmetry.symmetry_error(model, symmetry.fit_batches(features, 6, HIDDEN), layer.pi)
+        error = ensembles.symmetry_error(model, ensembles.fit_batches(features, 6, HIDDEN), layer.pi)
         measured[eps] = gap
         assert gap < tolerance, (activation, eps, gap)
         # symmetry_error measures the same thing (its own evaluation path, one rounding apart)
@@ -65,18 +66,18 @@ def test_paper_numerics_fails_at_eps_10(activation):
     """The disclosed defect: the float32 fit of the paper's notebook is no symmetry at eps = 10."""
     model, features = model_and_features(activation)
     model.softmax_output = False
-    batches = symmetry.fit_batches(features, 6, HIDDEN)
-    symmetry.fit_group_action(model, features, 6, 10.0, seed=3, numerics="paper")
-    paper = symmetry.symmetry_error(model, batches)["logits"]
+    batches = ensembles.fit_batches(features, 6, HIDDEN)
+    ensembles.fit_group_action(model, features, 6, 10.0, seed=3, numerics="paper")
+    paper = ensembles.symmetry_error(model, batches)["logits"]
     assert model.group_action.g.dtype == torch.float32
     assert paper > 0.05, paper  # measured: 0.3 to 0.6 for these features
     assert moved_gap(model, features, 6) > 0.05
-    symmetry.fit_group_action(model, features, 6, 10.0, seed=3, numerics="exact")
-    exact = symmetry.symmetry_error(model, batches)["logits"]
+    ensembles.fit_group_action(model, features, 6, 10.0, seed=3, numerics="exact")
+    exact = ensembles.symmetry_error(model, batches)["logits"]
     assert exact < 1e-3 and paper > 100 * exact
     # the same group elements in both numerics: T is drawn once, in float32
-    paper_T = symmetry.fit_group_action(model, features, 6, 10.0, seed=3, numerics="paper").T.clone()
-    assert torch.equal(symmetry.fit_group_action(model, features, 6, 10.0, seed=3, numerics="exact").T, paper_T)
+    paper_T = ensembles.fit_group_action(model, features, 6, 10.0, seed=3, numerics="paper").T.clone()
+    assert torch.equal(ensembles.fit_group_action(model, features, 6, 10.0, seed=3, numerics="exact").T, paper_T)
 
 
 @torch.no_grad()
@@ -87,7 +88,7 @@ def test_eps_20_is_measured_and_flagged_not_hidden():
     model, features = model_and_features("relu_sqr", num_images=260)
     labels = torch.arange(len(features) - 192) % 10
     for numerics in ("paper", "exact"):
-        grid = symmetry.evaluate_grid(model, features[192:], labels, features[:192], [8, 12], [20.0, 1.0],
+        grid = ensembles.evaluate_grid(model, features[192:], labels, features[:192], [8, 12], [20.0, 1.0],
                                       seed=0, numerics=numerics, fit_noise=0.0)
         error = grid["symmetry_error"]
         assert error.shape == (2, 2) and np.all(error > 0)
@@ -112,7 +113,7 @@ def test_fit_noise_is_measured_separately():
     fitted (noisy) pi is reported beside it and is worse."""
     model, features = model_and_features("relu_sqr")
     labels = torch.arange(len(features) - 64) % 10
-    grid = symmetry.evaluate_grid(model, features[64:], labels, features[:64], [4], [1.0], seed=0,
+    grid = ensembles.evaluate_grid(model, features[64:], labels, features[:64], [4], [1.0], seed=0,
                                   numerics="exact", fit_noise=1e-4)
     assert grid["symmetry_error"][0, 0] < 1e-6
     assert grid["symmetry_error_fitted"][0, 0] > 10 * grid["symmetry_error"][0, 0]
@@ -163,10 +164,10 @@ def test_interpolated_permutation_upper_matrix_inverts_the_lower():
 def test_group_upper_matrix_is_the_fitted_pi():
     """The group members use pi, not pinv(g) (which a linear-action bug would give)."""
     model, features = model_and_features("relu_sqr")
-    layer = symmetry.fit_group_action(model, features, 4, 1.0, seed=1, numerics="exact")
+    layer = ensembles.fit_group_action(model, features, 4, 1.0, seed=1, numerics="exact")
     lower, upper = layer.member_matrices("group")
     assert torch.equal(lower, layer.g) and torch.equal(upper, layer.pi)
-    H = symmetry.fit_batches(features, 4, HIDDEN).double()
+    H = ensembles.fit_batches(features, 4, HIDDEN).double()
     moved = symmetry.relu_sqr(H @ lower) @ upper
     assert float((moved - symmetry.relu_sqr(H)).abs().max()) < 1e-8
     wrong = symmetry.relu_sqr(H @ lower) @ torch.linalg.pinv(lower)

@@ -8,7 +8,9 @@ import attacks
 import adversarial_protocols
 import threat_models
 import cifar
+import cifar_data
 import symmetry
+import ensembles
 
 
 # ---- McNemar's exact test --------------------------------------------------------------------
@@ -55,10 +57,10 @@ def test_ensemble_mean_probability_is_the_log_of_the_members_mean():
     images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     features = cifar.compute_features(model, images)
     for numerics in ("paper", "exact"):
-        symmetry.fit_group_action(model, features, 2, 1.0, seed=1, numerics=numerics)
+        ensembles.fit_group_action(model, features, 2, 1.0, seed=1, numerics=numerics)
         target = attacks.EnsembleMeanProbability(model, "group")
         log_mean = target(images[:8])
-        members = symmetry.ensemble_logits(model, features[:8], "group").softmax(dim=-1)  # [2, 8, 10]
+        members = ensembles.ensemble_logits(model, features[:8], "group").softmax(dim=-1)  # [2, 8, 10]
         torch.testing.assert_close(log_mean.exp(), members.mean(dim=0), rtol=1e-5, atol=1e-7)
         assert log_mean.dtype == symmetry.NUMERICS[numerics]
 
@@ -66,7 +68,7 @@ def test_ensemble_mean_probability_is_the_log_of_the_members_mean():
 def test_adaptive_gradient_flows_through_every_member():
     model = cifar.make_cnn("leaky_relu", 16, softmax_output=False, seed=0, fit_noise=0.0)
     images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    symmetry.fit_group_action(model, cifar.compute_features(model, images), 1, 1.0, seed=1, numerics="exact")
+    ensembles.fit_group_action(model, cifar.compute_features(model, images), 1, 1.0, seed=1, numerics="exact")
     target = attacks.EnsembleMeanProbability(model, "group")
     x = images[:4].clone().requires_grad_(True)
     torch.nn.functional.cross_entropy(target(x), torch.zeros(4, dtype=torch.long)).backward()
@@ -90,8 +92,8 @@ def tiny_sweep(tiny_cifar):
 
 
 def _tiny_sweep(tiny_cifar):
-    train_images, train_labels = cifar.load_cifar10(tiny_cifar, train=True, download=False)
-    test_images, test_labels = cifar.load_cifar10(tiny_cifar, train=False, download=False)
+    train_images, train_labels = cifar_data.load_cifar10(tiny_cifar, train=True, download=False)
+    test_images, test_labels = cifar_data.load_cifar10(tiny_cifar, train=False, download=False)
     split = adversarial_protocols.adversarial_splits(train_images, train_labels, test_images, test_labels, "corrected", 16, 5)
     models = [adversarial_protocols.make_adversarial_cnn("corrected", 16, seed=s) for s in (0, 1)]
     cifar.train_models(models, [split["train"]] * 2, [0, 1], jobs=1, epochs=2, progress=False)

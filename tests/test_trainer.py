@@ -7,8 +7,8 @@ from torch import nn
 torch.set_num_threads(1)  # tiny matrices: threads only add synchronisation cost
 
 from figure_driver import mark_diverged
-from models import (ACTIVATIONS, conserved_Q, elementwise_output, gradient_descent, radial_output, radial_Q,
-                    record_schedule)
+from models import ACTIVATIONS, conserved_Q, elementwise_output, radial_output, radial_Q
+from training import gradient_descent, record_schedule
 
 MODELS = [("elementwise", a) for a in ACTIVATIONS] + [("radial", "linear")]
 
@@ -173,10 +173,10 @@ def test_float32_drift_of_Q_is_no_larger_than_the_paper_loops(m):
 
 
 def test_recording_does_not_change_the_run(monkeypatch):
-    import models
+    import training
     U, V, Y = random_batch(6, runs=2, dtype=torch.float32)
     sparse = gradient_descent(U, V, Y, [0.05, 0.01], 500, activation="tanh", record_steps=[0, 200, 500])
-    monkeypatch.setattr(models, "RECORD_CHUNK_ELEMENTS", 7 * 2 * (5 * 10 + 5 * 50 + 10 * 50))  # 7 records a chunk
+    monkeypatch.setattr(training, "RECORD_CHUNK_ELEMENTS", 7 * 2 * (5 * 10 + 5 * 50 + 10 * 50))  # 7 records a chunk
     dense = gradient_descent(U, V, Y, [0.05, 0.01], 500, activation="tanh", record_steps=np.arange(501))
     assert np.array_equal(dense["U"], sparse["U"]) and np.array_equal(dense["V"], sparse["V"])
     for key in ("loss", "Q"):
