@@ -11,7 +11,7 @@ Contents, top to bottom:
   data and initialisation   PAPER_SEED, SEED_RULE, seed_of, paper_normal, paper_target, paper_init
   activations               Activation, ACTIVATIONS (the table), get_activation, integral_from_zero
   elementwise model         elementwise_output, conserved_Q, q_normaliser, expected_Q,
-                            move_along_symmetry, symmetry_limit, orbit_scales
+                            move_along_symmetry, neuron_limits, symmetry_limit, orbit_scales
   radial model              radial_output, radial_Q
 The trainer (gradient descent on every run at once) and the Hessian at the minimum are in
 training.py.
@@ -269,19 +269,24 @@ def move_along_symmetry(U, V, activation, lambdas):
     return U / column_scale, torch.where(keep, V, act.inverse(torch.where(keep, hidden, moved)))
 
 
-def symmetry_limit(V, activation):
-    """The largest lambda > 0 such that lambda * sigma(V) stays inside sigma's range for every entry
+def neuron_limits(V, activation):
+    """Per neuron, the largest lambda > 0 such that lambda * sigma(V[:, a]) stays inside sigma's range
     (inf for linear, ReLU, softplus: any lambda > 0 works; every lambda below it also works).
-    V: [..., n, k] -> [...] (one lambda for all hidden neurons of a network)."""
+    V: [..., n, k] -> [..., k]."""
     act = get_activation(activation)
-    hidden = act.sigma(V).flatten(-2)
-    low, high = act.sigma_range
+    hidden, (low, high) = act.sigma(V), act.sigma_range
     limits = torch.full_like(hidden, math.inf)
     if high < math.inf:
         limits = torch.where(hidden > 0, high / hidden, limits)
     if low > -math.inf:
         limits = torch.where(hidden < 0, low / hidden, limits)
-    return limits.amin(dim=-1)
+    return limits.amin(dim=-2)
+
+
+def symmetry_limit(V, activation):
+    """The largest lambda for all hidden neurons of a network at once (the smallest neuron_limits).
+    V: [..., n, k] -> [...]."""
+    return neuron_limits(V, activation).amin(dim=-1)
 
 
 def orbit_scales(V, activation, smallest, largest, per_side=3, reach=0.9):

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from models import _check_convention, elementwise_output, get_activation, move_along_symmetry
+from models import _check_convention, elementwise_output, get_activation, move_along_symmetry, neuron_limits
 
 OFF_DATA_INPUTS = 20         # random inputs on which moved networks are compared (off_data_gap)
 OFF_DATA_SEED = 2023         # their torch seed
@@ -87,19 +87,6 @@ def neuron_statistics(U, V, activation, convention="zero"):
             "edge_distance": edge_distance(V, activation).amin(dim=-1)}
 
 
-def lambda_limits(V, activation):
-    """Per neuron, the largest lambda that keeps lambda * sigma(V[:, a]) inside sigma's range (inf if none).
-    V: [..., n, k] -> [..., k]."""
-    act = get_activation(activation)
-    hidden, (low, high) = act.sigma(V), act.sigma_range
-    limits = torch.full_like(hidden, math.inf)
-    if high < math.inf:
-        limits = torch.where(hidden > 0, high / hidden, limits)
-    if low > -math.inf:
-        limits = torch.where(hidden < 0, low / hidden, limits)
-    return limits.amin(dim=-2)
-
-
 def lambdas_for(U, V, activation, targets):
     """Per neuron, the lambda_a that moves neuron a to Q_a = targets[..., a] (zero convention) at a fixed function.
 
@@ -109,7 +96,7 @@ def lambdas_for(U, V, activation, targets):
     U, V, targets = U.double(), V.double(), torch.as_tensor(targets, dtype=torch.float64)
     shape = torch.broadcast_shapes(targets.shape, U.shape[:-2] + U.shape[-1:])
     U, V = U.expand(*shape[:-1], *U.shape[-2:]), V.expand(*shape[:-1], *V.shape[-2:])
-    top = lambda_limits(V, activation).clamp(max=1e6).log()
+    top = neuron_limits(V, activation).clamp(max=1e6).log()
     low, high = torch.full(shape, -math.log(1e6), dtype=torch.float64), top.expand(shape).clone()
     for _ in range(BISECTION_STEPS):
         middle = (low + high) / 2

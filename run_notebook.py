@@ -136,6 +136,7 @@ def main(argv=None):
     while runner.is_alive():
         runner.join(0.2)
     keep_final_progress_lines(notebook)
+    record_injected_parameters(notebook)
     if args.executed:
         nbformat.write(notebook, args.executed)
     name = os.path.basename(notebook_path)
@@ -173,6 +174,17 @@ def _parameterize(notebook, parameters, parameterize_notebook):
         if not cell.metadata.tags:
             del cell.metadata["tags"]
     return notebook
+
+
+def record_injected_parameters(notebook):
+    """The saved copy keeps papermill's injected cell as a record, commented out: running the saved
+    notebook yourself (Jupyter's Run All) then uses the first cell's values, not this run's folders."""
+    for cell in notebook.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []) and not cell.source.startswith("# The parameters"):
+            lines = [line for line in cell.source.splitlines() if line.strip() and line.strip() != "# Parameters"]
+            cell.source = ("# The parameters this run was given (papermill's injected cell), kept as a record and\n"
+                           "# commented out, so that running this notebook yourself uses the first cell's values:\n"
+                           + "".join(f"# {line}\n" for line in lines))
 
 
 _PROGRESS_REDRAW = re.compile(r"[^\n]*\r(?!\n)")  # a line's text up to its last carriage return: redrawn

@@ -3,7 +3,6 @@ symmetry move, checked for every registered activation, so a new entry is tested
 import math
 
 import mpmath
-import numpy as np
 import pytest
 import torch
 from scipy import integrate

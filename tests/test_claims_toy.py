@@ -79,7 +79,7 @@ def test_predictors_both_ways():
     along the spread orbits: reproduced. A value that follows the sum only (constant along the spread orbits) is
     predicted by the sum: not reproduced."""
     series, t = 12, np.linspace(0, 1, 5)  # 6 orbits of each kind: a two-sided sign test of 6 of 6 has p = 1/32
-    spread_orbit, shift_orbit = np.arange(series) % 2 == 0, np.arange(series) % 2 == 1
+    spread_orbit = np.arange(series) % 2 == 0  # the odd series are shift orbits
     total = np.where(spread_orbit[:, None], 5.0, 5.0 + 10 * t)
     spread = np.where(spread_orbit[:, None], 1 + 3 * t, 1.0)
     min_abs = 1 + 2 * t + 0.01 * np.arange(series)[:, None]

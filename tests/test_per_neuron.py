@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import per_neuron as pn
-from models import ACTIVATIONS, conserved_Q, elementwise_output, q_normaliser
+from models import ACTIVATIONS, conserved_Q, elementwise_output, neuron_limits, q_normaliser
 from training import gradient_descent
 
 M, N, K = 5, 10, 50
@@ -91,7 +91,7 @@ def test_per_neuron_lambdas_are_not_capped_by_one_saturated_entry():
     own. A neuron far from saturation can move much further than the network-wide cap."""
     U, V, _ = random_params(5, scale=0.3)
     V[0, 0] = 3.0  # one saturated tanh entry in neuron 0
-    limits = pn.lambda_limits(V, "tanh")
+    limits = neuron_limits(V, "tanh")
     assert float(limits[0]) < 1.01 and float(limits[1:].min()) > 1.1
     targets = pn.neuron_Q(U, V, "tanh") - 1.0  # every neuron one unit lower: lambda > 1 for all
     lambdas = pn.lambdas_for(U, V, "tanh", targets)
@@ -103,7 +103,7 @@ def test_per_neuron_lambdas_are_not_capped_by_one_saturated_entry():
 def test_edge_distance(activation):
     U, V, _ = random_params(6)
     distance = pn.edge_distance(V, activation)
-    limits = pn.lambda_limits(V, activation)
+    limits = neuron_limits(V, activation)
     assert torch.allclose(distance, torch.where(torch.isinf(limits), torch.ones_like(limits), 1 - 1 / limits))
     assert bool(((distance > 0) & (distance <= 1)).all())
 
@@ -179,7 +179,7 @@ def test_gd_drift_stays_within_the_first_order_bound(activation):
         out = gradient_descent(U[None], V[None], Y, lr, steps, activation=activation, loss_kind="squared",
                                record_steps=np.arange(steps + 1))
         mse = out["loss"][0] / (M * N)
-        U_T, V_T = torch.from_numpy(out["U"][0]), torch.from_numpy(out["V"][0])
+        V_T = torch.from_numpy(out["V"][0])
         curvature = max(float(pn.curvature_of_Q(V, activation)), float(pn.curvature_of_Q(V_T, activation)))
         bound = pn.gd_drift_bound(activation, lr, mse[0] - mse.min(), curvature)
         drift = np.abs(out["Q"][0] - out["Q"][0, 0]).max()

@@ -607,7 +607,7 @@ def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
     assert checks[rank] == (mr.PASSES if damage == "missing key" else mr.DATA_ERROR)
     # ... the others still get theirs
     assert all(v == REPRODUCED for s, v in verdicts.items() if not s.startswith("largest Hessian"))
-    assert DATA_ERROR_TEXT in text and f"> **Data errors**: Fig. 9" in text
+    assert DATA_ERROR_TEXT in text and "> **Data errors**: Fig. 9" in text
     line = next(x for x in text.splitlines() if x.startswith(f"**No verdict: {mr.DATA_ERROR}.**"))
     assert TANH_F9 in line and ({"truncated npz": "is not the file its .json describes",
                                  "corrupt json": ".json cannot be read", "missing key": "lacks key 'Q0_zero'",

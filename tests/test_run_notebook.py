@@ -66,6 +66,9 @@ def test_flags_set_the_parameters_as_papermill_does_with_the_callers_folders(tmp
     executed = nbformat.read(str(tmp_path / "caller" / "x.ipynb"), as_version=4)
     assert executed.cells[1].metadata["tags"] == ["injected-parameters"]
     assert executed.cells[1].id.endswith("injected-parameters")
+    # kept as a record, commented out: running the saved notebook yourself uses the first cell's values
+    assert all(line.startswith("#") for line in executed.cells[1].source.splitlines())
+    assert '# CIFAR_DIR = "../caller/data"' in executed.cells[1].source  # relative to the notebook's folder
 
 
 @pytest.mark.parametrize("flag, value", [("--seed", "-5"), ("--seeds", "0"), ("--timeout", "0.5x"), ("--timeout", "nan"),
@@ -193,6 +196,8 @@ def check_committed_outputs(path, images):
     text = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "") for output in outputs)
     assert "error" not in {output.output_type for output in outputs}
     assert "QUICK" not in text and "saved FIGURES_DIR/" in text
+    injected = [cell for cell in code if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert all(line.startswith("#") for cell in injected for line in cell.source.splitlines())  # a record only
     assert not ABSOLUTE_PATH.search(text), ABSOLUTE_PATH.search(text).group(0)
     assert os.path.getsize(path) < 3_000_000
 
