@@ -14,7 +14,6 @@ from verdict_rules import (ALPHA, CHANCE, FIG11_MARGIN, NOT_REPRODUCED, PARTLY, 
                            PerSeed, Result, combine, eps_set, fmt, rows_all_within, significant, tested_on_a_symmetry)
 
 EVALUATION_FAILED = "evaluation failed"
-ROBUSTNESS_MAKE = "python run_notebook.py adversarial_CIFAR.ipynb --out {out}"
 
 
 class Unjudged(Exception):
