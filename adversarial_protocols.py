@@ -29,9 +29,9 @@ ATTACK_METHODS = ("FGSM", "PGD")
 ATTACK_AXIS_LABELS = {"FGSM": "FGSM epsilon", "PGD": "PGD iterations"}
 PLOTTED_MODELS = ("original", "group", "g_inverse", "perm_interp")  # Fig. 11's four curves
 
-# The paper's protocol: its strengths, and advertorch's PGD defaults (radius 0.3, step 0.01).
+# The paper's protocol: its strengths and its PGD (paper_numbers holds the paper's facts).
 PAPER_STRENGTHS = paper_numbers.FIG11_STRENGTHS  # {"FGSM": eps values, "PGD": iteration counts}
-PAPER_PGD = {"eps": 0.3, "step": 0.01}
+PAPER_PGD = paper_numbers.FIG11_PGD  # {"radius", "step"}: advertorch's PGD defaults, random start
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,8 +171,8 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
     return out
 
 
-def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, seed=0, num_g=200, group_scale=10.0,
-                         strengths=PAPER_STRENGTHS, pgd_eps=PAPER_PGD["eps"], pgd_step=PAPER_PGD["step"],
+def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, group_scale, seed=0,
+                         strengths=PAPER_STRENGTHS, pgd_eps=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"],
                          modes=ENSEMBLE_MODES):
     """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength.
 

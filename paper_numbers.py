@@ -95,7 +95,8 @@ FIG10_NOTE = ("Paper's code [C] (saved notebook outputs; a new model per cell, o
 
 # Fig. 11 [C]: printed accuracies (mean softmax) under the paper's protocol on 1000 images, at the
 # attack strengths below (FGSM: epsilon; PGD: iterations).
-FIG11_STRENGTHS = {"FGSM": (0.0, 0.003, 0.006, 0.009, 0.012), "PGD": (0, 1, 2, 3)}  # also the strengths of attacks.py
+FIG11_STRENGTHS = {"FGSM": (0.0, 0.003, 0.006, 0.009, 0.012), "PGD": (0, 1, 2, 3)}  # the paper protocol's strengths
+FIG11_PGD = {"radius": 0.3, "step": 0.01}  # the paper's PGD: advertorch's defaults (random start)
 FIG11_IMAGES = 1000
 FIG11_ACCURACY = {"FGSM": {"original": (.598, .210, .133, .066, .028), "group": (.538, .223, .158, .109, .083),
                            "g_inverse": (.089, .115, .101, .106, .100), "perm_interp": (.556, .225, .132, .078, .036)},

@@ -6,7 +6,7 @@ are several. The Figure objects are make_report.py's (f[key]: a saved array, f.s
 missing key raises make_report.DataError, which the report shows as a data error instead of the table.
 
 Contents: table, col, run_table, paper_column, orbit_column; the columns and tables of Figs. 3-9; the layout of the
-CIFAR-10 files (FIG11_ATTACKS, FIG11_COMPARISONS), spread, largest_p and the tables of Figs. 10-11
+CIFAR-10 files (FIG11_ATTACKS), spread, largest_p and the tables of Figs. 10-11
 (per numerics and seed mean ± std).
 """
 import math
@@ -17,6 +17,7 @@ import numpy as np
 import paper_numbers as paper
 from verdict_rules import ALPHA, CHANCE, FIG10_MARGIN, SYMMETRY_TOLERANCE, eps_set, fmt, fmt_steps, rows_within
 from symmetry import ENSEMBLE_MODES  # the saved ensembles (Fig. 10 panel order)
+from threat_models import COMPARISONS
 
 
 def legend_Qs(labels, activation=None, entries_of_V=0):
@@ -212,15 +213,9 @@ def describe_cifar_source(source, folder):
             f"`{os.path.basename(os.path.normpath(str(folder)))}`.")
 
 
-# Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack, and the paired comparisons
-# shown (header, key of threat_models.COMPARISONS)
+# Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack; the paired comparisons are
+# threat_models.COMPARISONS.
 FIG11_ATTACKS = (("FGSM (eps x 255)", "fgsm", "fgsm_eps", 255), ("PGD (iterations)", "pgd", "pgd_iterations", 1))
-FIG11_COMPARISONS = (("group - original, transfer", "transfer_group_vs_original"),
-                     ("independent - original, transfer", "transfer_independent_vs_original"),
-                     ("group - independent, transfer", "transfer_group_vs_independent"),
-                     ("group - original, adaptive", "adaptive_group_vs_original"),
-                     ("group - original, worst case", "worst_group_vs_original"),
-                     ("group - original, noise", "noise_group_vs_original"))
 
 
 def spread(values, form="{:+.3f}"):
@@ -330,9 +325,9 @@ def fig11_tables(paper_protocol, corrected):
             rows = [[f"{s:g}"] + [spread(f[f"{p}_transfer_acc_{c}"][:, k], "{:.3f}")
                                   for c in ("original", "group", "independent")]
                     + [f"{spread(f[f'{p}_{key}_diff'][:, k])} ({largest_p(f[f'{p}_{key}_p'][:, k])})"
-                       for _, key in FIG11_COMPARISONS] for k, s in enumerate(f[axis] * scale)]
+                       for key in COMPARISONS] for k, s in enumerate(f[axis] * scale)]
             lines += [f"*{name}*", ""] + table(["strength", "original", "group", "independent"]
-                                                + [h for h, _ in FIG11_COMPARISONS], rows)
+                                                + [c.header for c in COMPARISONS.values()], rows)
     if corrected:
         lines += [f"A difference counts as significant where p < {ALPHA:g} / (number of attacked strengths) "
                   "(Bonferroni over the strengths > 0). Adaptive: the group ensemble attacked through its members, the "

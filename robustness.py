@@ -1,9 +1,9 @@
 """The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-style suite, run as a cascade.
 
-Every classifier is attacked at the L-inf radii RADII (pixel scale [0, 1]) by the attacks of ATTACKS, in order:
+Every classifier is attacked at the L-inf radii it is given (pixel scale [0, 1]) by the attacks of ATTACKS, in order:
 
   fgsm       FGSM on the classifier itself (one step; attacks.fgsm)
-  transfer   20-step PGD (attacks.pgd, step radius / 4, random start) on the single original model, the same
+  transfer   PGD (attacks.pgd, step radius / 4, random start) on the single original model, the same
              images given to every classifier (the paper's threat model)
   apgd-ce    APGD on the cross-entropy (torchattacks.APGD), white-box
   apgd-dlr   APGD on the DLR margin loss (torchattacks.APGD), white-box
@@ -12,25 +12,23 @@ Every classifier is attacked at the L-inf radii RADII (pixel scale [0, 1]) by th
 An ensemble is attacked through the log of its mean probability (attacks.EnsembleMeanProbability): one trunk pass
 per image, gradients through every member. Which images an attack runs on (Attack.runs_on): FGSM and transfer,
 which are cheap, on every image the classifier gets right on clean data; APGD-CE on those of the audit images (the
-first SUITE['audit_images']) and, elsewhere, on the images still right after FGSM and transfer; APGD-DLR and Square
+first settings['audit_images']) and, elsewhere, on the images still right after FGSM and transfer; APGD-DLR and Square
 only on the images still right after every attack before them (the cascade). So on the audit images the
 accuracies of FGSM, transfer and APGD-CE alone are known, and the sanity checks compare them. An image is robust
 only if it is right on clean data and under every attack (the per-image worst case, `robust`): the cascade changes
 the cost, not that outcome. Every classifier is evaluated on the same first `images` test images.
 
-Settings (SUITE): AutoAttack's standard evaluation runs APGD-CE (100 iterations, 1 restart), APGD-T (9 target
-classes), FAB-T and Square (5,000 queries). Here APGD-CE and APGD-DLR run 100 iterations with 1 restart each,
-APGD-DLR (untargeted) stands in for APGD-T and FAB-T (9x cheaper; AutoAttack's 'rand' version uses the same pair),
-and Square gets 1,000 queries: CPU time (the aim: all of Fig. 11 in 25 minutes on 2 cores). Pass other settings
-to restore the standard ones. APGD-CE alone on every image took 150-200 s per classifier and seed, most of the
-suite (docs/performance.md); on 250 audit images it gives the sanity checks the same comparison.
+Settings (SUITE_SETTINGS; their values are the Fig. 11 notebook's parameters, and docs/cifar.md sets them beside
+AutoAttack's standard evaluation): APGD's iterations and restarts, Square's queries, the transfer PGD's steps and
+the number of audit images. APGD-DLR (untargeted) stands in for APGD-T and FAB-T (AutoAttack's 'rand' version
+uses the same pair).
 
 Sanity checks (SANITY_CHECKS), saved with every evaluation, per classifier and radius: the iterative white-box
 attack is at least as strong as the single step, and at least as strong as transfer (within SANITY_SLACK); the
 robust accuracy does not increase with the radius. A violated check means the evaluation failed (a weak or masked
 attack), never a robustness result.
 
-Contents: RADII, SUITE, Attack, ATTACKS, SANITY_CHECKS; worst_case, run_suite, sanity_checks; robustness_sweep,
+Contents: SUITE_SETTINGS, Attack, ATTACKS, SANITY_CHECKS; worst_case, run_suite, sanity_checks; robustness_sweep,
 robustness_figure_data, robustness_table, plot_robustness.
 """
 import copy
@@ -46,9 +44,8 @@ from cifar import compute_features
 from ensembles import fit_and_measure, stack_seeds
 from symmetry import FIT_NOISE, LABELS, NUMERICS, derive_seed
 
-RADII = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # the attack radius (L-inf), not the group action's scale
-SUITE = {"apgd_steps": 100, "apgd_restarts": 1, "square_queries": 1000, "transfer_steps": 20, "audit_images": 250}
-SUITE_IMAGES = 1000  # the first test images, the same for every classifier
+# The suite's settings, by name: their values (and the radii and images) are Fig. 11's, set in its notebook.
+SUITE_SETTINGS = ("apgd_steps", "apgd_restarts", "square_queries", "transfer_steps", "audit_images")
 SANITY_SLACK = 0.01
 ENSEMBLES = ("group", "perm_interp")  # the group ensemble and the shared-trunk control (interpolated permutation)
 CLASSIFIERS = ("original",) + ENSEMBLES
@@ -230,9 +227,8 @@ def _compare(data, name, a, b):
     data[f"{name}_p"] = np.array([s[2] for s in stats])
 
 
-def robustness_sweep(model, fit_images, x, y, seed=0, numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, num_g=200,
-                     group_scale=10.0, radii=RADII, images=SUITE_IMAGES, settings=SUITE, attacks=ATTACKS,
-                     batch_size=500):
+def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, images, settings, seed=0,
+                     numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500):
     """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action.
 
     model: the trained CNN (logits, input shift 0.5); fit_images [n, 3, 32, 32]: the pi images; x [N, 3, 32, 32] in
@@ -242,11 +238,13 @@ def robustness_sweep(model, fit_images, x, y, seed=0, numerics=tuple(NUMERICS), 
     drawn from derive_seed(seed, 'members', 'perm_interp', 'suite')), which uses neither g nor pi: it is evaluated
     once, in the exact numerics if they are run, and saved with both.
 
-    Returns {numerics: {key: array}}: radii [R], suite_images, the SUITE settings; per classifier c in CLASSIFIERS
+    Returns {numerics: {key: array}}: radii [R], suite_images, the suite's settings (SUITE_SETTINGS); per classifier c in CLASSIFIERS
     summarise()'s arrays as <key>_<c> (the original's are the same in both numerics); COMPARISONS as
     <name>_diff/_gained/_lost/_p [R]; symmetry_error, symmetry_error_fitted; per ensemble m held-out agreement
     (agreement.AGREEMENT_KEYS) as heldout_<key>_<m>, on all N evaluation images.
     """
+    if set(settings) != set(SUITE_SETTINGS):
+        raise ValueError(f"the suite's settings are {', '.join(SUITE_SETTINGS)}, not {', '.join(settings)}")
     device = next(model.parameters()).device
     model.eval().group_action.set_mode("plain")
     x_all, y_all = x.to(device), y.to(device)
@@ -289,7 +287,7 @@ def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, e
             **{f"heldout_{k}_{mode}": np.float64(measured[k]) for k in AGREEMENT_KEYS}}
 
 
-SHARED = ("radii", "suite_images", "group_scale", "num_g") + tuple(SUITE)
+SHARED = ("radii", "suite_images", "group_scale", "num_g") + SUITE_SETTINGS
 
 
 def robustness_figure_data(results, seeds, independent_seeds, numerics):

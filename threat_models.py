@@ -8,11 +8,12 @@ robustness evaluation (robustness.py), which decides the report's verdict:
                cross-entropy of its mean probability, with gradients through every member
   'noise'      random-sign noise of the same L-inf size (the control for "any perturbation")
 
-Budgets: FGSM_EPS, and one PGD run (CORRECTED_PGD) read at PGD_ITERATIONS. Paired comparisons
-(COMPARISONS) with McNemar's exact test. Contents: threat_model_sweep, threat_figure_data,
+Budgets (the Fig. 11 notebook's parameters): FGSM radii, and one PGD run read at a list of iteration
+counts (iteration 0 is the random start alone). Paired comparisons (COMPARISONS) with McNemar's exact test. Contents: threat_model_sweep, threat_figure_data,
 threat_table, plot_threat_models.
 """
 import copy
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,23 +30,32 @@ from cifar import compute_features
 from ensembles import evaluate_ensemble, fit_and_measure, stack_seeds
 from symmetry import ENSEMBLE_MODES, FIT_NOISE, LABELS, NUMERICS, derive_seed
 
-# The corrected protocol: the usual budgets on CIFAR-10 (pixel values in [0, 1]).
-FGSM_EPS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
-PGD_ITERATIONS = (0, 1, 3, 10, 20)  # iteration 0 is the random start alone
-CORRECTED_PGD = {"eps": 8 / 255, "step": 2 / 255}
 THREATS = ("transfer", "adaptive", "noise")
-# The paired comparisons of the corrected protocol: name -> ((threat, classifier), (threat, classifier)).
+
+
+class Comparison(NamedTuple):
+    """A paired comparison of the corrected protocol: accuracy of a minus accuracy of b, on the same images."""
+    header: str   # its column in the report's table
+    a: tuple      # (threat, classifier)
+    b: tuple
+
+
+# The paired comparisons, saved, tabulated and reported in this order (name: the key prefix in the npz).
 # 'adaptive_group_vs_original' compares each network under its own white-box attack: the
 # ensemble attacked through its members, the original attacked directly (= the transfer images).
 # 'worst' is not an attack of its own: an image counts as right for the group ensemble only if it
 # is right under both the transfer and the adaptive attack (the per-image worst case of the two).
 COMPARISONS = {
-    "transfer_group_vs_original": (("transfer", "group"), ("transfer", "original")),
-    "transfer_independent_vs_original": (("transfer", "independent"), ("transfer", "original")),
-    "transfer_group_vs_independent": (("transfer", "group"), ("transfer", "independent")),
-    "adaptive_group_vs_original": (("adaptive", "group"), ("transfer", "original")),
-    "worst_group_vs_original": (("worst", "group"), ("transfer", "original")),
-    "noise_group_vs_original": (("noise", "group"), ("noise", "original")),
+    "transfer_group_vs_original": Comparison("group - original, transfer", ("transfer", "group"),
+                                             ("transfer", "original")),
+    "transfer_independent_vs_original": Comparison("independent - original, transfer", ("transfer", "independent"),
+                                                   ("transfer", "original")),
+    "transfer_group_vs_independent": Comparison("group - independent, transfer", ("transfer", "group"),
+                                                ("transfer", "independent")),
+    "adaptive_group_vs_original": Comparison("group - original, adaptive", ("adaptive", "group"),
+                                             ("transfer", "original")),
+    "worst_group_vs_original": Comparison("group - original, worst case", ("worst", "group"), ("transfer", "original")),
+    "noise_group_vs_original": Comparison("group - original, noise", ("noise", "group"), ("noise", "original")),
 }
 
 
@@ -94,9 +104,8 @@ def _noise_columns(sizes, generator):
     return lambda xb, yb: ((k, random_sign_noise(xb, e, generator) if e else xb) for k, e in enumerate(sizes))
 
 
-def threat_model_sweep(model, independent, fit_images, x, y, seed=0, numerics=tuple(NUMERICS), fit_noise=FIT_NOISE,
-                       num_g=200, group_scale=10.0, fgsm_eps=FGSM_EPS, pgd_iterations=PGD_ITERATIONS,
-                       pgd_eps=CORRECTED_PGD["eps"], pgd_step=CORRECTED_PGD["step"], pgd_images=2000,
+def threat_model_sweep(model, independent, fit_images, x, y, *, num_g, group_scale, fgsm_eps, pgd_iterations, pgd_eps,
+                       pgd_step, pgd_images, seed=0, numerics=tuple(NUMERICS), fit_noise=FIT_NOISE,
                        modes=ENSEMBLE_MODES, batch_size=1000):
     """Fig. 11 under the corrected protocol, one seed: every threat model and control, per numerics.
 
@@ -178,7 +187,7 @@ def _score_threats(data, method, threats, model, independent, y, modes, seed):
                 correct.setdefault((threat, c), []).append(result["mean_correct"])
     correct[("worst", "group")] = [a & b for a, b in zip(correct[("transfer", "group")], correct[("adaptive", "group")])]
     data[f"{method}_worst_acc_group"] = np.array([c.mean() for c in correct[("worst", "group")]])
-    for comparison, (a, b) in COMPARISONS.items():
+    for comparison, (_, a, b) in COMPARISONS.items():
         pairs = list(zip(correct[a], correct[b]))
         stats = [mcnemar(ca, cb) for ca, cb in pairs]
         data[f"{method}_{comparison}_diff"] = np.array([ca.mean() - cb.mean() for ca, cb in pairs])
@@ -232,7 +241,8 @@ def plot_threat_models(data, title=None, models=("original", "group", "independe
     fig, axes = plt.subplots(2, 3, figsize=(16, 9), squeeze=False)
 
     for row, (method, axis, xlabel) in enumerate([("fgsm", np.asarray(data["fgsm_eps"]) * 255, "FGSM epsilon (x 1/255)"),
-                                                  ("pgd", np.asarray(data["pgd_iterations"]), "PGD iterations (radius 8/255)")]):
+                                                  ("pgd", np.asarray(data["pgd_iterations"]),
+                                                   f"PGD iterations (radius {float(data['pgd_eps']) * 255:g}/255)")]):
         ax = axes[row, 0]
         for m in models:
             mean_band(ax, axis, data[f"{method}_transfer_acc_{m}"], LABELS[m])
@@ -259,7 +269,7 @@ def plot_threat_models(data, title=None, models=("original", "group", "independe
         ax.set_title("(c) gains and controls")
         for ax in axes[row]:
             ax.set_xlabel(xlabel)
-            ax.set_xticks(axis)  # the strengths attacked: FGSM 0, 1, 2, 4, 8; PGD iterations 0, 1, 3, 10, 20
+            ax.set_xticks(axis)  # the strengths attacked
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     if title:

@@ -271,7 +271,8 @@ def robustness_data():
                     independent=accuracy["original"] + 0.01)
     attacks, checks = len(robustness.ATTACKS), len(robustness.SANITY_CHECKS)
     data = {"seeds": np.arange(CIFAR_SEEDS), "independent_seed": (np.arange(CIFAR_SEEDS) + 1) % CIFAR_SEEDS,
-            "radii": radii, "suite_images": n, "group_scale": 10.0, "num_g": 200, **robustness.SUITE,
+            "radii": radii, "suite_images": n, "group_scale": 10.0, "num_g": 200,
+            **{k: 1 for k in robustness.SUITE_SETTINGS},
             "symmetry_error": per_seed(1e-6), "symmetry_error_fitted": per_seed(1e-6),
             "robust_acc_independent": per_seed(accuracy["independent"])}
     for c in robustness.CLASSIFIERS:

@@ -99,7 +99,8 @@ def _tiny_sweep(tiny_cifar):
     cifar.train_models(models, [split["train"]] * 2, [0, 1], jobs=1, epochs=2, progress=False)
     fgsm_eps = (0.0, 8 / 255, 16 / 255)
     out = threat_models.threat_model_sweep(models[0], models[1], split["fit"][0], *split["eval"], seed=0, num_g=5,
-                                     fgsm_eps=fgsm_eps, pgd_iterations=(0, 3, 10), pgd_images=100)
+                                           group_scale=10.0, fgsm_eps=fgsm_eps, pgd_iterations=(0, 3, 10),
+                                           pgd_eps=8 / 255, pgd_step=2 / 255, pgd_images=100)
     return out, fgsm_eps, len(split["eval"][1])
 
 
@@ -125,7 +126,7 @@ def test_sweep_stays_within_budget_and_its_statistics_add_up(tiny_sweep):
             assert np.all(data[f"pgd_{threat}_linf"] <= 8 / 255 + 1e-6)
         assert data["pgd_transfer_linf"][-1] == pytest.approx(8 / 255, abs=1e-6)
         for method, n in (("fgsm", n_images), ("pgd", 100)):
-            for comparison, ((threat_a, a), (threat_b, b)) in threat_models.COMPARISONS.items():
+            for comparison, (_, (threat_a, a), (threat_b, b)) in threat_models.COMPARISONS.items():
                 diff = data[f"{method}_{comparison}_diff"]
                 gained, lost = data[f"{method}_{comparison}_gained"], data[f"{method}_{comparison}_lost"]
                 np.testing.assert_allclose(diff, (gained - lost) / n, atol=1e-12)
