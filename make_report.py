@@ -4,10 +4,11 @@
 usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
 Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/);
-nothing is retrained. The report is one table of claims, SECTIONS below. A claim names the files it reads,
-a measurement (loaded file -> the keyword arguments of its rule), a rule (a pure function: numbers -> Result)
-whose docstring is the rule printed in the report, and the paper code's numbers (paper_numbers.py) in the
-rule's form, so the same rule is run on them too. One loop, check(), loads, measures and judges every claim:
+nothing is retrained. The claims are registered once each, in their figure's claims module (CLAIM_MODULES
+below: claims_fig3.py ... claims_fig11.py; what a claim is: report_claims.py). A claim names the files it
+reads, a measurement (loaded file -> the keyword arguments of its rule), a rule (a pure function: numbers ->
+Result) whose docstring is the rule printed in the report, and the paper code's numbers (paper_numbers.py) in
+the rule's form, so the same rule is run on them too. One loop, check(), loads, measures and judges every claim:
   - no saved data: "not run", with the command that makes it;
   - a file that cannot be read, is incomplete or lacks a key: "data error" naming the file and what is wrong,
     no verdict; the other claims still get theirs and the exit status is 1;
@@ -23,8 +24,9 @@ constant and F(0) = 0): where they disagree its verdict is "depends on the conve
 check (check=True) is an identity of the construction, not a result: it goes to the checks table, and a failing
 check marks its figure's data as broken (its claims get no verdict).
 
-Adding a claim: a rule (its {keyword} defaults are filled into its docstring), a measurement (usually one
-runs(...) call naming the saved keys) and one Claim(...) in SECTIONS.
+Adding a claim: one Claim(...) in its figure's SECTIONS, with its rule (its {keyword} defaults are filled into its
+docstring) and its measurement (usually one runs(...) call naming the saved keys) beside it. A new figure: its
+claims module, and one entry in CLAIM_MODULES.
 """
 import argparse
 import glob
@@ -36,16 +38,26 @@ import sys
 import time
 from dataclasses import dataclass
 
-import cifar_claims as cc
-import claims_toy as toy
+import claims_fig3
+import claims_fig4_5
+import claims_fig6
+import claims_fig7
+import claims_fig9
+import claims_fig10
+import claims_fig11
 from command_line import UsageError
-from report_claims import OFF_DATA, Q_CONVENTION, SECTIONS, Claim, DataError
+from report_claims import EVALUATION_FAILED, Claim, DataError, Unjudged
 from report_tables import table
 from saved_files import load_figure_data, write_atomic
-from verdict_rules import REPRODUCED, SYMMETRY_TOLERANCE, Result, apply
+from symmetry import SYMMETRY_TOLERANCE
+from toy_rules import CONVENTIONS, Q_CONVENTION, conventions_result, off_data_table
+from verdict_rules import BROKEN, FAILS, PASSES, REPRODUCED, PerSeed, Result, apply
 
+# The report's figures, in order: each module's SECTIONS (and, for the moved networks of Figs. 6 and 9, OFF_DATA).
+CLAIM_MODULES = (claims_fig3, claims_fig4_5, claims_fig6, claims_fig7, claims_fig9, claims_fig10, claims_fig11)
+SECTIONS = tuple(section for module in CLAIM_MODULES for section in module.SECTIONS)
+OFF_DATA = {name: files for module in CLAIM_MODULES for name, files in getattr(module, "OFF_DATA", {}).items()}
 NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
-BROKEN, PASSES, FAILS = toy.BROKEN, toy.PASSES, toy.FAILS  # broken data: a check failed; a check's result
 # ----------------------------------------------------------------------------------------------
 # Loading: an unreadable file becomes a DataError that names the file and what is wrong
 
@@ -163,9 +175,9 @@ def check(claim, loader, cifar_dir):
         return Checked(claim, NOT_RUN, text, deciding, note=note)
     for unit, f in figures.items() if not errors else ():
         try:
-            results[unit] = ({c: apply(claim.rule, claim.measure(f, c)) for c in toy.CONVENTIONS} if claim.conventions
-                             else apply(claim.rule, toy.every_run(claim.measure(f)) if claim.check else claim.measure(f)))
-        except cc.Unjudged as status:  # no verdict by design: data from before the measurement, or a failed evaluation
+            results[unit] = ({c: apply(claim.rule, claim.measure(f, c)) for c in CONVENTIONS} if claim.conventions
+                             else apply(claim.rule, every_run(claim.measure(f)) if claim.check else claim.measure(f)))
+        except Unjudged as status:  # no verdict by design: data from before the measurement, or a failed evaluation
             return Checked(claim, status.verdict, f"{unit}: {status}" if unit else str(status), status.verdict)
         except Exception as error:  # a wrong shape or type in the file: reported, never a verdict
             errors.append(str(error) if isinstance(error, DataError) else
@@ -173,11 +185,33 @@ def check(claim, loader, cifar_dir):
     if errors:
         return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0])
     missing = ", ".join(u for u, f in loaded.items() if f is None)
-    result = (toy.conventions_result(claim.over, results, combine_units) if claim.conventions
+    result = (conventions_result(claim.over, results, combine_units) if claim.conventions
               else combine_units(claim.over, results))
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
                    any(f.quick for f in figures.values()), note)
+
+
+def every_run(measured):
+    """A check judges every run, a diverged one too (its rule gets no diverged_at): an identity of the construction
+    holds before training, and a check that needs a trained run says itself which it could check."""
+    if isinstance(measured, PerSeed):
+        return PerSeed(dict(m, diverged_at=None) for m in measured)
+    return dict(measured, diverged_at=None) if "diverged_at" in measured else measured
+
+
+def mark_broken(checked, no_verdict):
+    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check. checked: make_report's
+    Checked records (claim, verdict, text, deciding), changed in place; no_verdict: the states that are no verdict."""
+    failing = {}
+    for c in checked:
+        if c.claim.check and c.verdict not in (REPRODUCED,) + no_verdict:
+            failing.setdefault(c.claim.figure, []).append(c.claim.short)
+    for c in checked:
+        if not c.claim.check and c.claim.figure in failing and c.verdict not in no_verdict:
+            c.text = (f"the figure's data are broken: the check(s) {'; '.join(failing[c.claim.figure])} failed, so no "
+                      f"verdict (as measured: {c.verdict}: {c.text})")
+            c.verdict, c.deciding = BROKEN, f"check failed: {'; '.join(failing[c.claim.figure])}"
 
 
 def not_run_note(files, out, cifar_dir):
@@ -204,7 +238,7 @@ def not_run_note(files, out, cifar_dir):
 def label(verdict, quick, check=False):
     if check and verdict not in (NOT_RUN, DATA_ERROR):
         verdict = PASSES if verdict == REPRODUCED else FAILS
-    return (f"{verdict} (smoke test)" if quick and verdict not in (NOT_RUN, DATA_ERROR, BROKEN, cc.EVALUATION_FAILED)
+    return (f"{verdict} (smoke test)" if quick and verdict not in (NOT_RUN, DATA_ERROR, BROKEN, EVALUATION_FAILED)
             else verdict)
 
 
@@ -212,11 +246,11 @@ def render_claim(c):
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
     rule = doc_text(claim.rule) + (" " + doc_text(claim.over, units=claim.files.kind)) * several
     kind = "Check" if claim.check else "Verdict"
-    head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, cc.EVALUATION_FAILED, NOT_RUN) else
+    head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, EVALUATION_FAILED, NOT_RUN) else
             f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")
     lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {claim.text}", "", f"{head} {c.text}.", "",
              f"*Rule:* {rule}", ""]
-    if claim.paper is not None and c.verdict not in (NOT_RUN, DATA_ERROR, cc.EVALUATION_FAILED):
+    if claim.paper is not None and c.verdict not in (NOT_RUN, DATA_ERROR, EVALUATION_FAILED):
         ref = combine_units(claim.over, {u: apply(claim.rule, m) for u, m in claim.paper().items()})
         lines += [f"*The same rule on the paper code's numbers {'[C]' if claim.files.notebook else '[R]'}:* "
                   f"{ref.verdict} ({ref.text}).", ""]
@@ -301,7 +335,7 @@ def build_report(out_dir, cifar_dir=None):
     loader, errors, done = Loader(out_dir), [], []
     for section in SECTIONS:
         checked = [check(claim, loader, cifar_dir) for claim in section.claims]
-        toy.mark_broken(checked, (NOT_RUN, DATA_ERROR))
+        mark_broken(checked, (NOT_RUN, DATA_ERROR))
         errors += [c.text for c in checked if c.verdict in (DATA_ERROR, BROKEN)]
         done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors)))
     total, per_command, machines = run_time_summary(out_dir)
@@ -337,7 +371,7 @@ def build_report(out_dir, cifar_dir=None):
     lines += table(["figure", "check", "result", "numbers"],
                    [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick, True)}**", c.deciding or "-"]
                     for _, cs, _ in done for c in cs if c.claim.check])
-    lines += toy.off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
+    lines += off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
     lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
               f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
     lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])

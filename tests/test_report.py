@@ -1,8 +1,8 @@
 """make_report.py on small saved data written here: every claim reproduced and every check passing on base data, then
 broken one at a time (a failing check marks its figure broken); Q shifted by a constant (a claim about |Q| whose
 verdict then differs between the conventions says so; the others do not move); unreadable files, diverged runs, new
-activations, seeds; and `make figures QUICK=1` end to end. The rules themselves are tested in test_verdict_rules.py
-and test_claims_toy.py.
+activations, seeds; and `make figures QUICK=1` end to end. The rules themselves are tested in test_verdict_rules.py,
+test_toy_rules.py and test_cifar_claims.py.
 
 The synthetic data are shaped like the scripts' output, built from the paper code's numbers (paper_numbers.py) or
 made up; nothing is read from, or written into, the repository's figures/.
@@ -27,7 +27,9 @@ from saved_files import settings_digest
 import paper_numbers as paper
 from Q_dynamics_elementwise import delta_Q_tilde, max_abs
 from test_verdict_rules import EPS, group_minus_original
-from verdict_rules import EXACT, NOT_REPRODUCED, PARTLY, REPRODUCED
+from claims_fig10 import EXACT
+from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED
+import verdict_rules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -316,7 +318,7 @@ def write_cifar_figures(root, quick=False, corrected_name=CORRECTED):
                      f"finite_frac_{mode}": per_seed(np.ones((7, 7))), f"overflow_{mode}": per_seed(values < -1)})
     for suffix, numerics in (("", "paper"), ("_exact", "exact")):
         write_figure(root, FIG10 + suffix, grid, run_settings(
-            "ensemble_CIFAR.ipynb", 130.0, quick, figure="Fig. 10", numerics=numerics, fit_noise=1e-4,
+            "ensemble_CIFAR.ipynb", 130.0, quick, figure="Fig. 10", numerics=numerics, fit_noise=1e-4, hidden=16,
             action_dtype="float32", data={"folder": "/home/someone/datasets/cifar", "source": "unverified",
                                           "eval_split": "test", "eval_images": 10000}))
     for method, (strengths, original, group) in FIG11_BASE.items():
@@ -394,7 +396,7 @@ def figures(base, tmp_path):
 def test_every_claim_holds_on_the_base_data(figures):
     status, text = report(figures)
     assert status == 0 and summary_rows(text) == {short: REPRODUCED for short in CLAIMS}
-    assert summary_rows(text, "## Checks") == {short: mr.PASSES for short in CHECKS}
+    assert summary_rows(text, "## Checks") == {short: verdict_rules.PASSES for short in CHECKS}
     assert "| Fig. 9 per-neuron | tanh | 0.1 | 0.1 |" in text  # the outputs off the training inputs
     assert "Smoke-test" not in text and "**not run**:" not in text and DATA_ERROR_TEXT not in text
     assert f"**{mr.fmt_seconds(700 + 900 + 700 + 20 + 30 + 500 + 130 + 1000)}**" in text  # each command counted once
@@ -437,8 +439,8 @@ def moved_one_point(root, name, key):
 
 
 def edit_both(root, name, key, values):
-    """Set a quantity of Q in both conventions (key: the zero convention's; the paper's key from claims_toy.q_key)."""
-    from claims_toy import q_key
+    """Set a quantity of Q in both conventions (key: the zero convention's; the paper's key from toy_rules.q_key)."""
+    from toy_rules import q_key
     edit_figure(root, name, **{key: values, q_key(key, "paper"): values})
 
 
@@ -536,7 +538,7 @@ def test_each_rule_fails_on_saved_data_that_breaks_it(figures, short):
     verdicts = summary_rows(text)
     assert status == 0 and verdicts[short] == verdict
     assert all(v == REPRODUCED for s, v in verdicts.items() if s != short), verdicts  # the others unchanged
-    assert set(summary_rows(text, "## Checks").values()) == {mr.PASSES}
+    assert set(summary_rows(text, "## Checks").values()) == {verdict_rules.PASSES}
 
 
 @pytest.mark.parametrize("short", list(CHECK_BREAKERS))
@@ -547,10 +549,10 @@ def test_a_failing_check_marks_its_figure_broken(figures, short):
     status, text = report(figures)
     checks, verdicts = summary_rows(text, "## Checks"), summary_rows(text)
     figure = next(c.figure for s in mr.SECTIONS for c in s.claims if c.short == short)
-    assert status == 1 and checks[short] == mr.FAILS and short not in verdicts
-    assert all(v == mr.PASSES for s, v in checks.items() if s != short)
+    assert status == 1 and checks[short] == verdict_rules.FAILS and short not in verdicts
+    assert all(v == verdict_rules.PASSES for s, v in checks.items() if s != short)
     of_figure = {c.short for s in mr.SECTIONS for c in s.claims if c.figure == figure and not c.check}
-    assert of_figure and all(verdicts[s] == mr.BROKEN for s in of_figure)
+    assert of_figure and all(verdicts[s] == verdict_rules.BROKEN for s in of_figure)
     assert all(v == REPRODUCED for s, v in verdicts.items() if s not in of_figure)
     assert f"the check(s) {short} failed, so no verdict (as measured: reproduced" in text
 
@@ -605,7 +607,7 @@ def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
     # no verdict for the claims that read the file (the rank check does not need Q0_zero) ...
     assert verdicts["largest Hessian eigenvalue grows with |Q|"] == mr.DATA_ERROR
     rank = "m*n = 50 nonzero Hessian eigenvalues at the minimum"
-    assert checks[rank] == (mr.PASSES if damage == "missing key" else mr.DATA_ERROR)
+    assert checks[rank] == (verdict_rules.PASSES if damage == "missing key" else mr.DATA_ERROR)
     # ... the others still get theirs
     assert all(v == REPRODUCED for s, v in verdicts.items() if not s.startswith("largest Hessian"))
     assert DATA_ERROR_TEXT in text and "> **Data errors**: Fig. 9" in text
@@ -636,7 +638,7 @@ def test_a_diverged_run_is_reported_as_diverged(figures):
                 diverged_at=[[-1, -1, 300, -1]])
     status, text = report(figures)
     verdicts = summary_rows(text)
-    assert status == 0 and set(summary_rows(text, "## Checks").values()) == {mr.PASSES}  # checks see every run
+    assert status == 0 and set(summary_rows(text, "## Checks").values()) == {verdict_rules.PASSES}  # checks see every run
     assert verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY  # never 'not reproduced' (slow)
     assert verdicts["steps to converge proportional to Q (radial)"] == PARTLY
     assert ("relu: partly (the steps to the loss falls with |Q| in 5 of 5 series (sign test p = 0.031, significant"

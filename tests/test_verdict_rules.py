@@ -1,5 +1,6 @@
-"""verdict_rules.py: every rule of the report both ways, on numbers built from the paper code's (paper_numbers.py)
-or made up; how verdicts combine over activations and seeds; diverged runs. Nothing here reads figures/."""
+"""How verdicts combine over activations and seeds, and diverged runs (verdict_rules.py); the rules of the claims
+modules (claims_fig*.py) that need no statistics over series, each both ways, on numbers built from the paper code's
+(paper_numbers.py) or made up. Nothing here reads figures/."""
 import math
 
 import numpy as np
@@ -8,6 +9,13 @@ import pytest
 import paper_numbers as paper
 import verdict_rules as vr
 from verdict_rules import NOT_REPRODUCED, NOT_TESTED, PARTLY, REPRODUCED, Result
+import toy_rules
+import claims_fig9
+import claims_fig7
+import claims_fig4_5
+import claims_fig3
+import claims_fig11
+import claims_fig10
 
 def test_combine_worst_and_not_tested():
     assert vr.combine([REPRODUCED, REPRODUCED]) == REPRODUCED
@@ -40,11 +48,11 @@ def test_over_seeds_holds_in_k_of_n():
 
 def test_drift_proportional_rule():
     lrs = [0.1, 0.01, 0.001]
-    result = vr.rule_drift_proportional(lrs, paper.FIG3_FLOAT64_FINAL_DRIFT["linear"])
+    result = claims_fig3.rule_drift_proportional(lrs, paper.FIG3_FLOAT64_FINAL_DRIFT["linear"])
     assert result.verdict == REPRODUCED and "max/min 1.01" in result.text
     # float32: round-off makes the smallest rate drift more than the middle one
-    assert vr.rule_drift_proportional(lrs, paper.FIG3_FINAL_DRIFT["linear"]).verdict == NOT_REPRODUCED
-    assert vr.rule_drift_proportional(lrs, [6.9e-4, 0.0, 7e-6]).verdict == NOT_REPRODUCED
+    assert claims_fig3.rule_drift_proportional(lrs, paper.FIG3_FINAL_DRIFT["linear"]).verdict == NOT_REPRODUCED
+    assert claims_fig3.rule_drift_proportional(lrs, [6.9e-4, 0.0, 7e-6]).verdict == NOT_REPRODUCED
 
 
 def sample_Q(activation, m, h, n, samples, rng):
@@ -76,56 +84,56 @@ def test_q_distribution_rule_on_sampled_initialisations(activation, shape):
     scale = terms.mean()
     expected = expected_Q(activation, m, h, n, u_var=1 / h, v_var=1 / n, convention="zero")
     # sigmoid's spread is about 21 % of |sum F| + 1/2 |U|^2 (whose entries cancel) but about 1.3 % of sum |F| + ...
-    assert vr.rule_q_distribution(Q, expected, scale).verdict == REPRODUCED
+    assert claims_fig4_5.rule_q_distribution(Q, expected, scale).verdict == REPRODUCED
     cancelling = (0.5 * (U ** 2).sum() + abs((V + np.expm1(V)).sum())) if activation == "sigmoid" else scale
-    assert vr.rule_q_distribution(Q, expected, cancelling).verdict == (PARTLY if activation == "sigmoid" else REPRODUCED)
+    assert claims_fig4_5.rule_q_distribution(Q, expected, cancelling).verdict == (PARTLY if activation == "sigmoid" else REPRODUCED)
     # Glorot instead of fan-in init would centre Fig. 5's shapes at 0: the mean rule must notice
-    result = vr.rule_q_distribution(Q, expected + 10 * Q.std(), scale)
+    result = claims_fig4_5.rule_q_distribution(Q, expected + 10 * Q.std(), scale)
     assert result.verdict == PARTLY and "more than 4" in result.text
 
 
 def test_q_distribution_rule_spread_and_unknown_activation():
     rng = np.random.default_rng(0)
     narrow, wide = rng.normal(0.0, 2.0, 1000), rng.normal(0.0, 40.0, 1000)  # wide: 20 % of the terms' size
-    assert vr.rule_q_distribution(narrow, 0.0, 200.0).verdict == REPRODUCED
-    result = vr.rule_q_distribution(wide, 0.0, 200.0)
+    assert claims_fig4_5.rule_q_distribution(narrow, 0.0, 200.0).verdict == REPRODUCED
+    result = claims_fig4_5.rule_q_distribution(wide, 0.0, 200.0)
     assert result.verdict == PARTLY and "above 5%" in result.text
-    assert vr.rule_q_distribution(wide, 50.0, 200.0).verdict == NOT_REPRODUCED
-    assert vr.rule_q_distribution(narrow, math.nan, math.nan).verdict == NOT_TESTED
+    assert claims_fig4_5.rule_q_distribution(wide, 50.0, 200.0).verdict == NOT_REPRODUCED
+    assert claims_fig4_5.rule_q_distribution(narrow, math.nan, math.nan).verdict == NOT_TESTED
 
 
 def test_same_initial_function_rule():
     base = np.random.default_rng(0).standard_normal((5, 10))
-    assert vr.rule_same_initial_function(np.stack([base] * 4) * (1 + 1e-7)).verdict == REPRODUCED
-    assert vr.rule_same_initial_function(np.stack([base, base, base * 1.01, base])).verdict == NOT_REPRODUCED
+    assert toy_rules.rule_same_initial_function(np.stack([base] * 4) * (1 + 1e-7)).verdict == REPRODUCED
+    assert toy_rules.rule_same_initial_function(np.stack([base, base, base * 1.01, base])).verdict == NOT_REPRODUCED
     # float64 weights must agree to 1e-10: float32 round-off is not enough there
     rounded = np.stack([base, base * (1 + 1e-7)])
-    assert vr.rule_same_initial_function(rounded, float64=True).verdict == NOT_REPRODUCED
-    assert vr.rule_same_initial_function(np.stack([base, base * (1 + 1e-13)]), float64=True).verdict == REPRODUCED
+    assert toy_rules.rule_same_initial_function(rounded, float64=True).verdict == NOT_REPRODUCED
+    assert toy_rules.rule_same_initial_function(np.stack([base, base * (1 + 1e-13)]), float64=True).verdict == REPRODUCED
     # [R, L, m, n]: each run's orbit is compared with its own first point, not with the other runs'
     orbits = np.stack([np.stack([base] * 3), np.stack([2 * base] * 3)])
-    assert vr.rule_same_initial_function(orbits).verdict == REPRODUCED
+    assert toy_rules.rule_same_initial_function(orbits).verdict == REPRODUCED
     orbits[1, 2] *= 1.001
-    assert vr.rule_same_initial_function(orbits).verdict == NOT_REPRODUCED
+    assert toy_rules.rule_same_initial_function(orbits).verdict == NOT_REPRODUCED
 
 
 def test_steps_proportional_to_Q_rule():
     Q = [paper.legend_Q(q) for q in paper.FIG7_LEGENDS]
-    result = vr.rule_steps_proportional_to_Q(Q, [69, 6_750, 674_771, -1], 1_000_000)
+    result = claims_fig7.rule_steps_proportional_to_Q(Q, [69, 6_750, 674_771, -1], 1_000_000)
     assert result.verdict == REPRODUCED and "consistent" in result.text
-    assert vr.rule_steps_proportional_to_Q(Q, [69, 690, 6_900, 69_000], 1_000_000).verdict == NOT_REPRODUCED  # sqrt
-    result = vr.rule_steps_proportional_to_Q(Q, [69, 6_750, 7_000, -1], 1_000_000)  # the last should have converged
+    assert claims_fig7.rule_steps_proportional_to_Q(Q, [69, 690, 6_900, 69_000], 1_000_000).verdict == NOT_REPRODUCED  # sqrt
+    result = claims_fig7.rule_steps_proportional_to_Q(Q, [69, 6_750, 7_000, -1], 1_000_000)  # the last should have converged
     assert result.verdict == PARTLY and "inconsistent" in result.text
-    result = vr.rule_steps_proportional_to_Q(Q, [69, -1, -1, -1], 5_000)  # too short to tell
+    result = claims_fig7.rule_steps_proportional_to_Q(Q, [69, -1, -1, -1], 5_000)  # too short to tell
     assert result.verdict == NOT_REPRODUCED and "only 1 run" in result.text
 
 
 def test_hessian_rank_rule():
-    assert vr.rule_hessian_rank([50, 50, 50, 50], [1e-10, 1e-11, 1e-12, 1e-12], 50).verdict == REPRODUCED
+    assert claims_fig9.rule_hessian_rank([50, 50, 50, 50], [1e-10, 1e-11, 1e-12, 1e-12], 50).verdict == REPRODUCED
     # a check: a run not at a minimum is not checked (nothing violated), a wrong count at a minimum fails
-    assert vr.rule_hessian_rank([285, 50, 50, 50], [11.2, 1e-10, 1e-11, 1e-12], 50).verdict == REPRODUCED
-    assert vr.rule_hessian_rank([50, 61, 50, 50], [1e-10, 1e-11, 1e-12, 1e-12], 50).verdict == NOT_REPRODUCED
-    result = vr.rule_hessian_rank([285, 285], [11.2, 12.0], 50)
+    assert claims_fig9.rule_hessian_rank([285, 50, 50, 50], [11.2, 1e-10, 1e-11, 1e-12], 50).verdict == REPRODUCED
+    assert claims_fig9.rule_hessian_rank([50, 61, 50, 50], [1e-10, 1e-11, 1e-12, 1e-12], 50).verdict == NOT_REPRODUCED
+    result = claims_fig9.rule_hessian_rank([285, 285], [11.2, 12.0], 50)
     assert result.verdict == REPRODUCED and "0 of 2 runs at a global minimum" in result.text
 
 
@@ -147,166 +155,101 @@ def cells(rows=(), value=True):
 
 
 def test_exact_numerics_decide():
-    assert vr.exact_decides({"paper numerics": NOT_REPRODUCED, vr.EXACT: REPRODUCED}) == REPRODUCED
-    assert vr.exact_decides({"paper numerics": REPRODUCED, vr.EXACT: PARTLY}) == PARTLY
-    assert vr.exact_decides({"paper numerics": REPRODUCED}) == NOT_REPRODUCED  # exact not run: nothing decides
-    assert vr.combine({"paper numerics": REPRODUCED, vr.EXACT: NOT_REPRODUCED}) == PARTLY  # combine takes both forms
+    assert claims_fig10.exact_decides({"paper numerics": NOT_REPRODUCED, claims_fig10.EXACT: REPRODUCED}) == REPRODUCED
+    assert claims_fig10.exact_decides({"paper numerics": REPRODUCED, claims_fig10.EXACT: PARTLY}) == PARTLY
+    assert claims_fig10.exact_decides({"paper numerics": REPRODUCED}) == NOT_REPRODUCED  # exact not run: nothing decides
+    assert vr.combine({"paper numerics": REPRODUCED, claims_fig10.EXACT: NOT_REPRODUCED}) == PARTLY  # combine takes both forms
 
 
 def test_symmetries_rule():
     error = np.full((7, 7), 1e-12)
-    assert vr.rule_symmetries(EPS, error).verdict == REPRODUCED
+    assert claims_fig10.rule_symmetries(EPS, error).verdict == REPRODUCED
     error[0, 3] = 0.2  # one cell at eps = 20
-    result = vr.rule_symmetries(EPS, error)
+    result = claims_fig10.rule_symmetries(EPS, error)
     assert result.verdict == PARTLY and "not at eps in {20}" in result.text and result.value == 10
     error[:] = np.inf  # every member overflowed
-    assert vr.rule_symmetries(EPS, error).verdict == NOT_REPRODUCED
+    assert claims_fig10.rule_symmetries(EPS, error).verdict == NOT_REPRODUCED
     error[6] = np.nan  # NaN is no symmetry either
-    assert vr.rule_symmetries(EPS, error).verdict == NOT_REPRODUCED
-    assert vr.rule_symmetries(EPS, np.full((7, 7), 2e-3)).verdict == NOT_REPRODUCED  # above the tolerance 1e-3
-    assert vr.rule_symmetries(EPS, np.full((7, 7), 2e-3), tolerance=1e-2).verdict == REPRODUCED
+    assert claims_fig10.rule_symmetries(EPS, error).verdict == NOT_REPRODUCED
+    assert claims_fig10.rule_symmetries(EPS, np.full((7, 7), 2e-3)).verdict == NOT_REPRODUCED  # above the tolerance 1e-3
+    assert claims_fig10.rule_symmetries(EPS, np.full((7, 7), 2e-3), tolerance=1e-2).verdict == REPRODUCED
 
 
 def test_ensemble_margin_rule():
     diff = group_minus_original()
-    result = vr.rule_ensemble_margin(EPS, diff)
+    result = claims_fig10.rule_ensemble_margin(EPS, diff)
     assert result.verdict == REPRODUCED and "eps in {0.0001, 0.001, 0.01, 0.1}" in result.text
     assert result.value == pytest.approx(0.017)  # the largest |diff| at eps <= 0.1
     worse = diff.copy()
     worse[3, 0] = -0.05  # eps = 0.1 loses 5 points in one cell
-    assert vr.rule_ensemble_margin(EPS, worse).verdict == PARTLY
+    assert claims_fig10.rule_ensemble_margin(EPS, worse).verdict == PARTLY
     worse[5, 2] = -0.03  # and eps = 1e-3 too
-    assert vr.rule_ensemble_margin(EPS, worse).verdict == NOT_REPRODUCED
+    assert claims_fig10.rule_ensemble_margin(EPS, worse).verdict == NOT_REPRODUCED
     nan_cell = diff.copy()
     nan_cell[3, 0] = np.nan  # an overflowing cell at eps = 0.1 is not within the margin
-    assert vr.rule_ensemble_margin(EPS, nan_cell).verdict == PARTLY
+    assert claims_fig10.rule_ensemble_margin(EPS, nan_cell).verdict == PARTLY
     # a cell that is not a symmetry fails, however close its accuracy; rows the rule does not read do not matter
-    assert vr.rule_ensemble_margin(EPS, diff, symmetric=cells([20, 10, 1], False)).verdict == REPRODUCED
-    result = vr.rule_ensemble_margin(EPS, diff, symmetric=cells([0.01, 0.001, 0.0001]))
+    assert claims_fig10.rule_ensemble_margin(EPS, diff, symmetric=cells([20, 10, 1], False)).verdict == REPRODUCED
+    result = claims_fig10.rule_ensemble_margin(EPS, diff, symmetric=cells([0.01, 0.001, 0.0001]))
     assert result.verdict == PARTLY and "not symmetries: eps in {0.1, 1, 10, 20}" in result.text
-    assert vr.rule_ensemble_margin(EPS, diff, symmetric=cells([0.001, 0.0001])).verdict == NOT_REPRODUCED
+    assert claims_fig10.rule_ensemble_margin(EPS, diff, symmetric=cells([0.001, 0.0001])).verdict == NOT_REPRODUCED
 
 
 def test_group_beats_baselines_rule():
     group = group_minus_original() + 0.55
     low = np.full_like(group, 0.1)  # g^-1, random and shuffle lose 0.45 at large eps
     low[3:] = 0.55
-    result = vr.rule_group_beats_baselines(EPS, group, {"g_inverse": low, "random": low, "shuffle": low})
+    result = claims_fig10.rule_group_beats_baselines(EPS, group, {"g_inverse": low, "random": low, "shuffle": low})
     assert result.verdict == REPRODUCED and result.text.count("(beats)") == 6
-    assert vr.rule_group_beats_baselines(EPS, group, {"g_inverse": low, "shuffle": group + 0.05}).verdict == PARTLY
-    assert vr.rule_group_beats_baselines([0.1, 0.01], group[3:5], {"random": low[3:5]}).verdict == NOT_REPRODUCED
+    assert claims_fig10.rule_group_beats_baselines(EPS, group, {"g_inverse": low, "shuffle": group + 0.05}).verdict == PARTLY
+    assert claims_fig10.rule_group_beats_baselines([0.1, 0.01], group[3:5], {"random": low[3:5]}).verdict == NOT_REPRODUCED
     # a row that is not a symmetry cannot be tested: one such row, partly; both, not reproduced
     baselines = {"g_inverse": low, "random": low}
-    result = vr.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([10], False))
+    result = claims_fig10.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([10], False))
     assert result.verdict == PARTLY and "eps 10: not a symmetry, cannot be tested" in result.text
     assert result.text.count("(beats)") == 2
-    assert vr.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([0.1, 0.01])).verdict == NOT_REPRODUCED
-    assert vr.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([20], False)).verdict == REPRODUCED
+    assert claims_fig10.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([0.1, 0.01])).verdict == NOT_REPRODUCED
+    assert claims_fig10.rule_group_beats_baselines(EPS, group, baselines, symmetric=cells([20], False)).verdict == REPRODUCED
 
 
 def test_group_vs_perm_interp_rule():
     group = group_minus_original() + 0.55
-    assert vr.rule_group_vs_perm_interp(EPS, group, group - 0.05).verdict == REPRODUCED
-    result = vr.rule_group_vs_perm_interp(EPS, group, group + 0.05)
+    assert claims_fig10.rule_group_vs_perm_interp(EPS, group, group - 0.05).verdict == REPRODUCED
+    result = claims_fig10.rule_group_vs_perm_interp(EPS, group, group + 0.05)
     assert result.verdict == NOT_REPRODUCED and "perm_interp ahead" in result.text
     tie = group.copy()
     tie[1] += 0.01  # eps = 10: within the margin, a tie; eps = 1: group ahead
-    result = vr.rule_group_vs_perm_interp(EPS, group, np.where(np.arange(7)[:, None] == 2, group - 0.05, tie))
+    result = claims_fig10.rule_group_vs_perm_interp(EPS, group, np.where(np.arange(7)[:, None] == 2, group - 0.05, tie))
     assert result.verdict == PARTLY and "tie" in result.text and "group ahead" in result.text
     # group ahead at both, but eps = 1 is not a symmetry in one cell: only eps = 10 counts
     symmetric = cells([], False)
     symmetric[EPS.index(1), 4] = False
-    result = vr.rule_group_vs_perm_interp(EPS, group, group - 0.05, symmetric=symmetric)
+    result = claims_fig10.rule_group_vs_perm_interp(EPS, group, group - 0.05, symmetric=symmetric)
     assert result.verdict == PARTLY and "eps 1: not a symmetry" in result.text
     # the paper notebook's own heat maps [C]: perm_interp ahead at eps = 1 and 10
     eps = list(paper.FIG10_ROWS["perm_interp"])
     rows = {m: [paper.FIG10_ROWS[m][e] for e in eps] for m in ("group", "perm_interp")}
-    assert vr.rule_group_vs_perm_interp(eps, rows["group"], rows["perm_interp"]).verdict == NOT_REPRODUCED
-
-
-def paired(acc_b, gained, lost, n):
-    """Two classifiers on the same n images with the given discordant counts [K]: (accuracy of a, a - b, McNemar's
-    p), p from scipy's exact binomial test, as the notebook computes it."""
-    from scipy.stats import binomtest
-    gained, lost = np.asarray(gained), np.asarray(lost)
-    diff = (gained - lost) / n
-    p = [binomtest(int(g), int(g + d), 0.5).pvalue if g + d else 1.0 for g, d in zip(gained, lost)]
-    return np.asarray(acc_b) + diff, diff, np.array(p)
-
-
-FGSM = [0, 1, 2, 4, 8]  # eps x 255
-ORIGINAL = [0.62, 0.37, 0.19, 0.12, 0.05]  # the original's accuracy under the transfer attack
-
-
-def gains(gained, lost, n=10_000):
-    """The rule's per-attack arguments for one attack (FGSM on n images): group vs original."""
-    accuracy, diff, p = paired(ORIGINAL, gained, lost, n)
-    return dict(attacks=["FGSM"], strengths=[FGSM], diff=[diff], p=[p], accuracy=[accuracy])
-
-
-def test_significant_gain_rule():
-    # 600 vs 400 discordant images of 10,000: +0.02, p ~ 3e-10; 400 vs 300: p ~ 2e-4; 150 vs 100: p ~ 0.002
-    assert vr.rule_significant_gain(**gains([500, 600, 600, 400, 150], [900, 400, 400, 300, 100])).verdict == REPRODUCED
-    # the clean column (strength 0) is no attack: its loss does not count, a significant loss under attack does
-    result = vr.rule_significant_gain(**gains([500, 300, 600, 400, 150], [900, 400, 400, 300, 100]))
-    assert result.verdict == PARTLY and "gain at 2, loss at 1 of 4 attacked strengths" in result.text
-    # Bonferroni: 260 vs 200 (p ~ 0.006) is significant at 0.05 / 4; 240 vs 200 (p ~ 0.06) and 230 vs 185
-    # (p ~ 0.03, below 0.05 but above 0.0125) are not
-    assert vr.rule_significant_gain(**gains([0, 260, 200, 200, 0], [0, 200, 200, 200, 0])).verdict == REPRODUCED
-    result = vr.rule_significant_gain(**gains([0, 230, 240, 200, 0], [0, 185, 200, 200, 0]))
-    assert result.verdict == NOT_REPRODUCED and "p < 0.0125" in result.text
-    # a significant gain where the ensemble is at chance is no robustness
-    result = vr.rule_significant_gain(**gains([0, 300, 300, 300, 600], [0, 300, 300, 300, 200]))
-    assert result.verdict == NOT_REPRODUCED and "1 gain(s) at most 0.01 above chance not counted" in result.text
-    # two attacks: a gain in one only, partly
-    fgsm, nothing = gains([0, 600, 600, 400, 150], [0, 400, 400, 300, 100]), gains([0] * 5, [0] * 5)
-    both = {k: fgsm[k] + nothing[k] for k in fgsm}
-    assert vr.rule_significant_gain(**both).verdict == PARTLY
-    # moved networks that are not symmetries cannot be tested, whatever the numbers
-    result = vr.rule_significant_gain(**fgsm, symmetry_error=0.5)
-    assert result.verdict == NOT_REPRODUCED and "cannot be tested" in result.text
-    assert "as measured: reproduced" in result.text
-    assert vr.rule_significant_gain(**fgsm, symmetry_error=math.nan).verdict == NOT_REPRODUCED
-    assert vr.rule_significant_gain(**fgsm, symmetry_error=5e-4).verdict == REPRODUCED
-
-
-def test_gain_beyond_control_rule():
-    group = gains([0, 600, 600, 400, 150], [0, 400, 400, 300, 100])
-    ahead, behind = paired(ORIGINAL, [0, 600, 500, 300, 0], [0, 400, 500, 300, 0], 10_000)[1:], \
-        paired(ORIGINAL, [0, 300, 300, 300, 0], [0, 900, 900, 900, 0], 10_000)[1:]
-    result = vr.rule_gain_beyond_control(**group, control_diff=[ahead[0]], control_p=[ahead[1]])
-    assert result.verdict == REPRODUCED and "at 1 of 4 attacked strengths" in result.text
-    result = vr.rule_gain_beyond_control(**group, control_diff=[behind[0]], control_p=[behind[1]])
-    assert result.verdict == NOT_REPRODUCED and "significantly behind it at 3" in result.text
-    # ahead of the independent CNN where the group has no gain over the original: not robustness either
-    no_gain = gains([0, 400, 400, 300, 100], [0, 400, 400, 300, 100])
-    assert vr.rule_gain_beyond_control(**no_gain, control_diff=[ahead[0]], control_p=[ahead[1]]).verdict \
-        == NOT_REPRODUCED
-    two = {k: group[k] * 2 for k in group}
-    assert vr.rule_gain_beyond_control(**two, control_diff=[ahead[0], behind[0]],
-                                       control_p=[ahead[1], behind[1]]).verdict == PARTLY
-    assert vr.rule_gain_beyond_control(**group, control_diff=[ahead[0]], control_p=[ahead[1]],
-                                       symmetry_error=0.7).verdict == NOT_REPRODUCED
+    assert claims_fig10.rule_group_vs_perm_interp(eps, rows["group"], rows["perm_interp"]).verdict == NOT_REPRODUCED
 
 
 def test_group_more_robust_rule():
     strengths, acc = paper.FIG11_STRENGTHS, paper.FIG11_ACCURACY
-    result = vr.rule_group_more_robust(strengths["FGSM"], acc["FGSM"]["original"], acc["FGSM"]["group"])
+    result = claims_fig11.rule_group_more_robust(strengths["FGSM"], acc["FGSM"]["original"], acc["FGSM"]["group"])
     assert result.verdict == REPRODUCED and "better at 2 and worse at 0" in result.text  # 0.109, 0.083: chance level
     # PGD: the paper notebook's gains (0.006 -> 0.038, 0.000 -> 0.026) are between accuracies below chance
-    result = vr.rule_group_more_robust(strengths["PGD"], acc["PGD"]["original"], acc["PGD"]["group"])
+    result = claims_fig11.rule_group_more_robust(strengths["PGD"], acc["PGD"]["original"], acc["PGD"]["group"])
     assert result.verdict == NOT_REPRODUCED and "at most 0.01 above chance (0.1) there" in result.text
-    assert vr.rule_group_more_robust([0, 1, 2], [0.6, 0.3, 0.0], [0.5, 0.35, 0.002]).verdict == REPRODUCED  # a tie
-    assert vr.rule_group_more_robust([0, 1, 2, 3], [1.0, 0.9, 0.8, 0.7], [0.98, 0.85, 0.82, 0.6]).verdict == PARTLY
+    assert claims_fig11.rule_group_more_robust([0, 1, 2], [0.6, 0.3, 0.0], [0.5, 0.35, 0.002]).verdict == REPRODUCED  # a tie
+    assert claims_fig11.rule_group_more_robust([0, 1, 2, 3], [1.0, 0.9, 0.8, 0.7], [0.98, 0.85, 0.82, 0.6]).verdict == PARTLY
     # the threshold grows with the noise of an accuracy on few images: +0.03 counts on 1000 images, not on 100
-    assert vr.rule_group_more_robust([0, 1, 2], [0.6, 0.2, 0.13], [0.55, 0.23, 0.16], 1000).verdict == REPRODUCED
-    assert vr.rule_group_more_robust([0, 1, 2], [0.6, 0.2, 0.13], [0.55, 0.23, 0.16], 100).verdict == NOT_REPRODUCED
+    assert claims_fig11.rule_group_more_robust([0, 1, 2], [0.6, 0.2, 0.13], [0.55, 0.23, 0.16], 1000).verdict == REPRODUCED
+    assert claims_fig11.rule_group_more_robust([0, 1, 2], [0.6, 0.2, 0.13], [0.55, 0.23, 0.16], 100).verdict == NOT_REPRODUCED
     # +10 images of 1000 (float32 accuracies) is within the noise, whatever the rounding
-    result = vr.rule_group_more_robust(strengths["FGSM"], [0.559, 0.19599999, 0.134, 0.084, 0.05],
+    result = claims_fig11.rule_group_more_robust(strengths["FGSM"], [0.559, 0.19599999, 0.134, 0.084, 0.05],
                                        [0.47400001, 0.206, 0.14399999, 0.102, 0.078], 1000)
     assert result.verdict == NOT_REPRODUCED and "better at 0" in result.text
     # a lower clean accuracy (strength 0) is not part of the rule; lower under attack is
-    assert vr.rule_group_more_robust([0, 1, 2], [0.6, 0.3, 0.2], [0.5, 0.25, 0.2]).verdict == NOT_REPRODUCED
+    assert claims_fig11.rule_group_more_robust([0, 1, 2], [0.6, 0.3, 0.2], [0.5, 0.25, 0.2]).verdict == NOT_REPRODUCED
 
 
 def falls_with_Q(Q0, steps):

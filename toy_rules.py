@@ -1,35 +1,43 @@
-"""The rules and measurements of the toy figures' claims (Figs. 3-9) that judge effects over seeds, the two
-conventions of Q, the construction checks and the per-neuron claims; make_report.py registers each claim once.
+"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the statistics of a trend of a
+value with |Q| over seeds (rule_trend) and of per-neuron predictors (rule_predictors), the same-function checks, the
+helpers their measurements use, and the table of the per-neuron orbits. Each claim itself, with its measurement,
+figure-specific rule and table, is in its figure's claims module (claims_fig3.py ... claims_fig9.py).
 
 A rule takes numbers (never files) and returns a verdict_rules.Result; the first paragraph of its docstring is the
 rule as the report prints it ({keyword} defaults filled in). A measurement takes a saved figure (make_report.Figure:
-f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or "zero"), and
-returns the rule's keyword arguments.
+f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or "zero").
 
-Contents: the thresholds (ALPHA, MIN_EFFECT, SEED_SPREADS, AT_MINIMUM) and their reasons in docs/report.md;
-both_conventions (a verdict per convention, or DEPENDS); trend statistics (kendall, minimum_effect, series_effect);
-rule_trend (a claimed trend of a value with |Q|: Kendall's tau per series, a sign test over series, an effect beyond
-the spread over seeds); rule_predictors (which per-neuron statistic predicts a value along the per-neuron orbits);
-rule_within_gd_bound (Fig. 3: Q's change within the first-order bound of gradient descent); rule_gap_below (the
-checks of per-neuron moves); the measurements; the report's handling of conventions and checks (every_run,
-conventions_result, mark_broken, off_data_table).
+Contents: Q_CONVENTION (the report's note); the thresholds (ALPHA, MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT;
+their reasons in docs/report.md); both_conventions and conventions_result (a verdict per convention, or DEPENDS);
+trend statistics (kendall, seed_spread, minimum_effect, series_effect, finite_series); rule_trend, predictor,
+rule_predictors; the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key, as_steps,
+finite_or_nan, at_minimum, same_function, per_neuron_stats); the per-neuron table and the off-data table.
 """
 import math
 
 import numpy as np
 from scipy.stats import binomtest, kendalltau
 
+from report_claims import runs
 from report_tables import table
-from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, fmt
+from verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
-DEPENDS = "depends on the convention"  # the verdict where the paper's and the zero convention of Q disagree
-BROKEN = "broken data"                 # a check of the figure's construction failed: its claims get no verdict
-PASSES, FAILS = "passes", "fails"      # a check's result
+
+Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant: the integration "
+                "constant of F is a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and "
+                "sigmoid, about -500 at a small initialisation) and the zero convention, F(0) = 0 (Q = 0 at U = 0, "
+                "V = 0). Differences of Q (its drift, its change along an orbit) and the spread of the per-neuron Q_a "
+                "are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU are homogeneous: "
+                "both conventions agree). Every claim about |Q| is judged in both, and where the verdicts differ it is "
+                "**depends on the convention**, with both readings. Sizes of Q (N_0) add the sizes of its terms, "
+                "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
+
+
 CONVENTIONS = ("paper", "zero")        # models.Q_CONVENTIONS, in the order the report shows them
 ALPHA = 0.05        # significance level of a sign test over series (one-sided for a claimed direction)
 MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
 SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds
-AT_MINIMUM = 1e-6   # squared loss below which a trained run is at a global minimum (as rule_hessian_rank)
+AT_MINIMUM = 1e-6   # squared loss below which a trained run is at a global minimum (Fig. 9's rules)
 CONSTANT = 1e-4     # a statistic varies along a series if its range there exceeds this fraction of its size there (a
                     # sum held fixed still moves by the round-off of float32 weights, about 1e-7 of it)
 
@@ -45,8 +53,22 @@ def both_conventions(results):
                   f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}; zero: {zero.verdict})", zero.value, zero.value_name)
 
 
+def conventions_result(over, results, combine_units):
+    """{unit: {convention: Result}} -> one Result (over: the claim's combination of units; combine_units:
+    make_report's, which joins the units' texts): per unit the common verdict, or 'depends on the convention' with
+    both readings (both_conventions); over the units, the verdict of each convention combined, or
+    'depends on the convention' where the two combined verdicts differ."""
+    joined = combine_units(over, {u: both_conventions(r) for u, r in results.items()})
+    verdicts = {c: over({u: r[c].verdict for u, r in results.items()}) for c in CONVENTIONS}
+    if verdicts["paper"] == verdicts["zero"]:
+        return joined._replace(verdict=verdicts["zero"])
+    return joined._replace(verdict=DEPENDS, text=f"paper's convention: {verdicts['paper']}, zero convention: "
+                           f"{verdicts['zero']}; {joined.text}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Trend statistics
+
 
 def kendall(x, y):
     """(Kendall's tau, its exact two-sided p) of y against x; (NaN, 1) where either does not vary."""
@@ -95,7 +117,8 @@ def finite_series(x, y):
 
 
 # ----------------------------------------------------------------------------------------------
-# Rules
+# Rules shared by several figures
+
 
 def rule_trend(x, values, direction, reference, budget=None, what="value", alpha=ALPHA, min_effect=MIN_EFFECT,
                spreads=SEED_SPREADS):
@@ -175,20 +198,18 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
                   f"predict: {', '.join(n for n, (ok, _) in found.items() if ok) or 'none'}")
 
 
-def rule_within_gd_bound(lrs, drift, bound):
-    """Every run's largest change of Q from its initial value stays within the first-order bound of gradient descent,
-    paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (derived in docs/conserved_quantities.md; F'' at the initial
-    and final weights, L the trained loss): reproduced; only at the largest learning rate (where discretisation,
-    not float32 round-off, dominates): partly; otherwise not reproduced.
+def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):
+    """The largest difference between the runs' initial outputs, relative to the largest output, is below
+    {tolerance} for float32 weights (whose round-off is about 1e-7) and {tolerance64} for float64: reproduced.
 
-    lrs, drift, bound: [R] per run (drift and bound in the same units)."""
-    lrs, drift, bound = (np.asarray(a, dtype=float) for a in (lrs, drift, bound))
-    within = np.nan_to_num(drift, nan=np.inf) <= bound
-    text = ", ".join(f"lr {lr:g}: {fmt(d)} of bound {fmt(b)}" for lr, d, b in zip(lrs, drift, bound))
-    top = lrs == lrs.max()
-    verdict = REPRODUCED if within.all() else PARTLY if within[top].all() else NOT_REPRODUCED
-    ratio = float(np.max(drift / bound))
-    return Result(verdict, text, f"drift/bound up to {fmt(ratio)}", ratio, "largest drift / bound")
+    initial_outputs: [R, m, n], or [R, L, m, n] (compared along L, with the first of each run)."""
+    out = np.asarray(initial_outputs, dtype=float)  # NaN: a diverged run's (not checked)
+    difference = float(np.nanmax(np.abs(out - out[..., :1, :, :])) / max(np.nanmax(np.abs(out)), 1e-300))
+    limit = tolerance64 if float64 else tolerance
+    return Result(REPRODUCED if difference < limit else NOT_REPRODUCED,
+                  f"largest relative difference of the initial outputs {fmt(difference)} "
+                  f"({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(difference), difference,
+                  "relative difference")
 
 
 def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
@@ -205,7 +226,8 @@ def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
 
 
 # ----------------------------------------------------------------------------------------------
-# Measurements: a saved figure (and a convention) -> the rule's keyword arguments
+# Measurement helpers: a saved figure (and a convention) -> the rule's keyword arguments
+
 
 def q_key(zero_key, convention):
     """The saved key of a quantity in a convention: 'Q0_zero' -> 'Q0' for the paper's ('sum_zero' -> 'sum_paper')."""
@@ -233,33 +255,8 @@ def at_minimum(values, final_loss):
     return np.where(ok.reshape(ok.shape + (1,) * (values.ndim - ok.ndim)), values, np.nan)
 
 
-def fig6_trend(f, convention):
-    """Fig. 6: each seed's three init scales are a series; steps [S, R] against |Q0|."""
-    steps = as_steps(f["steps_to_converge"], f["diverged_at"])
-    return dict(x=np.abs(f[q_key("Q0_zero", convention)]), values=steps, direction=-1,
-                reference=finite_or_nan(steps), budget=int(f.setting("steps")), what="steps to the loss")
-
-
-def fig9_trend(f, convention):
-    """Fig. 9: each seed's four init scales are a series; the largest eigenvalue [S, R] against |Q0|."""
-    largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
-    return dict(x=np.abs(f[q_key("Q0_zero", convention)]), values=largest, direction=1, reference=largest,
-                what="largest eigenvalue")
-
-
-def same_function6_trend(f, convention):
-    """Fig. 6 same function: each seed's orbit is a series [S, L]; the spread over seeds at its centre (lambda = 1)."""
-    steps = as_steps(f["steps_to_converge"], f["diverged_at"])
-    return dict(x=np.abs(f[q_key("Q0_zero", convention)]), values=steps, direction=-1,
-                reference=finite_or_nan(steps[:, steps.shape[1] // 2]), budget=int(f["step_budget"]),
-                what="steps to the loss")
-
-
-def same_function9_trend(f, convention):
-    """Fig. 9 same function: each minimum's orbit is a series [S, R, L]; the spread over seeds at the minima."""
-    largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
-    return dict(x=np.abs(f[q_key("Q_zero", convention)]), values=largest, direction=1,
-                reference=largest[..., largest.shape[-1] // 2], what="largest eigenvalue")
+def same_function(f):
+    return runs(f, initial_outputs="initial_output", float64=f.settings.get("dtype") == "float64")
 
 
 def per_neuron_stats(f, convention):
@@ -269,18 +266,29 @@ def per_neuron_stats(f, convention):
             "min |Q_a|": five(f[q_key("min_abs_zero", convention)]), "edge distance": five(f["edge_distance"])}
 
 
-def per_neuron6(f, convention):
-    """Fig. 6 per-neuron orbits [S, 2, 5]: steps to the loss; the spread over seeds of the unmoved networks."""
-    steps = as_steps(f["steps_to_converge"], f["diverged_at"])
-    return dict(stats=per_neuron_stats(f, convention), values=steps.reshape(-1, steps.shape[-1]),
-                reference=finite_or_nan(steps[:, 0, steps.shape[-1] // 2]), budget=int(f["step_budget"]))
+# ----------------------------------------------------------------------------------------------
+# Tables shared by Figs. 6 and 9, and the checks section's table off the training inputs
 
 
-def per_neuron9(f, convention):
-    """Fig. 9 per-neuron orbits [S, R, 2, 5] of the minima: the largest eigenvalue."""
-    largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
-    return dict(stats=per_neuron_stats(f, convention), values=largest.reshape(-1, largest.shape[-1]),
-                reference=largest[:, :, 0, largest.shape[-1] // 2])
+PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
+                   "network itself): 'spread' scales each Q_a's distance from their mean (the sum fixed), 'shift' "
+                   "adds a multiple of their std to each (the spread fixed). Q_a from 0 (zero) or with the paper "
+                   "code's constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge "
+                   "distance do not depend on the convention.")
+
+
+def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
+    """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
+    middle (the network itself). pick: [S, ...] -> the [2, 5] of the networks shown."""
+    rows = []
+    for unit, f in figures.items():
+        for o, family in enumerate(("spread", "shift")):
+            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
+            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
+                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "edge_distance", value)]
+            rows.append([unit, family] + cells)
+    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
+                  "edge distance", value.replace("_", " ")], rows)
 
 
 def off_data_rows(figures):
@@ -294,44 +302,6 @@ def off_data_rows(figures):
     return rows
 
 
-# ----------------------------------------------------------------------------------------------
-# The report's handling of conventions and checks (make_report.check and build_report call these)
-
-def every_run(measured):
-    """A check judges every run, a diverged one too (its rule gets no diverged_at): an identity of the construction
-    holds before training, and a check that needs a trained run says itself which it could check."""
-    if isinstance(measured, PerSeed):
-        return PerSeed(dict(m, diverged_at=None) for m in measured)
-    return dict(measured, diverged_at=None) if "diverged_at" in measured else measured
-
-
-def conventions_result(over, results, combine_units):
-    """{unit: {convention: Result}} -> one Result (over: the claim's combination of units; combine_units:
-    make_report's, which joins the units' texts): per unit the common verdict, or 'depends on the convention' with
-    both readings (claims_toy.both_conventions); over the units, the verdict of each convention combined, or
-    'depends on the convention' where the two combined verdicts differ."""
-    joined = combine_units(over, {u: both_conventions(r) for u, r in results.items()})
-    verdicts = {c: over({u: r[c].verdict for u, r in results.items()}) for c in CONVENTIONS}
-    if verdicts["paper"] == verdicts["zero"]:
-        return joined._replace(verdict=verdicts["zero"])
-    return joined._replace(verdict=DEPENDS, text=f"paper's convention: {verdicts['paper']}, zero convention: "
-                           f"{verdicts['zero']}; {joined.text}")
-
-
-def mark_broken(checked, no_verdict):
-    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check. checked: make_report's
-    Checked records (claim, verdict, text, deciding), changed in place; no_verdict: the states that are no verdict."""
-    failing = {}
-    for c in checked:
-        if c.claim.check and c.verdict not in (REPRODUCED,) + no_verdict:
-            failing.setdefault(c.claim.figure, []).append(c.claim.short)
-    for c in checked:
-        if not c.claim.check and c.claim.figure in failing and c.verdict not in no_verdict:
-            c.text = (f"the figure's data are broken: the check(s) {'; '.join(failing[c.claim.figure])} failed, so no "
-                      f"verdict (as measured: {c.verdict}: {c.text})")
-            c.verdict, c.deciding = BROKEN, f"check failed: {'; '.join(failing[c.claim.figure])}"
-
-
 def off_data_table(experiments):
     """The checks section's table of how much the moved networks' outputs change off the training inputs.
     experiments: {experiment: {activation: Figure}}."""
@@ -342,3 +312,5 @@ def off_data_table(experiments):
     return ["Largest relative output change of the moved networks on random inputs x ~ N(0, I_n / n) off the "
             "training inputs (median and largest over every moved network of the experiment):", ""] + table(
         ["experiment", "activation", "median", "largest"], off_data_rows(figures))
+
+
