@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+import Q_convergence_elementwise as fig6
+import Q_convergence_radial as fig7
 import saved_files
 from command_line import figure_parser, parse_figure_args
 from saved_files import save_figure
@@ -218,8 +220,8 @@ def test_a_save_keeps_the_temporary_files_of_a_live_process(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # --plot-only trusts no file
 
-FIG6 = "Q-convergence/elementwise_linear_convergence"
-FIG7 = "Q-convergence/radial_zoomed_1e6"
+FIG6 = fig6.figure_name("linear")
+FIG7 = fig7.FIGURE
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +263,8 @@ def test_plot_only_refuses_another_figures_data(fig6_files, tmp_path):
     copy_set(fig6_files, tmp_path, FIG7)
     process = script("Q_convergence_radial.py", "--plot-only", "--out", str(tmp_path))
     _, stderr = process.communicate(timeout=120)
-    message = ("holds Q_convergence_elementwise.py's figure 'Q-convergence/elementwise_linear_convergence', "
-               "not Q_convergence_radial.py's 'Q-convergence/radial_zoomed_1e6'; re-run without --plot-only")
+    message = (f"holds Q_convergence_elementwise.py's figure '{FIG6}', not Q_convergence_radial.py's '{FIG7}'; "
+               "re-run without --plot-only")
     assert process.returncode == 2 and one_line(stderr, message), stderr
     assert not list(tmp_path.rglob("*.pdf"))
 

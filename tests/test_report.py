@@ -25,6 +25,11 @@ import cifar_files
 import make_report as mr
 from saved_files import settings_digest
 import paper_numbers as paper
+import Q_convergence_elementwise as fig6
+import Q_convergence_radial as fig7
+import Q_distribution as fig45
+import Q_dynamics_elementwise as fig3
+import Q_hessian_eigenvalues as fig9
 from Q_dynamics_elementwise import delta_Q_tilde, max_abs
 from test_verdict_rules import EPS, group_minus_original
 from claims_fig10 import EXACT
@@ -117,14 +122,14 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
     grow = 1 + 0.1 * np.arange(SEEDS)[:, None]  # seed s: the same trends, other numbers
     for i, act in enumerate(activations):
         c, settings = PAPER_CONSTANT.get(act, 0.0), dict(quick=quick, activation=act)
-        name = f"Q-dynamics/elementwise_{act}_loss_Q"
+        name = fig3.figure_name(act)
         data = fig3_data(np.array([6.9e-4, 7.0e-5, 7.0e-6]) * (1 + 0.1 * i), c)  # proportional to lr
         write_figure(root, name, data, run_settings("Q_dynamics_elementwise.py", 700.0, **settings))
         if float64:
             write_figure(os.path.join(root, "float64"), name, data, run_settings(
                 "Q_dynamics_elementwise.py --dtype float64", 900.0, **settings, dtype="float64"))
         Q0 = np.array([-0.0193, -1.93, -193]) * (1 + i) * grow
-        write_figure(root, f"Q-convergence/elementwise_{act}_convergence",
+        write_figure(root, fig6.figure_name(act),
                      {"steps": steps, "loss": np.ones((3, len(steps))), "Q": np.zeros((3, len(steps))),
                       "Q0_zero": Q0, "Q0": Q0, "init_std": [0.01, 0.1, 1.0],
                       "labels": [f"Q={q:.3g}" for q in Q0[0]],
@@ -135,7 +140,7 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
         lambdas = np.broadcast_to(np.geomspace(0.25, 4, 7), (SEEDS, 7))
         Q = np.array([41.5, 15.9, 4.8, -1.9, -8.7, -22.1, -59.1]) * grow
         output = np.random.default_rng(i).standard_normal((5, 10))
-        write_figure(root, f"Q-convergence/same_function_{act}_convergence",
+        write_figure(root, fig6.figure_name(act, "same_function"),
                      {"lambdas": lambdas, "Q0_zero": Q, "Q0": Q, "off_data_gap": np.full((SEEDS, 7), 0.1),
                       "steps_to_converge": (70_000 - 800 * np.abs(Q)).astype(int),
                       "initial_output": np.broadcast_to(output, (SEEDS, 7, 5, 10))
@@ -143,20 +148,20 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                       "diverged_at": np.full((SEEDS, 7), -1), "trained_steps": 70_000, "step_budget": 400_000},
                      run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **settings))
         stats, value = per_neuron_orbits()
-        write_figure(root, f"Q-convergence/per_neuron_{act}_convergence",
+        write_figure(root, fig6.figure_name(act, "per_neuron"),
                      {**stats, "steps_to_converge": (100_000 * value).astype(int), "step_budget": 400_000,
                       "diverged_at": np.full((SEEDS, 2, 5), -1), "training_gap": np.full((SEEDS, 2, 5), 1e-8),
                       "off_data_gap": np.full((SEEDS, 2, 5), 0.05)},
                      run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **settings))
         Q0, top = FIG9_BASE.get(act, ([0.001 * (1 + i), 17.3, 69.3, 156], [17.7, 30.0, 107.5, 239.5]))
         Q0, top = np.array(Q0) * grow, np.array(top) * grow
-        write_figure(root, f"Q-hessian-eigenvalues/Q-sharpness_{act}_mnk_10_5_50",
+        write_figure(root, fig9.figure_name(act),
                      {"Q0_zero": Q0, "Q0": Q0, "largest_eigenvalue": top, "nonzero_count": np.full((SEEDS, 4), 50),
                       "final_loss": np.full((SEEDS, 4), 1e-10), "init_std": [0.001, 0.3, 0.6, 0.9],
                       "diverged_at": np.full((SEEDS, 4), -1)},
                      run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **settings, m=10, n=5))
         Q = Q0[..., None] + np.array([600, 200, 60, 0, -60, -200, -600])  # [S, 4, 7] along each minimum's orbit
-        write_figure(root, f"Q-hessian-eigenvalues/same_function_{act}_sharpness_mnk_10_5_50",
+        write_figure(root, fig9.figure_name(act, "same_function"),
                      {"lambdas": np.broadcast_to(lambdas[:, None], Q.shape), "Q_zero": Q, "Q": Q,
                       "off_data_gap": np.full(Q.shape, 0.2),
                       "init_std": [0.001, 0.3, 0.6, 0.9],
@@ -165,7 +170,7 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                       "final_loss": np.full((SEEDS, 4), 1e-10), "diverged_at": np.full((SEEDS, 4), -1)},
                      run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **settings, m=10, n=5))
         per_run = lambda a: np.broadcast_to(a[:, None], (SEEDS, 4) + a.shape[1:])  # noqa: E731 [S, 2, 5] -> [S, 4, ...]
-        write_figure(root, f"Q-hessian-eigenvalues/per_neuron_{act}_sharpness_mnk_10_5_50",
+        write_figure(root, fig9.figure_name(act, "per_neuron"),
                      {**{k: per_run(v) for k, v in stats.items()}, "largest_eigenvalue": per_run(10 * value),
                       "training_gap": np.full((SEEDS, 4, 2, 5), 1e-15), "off_data_gap": np.full((SEEDS, 4, 2, 5), 0.1),
                       "final_loss": np.full((SEEDS, 4), 1e-10), "diverged_at": np.full((SEEDS, 4), -1)},
@@ -175,14 +180,14 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
         known = act in paper.PAPER_ACTIVATIONS
         Q = rng.normal(expected_Q(act, m, h, n, "zero") if known else 3.0, 2.0, 1000)
         constant = expected_Q(act, m, h, n) - expected_Q(act, m, h, n, "zero") if known else 0.0
-        write_figure(root, f"Q-distribution/{act}_mhn_{m}_{h}_{n}",
+        write_figure(root, fig45.figure_name(act, (m, h, n)),
                      {"Q_zero": Q, "Q": Q + constant, "shape_mhn": [m, h, n],
                       "expected_Q_zero": expected_Q(act, m, h, n, "zero") if known else math.nan,
                       "expected_Q": expected_Q(act, m, h, n) if known else math.nan,
                       "Q_terms_zero": 200.0, "Q_terms_paper": 200.0 + abs(constant)},
                      run_settings("Q_distribution.py", 30.0, quick, activation=act))
     Q0, base = np.array([0.002, 0.2, 20.0, 2000.0]), rng.standard_normal((5, 10))
-    write_figure(root, "Q-convergence/radial_zoomed_1e6",
+    write_figure(root, fig7.FIGURE,
                  {"steps": np.array([0, 1_000_000]), "loss": np.full((4, 2), 0.135), "Q": Q0[:, None] * np.ones(2),
                   "Q0": Q0[None], "steps_to_converge": [[69, 6_750, 674_771, -1]],
                   "initial_output": np.stack([base] * 4)[None], "initial_loss": np.full((1, 4), 0.135),
@@ -413,16 +418,16 @@ def test_every_claim_holds_on_the_base_data(figures):
 
 
 DATA_ERROR_TEXT = "No verdict: data error"
-TANH_F9 = "Q-hessian-eigenvalues/Q-sharpness_tanh_mnk_10_5_50"
+TANH_F9 = fig9.figure_name("tanh")
 
 
-SAME_6 = "Q-convergence/same_function_tanh_convergence"
-SAME_9 = "Q-hessian-eigenvalues/same_function_relu_sharpness_mnk_10_5_50"
+SAME_6 = fig6.figure_name("tanh", "same_function")
+SAME_9 = fig9.figure_name("relu", "same_function")
 
 
 def break_radial_function(root):
     base = np.random.default_rng(1).standard_normal((5, 10))
-    edit_figure(root, "Q-convergence/radial_zoomed_1e6", initial_output=np.stack([base, base, base * 1.01, base])[None])
+    edit_figure(root, fig7.FIGURE, initial_output=np.stack([base, base, base * 1.01, base])[None])
 
 
 def seeds_of(row, seeds=SEEDS):
@@ -444,8 +449,8 @@ def edit_both(root, name, key, values):
     edit_figure(root, name, **{key: values, q_key(key, "paper"): values})
 
 
-PER_NEURON_6, PER_NEURON_9 = "Q-convergence/per_neuron_tanh_convergence", \
-    "Q-hessian-eigenvalues/per_neuron_tanh_sharpness_mnk_10_5_50"
+PER_NEURON_6, PER_NEURON_9 = fig6.figure_name("tanh", "per_neuron"), \
+    fig9.figure_name("tanh", "per_neuron")
 
 
 def follow_the_sum(root, name, key, scale):
@@ -457,25 +462,25 @@ def follow_the_sum(root, name, key, scale):
 
 BREAKERS = {  # short claim -> (change the saved data so that its rule fails, the verdict then)
     "Q's change within the first-order bound of GD (float32)": (lambda r: edit_figure(
-        r, "Q-dynamics/elementwise_relu_loss_Q", drift_bound_zero=[[1e-6] * 3]), PARTLY),
+        r, fig3.figure_name("relu"), drift_bound_zero=[[1e-6] * 3]), PARTLY),
     "float64: Q's change within the first-order bound of GD": (lambda r: edit_figure(
-        r, "float64/Q-dynamics/elementwise_tanh_loss_Q", drift_bound_zero=[[1e-6] * 3]), PARTLY),
+        r, "float64/" + fig3.figure_name("tanh"), drift_bound_zero=[[1e-6] * 3]), PARTLY),
     "float64: drift of Q proportional to lr": (lambda r: edit_figure(
-        r, "float64/Q-dynamics/elementwise_relu_loss_Q", max_Q_change_zero=[[1e-4, 1e-5, 1e-5]]), PARTLY),  # in bound
+        r, "float64/" + fig3.figure_name("relu"), max_Q_change_zero=[[1e-4, 1e-5, 1e-5]]), PARTLY),  # in bound
     "Q concentrated at init around its analytic mean": (lambda r: edit_both(
-        r, "Q-distribution/tanh_mhn_100_100_100", "Q_zero", np.random.default_rng(2).normal(-1 + 20, 2, 1000)),
+        r, fig45.figure_name("tanh", fig45.FIG4_SHAPE), "Q_zero", np.random.default_rng(2).normal(-1 + 20, 2, 1000)),
         PARTLY),
     "centre of Q set by the layer sizes (E[Q] = m - h)": (lambda r: edit_both(
-        r, "Q-distribution/linear_mhn_100_200_100", "expected_Q_zero", 0.0), PARTLY),
+        r, fig45.figure_name("linear", fig45.FIG5_SHAPES[0]), "expected_Q_zero", 0.0), PARTLY),
     "larger |Q| reaches a fixed loss in fewer steps": (lambda r: edit_figure(
-        r, "Q-convergence/elementwise_sigmoid_convergence", steps_to_converge=seeds_of([3_496, 59_577, 102_050])),
+        r, fig6.figure_name("sigmoid"), steps_to_converge=seeds_of([3_496, 59_577, 102_050])),
         PARTLY),
     "same function: larger |Q| converges in fewer steps": (lambda r: edit_figure(
         r, SAME_6, steps_to_converge=seeds_of(np.arange(7) * 1000 + 10_000)), PARTLY),
     "per-neuron: a per-neuron statistic predicts the steps where |Q| does not": (
         lambda r: follow_the_sum(r, PER_NEURON_6, "steps_to_converge", 10_000), PARTLY),
     "steps to converge proportional to Q (radial)": (lambda r: edit_figure(
-        r, "Q-convergence/radial_zoomed_1e6", steps_to_converge=[[69, 690, 6_900, 69_000]]), NOT_REPRODUCED),
+        r, fig7.FIGURE, steps_to_converge=[[69, 690, 6_900, 69_000]]), NOT_REPRODUCED),
     "largest Hessian eigenvalue grows with |Q|": (lambda r: edit_both(
         r, TANH_F9, "Q0_zero", seeds_of([paper.legend_Q(q) for q in paper.FIG9_LEGENDS["tanh"]])), PARTLY),
     "same function: sharpness grows with |Q| along the valley": (lambda r: edit_figure(
@@ -564,8 +569,8 @@ def test_a_verdict_that_differs_between_the_conventions_is_reported_as_such(figu
     difference of Q (Fig. 3) and one whose |Q| order does not change (Fig. 6, Q < 0 moved further down) do not."""
     before = summary_rows(report(figures)[1])
     assert set(before.values()) == {REPRODUCED}
-    shift_paper_keys(figures, -250.0, names=[TANH_F9, "Q-convergence/elementwise_tanh_convergence",
-                                              "Q-dynamics/elementwise_tanh_loss_Q"])
+    shift_paper_keys(figures, -250.0, names=[TANH_F9, fig6.figure_name("tanh"),
+                                              fig3.figure_name("tanh")])
     status, text = report(figures)
     after = summary_rows(text)
     assert status == 0 and after.pop("largest Hessian eigenvalue grows with |Q|") == "depends on the convention"
@@ -620,11 +625,11 @@ def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
 
 
 def test_unreadable_file_exits_non_zero_from_the_command_line(figures):
-    with open(os.path.join(figures, "Q-convergence/radial_zoomed_1e6.npz"), "wb") as f:
+    with open(os.path.join(figures, fig7.FIGURE + ".npz"), "wb") as f:
         f.write(b"not a zip file")
     result = subprocess.run([sys.executable, os.path.join(REPO, "make_report.py"), "--out", str(figures)],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert result.returncode == 1 and "radial_zoomed_1e6.npz is not the file its .json describes" in result.stderr
+    assert result.returncode == 1 and f"{fig7.FIGURE}.npz is not the file its .json describes" in result.stderr
     verdicts = summary_rows((figures / "REPORT.md").read_text())
     assert verdicts["steps to converge proportional to Q (radial)"] == mr.DATA_ERROR
     assert verdicts["larger |Q| reaches a fixed loss in fewer steps"] == REPRODUCED
@@ -634,7 +639,7 @@ def test_a_diverged_run_is_reported_as_diverged(figures):
     steps, diverged = seeds_of([102_050, 59_577, 3_496]), np.full((SEEDS, 3), -1)
     steps[2, 2], diverged[2, 2] = -1, 2_500  # seed 2's largest init diverged: left out, never 'slow'
     edit_figure(figures, "Q-convergence/elementwise_relu_convergence", steps_to_converge=steps, diverged_at=diverged)
-    edit_figure(figures, "Q-convergence/radial_zoomed_1e6", steps_to_converge=[[69, 6_750, -1, -1]],
+    edit_figure(figures, fig7.FIGURE, steps_to_converge=[[69, 6_750, -1, -1]],
                 diverged_at=[[-1, -1, 300, -1]])
     status, text = report(figures)
     verdicts = summary_rows(text)
@@ -667,7 +672,7 @@ def test_a_claim_holding_in_some_seeds_and_not_others(figures):
     """The series of all seeds are judged together: a claimed trend in 4 of 6 seeds is no significant majority (sign
     test p = 0.34), whatever the effect; the table gives the spread over seeds."""
     fast, slow = [102_050, 59_577, 3_496], [3_496, 59_577, 102_050]
-    edit_figure(figures, "Q-convergence/elementwise_tanh_convergence",
+    edit_figure(figures, fig6.figure_name("tanh"),
                 steps_to_converge=[fast, slow, fast, fast, slow, fast])
     size = np.abs(np.array([41.5, 15.9, 4.8, -1.9, -8.7, -22.1, -59.1]) * (1 + 0.1 * np.arange(SEEDS)[:, None]))
     steps = 70_000 - 800 * size
@@ -803,7 +808,7 @@ def test_report_file_permissions_and_no_machine_paths(figures):
 def test_report_flags_quick_data_and_missing_figures(tmp_path):
     write_toy_figures(tmp_path, quick=True, float64=False)
     for ext in (".npz", ".json"):
-        os.remove(tmp_path / ("Q-convergence/radial_zoomed_1e6" + ext))
+        os.remove(tmp_path / (fig7.FIGURE + ext))
     os.remove(tmp_path / "Q-hessian-eigenvalues/Q-sharpness_relu_mnk_10_5_50.npz")
     os.remove(tmp_path / "Q-hessian-eigenvalues/Q-sharpness_relu_mnk_10_5_50.json")
     status, text = report(tmp_path, "--cifar-dir", str(tmp_path / "no_cifar_here"))
