@@ -95,8 +95,8 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
 # ----------------------------------------------------------------------------------------------
 # The paper's protocol
 
-def adversarial_images(model, x, y, method, strength, protocol, pgd_eps=0.3, pgd_step=0.01,
-                       generator=None, batch_size=1000):
+def adversarial_images(model, x, y, method, strength, protocol, pgd_eps=PAPER_PGD["radius"],
+                       pgd_step=PAPER_PGD["step"], generator=None, batch_size=1000):
     """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).
 
     x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N]; returns [N, 3, 32, 32] on x's device.

@@ -1,7 +1,7 @@
 """Agreement off the fitting images: do the moved networks make the original's predictions on images pi never saw?
 
-pi(g, H) is fitted on h images per group element (h = 16 hidden units, so 16 images): with as many images as
-unknowns it interpolates, exact where it was fitted and unconstrained elsewhere. The symmetry error
+pi(g, H) is fitted on h images per group element (h, the hidden width: as many images as unknowns per row), so it
+interpolates, exact where it was fitted and unconstrained elsewhere. The symmetry error
 (ensembles.symmetry_error) measures the fitting images only; this module measures held-out images (the evaluation
 images), per member n and image i, against the original network (member matrices I, I):
 
@@ -16,8 +16,8 @@ images), per member n and image i, against the original network (member matrices
 Beyond the paper (fit_size_experiment): fit pi on more images than h per group element (least squares) and see
 whether the action then generalises: held-out agreement and the ensemble's accuracy per fit size and group scale.
 
-Contents: AGREEMENT_KEYS, AGREEMENT_THRESHOLD, held_out_agreement, group_agreement, FIT_SIZES, FIT_SIZE_SCALES,
-fit_size_experiment.
+Contents: AGREEMENT_KEYS, AGREEMENT_THRESHOLD, held_out_agreement, group_agreement, fit_size_experiment (its sizes,
+scales and group elements are the Fig. 10 notebook's parameters).
 """
 import numpy as np
 import torch
@@ -28,9 +28,6 @@ from symmetry import derive_seed, fit_pi
 AGREEMENT_KEYS = ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite")
 # "Same predictions on unseen images": every member predicts the original's class on at least this fraction.
 AGREEMENT_THRESHOLD = 0.99
-FIT_SIZES = (16, 64, 256, 1024)       # images per group element the fit-size experiment fits pi on
-FIT_SIZE_SCALES = (0.1, 1.0, 10.0)    # group scales (the eps of g = expm(eps T)) of the fit-size experiment
-FIT_SIZE_MEMBERS = 8                  # group elements per fit (8 x 1024 images: what the training split leaves)
 
 
 @torch.no_grad()
@@ -67,8 +64,8 @@ def group_agreement(model, eval_features):
 
 
 @torch.no_grad()
-def fit_size_experiment(model, fit_features, eval_features, eval_labels, seed=0, scales=FIT_SIZE_SCALES,
-                        sizes=FIT_SIZES, num_g=FIT_SIZE_MEMBERS, numerics="exact"):
+def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scales, sizes, num_g, seed=0,
+                        numerics="exact"):
     """Does the data-dependent action generalise when pi is fitted on more images?
 
     For each group scale, num_g group elements are drawn once (derive_seed(seed, 'fit size', scale)); for each size
