@@ -14,7 +14,7 @@ import paper_numbers as paper
 from claims_fig10 import NUMERICS_NAMES, NUMERICS_SUFFIXES, exact_decides, rule_same_predictions
 from report_claims import Claim, EvaluationFailed, Files, Section, require
 from report_tables import describe_cifar_source, largest_p, spread, table
-from robustness import ATTACKS, CLASSIFIERS, SANITY_CHECKS, sanity_failures
+from robustness import ATTACKS, CLASSIFIERS, SANITY_CHECKS, SHOWN_COMPARISONS, SUITE_SETTINGS, sanity_failures
 from symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE
 from threat_models import COMPARISONS
 from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
@@ -248,7 +248,6 @@ def fig11_tables(paper_protocol, corrected):
 def robustness_tables(figures):
     """Per numerics: robust accuracy per radius and classifier, the paired differences with McNemar's largest p,
     the attack that first broke the images, held-out agreement of the ensembles, and the sanity checks."""
-    from robustness import ATTACKS
     lines = []
     for numerics, f in figures.items():
         if "robust_acc_group" not in f.data:
@@ -256,19 +255,16 @@ def robustness_tables(figures):
         radii = f["radii"] * 255
         names = {"original": "original", "group": "group", "perm_interp": "shared trunk",
                  "independent": "independent CNN"}
-        comparisons = (("group - original", "group_vs_original"), ("group - shared trunk", "group_vs_perm_interp"),
-                       ("group - independent", "group_vs_independent"))
         rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in names]
-                + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for _, key in comparisons]
+                + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in SHOWN_COMPARISONS]
                 for k, r in enumerate(radii)]
-        settings = ", ".join(f"{k.replace('_', ' ')} {int(f[k])}" for k in ("apgd_steps", "apgd_restarts", "square_queries",
-                                                                              "transfer_steps", "audit_images"))
+        settings = ", ".join(f"{k.replace('_', ' ')} {int(f[k])}" for k in SUITE_SETTINGS)
         lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
                   f"{int(f['suite_images'])} test images for every classifier; {settings}). Robust accuracy: right on "
                   "clean data and under every attack; mean ± std over seeds; McNemar's p largest over seeds. The "
                   "independent CNN of a seed is another seed's original, so over the seeds its accuracies are the "
                   "original's; its comparison with the group is paired within each seed.", ""]
-        lines += table(["radius"] + list(names.values()) + [h for h, _ in comparisons], rows)
+        lines += table(["radius"] + list(names.values()) + list(SHOWN_COMPARISONS.values()), rows)
         decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in CLASSIFIERS)  # [A, R]
         lines += ["Images first broken by each attack (in the order of the suite, so the cheap attacks come first; "
                   "summed over seeds and the three classifiers; an image an earlier attack broke is not counted "

@@ -53,6 +53,10 @@ CLASSIFIERS = ("original",) + ENSEMBLES
 # seeds by robustness_figure_data.
 COMPARISONS = {"group_vs_original": ("group", "original"), "group_vs_perm_interp": ("group", "perm_interp"),
                "perm_interp_vs_original": ("perm_interp", "original")}
+# The group ensemble's comparisons that the plot and the report show, with their labels (group_vs_independent is
+# added across seeds by robustness_figure_data).
+SHOWN_COMPARISONS = {"group_vs_original": "group - original", "group_vs_perm_interp": "group - shared trunk",
+                     "group_vs_independent": "group - independent CNN"}
 
 
 class Context(NamedTuple):
@@ -366,8 +370,7 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
     for a, attack in enumerate(attacks):
         mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", "s-" if attack.runs_on == "survivors" else "o--")
     axes[1].set_title("(b) group ensemble through the cascade")
-    for name, label in (("group_vs_original", "group - original"), ("group_vs_perm_interp", "group - shared trunk"),
-                        ("group_vs_independent", "group - independent CNN")):
+    for name, label in SHOWN_COMPARISONS.items():
         mean_band(axes[2], axis, data[f"{name}_diff"], label)
     axes[2].axhline(0.0, color="k", linewidth=0.8)
     axes[2].set_title("(c) differences of robust accuracy")
