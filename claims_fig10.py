@@ -71,7 +71,6 @@ def checked_rows(eps, eps_checked, symmetric):
 # ----------------------------------------------------------------------------------------------
 # Measurements and rules
 
-
 def fig10_seeds(f):
     """A Fig. 10 file per seed: eps [E]; error [E, G], the symmetry error of the pi the ensemble uses (with the fit
     noise of its numerics); symmetric [E, G], error at most the saved tolerance; original, the original's accuracy;
@@ -202,7 +201,6 @@ def rule_action_generalises(scales, sizes, agreement, threshold=AGREEMENT_THRESH
 
 # ----------------------------------------------------------------------------------------------
 # Tables
-
 
 def fig10_tables(figures):
     """Per numerics ({name: Figure}): per eps, the symmetry error, the seeds in which the row is a symmetry, and each

@@ -38,7 +38,6 @@ def suite_text():
 # ----------------------------------------------------------------------------------------------
 # Paired significance, and seeds that are no symmetry
 
-
 def significant(strengths, diff, p, alpha=ALPHA):
     """McNemar at the attacked strengths (> 0), Bonferroni-corrected: (attacked, significant gain, significant loss:
     [K] bool each, the level alpha / number of attacked strengths that p must be below)."""
@@ -60,7 +59,6 @@ def tested_on_a_symmetry(result, symmetry_error, tolerance):
 
 # ----------------------------------------------------------------------------------------------
 # The paper's protocol
-
 
 def fig11_paper(f):
     return PerSeed(dict(strengths=f["strengths"], acc_original=f["acc_original"][s], acc_group=f["acc_group"][s],
@@ -98,7 +96,6 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
 
 # ----------------------------------------------------------------------------------------------
 # The standard robustness evaluation
-
 
 def _sanity(f):
     """EvaluationFailed naming the violated checks, if any (the saved sanity_<classifier> [S, K, R])."""
@@ -186,7 +183,6 @@ def fig11_agreement(f):
 
 # ----------------------------------------------------------------------------------------------
 # Tables
-
 
 # Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack; the paired comparisons are
 # threat_models.COMPARISONS.

@@ -20,7 +20,6 @@ FIG3_FLOAT64 = Files("float64/" + script.figure_name("{}"), paper.PAPER_ACTIVATI
 # ----------------------------------------------------------------------------------------------
 # Measurements and rules
 
-
 def fig3_drift(f, dtype=None):
     if dtype and f.settings.get("dtype", dtype) != dtype:
         raise DataError(f"{f.name}.json: dtype is {f.settings['dtype']}, not {dtype}")
@@ -59,7 +58,6 @@ def rule_drift_proportional(lrs, max_drift, factor=2.0):
 
 # ----------------------------------------------------------------------------------------------
 # Tables
-
 
 FIG3_COLUMNS = [
     ("lr", col("lr", lambda x: f"{x:g}")),

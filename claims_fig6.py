@@ -23,7 +23,6 @@ OFF_DATA = {"Fig. 6 same function": SAME_FUNCTION_6, "Fig. 6 per-neuron": PER_NE
 # ----------------------------------------------------------------------------------------------
 # Measurements: a saved figure and a convention -> rule_trend's or rule_predictors' arguments
 
-
 def fig6_trend(f, convention):
     """Fig. 6: each seed's three init scales are a series; steps [S, R] against |Q0|."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
@@ -48,7 +47,6 @@ def per_neuron6(f, convention):
 
 # ----------------------------------------------------------------------------------------------
 # Tables
-
 
 FIG6_COLUMNS = [
     ("init std", col("init_std", lambda x: f"{x:g}")), ("Q0 from 0", col("Q0_zero")), ("Q0, paper code's", col("Q0")),

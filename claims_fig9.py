@@ -23,7 +23,6 @@ RANK, WEIGHTS = script.M * script.N, (script.M + script.N) * script.HIDDEN  # th
 # ----------------------------------------------------------------------------------------------
 # Measurements and rules
 
-
 def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, at_minimum=AT_MINIMUM):
     """Every run at a global minimum (squared loss < {at_minimum}) has exactly m*n nonzero Hessian eigenvalues
     (above the script's threshold; at zero loss the Hessian is 2 J^T J, of rank at most m n). No wrong count: passes
@@ -61,7 +60,6 @@ def per_neuron9(f, convention):
 
 # ----------------------------------------------------------------------------------------------
 # Tables
-
 
 FIG9_COLUMNS = [
     ("init std", col("init_std", lambda x: f"{x:g}")), ("Q0 from 0", col("Q0_zero")), ("Q0, paper code's", col("Q0")),

@@ -69,7 +69,6 @@ def conventions_result(over, results, combine_units):
 # ----------------------------------------------------------------------------------------------
 # Trend statistics
 
-
 def kendall(x, y):
     """(Kendall's tau, its exact two-sided p) of y against x; (NaN, 1) where either does not vary."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -118,7 +117,6 @@ def finite_series(x, y):
 
 # ----------------------------------------------------------------------------------------------
 # Rules shared by several figures
-
 
 def rule_trend(x, values, direction, reference, budget=None, what="value", alpha=ALPHA, min_effect=MIN_EFFECT,
                spreads=SEED_SPREADS):
@@ -228,7 +226,6 @@ def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
 # ----------------------------------------------------------------------------------------------
 # Measurement helpers: a saved figure (and a convention) -> the rule's keyword arguments
 
-
 def q_key(zero_key, convention):
     """The saved key of a quantity in a convention: 'Q0_zero' -> 'Q0' for the paper's ('sum_zero' -> 'sum_paper')."""
     if convention == "zero":
@@ -268,7 +265,6 @@ def per_neuron_stats(f, convention):
 
 # ----------------------------------------------------------------------------------------------
 # Tables shared by Figs. 6 and 9, and the checks section's table off the training inputs
-
 
 PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
                    "network itself): 'spread' scales each Q_a's distance from their mean (the sum fixed), 'shift' "
