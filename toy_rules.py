@@ -18,6 +18,7 @@ import math
 import numpy as np
 from scipy.stats import binomtest, kendalltau
 
+from models import Q_CONVENTIONS
 from report_claims import runs
 from report_tables import table
 from verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
@@ -32,8 +33,7 @@ Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/si
                 "**depends on the convention**, with both readings. Sizes of Q (N_0) add the sizes of its terms, "
                 "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
 
-
-CONVENTIONS = ("paper", "zero")        # models.Q_CONVENTIONS, in the order the report shows them
+CONVENTIONS = Q_CONVENTIONS  # ("paper", "zero"): the report shows them in this order
 ALPHA = 0.05        # significance level of a sign test over series (one-sided for a claimed direction)
 MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
 SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds
