@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny CIFAR-shaped data set in the official cifar-10-batches-py layout."""
 import os
 import pickle
+import signal
 import sys
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+# A suite started in the background (`nohup ... &`) inherits an ignored SIGINT, which its children would inherit too,
+# so the Ctrl-C tests could not interrupt them; a handler (unlike SIG_IGN) is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
