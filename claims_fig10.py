@@ -252,7 +252,7 @@ def fig10_tables(figures):
                   + ".", ""]
     for f in list(figures.values())[:1]:
         data = f.settings.get("data", {})
-        lines += ["The saved figures hatch the cells whose noise-free fit is no symmetry; the report judges the pi the "
+        lines += ["The saved figures hatch, and the report judges, the cells that are no symmetry for the pi the "
                   "ensembles use, which in the paper numerics carries the paper's fit noise.", "", paper.FIG10_NOTE, "",
                   describe_cifar_source(data.get("source", "?"), data.get("folder", "?"))
                   + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
