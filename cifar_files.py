@@ -1,7 +1,8 @@
-"""The file names of the CIFAR-10 figures, written once: the notebooks save under them, the report
+"""The notebooks and file names of the CIFAR-10 figures, written once: the notebooks save under them, the report
 and the tests read them. A name is relative to the output folder, without extension (save_figure
 adds .npz, .json, .pdf and .png). The paper's names are kept for Figs. 10 and 11.
 """
+NOTEBOOKS = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}  # the notebook of each figure
 NUMERICS_SUFFIX = {"paper": "", "exact": "_exact"}  # the group action's numerics (symmetry.NUMERICS)
 FIT_SIZE = "ensemble/fit_size_generalisation"       # Fig. 10's fit-size experiment (beyond the paper)
 

@@ -14,7 +14,7 @@ import numpy as np
 import cifar_files
 import paper_numbers as paper
 from agreement import AGREEMENT_THRESHOLD
-from report_claims import Claim, Files, Section, require
+from report_claims import Claim, Files, Section, notebook_command, require
 from report_tables import describe_cifar_source, spread, table
 from symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE  # the saved ensembles (panel order); the notebooks' mark
 from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
@@ -24,10 +24,10 @@ FIG10_MARGIN = 0.02       # accuracy differences within it are ties
 EPS_CHECKED = (1.0, 10.0)  # the large eps at which the paper compares the group ensemble with the baselines
 # The CIFAR files: cifar_files names them; '*' matches the settings a quick run writes into the names (g5 for g200).
 NUMERICS_SUFFIXES, NUMERICS_NAMES = tuple(cifar_files.NUMERICS_SUFFIX.values()), ("paper numerics", EXACT)
-FIG10_MAKE = "python run_notebook.py ensemble_CIFAR.ipynb --out {out}"
-FIG10 = Files(cifar_files.fig10("paper") + "{}", NUMERICS_SUFFIXES, FIG10_MAKE, "numerics",
-              notebook="ensemble_CIFAR.ipynb", names=NUMERICS_NAMES)
-FIT_SIZE = Files(cifar_files.FIT_SIZE, ("",), FIG10_MAKE, notebook="ensemble_CIFAR.ipynb")
+NOTEBOOK = cifar_files.NOTEBOOKS["Fig. 10"]
+FIG10 = Files(cifar_files.fig10("paper") + "{}", NUMERICS_SUFFIXES, notebook_command(NOTEBOOK), "numerics",
+              notebook=NOTEBOOK, names=NUMERICS_NAMES)
+FIT_SIZE = Files(cifar_files.FIT_SIZE, ("",), notebook_command(NOTEBOOK), notebook=NOTEBOOK)
 AT_LARGE_EPS = " and ".join(f"{e:g}" for e in EPS_CHECKED)
 
 
@@ -96,9 +96,10 @@ def rule_symmetries(eps, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
                                                                default=math.nan), "largest eps that is a symmetry")
 
 
-def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10_MARGIN):
-    """In every row with eps <= 0.1, every cell is a symmetry and |group - original| <= {margin} (majority vote, every
-    num_g): reproduced; only in the rows with eps <= 0.01: partly; otherwise not reproduced. A cell that is not a
+def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10_MARGIN, small_eps=0.1,
+                         smaller_eps=0.01):
+    """In every row with eps <= {small_eps:g}, every cell is a symmetry and |group - original| <= {margin} (majority
+    vote, every num_g): reproduced; only in the rows with eps <= {smaller_eps:g}: partly; otherwise not reproduced. A cell that is not a
     symmetry fails: it cannot support a claim about symmetry-moved networks.
 
     eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool (None: not
@@ -106,9 +107,9 @@ def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10
     eps, diff = np.asarray(eps, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
     within = rows_all_within(diff, margin)
     symmetries = symmetric_rows(symmetric, len(eps))
-    ok, small = within & symmetries, eps <= 0.1 + 1e-12
+    ok, small = within & symmetries, eps <= small_eps + 1e-12
     verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
-               if (eps <= 0.01 + 1e-12).any() and ok[eps <= 0.01 + 1e-12].all() else NOT_REPRODUCED)
+               if (eps <= smaller_eps + 1e-12).any() and ok[eps <= smaller_eps + 1e-12].all() else NOT_REPRODUCED)
     finite = np.isfinite(diff)  # an overflowing cell is NaN
     largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
     rows = ", ".join(f"eps {e:g}: max |diff| {fmt(d)}" for e, d in sorted(zip(eps, largest), key=lambda t: -t[0]))
@@ -116,11 +117,11 @@ def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10
             + f"; not symmetries: {eps_set(eps, ~symmetries)}" * bool((~symmetries).any()) + f"; {rows}")
     deciding = largest[small & np.isfinite(largest)]
     return Result(verdict, text, f"within the margin and symmetries for {eps_set(eps, ok)}",
-                  float(deciding.max()) if deciding.size else None, "largest |group - original| at eps <= 0.1")
+                  float(deciding.max()) if deciding.size else None, f"largest |group - original| at eps <= {small_eps:g}")
 
 
-def rule_group_beats_baselines(eps, group, baselines, symmetric=None, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
-    """At eps = 1 and at eps = 10, group's vote accuracy averaged over num_g exceeds each baseline's by more than
+def rule_group_beats_baselines(eps, group, baselines, symmetric=None, margin=FIG10_MARGIN, eps_checked=EPS_CHECKED):
+    """At each eps in {eps_checked}, group's vote accuracy averaged over num_g exceeds each baseline's by more than
     {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced. A row with a
     cell that is not a symmetry cannot be tested: its pairs count as not beating.
 
@@ -139,8 +140,9 @@ def rule_group_beats_baselines(eps, group, baselines, symmetric=None, margin=FIG
                   min((float(np.nanmean(d)) for d in pairs.values()), default=None), "smallest lead over a baseline")
 
 
-def rule_group_vs_perm_interp(eps, group, perm_interp, symmetric=None, margin=FIG10_MARGIN, eps_checked=(1.0, 10.0)):
-    """At eps = 1 and at eps = 10, the group ensemble is ahead of the interpolated permutation: its vote accuracy
+def rule_group_vs_perm_interp(eps, group, perm_interp, symmetric=None, margin=FIG10_MARGIN,
+                              eps_checked=EPS_CHECKED):
+    """At each eps in {eps_checked}, the group ensemble is ahead of the interpolated permutation: its vote accuracy
     averaged over num_g is higher by more than {margin} (within {margin}: a tie). Ahead at both: reproduced; at one:
     partly; at neither: not reproduced. A row with a cell that is not a symmetry cannot be tested (not ahead).
 

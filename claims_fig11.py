@@ -12,7 +12,7 @@ import numpy as np
 import cifar_files
 import paper_numbers as paper
 from claims_fig10 import NUMERICS_NAMES, NUMERICS_SUFFIXES, exact_decides, rule_same_predictions
-from report_claims import Claim, EvaluationFailed, Files, Section, require
+from report_claims import Claim, EvaluationFailed, Files, Section, notebook_command, require
 from report_tables import describe_cifar_source, largest_p, spread, table
 from robustness import ATTACKS, CLASSIFIERS, SANITY_CHECKS, SHOWN_COMPARISONS, SUITE_SETTINGS, sanity_failures
 from symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE
@@ -21,13 +21,14 @@ from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, c
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
 ALPHA = 0.05  # family-wise error of a claim per attack: Bonferroni over its attacked strengths
-FIG11_MAKE = "python run_notebook.py adversarial_CIFAR.ipynb --out {out}"
-FIG11_PAPER = Files(cifar_files.fig11("{}", "*", "*", "*"), ("FGSM", "PGD"), FIG11_MAKE, "attacks",
-                    notebook="adversarial_CIFAR.ipynb")
+NOTEBOOK = cifar_files.NOTEBOOKS["Fig. 11"]
+FIG11_MAKE = notebook_command(NOTEBOOK)
+FIG11_PAPER = Files(cifar_files.fig11("{}", "*", "*", "*"), tuple(paper.FIG11_STRENGTHS), FIG11_MAKE, "attacks",
+                    notebook=NOTEBOOK)
 FIG11_CORRECTED = Files(cifar_files.fig11("corrected", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
-                        "numerics", notebook="adversarial_CIFAR.ipynb", names=NUMERICS_NAMES)
+                        "numerics", notebook=NOTEBOOK, names=NUMERICS_NAMES)
 FIG11_ROBUSTNESS = Files(cifar_files.fig11("robustness", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
-                         "numerics", notebook="adversarial_CIFAR.ipynb", names=NUMERICS_NAMES)
+                         "numerics", notebook=NOTEBOOK, names=NUMERICS_NAMES)
 
 
 def suite_text():

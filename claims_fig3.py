@@ -11,7 +11,7 @@ from report_claims import TOY_FIGURES, Claim, DataError, Files, Section, runs
 from report_tables import col, last_finite, paper_column, run_table
 from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
-LEARNING_RATES = ", ".join(f"{lr:g}" for lr in script.LEARNING_RATES)
+LEARNING_RATES_TEXT = ", ".join(f"{lr:g}" for lr in script.LEARNING_RATES)
 FIG3 = Files(script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
 FIG3_FLOAT64 = Files("float64/" + script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True,
                      plots=False)
@@ -104,7 +104,7 @@ SECTIONS = (
         Claim("Fig. 3", "Q's change within the first-order bound of GD (float32)",
               "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its change from "
               "the start, |Q_t - Q_0| (a difference of Q: the same in both conventions), stays within the bound that "
-              f"a first-order expansion of a gradient-descent step gives, at every learning rate ({LEARNING_RATES}) "
+              f"a first-order expansion of a gradient-descent step gives, at every learning rate ({LEARNING_RATES_TEXT}) "
               "and activation.", FIG3, partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero",
                                                bound="drift_bound_zero"), rule_within_gd_bound),
         Claim("Fig. 3", "float64: drift of Q proportional to lr",

@@ -19,6 +19,9 @@ FIG5_CENTRES = " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h
                             for i, (m, h, n) in enumerate(script.FIG5_SHAPES))
 
 
+# ----------------------------------------------------------------------------------------------
+# Measurement, rule and table
+
 def fig45_samples(f, convention):
     key = q_key  # 'Q_zero' -> 'Q' for the paper's convention
     return dict(samples=f[key("Q_zero", convention)], expected=float(f[key("expected_Q_zero", convention)]),
@@ -59,6 +62,9 @@ FIG45_COLUMNS = [
     ("paper's code [R]", lambda u, f, r: (lambda s: f"{s.mean:g} ± {s.std:g} [{s.min:g}, {s.max:g}]" if s else "-")(
         paper.FIG45_Q_STATS.get((f.setting("activation"), tuple(int(x) for x in f["shape_mhn"])))))]
 
+
+# ----------------------------------------------------------------------------------------------
+# The claims
 
 SECTIONS = (
     Section("Figs. 4-5: Q is sharply concentrated at initialisation", (

@@ -15,6 +15,9 @@ LOSS = power_of_ten(script.CONVERGED_LOSS)
 FIG7 = Files(script.FIGURE, ("",), TOY_FIGURES)
 
 
+# ----------------------------------------------------------------------------------------------
+# Rule and table
+
 def rule_steps_proportional_to_Q(Q0, steps, total_steps, factor=2.0):
     """For consecutive runs (by Q) that reach the loss threshold, (steps ratio) / (Q ratio) lies within a factor
     {factor:g}; a run that never reaches it is consistent if the last converged run's steps times the Q ratio exceed
@@ -47,6 +50,9 @@ FIG7_COLUMNS = [
     ("initial loss", col("initial_loss")), ("final loss (MSE/abs Y)", col("final_loss")),
     ("max relative drift of Q", lambda u, f, r: fmt(np.nanmax(np.abs(f["Q"][r] - f["Q"][r][0])) / abs(f["Q"][r][0])))]
 
+
+# ----------------------------------------------------------------------------------------------
+# The claims
 
 SECTIONS = (
     Section("Fig. 7: convergence time proportional to Q (radial activation)", (

@@ -23,15 +23,15 @@ RANK, WEIGHTS = script.M * script.N, (script.M + script.N) * script.HIDDEN  # th
 # ----------------------------------------------------------------------------------------------
 # Measurements and rules
 
-def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, at_minimum=AT_MINIMUM):
-    """Every run at a global minimum (squared loss < {at_minimum}) has exactly m*n nonzero Hessian eigenvalues
+def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minimum=AT_MINIMUM):
+    """Every run at a global minimum (squared loss < {loss_at_minimum}) has exactly m*n nonzero Hessian eigenvalues
     (above the script's threshold; at zero loss the Hessian is 2 J^T J, of rank at most m n). No wrong count: passes
     (reproduced; a run not at a minimum is not checked, the text says how many were); a wrong count: fails.
 
     nonzero_counts, final_losses: [R] per run; expected_rank: m*n."""
-    counts, at_min = np.asarray(nonzero_counts), np.asarray(final_losses, dtype=float) < at_minimum
+    counts, at_min = np.asarray(nonzero_counts), np.asarray(final_losses, dtype=float) < loss_at_minimum
     wrong = any(c != expected_rank for c, a in zip(counts, at_min) if a)
-    text = (f"{int(at_min.sum())} of {len(counts)} runs at a global minimum (squared loss < {fmt(at_minimum)}); "
+    text = (f"{int(at_min.sum())} of {len(counts)} runs at a global minimum (squared loss < {fmt(loss_at_minimum)}); "
             f"nonzero counts {', '.join(str(int(c)) for c in counts)} (expected {expected_rank})")
     return Result(NOT_REPRODUCED if wrong else REPRODUCED, text,
                   ", ".join(sorted({str(int(c)) for c in counts})))

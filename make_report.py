@@ -46,7 +46,8 @@ import claims_fig9
 import claims_fig10
 import claims_fig11
 from command_line import UsageError
-from report_claims import EVALUATION_FAILED, Claim, DataError, Unjudged
+import cifar_files
+from report_claims import DATA_ERROR, EVALUATION_FAILED, NOT_RUN, Claim, DataError, Unjudged
 from report_tables import table
 from saved_files import load_figure_data, write_atomic
 from symmetry import SYMMETRY_TOLERANCE
@@ -57,7 +58,6 @@ from verdict_rules import BROKEN, FAILS, PASSES, REPRODUCED, PerSeed, Result, ap
 CLAIM_MODULES = (claims_fig3, claims_fig4_5, claims_fig6, claims_fig7, claims_fig9, claims_fig10, claims_fig11)
 SECTIONS = tuple(section for module in CLAIM_MODULES for section in module.SECTIONS)
 OFF_DATA = {name: files for module in CLAIM_MODULES for name, files in getattr(module, "OFF_DATA", {}).items()}
-NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
 # ----------------------------------------------------------------------------------------------
 # Loading: an unreadable file becomes a DataError that names the file and what is wrong
 
@@ -286,8 +286,7 @@ def render_section(section, checked, loader, errors):
 
 def run_key(settings):
     """Which run a figure came from: its command line (a script writes several figures per run)."""
-    notebooks = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}
-    return (settings.get("notebook") or settings.get("command") or notebooks.get(settings.get("figure"))
+    return (settings.get("notebook") or settings.get("command") or cifar_files.NOTEBOOKS.get(settings.get("figure"))
             or settings.get("figure") or "?")
 
 

@@ -17,6 +17,12 @@ import numpy as np
 from verdict_rules import PerSeed, combine
 
 TOY_FIGURES = "make toy-figures OUT={out}"  # the command that makes Figs. 3-9 (the Makefile holds seeds and flags)
+NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
+
+
+def notebook_command(notebook):
+    """The command that makes a CIFAR notebook's files ({out}: the report's folder)."""
+    return f"python run_notebook.py {notebook} --out {{out}}"
 
 
 class DataError(Exception):
@@ -28,7 +34,7 @@ EVALUATION_FAILED = "evaluation failed"
 
 class Unjudged(Exception):
     """A claim that gets no verdict by design; `verdict` is what the report shows instead."""
-    verdict = "not run"
+    verdict = NOT_RUN
 
 
 class NotRun(Unjudged):
@@ -74,7 +80,7 @@ class Files:
     names (g5 for g200): the one saved figure that matches is read."""
     pattern: str
     units: tuple              # the paper's: activations, histogram shapes or attacks ("" for a single file)
-    make: str                 # the command that makes them ({out}: the report's folder)
+    make: str                 # the command that makes them ({out}: the report's folder; see notebook_command)
     kind: str = "activations"
     discover: bool = False    # also every other activation with saved files
     plots: bool = True        # show their .png in the section

@@ -22,7 +22,7 @@ def legend_Qs(labels, activation=None, entries_of_V=0):
     the zero convention (the rules'): plus the paper code's constant per entry, from models.ACTIVATIONS."""
     shift = 0.0
     if activation is not None:
-        from models import get_activation  # torch: only where the paper's numbers are judged
+        from models import get_activation
         shift = get_activation(activation).paper_constant * entries_of_V
     return [paper.legend_Q(label) + shift for label in labels]
 

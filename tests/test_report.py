@@ -531,6 +531,13 @@ CHECK_BREAKERS = {  # check -> change the saved data so that it fails (its figur
 }
 
 
+def test_every_claims_module_is_in_the_report():
+    """A claims module left out of make_report.CLAIM_MODULES would drop its figure from the report silently."""
+    modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "claims_fig*.py"))}
+    assert modules and modules == {m.__name__ for m in mr.CLAIM_MODULES}
+    assert len(mr.SECTIONS) == sum(len(m.SECTIONS) for m in mr.CLAIM_MODULES)
+
+
 def test_every_claim_and_check_has_a_breaker():
     assert sorted(BREAKERS) == sorted(CLAIMS) and sorted(CHECK_BREAKERS) == sorted(CHECKS)
 

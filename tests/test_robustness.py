@@ -203,6 +203,12 @@ def test_the_suite_passes_its_sanity_checks_and_a_weakened_attack_trips_them(tin
         assert np.all(full[f"low_{c}"] >= 0) and np.all(full[f"high_{c}"] <= 1), c
 
 
+def test_the_suite_refuses_settings_it_does_not_know_before_any_attack():
+    with pytest.raises(ValueError, match="the suite's settings are apgd_steps"):
+        robustness.robustness_sweep(None, None, None, None, num_g=5, group_scale=10.0, radii=RADII, images=10,
+                                    settings=dict(SMALL, square_querys=50))
+
+
 def test_paired_statistics_of_the_suite_add_up(tiny_sweeps):
     full, _ = tiny_sweeps
     for name, (a, b) in robustness.COMPARISONS.items():
