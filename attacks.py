@@ -129,3 +129,13 @@ def mcnemar(correct_a, correct_b):
     gained, lost = int(np.sum(a & ~b)), int(np.sum(~a & b))
     p = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
     return gained, lost, float(p)
+
+
+def paired_comparison(data, name, a, b):
+    """McNemar of a vs b per column (strength or radius) into data: <name>_diff (accuracy of a - accuracy of b),
+    _gained, _lost, _p [K]. a, b: [K] bool arrays [N] of the same images, right or wrong."""
+    stats = [mcnemar(ca, cb) for ca, cb in zip(a, b)]
+    data[f"{name}_diff"] = np.array([ca.mean() - cb.mean() for ca, cb in zip(a, b)])
+    data[f"{name}_gained"] = np.array([s[0] for s in stats], dtype=np.int64)
+    data[f"{name}_lost"] = np.array([s[1] for s in stats], dtype=np.int64)
+    data[f"{name}_p"] = np.array([s[2] for s in stats])

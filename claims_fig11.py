@@ -14,7 +14,8 @@ import paper_numbers as paper
 from claims_fig10 import NUMERICS_NAMES, NUMERICS_SUFFIXES, exact_decides, rule_same_predictions
 from report_claims import Claim, EvaluationFailed, Files, Section, notebook_command, require
 from report_tables import describe_cifar_source, largest_p, spread, table
-from robustness import ATTACKS, CLASSIFIERS, SANITY_CHECKS, SHOWN_COMPARISONS, SUITE_SETTINGS, sanity_failures
+from robustness import (ATTACKS, CLASSIFIER_LABELS, CLASSIFIERS, CONTROLS, SANITY_CHECKS, SHOWN_COMPARISONS,
+                        SUITE_SETTINGS, sanity_failures)
 from symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE
 from threat_models import COMPARISONS
 from verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
@@ -119,9 +120,8 @@ def fig11_suite(f, controls=False):
                         accuracy=f["robust_acc_group"][s], symmetry_error=float(f["symmetry_error_fitted"][s]),
                         tolerance=tolerance)
         if controls:
-            measured["controls"] = {name: (f[f"group_vs_{key}_diff"][s], f[f"group_vs_{key}_p"][s])
-                                    for name, key in (("independent CNN", "independent"),
-                                                      ("shared trunk", "perm_interp"))}
+            measured["controls"] = {CLASSIFIER_LABELS[c]: (f[f"group_vs_{c}_diff"][s], f[f"group_vs_{c}_p"][s])
+                                    for c in CONTROLS}
         return measured
     return PerSeed(seed(s) for s in range(len(f["seeds"])))
 
@@ -250,8 +250,7 @@ def robustness_tables(figures):
         if "robust_acc_group" not in f.data:
             continue
         radii = f["radii"] * 255
-        names = {"original": "original", "group": "group", "perm_interp": "shared trunk",
-                 "independent": "independent CNN"}
+        names = CLASSIFIER_LABELS
         rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in names]
                 + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in SHOWN_COMPARISONS]
                 for k, r in enumerate(radii)]

@@ -20,10 +20,16 @@ FIG3_FLOAT64 = Files("float64/" + script.figure_name("{}"), paper.PAPER_ACTIVATI
 # ----------------------------------------------------------------------------------------------
 # Measurements and rules
 
-def fig3_drift(f, dtype=None):
-    if dtype and f.settings.get("dtype", dtype) != dtype:
-        raise DataError(f"{f.name}.json: dtype is {f.settings['dtype']}, not {dtype}")
-    return runs(f, "lr", lrs="lr", max_drift="max_Q_change_zero" if dtype else "max_delta_Q_tilde_zero")
+def float64_drift(f):
+    """Per seed, the runs' learning rates and largest change of Q from its start (relative to N_0) [R]; the file must
+    be a float64 run."""
+    if f.settings.get("dtype", "float64") != "float64":
+        raise DataError(f"{f.name}.json: dtype is {f.settings['dtype']}, not float64")
+    return runs(f, "lr", lrs="lr", max_drift="max_Q_change_zero")
+
+
+# Per seed, each run's change of Q and its first-order bound of gradient descent [R] (relative to N_0).
+within_bound = partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero")
 
 
 def rule_within_gd_bound(lrs, drift, bound):
@@ -105,17 +111,15 @@ SECTIONS = (
               "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its change from "
               "the start, |Q_t - Q_0| (a difference of Q: the same in both conventions), stays within the bound that "
               f"a first-order expansion of a gradient-descent step gives, at every learning rate ({LEARNING_RATES_TEXT}) "
-              "and activation.", FIG3, partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero",
-                                               bound="drift_bound_zero"), rule_within_gd_bound),
+              "and activation.", FIG3, within_bound, rule_within_gd_bound),
         Claim("Fig. 3", "float64: drift of Q proportional to lr",
               "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
               "learning rate (measured from the initial Q: dQ~ starts after the first step, whose drift dominates at "
               f"lr {max(script.LEARNING_RATES):g} for sigmoid; a ratio of differences of Q, the same in both "
-              "conventions).", FIG3_FLOAT64, partial(fig3_drift, dtype="float64"), rule_drift_proportional),
+              "conventions).", FIG3_FLOAT64, float64_drift, rule_drift_proportional),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
               "learning rate: what exceeds it in float32 is round-off.", FIG3_FLOAT64,
-              partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero"),
-              rule_within_gd_bound)),
+              within_bound, rule_within_gd_bound)),
             lambda get: fig3_tables(get(FIG3), get(FIG3_FLOAT64))),
 )

@@ -23,8 +23,8 @@ FIG5_CENTRES = " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h
 # Measurement, rule and table
 
 def fig45_samples(f, convention):
-    key = q_key  # 'Q_zero' -> 'Q' for the paper's convention
-    return dict(samples=f[key("Q_zero", convention)], expected=float(f[key("expected_Q_zero", convention)]),
+    """Q per initialisation [S] in the convention, its analytic mean and the size of its terms."""
+    return dict(samples=f[q_key("Q_zero", convention)], expected=float(f[q_key("expected_Q_zero", convention)]),
                 term_scale=float(f["Q_terms_zero" if convention == "zero" else "Q_terms_paper"]))
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from agreement import AGREEMENT_KEYS, held_out_agreement
-from attacks import EnsembleMeanProbability, fgsm, mcnemar, pgd
+from attacks import EnsembleMeanProbability, fgsm, paired_comparison, pgd
 from cifar import compute_features
 from ensembles import fit_and_measure, stack_seeds
 from symmetry import FIT_NOISE, LABELS, NUMERICS, derive_seed
@@ -53,10 +53,13 @@ CLASSIFIERS = ("original",) + ENSEMBLES
 # seeds by robustness_figure_data.
 COMPARISONS = {"group_vs_original": ("group", "original"), "group_vs_perm_interp": ("group", "perm_interp"),
                "perm_interp_vs_original": ("perm_interp", "original")}
+# The suite's names of the classifiers in tables and comparisons (the independent CNN is another seed's original).
+CLASSIFIER_LABELS = {"original": "original", "group": "group", "perm_interp": "shared trunk",
+                     "independent": "independent CNN"}
+CONTROLS = ("independent", "perm_interp")  # what the group's gain must exceed to be robustness from the symmetry
 # The group ensemble's comparisons that the plot and the report show, with their labels (group_vs_independent is
 # added across seeds by robustness_figure_data).
-SHOWN_COMPARISONS = {"group_vs_original": "group - original", "group_vs_perm_interp": "group - shared trunk",
-                     "group_vs_independent": "group - independent CNN"}
+SHOWN_COMPARISONS = {f"group_vs_{c}": f"group - {CLASSIFIER_LABELS[c]}" for c in ("original", "perm_interp", "independent")}
 
 
 class Context(NamedTuple):
@@ -222,15 +225,6 @@ def summarise(suite, attacks=ATTACKS):
             **{k: suite[k] for k in ("linf", "low", "high", "seconds") if k in suite}}
 
 
-def _compare(data, name, a, b):
-    """McNemar of a vs b per radius on the robust per-image outcomes: <name>_diff, _gained, _lost, _p [R]."""
-    stats = [mcnemar(ca, cb) for ca, cb in zip(a, b)]
-    data[f"{name}_diff"] = np.array([ca.mean() - cb.mean() for ca, cb in zip(a, b)])
-    data[f"{name}_gained"] = np.array([s[0] for s in stats], dtype=np.int64)
-    data[f"{name}_lost"] = np.array([s[1] for s in stats], dtype=np.int64)
-    data[f"{name}_p"] = np.array([s[2] for s in stats])
-
-
 def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, images, settings, seed=0,
                      numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500):
     """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action.
@@ -276,7 +270,7 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
         data.update(control)
         data.update(_evaluate_ensemble(moved[name], "group", x, y, radii, context, attacks, batch_size, eval_features))
         for comparison, (a, b) in COMPARISONS.items():
-            _compare(data, comparison, data[f"robust_{a}"], data[f"robust_{b}"])
+            paired_comparison(data, comparison, data[f"robust_{a}"], data[f"robust_{b}"])
     return out
 
 
@@ -306,7 +300,7 @@ def robustness_figure_data(results, seeds, independent_seeds, numerics):
     per_seed = []
     for k, j in enumerate(other):
         part = {}
-        _compare(part, "group_vs_independent", data["robust_group"][k], data["robust_original"][j])
+        paired_comparison(part, "group_vs_independent", data["robust_group"][k], data["robust_original"][j])
         per_seed.append(part)
     data.update(stack_seeds(per_seed, shared=()))
     return data

@@ -22,7 +22,7 @@ from adversarial_protocols import evaluate_models, mean_band, protocol_inputs
 from attacks import (
     EnsembleMeanProbability,
     gradient_sign,
-    mcnemar,
+    paired_comparison,
     pgd_iterates,
     random_sign_noise,
 )
@@ -188,12 +188,7 @@ def _score_threats(data, method, threats, model, independent, y, modes, seed):
     correct[("worst", "group")] = [a & b for a, b in zip(correct[("transfer", "group")], correct[("adaptive", "group")])]
     data[f"{method}_worst_acc_group"] = np.array([c.mean() for c in correct[("worst", "group")]])
     for comparison, (_, a, b) in COMPARISONS.items():
-        pairs = list(zip(correct[a], correct[b]))
-        stats = [mcnemar(ca, cb) for ca, cb in pairs]
-        data[f"{method}_{comparison}_diff"] = np.array([ca.mean() - cb.mean() for ca, cb in pairs])
-        data[f"{method}_{comparison}_gained"] = np.array([g for g, _, _ in stats], dtype=np.int64)
-        data[f"{method}_{comparison}_lost"] = np.array([lost for _, lost, _ in stats], dtype=np.int64)
-        data[f"{method}_{comparison}_p"] = np.array([p for _, _, p in stats])
+        paired_comparison(data, f"{method}_{comparison}", correct[a], correct[b])
 
 
 SHARED_SETTINGS = ("fgsm_eps", "pgd_iterations", "pgd_eps", "pgd_step", "fgsm_images", "pgd_images")
