@@ -19,8 +19,8 @@ DIR/Q-convergence/per_neuron_{activation}_convergence.{pdf,png,npz,json}.
 """
 import numpy as np
 
-from command_line import PerActivation, figure_parser, no_progress
-from figure_driver import Job, plot_loss_curves, run_figure_script, steps_per_activation
+from gfs.runs.command_line import PerActivation, figure_parser, no_progress
+from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script, steps_per_activation
 # torch, the models and pyplot are imported inside the functions that use them: --help and flag
 # errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
@@ -79,9 +79,9 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     numbers of every seed [S, R]."""
     import torch
 
-    import per_neuron
+    from gfs import per_neuron
     from models import conserved_Q, paper_init, paper_target
-    from training import first_step_below, gradient_descent_seeds, seeds_progress_total
+    from gfs.training import first_step_below, gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
     with progress(seeds_progress_total(steps, seeds), f"Fig. 6 {activation}") as bar:
@@ -107,9 +107,9 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     the per-neuron one, per seed, orbit and point [S, 2, 5] (the middle point of each orbit is the lambda = 1 run)."""
     import torch
 
-    import per_neuron
+    from gfs import per_neuron
     from models import conserved_Q, elementwise_output, move_along_symmetry, orbit_scales, paper_init, paper_target
-    from training import first_step_below, gradient_descent
+    from gfs.training import first_step_below, gradient_descent
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, [ORBIT_INIT_STD], seeds)  # [S, 1, m, k]
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
@@ -171,7 +171,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
 
 
 def plot(data):
-    import per_neuron
+    from gfs import per_neuron
     if "spread_factors" in data:
         never = data["steps_to_converge"] < 0
         steps = np.where(never, data["step_budget"], data["steps_to_converge"])
@@ -219,7 +219,7 @@ def plot_same_function(data):
 
 def make_jobs(args):
     """Per activation, longest first: the same-function experiment (with --same-function), then Fig. 6."""
-    import per_neuron
+    from gfs import per_neuron
     from models import SEED_RULE
     jobs = []
     for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items():

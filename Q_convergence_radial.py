@@ -9,8 +9,8 @@ Writes DIR/Q-convergence/radial_zoomed_1e6.{pdf,png,npz,json}.
 """
 import numpy as np
 
-from command_line import figure_parser, no_progress
-from figure_driver import Job, plot_loss_curves, run_figure_script
+from gfs.runs.command_line import figure_parser, no_progress
+from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script
 # torch, the models and pyplot are imported inside the functions that use them: --help and flag
 # errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
@@ -54,7 +54,7 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
     import torch
 
     from models import paper_target, radial_output
-    from training import first_step_below, gradient_descent_seeds, seeds_progress_total
+    from gfs.training import first_step_below, gradient_descent_seeds, seeds_progress_total
     inits = [[svd_aligned_init(scale, s) for scale in INIT_SCALES] for s in range(seeds)]
     U0 = torch.stack([torch.stack([U for U, _, _ in seed]) for seed in inits])  # [S, 4, m, k]
     V0 = torch.stack([torch.stack([V for _, V, _ in seed]) for seed in inits])

@@ -13,8 +13,8 @@ Writes DIR/Q-distribution/{activation}_mhn_{m}_{h}_{n}.{pdf,png,npz,json}.
 """
 import numpy as np
 
-from command_line import UsageError, figure_parser, no_progress, positive_int
-from figure_driver import Job, run_figure_script
+from gfs.runs.command_line import UsageError, figure_parser, no_progress, positive_int
+from gfs.runs.command_line import Job, run_figure_script
 # torch, the models and pyplot are imported inside the functions that use them: --help and flag
 # errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 

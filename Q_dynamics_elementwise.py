@@ -14,8 +14,8 @@ Writes DIR/Q-dynamics/elementwise_{activation}_loss_Q.{pdf,png,npz,json}.
 """
 import numpy as np
 
-from command_line import PerActivation, figure_parser, no_progress
-from figure_driver import Job, plot_loss_curves, run_figure_script, steps_per_activation
+from gfs.runs.command_line import PerActivation, figure_parser, no_progress
+from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script, steps_per_activation
 # torch, the models and pyplot are imported inside the functions that use them: --help and flag
 # errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
@@ -58,9 +58,9 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
     """
     import torch
 
-    import per_neuron
+    from gfs import per_neuron
     from models import conserved_Q, paper_init, paper_target, q_normaliser
-    from training import gradient_descent_seeds, seeds_progress_total
+    from gfs.training import gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD], seeds)  # [S, 1, m, k]: one initialisation per seed
     runs = len(LEARNING_RATES)

@@ -19,8 +19,8 @@ DIR/Q-hessian-eigenvalues/per_neuron_{activation}_sharpness_mnk_10_5_50.{...}.
 """
 import numpy as np
 
-from command_line import PerActivation, figure_parser, no_progress
-from figure_driver import Job, run_figure_script, steps_per_activation
+from gfs.runs.command_line import PerActivation, figure_parser, no_progress
+from gfs.runs.command_line import Job, run_figure_script, steps_per_activation
 # torch, the models and pyplot are imported inside the functions that use them: --help and flag
 # errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
@@ -66,7 +66,7 @@ def train_minima(activation, steps, device, dtype, seeds, progress, what):
     gradient_descent_seeds result, U0, V0); the result's 'finite' [S, R] marks the runs whose final weights are
     finite (the others diverged)."""
     from models import paper_init, paper_target
-    from training import gradient_descent_seeds, seeds_progress_total
+    from gfs.training import gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
     with progress(seeds_progress_total(steps, seeds), f"{what} {activation}") as bar:
@@ -84,9 +84,9 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     [R, 750], and per run of every seed [S, R]: Q0, largest_eigenvalue, nonzero_count (-1: diverged), ..."""
     import torch
 
-    import per_neuron
+    from gfs import per_neuron
     from models import conserved_Q, paper_target
-    from training import squared_loss_hessian
+    from gfs.training import squared_loss_hessian
     result, U0, V0 = train_minima(activation, steps, device, dtype, seeds, progress, "Fig. 9")
     Y = paper_target(M, N)
     eigenvalues = np.full(result["finite"].shape + ((M + N) * HIDDEN,), np.nan)
@@ -114,9 +114,9 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     [S, R, L] per seed, minimum and lambda; NaN for a minimum whose run diverged."""
     import torch
 
-    import per_neuron
+    from gfs import per_neuron
     from models import conserved_Q, elementwise_output, move_along_symmetry, orbit_scales, paper_target
-    from training import gauss_newton_eigenvalues, squared_loss_hessian
+    from gfs.training import gauss_newton_eigenvalues, squared_loss_hessian
     result, _, _ = train_minima(activation, steps, device, dtype, seeds, progress, "same function")
     finite = torch.from_numpy(result["finite"])
     U = torch.from_numpy(result["U"]).where(finite[..., None, None], 0.0)  # a diverged minimum: computed at 0,
@@ -152,8 +152,8 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
 def per_neuron_data(U, V, activation, masked, inputs, result):
     """The minima U [S, R, m, k], V [S, R, n, k] moved along their per-neuron orbits: the per-neuron figure's data,
     [S, R, 2, 5] per seed, minimum, orbit and point (NaN for a minimum whose run diverged)."""
-    import per_neuron
-    from training import gauss_newton_eigenvalues
+    from gfs import per_neuron
+    from gfs.training import gauss_newton_eigenvalues
     U_pn, V_pn, lambdas = per_neuron.per_neuron_orbits(U, V, activation)  # [S, R, P, ...]
     orbit = lambda moved, itself: masked(per_neuron.with_original(np.asarray(moved), np.asarray(itself), 2))  # noqa
     stats, stats_paper = (per_neuron.neuron_statistics(U_pn, V_pn, activation, c) for c in ("zero", "paper"))
@@ -176,7 +176,7 @@ def per_neuron_data(U, V, activation, masked, inputs, result):
 
 
 def plot(data):
-    import per_neuron
+    from gfs import per_neuron
     if "spread_factors" in data:  # the per-neuron orbits of the minima of init std 0.3 (the others are in the data)
         shown = {k: v[:, PER_NEURON_PLOTTED] for k, v in data.items() if np.ndim(v) >= 4}
         return per_neuron.plot_orbits(shown, "largest_eigenvalue", "Largest Hessian eigenvalue "
@@ -228,7 +228,7 @@ def plot_same_function(data):
 
 
 def make_jobs(args):
-    import per_neuron
+    from gfs import per_neuron
     from models import SEED_RULE
     jobs = []
     for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items():

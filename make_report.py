@@ -5,7 +5,7 @@ usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
 Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/);
 nothing is retrained. The claims are registered once each, in their figure's claims module (CLAIM_MODULES
-below: claims_fig3.py ... claims_fig11.py; what a claim is: report_claims.py). A claim names the files it
+below: claims_fig3.py ... claims_fig11.py; what a claim is: verdict_rules.py). A claim names the files it
 reads, a measurement (loaded file -> the keyword arguments of its rule), a rule (a pure function: numbers ->
 Result) whose docstring is the rule printed in the report, and the paper code's numbers (paper_numbers.py) in
 the rule's form, so the same rule is run on them too. One loop, check(), loads, measures and judges every claim:
@@ -38,21 +38,21 @@ import sys
 import time
 from dataclasses import dataclass
 
-import claims_fig3
-import claims_fig4_5
-import claims_fig6
-import claims_fig7
-import claims_fig9
-import claims_fig10
-import claims_fig11
-from command_line import UsageError
-import cifar_files
-from report_claims import DATA_ERROR, EVALUATION_FAILED, NOT_RUN, Claim, DataError, Unjudged
-from report_tables import table
-from saved_files import load_figure_data, write_atomic
-from symmetry import SYMMETRY_TOLERANCE
-from toy_rules import CONVENTIONS, Q_CONVENTION, conventions_result, off_data_table
-from verdict_rules import BROKEN, FAILS, PASSES, REPRODUCED, PerSeed, Result, apply
+from gfs.report import claims_fig3
+from gfs.report import claims_fig4_5
+from gfs.report import claims_fig6
+from gfs.report import claims_fig7
+from gfs.report import claims_fig9
+from gfs.report import claims_fig10
+from gfs.report import claims_fig11
+from gfs.runs.command_line import UsageError
+from gfs.cifar import dataset
+from gfs.report.verdict_rules import DATA_ERROR, EVALUATION_FAILED, NOT_RUN, Claim, DataError, Unjudged
+from gfs.report.verdict_rules import table
+from gfs.runs.saved_files import load_figure_data, write_atomic
+from gfs.cifar.symmetry import SYMMETRY_TOLERANCE
+from gfs.report.toy_rules import CONVENTIONS, Q_CONVENTION, conventions_result, off_data_table
+from gfs.report.verdict_rules import BROKEN, FAILS, PASSES, REPRODUCED, PerSeed, Result, apply
 
 # The report's figures, in order: each module's SECTIONS (and, for the moved networks of Figs. 6 and 9, OFF_DATA).
 CLAIM_MODULES = (claims_fig3, claims_fig4_5, claims_fig6, claims_fig7, claims_fig9, claims_fig10, claims_fig11)
@@ -286,7 +286,7 @@ def render_section(section, checked, loader, errors):
 
 def run_key(settings):
     """Which run a figure came from: its command line (a script writes several figures per run)."""
-    return (settings.get("notebook") or settings.get("command") or cifar_files.NOTEBOOKS.get(settings.get("figure"))
+    return (settings.get("notebook") or settings.get("command") or dataset.NOTEBOOKS.get(settings.get("figure"))
             or settings.get("figure") or "?")
 
 

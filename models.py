@@ -5,7 +5,7 @@ U is m x k (second layer), V is n x k (first layer; the paper's V transposed), a
 network output is U sigma(V^T), an m x n matrix. Every function below also takes leading
 batch dimensions ("runs"), so one call trains every learning rate or init scale of a figure.
 The command line, worker processes, saved files and the figure driver are in command_line.py,
-processes.py, saved_files.py and figure_driver.py.
+processes.py, saved_files.py and command_line.py.
 
 Contents, top to bottom:
   data and initialisation   PAPER_SEED, SEED_RULE, seed_of, paper_normal, paper_target, paper_init

@@ -17,7 +17,7 @@ a successful full run; saved copies keep one final line per progress bar.
 
 Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments or
 parameters (refused before any training); 3 CIFAR-10 is absent and could not be downloaded (the
-notebook raised cifar_data.CifarMissingError); 130 or 143 stopped by Ctrl-C or SIGTERM (one line).
+notebook raised dataset.CifarMissingError); 130 or 143 stopped by Ctrl-C or SIGTERM (one line).
 """
 import argparse
 import contextlib
@@ -30,11 +30,11 @@ import sys
 import threading
 import time
 
-from command_line import check_output_dir, device_name, positive_int, resolve_device, UsageError
-from processes import exit_cleanly_on_signals, signals_held
-from saved_files import write_atomic
+from gfs.runs.command_line import check_output_dir, device_name, positive_int, resolve_device, UsageError
+from gfs.runs.processes import exit_cleanly_on_signals, signals_held
+from gfs.runs.saved_files import write_atomic
 
-MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (cifar_data.CifarMissingError)
+MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (dataset.CifarMissingError)
 BAD_PARAMETERS = 2  # exit status: a flag or a notebook parameter that cannot run (notebook_parameters.ParameterError)
 
 

@@ -27,8 +27,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import conserved_Q, get_activation, paper_normal, paper_target
-from training import gradient_descent, squared_loss_hessian
-from paper_numbers import PAPER_ACTIVATIONS  # noqa: E402
+from gfs.training import gradient_descent, squared_loss_hessian
+from gfs.paper_numbers import PAPER_ACTIVATIONS  # noqa: E402
 from tests.test_conservation import previous_hessian  # noqa: E402
 
 RECORD_EVERY = 18  # record_schedule(400_000) has one record per ~18 steps on average

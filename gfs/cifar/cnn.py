@@ -1,0 +1,247 @@
+"""The paper's small CNN for CIFAR-10, its training, and its frozen features.
+
+Shared by the two CIFAR-10 notebooks (ensemble_CIFAR.ipynb, Fig. 10; adversarial_CIFAR.ipynb,
+Fig. 11). The data are read by dataset.py; the CNN's hidden layer is the group-action layer of
+symmetry.py; the attacks are in attacks.py.
+
+Contents, top to bottom:
+  model       Shift, ChannelsLast, CifarCNN, make_cnn
+  training    train_model, train_models
+  features    compute_features
+  processes   worker_count, parallel_map (several trainings or evaluations at once, in
+              processes.py's worker processes)
+"""
+import functools
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gfs.runs import processes
+from gfs.runs.command_line import progress_bar, resolve_device
+from gfs.runs.processes import keep_freed_memory
+from gfs.cifar.symmetry import FIT_NOISE, GroupAction
+
+# ----------------------------------------------------------------------------------------------
+# Model: the paper's small CNN with a group-action hidden layer
+
+class Shift(nn.Module):
+    """x - shift: images in [0, 1] become the paper's x/255 - 0.5 with shift = 0.5."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.shift = float(shift)
+
+    def forward(self, x):
+        return x - self.shift if self.shift else x
+
+    def extra_repr(self):
+        return f"shift={self.shift:g}"
+
+
+class ChannelsLast(nn.Module):
+    """Same values, channels-last memory layout (much faster max-pooling on CPUs)."""
+
+    def forward(self, x):
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+class CifarCNN(nn.Module):
+    """The paper's CNN: [x - shift] -> Conv2d(3, 32, 3, same) -> LeakyReLU(0.01) -> MaxPool2d(2)
+    (computed as pool, then LeakyReLU: the same function) -> Flatten -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax].
+
+    Parts: `features` (input to the pre-activations H [B, h]), `group_action`, `readout` (the
+    paper's U). Input x: float [B, 3, 32, 32] in [0, 1]. forward(x) returns [B, classes] in mode
+    'plain' and [num_g * B, classes] (member-major) in an ensemble mode; probabilities if
+    softmax_output (the paper's model, defect B1 when trained with cross-entropy) else logits.
+    """
+
+    def __init__(self, activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5,
+                 softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
+        super().__init__()
+        self.softmax_output = bool(softmax_output)
+        # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
+        # comes before the LeakyReLU. An increasing function commutes with a max, so
+        # LeakyReLU(MaxPool(x)) = MaxPool(LeakyReLU(x)) exactly (values and gradients), on 4x
+        # fewer entries. Together about 3x faster training on a CPU; Flatten keeps C, H, W order.
+        self.features = nn.Sequential(
+            Shift(input_shift),
+            ChannelsLast(),
+            nn.Conv2d(3, 32, 3, padding="same"),
+            nn.MaxPool2d(2),
+            nn.LeakyReLU(0.01),
+            nn.Flatten(),
+            nn.Linear(32 * 16 * 16, hidden),
+        )
+        self.group_action = GroupAction(hidden, activation, num_g, eps, group_seed, fit_noise, numerics)
+        self.readout = nn.Linear(hidden, num_classes)
+
+    def head(self, activations):
+        """Readout (and softmax if the model has it) of hidden activations [..., h] -> [..., classes],
+        in the activations' dtype (float64 for the members of the 'exact' numerics)."""
+        weight, bias = self.readout.weight, self.readout.bias
+        out = F.linear(activations, weight.to(activations.dtype), bias.to(activations.dtype))
+        return out.softmax(dim=-1) if self.softmax_output else out
+
+    def forward(self, x):
+        return self.head(self.group_action(self.features(x)))
+
+    def members(self, x, mode, generator=None):
+        """Outputs of every ensemble member.  x: [B, 3, 32, 32] -> [num_g, B, classes]."""
+        return self.head(self.group_action.members(self.features(x), mode, generator))
+
+
+def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
+             num_g=1, eps=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
+    """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
+
+    activation: hidden activation of the group-action layer, 'relu_sqr' (Fig. 10) or
+        'leaky_relu' (LeakyReLU 0.1, Fig. 11). The conv layer always uses LeakyReLU(0.01).
+    input_shift: subtracted from the [0, 1] images; 0.5 gives the paper's x/255 - 0.5.
+    softmax_output: True is the paper's model (softmax output, trained with cross-entropy on top:
+        a double softmax, defect B1); False outputs logits, the usual fix.
+    num_g, eps, seed, fit_noise, numerics: the group-action layer's initial group and numerics
+        (draw_group() replaces them).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CifarCNN(activation, hidden, num_classes, input_shift, softmax_output,
+                        num_g, eps, seed, fit_noise, numerics)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+def train_model(model, images, labels, epochs=10, batch_size=32, lr=1e-3, seed=0, shuffle=False,
+                device=None, progress=True):
+    """Adam on F.cross_entropy(model(x), y), in place; the paper's trainer.
+
+    images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N]. The paper walks the images in
+    fixed order (shuffle=False); shuffle=True reshuffles every epoch from `seed`. The group-action
+    layer is put in mode 'plain'. With a softmax-output model the loss sees probabilities (B1).
+
+    On the CPU, denormal floats (below 1.2e-38) are flushed to zero while training: early in
+    training they make the CPU ~10x slower per step, and flushing them changes nothing visible.
+
+    Returns a history dict of per-epoch lists: loss (mean training loss), acc (training accuracy).
+    """
+    device = resolve_device(device)
+    model.to(device).train()
+    model.group_action.set_mode("plain")
+    images, labels = images.to(device), labels.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    history = {"loss": [], "acc": []}
+    flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        _train_epochs(model, images, labels, epochs, batch_size, optimizer, generator, shuffle, progress, history)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    model.eval()
+    return history
+
+
+def _train_epochs(model, images, labels, epochs, batch_size, optimizer, generator, shuffle, progress, history):
+    """The epoch loop of train_model; appends to `history`."""
+    device, n = images.device, len(images)
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", disable=not progress)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for start in range(0, n, batch_size):
+            index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+            x, y = images[index], labels[index]
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(dim=1) == y).sum()
+            bar.update(1)
+        history["loss"].append(float(loss_sum) / n)
+        history["acc"].append(float(correct) / n)
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['acc'][-1]:.3f}")
+        bar.close()
+
+
+def _train_and_return(model, images, labels, seed, train_kwargs):
+    """train_model in a worker process; returns (trained state_dict, history)."""
+    history = train_model(model, images, labels, seed=seed, progress=False, **train_kwargs)
+    return model.state_dict(), history
+
+
+def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
+    """Train several models, each on its own data, up to `jobs` at once (parallel_map); in place.
+
+    models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's seed: the
+    shuffling order, unused when shuffle is False); train_kwargs: the rest of train_model's
+    arguments (epochs, batch_size, lr, shuffle, device). bar: advanced by one per trained model.
+    Returns the training histories, in the order of `models`.
+    """
+    if worker_count(jobs, len(models)) <= 1:  # in this process, with train_model's own progress bars
+        histories = []
+        for model, (images, labels), seed in zip(models, datasets, seeds):
+            histories.append(train_model(model, images, labels, seed=seed, **train_kwargs))
+            if bar is not None:
+                bar.update(1)
+        return histories
+    calls = [functools.partial(_train_and_return, model, images, labels, seed, train_kwargs)
+             for model, (images, labels), seed in zip(models, datasets, seeds)]
+    results = parallel_map(calls, jobs, bar)
+    for model, (state, _) in zip(models, results):
+        model.load_state_dict(state)
+        model.eval()
+    return [history for _, history in results]
+
+
+# ----------------------------------------------------------------------------------------------
+# Features
+
+@torch.no_grad()
+def compute_features(model, images, batch_size=2000, device=None):
+    """The frozen pre-activations H = model.features(x).  images [N, 3, 32, 32] -> [N, h] on `device`."""
+    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    return torch.cat([model.features(images[i:i + batch_size].to(device))
+                      for i in range(0, len(images), batch_size)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+#
+# Training this CNN at batch 32 is a long loop of small tensor operations: one process per core,
+# each with one torch thread, is faster than one process with several threads, and does not
+# collapse when another program uses a core. The worker processes are processes.py's (one torch
+# thread each, freed memory kept, ended with their parent however it ends).
+
+def worker_count(jobs, tasks):
+    """How many worker processes parallel_map uses: jobs (0 = one per CPU core), at most one per
+    task; 1 means "in this process"."""
+    jobs = int(jobs) if jobs else (os.cpu_count() or 1)
+    return max(1, min(jobs, tasks))
+
+
+def _call(call):
+    return call()
+
+
+def parallel_map(calls, jobs=1, bar=None):
+    """[call() for call in calls], in up to `jobs` worker processes (0: one per CPU core).
+
+    calls: picklable callables without arguments, e.g. functools.partial(train_model, model,
+    images, labels), whose functions are importable (defined at the top level of a module).
+    processes.parallel_map runs them; its workers are spawned here (safe after torch has
+    started threads, as in a notebook kernel), tensors travel through shared memory. With one
+    worker or one call everything runs in this process, which keeps its freed memory too
+    (keep_freed_memory). bar: a progress bar advanced by one per finished call. Returns the
+    results in order.
+    """
+    calls = list(calls)
+    keep_freed_memory()
+    return processes.parallel_map(_call, [{"call": call} for call in calls], worker_count(jobs, len(calls)),
+                                      bar, start_method="spawn")

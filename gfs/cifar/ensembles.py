@@ -1,0 +1,341 @@
+"""Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features,
+measure how exact it is, and evaluate every kind of ensemble on precomputed features.
+
+Contents: fit_group_action, fit_batches, member_logits, symmetry_error, ensemble_logits,
+evaluate_ensemble (the one evaluation path of Figs. 10 and 11), ensemble_accuracy, fit_and_measure,
+evaluate_modes, evaluate_grid, stack_seeds (the Fig. 10 heat maps: plots.py).
+
+Agreement off the fitting images: do the moved networks make the original's predictions on images pi never saw?
+
+pi(g, H) is fitted on h images per group element (h, the hidden width: as many images as unknowns per row), so it
+interpolates, exact where it was fitted and unconstrained elsewhere. The symmetry error
+(ensembles.symmetry_error) measures the fitting images only; this module measures held-out images (the evaluation
+images), per member n and image i, against the original network (member matrices I, I):
+
+  agreement       the fraction of images on which member n predicts the original's class (a member with a
+                  non-finite output disagrees); summarised as the mean and the minimum over members
+  relative gap    max_c |z_n,i - z_0,i| / max_c |z_0,i| of the logits z; its 10th, 50th and 90th percentiles over
+                  member-image pairs (inf for a non-finite member)
+  saturated       the fraction of member-image pairs whose largest softmax probability rounds to 1 in the
+                  numerics' dtype (the loss's gradient there is zero or below rounding)
+  nonfinite       the fraction of member-image pairs with a non-finite output
+
+Beyond the paper (fit_size_experiment): fit pi on more images than h per group element (least squares) and see
+whether the action then generalises: held-out agreement and the ensemble's accuracy per fit size and group scale.
+
+Contents: AGREEMENT_KEYS, AGREEMENT_THRESHOLD, held_out_agreement, group_agreement, fit_size_experiment (its sizes,
+scales and group elements are the Fig. 10 notebook's parameters).
+"""
+
+import numpy as np
+import torch
+
+from gfs.cifar.symmetry import ENSEMBLE_MODES, EXP_FLOOR, derive_seed, fit_pi
+
+
+# ----------------------------------------------------------------------------------------------
+# Ensembles
+#
+# A model here is a CifarCNN (cnn.py) or anything with its three parts: `features` (input ->
+# pre-activations H [B, h], float32), `group_action` (a GroupAction) and `readout` (nn.Linear(h, C)).
+
+@torch.no_grad()
+def fit_group_action(model, fit_features, num_g, eps, seed=0, numerics=None):
+    """Draw num_g group elements for `eps` and fit pi from stored batches of h samples each.
+
+    fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features).
+    Group element n is fitted on rows [n h, (n + 1) h), like the paper's consecutive batches.
+    numerics: 'paper' or 'exact' (None: keep the layer's). Returns the model's GroupAction
+    layer (mode unchanged).
+    """
+    layer = model.group_action
+    h = layer.hidden
+    if len(fit_features) < num_g * h:
+        raise ValueError(f"fitting pi for num_g = {num_g} needs {num_g * h} images, got {len(fit_features)}")
+    layer.draw_group(num_g, eps, seed, numerics)
+    layer.fit(fit_batches(fit_features, num_g, h))
+    return layer
+
+
+def fit_batches(fit_features, num_g, h):
+    """The stored batches of fit_group_action: rows [n h, (n + 1) h) for member n.  -> [num_g, h, h]."""
+    return fit_features[: num_g * h].reshape(num_g, h, h)
+
+
+def member_logits(model, features, lower, upper):
+    """Logits (readout outputs, before any softmax) of every member.  features [B, h] -> [M, B, C].
+
+    lower, upper: [M, h, h] (GroupAction.member_matrices). Computed in the matrices' dtype, with
+    the readout folded into the upper matrix: sigma(H lower) @ (upper W^T) + b, the same logits
+    with one small matmul less. Differentiable (the adaptive attacks use it).
+    """
+    weight = model.readout.weight.to(upper.dtype)
+    bias = model.readout.bias.to(upper.dtype)
+    hidden = model.group_action.sigma(features.to(lower.dtype) @ lower)
+    return hidden @ (upper @ weight.T) + bias
+
+
+def _relative_gap(moved, original):
+    """max over members n of max |moved_n - original_n| / max |original_n|.  [M, k, c] each -> float.
+
+    inf when a member is not finite (an overflowed member is no symmetry)."""
+    gap = (moved - original).abs().amax(dim=(1, 2)) / original.abs().amax(dim=(1, 2))
+    gap = torch.where(torch.isfinite(moved).flatten(1).all(dim=1), gap, torch.inf)
+    return float(gap.max())
+
+
+@torch.no_grad()
+def symmetry_error(model, H_batches, pi=None):
+    """How far the moved networks are from the original on the images their pi was fitted on.
+
+    H_batches: [num_g, k, h] clean pre-activations; member n is compared on H_batches[n], the
+    images its pi was fitted on. pi: [num_g, h, h] to measure; None (default) fits pi afresh
+    without noise (fit_pi) in the layer's numerics, with the layer's group elements g.
+    Outputs are computed as the ensemble evaluation computes them (member_logits), in the layer's
+    numerics, the original's as well. Returns a dict of floats:
+      logits   max over members n of max |moved_n - original_n| / max |original_n|, on the
+               readout's logits [k, C] (before any softmax)
+      hidden   the same on the hidden activations sigma(H g_n) pi_n vs sigma(H) [k, h]
+    Both are inf if a member has non-finite outputs. An exact symmetry gives rounding only
+    (~1e-7 in float32, ~1e-15 in float64, times the conditioning of sigma(H g)).
+    """
+    layer = model.group_action
+    H = H_batches.to(layer.g.device, layer.dtype)
+    if pi is None:
+        pi = fit_pi(layer.sigma, layer.g, H)
+    identity = torch.eye(layer.hidden, dtype=layer.dtype, device=H.device).expand_as(pi)
+    hidden_moved = layer.sigma(H @ layer.g) @ pi
+    logits = lambda lower, upper: torch.stack([member_logits(model, H[n], lower[n:n + 1], upper[n:n + 1])[0]
+                                               for n in range(len(H))])
+    return {"logits": _relative_gap(logits(layer.g, pi), logits(identity, identity)),
+            "hidden": _relative_gap(hidden_moved, layer.sigma(H))}
+
+
+@torch.no_grad()
+def ensemble_logits(model, features, mode, generator=None):
+    """Logits of every member on precomputed features, one draw of the member matrices.
+
+    features: [B, h] (cnn.compute_features). mode: one of ENSEMBLE_MODES, or 'plain' for the
+    original network. Returns [num_g, B, C] ([1, B, C] for 'plain') in the numerics' dtype; a
+    member that overflowed has non-finite entries. softmax(dim=-1) gives the probabilities.
+    """
+    return member_logits(model, features, *model.group_action.member_matrices(mode, generator))
+
+
+def _tally(logits):
+    """[M, b, C] logits -> (votes [b, C], sum of probabilities [b, C], finite members [b]).
+
+    Only finite members count; a member is finite on an image if all its C logits are. A member
+    votes for every class that reaches its maximum (ties have probability zero)."""
+    M, b, C = logits.shape
+    finite = None
+    if not bool(torch.isfinite(logits.sum())):  # one cheap pass in the common, finite case
+        finite = torch.isfinite(logits).all(dim=-1, keepdim=True)  # [M, b, 1]
+        logits = torch.where(finite, logits, 0.0)
+    top = logits.amax(dim=-1, keepdim=True)
+    is_top = (logits == top).to(logits.dtype)
+    probabilities = (logits - top).clamp_(min=EXP_FLOOR).exp_()
+    probabilities /= probabilities.sum(dim=-1, keepdim=True)
+    if finite is None:
+        return is_top.sum(dim=0), probabilities.sum(dim=0), torch.full((b,), M, device=logits.device)
+    return ((is_top * finite).sum(dim=0), (probabilities * finite).sum(dim=0),
+            finite.sum(dim=(0, 2)))
+
+
+def _accuracies(votes, prob_sum, finite_count, labels, members):
+    """_tally's counts [B, C], [B, C], [B] -> evaluate_ensemble's dict (ties -> lowest class)."""
+    labels = labels.to(votes.device)
+    has_member = finite_count > 0  # an image with no finite member counts as wrong
+    vote_correct = (votes.argmax(dim=-1) == labels) & has_member
+    mean_correct = (prob_sum.argmax(dim=-1) == labels) & has_member
+    return {"vote_acc": vote_correct.double().mean().item(), "mean_acc": mean_correct.double().mean().item(),
+            "finite_frac": (finite_count.float().sum() / (members * len(labels))).item(),
+            "vote_correct": vote_correct.cpu().numpy(), "mean_correct": mean_correct.cpu().numpy()}
+
+
+@torch.no_grad()
+def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024):
+    """The one evaluation path of Figs. 10 and 11: an ensemble's (or the original's) predictions.
+
+    features: [B, h] (cnn.compute_features), labels: [B]. mode: one of ENSEMBLE_MODES or
+    'plain' (the original network). One draw of the member matrices serves every chunk of `chunk`
+    images (chunks keep the intermediates in cache).
+    Returns a dict:
+      vote_acc, mean_acc     accuracy of the majority vote of the members' argmax (the paper's
+                             heat maps and Fig. 11 curves; ties -> lowest class) and of the argmax
+                             of the mean probability (what the paper printed)
+      finite_frac            fraction of (member, image) outputs that are finite
+      vote_correct, mean_correct   bool numpy [B]: per image, for paired tests
+    Non-finite members (overflow) are left out per image, instead of voting for class 0 as in
+    the paper; an image with no finite member counts as wrong.
+    """
+    lower, upper = model.group_action.member_matrices(mode, generator)
+    parts = [_tally(member_logits(model, features[start:start + chunk], lower, upper))
+             for start in range(0, len(features), chunk)]
+    return _accuracies(*(torch.cat(p) for p in zip(*parts)), labels, len(lower))
+
+
+@torch.no_grad()
+def ensemble_accuracy(logits, labels):
+    """evaluate_ensemble's dict for given member logits [M, B, C] and labels [B] (one chunk)."""
+    return _accuracies(*_tally(logits), labels, logits.shape[0])
+
+
+@torch.no_grad()
+def fit_and_measure(model, fit_features, num_g, eps, seed, numerics="paper"):
+    """Fit the group action of the cell (num_g, eps) on fit_features [>= num_g * h, h] (group elements
+    derive_seed(seed, 'group', num_g, eps): the same in both numerics; pi with the layer's fit noise) and
+    measure it: symmetry_error()'s dict of a noise-free fit ('logits', 'hidden') plus 'fitted', the logits'
+    error of the pi actually used (the same number without fit noise). Returns (layer, error)."""
+    layer = fit_group_action(model, fit_features, num_g, eps, derive_seed(seed, "group", num_g, eps), numerics)
+    batches = fit_batches(fit_features, num_g, layer.hidden)
+    error = symmetry_error(model, batches)
+    error["fitted"] = symmetry_error(model, batches, layer.pi)["logits"] if layer.fit_noise else error["logits"]
+    return layer, error
+
+
+def evaluate_modes(model, features, labels, modes, seed, *keys):
+    """{mode: evaluate_ensemble(...)} for every mode on shared features [N, h], labels [N]; the member matrices of
+    a mode are drawn from derive_seed(seed, 'members', mode, *keys)."""
+    return {mode: evaluate_ensemble(model, features, labels, mode,
+                                    torch.Generator().manual_seed(derive_seed(seed, "members", mode, *keys)))
+            for mode in modes}
+
+
+@torch.no_grad()
+def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, eps_list,
+                  modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None, measure=None):
+    """Every (num_g, eps) cell of Fig. 10 on one trained model, in one numerics.
+
+    eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi).
+    fit_features [>= max(num_g) * h, h]: the images pi is fitted on.
+    Each cell draws its own group elements (derive_seed(seed, 'group', num_g, eps): the same in
+    both numerics), fits pi with noise of std fit_noise (None: the layer's), measures the
+    symmetry error, and evaluates every mode with one draw of the member matrices. bar: a
+    progress bar (tqdm) that is advanced by one per cell, or None. measure: None, or a function
+    (model with the cell's fitted group, eval_features) -> {key: float}, saved per cell as
+    heldout_<key> [E, G] (group_agreement).
+
+    Returns a dict of numpy arrays (rows follow eps_list, columns num_g_list):
+      num_g [G], eps [E]; original_acc, original_mean_acc (scalars)
+      symmetry_error, symmetry_error_hidden [E, G]: symmetry_error() of a noise-free fit (logits,
+        hidden activations), the largest over the cell's members
+      symmetry_error_fitted [E, G]: symmetry_error() (logits) of the pi actually used, fitted
+        with the fit noise, on the clean fitting images (equal to symmetry_error without noise)
+      per mode m: vote_acc_m, mean_acc_m, finite_frac_m [E, G] and overflow_m [E, G] (bool: the
+        cell had non-finite members or a non-finite pi)
+    """
+    layer = model.group_action
+    if fit_noise is not None:
+        layer.fit_noise = fit_noise
+    original = evaluate_ensemble(model, eval_features, eval_labels, "plain")
+    shape = (len(eps_list), len(num_g_list))
+    out = {"num_g": np.asarray(num_g_list, dtype=np.int64), "eps": np.asarray(eps_list, dtype=np.float64),
+           "original_acc": np.float64(original["vote_acc"]), "original_mean_acc": np.float64(original["mean_acc"])}
+    for key in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
+        out[key] = np.full(shape, np.nan)
+    for mode in modes:
+        for key in ("vote_acc", "mean_acc", "finite_frac"):
+            out[f"{key}_{mode}"] = np.full(shape, np.nan)
+        out[f"overflow_{mode}"] = np.zeros(shape, dtype=bool)
+    for j, num_g in enumerate(num_g_list):
+        for i, eps in enumerate(eps_list):
+            _, error = fit_and_measure(model, fit_features, num_g, eps, seed, numerics)
+            out["symmetry_error"][i, j], out["symmetry_error_hidden"][i, j] = error["logits"], error["hidden"]
+            out["symmetry_error_fitted"][i, j] = error["fitted"]
+            for key, value in (measure(model, eval_features) if measure else {}).items():
+                out.setdefault(f"heldout_{key}", np.full(shape, np.nan))[i, j] = value
+            pi_finite = bool(torch.isfinite(layer.pi).all())
+            for mode, result in evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, eps).items():
+                out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
+                out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
+                out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]
+                uses_pi = mode in ("group", "shuffle")
+                out[f"overflow_{mode}"][i, j] = result["finite_frac"] < 1.0 or (uses_pi and not pi_finite)
+            if bar is not None:
+                bar.update(1)
+    layer.set_mode("plain")
+    return out
+
+
+def stack_seeds(runs, shared=("num_g", "eps")):
+    """[{key: array}] of several seeds -> {key: array with a leading seed axis}; `shared` keys
+    (the same in every run, e.g. the grid's axes) are kept once."""
+    return {key: np.asarray(runs[0][key]) if key in shared else np.stack([np.asarray(r[key]) for r in runs])
+            for key in runs[0]}
+
+
+AGREEMENT_KEYS = ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite")
+# "Same predictions on unseen images": every member predicts the original's class on at least this fraction.
+AGREEMENT_THRESHOLD = 0.99
+
+
+@torch.no_grad()
+def held_out_agreement(model, features, lower, upper, chunk=1000):
+    """Members against the original on held-out images: a dict of floats (AGREEMENT_KEYS, module docstring).
+
+    model: a CifarCNN (or anything with group_action and readout); features [N, h] (cnn.compute_features of the
+    held-out images); lower, upper [M, h, h]: the members' matrices (GroupAction.member_matrices), whose dtype the
+    comparison runs in."""
+    eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)[None]
+    agree, gaps, saturated, nonfinite, pairs = 0, [], 0, 0, 0
+    for start in range(0, len(features), chunk):
+        part = features[start:start + chunk]
+        original = member_logits(model, part, eye, eye)  # [1, b, C]
+        members = member_logits(model, part, lower, upper)  # [M, b, C]
+        finite = torch.isfinite(members).all(dim=-1)  # [M, b]
+        agree = agree + ((members.argmax(dim=-1) == original.argmax(dim=-1)) & finite).sum(dim=1)  # [M]
+        gap = (members - original).abs().amax(dim=-1) / original.abs().amax(dim=-1)
+        gaps.append(torch.where(finite, gap, torch.inf).flatten().cpu())
+        saturated += int(((members.softmax(dim=-1).amax(dim=-1) == 1) & finite).sum())
+        nonfinite += int((~finite).sum())
+        pairs += finite.numel()
+    agreement = (agree.double() / len(features)).cpu().numpy()
+    gap_p10, gap_p50, gap_p90 = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
+    return {"agreement": float(ensembles.mean()), "agreement_min": float(ensembles.min()), "gap_p10": float(gap_p10),
+            "gap_p50": float(gap_p50), "gap_p90": float(gap_p90), "saturated": saturated / pairs,
+            "nonfinite": nonfinite / pairs}
+
+
+def group_agreement(model, eval_features):
+    """held_out_agreement of the model's fitted group (mode 'group') on eval_features [N, h]: the per-cell measure
+    of evaluate_grid (its `measure` argument)."""
+    return held_out_agreement(model, eval_features, *model.group_action.member_matrices("group"))
+
+
+@torch.no_grad()
+def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scales, sizes, num_g, seed=0,
+                        numerics="exact"):
+    """Does the data-dependent action generalise when pi is fitted on more images?
+
+    For each group scale, num_g group elements are drawn once (derive_seed(seed, 'fit size', scale)); for each size
+    k, member n's pi is the least-squares fit (exact for k <= h) of sigma(H_n g_n) pi = sigma(H_n) on rows
+    [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit noise, in the numerics' dtype.
+    Measured per (scale, size) on eval_features [N, h], eval_labels [N]: held-out agreement, the group ensemble's
+    accuracy (mean probability and majority vote), and the symmetry error on the fitting images.
+
+    Returns a dict of numpy arrays: scales [E], sizes [K], members (num_g), original_acc; [E, K]: heldout_<key> for
+    AGREEMENT_KEYS, mean_acc, vote_acc, fit_error. The model's group layer is left with the last fit, mode 'plain'.
+    """
+    layer = model.group_action
+    h = layer.hidden
+    if len(fit_features) < num_g * max(sizes):
+        raise ValueError(f"the fit-size experiment needs {num_g * max(sizes)} fitting images, got {len(fit_features)}")
+    shape = (len(scales), len(sizes))
+    out = {"scales": np.asarray(scales, dtype=np.float64), "sizes": np.asarray(sizes, dtype=np.int64),
+           "members": np.int64(num_g),
+           "original_acc": np.float64(evaluate_ensemble(model, eval_features, eval_labels, "plain")["mean_acc"])}
+    for key in [f"heldout_{k}" for k in AGREEMENT_KEYS] + ["mean_acc", "vote_acc", "fit_error"]:
+        out[key] = np.full(shape, np.nan)
+    for i, scale in enumerate(scales):
+        layer.draw_group(num_g, scale, derive_seed(seed, "fit size", scale), numerics)
+        for k, size in enumerate(sizes):
+            H = fit_features[:num_g * size].reshape(num_g, size, h).to(layer.g.device, layer.dtype)
+            layer.register_buffer("pi", fit_pi(layer.sigma, layer.g, H))
+            out["fit_error"][i, k] = symmetry_error(model, H, layer.pi)["logits"]
+            for key, value in group_agreement(model, eval_features).items():
+                out[f"heldout_{key}"][i, k] = value
+            result = evaluate_ensemble(model, eval_features, eval_labels, "group")
+            out["mean_acc"][i, k], out["vote_acc"][i, k] = result["mean_acc"], result["vote_acc"]
+    layer.set_mode("plain")
+    return out

@@ -1,0 +1,250 @@
+"""The two protocols of Fig. 11 (ADVERSARIAL_PROTOCOLS) and the paper's sweep.
+
+  'paper'      the paper's procedure, defects included (B1-B4): images x - 0.5 in [-0.5, 0.5]
+               but attacks clipped to [0, 1], each image attacked twice, softmax-output model
+               trained and attacked with cross-entropy on the probabilities, evaluation on 1000
+               held-out training images; the paper's strengths (PAPER_STRENGTHS, PAPER_PGD);
+               float32 numerics; a transfer attack from the single model (B5). paper_protocol_sweep.
+  'corrected'  images in [0, 1] and the model subtracts 0.5 as its first operation (so clipping
+               to [0, 1] is clipping to the true pixel range), one attack per image, logits
+               for training and attack, evaluation on the official test split; judged by
+               robustness.py (threat_models.py keeps the older threat models as diagnostics).
+
+Contents: check_protocol, protocol_inputs, make_adversarial_cnn, adversarial_splits (both
+protocols); adversarial_images, adversarial_sweep, paper_protocol_sweep, paper_figure_data,
+plot_adversarial (the paper's).
+"""
+
+import numpy as np
+import torch
+
+from gfs import paper_numbers
+from gfs.cifar.attacks import fgsm, pgd
+from gfs.cifar.cnn import compute_features, make_cnn
+from gfs.cifar.ensembles import evaluate_ensemble, evaluate_modes, fit_and_measure, stack_seeds
+from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS, derive_seed
+
+ADVERSARIAL_PROTOCOLS = ("paper", "corrected")
+ATTACK_METHODS = ("FGSM", "PGD")
+ATTACK_AXIS_LABELS = {"FGSM": "FGSM epsilon", "PGD": "PGD iterations"}
+PLOTTED_MODELS = ("original", "group", "g_inverse", "perm_interp")  # Fig. 11's four curves
+
+# The paper's protocol: its strengths and its PGD (paper_numbers holds the paper's facts).
+PAPER_STRENGTHS = paper_numbers.FIG11_STRENGTHS  # {"FGSM": eps values, "PGD": iteration counts}
+PAPER_PGD = paper_numbers.FIG11_PGD  # {"radius", "step"}: advertorch's PGD defaults, random start
+
+
+# ----------------------------------------------------------------------------------------------
+# Protocols
+
+def check_protocol(protocol):
+    if protocol not in ADVERSARIAL_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(ADVERSARIAL_PROTOCOLS)}")
+    return protocol
+
+
+def protocol_inputs(images, protocol):
+    """What the protocol's model is fed: images [N, 3, 32, 32] in [0, 1] -> same shape.
+
+    'paper': x - 0.5, the paper's data range [-0.5, 0.5] (its model has no shift).
+    'corrected': x unchanged (its model subtracts 0.5 itself: make_cnn(input_shift=0.5)).
+    """
+    return images - 0.5 if check_protocol(protocol) == "paper" else images
+
+
+def make_adversarial_cnn(protocol, hidden=16, seed=0):
+    """The Fig. 11 CNN for a protocol: group-action layer with LeakyReLU(0.1).
+
+    'paper': softmax output (trained and attacked through the double softmax, B1), no input
+    shift (it is fed x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]).
+    The same seed gives the same initial weights for both protocols. The group elements are drawn
+    by each sweep (ensembles.fit_and_measure), so the layer starts with a placeholder of one.
+    """
+    paper = check_protocol(protocol) == "paper"
+    return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
+                    softmax_output=paper, seed=seed)
+
+
+def adversarial_splits(train_images, train_labels, test_images, test_labels, protocol, hidden=16,
+                       num_g=200, num_eval=1000, train_fraction=0.8):
+    """The protocol's training, pi-fitting and evaluation images (all in [0, 1]).
+
+    Training: the first train_fraction of the training set (the paper's trainer holds out 20 %:
+    [0, 40000)). pi: the last hidden * num_g training images ([46800, 50000) for h = 16,
+    num_g = 200). Evaluation: 'paper', the num_eval training images just before those
+    ([45800, 46800), B7); 'corrected', the whole official test split (num_eval is ignored).
+    Returns a dict of (images, labels) pairs: train, fit, eval; ValueError if they overlap.
+    """
+    n = len(train_images)
+    n_train, n_fit = int(train_fraction * n), hidden * num_g
+    if check_protocol(protocol) == "paper":
+        eval_start = n - n_fit - num_eval
+        if eval_start < n_train:
+            raise ValueError(f"{n} training images are too few: training [0, {n_train}), "
+                             f"evaluation {num_eval} and pi {n_fit} images would overlap")
+        evaluation = (train_images[eval_start:n - n_fit], train_labels[eval_start:n - n_fit])
+    else:
+        if n - n_fit < n_train:
+            raise ValueError(f"{n} training images are too few for training [0, {n_train}) and pi ({n_fit})")
+        evaluation = (test_images, test_labels)
+    return {"train": (train_images[:n_train], train_labels[:n_train]),
+            "fit": (train_images[n - n_fit:], train_labels[n - n_fit:]),
+            "eval": evaluation}
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's protocol
+
+def adversarial_images(model, x, y, method, strength, protocol, pgd_eps=PAPER_PGD["radius"],
+                       pgd_step=PAPER_PGD["step"], generator=None, batch_size=1000):
+    """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).
+
+    x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N]; returns [N, 3, 32, 32] on x's device.
+    strength: FGSM eps, or the number of PGD iterations (radius pgd_eps, step pgd_step, random
+    start). Strength 0 returns x itself, unclamped (the paper evaluates strength 0 on clean data).
+    Both protocols clip to [0, 1] (advertorch's default) and use cross-entropy of the model's
+    outputs, which are probabilities in 'paper' (B1) and logits in 'corrected'.
+    'paper' then attacks the attacked images once more and clamps to [0, 1] (B3: the effective
+    FGSM step is 2 eps; PGD gets a second random start and ball around the first result).
+    """
+    check_protocol(protocol)
+    if strength == 0:
+        return x
+    if method == "FGSM":
+        attack = lambda images, labels: fgsm(model, images, labels, float(strength))
+    elif method == "PGD":
+        attack = lambda images, labels: pgd(model, images, labels, eps=pgd_eps, step=pgd_step,
+                                            iterations=int(strength), generator=generator)
+    else:
+        raise ValueError(f"unknown attack {method!r}; choose from {', '.join(ATTACK_METHODS)}")
+    model.group_action.set_mode("plain")
+    parts = []
+    for start in range(0, len(x), batch_size):
+        images, labels = x[start:start + batch_size], y[start:start + batch_size]
+        adversarial = attack(images, labels)
+        if protocol == "paper":
+            adversarial = torch.clamp(attack(adversarial, labels), 0.0, 1.0)
+        parts.append(adversarial)
+    return torch.cat(parts)
+
+
+def evaluate_models(model, features, y, modes, seed, *keys):
+    """evaluate_ensemble of 'original' (plain) and every mode on shared features [N, h] (ensembles.evaluate_modes).
+    Returns {classifier: result dict}."""
+    return {"original": evaluate_ensemble(model, features, y, "plain"),
+            **evaluate_modes(model, features, y, modes, seed, *keys)}
+
+
+def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0,
+                      pgd_eps=0.3, pgd_step=0.01):
+    """Accuracy of the original model and of every ensemble for each attack strength (transfer).
+
+    model: trained, with a fitted group-action layer (fit_group_action). x [N, 3, 32, 32] model
+    inputs (protocol_inputs), y [N]. Per strength the CNN trunk runs once on the adversarial
+    images (compute_features) and every ensemble member is evaluated on those h features.
+    Random draws (PGD start, member matrices of perm_interp/random/shuffle) come from
+    derive_seed(seed, ..., method, strength index).
+
+    Returns a dict of numpy arrays, each [K] (K = len(strengths)):
+      strengths; acc_<m> (majority vote; what the paper plots) and mean_acc_<m> (argmax of the
+      mean probability; what it prints) for m = 'original' and every mode; linf (largest
+      |x_adv - x|) and changed_frac (fraction of pixels changed).
+    """
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    out = {"strengths": np.asarray(strengths, dtype=np.float64)}
+    for m in ("original",) + tuple(modes):
+        out[f"acc_{m}"] = np.zeros(len(strengths))
+        out[f"mean_acc_{m}"] = np.zeros(len(strengths))
+    out["linf"] = np.zeros(len(strengths))
+    out["changed_frac"] = np.zeros(len(strengths))
+    for i, strength in enumerate(strengths):
+        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "attack", protocol, method, i))
+        x_adv = adversarial_images(model, x, y, method, strength, protocol, pgd_eps, pgd_step, generator)
+        out["linf"][i] = float((x_adv - x).abs().max()) if len(x) else 0.0
+        out["changed_frac"][i] = float((x_adv != x).float().mean()) if len(x) else 0.0
+        results = evaluate_models(model, compute_features(model, x_adv), y, modes, seed, protocol, method, i)
+        for m, result in results.items():
+            out[f"acc_{m}"][i] = result["vote_acc"]
+            out[f"mean_acc_{m}"][i] = result["mean_acc"]
+    model.group_action.set_mode("plain")
+    return out
+
+
+def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, group_scale, seed=0,
+                         strengths=PAPER_STRENGTHS, pgd_eps=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"],
+                         modes=ENSEMBLE_MODES):
+    """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength.
+
+    model: the trained 'paper' CNN (make_adversarial_cnn('paper'), trained on
+    protocol_inputs(train images)); fit_images, eval_images [N, 3, 32, 32] in [0, 1] and
+    eval_labels [N]: adversarial_splits(..., 'paper')'s 'fit' and 'eval'. Float32 numerics with
+    the model's fit noise, transfer attacks from the single model, as the paper.
+    Returns {'sweeps': {method: adversarial_sweep dict}, 'clamp_only_acc': accuracy of the
+    original model on the clean evaluation images clamped to [0, 1] and nothing else (the part
+    of the paper's drop due to B2), 'symmetry_error': ensembles.fit_and_measure's dict}.
+    """
+    _, error = fit_and_measure(model, compute_features(model, protocol_inputs(fit_images, "paper")), num_g, group_scale, seed,
+                               "paper")
+    device = next(model.parameters()).device
+    x, y = protocol_inputs(eval_images, "paper").to(device), eval_labels.to(device)
+    clamped = evaluate_ensemble(model, compute_features(model, x.clamp(0.0, 1.0)), y, "plain")
+    sweeps = {method: adversarial_sweep(model, x, y, method, values, "paper", modes, seed, pgd_eps, pgd_step)
+              for method, values in strengths.items()}
+    return {"sweeps": sweeps, "clamp_only_acc": clamped["vote_acc"], "symmetry_error": error}
+
+
+def paper_figure_data(results, histories, seeds, method):
+    """The npz arrays of the paper-protocol figure of one attack, from the per-seed results of
+    paper_protocol_sweep and the training histories (train_model), S seeds, K strengths:
+
+      seeds [S]; strengths [K] (FGSM eps, or PGD iterations)
+      acc_<m>, mean_acc_<m> [S, K]: majority-vote and mean-probability accuracy, m = original
+          and every mode (for 'original' both are its plain accuracy)
+      linf, changed_frac [S, K]: largest |x_adv - x| and the fraction of pixel values changed
+          (model inputs x in [-0.5, 0.5], so the clamp to [0, 1] shows in linf)
+      clamp_only_acc [S]: the original on the clean images clamped to [0, 1], no attack
+      symmetry_error, symmetry_error_hidden, symmetry_error_fitted [S]: the group's symmetry
+          error (num_g, eps of Fig. 11; float32): noise-free fit (logits, hidden activations),
+          and the fitted (noisy) pi on the clean fitting images
+      train_loss, train_acc [S, epochs]
+    """
+    data = stack_seeds([r["sweeps"][method] for r in results], shared=("strengths",))
+    data.update(seeds=np.asarray(seeds), clamp_only_acc=np.array([r["clamp_only_acc"] for r in results]),
+                symmetry_error=np.array([r["symmetry_error"]["logits"] for r in results]),
+                symmetry_error_hidden=np.array([r["symmetry_error"]["hidden"] for r in results]),
+                symmetry_error_fitted=np.array([r["symmetry_error"]["fitted"] for r in results]),
+                train_loss=np.array([h["loss"] for h in histories]), train_acc=np.array([h["acc"] for h in histories]))
+    return data
+
+
+def mean_band(ax, xs, values, label, style="o-", color=None, linewidth=2):
+    """Plot the mean over seeds of values [S, K] (or [K]) against xs [K], with a band from the lowest to the highest
+    seed."""
+    values = np.asarray(values, dtype=float).reshape(-1, len(xs))
+    line, = ax.plot(xs, values.mean(axis=0), style, label=label, linewidth=linewidth, color=color)
+    if len(values) > 1:
+        ax.fill_between(xs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+
+
+def plot_adversarial(data, method, models=PLOTTED_MODELS, title=None):
+    """Fig. 11 (the paper's protocol) for one attack: accuracy (majority vote) vs attack strength,
+    one curve per model: the mean over seeds with a band from the lowest to the highest seed.
+
+    data: arrays with a leading seed axis, acc_<m> [S, K] and strengths [K]. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    strengths = data["strengths"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for m in models:
+        mean_band(ax, strengths, data[f"acc_{m}"], LABELS[m], linewidth=2.5)
+    ax.set_xlabel(ATTACK_AXIS_LABELS[method], fontsize=16)
+    ax.set_xticks(strengths if method == "PGD" else np.linspace(0, strengths.max(), 4))
+    ax.tick_params(labelsize=12)
+    ax.set_ylabel("Accuracy", fontsize=16)
+    ax.axhline(0.1, color="gray", linestyle=":", linewidth=1)  # chance (10 classes)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=12)
+    ax.set_title(title or "paper's protocol (defects kept)", fontsize=12)
+    fig.tight_layout()
+    return fig

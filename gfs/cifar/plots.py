@@ -1,0 +1,168 @@
+"""The Fig. 10 figures: the ensemble heat maps with the symmetry error and the held-out agreement beside them,
+and the fit-size experiment (ensembles.fit_size_experiment).
+
+One criterion marks a cell "not a symmetry" here and in the report: the symmetry error of the pi the ensemble uses
+(symmetry_error_fitted: with the numerics' fit noise) above SYMMETRY_TOLERANCE in some seed.
+
+Contents: plot_ensemble_heatmaps, plot_fit_size.
+"""
+import numpy as np
+
+from gfs.cifar.ensembles import AGREEMENT_THRESHOLD
+from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS, SYMMETRY_TOLERANCE
+
+ERROR_KEY = "symmetry_error_fitted"  # the hatching criterion: the error of the pi the ensembles use (the report's)
+
+
+def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_key="original_acc",
+                           tolerance=SYMMETRY_TOLERANCE, title=None):
+    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy), and the
+    symmetry error.
+
+    grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed.
+    Panels: the mean over seeds of (ensemble - original) per cell, annotated "mean" and, with
+    several seeds, "±std" (sample standard deviation over seeds), to 3 decimals; a shared symmetric colour scale
+    (coolwarm_r). '*' marks a cell with overflowing members in some seed; hatched cells are "not
+    a symmetry": the symmetry error (logits) of the pi the ensemble uses (ERROR_KEY) exceeds `tolerance` in some
+    seed, the report's criterion. Then that error, the largest over seeds, on a log colour scale; and, where
+    the grid has it (heldout_agreement [S, E, G]), the members' agreement with the original's predictions on the
+    held-out images, the smallest over seeds. x = num_g, y = eps (rows in the order of grid['eps']).
+    Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    num_g, eps = grid["num_g"], grid["eps"]
+    original = np.asarray(grid[original_key], dtype=float)
+    per_seed = original.ndim == 1
+    seeds = len(original) if per_seed else 1
+    diffs = {}
+    for m in modes:
+        d = np.asarray(grid[f"{key}_{m}"], dtype=float) - (original[:, None, None] if per_seed else original)
+        diffs[m] = d if per_seed else d[None]  # [S, E, G]
+    means = {m: np.nanmean(d, axis=0) for m, d in diffs.items()}
+    stds = {m: np.nanstd(d, axis=0, ddof=1) if seeds > 1 else None for m, d in diffs.items()}
+    error = np.asarray(grid[ERROR_KEY], dtype=float).reshape(-1, len(eps), len(num_g)).max(axis=0)
+    agreement = (np.asarray(grid["heldout_agreement"], dtype=float).reshape(-1, len(eps), len(num_g)).min(axis=0)
+                 if "heldout_agreement" in grid else None)
+    not_symmetry = ~(error <= tolerance)  # NaN and inf included
+    vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in means.values()) or 1e-3
+    panels = len(modes) + 1 + (agreement is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(4.0 * panels, 5.8), squeeze=False, layout="constrained")
+    axes = axes[0]
+
+    def axis_labels(ax):
+        ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right",
+                      rotation_mode="anchor")
+        ax.set_yticks(np.arange(len(eps)), [f"{e:g}" for e in eps])
+        ax.set_xlabel("# of transformed models (num_g)", fontsize=11)
+        ax.set_ylabel(r"$\epsilon$", fontsize=14)
+
+    image = None
+    for ax, mode in zip(axes, modes):
+        mean = means[mode]
+        image = ax.imshow(mean, cmap="coolwarm_r", vmin=-vmax, vmax=vmax)
+        axis_labels(ax)
+        ax.set_title(f"accuracy ({LABELS[mode]} - original)", fontsize=11)
+        overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool))).reshape(-1, len(eps), len(num_g)).any(axis=0)
+        for i in range(len(eps)):  # row = eps index, column = num_g index
+            for j in range(len(num_g)):
+                text = "nan" if not np.isfinite(mean[i, j]) else f"{mean[i, j]:+.3f}"
+                if stds[mode] is not None and np.isfinite(stds[mode][i, j]):
+                    text += f"\n±{stds[mode][i, j]:.3f}"
+                ax.text(j, i, text + ("*" if overflow[i, j] else ""), ha="center", va="center",
+                        color="w" if abs(np.nan_to_num(mean[i, j])) > 0.5 * vmax else "k", fontsize=5.5)
+                if not_symmetry[i, j]:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                               edgecolor="0.45", linewidth=0))
+    fig.colorbar(image, ax=list(axes[:len(modes)]), shrink=0.7, pad=0.01)
+    ax = axes[len(modes)]
+    shown = np.where(np.isfinite(error), np.clip(error, 1e-17, None), np.nan)
+    finite = shown[np.isfinite(shown)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (1e-16, 1.0)
+    low, high = min(low, tolerance / 10), max(high, tolerance * 10)
+    error_image = ax.imshow(shown, cmap="viridis", norm=LogNorm(vmin=low, vmax=high))
+    axis_labels(ax)
+    ax.set_title("symmetry error on the fitting images", fontsize=11)
+    for i in range(len(eps)):
+        for j in range(len(num_g)):
+            text = "inf" if np.isinf(error[i, j]) else ("nan" if np.isnan(error[i, j]) else f"{error[i, j]:.0e}")
+            ax.text(j, i, text, ha="center", va="center", fontsize=5.5,
+                    color="k" if np.isfinite(shown[i, j]) and shown[i, j] > np.sqrt(low * high) else "w")
+    colorbar = fig.colorbar(error_image, ax=ax, shrink=0.7, pad=0.01)
+    colorbar.ax.axhline(tolerance, color="r", linewidth=2)  # the tolerance
+    if agreement is not None:
+        ax = axes[-1]
+        shown = ax.imshow(agreement, cmap="viridis", vmin=0.0, vmax=1.0)
+        axis_labels(ax)
+        ax.set_title("agreement on held-out images", fontsize=11)
+        for i in range(len(eps)):
+            for j in range(len(num_g)):
+                ax.text(j, i, f"{agreement[i, j]:.2f}", ha="center", va="center", fontsize=5.5,
+                        color="k" if agreement[i, j] > 0.5 else "w")
+        colorbar = fig.colorbar(shown, ax=ax, shrink=0.7, pad=0.01)
+        colorbar.ax.axhline(AGREEMENT_THRESHOLD, color="r", linewidth=2)
+    notes = [f"mean over {seeds} seeds" + (" ± standard deviation" if seeds > 1 else ""),
+             f"hatched: not a symmetry (largest relative logit gap on the fitting images, for the pi used, "
+             f"> {tolerance:g} in some seed; red line on the error scale)"]
+    if agreement is not None:
+        notes.append("agreement: the members' mean fraction of held-out images with the original's prediction, "
+                     f"smallest over seeds (red line: {AGREEMENT_THRESHOLD:g})")
+    if any(np.asarray(grid.get(f"overflow_{m}", np.zeros(1, bool))).any() for m in modes):
+        notes.append("* overflowing (non-finite) members, left out of the vote")
+    fig.supxlabel("; ".join(notes), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=13)
+    return fig
+
+
+def plot_fit_size(data, title=None):
+    """The fit-size experiment (ensembles.fit_size_experiment with a leading seed axis): (a) held-out agreement and
+    (b) the group ensemble's accuracy (mean probability) minus the original's, against the images per group
+    element, one line per group scale; (c) the symmetry error on the fitting images. Mean over seeds, band
+    min-max. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from gfs.cifar.paper_protocol import mean_band
+    sizes, scales = np.asarray(data["sizes"]), np.asarray(data["scales"])
+    original = np.asarray(data["original_acc"], dtype=float).reshape(-1, 1)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for i, scale in enumerate(scales):
+        pick = lambda key: np.asarray(data[key], dtype=float).reshape(-1, len(scales), len(sizes))[:, i]
+        mean_band(axes[0], sizes, pick("heldout_agreement"), f"scale {scale:g}")
+        mean_band(axes[1], sizes, pick("mean_acc") - original, f"scale {scale:g}")
+        mean_band(axes[2], sizes, np.clip(pick("fit_error"), 1e-17, None), f"scale {scale:g}")
+    axes[0].axhline(AGREEMENT_THRESHOLD, color="r", linewidth=1, linestyle=":")
+    axes[0].set_ylabel("agreement with the original (held-out)")
+    axes[1].axhline(0.0, color="k", linewidth=0.8)
+    axes[1].set_ylabel("ensemble accuracy - original")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("symmetry error on the fitting images")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(int(k)) for k in sizes])
+        ax.set_xlabel("images per group element that pi is fitted on")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"does the action generalise? {int(data['members'])} group elements, exact numerics",
+                 fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def grid_table(values, eps, num_g, form="{:+.3f}"):
+    """A labelled text table of one value per cell: rows eps, columns num_g.  values [E, G] -> str."""
+    head = "eps \\ num_g " + "".join(f"{int(g):>9}" for g in num_g)
+    return "\n".join([head] + [f"{e:>11g} " + "".join(f"{form.format(v):>9}" for v in row)
+                               for e, row in zip(eps, np.asarray(values, dtype=float))])
+
+
+def fit_size_table(data):
+    """The fit-size experiment as text (data with a leading seed axis): per scale and images per group element,
+    held-out agreement, ensemble accuracy - original (mean probability) and the error on the fitting images."""
+    original = np.asarray(data["original_acc"], dtype=float).reshape(-1, 1, 1)
+    agreement, gain = np.asarray(data["heldout_agreement"]), np.asarray(data["mean_acc"]) - original
+    lines = [f"{'scale':>6} {'images':>7} {'agreement':>10} {'ensemble - original':>20} {'error on fit images':>20}"]
+    for i, scale in enumerate(data["scales"]):
+        for k, size in enumerate(data["sizes"]):
+            lines.append(f"{scale:>6g} {int(size):>7} {agreement[:, i, k].mean():>10.3f} {gain[:, i, k].mean():>+20.3f} "
+                         f"{np.asarray(data['fit_error'])[:, i, k].max():>20.1e}")
+    return "\n".join(lines)

@@ -1,0 +1,259 @@
+"""The nonlinear, data-dependent group action of the paper and the ensembles built from it.
+
+The paper moves a trained network along a nonlinear, data-dependent symmetry,
+(U, V) -> (U pi(g, H), g V) with pi(g, H) = sigma(H) sigma(gH)^+, and uses the moved copies as
+an ensemble. The hidden layer of the CNN (cnn.py) is a GroupAction layer that does this.
+
+Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations
+is H [B, h]; "g acting on H" is H @ g, and the fitted pi is the h x h matrix with
+sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the paper's formula).
+
+Numerics. The action (g, pi, the member matrices, the hidden layer of the moved networks and the
+readout after it) is computed in float32 ('paper', as the paper's notebook) or in float64
+('exact'); the CNN below the hidden layer always runs in float32. Both numerics draw the same
+group elements and the same fit noise, so they differ only in rounding. At eps = 10 the float32
+fit is no longer a symmetry even on the images it was fitted on; symmetry_error() measures this.
+
+This is the bottom module of the CIFAR code (cnn.py builds its CNN from GroupAction), so the
+one seed helper, derive_seed, lives here too.
+
+Contents, top to bottom:
+  seeds           derive_seed
+  group action    relu_sqr, leaky_relu, fit_pi, GroupAction
+The ensembles built from it are in ensembles.py; the spherical-coordinate building blocks of the
+paper's later algorithm in spherical.py.
+"""
+import zlib
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Ensemble kinds the paper compares (Fig. 10 panel order), and the layer's plain mode.
+ENSEMBLE_MODES = ("group", "perm_interp", "g_inverse", "random", "shuffle")
+MODES = ("plain",) + ENSEMBLE_MODES
+# The one label map of every plot: the original network, the ensembles, the attack controls.
+LABELS = {"original": "original", "group": "group", "perm_interp": "interpolated permute",
+          "g_inverse": r"$g^{-1}$", "random": "random", "shuffle": "shuffle",
+          "independent": "independent CNN"}
+NUMERICS = {"paper": torch.float32, "exact": torch.float64}
+# The notebooks' fit noise per numerics: the paper's 1e-4 in float32; none in float64, so that the
+# evaluated ensemble is the one whose symmetry error is measured (with noise, pi is a symmetry of
+# the noisy batches only: at eps = 10 it is then off by ~0.5 on the clean fitting images).
+FIT_NOISE = {"paper": 1e-4, "exact": 0.0}
+# A (num_g, eps) cell whose symmetry error exceeds this is marked "not a symmetry".
+SYMMETRY_TOLERANCE = 1e-3
+# Shifted logits are clamped at -80 before exp(): exp(-80) ~ 2e-35 is zero for every purpose
+# here, and float32 exp() of values below -87 (results below the smallest normal float) is ~100
+# times slower on CPUs.
+EXP_FLOOR = -80.0
+
+
+def check_numerics(numerics):
+    if numerics not in NUMERICS:
+        raise ValueError(f"unknown numerics {numerics!r}; choose from {', '.join(NUMERICS)}")
+    return numerics
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds
+
+def derive_seed(seed, *keys):
+    """The seed of the random draws named by `keys` in the run with seed `seed`.
+
+    keys: ints, floats or strings, e.g. derive_seed(0, "group", 40, 1.0). Different keys give
+    independent streams (numpy's SeedSequence hashing), the same keys the same stream whatever
+    else the run draws. Returns an int in [0, 2^63), for torch.Generator().manual_seed().
+    """
+    words = [int(seed)]
+    for key in keys:
+        if not isinstance(key, str) and float(key).is_integer() and key >= 0:
+            words.append(int(key))  # 10 and 10.0 name the same draw
+        else:  # strings and other numbers by a stable hash of their text
+            words.append(zlib.crc32(repr(key if isinstance(key, str) else float(key)).encode()))
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+# ----------------------------------------------------------------------------------------------
+# The group action
+
+def relu_sqr(x):
+    """The paper's hidden activation: LeakyReLU_0.1(x)^2 + 0.01 x (non-monotone on (-1, 0))."""
+    y = F.leaky_relu(x, 0.1)
+    return torch.addcmul(0.01 * x, y, y)  # one pass fewer than y * y + 0.01 * x
+
+
+def leaky_relu(x):
+    """LeakyReLU with slope 0.1: the hidden activation of the adversarial notebook (Fig. 11)."""
+    return F.leaky_relu(x, 0.1)
+
+
+ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
+
+
+def _nan_where_nonfinite(function, A, B=None):
+    """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere.
+
+    LAPACK routines (lstsq, pinv) fail or hang on inf/NaN input; at eps = 20 some g = expm(eps T)
+    overflow float32 (paper defect B9), and those members must show up as NaN, not crash.
+    A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None).
+    """
+    args = (A,) if B is None else (A, B)
+    finite = torch.isfinite(A).flatten(1).all(dim=1)
+    if bool(finite.all()):
+        return function(*args)
+    columns = A.shape[1] if B is None else B.shape[-1]
+    out = A.new_full((A.shape[0], A.shape[-1], columns), float("nan"))
+    if bool(finite.any()):
+        out[finite] = function(*(a[finite] for a in args))
+    return out
+
+
+def fit_pi(sigma, g, H):
+    """pi_n = lstsq(sigma(H_n g_n), sigma(H_n)), the paper's fit, in the dtype of g and H.
+
+    g: [num_g, h, h], H: [num_g, k, h] with k <= h -> pi [num_g, h, h], with
+    sigma(H_n g_n) @ pi_n = sigma(H_n) whenever sigma(H_n g_n) has full rank (k = h: square).
+    Members whose sigma(H_n g_n) is not finite (overflow at large eps) get pi_n = NaN.
+    """
+    return _nan_where_nonfinite(lambda A, B: torch.linalg.lstsq(A, B).solution, sigma(H @ g), sigma(H))
+
+
+class GroupAction(nn.Module):
+    """Hidden activation sigma wrapped in the nonlinear group action (the paper's GroupActivation).
+
+    In mode 'plain' it is just sigma: [B, h] -> [B, h] (float32, the trained network). In an
+    ensemble mode it returns the hidden activations of num_g moved networks, flattened to
+    [num_g * B, h] (member-major, in the numerics' dtype), so that the next linear layer (the
+    paper's U) maps every member. Each member n computes
+
+        sigma(H @ lower_n) @ upper_n
+
+    with (lower_n, upper_n) depending on the mode (B10):
+      'group'        g_n = expm(eps T_n), pi_n: the nonlinear action, fitted by fit()
+      'g_inverse'    g_n, pinv(g_n): the linear-equivariance formula (exact only for linear sigma)
+      'perm_interp'  q = (I + eps/2 (I + P))/(1 + eps) with a fresh random permutation P, pinv(q)
+      'random'       g_n, I + eps M with fresh M ~ U[0, 1)^{h x h} (not zero-mean, as in the paper)
+      'shuffle'      g_n, pi of another member with its rows permuted (one permutation of the
+                     members and one of the rows; the paper applies two in a row, which is the
+                     same distribution)
+    T_n = randn(h, h) / sqrt(h), drawn in float32 by draw_group() from a seeded generator (so
+    both numerics get the same group elements). The random modes draw fresh matrices on every
+    call, like the paper; pass a generator for reproducible draws.
+
+    Args:
+        hidden: h, the number of hidden units.
+        activation: 'relu_sqr' (Fig. 10) or 'leaky_relu' (Fig. 11), or a callable.
+        num_g, eps, seed: passed to draw_group().
+        fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted
+            (the paper: 1e-4; 0 fits on the exact activations).
+        numerics: 'paper' (float32) or 'exact' (float64) for the action; see the module docstring.
+    """
+
+    def __init__(self, hidden, activation="relu_sqr", num_g=1, eps=1.0, seed=0, fit_noise=FIT_NOISE["paper"],
+                 numerics="paper"):
+        super().__init__()
+        self.hidden = hidden
+        self.activation_name = activation if isinstance(activation, str) else getattr(activation, "__name__", "custom")
+        self.sigma = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+        self.fit_noise = fit_noise
+        self.mode = "plain"
+        self.numerics = check_numerics(numerics)
+        self.draw_group(num_g, eps, seed)
+
+    @property
+    def dtype(self):
+        """The dtype of the action: float32 ('paper') or float64 ('exact')."""
+        return NUMERICS[self.numerics]
+
+    def draw_group(self, num_g, eps, seed=0, numerics=None):
+        """New group elements g = expm(eps T), T [num_g, h, h] ~ N(0, 1/h); forgets any fitted pi.
+
+        numerics: switch to 'paper' or 'exact' (None: keep). T is drawn in float32 either way
+        and g computed from it in the numerics' dtype.
+        """
+        if numerics is not None:
+            self.numerics = check_numerics(numerics)
+        self.num_g, self.eps, self.seed = int(num_g), float(eps), int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        device = self.T.device if hasattr(self, "T") else torch.device("cpu")
+        T = torch.randn(self.num_g, self.hidden, self.hidden, generator=self.generator) / self.hidden ** 0.5
+        self.register_buffer("T", T.to(device))
+        self.register_buffer("g", torch.linalg.matrix_exp(self.eps * self.T.to(self.dtype)))
+        self.register_buffer("pi", None)
+        self.register_buffer("fit_batches", None)
+
+    def set_mode(self, mode):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        if mode in ("group", "shuffle") and self.pi is None:
+            raise RuntimeError(f"mode {mode!r} needs pi: call fit() first")
+        self.mode = mode
+        return self
+
+    def fit(self, H_batches):
+        """Fit pi from one stored batch per group element.  H_batches: [num_g, k, h], k <= h.
+
+        The batches get Gaussian noise of std fit_noise (drawn in float32 from the layer's
+        generator, as the paper does) and pi = fit_pi(sigma, g, noisy batches) in the numerics'
+        dtype. Returns pi [num_g, h, h]; the noisy batches are kept as `fit_batches`.
+        """
+        if H_batches.shape[0] != self.num_g or H_batches.shape[-1] != self.hidden:
+            raise ValueError(f"expected H_batches of shape [{self.num_g}, k, {self.hidden}], got {tuple(H_batches.shape)}")
+        if H_batches.shape[1] > self.hidden:
+            raise ValueError(f"at most h = {self.hidden} samples per group element (got {H_batches.shape[1]})")
+        H = H_batches.to(self.g.device, self.dtype)
+        if self.fit_noise:
+            H = H + self.fit_noise * torch.randn(H.shape, generator=self.generator).to(H.device, H.dtype)
+        pi = fit_pi(self.sigma, self.g, H)
+        self.register_buffer("fit_batches", H)
+        self.register_buffer("pi", pi)
+        return pi
+
+    def member_matrices(self, mode=None, generator=None):
+        """(lower [num_g, h, h], upper [num_g, h, h]) of every member, in the numerics' dtype.
+
+        mode 'plain' gives one member with lower = upper = I (the original network).
+        """
+        mode = self.mode if mode is None else mode
+        generator = self.generator if generator is None else generator
+        num_g, h, device, dtype = self.num_g, self.hidden, self.g.device, self.dtype
+        eye = torch.eye(h, device=device, dtype=dtype).expand(num_g, h, h)
+        if mode == "plain":
+            return eye[:1], eye[:1]
+        if mode == "group":
+            return self.g, self.pi
+        if mode == "g_inverse":
+            return self.g, _nan_where_nonfinite(torch.linalg.pinv, self.g)
+        if mode == "random":
+            M = torch.rand(num_g, h, h, generator=generator).to(device, dtype)
+            return self.g, eye + self.eps * M
+        if mode == "shuffle":
+            members = torch.randperm(num_g, generator=generator).to(device)
+            rows = torch.randperm(h, generator=generator).to(device)
+            return self.g, self.pi[members][:, rows]
+        if mode == "perm_interp":
+            perms = torch.argsort(torch.rand(num_g, h, generator=generator), dim=1).to(device)
+            P = eye[0][perms]  # row-permuted identities, [num_g, h, h]
+            q = (eye + 0.5 * self.eps * (eye + P)) / (1 + self.eps)
+            return q, torch.linalg.pinv(q)
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+
+    def members(self, H, mode=None, generator=None, matrices=None):
+        """Hidden activations of every member.  H: [B, h] -> [num_g, B, h] in the numerics' dtype.
+
+        matrices: (lower, upper) from member_matrices(), to reuse one draw across chunks of data.
+        """
+        lower, upper = self.member_matrices(mode, generator) if matrices is None else matrices
+        return self.sigma(H.to(lower.dtype).unsqueeze(0) @ lower) @ upper
+
+    def forward(self, H):
+        if self.mode == "plain":
+            return self.sigma(H)
+        return self.members(H).flatten(0, 1)
+
+    def extra_repr(self):
+        return (f"hidden={self.hidden}, activation={self.activation_name}, num_g={self.num_g}, "
+                f"eps={self.eps:g}, numerics={self.numerics!r}, mode={self.mode!r}, "
+                f"fitted={self.pi is not None}")

@@ -1,0 +1,220 @@
+"""Per-neuron conserved quantities and per-neuron orbits (beyond the paper).
+
+The symmetry of the elementwise net U sigma(V^T) on whitened input acts on each hidden neuron a by
+its own lambda_a (models.move_along_symmetry), so gradient flow conserves k quantities, one per neuron,
+
+    Q_a = paper_scale * (1/2 |U[:, a]|^2 - sum_j F(V[j, a]))   (zero convention; "paper": minus paper_constant * n),
+
+whose sum over a is models.conserved_Q. The paper uses only the sum. This module computes the Q_a, moves every
+neuron to a chosen Q_a at a fixed function on the training inputs (per-neuron orbits: each neuron is limited only
+by its own most saturated entry), the per-neuron statistics the report tests, the size of Q's terms per neuron, a
+bound on how far gradient descent moves Q, and how much a moved network's output changes off the training inputs.
+Everything goes through the activation table models.ACTIVATIONS: a new activation needs no change here.
+
+Shapes: U [..., m, k], V [..., n, k]; per-neuron arrays [..., k].
+"""
+import math
+
+import numpy as np
+import torch
+
+from models import _check_convention, elementwise_output, get_activation, move_along_symmetry, neuron_limits
+
+OFF_DATA_INPUTS = 20         # random inputs on which moved networks are compared (off_data_gap)
+OFF_DATA_SEED = 2023         # their torch seed
+BISECTION_STEPS = 200        # bisection in log lambda: float64 resolution long before this
+HIGHER_ORDER = 2.0           # gd_drift_bound's allowance for the terms of higher order in lr
+STATISTICS = ("sum", "spread", "min_abs", "edge_distance")  # per-neuron statistics (neuron_statistics)
+# The two per-neuron orbits of a network (orbit_targets), the network itself (1, 0) in the middle of each (the
+# defaults; a script that trains every point may use fewer):
+SPREADS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)  # "spread": each Q_a's distance from their mean times s, the sum fixed
+SHIFTS = (-2.0, -1.0, 0.0, 1.0, 2.0)     # "shift": every Q_a plus c times their std, the shape fixed
+FAMILIES = ("spread", "shift")
+OFF_DATA_NOTE = (f"largest |output - original output| / largest |original output| on {OFF_DATA_INPUTS} random inputs "
+                 f"x ~ N(0, I_n / n) (torch seed {OFF_DATA_SEED}), off the training inputs X = I_n: the symmetry is one "
+                 "of the training loss, exact only on the training inputs")
+SETTINGS = {  # saved with every per-neuron figure, with its spread_factors and shifts
+    "move": "each neuron a by its own lambda_a: U[:, a] / lambda_a, V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])), "
+            "lambda_a found by bisection so that Q_a reaches its target (lambdas_for)",
+    "orbits": "[S, 2, P]: orbit 0 'spread' (target Q_a = mean + s (Q_a - mean), s in spread_factors: sum fixed), "
+              "orbit 1 'shift' (target Q_a + c std(Q_a), c in shifts: spread fixed); the middle point is the network",
+    "Q_neurons": "Q_a = paper_scale (1/2 |U[:, a]|^2 - sum_j F(V[j, a])), F from 0 (zero convention; the paper's is "
+                 "lower by paper_constant * n per neuron), before and after training",
+    "statistics": "sum_zero/sum_paper: sum of Q_a; spread: std over neurons; min_abs_zero/min_abs_paper: min |Q_a|; "
+                  "edge_distance: min over entries of 1 - sigma(v)/edge (neuron_statistics)",
+    "training_gap": "as off_data_gap, on the training inputs (X = I): the construction keeps it ~1e-16",
+}
+
+
+def neuron_Q(U, V, activation, convention="zero"):
+    """Q_a per hidden neuron.  U: [..., m, k], V: [..., n, k] -> [..., k]; sums to models.conserved_Q."""
+    _check_convention(convention)
+    act = get_activation(activation)
+    Q = act.paper_scale * (0.5 * U.square().sum(dim=-2) - act.F(V).sum(dim=-2))
+    if convention == "paper" and act.paper_constant:
+        Q = Q - act.paper_constant * V.shape[-2]
+    return Q
+
+
+def neuron_terms(U, V, activation):
+    """The size of each neuron's two terms, paper_scale * (1/2 |U[:, a]|^2 + sum_j |F(V[j, a])|) -> [..., k]: never
+    below |Q_a| (zero convention), and its entries do not cancel (models.q_normaliser is its sum)."""
+    act = get_activation(activation)
+    return act.paper_scale * (0.5 * U.square().sum(dim=-2) + act.F(V).abs().sum(dim=-2))
+
+
+def edge_distance(V, activation):
+    """How far each neuron's most saturated entry is from the edge of sigma's range, 1 - sigma(v) / edge over the
+    edge that the symmetry moves it towards (1 - 1/lambda_max: 1 where the range has no edge there).
+    V: [..., n, k] -> [..., k], in (0, 1]."""
+    act = get_activation(activation)
+    hidden, (low, high) = act.sigma(V), act.sigma_range
+    room = torch.ones_like(hidden)
+    if high < math.inf:
+        room = torch.where(hidden > 0, 1 - hidden / high, room)
+    if low > -math.inf:
+        room = torch.where(hidden < 0, 1 - hidden / low, room)
+    return room.amin(dim=-2)
+
+
+def neuron_statistics(U, V, activation, convention="zero"):
+    """The statistics a per-neuron claim tests, {name: [...]} for U [..., m, k], V [..., n, k]:
+    sum: sum_a Q_a (= conserved_Q); spread: the std of the Q_a over neurons (free of the convention: the constant
+    shifts every Q_a alike); min_abs: min_a |Q_a| (depends on the convention); edge_distance: the most saturated
+    neuron's distance from the edge of sigma's range (free of it)."""
+    Q = neuron_Q(U, V, activation, convention)
+    return {"sum": Q.sum(dim=-1), "spread": Q.std(dim=-1, unbiased=False), "min_abs": Q.abs().amin(dim=-1),
+            "edge_distance": edge_distance(V, activation).amin(dim=-1)}
+
+
+def lambdas_for(U, V, activation, targets):
+    """Per neuron, the lambda_a that moves neuron a to Q_a = targets[..., a] (zero convention) at a fixed function.
+
+    Q_a(lambda) is strictly decreasing on (0, lambda_max_a) (both of its terms are), from +inf where U[:, a] != 0
+    to -inf where sigma's range ends or is unbounded, so every target is reached; found by bisection in log lambda
+    in float64. U: [..., m, k], V: [..., n, k], targets: [..., k] -> lambdas [..., k] (float64)."""
+    U, V, targets = U.double(), V.double(), torch.as_tensor(targets, dtype=torch.float64)
+    shape = torch.broadcast_shapes(targets.shape, U.shape[:-2] + U.shape[-1:])
+    U, V = U.expand(*shape[:-1], *U.shape[-2:]), V.expand(*shape[:-1], *V.shape[-2:])
+    top = neuron_limits(V, activation).clamp(max=1e6).log()
+    low, high = torch.full(shape, -math.log(1e6), dtype=torch.float64), top.expand(shape).clone()
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        U_, V_ = move_along_symmetry(U, V, activation, middle.exp().clamp(max=torch.finfo(torch.float64).max))
+        above = neuron_Q(U_, V_, activation) > targets  # lambda too small: Q_a falls as lambda grows
+        low, high = torch.where(above, middle, low), torch.where(above, high, middle)
+    return ((low + high) / 2).exp()
+
+
+def orbit_targets(Q, spreads, shifts):
+    """Per-neuron targets of the two per-neuron orbits of each network, [..., len(spreads) + len(shifts), k]:
+    "spread" points scale each Q_a's distance from the mean by s (the sum, and so the paper's Q, stays fixed);
+    "shift" points add c times the std of the Q_a to every Q_a (the distribution's shape stays, its sum moves).
+    Q: [..., k] (zero convention)."""
+    mean, std = Q.mean(dim=-1, keepdim=True), Q.std(dim=-1, unbiased=False, keepdim=True)
+    spread = [mean + s * (Q - mean) for s in spreads]
+    shift = [Q + c * std for c in shifts]
+    return torch.stack(spread + shift, dim=-2)
+
+
+def moved_points(spreads=SPREADS, shifts=SHIFTS):
+    """(spreads, shifts) of the orbit points other than the network itself (s = 1, c = 0)."""
+    return [s for s in spreads if s != 1], [c for c in shifts if c != 0]
+
+
+def per_neuron_orbits(U, V, activation, spreads=SPREADS, shifts=SHIFTS):
+    """Move each network to the points of its two per-neuron orbits other than itself (moved_points), each neuron
+    by its own lambda, at a fixed function on the training inputs. U: [..., m, k], V: [..., n, k] ->
+    (U', V', lambdas) with a new axis of P = len(spreads) + len(shifts) - 2 points before the matrix axes:
+    [..., P, m, k], [..., P, n, k], [..., P, k]; float64."""
+    U, V = U.double(), V.double()
+    targets = orbit_targets(neuron_Q(U, V, activation), *moved_points(spreads, shifts))
+    lambdas = lambdas_for(U.unsqueeze(-3), V.unsqueeze(-3), activation, targets)
+    moved_U, moved_V = move_along_symmetry(U.unsqueeze(-3), V.unsqueeze(-3), activation, lambdas)
+    return moved_U, moved_V, lambdas
+
+
+def off_data_inputs(n, count=OFF_DATA_INPUTS, seed=OFF_DATA_SEED):
+    """Random inputs from the data distribution, [n, count] float64: x ~ N(0, I_n / n), so E|x|^2 = 1, the norm of
+    every training input (the columns of X = I_n)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, count, generator=generator, dtype=torch.float64) / math.sqrt(n)
+
+
+def off_data_gap(U, V, activation, reference_U, reference_V, inputs):
+    """Largest relative gap between the outputs of (U, V) and of the reference network on inputs X [n, count]:
+    max |U sigma(V^T X) - U_ref sigma(V_ref^T X)| / max |U_ref sigma(V_ref^T X)|. On the training inputs (X = I) a
+    symmetry-moved network has gap ~1e-16; off them it need not. U: [..., m, k], V: [..., n, k] -> [...]."""
+    sigma = get_activation(activation).sigma
+    out = U @ sigma(V.transpose(-1, -2) @ inputs)
+    ref = reference_U @ sigma(reference_V.transpose(-1, -2) @ inputs)
+    return (out - ref).abs().amax(dim=(-1, -2)) / ref.abs().amax(dim=(-1, -2)).clamp_min(1e-300)
+
+
+def training_gap(U, V, activation, reference_U, reference_V):
+    """off_data_gap on the training inputs themselves (X = I): what the construction keeps fixed. -> [...]."""
+    out, ref = elementwise_output(U, V, activation), elementwise_output(reference_U, reference_V, activation)
+    return (out - ref).abs().amax(dim=(-1, -2)) / ref.abs().amax(dim=(-1, -2)).clamp_min(1e-300)
+
+
+def curvature_of_Q(V, activation):
+    """max(1, max |F''(V)|) over the entries: bounds the second-order change of Q (in units of paper_scale) in one
+    gradient-descent step (Q's Hessian is paper_scale * diag(1 on U, -F''(V) on V)). V: [..., n, k] -> [...].
+    F'' by automatic differentiation of the table's F."""
+    act = get_activation(activation)
+    x = V.detach().double().clone().requires_grad_()
+    (first,) = torch.autograd.grad(act.F(x).sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), x)
+    return second.abs().flatten(-2).amax(dim=-1).clamp_min(1.0)
+
+
+def gd_drift_bound(activation, lr, loss_decrease, curvature):
+    """A bound on |Q_T - Q_0| after gradient descent on a loss L at step size lr: each step changes Q by exactly
+    lr^2/2 g^T H_Q g at some point of the step (its first-order term vanishes: Q is conserved by the flow), so the
+    total is at most paper_scale * lr/2 * curvature * sum_t lr |g_t|^2, and sum_t lr |g_t|^2 = L_0 - L_T to first
+    order in lr; HIGHER_ORDER allows for the rest (and for curvature, taken at the ends, being larger between them).
+    Returns HIGHER_ORDER * paper_scale * lr/2 * curvature * (L_0 - L_T) in Q's units; arrays broadcast."""
+    return HIGHER_ORDER * get_activation(activation).paper_scale * lr / 2 * curvature * loss_decrease
+
+
+def with_original(moved, original, axis, spreads=SPREADS):
+    """Per-point numbers of per_neuron_orbits and the network's own -> the two orbits (FAMILIES), the network itself
+    in the middle of each. moved: numpy array with the P moved points on `axis` (a non-negative index), the spread
+    orbit's first; original: the same without that axis. Returns the array with that axis replaced by two:
+    [2, P / 2 + 1] (orbit, point)."""
+    moved, original = np.moveaxis(np.asarray(moved), axis, -1), np.asarray(original)[..., None]
+    cut = len(spreads) - 1
+    spread, shift = moved[..., :cut], moved[..., cut:]
+    rows = [np.concatenate([part[..., :part.shape[-1] // 2], original,
+                            part[..., part.shape[-1] // 2:]], axis=-1) for part in (spread, shift)]
+    return np.moveaxis(np.stack(rows, axis=-2), (-2, -1), (axis, axis + 1))
+
+
+PLOTTED = (("sum_zero", "sum of $Q_a$ (= Q, from 0)", "symlog"), ("spread", "spread (std) of $Q_a$", "log"),
+           ("edge_distance", "most saturated neuron: distance from the edge", "linear"))
+
+
+def plot_orbits(data, value_key, value_label, mark=None):
+    """The per-neuron figure: value_key [S, 2, 5] against three statistics (PLOTTED), one panel each; the spread
+    orbit (sum fixed) in C0, the shift orbit (spread fixed) in C1; seed 0 bold, other seeds thin. mark: an optional
+    [S, 2, 5] bool of points to draw with an x (e.g. runs that never reached the loss, drawn at the budget)."""
+    import matplotlib.pyplot as plt
+    values = np.asarray(data[value_key], dtype=float)
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(13, 4), sharey=True)
+    for ax, (key, label, scale) in zip(axes, PLOTTED):
+        x = np.asarray(data[key], dtype=float)
+        for s in range(len(values)):
+            for f, family in enumerate(FAMILIES):
+                ax.plot(x[s, f], values[s, f], "o-" if s == 0 else "-", color=f"C{f}", linewidth=2 if s == 0 else 0.7,
+                        alpha=1 if s == 0 else 0.4, markersize=4,
+                        label=(f"{family} orbit ({'sum' if family == 'spread' else 'spread'} fixed), seed 0"
+                               if s == 0 else None))
+                if mark is not None and np.asarray(mark)[s, f].any():
+                    ax.plot(x[s, f][mark[s, f]], values[s, f][mark[s, f]], "x", color="C3", markersize=8)
+        ax.set_xscale(scale, **({"linthresh": 1} if scale == "symlog" else {}))
+        ax.set_xlabel(label, fontsize=11)
+    axes[0].set_ylabel(value_label, fontsize=11)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,354 @@
+"""The claims of Fig. 10 (ensemble_CIFAR.ipynb): ensembles built from the nonlinear, data-dependent group action,
+and the experiment beyond the paper on whether the action generalises. Each claim with its measurement, its rule and
+its table; the notebook's settings are read from the saved files.
+
+A Fig. 10 cell (num_g, eps) "is a symmetry" if its symmetry error, the largest relative gap between a moved
+network's logits and the original's on the images its pi was fitted on (for the pi the ensemble uses), is at most
+the tolerance. A claim about symmetry-moved networks is tested only where they are symmetries; the exact numerics
+decide it (exact_decides). Fig. 11 uses exact_decides and rule_same_predictions too.
+"""
+import math
+
+import numpy as np
+
+from gfs.cifar import dataset
+from gfs import paper_numbers as paper
+from gfs.cifar.ensembles import AGREEMENT_THRESHOLD
+from gfs.report.verdict_rules import Claim, Files, Section, notebook_command, require
+from gfs.report.verdict_rules import describe_cifar_source, spread, table
+from gfs.cifar.symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE  # the saved ensembles (panel order); the notebooks' mark
+from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
+
+EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
+FIG10_MARGIN = 0.02       # accuracy differences within it are ties
+EPS_CHECKED = (1.0, 10.0)  # the large eps at which the paper compares the group ensemble with the baselines
+# The CIFAR files: cifar_files names them; '*' matches the settings a quick run writes into the names (g5 for g200).
+NUMERICS_SUFFIXES, NUMERICS_NAMES = tuple(dataset.NUMERICS_SUFFIX.values()), ("paper numerics", EXACT)
+NOTEBOOK = dataset.NOTEBOOKS["Fig. 10"]
+FIG10 = Files(dataset.fig10("paper") + "{}", NUMERICS_SUFFIXES, notebook_command(NOTEBOOK), "numerics",
+              notebook=NOTEBOOK, names=NUMERICS_NAMES)
+FIT_SIZE = Files(dataset.FIT_SIZE, ("",), notebook_command(NOTEBOOK), notebook=NOTEBOOK)
+AT_LARGE_EPS = " and ".join(f"{e:g}" for e in EPS_CHECKED)
+
+
+def exact_decides(verdicts):
+    """Over the numerics: the exact numerics (float64 action, no fit noise) decide, because the claim needs moved
+    networks that are symmetries and the paper's float32 action with fit noise is not one at large eps; the paper
+    numerics' verdict is shown beside it.
+
+    verdicts: {unit label: verdict}."""
+    return verdicts.get(EXACT, NOT_REPRODUCED)
+
+
+def eps_set(eps, rows):
+    """'eps in {0.1, 1}': the eps of the rows where rows [E] is True."""
+    return "eps in {" + (", ".join(f"{e:g}" for e in sorted(float(x) for x, r in zip(eps, rows) if r)) or "none") + "}"
+
+
+def rows_all_within(values, bound):
+    """[E] bool: the rows of values [E, G] whose every cell has |cell| <= bound (a NaN cell has not)."""
+    return np.all(np.abs(np.nan_to_num(np.asarray(values, dtype=float), nan=np.inf)) <= bound, axis=1)
+
+
+def rows_within(eps, diff, margin=FIG10_MARGIN):
+    """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
+    return eps_set(eps, rows_all_within(diff, margin))
+
+
+def symmetric_rows(symmetric, rows):
+    """[E] bool: the rows whose every cell is a symmetry. symmetric: [E, G] bool, or None (not measured, as in the
+    paper's notebook: every row counts)."""
+    return np.ones(rows, bool) if symmetric is None else np.all(np.asarray(symmetric, dtype=bool), axis=1)
+
+
+def checked_rows(eps, eps_checked, symmetric):
+    """(indices of the rows at the checked eps whose every cell is a symmetry, the checked eps whose rows are not)."""
+    rows = symmetric_rows(symmetric, len(eps))
+    present = [i for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in eps_checked)]
+    return [i for i in present if rows[i]], [float(eps[i]) for i in present if not rows[i]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements and rules
+
+def fig10_seeds(f):
+    """A Fig. 10 file per seed: eps [E]; error [E, G], the symmetry error of the pi the ensemble uses (with the fit
+    noise of its numerics); symmetric [E, G], error at most the saved tolerance; original, the original's accuracy;
+    and each mode's vote accuracy [E, G] under its name."""
+    tolerance = f.symmetry_tolerance()
+    return [dict(eps=f["eps"], error=f["symmetry_error_fitted"][s], tolerance=tolerance,
+                 symmetric=f["symmetry_error_fitted"][s] <= tolerance, original=float(f["original_acc"][s]),
+                 **{m: f[f"vote_acc_{m}"][s] for m in ENSEMBLE_MODES}) for s in range(len(f["seeds"]))]
+
+
+def rule_symmetries(eps, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
+    """Every (num_g, eps) cell is a symmetry on the images pi was fitted on: its symmetry error (the largest relative
+    gap between a moved network's logits and the original's there, for the pi the ensemble uses) is at most
+    {tolerance:g}. Every row: reproduced; some rows: partly; none: not reproduced.
+
+    eps: [E]; symmetry_error: [E, G] (inf or NaN: a member overflowed)."""
+    error = np.nan_to_num(np.asarray(symmetry_error, dtype=float), nan=np.inf)
+    rows = rows_all_within(error, tolerance)
+    largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(eps, error.max(axis=1)))
+    return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
+                  f"symmetries at {eps_set(eps, rows)}, not at {eps_set(eps, ~rows)}; largest error per row: {largest}",
+                  f"symmetries at {eps_set(eps, rows)}", max((float(e) for e, r in zip(eps, rows) if r),
+                                                               default=math.nan), "largest eps that is a symmetry")
+
+
+def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10_MARGIN, small_eps=0.1,
+                         smaller_eps=0.01):
+    """In every row with eps <= {small_eps:g}, every cell is a symmetry and |group - original| <= {margin} (majority
+    vote, every num_g): reproduced; only in the rows with eps <= {smaller_eps:g}: partly; otherwise not reproduced. A cell that is not a
+    symmetry fails: it cannot support a claim about symmetry-moved networks.
+
+    eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool (None: not
+    measured)."""
+    eps, diff = np.asarray(eps, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
+    within = rows_all_within(diff, margin)
+    symmetries = symmetric_rows(symmetric, len(eps))
+    ok, small = within & symmetries, eps <= small_eps + 1e-12
+    verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
+               if (eps <= smaller_eps + 1e-12).any() and ok[eps <= smaller_eps + 1e-12].all() else NOT_REPRODUCED)
+    finite = np.isfinite(diff)  # an overflowing cell is NaN
+    largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
+    rows = ", ".join(f"eps {e:g}: max |diff| {fmt(d)}" for e, d in sorted(zip(eps, largest), key=lambda t: -t[0]))
+    text = (f"rows within {margin}: {eps_set(eps, within)}"
+            + f"; not symmetries: {eps_set(eps, ~symmetries)}" * bool((~symmetries).any()) + f"; {rows}")
+    deciding = largest[small & np.isfinite(largest)]
+    return Result(verdict, text, f"within the margin and symmetries for {eps_set(eps, ok)}",
+                  float(deciding.max()) if deciding.size else None, f"largest |group - original| at eps <= {small_eps:g}")
+
+
+def rule_group_beats_baselines(eps, group, baselines, symmetric=None, margin=FIG10_MARGIN, eps_checked=EPS_CHECKED):
+    """At each eps in {eps_checked}, group's vote accuracy averaged over num_g exceeds each baseline's by more than
+    {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced. A row with a
+    cell that is not a symmetry cannot be tested: its pairs count as not beating.
+
+    eps: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool (None: not
+    measured)."""
+    rows, broken = checked_rows(eps, eps_checked, symmetric)
+    group = np.asarray(group, dtype=float)
+    pairs = {(float(eps[i]), name): group[i] - np.asarray(values, dtype=float)[i]
+             for name, values in baselines.items() for i in rows}
+    beats = [bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5) for d in pairs.values()]
+    parts = [f"eps {e:g} vs {name}: {np.nanmean(d):+.3f}" for (e, name), d in pairs.items()]
+    text = [f"{p} ({'beats' if b else 'does not beat'})" for p, b in zip(parts, beats)]
+    text += [f"eps {e:g}: not a symmetry, cannot be tested" for e in broken]
+    return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats] + [NOT_REPRODUCED] * len(broken)),
+                  "; ".join(text) or "the grid has none of the checked eps", "; ".join(parts) or "not testable",
+                  min((float(np.nanmean(d)) for d in pairs.values()), default=None), "smallest lead over a baseline")
+
+
+def rule_group_vs_perm_interp(eps, group, perm_interp, symmetric=None, margin=FIG10_MARGIN,
+                              eps_checked=EPS_CHECKED):
+    """At each eps in {eps_checked}, the group ensemble is ahead of the interpolated permutation: its vote accuracy
+    averaged over num_g is higher by more than {margin} (within {margin}: a tie). Ahead at both: reproduced; at one:
+    partly; at neither: not reproduced. A row with a cell that is not a symmetry cannot be tested (not ahead).
+
+    eps: [E]; group, perm_interp: [E, G] vote accuracies; symmetric: [E, G] bool (None: not measured)."""
+    rows, broken = checked_rows(eps, eps_checked, symmetric)
+    diffs = {float(eps[i]): np.asarray(group, float)[i] - np.asarray(perm_interp, float)[i] for i in rows}
+    means = [float(np.nanmean(d)) for d in diffs.values()]
+    parts = [f"eps {e:g}: {m:+.3f}" for e, m in zip(diffs, means)]
+    text = [f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group higher in "
+            f"{int(np.sum(d > 0))} of {d.size} cells)" for p, m, d in zip(parts, means, diffs.values())]
+    text += [f"eps {e:g}: not a symmetry, cannot be tested" for e in broken]
+    verdicts = [REPRODUCED if m > margin else NOT_REPRODUCED for m in means] + [NOT_REPRODUCED] * len(broken)
+    return Result(combine(verdicts),
+                  f"group - perm_interp: {'; '.join(text) or 'the grid has none of the checked eps'}",
+                  ", ".join(parts) or "not testable", min(means, default=None), "group - perm_interp (smaller row)")
+
+
+def fig10_agreement(f):
+    require(f, "heldout_agreement")
+    return PerSeed(dict(eps=f["eps"], agreement=f["heldout_agreement"][s]) for s in range(len(f["seeds"])))
+
+
+def rule_same_predictions(eps, agreement, threshold=AGREEMENT_THRESHOLD):
+    """On held-out images (the evaluation images, never used for pi) every member makes the original's prediction:
+    in every cell of a row the members agree with the original on at least {threshold:g} of the images (mean over
+    the cell's members). Every row: reproduced; some rows: partly; none: not reproduced. This is what would make
+    an ensemble of moved networks an ensemble of one function.
+
+    eps: [E]; agreement: [E, G] the members' mean agreement per cell."""
+    agreement = np.asarray(agreement, dtype=float)
+    rows = rows_all_within(1 - agreement, 1 - threshold)
+    lowest = ", ".join(f"eps {e:g}: {x:.3f}" for e, x in zip(eps, np.nanmin(agreement, axis=1)))
+    return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
+                  f"same predictions at {eps_set(eps, rows)}; lowest agreement per row: {lowest}",
+                  f"same predictions at {eps_set(eps, rows)}", float(np.nanmin(agreement)), "lowest agreement")
+
+
+def fit_size_seeds(f):
+    return PerSeed(dict(scales=f["scales"], sizes=f["sizes"], agreement=f["heldout_agreement"][s])
+                   for s in range(len(f["seeds"])))
+
+
+def rule_action_generalises(scales, sizes, agreement, threshold=AGREEMENT_THRESHOLD):
+    """Fitted on more images than hidden units (least squares), the action generalises: at every group scale, with
+    the most images per group element, the members agree with the original on at least {threshold:g} of the
+    held-out images. Every scale: reproduced; some: partly; none: not reproduced.
+
+    scales: [E]; sizes: [K] images per group element; agreement: [E, K] the members' mean agreement."""
+    agreement = np.asarray(agreement, dtype=float)
+    ok = agreement[:, -1] >= threshold
+    parts = [f"scale {s:g}: " + ", ".join(f"{int(k)}: {a:.3f}" for k, a in zip(sizes, row))
+             for s, row in zip(scales, agreement)]
+    return Result(REPRODUCED if ok.all() else PARTLY if ok.any() else NOT_REPRODUCED,
+                  f"agreement per images per element, {'; '.join(parts)}",
+                  f"generalises at scale {', '.join(f'{s:g}' for s in np.asarray(scales)[ok]) or 'none'}",
+                  float(agreement[:, -1].min()), f"lowest agreement at {int(sizes[-1])} images")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+def fig10_tables(figures):
+    """Per numerics ({name: Figure}): per eps, the symmetry error, the seeds in which the row is a symmetry, and each
+    ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over seeds)."""
+    lines, group = [], {}
+    for numerics, f in figures.items():
+        eps, original = f["eps"], f["original_acc"]
+        tolerance = f.symmetry_tolerance()
+        error, noise_free = f["symmetry_error_fitted"], f["symmetry_error"]  # [S, E, G]
+        symmetric = np.all(error <= tolerance, axis=2)  # [S, E]
+        moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in ENSEMBLE_MODES}  # [S, E, G]
+        diff = {m: moved[m].mean(axis=2) for m in ENSEMBLE_MODES}  # [S, E]
+        flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(eps), 1), bool))).any(axis=(0, 2))
+                for m in ENSEMBLE_MODES}  # [E]
+        group[numerics] = f["vote_acc_group"].mean(axis=2)
+        ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in eps}
+        rows = [[f"{e:g}", fmt(error[:, i].max()) + (f" ({fmt(noise_free[:, i].max())})"
+                                                      if not np.allclose(error[:, i], noise_free[:, i]) else ""),
+                 f"{int(symmetric[:, i].sum())} of {len(original)}"]
+                + [spread(diff[m][:, i]) + "*" * bool(flag[m][i]) for m in ENSEMBLE_MODES]
+                + [f"{np.mean(ref[e]):+.3f} [{min(ref[e]):+.3f}, {max(ref[e]):+.3f}]" if ref[e] else
+                   "within ±0.003" if e <= 0.01 else "-"] for i, e in enumerate(eps)]
+        settings = f.settings
+        lines += [f"**{numerics}** ({settings.get('action_dtype', '?')} group action, fit noise "
+                  f"{settings.get('fit_noise', '?')}; {len(original)} seeds, one trained model each, original accuracy "
+                  f"{spread(original, '{:.3f}')}; num_g = {', '.join(str(int(g)) for g in f['num_g'])}). Symmetry "
+                  "error: largest over seeds and num_g, for the pi the ensembles use (in brackets the noise-free "
+                  f"fit's, where different); symmetric: seeds in which every cell of the row is at most {tolerance:g}. Ensembles: "
+                  "vote accuracy - original, mean over num_g, mean ± std over seeds; * = a cell with overflowing "
+                  "(non-finite) members.", ""]
+        lines += table(["eps", "symmetry error", "symmetric", *ENSEMBLE_MODES, "paper's code [C] group"], rows)
+        kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
+        if kept.any():
+            losses = -diff["group"][:, kept]
+            lines += [f"Every cell at {eps_set(eps, kept)} is a symmetry on its fitting images in every seed, yet the "
+                      f"group ensemble loses {fmt(losses.min())} to {fmt(losses.max())} "
+                      f"there on the evaluation images: pi(g, H) is fitted to {f.setting('hidden')} images per member, "
+                      "and a symmetry on "
+                      "them is not one on other images.", ""]
+        lines += [f"Rows within {FIG10_MARGIN} of the original in every cell (seed mean), for context: "
+                  + ", ".join(f"{m} {rows_within(eps, moved[m].mean(axis=0))}" for m in ENSEMBLE_MODES) + " (staying close at small eps is not specific to the group "
+                  "action).", ""]
+    if len(group) == 2:
+        (_, paper_numerics), (_, exact) = group.items()
+        change = exact - paper_numerics  # the same models and group elements: paired
+        lines += ["Group ensemble, exact minus paper numerics (the same models and group elements; mean over num_g, "
+                  "mean ± std over seeds): " + ", ".join(f"eps {e:g}: {spread(change[:, i])}"
+                                                        for i, e in enumerate(next(iter(figures.values()))["eps"]))
+                  + ".", ""]
+    for f in list(figures.values())[:1]:
+        data = f.settings.get("data", {})
+        lines += ["The saved figures hatch, and the report judges, the cells that are no symmetry for the pi the "
+                  "ensembles use, which in the paper numerics carries the paper's fit noise.", "", paper.FIG10_NOTE, "",
+                  describe_cifar_source(data.get("source", "?"), data.get("folder", "?"))
+                  + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
+    return lines
+
+
+def fig10_agreement_tables(figures):
+    """Per numerics: per eps, the members' held-out agreement (mean over num_g; the lowest cell), the median relative
+    logit gap and the saturated fraction, mean over seeds."""
+    lines = []
+    for numerics, f in figures.items():
+        if "heldout_agreement" not in f.data:
+            lines += [f"*Held-out agreement, {numerics}:* not run (the saved grid predates it).", ""]
+            continue
+        rows = [[f"{e:g}", spread(f["heldout_agreement"][:, i].mean(axis=1), "{:.3f}"),
+                 f"{f['heldout_agreement'][:, i].min():.3f}", fmt(np.median(f["heldout_gap_p50"][:, i])),
+                 f"{fmt(np.median(f['heldout_gap_p10'][:, i]))} to {fmt(np.median(f['heldout_gap_p90'][:, i]))}",
+                 f"{f['heldout_saturated'][:, i].mean():.3f}", fmt(f["symmetry_error_fitted"][:, i].max())]
+                for i, e in enumerate(f["eps"])]
+        lines += [f"**Held-out agreement, {numerics}**: each member against the original on the evaluation images "
+                  "(never used for pi); mean over num_g and seeds. Relative logit gap per member-image pair "
+                  "max|z_member - z_original| / max|z_original|: median, and 10th to 90th percentile (medians over "
+                  "cells); saturated: pairs whose largest softmax probability rounds to 1. Beside it the symmetry error "
+                  "on the fitting images (largest).", ""]
+        lines += table(["eps", "agreement", "lowest cell", "median gap", "gap p10 to p90", "saturated",
+                        "error on fitting images"], rows)
+    return lines
+
+
+def fit_size_tables(figures):
+    lines = []
+    for f in figures.values():
+        original = f["original_acc"]
+        rows = [[f"{s:g}", str(int(k)), spread(f["heldout_agreement"][:, i, j], "{:.3f}"),
+                 spread(f["mean_acc"][:, i, j] - original), fmt(np.median(f["heldout_gap_p50"][:, i, j])),
+                 f"{f['heldout_saturated'][:, i, j].mean():.3f}", fmt(f["fit_error"][:, i, j].max())]
+                for i, s in enumerate(f["scales"]) for j, k in enumerate(f["sizes"])]
+        lines += [f"**Fit-size experiment** ({int(f['members'])} group elements, exact numerics, no fit noise; "
+                  f"{len(f['seeds'])} seeds; original accuracy {spread(original, '{:.3f}')}): pi fitted on k images "
+                  "per group element (k above the hidden width: least squares), measured on the held-out evaluation "
+                  "images; mean ± "
+                  "std over seeds.", ""]
+        lines += table(["scale", "images per element", "agreement", "ensemble - original (mean prob.)", "median gap",
+                        "saturated", "error on fitting images"], rows)
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# The claims
+
+SECTIONS = (
+    Section("Fig. 10: ensembles from the nonlinear group action (CIFAR-10)", (
+        Claim("Fig. 10", "group-moved networks are symmetries on their fitting images",
+              "The premise of the ensembles: moving the trained network along the nonlinear, data-dependent group "
+              "action, (U, V) -> (U pi(g, H), g V), gives networks that compute the original's function on the images "
+              "H that pi was fitted on, in both numerics (paper: float32 with the paper's fit noise; exact: float64, "
+              "no noise). pi is h x h and fitted on h images (h the hidden width), so it can match them exactly: this "
+              "premise tests the numerics, and the accuracy on other images (the claims below) tests whether the "
+              "moved networks keep the function.", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
+              rule_symmetries),
+        Claim("Fig. 10", "moved networks make the original's predictions on unseen images",
+              "The second half of the premise, what would make the ensembles ensembles of one function: on held-out "
+              "images (the evaluation images, which pi never saw) each moved network predicts the original's class. "
+              "The symmetry error above measures the fitting images only; with h images for h x h unknowns pi "
+              "interpolates them and is unconstrained elsewhere.", FIG10, fig10_agreement, rule_same_predictions,
+              over=exact_decides),
+        Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
+              "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
+              "copies are exact symmetries.", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], group_minus_original=c["group"] - c["original"], symmetric=c["symmetric"])
+                  for c in fig10_seeds(f)), rule_ensemble_margin,
+              paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["group"]),
+                                      group_minus_original=list(paper.FIG10_ROWS["group"].values()))},
+              over=exact_decides),
+        Claim("Fig. 10", f"group beats g^-1, random, shuffle at eps = {AT_LARGE_EPS}",
+              f"At large eps ({AT_LARGE_EPS}) the group ensemble loses less accuracy than the baselines g^-1, random "
+              "and shuffle.", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], group=c["group"], baselines={m: c[m] for m in ("g_inverse", "random", "shuffle")},
+                       symmetric=c["symmetric"]) for c in fig10_seeds(f)), rule_group_beats_baselines,
+              over=exact_decides),
+        Claim("Fig. 10", f"group beats the interpolated permutation at eps = {AT_LARGE_EPS}",
+              f"At large eps ({AT_LARGE_EPS}) the group ensemble also beats the interpolated permutation, the "
+              "baseline that, like the group action, keeps the function at small eps (g^-1, random and shuffle "
+              "destroy it by construction).", FIG10, lambda f: PerSeed(
+                  dict(eps=c["eps"], group=c["group"], perm_interp=c["perm_interp"], symmetric=c["symmetric"])
+                  for c in fig10_seeds(f)), rule_group_vs_perm_interp,
+              paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["perm_interp"]), **{
+                  m: [paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]] for m in ("group", "perm_interp")
+              })}, over=exact_decides),
+        Claim("Fig. 10", "beyond the paper: fitted on more images, the action generalises",
+              "Not in the paper: fitting pi by least squares on more images per group element than hidden units (the "
+              "notebook's FIT_SIZES images per element at its group scales FIT_SIZE_SCALES; exact numerics) makes the "
+              "moved networks keep the original's predictions on held-out images.", FIT_SIZE, fit_size_seeds,
+              rule_action_generalises),
+    ), lambda get: fig10_tables(get(FIG10)) + fig10_agreement_tables(get(FIG10)) + fit_size_tables(get(FIT_SIZE))),
+)

@@ -1,0 +1,129 @@
+"""The claims of Fig. 9 (Q_hessian_eigenvalues.py): the Hessian at a minimum against Q, and the experiments beyond
+the paper along the valley of minima (same function, per-neuron orbits). Each claim with its measurement, its rule
+and its table; the trend and check rules are shared (toy_rules.py); the sizes and init scales are read from the
+script.
+"""
+import numpy as np
+
+from gfs import paper_numbers as paper
+import Q_hessian_eigenvalues as script
+from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
+from gfs.report.verdict_rules import col, legend_Qs, orbit_column, paper_column, run_table
+from gfs.report.toy_rules import (AT_MINIMUM, PER_NEURON_NOTE, at_minimum, per_neuron_stats, per_neuron_table, q_key,
+                       rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend)
+from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
+
+FIG9 = Files(script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+SAME_FUNCTION_9 = Files(script.figure_name("{}", "same_function"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+PER_NEURON_9 = Files(script.figure_name("{}", "per_neuron"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+OFF_DATA = {"Fig. 9 same function": SAME_FUNCTION_9, "Fig. 9 per-neuron": PER_NEURON_9}  # the checks section's table
+RANK, WEIGHTS = script.M * script.N, (script.M + script.N) * script.HIDDEN  # the rank bound m n, the Hessian's size
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements and rules
+
+def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minimum=AT_MINIMUM):
+    """Every run at a global minimum (squared loss < {loss_at_minimum}) has exactly m*n nonzero Hessian eigenvalues
+    (above the script's threshold; at zero loss the Hessian is 2 J^T J, of rank at most m n). No wrong count: passes
+    (reproduced; a run not at a minimum is not checked, the text says how many were); a wrong count: fails.
+
+    nonzero_counts, final_losses: [R] per run; expected_rank: m*n."""
+    counts, at_min = np.asarray(nonzero_counts), np.asarray(final_losses, dtype=float) < loss_at_minimum
+    wrong = any(c != expected_rank for c, a in zip(counts, at_min) if a)
+    text = (f"{int(at_min.sum())} of {len(counts)} runs at a global minimum (squared loss < {fmt(loss_at_minimum)}); "
+            f"nonzero counts {', '.join(str(int(c)) for c in counts)} (expected {expected_rank})")
+    return Result(NOT_REPRODUCED if wrong else REPRODUCED, text,
+                  ", ".join(sorted({str(int(c)) for c in counts})))
+
+
+def fig9_trend(f, convention):
+    """Fig. 9: each seed's four init scales are a series; the largest eigenvalue [S, R] against |Q0|."""
+    largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
+    return dict(x=np.abs(f[q_key("Q0_zero", convention)]), values=largest, direction=1, reference=largest,
+                what="largest eigenvalue")
+
+
+def same_function9_trend(f, convention):
+    """Fig. 9 same function: each minimum's orbit is a series [S, R, L]; the spread over seeds at the minima."""
+    largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
+    return dict(x=np.abs(f[q_key("Q_zero", convention)]), values=largest, direction=1,
+                reference=largest[..., largest.shape[-1] // 2], what="largest eigenvalue")
+
+
+def per_neuron9(f, convention):
+    """Fig. 9 per-neuron orbits [S, R, 2, 5] of the minima: the largest eigenvalue."""
+    largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
+    return dict(stats=per_neuron_stats(f, convention), values=largest.reshape(-1, largest.shape[-1]),
+                reference=largest[:, :, 0, largest.shape[-1] // 2])
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+FIG9_COLUMNS = [
+    ("init std", col("init_std", lambda x: f"{x:g}")), ("Q0 from 0", col("Q0_zero")), ("Q0, paper code's", col("Q0")),
+    ("paper's code [R] Q", paper_column({a: legend_Qs(q) for a, q in paper.FIG9_LEGENDS.items()})),
+    ("largest eigenvalue", col("largest_eigenvalue", lambda x: f"{x:.4g}", seeds=True, mark=True)),
+    ("paper's code [R]", paper_column(paper.FIG9_LARGEST_EIGENVALUE)),
+    ("nonzero eigenvalues", col("nonzero_count", lambda x: str(int(x)))),
+    ("final squared loss", col("final_loss"))]
+
+
+SAME_FUNCTION_9_COLUMNS = [
+    ("init std", col("init_std", lambda x: f"{x:g}")), ("lambda (ends, 1)", orbit_column("lambdas")),
+    ("Q from 0", orbit_column("Q_zero")), ("Q, paper code's", orbit_column("Q")),
+    ("largest eigenvalue", orbit_column("largest_eigenvalue", lambda x: f"{x:.4g}")),
+    ("squared loss along the orbit",
+     lambda u, f, r: f"{fmt(np.nanmin(f['loss'][0, r]))} to {fmt(np.nanmax(f['loss'][0, r]))}"),
+    ("Gauss-Newton vs Hessian at the ends", lambda u, f, r: fmt(np.nanmax(np.abs(
+        f["largest_eigenvalue"][0, r][[0, -1]] / f["largest_eigenvalue_hessian"][r] - 1))))]
+
+
+def fig9_tables(fig9, same, per_neuron=None):
+    differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9.items()
+                       if not np.allclose(f["Q0"], f["Q0_zero"]))
+    fig9, same = run_table(fig9, FIG9_COLUMNS), run_table(same, SAME_FUNCTION_9_COLUMNS)
+    neurons = per_neuron_table(per_neuron or {}, "largest_eigenvalue", lambda x: f"{x:.4g}",
+                               lambda a: a[0][script.PER_NEURON_PLOTTED])
+    return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std {script.INIT_STDS[0]:g} to "
+                   f"{script.INIT_STDS[-1]:g}): {differ or '-'}.", ""] * bool(
+        fig9) + (["Same function, different Q (seed 0; the largest eigenvalue is that of the Hessian's Gauss-Newton "
+                  "part 2 J J^T, equal to the Hessian's at a zero-loss minimum; the last column is its relative gap to "
+                  "the full Hessian's):", ""] + same if same else []) + (
+        [PER_NEURON_NOTE + " Largest Hessian eigenvalue (2 J J^T) at the minimum of init std "
+         f"{script.INIT_STDS[script.PER_NEURON_PLOTTED]:g}, moved.", ""]
+        + neurons if neurons else [])
+
+
+# ----------------------------------------------------------------------------------------------
+# The claims
+
+SECTIONS = (
+    Section("Fig. 9: Hessian spectrum at the minimum against Q", (
+        Claim("Fig. 9", f"m*n = {RANK} nonzero Hessian eigenvalues at the minimum",
+              f"At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly m*n = {RANK} nonzero eigenvalues "
+              f"(of {WEIGHTS}): at zero loss it is 2 J^T J, of rank at most m n by construction.", FIG9,
+              lambda f: runs(f, "init_std", nonzero_counts="nonzero_count", final_losses="final_loss",
+                             expected_rank=int(f.setting("m")) * int(f.setting("n"))), rule_hessian_rank, check=True),
+        Claim("Fig. 9", "largest Hessian eigenvalue grows with |Q|",
+              "Larger |Q| gives a sharper minimum: the largest Hessian eigenvalue grows with |Q|.", FIG9,
+              fig9_trend, rule_trend, conventions=True),
+        Claim("Fig. 9", "same function: the moved minima compute the same function",
+              "Moving a trained minimum along the per-neuron symmetry keeps the network function on the training "
+              "inputs, so the loss stays at its minimum.", SAME_FUNCTION_9,
+              lambda f: runs(f, initial_outputs="output", float64=True), rule_same_initial_function, check=True),
+        Claim("Fig. 9", "same function: sharpness grows with |Q| along the valley",
+              "The test of the claim at a fixed function: moving each trained minimum along the valley of minima "
+              "(the symmetry orbit), the largest Hessian eigenvalue grows with |Q|.", SAME_FUNCTION_9,
+              same_function9_trend, rule_trend, conventions=True),
+        Claim("Fig. 9", "per-neuron orbits: the moved minima compute the same function",
+              "Moving each neuron of a minimum by its own lambda keeps the network's function on the training inputs.",
+              PER_NEURON_9, lambda f: dict(gaps=f["training_gap"]), rule_gap_below, check=True),
+        Claim("Fig. 9", "per-neuron: a per-neuron statistic predicts the sharpness where |Q| does not",
+              "Beyond the paper: along per-neuron orbits of the trained minima (the spread of the per-neuron Q_a at a "
+              "fixed sum, and the sum at a fixed spread) a per-neuron statistic predicts the largest Hessian "
+              "eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9, rule_predictors,
+              conventions=True)),
+            lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9), get(PER_NEURON_9))),
+)

@@ -1,0 +1,312 @@
+"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the statistics of a trend of a
+value with |Q| over seeds (rule_trend) and of per-neuron predictors (rule_predictors), the same-function checks, the
+helpers their measurements use, and the table of the per-neuron orbits. Each claim itself, with its measurement,
+figure-specific rule and table, is in its figure's claims module (claims_fig3.py ... claims_fig9.py).
+
+A rule takes numbers (never files) and returns a verdict_rules.Result; the first paragraph of its docstring is the
+rule as the report prints it ({keyword} defaults filled in). A measurement takes a saved figure (make_report.Figure:
+f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or "zero").
+
+Contents: Q_CONVENTION (the report's note); the thresholds (ALPHA, MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT;
+their reasons in docs/report.md); both_conventions and conventions_result (a verdict per convention, or DEPENDS);
+trend statistics (kendall, seed_spread, minimum_effect, series_effect, finite_series); rule_trend, predictor,
+rule_predictors; the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key, as_steps,
+finite_or_nan, at_minimum, same_function, per_neuron_stats); the per-neuron table and the off-data table.
+"""
+import math
+
+import numpy as np
+from scipy.stats import binomtest, kendalltau
+
+from models import Q_CONVENTIONS
+from gfs.report.verdict_rules import runs
+from gfs.report.verdict_rules import table
+from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
+
+
+Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant: the integration "
+                "constant of F is a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and "
+                "sigmoid, about -500 at a small initialisation) and the zero convention, F(0) = 0 (Q = 0 at U = 0, "
+                "V = 0). Differences of Q (its drift, its change along an orbit) and the spread of the per-neuron Q_a "
+                "are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU are homogeneous: "
+                "both conventions agree). Every claim about |Q| is judged in both, and where the verdicts differ it is "
+                "**depends on the convention**, with both readings. Sizes of Q (N_0) add the sizes of its terms, "
+                "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
+
+CONVENTIONS = Q_CONVENTIONS  # ("paper", "zero"): the report shows them in this order
+ALPHA = 0.05        # significance level of a sign test over series (one-sided for a claimed direction)
+MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
+SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds
+AT_MINIMUM = 1e-6   # squared loss below which a trained run is at a global minimum (Fig. 9's rules)
+CONSTANT = 1e-4     # a statistic varies along a series if its range there exceeds this fraction of its size there (a
+                    # sum held fixed still moves by the round-off of float32 weights, about 1e-7 of it)
+
+
+def both_conventions(results):
+    """{convention: Result} -> one Result: the common verdict if the two conventions agree (the zero convention's
+    text, saying so), DEPENDS with both readings if they differ."""
+    paper, zero = results["paper"], results["zero"]
+    if paper.verdict == zero.verdict:
+        return Result(zero.verdict, f"{zero.text} (same verdict in both conventions of Q)", zero.deciding, zero.value,
+                      zero.value_name)
+    return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
+                  f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}; zero: {zero.verdict})", zero.value, zero.value_name)
+
+
+def conventions_result(over, results, combine_units):
+    """{unit: {convention: Result}} -> one Result (over: the claim's combination of units; combine_units:
+    make_report's, which joins the units' texts): per unit the common verdict, or 'depends on the convention' with
+    both readings (both_conventions); over the units, the verdict of each convention combined, or
+    'depends on the convention' where the two combined verdicts differ."""
+    joined = combine_units(over, {u: both_conventions(r) for u, r in results.items()})
+    verdicts = {c: over({u: r[c].verdict for u, r in results.items()}) for c in CONVENTIONS}
+    if verdicts["paper"] == verdicts["zero"]:
+        return joined._replace(verdict=verdicts["zero"])
+    return joined._replace(verdict=DEPENDS, text=f"paper's convention: {verdicts['paper']}, zero convention: "
+                           f"{verdicts['zero']}; {joined.text}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Trend statistics
+
+def kendall(x, y):
+    """(Kendall's tau, its exact two-sided p) of y against x; (NaN, 1) where either does not vary."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(np.unique(x)) < 2 or len(np.unique(y)) < 2:
+        return math.nan, 1.0
+    exact = len(x) <= 30 and len(np.unique(x)) == len(x) and len(np.unique(y)) == len(y)  # no ties
+    result = kendalltau(x, y, method="exact" if exact else "auto")
+    return float(result.statistic), float(result.pvalue)
+
+
+def seed_spread(reference):
+    """The spread of a value over seeds: std / mean of reference [S, G] over the seeds (axis 0), per group G (run
+    or orbit centre), the median over groups; 0 for one seed. Non-finite entries are left out."""
+    reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
+    if len(reference) < 2:
+        return 0.0
+    spreads = []
+    for column in reference.T:
+        finite = column[np.isfinite(column)]
+        if len(finite) > 1 and finite.mean() != 0:
+            spreads.append(finite.std() / abs(finite.mean()))
+    return float(np.median(spreads)) if spreads else 0.0
+
+
+def minimum_effect(reference, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
+    """The smallest relative change that counts: max(min_effect, spreads x the spread of the value over seeds)."""
+    return max(min_effect, spreads * seed_spread(reference))
+
+
+def series_effect(x, y, budget=None):
+    """log(y at the largest x / y at the smallest x) along one series; a value never reached (inf) counts as the
+    budget (the least it can be), NaN without one."""
+    y = np.asarray(y, dtype=float)
+    if budget is not None:
+        y = np.where(np.isinf(y), float(budget), y)
+    order = np.argsort(np.asarray(x, dtype=float))
+    return float(np.log(y[order[-1]] / y[order[0]]))
+
+
+def finite_series(x, y):
+    """The rows of x, y [N, L] with no NaN (a diverged run, a minimum not reached): (x, y, rows left out)."""
+    x, y = np.asarray(x, dtype=float).reshape(-1, np.shape(x)[-1]), np.asarray(y, dtype=float).reshape(-1, np.shape(y)[-1])
+    keep = ~(np.isnan(x).any(axis=1) | np.isnan(y).any(axis=1))
+    return x[keep], y[keep], int((~keep).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules shared by several figures
+
+def rule_trend(x, values, direction, reference, budget=None, what="value", alpha=ALPHA, min_effect=MIN_EFFECT,
+               spreads=SEED_SPREADS):
+    """Per series (an orbit, or one seed's runs), Kendall's tau of the value with |Q| (exact p); over the series, a
+    one-sided sign test that more series go in the claimed direction than not (p < {alpha:g}); and the effect, the
+    relative change of the value between the smallest and the largest |Q| of a series in the claimed direction
+    (median over series), must reach the larger of {min_effect:.0%} and {spreads} x the spread of the value over
+    seeds (std / mean). Significant and large enough: reproduced (partly if a series was left out: a diverged run
+    or a minimum not reached cannot be tested); otherwise not reproduced.
+
+    x: |Q| [N, L] (N series of L points); values [N, L] (inf: never reached, the budget in the effect; NaN: series
+    left out); direction: +1 (the value grows with |Q|) or -1 (it falls); reference: the value over seeds [S, G]."""
+    x, values, left_out = finite_series(x, values)
+    if not len(x):
+        return Result(NOT_REPRODUCED, "no series to test", "no series")
+    taus = np.array([kendall(a, b)[0] for a, b in zip(x, values)])
+    ps = np.array([kendall(a, b)[1] for a, b in zip(x, values)])
+    signs = np.sign(direction * np.nan_to_num(taus))
+    going, against = int((signs > 0).sum()), int((signs < 0).sum())
+    p = float(binomtest(going, going + against, 0.5, alternative="greater").pvalue) if going + against else 1.0
+    effect = float(np.median([direction * series_effect(a, b, budget) for a, b in zip(x, values)]))
+    needed = minimum_effect(reference, min_effect, spreads)
+    change, needed_change = math.expm1(abs(effect)) * np.sign(effect), needed
+    ok = p < alpha and change >= needed_change
+    verdict = (PARTLY if left_out else REPRODUCED) if ok else NOT_REPRODUCED  # a diverged run: partly at best
+    claimed = "grows" if direction > 0 else "falls"
+    text = (f"the {what} {claimed} with |Q| in {going} of {len(x)} series (sign test p = {p:.2g}"
+            f"{', significant' if p < alpha else ', not significant'}; Kendall's tau median {fmt(np.median(taus[np.isfinite(taus)]) if np.isfinite(taus).any() else None)}, "
+            f"{int((ps < alpha).sum())} series with exact p < {alpha:g}); effect (median over series) "
+            f"{change:+.1%} in the claimed direction, minimum {needed_change:.1%} (max of {min_effect:.0%} and "
+            f"{spreads} x the spread over seeds, {seed_spread(reference):.1%})"
+            + f"; {left_out} series left out (a diverged run or a minimum not reached)" * bool(left_out))
+    return Result(verdict, text, f"{going}/{len(x)} series, p {p:.2g}, effect {change:+.0%} (min {needed_change:.0%})", change,
+                  "effect")
+
+
+def predictor(stat, values, needed, budget, alpha):
+    """One statistic along the series: (predicts, text). stat, values: [N, L]."""
+    varies = np.ptp(stat, axis=-1) > CONSTANT * np.maximum(np.abs(stat).max(axis=-1), 1e-300)
+    effects = np.array([abs(series_effect(np.arange(len(v)), np.sort(np.where(np.isinf(v), budget or np.inf, v))))
+                        for v in values])  # how much the value changes along each series, whatever the order
+    blind = int((~varies & (np.expm1(effects) >= needed)).sum())  # constant, while the value changes
+    if not varies.any():
+        return False, f"constant along every series, blind to {blind} real changes"
+    taus = np.array([kendall(s, v)[0] for s, v in zip(stat[varies], values[varies])])
+    up, down = int((taus > 0).sum()), int((taus < 0).sum())
+    p = float(binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0
+    direction = 1 if up >= down else -1
+    effect = math.expm1(float(np.median([direction * series_effect(s, v, budget)
+                                         for s, v in zip(stat[varies], values[varies])])))
+    predicts = p < alpha and effect >= needed and blind == 0
+    return predicts, (f"{'up' if direction > 0 else 'down'} in {max(up, down)} of {int(varies.sum())} series where it "
+                      f"varies (sign test p = {p:.2g}), effect {effect:+.0%}"
+                      + f", constant where the value changes in {blind} series" * bool(blind))
+
+
+def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
+    """Along the per-neuron orbits (each a series: the spread of the Q_a at a fixed sum, or the sum at a fixed
+    spread), a statistic predicts the value if, over the series where it varies, the value moves with it in one
+    direction (two-sided sign test on Kendall's tau, p < {alpha:g}) by a median effect of at least the larger of
+    {min_effect:.0%} and {spreads} x the spread over seeds, and it is constant in no series where the value changes
+    by that much. A per-neuron statistic predicts and the sum |Q| does not: reproduced; otherwise (none predicts, or
+    the sum predicts as well) not reproduced.
+
+    stats: {name: [N, L]} ('|sum|' first, the scalar); values [N, L] (inf: never reached); reference [S, G]."""
+    needed = minimum_effect(reference, min_effect, spreads)
+    keep = ~np.isnan(np.asarray(values, dtype=float)).any(axis=-1)
+    for s in stats.values():
+        keep &= ~np.isnan(np.asarray(s, dtype=float)).any(axis=-1)
+    found = {name: predictor(np.asarray(s, dtype=float)[keep], np.asarray(values, dtype=float)[keep], needed, budget,
+                             alpha) for name, s in stats.items()}
+    scalar, *per_neuron = found
+    winners = [name for name in per_neuron if found[name][0]]
+    verdict = REPRODUCED if winners and not found[scalar][0] else NOT_REPRODUCED
+    text = "; ".join(f"{name}: {'predicts' if ok else 'does not predict'} ({why})" for name, (ok, why) in found.items())
+    return Result(verdict, f"{text} (minimum effect {needed:.0%}, {int(keep.sum())} series)",
+                  f"predict: {', '.join(n for n, (ok, _) in found.items() if ok) or 'none'}")
+
+
+def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):
+    """The largest difference between the runs' initial outputs, relative to the largest output, is below
+    {tolerance} for float32 weights (whose round-off is about 1e-7) and {tolerance64} for float64: reproduced.
+
+    initial_outputs: [R, m, n], or [R, L, m, n] (compared along L, with the first of each run)."""
+    out = np.asarray(initial_outputs, dtype=float)  # NaN: a diverged run's (not checked)
+    difference = float(np.nanmax(np.abs(out - out[..., :1, :, :])) / max(np.nanmax(np.abs(out)), 1e-300))
+    limit = tolerance64 if float64 else tolerance
+    return Result(REPRODUCED if difference < limit else NOT_REPRODUCED,
+                  f"largest relative difference of the initial outputs {fmt(difference)} "
+                  f"({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(difference), difference,
+                  "relative difference")
+
+
+def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
+    """A check: every moved network computes the original's function on the training inputs (by construction: X = I
+    makes each entry of V one pre-activation), the largest relative gap of their outputs there below {tolerance} for
+    float32 weights (round-off about 1e-7) and {tolerance64} for float64: passes; otherwise fails.
+
+    gaps: any shape; float64: whether the moved weights are float64."""
+    gaps, limit = np.asarray(gaps, dtype=float), tolerance64 if float64 else tolerance
+    top = float(np.nanmax(gaps)) if np.isfinite(gaps).any() else math.nan
+    return Result(REPRODUCED if top < limit else NOT_REPRODUCED, f"largest relative gap on the training inputs "
+                  f"{fmt(top)} ({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(top), top,
+                  "relative gap")
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement helpers: a saved figure (and a convention) -> the rule's keyword arguments
+
+def q_key(zero_key, convention):
+    """The saved key of a quantity in a convention: 'Q0_zero' -> 'Q0' for the paper's ('sum_zero' -> 'sum_paper')."""
+    if convention == "zero":
+        return zero_key
+    base = zero_key.removesuffix("_zero")
+    return f"{base}_paper" if base in ("sum", "min_abs") else base  # the per-neuron files save both with a suffix
+
+
+def as_steps(steps, diverged_at=None):
+    """Steps to a loss as floats: never (-1) -> inf, a diverged run -> NaN."""
+    steps = np.asarray(steps, dtype=float)
+    steps = np.where(steps < 0, np.inf, steps)
+    return steps if diverged_at is None else np.where(np.asarray(diverged_at) >= 0, np.nan, steps)
+
+
+def finite_or_nan(values):
+    values = np.asarray(values, dtype=float)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def at_minimum(values, final_loss):
+    """values [S, R, ...] with NaN where the run of [S, R] did not reach a global minimum."""
+    values, ok = np.asarray(values, dtype=float), np.asarray(final_loss, dtype=float) < AT_MINIMUM
+    return np.where(ok.reshape(ok.shape + (1,) * (values.ndim - ok.ndim)), values, np.nan)
+
+
+def same_function(f):
+    return runs(f, initial_outputs="initial_output", float64=f.settings.get("dtype") == "float64")
+
+
+def per_neuron_stats(f, convention):
+    """{statistic: [N, 5]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file."""
+    five = lambda a: np.asarray(a, dtype=float).reshape(-1, np.shape(a)[-1])  # noqa: E731
+    return {"|sum Q_a|": np.abs(five(f[q_key("sum_zero", convention)])), "spread of Q_a": five(f["spread"]),
+            "min |Q_a|": five(f[q_key("min_abs_zero", convention)]), "edge distance": five(f["edge_distance"])}
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables shared by Figs. 6 and 9, and the checks section's table off the training inputs
+
+PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
+                   "network itself): 'spread' scales each Q_a's distance from their mean (the sum fixed), 'shift' "
+                   "adds a multiple of their std to each (the spread fixed). Q_a from 0 (zero) or with the paper "
+                   "code's constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge "
+                   "distance do not depend on the convention.")
+
+
+def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
+    """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
+    middle (the network itself). pick: [S, ...] -> the [2, 5] of the networks shown."""
+    rows = []
+    for unit, f in figures.items():
+        for o, family in enumerate(("spread", "shift")):
+            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
+            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
+                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "edge_distance", value)]
+            rows.append([unit, family] + cells)
+    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
+                  "edge distance", value.replace("_", " ")], rows)
+
+
+def off_data_rows(figures):
+    """The checks section's rows on the outputs off the training inputs: [experiment, activation, median and largest
+    relative gap over every moved network]. figures: {(experiment, activation): Figure with 'off_data_gap'}."""
+    rows = []
+    for (experiment, unit), f in figures.items():
+        gaps = np.asarray(f["off_data_gap"], dtype=float)
+        gaps = gaps[np.isfinite(gaps) & (gaps > 0)]  # the unmoved networks themselves have gap 0
+        rows.append([experiment, unit, fmt(np.median(gaps)) if gaps.size else "-", fmt(gaps.max()) if gaps.size else "-"])
+    return rows
+
+
+def off_data_table(experiments):
+    """The checks section's table of how much the moved networks' outputs change off the training inputs.
+    experiments: {experiment: {activation: Figure}}."""
+    figures = {(name, u): f for name, loaded in experiments.items() for u, f in loaded.items()
+               if "off_data_gap" in f.data}
+    if not figures:
+        return []
+    return ["Largest relative output change of the moved networks on random inputs x ~ N(0, I_n / n) off the "
+            "training inputs (median and largest over every moved network of the experiment):", ""] + table(
+        ["experiment", "activation", "median", "largest"], off_data_rows(figures))
+
+

@@ -1,0 +1,325 @@
+"""The verdicts of REPORT.md and how they combine: the machinery under every claim's rule.
+
+A rule (beside its claim, in the figure's claims module claims_fig*.py, or shared: toy_rules.py) takes the keyword
+arguments a claim's measurement gives it (numbers and arrays, never files) and returns a Result. The first paragraph
+of its docstring is the rule as the report prints it ({keyword} defaults filled in), the second gives the shapes;
+tests run every rule both ways on small data. apply() runs a rule on one unit's measurement: diverged runs are named
+and left out (without_diverged), several seeds are judged one by one and counted (over_seeds: "holds in k of N
+seeds", with the spread of the deciding number).
+
+Contents: the verdicts; Result, PerSeed; combine and worst (over units), over_seeds, without_diverged, apply; fmt,
+fmt_steps.
+
+The building blocks of REPORT.md's tables; each figure's tables are in its claims module (claims_fig*.py).
+
+A table is a list of columns, each a header and a cell function (unit, Figure, run) -> text; run_table() makes one
+row per run of seed 0 (the paper's draw) of every saved figure, with the spread over the other seeds where there
+are several. The Figure objects are make_report.py's (f[key]: a saved array, f.settings: the saved .json); a
+missing key raises verdict_rules.DataError, which the report shows as a data error instead of the table.
+
+Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, orbit_column, power_of_ten; for the
+CIFAR-10 figures spread, largest_p and describe_cifar_source.
+
+What a claim of REPORT.md is: the saved files it reads (Files), its words, measurement and rule (Claim), the
+claims and tables of one figure (Section), and the ways a claim gets no verdict (DataError, Unjudged).
+
+Each figure's claims module (claims_fig3.py, claims_fig4_5.py, claims_fig6.py, claims_fig7.py, claims_fig9.py,
+claims_fig10.py, claims_fig11.py) holds its claims side by side with their measurements, rules and tables, and
+exports SECTIONS; make_report.CLAIM_MODULES lists those modules once, in the report's order.
+
+Adding a claim: one Claim entry in its figure's SECTIONS, its rule beside it (or a shared one: toy_rules.py for
+the trends of |Q| and the checks of Figs. 3-9), and the rule's test, both ways. A new figure: its claims module and
+one entry in make_report.CLAIM_MODULES.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from gfs import paper_numbers as paper
+
+REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
+NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
+DEPENDS = "depends on the convention"  # the verdict where the paper's and the zero convention of Q disagree
+BROKEN = "broken data"                 # a check of the figure's construction failed: its claims get no verdict
+PASSES, FAILS = "passes", "fails"      # a check's result (its rule's reproduced / otherwise)
+
+
+class Result(NamedTuple):
+    """A rule's answer. deciding: the deciding numbers in a few words (summary table); value: the one number that
+    decides, where there is one, and what it is (its spread is reported over seeds)."""
+    verdict: str
+    text: str
+    deciding: str = ""
+    value: Optional[float] = None
+    value_name: str = "deciding number"
+
+
+class PerSeed(list):
+    """A measurement over seeds: one dict of the rule's keyword arguments per seed, seed 0 first."""
+
+
+def _tested(verdicts):
+    """The verdicts (a list, or {unit label: verdict}) of the units that had a reference to test against."""
+    return [v for v in (verdicts.values() if isinstance(verdicts, dict) else verdicts) if v != NOT_TESTED]
+
+
+def combine(verdicts):
+    """Over the {units}: reproduced if the rule gives reproduced for each, not reproduced if for none, partly
+    otherwise (one without a reference to test against is left out)."""
+    tested = _tested(verdicts)
+    if tested and all(v == REPRODUCED for v in tested):
+        return REPRODUCED
+    return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in tested) else PARTLY
+
+
+def worst(verdicts):
+    """Over the {units}: the worst of their verdicts."""
+    order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
+    return min(_tested(verdicts), key=order.index, default=NOT_REPRODUCED)
+
+
+def over_seeds(results):
+    """Over seeds: reproduced if the rule gives reproduced in every seed, not reproduced if it gives not reproduced in
+    every seed, partly otherwise (so a seed where the claim partly holds makes it partly); says in how many seeds it
+    holds fully (gives reproduced) and the spread of the deciding number."""
+    k, values = sum(r.verdict == REPRODUCED for r in results), np.array([np.nan if r.value is None else r.value
+                                                                          for r in results], dtype=float)
+    values = np.array([float(f"{v:.6g}") for v in values[np.isfinite(values)]])  # no round-off in the spread
+    spread = ""
+    if values.size:
+        spread = (f"{results[0].value_name} {fmt(values.mean())} ± {fmt(values.std())} [{fmt(values.min())}, "
+                  f"{fmt(values.max())}]" + f" in {values.size} seeds" * (values.size < len(results)))
+    fails = [f"seed {i}: {r.verdict} ({r.text})" for i, r in enumerate(results) if r.verdict != REPRODUCED]
+    seed_0 = [f"seed 0: {results[0].text}"] if results[0].verdict == REPRODUCED else []
+    text = "; ".join([f"holds in {k} of {len(results)} seeds"] + [spread] * bool(spread) + seed_0 + fails[:3]
+                     + [f"{len(fails) - 3} more seeds fail"] * (len(fails) > 3))
+    deciding = f"{k}/{len(results)} seeds" + (f", {results[0].value_name} {fmt(values.mean())} ± {fmt(values.std())}"
+                                              if values.size else "")
+    return Result(combine([r.verdict for r in results]), text, deciding,
+                  float(values.mean()) if values.size else None, results[0].value_name)
+
+
+def without_diverged(rule, diverged_at=None, labels=None, **arguments):
+    """A diverged run is named and left out: the claim cannot be tested on it, so the verdict is partly at best,
+    and with fewer than two runs left it cannot be tested at all (not reproduced). Arguments with one entry per
+    run are filtered; labels names the runs."""
+    diverged = np.asarray(diverged_at if diverged_at is not None else [], dtype=int) >= 0
+    if not diverged.any():
+        return rule(**arguments)
+    names = [f"{labels[i] if labels is not None else f'run {i}'} diverged at step {int(diverged_at[i]):,}"
+             for i in np.flatnonzero(diverged)]
+    if (~diverged).sum() < 2:
+        return Result(NOT_REPRODUCED, "cannot be tested: " + "; ".join(names), f"{diverged.sum()} run(s) diverged")
+    r = rule(**{k: np.asarray(v)[~diverged] if np.ndim(v) > 0 and len(v) == len(diverged) else v
+                for k, v in arguments.items()})
+    return Result(PARTLY if r.verdict == REPRODUCED else r.verdict, "; ".join([r.text] + names) + " (left out)",
+                  f"{r.deciding} ({diverged.sum()} run(s) diverged)", r.value, r.value_name)
+
+
+def apply(rule, measurement):
+    """One unit's Result: the rule on its measurement, or on each seed's, combined by over_seeds."""
+    if isinstance(measurement, PerSeed):
+        return over_seeds([without_diverged(rule, **seed) for seed in measurement])
+    return without_diverged(rule, **measurement)
+
+
+def fmt(x):
+    """Short number: 3 significant digits."""
+    if x is None:
+        return "-"
+    x = float(x)
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:.3g}"
+
+
+def fmt_steps(s):
+    return "never" if s is None or s < 0 else f"{int(s):,}"
+
+
+def legend_Qs(labels, activation=None, entries_of_V=0):
+    """The Q of the paper's legend labels ('Q=-1364'); with an activation and the number of entries of V, moved to
+    the zero convention (the rules'): plus the paper code's constant per entry, from models.ACTIVATIONS."""
+    shift = 0.0
+    if activation is not None:
+        from models import get_activation
+        shift = get_activation(activation).paper_constant * entries_of_V
+    return [paper.legend_Q(label) + shift for label in labels]
+
+
+def table(headers, rows):
+    rows = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + rows + [""] if rows else []
+
+
+def item(values, index):
+    """values[index], or None where there is no such entry (no reference for this run)."""
+    return values[index] if values is not None and index < len(values) else None
+
+
+def last_finite(values):
+    finite = np.asarray(values, dtype=float)[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else math.nan
+
+
+def col(key, form=fmt, seeds=False, mark=False):
+    """A table cell: run r's f[key] in seed 0; seeds=True adds the mean ± std over the seeds where there are
+    several (runs that diverged or never reached the loss left out), mark=True the step where it diverged."""
+    def cell(unit, f, r):
+        values = f[key]
+        per_seed = values[:, r] if np.ndim(values) >= 2 else values[r:r + 1]
+        text = form(per_seed[0])
+        if seeds and len(per_seed) > 1:  # the spread over the seeds that converged (steps) and did not diverge
+            ok = per_seed[(f["diverged_at"][:, r] < 0) & (per_seed >= 0 if key.startswith("steps") else True)]
+            if ok.size:
+                text += f" ({form(np.mean(ok))} ± {fmt(np.std(ok))}, {len(ok)} of {len(per_seed)} seeds)"
+        diverged_at = np.atleast_2d(f["diverged_at"])[0, r]
+        return text + (f" (diverged at step {int(diverged_at):,})" if mark and diverged_at >= 0 else "")
+    return cell
+
+
+def run_table(figures, columns, rows=lambda f: np.shape(np.atleast_2d(f["diverged_at"]))[1], first="activation"):
+    """One row per run (rows(f) of them) of every figure ({unit: Figure}), the unit in a first column (none if
+    first=None: a single file); columns: [(header, cell(unit, f, r))]."""
+    return table([first] * bool(first) + [h for h, _ in columns],
+                 [[unit] * bool(first) + [cell(unit, f, r) for _, cell in columns] for unit, f in figures.items()
+                  for r in range(rows(f))])
+
+
+def paper_column(reference, form=fmt):
+    """The paper code's number for run r of an activation: reference[activation][r] (a dict: by init std)."""
+    def cell(unit, f, r):
+        values = reference.get(unit)
+        return form(values.get(float(f["init_std"][r])) if isinstance(values, dict) else item(values, r))
+    return cell
+
+
+def orbit_column(key, form=fmt):
+    """A same-function table cell: seed 0's values of f[key] along the orbit of run r (ends and middle)."""
+    def cell(unit, f, r):
+        values = np.atleast_2d(f[key][0])[r]
+        return " / ".join(form(values[i]) for i in (0, len(values) // 2, -1))
+    return cell
+
+
+def power_of_ten(x):
+    """A setting such as 0.01 as the report writes it: '1e-2'."""
+    return f"{x:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def spread(values, form="{:+.3f}"):
+    """'mean ± std' over the seeds of values [S] (the value alone for one seed)."""
+    values = np.asarray(values, dtype=float)
+    return form.format(values.mean()) + (f" ± {values.std():.3f}" if values.size > 1 else "")
+
+
+def largest_p(p):
+    """McNemar's p, the largest over the seeds of p [S]."""
+    top = float(np.max(p))
+    return "p < 1e-300" if top == 0 else f"p ≤ {top:.1g}" if np.size(p) > 1 else f"p = {top:.1g}"
+
+
+def describe_cifar_source(source, folder):
+    kind = {"official": "the official CIFAR-10 release (torchvision's MD5 check passed)",
+            "unverified": "a copy of CIFAR-10 that fails torchvision's MD5 check (for example a re-encoded copy, or a "
+                          "test fixture); accuracies can differ slightly from those on the official files"}
+    return (f"CIFAR-10 data: {kind.get(source, repr(source))}; read from a folder named "
+            f"`{os.path.basename(os.path.normpath(str(folder)))}`.")
+
+
+TOY_FIGURES = "make toy-figures OUT={out}"  # the command that makes Figs. 3-9 (the Makefile holds seeds and flags)
+NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
+
+
+def notebook_command(notebook):
+    """The command that makes a CIFAR notebook's files ({out}: the report's folder)."""
+    return f"python run_notebook.py {notebook} --out {{out}}"
+
+
+class DataError(Exception):
+    """A saved file cannot be read, is incomplete or lacks something a claim needs; the message says what."""
+
+
+EVALUATION_FAILED = "evaluation failed"
+
+
+class Unjudged(Exception):
+    """A claim that gets no verdict by design; `verdict` is what the report shows instead."""
+    verdict = NOT_RUN
+
+
+class NotRun(Unjudged):
+    """The saved file predates the measurement (no such keys): re-run the notebook."""
+
+
+class EvaluationFailed(Unjudged):
+    """A sanity check of the robustness evaluation failed: no robustness verdict."""
+    verdict = EVALUATION_FAILED
+
+
+def require(f, *keys):
+    """NotRun unless the saved figure f has every key."""
+    missing = [k for k in keys if k not in f.data]
+    if missing:
+        raise NotRun(f"{f.name}.npz predates this measurement (no {missing[0]!r}): re-run its notebook")
+
+
+def runs(f, name=None, **keys):
+    """The rule's arguments, one dict per seed (PerSeed; a single seed: its dict). A string value names a saved
+    key: an array with a leading seed axis ([seed, run, ...], as the training scripts save per-run numbers) gives
+    each seed its row, any other array is shared by all seeds; anything else is passed as it is. Each dict also
+    gets the runs' divergence steps and, from the key `name`, their names ('init std 0.1')."""
+    diverged = np.atleast_2d(f["diverged_at"])  # [seed, run]
+
+    def value(key, seed):
+        if not isinstance(key, str):
+            return key  # a constant argument
+        array = f[key]
+        return array[seed] if np.ndim(array) >= 2 and len(array) == len(diverged) else array
+
+    measured = []
+    for s in range(len(diverged)):
+        names = None if name is None else [f"{name.replace('_', ' ')} {x:.3g}" for x in value(name, s)]
+        measured.append(dict({arg: value(key, s) for arg, key in keys.items()}, diverged_at=diverged[s], labels=names))
+    return measured[0] if len(measured) == 1 else PerSeed(measured)
+
+
+@dataclass(frozen=True)
+class Files:
+    """The saved files a claim reads: DIR/<pattern with {} = unit>.npz and .json, one pair per unit. A '*' in the
+    pattern stands for one part of a file name (no '_' or '/'), such as the settings a quick run writes into its
+    names (g5 for g200): the one saved figure that matches is read."""
+    pattern: str
+    units: tuple              # the paper's: activations, histogram shapes or attacks ("" for a single file)
+    make: str                 # the command that makes them ({out}: the report's folder; see notebook_command)
+    kind: str = "activations"
+    discover: bool = False    # also every other activation with saved files
+    plots: bool = True        # show their .png in the section
+    notebook: str = ""        # a CIFAR notebook: the not-run note says whether CIFAR-10 was there
+    names: tuple = ()         # the units' names in the report, if not the units themselves
+
+    def label(self, unit):
+        return dict(zip(self.units, self.names)).get(unit, unit)
+
+
+@dataclass(frozen=True)
+class Claim:
+    figure: str               # "Fig. 3"
+    short: str                # the claim in a few words (summary table)
+    text: str                 # the claim in one sentence
+    files: Files
+    measure: Callable         # Figure -> dict of the rule's keyword arguments (or PerSeed of such dicts)
+    rule: Callable            # (**measurement) -> Result; its docstring is the rule in the report
+    paper: Optional[Callable] = None  # () -> {unit: the rule's arguments from the paper code's numbers}
+    over: Callable = combine  # the units' verdicts -> one; its docstring follows the rule's
+    conventions: bool = False  # measure(f, convention): judged in both conventions of Q (both_conventions)
+    check: bool = False       # an identity of the construction: the checks table; failing marks the figure broken
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    claims: tuple
+    tables: Callable          # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers

@@ -1,0 +1,330 @@
+"""The command line of the figure scripts: their shared flags, checked, and their progress bars.
+
+torch is imported only inside the functions that need it, so a script answers --help and flag
+errors at once.
+
+Contents: UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name, FigureParser,
+figure_parser, parse_figure_args, resolve_device, check_output_dir; progress_bar, no_progress.
+
+The driver of the figure scripts (Job, steps_per_activation, run_figure_script) and the plot
+helpers they share (step_formatter, plot_loss_curves, mark_diverged): no science here.
+
+The command line is in command_line.py, signals and worker processes in processes.py, saved
+files in saved_files.py.
+"""
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from gfs.paper_numbers import PAPER_ACTIVATIONS  # the default of --activations (any name in models.ACTIVATIONS works)
+from gfs.runs.processes import exit_cleanly_on_signals, parallel_map
+from gfs.runs.saved_files import UsageError, load_figure_data, run_metadata, save_figure
+
+
+def fail(prog, message, status=2):
+    """Print 'prog: error: message' on stderr and exit with `status` (2: bad input)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+class PerActivation:
+    """A setting that is `default` for every activation except those named, so a new activation
+    needs no entry: PerActivation(400_000, sigmoid=800_000)["elu"] == 400_000."""
+
+    def __init__(self, default, **exceptions):
+        self.default, self.exceptions = default, exceptions
+
+    def __getitem__(self, activation):
+        return self.exceptions.get(activation, self.default)
+
+    def __repr__(self):
+        return f"PerActivation({self.default!r}, {', '.join(f'{k}={v!r}' for k, v in self.exceptions.items())})"
+
+
+MAX_COUNT = 2 ** 53  # larger counts are not exact as float64 (plots, JSON readers); nobody runs that long
+
+
+def positive_int(text):
+    """argparse type of the counts (--steps, --jobs, --samples): 1 .. MAX_COUNT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most 2^53 = {MAX_COUNT}, got {value}")
+    return value
+
+
+def device_name(text):
+    """argparse type of --device: auto, cpu, cuda or cuda:N (whether it exists is checked after torch loads)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends '(default: X)' once, where the help does not already say what the default is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class FigureParser(argparse.ArgumentParser):
+    """The command line of a figure script. Parsing the process's own arguments (args=None, as the
+    scripts do first thing) makes it a figure run: from then on Ctrl-C and SIGTERM end it with one
+    line (exit_cleanly_on_signals), also while it is still importing torch. Parsing a given list
+    (a test, a caller of main(argv)) leaves the caller's signal handling alone."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None:
+            exit_cleanly_on_signals(self.prog)
+        return super().parse_known_args(args, namespace)
+
+
+def figure_parser(description, activations=False, steps_help="number of gradient-descent steps", seeds=False):
+    """The flags every figure script shares (same names and meanings everywhere).
+
+    description: the script's docstring (its first paragraph is shown).
+    activations: True to add --activations (default: the paper's four).
+    seeds: True to add --seeds (default 1: the paper's single draw).
+    steps_help: what --steps counts; None for a script that does not train (the flag stays, so that
+    every script has the same flags, and says so).
+    """
+    parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings that run in seconds (smoke test); not the paper's numbers")
+    parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                        help=f"{steps_help} for every run (default: the paper's)" if steps_help else
+                        "not used: this script does not train (given, it is an error)")
+    parser.add_argument("--device", default="auto", type=device_name, metavar="DEVICE",
+                        help="where to train: auto, cpu, cuda or cuda:N (GPU number N); "
+                             "auto picks cuda when a GPU is available")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="floating-point precision of training; the paper's is float32")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder; figures go to sub-folders named as in the paper's repository "
+                             "(default: figures; with --quick figures-quick, so the committed figures stay)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="re-plot from the saved .npz/.json data in DIR, without training")
+    parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, metavar="N",
+                        help="worker processes for independent runs (CPU only; 1 = no workers)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (they are shown only when stderr is a terminal)")
+    if seeds:
+        parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                            help="random initialisations per run, trained together: seed 0 is the paper's draw "
+                                 "(torch seed 12345), seed s uses seed 12345 + s; the target Y is the paper's for "
+                                 "every seed. Plots show seed 0; the saved data hold every seed (default: 1)")
+    if activations:
+        parser.add_argument("--activations", default=",".join(PAPER_ACTIVATIONS), metavar="A,B",
+                            help="comma-separated names from the activation table in models.py "
+                                 "(a wrong name lists them)")
+    return parser
+
+
+def parse_figure_args(parser, argv=None):
+    """Parse and validate the shared flags. Returns args with .device (torch.device),
+    .dtype (torch.dtype) and .activations (list) resolved; bad input exits with one line."""
+    args = parser.parse_args(argv)
+    try:
+        if hasattr(args, "activations"):
+            from models import get_activation
+            names = [a.strip() for a in args.activations.split(",") if a.strip()]
+            if not names:
+                raise UsageError("--activations is empty")
+            for name in names:
+                try:
+                    get_activation(name)
+                except ValueError as error:
+                    raise UsageError(f"{error} (in --activations)")
+            args.activations = names
+        import torch
+        args.device = resolve_device(args.device)
+        args.dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+        if args.device.type == "cuda":
+            args.jobs = 1  # one process drives the GPU
+        else:
+            torch.set_num_threads(1)  # matrices this small only lose time to thread synchronisation
+        if args.out is None:
+            args.out = "figures-quick" if args.quick else "figures"
+        check_output_dir(args.out, create=not args.plot_only)
+    except UsageError as error:
+        fail(parser.prog, error)
+    return args
+
+
+def resolve_device(name="auto"):
+    """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device;
+    UsageError for cuda without a GPU."""
+    import torch
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} was requested but no CUDA GPU is available (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} was requested but this machine has {torch.cuda.device_count()} "
+                         f"CUDA GPU(s), numbered from 0")
+    return device
+
+
+def check_output_dir(path, create=True):
+    """Make sure `path` is (or can become) a writable folder; UsageError otherwise."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"output folder {path!r} exists and is not a folder")
+    if not create:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write to output folder {path!r}: {error.strerror or error}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress bars
+
+def progress_bar(total, description, disable=None, position=0, unit="step"):
+    """A tqdm bar on stderr counting `unit`s. disable=None: shown only when stderr is a terminal
+    (no cursor escapes in log files); True: never; False: always."""
+    from tqdm import tqdm  # plain text bars: also fine inside notebooks, without ipywidgets
+    return tqdm(total=total, desc=description, disable=disable, position=position,
+                unit=unit, unit_scale=True, leave=True, mininterval=0.5, dynamic_ncols=True)
+
+
+def no_progress(total, description, unit="step"):
+    """A silent bar: the progress argument of a script's train() when it is called directly."""
+    return progress_bar(total, description, disable=True, unit=unit)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plot helpers
+
+def step_formatter():
+    """Tick labels for step axes: 0, 2e5, 4e5 ... computed from the tick values (none hard-coded)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value, _position):
+        if value == 0:
+            return "0"
+        mantissa, exponent = f"{value:.1e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}" if abs(value) >= 1e4 else f"{value:g}"
+    return FuncFormatter(label)
+
+
+def plot_loss_curves(ax, data, linewidth):
+    """One curve per run of seed 0 (the paper's draw): data['loss'] [R, T] against data['steps'], log y, legend
+    data['labels']; a run that diverged (data['diverged_at'] [S, R], seed 0's row) gets '(diverged)' in its label
+    and an 'x' at its last finite point."""
+    diverged_at = data["diverged_at"][0]
+    for run, label in enumerate(data["labels"]):
+        ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=linewidth,
+                label=str(label) + (" (diverged)" if diverged_at[run] >= 0 else ""))
+        mark_diverged(ax, data["steps"], data["loss"][run], diverged_at[run], f"C{run}")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(step_formatter())
+
+
+def mark_diverged(ax, steps, values, diverged_at, color):
+    """Put an 'x' at the last finite point of a run that diverged (NaN/inf loss)."""
+    if diverged_at < 0:
+        return
+    finite = np.isfinite(values)
+    if finite.any():
+        last = np.flatnonzero(finite)[-1]
+        ax.plot(steps[last], values[last], "x", color=color, markersize=12, markeredgewidth=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver of the figure scripts
+
+@dataclass(frozen=True)
+class Job:
+    """One figure of a script: its file name under --out (no extension), the keyword arguments of
+    the script's train(), and the settings saved beside it (the driver adds the shared ones). also: further
+    (name, settings) figures that the same training makes (its train() then returns a list of data, this one's first)."""
+    name: str
+    kwargs: dict
+    settings: dict
+    also: tuple = ()
+
+    def figures(self):
+        return [(self.name, self.settings)] + list(self.also)
+
+
+def steps_per_activation(args, paper_steps, quick_steps):
+    """{activation: steps} for the selected activations, longest first (so parallel workers
+    finish together): --steps if given, else the quick or the paper's settings (PerActivation)."""
+    steps = {a: args.steps or (quick_steps if args.quick else paper_steps)[a] for a in args.activations}
+    return dict(sorted(steps.items(), key=lambda item: -item[1]))
+
+
+def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trains=True):
+    """Parse the shared flags, then train (or, with --plot-only, load) and save every figure.
+
+    make_jobs(args) -> [Job], longest first; train(**job.kwargs, progress=...) -> the figure's
+    data (dict of numpy arrays), where progress(total, description, unit="step") makes a
+    tqdm-like bar; plot(data) -> a matplotlib figure; summarise(job.name, data) -> the line
+    printed after saving. Jobs run in up to --jobs worker processes.
+
+    Added to every figure's settings: run_metadata (versions, device, dtype, command, run time)
+    and, for scripts that train (trains=True), the seed of the initial draws (models.PAPER_SEED)
+    and the loss gradient descent minimises (training.TRAINED_ON); save_figure adds the script
+    (the file that defines `plot`) and the figure's name, which --plot-only checks.
+    """
+    args = parse_figure_args(parser, argv)
+    import matplotlib
+    matplotlib.use("Agg")  # the figures go to files; no window, no display needed
+    defined_in = getattr(sys.modules.get(plot.__module__), "__file__", None)  # the script's file
+    script = os.path.basename(defined_in) if defined_in else None
+    started = time.time()
+    try:
+        jobs = make_jobs(args)
+        if args.plot_only:
+            for name, _ in (figure for job in jobs for figure in job.figures()):
+                data, settings = load_figure_data(args.out, name, script)
+                save_figure(plot(data), args.out, name, data, settings, script)
+                print(f"re-plotted {os.path.join(args.out, name)}.pdf from saved data")
+            return args
+        from functools import partial
+        disable = True if args.no_progress else None
+        results = parallel_map(train, [dict(job.kwargs, progress=partial(progress_bar, disable=disable, position=i))
+                                       for i, job in enumerate(jobs)], args.jobs)
+        shared = {}
+        if trains:
+            from models import PAPER_SEED
+            from gfs.training import TRAINED_ON
+            shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
+        for job, result in zip(jobs, results):
+            for (name, job_settings), data in zip(job.figures(), result if job.also else [result]):
+                settings = {**job_settings, **shared, **run_metadata(args, started)}
+                paths = save_figure(plot(data), args.out, name, data, settings, script)
+                print(f"{summarise(name, data)} -> {paths[2]}")
+        print(f"done in {time.time() - started:.1f} s")
+    except UsageError as error:
+        fail(parser.prog, error)
+    except MemoryError as error:
+        fail(parser.prog, f"out of memory ({error or 'no details'}); use smaller --steps, --samples or --jobs",
+             status=1)
+    except OSError as error:  # a full disk, a folder gone mid-run: save_figure left the previous files whole
+        fail(parser.prog, f"cannot save into {args.out!r}: {error.strerror or error}; the previous files are "
+                          f"unchanged", status=1)
+    return args

@@ -1,0 +1,237 @@
+"""Saved figures: four files per figure (.npz arrays, .json settings, .pdf and .png), published as
+a set and sealed together, and read back only if they still belong together.
+
+Contents: run_metadata, SET_KEYS, settings_digest, save_figure, write_atomic, png_preview,
+SavedArrays, load_figure_data.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import socket
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+
+import numpy as np
+
+from gfs.runs.processes import TEMPORARIES, signals_held
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, without a traceback."""
+
+
+def run_metadata(args, started):
+    """Settings common to every saved figure: versions, device, run time, flags.
+    args: anything with .quick, .device, .dtype, .jobs (the parsed flags)."""
+    import matplotlib
+    import torch
+    return {
+        "quick": bool(args.quick),
+        "device": str(args.device),
+        "dtype": str(args.dtype).replace("torch.", ""),
+        "jobs": args.jobs,
+        "run_seconds": round(time.time() - started, 2),
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__, "matplotlib": matplotlib.__version__},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores"
+                   + (f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else ""),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # in temporary names (shared folders: whose pid)
+
+
+def _temporary_file(folder, extension):
+    """A new empty file .tmp-<pid>@<host>-<random><extension> in `folder`, registered so that a
+    signal removes it; the pid lets a later save remove it if this process dies by SIGKILL."""
+    handle, path = tempfile.mkstemp(dir=folder, prefix=f".tmp-{os.getpid()}@{_HOST}-", suffix=extension)
+    TEMPORARIES.add(path)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+    return path
+
+
+def _remove_stale_temporaries(folder):
+    """Remove the temporary files that processes of this host, now gone, left in `folder` (SIGKILL
+    while saving). Where a pid cannot be tested without harm (Windows), nothing is removed."""
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"\.tmp-([0-9]+)@{re.escape(_HOST)}-")
+    for name in os.listdir(folder):
+        match = pattern.match(name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:  # gone (PermissionError: alive, another user's)
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _to_json(value):
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+SET_KEYS = ("script", "figure_name", "npz_sha256", "settings_sha256")  # what save_figure adds to the .json
+
+
+def settings_digest(settings):
+    """SHA-256 of the .json's settings (all but this digest; they include the .npz's SHA-256): the
+    seal that binds the quick flag, the figure, the seeds and every other setting to the arrays."""
+    canonical = json.loads(json.dumps(_to_json(settings), default=str))
+    canonical.pop("settings_sha256", None)
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def save_figure(fig, out_dir, name, data, settings, script=None):
+    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json:
+    the four files are published as a set.
+
+    All four are written in full under temporary names beside their destination, then renamed,
+    the .json last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous
+    set or the new one, never a mix and no temporary file. The .json also records the figure
+    (`name`), the `script` that made it (if given), the SHA-256 of the .npz and a SHA-256 of all its
+    own settings, so a reader can check that it describes the .npz beside it and was not edited
+    since (load_figure_data does: a quick run relabelled as full is a data error). `name` may contain a
+    sub-folder (e.g. 'Q-dynamics/x'). Returns the written paths [.npz, .json, .pdf, .png].
+    """
+    import matplotlib.pyplot as plt
+    stem = os.path.join(out_dir, name)
+    folder = os.path.dirname(stem) or "."
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder)
+    arrays = {key: np.asarray(value) for key, value in data.items()}
+    temporary = {}
+    try:
+        for extension in (".npz", ".pdf", ".png", ".json"):
+            temporary[extension] = _temporary_file(folder, extension)
+        with open(temporary[".npz"], "wb") as f:
+            np.savez_compressed(f, **arrays)
+        # Fixed metadata keep the PDF and PNG byte-identical across runs.
+        fig.savefig(temporary[".pdf"], format="pdf", bbox_inches="tight",
+                    metadata={"CreationDate": None, "Creator": None})
+        fig.savefig(temporary[".png"], format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+        saved_by = {"script": script} if script else {}
+        settings = {**saved_by, "figure_name": name, **{k: v for k, v in settings.items() if k not in SET_KEYS},
+                    "npz_sha256": _sha256(temporary[".npz"])}
+        settings["settings_sha256"] = settings_digest(settings)
+        with open(temporary[".json"], "w") as f:
+            # default=str: torch dtypes and devices (and anything else without a JSON form) as text
+            f.write(json.dumps(_to_json(settings), indent=2, default=str) + "\n")
+        with signals_held():
+            for extension in (".npz", ".pdf", ".png", ".json"):
+                os.replace(temporary[extension], stem + extension)
+    finally:
+        for path in temporary.values():
+            with contextlib.suppress(OSError):
+                os.remove(path)  # only where the save did not finish
+            TEMPORARIES.discard(path)
+    plt.close(fig)
+    return [stem + extension for extension in (".npz", ".json", ".pdf", ".png")]
+
+
+def write_atomic(path, text):
+    """Write text to path complete or not at all, with the usual permissions (0666 less the umask)."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def png_preview(fig, max_width_px=1200, max_dpi=100):
+    """The figure as PNG bytes at screen resolution (at most `max_width_px` wide): what a notebook
+    shows inline, so that a committed notebook stays small; the saved .png (150 dpi) is for print."""
+    import io
+    width_inches = fig.get_size_inches()[0]
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=min(max_dpi, max_width_px / width_inches), bbox_inches="tight",
+                metadata={"Software": None})
+    return buffer.getvalue()
+
+
+class SavedArrays(dict):
+    """The arrays of a saved .npz (name -> array). Asking for one it lacks raises UsageError naming
+    the file and the array (not KeyError): how --plot-only learns which arrays the plot needs."""
+
+    def __init__(self, arrays, path):
+        super().__init__(arrays)
+        self.path = path
+
+    def __missing__(self, key):
+        raise UsageError(f"{self.path} has no array {key!r}, which the plot needs (saved by another "
+                         f"version of the script?); re-run without --plot-only")
+
+
+def load_figure_data(out_dir, name, script=None, again="re-run without --plot-only"):
+    """Load the (data, settings) that save_figure saved as DIR/name.npz/.json, trusting neither:
+    the .json must be readable, unedited since it was saved (its settings' SHA-256), and name this
+    figure (and `script`, if given); the .npz must be the one it describes (same SHA-256), readable,
+    and hold the seeds the .json names. UsageError (one line, ending with `again`) otherwise.
+
+    Returns data (SavedArrays: a missing array raises UsageError when asked for) and settings.
+    """
+    stem = os.path.join(out_dir, name)
+    if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
+        raise UsageError(f"no saved data at {stem}.npz/.json; run without --plot-only first")
+    try:
+        with open(stem + ".json", encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise UsageError(f"{stem}.json cannot be read (damaged or cut short: {error}); {again}") from None
+    required = SET_KEYS if script else SET_KEYS[1:]
+    if not isinstance(settings, dict) or any(key not in settings for key in required):
+        raise UsageError(f"{stem}.json does not say which script and figure saved it (an older version of "
+                         f"this package wrote it, or another program); {again}")
+    if settings.get("settings_sha256") != settings_digest(settings):
+        raise UsageError(f"{stem}.json was edited after it was saved, or saved by an older version (its settings, "
+                         f"such as quick, figure or seeds, are not the ones sealed with the .npz); {again}")
+    # a run's output folder may sit inside another (make's float64/): the name ends with the saved one
+    if not (name == settings["figure_name"] or name.endswith("/" + settings["figure_name"])) or (
+            script and settings["script"] != script):
+        raise UsageError(f"{stem}.json holds {settings.get('script', 'another script')}'s figure "
+                         f"{settings['figure_name']!r}, not {script or 'this script'}'s {name!r}; {again}")
+    if settings["npz_sha256"] != _sha256(stem + ".npz"):
+        raise UsageError(f"{stem}.npz is not the file its .json describes (damaged, cut short, or from another "
+                         f"run); {again}")
+    try:
+        with np.load(stem + ".npz", allow_pickle=False) as saved:
+            data = SavedArrays({key: saved[key] for key in saved.files}, stem + ".npz")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
+    if isinstance(settings.get("seeds"), list) and "seeds" in data and np.ravel(data["seeds"]).tolist() != np.ravel(settings["seeds"]).tolist():
+        raise UsageError(f"{stem}.npz holds seeds {np.ravel(data['seeds']).tolist()}, its .json names "
+                         f"{settings['seeds']}; {again}")
+    return data, settings

@@ -1,0 +1,178 @@
+"""adversarial_CIFAR.ipynb (Fig. 11) runs end to end, headless, on the tiny CIFAR fixture, and its
+saved data show what the two protocols and the threat models do to the images."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gfs.cifar import symmetry
+from gfs.cifar import threat_models
+from gfs.cifar import dataset
+from helpers import check_committed_outputs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
+# Quick runs use num_g = 5, and their file names say so (the paper's names say g200).
+PAPER_NAMES = {method: dataset.fig11(method, 16, 5, 10.0) for method in ("FGSM", "PGD")}
+CORRECTED_NAMES = {numerics: dataset.fig11("corrected", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
+ROBUSTNESS_NAMES = {numerics: dataset.fig11("robustness", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
+MODELS = ("original", "group", "g_inverse", "perm_interp")
+
+
+def load(out, name):
+    for ext in (".pdf", ".png", ".npz", ".json"):
+        assert os.path.getsize(os.path.join(out, name + ext)) > 0, name + ext
+    with np.load(os.path.join(out, name + ".npz")) as npz:
+        data = {key: npz[key] for key in npz.files}
+    with open(os.path.join(out, name + ".json")) as f:
+        return data, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def notebook_outputs(tiny_cifar, tmp_path_factory):
+    with open(NOTEBOOK, "rb") as f:
+        committed = f.read()
+    out = tmp_path_factory.mktemp("adversarial_figures")
+    executed = out / "executed.ipynb"
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--quick", "--out", str(out),
+         "--cifar-dir", tiny_cifar, "--device", "cpu", "--timeout", "300", "--executed", str(executed)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(NOTEBOOK, "rb") as f:
+        assert f.read() == committed  # the committed notebook is never overwritten
+    assert not any(name.endswith("g200_eps10.npz") for name in os.listdir(out / "ensemble"))
+    paper = {method: load(out, name) for method, name in PAPER_NAMES.items()}
+    corrected = {numerics: load(out, name) for numerics, name in CORRECTED_NAMES.items()}
+    corrected["suite"] = {numerics: load(out, name) for numerics, name in ROBUSTNESS_NAMES.items()}
+    return paper, corrected, executed
+
+
+def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
+    paper, _, _ = notebook_outputs
+    for method, (data, settings) in paper.items():
+        strengths = data["strengths"]
+        assert list(strengths) == pytest.approx(settings["strengths"])
+        assert data["seeds"].tolist() == [0, 1]
+        for model in MODELS:
+            for key in (f"acc_{model}", f"mean_acc_{model}"):
+                assert data[key].shape == (2, len(strengths))
+                assert np.all((data[key] >= 0) & (data[key] <= 1))
+        for key in ("clamp_only_acc", "symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
+            assert data[key].shape == (2,)
+        assert data["train_loss"].shape == (2, 2)
+        assert settings["attack"] == method and settings["quick"] is True and settings["protocol"] == "paper"
+        assert settings["seeds"] == [0, 1] and settings["num_g"] == 5
+        assert {"versions", "device", "run_seconds", "data_source"} <= set(settings)
+
+
+def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
+    paper, _, _ = notebook_outputs
+    fgsm, pgd = paper["FGSM"][0], paper["PGD"][0]
+    # Data in [-0.5, 0.5] clipped to [0, 1]: a black pixel (-0.5) is set to 0 by the first attack,
+    # then moved by eps by the second; PGD's second attack has its own 0.3 ball around that 0.
+    assert np.all(fgsm["linf"][:, 0] == 0) and np.all(pgd["linf"][:, 0] == 0)
+    np.testing.assert_allclose(fgsm["linf"][:, 1:], 0.5 + fgsm["strengths"][1:] + 0 * fgsm["linf"][:, 1:], atol=1e-5)
+    np.testing.assert_allclose(pgd["linf"][:, 1:], 0.5 + 0.3, atol=1e-5)
+    # The clamp alone costs accuracy (defect B2).
+    assert np.all(fgsm["clamp_only_acc"] < fgsm["acc_original"][:, 0] - 0.02)
+    # Both figures start from the same clean accuracies (the same trained models).
+    np.testing.assert_array_equal(pgd["acc_original"][:, 0], fgsm["acc_original"][:, 0])
+    for seed in range(2):
+        original = fgsm["acc_original"][seed, 0]
+        assert original > 0.5  # the tiny classes are learnable
+        # pi is fitted so that each member reproduces the network: the group ensemble stays
+        # close to the original; g^-1 (exact only for a linear sigma) falls to chance.
+        assert fgsm["acc_group"][seed, 0] > original - 0.15
+        assert fgsm["acc_g_inverse"][seed, 0] < 0.3
+
+
+def test_corrected_protocol_threat_models(notebook_outputs):
+    _, corrected, _ = notebook_outputs
+    for numerics, (data, settings) in ((k, v) for k, v in corrected.items() if k != "suite"):
+        assert settings["protocol"] == "corrected" and settings["numerics"] == numerics and settings["quick"] is True
+        assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
+        np.testing.assert_allclose(data["fgsm_eps"] * 255, [0, 1, 2, 4, 8], atol=1e-9)
+        assert data["pgd_iterations"].tolist() == [0, 1, 3, 10, 20] and int(data["pgd_images"]) == 100
+        # attacks within budget: FGSM exactly eps, PGD and the noise never beyond 8/255
+        for threat in threat_models.THREATS:
+            np.testing.assert_allclose(data[f"fgsm_{threat}_linf"], np.broadcast_to(data["fgsm_eps"], (2, 5)), atol=1e-6)
+            assert np.all(data[f"pgd_{threat}_linf"] <= 8 / 255 + 1e-6)
+        for c in ("original", "independent") + symmetry.ENSEMBLE_MODES:
+            assert data[f"fgsm_transfer_acc_{c}"].shape == (2, 5)
+        for comparison in threat_models.COMPARISONS:
+            for part in ("diff", "gained", "lost", "p"):
+                assert data[f"pgd_{comparison}_{part}"].shape == (2, 5)
+        # clean images: the adaptive and transfer columns 0 agree, the noise column 0 too
+        np.testing.assert_array_equal(data["fgsm_adaptive_acc_group"][:, 0], data["fgsm_transfer_acc_group"][:, 0])
+        np.testing.assert_array_equal(data["fgsm_noise_acc_group"][:, 0], data["fgsm_transfer_acc_group"][:, 0])
+        assert np.all(data["fgsm_worst_acc_group"] <= np.minimum(data["fgsm_adaptive_acc_group"],
+                                                                 data["fgsm_transfer_acc_group"]) + 1e-12)
+    assert corrected["exact"][0]["symmetry_error"].max() < 1e-3 < corrected["paper"][0]["symmetry_error"].min()
+
+
+def test_standard_robustness_evaluation_files(notebook_outputs):
+    from gfs.cifar import robustness
+    _, corrected, _ = notebook_outputs
+    for numerics, (data, settings) in corrected["suite"].items():
+        assert settings["numerics"] == numerics and settings["quick"] is True
+        assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
+        np.testing.assert_allclose(data["radii"] * 255, [1, 2, 4, 8], atol=1e-9)
+        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 10 and int(data["audit_images"]) == 50
+        for c in robustness.CLASSIFIERS:
+            assert data[f"robust_{c}"].shape == (2, 4, 100) and data[f"sanity_{c}"].shape == (2, 3, 4)
+            assert np.all(data[f"robust_acc_{c}"] <= data[f"clean_acc_{c}"][:, None] + 1e-12)
+            assert np.all(data[f"linf_{c}"] <= data["radii"] + 1e-6)
+            assert np.all(data[f"low_{c}"] >= 0) and np.all(data[f"high_{c}"] <= 1)
+        # the original and the shared-trunk control are the same in both numerics (evaluated once per seed)
+        np.testing.assert_array_equal(data["robust_original"], corrected["suite"]["paper"][0]["robust_original"])
+        np.testing.assert_array_equal(data["robust_perm_interp"], corrected["suite"]["paper"][0]["robust_perm_interp"])
+        # the independent CNN of seed 0 is seed 1's original
+        np.testing.assert_array_equal(data["robust_acc_independent"][0], data["robust_acc_original"][1])
+        assert data["heldout_agreement_group"].shape == (2,) and np.all(data["heldout_agreement_group"] <= 1)
+        assert settings["suite"]["attacks"] == [a.name for a in robustness.ATTACKS]
+
+
+def test_executed_copy_shows_the_figures(notebook_outputs):
+    _, _, executed = notebook_outputs
+    notebook = json.loads(executed.read_text())
+    images = [o for c in notebook["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 6  # FGSM and PGD (paper's protocol), two numerics (old threat models, suite)
+    text = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
+    assert "McNemar p per seed" in text and "robust accuracy (right under every attack)" in text
+    assert "sanity checks: " in text
+
+
+def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
+    check_committed_outputs(NOTEBOOK, images=6)
+    notebook = json.loads(open(NOTEBOOK).read())
+    first = notebook["cells"][0]
+    assert first["metadata"].get("tags") == ["parameters"]
+    source = "".join(first["source"])
+    assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source and "SEEDS = None" in source
+    derived = next("".join(c["source"]) for c in notebook["cells"][1:] if c["cell_type"] == "code" and not
+                   c["metadata"].get("tags"))  # derived after papermill's injected cell (kept by a full run)
+    assert "notebook_parameters.figures_dir(FIGURES_DIR, QUICK)" in derived and "least=2" in derived
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "os.environ" not in code  # parameters come from the parameters cell only
+    assert "\ndef " not in code and "\nclass " not in code
+
+
+def test_one_seed_is_refused_in_one_line_before_any_training(tiny_cifar, tmp_path):
+    """Fig. 11's independent-CNN control of seed s is seed s + 1's model: one seed would make it
+    the attacked model itself (a difference of 0, p = 1)."""
+    started = time.time()
+    result = subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--quick", "--seeds", "1",
+                             "--cifar-dir", tiny_cifar, "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["run_notebook.py: error: adversarial_CIFAR.ipynb failed: ParameterError: "
+                                                  "SEEDS must be at least 2 (the independent CNN of seed s is seed s + 1's), not 1"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.npz"))
+    assert time.time() - started < 60  # refused in the derived-settings cell, long before any training

@@ -1,0 +1,128 @@
+"""ensemble_CIFAR.ipynb end to end, headless, on the tiny CIFAR-shaped data (QUICK=1)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gfs.cifar import dataset
+from gfs.cifar import symmetry
+from helpers import check_committed_outputs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NOTEBOOK = os.path.join(REPO, "ensemble_CIFAR.ipynb")
+STEMS = {numerics: dataset.fig10(numerics) for numerics in ("paper", "exact")}
+
+
+def run_notebook(*args, timeout=300):
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
+    return subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--no-download", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def image_outputs(path):
+    notebook = json.loads(open(path).read())
+    return [o for c in notebook["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_cifar, tmp_path_factory):
+    """One quick run (2 seeds, 2 worker processes) into a temporary folder."""
+    with open(NOTEBOOK, "rb") as f:
+        committed = f.read()
+    out = tmp_path_factory.mktemp("ensemble_figures")
+    executed = out / "executed.ipynb"
+    result = run_notebook("--quick", "--cifar-dir", tiny_cifar, "--out", str(out), "--jobs", "2",
+                          "--executed", str(executed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(NOTEBOOK, "rb") as f:
+        assert f.read() == committed  # the committed notebook is never overwritten
+    saved = {}
+    for numerics, stem in STEMS.items():
+        for ext in (".pdf", ".png", ".npz", ".json"):
+            assert (out / (stem + ext)).stat().st_size > 0, (numerics, ext)
+        with np.load(out / (stem + ".npz")) as npz:
+            saved[numerics] = ({key: npz[key] for key in npz.files}, json.loads((out / (stem + ".json")).read_text()))
+    saved["out"] = out
+    return saved, executed
+
+
+def test_notebook_writes_both_numerics_with_seeds(quick_run):
+    saved, _ = quick_run
+    for numerics, (data, settings) in ((k, v) for k, v in saved.items() if k in STEMS):
+        assert data["num_g"].tolist() == [2, 4] and data["eps"].tolist() == [10, 1, 1e-3]
+        assert data["seeds"].tolist() == [0, 1] and data["original_acc"].shape == (2,)
+        assert np.all((0.3 < data["original_acc"]) & (data["original_acc"] <= 1.0))  # chance is 0.1
+        for mode in symmetry.ENSEMBLE_MODES:
+            for key in ("vote_acc", "mean_acc", "overflow", "finite_frac"):
+                assert data[f"{key}_{mode}"].shape == (2, 3, 2), (key, mode)
+            assert data[f"overflow_{mode}"].dtype == bool
+        for key in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
+            assert data[key].shape == (2, 3, 2) and np.all(data[key] >= 0)
+        for key in ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite"):
+            assert data[f"heldout_{key}"].shape == (2, 3, 2), key
+        assert np.all(data["heldout_agreement_min"] <= data["heldout_agreement"])
+        # eps = 1e-3: the moved networks are the original on held-out images too
+        assert data["heldout_agreement"][:, 2].min() > 0.97
+        # eps = 1e-3 (last row): the group ensemble is the original network, shuffle is not
+        assert np.abs(data["vote_acc_group"][:, 2] - data["original_acc"][:, None]).max() <= 0.02
+        assert (data["vote_acc_shuffle"][:, 2] < data["original_acc"][:, None] - 0.1).all()
+        assert settings["numerics"] == numerics and settings["quick"] is True and settings["seeds"] == [0, 1]
+        assert settings["fit_noise"] == {"paper": 1e-4, "exact": 0.0}[numerics]
+        assert settings["data"]["source"] == "unverified" and settings["data"]["eval_images"] == 200
+        assert settings["data"]["train_images"] == [0, 600] and settings["data"]["fit_images"] == [600, 664]
+        assert settings["device"] == "cpu" and settings["run_seconds"] > 0 and "torch" in settings["versions"]
+        assert len(settings["train_history"]) == 2
+    paper, exact = saved["paper"][0], saved["exact"][0]
+    # the same models in both numerics; the exact action is a symmetry up to eps = 10
+    np.testing.assert_array_equal(paper["original_acc"], exact["original_acc"])
+    assert exact["symmetry_error"].max() < 1e-3
+    assert paper["symmetry_error"][:, 0].max() > exact["symmetry_error"][:, 0].max()
+
+
+def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):
+    saved, _ = quick_run
+    out = saved["out"]
+    with np.load(out / "ensemble" / "fit_size_generalisation.npz") as npz:
+        data = {key: npz[key] for key in npz.files}
+    assert data["sizes"].tolist() == [16, 32] and data["scales"].tolist() == [0.1, 1, 10] and int(data["members"]) == 4
+    for key in ("heldout_agreement", "mean_acc", "vote_acc", "fit_error"):
+        assert data[key].shape == (2, 3, 2), key
+    assert np.all(data["fit_error"][:, :, 0] < 1e-6)  # 16 images: pi interpolates them (exact numerics)
+    assert data["heldout_agreement"][:, 0].min() > 0.9  # scale 0.1: close to the original
+
+
+def test_executed_copy_shows_the_figures(quick_run):
+    _, executed = quick_run
+    assert len(image_outputs(executed)) == 3  # one figure per numerics and the fit-size figure, inline
+
+
+def test_notebook_stops_with_a_clear_message_without_data(tmp_path):
+    result = run_notebook("--quick", "--cifar-dir", str(tmp_path / "no_data"), "--out", str(tmp_path / "out"),
+                          timeout=120)
+    assert result.returncode == 3  # run_notebook.py's status for missing CIFAR-10 (make skips only this)
+    last = result.stderr.strip().splitlines()[-1]
+    assert "CifarMissingError" in last and "cifar-10-batches-py" in last and str(tmp_path / "no_data") in last
+    assert not (tmp_path / "out" / (STEMS["paper"] + ".npz")).exists()
+
+
+def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
+    check_committed_outputs(NOTEBOOK, images=3)
+    notebook = json.loads(open(NOTEBOOK).read())
+    first = notebook["cells"][0]
+    assert first["cell_type"] == "code" and first["metadata"].get("tags") == ["parameters"]
+    source = "".join(first["source"])
+    assert "CIFAR_DIR" in source and "DEVICE" in source and "Jupyter" in source
+    assert "THREADS = 0" in source and "SEEDS = None" in source  # plain values: papermill sets them
+    derived = next("".join(c["source"]) for c in notebook["cells"][1:] if c["cell_type"] == "code" and not
+                   c["metadata"].get("tags"))  # derived after papermill's injected cell (kept by a full run)
+    assert "notebook_parameters.figures_dir(FIGURES_DIR, QUICK)" in derived and "if QUICK:" in derived
+    ids = [cell["id"] for cell in notebook["cells"]]
+    assert len(set(ids)) == len(ids) and all(i.startswith("ensemble-") for i in ids)
+    # the notebook is a thin driver: no function or class definitions of its own
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "os.environ" not in code  # parameters come from the parameters cell only
+    assert "\ndef " not in code and "\nclass " not in code and not code.startswith("def ")
