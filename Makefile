@@ -21,6 +21,8 @@ CIFAR_MISSING := 3
 # A full run into figures/ also saves the executed notebooks (figures and tables) over the committed
 # ones; a quick run, or one into another OUT, leaves them alone.
 IN_PLACE := $(if $(QUICK),,$(if $(filter figures,$(OUT)),--in-place,))
+# EXECUTED=DIR: also save each executed notebook there (the tests read them)
+EXECUTED_FLAG = $(if $(EXECUTED),--executed "$(EXECUTED)/$(1)",)
 # CIFAR_DOWNLOAD=0: never download CIFAR-10 (the tests; nothing is created then)
 DOWNLOAD_FLAG := $(if $(filter 0,$(CIFAR_DOWNLOAD)),--no-download,)
 
@@ -64,7 +66,7 @@ cifar-figures: $(VENV)/.installed
 
 # $(1): the notebook, $(2): its figure
 define run_cifar_notebook
-@$(PY) run_notebook.py $(1) --out "$(OUT)" --cifar-dir "$(CIFAR_DIR)" $(QUICK_FLAG) $(DOWNLOAD_FLAG) $(IN_PLACE); status=$$?; \
+@$(PY) run_notebook.py $(1) --out "$(OUT)" --cifar-dir "$(CIFAR_DIR)" $(QUICK_FLAG) $(DOWNLOAD_FLAG) $(IN_PLACE) $(call EXECUTED_FLAG,$(1)); status=$$?; \
 if [ $$status -eq $(CIFAR_MISSING) ]; then \
   echo "SKIPPED $(2) ($(1)): see the error above. To provide CIFAR-10, put cifar-10-batches-py in $(CIFAR_DIR)/ or pass CIFAR_DIR=/path (it is downloaded there when online)."; \
 elif [ $$status -ne 0 ]; then exit $$status; fi

@@ -23,8 +23,9 @@ SCRIPTS = {
                                 + [f"Q-hessian-eigenvalues/{e}_{a}_sharpness_mnk_10_5_50" for a in PAPER
                                    for e in ("same_function", "per_neuron")],
 }
-# What `make figures` adds (with fewer seeds here): several seeds and the same-function experiments
-EXTRA_FLAGS = {"Q_convergence_elementwise.py": ["--seeds", "3", "--same-function"],
+# What `make figures QUICK=1` adds (Makefile: SEEDS_CONVERGENCE, SEEDS_HESSIAN): several seeds and the same-function
+# experiments
+EXTRA_FLAGS = {"Q_convergence_elementwise.py": ["--seeds", "2", "--same-function"],
                "Q_hessian_eigenvalues.py": ["--seeds", "2", "--same-function"]}
 
 
@@ -39,20 +40,20 @@ def load_arrays(path):
 
 
 @pytest.fixture(scope="module")
-def quick_outputs(tmp_path_factory):
-    """Every script once with --quick into one folder, and once more into a second folder
-    (Fig. 3 with two worker processes, to cover the parallel path)."""
-    first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
+def quick_outputs(quick_pipeline, tmp_path_factory):
+    """The scripts' outputs of the session's `make figures QUICK=1`, and every script once more with the same
+    settings into a second folder (Fig. 3 with two worker processes, to cover the parallel path)."""
+    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
+    second = tmp_path_factory.mktemp("second")
     for script in SCRIPTS:
-        extra = EXTRA_FLAGS.get(script, [])
-        result = run(script, "--quick", "--no-progress", "--jobs", "1", *extra, "--out", str(first))
-        assert result.returncode == 0, result.stderr
         jobs = "2" if script == "Q_dynamics_elementwise.py" else "1"
-        result = run(script, "--quick", "--no-progress", "--jobs", jobs, *extra, "--out", str(second))
+        result = run(script, "--quick", "--no-progress", "--jobs", jobs, *EXTRA_FLAGS.get(script, []),
+                     "--out", str(second))
         assert result.returncode == 0, result.stderr
-    return first, second
+    return quick_pipeline.out, second
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_quick_run_writes_every_file(quick_outputs, script):
     out = quick_outputs[0]
@@ -69,6 +70,7 @@ def test_quick_run_writes_every_file(quick_outputs, script):
     assert not leftovers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_same_command_twice_gives_identical_arrays(quick_outputs, script):
     first, second = quick_outputs
@@ -79,6 +81,7 @@ def test_same_command_twice_gives_identical_arrays(quick_outputs, script):
             assert np.array_equal(a[key], b[key]), (name, key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_plot_only_recreates_figures_from_saved_data(quick_outputs, script, tmp_path):
     first = quick_outputs[0]
@@ -93,6 +96,7 @@ def test_plot_only_recreates_figures_from_saved_data(quick_outputs, script, tmp_
         assert (tmp_path / (name + ".png")).read_bytes() == (first / (name + ".png")).read_bytes()
 
 
+@pytest.mark.slow
 def test_training_data_have_the_documented_keys(quick_outputs):
     """Curves and spectra are seed 0's (the plotted paper figure); per-run numbers have a leading seed axis."""
     out = quick_outputs[0]
@@ -141,6 +145,7 @@ def test_training_data_have_the_documented_keys(quick_outputs):
     assert fig3["drift_bound_zero"].shape == fig3["max_Q_change_zero"].shape == (1, runs)
 
 
+@pytest.mark.slow
 def test_seed_0_is_the_single_seed_run(quick_outputs, tmp_path):
     """Seed 0 is the paper's draw, trained in a batch of its own: its numbers do not depend on --seeds (sigmoid's
     vectorised kernels round a batch's tail elements differently, so this is not automatic)."""

@@ -841,11 +841,9 @@ def test_report_rejects_a_missing_folder(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # (c) make figures QUICK=1, end to end (scripts, float64 variant, both notebooks on tiny CIFAR, report)
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
-def test_make_figures_quick(tmp_path, tiny_cifar):
-    out = tmp_path / "figures"
-    result = subprocess.run(["make", "-o", ".venv/.installed", "figures", "QUICK=1", f"OUT={out}",
-                             f"CIFAR_DIR={tiny_cifar}"], cwd=REPO, capture_output=True, text=True, timeout=1500)
+@pytest.mark.slow
+def test_make_figures_quick(quick_pipeline):
+    out, result = quick_pipeline.out, quick_pipeline.result
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = (out / "REPORT.md").read_text()
     verdicts = summary_rows(text)
