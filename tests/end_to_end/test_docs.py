@@ -82,3 +82,55 @@ def test_every_defect_code_used_is_defined():
 def test_code_definitions_are_read_from_table_rows_only():
     text = "| B1 | double softmax |\n| B12 | small issues |\nsee B3 in the text\n"
     assert defined_codes(text) == {"B1", "B12"}
+
+
+def module_index():
+    """{module basename: set of its top-level names} for the top-level files and every module of gfs/."""
+    import ast
+    paths = glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "gfs", "**", "*.py"), recursive=True)
+    index = {}
+    for path in paths:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        names = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                    names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        index.setdefault(os.path.splitext(os.path.basename(path))[0], set()).update(names)
+    return index
+
+
+STALE_NAME = re.compile(r"`([A-Za-z_][\w/]*)\.(py|[A-Za-z_]\w*)\b")
+
+
+def stale_names(text, index, files):
+    """The `module.py` and `module.name` mentions of a markdown text that name no module, or nothing in it."""
+    stale = []
+    for module, attribute in STALE_NAME.findall(text):
+        base = module.split("/")[-1]
+        if attribute == "py":
+            if base not in index and module + ".py" not in files:
+                stale.append(module + ".py")
+        elif base in index and attribute not in index[base]:
+            stale.append(f"{base}.{attribute}")
+        elif "/" not in module and base not in index and re.match(r"^[a-z_]+$", base) and base + ".py" in files:
+            stale.append(f"{base}.{attribute}")
+    return stale
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[os.path.relpath(p, ROOT) for p in PAGES])
+def test_docs_name_no_stale_module(page):
+    files = {os.path.relpath(p, ROOT) for p in tracked_files("*.py")}
+    files |= {os.path.basename(p) for p in files}
+    with open(page, encoding="utf-8") as f:
+        assert stale_names(f.read(), module_index(), files) == []
+
+
+def test_stale_name_check_catches_a_moved_module():
+    index = {"robustness": {"ATTACKS"}}
+    assert stale_names("`robustness.ATTACKS`, `robustness.GONE`, `threat_models.py`", index, set()) == [
+        "robustness.GONE", "threat_models.py"]
