@@ -199,7 +199,8 @@ def render_claim(c, shown):
     several claims is printed once and named after that."""
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
     # over the units: the usual combination is in the legend; another (the exact numerics decide) is stated here
-    rule = doc_text(claim.rule) + (" " + doc_text(claim.over, units=claim.files.kind)) * (several and claim.over != combine)
+    over = " " + doc_text(claim.over, units=claim.files.kind)
+    rule = doc_text(claim.rule) + over * (several and claim.over != combine)
     kind = "Check" if claim.check else "Verdict"
     head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, EVALUATION_FAILED, NOT_RUN) else
             f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")

@@ -7,7 +7,7 @@ import numpy as np
 
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, DataError, Files, Section, runs
-from gfs.report.verdict_rules import col, last_finite, paper_column, run_table, saved_setting
+from gfs.report.verdict_rules import col, common_setting, last_finite, paper_column, run_table, saved_setting
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
 # The saved figures by the names their .json give (figure_name; {}: the activation); make's float64 run writes into
@@ -89,7 +89,7 @@ FIG3_FLOAT64_COLUMNS = [
 
 
 def fig3_tables(float32, float64):
-    ref, lrs = paper.FIG3_FINAL_DRIFT["linear"], saved_setting(float32, "learning_rates", list, [])
+    ref, lrs = paper.FIG3_FINAL_DRIFT["linear"], common_setting(float32, "learning_rates", [])
     ratios = ", ".join(f"{u} {f['normaliser'][0][0] / f['normaliser_zero'][0][0]:.3g}" for u, f in float32.items()
                        if not np.allclose(f["normaliser"], f["normaliser_zero"]))
     float32, float64 = run_table(float32, FIG3_COLUMNS), run_table(float64, FIG3_FLOAT64_COLUMNS)
@@ -120,7 +120,8 @@ SECTIONS = (
               "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
               "learning rate (measured from the initial Q: dQ~ starts after the first step, whose drift dominates at "
               f"the largest lr ({saved_setting(figures, 'learning_rates', lambda lrs: f'{max(lrs):g}')}) for sigmoid; "
-              "a ratio of differences of Q, the same in both conventions).", FIG3_FLOAT64, float64_drift, rule_drift_proportional),
+              "a ratio of differences of Q, the same in both conventions).", FIG3_FLOAT64, float64_drift,
+              rule_drift_proportional),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
               "learning rate: what exceeds it in float32 is round-off.", FIG3_FLOAT64,

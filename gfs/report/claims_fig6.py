@@ -93,9 +93,10 @@ def fig6_tables(fig6, same_function, per_neuron=None):
 SECTIONS = (
     Section("Fig. 6: convergence speed depends on Q (elementwise activations)", (
         Claim("Fig. 6", "larger |Q| reaches a fixed loss in fewer steps", lambda figures:
-              f"At learning rate {saved_setting(figures, 'learning_rate', power_of_ten)} the initialisation's Q sets how fast gradient "
-              "descent converges: for every activation, the run with larger |Q| (larger init scale) reaches a fixed "
-              f"loss (|Y - U sigma(V^T)|_F < {loss(figures)}) in fewer steps.", FIG6, fig6_trend, rule_trend, conventions=True),
+              f"At learning rate {saved_setting(figures, 'learning_rate', power_of_ten)} the initialisation's Q sets "
+              "how fast gradient descent converges: for every activation, the run with larger |Q| (larger init scale) "
+              f"reaches a fixed loss (|Y - U sigma(V^T)|_F < {loss(figures)}) in fewer steps.", FIG6, fig6_trend,
+              rule_trend, conventions=True),
         Claim("Fig. 6", "same function: the moved initialisations compute the same function",
               "Moving the paper's initialisation along the per-neuron symmetry changes Q but not the network's function "
               "on the training inputs.", SAME_FUNCTION_6, same_function, rule_same_initial_function, check=True),

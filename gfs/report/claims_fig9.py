@@ -7,7 +7,7 @@ import numpy as np
 
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import col, legend_Qs, orbit_column, paper_column, run_table, saved_setting
+from gfs.report.verdict_rules import col, common_setting, legend_Qs, orbit_column, paper_column, run_table
 from gfs.report.toy_rules import (AT_MINIMUM, PER_NEURON_NOTE, at_minimum, per_neuron_stats, per_neuron_table, q_key,
                        rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend)
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
@@ -26,13 +26,13 @@ def sizes(figures):
     """'m*n = 50 nonzero eigenvalues (of 750)': the rank bound m n and the Hessian's size (m + n) hidden, as saved."""
     if not figures:
         return "m*n nonzero eigenvalues"
-    m, n, hidden = (saved_setting(figures, key, int) for key in ("m", "n", "hidden"))
+    m, n, hidden = (int(common_setting(figures, key)) for key in ("m", "n", "hidden"))
     return f"m*n = {m * n} nonzero eigenvalues (of {(m + n) * hidden})"
 
 
 def init_stds(figures):
     """The saved init stds, as a list ([] if none)."""
-    return list(saved_setting(figures, "init_stds", list, []))
+    return list(common_setting(figures, "init_stds", []))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def fig9_tables(fig9_figures, same, per_neuron=None):
     per_neuron, stds = per_neuron or {}, init_stds(fig9_figures)
     differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9_figures.items()
                        if not np.allclose(f["Q0"], f["Q0_zero"]))
-    plotted = saved_setting(per_neuron, "plotted_run", int, 0)  # the minima the per-neuron figure shows: init_stds[i]
+    plotted = int(common_setting(per_neuron, "plotted_run", 0))  # the minima the per-neuron figure shows: init_stds[i]
     fig9, same = run_table(fig9_figures, FIG9_COLUMNS), run_table(same, SAME_FUNCTION_9_COLUMNS)
     neurons = per_neuron_table(per_neuron, "largest_eigenvalue", lambda x: f"{x:.4g}", lambda a: a[0][plotted])
     return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std {min(stds, default=0):g} to "

@@ -18,7 +18,7 @@ are several. The Figure objects are make_report.py's (f[key]: a saved array, f.s
 missing key raises verdict_rules.DataError, which the report shows as a data error instead of the table.
 
 Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, orbit_column, saved_setting,
-power_of_ten; for the CIFAR-10 figures spread, largest_p and describe_cifar_source.
+common_setting, power_of_ten; for the CIFAR-10 figures spread, largest_p and describe_cifar_source.
 
 What a claim of REPORT.md is: the saved files it reads (Files), its words, measurement and rule (Claim), the
 claims and tables of one figure (Section), and the ways a claim gets no verdict (DataError, Unjudged).
@@ -250,10 +250,24 @@ def orbit_column(key, form=fmt):
 
 
 def saved_setting(figures, key, form=str, absent="as saved"):
-    """A setting of the saved runs in a claim's or table's text: form(the setting) from the first of figures ({unit:
-    Figure}); `absent` where nothing is saved (not run). A figure without the setting: DataError naming it."""
-    first = next(iter(figures.values()), None)
-    return absent if first is None else form(first.setting(key))
+    """A setting of the saved runs in a claim's or table's text: form(the setting) of figures ({unit: Figure}); where
+    they saved different values, each with its units ('0.01 (linear, relu) / 0.05 (tanh)'); `absent` where nothing
+    is saved (not run). A figure without the setting: DataError naming its .json and the key."""
+    values = {}
+    for unit, f in figures.items():
+        values.setdefault(repr(f.setting(key)), (f.setting(key), []))[1].append(unit)
+    if len(values) > 1:
+        return " / ".join(f"{form(value)} ({', '.join(units)})" for value, units in values.values())
+    return form(next(iter(values.values()))[0]) if values else absent
+
+
+def common_setting(figures, key, absent=None):
+    """The value of a setting that figures ({unit: Figure}) all saved alike (`absent` if there are none); DataError
+    if one lacks it or they differ."""
+    values = {repr(f.setting(key)): f.setting(key) for f in figures.values()}
+    if len(values) > 1:
+        raise DataError(f"the saved figures {', '.join(f.name for f in figures.values())} differ in setting {key!r}")
+    return next(iter(values.values())) if values else absent
 
 
 def power_of_ten(x):
