@@ -47,6 +47,7 @@ from gfs.report import claims_fig7
 from gfs.report import claims_fig9
 from gfs.report import claims_fig10
 from gfs.report import claims_fig11
+from gfs.report.claims_fig10 import EXACT, exact_decides
 from gfs.report.saved_figures import Figure, Loader, one_line
 from gfs.report.verdict_rules import DATA_ERROR, EVALUATION_FAILED, NOT_RUN, Claim, DataError, Unjudged
 from gfs.report.verdict_rules import table
@@ -69,11 +70,14 @@ def doc_text(function, **fields):
 
 
 def combine_units(over, results):
-    """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined."""
+    """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined. Where the
+    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest)."""
     if list(results) == [""]:
         return results[""]
+    shown_only = over is exact_decides
     return Result(over({u: r.verdict for u, r in results.items()}),
-                  "; ".join(f"{u}: {r.verdict} ({r.text})" for u, r in results.items()),
+                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and u != EXACT else r.text})"
+                            for u, r in results.items()),
                   "; ".join(f"{u}: {r.deciding}" for u, r in results.items()))
 
 
@@ -98,7 +102,7 @@ def claim_text(claim, figures):
 def decided_by(claim, figures):
     """Which saved data decide the claim, in a few words: the exact numerics (CIFAR claims about symmetry-moved
     networks), or how many units and seeds were read."""
-    if getattr(claim.over, "__name__", "") == "exact_decides":
+    if claim.over is exact_decides:
         return "exact numerics (paper numerics shown)"
 
     def seeds(f):

@@ -94,7 +94,7 @@ def worst(verdicts):
 def sd(values):
     """The sample standard deviation (ddof = 1) of values; 0 for one value."""
     values = np.asarray(values, dtype=float)
-    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return float(values.std(ddof=1)) if values.size > 1 and np.ptp(values) > 0 else 0.0  # equal: 0, no round-off
 
 
 def mean_sd(values, form=None):
