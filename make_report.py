@@ -232,12 +232,13 @@ def render_section(section, checked, loader, errors, shown):
                   "settings, not a reproduction of the paper.", ""]
     lines += [line for c in checked for line in render_claim(c, shown)]
     lines += [line for note in dict.fromkeys(c.note for c in checked if c.note) for line in (note, "")]
-    try:
-        lines += section.tables(loader.get)
-    except Exception as error:
-        message = str(error) if isinstance(error, DataError) else one_line(error)
-        errors += [f"{section.title.split(':')[0]} table: {message}"] * (not any(message in e for e in errors))
-        lines += [f"*Table not shown ({DATA_ERROR}):* {message}.", ""]
+    for tables in section.tables if isinstance(section.tables, tuple) else (section.tables,):  # each on its own
+        try:
+            lines += tables(loader.get)
+        except Exception as error:
+            message = str(error) if isinstance(error, DataError) else one_line(error)
+            errors += [f"{section.title.split(':')[0]} table: {message}"] * (not any(message in e for e in errors))
+            lines += [f"*Table not shown ({DATA_ERROR}):* {message}.", ""]
     by_run = {}
     for st in (f.settings for f in figures.values()):
         by_run[run_key(st)] = max(by_run.get(run_key(st), st), st, key=lambda s: s.get("created", ""))

@@ -95,21 +95,24 @@ SAME_FUNCTION_9_COLUMNS = [
         f["largest_eigenvalue"][0, r][[0, -1]] / f["largest_eigenvalue_hessian"][r] - 1))))]
 
 
-def fig9_tables(fig9_figures, same, per_neuron=None):
-    per_neuron, stds = per_neuron or {}, init_stds(fig9_figures)
+def fig9_tables(fig9_figures, same):
+    stds = init_stds(fig9_figures)
     differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9_figures.items()
                        if not np.allclose(f["Q0"], f["Q0_zero"]))
-    plotted = int(common_setting(per_neuron, "plotted_run", 0))  # the minima the per-neuron figure shows: init_stds[i]
     fig9, same = run_table(fig9_figures, FIG9_COLUMNS), run_table(same, SAME_FUNCTION_9_COLUMNS)
-    neurons = per_neuron_table(per_neuron, "largest_eigenvalue", lambda x: f"{x:.4g}", lambda a: a[0][plotted])
     return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std {min(stds, default=0):g} to "
                    f"{max(stds, default=0):g}): {differ or '-'}.", ""] * bool(
         fig9) + (["Same function, different Q (seed 0; the largest eigenvalue is that of the Hessian's Gauss-Newton "
                   "part 2 J J^T, equal to the Hessian's at a zero-loss minimum; the last column is its relative gap to "
-                  "the full Hessian's):", ""] + same if same else []) + (
-        [PER_NEURON_NOTE + " Largest Hessian eigenvalue (2 J J^T) at the minimum of init std "
-         f"{init_stds(per_neuron)[plotted]:g}, moved.", ""]
-        + neurons if neurons else [])
+                  "the full Hessian's):", ""] + same if same else [])
+
+
+def per_neuron_9_table(per_neuron):
+    """The per-neuron orbits of the minima the per-neuron figure shows (init_stds[plotted_run], as saved)."""
+    plotted = int(common_setting(per_neuron, "plotted_run", 0))
+    neurons = per_neuron_table(per_neuron, "largest_eigenvalue", lambda x: f"{x:.4g}", lambda a: a[0][plotted])
+    return ([PER_NEURON_NOTE + " Largest Hessian eigenvalue (2 J J^T) at the minimum of init std "
+             f"{init_stds(per_neuron)[plotted]:g}, moved.", ""] + neurons if neurons else [])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,5 +144,5 @@ SECTIONS = (
               "fixed sum, and the sum at a fixed spread) a per-neuron statistic predicts the largest Hessian "
               "eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9, rule_predictors,
               conventions=True)),
-            lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9), get(PER_NEURON_9))),
+            (lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9)), lambda get: per_neuron_9_table(get(PER_NEURON_9)))),
 )

@@ -388,4 +388,5 @@ class Claim:
 class Section:
     title: str
     claims: tuple
-    tables: Callable          # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers
+    tables: object            # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers; or a
+                              # tuple of such, each shown (or its data error) on its own

@@ -108,3 +108,15 @@ def test_claim_texts_come_from_the_saved_settings(tmp_path):
     mr.main(["--out", str(tmp_path)])
     text = (tmp_path / "REPORT.md").read_text()
     assert "fixed loss (|Y - U sigma(V^T)|_F < 5e-2) in fewer steps" in text and "| steps to 5e-2 |" in text
+
+
+def test_a_table_missing_its_setting_is_a_data_error_alone(tmp_path):
+    """Fig. 9's per-neuron table shows the minima the script plotted (plotted_run): a .json without it loses that table
+    (a data error, exit status 1), not the figure's other tables or any verdict."""
+    write_toy_figures(tmp_path, float64=False)
+    drop_setting(tmp_path, "Q-hessian-eigenvalues/per_neuron_tanh_sharpness_mnk_10_5_50", "plotted_run")
+    status = mr.main(["--out", str(tmp_path)])
+    text = (tmp_path / "REPORT.md").read_text()
+    assert status == 1 and "lacks setting 'plotted_run'" in text and "*Table not shown (data error):*" in text
+    assert "| init std | Q0 from 0 | Q0, paper code's |" in text  # Fig. 9's main table is still there
+    assert set(summary_rows(text).values()) - {"not run"} == {REPRODUCED}
