@@ -118,5 +118,5 @@ def test_a_table_missing_its_setting_is_a_data_error_alone(tmp_path):
     status = mr.main(["--out", str(tmp_path)])
     text = (tmp_path / "REPORT.md").read_text()
     assert status == 1 and "lacks setting 'plotted_run'" in text and "*Table not shown (data error):*" in text
-    assert "| init std | Q0 from 0 | Q0, paper code's |" in text  # Fig. 9's main table is still there
+    assert "| nonzero eigenvalues | final squared loss |" in text  # Fig. 9's main table is still there
     assert set(summary_rows(text).values()) - {"not run"} == {REPRODUCED}
