@@ -3,16 +3,20 @@
 
 usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
-Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/);
-nothing is retrained. The claims are registered once each, in their figure's claims module (CLAIM_MODULES
+Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/), found by
+the name their .json gives (saved_figures.py); nothing is retrained, and neither torch nor a script or notebook is
+imported: every setting a claim's text or table needs comes from the saved .json. The report opens with What holds
+(one row per claim: verdict, deciding effect, the data that decide it), then the legend (VERDICTS), the checks and
+one section per figure. The claims are registered once each, in their figure's claims module (CLAIM_MODULES
 below: claims_fig3.py ... claims_fig11.py; what a claim is: verdict_rules.py). A claim names the files it
 reads, a measurement (loaded file -> the keyword arguments of its rule), a rule (a pure function: numbers ->
 Result) whose docstring is the rule printed in the report, and the paper code's numbers (paper_numbers.py) in
 the rule's form, so the same rule is run on them too. One loop, check(), loads, measures and judges every claim:
   - no saved data: "not run", with the command that makes it;
-  - a file that cannot be read, is incomplete or lacks a key: "data error" naming the file and what is wrong,
+  - a file that cannot be read, is incomplete or lacks a key or setting: "data error" naming the file and what is wrong,
     no verdict; the other claims still get theirs and the exit status is 1;
   - a diverged run is named and left out: the claim cannot be tested on it (partly at best), never "slow";
+  - data that cannot decide a claim (moved networks that are not symmetries): "cannot be tested", no evidence;
   - several seeds (per-run arrays [seed, run]): the rule is judged per seed, "holds in k of N seeds";
   - --quick data: verdicts labelled as smoke-test values;
   - activations are found on disk, so one beyond the paper's four is reported too;
@@ -33,7 +37,6 @@ import glob
 import inspect
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
