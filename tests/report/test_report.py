@@ -416,7 +416,9 @@ def figures(base, tmp_path):
 
 
 def test_every_claim_holds_on_the_base_data(figures):
+    (figures / "Q-dynamics" / "elementwise_linear_loss_Q.png").write_bytes(b"\x89PNG")  # a saved plot is shown
     status, text = report(figures)
+    assert "![elementwise_linear_loss_Q](Q-dynamics/elementwise_linear_loss_Q.png)" in text
     assert status == 0 and summary_rows(text) == {short: REPRODUCED for short in CLAIMS}
     assert summary_rows(text, "## Checks") == {short: verdict_rules.PASSES for short in CHECKS}
     assert "| Fig. 9 per-neuron | tanh | 0.1 | 0.1 |" in text  # the outputs off the training inputs
@@ -691,7 +693,7 @@ def test_activations_beyond_the_papers_are_found_and_reported(figures):
     assert status == 0 and all(v == REPRODUCED for v in verdicts.values())
     assert "softplus: reproduced (lr 0.1: 0.00069 of bound 0.00138" in text  # Fig. 3
     assert "softplus: not tested (mean" in text  # Fig. 4: no analytic E[Q] for it, so it is left out
-    assert "![Q-convergence/elementwise_softplus_convergence]" not in text  # no png written here
+    assert "(Q-convergence/elementwise_softplus_convergence.png)" not in text  # no png written here
     assert "| softplus | 0.01 |" in text  # Fig. 6 table
     # a softplus run that fails its rule counts like any other activation
     edit_figure(figures, "Q-convergence/elementwise_softplus_convergence", steps_to_converge=seeds_of([1, 2, 3]))
@@ -762,7 +764,7 @@ def test_quick_file_names_are_found_and_two_matches_are_an_error(figures):
     save_as(figures, FIG11_PAPER.format("PGD"), FIG11_PAPER.format("PGD").replace("g200_eps10", "g5_eps1e-05"))
     status, text = report(figures)
     assert status == 0 and set(summary_rows(text).values()) == {REPRODUCED}
-    assert "![ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact]" not in text  # (no png written here)
+    assert "(ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact.png)" not in text  # (no png written here)
     save_as(figures, ROBUSTNESS.replace("g200", "g5"), ROBUSTNESS.replace("g200", "g7"), keep=True)
     status, text = report(figures)
     verdicts = summary_rows(text)
