@@ -19,8 +19,7 @@ from gfs.runs.command_line import Job, run_figure_script
 # errors answer at once, and Ctrl-C while torch loads ends the run with one line.
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_distribution.py)
-FIG4_SHAPE = (100, 100, 100)                       # (m, h, n) for every activation
-FIG5_SHAPES = [(100, 200, 100), (200, 100, 100)]   # linear only
+from gfs.paper_numbers import FIG4_SHAPE, FIG5_SHAPES  # (m, h, n): Fig. 4 for every activation; Fig. 5 linear only
 PAPER_SAMPLES = 1000                               # sample i is drawn after torch.manual_seed(i**2)
 QUICK_SAMPLES = 50
 

@@ -253,7 +253,8 @@ def make_jobs(args):
                     "figure": "Fig. 9, per-neuron orbits (not in the paper)", **common, **per_neuron.SETTINGS,
                     "spread_factors": list(per_neuron.SPREADS), "shifts": list(per_neuron.SHIFTS),
                     "off_data_gap": per_neuron.OFF_DATA_NOTE, "largest_eigenvalue": "of 2 J J^T, float64",
-                    "plotted": f"the minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g} ([:, 1])"}),)))
+                    "plotted": f"the minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g} ([:, 1])",
+                    "plotted_run": PER_NEURON_PLOTTED}),)))  # the report's table: the index into init_stds
     return jobs
 
 

@@ -3,16 +3,20 @@
 
 usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
-Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/);
-nothing is retrained. The claims are registered once each, in their figure's claims module (CLAIM_MODULES
+Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/), found by
+the name their .json gives (saved_figures.py); nothing is retrained, and neither torch nor a script or notebook is
+imported: every setting a claim's text or table needs comes from the saved .json. The report opens with What holds
+(one row per claim: verdict, deciding effect, the data that decide it), then the legend (VERDICTS), the checks and
+one section per figure. The claims are registered once each, in their figure's claims module (CLAIM_MODULES
 below: claims_fig3.py ... claims_fig11.py; what a claim is: verdict_rules.py). A claim names the files it
 reads, a measurement (loaded file -> the keyword arguments of its rule), a rule (a pure function: numbers ->
 Result) whose docstring is the rule printed in the report, and the paper code's numbers (paper_numbers.py) in
 the rule's form, so the same rule is run on them too. One loop, check(), loads, measures and judges every claim:
   - no saved data: "not run", with the command that makes it;
-  - a file that cannot be read, is incomplete or lacks a key: "data error" naming the file and what is wrong,
+  - a file that cannot be read, is incomplete or lacks a key or setting: "data error" naming the file and what is wrong,
     no verdict; the other claims still get theirs and the exit status is 1;
   - a diverged run is named and left out: the claim cannot be tested on it (partly at best), never "slow";
+  - data that cannot decide a claim (moved networks that are not symmetries): "cannot be tested", no evidence;
   - several seeds (per-run arrays [seed, run]): the rule is judged per seed, "holds in k of N seeds";
   - --quick data: verdicts labelled as smoke-test values;
   - activations are found on disk, so one beyond the paper's four is reported too;
@@ -33,10 +37,11 @@ import glob
 import inspect
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from gfs.report import claims_fig3
 from gfs.report import claims_fig4_5
@@ -45,98 +50,19 @@ from gfs.report import claims_fig7
 from gfs.report import claims_fig9
 from gfs.report import claims_fig10
 from gfs.report import claims_fig11
-from gfs.runs.command_line import UsageError
-from gfs.cifar import dataset
+from gfs.report.claims_fig10 import EXACT, exact_decides
+from gfs.report.saved_figures import Figure, Loader, one_line
 from gfs.report.verdict_rules import DATA_ERROR, EVALUATION_FAILED, NOT_RUN, Claim, DataError, Unjudged
 from gfs.report.verdict_rules import table
-from gfs.runs.saved_files import load_figure_data, write_atomic
-from gfs.cifar.symmetry import SYMMETRY_TOLERANCE
+from gfs.runs.saved_files import write_atomic
 from gfs.report.toy_rules import CONVENTIONS, Q_CONVENTION, conventions_result, off_data_table
-from gfs.report.verdict_rules import BROKEN, FAILS, PASSES, REPRODUCED, PerSeed, Result, apply
+from gfs.report.verdict_rules import (BROKEN, CANNOT_TEST, DEPENDS, FAILS, NOT_REPRODUCED, NOT_TESTED, PARTLY, PASSES,
+                                      REPRODUCED, PerSeed, Result, apply, combine)
 
 # The report's figures, in order: each module's SECTIONS (and, for the moved networks of Figs. 6 and 9, OFF_DATA).
 CLAIM_MODULES = (claims_fig3, claims_fig4_5, claims_fig6, claims_fig7, claims_fig9, claims_fig10, claims_fig11)
 SECTIONS = tuple(section for module in CLAIM_MODULES for section in module.SECTIONS)
 OFF_DATA = {name: files for module in CLAIM_MODULES for name, files in getattr(module, "OFF_DATA", {}).items()}
-# ----------------------------------------------------------------------------------------------
-# Loading: an unreadable file becomes a DataError that names the file and what is wrong
-
-def one_line(error):
-    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
-
-
-class Figure:
-    """One saved figure: .data (the .npz arrays) and .settings (its .json)."""
-
-    def __init__(self, out_dir, name):
-        self.name = name
-        try:  # the checks of --plot-only: the .json unedited, naming this figure, sealed with this .npz
-            data, self.settings = load_figure_data(out_dir, name, again="re-run what made it")
-        except UsageError as error:
-            raise DataError(str(error).replace(os.path.join(out_dir, ""), "", 1)) from None
-        self.data = dict(data)
-        self.quick = bool(self.settings.get("quick", False))
-
-    def __getitem__(self, key):
-        if key not in self.data:
-            raise DataError(f"{self.name}.npz lacks key {key!r}")
-        return self.data[key]
-
-    def symmetry_tolerance(self):
-        """The CIFAR files' mark above which a moved network is no symmetry (saved with Fig. 10's data)."""
-        return float(self.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE))
-
-    def setting(self, key):
-        if key not in self.settings:
-            raise DataError(f"{self.name}.json lacks setting {key!r}")
-        return self.settings[key]
-
-
-class Loader:
-    """Each saved figure loaded once. load(files) -> {unit: Figure, DataError or None (absent)}."""
-
-    def __init__(self, out_dir):
-        self.out_dir, self.cache, self.loaded = out_dir, {}, {}
-
-    def units(self, files):
-        """The paper's units, then (discover) every other activation that has a saved file, sorted."""
-        head, _, tail = files.pattern.partition("{}")
-        paths = glob.glob(os.path.join(glob.escape(self.out_dir), files.pattern.format("*") + ".*")) * files.discover
-        found = [re.fullmatch(re.escape(head) + r"(.+)" + re.escape(tail) + r"\.(npz|json)",
-                              os.path.relpath(p, self.out_dir).replace(os.sep, "/")) for p in paths]
-        return list(files.units) + sorted({m.group(1) for m in found if m} - set(files.units))
-
-    def resolve(self, name):
-        """The saved figure a name with '*' stands for (the name itself if none matches: not run)."""
-        regex = "[^/_]+".join(re.escape(part) for part in name.split("*")) + r"\.(npz|json)"
-        paths = glob.glob(os.path.join(glob.escape(self.out_dir), name + ".*"))
-        found = sorted({os.path.splitext(p)[0] for p in (os.path.relpath(p, self.out_dir).replace(os.sep, "/")
-                                                          for p in paths) if re.fullmatch(regex, p)})
-        if len(found) > 1:
-            raise DataError(f"{len(found)} saved figures match {name}: {', '.join(found)}; keep one")
-        return found[0] if found else name
-
-    def one(self, pattern):
-        if pattern not in self.cache:
-            try:
-                name = self.resolve(pattern) if "*" in pattern else pattern
-                npz, js = (os.path.isfile(os.path.join(self.out_dir, name + ext)) for ext in (".npz", ".json"))
-                self.cache[pattern] = (Figure(self.out_dir, name) if npz and js else None if not (npz or js) else
-                                       DataError(f"{name}{'.json' if npz else '.npz'} is missing beside "
-                                                 f"{name}{'.npz' if npz else '.json'} (an incomplete save)"))
-            except DataError as error:
-                self.cache[pattern] = error
-        return self.cache[pattern]
-
-    def load(self, files):
-        if files not in self.loaded:  # the folder is globbed once per file set
-            self.loaded[files] = {files.label(u): self.one(files.pattern.format(u)) for u in self.units(files)}
-        return self.loaded[files]
-
-    def get(self, files):
-        return {u: f for u, f in self.load(files).items() if isinstance(f, Figure)}
-
-
 # ----------------------------------------------------------------------------------------------
 # The loop: load, measure, judge; then render
 
@@ -147,12 +73,15 @@ def doc_text(function, **fields):
 
 
 def combine_units(over, results):
-    """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined."""
+    """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined. Where the
+    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest)."""
     if list(results) == [""]:
         return results[""]
+    shown_only = over is exact_decides
     return Result(over({u: r.verdict for u, r in results.items()}),
-                  "; ".join(f"{u}: {r.verdict} ({r.text})" for u, r in results.items()),
-                  "; ".join(f"{u} {r.deciding}" for u, r in results.items()))
+                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and u != EXACT else r.text})"
+                            for u, r in results.items()),
+                  "; ".join(f"{u}: {r.deciding}" for u, r in results.items()))
 
 
 @dataclass
@@ -163,6 +92,31 @@ class Checked:
     deciding: str = ""
     quick: bool = False
     note: str = ""            # for the section: how to make the missing data
+    claim_text: str = ""      # the claim in one sentence, its settings filled in from the saved .json
+    decided_by: str = ""      # which data decide it (summary table)
+
+
+def claim_text(claim, figures):
+    """The claim's sentence: claim.text, or claim.text(figures) ({unit: Figure}, empty if not run), which reads their
+    saved settings (a missing setting: DataError)."""
+    return claim.text if isinstance(claim.text, str) else claim.text(figures)
+
+
+def decided_by(claim, figures):
+    """Which saved data decide the claim, in a few words: the exact numerics (CIFAR claims about symmetry-moved
+    networks), or how many units and seeds were read."""
+    if claim.over is exact_decides:
+        return "exact numerics (paper numerics shown)"
+
+    def seeds(f):
+        if "diverged_at" in f.data:
+            return len(np.atleast_2d(f.data["diverged_at"]))
+        return int(np.size(f.data["seeds"])) if "seeds" in f.data else 1
+    counts, units = sorted({seeds(f) for f in figures.values()}), [u for u in figures if u]
+    parts = [f"{len(units)} {claim.files.kind}"] * bool(units)
+    if counts and counts[-1] > 1:
+        parts.append(f"{counts[0]}" + f"-{counts[-1]}" * (len(counts) > 1) + " seeds")
+    return ", ".join(parts) or "one run"
 
 
 def check(claim, loader, cifar_dir):
@@ -170,26 +124,31 @@ def check(claim, loader, cifar_dir):
     loaded = loader.load(claim.files)
     errors, results = [str(f) for f in loaded.values() if isinstance(f, DataError)], {}
     figures = {u: f for u, f in loaded.items() if isinstance(f, Figure)}
+    try:
+        sentence = claim_text(claim, figures)
+    except DataError as error:
+        sentence, errors = claim_text(claim, {}), errors + [f"{error} (the claim's text needs it)"]
     if not errors and not figures:
         text, deciding, note = not_run_note(claim.files, loader.out_dir, cifar_dir)
-        return Checked(claim, NOT_RUN, text, deciding, note=note)
+        return Checked(claim, NOT_RUN, text, deciding, note=note, claim_text=sentence)
     for unit, f in figures.items() if not errors else ():
         try:
             results[unit] = ({c: apply(claim.rule, claim.measure(f, c)) for c in CONVENTIONS} if claim.conventions
                              else apply(claim.rule, every_run(claim.measure(f)) if claim.check else claim.measure(f)))
         except Unjudged as status:  # no verdict by design: data from before the measurement, or a failed evaluation
-            return Checked(claim, status.verdict, f"{unit}: {status}" if unit else str(status), status.verdict)
+            return Checked(claim, status.verdict, f"{unit}: {status}" if unit else str(status), status.verdict,
+                           claim_text=sentence)
         except Exception as error:  # a wrong shape or type in the file: reported, never a verdict
             errors.append(str(error) if isinstance(error, DataError) else
                           f"{f.name}.npz cannot be checked ({one_line(error)})")
     if errors:
-        return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0])
+        return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0], claim_text=sentence)
     missing = ", ".join(u for u, f in loaded.items() if f is None)
     result = (conventions_result(claim.over, results, combine_units) if claim.conventions
               else combine_units(claim.over, results))
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
-                   any(f.quick for f in figures.values()), note)
+                   any(f.quick for f in figures.values()), note, sentence, decided_by(claim, figures))
 
 
 def every_run(measured):
@@ -242,14 +201,21 @@ def label(verdict, quick, check=False):
             else verdict)
 
 
-def render_claim(c):
+def render_claim(c, shown):
+    """The claim's lines in its section. shown: {rule text: the claim that printed it first}, so that a rule shared by
+    several claims is printed once and named after that."""
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
-    rule = doc_text(claim.rule) + (" " + doc_text(claim.over, units=claim.files.kind)) * several
+    # over the units: the usual combination is in the legend; another (the exact numerics decide) is stated here
+    over = " " + doc_text(claim.over, units=claim.files.kind)
+    rule = doc_text(claim.rule) + over * (several and claim.over != combine)
     kind = "Check" if claim.check else "Verdict"
     head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, EVALUATION_FAILED, NOT_RUN) else
             f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")
-    lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {claim.text}", "", f"{head} {c.text}.", "",
-             f"*Rule:* {rule}", ""]
+    # a passing check is an identity that held: its numbers are in the checks table; a failing one shows its text
+    text = c.deciding if claim.check and c.verdict == REPRODUCED else c.text
+    lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {c.claim_text}", "", f"{head} {text}.", ""]
+    lines += [f"*Rule:* as for \"{shown[rule]}\" above.", ""] if rule in shown else [f"*Rule:* {rule}", ""]
+    shown.setdefault(rule, claim.short)
     if claim.paper is not None and c.verdict not in (NOT_RUN, DATA_ERROR, EVALUATION_FAILED):
         ref = combine_units(claim.over, {u: apply(claim.rule, m) for u, m in claim.paper().items()})
         lines += [f"*The same rule on the paper code's numbers {'[C]' if claim.files.notebook else '[R]'}:* "
@@ -257,24 +223,25 @@ def render_claim(c):
     return lines
 
 
-def render_section(section, checked, loader, errors):
-    """The section's lines; a data error met in its tables is added to errors."""
+def render_section(section, checked, loader, errors, shown):
+    """The section's lines; a data error met in its tables is added to errors; shown: the rules printed so far."""
     figures = {f.name: f for c in section.claims for f in loader.get(c.files).values()}
     plots = [name for c in section.claims if c.files.plots for name in (f.name for f in loader.get(c.files).values())]
-    images = [f"![{n}]({n}.png)" for n in dict.fromkeys(plots)
+    images = [f"![{os.path.basename(n)}]({n}.png)" for n in dict.fromkeys(plots)  # the path once: a shorter page
               if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
     lines = [f"## {section.title}", ""] + (images + [""] if images else [])
     if any(c.quick for c in checked):
         lines += ["> **Smoke-test data** (`--quick`): the verdicts below are smoke-test values of the rules on tiny "
                   "settings, not a reproduction of the paper.", ""]
-    lines += [line for c in checked for line in render_claim(c)]
+    lines += [line for c in checked for line in render_claim(c, shown)]
     lines += [line for note in dict.fromkeys(c.note for c in checked if c.note) for line in (note, "")]
-    try:
-        lines += section.tables(loader.get)
-    except Exception as error:
-        message = str(error) if isinstance(error, DataError) else one_line(error)
-        errors += [f"{section.title.split(':')[0]} table: {message}"] * (not any(message in e for e in errors))
-        lines += [f"*Table not shown ({DATA_ERROR}):* {message}.", ""]
+    for tables in section.tables if isinstance(section.tables, tuple) else (section.tables,):  # each on its own
+        try:
+            lines += tables(loader.get)
+        except Exception as error:
+            message = str(error) if isinstance(error, DataError) else one_line(error)
+            errors += [f"{section.title.split(':')[0]} table: {message}"] * (not any(message in e for e in errors))
+            lines += [f"*Table not shown ({DATA_ERROR}):* {message}.", ""]
     by_run = {}
     for st in (f.settings for f in figures.values()):
         by_run[run_key(st)] = max(by_run.get(run_key(st), st), st, key=lambda s: s.get("created", ""))
@@ -286,8 +253,7 @@ def render_section(section, checked, loader, errors):
 
 def run_key(settings):
     """Which run a figure came from: its command line (a script writes several figures per run)."""
-    return (settings.get("notebook") or settings.get("command") or dataset.NOTEBOOKS.get(settings.get("figure"))
-            or settings.get("figure") or "?")
+    return settings.get("notebook") or settings.get("command") or settings.get("figure") or "?"
 
 
 def run_seconds(settings):
@@ -329,14 +295,43 @@ BANNERS = (("Not run", "no saved data; each section says why and how to make it"
             lambda cs: any(c.quick for c in cs)))
 
 
+VERDICTS = (  # every word a row of the report can show, with its meaning: the legend
+    (REPRODUCED, "the rule holds everywhere"),
+    (PARTLY, "it holds for some activations, attacks, rows or seeds, or everywhere it could be tested"),
+    (NOT_REPRODUCED, "it holds nowhere it could be tested"),
+    (CANNOT_TEST, "the data cannot decide the claim (for example moved networks that are not symmetries, or runs "
+                  "that all diverged): no evidence either way"),
+    (DEPENDS, "the paper code's and the zero convention of Q give different verdicts; both are shown"),
+    (NOT_TESTED, "a unit without a reference to test against (an activation the paper has no number for); left out "
+                 "of the verdict"),
+    (NOT_RUN, "no saved data; the section says how to make it"),
+    (DATA_ERROR, "a saved file could not be read or lacks a key or setting: no verdict, the section names the file"),
+    (BROKEN, "a check of the figure's construction failed: no verdict"),
+    (EVALUATION_FAILED, "a sanity check of the robustness evaluation failed: no robustness verdict"),
+    (PASSES + " / " + FAILS, "a check's result (an identity of the construction, not a claim)"),
+)
+
+LEGEND = ("**Legend.** Each verdict comes from a fixed rule, stated with its claim below, applied to the saved numbers: "
+          + "; ".join(f"**{word}**: {meaning}" for word, meaning in VERDICTS) + ". A verdict from `--quick` data is "
+          "marked (smoke test). A diverged run is reported as diverged and left out: the claim cannot be tested on it, "
+          "so the verdict is partly at best. **Seeds**: where a figure was run from several random initialisations "
+          "(seed 0 is the paper's draw and the one plotted), a trend of |Q| is judged over the series of all seeds (a "
+          "sign test, and an effect beyond a stated minimum and the spread over seeds); another rule is applied to "
+          "each seed, and the verdict says in how many seeds it holds fully. " + doc_text(combine, units="units "
+          "(activations, attacks, numerics or histograms)") + " **±** is the sample standard deviation "
+          "(ddof = 1) over the n seeds given. *Decided by* names the data behind each verdict. Reference numbers: "
+          "**[R]** re-run of the paper's code with its seeds (CPU, float32: a faithful port should match them); **[C]** "
+          "saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell: qualitative only).")
+
+
 def build_report(out_dir, cifar_dir=None):
     """(the text of REPORT.md for the figures saved under out_dir, the data errors met)."""
-    loader, errors, done = Loader(out_dir), [], []
+    loader, errors, done, shown = Loader(out_dir), [], [], {}
     for section in SECTIONS:
         checked = [check(claim, loader, cifar_dir) for claim in section.claims]
         mark_broken(checked, (NOT_RUN, DATA_ERROR))
         errors += [c.text for c in checked if c.verdict in (DATA_ERROR, BROKEN)]
-        done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors)))
+        done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors, shown)))
     total, per_command, machines = run_time_summary(out_dir)
     lines = ["# Reproduction report", "",
              f"Generated by `make_report.py` on {time.strftime('%Y-%m-%d %H:%M %Z')} from the data saved in "
@@ -345,23 +340,11 @@ def build_report(out_dir, cifar_dir=None):
     for title, why, applies in BANNERS:
         figures = [name for name, cs, _ in done if applies(cs)]
         lines += [f"> **{title}**: {', '.join(figures)} ({why}).", ""] if figures else []
-    lines += ["Each verdict comes from a fixed rule, stated with its claim, applied to the saved numbers: "
-              "**reproduced** (the rule holds everywhere), **partly** (it holds for some activations, attacks or "
-              "rows), **not reproduced** (it holds nowhere, or cannot be tested on this data), **depends on the "
-              "convention** (the paper code's and the zero convention of Q give different verdicts; both are shown), "
-              "**not run** (no data), **data error** (a file could not be read: no verdict), **broken data** (a check "
-              "of the figure's construction failed: no verdict). A diverged run is reported as diverged and left "
-              "out: the claim cannot be tested on it, so the verdict is partly at best. **Seeds**: where a figure "
-              "was run from several random initialisations (seed 0 is the paper's draw and the one plotted), a trend "
-              "of |Q| is judged over the series of all seeds (a sign test, and an effect beyond a stated minimum and "
-              "the spread over seeds); another rule is applied to each seed, and the verdict says in how many seeds "
-              "it holds fully (reproduced: all; not reproduced: it holds, even partly, in none; so partly with 0 of N "
-              "seeds means partly in some) and gives the spread of the deciding number. Reference numbers: **[R]** re-run of the paper's code with its seeds "
-              "(CPU, float32: a faithful port should match them); **[C]** saved outputs of the paper's notebooks (GPU, "
-              "unseeded, a new model per cell: qualitative only).", "", f"**Q.** {Q_CONVENTION}", "", "## Summary", ""]
-    lines += table(["figure", "claim", "verdict", "deciding numbers"],
-                   [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick)}**", c.deciding or "-"]
-                    for _, cs, _ in done for c in cs if not c.claim.check])
+    lines += ["## What holds", ""]
+    lines += table(["figure", "claim", "verdict", "deciding effect", "decided by"],
+                   [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick)}**", c.deciding or "-",
+                     c.decided_by or "-"] for _, cs, _ in done for c in cs if not c.claim.check])
+    lines += [LEGEND, "", f"**Q.** {Q_CONVENTION}", ""]
     lines += ["## Checks", "", "Identities of the construction, not results: moved networks compute the same function "
               "on the training inputs (X = I makes each entry of V one pre-activation, so only a bug could fail it), "
               "and the Hessian at a zero-loss minimum has rank at most m n. A failing check marks its figure's data as "

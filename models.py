@@ -23,6 +23,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from gfs.paper_numbers import Q_CONVENTIONS  # ('paper', 'zero'): written in a torch-free module, for the report
+
 PAPER_SEED = 12345
 SEED_RULE = ("seed 0 is the paper's draw (torch.manual_seed(12345)); seed s draws the same way after "
              "torch.manual_seed(12345 + s); the target Y is the paper's for every seed")
@@ -184,8 +186,6 @@ def get_activation(activation):
 
 # ----------------------------------------------------------------------------------------------
 # Elementwise two-layer model: output U sigma(V^T), conserved quantity Q
-
-Q_CONVENTIONS = ("paper", "zero")
 
 
 def elementwise_output(U, V, activation):

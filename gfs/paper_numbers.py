@@ -11,6 +11,9 @@ exist only for the paper's four activations; an activation added later has none.
 from typing import NamedTuple
 
 PAPER_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
+# The two integration constants of Q (models.conserved_Q): the paper code's, and F(0) = 0. Here, torch-free, so that the
+# report can name them without importing models.
+Q_CONVENTIONS = ("paper", "zero")
 
 # Fig. 3 [R] (m, n, h = 5, 10, 50, init std 0.1): Q and its normaliser N_0 at the initialisation.
 FIG3_INITIAL_Q_AND_NORMALISER = {"linear": (-1.926, 7.149), "relu": (0.3092, 4.913), "tanh": (-501.96, 507.19),
@@ -33,6 +36,9 @@ class QStats(NamedTuple):
     unit: float
 
 
+# Figs. 4-5: the layer sizes (m, h, n) of the paper's histograms: Fig. 4 for every activation, Fig. 5 linear only.
+FIG4_SHAPE = (100, 100, 100)
+FIG5_SHAPES = ((100, 200, 100), (200, 100, 100))
 # Figs. 4-5 [R], keyed by (activation, (m, h, n)).
 FIG45_Q_STATS = {
     ("linear", (100, 100, 100)): QStats(0.06, 1.94, -5.06, 6.34, 0.01),

@@ -7,7 +7,6 @@ network's logits and the original's on the images its pi was fitted on (for the 
 the tolerance. A claim about symmetry-moved networks is tested only where they are symmetries; the exact numerics
 decide it (exact_decides). Fig. 11 uses exact_decides and rule_same_predictions too.
 """
-import math
 
 import numpy as np
 
@@ -92,8 +91,19 @@ def rule_symmetries(eps, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
     largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(eps, error.max(axis=1)))
     return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
                   f"symmetries at {eps_set(eps, rows)}, not at {eps_set(eps, ~rows)}; largest error per row: {largest}",
-                  f"symmetries at {eps_set(eps, rows)}", max((float(e) for e, r in zip(eps, rows) if r),
-                                                               default=math.nan), "largest eps that is a symmetry")
+                  symmetric_up_to(eps, rows))
+
+
+def symmetric_up_to(eps, rows):
+    """'a symmetry up to eps 10, not at 20': the largest group scale below which every row is a symmetry, and the
+    smallest one that is not. eps: [E]; rows: [E] bool."""
+    order = np.argsort(np.asarray(eps, dtype=float))
+    broken = [float(eps[i]) for i in order if not rows[i]]
+    below = [float(eps[i]) for i in order if rows[i] and (not broken or eps[i] < broken[0])]
+    if not broken:
+        return f"a symmetry at every eps (up to {float(np.max(eps)):g})"
+    return (f"a symmetry up to eps {below[-1]:g}, not at {broken[0]:g}" if below else
+            f"no symmetry from the smallest eps ({broken[0]:g}) on")
 
 
 def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10_MARGIN, small_eps=0.1,

@@ -18,7 +18,7 @@ from gfs.cifar.robustness import (ATTACKS, CLASSIFIER_LABELS, CLASSIFIERS, CONTR
                         SUITE_SETTINGS, sanity_failures)
 from gfs.cifar.symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE
 from gfs.cifar.threat_models import COMPARISONS
-from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
+from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
 ALPHA = 0.05  # family-wise error of a claim per attack: Bonferroni over its attacked strengths
@@ -50,13 +50,13 @@ def significant(strengths, diff, p, alpha=ALPHA):
 
 
 def tested_on_a_symmetry(result, symmetry_error, tolerance):
-    """result where the moved networks are symmetries (error <= tolerance); otherwise 'cannot be tested' (not
-    reproduced), naming the verdict as measured (the report's table gives its numbers)."""
+    """result where the moved networks are symmetries (error <= tolerance); otherwise 'cannot be tested', naming the
+    verdict as measured (the report's table gives its numbers)."""
     if symmetry_error <= tolerance:  # NaN (overflow) is no symmetry
         return result
-    return Result(NOT_REPRODUCED, f"cannot be tested: the moved networks are not symmetries (symmetry error "
+    return Result(CANNOT_TEST, f"the moved networks are not symmetries (symmetry error "
                   f"{fmt(symmetry_error)} > {fmt(tolerance)}; as measured: {result.verdict})",
-                  "not a symmetry", result.value, result.value_name)
+                  "not a symmetry")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def rule_robust_gain(radii, diff, p, accuracy, symmetry_error=0.0, tolerance=SYM
     (McNemar's exact test on the same images, p < {alpha:g} / number of radii, Bonferroni). A gain counts only where
     the ensemble is more than {margin} above chance ({chance:g}). Reproduced if so; a gain with a loss elsewhere:
     partly; no gain: not reproduced. If the moved networks are not symmetries on their fitting images (error above
-    {tolerance:g}) the seed cannot be tested (not reproduced).
+    {tolerance:g}) the seed cannot be tested.
 
     radii: [R] (x 255); diff (group - original), p, accuracy (the group's robust accuracy): [R]."""
     attacked, gain, loss, level = _gain(radii, diff, p, accuracy, alpha, chance, margin)
@@ -148,8 +148,13 @@ def rule_robust_gain(radii, diff, p, accuracy, symmetry_error=0.0, tolerance=SYM
             + f"; significant (p < {level:.3g}) gain at {int(gain.sum())}, loss at {int(loss.sum())} of "
             f"{int(attacked.sum())} radii")
     verdict = REPRODUCED if gain.any() and not loss.any() else PARTLY if gain.any() else NOT_REPRODUCED
-    return tested_on_a_symmetry(Result(verdict, text, verdict, float(np.max(diff)), "largest group - original"),
-                                symmetry_error, tolerance)
+    # the deciding radius: a significant loss (the smallest p), else the largest significant gain, else the smallest p
+    p, diff = np.asarray(p, dtype=float), np.asarray(diff, dtype=float)
+    i = (np.flatnonzero(loss)[np.argmin(p[loss])] if loss.any() else np.flatnonzero(gain)[np.argmax(diff[gain])]
+         if gain.any() else int(np.argmin(np.where(attacked, p, np.inf))))
+    deciding = f"{'loss' if loss.any() else 'gain' if gain.any() else 'no significant change'} at {radii[i]:g}/255"
+    return tested_on_a_symmetry(Result(verdict, text, deciding, float(diff[i]),
+                                       f"group - original at {radii[i]:g}/255", float(p[i])), symmetry_error, tolerance)
 
 
 def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error=0.0, tolerance=SYMMETRY_TOLERANCE,

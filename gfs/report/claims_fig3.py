@@ -1,20 +1,25 @@
 """The claims of Fig. 3 (Q_dynamics_elementwise.py): under gradient descent Q stays nearly constant. Each claim with
-its measurement, its rules and its table; the script's settings (learning rates) are read from the script.
+its measurement, its rules and its table; the runs' settings (learning rates) are read from the saved .json.
 """
 from functools import partial
 
 import numpy as np
 
 from gfs import paper_numbers as paper
-import Q_dynamics_elementwise as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, DataError, Files, Section, runs
-from gfs.report.verdict_rules import col, last_finite, paper_column, run_table
+from gfs.report.verdict_rules import col, common_setting, last_finite, paper_column, run_table, saved_setting
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
-LEARNING_RATES_TEXT = ", ".join(f"{lr:g}" for lr in script.LEARNING_RATES)
-FIG3 = Files(script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
-FIG3_FLOAT64 = Files("float64/" + script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True,
+# The saved figures by the names their .json give (figure_name; {}: the activation); make's float64 run writes into
+# the folder float64/.
+FIG3 = Files("Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+FIG3_FLOAT64 = Files("float64/Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True,
                      plots=False)
+
+
+def learning_rates(figures):
+    """The saved runs' learning rates, '0.1, 0.01, 0.001'."""
+    return saved_setting(figures, "learning_rates", lambda lrs: ", ".join(f"{lr:g}" for lr in lrs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,7 +89,7 @@ FIG3_FLOAT64_COLUMNS = [
 
 
 def fig3_tables(float32, float64):
-    ref = paper.FIG3_FINAL_DRIFT["linear"]
+    ref, lrs = paper.FIG3_FINAL_DRIFT["linear"], common_setting(float32, "learning_rates", [])
     ratios = ", ".join(f"{u} {f['normaliser'][0][0] / f['normaliser_zero'][0][0]:.3g}" for u, f in float32.items()
                        if not np.allclose(f["normaliser"], f["normaliser_zero"]))
     float32, float64 = run_table(float32, FIG3_COLUMNS), run_table(float64, FIG3_FLOAT64_COLUMNS)
@@ -94,10 +99,9 @@ def fig3_tables(float32, float64):
                       f"ratio of the two N_0 ({ratios or 'none here'}): dQ~ = |Q_t|/N_0 - |Q_1|/N_0 depends on the "
                       "convention, Q_t - Q_0 does not. The bound is paper_scale x lr/2 x max(1, max |F''|) x (L_0 - "
                       "L_T) / N_0. Loss: "
-                      "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at "
-                      f"lr = {script.LEARNING_RATES[2]:g} larger than at "
-                      f"lr = {script.LEARNING_RATES[1]:g}, as in the paper's code (linear: {fmt(ref[2])} vs "
-                      f"{fmt(ref[1])} [R]); the float64 "
+                      "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at the "
+                      f"smallest lr ({min(lrs, default=0):g}) larger than at the middle one, as in the paper's code "
+                      f"(linear: {fmt(ref[2])} vs {fmt(ref[1])} [R]); the float64 "
                       "runs isolate the discretisation effect.", ""] * bool(float32) + (
         ["Float64 runs (folder `float64/`):", ""] + float64 if float64 else [])
 
@@ -107,16 +111,17 @@ def fig3_tables(float32, float64):
 
 SECTIONS = (
     Section("Fig. 3: Q is nearly conserved under gradient descent", (
-        Claim("Fig. 3", "Q's change within the first-order bound of GD (float32)",
+        Claim("Fig. 3", "Q's change within the first-order bound of GD (float32)", lambda figures:
               "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its change from "
               "the start, |Q_t - Q_0| (a difference of Q: the same in both conventions), stays within the bound that "
-              f"a first-order expansion of a gradient-descent step gives, at every learning rate ({LEARNING_RATES_TEXT}) "
-              "and activation.", FIG3, within_bound, rule_within_gd_bound),
-        Claim("Fig. 3", "float64: drift of Q proportional to lr",
+              f"a first-order expansion of a gradient-descent step gives, at every learning rate "
+              f"({learning_rates(figures)}) and activation.", FIG3, within_bound, rule_within_gd_bound),
+        Claim("Fig. 3", "float64: drift of Q proportional to lr", lambda figures:
               "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
               "learning rate (measured from the initial Q: dQ~ starts after the first step, whose drift dominates at "
-              f"lr {max(script.LEARNING_RATES):g} for sigmoid; a ratio of differences of Q, the same in both "
-              "conventions).", FIG3_FLOAT64, float64_drift, rule_drift_proportional),
+              f"the largest lr ({saved_setting(figures, 'learning_rates', lambda lrs: f'{max(lrs):g}')}) for sigmoid; "
+              "a ratio of differences of Q, the same in both conventions).", FIG3_FLOAT64, float64_drift,
+              rule_drift_proportional),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
               "learning rate: what exceeds it in float32 is round-off.", FIG3_FLOAT64,

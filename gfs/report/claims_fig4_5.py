@@ -1,22 +1,28 @@
 """The claims of Figs. 4-5 (Q_distribution.py): Q is sharply concentrated at initialisation, around a centre set by
-the layer sizes. Each claim with its measurement, its rule and its table; the shapes are read from the script.
+the layer sizes. Each claim with its measurement, its rule and its table; the shapes are read from the saved files.
 """
 import math
 
 import numpy as np
 
 from gfs import paper_numbers as paper
-import Q_distribution as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
 from gfs.report.verdict_rules import run_table
 from gfs.report.toy_rules import q_key
 from gfs.report.verdict_rules import NOT_REPRODUCED, NOT_TESTED, PARTLY, REPRODUCED, Result, fmt
 
-FIG4 = Files(script.figure_name("{}", script.FIG4_SHAPE), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
-FIG5 = Files(script.figure_name("linear", ("{}",) * 3).replace("{}_{}_{}", "{}"),  # units: the shapes, m_h_n
-             tuple("_".join(map(str, shape)) for shape in script.FIG5_SHAPES), TOY_FIGURES, "histograms (m_h_n)")
-FIG5_CENTRES = " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h}, {n})"
-                            for i, (m, h, n) in enumerate(script.FIG5_SHAPES))
+# The saved figures by the names their .json give (figure_name): Q_distribution_<activation>_mhn_<m>_<h>_<n>, at the
+# paper's sizes (paper_numbers.FIG4_SHAPE for every activation; FIG5_SHAPES, linear only, the units m_h_n of Fig. 5).
+FIG4 = Files("Q-distribution/{}_mhn_" + "_".join(map(str, paper.FIG4_SHAPE)), paper.PAPER_ACTIVATIONS, TOY_FIGURES,
+             discover=True)
+FIG5 = Files("Q-distribution/linear_mhn_{}", tuple("_".join(map(str, shape)) for shape in paper.FIG5_SHAPES),
+             TOY_FIGURES, "histograms (m_h_n)")
+
+
+def fig5_centres(figures):
+    """'+0 for (m, h, n) = (100, 200, 100) and ...': m - h for the saved sizes."""
+    shapes = [[int(x) for x in f.setting("shape_mhn")] for f in figures.values()] or paper.FIG5_SHAPES
+    return " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h}, {n})" for i, (m, h, n) in enumerate(shapes))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,8 +79,8 @@ SECTIONS = (
               "analytic mean for every activation, so gradient flow from such an initialisation reaches only a small "
               "part of the minimum (its spread compared with the size of Q's terms, in each convention).", FIG4,
               fig45_samples, rule_q_distribution, conventions=True),
-        Claim("Fig. 5", "centre of Q set by the layer sizes (E[Q] = m - h)",
+        Claim("Fig. 5", "centre of Q set by the layer sizes (E[Q] = m - h)", lambda figures:
               "The centre of the Q distribution is set by the layer sizes: for the linear net E[Q] = m - h, "
-              f"{FIG5_CENTRES}.", FIG5, fig45_samples, rule_q_distribution, conventions=True)),
+              f"{fig5_centres(figures)}.", FIG5, fig45_samples, rule_q_distribution, conventions=True)),
             lambda get: run_table({**get(FIG4), **get(FIG5)}, FIG45_COLUMNS, lambda f: 1, "histogram")),
 )

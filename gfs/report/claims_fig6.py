@@ -1,23 +1,33 @@
 """The claims of Fig. 6 (Q_convergence_elementwise.py): the initialisation's Q sets how fast gradient descent
 converges, and the experiments beyond the paper that separate Q from the initial function (same function, per-neuron
 orbits). Each claim with its measurement and its table; the trend and check rules are shared (toy_rules.py); the
-script's settings (learning rate, loss threshold, orbit centre) are read from the script.
+runs' settings (learning rate, loss threshold, orbit centre) are read from the saved .json.
 """
 import numpy as np
 
 from gfs import paper_numbers as paper
-import Q_convergence_elementwise as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
-from gfs.report.verdict_rules import col, orbit_column, paper_column, power_of_ten, run_table
+from gfs.report.verdict_rules import col, orbit_column, paper_column, power_of_ten, run_table, saved_setting
 from gfs.report.toy_rules import (PER_NEURON_NOTE, as_steps, finite_or_nan, per_neuron_stats, per_neuron_table, q_key,
                        rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend, same_function)
 from gfs.report.verdict_rules import fmt, fmt_steps
 
-LOSS = power_of_ten(script.CONVERGED_LOSS)  # '1e-2': the loss whose first crossing counts the steps
-FIG6 = Files(script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
-SAME_FUNCTION_6 = Files(script.figure_name("{}", "same_function"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
-PER_NEURON_6 = Files(script.figure_name("{}", "per_neuron"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+# The saved figures by the names their .json give (figure_name; {}: the activation).
+FIG6 = Files("Q-convergence/elementwise_{}_convergence", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+SAME_FUNCTION_6 = Files("Q-convergence/same_function_{}_convergence", paper.PAPER_ACTIVATIONS, TOY_FIGURES,
+                        discover=True)
+PER_NEURON_6 = Files("Q-convergence/per_neuron_{}_convergence", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
 OFF_DATA = {"Fig. 6 same function": SAME_FUNCTION_6, "Fig. 6 per-neuron": PER_NEURON_6}  # the checks section's table
+
+
+def loss(figures):
+    """The loss whose first crossing counts the steps, as saved ('1e-2')."""
+    return saved_setting(figures, "converged_loss", power_of_ten, "threshold")
+
+
+def orbit_init_std(figures):
+    """The init std of the paper's initialisation that the orbits move, as saved."""
+    return saved_setting(figures, "init_std", lambda x: f"{x:g}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -48,30 +58,32 @@ def per_neuron6(f, convention):
 # ----------------------------------------------------------------------------------------------
 # Tables
 
-FIG6_COLUMNS = [
-    ("init std", col("init_std", lambda x: f"{x:g}")), ("Q0 from 0", col("Q0_zero")), ("Q0, paper code's", col("Q0")),
-    ("initial loss", col("initial_loss")),
-    (f"steps to {LOSS}", col("steps_to_converge", fmt_steps, seeds=True, mark=True)),
-    ("paper's code [R]", paper_column(paper.FIG6_STEPS, fmt_steps)), ("final loss", col("final_loss"))]
+def fig6_columns(loss):
+    return [("init std", col("init_std", lambda x: f"{x:g}")), ("Q0 from 0", col("Q0_zero")),
+            ("Q0, paper code's", col("Q0")), ("initial loss", col("initial_loss")),
+            (f"steps to {loss}", col("steps_to_converge", fmt_steps, seeds=True, mark=True)),
+            ("paper's code [R]", paper_column(paper.FIG6_STEPS, fmt_steps)), ("final loss", col("final_loss"))]
 
 
-SAME_FUNCTION_6_COLUMNS = [
-    ("lambda (ends, 1)", orbit_column("lambdas")), ("Q0 from 0", orbit_column("Q0_zero")),
-    ("Q0, paper code's", orbit_column("Q0")),
-    (f"steps to {LOSS} (seed 0)", orbit_column("steps_to_converge", fmt_steps)),
-    ("initial outputs: largest relative difference", lambda u, f, r: fmt(
-        np.abs(f["initial_output"] - f["initial_output"][:, :1]).max() / np.abs(f["initial_output"]).max()))]
+def same_function_6_columns(loss):
+    return [("lambda (ends, 1)", orbit_column("lambdas")), ("Q0 from 0", orbit_column("Q0_zero")),
+            ("Q0, paper code's", orbit_column("Q0")),
+            (f"steps to {loss} (seed 0)", orbit_column("steps_to_converge", fmt_steps)),
+            ("initial outputs: largest relative difference", lambda u, f, r: fmt(
+                np.abs(f["initial_output"] - f["initial_output"][:, :1]).max() / np.abs(f["initial_output"]).max()))]
 
 
-def fig6_tables(fig6, same, per_neuron=None):
-    fig6, same = run_table(fig6, FIG6_COLUMNS), run_table(same, SAME_FUNCTION_6_COLUMNS, lambda f: 1)
-    neurons = per_neuron_table(per_neuron or {}, "steps_to_converge", fmt_steps)
+def fig6_tables(fig6, same_function, per_neuron=None):
+    per_neuron = per_neuron or {}
+    fig6 = run_table(fig6, fig6_columns(loss(fig6)))
+    same = run_table(same_function, same_function_6_columns(loss(same_function)), lambda f: 1)
+    neurons = per_neuron_table(per_neuron, "steps_to_converge", fmt_steps)
     return fig6 + ["Here Q and the initial function change together (a larger init also starts from a larger loss); "
                    "the same-function experiment below separates them.", ""] * bool(fig6) + (
         ["Same function, different Q (seed 0; lambda moves every neuron of the paper's initialisation at init std "
-         f"{script.ORBIT_INIT_STD:g}; the runs stop once all are below the loss):", ""] + same if same else []) + (
-        [PER_NEURON_NOTE + f" Steps to the loss {LOSS} from the paper's initialisation at init std "
-         f"{script.ORBIT_INIT_STD:g}.", ""] + neurons
+         f"{orbit_init_std(same_function)}; the runs stop once all are below the loss):", ""] + same if same else []) + (
+        [PER_NEURON_NOTE + f" Steps to the loss {loss(per_neuron)} from the paper's initialisation at init std "
+         f"{orbit_init_std(per_neuron)}.", ""] + neurons
         if neurons else [])
 
 
@@ -80,25 +92,26 @@ def fig6_tables(fig6, same, per_neuron=None):
 
 SECTIONS = (
     Section("Fig. 6: convergence speed depends on Q (elementwise activations)", (
-        Claim("Fig. 6", "larger |Q| reaches a fixed loss in fewer steps",
-              f"At learning rate {power_of_ten(script.LEARNING_RATE)} the initialisation's Q sets how fast gradient "
-              "descent converges: for every activation, the run with larger |Q| (larger init scale) reaches a fixed "
-              f"loss (|Y - U sigma(V^T)|_F < {LOSS}) in fewer steps.", FIG6, fig6_trend, rule_trend, conventions=True),
+        Claim("Fig. 6", "larger |Q| reaches a fixed loss in fewer steps", lambda figures:
+              f"At learning rate {saved_setting(figures, 'learning_rate', power_of_ten)} the initialisation's Q sets "
+              "how fast gradient descent converges: for every activation, the run with larger |Q| (larger init scale) "
+              f"reaches a fixed loss (|Y - U sigma(V^T)|_F < {loss(figures)}) in fewer steps.", FIG6, fig6_trend,
+              rule_trend, conventions=True),
         Claim("Fig. 6", "same function: the moved initialisations compute the same function",
               "Moving the paper's initialisation along the per-neuron symmetry changes Q but not the network's function "
               "on the training inputs.", SAME_FUNCTION_6, same_function, rule_same_initial_function, check=True),
-        Claim("Fig. 6", "same function: larger |Q| converges in fewer steps",
+        Claim("Fig. 6", "same function: larger |Q| converges in fewer steps", lambda figures:
               "The test of the claim without the confound: from one initial function, moved along the symmetry to "
-              f"other Q, the run with larger |Q| reaches the loss {LOSS} in fewer steps.", SAME_FUNCTION_6,
+              f"other Q, the run with larger |Q| reaches the loss {loss(figures)} in fewer steps.", SAME_FUNCTION_6,
               same_function6_trend, rule_trend, conventions=True),
         Claim("Fig. 6", "per-neuron orbits: the moved initialisations compute the same function",
               "Moving each neuron by its own lambda keeps the network's function on the training inputs.",
               PER_NEURON_6, lambda f: dict(gaps=f["training_gap"], float64=f.settings.get("dtype") == "float64"),
               rule_gap_below, check=True),
-        Claim("Fig. 6", "per-neuron: a per-neuron statistic predicts the steps where |Q| does not",
+        Claim("Fig. 6", "per-neuron: a per-neuron statistic predicts the steps where |Q| does not", lambda figures:
               "Beyond the paper: along per-neuron orbits (each neuron its own lambda; the spread of the per-neuron "
               "Q_a at a fixed sum, and the sum at a fixed spread) a per-neuron statistic (the spread of Q_a, min |Q_a| "
               "or the most saturated neuron's distance from the edge of sigma's range) predicts the steps to the "
-              f"loss {LOSS}, where the sum |Q| does not.", PER_NEURON_6, per_neuron6, rule_predictors,
+              f"loss {loss(figures)}, where the sum |Q| does not.", PER_NEURON_6, per_neuron6, rule_predictors,
               conventions=True)), lambda get: fig6_tables(get(FIG6), get(SAME_FUNCTION_6), get(PER_NEURON_6))),
 )

@@ -1,18 +1,21 @@
 """The claims of Fig. 7 (Q_convergence_radial.py): for the radial activation the steps to converge grow in
 proportion to Q. Each claim with its measurement, its rule and its table; the init scales and the loss threshold are
-read from the script.
+read from the saved .json.
 """
 import numpy as np
 
 from gfs import paper_numbers as paper
-import Q_convergence_radial as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import col, item, legend_Qs, power_of_ten, run_table
+from gfs.report.verdict_rules import col, item, legend_Qs, power_of_ten, run_table, saved_setting
 from gfs.report.toy_rules import rule_same_initial_function, same_function
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, combine, fmt, fmt_steps
 
-LOSS = power_of_ten(script.CONVERGED_LOSS)
-FIG7 = Files(script.FIGURE, ("",), TOY_FIGURES)
+FIG7 = Files("Q-convergence/radial_zoomed_1e6", ("",), TOY_FIGURES)  # the name its .json gives (figure_name)
+
+
+def loss(figures):
+    """The loss whose first crossing counts the steps, as saved ('1e-2')."""
+    return saved_setting(figures, "converged_loss", power_of_ten, "threshold")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -44,11 +47,12 @@ def rule_steps_proportional_to_Q(Q0, steps, total_steps, factor=2.0):
     return Result(combine([REPRODUCED if c else NOT_REPRODUCED for c in checks]), "; ".join(parts), deciding)
 
 
-FIG7_COLUMNS = [
-    ("Q0", col("Q0")), (f"steps to {LOSS}", col("steps_to_converge", fmt_steps, seeds=True, mark=True)),
-    ("paper's code [R]", lambda u, f, r: fmt_steps(item(paper.FIG7_STEPS, r))),
-    ("initial loss", col("initial_loss")), ("final loss (MSE/abs Y)", col("final_loss")),
-    ("max relative drift of Q", lambda u, f, r: fmt(np.nanmax(np.abs(f["Q"][r] - f["Q"][r][0])) / abs(f["Q"][r][0])))]
+def fig7_columns(loss):
+    return [("Q0", col("Q0")), (f"steps to {loss}", col("steps_to_converge", fmt_steps, seeds=True, mark=True)),
+            ("paper's code [R]", lambda u, f, r: fmt_steps(item(paper.FIG7_STEPS, r))),
+            ("initial loss", col("initial_loss")), ("final loss (MSE/abs Y)", col("final_loss")),
+            ("max relative drift of Q",
+             lambda u, f, r: fmt(np.nanmax(np.abs(f["Q"][r] - f["Q"][r][0])) / abs(f["Q"][r][0])))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,17 +60,19 @@ FIG7_COLUMNS = [
 
 SECTIONS = (
     Section("Fig. 7: convergence time proportional to Q (radial activation)", (
-        Claim("Fig. 7", "radial runs start from the same function",
-              f"The radial runs (init scales {', '.join(f'{s:g}' for s in script.INIT_SCALES)}, aligned with the SVD "
+        Claim("Fig. 7", "radial runs start from the same function", lambda figures:
+              "The radial runs (init scales "
+              f"{saved_setting(figures, 'init_scales', lambda scales: ', '.join(f'{s:g}' for s in scales))}, "
+              "aligned with the SVD "
               "of Y) compute the same initial function and differ only in Q.", FIG7, same_function,
               rule_same_initial_function, check=True),
-        Claim("Fig. 7", "steps to converge proportional to Q (radial)",
+        Claim("Fig. 7", "steps to converge proportional to Q (radial)", lambda figures:
               "For the radial activation the time to converge grows in proportion to Q = |U|^2 + |V|^2 (a sum of "
               "squares: no integration constant): 100x more Q needs about 100x more steps to reach a fixed loss "
-              f"(MSE/|Y|_F < {LOSS}).", FIG7,
+              f"(MSE/|Y|_F < {loss(figures)}).", FIG7,
               lambda f: runs(f, Q0="Q0", steps="steps_to_converge", total_steps=int(f["steps"][-1])),
               rule_steps_proportional_to_Q,
               paper=lambda: {"": dict(Q0=legend_Qs(paper.FIG7_LEGENDS), total_steps=paper.FIG7_STEP_BUDGET,
                                       steps=[-1 if s is None else s for s in paper.FIG7_STEPS])})),
-            lambda get: run_table(get(FIG7), FIG7_COLUMNS, first=None)),
+            lambda get: run_table(get(FIG7), fig7_columns(loss(get(FIG7))), first=None)),
 )

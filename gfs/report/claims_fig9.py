@@ -1,23 +1,38 @@
 """The claims of Fig. 9 (Q_hessian_eigenvalues.py): the Hessian at a minimum against Q, and the experiments beyond
 the paper along the valley of minima (same function, per-neuron orbits). Each claim with its measurement, its rule
 and its table; the trend and check rules are shared (toy_rules.py); the sizes and init scales are read from the
-script.
+saved .json.
 """
 import numpy as np
 
 from gfs import paper_numbers as paper
-import Q_hessian_eigenvalues as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import col, legend_Qs, orbit_column, paper_column, run_table
+from gfs.report.verdict_rules import col, common_setting, legend_Qs, orbit_column, paper_column, run_table
 from gfs.report.toy_rules import (AT_MINIMUM, PER_NEURON_NOTE, at_minimum, per_neuron_stats, per_neuron_table, q_key,
                        rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend)
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
 
-FIG9 = Files(script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
-SAME_FUNCTION_9 = Files(script.figure_name("{}", "same_function"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
-PER_NEURON_9 = Files(script.figure_name("{}", "per_neuron"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+# The saved figures by the names their .json give (figure_name; {}: the activation; the paper's m, n, hidden = 10, 5,
+# 50 in the name).
+FIG9 = Files("Q-hessian-eigenvalues/Q-sharpness_{}_mnk_10_5_50", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
+SAME_FUNCTION_9 = Files("Q-hessian-eigenvalues/same_function_{}_sharpness_mnk_10_5_50", paper.PAPER_ACTIVATIONS,
+                        TOY_FIGURES, discover=True)
+PER_NEURON_9 = Files("Q-hessian-eigenvalues/per_neuron_{}_sharpness_mnk_10_5_50", paper.PAPER_ACTIVATIONS,
+                     TOY_FIGURES, discover=True)
 OFF_DATA = {"Fig. 9 same function": SAME_FUNCTION_9, "Fig. 9 per-neuron": PER_NEURON_9}  # the checks section's table
-RANK, WEIGHTS = script.M * script.N, (script.M + script.N) * script.HIDDEN  # the rank bound m n, the Hessian's size
+
+
+def sizes(figures):
+    """'m*n = 50 nonzero eigenvalues (of 750)': the rank bound m n and the Hessian's size (m + n) hidden, as saved."""
+    if not figures:
+        return "m*n nonzero eigenvalues"
+    m, n, hidden = (int(common_setting(figures, key)) for key in ("m", "n", "hidden"))
+    return f"m*n = {m * n} nonzero eigenvalues (of {(m + n) * hidden})"
+
+
+def init_stds(figures):
+    """The saved init stds, as a list ([] if none)."""
+    return list(common_setting(figures, "init_stds", []))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,20 +95,24 @@ SAME_FUNCTION_9_COLUMNS = [
         f["largest_eigenvalue"][0, r][[0, -1]] / f["largest_eigenvalue_hessian"][r] - 1))))]
 
 
-def fig9_tables(fig9, same, per_neuron=None):
-    differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9.items()
+def fig9_tables(fig9_figures, same):
+    stds = init_stds(fig9_figures)
+    differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9_figures.items()
                        if not np.allclose(f["Q0"], f["Q0_zero"]))
-    fig9, same = run_table(fig9, FIG9_COLUMNS), run_table(same, SAME_FUNCTION_9_COLUMNS)
-    neurons = per_neuron_table(per_neuron or {}, "largest_eigenvalue", lambda x: f"{x:.4g}",
-                               lambda a: a[0][script.PER_NEURON_PLOTTED])
-    return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std {script.INIT_STDS[0]:g} to "
-                   f"{script.INIT_STDS[-1]:g}): {differ or '-'}.", ""] * bool(
+    fig9, same = run_table(fig9_figures, FIG9_COLUMNS), run_table(same, SAME_FUNCTION_9_COLUMNS)
+    return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std {min(stds, default=0):g} to "
+                   f"{max(stds, default=0):g}): {differ or '-'}.", ""] * bool(
         fig9) + (["Same function, different Q (seed 0; the largest eigenvalue is that of the Hessian's Gauss-Newton "
                   "part 2 J J^T, equal to the Hessian's at a zero-loss minimum; the last column is its relative gap to "
-                  "the full Hessian's):", ""] + same if same else []) + (
-        [PER_NEURON_NOTE + " Largest Hessian eigenvalue (2 J J^T) at the minimum of init std "
-         f"{script.INIT_STDS[script.PER_NEURON_PLOTTED]:g}, moved.", ""]
-        + neurons if neurons else [])
+                  "the full Hessian's):", ""] + same if same else [])
+
+
+def per_neuron_9_table(per_neuron):
+    """The per-neuron orbits of the minima the per-neuron figure shows (init_stds[plotted_run], as saved)."""
+    plotted = int(common_setting(per_neuron, "plotted_run", 0))
+    neurons = per_neuron_table(per_neuron, "largest_eigenvalue", lambda x: f"{x:.4g}", lambda a: a[0][plotted])
+    return ([PER_NEURON_NOTE + " Largest Hessian eigenvalue (2 J J^T) at the minimum of init std "
+             f"{init_stds(per_neuron)[plotted]:g}, moved.", ""] + neurons if neurons else [])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,9 +120,9 @@ def fig9_tables(fig9, same, per_neuron=None):
 
 SECTIONS = (
     Section("Fig. 9: Hessian spectrum at the minimum against Q", (
-        Claim("Fig. 9", f"m*n = {RANK} nonzero Hessian eigenvalues at the minimum",
-              f"At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly m*n = {RANK} nonzero eigenvalues "
-              f"(of {WEIGHTS}): at zero loss it is 2 J^T J, of rank at most m n by construction.", FIG9,
+        Claim("Fig. 9", "m*n nonzero Hessian eigenvalues at the minimum", lambda figures:
+              f"At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly {sizes(figures)}: at zero loss it "
+              "is 2 J^T J, of rank at most m n by construction.", FIG9,
               lambda f: runs(f, "init_std", nonzero_counts="nonzero_count", final_losses="final_loss",
                              expected_rank=int(f.setting("m")) * int(f.setting("n"))), rule_hessian_rank, check=True),
         Claim("Fig. 9", "largest Hessian eigenvalue grows with |Q|",
@@ -125,5 +144,5 @@ SECTIONS = (
               "fixed sum, and the sum at a fixed spread) a per-neuron statistic predicts the largest Hessian "
               "eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9, rule_predictors,
               conventions=True)),
-            lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9), get(PER_NEURON_9))),
+            (lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9)), lambda get: per_neuron_9_table(get(PER_NEURON_9)))),
 )

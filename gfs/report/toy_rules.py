@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy.stats import binomtest, kendalltau
 
-from models import Q_CONVENTIONS
+from gfs.paper_numbers import Q_CONVENTIONS
 from gfs.report.verdict_rules import runs
 from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt

@@ -7,8 +7,8 @@ tests run every rule both ways on small data. apply() runs a rule on one unit's 
 and left out (without_diverged), several seeds are judged one by one and counted (over_seeds: "holds in k of N
 seeds", with the spread of the deciding number).
 
-Contents: the verdicts; Result, PerSeed; combine and worst (over units), over_seeds, without_diverged, apply; fmt,
-fmt_steps.
+Contents: the verdicts; Result, PerSeed; combine and worst (over units), sd, mean_sd, p_range, over_seeds,
+seeds_deciding, without_diverged, apply; fmt, fmt_steps.
 
 The building blocks of REPORT.md's tables; each figure's tables are in its claims module (claims_fig*.py).
 
@@ -17,8 +17,8 @@ row per run of seed 0 (the paper's draw) of every saved figure, with the spread 
 are several. The Figure objects are make_report.py's (f[key]: a saved array, f.settings: the saved .json); a
 missing key raises verdict_rules.DataError, which the report shows as a data error instead of the table.
 
-Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, orbit_column, power_of_ten; for the
-CIFAR-10 figures spread, largest_p and describe_cifar_source.
+Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, orbit_column, saved_setting,
+common_setting, power_of_ten; for the CIFAR-10 figures spread, largest_p and describe_cifar_source.
 
 What a claim of REPORT.md is: the saved files it reads (Files), its words, measurement and rule (Claim), the
 claims and tables of one figure (Section), and the ways a claim gets no verdict (DataError, Unjudged).
@@ -43,19 +43,23 @@ from gfs import paper_numbers as paper
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
+CANNOT_TEST = "cannot be tested"  # the data cannot decide the claim (moved networks that are no symmetries, runs
+                                  # that all diverged): no evidence either way, unlike not reproduced
 DEPENDS = "depends on the convention"  # the verdict where the paper's and the zero convention of Q disagree
 BROKEN = "broken data"                 # a check of the figure's construction failed: its claims get no verdict
 PASSES, FAILS = "passes", "fails"      # a check's result (its rule's reproduced / otherwise)
 
 
 class Result(NamedTuple):
-    """A rule's answer. deciding: the deciding numbers in a few words (summary table); value: the one number that
-    decides, where there is one, and what it is (its spread is reported over seeds)."""
+    """A rule's answer. deciding: the deciding effect in a few words (summary table); value: the one number that
+    decides, where there is one, and what it is (its spread is reported over seeds); p: the p-value of that effect,
+    where it has one (its range is reported over seeds)."""
     verdict: str
     text: str
     deciding: str = ""
     value: Optional[float] = None
     value_name: str = "deciding number"
+    p: Optional[float] = None
 
 
 class PerSeed(list):
@@ -69,43 +73,89 @@ def _tested(verdicts):
 
 def combine(verdicts):
     """Over the {units}: reproduced if the rule gives reproduced for each, not reproduced if for none, partly
-    otherwise (one without a reference to test against is left out)."""
+    otherwise; one that cannot be tested makes reproduced partly, and if none can be tested the claim cannot be
+    tested (one without a reference to test against is left out)."""
     tested = _tested(verdicts)
-    if tested and all(v == REPRODUCED for v in tested):
-        return REPRODUCED
-    return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in tested) else PARTLY
+    decided = [v for v in tested if v != CANNOT_TEST]
+    if not decided:
+        return CANNOT_TEST if tested else NOT_REPRODUCED
+    if all(v == REPRODUCED for v in decided):
+        return REPRODUCED if len(decided) == len(tested) else PARTLY
+    return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in decided) else PARTLY
 
 
 def worst(verdicts):
-    """Over the {units}: the worst of their verdicts."""
+    """Over the {units}: the worst of their verdicts (cannot be tested if none can be)."""
     order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
-    return min(_tested(verdicts), key=order.index, default=NOT_REPRODUCED)
+    decided = [v for v in _tested(verdicts) if v != CANNOT_TEST]
+    return min(decided, key=order.index, default=CANNOT_TEST if _tested(verdicts) else NOT_REPRODUCED)
+
+
+def sd(values):
+    """The sample standard deviation (ddof = 1) of values; 0 for one value."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if values.size > 1 and np.ptp(values) > 0 else 0.0  # equal: 0, no round-off
+
+
+def mean_sd(values, form=None):
+    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); form formats the mean."""
+    values = np.asarray(values, dtype=float)
+    form = form or fmt
+    return form(values.mean()) + (f" ± {fmt(sd(values))} (n = {values.size})" if values.size > 1 else "")
+
+
+def p_range(ps):
+    """'p = x', or 'p from a to b' over seeds (the largest first: the weakest evidence)."""
+    ps = np.asarray([p for p in ps if p is not None], dtype=float)
+    if not ps.size:
+        return ""
+    top, low = (f"{x:.1g}" if x > 0 else "< 1e-300" for x in (ps.max(), ps.min()))
+    return f"p = {top}" if top == low else f"p from {top} to {low}"
 
 
 def over_seeds(results):
     """Over seeds: reproduced if the rule gives reproduced in every seed, not reproduced if it gives not reproduced in
-    every seed, partly otherwise (so a seed where the claim partly holds makes it partly); says in how many seeds it
-    holds fully (gives reproduced) and the spread of the deciding number."""
+    every seed, partly otherwise (so a seed where the claim partly holds makes it partly; a seed that cannot be tested
+    makes reproduced partly, and if none can be, the claim cannot be tested); says in how many seeds it holds fully
+    (gives reproduced) and the mean ± sd (ddof = 1, n seeds) of the deciding number."""
     k, values = sum(r.verdict == REPRODUCED for r in results), np.array([np.nan if r.value is None else r.value
                                                                           for r in results], dtype=float)
     values = np.array([float(f"{v:.6g}") for v in values[np.isfinite(values)]])  # no round-off in the spread
+    n, p = len(results), p_range([r.p for r in results])
+    names = {r.value_name for r in results if r.value is not None}
+    if len(names) > 1:  # the deciding point differs between seeds (a radius, a row): say so
+        results = [r._replace(value_name=r.value_name.split(" at ")[0] + " at each seed's deciding point")
+                   for r in results]
     spread = ""
     if values.size:
-        spread = (f"{results[0].value_name} {fmt(values.mean())} ± {fmt(values.std())} [{fmt(values.min())}, "
-                  f"{fmt(values.max())}]" + f" in {values.size} seeds" * (values.size < len(results)))
+        spread = f"{results[0].value_name} {mean_sd(values)}" + (f" [{fmt(values.min())}, {fmt(values.max())}]"
+                                                                  if values.size > 1 else "")
     fails = [f"seed {i}: {r.verdict} ({r.text})" for i, r in enumerate(results) if r.verdict != REPRODUCED]
-    seed_0 = [f"seed 0: {results[0].text}"] if results[0].verdict == REPRODUCED else []
-    text = "; ".join([f"holds in {k} of {len(results)} seeds"] + [spread] * bool(spread) + seed_0 + fails[:3]
-                     + [f"{len(fails) - 3} more seeds fail"] * (len(fails) > 3))
-    deciding = f"{k}/{len(results)} seeds" + (f", {results[0].value_name} {fmt(values.mean())} ± {fmt(values.std())}"
-                                              if values.size else "")
-    return Result(combine([r.verdict for r in results]), text, deciding,
+    # every seed holds: the spread says enough; otherwise the first failing seed's reading, and how many more fail
+    text = "; ".join([f"holds in {k} of {n} seeds"] + [spread] * bool(spread) + [p] * bool(p)
+                     + ([] if fails or spread else [f"seed 0: {results[0].text}"]) + fails[:1]
+                     + [f"{len(fails) - 1} more seeds fail"] * (len(fails) > 1))
+    return Result(combine([r.verdict for r in results]), text, seeds_deciding(results, values, p),
                   float(values.mean()) if values.size else None, results[0].value_name)
+
+
+def seeds_deciding(results, values, p):
+    """The summary's words for a claim judged per seed: the deciding number's mean ± sd where the rule gives one,
+    otherwise each distinct deciding effect with its number of seeds."""
+    n, k = len(results), sum(r.verdict == REPRODUCED for r in results)
+    if values.size:
+        return f"{results[0].value_name} {mean_sd(values)}" + f", {p}" * bool(p) + f", holds in {k} of {n} seeds"
+    counts = {}
+    for r in results:
+        counts[r.deciding or r.verdict] = counts.get(r.deciding or r.verdict, 0) + 1
+    if len(counts) == n > 1:  # every seed its own reading: the count says more
+        return f"holds in {k} of {n} seeds" + f", {p}" * bool(p)
+    return ", ".join(f"{d} ({'all ' * (c == n)}{c} of {n} seeds)" for d, c in counts.items()) + f", {p}" * bool(p)
 
 
 def without_diverged(rule, diverged_at=None, labels=None, **arguments):
     """A diverged run is named and left out: the claim cannot be tested on it, so the verdict is partly at best,
-    and with fewer than two runs left it cannot be tested at all (not reproduced). Arguments with one entry per
+    and with fewer than two runs left it cannot be tested at all. Arguments with one entry per
     run are filtered; labels names the runs."""
     diverged = np.asarray(diverged_at if diverged_at is not None else [], dtype=int) >= 0
     if not diverged.any():
@@ -113,11 +163,11 @@ def without_diverged(rule, diverged_at=None, labels=None, **arguments):
     names = [f"{labels[i] if labels is not None else f'run {i}'} diverged at step {int(diverged_at[i]):,}"
              for i in np.flatnonzero(diverged)]
     if (~diverged).sum() < 2:
-        return Result(NOT_REPRODUCED, "cannot be tested: " + "; ".join(names), f"{diverged.sum()} run(s) diverged")
+        return Result(CANNOT_TEST, "too few runs left: " + "; ".join(names), f"{diverged.sum()} run(s) diverged")
     r = rule(**{k: np.asarray(v)[~diverged] if np.ndim(v) > 0 and len(v) == len(diverged) else v
                 for k, v in arguments.items()})
     return Result(PARTLY if r.verdict == REPRODUCED else r.verdict, "; ".join([r.text] + names) + " (left out)",
-                  f"{r.deciding} ({diverged.sum()} run(s) diverged)", r.value, r.value_name)
+                  f"{r.deciding} ({diverged.sum()} run(s) diverged)", r.value, r.value_name, r.p)
 
 
 def apply(rule, measurement):
@@ -139,14 +189,9 @@ def fmt_steps(s):
     return "never" if s is None or s < 0 else f"{int(s):,}"
 
 
-def legend_Qs(labels, activation=None, entries_of_V=0):
-    """The Q of the paper's legend labels ('Q=-1364'); with an activation and the number of entries of V, moved to
-    the zero convention (the rules'): plus the paper code's constant per entry, from models.ACTIVATIONS."""
-    shift = 0.0
-    if activation is not None:
-        from models import get_activation
-        shift = get_activation(activation).paper_constant * entries_of_V
-    return [paper.legend_Q(label) + shift for label in labels]
+def legend_Qs(labels):
+    """The Q of the paper's legend labels ('Q=-1364'), in the paper code's convention."""
+    return [paper.legend_Q(label) for label in labels]
 
 
 def table(headers, rows):
@@ -174,7 +219,7 @@ def col(key, form=fmt, seeds=False, mark=False):
         if seeds and len(per_seed) > 1:  # the spread over the seeds that converged (steps) and did not diverge
             ok = per_seed[(f["diverged_at"][:, r] < 0) & (per_seed >= 0 if key.startswith("steps") else True)]
             if ok.size:
-                text += f" ({form(np.mean(ok))} ± {fmt(np.std(ok))}, {len(ok)} of {len(per_seed)} seeds)"
+                text += f" ({form(np.mean(ok))} ± {fmt(sd(ok))}, {len(ok)} of {len(per_seed)} seeds)"
         diverged_at = np.atleast_2d(f["diverged_at"])[0, r]
         return text + (f" (diverged at step {int(diverged_at):,})" if mark and diverged_at >= 0 else "")
     return cell
@@ -204,15 +249,36 @@ def orbit_column(key, form=fmt):
     return cell
 
 
+def saved_setting(figures, key, form=str, absent="as saved"):
+    """A setting of the saved runs in a claim's or table's text: form(the setting) of figures ({unit: Figure}); where
+    they saved different values, each with its units ('0.01 (linear, relu) / 0.05 (tanh)'); `absent` where nothing
+    is saved (not run). A figure without the setting: DataError naming its .json and the key."""
+    values = {}
+    for unit, f in figures.items():
+        values.setdefault(repr(f.setting(key)), (f.setting(key), []))[1].append(unit)
+    if len(values) > 1:
+        return " / ".join(f"{form(value)} ({', '.join(units)})" for value, units in values.values())
+    return form(next(iter(values.values()))[0]) if values else absent
+
+
+def common_setting(figures, key, absent=None):
+    """The value of a setting that figures ({unit: Figure}) all saved alike (`absent` if there are none); DataError
+    if one lacks it or they differ."""
+    values = {repr(f.setting(key)): f.setting(key) for f in figures.values()}
+    if len(values) > 1:
+        raise DataError(f"the saved figures {', '.join(f.name for f in figures.values())} differ in setting {key!r}")
+    return next(iter(values.values())) if values else absent
+
+
 def power_of_ten(x):
     """A setting such as 0.01 as the report writes it: '1e-2'."""
     return f"{x:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
 def spread(values, form="{:+.3f}"):
-    """'mean ± std' over the seeds of values [S] (the value alone for one seed)."""
+    """'mean ± sd' over the seeds of values [S], sd with ddof = 1 (the value alone for one seed)."""
     values = np.asarray(values, dtype=float)
-    return form.format(values.mean()) + (f" ± {values.std():.3f}" if values.size > 1 else "")
+    return form.format(values.mean()) + (f" ± {sd(values):.3f}" if values.size > 1 else "")
 
 
 def largest_p(p):
@@ -308,8 +374,8 @@ class Files:
 class Claim:
     figure: str               # "Fig. 3"
     short: str                # the claim in a few words (summary table)
-    text: str                 # the claim in one sentence
-    files: Files
+    text: object              # the claim in one sentence: a str, or ({unit: Figure} -> str) for one that names the
+    files: Files              # saved runs' settings (learning rates, loss threshold...) read with saved_setting
     measure: Callable         # Figure -> dict of the rule's keyword arguments (or PerSeed of such dicts)
     rule: Callable            # (**measurement) -> Result; its docstring is the rule in the report
     paper: Optional[Callable] = None  # () -> {unit: the rule's arguments from the paper code's numbers}
@@ -322,4 +388,5 @@ class Claim:
 class Section:
     title: str
     claims: tuple
-    tables: Callable          # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers
+    tables: object            # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers; or a
+                              # tuple of such, each shown (or its data error) on its own

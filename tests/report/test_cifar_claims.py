@@ -3,7 +3,7 @@ each both ways."""
 import numpy as np
 import pytest
 
-from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED
+from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED
 from gfs.report import verdict_rules
 from gfs.report import claims_fig11
 from gfs.report import claims_fig10
@@ -39,17 +39,18 @@ def test_robust_gain_is_paired_significant_bonferroni_and_above_chance():
     assert claims_fig11.rule_robust_gain(**gain([0.05, 0.03, 0.0, 0.0], [1e-6, 1e-3, 1, 1])).verdict == REPRODUCED
     # p = 0.02 < 0.05 but not < 0.05 / 4: no gain
     assert claims_fig11.rule_robust_gain(**gain([0.05, 0, 0, 0], [0.02, 1, 1, 1])).verdict == NOT_REPRODUCED
-    # a significant loss elsewhere: partly
-    assert claims_fig11.rule_robust_gain(**gain([0.05, -0.04, 0, 0], [1e-6, 1e-6, 1, 1])).verdict == PARTLY
+    # a significant loss elsewhere: partly, and the loss decides (its signed difference and p, not the largest gain)
+    result = claims_fig11.rule_robust_gain(**gain([0.05, -0.04, 0, 0], [1e-6, 1e-7, 1, 1]))
+    assert result.verdict == PARTLY and result.deciding == "loss at 2/255" and (result.value, result.p) == (-0.04, 1e-7)
     # a gain where the ensemble is at most 0.01 above chance does not count
     assert claims_fig11.rule_robust_gain(**gain([0, 0, 0.05, 0], [1, 1, 1e-9, 1])).verdict == NOT_REPRODUCED
     # not a symmetry on its fitting images: cannot be tested
     result = claims_fig11.rule_robust_gain(**gain([0.05, 0.03, 0, 0], [1e-6, 1e-3, 1, 1], symmetry_error=0.5))
-    assert result.verdict == NOT_REPRODUCED and "cannot be tested" in result.text
+    assert result.verdict == CANNOT_TEST and "not symmetries" in result.text
     assert "as measured: reproduced" in result.text
     # an overflowing member (error NaN) is no symmetry; an error within the tolerance is
     assert claims_fig11.rule_robust_gain(**gain([0.05, 0.03, 0, 0], [1e-6, 1e-3, 1, 1], symmetry_error=np.nan)).verdict \
-        == NOT_REPRODUCED
+        == CANNOT_TEST
     assert claims_fig11.rule_robust_gain(**gain([0.05, 0.03, 0, 0], [1e-6, 1e-3, 1, 1], symmetry_error=5e-4)).verdict \
         == REPRODUCED
 

@@ -122,12 +122,17 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
     grow = 1 + 0.1 * np.arange(SEEDS)[:, None]  # seed s: the same trends, other numbers
     for i, act in enumerate(activations):
         c, settings = PAPER_CONSTANT.get(act, 0.0), dict(quick=quick, activation=act)
+        fig6_settings = dict(settings, learning_rate=fig6.LEARNING_RATE, converged_loss=fig6.CONVERGED_LOSS,
+                             init_std=fig6.ORBIT_INIT_STD)  # as the script saves them (init_std: the orbits')
+        fig9_settings = dict(settings, m=fig9.M, n=fig9.N, hidden=fig9.HIDDEN, init_stds=fig9.INIT_STDS,
+                             plotted_run=fig9.PER_NEURON_PLOTTED)
         name = fig3.figure_name(act)
         data = fig3_data(np.array([6.9e-4, 7.0e-5, 7.0e-6]) * (1 + 0.1 * i), c)  # proportional to lr
-        write_figure(root, name, data, run_settings("Q_dynamics_elementwise.py", 700.0, **settings))
+        fig3_settings = dict(settings, learning_rates=fig3.LEARNING_RATES)
+        write_figure(root, name, data, run_settings("Q_dynamics_elementwise.py", 700.0, **fig3_settings))
         if float64:
             write_figure(os.path.join(root, "float64"), name, data, run_settings(
-                "Q_dynamics_elementwise.py --dtype float64", 900.0, **settings, dtype="float64"))
+                "Q_dynamics_elementwise.py --dtype float64", 900.0, **fig3_settings, dtype="float64"))
         Q0 = np.array([-0.0193, -1.93, -193]) * (1 + i) * grow
         write_figure(root, fig6.figure_name(act),
                      {"steps": steps, "loss": np.ones((3, len(steps))), "Q": np.zeros((3, len(steps))),
@@ -136,7 +141,8 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                       "steps_to_converge": np.array([102_050, 59_577, 3_496]) * grow.astype(int),
                       "initial_loss": np.full((SEEDS, 3), 7.3), "final_loss": np.full(3, 1e-3),
                       "diverged_at": np.full((SEEDS, 3), -1)},
-                     run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **settings, steps=400_000))
+                     run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **fig6_settings,
+                                  steps=400_000))
         lambdas = np.broadcast_to(np.geomspace(0.25, 4, 7), (SEEDS, 7))
         Q = np.array([41.5, 15.9, 4.8, -1.9, -8.7, -22.1, -59.1]) * grow
         output = np.random.default_rng(i).standard_normal((5, 10))
@@ -146,20 +152,20 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                       "initial_output": np.broadcast_to(output, (SEEDS, 7, 5, 10))
                       * (1 + 1e-8 * rng.random((SEEDS, 7, 1, 1))),
                       "diverged_at": np.full((SEEDS, 7), -1), "trained_steps": 70_000, "step_budget": 400_000},
-                     run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **settings))
+                     run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **fig6_settings))
         stats, value = per_neuron_orbits()
         write_figure(root, fig6.figure_name(act, "per_neuron"),
                      {**stats, "steps_to_converge": (100_000 * value).astype(int), "step_budget": 400_000,
                       "diverged_at": np.full((SEEDS, 2, 5), -1), "training_gap": np.full((SEEDS, 2, 5), 1e-8),
                       "off_data_gap": np.full((SEEDS, 2, 5), 0.05)},
-                     run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **settings))
+                     run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **fig6_settings))
         Q0, top = FIG9_BASE.get(act, ([0.001 * (1 + i), 17.3, 69.3, 156], [17.7, 30.0, 107.5, 239.5]))
         Q0, top = np.array(Q0) * grow, np.array(top) * grow
         write_figure(root, fig9.figure_name(act),
                      {"Q0_zero": Q0, "Q0": Q0, "largest_eigenvalue": top, "nonzero_count": np.full((SEEDS, 4), 50),
                       "final_loss": np.full((SEEDS, 4), 1e-10), "init_std": [0.001, 0.3, 0.6, 0.9],
                       "diverged_at": np.full((SEEDS, 4), -1)},
-                     run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **settings, m=10, n=5))
+                     run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **fig9_settings))
         Q = Q0[..., None] + np.array([600, 200, 60, 0, -60, -200, -600])  # [S, 4, 7] along each minimum's orbit
         write_figure(root, fig9.figure_name(act, "same_function"),
                      {"lambdas": np.broadcast_to(lambdas[:, None], Q.shape), "Q_zero": Q, "Q": Q,
@@ -168,13 +174,13 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                       "largest_eigenvalue": 10 + 0.3 * np.abs(Q), "largest_eigenvalue_hessian": np.full((4, 2), 190.0),
                       "output": np.broadcast_to(output.T, Q.shape + (10, 5)), "loss": np.full(Q.shape, 1e-10),
                       "final_loss": np.full((SEEDS, 4), 1e-10), "diverged_at": np.full((SEEDS, 4), -1)},
-                     run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **settings, m=10, n=5))
+                     run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **fig9_settings))
         per_run = lambda a: np.broadcast_to(a[:, None], (SEEDS, 4) + a.shape[1:])  # noqa: E731 [S, 2, 5] -> [S, 4, ...]
         write_figure(root, fig9.figure_name(act, "per_neuron"),
                      {**{k: per_run(v) for k, v in stats.items()}, "largest_eigenvalue": per_run(10 * value),
                       "training_gap": np.full((SEEDS, 4, 2, 5), 1e-15), "off_data_gap": np.full((SEEDS, 4, 2, 5), 0.1),
                       "final_loss": np.full((SEEDS, 4), 1e-10), "diverged_at": np.full((SEEDS, 4), -1)},
-                     run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **settings, m=10, n=5))
+                     run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **fig9_settings))
     for act, (m, h, n) in [(a, (100, 100, 100)) for a in activations] + [("linear", (100, 200, 100)),
                                                                          ("linear", (200, 100, 100))]:
         known = act in paper.PAPER_ACTIVATIONS
@@ -185,14 +191,15 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                       "expected_Q_zero": expected_Q(act, m, h, n, "zero") if known else math.nan,
                       "expected_Q": expected_Q(act, m, h, n) if known else math.nan,
                       "Q_terms_zero": 200.0, "Q_terms_paper": 200.0 + abs(constant)},
-                     run_settings("Q_distribution.py", 30.0, quick, activation=act))
+                     run_settings("Q_distribution.py", 30.0, quick, activation=act, shape_mhn=[m, h, n]))
     Q0, base = np.array([0.002, 0.2, 20.0, 2000.0]), rng.standard_normal((5, 10))
     write_figure(root, fig7.FIGURE,
                  {"steps": np.array([0, 1_000_000]), "loss": np.full((4, 2), 0.135), "Q": Q0[:, None] * np.ones(2),
                   "Q0": Q0[None], "steps_to_converge": [[69, 6_750, 674_771, -1]],
                   "initial_output": np.stack([base] * 4)[None], "initial_loss": np.full((1, 4), 0.135),
                   "final_loss": np.full((1, 4), 1e-3), "diverged_at": np.full((1, 4), -1)},
-                 run_settings("Q_convergence_radial.py", 500.0, quick))
+                 run_settings("Q_convergence_radial.py", 500.0, quick, init_scales=fig7.INIT_SCALES,
+                              converged_loss=fig7.CONVERGED_LOSS))
 
 
 def shift_paper_keys(root, shift, names=None):
@@ -365,23 +372,33 @@ CLAIMS = [c.short for s in mr.SECTIONS for c in s.claims if not c.check]
 CHECKS = [c.short for s in mr.SECTIONS for c in s.claims if c.check]
 
 
-def summary_rows(report, table="## Summary"):
-    """{short claim: verdict} from the summary table (| in a claim is escaped there); table="## Checks": {check:
-    result} from the checks table."""
+def summary_rows(report, table="## What holds"):
+    """{short claim: verdict} from the table that opens the report (| in a claim is escaped there); table="## Checks":
+    {check: result} from the checks table."""
     rows, inside = {}, False
     for line in report.splitlines():
         inside = line == table or (inside and not (rows and not line))  # the first table after the heading
         cells = [c.strip() for c in line.strip("|").split(" | ")]
-        if inside and line.startswith("| Fig") and len(cells) == 4:
+        if inside and line.startswith("| Fig") and len(cells) in (4, 5):
             rows[cells[1].replace("\\|", "|")] = cells[2].strip("*")
     return rows
 
 
+def legend_words(text):
+    """The verdict words the legend defines ('**passes / fails**: ...' defines both)."""
+    legend = next(line for line in text.splitlines() if line.startswith("**Legend.**"))
+    return {w for entry in re.findall(r"\*\*([^*]+)\*\*: ", legend) for w in entry.split(" / ")}
+
+
 def report(out, *extra):
-    """(exit status of make_report.py in this process, REPORT.md)."""
+    """(exit status of make_report.py in this process, REPORT.md). Every verdict the report shows in its tables must
+    be one the legend defines (a '(smoke test)' mark aside)."""
     status = mr.main(["--out", str(out), *extra])
     with open(os.path.join(out, "REPORT.md")) as f:
-        return status, f.read()
+        text = f.read()
+    shown = {v.removesuffix(" (smoke test)") for t in ("## What holds", "## Checks") for v in summary_rows(text, t).values()}
+    assert shown <= legend_words(text), shown - legend_words(text)
+    return status, text
 
 
 @pytest.fixture(scope="module")
@@ -399,11 +416,13 @@ def figures(base, tmp_path):
 
 
 def test_every_claim_holds_on_the_base_data(figures):
+    (figures / "Q-dynamics" / "elementwise_linear_loss_Q.png").write_bytes(b"\x89PNG")  # a saved plot is shown
     status, text = report(figures)
+    assert "![elementwise_linear_loss_Q](Q-dynamics/elementwise_linear_loss_Q.png)" in text
     assert status == 0 and summary_rows(text) == {short: REPRODUCED for short in CLAIMS}
     assert summary_rows(text, "## Checks") == {short: verdict_rules.PASSES for short in CHECKS}
     assert "| Fig. 9 per-neuron | tanh | 0.1 | 0.1 |" in text  # the outputs off the training inputs
-    assert "Smoke-test" not in text and "**not run**:" not in text and DATA_ERROR_TEXT not in text
+    assert "> **Smoke-test data**" not in text and "**No verdict: not run" not in text and DATA_ERROR_TEXT not in text
     assert f"**{mr.fmt_seconds(700 + 900 + 700 + 20 + 30 + 500 + 130 + 1000)}**" in text  # each command counted once
     assert "official CIFAR-10 release" in text and "fails torchvision's MD5 check" in text
     # the same rule run on the paper code's numbers, where the claim has them
@@ -415,6 +434,12 @@ def test_every_claim_holds_on_the_base_data(figures):
     assert "must reach the larger of 10% and 2 x the spread of the value over seeds" in text
     assert "same verdict in both conventions of Q" in text
     assert "{" + "threshold}" not in text
+    # one page first: what holds (with what decides each row), then the legend; a shared rule is printed once
+    assert text.index("## What holds") < text.index("**Legend.**") < text.index("## Checks") < text.index("## Fig. 3")
+    assert "| group beats g^-1, random, shuffle at eps = 1 and 10 | **reproduced** | paper numerics: " in text
+    assert "| exact numerics (paper numerics shown) |" in text and "| 4 activations, 6 seeds |" in text
+    assert text.count("*Rule:* Per series (an orbit") == 1
+    assert '*Rule:* as for "larger |Q| reaches a fixed loss in fewer steps" above.' in text
 
 
 DATA_ERROR_TEXT = "No verdict: data error"
@@ -523,7 +548,7 @@ CHECK_BREAKERS = {  # check -> change the saved data so that it fails (its figur
     "per-neuron orbits: the moved initialisations compute the same function": lambda r: edit_figure(
         r, PER_NEURON_6, training_gap=np.full((SEEDS, 2, 5), 1e-3)),
     "radial runs start from the same function": break_radial_function,
-    "m*n = 50 nonzero Hessian eigenvalues at the minimum": lambda r: edit_figure(
+    "m*n nonzero Hessian eigenvalues at the minimum": lambda r: edit_figure(
         r, TANH_F9, nonzero_count=seeds_of([50, 61, 50, 50])),
     "same function: the moved minima compute the same function": lambda r: moved_one_point(r, SAME_9, "output"),
     "per-neuron orbits: the moved minima compute the same function": lambda r: edit_figure(
@@ -618,7 +643,7 @@ def test_unreadable_data_is_an_error_not_a_verdict(figures, damage, capsys):
     assert status == 1
     # no verdict for the claims that read the file (the rank check does not need Q0_zero) ...
     assert verdicts["largest Hessian eigenvalue grows with |Q|"] == mr.DATA_ERROR
-    rank = "m*n = 50 nonzero Hessian eigenvalues at the minimum"
+    rank = "m*n nonzero Hessian eigenvalues at the minimum"
     assert checks[rank] == (verdict_rules.PASSES if damage == "missing key" else mr.DATA_ERROR)
     # ... the others still get theirs
     assert all(v == REPRODUCED for s, v in verdicts.items() if not s.startswith("largest Hessian"))
@@ -668,7 +693,7 @@ def test_activations_beyond_the_papers_are_found_and_reported(figures):
     assert status == 0 and all(v == REPRODUCED for v in verdicts.values())
     assert "softplus: reproduced (lr 0.1: 0.00069 of bound 0.00138" in text  # Fig. 3
     assert "softplus: not tested (mean" in text  # Fig. 4: no analytic E[Q] for it, so it is left out
-    assert "![Q-convergence/elementwise_softplus_convergence]" not in text  # no png written here
+    assert "(Q-convergence/elementwise_softplus_convergence.png)" not in text  # no png written here
     assert "| softplus | 0.01 |" in text  # Fig. 6 table
     # a softplus run that fails its rule counts like any other activation
     edit_figure(figures, "Q-convergence/elementwise_softplus_convergence", steps_to_converge=seeds_of([1, 2, 3]))
@@ -690,7 +715,7 @@ def test_a_claim_holding_in_some_seeds_and_not_others(figures):
     assert status == 0 and verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY
     assert "tanh: not reproduced (the steps to the loss falls with |Q| in 4 of 6 series (sign test p = 0.34, not " \
            "significant" in text
-    assert "| tanh | 1 | -579 | -579 | 7.3 | 3,496 (36,347 ± 4.65e+04, 6 of 6 seeds) |" in text  # the spread
+    assert "| tanh | 1 | -579 | -579 | 7.3 | 3,496 (36,347 ± 5.09e+04, 6 of 6 seeds) |" in text  # the spread
     # 5 of 6 orbits: one-sided p = 7/64 = 0.11, not significant either
     assert verdicts["same function: larger |Q| converges in fewer steps"] == PARTLY
     assert "tanh: not reproduced (the steps to the loss falls with |Q| in 5 of 6 series (sign test p = 0.11" in text
@@ -704,7 +729,8 @@ def test_exact_numerics_decide_the_symmetry_claims(figures):
     edit_figure(figures, CORRECTED, **{f"{p}_worst_group_vs_original_p": np.full((3, 5), 0.5) for p in ("fgsm", "pgd")})
     status, text = report(figures)
     assert status == 0 and set(summary_rows(text).values()) == {REPRODUCED}
-    assert "paper numerics: not reproduced (holds in 0 of 3 seeds; group - perm_interp (smaller row)" in text
+    assert "paper numerics: not reproduced (group - perm_interp (smaller row) -0.05 ± 0 (n = 3), holds in 0 of 3 " \
+           "seeds)" in text  # shown by its deciding number: the exact numerics decide
     assert f"{EXACT}: reproduced (holds in 3 of 3 seeds" in text
     assert "Over the numerics: the exact numerics (float64 action, no fit noise) decide" in text
 
@@ -721,9 +747,11 @@ def test_cells_that_are_not_symmetries_support_no_claim(figures):
     assert verdicts["group beats the interpolated permutation at eps = 1 and 10"] == PARTLY
     assert verdicts["group ensemble within 0.02 of the original at small eps"] == REPRODUCED  # reads eps <= 0.1
     assert "eps 1: not a symmetry, cannot be tested" in text and "not at eps in {1}" in text
-    assert all(v == NOT_REPRODUCED for s, v in verdicts.items() if s.startswith("corrected"))
-    assert "cannot be tested: the moved networks are not symmetries (symmetry error 0.5 > 0.001; as measured: " \
-           "reproduced)" in text
+    # the suite's claims need moved networks that are symmetries: none here in the exact numerics, which decide
+    assert verdicts["corrected: group more robust than original (standard evaluation)"] == verdict_rules.CANNOT_TEST
+    assert verdicts["corrected: gain beyond the controls (independent CNN, shared trunk)"] == verdict_rules.CANNOT_TEST
+    assert "cannot be tested (holds in 0 of 3 seeds; seed 0: cannot be tested (the moved networks are not " \
+           "symmetries (symmetry error 0.5 > 0.001; as measured: reproduced)" in text
     assert "| 1 | 0.2 (1e-09) | 0 of 3 |" in text  # the table marks the row (noise-free fit in brackets)
 
 
@@ -736,7 +764,7 @@ def test_quick_file_names_are_found_and_two_matches_are_an_error(figures):
     save_as(figures, FIG11_PAPER.format("PGD"), FIG11_PAPER.format("PGD").replace("g200_eps10", "g5_eps1e-05"))
     status, text = report(figures)
     assert status == 0 and set(summary_rows(text).values()) == {REPRODUCED}
-    assert "![ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact]" not in text  # (no png written here)
+    assert "(ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact.png)" not in text  # (no png written here)
     save_as(figures, ROBUSTNESS.replace("g200", "g5"), ROBUSTNESS.replace("g200", "g7"), keep=True)
     status, text = report(figures)
     verdicts = summary_rows(text)

@@ -18,6 +18,35 @@ from gfs.report import claims_fig11
 from gfs.report import claims_fig10
 from helpers import EPS, group_minus_original
 
+def test_cannot_be_tested_is_its_own_verdict():
+    """A unit or seed the data cannot decide is neither evidence for nor against: with others that hold the claim is
+    partly, with others that fail it stays not reproduced, and alone the claim cannot be tested."""
+    CANNOT = vr.CANNOT_TEST
+    assert vr.combine([CANNOT, CANNOT]) == CANNOT and vr.combine([CANNOT]) == CANNOT
+    assert vr.combine([REPRODUCED, CANNOT]) == PARTLY and vr.combine([NOT_REPRODUCED, CANNOT]) == NOT_REPRODUCED
+    assert vr.combine([REPRODUCED, REPRODUCED]) != CANNOT and vr.combine([NOT_REPRODUCED]) != CANNOT
+    assert vr.worst([CANNOT]) == CANNOT and vr.worst([CANNOT, REPRODUCED]) == REPRODUCED
+    untestable = Result(CANNOT, "not symmetries", "not a symmetry")
+    assert vr.over_seeds([untestable] * 3).verdict == CANNOT
+    result = vr.over_seeds([untestable, Result(REPRODUCED, "ok", "", 1.0, "gain")])
+    assert result.verdict == PARTLY and "holds in 1 of 2 seeds" in result.text
+
+
+def test_over_seeds_spread_is_the_sample_sd_with_n_and_p_range():
+    results = [Result(NOT_REPRODUCED, "loss", "loss at 1/255", d, "group - original at 1/255", p)
+               for d, p in ((-0.077, 3e-9), (-0.126, 6e-21), (-0.144, 1e-25))]
+    result = vr.over_seeds(results)
+    sd = np.std([-0.077, -0.126, -0.144], ddof=1)  # 0.0347, not the population 0.0283
+    assert f"group - original at 1/255 -0.116 ± {sd:.3g} (n = 3)" in result.deciding
+    assert "p from 3e-09 to 1e-25" in result.deciding and "holds in 0 of 3 seeds" in result.deciding
+    # another deciding point in one seed: the number is not one radius's, and says so
+    result = vr.over_seeds(results[:2] + [results[2]._replace(value_name="group - original at 2/255")])
+    assert "group - original at each seed's deciding point" in result.deciding
+    # no deciding number: each reading with its count of seeds
+    same = Result(PARTLY, "x", "a symmetry up to eps 10, not at 20")
+    assert vr.over_seeds([same] * 3).deciding == "a symmetry up to eps 10, not at 20 (all 3 of 3 seeds)"
+
+
 def test_combine_worst_and_not_tested():
     assert vr.combine([REPRODUCED, REPRODUCED]) == REPRODUCED
     assert vr.combine([REPRODUCED, NOT_REPRODUCED]) == PARTLY
@@ -34,17 +63,17 @@ def test_combine_worst_and_not_tested():
 def test_over_seeds_holds_in_k_of_n():
     holds, fails = Result(REPRODUCED, "ok", "", 1.0, "steps"), Result(NOT_REPRODUCED, "too slow", "", 3.0, "steps")
     result = vr.over_seeds([holds, holds, holds])
-    assert result.verdict == REPRODUCED and "holds in 3 of 3 seeds" in result.text and result.deciding.startswith("3/3")
+    assert result.verdict == REPRODUCED and "holds in 3 of 3 seeds" in result.text and result.deciding.endswith("3 of 3 seeds")
     result = vr.over_seeds([holds, fails, holds, fails])
     assert result.verdict == PARTLY and "holds in 2 of 4 seeds" in result.text
     assert "seed 1: not reproduced (too slow)" in result.text
-    assert "steps 2 ± 1 [1, 3]" in result.text  # the spread of .value
+    assert "steps 2 ± 1.15 (n = 4) [1, 3]" in result.text  # the spread of .value: sample sd (ddof = 1)
     result = vr.over_seeds([fails, fails])
     assert result.verdict == NOT_REPRODUCED and "holds in 0 of 2 seeds" in result.text
     assert "steps" not in vr.over_seeds([Result(REPRODUCED, "ok")] * 2).text  # no value: no spread
     # a seed whose deciding number is not defined (NaN) is left out of the spread, and said so
     result = vr.over_seeds([holds, Result(NOT_REPRODUCED, "no order", "", math.nan, "steps"), fails])
-    assert "steps 2 ± 1 [1, 3] in 2 seeds" in result.text
+    assert "steps 2 ± 1.41 (n = 2) [1, 3]" in result.text
 
 
 def test_drift_proportional_rule():
@@ -160,7 +189,10 @@ def test_symmetries_rule():
     assert claims_fig10.rule_symmetries(EPS, error).verdict == REPRODUCED
     error[0, 3] = 0.2  # one cell at eps = 20
     result = claims_fig10.rule_symmetries(EPS, error)
-    assert result.verdict == PARTLY and "not at eps in {20}" in result.text and result.value == 10
+    assert result.verdict == PARTLY and "not at eps in {20}" in result.text
+    assert result.deciding == "a symmetry up to eps 10, not at 20"
+    error[2, 0] = 0.2  # and at eps 1 (EPS[2]): the symmetry ends there
+    assert claims_fig10.rule_symmetries(EPS, error).deciding == "a symmetry up to eps 0.1, not at 1"
     error[:] = np.inf  # every member overflowed
     assert claims_fig10.rule_symmetries(EPS, error).verdict == NOT_REPRODUCED
     error[6] = np.nan  # NaN is no symmetry either
@@ -262,7 +294,7 @@ def test_a_diverged_run_is_left_out_and_named_not_slow():
                                                          labels=["Q=-0.0193", "Q=-1.93", "Q=-193"]))
     assert result.verdict == PARTLY and "Q=-193 diverged at step 1,234" in result.text and "-1]" not in result.text
     result = vr.apply(falls_with_Q, dict(Q0=Q0, steps=steps, diverged_at=[5, -1, 7]))
-    assert result.verdict == NOT_REPRODUCED and "cannot be tested" in result.text  # one run left
+    assert result.verdict == vr.CANNOT_TEST and "too few runs left" in result.text  # one run left
     # a rule that fails on the runs left still fails
     result = vr.apply(falls_with_Q, dict(Q0=Q0, steps=[3_496, 59_577, 1], diverged_at=[-1, -1, 9]))
     assert result.verdict == NOT_REPRODUCED and "diverged at step 9" in result.text

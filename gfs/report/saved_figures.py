@@ -1,0 +1,121 @@
+"""The saved figures as the report reads them: found by the name their own .json gives (saved_index), each loaded
+once (Loader), its arrays and settings checked on reading (Figure). Reads .npz and .json files only: no script,
+notebook or torch is imported, so a report can be built anywhere the saved files are.
+
+A file that cannot be read, is incomplete or lacks a key or setting a claim needs becomes a DataError that names
+the file and what is wrong (the claim then gets no verdict).
+
+Contents: one_line, Figure, saved_index, Loader.
+"""
+import glob
+import json
+import os
+import re
+
+from gfs.report.claims_fig10 import SYMMETRY_TOLERANCE
+from gfs.report.verdict_rules import DataError
+from gfs.runs.saved_files import UsageError, load_figure_data
+
+def one_line(error):
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+
+
+class Figure:
+    """One saved figure: .data (the .npz arrays) and .settings (its .json)."""
+
+    def __init__(self, out_dir, name):
+        self.name = name
+        try:  # the checks of --plot-only: the .json unedited, naming this figure, sealed with this .npz
+            data, self.settings = load_figure_data(out_dir, name, again="re-run what made it")
+        except UsageError as error:
+            raise DataError(str(error).replace(os.path.join(out_dir, ""), "", 1)) from None
+        self.data = dict(data)
+        self.quick = bool(self.settings.get("quick", False))
+
+    def __getitem__(self, key):
+        if key not in self.data:
+            raise DataError(f"{self.name}.npz lacks key {key!r}")
+        return self.data[key]
+
+    def symmetry_tolerance(self):
+        """The CIFAR files' mark above which a moved network is no symmetry (saved with Fig. 10's data)."""
+        return float(self.data.get("symmetry_tolerance", SYMMETRY_TOLERANCE))
+
+    def setting(self, key):
+        if key not in self.settings:
+            raise DataError(f"{self.name}.json lacks setting {key!r}")
+        return self.settings[key]
+
+
+def saved_index(out_dir):
+    """Every saved figure under out_dir, by its own name: {name: (stem, has .npz, has .json)}. The name is the one its
+    .json gives (figure_name, under the sub-folder of out_dir the run wrote into, such as float64/); a .json that
+    cannot be read, or an .npz without one, is indexed by its path (loading it then says what is wrong). Stems and
+    names are relative to out_dir, '/'-separated."""
+    stems = {}
+    for path in glob.glob(os.path.join(glob.escape(out_dir), "**", "*.*"), recursive=True):
+        stem, ext = os.path.splitext(os.path.relpath(path, out_dir).replace(os.sep, "/"))
+        if ext in (".npz", ".json") and not os.path.basename(stem).startswith("."):
+            stems.setdefault(stem, set()).add(ext)
+    index = {}
+    for stem, exts in sorted(stems.items()):
+        name = stem
+        if ".json" in exts:
+            try:
+                with open(os.path.join(out_dir, stem + ".json"), encoding="utf-8") as f:
+                    saved = json.load(f).get("figure_name")
+            except (OSError, ValueError, AttributeError):
+                saved = None
+            if isinstance(saved, str) and saved:  # the run's folder (float64/, as deep as the path allows) + its name
+                parts = stem.split("/")
+                name = "/".join(parts[:max(len(parts) - len(saved.split("/")), 0)] + [saved])
+                name = stem if name in stems else name  # a figure saved under that name keeps it
+        index[name] = (stem, ".npz" in exts, ".json" in exts)
+    return index
+
+
+class Loader:
+    """Each saved figure loaded once, found by the name its .json gives (saved_index). load(files) -> {unit: Figure,
+    DataError or None (absent)}."""
+
+    def __init__(self, out_dir):
+        self.out_dir, self.cache, self.loaded = out_dir, {}, {}
+        self.index = saved_index(out_dir)
+
+    def matching(self, pattern):
+        """{unit: name} of the saved figures whose name fits the pattern ({}: a unit; '*': one part of a name, no '_'
+        or '/')."""
+        regex = "(.+)".join("[^/_]+".join(re.escape(p) for p in part.split("*")) for part in pattern.split("{}"))
+        found = {}
+        for name in self.index:
+            m = re.fullmatch(regex, name)
+            if m:
+                found.setdefault(m.group(1) if "{}" in pattern else "", []).append(name)
+        return found
+
+    def units(self, files):
+        """The paper's units, then (discover) every other activation that has a saved file, sorted."""
+        found = self.matching(files.pattern) if files.discover else {}
+        return list(files.units) + sorted(set(found) - set(files.units))
+
+    def one(self, pattern):
+        if pattern not in self.cache:
+            try:
+                names = self.matching(pattern).get("", [])
+                if len(names) > 1:
+                    raise DataError(f"{len(names)} saved figures match {pattern}: {', '.join(names)}; keep one")
+                stem, npz, js = self.index[names[0]] if names else (pattern, False, False)
+                self.cache[pattern] = (Figure(self.out_dir, stem) if npz and js else None if not (npz or js) else
+                                       DataError(f"{stem}{'.json' if npz else '.npz'} is missing beside "
+                                                 f"{stem}{'.npz' if npz else '.json'} (an incomplete save)"))
+            except DataError as error:
+                self.cache[pattern] = error
+        return self.cache[pattern]
+
+    def load(self, files):
+        if files not in self.loaded:  # the folder is globbed once per file set
+            self.loaded[files] = {files.label(u): self.one(files.pattern.format(u)) for u in self.units(files)}
+        return self.loaded[files]
+
+    def get(self, files):
+        return {u: f for u, f in self.load(files).items() if isinstance(f, Figure)}
