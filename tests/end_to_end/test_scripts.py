@@ -27,6 +27,7 @@ SCRIPTS = {
 # experiments
 EXTRA_FLAGS = {"Q_convergence_elementwise.py": ["--seeds", "2", "--same-function"],
                "Q_hessian_eigenvalues.py": ["--seeds", "2", "--same-function"]}
+SEEDS_CONVERGENCE = int(EXTRA_FLAGS["Q_convergence_elementwise.py"][1])
 
 
 def run(script, *flags):
@@ -104,7 +105,7 @@ def test_training_data_have_the_documented_keys(quick_outputs):
     runs, records = data["loss"].shape
     assert data["Q"].shape == (runs, records) and data["steps"].shape == (records,) and data["labels"].shape == (runs,)
     for key in ("Q0", "Q0_zero", "steps_to_converge", "initial_loss", "diverged_at"):
-        assert data[key].shape == (int(EXTRA_FLAGS["Q_convergence_elementwise.py"][1]), runs), key
+        assert data[key].shape == (SEEDS_CONVERGENCE, runs), key
     # the zero convention differs from the paper code's Q by n k for tanh
     assert np.allclose(data["Q0_zero"] - data["Q0"], 10 * 50)
     fig3 = load_arrays(out / "Q-dynamics/elementwise_linear_loss_Q.npz")
@@ -123,16 +124,16 @@ def test_training_data_have_the_documented_keys(quick_outputs):
     assert float(dist["Q_terms_paper"]) > float(dist["Q_terms_zero"])  # the paper code's adds n k for tanh
     same = load_arrays(out / "Q-convergence/same_function_sigmoid_convergence.npz")
     points = same["lambdas"].shape[1]
-    assert same["lambdas"].shape == same["Q0_zero"].shape == same["steps_to_converge"].shape == (3, points)
-    assert same["initial_output"].shape == (3, points, 5, 10) and np.all(same["lambdas"][:, points // 2] == 1)
+    assert same["lambdas"].shape == same["Q0_zero"].shape == same["steps_to_converge"].shape == (SEEDS_CONVERGENCE, points)
+    assert same["initial_output"].shape == (SEEDS_CONVERGENCE, points, 5, 10) and np.all(same["lambdas"][:, points // 2] == 1)
     sharp = load_arrays(out / "Q-hessian-eigenvalues/same_function_tanh_sharpness_mnk_10_5_50.npz")
     assert sharp["Q_zero"].shape == sharp["largest_eigenvalue"].shape == sharp["loss"].shape == (2, 4, points)
     assert sharp["output"].shape == (2, 4, points, 10, 5) and sharp["largest_eigenvalue_hessian"].shape == (4, 2)
     assert sharp["off_data_gap"].shape == (2, 4, points) and (sharp["off_data_gap"][:, :, points // 2] == 0).all()
     # per-neuron orbits [seed, (run,) orbit, point] and Q_a per neuron; Q_a for every run of the paper's figures
     neurons6 = load_arrays(out / "Q-convergence/per_neuron_relu_convergence.npz")
-    assert neurons6["steps_to_converge"].shape == neurons6["spread"].shape == (3, 2, 3)  # its ends and middle
-    assert neurons6["Q_neurons"].shape == (3, 2, 3, 50) and np.allclose(neurons6["Q_neurons"].sum(-1),
+    assert neurons6["steps_to_converge"].shape == neurons6["spread"].shape == (SEEDS_CONVERGENCE, 2, 3)  # its ends and middle
+    assert neurons6["Q_neurons"].shape == (SEEDS_CONVERGENCE, 2, 3, 50) and np.allclose(neurons6["Q_neurons"].sum(-1),
                                                                          neurons6["sum_zero"])
     assert (neurons6["training_gap"] < 1e-5).all() and np.all(neurons6["lambdas"][:, :, 1] == 1)
     neurons9 = load_arrays(out / "Q-hessian-eigenvalues/per_neuron_tanh_sharpness_mnk_10_5_50.npz")
@@ -140,7 +141,7 @@ def test_training_data_have_the_documented_keys(quick_outputs):
     assert np.isclose(neurons9["spread"][:, :, 0, 4], 4 * neurons9["spread"][:, :, 0, 2]).all()  # the spread orbit
     assert np.allclose(neurons9["spread"][:, :, 1], neurons9["spread"][:, :, 1, 2:3])  # the shift orbit: fixed
     for key in ("Q_neurons0", "Q_neurons_final"):
-        assert data[key].shape == (3, runs, 50) and fig3[key].shape == (1, runs, 50)
+        assert data[key].shape == (SEEDS_CONVERGENCE, runs, 50) and fig3[key].shape == (1, runs, 50)
     assert np.allclose(data["Q_neurons0"].sum(-1), data["Q0_zero"], rtol=1e-6)
     assert fig3["drift_bound_zero"].shape == fig3["max_Q_change_zero"].shape == (1, runs)
 
