@@ -1,11 +1,10 @@
 """Adversarial attacks and the paired test (Fig. 11): fgsm, gradient_sign, pgd_iterates, pgd,
-random_sign_noise, EnsembleMeanProbability (an ensemble as one classifier: the log of its members'
+EnsembleMeanProbability (an ensemble as one classifier: the log of its members'
 mean probability, gradients through every member) and mcnemar (McNemar's exact test on two
 classifiers' per-image outcomes).
 
 The protocols that use them are in paper_protocol.py (the paper's, and the corrected one's
-data and models), threat_models.py (the corrected protocol's threat models, kept as diagnostics)
-and robustness.py (the standard robustness evaluation that decides the report's verdict).
+data and models) and robustness.py (the standard robustness evaluation that judges the claim).
 """
 
 import numpy as np
@@ -77,16 +76,6 @@ def pgd(model, x, y, eps=0.3, step=0.01, iterations=40, random_start=True, clip=
     for _, x_adv in pgd_iterates(model, x, y, eps, step, iterations, random_start, clip, loss_fn, generator):
         pass
     return x_adv
-
-
-def random_sign_noise(x, eps, generator=None, clip=(0.0, 1.0)):
-    """The noise control: x + eps * s with independent random signs s = +-1 per pixel, clipped.
-
-    x: [B, 3, 32, 32]; returns the same shape. |x_noise - x| <= eps everywhere (= eps where the
-    clip does not bite): the L-inf size of an FGSM step of the same eps, without its direction.
-    """
-    signs = torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype).mul_(2).sub_(1)
-    return torch.clamp(x + eps * signs, clip[0], clip[1])
 
 
 class EnsembleMeanProbability(nn.Module):

@@ -1,8 +1,8 @@
 """Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features,
 measure how exact it is, and evaluate every kind of ensemble on precomputed features.
 
-Contents: fit_group_action, fit_batches, member_logits, symmetry_error, ensemble_logits,
-evaluate_ensemble (the one evaluation path of Figs. 10 and 11), ensemble_accuracy, fit_and_measure,
+Contents: fit_group_action, fit_batches, member_logits, symmetry_error,
+evaluate_ensemble (the one evaluation path of Figs. 10 and 11), fit_and_measure,
 evaluate_modes, evaluate_grid, stack_seeds (the Fig. 10 heat maps: plots.py).
 
 Agreement off the fitting images: do the moved networks make the original's predictions on images pi never saw?
@@ -111,17 +111,6 @@ def symmetry_error(model, H_batches, pi=None):
             "hidden": _relative_gap(hidden_moved, layer.sigma(H))}
 
 
-@torch.no_grad()
-def ensemble_logits(model, features, mode, generator=None):
-    """Logits of every member on precomputed features, one draw of the member matrices.
-
-    features: [B, h] (cnn.compute_features). mode: one of ENSEMBLE_MODES, or 'plain' for the
-    original network. Returns [num_g, B, C] ([1, B, C] for 'plain') in the numerics' dtype; a
-    member that overflowed has non-finite entries. softmax(dim=-1) gives the probabilities.
-    """
-    return member_logits(model, features, *model.group_action.member_matrices(mode, generator))
-
-
 def _tally(logits):
     """[M, b, C] logits -> (votes [b, C], sum of probabilities [b, C], finite members [b]).
 
@@ -173,12 +162,6 @@ def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024)
     parts = [_tally(member_logits(model, features[start:start + chunk], lower, upper))
              for start in range(0, len(features), chunk)]
     return _accuracies(*(torch.cat(p) for p in zip(*parts)), labels, len(lower))
-
-
-@torch.no_grad()
-def ensemble_accuracy(logits, labels):
-    """evaluate_ensemble's dict for given member logits [M, B, C] and labels [B] (one chunk)."""
-    return _accuracies(*_tally(logits), labels, logits.shape[0])
 
 
 @torch.no_grad()
@@ -292,7 +275,7 @@ def held_out_agreement(model, features, lower, upper, chunk=1000):
         pairs += finite.numel()
     agreement = (agree.double() / len(features)).cpu().numpy()
     gap_p10, gap_p50, gap_p90 = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
-    return {"agreement": float(ensembles.mean()), "agreement_min": float(ensembles.min()), "gap_p10": float(gap_p10),
+    return {"agreement": float(agreement.mean()), "agreement_min": float(agreement.min()), "gap_p10": float(gap_p10),
             "gap_p50": float(gap_p50), "gap_p90": float(gap_p90), "saturated": saturated / pairs,
             "nonfinite": nonfinite / pairs}
 

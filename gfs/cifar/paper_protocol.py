@@ -8,7 +8,7 @@
   'corrected'  images in [0, 1] and the model subtracts 0.5 as its first operation (so clipping
                to [0, 1] is clipping to the true pixel range), one attack per image, logits
                for training and attack, evaluation on the official test split; judged by
-               robustness.py (threat_models.py keeps the older threat models as diagnostics).
+               robustness.py.
 
 Contents: check_protocol, protocol_inputs, make_adversarial_cnn, adversarial_splits (both
 protocols); adversarial_images, adversarial_sweep, paper_protocol_sweep, paper_figure_data,

@@ -20,8 +20,7 @@ one seed helper, derive_seed, lives here too.
 Contents, top to bottom:
   seeds           derive_seed
   group action    relu_sqr, leaky_relu, fit_pi, GroupAction
-The ensembles built from it are in ensembles.py; the spherical-coordinate building blocks of the
-paper's later algorithm in spherical.py.
+The ensembles built from it are in ensembles.py.
 """
 import zlib
 

@@ -1,7 +1,7 @@
 """The claims of Fig. 11 (adversarial_CIFAR.ipynb): the adversarial robustness of the group ensemble, under the
 paper's protocol and under the corrected protocol's standard robustness evaluation, with its controls. Each claim
 with its measurement, its rule and its table; the notebook's budgets are read from the saved files, the attacks
-from robustness.ATTACKS and the comparisons of the older threat models from threat_models.COMPARISONS.
+from robustness.ATTACKS.
 
 Fig. 11's seeds are judged one by one (McNemar's paired test per seed, Bonferroni over the attacked strengths);
 a seed whose moved networks are not symmetries on their fitting images cannot be tested (tested_on_a_symmetry).
@@ -17,7 +17,6 @@ from gfs.report.verdict_rules import describe_cifar_source, largest_p, spread, t
 from gfs.cifar.robustness import (ATTACKS, CLASSIFIER_LABELS, CLASSIFIERS, CONTROLS, SANITY_CHECKS, SHOWN_COMPARISONS,
                         SUITE_SETTINGS, sanity_failures)
 from gfs.cifar.symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE
-from gfs.cifar.threat_models import COMPARISONS
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
@@ -26,8 +25,6 @@ NOTEBOOK = dataset.NOTEBOOKS["Fig. 11"]
 FIG11_MAKE = notebook_command(NOTEBOOK)
 FIG11_PAPER = Files(dataset.fig11("{}", "*", "*", "*"), tuple(paper.FIG11_STRENGTHS), FIG11_MAKE, "attacks",
                     notebook=NOTEBOOK)
-FIG11_CORRECTED = Files(dataset.fig11("corrected", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
-                        "numerics", notebook=NOTEBOOK, names=NUMERICS_NAMES)
 FIG11_ROBUSTNESS = Files(dataset.fig11("robustness", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
                          "numerics", notebook=NOTEBOOK, names=NUMERICS_NAMES)
 
@@ -185,15 +182,8 @@ def fig11_agreement(f):
 # ----------------------------------------------------------------------------------------------
 # Tables
 
-# Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack; the paired comparisons are
-# threat_models.COMPARISONS.
-FIG11_ATTACKS = (("FGSM (eps x 255)", "fgsm", "fgsm_eps", 255), ("PGD (iterations)", "pgd", "pgd_iterations", 1))
-
-
-def fig11_tables(paper_protocol, corrected):
-    """The paper's protocol per attack ({attack: Figure}): accuracy per strength, mean ± std over seeds; the corrected
-    protocol per numerics ({name: Figure}) and attack: accuracy under transfer and the paired differences with
-    McNemar's p."""
+def fig11_tables(paper_protocol):
+    """The paper's protocol per attack ({attack: Figure}): accuracy per strength, mean ± std over seeds."""
     lines = []
     for method, f in paper_protocol.items():
         models = [m for m in ("original",) + ENSEMBLE_MODES if f"acc_{m}" in f.data]
@@ -216,29 +206,6 @@ def fig11_tables(paper_protocol, corrected):
                   describe_cifar_source(f.settings.get("data_source", "?"), f.settings.get("data_dir", "?"))
                   + f" {f.settings.get('num_train_images', '?')} training and "
                   f"{f.settings.get('num_test_images', '?')} test images.", ""]
-    for numerics, f in corrected.items():
-        lines += [f"**Corrected protocol, {numerics}** ({len(f['seeds'])} seeds; the independent CNN of seed "
-                  + ", ".join(f"{s}: seed {i}" for s, i in zip(f["seeds"], f["independent_seed"]))
-                  + "; symmetry error of the pi used per seed: "
-                  + ", ".join(fmt(x) for x in f["symmetry_error_fitted"])
-                  + f"; FGSM on {int(f['fgsm_images'])} test images, PGD of radius {float(f['pgd_eps']) * 255:g}/255, "
-                  f"step {float(f['pgd_step']) * 255:g}/255, random start, on the first {int(f['pgd_images'])}). "
-                  "Accuracy under transfer (ensembles: mean probability), then the paired differences on the same "
-                  "images: mean ± std over seeds, McNemar's p (largest over seeds).", ""]
-        for name, p, axis, scale in FIG11_ATTACKS:
-            rows = [[f"{s:g}"] + [spread(f[f"{p}_transfer_acc_{c}"][:, k], "{:.3f}")
-                                  for c in ("original", "group", "independent")]
-                    + [f"{spread(f[f'{p}_{key}_diff'][:, k])} ({largest_p(f[f'{p}_{key}_p'][:, k])})"
-                       for key in COMPARISONS] for k, s in enumerate(f[axis] * scale)]
-            lines += [f"*{name}*", ""] + table(["strength", "original", "group", "independent"]
-                                                + [c.header for c in COMPARISONS.values()], rows)
-    if corrected:
-        lines += [f"A difference counts as significant where p < {ALPHA:g} / (number of attacked strengths) "
-                  "(Bonferroni over the strengths > 0). Adaptive: the group ensemble attacked through its members, the "
-                  "original under its own attack (the transfer images). Worst case: an image counts as right for the "
-                  "group only if it is right under both transfer and the adaptive attack. Noise: random-sign noise of "
-                  "the same L-inf size; where it stays at the clean gap (strength 0) the ensemble is no more robust to "
-                  "perturbations in general. PGD iteration 0 is its random start alone.", ""]
     return lines
 
 
@@ -310,5 +277,5 @@ SECTIONS = (
               "The premise of the robustness claim: the moved networks of Fig. 11 (the notebook's NUM_G members at "
               "GROUP_SCALE) predict the original's class on held-out images (the evaluation images).",
               FIG11_ROBUSTNESS, fig11_agreement, rule_same_predictions, over=exact_decides)),
-            lambda get: fig11_tables(get(FIG11_PAPER), get(FIG11_CORRECTED)) + robustness_tables(get(FIG11_ROBUSTNESS))),
+            lambda get: fig11_tables(get(FIG11_PAPER)) + robustness_tables(get(FIG11_ROBUSTNESS))),
 )

@@ -7,7 +7,7 @@ tests run every rule both ways on small data. apply() runs a rule on one unit's 
 and left out (without_diverged), several seeds are judged one by one and counted (over_seeds: "holds in k of N
 seeds", with the spread of the deciding number).
 
-Contents: the verdicts; Result, PerSeed; combine and worst (over units), over_seeds, without_diverged, apply; fmt,
+Contents: the verdicts; Result, PerSeed; combine (over units), over_seeds, without_diverged, apply; fmt,
 fmt_steps.
 
 The building blocks of REPORT.md's tables; each figure's tables are in its claims module (claims_fig*.py).
@@ -74,12 +74,6 @@ def combine(verdicts):
     if tested and all(v == REPRODUCED for v in tested):
         return REPRODUCED
     return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in tested) else PARTLY
-
-
-def worst(verdicts):
-    """Over the {units}: the worst of their verdicts."""
-    order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
-    return min(_tested(verdicts), key=order.index, default=NOT_REPRODUCED)
 
 
 def over_seeds(results):

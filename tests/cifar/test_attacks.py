@@ -1,10 +1,12 @@
 """The FGSM and PGD attacks of cnn.py (Fig. 11): their defining properties and agreement with
 torchattacks, a maintained attack library, on the same model and inputs."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gfs.cifar import attacks
 from gfs.cifar.attacks import fgsm, pgd
 
 
@@ -182,3 +184,18 @@ def test_protocols_attack_once_or_twice():
     torch.testing.assert_close(paper, pgd(model, first, y, iterations=2, generator=generator).clamp(0, 1),
                                rtol=0, atol=0)
     assert (paper - x_paper).abs().max() > 0.3 + 0.1  # further than one 0.3 ball
+
+
+def test_mcnemar_agrees_with_a_hand_computed_table():
+    # 10 images: both right on 2, only a right on 6, only b right on 1, both wrong on 1.
+    a = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    b = np.array([1, 1, 0, 0, 0, 0, 0, 0, 1, 0], dtype=bool)
+    gained, lost, p = attacks.mcnemar(a, b)
+    assert (gained, lost) == (6, 1)
+    # two-sided exact binomial test of 6 of 7 at 1/2: 2 * P(X <= 1) = 2 * (1 + 7) / 2^7
+    assert p == pytest.approx(2 * 8 / 128)
+    assert attacks.mcnemar(b, a) == (1, 6, pytest.approx(p))  # symmetric
+    assert attacks.mcnemar(a, a) == (0, 0, 1.0)  # no discordant pair
+    assert attacks.mcnemar([1, 0], [0, 1])[2] == pytest.approx(1.0)  # one each way
+    # accuracy difference = (gained - lost) / N
+    assert a.mean() - b.mean() == pytest.approx((gained - lost) / len(a))

@@ -18,7 +18,7 @@ from gfs.report import claims_fig11
 from gfs.report import claims_fig10
 from helpers import EPS, group_minus_original
 
-def test_combine_worst_and_not_tested():
+def test_combine_and_not_tested():
     assert vr.combine([REPRODUCED, REPRODUCED]) == REPRODUCED
     assert vr.combine([REPRODUCED, NOT_REPRODUCED]) == PARTLY
     assert vr.combine([PARTLY, PARTLY]) == PARTLY
@@ -26,9 +26,6 @@ def test_combine_worst_and_not_tested():
     assert vr.combine([]) == NOT_REPRODUCED
     assert vr.combine([REPRODUCED, NOT_TESTED]) == REPRODUCED  # an activation without a reference is left out
     assert vr.combine([NOT_TESTED]) == NOT_REPRODUCED
-    assert vr.worst([REPRODUCED, PARTLY]) == PARTLY
-    assert vr.worst([REPRODUCED, NOT_REPRODUCED, PARTLY]) == NOT_REPRODUCED
-    assert vr.worst([REPRODUCED, NOT_TESTED]) == REPRODUCED
 
 
 def test_over_seeds_holds_in_k_of_n():
