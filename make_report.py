@@ -50,7 +50,7 @@ from gfs.cifar import dataset
 from gfs.report.verdict_rules import DATA_ERROR, EVALUATION_FAILED, NOT_RUN, Claim, DataError, Unjudged
 from gfs.report.verdict_rules import table
 from gfs.runs.saved_files import load_figure_data, write_atomic
-from gfs.cifar.symmetry import SYMMETRY_TOLERANCE
+from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
 from gfs.report.toy_rules import CONVENTIONS, Q_CONVENTION, conventions_result, off_data_table
 from gfs.report.verdict_rules import BROKEN, FAILS, PASSES, REPRODUCED, PerSeed, Result, apply
 

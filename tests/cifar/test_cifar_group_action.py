@@ -165,7 +165,7 @@ def test_overflow_is_detected_not_silent():
     assert grid["overflow_group"][0].any() and not grid["overflow_group"][1].any()
     assert grid["vote_acc_group"].shape == (2, 2)
     assert np.isfinite(grid["vote_acc_group"]).all()
-    for key in ("num_g", "eps", "original_acc", "original_mean_acc"):
+    for key in ("num_g", "group_scale", "original_acc", "original_mean_acc"):
         assert key in grid
     for mode in symmetry.ENSEMBLE_MODES:
         assert grid[f"overflow_{mode}"].dtype == bool

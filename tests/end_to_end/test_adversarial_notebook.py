@@ -65,7 +65,9 @@ def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
         assert data["train_loss"].shape == (2, 2)
         assert settings["attack"] == method and settings["quick"] is True and settings["protocol"] == "paper"
         assert settings["seeds"] == [0, 1] and settings["num_g"] == 5
-        assert {"versions", "device", "run_seconds", "data_source"} <= set(settings)
+        assert {"versions", "device", "run_seconds", "data", "cpu", "torch_threads"} <= set(settings)
+        assert settings["data"]["official"] is False and "not the official release" in settings["data"]["source"]
+        assert set(settings["data"]["files"]) == set(dataset.LAYOUT_FILES)
 
 
 def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
@@ -108,7 +110,7 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
         # the independent CNN of seed 0 is seed 1's original
         np.testing.assert_array_equal(data["robust_acc_independent"][0], data["robust_acc_original"][1])
         assert data["heldout_agreement_group"].shape == (2,) and np.all(data["heldout_agreement_group"] <= 1)
-        assert settings["suite"]["attacks"] == [a.name for a in robustness.ATTACKS]
+        assert [a["name"] for a in settings["suite"]["attacks"]] == [a.name for a in robustness.ATTACKS]
 
 
 def test_executed_copy_shows_the_figures(notebook_outputs):

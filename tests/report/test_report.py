@@ -265,6 +265,12 @@ def robustness_data():
     return data
 
 
+def suite_settings():
+    """The saved .json's description of the suite (robustness.suite_description) and its settings."""
+    from gfs.cifar import robustness
+    return dict(robustness.suite_description(), settings={k: 1 for k in robustness.SUITE_SETTINGS}, images=1000)
+
+
 def fit_size_data(largest=0.995):
     """The fit-size experiment's arrays: agreement grows with the images per element and reaches `largest`."""
     agreement = np.array([[0.3, 0.8, 0.95, largest]] * 3)
@@ -281,7 +287,7 @@ def write_cifar_figures(root, quick=False):
     group = group_minus_original() + 0.55
     low = np.full_like(group, 0.1)
     low[3:] = group[3:]
-    grid = {"seeds": np.arange(CIFAR_SEEDS), "num_g": [10, 20, 40, 60, 80, 100, 120], "eps": EPS,
+    grid = {"seeds": np.arange(CIFAR_SEEDS), "num_g": [10, 20, 40, 60, 80, 100, 120], "group_scale": EPS,
             "original_acc": per_seed(0.55), "original_mean_acc": per_seed(0.55), "symmetry_tolerance": 1e-3,
             **{k: per_seed(np.full((7, 7), 1e-9)) for k in ("symmetry_error", "symmetry_error_hidden",
                                                                "symmetry_error_fitted")},
@@ -295,8 +301,10 @@ def write_cifar_figures(root, quick=False):
     for suffix, numerics in (("", "paper"), ("_exact", "exact")):
         write_figure(root, FIG10 + suffix, grid, run_settings(
             "ensemble_CIFAR.ipynb", 130.0, quick, figure="Fig. 10", numerics=numerics, fit_noise=1e-4, hidden=16,
-            action_dtype="float32", data={"folder": "/home/someone/datasets/cifar", "source": "unverified",
-                                          "eval_split": "test", "eval_images": 10000}))
+            action_dtype="float32", modes=["group", "perm_interp", "g_inverse", "random", "shuffle"],
+            data={"folder": "/home/someone/datasets/cifar", "source": "not the official release: MD5 differs from "
+                  "torchvision's published checksum for data_batch_1", "digest": "ab" * 32, "official": False,
+                  "eval_split": "test", "eval_images": 10000}))
     for method, (strengths, original, group) in FIG11_BASE.items():
         data = {"seeds": np.arange(CIFAR_SEEDS), "strengths": strengths, "clamp_only_acc": per_seed(0.28),
                 **{k: per_seed(0.6) for k in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted")}}
@@ -306,12 +314,13 @@ def write_cifar_figures(root, quick=False):
             data[f"acc_{m}"] = data[f"mean_acc_{m}"] = per_seed(values)
         write_figure(root, FIG11_PAPER.format(method), data, run_settings(
             "ipykernel_launcher.py -f kernel-1234.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
-            protocol="paper", attack=method, num_eval=1000, data_source="official",
-            data_dir="/home/someone/datasets/cifar"))
+            protocol="paper", attack=method, num_eval=1000, data={
+                "source": "the official release (every MD5 matches torchvision's published checksums)",
+                "official": True, "digest": "cd" * 32, "folder": "/home/someone/datasets/cifar"}))
     for suffix, numerics in (("", "paper"), ("_exact", "exact")):
         write_figure(root, ROBUSTNESS + suffix, robustness_data(), run_settings(
             "ipykernel_launcher.py -f kernel-1234.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
-            protocol="corrected", numerics=numerics))
+            protocol="corrected", numerics=numerics, suite=suite_settings()))
     write_figure(root, FIT_SIZE, fit_size_data(), run_settings("ensemble_CIFAR.ipynb", 130.0, quick, figure="Fig. 10"))
 
 
@@ -373,7 +382,9 @@ def test_every_claim_holds_on_the_base_data(figures):
     assert "| Fig. 9 per-neuron | tanh | 0.1 | 0.1 |" in text  # the outputs off the training inputs
     assert "Smoke-test" not in text and "**not run**:" not in text and DATA_ERROR_TEXT not in text
     assert f"**{mr.fmt_seconds(700 + 900 + 700 + 20 + 30 + 500 + 130 + 1000)}**" in text  # each command counted once
-    assert "official CIFAR-10 release" in text and "fails torchvision's MD5 check" in text
+    # the CIFAR sections name the data: official or not, and the digest of the files read
+    assert "CIFAR-10 data: the official release (every MD5 matches" in text and f"`{'cd' * 32}`" in text
+    assert "not the official release: MD5 differs from torchvision's published checksum for data_batch_1" in text
     # the same rule run on the paper code's numbers, where the claim has them
     assert "*The same rule on the paper code's numbers [R]:* reproduced (Q x" in text
     assert "*The same rule on the paper code's numbers [C]:* not reproduced (group - perm_interp" in text
