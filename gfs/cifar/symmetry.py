@@ -34,10 +34,10 @@ from gfs.cifar.thresholds import SYMMETRY_TOLERANCE  # a cell above it is marked
 # Ensemble kinds the paper compares (Fig. 10 panel order), and the layer's plain mode.
 ENSEMBLE_MODES = ("group", "perm_interp", "g_inverse", "random", "shuffle")
 MODES = ("plain",) + ENSEMBLE_MODES
-# The one label map of every plot: the original network, the ensembles, the attack controls.
+# The label map of the paper's figures (Fig. 10, Fig. 11's paper protocol): the original network and the ensembles.
+# The robustness suite names its classifiers in robustness.CLASSIFIER_LABELS.
 LABELS = {"original": "original", "group": "group", "perm_interp": "interpolated permute",
-          "g_inverse": r"$g^{-1}$", "random": "random", "shuffle": "shuffle",
-          "independent": "independent CNN"}
+          "g_inverse": r"$g^{-1}$", "random": "random", "shuffle": "shuffle"}
 NUMERICS = {"paper": torch.float32, "exact": torch.float64}
 # The notebooks' fit noise per numerics: the paper's 1e-4 in float32; none in float64, so that the
 # evaluated ensemble is the one whose symmetry error is measured (with noise, pi is a symmetry of

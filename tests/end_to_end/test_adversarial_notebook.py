@@ -63,6 +63,9 @@ def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
         for key in ("clamp_only_acc", "symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
             assert data[key].shape == (2,)
         assert data["train_loss"].shape == (2, 2)
+        assert data["clean_predictions"].shape == (2, 100) and data["clean_predictions"].dtype == np.int8
+        assert settings["weights"] == [dataset.weights_name("Fig. 11", seed, p) + ".safetensors"
+                                       for p in ("paper", "corrected") for seed in (0, 1)]
         assert settings["attack"] == method and settings["quick"] is True and settings["protocol"] == "paper"
         assert settings["seeds"] == [0, 1] and settings["num_g"] == 5
         assert {"versions", "device", "run_seconds", "data", "cpu", "torch_threads"} <= set(settings)
