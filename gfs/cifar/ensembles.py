@@ -171,7 +171,8 @@ def fit_and_measure(model, fit_features, num_g, group_scale, seed, numerics="pap
     derive_seed(seed, 'group', num_g, group_scale): the same in both numerics; pi with the layer's fit noise) and
     measure it: symmetry_error()'s dict of a noise-free fit ('logits', 'hidden') plus 'fitted', the logits'
     error of the pi actually used (the same number without fit noise). Returns (layer, error)."""
-    layer = fit_group_action(model, fit_features, num_g, group_scale, derive_seed(seed, "group", num_g, group_scale), numerics)
+    layer = fit_group_action(model, fit_features, num_g, group_scale, derive_seed(seed, "group", num_g, group_scale),
+                             numerics)
     batches = fit_batches(fit_features, num_g, layer.hidden)
     error = symmetry_error(model, batches)
     error["fitted"] = symmetry_error(model, batches, layer.pi)["logits"] if layer.fit_noise else error["logits"]
@@ -230,7 +231,8 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
             for key, value in (measure(model, eval_features) if measure else {}).items():
                 out.setdefault(f"heldout_{key}", np.full(shape, np.nan))[i, j] = value
             pi_finite = bool(torch.isfinite(layer.pi).all())
-            for mode, result in evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, group_scale).items():
+            results = evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, group_scale)
+            for mode, result in results.items():
                 out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
                 out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
                 out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]

@@ -68,6 +68,9 @@ def save_cnn(model, root, name, settings, history, predictions):
     os.close(handle)
     try:
         _safetensors().save_file(tensors, temporary, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

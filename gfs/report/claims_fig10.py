@@ -51,7 +51,8 @@ def exact_decides(verdicts):
 
 def eps_set(group_scales, rows):
     """'eps in {0.1, 1}': the eps of the rows where rows [E] is True."""
-    return "eps in {" + (", ".join(f"{e:g}" for e in sorted(float(x) for x, r in zip(group_scales, rows) if r)) or "none") + "}"
+    chosen = sorted(float(x) for x, r in zip(group_scales, rows) if r)
+    return "eps in {" + (", ".join(f"{e:g}" for e in chosen) or "none") + "}"
 
 
 def rows_all_within(values, bound):
@@ -100,7 +101,8 @@ def rule_symmetries(group_scales, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
     rows = rows_all_within(error, tolerance)
     largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(group_scales, error.max(axis=1)))
     return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
-                  f"symmetries at {eps_set(group_scales, rows)}, not at {eps_set(group_scales, ~rows)}; largest error per row: {largest}",
+                  f"symmetries at {eps_set(group_scales, rows)}, not at {eps_set(group_scales, ~rows)}; "
+                  f"largest error per row: {largest}",
                   f"symmetries at {eps_set(group_scales, rows)}", max((float(e) for e, r in zip(group_scales, rows) if r),
                                                                default=math.nan), "largest eps that is a symmetry")
 
@@ -118,7 +120,8 @@ def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, mar
     symmetries = symmetric_rows(symmetric, len(group_scales))
     ok, small = within & symmetries, group_scales <= small_eps + 1e-12
     verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
-               if (group_scales <= smaller_eps + 1e-12).any() and ok[group_scales <= smaller_eps + 1e-12].all() else NOT_REPRODUCED)
+               if (group_scales <= smaller_eps + 1e-12).any() and ok[group_scales <= smaller_eps + 1e-12].all()
+               else NOT_REPRODUCED)
     finite = np.isfinite(diff)  # an overflowing cell is NaN
     largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
     rows = ", ".join(f"eps {e:g}: max |diff| {fmt(d)}" for e, d in sorted(zip(group_scales, largest), key=lambda t: -t[0]))
@@ -252,7 +255,8 @@ def fig10_tables(figures):
                       "and a symmetry on "
                       "them is not one on other images.", ""]
         lines += [f"Rows within {FIG10_MARGIN} of the original in every cell (seed mean), for context: "
-                  + ", ".join(f"{m} {rows_within(group_scales, moved[m].mean(axis=0))}" for m in modes) + " (staying close at small eps is not specific to the group "
+                  + ", ".join(f"{m} {rows_within(group_scales, moved[m].mean(axis=0))}" for m in modes)
+                  + " (staying close at small eps is not specific to the group "
                   "action).", ""]
     if len(group) == 2:
         (_, paper_numerics), (_, exact) = group.items()
@@ -342,7 +346,8 @@ SECTIONS = (
         Claim("Fig. 10", f"group beats g^-1, random, shuffle at eps = {AT_LARGE_EPS}",
               f"At large eps ({AT_LARGE_EPS}) the group ensemble loses less accuracy than the baselines g^-1, random "
               "and shuffle.", FIG10, lambda f: PerSeed(
-                  dict(group_scales=c["group_scales"], group=c["group"], baselines={m: c[m] for m in ("g_inverse", "random", "shuffle")},
+                  dict(group_scales=c["group_scales"], group=c["group"],
+                       baselines={m: c[m] for m in ("g_inverse", "random", "shuffle")},
                        symmetric=c["symmetric"]) for c in fig10_seeds(f)), rule_group_beats_baselines,
               over=exact_decides),
         Claim("Fig. 10", f"group beats the interpolated permutation at eps = {AT_LARGE_EPS}",

@@ -29,6 +29,9 @@ def test_a_saved_cnn_loads_as_the_same_function(tmp_path):
     path = weights.save_cnn(model, str(tmp_path), "ensemble/weights/fig10_seed4", SETTINGS, history, predictions)
     assert path.endswith(".safetensors") and 4e5 < os.path.getsize(path) < 7e5  # ~0.5 MB, float32
     assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-")]  # nothing half-written
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # readable like every other published file
     loaded, settings, loaded_history, saved_predictions = weights.load_cnn(str(tmp_path), "ensemble/weights/fig10_seed4",
                                                                           expect={"epochs": 1})
     assert settings == SETTINGS and loaded_history == history
