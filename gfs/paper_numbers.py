@@ -11,10 +11,6 @@ exist only for the paper's four activations; an activation added later has none.
 from typing import NamedTuple
 
 PAPER_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
-# The two integration constants of Q (models.conserved_Q): the paper code's, and F(0) = 0. Here, torch-free, so that the
-# report can name them without importing models.
-Q_CONVENTIONS = ("paper", "zero")
-
 # Fig. 3 [R] (m, n, h = 5, 10, 50, init std 0.1): Q and its normaliser N_0 at the initialisation.
 FIG3_INITIAL_Q_AND_NORMALISER = {"linear": (-1.926, 7.149), "relu": (0.3092, 4.913), "tanh": (-501.96, 507.19),
                                  "sigmoid": (-501.69, 504.30)}

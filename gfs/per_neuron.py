@@ -56,13 +56,6 @@ def neuron_Q(U, V, activation, convention="zero"):
     return Q
 
 
-def neuron_terms(U, V, activation):
-    """The size of each neuron's two terms, paper_scale * (1/2 |U[:, a]|^2 + sum_j |F(V[j, a])|) -> [..., k]: never
-    below |Q_a| (zero convention), and its entries do not cancel (models.q_normaliser is its sum)."""
-    act = get_activation(activation)
-    return act.paper_scale * (0.5 * U.square().sum(dim=-2) + act.F(V).abs().sum(dim=-2))
-
-
 def edge_distance(V, activation):
     """How far each neuron's most saturated entry is from the edge of sigma's range, 1 - sigma(v) / edge over the
     edge that the symmetry moves it towards (1 - 1/lambda_max: 1 where the range has no edge there).

@@ -1,11 +1,10 @@
 """Adversarial attacks and the paired test (Fig. 11): fgsm, gradient_sign, pgd_iterates, pgd,
-random_sign_noise, EnsembleMeanProbability (an ensemble as one classifier: the log of its members'
+EnsembleMeanProbability (an ensemble as one classifier: the log of its members'
 mean probability, gradients through every member) and mcnemar (McNemar's exact test on two
 classifiers' per-image outcomes).
 
 The protocols that use them are in paper_protocol.py (the paper's, and the corrected one's
-data and models), threat_models.py (the corrected protocol's threat models, kept as diagnostics)
-and robustness.py (the standard robustness evaluation that decides the report's verdict).
+data and models) and robustness.py (the standard robustness evaluation that judges the claim).
 """
 
 import numpy as np
@@ -18,37 +17,37 @@ from gfs.cifar.ensembles import member_logits
 # ----------------------------------------------------------------------------------------------
 # Attacks
 
-def fgsm(model, x, y, eps, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
+def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
     """Fast gradient sign method (Goodfellow et al. 2015): one untargeted L-inf step.
 
-        x_adv = clamp(x + eps * sign(d loss(model(x), y) / dx), clip[0], clip[1])
+        x_adv = clamp(x + radius * sign(d loss(model(x), y) / dx), clip[0], clip[1])
 
     x: [B, 3, 32, 32] images, y: [B] labels; returns x_adv [B, 3, 32, 32], detached.
     Defaults (those of advertorch's GradientSignAttack, which the paper used): clip range [0, 1]
-    and loss = cross-entropy (batch mean) of the model's outputs read as logits. eps has no
-    default; the paper sweeps eps in {0, 0.003, 0.006, 0.009, 0.012}. Only the sign of the
+    and loss = cross-entropy (batch mean) of the model's outputs read as logits. radius has no
+    default; the paper sweeps radius in {0, 0.003, 0.006, 0.009, 0.012}. Only the sign of the
     gradient is used, so the loss's reduction (mean or sum) does not matter.
     """
-    return torch.clamp(x.detach() + eps * gradient_sign(model, x, y, loss_fn), clip[0], clip[1])
+    return torch.clamp(x.detach() + radius * gradient_sign(model, x, y, loss_fn), clip[0], clip[1])
 
 
 def gradient_sign(model, x, y, loss_fn=F.cross_entropy):
-    """sign(d loss(model(x), y) / dx): FGSM's direction, the same for every eps.  [B, ...] -> [B, ...]."""
+    """sign(d loss(model(x), y) / dx): FGSM's direction, the same for every radius.  [B, ...] -> [B, ...]."""
     x = x.detach().clone().requires_grad_(True)
     grad, = torch.autograd.grad(loss_fn(model(x), y), x)
     return grad.sign()
 
 
-def pgd_iterates(model, x, y, eps=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
+def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
                  loss_fn=F.cross_entropy, generator=None):
-    """Projected gradient descent (Madry et al. 2018), untargeted, in the L-inf ball of radius eps:
+    """Projected gradient descent (Madry et al. 2018), untargeted, in the L-inf ball of that radius:
     yields (t, x_t) for t = 0 ... iterations, so that one run gives every shorter attack too.
 
-        x_0 = clamp(x + U(-eps, eps), clip)          (x_0 = x without random start)
-        x_{t+1} = clamp(x + clamp(x_t + step * sign(grad_t) - x, -eps, eps), clip)
+        x_0 = clamp(x + U(-radius, radius), clip)          (x_0 = x without random start)
+        x_{t+1} = clamp(x + clamp(x_t + step * sign(grad_t) - x, -radius, radius), clip)
 
     x: [B, 3, 32, 32] images, y: [B] labels; each x_t [B, 3, 32, 32] is detached.
-    Defaults are those of advertorch's PGDAttack, which the paper used: eps = 0.3, step
+    Defaults are those of advertorch's PGDAttack, which the paper used: radius = 0.3, step
     (eps_iter) = 0.01, iterations (nb_iter) = 40, random_start (rand_init) = True, clip range
     [0, 1], loss = cross-entropy (batch mean) of the model's outputs read as logits.
     generator: torch.Generator (on x's device) for the random start; None uses torch's global
@@ -57,7 +56,7 @@ def pgd_iterates(model, x, y, eps=0.3, step=0.01, iterations=40, random_start=Tr
     x = x.detach()
     x_adv = x.clone()
     if random_start:
-        noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+        noise = torch.empty_like(x).uniform_(-radius, radius, generator=generator)
         x_adv = torch.clamp(x + noise, clip[0], clip[1])
     yield 0, x_adv
     for t in range(1, iterations + 1):
@@ -65,28 +64,18 @@ def pgd_iterates(model, x, y, eps=0.3, step=0.01, iterations=40, random_start=Tr
         loss = loss_fn(model(x_adv), y)
         grad, = torch.autograd.grad(loss, x_adv)
         x_adv = x_adv.detach() + step * grad.sign()
-        delta = torch.clamp(x_adv - x, -eps, eps)
+        delta = torch.clamp(x_adv - x, -radius, radius)
         x_adv = torch.clamp(x + delta, clip[0], clip[1])
         yield t, x_adv
 
 
-def pgd(model, x, y, eps=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
+def pgd(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
         loss_fn=F.cross_entropy, generator=None):
     """The last iterate of pgd_iterates (same arguments): x_adv [B, 3, 32, 32], detached. The
     paper sweeps iterations in {0, 1, 2, 3} at advertorch's defaults."""
-    for _, x_adv in pgd_iterates(model, x, y, eps, step, iterations, random_start, clip, loss_fn, generator):
+    for _, x_adv in pgd_iterates(model, x, y, radius, step, iterations, random_start, clip, loss_fn, generator):
         pass
     return x_adv
-
-
-def random_sign_noise(x, eps, generator=None, clip=(0.0, 1.0)):
-    """The noise control: x + eps * s with independent random signs s = +-1 per pixel, clipped.
-
-    x: [B, 3, 32, 32]; returns the same shape. |x_noise - x| <= eps everywhere (= eps where the
-    clip does not bite): the L-inf size of an FGSM step of the same eps, without its direction.
-    """
-    signs = torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype).mul_(2).sub_(1)
-    return torch.clamp(x + eps * signs, clip[0], clip[1])
 
 
 class EnsembleMeanProbability(nn.Module):

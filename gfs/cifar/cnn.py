@@ -8,7 +8,7 @@ Contents, top to bottom:
   model       Shift, ChannelsLast, CifarCNN, make_cnn
   training    train_model, train_models
   features    compute_features
-  processes   worker_count, parallel_map (several trainings or evaluations at once, in
+  processes   worker_count, run_calls (several trainings or evaluations at once, in
               processes.py's worker processes)
 """
 import functools
@@ -58,7 +58,7 @@ class CifarCNN(nn.Module):
     """
 
     def __init__(self, activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5,
-                 softmax_output=True, num_g=1, eps=1.0, group_seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
+                 softmax_output=True, num_g=1, group_scale=1.0, group_seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
         super().__init__()
         self.softmax_output = bool(softmax_output)
         # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
@@ -74,7 +74,7 @@ class CifarCNN(nn.Module):
             nn.Flatten(),
             nn.Linear(32 * 16 * 16, hidden),
         )
-        self.group_action = GroupAction(hidden, activation, num_g, eps, group_seed, fit_noise, numerics)
+        self.group_action = GroupAction(hidden, activation, num_g, group_scale, group_seed, fit_noise, numerics)
         self.readout = nn.Linear(hidden, num_classes)
 
     def head(self, activations):
@@ -93,7 +93,7 @@ class CifarCNN(nn.Module):
 
 
 def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
-             num_g=1, eps=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
+             num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
     """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
 
     activation: hidden activation of the group-action layer, 'relu_sqr' (Fig. 10) or
@@ -101,19 +101,21 @@ def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, 
     input_shift: subtracted from the [0, 1] images; 0.5 gives the paper's x/255 - 0.5.
     softmax_output: True is the paper's model (softmax output, trained with cross-entropy on top:
         a double softmax, defect B1); False outputs logits, the usual fix.
-    num_g, eps, seed, fit_noise, numerics: the group-action layer's initial group and numerics
+    num_g, group_scale, seed, fit_noise, numerics: the group-action layer's initial group and numerics
         (draw_group() replaces them).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CifarCNN(activation, hidden, num_classes, input_shift, softmax_output,
-                        num_g, eps, seed, fit_noise, numerics)
+                        num_g, group_scale, seed, fit_noise, numerics)
 
 
 # ----------------------------------------------------------------------------------------------
 # Training
 
-def train_model(model, images, labels, epochs=10, batch_size=32, lr=1e-3, seed=0, shuffle=False,
+ADAM_LR = 1e-3  # Adam's default learning rate, which the paper's notebooks train with
+
+def train_model(model, images, labels, epochs=10, batch_size=32, lr=ADAM_LR, seed=0, shuffle=False,
                 device=None, progress=True):
     """Adam on F.cross_entropy(model(x), y), in place; the paper's trainer.
 
@@ -176,7 +178,7 @@ def _train_and_return(model, images, labels, seed, train_kwargs):
 
 
 def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
-    """Train several models, each on its own data, up to `jobs` at once (parallel_map); in place.
+    """Train several models, each on its own data, up to `jobs` at once (run_calls); in place.
 
     models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's seed: the
     shuffling order, unused when shuffle is False); train_kwargs: the rest of train_model's
@@ -192,7 +194,7 @@ def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
         return histories
     calls = [functools.partial(_train_and_return, model, images, labels, seed, train_kwargs)
              for model, (images, labels), seed in zip(models, datasets, seeds)]
-    results = parallel_map(calls, jobs, bar)
+    results = run_calls(calls, jobs, bar)
     for model, (state, _) in zip(models, results):
         model.load_state_dict(state)
         model.eval()
@@ -220,7 +222,7 @@ def compute_features(model, images, batch_size=2000, device=None):
 # thread each, freed memory kept, ended with their parent however it ends).
 
 def worker_count(jobs, tasks):
-    """How many worker processes parallel_map uses: jobs (0 = one per CPU core), at most one per
+    """How many worker processes run_calls uses: jobs (0 = one per CPU core), at most one per
     task; 1 means "in this process"."""
     jobs = int(jobs) if jobs else (os.cpu_count() or 1)
     return max(1, min(jobs, tasks))
@@ -230,7 +232,7 @@ def _call(call):
     return call()
 
 
-def parallel_map(calls, jobs=1, bar=None):
+def run_calls(calls, jobs=1, bar=None):
     """[call() for call in calls], in up to `jobs` worker processes (0: one per CPU core).
 
     calls: picklable callables without arguments, e.g. functools.partial(train_model, model,

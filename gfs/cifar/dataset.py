@@ -1,21 +1,23 @@
 """CIFAR-10 on disk: the standard cifar-10-batches-py layout read with a restricted reader (nothing
 in a file runs), checked, and split for the notebooks.
 
-Contents: CifarDataError, CifarMissingError, read_pickle, data_root, cifar10_source,
+Contents: CifarDataError, CifarMissingError, read_pickle, data_root, cifar10_provenance, cpu_model,
 load_cifar10, ensemble_splits.
 
-The notebooks and file names of the CIFAR-10 figures, written once: the notebooks save under them, the report
-and the tests read them. A name is relative to the output folder, without extension (save_figure
-adds .npz, .json, .pdf and .png). The paper's names are kept for Figs. 10 and 11.
+The notebooks and file names of the CIFAR-10 figures and trained models, written once: the notebooks save under
+them, the report and the tests read them. A name is relative to the output folder, without extension (save_figure
+adds .npz, .json, .pdf and .png; weights.save_cnn adds .safetensors). The paper's names are kept for Figs. 10 and
+11. torch is imported only where images are built (load_cifar10), so the report can read the names without it.
 """
 
 import contextlib
+import hashlib
 import os
 import pickle
+import platform
 import shutil
 
 import numpy as np
-import torch
 
 
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -200,20 +202,50 @@ def _checked_folder(root):
     return folder
 
 
-def cifar10_source(root):
-    """'official' if every file of root/cifar-10-batches-py has the MD5 that torchvision publishes
-    for the official release, else 'unverified' (e.g. a JPEG re-encoded copy). Only checksums are
-    computed: no file is loaded here. CifarDataError if the layout is absent or incomplete."""
-    import hashlib
+def _published_md5():
+    """{file name: MD5} of the official release, as torchvision publishes them (read at call time)."""
     from torchvision.datasets import CIFAR10
-    folder = _checked_folder(data_root(root))
     published = dict(CIFAR10.train_list + CIFAR10.test_list)
     published[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+    return published
+
+
+def cifar10_provenance(root):
+    """Which CIFAR-10 files a run read, by checksum: a dict for the saved .json.
+
+      files     {file name: {"sha256", "md5"}} of every file of the layout (all of them are read)
+      digest    SHA-256 of the lines "<name> <sha256>" of those files, in layout order: one name for the data
+      official  True if every MD5 is the one torchvision publishes for the official release
+      source    the same in words: "the official release (...)" or "not the official release: MD5 differs
+                from torchvision's published checksum for data_batch_1, ..." (e.g. a re-encoded copy, a fixture)
+    Only checksums are computed, no file is loaded here (the official MD5s are known; their SHA-256 are not, so
+    both are recorded). CifarDataError if the layout is absent or incomplete.
+    """
+    folder = _checked_folder(data_root(root))
+    files = {}
     for name in LAYOUT_FILES:
+        sha256, md5 = hashlib.sha256(), hashlib.md5()
         with open(os.path.join(folder, name), "rb") as f:
-            if hashlib.md5(f.read()).hexdigest() != published.get(name):
-                return "unverified"
-    return "official"
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha256.update(block)
+                md5.update(block)
+        files[name] = {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+    published = _published_md5()
+    differ = [name for name in LAYOUT_FILES if files[name]["md5"] != published.get(name)]
+    digest = hashlib.sha256("".join(f"{name} {files[name]['sha256']}\n" for name in LAYOUT_FILES).encode()).hexdigest()
+    source = ("the official release (every MD5 matches torchvision's published checksums)" if not differ else
+              f"not the official release: MD5 differs from torchvision's published checksum for {', '.join(differ)}")
+    return {"files": files, "digest": digest, "official": not differ, "source": source}
+
+
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo on Linux), for the saved provenance."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _download(root):
@@ -265,6 +297,7 @@ def load_cifar10(root="data", train=True, download=True):
     Returns (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]) as CPU tensors, in the
     order of the batch files (data_batch_1 first), like torchvision.
     """
+    import torch
     root = data_root(root)
     if not os.path.isdir(os.path.join(root, CIFAR_FOLDER)):
         if not download:
@@ -312,6 +345,7 @@ def ensemble_splits(train_images, train_labels, test_images, test_labels, n_trai
 NOTEBOOKS = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}  # the notebook of each figure
 NUMERICS_SUFFIX = {"paper": "", "exact": "_exact"}  # the group action's numerics (symmetry.NUMERICS)
 FIT_SIZE = "ensemble/fit_size_generalisation"       # Fig. 10's fit-size experiment (beyond the paper)
+WEIGHTS = "ensemble/weights"                        # the trained CNNs of both notebooks (weights.py)
 
 
 def fig10(numerics):
@@ -325,3 +359,9 @@ def fig11(kind, hidden, num_g, group_scale, numerics="paper"):
     so "*" makes the pattern the report globs."""
     scale = group_scale if isinstance(group_scale, str) else f"{group_scale:g}"
     return f"ensemble/cnn_cifar_leakyrelu_{kind}_h{hidden}_g{num_g}_eps{scale}" + NUMERICS_SUFFIX[numerics]
+
+
+def weights_name(figure, seed, protocol=None):
+    """The trained CNN of a seed: figure "Fig. 10", or "Fig. 11" with its protocol ('paper', 'corrected')."""
+    stem = {"Fig. 10": "fig10", "Fig. 11": "fig11"}[figure] + (f"_{protocol}" if protocol else "")
+    return f"{WEIGHTS}/{stem}_seed{int(seed)}"

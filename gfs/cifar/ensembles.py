@@ -1,8 +1,8 @@
 """Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features,
 measure how exact it is, and evaluate every kind of ensemble on precomputed features.
 
-Contents: fit_group_action, fit_batches, member_logits, symmetry_error, ensemble_logits,
-evaluate_ensemble (the one evaluation path of Figs. 10 and 11), ensemble_accuracy, fit_and_measure,
+Contents: fit_group_action, fit_batches, member_logits, symmetry_error,
+evaluate_ensemble (the one evaluation path of Figs. 10 and 11), fit_and_measure,
 evaluate_modes, evaluate_grid, stack_seeds (the Fig. 10 heat maps: plots.py).
 
 Agreement off the fitting images: do the moved networks make the original's predictions on images pi never saw?
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from gfs.cifar.symmetry import ENSEMBLE_MODES, EXP_FLOOR, derive_seed, fit_pi
+from gfs.cifar.thresholds import AGREEMENT_THRESHOLD  # "same predictions on unseen images"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,8 +41,8 @@ from gfs.cifar.symmetry import ENSEMBLE_MODES, EXP_FLOOR, derive_seed, fit_pi
 # pre-activations H [B, h], float32), `group_action` (a GroupAction) and `readout` (nn.Linear(h, C)).
 
 @torch.no_grad()
-def fit_group_action(model, fit_features, num_g, eps, seed=0, numerics=None):
-    """Draw num_g group elements for `eps` and fit pi from stored batches of h samples each.
+def fit_group_action(model, fit_features, num_g, group_scale, seed=0, numerics=None):
+    """Draw num_g group elements for `group_scale` and fit pi from stored batches of h samples each.
 
     fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features).
     Group element n is fitted on rows [n h, (n + 1) h), like the paper's consecutive batches.
@@ -52,7 +53,7 @@ def fit_group_action(model, fit_features, num_g, eps, seed=0, numerics=None):
     h = layer.hidden
     if len(fit_features) < num_g * h:
         raise ValueError(f"fitting pi for num_g = {num_g} needs {num_g * h} images, got {len(fit_features)}")
-    layer.draw_group(num_g, eps, seed, numerics)
+    layer.draw_group(num_g, group_scale, seed, numerics)
     layer.fit(fit_batches(fit_features, num_g, h))
     return layer
 
@@ -111,17 +112,6 @@ def symmetry_error(model, H_batches, pi=None):
             "hidden": _relative_gap(hidden_moved, layer.sigma(H))}
 
 
-@torch.no_grad()
-def ensemble_logits(model, features, mode, generator=None):
-    """Logits of every member on precomputed features, one draw of the member matrices.
-
-    features: [B, h] (cnn.compute_features). mode: one of ENSEMBLE_MODES, or 'plain' for the
-    original network. Returns [num_g, B, C] ([1, B, C] for 'plain') in the numerics' dtype; a
-    member that overflowed has non-finite entries. softmax(dim=-1) gives the probabilities.
-    """
-    return member_logits(model, features, *model.group_action.member_matrices(mode, generator))
-
-
 def _tally(logits):
     """[M, b, C] logits -> (votes [b, C], sum of probabilities [b, C], finite members [b]).
 
@@ -176,18 +166,13 @@ def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024)
 
 
 @torch.no_grad()
-def ensemble_accuracy(logits, labels):
-    """evaluate_ensemble's dict for given member logits [M, B, C] and labels [B] (one chunk)."""
-    return _accuracies(*_tally(logits), labels, logits.shape[0])
-
-
-@torch.no_grad()
-def fit_and_measure(model, fit_features, num_g, eps, seed, numerics="paper"):
-    """Fit the group action of the cell (num_g, eps) on fit_features [>= num_g * h, h] (group elements
-    derive_seed(seed, 'group', num_g, eps): the same in both numerics; pi with the layer's fit noise) and
+def fit_and_measure(model, fit_features, num_g, group_scale, seed, numerics="paper"):
+    """Fit the group action of the cell (num_g, group_scale) on fit_features [>= num_g * h, h] (group elements
+    derive_seed(seed, 'group', num_g, group_scale): the same in both numerics; pi with the layer's fit noise) and
     measure it: symmetry_error()'s dict of a noise-free fit ('logits', 'hidden') plus 'fitted', the logits'
     error of the pi actually used (the same number without fit noise). Returns (layer, error)."""
-    layer = fit_group_action(model, fit_features, num_g, eps, derive_seed(seed, "group", num_g, eps), numerics)
+    layer = fit_group_action(model, fit_features, num_g, group_scale, derive_seed(seed, "group", num_g, group_scale),
+                             numerics)
     batches = fit_batches(fit_features, num_g, layer.hidden)
     error = symmetry_error(model, batches)
     error["fitted"] = symmetry_error(model, batches, layer.pi)["logits"] if layer.fit_noise else error["logits"]
@@ -203,21 +188,21 @@ def evaluate_modes(model, features, labels, modes, seed, *keys):
 
 
 @torch.no_grad()
-def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, eps_list,
+def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, group_scales,
                   modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None, measure=None):
-    """Every (num_g, eps) cell of Fig. 10 on one trained model, in one numerics.
+    """Every (num_g, group_scale) cell of Fig. 10 on one trained model, in one numerics.
 
     eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi).
     fit_features [>= max(num_g) * h, h]: the images pi is fitted on.
-    Each cell draws its own group elements (derive_seed(seed, 'group', num_g, eps): the same in
+    Each cell draws its own group elements (derive_seed(seed, 'group', num_g, group_scale): the same in
     both numerics), fits pi with noise of std fit_noise (None: the layer's), measures the
     symmetry error, and evaluates every mode with one draw of the member matrices. bar: a
     progress bar (tqdm) that is advanced by one per cell, or None. measure: None, or a function
     (model with the cell's fitted group, eval_features) -> {key: float}, saved per cell as
     heldout_<key> [E, G] (group_agreement).
 
-    Returns a dict of numpy arrays (rows follow eps_list, columns num_g_list):
-      num_g [G], eps [E]; original_acc, original_mean_acc (scalars)
+    Returns a dict of numpy arrays (rows follow group_scales, columns num_g_list):
+      num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars)
       symmetry_error, symmetry_error_hidden [E, G]: symmetry_error() of a noise-free fit (logits,
         hidden activations), the largest over the cell's members
       symmetry_error_fitted [E, G]: symmetry_error() (logits) of the pi actually used, fitted
@@ -229,8 +214,8 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
     if fit_noise is not None:
         layer.fit_noise = fit_noise
     original = evaluate_ensemble(model, eval_features, eval_labels, "plain")
-    shape = (len(eps_list), len(num_g_list))
-    out = {"num_g": np.asarray(num_g_list, dtype=np.int64), "eps": np.asarray(eps_list, dtype=np.float64),
+    shape = (len(group_scales), len(num_g_list))
+    out = {"num_g": np.asarray(num_g_list, dtype=np.int64), "group_scale": np.asarray(group_scales, dtype=np.float64),
            "original_acc": np.float64(original["vote_acc"]), "original_mean_acc": np.float64(original["mean_acc"])}
     for key in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
         out[key] = np.full(shape, np.nan)
@@ -239,14 +224,15 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
             out[f"{key}_{mode}"] = np.full(shape, np.nan)
         out[f"overflow_{mode}"] = np.zeros(shape, dtype=bool)
     for j, num_g in enumerate(num_g_list):
-        for i, eps in enumerate(eps_list):
-            _, error = fit_and_measure(model, fit_features, num_g, eps, seed, numerics)
+        for i, group_scale in enumerate(group_scales):
+            _, error = fit_and_measure(model, fit_features, num_g, group_scale, seed, numerics)
             out["symmetry_error"][i, j], out["symmetry_error_hidden"][i, j] = error["logits"], error["hidden"]
             out["symmetry_error_fitted"][i, j] = error["fitted"]
             for key, value in (measure(model, eval_features) if measure else {}).items():
                 out.setdefault(f"heldout_{key}", np.full(shape, np.nan))[i, j] = value
             pi_finite = bool(torch.isfinite(layer.pi).all())
-            for mode, result in evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, eps).items():
+            results = evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, group_scale)
+            for mode, result in results.items():
                 out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
                 out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
                 out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]
@@ -258,7 +244,7 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, e
     return out
 
 
-def stack_seeds(runs, shared=("num_g", "eps")):
+def stack_seeds(runs, shared=("num_g", "group_scale")):
     """[{key: array}] of several seeds -> {key: array with a leading seed axis}; `shared` keys
     (the same in every run, e.g. the grid's axes) are kept once."""
     return {key: np.asarray(runs[0][key]) if key in shared else np.stack([np.asarray(r[key]) for r in runs])
@@ -266,8 +252,6 @@ def stack_seeds(runs, shared=("num_g", "eps")):
 
 
 AGREEMENT_KEYS = ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite")
-# "Same predictions on unseen images": every member predicts the original's class on at least this fraction.
-AGREEMENT_THRESHOLD = 0.99
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@
   'corrected'  images in [0, 1] and the model subtracts 0.5 as its first operation (so clipping
                to [0, 1] is clipping to the true pixel range), one attack per image, logits
                for training and attack, evaluation on the official test split; judged by
-               robustness.py (threat_models.py keeps the older threat models as diagnostics).
+               robustness.py.
 
 Contents: check_protocol, protocol_inputs, make_adversarial_cnn, adversarial_splits (both
 protocols); adversarial_images, adversarial_sweep, paper_protocol_sweep, paper_figure_data,
@@ -30,7 +30,7 @@ ATTACK_AXIS_LABELS = {"FGSM": "FGSM epsilon", "PGD": "PGD iterations"}
 PLOTTED_MODELS = ("original", "group", "g_inverse", "perm_interp")  # Fig. 11's four curves
 
 # The paper's protocol: its strengths and its PGD (paper_numbers holds the paper's facts).
-PAPER_STRENGTHS = paper_numbers.FIG11_STRENGTHS  # {"FGSM": eps values, "PGD": iteration counts}
+PAPER_STRENGTHS = paper_numbers.FIG11_STRENGTHS  # {"FGSM": radii, "PGD": iteration counts}
 PAPER_PGD = paper_numbers.FIG11_PGD  # {"radius", "step"}: advertorch's PGD defaults, random start
 
 
@@ -95,17 +95,17 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
 # ----------------------------------------------------------------------------------------------
 # The paper's protocol
 
-def adversarial_images(model, x, y, method, strength, protocol, pgd_eps=PAPER_PGD["radius"],
+def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER_PGD["radius"],
                        pgd_step=PAPER_PGD["step"], generator=None, batch_size=1000):
     """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).
 
     x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N]; returns [N, 3, 32, 32] on x's device.
-    strength: FGSM eps, or the number of PGD iterations (radius pgd_eps, step pgd_step, random
+    strength: FGSM radius, or the number of PGD iterations (radius pgd_radius, step pgd_step, random
     start). Strength 0 returns x itself, unclamped (the paper evaluates strength 0 on clean data).
     Both protocols clip to [0, 1] (advertorch's default) and use cross-entropy of the model's
     outputs, which are probabilities in 'paper' (B1) and logits in 'corrected'.
     'paper' then attacks the attacked images once more and clamps to [0, 1] (B3: the effective
-    FGSM step is 2 eps; PGD gets a second random start and ball around the first result).
+    FGSM step is 2 radius; PGD gets a second random start and ball around the first result).
     """
     check_protocol(protocol)
     if strength == 0:
@@ -113,7 +113,7 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_eps=PAPER_PG
     if method == "FGSM":
         attack = lambda images, labels: fgsm(model, images, labels, float(strength))
     elif method == "PGD":
-        attack = lambda images, labels: pgd(model, images, labels, eps=pgd_eps, step=pgd_step,
+        attack = lambda images, labels: pgd(model, images, labels, radius=pgd_radius, step=pgd_step,
                                             iterations=int(strength), generator=generator)
     else:
         raise ValueError(f"unknown attack {method!r}; choose from {', '.join(ATTACK_METHODS)}")
@@ -136,7 +136,7 @@ def evaluate_models(model, features, y, modes, seed, *keys):
 
 
 def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0,
-                      pgd_eps=0.3, pgd_step=0.01):
+                      pgd_radius=0.3, pgd_step=0.01):
     """Accuracy of the original model and of every ensemble for each attack strength (transfer).
 
     model: trained, with a fitted group-action layer (fit_group_action). x [N, 3, 32, 32] model
@@ -160,7 +160,7 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
     out["changed_frac"] = np.zeros(len(strengths))
     for i, strength in enumerate(strengths):
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "attack", protocol, method, i))
-        x_adv = adversarial_images(model, x, y, method, strength, protocol, pgd_eps, pgd_step, generator)
+        x_adv = adversarial_images(model, x, y, method, strength, protocol, pgd_radius, pgd_step, generator)
         out["linf"][i] = float((x_adv - x).abs().max()) if len(x) else 0.0
         out["changed_frac"][i] = float((x_adv != x).float().mean()) if len(x) else 0.0
         results = evaluate_models(model, compute_features(model, x_adv), y, modes, seed, protocol, method, i)
@@ -172,7 +172,7 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
 
 
 def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, group_scale, seed=0,
-                         strengths=PAPER_STRENGTHS, pgd_eps=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"],
+                         strengths=PAPER_STRENGTHS, pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"],
                          modes=ENSEMBLE_MODES):
     """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength.
 
@@ -189,7 +189,7 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, 
     device = next(model.parameters()).device
     x, y = protocol_inputs(eval_images, "paper").to(device), eval_labels.to(device)
     clamped = evaluate_ensemble(model, compute_features(model, x.clamp(0.0, 1.0)), y, "plain")
-    sweeps = {method: adversarial_sweep(model, x, y, method, values, "paper", modes, seed, pgd_eps, pgd_step)
+    sweeps = {method: adversarial_sweep(model, x, y, method, values, "paper", modes, seed, pgd_radius, pgd_step)
               for method, values in strengths.items()}
     return {"sweeps": sweeps, "clamp_only_acc": clamped["vote_acc"], "symmetry_error": error}
 
@@ -198,14 +198,14 @@ def paper_figure_data(results, histories, seeds, method):
     """The npz arrays of the paper-protocol figure of one attack, from the per-seed results of
     paper_protocol_sweep and the training histories (train_model), S seeds, K strengths:
 
-      seeds [S]; strengths [K] (FGSM eps, or PGD iterations)
+      seeds [S]; strengths [K] (FGSM radius, or PGD iterations)
       acc_<m>, mean_acc_<m> [S, K]: majority-vote and mean-probability accuracy, m = original
           and every mode (for 'original' both are its plain accuracy)
       linf, changed_frac [S, K]: largest |x_adv - x| and the fraction of pixel values changed
           (model inputs x in [-0.5, 0.5], so the clamp to [0, 1] shows in linf)
       clamp_only_acc [S]: the original on the clean images clamped to [0, 1], no attack
       symmetry_error, symmetry_error_hidden, symmetry_error_fitted [S]: the group's symmetry
-          error (num_g, eps of Fig. 11; float32): noise-free fit (logits, hidden activations),
+          error (num_g and group scale of Fig. 11; float32): noise-free fit (logits, hidden activations),
           and the fitted (noisy) pi on the clean fitting images
       train_loss, train_acc [S, epochs]
     """

@@ -8,8 +8,8 @@ Contents: plot_ensemble_heatmaps, plot_fit_size.
 """
 import numpy as np
 
-from gfs.cifar.ensembles import AGREEMENT_THRESHOLD
-from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS, SYMMETRY_TOLERANCE
+from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS
+from gfs.cifar.thresholds import AGREEMENT_THRESHOLD, SYMMETRY_TOLERANCE
 
 ERROR_KEY = "symmetry_error_fitted"  # the hatching criterion: the error of the pi the ensembles use (the report's)
 
@@ -26,12 +26,12 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
     a symmetry": the symmetry error (logits) of the pi the ensemble uses (ERROR_KEY) exceeds `tolerance` in some
     seed, the report's criterion. Then that error, the largest over seeds, on a log colour scale; and, where
     the grid has it (heldout_agreement [S, E, G]), the members' agreement with the original's predictions on the
-    held-out images, the smallest over seeds. x = num_g, y = eps (rows in the order of grid['eps']).
+    held-out images, the smallest over seeds. x = num_g, y = the group scale (rows in the order of grid['group_scale']).
     Returns the figure.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
-    num_g, eps = grid["num_g"], grid["eps"]
+    num_g, scales = grid["num_g"], grid["group_scale"]
     original = np.asarray(grid[original_key], dtype=float)
     per_seed = original.ndim == 1
     seeds = len(original) if per_seed else 1
@@ -41,8 +41,8 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
         diffs[m] = d if per_seed else d[None]  # [S, E, G]
     means = {m: np.nanmean(d, axis=0) for m, d in diffs.items()}
     stds = {m: np.nanstd(d, axis=0, ddof=1) if seeds > 1 else None for m, d in diffs.items()}
-    error = np.asarray(grid[ERROR_KEY], dtype=float).reshape(-1, len(eps), len(num_g)).max(axis=0)
-    agreement = (np.asarray(grid["heldout_agreement"], dtype=float).reshape(-1, len(eps), len(num_g)).min(axis=0)
+    error = np.asarray(grid[ERROR_KEY], dtype=float).reshape(-1, len(scales), len(num_g)).max(axis=0)
+    agreement = (np.asarray(grid["heldout_agreement"], dtype=float).reshape(-1, len(scales), len(num_g)).min(axis=0)
                  if "heldout_agreement" in grid else None)
     not_symmetry = ~(error <= tolerance)  # NaN and inf included
     vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in means.values()) or 1e-3
@@ -53,9 +53,9 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
     def axis_labels(ax):
         ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right",
                       rotation_mode="anchor")
-        ax.set_yticks(np.arange(len(eps)), [f"{e:g}" for e in eps])
+        ax.set_yticks(np.arange(len(scales)), [f"{e:g}" for e in scales])
         ax.set_xlabel("# of transformed models (num_g)", fontsize=11)
-        ax.set_ylabel(r"$\epsilon$", fontsize=14)
+        ax.set_ylabel(r"group scale $\epsilon$", fontsize=11)
 
     image = None
     for ax, mode in zip(axes, modes):
@@ -63,8 +63,8 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
         image = ax.imshow(mean, cmap="coolwarm_r", vmin=-vmax, vmax=vmax)
         axis_labels(ax)
         ax.set_title(f"accuracy ({LABELS[mode]} - original)", fontsize=11)
-        overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool))).reshape(-1, len(eps), len(num_g)).any(axis=0)
-        for i in range(len(eps)):  # row = eps index, column = num_g index
+        overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool))).reshape(-1, len(scales), len(num_g)).any(axis=0)
+        for i in range(len(scales)):  # row = group scale index, column = num_g index
             for j in range(len(num_g)):
                 text = "nan" if not np.isfinite(mean[i, j]) else f"{mean[i, j]:+.3f}"
                 if stds[mode] is not None and np.isfinite(stds[mode][i, j]):
@@ -83,7 +83,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
     error_image = ax.imshow(shown, cmap="viridis", norm=LogNorm(vmin=low, vmax=high))
     axis_labels(ax)
     ax.set_title("symmetry error on the fitting images", fontsize=11)
-    for i in range(len(eps)):
+    for i in range(len(scales)):
         for j in range(len(num_g)):
             text = "inf" if np.isinf(error[i, j]) else ("nan" if np.isnan(error[i, j]) else f"{error[i, j]:.0e}")
             ax.text(j, i, text, ha="center", va="center", fontsize=5.5,
@@ -95,7 +95,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_
         shown = ax.imshow(agreement, cmap="viridis", vmin=0.0, vmax=1.0)
         axis_labels(ax)
         ax.set_title("agreement on held-out images", fontsize=11)
-        for i in range(len(eps)):
+        for i in range(len(scales)):
             for j in range(len(num_g)):
                 ax.text(j, i, f"{agreement[i, j]:.2f}", ha="center", va="center", fontsize=5.5,
                         color="k" if agreement[i, j] > 0.5 else "w")
@@ -148,11 +148,11 @@ def plot_fit_size(data, title=None):
     return fig
 
 
-def grid_table(values, eps, num_g, form="{:+.3f}"):
-    """A labelled text table of one value per cell: rows eps, columns num_g.  values [E, G] -> str."""
-    head = "eps \\ num_g " + "".join(f"{int(g):>9}" for g in num_g)
+def grid_table(values, group_scales, num_g, form="{:+.3f}"):
+    """A labelled text table of one value per cell: rows group scales, columns num_g.  values [E, G] -> str."""
+    head = "scale \\ num_g " + "".join(f"{int(g):>9}" for g in num_g)
     return "\n".join([head] + [f"{e:>11g} " + "".join(f"{form.format(v):>9}" for v in row)
-                               for e, row in zip(eps, np.asarray(values, dtype=float))])
+                               for e, row in zip(group_scales, np.asarray(values, dtype=float))])
 
 
 def fit_size_table(data):

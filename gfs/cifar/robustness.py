@@ -42,7 +42,7 @@ from gfs.cifar.ensembles import AGREEMENT_KEYS, held_out_agreement
 from gfs.cifar.attacks import EnsembleMeanProbability, fgsm, paired_comparison, pgd
 from gfs.cifar.cnn import compute_features
 from gfs.cifar.ensembles import fit_and_measure, stack_seeds
-from gfs.cifar.symmetry import FIT_NOISE, LABELS, NUMERICS, derive_seed
+from gfs.cifar.symmetry import FIT_NOISE, NUMERICS, derive_seed
 
 # The suite's settings, by name: their values (and the radii and images) are Fig. 11's, set in its notebook.
 SUITE_SETTINGS = ("apgd_steps", "apgd_restarts", "square_queries", "transfer_steps", "audit_images")
@@ -122,7 +122,7 @@ ATTACKS = (
 def transfer_images(source, x, y, radius, settings, generator, batch_size=500):
     """PGD on the source (the original model): radius, step radius / 4, settings['transfer_steps'] steps, random
     start.  x [N, 3, 32, 32], y [N] -> [N, 3, 32, 32]."""
-    return torch.cat([pgd(source, x[i:i + batch_size], y[i:i + batch_size], eps=radius, step=radius / 4,
+    return torch.cat([pgd(source, x[i:i + batch_size], y[i:i + batch_size], radius=radius, step=radius / 4,
                           iterations=settings["transfer_steps"], generator=generator)
                       for i in range(0, len(x), batch_size)])
 
@@ -306,6 +306,16 @@ def robustness_figure_data(results, seeds, independent_seeds, numerics):
     return data
 
 
+def suite_description(attacks=ATTACKS):
+    """What the saved .json records about the suite, so that the report reads it without torch: the attacks in
+    order (name, label, kind), the attacked classifiers, every classifier's label, the controls, the shown
+    comparisons with their labels and the sanity checks (name -> text, in the order of the saved sanity arrays)."""
+    return {"attacks": [{"name": a.name, "label": a.label, "kind": a.kind} for a in attacks],
+            "classifiers": list(CLASSIFIERS), "labels": dict(CLASSIFIER_LABELS), "controls": list(CONTROLS),
+            "shown_comparisons": dict(SHOWN_COMPARISONS),
+            "sanity_checks": {name: text for name, (text, _) in SANITY_CHECKS.items()}}
+
+
 def sanity_failures(data, attacks=ATTACKS):
     """The violated sanity checks of a figure's arrays, as lines ('seed 0, group, 2/255: ...'); [] if none."""
     lines = []
@@ -317,7 +327,7 @@ def sanity_failures(data, attacks=ATTACKS):
     return lines
 
 
-def spread(values, form="{:+.3f}"):
+def seed_spread_text(values, form="{:+.3f}"):
     """'mean ± std [min, max]' over seeds of values [S]."""
     values = np.asarray(values, dtype=float)
     return (form.format(values.mean()) + f" ± {values.std():.3f}"
@@ -330,11 +340,11 @@ def robustness_table(data, attacks=ATTACKS):
     radii = [f"{r * 255:g}/255" for r in data["radii"]]
     rows = ["robust accuracy (right under every attack), mean ± std over seeds [min, max]"]
     for c in CLASSIFIERS + ("independent",):
-        rows.append(f"  {LABELS[c]:<36}" + "  ".join(f"{radius}: {spread(data[f'robust_acc_{c}'][:, r], '{:.3f}')}"
+        rows.append(f"  {CLASSIFIER_LABELS[c]:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'robust_acc_{c}'][:, r], '{:.3f}')}"
                                                      for r, radius in enumerate(radii)))
     rows.append("paired differences of the robust outcomes (a - b), McNemar p (largest over seeds)")
     for name in tuple(COMPARISONS) + ("group_vs_independent",):
-        rows.append(f"  {name:<36}" + "  ".join(f"{radius}: {spread(data[f'{name}_diff'][:, r])} "
+        rows.append(f"  {name:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'{name}_diff'][:, r])} "
                                                 f"(p {data[f'{name}_p'][:, r].max():.1g})"
                                                 for r, radius in enumerate(radii)))
     rows.append("images first broken by each attack (sum over seeds and classifiers), per radius")
@@ -358,7 +368,7 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
     axis = np.asarray(data["radii"]) * 255
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for c in CLASSIFIERS + ("independent",):
-        mean_band(axes[0], axis, data[f"robust_acc_{c}"], LABELS[c])
+        mean_band(axes[0], axis, data[f"robust_acc_{c}"], CLASSIFIER_LABELS[c])
     axes[0].set_title("(a) robust accuracy (worst case over the suite)")
     cumulative = np.asarray(data["cumulative_acc_group"]).reshape(-1, len(attacks), len(axis))
     for a, attack in enumerate(attacks):

@@ -11,7 +11,7 @@ sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the
 Numerics. The action (g, pi, the member matrices, the hidden layer of the moved networks and the
 readout after it) is computed in float32 ('paper', as the paper's notebook) or in float64
 ('exact'); the CNN below the hidden layer always runs in float32. Both numerics draw the same
-group elements and the same fit noise, so they differ only in rounding. At eps = 10 the float32
+group elements and the same fit noise, so they differ only in rounding. At group_scale = 10 the float32
 fit is no longer a symmetry even on the images it was fitted on; symmetry_error() measures this.
 
 This is the bottom module of the CIFAR code (cnn.py builds its CNN from GroupAction), so the
@@ -20,8 +20,7 @@ one seed helper, derive_seed, lives here too.
 Contents, top to bottom:
   seeds           derive_seed
   group action    relu_sqr, leaky_relu, fit_pi, GroupAction
-The ensembles built from it are in ensembles.py; the spherical-coordinate building blocks of the
-paper's later algorithm in spherical.py.
+The ensembles built from it are in ensembles.py.
 """
 import zlib
 
@@ -30,20 +29,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gfs.cifar.thresholds import SYMMETRY_TOLERANCE  # a cell above it is marked "not a symmetry"
+
 # Ensemble kinds the paper compares (Fig. 10 panel order), and the layer's plain mode.
 ENSEMBLE_MODES = ("group", "perm_interp", "g_inverse", "random", "shuffle")
 MODES = ("plain",) + ENSEMBLE_MODES
-# The one label map of every plot: the original network, the ensembles, the attack controls.
+# The label map of the paper's figures (Fig. 10, Fig. 11's paper protocol): the original network and the ensembles.
+# The robustness suite names its classifiers in robustness.CLASSIFIER_LABELS.
 LABELS = {"original": "original", "group": "group", "perm_interp": "interpolated permute",
-          "g_inverse": r"$g^{-1}$", "random": "random", "shuffle": "shuffle",
-          "independent": "independent CNN"}
+          "g_inverse": r"$g^{-1}$", "random": "random", "shuffle": "shuffle"}
 NUMERICS = {"paper": torch.float32, "exact": torch.float64}
 # The notebooks' fit noise per numerics: the paper's 1e-4 in float32; none in float64, so that the
 # evaluated ensemble is the one whose symmetry error is measured (with noise, pi is a symmetry of
-# the noisy batches only: at eps = 10 it is then off by ~0.5 on the clean fitting images).
+# the noisy batches only: at group_scale = 10 it is then off by ~0.5 on the clean fitting images).
 FIT_NOISE = {"paper": 1e-4, "exact": 0.0}
-# A (num_g, eps) cell whose symmetry error exceeds this is marked "not a symmetry".
-SYMMETRY_TOLERANCE = 1e-3
 # Shifted logits are clamped at -80 before exp(): exp(-80) ~ 2e-35 is zero for every purpose
 # here, and float32 exp() of values below -87 (results below the smallest normal float) is ~100
 # times slower on CPUs.
@@ -89,13 +88,13 @@ def leaky_relu(x):
     return F.leaky_relu(x, 0.1)
 
 
-ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
+HIDDEN_ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
 
 
 def _nan_where_nonfinite(function, A, B=None):
     """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere.
 
-    LAPACK routines (lstsq, pinv) fail or hang on inf/NaN input; at eps = 20 some g = expm(eps T)
+    LAPACK routines (lstsq, pinv) fail or hang on inf/NaN input; at group_scale = 20 some g = expm(group_scale T)
     overflow float32 (paper defect B9), and those members must show up as NaN, not crash.
     A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None).
     """
@@ -115,7 +114,7 @@ def fit_pi(sigma, g, H):
 
     g: [num_g, h, h], H: [num_g, k, h] with k <= h -> pi [num_g, h, h], with
     sigma(H_n g_n) @ pi_n = sigma(H_n) whenever sigma(H_n g_n) has full rank (k = h: square).
-    Members whose sigma(H_n g_n) is not finite (overflow at large eps) get pi_n = NaN.
+    Members whose sigma(H_n g_n) is not finite (overflow at large group_scale) get pi_n = NaN.
     """
     return _nan_where_nonfinite(lambda A, B: torch.linalg.lstsq(A, B).solution, sigma(H @ g), sigma(H))
 
@@ -131,10 +130,10 @@ class GroupAction(nn.Module):
         sigma(H @ lower_n) @ upper_n
 
     with (lower_n, upper_n) depending on the mode (B10):
-      'group'        g_n = expm(eps T_n), pi_n: the nonlinear action, fitted by fit()
+      'group'        g_n = expm(group_scale T_n), pi_n: the nonlinear action, fitted by fit()
       'g_inverse'    g_n, pinv(g_n): the linear-equivariance formula (exact only for linear sigma)
-      'perm_interp'  q = (I + eps/2 (I + P))/(1 + eps) with a fresh random permutation P, pinv(q)
-      'random'       g_n, I + eps M with fresh M ~ U[0, 1)^{h x h} (not zero-mean, as in the paper)
+      'perm_interp'  q = (I + group_scale/2 (I + P))/(1 + group_scale) with a fresh random permutation P, pinv(q)
+      'random'       g_n, I + group_scale M with fresh M ~ U[0, 1)^{h x h} (not zero-mean, as in the paper)
       'shuffle'      g_n, pi of another member with its rows permuted (one permutation of the
                      members and one of the rows; the paper applies two in a row, which is the
                      same distribution)
@@ -145,42 +144,42 @@ class GroupAction(nn.Module):
     Args:
         hidden: h, the number of hidden units.
         activation: 'relu_sqr' (Fig. 10) or 'leaky_relu' (Fig. 11), or a callable.
-        num_g, eps, seed: passed to draw_group().
+        num_g, group_scale, seed: passed to draw_group().
         fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted
             (the paper: 1e-4; 0 fits on the exact activations).
         numerics: 'paper' (float32) or 'exact' (float64) for the action; see the module docstring.
     """
 
-    def __init__(self, hidden, activation="relu_sqr", num_g=1, eps=1.0, seed=0, fit_noise=FIT_NOISE["paper"],
+    def __init__(self, hidden, activation="relu_sqr", num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"],
                  numerics="paper"):
         super().__init__()
         self.hidden = hidden
         self.activation_name = activation if isinstance(activation, str) else getattr(activation, "__name__", "custom")
-        self.sigma = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+        self.sigma = HIDDEN_ACTIVATIONS[activation] if isinstance(activation, str) else activation
         self.fit_noise = fit_noise
         self.mode = "plain"
         self.numerics = check_numerics(numerics)
-        self.draw_group(num_g, eps, seed)
+        self.draw_group(num_g, group_scale, seed)
 
     @property
     def dtype(self):
         """The dtype of the action: float32 ('paper') or float64 ('exact')."""
         return NUMERICS[self.numerics]
 
-    def draw_group(self, num_g, eps, seed=0, numerics=None):
-        """New group elements g = expm(eps T), T [num_g, h, h] ~ N(0, 1/h); forgets any fitted pi.
+    def draw_group(self, num_g, group_scale, seed=0, numerics=None):
+        """New group elements g = expm(group_scale T), T [num_g, h, h] ~ N(0, 1/h); forgets any fitted pi.
 
         numerics: switch to 'paper' or 'exact' (None: keep). T is drawn in float32 either way
         and g computed from it in the numerics' dtype.
         """
         if numerics is not None:
             self.numerics = check_numerics(numerics)
-        self.num_g, self.eps, self.seed = int(num_g), float(eps), int(seed)
+        self.num_g, self.group_scale, self.seed = int(num_g), float(group_scale), int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         device = self.T.device if hasattr(self, "T") else torch.device("cpu")
         T = torch.randn(self.num_g, self.hidden, self.hidden, generator=self.generator) / self.hidden ** 0.5
         self.register_buffer("T", T.to(device))
-        self.register_buffer("g", torch.linalg.matrix_exp(self.eps * self.T.to(self.dtype)))
+        self.register_buffer("g", torch.linalg.matrix_exp(self.group_scale * self.T.to(self.dtype)))
         self.register_buffer("pi", None)
         self.register_buffer("fit_batches", None)
 
@@ -228,7 +227,7 @@ class GroupAction(nn.Module):
             return self.g, _nan_where_nonfinite(torch.linalg.pinv, self.g)
         if mode == "random":
             M = torch.rand(num_g, h, h, generator=generator).to(device, dtype)
-            return self.g, eye + self.eps * M
+            return self.g, eye + self.group_scale * M
         if mode == "shuffle":
             members = torch.randperm(num_g, generator=generator).to(device)
             rows = torch.randperm(h, generator=generator).to(device)
@@ -236,7 +235,7 @@ class GroupAction(nn.Module):
         if mode == "perm_interp":
             perms = torch.argsort(torch.rand(num_g, h, generator=generator), dim=1).to(device)
             P = eye[0][perms]  # row-permuted identities, [num_g, h, h]
-            q = (eye + 0.5 * self.eps * (eye + P)) / (1 + self.eps)
+            q = (eye + 0.5 * self.group_scale * (eye + P)) / (1 + self.group_scale)
             return q, torch.linalg.pinv(q)
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
 
@@ -255,5 +254,5 @@ class GroupAction(nn.Module):
 
     def extra_repr(self):
         return (f"hidden={self.hidden}, activation={self.activation_name}, num_g={self.num_g}, "
-                f"eps={self.eps:g}, numerics={self.numerics!r}, mode={self.mode!r}, "
+                f"group_scale={self.group_scale:g}, numerics={self.numerics!r}, mode={self.mode!r}, "
                 f"fitted={self.pi is not None}")

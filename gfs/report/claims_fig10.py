@@ -7,15 +7,15 @@ network's logits and the original's on the images its pi was fitted on (for the 
 the tolerance. A claim about symmetry-moved networks is tested only where they are symmetries; the exact numerics
 decide it (exact_decides). Fig. 11 uses exact_decides and rule_same_predictions too.
 """
+import os
 
 import numpy as np
 
-from gfs.cifar import dataset
+from gfs.cifar import dataset  # the file names (dataset.py imports torch only to build images)
 from gfs import paper_numbers as paper
-from gfs.cifar.ensembles import AGREEMENT_THRESHOLD
+from gfs.cifar.thresholds import AGREEMENT_THRESHOLD, SYMMETRY_TOLERANCE
 from gfs.report.verdict_rules import Claim, Files, Section, notebook_command, require
-from gfs.report.verdict_rules import describe_cifar_source, spread, table
-from gfs.cifar.symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE  # the saved ensembles (panel order); the notebooks' mark
+from gfs.report.verdict_rules import spread, table
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
 
 EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
@@ -30,6 +30,15 @@ FIT_SIZE = Files(dataset.FIT_SIZE, ("",), notebook_command(NOTEBOOK), notebook=N
 AT_LARGE_EPS = " and ".join(f"{e:g}" for e in EPS_CHECKED)
 
 
+def data_text(data):
+    """The CIFAR-10 files a run read, in words: the saved .json's 'data' (dataset.cifar10_provenance's source and
+    digest, and the folder's name)."""
+    digest = data.get("digest")
+    return (f"CIFAR-10 data: {data.get('source', 'not recorded (the run predates it)')}"
+            + (f"; SHA-256 digest of its files `{digest}` (each file's SHA-256 and MD5 are in the .json)" if digest else "")
+            + f"; read from a folder named `{os.path.basename(os.path.normpath(str(data.get('folder', '?'))))}`.")
+
+
 def exact_decides(verdicts):
     """Over the numerics: the exact numerics (float64 action, no fit noise) decide, because the claim needs moved
     networks that are symmetries and the paper's float32 action with fit noise is not one at large eps; the paper
@@ -39,9 +48,10 @@ def exact_decides(verdicts):
     return verdicts.get(EXACT, NOT_REPRODUCED)
 
 
-def eps_set(eps, rows):
+def eps_set(group_scales, rows):
     """'eps in {0.1, 1}': the eps of the rows where rows [E] is True."""
-    return "eps in {" + (", ".join(f"{e:g}" for e in sorted(float(x) for x, r in zip(eps, rows) if r)) or "none") + "}"
+    chosen = sorted(float(x) for x, r in zip(group_scales, rows) if r)
+    return "eps in {" + (", ".join(f"{e:g}" for e in chosen) or "none") + "}"
 
 
 def rows_all_within(values, bound):
@@ -49,9 +59,9 @@ def rows_all_within(values, bound):
     return np.all(np.abs(np.nan_to_num(np.asarray(values, dtype=float), nan=np.inf)) <= bound, axis=1)
 
 
-def rows_within(eps, diff, margin=FIG10_MARGIN):
+def rows_within(group_scales, diff, margin=FIG10_MARGIN):
     """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
-    return eps_set(eps, rows_all_within(diff, margin))
+    return eps_set(group_scales, rows_all_within(diff, margin))
 
 
 def symmetric_rows(symmetric, rows):
@@ -60,11 +70,11 @@ def symmetric_rows(symmetric, rows):
     return np.ones(rows, bool) if symmetric is None else np.all(np.asarray(symmetric, dtype=bool), axis=1)
 
 
-def checked_rows(eps, eps_checked, symmetric):
+def checked_rows(group_scales, eps_checked, symmetric):
     """(indices of the rows at the checked eps whose every cell is a symmetry, the checked eps whose rows are not)."""
-    rows = symmetric_rows(symmetric, len(eps))
-    present = [i for i, e in enumerate(eps) if any(abs(e - c) < 1e-9 for c in eps_checked)]
-    return [i for i in present if rows[i]], [float(eps[i]) for i in present if not rows[i]]
+    rows = symmetric_rows(symmetric, len(group_scales))
+    present = [i for i, e in enumerate(group_scales) if any(abs(e - c) < 1e-9 for c in eps_checked)]
+    return [i for i in present if rows[i]], [float(group_scales[i]) for i in present if not rows[i]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,71 +85,72 @@ def fig10_seeds(f):
     noise of its numerics); symmetric [E, G], error at most the saved tolerance; original, the original's accuracy;
     and each mode's vote accuracy [E, G] under its name."""
     tolerance = f.symmetry_tolerance()
-    return [dict(eps=f["eps"], error=f["symmetry_error_fitted"][s], tolerance=tolerance,
+    return [dict(group_scales=f["group_scale"], error=f["symmetry_error_fitted"][s], tolerance=tolerance,
                  symmetric=f["symmetry_error_fitted"][s] <= tolerance, original=float(f["original_acc"][s]),
-                 **{m: f[f"vote_acc_{m}"][s] for m in ENSEMBLE_MODES}) for s in range(len(f["seeds"]))]
+                 **{m: f[f"vote_acc_{m}"][s] for m in f.setting("modes")}) for s in range(len(f["seeds"]))]
 
 
-def rule_symmetries(eps, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
+def rule_symmetries(group_scales, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
     """Every (num_g, eps) cell is a symmetry on the images pi was fitted on: its symmetry error (the largest relative
     gap between a moved network's logits and the original's there, for the pi the ensemble uses) is at most
     {tolerance:g}. Every row: reproduced; some rows: partly; none: not reproduced.
 
-    eps: [E]; symmetry_error: [E, G] (inf or NaN: a member overflowed)."""
+    group_scales: [E]; symmetry_error: [E, G] (inf or NaN: a member overflowed)."""
     error = np.nan_to_num(np.asarray(symmetry_error, dtype=float), nan=np.inf)
     rows = rows_all_within(error, tolerance)
-    largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(eps, error.max(axis=1)))
+    largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(group_scales, error.max(axis=1)))
     return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
-                  f"symmetries at {eps_set(eps, rows)}, not at {eps_set(eps, ~rows)}; largest error per row: {largest}",
-                  symmetric_up_to(eps, rows))
+                  f"symmetries at {eps_set(group_scales, rows)}, not at {eps_set(group_scales, ~rows)}; largest error per row: {largest}",
+                  symmetric_up_to(group_scales, rows))
 
 
-def symmetric_up_to(eps, rows):
+def symmetric_up_to(group_scales, rows):
     """'a symmetry up to eps 10, not at 20': the largest group scale below which every row is a symmetry, and the
-    smallest one that is not. eps: [E]; rows: [E] bool."""
-    order = np.argsort(np.asarray(eps, dtype=float))
-    broken = [float(eps[i]) for i in order if not rows[i]]
-    below = [float(eps[i]) for i in order if rows[i] and (not broken or eps[i] < broken[0])]
+    smallest one that is not. group_scales: [E]; rows: [E] bool."""
+    order = np.argsort(np.asarray(group_scales, dtype=float))
+    broken = [float(group_scales[i]) for i in order if not rows[i]]
+    below = [float(group_scales[i]) for i in order if rows[i] and (not broken or group_scales[i] < broken[0])]
     if not broken:
-        return f"a symmetry at every eps (up to {float(np.max(eps)):g})"
+        return f"a symmetry at every eps (up to {float(np.max(group_scales)):g})"
     return (f"a symmetry up to eps {below[-1]:g}, not at {broken[0]:g}" if below else
             f"no symmetry from the smallest eps ({broken[0]:g}) on")
 
 
-def rule_ensemble_margin(eps, group_minus_original, symmetric=None, margin=FIG10_MARGIN, small_eps=0.1,
+def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, margin=FIG10_MARGIN, small_eps=0.1,
                          smaller_eps=0.01):
     """In every row with eps <= {small_eps:g}, every cell is a symmetry and |group - original| <= {margin} (majority
     vote, every num_g): reproduced; only in the rows with eps <= {smaller_eps:g}: partly; otherwise not reproduced. A cell that is not a
     symmetry fails: it cannot support a claim about symmetry-moved networks.
 
-    eps: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool (None: not
+    group_scales: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool (None: not
     measured)."""
-    eps, diff = np.asarray(eps, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
+    group_scales, diff = np.asarray(group_scales, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
     within = rows_all_within(diff, margin)
-    symmetries = symmetric_rows(symmetric, len(eps))
-    ok, small = within & symmetries, eps <= small_eps + 1e-12
+    symmetries = symmetric_rows(symmetric, len(group_scales))
+    ok, small = within & symmetries, group_scales <= small_eps + 1e-12
     verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
-               if (eps <= smaller_eps + 1e-12).any() and ok[eps <= smaller_eps + 1e-12].all() else NOT_REPRODUCED)
+               if (group_scales <= smaller_eps + 1e-12).any() and ok[group_scales <= smaller_eps + 1e-12].all()
+               else NOT_REPRODUCED)
     finite = np.isfinite(diff)  # an overflowing cell is NaN
     largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
-    rows = ", ".join(f"eps {e:g}: max |diff| {fmt(d)}" for e, d in sorted(zip(eps, largest), key=lambda t: -t[0]))
-    text = (f"rows within {margin}: {eps_set(eps, within)}"
-            + f"; not symmetries: {eps_set(eps, ~symmetries)}" * bool((~symmetries).any()) + f"; {rows}")
+    rows = ", ".join(f"eps {e:g}: max |diff| {fmt(d)}" for e, d in sorted(zip(group_scales, largest), key=lambda t: -t[0]))
+    text = (f"rows within {margin}: {eps_set(group_scales, within)}"
+            + f"; not symmetries: {eps_set(group_scales, ~symmetries)}" * bool((~symmetries).any()) + f"; {rows}")
     deciding = largest[small & np.isfinite(largest)]
-    return Result(verdict, text, f"within the margin and symmetries for {eps_set(eps, ok)}",
+    return Result(verdict, text, f"within the margin and symmetries for {eps_set(group_scales, ok)}",
                   float(deciding.max()) if deciding.size else None, f"largest |group - original| at eps <= {small_eps:g}")
 
 
-def rule_group_beats_baselines(eps, group, baselines, symmetric=None, margin=FIG10_MARGIN, eps_checked=EPS_CHECKED):
+def rule_group_beats_baselines(group_scales, group, baselines, symmetric=None, margin=FIG10_MARGIN, eps_checked=EPS_CHECKED):
     """At each eps in {eps_checked}, group's vote accuracy averaged over num_g exceeds each baseline's by more than
     {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced. A row with a
     cell that is not a symmetry cannot be tested: its pairs count as not beating.
 
-    eps: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool (None: not
+    group_scales: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool (None: not
     measured)."""
-    rows, broken = checked_rows(eps, eps_checked, symmetric)
+    rows, broken = checked_rows(group_scales, eps_checked, symmetric)
     group = np.asarray(group, dtype=float)
-    pairs = {(float(eps[i]), name): group[i] - np.asarray(values, dtype=float)[i]
+    pairs = {(float(group_scales[i]), name): group[i] - np.asarray(values, dtype=float)[i]
              for name, values in baselines.items() for i in rows}
     beats = [bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5) for d in pairs.values()]
     parts = [f"eps {e:g} vs {name}: {np.nanmean(d):+.3f}" for (e, name), d in pairs.items()]
@@ -150,15 +161,15 @@ def rule_group_beats_baselines(eps, group, baselines, symmetric=None, margin=FIG
                   min((float(np.nanmean(d)) for d in pairs.values()), default=None), "smallest lead over a baseline")
 
 
-def rule_group_vs_perm_interp(eps, group, perm_interp, symmetric=None, margin=FIG10_MARGIN,
+def rule_group_vs_perm_interp(group_scales, group, perm_interp, symmetric=None, margin=FIG10_MARGIN,
                               eps_checked=EPS_CHECKED):
     """At each eps in {eps_checked}, the group ensemble is ahead of the interpolated permutation: its vote accuracy
     averaged over num_g is higher by more than {margin} (within {margin}: a tie). Ahead at both: reproduced; at one:
     partly; at neither: not reproduced. A row with a cell that is not a symmetry cannot be tested (not ahead).
 
-    eps: [E]; group, perm_interp: [E, G] vote accuracies; symmetric: [E, G] bool (None: not measured)."""
-    rows, broken = checked_rows(eps, eps_checked, symmetric)
-    diffs = {float(eps[i]): np.asarray(group, float)[i] - np.asarray(perm_interp, float)[i] for i in rows}
+    group_scales: [E]; group, perm_interp: [E, G] vote accuracies; symmetric: [E, G] bool (None: not measured)."""
+    rows, broken = checked_rows(group_scales, eps_checked, symmetric)
+    diffs = {float(group_scales[i]): np.asarray(group, float)[i] - np.asarray(perm_interp, float)[i] for i in rows}
     means = [float(np.nanmean(d)) for d in diffs.values()]
     parts = [f"eps {e:g}: {m:+.3f}" for e, m in zip(diffs, means)]
     text = [f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group higher in "
@@ -172,22 +183,22 @@ def rule_group_vs_perm_interp(eps, group, perm_interp, symmetric=None, margin=FI
 
 def fig10_agreement(f):
     require(f, "heldout_agreement")
-    return PerSeed(dict(eps=f["eps"], agreement=f["heldout_agreement"][s]) for s in range(len(f["seeds"])))
+    return PerSeed(dict(group_scales=f["group_scale"], agreement=f["heldout_agreement"][s]) for s in range(len(f["seeds"])))
 
 
-def rule_same_predictions(eps, agreement, threshold=AGREEMENT_THRESHOLD):
+def rule_same_predictions(group_scales, agreement, threshold=AGREEMENT_THRESHOLD):
     """On held-out images (the evaluation images, never used for pi) every member makes the original's prediction:
     in every cell of a row the members agree with the original on at least {threshold:g} of the images (mean over
     the cell's members). Every row: reproduced; some rows: partly; none: not reproduced. This is what would make
     an ensemble of moved networks an ensemble of one function.
 
-    eps: [E]; agreement: [E, G] the members' mean agreement per cell."""
+    group_scales: [E]; agreement: [E, G] the members' mean agreement per cell."""
     agreement = np.asarray(agreement, dtype=float)
     rows = rows_all_within(1 - agreement, 1 - threshold)
-    lowest = ", ".join(f"eps {e:g}: {x:.3f}" for e, x in zip(eps, np.nanmin(agreement, axis=1)))
+    lowest = ", ".join(f"eps {e:g}: {x:.3f}" for e, x in zip(group_scales, np.nanmin(agreement, axis=1)))
     return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
-                  f"same predictions at {eps_set(eps, rows)}; lowest agreement per row: {lowest}",
-                  f"same predictions at {eps_set(eps, rows)}", float(np.nanmin(agreement)), "lowest agreement")
+                  f"same predictions at {eps_set(group_scales, rows)}; lowest agreement per row: {lowest}",
+                  f"same predictions at {eps_set(group_scales, rows)}", float(np.nanmin(agreement)), "lowest agreement")
 
 
 def fit_size_seeds(f):
@@ -219,22 +230,22 @@ def fig10_tables(figures):
     ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over seeds)."""
     lines, group = [], {}
     for numerics, f in figures.items():
-        eps, original = f["eps"], f["original_acc"]
+        group_scales, original, modes = f["group_scale"], f["original_acc"], f.setting("modes")
         tolerance = f.symmetry_tolerance()
         error, noise_free = f["symmetry_error_fitted"], f["symmetry_error"]  # [S, E, G]
         symmetric = np.all(error <= tolerance, axis=2)  # [S, E]
-        moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in ENSEMBLE_MODES}  # [S, E, G]
-        diff = {m: moved[m].mean(axis=2) for m in ENSEMBLE_MODES}  # [S, E]
-        flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(eps), 1), bool))).any(axis=(0, 2))
-                for m in ENSEMBLE_MODES}  # [E]
+        moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in modes}  # [S, E, G]
+        diff = {m: moved[m].mean(axis=2) for m in modes}  # [S, E]
+        flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
+                for m in modes}  # [E]
         group[numerics] = f["vote_acc_group"].mean(axis=2)
-        ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in eps}
+        ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in group_scales}
         rows = [[f"{e:g}", fmt(error[:, i].max()) + (f" ({fmt(noise_free[:, i].max())})"
                                                       if not np.allclose(error[:, i], noise_free[:, i]) else ""),
                  f"{int(symmetric[:, i].sum())} of {len(original)}"]
-                + [spread(diff[m][:, i]) + "*" * bool(flag[m][i]) for m in ENSEMBLE_MODES]
+                + [spread(diff[m][:, i]) + "*" * bool(flag[m][i]) for m in modes]
                 + [f"{np.mean(ref[e]):+.3f} [{min(ref[e]):+.3f}, {max(ref[e]):+.3f}]" if ref[e] else
-                   "within ±0.003" if e <= 0.01 else "-"] for i, e in enumerate(eps)]
+                   "within ±0.003" if e <= 0.01 else "-"] for i, e in enumerate(group_scales)]
         settings = f.settings
         lines += [f"**{numerics}** ({settings.get('action_dtype', '?')} group action, fit noise "
                   f"{settings.get('fit_noise', '?')}; {len(original)} seeds, one trained model each, original accuracy "
@@ -243,30 +254,31 @@ def fig10_tables(figures):
                   f"fit's, where different); symmetric: seeds in which every cell of the row is at most {tolerance:g}. Ensembles: "
                   "vote accuracy - original, mean over num_g, mean ± std over seeds; * = a cell with overflowing "
                   "(non-finite) members.", ""]
-        lines += table(["eps", "symmetry error", "symmetric", *ENSEMBLE_MODES, "paper's code [C] group"], rows)
+        lines += table(["eps", "symmetry error", "symmetric", *modes, "paper's code [C] group"], rows)
         kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
         if kept.any():
             losses = -diff["group"][:, kept]
-            lines += [f"Every cell at {eps_set(eps, kept)} is a symmetry on its fitting images in every seed, yet the "
+            lines += [f"Every cell at {eps_set(group_scales, kept)} is a symmetry on its fitting images in every seed, yet the "
                       f"group ensemble loses {fmt(losses.min())} to {fmt(losses.max())} "
                       f"there on the evaluation images: pi(g, H) is fitted to {f.setting('hidden')} images per member, "
                       "and a symmetry on "
                       "them is not one on other images.", ""]
         lines += [f"Rows within {FIG10_MARGIN} of the original in every cell (seed mean), for context: "
-                  + ", ".join(f"{m} {rows_within(eps, moved[m].mean(axis=0))}" for m in ENSEMBLE_MODES) + " (staying close at small eps is not specific to the group "
+                  + ", ".join(f"{m} {rows_within(group_scales, moved[m].mean(axis=0))}" for m in modes)
+                  + " (staying close at small eps is not specific to the group "
                   "action).", ""]
     if len(group) == 2:
         (_, paper_numerics), (_, exact) = group.items()
         change = exact - paper_numerics  # the same models and group elements: paired
         lines += ["Group ensemble, exact minus paper numerics (the same models and group elements; mean over num_g, "
                   "mean ± std over seeds): " + ", ".join(f"eps {e:g}: {spread(change[:, i])}"
-                                                        for i, e in enumerate(next(iter(figures.values()))["eps"]))
+                                                        for i, e in enumerate(next(iter(figures.values()))["group_scale"]))
                   + ".", ""]
     for f in list(figures.values())[:1]:
         data = f.settings.get("data", {})
         lines += ["The saved figures hatch, and the report judges, the cells that are no symmetry for the pi the "
                   "ensembles use, which in the paper numerics carries the paper's fit noise.", "", paper.FIG10_NOTE, "",
-                  describe_cifar_source(data.get("source", "?"), data.get("folder", "?"))
+                  data_text(data)
                   + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
     return lines
 
@@ -283,7 +295,7 @@ def fig10_agreement_tables(figures):
                  f"{f['heldout_agreement'][:, i].min():.3f}", fmt(np.median(f["heldout_gap_p50"][:, i])),
                  f"{fmt(np.median(f['heldout_gap_p10'][:, i]))} to {fmt(np.median(f['heldout_gap_p90'][:, i]))}",
                  f"{f['heldout_saturated'][:, i].mean():.3f}", fmt(f["symmetry_error_fitted"][:, i].max())]
-                for i, e in enumerate(f["eps"])]
+                for i, e in enumerate(f["group_scale"])]
         lines += [f"**Held-out agreement, {numerics}**: each member against the original on the evaluation images "
                   "(never used for pi); mean over num_g and seeds. Relative logit gap per member-image pair "
                   "max|z_member - z_original| / max|z_original|: median, and 10th to 90th percentile (medians over "
@@ -324,7 +336,7 @@ SECTIONS = (
               "no noise). pi is h x h and fitted on h images (h the hidden width), so it can match them exactly: this "
               "premise tests the numerics, and the accuracy on other images (the claims below) tests whether the "
               "moved networks keep the function.", FIG10, lambda f: PerSeed(
-                  dict(eps=c["eps"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
+                  dict(group_scales=c["group_scales"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
               rule_symmetries),
         Claim("Fig. 10", "moved networks make the original's predictions on unseen images",
               "The second half of the premise, what would make the ensembles ensembles of one function: on held-out "
@@ -335,24 +347,25 @@ SECTIONS = (
         Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
               "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
               "copies are exact symmetries.", FIG10, lambda f: PerSeed(
-                  dict(eps=c["eps"], group_minus_original=c["group"] - c["original"], symmetric=c["symmetric"])
+                  dict(group_scales=c["group_scales"], group_minus_original=c["group"] - c["original"], symmetric=c["symmetric"])
                   for c in fig10_seeds(f)), rule_ensemble_margin,
-              paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["group"]),
+              paper=lambda: {"": dict(group_scales=list(paper.FIG10_ROWS["group"]),
                                       group_minus_original=list(paper.FIG10_ROWS["group"].values()))},
               over=exact_decides),
         Claim("Fig. 10", f"group beats g^-1, random, shuffle at eps = {AT_LARGE_EPS}",
               f"At large eps ({AT_LARGE_EPS}) the group ensemble loses less accuracy than the baselines g^-1, random "
               "and shuffle.", FIG10, lambda f: PerSeed(
-                  dict(eps=c["eps"], group=c["group"], baselines={m: c[m] for m in ("g_inverse", "random", "shuffle")},
+                  dict(group_scales=c["group_scales"], group=c["group"],
+                       baselines={m: c[m] for m in ("g_inverse", "random", "shuffle")},
                        symmetric=c["symmetric"]) for c in fig10_seeds(f)), rule_group_beats_baselines,
               over=exact_decides),
         Claim("Fig. 10", f"group beats the interpolated permutation at eps = {AT_LARGE_EPS}",
               f"At large eps ({AT_LARGE_EPS}) the group ensemble also beats the interpolated permutation, the "
               "baseline that, like the group action, keeps the function at small eps (g^-1, random and shuffle "
               "destroy it by construction).", FIG10, lambda f: PerSeed(
-                  dict(eps=c["eps"], group=c["group"], perm_interp=c["perm_interp"], symmetric=c["symmetric"])
+                  dict(group_scales=c["group_scales"], group=c["group"], perm_interp=c["perm_interp"], symmetric=c["symmetric"])
                   for c in fig10_seeds(f)), rule_group_vs_perm_interp,
-              paper=lambda: {"": dict(eps=list(paper.FIG10_ROWS["perm_interp"]), **{
+              paper=lambda: {"": dict(group_scales=list(paper.FIG10_ROWS["perm_interp"]), **{
                   m: [paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]] for m in ("group", "perm_interp")
               })}, over=exact_decides),
         Claim("Fig. 10", "beyond the paper: fitted on more images, the action generalises",

@@ -1,7 +1,7 @@
 """The claims of Fig. 11 (adversarial_CIFAR.ipynb): the adversarial robustness of the group ensemble, under the
 paper's protocol and under the corrected protocol's standard robustness evaluation, with its controls. Each claim
-with its measurement, its rule and its table; the notebook's budgets are read from the saved files, the attacks
-from robustness.ATTACKS and the comparisons of the older threat models from threat_models.COMPARISONS.
+with its measurement, its rule and its table; the notebook's budgets, the suite's attacks, classifiers,
+controls and sanity checks are read from the saved files (robustness.suite_description), so the report needs no torch.
 
 Fig. 11's seeds are judged one by one (McNemar's paired test per seed, Bonferroni over the attacked strengths);
 a seed whose moved networks are not symmetries on their fitting images cannot be tested (tested_on_a_symmetry).
@@ -11,13 +11,10 @@ import numpy as np
 
 from gfs.cifar import dataset
 from gfs import paper_numbers as paper
-from gfs.report.claims_fig10 import NUMERICS_NAMES, NUMERICS_SUFFIXES, exact_decides, rule_same_predictions
+from gfs.report.claims_fig10 import NUMERICS_NAMES, NUMERICS_SUFFIXES, data_text, exact_decides, rule_same_predictions
 from gfs.report.verdict_rules import Claim, EvaluationFailed, Files, Section, notebook_command, require
-from gfs.report.verdict_rules import describe_cifar_source, largest_p, spread, table
-from gfs.cifar.robustness import (ATTACKS, CLASSIFIER_LABELS, CLASSIFIERS, CONTROLS, SANITY_CHECKS, SHOWN_COMPARISONS,
-                        SUITE_SETTINGS, sanity_failures)
-from gfs.cifar.symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE
-from gfs.cifar.threat_models import COMPARISONS
+from gfs.report.verdict_rules import spread, table
+from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
 from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
@@ -26,15 +23,25 @@ NOTEBOOK = dataset.NOTEBOOKS["Fig. 11"]
 FIG11_MAKE = notebook_command(NOTEBOOK)
 FIG11_PAPER = Files(dataset.fig11("{}", "*", "*", "*"), tuple(paper.FIG11_STRENGTHS), FIG11_MAKE, "attacks",
                     notebook=NOTEBOOK)
-FIG11_CORRECTED = Files(dataset.fig11("corrected", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
-                        "numerics", notebook=NOTEBOOK, names=NUMERICS_NAMES)
 FIG11_ROBUSTNESS = Files(dataset.fig11("robustness", "*", "*", "*") + "{}", NUMERICS_SUFFIXES, FIG11_MAKE,
                          "numerics", notebook=NOTEBOOK, names=NUMERICS_NAMES)
 
 
-def suite_text():
-    """The attacks of the standard evaluation in their order, from robustness.ATTACKS."""
-    return ", ".join(a.label + f" ({a.kind})" * (a.kind not in a.label) for a in ATTACKS)
+def suite_text(suite):
+    """The attacks of the saved suite in their order (the .json's suite['attacks'])."""
+    return ", ".join(a["label"] + f" ({a['kind']})" * (a["kind"] not in a["label"]) for a in suite["attacks"])
+
+
+def sanity_failures(f):
+    """The violated sanity checks of a robustness file, as lines ('seed 0, group, radius 2/255: ... fails'): its
+    sanity_<classifier> [S, K, R] against the checks its .json names (in that order)."""
+    suite, lines = f.setting("suite"), []
+    texts = list(suite["sanity_checks"].values())
+    for c in suite["classifiers"]:
+        sanity = np.asarray(f[f"sanity_{c}"]).reshape(-1, len(texts), len(f["radii"]))  # [S, K, R]
+        for s, k, r in zip(*np.nonzero(~sanity)):
+            lines.append(f"seed {int(f['seeds'][s])}, {c}, radius {f['radii'][r] * 255:g}/255: {texts[k]} fails")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,7 +108,7 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
 
 def _sanity(f):
     """EvaluationFailed naming the violated checks, if any (the saved sanity_<classifier> [S, K, R])."""
-    failures = sanity_failures(f.data)
+    failures = sanity_failures(f)
     if failures:
         raise EvaluationFailed(f"{len(failures)} sanity check(s) of the robustness evaluation failed, so the "
                                f"attacks are not trustworthy here: {'; '.join(failures[:3])}")
@@ -113,15 +120,15 @@ def fig11_suite(f, controls=False):
     the shared-trunk ensemble."""
     require(f, "robust_acc_group", "sanity_group")
     _sanity(f)
-    tolerance = f.symmetry_tolerance()
+    tolerance, suite = f.symmetry_tolerance(), f.setting("suite")
 
     def seed(s):
         measured = dict(radii=f["radii"] * 255, diff=f["group_vs_original_diff"][s], p=f["group_vs_original_p"][s],
                         accuracy=f["robust_acc_group"][s], symmetry_error=float(f["symmetry_error_fitted"][s]),
                         tolerance=tolerance)
         if controls:
-            measured["controls"] = {CLASSIFIER_LABELS[c]: (f[f"group_vs_{c}_diff"][s], f[f"group_vs_{c}_p"][s])
-                                    for c in CONTROLS}
+            measured["controls"] = {suite["labels"][c]: (f[f"group_vs_{c}_diff"][s], f[f"group_vs_{c}_p"][s])
+                                    for c in suite["controls"]}
         return measured
     return PerSeed(seed(s) for s in range(len(f["seeds"])))
 
@@ -135,7 +142,7 @@ def _gain(radii, diff, p, accuracy, alpha, chance, margin):
 def rule_robust_gain(radii, diff, p, accuracy, symmetry_error=0.0, tolerance=SYMMETRY_TOLERANCE, alpha=ALPHA,
                      chance=CHANCE, margin=FIG11_MARGIN):
     """Under the standard robustness evaluation (an image counts as right only if it is right under every attack of
-    the suite, robustness.ATTACKS), the group ensemble is significantly more accurate than the original at some
+    the saved suite), the group ensemble is significantly more accurate than the original at some
     L-inf radius and significantly less accurate at none
     (McNemar's exact test on the same images, p < {alpha:g} / number of radii, Bonferroni). A gain counts only where
     the ensemble is more than {margin} above chance ({chance:g}). Reproduced if so; a gain with a loss elsewhere:
@@ -184,24 +191,17 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
 
 def fig11_agreement(f):
     require(f, "heldout_agreement_group")
-    return PerSeed(dict(eps=[float(f["group_scale"])], agreement=[[a]]) for a in f["heldout_agreement_group"])
+    return PerSeed(dict(group_scales=[float(f["group_scale"])], agreement=[[a]]) for a in f["heldout_agreement_group"])
 
 
 # ----------------------------------------------------------------------------------------------
 # Tables
 
-# Fig. 11, corrected protocol: (name, key prefix, strength key, scale shown) per attack; the paired comparisons are
-# threat_models.COMPARISONS.
-FIG11_ATTACKS = (("FGSM (eps x 255)", "fgsm", "fgsm_eps", 255), ("PGD (iterations)", "pgd", "pgd_iterations", 1))
-
-
-def fig11_tables(paper_protocol, corrected):
-    """The paper's protocol per attack ({attack: Figure}): accuracy per strength, mean ± std over seeds; the corrected
-    protocol per numerics ({name: Figure}) and attack: accuracy under transfer and the paired differences with
-    McNemar's p."""
+def fig11_tables(paper_protocol):
+    """The paper's protocol per attack ({attack: Figure}): accuracy per strength, mean ± std over seeds."""
     lines = []
     for method, f in paper_protocol.items():
-        models = [m for m in ("original",) + ENSEMBLE_MODES if f"acc_{m}" in f.data]
+        models = [key[len("acc_"):] for key in f.data if key.startswith("acc_")]  # the original, then the modes
         ref = paper.FIG11_ACCURACY.get(method, {})
         rows = [[f"{s:g}"] + [spread(f[f"acc_{m}"][:, i], "{:.3f}") for m in models]
                 + [spread(f["acc_group"][:, i] - f["acc_original"][:, i])]
@@ -218,32 +218,9 @@ def fig11_tables(paper_protocol, corrected):
                   f"{spread(f['clamp_only_acc'], '{:.3f}')}. The group's symmetry error (float32 with fit noise) per "
                   f"seed: {', '.join(fmt(x) for x in f['symmetry_error_fitted'])}: above {SYMMETRY_TOLERANCE:g}, so "
                   "these members are not symmetry-moved networks.", "",
-                  describe_cifar_source(f.settings.get("data_source", "?"), f.settings.get("data_dir", "?"))
+                  data_text(f.settings.get("data", {}))
                   + f" {f.settings.get('num_train_images', '?')} training and "
                   f"{f.settings.get('num_test_images', '?')} test images.", ""]
-    for numerics, f in corrected.items():
-        lines += [f"**Corrected protocol, {numerics}** ({len(f['seeds'])} seeds; the independent CNN of seed "
-                  + ", ".join(f"{s}: seed {i}" for s, i in zip(f["seeds"], f["independent_seed"]))
-                  + "; symmetry error of the pi used per seed: "
-                  + ", ".join(fmt(x) for x in f["symmetry_error_fitted"])
-                  + f"; FGSM on {int(f['fgsm_images'])} test images, PGD of radius {float(f['pgd_eps']) * 255:g}/255, "
-                  f"step {float(f['pgd_step']) * 255:g}/255, random start, on the first {int(f['pgd_images'])}). "
-                  "Accuracy under transfer (ensembles: mean probability), then the paired differences on the same "
-                  "images: mean ± std over seeds, McNemar's p (largest over seeds).", ""]
-        for name, p, axis, scale in FIG11_ATTACKS:
-            rows = [[f"{s:g}"] + [spread(f[f"{p}_transfer_acc_{c}"][:, k], "{:.3f}")
-                                  for c in ("original", "group", "independent")]
-                    + [f"{spread(f[f'{p}_{key}_diff'][:, k])} ({largest_p(f[f'{p}_{key}_p'][:, k])})"
-                       for key in COMPARISONS] for k, s in enumerate(f[axis] * scale)]
-            lines += [f"*{name}*", ""] + table(["strength", "original", "group", "independent"]
-                                                + [c.header for c in COMPARISONS.values()], rows)
-    if corrected:
-        lines += [f"A difference counts as significant where p < {ALPHA:g} / (number of attacked strengths) "
-                  "(Bonferroni over the strengths > 0). Adaptive: the group ensemble attacked through its members, the "
-                  "original under its own attack (the transfer images). Worst case: an image counts as right for the "
-                  "group only if it is right under both transfer and the adaptive attack. Noise: random-sign noise of "
-                  "the same L-inf size; where it stays at the clean gap (strength 0) the ensemble is no more robust to "
-                  "perturbations in general. PGD iteration 0 is its random start alone.", ""]
     return lines
 
 
@@ -255,23 +232,24 @@ def robustness_tables(figures):
         if "robust_acc_group" not in f.data:
             continue
         radii = f["radii"] * 255
-        names = CLASSIFIER_LABELS
+        suite = f.setting("suite")
+        names, shown, attacks = suite["labels"], suite["shown_comparisons"], suite["attacks"]
         rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in names]
-                + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in SHOWN_COMPARISONS]
+                + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in shown]
                 for k, r in enumerate(radii)]
-        settings = ", ".join(f"{k.replace('_', ' ')} {int(f[k])}" for k in SUITE_SETTINGS)
+        settings = ", ".join(f"{k.replace('_', ' ')} {int(v)}" for k, v in suite["settings"].items())
         lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
                   f"{int(f['suite_images'])} test images for every classifier; {settings}). Robust accuracy: right on "
                   "clean data and under every attack; mean ± std over seeds; McNemar's p largest over seeds. The "
                   "independent CNN of a seed is another seed's original, so over the seeds its accuracies are the "
                   "original's; its comparison with the group is paired within each seed.", ""]
-        lines += table(["radius"] + list(names.values()) + list(SHOWN_COMPARISONS.values()), rows)
-        decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in CLASSIFIERS)  # [A, R]
+        lines += table(["radius"] + list(names.values()) + list(shown.values()), rows)
+        decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in suite["classifiers"])  # [A, R]
         lines += ["Images first broken by each attack (in the order of the suite, so the cheap attacks come first; "
                   "summed over seeds and the three classifiers; an image an earlier attack broke is not counted "
                   "again):", ""]
-        lines += table(["radius"] + [a.label for a in ATTACKS],
-                       [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(ATTACKS))]
+        lines += table(["radius"] + [a["label"] for a in attacks],
+                       [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(attacks))]
                         for k, r in enumerate(radii)])
         agreement = [[names[m], spread(f[f"heldout_agreement_{m}"], "{:.3f}"),
                       spread(f[f"heldout_agreement_min_{m}"], "{:.3f}"), fmt(np.median(f[f"heldout_gap_p50_{m}"])),
@@ -279,8 +257,9 @@ def robustness_tables(figures):
         lines += ["Held-out agreement of the ensembles' members with the original (all evaluation images):", ""]
         lines += table(["ensemble", "agreement (mean over members)", "lowest member", "median gap", "saturated"],
                        agreement)
-        failures = sanity_failures(f.data)
-        lines += [f"Sanity checks ({'; '.join(text for text, _ in SANITY_CHECKS.values())}): "
+        failures = sanity_failures(f)
+        lines += [f"Attacks, in the order of the suite: {suite_text(suite)}.", ""]
+        lines += [f"Sanity checks ({'; '.join(suite['sanity_checks'].values())}): "
                   + ("all passed." if not failures else f"**{len(failures)} failed: evaluation failed** ("
                      + "; ".join(failures[:5]) + ")."), ""]
     return lines
@@ -302,7 +281,8 @@ SECTIONS = (
                              for m, acc in paper.FIG11_ACCURACY.items()}),
         Claim("Fig. 11", "corrected: group more robust than original (standard evaluation)",
               "Under the corrected protocol (valid pixel range, logits, the official test split) and a standard "
-              f"robustness evaluation (the notebook's L-inf radii; in order {suite_text()}; white-box attacks on the "
+              "robustness evaluation (the notebook's L-inf radii; the suite's attacks in order, listed under the table; "
+              "white-box attacks on the "
               "ensemble's mean probability through every member; an image counting as right only if right under all "
               "of them), the group ensemble is more accurate than the original, paired on the same images.",
               FIG11_ROBUSTNESS, fig11_suite, rule_robust_gain, over=exact_decides),
@@ -315,5 +295,5 @@ SECTIONS = (
               "The premise of the robustness claim: the moved networks of Fig. 11 (the notebook's NUM_G members at "
               "GROUP_SCALE) predict the original's class on held-out images (the evaluation images).",
               FIG11_ROBUSTNESS, fig11_agreement, rule_same_predictions, over=exact_decides)),
-            lambda get: fig11_tables(get(FIG11_PAPER), get(FIG11_CORRECTED)) + robustness_tables(get(FIG11_ROBUSTNESS))),
+            lambda get: fig11_tables(get(FIG11_PAPER)) + robustness_tables(get(FIG11_ROBUSTNESS))),
 )

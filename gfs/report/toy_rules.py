@@ -18,7 +18,6 @@ import math
 import numpy as np
 from scipy.stats import binomtest, kendalltau
 
-from gfs.paper_numbers import Q_CONVENTIONS
 from gfs.report.verdict_rules import runs
 from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
@@ -33,7 +32,10 @@ Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/si
                 "**depends on the convention**, with both readings. Sizes of Q (N_0) add the sizes of its terms, "
                 "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
 
-CONVENTIONS = Q_CONVENTIONS  # ("paper", "zero"): the report shows them in this order
+# The two readings of Q that every toy figure saves (keys without a suffix: the paper code's integration constant;
+# with _zero: F(0) = 0), in the report's order: models.Q_CONVENTIONS, which the report does not import (torch);
+# a test keeps the two equal.
+CONVENTIONS = ("paper", "zero")
 ALPHA = 0.05        # significance level of a sign test over series (one-sided for a claimed direction)
 MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
 SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds

@@ -7,7 +7,7 @@ tests run every rule both ways on small data. apply() runs a rule on one unit's 
 and left out (without_diverged), several seeds are judged one by one and counted (over_seeds: "holds in k of N
 seeds", with the spread of the deciding number).
 
-Contents: the verdicts; Result, PerSeed; combine and worst (over units), sd, mean_sd, p_range, over_seeds,
+Contents: the verdicts; Result, PerSeed; combine (over units), sd, mean_sd, p_range, over_seeds,
 seeds_deciding, without_diverged, apply; fmt, fmt_steps.
 
 The building blocks of REPORT.md's tables; each figure's tables are in its claims module (claims_fig*.py).
@@ -82,13 +82,6 @@ def combine(verdicts):
     if all(v == REPRODUCED for v in decided):
         return REPRODUCED if len(decided) == len(tested) else PARTLY
     return NOT_REPRODUCED if all(v == NOT_REPRODUCED for v in decided) else PARTLY
-
-
-def worst(verdicts):
-    """Over the {units}: the worst of their verdicts (cannot be tested if none can be)."""
-    order = (NOT_REPRODUCED, PARTLY, REPRODUCED)
-    decided = [v for v in _tested(verdicts) if v != CANNOT_TEST]
-    return min(decided, key=order.index, default=CANNOT_TEST if _tested(verdicts) else NOT_REPRODUCED)
 
 
 def sd(values):

@@ -2,7 +2,6 @@
 import numpy as np
 import torch
 
-from gfs.cifar import ensembles
 from gfs.cifar import cnn
 from gfs.cifar import ensembles
 
@@ -20,6 +19,24 @@ def test_a_member_equal_to_the_original_agrees_everywhere():
     measured = ensembles.held_out_agreement(model, features, eye, eye, chunk=64)
     assert measured["agreement"] == 1.0 and measured["agreement_min"] == 1.0
     assert measured["gap_p90"] < 1e-12 and measured["nonfinite"] == 0.0
+
+
+@torch.no_grad()
+def test_a_non_finite_member_disagrees_even_where_its_argmax_is_the_original_class():
+    """A member whose outputs are not finite (an overflowed g or pi) disagrees on every image, and its gap is inf.
+    Its NaN logits have argmax 0 (torch ranks NaN highest), and the original predicts class 0 everywhere here, so
+    only the finiteness mask keeps it from counting as agreeing."""
+    model, features = model_and_features(200)
+    model.readout.bias[0] += 1e3  # the original predicts class 0 on every image
+    eye = torch.eye(16, dtype=torch.float64)
+    nan_member = torch.full((16, 16), float("nan"), dtype=torch.float64)
+    lower, upper = torch.stack([eye, eye]), torch.stack([eye, nan_member])
+    logits = ensembles.member_logits(model, features, lower, upper)
+    assert bool((logits[0].argmax(dim=-1) == 0).all()) and bool((logits[1].argmax(dim=-1) == 0).all())
+    measured = ensembles.held_out_agreement(model, features, lower, upper, chunk=64)
+    assert measured["agreement"] == 0.5 and measured["agreement_min"] == 0.0  # members 1.0 and 0.0
+    assert measured["nonfinite"] == 0.5 and measured["gap_p90"] == np.inf and measured["gap_p10"] < 1e-12
+    assert measured["saturated"] <= 0.5  # only the finite member can count as saturated
 
 
 @torch.no_grad()

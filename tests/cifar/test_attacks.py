@@ -1,10 +1,12 @@
 """The FGSM and PGD attacks of cnn.py (Fig. 11): their defining properties and agreement with
 torchattacks, a maintained attack library, on the same model and inputs."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gfs.cifar import attacks
 from gfs.cifar.attacks import fgsm, pgd
 
 
@@ -39,8 +41,8 @@ def per_sample_loss(model, x, y):
 
 def test_zero_strength_leaves_images_unchanged():
     model, (x, y) = small_cnn(), images()
-    assert torch.equal(fgsm(model, x, y, eps=0.0), x)
-    assert torch.equal(pgd(model, x, y, eps=0.0, iterations=3), x)
+    assert torch.equal(fgsm(model, x, y, radius=0.0), x)
+    assert torch.equal(pgd(model, x, y, radius=0.0, iterations=3), x)
     assert torch.equal(pgd(model, x, y, iterations=0, random_start=False), x)
 
 
@@ -50,8 +52,8 @@ def test_perturbation_stays_in_eps_ball_and_clip_range(eps):
     for clip in [(0.0, 1.0), (-0.5, 0.5)]:
         x_in = x + clip[0]  # images inside this clip range
         adversarial = [fgsm(model, x_in, y, eps, clip=clip),
-                       pgd(model, x_in, y, eps=eps, step=eps / 4, iterations=10, clip=clip),
-                       pgd(model, x_in, y, eps=eps, step=0.2, iterations=3, clip=clip,
+                       pgd(model, x_in, y, radius=eps, step=eps / 4, iterations=10, clip=clip),
+                       pgd(model, x_in, y, radius=eps, step=0.2, iterations=3, clip=clip,
                            random_start=False)]
         for x_adv in adversarial:
             assert (x_adv - x_in).abs().max() <= eps + 1e-6
@@ -73,10 +75,10 @@ def test_clip_range_is_enforced_even_for_images_outside_it():
 def test_fgsm_is_one_pgd_step_without_random_start():
     model, (x, y) = small_cnn(), images()
     for eps in [0.003, 0.012, 0.1]:
-        one_step = pgd(model, x, y, eps=eps, step=eps, iterations=1, random_start=False)
+        one_step = pgd(model, x, y, radius=eps, step=eps, iterations=1, random_start=False)
         torch.testing.assert_close(fgsm(model, x, y, eps), one_step, rtol=0, atol=1e-6)
     # ... and differs from a PGD step of a different size (the comparison can fail).
-    two_sizes = pgd(model, x, y, eps=0.1, step=0.05, iterations=1, random_start=False)
+    two_sizes = pgd(model, x, y, radius=0.1, step=0.05, iterations=1, random_start=False)
     assert (fgsm(model, x, y, 0.1) - two_sizes).abs().max() > 0.04
 
 
@@ -84,7 +86,7 @@ def test_fgsm_steps_along_the_gradient_sign_and_stops_at_the_clip():
     model, (x, y) = linear_model(), images(batch=4)
     x_in = x.clone().requires_grad_(True)
     grad, = torch.autograd.grad(F.cross_entropy(model(x_in), y), x_in)
-    x_adv = fgsm(model, x, y, eps=0.01)
+    x_adv = fgsm(model, x, y, radius=0.01)
     step = x_adv - x
     inside = (x > 0.01) & (x < 0.99)
     torch.testing.assert_close(step[inside], 0.01 * grad.sign()[inside], rtol=0, atol=1e-6)
@@ -99,7 +101,7 @@ def test_loss_of_a_convex_model_never_decreases():
     assert torch.all(per_sample_loss(model, fgsm(model, x, y, 0.01), y) >= clean - 1e-5)
     previous = clean
     for iterations in range(1, 6):  # PGD's iterates: iterate t is the result of t iterations
-        x_adv = pgd(model, x, y, eps=0.03, step=0.01, iterations=iterations, random_start=False)
+        x_adv = pgd(model, x, y, radius=0.03, step=0.01, iterations=iterations, random_start=False)
         current = per_sample_loss(model, x_adv, y)
         assert torch.all(current >= previous - 1e-5)
         previous = current
@@ -111,7 +113,7 @@ def test_attacks_raise_the_loss_and_lower_the_accuracy_of_a_cnn():
     with torch.no_grad():
         y = model(x).argmax(1)  # labels the model gets right: clean accuracy 1
     clean = per_sample_loss(model, x, y).mean()
-    for x_adv in [fgsm(model, x, y, 0.03), pgd(model, x, y, eps=0.03, step=0.01, iterations=5)]:
+    for x_adv in [fgsm(model, x, y, 0.03), pgd(model, x, y, radius=0.03, step=0.01, iterations=5)]:
         assert per_sample_loss(model, x_adv, y).mean() > clean + 0.01
     x_adv = pgd(model, x, y, iterations=10)  # the paper's radius 0.3
     with torch.no_grad():
@@ -121,8 +123,8 @@ def test_attacks_raise_the_loss_and_lower_the_accuracy_of_a_cnn():
 def test_random_start_is_uniform_in_the_ball_and_reproducible():
     model, (x, y) = small_cnn(), images()
     x = torch.full_like(x, 0.5)
-    start = pgd(model, x, y, eps=0.3, iterations=0, generator=torch.Generator().manual_seed(3))
-    again = pgd(model, x, y, eps=0.3, iterations=0, generator=torch.Generator().manual_seed(3))
+    start = pgd(model, x, y, radius=0.3, iterations=0, generator=torch.Generator().manual_seed(3))
+    again = pgd(model, x, y, radius=0.3, iterations=0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(start, again)
     noise = start - x
     assert noise.abs().max() <= 0.3 + 1e-6
@@ -139,12 +141,12 @@ def test_agrees_with_torchattacks():
         torch.testing.assert_close(fgsm(model, x, y, eps), torchattacks.FGSM(model, eps=eps)(x, y),
                                    rtol=0, atol=1e-6)
     for steps in [1, 3]:
-        ours = pgd(model, x, y, eps=0.3, step=0.01, iterations=steps, random_start=False)
+        ours = pgd(model, x, y, radius=0.3, step=0.01, iterations=steps, random_start=False)
         theirs = torchattacks.PGD(model, eps=0.3, alpha=0.01, steps=steps, random_start=False)(x, y)
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
         # Random start: both draw U(-eps, eps) from torch's global generator.
         torch.manual_seed(7)
-        ours = pgd(model, x, y, eps=0.3, step=0.01, iterations=steps)
+        ours = pgd(model, x, y, radius=0.3, step=0.01, iterations=steps)
         torch.manual_seed(7)
         theirs = torchattacks.PGD(model, eps=0.3, alpha=0.01, steps=steps, random_start=True)(x, y)
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
@@ -182,3 +184,18 @@ def test_protocols_attack_once_or_twice():
     torch.testing.assert_close(paper, pgd(model, first, y, iterations=2, generator=generator).clamp(0, 1),
                                rtol=0, atol=0)
     assert (paper - x_paper).abs().max() > 0.3 + 0.1  # further than one 0.3 ball
+
+
+def test_mcnemar_agrees_with_a_hand_computed_table():
+    # 10 images: both right on 2, only a right on 6, only b right on 1, both wrong on 1.
+    a = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    b = np.array([1, 1, 0, 0, 0, 0, 0, 0, 1, 0], dtype=bool)
+    gained, lost, p = attacks.mcnemar(a, b)
+    assert (gained, lost) == (6, 1)
+    # two-sided exact binomial test of 6 of 7 at 1/2: 2 * P(X <= 1) = 2 * (1 + 7) / 2^7
+    assert p == pytest.approx(2 * 8 / 128)
+    assert attacks.mcnemar(b, a) == (1, 6, pytest.approx(p))  # symmetric
+    assert attacks.mcnemar(a, a) == (0, 0, 1.0)  # no discordant pair
+    assert attacks.mcnemar([1, 0], [0, 1])[2] == pytest.approx(1.0)  # one each way
+    # accuracy difference = (gained - lost) / N
+    assert a.mean() - b.mean() == pytest.approx((gained - lost) / len(a))

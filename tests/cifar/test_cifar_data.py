@@ -1,4 +1,5 @@
 """Loading CIFAR-10: the standard layout, no download when present, clear errors otherwise."""
+import hashlib
 import os
 import pickle
 import urllib.error
@@ -40,7 +41,12 @@ def test_reads_the_standard_layout_without_download(tiny_cifar, no_network):
     assert torch.equal(images[:3], expected)
     test_images, test_labels = dataset.load_cifar10(tiny_cifar, train=False, download=True)
     assert test_images.shape == (200, 3, 32, 32) and len(test_labels) == 200
-    assert dataset.cifar10_source(tiny_cifar) == "unverified"  # not the official files: MD5 differs
+    provenance = dataset.cifar10_provenance(tiny_cifar)  # not the official files: every MD5 differs
+    assert provenance["official"] is False and provenance["source"] == (
+        "not the official release: MD5 differs from torchvision's published checksum for " + ", ".join(dataset.LAYOUT_FILES))
+    with open(f"{tiny_cifar}/cifar-10-batches-py/test_batch", "rb") as f:
+        assert provenance["files"]["test_batch"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert len(provenance["digest"]) == 64
 
 
 def test_missing_data_without_download(tmp_path):

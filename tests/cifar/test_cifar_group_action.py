@@ -88,11 +88,21 @@ def test_full_model_forward_matches_feature_path():
         members = model.members(images[:10], mode)
         assert members.shape == (2, 10, 10)
         assert torch.allclose(out.reshape(2, 10, 10), members, atol=1e-6)
-        fast = ensembles.ensemble_logits(model, features[:10], mode).softmax(dim=-1)
+        fast = member_logits_of(model, features[:10], mode).softmax(dim=-1)
         assert fast.shape == (2, 10, 10) and fast.dtype == torch.float32
         assert (members - fast).abs().max() < 1e-3
     model.group_action.set_mode("plain")
     assert model(images[:10]).shape == (10, 10)
+
+
+def member_logits_of(model, features, mode):
+    """Every member's logits [M, B, C] on features [B, h], one draw of the mode's member matrices."""
+    return ensembles.member_logits(model, features, *model.group_action.member_matrices(mode))
+
+
+def accuracy_of(logits, labels):
+    """evaluate_ensemble's dict for given member logits [M, B, C] (its tally of one chunk)."""
+    return ensembles._accuracies(*ensembles._tally(logits), labels, logits.shape[0])
 
 
 def test_modes_are_validated():
@@ -138,10 +148,10 @@ def test_overflow_is_detected_not_silent():
     model, features, _ = model_and_features()
     ensembles.fit_group_action(model, features, 4, 200.0, seed=0)
     assert not torch.isfinite(model.group_action.g).all()
-    logits = ensembles.ensemble_logits(model, features[64:], "group")
+    logits = member_logits_of(model, features[64:], "group")
     assert logits.shape == (4, len(features) - 64, 10)
     zeros = torch.zeros(len(features) - 64, dtype=torch.long)
-    result = ensembles.ensemble_accuracy(logits, zeros)
+    result = accuracy_of(logits, zeros)
     chunked = ensembles.evaluate_ensemble(model, features[64:], zeros, "group", chunk=7)  # the same, in chunks
     for key in ("vote_acc", "mean_acc", "finite_frac"):
         assert result[key] == pytest.approx(chunked[key])
@@ -155,13 +165,13 @@ def test_overflow_is_detected_not_silent():
     assert grid["overflow_group"][0].any() and not grid["overflow_group"][1].any()
     assert grid["vote_acc_group"].shape == (2, 2)
     assert np.isfinite(grid["vote_acc_group"]).all()
-    for key in ("num_g", "eps", "original_acc", "original_mean_acc"):
+    for key in ("num_g", "group_scale", "original_acc", "original_mean_acc"):
         assert key in grid
     for mode in symmetry.ENSEMBLE_MODES:
         assert grid[f"overflow_{mode}"].dtype == bool
 
 
-def test_ensemble_accuracy_vote_mean_and_nonfinite_members():
+def test_vote_mean_and_nonfinite_members():
     labels = torch.tensor([0, 1])
     # three members: two vote for the right class weakly, one for the wrong class strongly
     probabilities = torch.tensor([
@@ -169,13 +179,13 @@ def test_ensemble_accuracy_vote_mean_and_nonfinite_members():
         [[0.6, 0.4], [0.4, 0.6]],
         [[0.01, 0.99], [0.99, 0.01]],
     ])
-    result = ensembles.ensemble_accuracy(probabilities.log(), labels)  # logits with these softmaxes
+    result = accuracy_of(probabilities.log(), labels)  # logits with these softmaxes
     assert result["vote_acc"] == 1.0      # majority vote: 2 of 3 right on both images
     assert result["mean_acc"] == 0.0      # mean probability: 0.4 vs 0.6, wrong on both
     assert result["finite_frac"] == 1.0
     # A NaN member is left out (the paper let it vote for class 0).
     with_nan = torch.cat([probabilities[:1].log(), torch.full((2, 2, 2), float("nan"))])
-    result = ensembles.ensemble_accuracy(with_nan, torch.tensor([1, 1]))
+    result = accuracy_of(with_nan, torch.tensor([1, 1]))
     assert result["vote_acc"] == 0.5 and result["finite_frac"] == pytest.approx(1 / 3)
 
 

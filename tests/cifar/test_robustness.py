@@ -182,7 +182,7 @@ def tiny_sweeps(tiny_model):
     radii = RADII
     weak = robustness.Attack("apgd_ce", "one small step", "white-box", "audit",
                              lambda target, x, y, index, radius, r, context: attacks.pgd(
-                                 target, x, y, eps=radius, step=radius / 8, iterations=1, random_start=False))
+                                 target, x, y, radius=radius, step=radius / 8, iterations=1, random_start=False))
     weakened = tuple(weak if a.name == "apgd_ce" else a for a in robustness.ATTACKS)
     run = lambda suite: robustness.robustness_sweep(model, split["fit"][0], *split["eval"], num_g=5, numerics=("exact",),
                                                     group_scale=10.0, radii=radii, images=100, settings=SMALL,

@@ -135,13 +135,13 @@ def relative_gap(lower, upper, H, sigma):
 def test_g_inverse_is_exact_for_a_linear_activation_only():
     _, features = model_and_features("relu_sqr")
     H = features[:64].double()
-    linear_layer = symmetry.GroupAction(HIDDEN, linear, num_g=4, eps=1.0, seed=1, numerics="exact")
+    linear_layer = symmetry.GroupAction(HIDDEN, linear, num_g=4, group_scale=1.0, seed=1, numerics="exact")
     lower, upper = linear_layer.member_matrices("g_inverse")
     assert relative_gap(lower, upper, H, linear) < 1e-10
     # the check is sensitive: g^T instead of pinv(g) is far off (g is not orthogonal)
     assert relative_gap(lower, lower.transpose(1, 2), H, linear) > 0.1
     # for the nonlinear activation, g^-1 is no symmetry (why it is a baseline)
-    layer = symmetry.GroupAction(HIDDEN, "relu_sqr", num_g=4, eps=1.0, seed=1, numerics="exact")
+    layer = symmetry.GroupAction(HIDDEN, "relu_sqr", num_g=4, group_scale=1.0, seed=1, numerics="exact")
     lower, upper = layer.member_matrices("g_inverse")
     assert relative_gap(lower, upper, H, symmetry.relu_sqr) > 0.1
 
@@ -150,7 +150,7 @@ def test_g_inverse_is_exact_for_a_linear_activation_only():
 def test_interpolated_permutation_upper_matrix_inverts_the_lower():
     _, features = model_and_features("relu_sqr")
     H = features[:64].double()
-    layer = symmetry.GroupAction(HIDDEN, "relu_sqr", num_g=4, eps=1.0, seed=1, numerics="exact")
+    layer = symmetry.GroupAction(HIDDEN, "relu_sqr", num_g=4, group_scale=1.0, seed=1, numerics="exact")
     q, q_inverse = layer.member_matrices("perm_interp", torch.Generator().manual_seed(0))
     eye = torch.eye(HIDDEN, dtype=torch.float64)
     assert float((q @ q_inverse - eye).abs().max()) < 1e-12

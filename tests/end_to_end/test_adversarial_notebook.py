@@ -1,5 +1,5 @@
 """adversarial_CIFAR.ipynb (Fig. 11) runs end to end, headless, on the tiny CIFAR fixture, and its
-saved data show what the two protocols and the threat models do to the images."""
+saved data show what the paper's protocol and the standard robustness evaluation do to the images."""
 import json
 import os
 import subprocess
@@ -9,8 +9,6 @@ import time
 import numpy as np
 import pytest
 
-from gfs.cifar import symmetry
-from gfs.cifar import threat_models
 from gfs.cifar import dataset
 from helpers import check_committed_outputs
 
@@ -18,7 +16,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
 # Quick runs use num_g = 5, and their file names say so (the paper's names say g200).
 PAPER_NAMES = {method: dataset.fig11(method, 16, 5, 10.0) for method in ("FGSM", "PGD")}
-CORRECTED_NAMES = {numerics: dataset.fig11("corrected", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
 ROBUSTNESS_NAMES = {numerics: dataset.fig11("robustness", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
 MODELS = ("original", "group", "g_inverse", "perm_interp")
 
@@ -49,8 +46,7 @@ def notebook_outputs(tiny_cifar, tmp_path_factory):
         assert f.read() == committed  # the committed notebook is never overwritten
     assert not any(name.endswith("g200_eps10.npz") for name in os.listdir(out / "ensemble"))
     paper = {method: load(out, name) for method, name in PAPER_NAMES.items()}
-    corrected = {numerics: load(out, name) for numerics, name in CORRECTED_NAMES.items()}
-    corrected["suite"] = {numerics: load(out, name) for numerics, name in ROBUSTNESS_NAMES.items()}
+    corrected = {"suite": {numerics: load(out, name) for numerics, name in ROBUSTNESS_NAMES.items()}}
     return paper, corrected, executed
 
 
@@ -67,9 +63,14 @@ def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
         for key in ("clamp_only_acc", "symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
             assert data[key].shape == (2,)
         assert data["train_loss"].shape == (2, 2)
+        assert data["clean_predictions"].shape == (2, 100) and data["clean_predictions"].dtype == np.int8
+        assert settings["weights"] == [dataset.weights_name("Fig. 11", seed, p) + ".safetensors"
+                                       for p in ("paper", "corrected") for seed in (0, 1)]
         assert settings["attack"] == method and settings["quick"] is True and settings["protocol"] == "paper"
         assert settings["seeds"] == [0, 1] and settings["num_g"] == 5
-        assert {"versions", "device", "run_seconds", "data_source"} <= set(settings)
+        assert {"versions", "device", "run_seconds", "data", "cpu", "torch_threads"} <= set(settings)
+        assert settings["data"]["official"] is False and "not the official release" in settings["data"]["source"]
+        assert set(settings["data"]["files"]) == set(dataset.LAYOUT_FILES)
 
 
 def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
@@ -93,30 +94,6 @@ def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
         assert fgsm["acc_g_inverse"][seed, 0] < 0.3
 
 
-def test_corrected_protocol_threat_models(notebook_outputs):
-    _, corrected, _ = notebook_outputs
-    for numerics, (data, settings) in ((k, v) for k, v in corrected.items() if k != "suite"):
-        assert settings["protocol"] == "corrected" and settings["numerics"] == numerics and settings["quick"] is True
-        assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
-        np.testing.assert_allclose(data["fgsm_eps"] * 255, [0, 1, 2, 4, 8], atol=1e-9)
-        assert data["pgd_iterations"].tolist() == [0, 1, 3, 10, 20] and int(data["pgd_images"]) == 100
-        # attacks within budget: FGSM exactly eps, PGD and the noise never beyond 8/255
-        for threat in threat_models.THREATS:
-            np.testing.assert_allclose(data[f"fgsm_{threat}_linf"], np.broadcast_to(data["fgsm_eps"], (2, 5)), atol=1e-6)
-            assert np.all(data[f"pgd_{threat}_linf"] <= 8 / 255 + 1e-6)
-        for c in ("original", "independent") + symmetry.ENSEMBLE_MODES:
-            assert data[f"fgsm_transfer_acc_{c}"].shape == (2, 5)
-        for comparison in threat_models.COMPARISONS:
-            for part in ("diff", "gained", "lost", "p"):
-                assert data[f"pgd_{comparison}_{part}"].shape == (2, 5)
-        # clean images: the adaptive and transfer columns 0 agree, the noise column 0 too
-        np.testing.assert_array_equal(data["fgsm_adaptive_acc_group"][:, 0], data["fgsm_transfer_acc_group"][:, 0])
-        np.testing.assert_array_equal(data["fgsm_noise_acc_group"][:, 0], data["fgsm_transfer_acc_group"][:, 0])
-        assert np.all(data["fgsm_worst_acc_group"] <= np.minimum(data["fgsm_adaptive_acc_group"],
-                                                                 data["fgsm_transfer_acc_group"]) + 1e-12)
-    assert corrected["exact"][0]["symmetry_error"].max() < 1e-3 < corrected["paper"][0]["symmetry_error"].min()
-
-
 def test_standard_robustness_evaluation_files(notebook_outputs):
     from gfs.cifar import robustness
     _, corrected, _ = notebook_outputs
@@ -136,21 +113,21 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
         # the independent CNN of seed 0 is seed 1's original
         np.testing.assert_array_equal(data["robust_acc_independent"][0], data["robust_acc_original"][1])
         assert data["heldout_agreement_group"].shape == (2,) and np.all(data["heldout_agreement_group"] <= 1)
-        assert settings["suite"]["attacks"] == [a.name for a in robustness.ATTACKS]
+        assert [a["name"] for a in settings["suite"]["attacks"]] == [a.name for a in robustness.ATTACKS]
 
 
 def test_executed_copy_shows_the_figures(notebook_outputs):
     _, _, executed = notebook_outputs
     notebook = json.loads(executed.read_text())
     images = [o for c in notebook["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 6  # FGSM and PGD (paper's protocol), two numerics (old threat models, suite)
+    assert len(images) == 4  # FGSM and PGD (paper's protocol), two numerics of the robustness suite
     text = "".join("".join(o.get("text", "")) for c in notebook["cells"] for o in c.get("outputs", []))
-    assert "McNemar p per seed" in text and "robust accuracy (right under every attack)" in text
+    assert "robust accuracy (right under every attack)" in text
     assert "sanity checks: " in text
 
 
 def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
-    check_committed_outputs(NOTEBOOK, images=6)
+    check_committed_outputs(NOTEBOOK, images=4)
     notebook = json.loads(open(NOTEBOOK).read())
     first = notebook["cells"][0]
     assert first["metadata"].get("tags") == ["parameters"]

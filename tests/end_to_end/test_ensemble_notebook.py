@@ -53,7 +53,7 @@ def quick_run(tiny_cifar, tmp_path_factory):
 def test_notebook_writes_both_numerics_with_seeds(quick_run):
     saved, _ = quick_run
     for numerics, (data, settings) in ((k, v) for k, v in saved.items() if k in STEMS):
-        assert data["num_g"].tolist() == [2, 4] and data["eps"].tolist() == [10, 1, 1e-3]
+        assert data["num_g"].tolist() == [2, 4] and data["group_scale"].tolist() == [10, 1, 1e-3]
         assert data["seeds"].tolist() == [0, 1] and data["original_acc"].shape == (2,)
         assert np.all((0.3 < data["original_acc"]) & (data["original_acc"] <= 1.0))  # chance is 0.1
         for mode in symmetry.ENSEMBLE_MODES:
@@ -72,7 +72,11 @@ def test_notebook_writes_both_numerics_with_seeds(quick_run):
         assert (data["vote_acc_shuffle"][:, 2] < data["original_acc"][:, None] - 0.1).all()
         assert settings["numerics"] == numerics and settings["quick"] is True and settings["seeds"] == [0, 1]
         assert settings["fit_noise"] == {"paper": 1e-4, "exact": 0.0}[numerics]
-        assert settings["data"]["source"] == "unverified" and settings["data"]["eval_images"] == 200
+        assert settings["data"]["eval_images"] == 200 and settings["data"]["official"] is False
+        assert settings["data"]["source"].startswith("not the official release: MD5 differs")
+        assert set(settings["data"]["files"]) == set(dataset.LAYOUT_FILES) and len(settings["data"]["digest"]) == 64
+        assert settings["cpu"] and settings["torch_threads"] >= 1 and settings["weights_from"] is None
+        assert data["clean_predictions"].shape == (2, 200) and data["clean_predictions"].dtype == np.int8
         assert settings["data"]["train_images"] == [0, 600] and settings["data"]["fit_images"] == [600, 664]
         assert settings["device"] == "cpu" and settings["run_seconds"] > 0 and "torch" in settings["versions"]
         assert len(settings["train_history"]) == 2
@@ -81,6 +85,49 @@ def test_notebook_writes_both_numerics_with_seeds(quick_run):
     np.testing.assert_array_equal(paper["original_acc"], exact["original_acc"])
     assert exact["symmetry_error"].max() < 1e-3
     assert paper["symmetry_error"][:, 0].max() > exact["symmetry_error"][:, 0].max()
+
+
+def test_saved_weights_reproduce_the_runs_clean_predictions(quick_run, tiny_cifar):
+    """Every trained CNN is saved (safetensors) with its settings; loaded, it makes the run's clean predictions."""
+    from gfs.cifar import weights
+    saved, _ = quick_run
+    data, settings = saved["paper"]
+    test_images, _ = dataset.load_cifar10(tiny_cifar, train=False, download=False)
+    for s, seed in enumerate(settings["seeds"]):
+        assert settings["weights"][s] == dataset.weights_name("Fig. 10", seed) + ".safetensors"
+        model, trained_with, history, predictions = weights.load_cnn(str(saved["out"]),
+                                                                     dataset.weights_name("Fig. 10", seed))
+        assert trained_with["seed"] == seed and trained_with["epochs"] == 2 and trained_with["hidden"] == 16
+        assert trained_with["data_digest"] == settings["data"]["digest"] and history == settings["train_history"][s]
+        np.testing.assert_array_equal(weights.clean_predictions(model, test_images[:200]), data["clean_predictions"][s])
+        np.testing.assert_array_equal(predictions, data["clean_predictions"][s])
+
+
+def test_weights_from_evaluates_the_saved_cnns_without_training(quick_run, tiny_cifar, tmp_path):
+    """WEIGHTS_FROM: the same grids from the saved CNNs, without training (the group is refitted from the weights,
+    deterministically); a CNN trained with other settings is refused in one line."""
+    saved, _ = quick_run
+    out = tmp_path / "again"
+    wrapper = ("import sys, run_notebook; given = run_notebook.notebook_parameters; "
+               "run_notebook.notebook_parameters = lambda args, folder: dict(given(args, folder), WEIGHTS_FROM=sys.argv[1]); "
+               "sys.exit(run_notebook.main(sys.argv[2:]))")
+    result = subprocess.run([sys.executable, "-c", wrapper, str(saved["out"]), NOTEBOOK, "--no-download", "--quick",
+                             "--cifar-dir", tiny_cifar, "--out", str(out), "--jobs", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for numerics, stem in STEMS.items():
+        with np.load(out / (stem + ".npz")) as npz:
+            again = {key: npz[key] for key in npz.files}
+        first = saved[numerics][0]
+        assert set(again) == set(first)
+        for key in first:
+            np.testing.assert_array_equal(again[key], first[key], err_msg=key)
+        settings = json.loads((out / (stem + ".json")).read_text())
+        assert settings["weights_from"] == str(saved["out"]) and settings["seconds"]["training"] < 30
+    result = subprocess.run([sys.executable, "-c", wrapper, str(saved["out"]), NOTEBOOK, "--no-download", "--quick",
+                             "--cifar-dir", tiny_cifar, "--out", str(tmp_path / "other"), "--seeds", "3"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "WeightsError: " in result.stderr and "no saved CNN" in result.stderr
 
 
 def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):

@@ -111,7 +111,7 @@ def test_published_checksums_never_lead_to_unpickling(root, tmp_path, monkeypatc
     monkeypatch.setattr(official, "train_list", [[name, md5(name)] for name, _ in official.train_list])
     monkeypatch.setattr(official, "test_list", [[name, md5(name)] for name, _ in official.test_list])
     monkeypatch.setattr(official, "meta", dict(official.meta, md5=md5("batches.meta")))
-    assert dataset.cifar10_source(root) == "official"  # by checksum
+    assert dataset.cifar10_provenance(root)["official"] is True  # by checksum
     assert not marker.exists()
     _, message = data_error(root)
     assert "refused" in message and not marker.exists()
@@ -221,14 +221,14 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
 
 @LINUX_PROC
 def test_the_notebooks_workers_end_with_their_parent(tmp_path):
-    """cnn.parallel_map (the notebooks' training and grids) uses processes.py's workers: when
+    """cnn.run_calls (the notebooks' training and grids) uses processes.py's workers: when
     the parent is killed (SIGKILL: no clean-up of its own), its workers end too."""
     (tmp_path / "task.py").write_text("import os, time\n"
                                       "def mark_and_wait(path):\n"
                                       "    open(path, 'w').write(str(os.getpid()))\n"
                                       "    time.sleep(120)\n")
     code = ("import functools, task\nfrom gfs.cifar import cnn\n"
-            "cnn.parallel_map([functools.partial(task.mark_and_wait, f'started-{i}') for i in range(2)], jobs=2)")
+            "cnn.run_calls([functools.partial(task.mark_and_wait, f'started-{i}') for i in range(2)], jobs=2)")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO))
     workers = []
     try:

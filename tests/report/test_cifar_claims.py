@@ -1,5 +1,8 @@
 """The rules of the CIFAR-10 claims beyond the paper (claims_fig10.py, claims_fig11.py) on small constructed numbers,
 each both ways."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -7,6 +10,7 @@ from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPROD
 from gfs.report import verdict_rules
 from gfs.report import claims_fig11
 from gfs.report import claims_fig10
+from helpers import REPO
 
 RADII = np.array([1, 2, 4, 8])
 
@@ -70,11 +74,18 @@ def test_gain_beyond_controls_needs_each_control_at_a_radius_where_the_gain_hold
 def test_a_failed_sanity_check_is_raised_not_judged():
     from gfs.cifar import robustness
 
-    class Saved:
+    class Saved:  # a saved figure (make_report.Figure): arrays, and the suite its .json describes
         name = "ensemble/x"
         data = {"seeds": np.arange(2), "radii": RADII / 255, "robust_acc_group": np.zeros((2, 4))}
         for c in robustness.CLASSIFIERS:
             data[f"sanity_{c}"] = np.ones((2, len(robustness.SANITY_CHECKS), 4), bool)
+        settings = {"suite": robustness.suite_description()}
+
+        def __getitem__(self, key):
+            return self.data[key]
+
+        def setting(self, key):
+            return self.settings[key]
 
     Saved.data["sanity_original"][1, 2, 3] = False
     with pytest.raises(verdict_rules.EvaluationFailed, match="seed 1, original, radius 8/255: robust accuracy does not increase"):
@@ -83,3 +94,14 @@ def test_a_failed_sanity_check_is_raised_not_judged():
     old.data = {"seeds": np.arange(2)}
     with pytest.raises(verdict_rules.NotRun, match="predates this measurement"):
         claims_fig11.fig11_suite(old)
+
+
+def test_cifar_claims_import_without_torch():
+    """The report reads saved files only: the CIFAR claims (and the file names and thresholds they use) import with
+    torch and torchvision unimportable."""
+    code = ("import sys; sys.modules.update(torch=None, torchvision=None); "
+            "import gfs.report.claims_fig10, gfs.report.claims_fig11; "
+            "print(sorted(m for m in sys.modules if m.startswith('gfs.cifar')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout.split() == ["['gfs.cifar',", "'gfs.cifar.dataset',", "'gfs.cifar.thresholds']"]

@@ -223,7 +223,6 @@ def shift_paper_keys(root, shift, names=None):
 CIFAR_SEEDS = 3
 FIG10 = dataset.fig10("paper")  # the paper's settings: h = 16, num_g = 200, group scale 10
 FIG11_PAPER = dataset.fig11("{}", 16, 200, 10.0)
-CORRECTED = dataset.fig11("corrected", 16, 200, 10.0)  # + "_exact" for the exact numerics
 ROBUSTNESS = dataset.fig11("robustness", 16, 200, 10.0)  # + "_exact"
 FIT_SIZE = dataset.FIT_SIZE
 FIG11_BASE = {"FGSM": ([0, 0.003, 0.006, 0.009, 0.012], [0.6, 0.3, 0.2, 0.15, 0.12], [0.55, 0.36, 0.27, 0.22, 0.18]),
@@ -244,34 +243,6 @@ def mcnemar_keys(prefix, diff, n, lost=0.05):
     p = [binomtest(int(g), int(g + d), 0.5).pvalue for g, d in zip(gained, lost)]
     return {f"{prefix}_diff": per_seed((gained - lost) / n), f"{prefix}_gained": per_seed(gained),
             f"{prefix}_lost": per_seed(lost), f"{prefix}_p": per_seed(p)}
-
-
-def corrected_data():
-    """The corrected protocol's arrays (either numerics) on which every Fig. 11 claim holds: under transfer the group
-    gains over the original and more than the independent CNN; the gain survives the adaptive attack (worst case)."""
-    data = {"seeds": np.arange(CIFAR_SEEDS), "independent_seed": (np.arange(CIFAR_SEEDS) + 1) % CIFAR_SEEDS,
-            "fgsm_eps": np.array([0, 1, 2, 4, 8]) / 255, "pgd_iterations": [0, 1, 3, 10, 20], "pgd_eps": 8 / 255,
-            "pgd_step": 2 / 255, "fgsm_images": 10_000, "pgd_images": 2000,
-            **{k: per_seed(1e-6) for k in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted")}}
-    original = np.array([0.62, 0.37, 0.19, 0.12, 0.05])
-    accuracy = {"original": original, "group": original + [-0.02, 0.03, 0.06, 0.05, 0.02],
-                "independent": original + [0, 0.01, 0.02, 0.01, 0.01], "perm_interp": original - 0.01,
-                "g_inverse": np.full(5, 0.1), "random": np.full(5, 0.1), "shuffle": np.full(5, 0.1)}
-    worst, adaptive = accuracy["group"] - [0, 0.01, 0.01, 0.01, 0.01], accuracy["group"] + 0.05
-    for p, n in (("fgsm", 10_000), ("pgd", 2000)):
-        data.update({f"{p}_transfer_acc_{c}": per_seed(a) for c, a in accuracy.items()})
-        data.update({f"{p}_transfer_vote_acc_{c}": per_seed(a) for c, a in accuracy.items() if c != "independent"})
-        data.update({f"{p}_noise_acc_original": per_seed(np.full(5, 0.62)), f"{p}_noise_acc_group": per_seed(
-            np.full(5, 0.60)), f"{p}_adaptive_acc_group": per_seed(adaptive), f"{p}_worst_acc_group": per_seed(worst)})
-        data.update({f"{p}_{t}_linf": per_seed(data["fgsm_eps"]) for t in ("transfer", "noise", "adaptive")})
-        for comparison, diff in {"transfer_group_vs_original": accuracy["group"] - original,
-                                 "transfer_independent_vs_original": accuracy["independent"] - original,
-                                 "transfer_group_vs_independent": accuracy["group"] - accuracy["independent"],
-                                 "adaptive_group_vs_original": adaptive - original,
-                                 "worst_group_vs_original": worst - original,
-                                 "noise_group_vs_original": np.full(5, -0.02)}.items():
-            data.update(mcnemar_keys(f"{p}_{comparison}", diff, n))
-    return data
 
 
 def robustness_data():
@@ -301,6 +272,12 @@ def robustness_data():
     return data
 
 
+def suite_settings():
+    """The saved .json's description of the suite (robustness.suite_description) and its settings."""
+    from gfs.cifar import robustness
+    return dict(robustness.suite_description(), settings={k: 1 for k in robustness.SUITE_SETTINGS}, images=1000)
+
+
 def fit_size_data(largest=0.995):
     """The fit-size experiment's arrays: agreement grows with the images per element and reaches `largest`."""
     agreement = np.array([[0.3, 0.8, 0.95, largest]] * 3)
@@ -311,13 +288,13 @@ def fit_size_data(largest=0.995):
             "fit_error": per_seed(np.full((3, 4), 1e-3))}
 
 
-def write_cifar_figures(root, quick=False, corrected_name=CORRECTED):
+def write_cifar_figures(root, quick=False):
     """Fig. 10-11 data files shaped like the notebooks' output (3 seeds, both numerics), on which every claim
     holds: every cell a symmetry, the paper notebook's group heat map [C] with baselines below it."""
     group = group_minus_original() + 0.55
     low = np.full_like(group, 0.1)
     low[3:] = group[3:]
-    grid = {"seeds": np.arange(CIFAR_SEEDS), "num_g": [10, 20, 40, 60, 80, 100, 120], "eps": EPS,
+    grid = {"seeds": np.arange(CIFAR_SEEDS), "num_g": [10, 20, 40, 60, 80, 100, 120], "group_scale": EPS,
             "original_acc": per_seed(0.55), "original_mean_acc": per_seed(0.55), "symmetry_tolerance": 1e-3,
             **{k: per_seed(np.full((7, 7), 1e-9)) for k in ("symmetry_error", "symmetry_error_hidden",
                                                                "symmetry_error_fitted")},
@@ -331,8 +308,10 @@ def write_cifar_figures(root, quick=False, corrected_name=CORRECTED):
     for suffix, numerics in (("", "paper"), ("_exact", "exact")):
         write_figure(root, FIG10 + suffix, grid, run_settings(
             "ensemble_CIFAR.ipynb", 130.0, quick, figure="Fig. 10", numerics=numerics, fit_noise=1e-4, hidden=16,
-            action_dtype="float32", data={"folder": "/home/someone/datasets/cifar", "source": "unverified",
-                                          "eval_split": "test", "eval_images": 10000}))
+            action_dtype="float32", modes=["group", "perm_interp", "g_inverse", "random", "shuffle"],
+            data={"folder": "/home/someone/datasets/cifar", "source": "not the official release: MD5 differs from "
+                  "torchvision's published checksum for data_batch_1", "digest": "ab" * 32, "official": False,
+                  "eval_split": "test", "eval_images": 10000}))
     for method, (strengths, original, group) in FIG11_BASE.items():
         data = {"seeds": np.arange(CIFAR_SEEDS), "strengths": strengths, "clamp_only_acc": per_seed(0.28),
                 **{k: per_seed(0.6) for k in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted")}}
@@ -342,15 +321,13 @@ def write_cifar_figures(root, quick=False, corrected_name=CORRECTED):
             data[f"acc_{m}"] = data[f"mean_acc_{m}"] = per_seed(values)
         write_figure(root, FIG11_PAPER.format(method), data, run_settings(
             "ipykernel_launcher.py -f kernel-1234.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
-            protocol="paper", attack=method, num_eval=1000, data_source="official",
-            data_dir="/home/someone/datasets/cifar"))
+            protocol="paper", attack=method, num_eval=1000, data={
+                "source": "the official release (every MD5 matches torchvision's published checksums)",
+                "official": True, "digest": "cd" * 32, "folder": "/home/someone/datasets/cifar"}))
     for suffix, numerics in (("", "paper"), ("_exact", "exact")):
-        write_figure(root, corrected_name + suffix, corrected_data(), run_settings(
+        write_figure(root, ROBUSTNESS + suffix, robustness_data(), run_settings(
             "ipykernel_launcher.py -f kernel-1234.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
-            protocol="corrected", numerics=numerics, data_source="official", data_dir="/home/someone/datasets/cifar"))
-        write_figure(root, corrected_name.replace("corrected", "robustness") + suffix, robustness_data(), run_settings(
-            "ipykernel_launcher.py -f kernel-1234.json", 1000.0, quick, notebook="adversarial_CIFAR.ipynb",
-            protocol="corrected", numerics=numerics))
+            protocol="corrected", numerics=numerics, suite=suite_settings()))
     write_figure(root, FIT_SIZE, fit_size_data(), run_settings("ensemble_CIFAR.ipynb", 130.0, quick, figure="Fig. 10"))
 
 
@@ -424,7 +401,9 @@ def test_every_claim_holds_on_the_base_data(figures):
     assert "| Fig. 9 per-neuron | tanh | 0.1 | 0.1 |" in text  # the outputs off the training inputs
     assert "> **Smoke-test data**" not in text and "**No verdict: not run" not in text and DATA_ERROR_TEXT not in text
     assert f"**{mr.fmt_seconds(700 + 900 + 700 + 20 + 30 + 500 + 130 + 1000)}**" in text  # each command counted once
-    assert "official CIFAR-10 release" in text and "fails torchvision's MD5 check" in text
+    # the CIFAR sections name the data: official or not, and the digest of the files read
+    assert "CIFAR-10 data: the official release (every MD5 matches" in text and f"`{'cd' * 32}`" in text
+    assert "not the official release: MD5 differs from torchvision's published checksum for data_batch_1" in text
     # the same rule run on the paper code's numbers, where the claim has them
     assert "*The same rule on the paper code's numbers [R]:* reproduced (Q x" in text
     assert "*The same rule on the paper code's numbers [C]:* not reproduced (group - perm_interp" in text
@@ -726,7 +705,7 @@ def test_exact_numerics_decide_the_symmetry_claims(figures):
     """The claims that need moved networks that are symmetries are decided by the exact numerics; the paper numerics'
     verdict is shown beside it, and a failure there changes nothing."""
     edit_figure(figures, FIG10, vote_acc_perm_interp=per_seed(group_minus_original() + 0.6))
-    edit_figure(figures, CORRECTED, **{f"{p}_worst_group_vs_original_p": np.full((3, 5), 0.5) for p in ("fgsm", "pgd")})
+    edit_figure(figures, ROBUSTNESS, group_vs_original_p=np.full((3, 4), 0.5))
     status, text = report(figures)
     assert status == 0 and set(summary_rows(text).values()) == {REPRODUCED}
     assert "paper numerics: not reproduced (group - perm_interp (smaller row) -0.05 ± 0 (n = 3), holds in 0 of 3 " \
@@ -759,12 +738,10 @@ def test_quick_file_names_are_found_and_two_matches_are_an_error(figures):
     """A quick run writes its settings into the Fig. 11 names (g5 for g200): the report reads them; two runs of
     different settings in one folder are a data error, not a silent choice."""
     for suffix in ("", "_exact"):
-        for name in (CORRECTED, ROBUSTNESS):
-            save_as(figures, name + suffix, name.replace("g200", "g5") + suffix)
+        save_as(figures, ROBUSTNESS + suffix, ROBUSTNESS.replace("g200", "g5") + suffix)
     save_as(figures, FIG11_PAPER.format("PGD"), FIG11_PAPER.format("PGD").replace("g200_eps10", "g5_eps1e-05"))
     status, text = report(figures)
     assert status == 0 and set(summary_rows(text).values()) == {REPRODUCED}
-    assert "(ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact.png)" not in text  # (no png written here)
     save_as(figures, ROBUSTNESS.replace("g200", "g5"), ROBUSTNESS.replace("g200", "g7"), keep=True)
     status, text = report(figures)
     verdicts = summary_rows(text)
@@ -812,19 +789,13 @@ def test_saved_data_from_before_the_new_measurements_is_not_run(figures):
 
 
 def test_cifar_tables_show_the_deciding_numbers(figures):
-    p = np.full((3, 5), 1e-9)
-    p[1, 2] = 0.04  # seed 1, FGSM 2/255: the table shows the largest p over the seeds
-    edit_figure(figures, CORRECTED + "_exact", fgsm_transfer_group_vs_independent_p=p)
+    p = np.full((3, 4), 1e-9)
+    p[1, 2] = 0.04  # seed 1, radius 4/255: the table shows the largest p over the seeds
+    edit_figure(figures, ROBUSTNESS + "_exact", group_vs_independent_p=p)
     text = report(figures)[1]
-    assert "| 2 | 0.190 ± 0.000 | 0.250 ± 0.000 | 0.210 ± 0.000 |" in text
-    assert "| +0.040 ± 0.000 (p ≤ 0.04) |" in text and "| +0.040 ± 0.000 (p ≤ 1e-09) |" in text
+    assert "(p ≤ 0.04)" in text and "(p ≤ 1e-09)" in text
     assert "| eps | symmetry error | symmetric | group | perm_interp | g_inverse | random | shuffle |" in text
     assert "| 1 | 1e-09 | 3 of 3 | -0.208 ± 0.000 | -0.258 ± 0.000 | -0.450 ± 0.000 |" in text  # minus the original
-    header = "| strength | original | group | independent | group - original, transfer |"
-    assert text.count(header) == 4  # FGSM and PGD in both numerics
-    assert "| 4 | 0.120 ± 0.000 | 0.170 ± 0.000 | 0.130 ± 0.000 | +0.050 ± 0.000 (p ≤ " in text
-    assert len(re.findall(r"\| -0\.020 ± 0\.000 \(p ≤ [0-9.e-]+\) \|\n", text)) == 20  # noise: the clean gap
-    assert "p < 0.05 / (number of attacked strengths)" in text
 
 
 def test_report_file_permissions_and_no_machine_paths(figures):
@@ -881,9 +852,9 @@ def test_make_figures_quick(quick_pipeline):
     for png in ("Q-dynamics/elementwise_linear_loss_Q.png", "ensemble/cnn_cifar_leakyrelu2_main_acc_exact.png",
                 "ensemble/cnn_cifar_leakyrelu_PGD_h16_g5_eps10.png",
                 "ensemble/cnn_cifar_leakyrelu_robustness_h16_g5_eps10_exact.png", "ensemble/fit_size_generalisation.png",
-                "ensemble/cnn_cifar_leakyrelu_corrected_h16_g5_eps10_exact.png",
                 "float64/Q-dynamics/elementwise_tanh_loss_Q.png"):
         assert (out / png).is_file(), sorted(os.listdir(out / "ensemble"))
-        # the old threat models are diagnostics: their tables are shown, their figure is not judged
-        assert f"]({png})" in text or png.startswith("float64") or "_corrected_" in png
+        assert f"]({png})" in text or png.startswith("float64")
+    shown = {os.path.relpath(p, out) for p in glob.glob(str(out / "ensemble" / "*.png"))}
+    assert shown and all(f"]({png})" in text for png in shown)  # every CIFAR figure is shown in the report
     assert "_g200_" not in text  # a quick run writes its own settings (num_g = 5) into the Fig. 11 names

@@ -50,8 +50,6 @@ def saved(tmp_path_factory):
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="until claims_fig10/11 import no gfs.cifar module that imports torch "
-                                       "(branch cifarhouse); remove this mark when that is merged")
 def test_the_report_needs_neither_torch_nor_the_scripts(saved, tmp_path):
     with_torch, without = tmp_path / "with", tmp_path / "without"
     shutil.copytree(saved, with_torch)

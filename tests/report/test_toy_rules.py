@@ -139,3 +139,9 @@ def test_q_key():
     assert toy_rules.q_key("Q0_zero", "zero") == "Q0_zero" and toy_rules.q_key("Q0_zero", "paper") == "Q0"
     assert toy_rules.q_key("sum_zero", "paper") == "sum_paper" and toy_rules.q_key("min_abs_zero", "paper") == "min_abs_paper"
     assert toy_rules.q_key("expected_Q_zero", "paper") == "expected_Q"
+
+
+def test_the_reports_conventions_are_the_models():
+    """The report names Q's two conventions without importing models (torch); they must be the model's."""
+    from models import Q_CONVENTIONS
+    assert toy_rules.CONVENTIONS == Q_CONVENTIONS

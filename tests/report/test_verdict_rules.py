@@ -25,7 +25,6 @@ def test_cannot_be_tested_is_its_own_verdict():
     assert vr.combine([CANNOT, CANNOT]) == CANNOT and vr.combine([CANNOT]) == CANNOT
     assert vr.combine([REPRODUCED, CANNOT]) == PARTLY and vr.combine([NOT_REPRODUCED, CANNOT]) == NOT_REPRODUCED
     assert vr.combine([REPRODUCED, REPRODUCED]) != CANNOT and vr.combine([NOT_REPRODUCED]) != CANNOT
-    assert vr.worst([CANNOT]) == CANNOT and vr.worst([CANNOT, REPRODUCED]) == REPRODUCED
     untestable = Result(CANNOT, "not symmetries", "not a symmetry")
     assert vr.over_seeds([untestable] * 3).verdict == CANNOT
     result = vr.over_seeds([untestable, Result(REPRODUCED, "ok", "", 1.0, "gain")])
@@ -47,7 +46,7 @@ def test_over_seeds_spread_is_the_sample_sd_with_n_and_p_range():
     assert vr.over_seeds([same] * 3).deciding == "a symmetry up to eps 10, not at 20 (all 3 of 3 seeds)"
 
 
-def test_combine_worst_and_not_tested():
+def test_combine_and_not_tested():
     assert vr.combine([REPRODUCED, REPRODUCED]) == REPRODUCED
     assert vr.combine([REPRODUCED, NOT_REPRODUCED]) == PARTLY
     assert vr.combine([PARTLY, PARTLY]) == PARTLY
@@ -55,9 +54,6 @@ def test_combine_worst_and_not_tested():
     assert vr.combine([]) == NOT_REPRODUCED
     assert vr.combine([REPRODUCED, NOT_TESTED]) == REPRODUCED  # an activation without a reference is left out
     assert vr.combine([NOT_TESTED]) == NOT_REPRODUCED
-    assert vr.worst([REPRODUCED, PARTLY]) == PARTLY
-    assert vr.worst([REPRODUCED, NOT_REPRODUCED, PARTLY]) == NOT_REPRODUCED
-    assert vr.worst([REPRODUCED, NOT_TESTED]) == REPRODUCED
 
 
 def test_over_seeds_holds_in_k_of_n():

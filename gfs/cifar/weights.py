@@ -1,0 +1,116 @@
+"""The trained CNNs of the CIFAR notebooks, published as safetensors files: weights anyone can load and re-attack,
+without pickle (a .safetensors file holds tensors and text, nothing that runs when it is read).
+
+One file per trained model (dataset.weights_name: figures/ensemble/weights/<fig10|fig11_<protocol>>_seed<k>):
+
+  tensors   the CNN's parameters (CifarCNN.named_parameters: features.*, readout.*; ~0.5 MB in float32), and
+            clean_predictions int8 [N]: the model's class on each of its evaluation images (clean, plain mode)
+  metadata  every setting the model was trained with, each JSON-encoded under its own key: figure, protocol, seed,
+            activation, hidden, input_shift, softmax_output, epochs, batch_size, lr, shuffle, train_images,
+            eval_images (which images clean_predictions are of), data_digest (dataset.cifar10_provenance), format;
+            and history (the per-epoch training loss and accuracy)
+
+The group-moved members are not stored: they are refitted from these weights (ensembles.fit_and_measure), which
+is deterministic (the group elements come from derive_seed, pi from the frozen features of fixed images).
+
+Contents: WeightsError, ARCHITECTURE, save_cnn, load_cnn, clean_predictions.
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from gfs.cifar.cnn import make_cnn
+
+FORMAT = "gfs-cifar-cnn/1"
+ARCHITECTURE = ("activation", "hidden", "input_shift", "softmax_output", "seed")  # what make_cnn rebuilds it from
+PREDICTIONS = "clean_predictions"
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable, or of another run than asked for (one line)."""
+
+
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise ImportError("saving and loading the trained CNNs needs safetensors: pip install -r requirements.txt") from None
+    return safetensors.torch
+
+
+@torch.no_grad()
+def clean_predictions(model, images, device=None, batch_size=1000):
+    """The model's class (plain mode, the original network) per image.  images [N, 3, 32, 32] -> int8 numpy [N]."""
+    device = device if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    model.group_action.set_mode("plain")
+    return torch.cat([model(images[i:i + batch_size].to(device)).argmax(dim=-1).cpu()
+                      for i in range(0, len(images), batch_size)]).numpy().astype(np.int8)
+
+
+def save_cnn(model, root, name, settings, history, predictions):
+    """Write root/name.safetensors (module docstring): the parameters, predictions (int8 [N]) and, as metadata,
+    settings (a dict with at least ARCHITECTURE) and history ({'loss': [...], 'acc': [...]}). Written under a
+    temporary name and renamed: a file is whole or absent. Returns the path."""
+    missing = [key for key in ARCHITECTURE if key not in settings]
+    if missing:
+        raise ValueError(f"the settings of a saved CNN need {', '.join(missing)}")
+    path = os.path.join(root, name + ".safetensors")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in model.named_parameters()}
+    tensors[PREDICTIONS] = torch.from_numpy(np.asarray(predictions, dtype=np.int8))
+    metadata = {key: json.dumps(value) for key, value in settings.items()}
+    metadata.update(format=json.dumps(FORMAT), history=json.dumps(history))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(path))
+    os.close(handle)
+    try:
+        _safetensors().save_file(tensors, temporary, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def load_cnn(root, name, expect=None):
+    """The CNN saved as root/name.safetensors: (model in eval mode on the CPU, settings, history, predictions int8 [N]).
+
+    expect: {setting: value} this run needs (e.g. epochs, data_digest); a file trained otherwise is a WeightsError
+    naming the first difference, as is a missing, unreadable or incomplete file.
+    """
+    path = os.path.join(root, name + ".safetensors")
+    if not os.path.isfile(path):
+        raise WeightsError(f"no saved CNN {path!r} (WEIGHTS_FROM: a folder holding {os.path.dirname(name)}/ from a run "
+                           "of the same settings)")
+    safetensors = _safetensors()
+    try:
+        tensors = safetensors.load_file(path)
+        from safetensors import safe_open
+        with safe_open(path, "pt") as f:
+            metadata = {key: json.loads(value) for key, value in (f.metadata() or {}).items()}
+    except Exception as error:  # truncated or foreign file
+        raise WeightsError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
+    if metadata.get("format") != FORMAT or any(key not in metadata for key in ARCHITECTURE):
+        raise WeightsError(f"{path}: not a CNN saved by weights.save_cnn (format {metadata.get('format')!r})")
+    for key, value in (expect or {}).items():
+        if metadata.get(key) != value:
+            raise WeightsError(f"{path}: trained with {key} = {metadata.get(key)!r}, this run has {value!r}")
+    model = make_cnn(metadata["activation"], metadata["hidden"], input_shift=metadata["input_shift"],
+                     softmax_output=metadata["softmax_output"], seed=metadata["seed"])
+    parameters = dict(model.named_parameters())
+    if set(tensors) - {PREDICTIONS} != set(parameters):
+        raise WeightsError(f"{path}: holds {sorted(set(tensors) - {PREDICTIONS})}, the CNN has {sorted(parameters)}")
+    with torch.no_grad():
+        for key, parameter in parameters.items():
+            if tensors[key].shape != parameter.shape:
+                raise WeightsError(f"{path}: {key} has shape {list(tensors[key].shape)}, expected {list(parameter.shape)}")
+            parameter.copy_(tensors[key])
+    model.eval()
+    settings = {key: value for key, value in metadata.items() if key not in ("format", "history")}
+    return model, settings, metadata["history"], tensors[PREDICTIONS].numpy()
