@@ -176,8 +176,6 @@ def parse_figure_args(parser, argv=None):
         else:
             torch.set_num_threads(1)  # matrices this small only lose time to thread synchronisation
         check_output_dir(args.out, create=not args.plot_only)
-        if not args.plot_only:  # two runs of one script into one folder would overwrite each other's files
-            hold_output_dir(args.out, parser.prog)
     except UsageError as error:
         fail(parser.prog, error)
     return args
@@ -348,6 +346,8 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
     script = os.path.basename(defined_in) if defined_in else None
     started = time.time()
     try:
+        if not args.plot_only:  # two runs of one script into one folder would overwrite each other's files
+            hold_output_dir(args.out, script or parser.prog)
         jobs = make_jobs(args)
         if args.plot_only:
             for name, _ in (figure for job in jobs for figure in job.figures()):
