@@ -113,7 +113,7 @@ def test_papermill_quick_writes_only_quick_outputs(scratch, tiny_cifar):
 
 def test_a_quick_run_into_the_committed_figures_is_refused(tmp_path):
     from gfs.cifar import notebook_parameters
-    with pytest.raises(notebook_parameters.ParameterError, match="QUICK run into the committed"):
+    with pytest.raises(notebook_parameters.ParameterError, match="never writes into the committed figures/"):
         notebook_parameters.figures_dir(notebook_parameters.COMMITTED_FIGURES, quick=True)
     assert notebook_parameters.figures_dir(None, quick=True) == "figures-quick"
     assert notebook_parameters.figures_dir(None, quick=False) == "figures"
@@ -185,3 +185,16 @@ def test_a_signal_to_make_stops_every_script_it_started(scratch, signum):
     assert left == {}
     assert not (out / "Q-convergence").exists()  # Fig. 7 was stopped, not left to finish
     assert [path.name for path in out.rglob(".tmp-*")] == []
+
+
+def test_plain_papermill_stops_a_bad_parameter_before_any_data_is_read(tmp_path):
+    """`papermill ensemble_CIFAR.ipynb OUT -p LR nan`: the derived cell refuses it (a ParameterError, not the
+    CifarMissingError that reading the absent data would give), and papermill parses every line of the
+    parameters cell (no "Unable to parse" warning)."""
+    papermill = os.path.join(os.path.dirname(sys.executable), "papermill")
+    result = subprocess.run([papermill, "ensemble_CIFAR.ipynb", str(tmp_path / "x.ipynb"), "-p", "LR", "nan",
+                             "-p", "CIFAR_DIR", str(tmp_path / "none"), "-p", "DOWNLOAD", "False",
+                             "--no-progress-bar"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "ParameterError: LR must be a finite number > 0, not nan" in result.stderr
+    assert "CifarMissingError" not in result.stderr and "Unable to parse" not in result.stderr
