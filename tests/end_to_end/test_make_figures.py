@@ -198,3 +198,23 @@ def test_plain_papermill_stops_a_bad_parameter_before_any_data_is_read(tmp_path)
     assert result.returncode != 0
     assert "ParameterError: LR must be a finite number > 0, not nan" in result.stderr
     assert "CifarMissingError" not in result.stderr and "Unable to parse" not in result.stderr
+
+
+def test_the_report_of_unchanged_data_is_byte_identical_and_dated_by_its_data(tmp_path, monkeypatch):
+    """`make report` twice leaves the tree clean: the report is dated by its newest saved figure, not the clock."""
+    import make_report
+    for name in ("Q-distribution/linear_mhn_100_100_100", "Q-distribution/tanh_mhn_100_100_100"):
+        os.makedirs(tmp_path / "Q-distribution", exist_ok=True)
+        for extension in (".npz", ".json"):
+            shutil.copy(os.path.join(REPO, "figures", name + extension), tmp_path / (name + extension))
+    created = max(json.loads((tmp_path / (name + ".json")).read_text())["created"]
+                  for name in ("Q-distribution/linear_mhn_100_100_100", "Q-distribution/tanh_mhn_100_100_100"))
+    clock = iter(range(100))  # a clock date would differ between the two reports
+    monkeypatch.setattr(time, "strftime", lambda *args: f"clock {next(clock)}")
+    make_report.main(["--out", str(tmp_path)])
+    first = (tmp_path / "REPORT.md").read_bytes()
+    make_report.main(["--out", str(tmp_path)])
+    assert (tmp_path / "REPORT.md").read_bytes() == first
+    import datetime
+    date = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z").astimezone(datetime.timezone.utc)
+    assert f"up to {date.isoformat(' ', 'minutes')[:16]} UTC" in first.decode()
