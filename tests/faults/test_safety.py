@@ -111,3 +111,16 @@ def test_a_second_run_into_a_folder_a_live_run_holds_is_refused(tmp_path, capsys
                                                  (99.8123, 2.2, "99.8"), (99.8123, 0.02, "99.812"), (0.0115, 1.9, "0.0115"), (0.0, 1.0, "0")])
 def test_numbers_are_printed_down_to_their_spread(value, spread, text):
     assert with_spread(value, spread) == text
+
+
+def test_the_citation_names_the_packages_version_and_release_date():
+    """CITATION.cff's entry for this package (`cffconvert --validate` passes; not a dependency, so not run here)."""
+    import datetime
+    import re
+
+    import yaml
+    with open(os.path.join(ROOT, "CITATION.cff")) as f:
+        citation = yaml.safe_load(f)
+    assert citation["type"] == "software" and re.fullmatch(r"\d+\.\d+\.\d+", str(citation["version"]))
+    datetime.date.fromisoformat(str(citation["date-released"]))
+    assert {"cff-version", "message", "title", "authors"} <= set(citation)
