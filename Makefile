@@ -2,7 +2,8 @@
 # Each creates .venv and installs what it needs on first use. Any failing step stops make with a
 # non-zero status; the one skip is a CIFAR-10 notebook without CIFAR-10 (see cifar-figures).
 # `make figures QUICK=1` is a smoke test with tiny settings: it writes to figures-quick/
-# (git-ignored), never into the committed figures/, unless OUT is given.
+# (git-ignored), or to OUT, but never into the committed figures/ (refused before anything runs).
+# Ctrl-C or SIGTERM stop every script make started within seconds, leaving no partial file.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,13 +19,31 @@ SEEDS_HESSIAN ?= $(if $(QUICK),2,10)
 
 # run_notebook.py's exit status when CIFAR-10 is absent and could not be downloaded
 CIFAR_MISSING := 3
+# OUT is the committed figures/, however it is spelled (./figures, an absolute path, a symbolic link)
+OUT_IS_COMMITTED := $(filter $(realpath figures) $(realpath figures)/% $(CURDIR)/figures $(CURDIR)/figures/%,\
+                      $(realpath $(OUT)) $(abspath $(OUT)))
+ifneq ($(QUICK),)
+ifneq ($(OUT_IS_COMMITTED),)
+$(error a quick run never writes into the committed figures/ (OUT=$(OUT)): without OUT, quick output goes to figures-quick/; or give another folder)
+endif
+endif
 # A full run into figures/ also saves the executed notebooks (figures and tables) over the committed
 # ones; a quick run, or one into another OUT, leaves them alone.
-IN_PLACE := $(if $(QUICK),,$(if $(filter figures,$(OUT)),--in-place,))
+IN_PLACE := $(if $(QUICK),,$(if $(OUT_IS_COMMITTED),--in-place,))
 # EXECUTED=DIR: also save each executed notebook there (the tests read them)
 EXECUTED_FLAG = $(if $(EXECUTED),--executed "$(EXECUTED)/$(1)",)
 # CIFAR_DOWNLOAD=0: never download CIFAR-10 (the tests; nothing is created then)
 DOWNLOAD_FLAG := $(if $(filter 0,$(CIFAR_DOWNLOAD)),--no-download,)
+
+# The start of a recipe that runs scripts: `run COMMAND` prints COMMAND and runs it in the background while
+# the shell waits for it, so that Ctrl-C or SIGTERM reach the shell's trap at once (make passes SIGTERM to the
+# shell only, and a shell defers its trap until a foreground command ends). The trap ends every script the
+# recipe started (SIGTERM: each removes its partial files and ends its worker processes) and stops make with
+# 130 (Ctrl-C) or 143 (SIGTERM). A script started with & ignores Ctrl-C itself: the trap is what ends it.
+END_SCRIPTS_ON_SIGNALS = pids=; \
+  stop() { trap '' INT TERM; kill -TERM $$pids 2>/dev/null; wait; exit $$1; }; \
+  trap 'stop 130' INT; trap 'stop 143' TERM; \
+  run() { echo "$$*"; "$$@" & pids="$$pids $$!"; wait $$!; }
 
 .PHONY: figures toy-figures paper-scripts cifar-figures report test benchmark clean-venv
 
@@ -44,16 +63,18 @@ figures: toy-figures cifar-figures report
 # same-function experiments (Q moved along the symmetry at a fixed network function), and Fig. 3
 # once more in float64 (the report checks that the float64 drift of Q is proportional to the learning rate).
 toy-figures: paper-scripts
-	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --dtype float64 --out "$(OUT)/float64"
+	@$(END_SCRIPTS_ON_SIGNALS); run $(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --dtype float64 --out "$(OUT)/float64"
 
 # Fig. 7 trains its radial runs in one process, on one core, so it runs beside the other four (which
 # use every core through their worker processes); the first failure's status is make's.
 paper-scripts: $(VENV)/.installed
-	$(PY) Q_convergence_radial.py $(QUICK_FLAG) --out "$(OUT)" & radial=$$!; \
-	$(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --out "$(OUT)" && \
-	$(PY) Q_distribution.py $(QUICK_FLAG) --out "$(OUT)" && \
-	$(PY) Q_convergence_elementwise.py $(QUICK_FLAG) --seeds $(SEEDS_CONVERGENCE) --same-function --out "$(OUT)" && \
-	$(PY) Q_hessian_eigenvalues.py $(QUICK_FLAG) --seeds $(SEEDS_HESSIAN) --same-function --out "$(OUT)"; \
+	@$(END_SCRIPTS_ON_SIGNALS); \
+	echo '$(PY) Q_convergence_radial.py $(QUICK_FLAG) --out "$(OUT)" &'; \
+	$(PY) Q_convergence_radial.py $(QUICK_FLAG) --out "$(OUT)" & radial=$$!; pids=$$radial; \
+	run $(PY) Q_dynamics_elementwise.py $(QUICK_FLAG) --out "$(OUT)" && \
+	run $(PY) Q_distribution.py $(QUICK_FLAG) --out "$(OUT)" && \
+	run $(PY) Q_convergence_elementwise.py $(QUICK_FLAG) --seeds $(SEEDS_CONVERGENCE) --same-function --out "$(OUT)" && \
+	run $(PY) Q_hessian_eigenvalues.py $(QUICK_FLAG) --seeds $(SEEDS_HESSIAN) --same-function --out "$(OUT)"; \
 	status=$$?; wait $$radial; radial_status=$$?; \
 	if [ $$status -ne 0 ]; then exit $$status; fi; exit $$radial_status
 
@@ -66,7 +87,8 @@ cifar-figures: $(VENV)/.installed
 
 # $(1): the notebook, $(2): its figure
 define run_cifar_notebook
-@$(PY) run_notebook.py $(1) --out "$(OUT)" --cifar-dir "$(CIFAR_DIR)" $(QUICK_FLAG) $(DOWNLOAD_FLAG) $(IN_PLACE) $(call EXECUTED_FLAG,$(1)); status=$$?; \
+@$(END_SCRIPTS_ON_SIGNALS); \
+run $(PY) run_notebook.py $(1) --out "$(OUT)" --cifar-dir "$(CIFAR_DIR)" $(QUICK_FLAG) $(DOWNLOAD_FLAG) $(IN_PLACE) $(call EXECUTED_FLAG,$(1)); status=$$?; \
 if [ $$status -eq $(CIFAR_MISSING) ]; then \
   echo "SKIPPED $(2) ($(1)): see the error above. To provide CIFAR-10, put cifar-10-batches-py in $(CIFAR_DIR)/ or pass CIFAR_DIR=/path (it is downloaded there when online)."; \
 elif [ $$status -ne 0 ]; then exit $$status; fi

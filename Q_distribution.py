@@ -13,7 +13,7 @@ Writes DIR/Q-distribution/{activation}_mhn_{m}_{h}_{n}.{pdf,png,npz,json}.
 """
 import numpy as np
 
-from gfs.runs.command_line import UsageError, figure_parser, no_progress, positive_int
+from gfs.runs.command_line import UsageError, figure_parser, no_progress, positive_int, with_spread
 from gfs.runs.command_line import Job, run_figure_script
 # torch, the models and pyplot are imported inside the functions that use them: --help and flag
 # errors answer at once, and Ctrl-C while torch loads ends the run with one line.
@@ -29,6 +29,7 @@ def make_parser():
     parser.add_argument("--samples", type=positive_int, default=None, metavar="N",
                         help=f"number of initialisations per histogram (default: {PAPER_SAMPLES})")
     parser.set_defaults(jobs=1)  # seconds of work: worker start-up would cost more than it saves
+    parser.training_flags.append("--samples")
     return parser
 
 
@@ -103,8 +104,10 @@ def make_jobs(args):
 
 
 def summarise(name, data):
-    return (f"{name}: Q = {float(data['mean']):.4g} +- {float(data['std']):.3g} "
-            f"[{data['Q'].min():.4g}, {data['Q'].max():.4g}], E[Q] = {float(data['expected_Q']):.4g}")
+    spread = float(data["std"])  # digits down to the spread's scale: tanh's Q is about -1e4 +- 0.3
+    return (f"{name}: Q = {with_spread(data['mean'], spread)} +- {spread:.3g} "
+            f"[{with_spread(data['Q'].min(), spread)}, {with_spread(data['Q'].max(), spread)}], "
+            f"E[Q] = {with_spread(data['expected_Q'], spread)}")
 
 
 def main(argv=None):

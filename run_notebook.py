@@ -4,22 +4,28 @@
 usage: python run_notebook.py NOTEBOOK.ipynb [--out DIR] [--cifar-dir DIR] [--quick] [--no-download]
                               [--device auto|cpu|cuda|cuda:N] [--seed N] [--seeds N] [--jobs N]
                               [--threads N] [--timeout S] [--executed PATH] [--in-place]
+                              [-p NAME VALUE ...]
 
 Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as
 `papermill NOTEBOOK OUT -p NAME VALUE` does (papermill's own injection, into a cell after it);
 a flag not given leaves the notebook's default. The notebook derives everything else after that
-cell, so Jupyter, papermill and this command run the same experiment. Relative folders (--out,
+cell, so Jupyter, papermill and this command run the same experiment; -p NAME VALUE sets any other
+parameter (VALUE a Python literal: 7, 1e-3, nan, [1, 2], True). Relative folders (--out,
 --cifar-dir) are the caller's: they are passed relative to the notebook's folder, where the kernel
-runs. What this adds to papermill: every flag is checked before a kernel starts; an error is one
-line; CIFAR-10 being absent is its own exit status (make skips only that notebook); Ctrl-C or
-SIGTERM end the kernel and its worker processes; --in-place replaces the notebook whole, only after
-a successful full run; saved copies keep one final line per progress bar.
+runs, so this command works from any folder. What this adds to papermill: every path (the notebook,
+--out, --executed) and every parameter value (notebook_parameters.RULES: finite, positive, in range)
+is checked before a kernel starts, and a quick run into the committed figures/ is refused; an error
+is one line; CIFAR-10 being absent is its own exit status (make skips only that notebook); Ctrl-C or
+SIGTERM end the kernel and its worker processes; a second run of the same notebook into an output
+folder that a live run holds is refused; --in-place replaces the notebook whole, only after a
+successful full run; saved copies keep one final line per progress bar.
 
 Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments or
 parameters (refused before any training); 3 CIFAR-10 is absent and could not be downloaded (the
 notebook raised dataset.CifarMissingError); 130 or 143 stopped by Ctrl-C or SIGTERM (one line).
 """
 import argparse
+import ast
 import contextlib
 import math
 import os
@@ -30,9 +36,11 @@ import sys
 import threading
 import time
 
-from gfs.runs.command_line import check_output_dir, device_name, positive_int, resolve_device, UsageError
+from gfs.cifar import notebook_parameters as rules
+from gfs.runs.command_line import (check_output_dir, device_name, positive_int, refuse_quick_into_committed,
+                                   resolve_device, UsageError)
 from gfs.runs.processes import exit_cleanly_on_signals, signals_held
-from gfs.runs.saved_files import write_atomic
+from gfs.runs.saved_files import hold_output_dir, write_atomic
 
 MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (dataset.CifarMissingError)
 BAD_PARAMETERS = 2  # exit status: a flag or a notebook parameter that cannot run (notebook_parameters.ParameterError)
@@ -60,13 +68,63 @@ def seconds(text):
     return value
 
 
+def parameter_value(text):
+    """VALUE of -p NAME VALUE: a Python literal (7, 1e-3, True, None, [1, 2], 'text'), else a float
+    (nan, inf: refused later where a parameter must be finite), else the text itself (as papermill -p)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# The parameters that have a flag of their own (-p refuses them: the flag converts folders, checks devices)
+FLAG_OF = {"CIFAR_DIR": "--cifar-dir", "FIGURES_DIR": "--out", "QUICK": "--quick", "DOWNLOAD": "--no-download",
+           "DEVICE": "--device", "SEED": "--seed", "SEEDS": "--seeds", "JOBS": "--jobs", "THREADS": "--threads"}
+
+
 def notebook_parameters(args, notebook_dir):
-    """The papermill parameters the flags give (folders relative to the notebook's folder)."""
+    """The papermill parameters the flags and -p give (folders relative to the notebook's folder)."""
     relative = lambda folder: os.path.relpath(os.path.abspath(folder), notebook_dir)  # noqa: E731
     given = {"CIFAR_DIR": args.cifar_dir and relative(args.cifar_dir), "FIGURES_DIR": args.out and relative(args.out),
              "QUICK": args.quick or None, "DOWNLOAD": False if args.no_download else None, "DEVICE": args.device,
              "SEED": args.seed, "SEEDS": args.seeds, "JOBS": args.jobs, "THREADS": args.threads}
-    return {name: value for name, value in given.items() if value is not None}
+    given = {name: value for name, value in given.items() if value is not None}
+    return {**given, **{name: parameter_value(value) for name, value in args.parameter or []}}
+
+
+def check_paths_and_parameters(args, notebook, notebook_dir):
+    """Everything that can be checked before a kernel starts: returns (parameters for papermill, the
+    output folder); UsageError or ParameterError (one line) for the first problem."""
+    defaults = rules.cell_defaults(notebook, os.path.basename(args.notebook))
+    for name, _ in args.parameter or []:
+        if name in FLAG_OF:
+            raise UsageError(f"-p {name}: set it with {FLAG_OF[name]}")
+        if defaults is not None and name not in defaults:
+            raise UsageError(f"-p {name}: not a parameter of {os.path.basename(args.notebook)} (its parameters: "
+                             f"{', '.join(defaults)})")
+    parameters = notebook_parameters(args, notebook_dir)
+    values = {**(defaults or {}), **parameters}
+    rules.check(values)
+    quick = values.get("QUICK") is True
+    out = args.out or os.path.join(notebook_dir, rules.figures_dir(values.get("FIGURES_DIR"), quick))
+    if args.out:
+        try:
+            check_output_dir(args.out)  # now, not in the last cell after all the training
+        except UsageError as error:
+            raise UsageError(f"{error} (--out)") from None
+    if quick:
+        refuse_quick_into_committed(out, "--out")
+    if args.executed:
+        executed = os.path.abspath(args.executed)
+        folder = os.path.dirname(executed)
+        if os.path.isdir(executed) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UsageError(f"--executed {args.executed!r}: " + ("is a folder" if os.path.isdir(executed) else
+                             f"no writable folder {folder!r} to save it in"))
+    return parameters, out
 
 
 def main(argv=None):
@@ -85,6 +143,9 @@ def main(argv=None):
     parser.add_argument("--executed", metavar="PATH", help="also save the executed notebook here")
     parser.add_argument("--in-place", action="store_true",
                         help="after a successful run, save the executed notebook over NOTEBOOK (not with --quick)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="set another parameter of the notebook's parameters cell (VALUE: a Python literal, "
+                             "e.g. -p LR 1e-4 -p NUM_G_LIST '[2, 4]'); checked before the kernel starts")
     args = parser.parse_args(argv)
     prog = os.path.basename(sys.argv[0])
     client = None  # the notebook's client once it exists: a signal then ends its kernel too
@@ -94,32 +155,39 @@ def main(argv=None):
         print(f"{prog}: error: {message}", file=sys.stderr)
         return BAD_PARAMETERS
 
+    import nbformat
     notebook_path = os.path.abspath(args.notebook)
     if not os.path.isfile(notebook_path):
         return refuse(f"no notebook at {args.notebook!r}")
+    try:
+        notebook = nbformat.read(notebook_path, as_version=4)
+    except Exception as error:  # not JSON, not a notebook, unreadable: nbformat's errors vary
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return refuse(f"{args.notebook!r} is not a Jupyter notebook ({first_line[:200]})")
     if args.executed and os.path.abspath(args.executed) == notebook_path:
         return refuse("--executed must not overwrite the notebook itself (that is --in-place)")
     if args.in_place and args.quick:
         return refuse("--in-place with a quick run: the notebook keeps the outputs of a full run")
+    notebook_dir = os.path.dirname(notebook_path)
     try:
-        if args.out:
-            check_output_dir(args.out)  # now, not in the last cell after all the training
-    except UsageError as error:
-        return refuse(f"{error} (--out)")
+        parameters, out = check_paths_and_parameters(args, notebook, notebook_dir)
+    except (UsageError, rules.ParameterError) as error:
+        return refuse(str(error))
     try:
         if args.device:
             resolve_device(args.device)  # a GPU that is not there: refused before a kernel starts
     except UsageError as error:
         return refuse(f"{error} (--device)")
+    try:
+        if os.path.isdir(out):  # two runs of one notebook into one folder would overwrite each other's files
+            hold_output_dir(out, f"run_notebook.py {os.path.basename(notebook_path)}")
+    except UsageError as error:
+        return refuse(str(error))
 
-    import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from papermill.parameterize import parameterize_notebook
 
-    notebook_dir = os.path.dirname(notebook_path)
-    notebook = nbformat.read(notebook_path, as_version=4)
-    parameters = notebook_parameters(args, notebook_dir)
     if parameters:
         notebook = _parameterize(notebook, parameters, parameterize_notebook)
     # The kernel's own log only at level ERROR: its start-up warnings are not the notebook's.
@@ -137,9 +205,14 @@ def main(argv=None):
         runner.join(0.2)
     keep_final_progress_lines(notebook)
     record_injected_parameters(notebook)
-    if args.executed:
-        nbformat.write(notebook, args.executed)
     name = os.path.basename(notebook_path)
+    if args.executed:
+        try:
+            nbformat.write(notebook, args.executed)
+        except OSError as error:  # checked before the run; the folder went away since
+            print(f"{prog}: error: cannot save the executed notebook as {args.executed!r}: "
+                  f"{error.strerror or error}", file=sys.stderr)
+            return 1
     if failure:
         error = failure[0]
         if isinstance(error, CellExecutionError):

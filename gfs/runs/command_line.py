@@ -4,7 +4,8 @@ torch is imported only inside the functions that need it, so a script answers --
 errors at once.
 
 Contents: UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name, FigureParser,
-figure_parser, parse_figure_args, resolve_device, check_output_dir; progress_bar, no_progress.
+figure_parser, parse_figure_args, resolve_device, COMMITTED_FIGURES, QUICK_FIGURES, refuse_quick_into_committed,
+check_output_dir, with_spread; progress_bar, no_progress.
 
 The driver of the figure scripts (Job, steps_per_activation, run_figure_script) and the plot
 helpers they share (step_formatter, plot_loss_curves, mark_diverged): no science here.
@@ -25,7 +26,11 @@ import numpy as np
 
 from gfs.paper_numbers import PAPER_ACTIVATIONS  # the default of --activations (any name in models.ACTIVATIONS works)
 from gfs.runs.processes import exit_cleanly_on_signals, parallel_map
-from gfs.runs.saved_files import UsageError, load_figure_data, run_metadata, save_figure
+from gfs.runs.saved_files import UsageError, hold_output_dir, load_figure_data, run_metadata, save_figure
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMMITTED_FIGURES = os.path.join(REPO, "figures")  # the full run's committed outputs: a quick run never writes here
+QUICK_FIGURES = "figures-quick"  # where quick runs write by default (git-ignored)
 
 
 def fail(prog, message, status=2):
@@ -105,9 +110,9 @@ def figure_parser(description, activations=False, steps_help="number of gradient
     parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that run in seconds (smoke test); not the paper's numbers")
+    # A script that does not train keeps --steps (given, it is refused with a pointer) but does not list it.
     parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
-                        help=f"{steps_help} for every run (default: the paper's)" if steps_help else
-                        "not used: this script does not train (given, it is an error)")
+                        help=f"{steps_help} for every run (default: the paper's)" if steps_help else argparse.SUPPRESS)
     parser.add_argument("--device", default="auto", type=device_name, metavar="DEVICE",
                         help="where to train: auto, cpu, cuda or cuda:N (GPU number N); "
                              "auto picks cuda when a GPU is available")
@@ -117,7 +122,8 @@ def figure_parser(description, activations=False, steps_help="number of gradient
                         help="output folder; figures go to sub-folders named as in the paper's repository "
                              "(default: figures; with --quick figures-quick, so the committed figures stay)")
     parser.add_argument("--plot-only", action="store_true",
-                        help="re-plot from the saved .npz/.json data in DIR, without training")
+                        help="re-plot from the saved .npz/.json data in DIR, without training (training flags "
+                             "are then refused)")
     parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes for independent runs (CPU only; 1 = no workers)")
     parser.add_argument("--no-progress", action="store_true",
@@ -127,6 +133,8 @@ def figure_parser(description, activations=False, steps_help="number of gradient
                             help="random initialisations per run, trained together: seed 0 is the paper's draw "
                                  "(torch seed 12345), seed s uses seed 12345 + s; the target Y is the paper's for "
                                  "every seed. Plots show seed 0; the saved data hold every seed (default: 1)")
+    # Flags that only change training: --plot-only refuses them (a script adds its own, e.g. --samples).
+    parser.training_flags = ["--steps", "--device", "--dtype", "--jobs"] + (["--seeds"] if seeds else [])
     if activations:
         parser.add_argument("--activations", default=",".join(PAPER_ACTIVATIONS), metavar="A,B",
                             help="comma-separated names from the activation table in models.py "
@@ -139,6 +147,16 @@ def parse_figure_args(parser, argv=None):
     .dtype (torch.dtype) and .activations (list) resolved; bad input exits with one line."""
     args = parser.parse_args(argv)
     try:
+        # Checked before torch loads, so that a refusal comes at once and nothing is written.
+        if args.out is None:
+            args.out = QUICK_FIGURES if args.quick else "figures"
+        if args.quick:
+            refuse_quick_into_committed(args.out, "--out")
+        if args.plot_only:
+            given = [flag for flag in getattr(parser, "training_flags", []) if _given(parser, args, flag)]
+            if given:
+                raise UsageError(f"--plot-only re-plots saved data and does not train: {', '.join(given)} would "
+                                 f"be ignored (leave it out)")
         if hasattr(args, "activations"):
             from models import get_activation
             names = [a.strip() for a in args.activations.split(",") if a.strip()]
@@ -157,12 +175,16 @@ def parse_figure_args(parser, argv=None):
             args.jobs = 1  # one process drives the GPU
         else:
             torch.set_num_threads(1)  # matrices this small only lose time to thread synchronisation
-        if args.out is None:
-            args.out = "figures-quick" if args.quick else "figures"
         check_output_dir(args.out, create=not args.plot_only)
     except UsageError as error:
         fail(parser.prog, error)
     return args
+
+
+def _given(parser, args, flag):
+    """Whether `flag` was given a value other than its default."""
+    dest = flag.lstrip("-").replace("-", "_")
+    return getattr(args, dest, None) != parser.get_default(dest)
 
 
 def resolve_device(name="auto"):
@@ -182,6 +204,33 @@ def resolve_device(name="auto"):
         raise UsageError(f"device {name!r} was requested but this machine has {torch.cuda.device_count()} "
                          f"CUDA GPU(s), numbered from 0")
     return device
+
+
+def _inside(path, folder):
+    """Whether `path` is `folder` or lies inside it, however either is spelled (relative, absolute,
+    through a symbolic link; a path that does not exist yet is resolved as far as it exists)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def refuse_quick_into_committed(path, flag):
+    """UsageError if a quick run would write into the committed figures/ (its smoke-test numbers
+    would replace the full run's); `flag` names the setting that chose `path`."""
+    if _inside(path, COMMITTED_FIGURES):
+        where = os.path.relpath(os.path.realpath(path), REPO)
+        raise UsageError(f"a quick run never writes into the committed figures/ ({flag} {str(path)!r} is this "
+                         f"repository's {where}): without {flag}, quick output goes to {QUICK_FIGURES}/; or give "
+                         f"another folder")
+
+
+def with_spread(value, spread, least=3):
+    """`value` as text with enough significant digits to show its digits down to `spread`'s scale
+    (at least `least`): -10000.3 with spread 0.5 is '-10000.3', not '-1e+04'."""
+    value, spread = float(value), abs(float(spread))
+    if not (np.isfinite(value) and np.isfinite(spread)) or value == 0 or spread == 0:
+        return f"{value:.{least}g}"
+    digits = int(np.floor(np.log10(abs(value))) - np.floor(np.log10(spread))) + 2
+    return f"{value:.{max(least, min(digits, 15))}g}"
 
 
 def check_output_dir(path, create=True):
@@ -297,6 +346,8 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
     script = os.path.basename(defined_in) if defined_in else None
     started = time.time()
     try:
+        if not args.plot_only:  # two runs of one script into one folder would overwrite each other's files
+            hold_output_dir(args.out, script or parser.prog)
         jobs = make_jobs(args)
         if args.plot_only:
             for name, _ in (figure for job in jobs for figure in job.figures()):

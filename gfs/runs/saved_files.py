@@ -2,9 +2,10 @@
 a set and sealed together, and read back only if they still belong together.
 
 Contents: run_metadata, SET_KEYS, settings_digest, save_figure, write_atomic, png_preview,
-SavedArrays, load_figure_data.
+SavedArrays, load_figure_data, hold_output_dir.
 """
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -235,3 +236,63 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
         raise UsageError(f"{stem}.npz holds seeds {np.ravel(data['seeds']).tolist()}, its .json names "
                          f"{settings['seeds']}; {again}")
     return data, settings
+
+
+def hold_output_dir(folder, holder):
+    """Hold `folder` for this process as `holder` (a script's or a notebook's name) until it ends;
+    UsageError (one line) if a live process already holds it as the same holder: two runs of one
+    script into one folder would overwrite each other's files. (Different scripts may share a
+    folder: make runs them side by side, and each writes its own files.)
+
+    The hold is a file in the system's temporary folder (never in the output folder, which may be
+    the committed figures/) named after the folder's real path, holding the pid; it is removed at
+    exit or by a signal (TEMPORARIES), and one whose process is gone (SIGKILL) is taken over.
+    Returns its path.
+    """
+    real = os.path.realpath(folder)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", holder)
+    path = os.path.join(tempfile.gettempdir(),
+                        f"gfs-running-{hashlib.sha256(real.encode()).hexdigest()[:16]}-{name}")
+    for _ in range(2):  # the second try after removing a hold whose process is gone
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pid = _holder_pid(path)
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                raise UsageError(f"another run of {holder} (process {pid}) is writing into {folder!r}: wait for "
+                                 f"it to end, or give another output folder") from None
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            continue
+        except OSError:  # no writable temporary folder: run without the hold
+            return None
+        with os.fdopen(handle, "w") as f:
+            f.write(f"{os.getpid()}\n{real}\n")
+        TEMPORARIES.add(path)
+        atexit.register(_release_hold, path, os.getpid())
+        return path
+    return None
+
+
+def _holder_pid(path):
+    with contextlib.suppress(OSError, ValueError):
+        with open(path) as f:
+            return int(f.readline())
+    return None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True
+
+
+def _release_hold(path, pid):
+    if os.getpid() == pid and _holder_pid(path) == pid:  # not in a forked worker; still this process's
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    TEMPORARIES.discard(path)

@@ -90,7 +90,8 @@ def test_plot_only_recreates_figures_from_saved_data(quick_outputs, script, tmp_
         os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
         for ext in (".npz", ".json"):
             (tmp_path / (name + ext)).write_bytes((first / (name + ext)).read_bytes())
-    result = run(script, "--plot-only", *EXTRA_FLAGS.get(script, []), "--out", str(tmp_path))
+    figures = [flag for flag in EXTRA_FLAGS.get(script, []) if flag == "--same-function"]  # --seeds: training only
+    result = run(script, "--plot-only", *figures, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for name in SCRIPTS[script]:
         assert (tmp_path / (name + ".pdf")).stat().st_size > 0
@@ -269,8 +270,9 @@ def test_steps_flag_does_not_apply_to_sampling_script(tmp_path):
 def test_help_explains_every_flag(script):
     result = run(script, "--help")
     assert result.returncode == 0
-    for flag in ("--quick", "--steps", "--device", "--dtype", "--out", "--plot-only", "--jobs"):
+    for flag in ("--quick", "--device", "--dtype", "--out", "--plot-only", "--jobs"):
         assert flag in result.stdout
+    assert ("--steps" in result.stdout) == (script != "Q_distribution.py")  # it does not train: --steps is refused
 
 
 def test_interrupted_save_leaves_no_partial_file(tmp_path, monkeypatch):

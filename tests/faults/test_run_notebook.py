@@ -199,3 +199,90 @@ def test_a_dead_kernel_is_one_line(tmp_path):
     result = run([notebook], cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.splitlines() == ["run_notebook.py: error: n.ipynb failed: Kernel died"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Every path and parameter checked before a kernel starts, each refusal one line
+
+def refused_before_a_kernel(result, ran, words):
+    lines = result.stderr.strip().splitlines()
+    return (result.returncode == 2 and len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
+            and not ran.exists())
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--executed", "/nonexistent/x.ipynb"], "--executed '/nonexistent/x.ipynb': no writable folder '/nonexistent'"),
+    (["--executed", "."], "--executed '.': is a folder"),
+    (["-p", "LR", "nan"], "LR must be a finite number > 0, not nan"),
+    (["-p", "HIDDEN", "0"], "HIDDEN must be a whole number >= 1, not 0"),
+    (["-p", "HIDDEN", "sixteen"], "HIDDEN must be a whole number >= 1, not 'sixteen'"),
+    (["-p", "LR", "1e-3", "-p", "GROUP_SCALES", "[1, -1]"], "GROUP_SCALES must be a non-empty list"),
+    (["-p", "HIDEN", "8"], "-p HIDEN: not a parameter of n.ipynb (its parameters: QUICK, FIGURES_DIR, HIDDEN, LR, "
+                           "GROUP_SCALES)"),
+    (["-p", "QUICK", "True"], "-p QUICK: set it with --quick"),
+    (["--quick", "--out", "figures"], "a quick run never writes into the committed figures/"),
+    (["--quick", "--out", "./figures/sub"], "a quick run never writes into the committed figures/"),
+])
+def test_a_bad_path_or_parameter_is_refused_in_one_line_before_a_kernel_starts(tmp_path, args, words, capsys,
+                                                                                monkeypatch):
+    """run_notebook.main in this process (its signal handlers left out: they are pytest's here)."""
+    import run_notebook
+    monkeypatch.setattr(run_notebook, "exit_cleanly_on_signals", lambda *args, **kwargs: None)
+    monkeypatch.chdir(REPO if "figures" in " ".join(args) else tmp_path)
+    ran = tmp_path / "ran"
+    notebook = write_parameterised_notebook(
+        tmp_path / "n.ipynb", "QUICK = False\nFIGURES_DIR = None\nHIDDEN = 16\nLR = 1e-3\nGROUP_SCALES = [1, 0.1]",
+        f"open({str(ran)!r}, 'w').close()")
+    status = run_notebook.main([notebook, *args])
+    result = subprocess.CompletedProcess(args, status, *capsys.readouterr())
+    assert refused_before_a_kernel(result, ran, words), result.stderr
+
+
+@pytest.mark.parametrize("name", ["README.md", "Makefile"])
+def test_a_file_that_is_not_a_notebook_is_refused_in_one_line(name):
+    result = run([name], cwd=REPO)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"run_notebook.py: error: '{name}' is not a Jupyter notebook (")
+
+
+@pytest.mark.parametrize("name", ["ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb"])
+def test_the_cifar_notebooks_bad_parameters_are_refused_before_a_kernel_starts(tmp_path, name):
+    result = run([os.path.join(REPO, name), "-p", "HIDDEN", "0", "--executed", str(tmp_path / "x.ipynb")],
+                 cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr == "run_notebook.py: error: HIDDEN must be a whole number >= 1, not 0\n"
+    assert not (tmp_path / "x.ipynb").exists()
+
+
+def test_parameters_reach_the_notebook_and_a_lost_executed_folder_is_one_line(tmp_path):
+    """-p sets a parameter as papermill's -p does; the --executed folder, checked at the start, removed during
+    the run: one line, status 1 (not a traceback)."""
+    seen, folder = tmp_path / "seen.json", tmp_path / "executed"
+    folder.mkdir()
+    notebook = write_parameterised_notebook(
+        tmp_path / "n.ipynb", "LR = 1e-3\nNUM_G_LIST = [10, 20]",
+        f"import json, shutil\njson.dump([LR, NUM_G_LIST], open({str(seen)!r}, 'w'))\nshutil.rmtree({str(folder)!r})")
+    result = run([notebook, "-p", "LR", "0.5", "-p", "NUM_G_LIST", "[2, 4]", "--executed", str(folder / "x.ipynb")],
+                 cwd=tmp_path)
+    assert json.loads(seen.read_text()) == [0.5, [2, 4]]
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"run_notebook.py: error: cannot save the executed notebook as "
+                                          f"'{folder / 'x.ipynb'}': No such file or directory"]
+
+
+def test_a_second_run_of_a_notebook_into_a_held_folder_is_refused(tmp_path):
+    from gfs.runs import saved_files
+    out, ran = tmp_path / "out", tmp_path / "ran"
+    out.mkdir()
+    notebook = write_notebook(tmp_path / "n.ipynb", f"open({str(ran)!r}, 'w').close()")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        hold = saved_files.hold_output_dir(str(out), "run_notebook.py n.ipynb")
+        with open(hold, "w") as f:  # as if the live process held it
+            f.write(f"{sleeper.pid}\n")
+        result = run([notebook, "--out", str(out)], cwd=tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        os.remove(hold)
+    assert refused_before_a_kernel(result, ran, f"another run of run_notebook.py n.ipynb (process {sleeper.pid}) "
+                                                "is writing into")
