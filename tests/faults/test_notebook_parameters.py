@@ -46,7 +46,7 @@ def test_the_rules_cover_exactly_the_notebooks_parameters_and_accept_their_defau
     ("HIDDEN", True, "whole number"), ("EPOCHS", -1, ">= 1"), ("SEED", -1, ">= 0"),
     ("GROUP_SCALES", [1, -2], "each a finite number > 0"), ("GROUP_SCALES", [], "non-empty"),
     ("NUM_G_LIST", [2, 0], "each a whole number >= 1"), ("N_EVAL", 0, "None (all) or a whole number >= 1"),
-    ("PGD_RADIUS", 8, "a number in [0, 1]"), ("FGSM_RADII", [0, math.nan], "[0, 1]"),
+    ("ROBUSTNESS_RADII", [8], "a number in [0, 1]"), ("ROBUSTNESS_RADII", [0, math.nan], "[0, 1]"),
     ("NUMERICS", ["paper", "fast"], "'paper', 'exact'"), ("QUICK", "yes", "True or False"),
     ("DEVICE", "tpu", "auto, cpu, cuda or cuda:N"), ("GROUP_SCALE", -10.0, "> 0"), ("CIFAR_DIR", "", "non-empty")])
 def test_a_bad_value_is_refused_in_one_line(name, value, words):
@@ -56,7 +56,7 @@ def test_a_bad_value_is_refused_in_one_line(name, value, words):
 
 
 @pytest.mark.parametrize("name, value", [("LR", 1e-4), ("HIDDEN", 1), ("N_EVAL", None), ("N_EVAL", 5),
-                                         ("PGD_RADIUS", 0), ("FGSM_RADII", [0, 1]), ("DEVICE", "cuda:1"),
+                                         ("ROBUSTNESS_RADII", [0, 1]), ("DEVICE", "cuda:1"),
                                          ("SEEDS", None), ("GROUP_SCALES", [1e-4, 20])])
 def test_a_good_value_passes(name, value):
     rules.check({name: value})
