@@ -6,6 +6,7 @@ from functools import partial
 import numpy as np
 
 from gfs import paper_numbers as paper
+from gfs import per_neuron
 import Q_dynamics_elementwise as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, DataError, Files, Section, runs
 from gfs.report.verdict_rules import col, last_finite, paper_column, run_table
@@ -28,24 +29,64 @@ def float64_drift(f):
     return runs(f, "lr", lrs="lr", max_drift="max_Q_change_zero")
 
 
-# Per seed, each run's change of Q and its first-order bound of gradient descent [R] (relative to N_0).
-within_bound = partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero")
+ROUNDOFF_FACTOR = 2.0  # a float32 drift beyond the bound is round-off if it is within this factor of the paper's loop's
 
 
-def rule_within_gd_bound(lrs, drift, bound):
-    """Every run's largest change of Q from its initial value stays within the first-order bound of gradient descent,
-    paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (derived in docs/conserved_quantities.md; F'' at the initial
-    and final weights, L the trained loss): reproduced; only at the largest learning rate (where discretisation,
-    not float32 round-off, dominates): partly; otherwise not reproduced.
+def paper_roundoff(activation, lrs):
+    """The paper's own float32 loop's largest |dQ~| (paper code's Q and N_0) at each of lrs [R] (NaN where it has
+    none): its largest where printed, else its final one."""
+    final, largest = paper.FIG3_FINAL_DRIFT.get(activation), paper.FIG3_LARGEST_DRIFT.get(activation, (None,) * 3)
+    by_lr = {lr: abs(big if big is not None else end) for lr, end, big in zip(script.LEARNING_RATES, final or (),
+                                                                             largest)}
+    return np.array([by_lr.get(float(lr), np.nan) for lr in lrs])
 
-    lrs, drift, bound: [R] per run (drift and bound in the same units)."""
+
+def within_bound(f):
+    """Per seed, each run's change of Q and its bound of gradient descent [R] (relative to N_0), its largest |dQ~|
+    (paper code's Q and N_0, as the paper's loop measures it) and the paper's loop's [R]."""
+    return runs(f, "lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero", drift_paper="max_delta_Q_tilde",
+                roundoff=paper_roundoff(f.setting("activation"), f["lr"]))
+
+
+# float64: per seed, each run's change of Q and its bound [R] (relative to N_0); no round-off to allow for.
+float64_within_bound = partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero")
+
+
+def rule_within_gd_bound(lrs, drift, bound, drift_paper=None, roundoff=None, higher_order=per_neuron.HIGHER_ORDER,
+                         roundoff_factor=ROUNDOFF_FACTOR):
+    """Every run's largest change of Q from its initial value stays within the bound of gradient descent,
+    {higher_order:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (the first-order change of a step,
+    times {higher_order:g} for the higher orders; derived in docs/conserved_quantities.md; F'' at the initial and
+    final weights, L the mean squared loss trained on), or, where float32 round-off exceeds the bound (it does not
+    shrink with lr), its largest |dQ~| is at most {roundoff_factor:g} x that of the paper's own float32 loop at the
+    same activation and learning rate [R]. Every run: reproduced; a run beyond both, or beyond the bound with no
+    reference: partly if the runs at the largest learning rate (where discretisation dominates) are within the
+    bound, otherwise not reproduced.
+
+    lrs, drift, bound: [R] per run (drift and bound relative to N_0); drift_paper, roundoff: [R] the run's and the
+    paper's loop's largest |dQ~| (None: no round-off allowance, float64)."""
     lrs, drift, bound = (np.asarray(a, dtype=float) for a in (lrs, drift, bound))
     within = np.nan_to_num(drift, nan=np.inf) <= bound
-    text = ", ".join(f"lr {lr:g}: {fmt(d)} of bound {fmt(b)}" for lr, d, b in zip(lrs, drift, bound))
+    ratio_paper = np.full(len(lrs), np.nan) if drift_paper is None else (
+        np.asarray(drift_paper, dtype=float) / np.asarray(roundoff, dtype=float))
+    roundoff_ok = ~within & (np.nan_to_num(ratio_paper, nan=np.inf) <= roundoff_factor)
+    parts = []
+    for lr, d, b, ok, r in zip(lrs, drift, bound, roundoff_ok, ratio_paper):
+        part = f"lr {lr:g}: {fmt(d)} of bound {fmt(b)}"
+        if d > b and np.isfinite(r):
+            part += (f" (round-off: |dQ~| {fmt(r)} x the paper's loop's, {'within' if ok else 'beyond'} "
+                     f"{roundoff_factor:g} x)")
+        elif not d <= b:
+            part += " (beyond the bound, no round-off reference)"
+        parts.append(part)
     top = lrs == lrs.max()
-    verdict = REPRODUCED if within.all() else PARTLY if within[top].all() else NOT_REPRODUCED
+    passed = within | roundoff_ok
+    verdict = REPRODUCED if passed.all() else PARTLY if within[top].all() else NOT_REPRODUCED
     ratio = float(np.max(drift / bound))
-    return Result(verdict, text, f"drift/bound up to {fmt(ratio)}", ratio, "largest drift / bound")
+    deciding = f"drift/bound up to {fmt(ratio)}" + (
+        f"; beyond it {int(roundoff_ok.sum())} run(s) within round-off ({fmt(np.nanmax(ratio_paper[~within]))} x the "
+        "paper's loop)" if roundoff_ok.any() else "")
+    return Result(verdict, ", ".join(parts), deciding, ratio, "largest drift / bound")
 
 
 def rule_drift_proportional(lrs, max_drift, factor=2.0):
@@ -92,7 +133,8 @@ def fig3_tables(float32, float64):
                       "paper code's scale; sum |F| and not |sum F|, whose entries cancel for sigmoid and softplus); "
                       "the paper code's N_0 is its 'sum' analogue of Q, which differs for tanh and sigmoid by the "
                       f"ratio of the two N_0 ({ratios or 'none here'}): dQ~ = |Q_t|/N_0 - |Q_1|/N_0 depends on the "
-                      "convention, Q_t - Q_0 does not. The bound is paper_scale x lr/2 x max(1, max |F''|) x (L_0 - "
+                      "convention, Q_t - Q_0 does not. The bound is "
+                      f"{per_neuron.HIGHER_ORDER:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - "
                       "L_T) / N_0. Loss: "
                       "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at "
                       f"lr = {script.LEARNING_RATES[2]:g} larger than at "
@@ -119,7 +161,8 @@ SECTIONS = (
               "conventions).", FIG3_FLOAT64, float64_drift, rule_drift_proportional),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
-              "learning rate: what exceeds it in float32 is round-off.", FIG3_FLOAT64,
-              within_bound, rule_within_gd_bound)),
+              "learning rate: what exceeds it in float32 is round-off (a check: its drift is a few % of the "
+              "bound, so it fails only through a bug).", FIG3_FLOAT64, float64_within_bound, rule_within_gd_bound,
+              check=True)),
             lambda get: fig3_tables(get(FIG3), get(FIG3_FLOAT64))),
 )

@@ -7,18 +7,21 @@ A rule takes numbers (never files) and returns a verdict_rules.Result; the first
 rule as the report prints it ({keyword} defaults filled in). A measurement takes a saved figure (make_report.Figure:
 f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or "zero").
 
-Contents: Q_CONVENTION (the report's note); the thresholds (ALPHA, MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT;
-their reasons in docs/report.md); both_conventions and conventions_result (a verdict per convention, or DEPENDS);
-trend statistics (kendall, seed_spread, minimum_effect, series_effect, finite_series); rule_trend, predictor,
-rule_predictors; the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key, as_steps,
+Contents: Q_CONVENTION (the report's note); the thresholds (ALPHA, BOOTSTRAP, C_SCAN, MIN_EFFECT, SEED_SPREADS,
+AT_MINIMUM, CONSTANT; their reasons in docs/report.md); both_conventions and conventions_result (a verdict per
+convention, or DEPENDS); trend statistics over seeds (kendall, log_spread, resolvable_effect, fitted_log_fold,
+by_seed, bootstrap_median, fold, Trend, trend, c_range) and the predictors' (seed_spread, minimum_effect,
+series_effect); rule_trend, predictor, rule_predictors; the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key, as_steps,
 finite_or_nan, at_minimum, same_function, per_neuron_stats); the per-neuron table and the off-data table.
 """
+import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import binomtest, kendalltau
+from scipy.stats import binomtest, kendalltau, norm
 
-from models import Q_CONVENTIONS
+from models import Q_CONVENTIONS, get_activation
 from gfs.report.verdict_rules import runs
 from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
@@ -34,8 +37,11 @@ Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/si
                 "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
 
 CONVENTIONS = Q_CONVENTIONS  # ("paper", "zero"): the report shows them in this order
-ALPHA = 0.05        # significance level of a sign test over series (one-sided for a claimed direction)
-MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
+ALPHA = 0.05        # significance level of a sign test over seeds (one-sided for a claimed direction); 95 % intervals
+BOOTSTRAP, BOOTSTRAP_SEED = 10_000, 0  # resamples of the seeds for an effect's interval, and their fixed generator
+C_SCAN = np.linspace(-1.0, 2.0, 301)  # the integration constants c scanned, in units of the paper code's: both named
+                                      # ones (0 and 1) and as far again on either side, in steps of 1 %
+MIN_EFFECT = 0.10   # the per-neuron predictors' (rule_predictors) smallest relative change of a value along a series
 SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds
 AT_MINIMUM = 1e-6   # squared loss below which a trained run is at a global minimum (Fig. 9's rules)
 CONSTANT = 1e-4     # a statistic varies along a series if its range there exceeds this fraction of its size there (a
@@ -50,7 +56,8 @@ def both_conventions(results):
         return Result(zero.verdict, f"{zero.text} (same verdict in both conventions of Q)", zero.deciding, zero.value,
                       zero.value_name)
     return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
-                  f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}; zero: {zero.verdict})", zero.value, zero.value_name)
+                  f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}" + f", {paper.deciding}" * bool(paper.deciding)
+                  + f"; zero: {zero.verdict}" + f", {zero.deciding}" * bool(zero.deciding) + ")", zero.value, zero.value_name)
 
 
 def conventions_result(over, results, combine_units):
@@ -67,7 +74,7 @@ def conventions_result(over, results, combine_units):
 
 
 # ----------------------------------------------------------------------------------------------
-# Trend statistics
+# Trend statistics: the seed is the unit
 
 def kendall(x, y):
     """(Kendall's tau, its exact two-sided p) of y against x; (NaN, 1) where either does not vary."""
@@ -78,6 +85,55 @@ def kendall(x, y):
     result = kendalltau(x, y, method="exact" if exact else "auto")
     return float(result.statistic), float(result.pvalue)
 
+
+def log_spread(reference):
+    """The spread of a value over seeds on a log scale: the std (ddof 1) of log value over the seeds (axis 0) of reference [S, G],
+    per group G (run or orbit centre), the median over groups; 0 for one seed. Non-finite entries are left out."""
+    reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
+    if len(reference) < 2:
+        return 0.0
+    spreads = []
+    for column in reference.T:
+        finite = column[np.isfinite(column) & (column > 0)]
+        if len(finite) > 1:
+            spreads.append(float(np.std(np.log(finite), ddof=1)))
+    return float(np.median(spreads)) if spreads else 0.0
+
+
+def resolvable_effect(reference, alpha=ALPHA):
+    """The smallest log fold change that the spread over seeds can resolve: z x sqrt(2) x the seed spread of log
+    value (z the two-sided normal quantile of alpha): two draws of a value that |Q| does not change differ by less
+    than this 95 % of the time (docs/report.md)."""
+    return float(norm.ppf(1 - alpha / 2)) * math.sqrt(2) * log_spread(reference)
+
+
+def fitted_log_fold(x, y, budget=None):
+    """The log fold change of y along each series from its smallest to its largest x, fitted over all its points:
+    the least-squares slope of log y against log x times the span of log x. x, y: [..., L] -> [...]. A value never
+    reached (inf) counts as the budget (the least it can be), NaN without one; NaN where x does not vary."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if budget is not None:
+        y = np.where(np.isinf(y), float(budget), y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_x, log_y = np.log(np.maximum(x, 1e-300)), np.log(y)
+        centred = log_x - log_x.mean(axis=-1, keepdims=True)
+        slope = (centred * log_y).sum(axis=-1) / (centred ** 2).sum(axis=-1)
+        result = slope * (log_x.max(axis=-1) - log_x.min(axis=-1))
+    return np.where(np.isfinite(result), result, np.nan)[()]
+
+
+def tau_b(x, y):
+    """Kendall's tau-b of y against x along each series: x, y [..., L] -> [...] (NaN where either is constant);
+    kendall()'s statistic, without its p (the trend votes with the sign)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    dx = np.sign(x[..., :, None] - x[..., None, :])
+    dy = np.sign(y[..., :, None] - y[..., None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = (dx * dy).sum(axis=(-1, -2)) / np.sqrt((dx ** 2).sum(axis=(-1, -2)) * (dy ** 2).sum(axis=(-1, -2)))
+    return np.where(np.isfinite(tau), tau, np.nan)[()]
+
+
+# The per-neuron predictors' effect and minimum (rule_predictors): relative changes of the end points.
 
 def seed_spread(reference):
     """The spread of a value over seeds: std / mean of reference [S, G] over the seeds (axis 0), per group G (run
@@ -108,49 +164,157 @@ def series_effect(x, y, budget=None):
     return float(np.log(y[order[-1]] / y[order[0]]))
 
 
-def finite_series(x, y):
-    """The rows of x, y [N, L] with no NaN (a diverged run, a minimum not reached): (x, y, rows left out)."""
-    x, y = np.asarray(x, dtype=float).reshape(-1, np.shape(x)[-1]), np.asarray(y, dtype=float).reshape(-1, np.shape(y)[-1])
-    keep = ~(np.isnan(x).any(axis=1) | np.isnan(y).any(axis=1))
-    return x[keep], y[keep], int((~keep).sum())
+def by_seed(array):
+    """[S, ..., L] -> [S, K, L]: the seed axis first, every other series of that seed in K."""
+    array = np.asarray(array, dtype=float)
+    return array.reshape(len(array), -1, array.shape[-1])
+
+
+@functools.lru_cache(maxsize=8)
+def resample(seeds, resamples, seed):
+    """[resamples, seeds] indices of the seeds drawn with replacement by a fixed generator (cached: the scan of c
+    resamples the same seeds hundreds of times)."""
+    return np.random.default_rng(seed).integers(0, seeds, (resamples, seeds))
+
+
+def bootstrap_median(values, resamples=BOOTSTRAP, seed=BOOTSTRAP_SEED):
+    """The 95 % percentile-bootstrap interval of the median of values [S] (one per seed), resampling the seeds
+    with a fixed generator (deterministic): (low, high); the value itself for one seed."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values[0]), float(values[0])
+    medians = np.median(values[resample(len(values), resamples, seed)], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def fold(log_change):
+    """A log fold change as the report writes it: x27.8, or x1/7.3 below one."""
+    change = math.exp(log_change)
+    return f"×{change:.3g}" if change >= 1 else f"×1/{1 / change:.3g}"
+
+
+class Trend(NamedTuple):
+    """rule_trend's statistics: per seed the vote (+1 with the claim, -1 against, 0 none) and effect (log fold change
+    in the claimed direction, median over the seed's series), the sign test over seeds, the effect over seeds
+    (median) with its bootstrap interval, and the minimum it must reach."""
+    votes: np.ndarray
+    effects: np.ndarray
+    p: float
+    effect: float
+    low: float
+    high: float
+    needed: float
+    left_out: int
+    series: int
+    alpha: float = ALPHA
+
+    @property
+    def holds(self):
+        return self.p < self.alpha and self.low > 0 and self.effect >= self.needed
+
+
+def trend(x, values, direction, reference, budget=None, alpha=ALPHA, interval=True):
+    """The statistics of rule_trend (a Trend; None without a seed left). x, values: [S, ..., L]. interval=False
+    (the scan of c): the bootstrap only where it can decide the verdict, else low is a bound that decides it the
+    same way (the smallest seed's effect, or NaN)."""
+    x, values = by_seed(x), by_seed(values)
+    if budget is not None:  # never reached: the budget, the least it can be
+        values = np.where(np.isinf(values), float(budget), values)
+    votes, effects, left_out, series = [], [], 0, 0
+    for xs, vs in zip(x, values):
+        keep = ~(np.isnan(xs).any(axis=1) | np.isnan(vs).any(axis=1))  # a diverged run, a minimum not reached
+        left_out += int((~keep).sum())
+        taus, logs = np.atleast_1d(tau_b(xs[keep], vs[keep])), np.atleast_1d(fitted_log_fold(xs[keep], vs[keep]))
+        if not np.isfinite(logs).any():
+            continue
+        series += int(keep.sum())
+        votes.append(int(np.sign(direction * np.nanmedian(taus))) if np.isfinite(taus).any() else 0)
+        effects.append(direction * float(np.nanmedian(logs)))
+    if not effects:
+        return None
+    votes, effects = np.array(votes), np.array(effects)
+    going, against = int((votes > 0).sum()), int((votes < 0).sum())
+    p = float(binomtest(going, going + against, 0.5, alternative="greater").pvalue) if going + against else 1.0
+    effect, needed = float(np.median(effects)), resolvable_effect(reference, alpha)
+    if interval or (p < alpha and effect >= needed and effects.min() <= 0):
+        low, high = bootstrap_median(effects)
+    else:  # the scan of c: with every seed's effect above 0 so is every resampled median (low > 0 either way)
+        low, high = float(effects.min()), math.nan
+    return Trend(votes, effects, p, effect, low, high, needed, left_out, series, alpha)
+
+
+def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=ALPHA):
+    """Where the trend holds as the integration constant c varies: Q_c = Q - c x entries (Q in the zero
+    convention, c = 0; the paper code's c = paper_constant). c runs over C_SCAN (in units of the paper's constant
+    minus the zero one) -> text: the intervals of c where it holds, with the named constants inside or not."""
+    step = C_SCAN[1] - C_SCAN[0]
+    scale = max(abs(c) for c in named.values()) or 1.0
+    grid = np.round(C_SCAN * scale, 10)
+    holds = []
+    for c in grid:
+        t = trend(np.abs(np.asarray(Q, dtype=float) - c * entries), values, direction, reference, budget, alpha,
+                  interval=False)
+        holds.append(bool(t is not None and t.holds))
+    holds = np.array(holds)
+    named_text = ", ".join(f"{name} c = {c:g} {'inside' if holds[np.argmin(np.abs(grid - c))] else 'outside'}"
+                           for name, c in named.items())
+    scanned = f"[{grid[0]:g}, {grid[-1]:g}]"
+    if holds.all():
+        return f"holds for every c in the scanned {scanned} ({named_text})"
+    if not holds.any():
+        return f"holds for no c in the scanned {scanned} ({named_text})"
+    edges = np.flatnonzero(np.diff(np.r_[0, holds.astype(int), 0]))
+    intervals = [f"[{grid[a]:g}, {grid[b]:g})" if b < len(grid) else f"[{grid[a]:g}, {grid[-1]:g}]"
+                 for a, b in zip(edges[::2], edges[1::2])]
+    return (f"holds only for c in {' and '.join(intervals)} of the scanned {scanned}, step {step * scale:g} "
+            f"({named_text})")
 
 
 # ----------------------------------------------------------------------------------------------
 # Rules shared by several figures
 
-def rule_trend(x, values, direction, reference, budget=None, what="value", alpha=ALPHA, min_effect=MIN_EFFECT,
-               spreads=SEED_SPREADS):
-    """Per series (an orbit, or one seed's runs), Kendall's tau of the value with |Q| (exact p); over the series, a
-    one-sided sign test that more series go in the claimed direction than not (p < {alpha:g}); and the effect, the
-    relative change of the value between the smallest and the largest |Q| of a series in the claimed direction
-    (median over series), must reach the larger of {min_effect:.0%} and {spreads} x the spread of the value over
-    seeds (std / mean). Significant and large enough: reproduced (partly if a series was left out: a diverged run
-    or a minimum not reached cannot be tested); otherwise not reproduced.
+def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, budget=None, what="value",
+               alpha=ALPHA):
+    """The seed is the unit. Per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of the value
+    with |Q| and the fold change of the value from the smallest to the largest |Q| of the series, fitted over all
+    its points (slope of log value against log |Q|); the seed votes with the median tau of its series and its effect
+    is their median fold change. Over the seeds: a one-sided sign test that more seeds vote in the claimed direction
+    than against (p < {alpha:g}), the effect (median over seeds) with a 95 % percentile-bootstrap interval over
+    seeds that must exclude no change, and the effect must reach the smallest fold change the spread over seeds can
+    resolve (z x sqrt(2) x the std of log value over seeds, z the normal quantile of {alpha:g}, two-sided). All
+    three: reproduced (partly if a series was left out: a diverged run or a minimum not reached cannot be tested);
+    otherwise not reproduced. For tanh and sigmoid the text also gives the range of the integration constant c of
+    Q over which the claim holds.
 
-    x: |Q| [N, L] (N series of L points); values [N, L] (inf: never reached, the budget in the effect; NaN: series
-    left out); direction: +1 (the value grows with |Q|) or -1 (it falls); reference: the value over seeds [S, G]."""
-    x, values, left_out = finite_series(x, values)
-    if not len(x):
+    Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
+    trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:
+    no scan); values [S, ..., L] (inf: never reached, the budget; NaN: series left out); direction: +1 (grows with
+    |Q|) or -1 (falls); reference: the value over seeds [S, G]."""
+    x = np.abs(np.asarray(Q, dtype=float) - c * entries)
+    t = trend(x, values, direction, reference, budget, alpha)
+    if t is None:
         return Result(NOT_REPRODUCED, "no series to test", "no series")
-    taus = np.array([kendall(a, b)[0] for a, b in zip(x, values)])
-    ps = np.array([kendall(a, b)[1] for a, b in zip(x, values)])
-    signs = np.sign(direction * np.nan_to_num(taus))
-    going, against = int((signs > 0).sum()), int((signs < 0).sum())
-    p = float(binomtest(going, going + against, 0.5, alternative="greater").pvalue) if going + against else 1.0
-    effect = float(np.median([direction * series_effect(a, b, budget) for a, b in zip(x, values)]))
-    needed = minimum_effect(reference, min_effect, spreads)
-    change, needed_change = math.expm1(abs(effect)) * np.sign(effect), needed
-    ok = p < alpha and change >= needed_change
-    verdict = (PARTLY if left_out else REPRODUCED) if ok else NOT_REPRODUCED  # a diverged run: partly at best
     claimed = "grows" if direction > 0 else "falls"
-    text = (f"the {what} {claimed} with |Q| in {going} of {len(x)} series (sign test p = {p:.2g}"
-            f"{', significant' if p < alpha else ', not significant'}; Kendall's tau median {fmt(np.median(taus[np.isfinite(taus)]) if np.isfinite(taus).any() else None)}, "
-            f"{int((ps < alpha).sum())} series with exact p < {alpha:g}); effect (median over series) "
-            f"{change:+.1%} in the claimed direction, minimum {needed_change:.1%} (max of {min_effect:.0%} and "
-            f"{spreads} x the spread over seeds, {seed_spread(reference):.1%})"
-            + f"; {left_out} series left out (a diverged run or a minimum not reached)" * bool(left_out))
-    return Result(verdict, text, f"{going}/{len(x)} series, p {p:.2g}, effect {change:+.0%} (min {needed_change:.0%})", change,
-                  "effect")
+    going, seeds = int((t.votes > 0).sum()), len(t.votes)
+    significant, excludes = t.p < alpha, t.low > 0
+    if t.holds:
+        stands = f"stands for any minimum effect up to {fold(t.effect)}"
+    elif significant and excludes:
+        stands = f"stands for any minimum effect above {fold(t.effect)} (it would hold below)"
+    else:
+        stands = "stands at every minimum effect (" + ("not significant" if not significant else
+                                                        "the interval includes no change") + ")"
+    verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
+    effect = f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)})"
+    text = (f"n = {seeds} seeds ({t.series} series): the {what} {claimed} with |Q| in {going} of {seeds} seeds "
+            f"(sign test over seeds p = {t.p:.2g}, {'significant' if significant else 'not significant'}); fold "
+            f"change in the claimed direction, smallest to largest |Q| (median over seeds) {effect}; minimum "
+            f"{fold(t.needed)} (what a seed spread of {log_spread(reference):.1%} in log value resolves); the verdict "
+            f"{stands}" + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
+    if named:
+        text += "; integration constant: " + c_range(Q, values, direction, reference, entries, named, budget, alpha)
+    deciding = f"{effect} {'with' if t.effect >= 0 else 'against'} the claim, {going}/{seeds} seeds, p {t.p:.2g}"
+    return Result(verdict, text, deciding, math.exp(t.effect), "fold change")
 
 
 def predictor(stat, values, needed, budget, alpha):
@@ -250,6 +414,19 @@ def at_minimum(values, final_loss):
     """values [S, R, ...] with NaN where the run of [S, R] did not reach a global minimum."""
     values, ok = np.asarray(values, dtype=float), np.asarray(final_loss, dtype=float) < AT_MINIMUM
     return np.where(ok.reshape(ok.shape + (1,) * (values.ndim - ok.ndim)), values, np.nan)
+
+
+def trend_Q(f, zero_key, convention):
+    """rule_trend's Q arguments from a saved figure: Q in the zero convention (f[zero_key]) and, for an activation
+    with an integration constant (tanh, sigmoid), the convention's c, the number of entries of V (from the saved
+    paper-convention Q: Q_paper = Q_zero - paper_constant x entries, models.conserved_Q) and, in the zero
+    convention's measurement only (one scan a claim), the named constants to scan c around."""
+    constant = get_activation(f.setting("activation")).paper_constant
+    if not constant:
+        return dict(Q=f[zero_key])  # linear, ReLU: homogeneous, no integration constant
+    entries = round(float(np.nanmedian((f[zero_key] - f[q_key(zero_key, "paper")]) / constant)))
+    named = {"the paper code's": constant, "the zero convention's": 0.0} if convention == "zero" else None
+    return dict(Q=f[zero_key], c=constant if convention == "paper" else 0.0, entries=entries, named=named)
 
 
 def same_function(f):
