@@ -16,6 +16,7 @@ finite_or_nan, at_minimum, same_function, per_neuron_stats); the per-neuron tabl
 """
 import functools
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -213,29 +214,29 @@ class Trend(NamedTuple):
         return self.p < self.alpha and self.low > 0 and self.effect >= self.needed
 
 
-def trend(x, values, direction, reference, budget=None, alpha=ALPHA, interval=True):
+def trend(x, values, direction, reference, budget=None, alpha=ALPHA, interval=True, needed=None):
     """The statistics of rule_trend (a Trend; None without a seed left). x, values: [S, ..., L]. interval=False
     (the scan of c): the bootstrap only where it can decide the verdict, else low is a bound that decides it the
-    same way (the smallest seed's effect, or NaN)."""
+    same way (the smallest seed's effect, or NaN); needed: the minimum effect, if known."""
     x, values = by_seed(x), by_seed(values)
     if budget is not None:  # never reached: the budget, the least it can be
         values = np.where(np.isinf(values), float(budget), values)
-    votes, effects, left_out, series = [], [], 0, 0
-    for xs, vs in zip(x, values):
-        keep = ~(np.isnan(xs).any(axis=1) | np.isnan(vs).any(axis=1))  # a diverged run, a minimum not reached
-        left_out += int((~keep).sum())
-        taus, logs = np.atleast_1d(tau_b(xs[keep], vs[keep])), np.atleast_1d(fitted_log_fold(xs[keep], vs[keep]))
-        if not np.isfinite(logs).any():
-            continue
-        series += int(keep.sum())
-        votes.append(int(np.sign(direction * np.nanmedian(taus))) if np.isfinite(taus).any() else 0)
-        effects.append(direction * float(np.nanmedian(logs)))
-    if not effects:
+    keep = ~(np.isnan(x).any(axis=-1) | np.isnan(values).any(axis=-1))  # [S, K]: a diverged run, a minimum not reached
+    taus = np.where(keep, tau_b(x, values), np.nan)
+    logs = np.where(keep, fitted_log_fold(x, values), np.nan)
+    tested = np.isfinite(logs).any(axis=1)  # the seeds with a series left
+    if not tested.any():
         return None
-    votes, effects = np.array(votes), np.array(effects)
+    with warnings.catch_warnings():  # a seed whose value is constant along every series has no tau: no vote
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median_tau, median_log = (np.nanmedian(a, axis=1) if np.isnan(a).any() else np.median(a, axis=1)
+                                  for a in (taus[tested], logs[tested]))
+    votes = np.where(np.isfinite(median_tau), np.sign(direction * np.nan_to_num(median_tau)), 0).astype(int)
+    effects, left_out, series = direction * median_log, int((~keep).sum()), int(keep[tested].sum())
     going, against = int((votes > 0).sum()), int((votes < 0).sum())
     p = float(binomtest(going, going + against, 0.5, alternative="greater").pvalue) if going + against else 1.0
-    effect, needed = float(np.median(effects)), resolvable_effect(reference, alpha)
+    effect = float(np.median(effects))
+    needed = resolvable_effect(reference, alpha) if needed is None else needed
     if interval or (p < alpha and effect >= needed and effects.min() <= 0):
         low, high = bootstrap_median(effects)
     else:  # the scan of c: with every seed's effect above 0 so is every resampled median (low > 0 either way)
@@ -250,10 +251,10 @@ def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=
     step = C_SCAN[1] - C_SCAN[0]
     scale = max(abs(c) for c in named.values()) or 1.0
     grid = np.round(C_SCAN * scale, 10)
-    holds = []
+    holds, needed = [], resolvable_effect(reference, alpha)
     for c in grid:
         t = trend(np.abs(np.asarray(Q, dtype=float) - c * entries), values, direction, reference, budget, alpha,
-                  interval=False)
+                  interval=False, needed=needed)
         holds.append(bool(t is not None and t.holds))
     holds = np.array(holds)
     named_text = ", ".join(f"{name} c = {c:g} {'inside' if holds[np.argmin(np.abs(grid - c))] else 'outside'}"
