@@ -247,7 +247,8 @@ def trend(x, values, direction, reference, budget=None, alpha=ALPHA, interval=Tr
 def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=ALPHA):
     """Where the trend holds as the integration constant c varies: Q_c = Q - c x entries (Q in the zero
     convention, c = 0; the paper code's c = paper_constant). c runs over C_SCAN (in units of the paper's constant
-    minus the zero one) -> text: the intervals of c where it holds, with the named constants inside or not."""
+    minus the zero one) -> (text: the intervals of c where it holds, with the named constants inside or not;
+    the intervals in a few words)."""
     step = C_SCAN[1] - C_SCAN[0]
     scale = max(abs(c) for c in named.values()) or 1.0
     grid = np.round(C_SCAN * scale, 10)
@@ -261,18 +262,15 @@ def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=
                            for name, c in named.items())
     scanned = f"[{grid[0]:g}, {grid[-1]:g}]"
     if holds.all():
-        return f"holds for every c in the scanned {scanned} ({named_text})"
+        return f"holds for every c in the scanned {scanned} ({named_text})", "every c"
     if not holds.any():
-        return f"holds for no c in the scanned {scanned} ({named_text})"
+        return f"holds for no c in the scanned {scanned} ({named_text})", "no c"
     edges = np.flatnonzero(np.diff(np.r_[0, holds.astype(int), 0]))
-    intervals = [f"[{grid[a]:g}, {grid[b]:g})" if b < len(grid) else f"[{grid[a]:g}, {grid[-1]:g}]"
-                 for a, b in zip(edges[::2], edges[1::2])]
-    return (f"holds only for c in {' and '.join(intervals)} of the scanned {scanned}, step {step * scale:g} "
-            f"({named_text})")
+    intervals = " and ".join(f"[{grid[a]:g}, {grid[b]:g})" if b < len(grid) else f"[{grid[a]:g}, {grid[-1]:g}]"
+                             for a, b in zip(edges[::2], edges[1::2]))
+    return (f"holds only for c in {intervals} of the scanned {scanned}, step {step * scale:g} ({named_text})",
+            f"only c in {intervals}")
 
-
-# ----------------------------------------------------------------------------------------------
-# Rules shared by several figures
 
 def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, budget=None, what="value",
                alpha=ALPHA):
@@ -312,9 +310,10 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
             f"change in the claimed direction, smallest to largest |Q| (median over seeds) {effect}; minimum "
             f"{fold(t.needed)} (what a seed spread of {log_spread(reference):.1%} in log value resolves); the verdict "
             f"{stands}" + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
-    if named:
-        text += "; integration constant: " + c_range(Q, values, direction, reference, entries, named, budget, alpha)
     deciding = f"{effect} {'with' if t.effect >= 0 else 'against'} the claim, {going}/{seeds} seeds, p {t.p:.2g}"
+    if named:
+        scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
+        text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds for {short}"
     return Result(verdict, text, deciding, math.exp(t.effect), "fold change")
 
 

@@ -585,9 +585,10 @@ def test_a_verdict_that_differs_between_the_conventions_is_reported_as_such(figu
     before.pop("largest Hessian eigenvalue grows with |Q|")
     assert after == before
     assert "paper's convention: partly, zero convention: reproduced; linear: reproduced" in text
-    assert "tanh: depends on the convention (paper's convention: not reproduced (the largest eigenvalue grows with " \
-           "|Q| in 0 of 6 series" in text
-    assert "zero convention: reproduced (the largest eigenvalue grows with |Q| in 6 of 6 series" in text
+    assert "tanh: depends on the convention (paper's convention: not reproduced (n = 6 seeds (6 series): the largest " \
+           "eigenvalue grows with |Q| in 0 of 6 seeds" in text
+    assert "zero convention: reproduced (n = 6 seeds (6 series): the largest eigenvalue grows with |Q| in 6 of 6 seeds" \
+        in text
 
 
 @pytest.mark.parametrize("damage", ["truncated npz", "corrupt json", "missing key", "npz without json",
@@ -654,8 +655,8 @@ def test_a_diverged_run_is_reported_as_diverged(figures):
     assert status == 0 and set(summary_rows(text, "## Checks").values()) == {verdict_rules.PASSES}  # checks see every run
     assert verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY  # never 'not reproduced' (slow)
     assert verdicts["steps to converge proportional to Q (radial)"] == PARTLY
-    assert ("relu: partly (the steps to the loss falls with |Q| in 5 of 5 series (sign test p = 0.031, significant"
-            in text)
+    assert ("relu: partly (n = 5 seeds (5 series): the number of steps to the loss falls with |Q| in 5 of 5 seeds (sign "
+            "test over seeds p = 0.031, significant" in text)  # seed 2 has no series left
     assert "; 1 series left out (a diverged run or a minimum not reached)" in text
     assert "run 2 diverged at step 300 (left out)" in text and "inconsistent" not in text
     assert "| relu | 1 | -386 | -386 | 7.3 | 3,496 (3,496 ± 0, 5 of 6 seeds) |" in text  # the spread leaves it out
@@ -677,8 +678,8 @@ def test_activations_beyond_the_papers_are_found_and_reported(figures):
 
 
 def test_a_claim_holding_in_some_seeds_and_not_others(figures):
-    """The series of all seeds are judged together: a claimed trend in 4 of 6 seeds is no significant majority (sign
-    test p = 0.34), whatever the effect; the table gives the spread over seeds."""
+    """The seeds vote: a claimed trend in 4 of 6 seeds is no significant majority (sign test p = 0.34), whatever the
+    effect; the table gives the spread over seeds."""
     fast, slow = [102_050, 59_577, 3_496], [3_496, 59_577, 102_050]
     edit_figure(figures, fig6.figure_name("tanh"),
                 steps_to_converge=[fast, slow, fast, fast, slow, fast])
@@ -689,12 +690,12 @@ def test_a_claim_holding_in_some_seeds_and_not_others(figures):
     status, text = report(figures)
     verdicts = summary_rows(text)
     assert status == 0 and verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY
-    assert "tanh: not reproduced (the steps to the loss falls with |Q| in 4 of 6 series (sign test p = 0.34, not " \
-           "significant" in text
+    assert "tanh: not reproduced (n = 6 seeds (6 series): the number of steps to the loss falls with |Q| in 4 of 6 " \
+           "seeds (sign test over seeds p = 0.34, not significant" in text
     assert "| tanh | 1 | -579 | -579 | 7.3 | 3,496 (36,347 ± 4.65e+04, 6 of 6 seeds) |" in text  # the spread
-    # 5 of 6 orbits: one-sided p = 7/64 = 0.11, not significant either
+    # 5 of 6 seeds (one orbit each): one-sided p = 7/64 = 0.11, not significant either
     assert verdicts["same function: larger |Q| converges in fewer steps"] == PARTLY
-    assert "tanh: not reproduced (the steps to the loss falls with |Q| in 5 of 6 series (sign test p = 0.11" in text
+    assert "falls with |Q| in 5 of 6 seeds (sign test over seeds p = 0.11" in text
     assert all(v == REPRODUCED for s, v in verdicts.items() if "fewer steps" not in s)
 
 
