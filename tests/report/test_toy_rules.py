@@ -2,11 +2,11 @@
 (claims_fig3.py), each both ways, and the two conventions of Q."""
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
 
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result
 from gfs.report import verdict_rules
 from gfs.report import toy_rules
+from gfs.report import trend_stats
 from gfs.report import claims_fig3
 
 
@@ -73,18 +73,18 @@ def test_trend_effect_is_fitted_over_all_points():
     rises x10 and falls back at the last point is not x1."""
     x = np.geomspace(1, 100, 5)
     y = np.array([1.0, 10.0, 10.0, 10.0, 1.0])
-    assert toy_rules.fitted_log_fold(x, y) == pytest.approx(0.0, abs=1e-12)  # symmetric: no trend
+    assert trend_stats.fitted_log_fold(x, y) == pytest.approx(0.0, abs=1e-12)  # symmetric: no trend
     y = 3 * x ** 0.25
-    assert toy_rules.fitted_log_fold(x, y) == pytest.approx(0.25 * np.log(100))
+    assert trend_stats.fitted_log_fold(x, y) == pytest.approx(0.25 * np.log(100))
     y[1] *= 10  # one point off the line moves the fit (the end points alone would not see it)
-    assert toy_rules.fitted_log_fold(x, y) != pytest.approx(0.25 * np.log(100))
+    assert trend_stats.fitted_log_fold(x, y) != pytest.approx(0.25 * np.log(100))
 
 
 def test_minimum_effect_is_what_the_seed_spread_resolves():
     """The minimum is 1.96 sqrt(2) x the std of log value over seeds: with a std of 7 %, x1.21. A x1.15 trend is
     below it (not reproduced, and the text says it would hold below), x1.3 above it."""
     reference = spread_reference(0.07)
-    assert toy_rules.resolvable_effect(reference) == pytest.approx(1.959964 * np.sqrt(2) * 0.07, rel=1e-5)
+    assert trend_stats.resolvable_effect(reference) == pytest.approx(1.959964 * np.sqrt(2) * 0.07, rel=1e-5)
     x, values = orbits(np.log(1.15) / np.log(100))
     result = toy_rules.rule_trend(x, values, direction=1, reference=reference)
     assert result.verdict == NOT_REPRODUCED and "minimum ×1.21" in result.text
@@ -98,7 +98,7 @@ def test_seed_spread_is_the_median_over_groups():
     groups with log stds 1 %, 10 %, 10 % give 10 % (a minimum of x1.32), so a x1.2 trend does not hold. The
     per-neuron predictors' spread (std / mean) is the median too."""
     reference = np.hstack([spread_reference(0.01), spread_reference(0.10), spread_reference(0.10)])
-    assert toy_rules.log_spread(reference) == pytest.approx(0.10)
+    assert trend_stats.log_spread(reference) == pytest.approx(0.10)
     x, values = orbits(np.log(1.2) / np.log(100))
     assert toy_rules.rule_trend(x, values, direction=1, reference=reference).verdict == NOT_REPRODUCED
     relative = np.array([[1.0, 1.0, 1.0], [1.01, 1.5, 1.5], [0.99, 0.5, 0.5]])
@@ -113,7 +113,7 @@ def test_trend_interval_must_exclude_no_change():
     x = np.tile(np.geomspace(1, 100, 5), (7, 1))
     up, down = 3 * x[0], np.array([10.0, 11, 12, 13, 0.1])
     values = np.array([up] * 4 + [down] * 3)
-    assert toy_rules.kendall(x[0], down)[0] > 0 and toy_rules.fitted_log_fold(x[0], down) < 0
+    assert toy_rules.kendall(x[0], down)[0] > 0 and trend_stats.fitted_log_fold(x[0], down) < 0
     result = toy_rules.rule_trend(x, values, direction=1, reference=values[:, :1] * 0 + 1)
     assert "in 7 of 7 seeds" in result.text and result.value > 1
     assert result.verdict == NOT_REPRODUCED and "stands at every minimum effect (the interval includes no change)" \
@@ -122,10 +122,10 @@ def test_trend_interval_must_exclude_no_change():
 
 def test_bootstrap_is_deterministic_and_covers_the_median():
     effects = np.log([1.5, 2.0, 2.5, 3.0, 8.0])
-    low, high = toy_rules.bootstrap_median(effects)
-    assert (low, high) == toy_rules.bootstrap_median(effects) and low <= np.median(effects) <= high
+    low, high = trend_stats.bootstrap_median(effects)
+    assert (low, high) == trend_stats.bootstrap_median(effects) and low <= np.median(effects) <= high
     assert low >= effects.min() and high <= effects.max()
-    assert toy_rules.bootstrap_median([0.3]) == (0.3, 0.3)
+    assert trend_stats.bootstrap_median([0.3]) == (0.3, 0.3)
 
 
 def test_trend_in_the_other_direction_fails():
@@ -272,7 +272,7 @@ def test_c_range_edges():
     with Q for c <= 1/16 and falls for c >= 1, so a value growing with Q holds from the scan's start -1 to an end
     between 0.07 and 1, and nowhere from 1 on."""
     Q = np.tile([1.0, 2.0, 4.0, 8.0, 16.0], (8, 1)) + 0.001 * np.arange(8)[:, None]
-    text, short = toy_rules.c_range(Q, Q ** 2, 1, Q[:, :1] * 0 + 1, 16, {"a": 1.0, "b": 0.0})
+    text, short = trend_stats.c_range(Q, Q ** 2, 1, Q[:, :1] * 0 + 1, 16, {"a": 1.0, "b": 0.0})
     assert short == "only c in " + text.split("holds only for c in ")[1].split(" of the scanned")[0]
     assert text.startswith("holds only for c in [-1, ") and " and " not in text.split(" of the scanned")[0]
     end = float(text.split("[-1, ")[1].split(")")[0])
