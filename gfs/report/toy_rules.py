@@ -153,7 +153,7 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     deciding = f"{effect} {'with' if t.effect >= 0 else 'against'} the claim, {going}/{seeds} seeds, p {t.p:.2g}"
     if named:
         scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
-        text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds for {short}"
+        text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds {short}"
     return Result(verdict, text, deciding, math.exp(t.effect), "fold change")
 
 

@@ -165,11 +165,11 @@ def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=
                            for name, c in named.items())
     scanned = f"[{grid[0]:g}, {grid[-1]:g}]"
     if holds.all():
-        return f"holds for every c in the scanned {scanned} ({named_text})", "every c"
+        return f"holds for every c in the scanned {scanned} ({named_text})", "for every c"
     if not holds.any():
-        return f"holds for no c in the scanned {scanned} ({named_text})", "no c"
+        return f"holds for no c in the scanned {scanned} ({named_text})", "for no c"
     edges = np.flatnonzero(np.diff(np.r_[0, holds.astype(int), 0]))
     intervals = " and ".join(f"[{grid[a]:g}, {grid[b]:g})" if b < len(grid) else f"[{grid[a]:g}, {grid[-1]:g}]"
                              for a, b in zip(edges[::2], edges[1::2]))
     return (f"holds only for c in {intervals} of the scanned {scanned}, step {step * scale:g} ({named_text})",
-            f"only c in {intervals}")
+            f"only for c in {intervals}")

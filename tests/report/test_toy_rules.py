@@ -259,7 +259,7 @@ def test_trend_reports_the_range_of_the_integration_constant():
     named = {"the paper code's": 1.0, "the zero convention's": 0.0}
     result = toy_rules.rule_trend(Q_zero, sharpness, 1, sharpness, entries=250, named=named)
     assert result.verdict == REPRODUCED and "integration constant: holds only for c in [-1, " in result.text
-    assert "holds for only c in [-1, " in result.deciding
+    assert "holds only for c in [-1, " in result.deciding
     assert "the paper code's c = 1 outside, the zero convention's c = 0 inside" in result.text
     paper = toy_rules.rule_trend(Q_zero, sharpness, 1, sharpness, c=1.0, entries=250)
     assert paper.verdict == NOT_REPRODUCED and "integration constant" not in paper.text  # one scan a claim
@@ -273,7 +273,7 @@ def test_c_range_edges():
     between 0.07 and 1, and nowhere from 1 on."""
     Q = np.tile([1.0, 2.0, 4.0, 8.0, 16.0], (8, 1)) + 0.001 * np.arange(8)[:, None]
     text, short = trend_stats.c_range(Q, Q ** 2, 1, Q[:, :1] * 0 + 1, 16, {"a": 1.0, "b": 0.0})
-    assert short == "only c in " + text.split("holds only for c in ")[1].split(" of the scanned")[0]
+    assert short == "only for c in " + text.split("holds only for c in ")[1].split(" of the scanned")[0]
     assert text.startswith("holds only for c in [-1, ") and " and " not in text.split(" of the scanned")[0]
     end = float(text.split("[-1, ")[1].split(")")[0])
     assert 0.07 <= end <= 1 and "a c = 1 outside, b c = 0 inside" in text
