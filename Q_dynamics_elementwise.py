@@ -14,6 +14,7 @@ Writes DIR/Q-dynamics/elementwise_{activation}_loss_Q.{pdf,png,npz,json}.
 """
 import numpy as np
 
+from gfs.paper_numbers import FIG3_LEARNING_RATES
 from gfs.runs.command_line import PerActivation, figure_parser, no_progress
 from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script, steps_per_activation
 # torch, the models and pyplot are imported inside the functions that use them: --help and flag
@@ -22,7 +23,7 @@ from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script, step
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_dynamics_elementwise.py)
 M, N, HIDDEN = 5, 10, 50                 # output dim, input dim (X = I_N), hidden width
 INIT_STD = 0.1                           # U, V ~ N(0, 0.1^2), each drawn after seed 12345
-LEARNING_RATES = [0.1, 0.01, 0.001]
+LEARNING_RATES = list(FIG3_LEARNING_RATES)
 PAPER_STEPS = PerActivation(400_000, sigmoid=800_000)
 QUICK_STEPS = PerActivation(2_000, sigmoid=4_000)
 
@@ -115,6 +116,7 @@ def plot(data):
 def make_jobs(args):
     """One job per activation, longest first."""
     from models import SEED_RULE
+    from gfs.per_neuron import HIGHER_ORDER
     return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),
                 {"figure": "Fig. 3", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_std": INIT_STD,
                  "learning_rates": LEARNING_RATES, "steps": steps, "seeds": args.seeds, "seed_rule": SEED_RULE,
@@ -123,7 +125,9 @@ def make_jobs(args):
                  "delta_Q_tilde_zero": "the same with Q integrated from 0 and N_0 the size of its two terms "
                                        "(models.conserved_Q and q_normaliser, convention='zero')",
                  "max_Q_change_zero": "max over t of |Q_t - Q_0| / N_0 (zero convention), first step included",
-                 "drift_bound_zero": "per_neuron.gd_drift_bound / N_0: paper_scale lr/2 max(1, max|F''|) (L_0 - L_min), "
+                 "bound_higher_order": HIGHER_ORDER,
+                 "drift_bound_zero": f"per_neuron.gd_drift_bound / N_0: {HIGHER_ORDER:g} (bound_higher_order) x "
+                                     "paper_scale lr/2 max(1, max|F''|) (L_0 - L_min), "
                                      "L the MSE trained on, F'' at the initial and final weights (curvature)",
                  "Q_neurons0": "per-neuron Q_a (zero convention, per_neuron.neuron_Q) at the start and the end "
                                "(Q_neurons_final) [S, R, k]",

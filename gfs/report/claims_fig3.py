@@ -33,24 +33,63 @@ def float64_drift(f):
     return runs(f, "lr", lrs="lr", max_drift="max_Q_change_zero")
 
 
-# Per seed, each run's change of Q and its first-order bound of gradient descent [R] (relative to N_0).
-within_bound = partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero")
+ROUNDOFF_FACTOR = 2.0  # a float32 drift beyond the bound is round-off if it is within this factor of the paper's loop's
 
 
-def rule_within_gd_bound(lrs, drift, bound):
-    """Every run's largest change of Q from its initial value stays within the first-order bound of gradient descent,
-    paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (derived in docs/conserved_quantities.md; F'' at the initial
-    and final weights, L the trained loss): reproduced; only at the largest learning rate (where discretisation,
-    not float32 round-off, dominates): partly; otherwise not reproduced.
+def paper_roundoff(activation, lrs):
+    """The paper's own float32 loop's largest |dQ~| (paper code's Q and N_0) at each of lrs [R] (NaN where it has
+    none): its largest where printed, else its final one."""
+    final, largest = paper.FIG3_FINAL_DRIFT.get(activation), paper.FIG3_LARGEST_DRIFT.get(activation, (None,) * 3)
+    by_lr = {lr: abs(big if big is not None else end) for lr, end, big in zip(paper.FIG3_LEARNING_RATES, final or (),
+                                                                             largest)}
+    return np.array([by_lr.get(float(lr), np.nan) for lr in lrs])
 
-    lrs, drift, bound: [R] per run (drift and bound in the same units)."""
+
+def within_bound(f):
+    """Per seed, each run's change of Q and its bound of gradient descent [R] (relative to N_0), its largest |dQ~|
+    (paper code's Q and N_0, as the paper's loop measures it) and the paper's loop's [R]."""
+    return runs(f, "lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero", drift_paper="max_delta_Q_tilde",
+                roundoff=paper_roundoff(f.setting("activation"), f["lr"]))
+
+
+# float64: per seed, each run's change of Q and its bound [R] (relative to N_0); no round-off to allow for.
+float64_within_bound = partial(runs, name="lr", lrs="lr", drift="max_Q_change_zero", bound="drift_bound_zero")
+
+
+def rule_within_gd_bound(lrs, drift, bound, drift_paper=None, roundoff=None, roundoff_factor=ROUNDOFF_FACTOR):
+    """Every run's largest change of Q from its initial value stays within the bound of gradient descent saved with
+    it, H x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (the first-order change of a step, times H for the
+    higher orders, H as saved (bound_higher_order); derived in docs/conserved_quantities.md; F'' at the initial and
+    final weights, L the mean squared loss trained on), or, where float32 round-off exceeds the bound (it does not
+    shrink with lr), its largest |dQ~| is at most {roundoff_factor:g} x that of the paper's own float32 loop at the
+    same activation and learning rate [R]. Every run: reproduced; a run beyond both, or beyond the bound with no
+    reference: partly if the runs at the largest learning rate (where discretisation dominates) are within the
+    bound, otherwise not reproduced.
+
+    lrs, drift, bound: [R] per run (drift and bound relative to N_0); drift_paper, roundoff: [R] the run's and the
+    paper's loop's largest |dQ~| (None: no round-off allowance, float64)."""
     lrs, drift, bound = (np.asarray(a, dtype=float) for a in (lrs, drift, bound))
     within = np.nan_to_num(drift, nan=np.inf) <= bound
-    text = ", ".join(f"lr {lr:g}: {fmt(d)} of bound {fmt(b)}" for lr, d, b in zip(lrs, drift, bound))
+    ratio_paper = np.full(len(lrs), np.nan) if drift_paper is None else (
+        np.asarray(drift_paper, dtype=float) / np.asarray(roundoff, dtype=float))
+    roundoff_ok = ~within & (np.nan_to_num(ratio_paper, nan=np.inf) <= roundoff_factor)
+    parts = []
+    for lr, d, b, ok, r in zip(lrs, drift, bound, roundoff_ok, ratio_paper):
+        part = f"lr {lr:g}: {fmt(d)} of bound {fmt(b)}"
+        if d > b and np.isfinite(r):
+            part += (f" (round-off: |dQ~| {fmt(r)} x the paper's loop's, {'within' if ok else 'beyond'} "
+                     f"{roundoff_factor:g} x)")
+        elif not d <= b:
+            part += " (beyond the bound, no round-off reference)"
+        parts.append(part)
     top = lrs == lrs.max()
-    verdict = REPRODUCED if within.all() else PARTLY if within[top].all() else NOT_REPRODUCED
+    passed = within | roundoff_ok
+    verdict = REPRODUCED if passed.all() else PARTLY if within[top].all() else NOT_REPRODUCED
     ratio = float(np.max(drift / bound))
-    return Result(verdict, text, f"drift/bound up to {fmt(ratio)}", ratio, "largest drift / bound")
+    deciding = f"drift/bound up to {fmt(ratio)}" + (
+        f"; beyond it {int(roundoff_ok.sum())} run(s) within round-off ({fmt(np.nanmax(ratio_paper[~within]))} x the "
+        "paper's loop)" if roundoff_ok.any() else "")
+    return Result(verdict, ", ".join(parts), deciding, ratio, "largest drift / bound")
 
 
 def rule_drift_proportional(lrs, max_drift, factor=2.0):
@@ -90,6 +129,7 @@ FIG3_FLOAT64_COLUMNS = [
 
 def fig3_tables(float32, float64):
     ref, lrs = paper.FIG3_FINAL_DRIFT["linear"], common_setting(float32, "learning_rates", [])
+    higher_order = common_setting(float32, "bound_higher_order", float("nan"))
     ratios = ", ".join(f"{u} {f['normaliser'][0][0] / f['normaliser_zero'][0][0]:.3g}" for u, f in float32.items()
                        if not np.allclose(f["normaliser"], f["normaliser_zero"]))
     float32, float64 = run_table(float32, FIG3_COLUMNS), run_table(float64, FIG3_FLOAT64_COLUMNS)
@@ -97,7 +137,8 @@ def fig3_tables(float32, float64):
                       "paper code's scale; sum |F| and not |sum F|, whose entries cancel for sigmoid and softplus); "
                       "the paper code's N_0 is its 'sum' analogue of Q, which differs for tanh and sigmoid by the "
                       f"ratio of the two N_0 ({ratios or 'none here'}): dQ~ = |Q_t|/N_0 - |Q_1|/N_0 depends on the "
-                      "convention, Q_t - Q_0 does not. The bound is paper_scale x lr/2 x max(1, max |F''|) x (L_0 - "
+                      "convention, Q_t - Q_0 does not. The bound is "
+                      f"{higher_order:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - "
                       "L_T) / N_0. Loss: "
                       "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at the "
                       f"smallest lr ({min(lrs, default=0):g}) larger than at the middle one, as in the paper's code "
@@ -124,7 +165,8 @@ SECTIONS = (
               rule_drift_proportional),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
-              "learning rate: what exceeds it in float32 is round-off.", FIG3_FLOAT64,
-              within_bound, rule_within_gd_bound)),
+              "learning rate: what exceeds it in float32 is round-off (a check: its drift is a few % of the "
+              "bound, so it fails only through a bug).", FIG3_FLOAT64, float64_within_bound, rule_within_gd_bound,
+              check=True)),
             lambda get: fig3_tables(get(FIG3), get(FIG3_FLOAT64))),
 )

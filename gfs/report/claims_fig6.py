@@ -9,7 +9,7 @@ from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
 from gfs.report.verdict_rules import col, orbit_column, paper_column, power_of_ten, run_table, saved_setting
 from gfs.report.toy_rules import (PER_NEURON_NOTE, as_steps, finite_or_nan, per_neuron_stats, per_neuron_table, q_key,
-                       rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend, same_function)
+                       rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend, same_function, trend_Q)
 from gfs.report.verdict_rules import fmt, fmt_steps
 
 # The saved figures by the names their .json give (figure_name; {}: the activation).
@@ -36,16 +36,16 @@ def orbit_init_std(figures):
 def fig6_trend(f, convention):
     """Fig. 6: each seed's three init scales are a series; steps [S, R] against |Q0|."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
-    return dict(x=np.abs(f[q_key("Q0_zero", convention)]), values=steps, direction=-1,
-                reference=finite_or_nan(steps), budget=int(f.setting("steps")), what="steps to the loss")
+    return dict(trend_Q(f, "Q0_zero", convention), values=steps, direction=-1, reference=finite_or_nan(steps),
+                budget=int(f.setting("steps")), what="number of steps to the loss")
 
 
 def same_function6_trend(f, convention):
     """Fig. 6 same function: each seed's orbit is a series [S, L]; the spread over seeds at its centre (lambda = 1)."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
-    return dict(x=np.abs(f[q_key("Q0_zero", convention)]), values=steps, direction=-1,
+    return dict(trend_Q(f, "Q0_zero", convention), values=steps, direction=-1,
                 reference=finite_or_nan(steps[:, steps.shape[1] // 2]), budget=int(f["step_budget"]),
-                what="steps to the loss")
+                what="number of steps to the loss")
 
 
 def per_neuron6(f, convention):

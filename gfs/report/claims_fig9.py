@@ -9,7 +9,7 @@ from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
 from gfs.report.verdict_rules import col, common_setting, legend_Qs, orbit_column, paper_column, run_table
 from gfs.report.toy_rules import (AT_MINIMUM, PER_NEURON_NOTE, at_minimum, per_neuron_stats, per_neuron_table, q_key,
-                       rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend)
+                       rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend, trend_Q)
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
 
 # The saved figures by the names their .json give (figure_name; {}: the activation; the paper's m, n, hidden = 10, 5,
@@ -55,14 +55,14 @@ def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minim
 def fig9_trend(f, convention):
     """Fig. 9: each seed's four init scales are a series; the largest eigenvalue [S, R] against |Q0|."""
     largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
-    return dict(x=np.abs(f[q_key("Q0_zero", convention)]), values=largest, direction=1, reference=largest,
+    return dict(trend_Q(f, "Q0_zero", convention), values=largest, direction=1, reference=largest,
                 what="largest eigenvalue")
 
 
 def same_function9_trend(f, convention):
     """Fig. 9 same function: each minimum's orbit is a series [S, R, L]; the spread over seeds at the minima."""
     largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
-    return dict(x=np.abs(f[q_key("Q_zero", convention)]), values=largest, direction=1,
+    return dict(trend_Q(f, "Q_zero", convention), values=largest, direction=1,
                 reference=largest[..., largest.shape[-1] // 2], what="largest eigenvalue")
 
 

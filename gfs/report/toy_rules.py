@@ -7,17 +7,19 @@ A rule takes numbers (never files) and returns a verdict_rules.Result; the first
 rule as the report prints it ({keyword} defaults filled in). A measurement takes a saved figure (make_report.Figure:
 f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or "zero").
 
-Contents: Q_CONVENTION (the report's note); the thresholds (ALPHA, MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT;
-their reasons in docs/report.md); both_conventions and conventions_result (a verdict per convention, or DEPENDS);
-trend statistics (kendall, seed_spread, minimum_effect, series_effect, finite_series); rule_trend, predictor,
-rule_predictors; the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key, as_steps,
-finite_or_nan, at_minimum, same_function, per_neuron_stats); the per-neuron table and the off-data table.
+Contents: Q_CONVENTION (the report's note); the thresholds (MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT; ALPHA and
+the trends' in trend_stats.py; their reasons in docs/report.md); both_conventions and conventions_result (a verdict
+per convention, or DEPENDS); kendall and the predictors' statistics (seed_spread, minimum_effect, series_effect);
+rule_trend (its statistics over seeds: trend_stats.py), predictor, rule_predictors; the checks
+rule_same_initial_function and rule_gap_below; measurement helpers (q_key, as_steps, finite_or_nan, at_minimum,
+trend_Q, same_function, per_neuron_stats); the per-neuron table and the off-data table.
 """
 import math
 
 import numpy as np
 from scipy.stats import binomtest, kendalltau
 
+from gfs.report.trend_stats import ALPHA, c_range, fold, log_spread, trend
 from gfs.report.verdict_rules import runs
 from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
@@ -36,8 +38,7 @@ Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/si
 # with _zero: F(0) = 0), in the report's order: models.Q_CONVENTIONS, which the report does not import (torch);
 # a test keeps the two equal.
 CONVENTIONS = ("paper", "zero")
-ALPHA = 0.05        # significance level of a sign test over series (one-sided for a claimed direction)
-MIN_EFFECT = 0.10   # smallest relative change of a value along a series that counts as an effect
+MIN_EFFECT = 0.10   # the per-neuron predictors' (rule_predictors) smallest relative change of a value along a series
 SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds
 AT_MINIMUM = 1e-6   # squared loss below which a trained run is at a global minimum (Fig. 9's rules)
 CONSTANT = 1e-4     # a statistic varies along a series if its range there exceeds this fraction of its size there (a
@@ -52,7 +53,9 @@ def both_conventions(results):
         return Result(zero.verdict, f"{zero.text} (same verdict in both conventions of Q)", zero.deciding, zero.value,
                       zero.value_name)
     return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
-                  f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}; zero: {zero.verdict})", zero.value, zero.value_name)
+                  f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}" + f", {paper.deciding}" * bool(
+                      paper.deciding) + f"; zero: {zero.verdict}" + f", {zero.deciding}" * bool(zero.deciding) + ")",
+                  zero.value, zero.value_name)
 
 
 def conventions_result(over, results, combine_units):
@@ -69,7 +72,7 @@ def conventions_result(over, results, combine_units):
 
 
 # ----------------------------------------------------------------------------------------------
-# Trend statistics
+# Kendall's tau and the per-neuron predictors' effect and minimum (the trends' statistics: trend_stats.py)
 
 def kendall(x, y):
     """(Kendall's tau, its exact two-sided p) of y against x; (NaN, 1) where either does not vary."""
@@ -110,49 +113,50 @@ def series_effect(x, y, budget=None):
     return float(np.log(y[order[-1]] / y[order[0]]))
 
 
-def finite_series(x, y):
-    """The rows of x, y [N, L] with no NaN (a diverged run, a minimum not reached): (x, y, rows left out)."""
-    x, y = np.asarray(x, dtype=float).reshape(-1, np.shape(x)[-1]), np.asarray(y, dtype=float).reshape(-1, np.shape(y)[-1])
-    keep = ~(np.isnan(x).any(axis=1) | np.isnan(y).any(axis=1))
-    return x[keep], y[keep], int((~keep).sum())
+def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, budget=None, what="value",
+               alpha=ALPHA):
+    """The seed is the unit. Per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of the value
+    with |Q| and the fold change of the value from the smallest to the largest |Q| of the series, fitted over all
+    its points (slope of log value against log |Q|); the seed votes with the median tau of its series and its effect
+    is their median fold change. Over the seeds: a one-sided sign test that more seeds vote in the claimed direction
+    than against (p < {alpha:g}), the effect (median over seeds) with a 95 % percentile-bootstrap interval over
+    seeds that must exclude no change, and the effect must reach the smallest fold change the spread over seeds can
+    resolve (z x sqrt(2) x the std of log value over seeds, z the normal quantile of {alpha:g}, two-sided). All
+    three: reproduced (partly if a series was left out: a diverged run or a minimum not reached cannot be tested);
+    otherwise not reproduced. For tanh and sigmoid the text also gives the range of the integration constant c of
+    Q over which the claim holds.
 
-
-# ----------------------------------------------------------------------------------------------
-# Rules shared by several figures
-
-def rule_trend(x, values, direction, reference, budget=None, what="value", alpha=ALPHA, min_effect=MIN_EFFECT,
-               spreads=SEED_SPREADS):
-    """Per series (an orbit, or one seed's runs), Kendall's tau of the value with |Q| (exact p); over the series, a
-    one-sided sign test that more series go in the claimed direction than not (p < {alpha:g}); and the effect, the
-    relative change of the value between the smallest and the largest |Q| of a series in the claimed direction
-    (median over series), must reach the larger of {min_effect:.0%} and {spreads} x the spread of the value over
-    seeds (std / mean). Significant and large enough: reproduced (partly if a series was left out: a diverged run
-    or a minimum not reached cannot be tested); otherwise not reproduced.
-
-    x: |Q| [N, L] (N series of L points); values [N, L] (inf: never reached, the budget in the effect; NaN: series
-    left out); direction: +1 (the value grows with |Q|) or -1 (it falls); reference: the value over seeds [S, G]."""
-    x, values, left_out = finite_series(x, values)
-    if not len(x):
+    Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
+    trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:
+    no scan); values [S, ..., L] (inf: never reached, the budget; NaN: series left out); direction: +1 (grows with
+    |Q|) or -1 (falls); reference: the value over seeds [S, G]."""
+    x = np.abs(np.asarray(Q, dtype=float) - c * entries)
+    t = trend(x, values, direction, reference, budget, alpha)
+    if t is None:
         return Result(NOT_REPRODUCED, "no series to test", "no series")
-    taus = np.array([kendall(a, b)[0] for a, b in zip(x, values)])
-    ps = np.array([kendall(a, b)[1] for a, b in zip(x, values)])
-    signs = np.sign(direction * np.nan_to_num(taus))
-    going, against = int((signs > 0).sum()), int((signs < 0).sum())
-    p = float(binomtest(going, going + against, 0.5, alternative="greater").pvalue) if going + against else 1.0
-    effect = float(np.median([direction * series_effect(a, b, budget) for a, b in zip(x, values)]))
-    needed = minimum_effect(reference, min_effect, spreads)
-    change, needed_change = math.expm1(abs(effect)) * np.sign(effect), needed
-    ok = p < alpha and change >= needed_change
-    verdict = (PARTLY if left_out else REPRODUCED) if ok else NOT_REPRODUCED  # a diverged run: partly at best
     claimed = "grows" if direction > 0 else "falls"
-    text = (f"the {what} {claimed} with |Q| in {going} of {len(x)} series (sign test p = {p:.2g}"
-            f"{', significant' if p < alpha else ', not significant'}; Kendall's tau median {fmt(np.median(taus[np.isfinite(taus)]) if np.isfinite(taus).any() else None)}, "
-            f"{int((ps < alpha).sum())} series with exact p < {alpha:g}); effect (median over series) "
-            f"{change:+.1%} in the claimed direction, minimum {needed_change:.1%} (max of {min_effect:.0%} and "
-            f"{spreads} x the spread over seeds, {seed_spread(reference):.1%})"
-            + f"; {left_out} series left out (a diverged run or a minimum not reached)" * bool(left_out))
-    return Result(verdict, text, f"{going}/{len(x)} series, p {p:.2g}, effect {change:+.0%} (min {needed_change:.0%})", change,
-                  "effect")
+    going, seeds = int((t.votes > 0).sum()), len(t.votes)
+    significant, excludes = t.p < alpha, t.low > 0
+    if t.holds:
+        stands = f"stands for any minimum effect up to {fold(t.effect)}"
+    elif significant and excludes:
+        stands = f"stands for any minimum effect above {fold(t.effect)} (it would hold below)"
+    else:
+        stands = "stands at every minimum effect (" + ("not significant" if not significant else
+                                                        "the interval includes no change") + ")"
+    verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
+    effect = f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)})"
+    text = (f"n = {seeds} seeds ({t.series} series): the {what} {claimed} with |Q| in {going} of {seeds} seeds "
+            f"(sign test over seeds p = {t.p:.2g}, {'significant' if significant else 'not significant'}); fold "
+            f"change in the claimed direction, smallest to largest |Q| (median over seeds) {effect}; minimum "
+            f"{fold(t.needed)} (what a seed spread of {log_spread(reference):.1%} in log value resolves); the verdict "
+            f"{stands}" + f"; {t.left_out} series left out (a diverged run or a minimum not reached)"
+            * bool(t.left_out))
+    deciding = f"{effect} {'with' if t.effect >= 0 else 'against'} the claim, {going}/{seeds} seeds, p {t.p:.2g}"
+    if named:
+        scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
+        text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds {short}"
+    return Result(verdict, text, deciding, math.exp(t.effect), "fold change")
 
 
 def predictor(stat, values, needed, budget, alpha):
@@ -252,6 +256,19 @@ def at_minimum(values, final_loss):
     """values [S, R, ...] with NaN where the run of [S, R] did not reach a global minimum."""
     values, ok = np.asarray(values, dtype=float), np.asarray(final_loss, dtype=float) < AT_MINIMUM
     return np.where(ok.reshape(ok.shape + (1,) * (values.ndim - ok.ndim)), values, np.nan)
+
+
+def trend_Q(f, zero_key, convention):
+    """rule_trend's Q arguments from a saved figure: Q in the zero convention (f[zero_key]) and, for an activation
+    with an integration constant (tanh, sigmoid), the convention's c, the number of entries of V (from the saved
+    paper-convention Q: Q_paper = Q_zero - paper_constant x entries, models.conserved_Q) and, in the zero
+    convention's measurement only (one scan a claim), the named constants to scan c around."""
+    constant = f.setting("paper_constant")  # models.ACTIVATIONS[activation].paper_constant, saved with the figure
+    if not constant:
+        return dict(Q=f[zero_key])  # linear, ReLU: homogeneous, no integration constant
+    entries = round(float(np.nanmedian((f[zero_key] - f[q_key(zero_key, "paper")]) / constant)))
+    named = {"the paper code's": constant, "the zero convention's": 0.0} if convention == "zero" else None
+    return dict(Q=f[zero_key], c=constant if convention == "paper" else 0.0, entries=entries, named=named)
 
 
 def same_function(f):

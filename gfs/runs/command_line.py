@@ -326,6 +326,14 @@ def steps_per_activation(args, paper_steps, quick_steps):
     return dict(sorted(steps.items(), key=lambda item: -item[1]))
 
 
+def activation_constants(settings):
+    """{'paper_constant': ...}: the paper code's integration constant of Q for the figure's activation
+    (models.ACTIVATIONS), saved so that the report reads it without importing torch; {} without an activation."""
+    from models import ACTIVATIONS
+    activation = ACTIVATIONS.get(settings.get("activation"))
+    return {"paper_constant": activation.paper_constant} if activation else {}
+
+
 def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trains=True):
     """Parse the shared flags, then train (or, with --plot-only, load) and save every figure.
 
@@ -366,7 +374,7 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
             shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
         for job, result in zip(jobs, results):
             for (name, job_settings), data in zip(job.figures(), result if job.also else [result]):
-                settings = {**job_settings, **shared, **run_metadata(args, started)}
+                settings = {**job_settings, **shared, **activation_constants(job_settings), **run_metadata(args, started)}
                 paths = save_figure(plot(data), args.out, name, data, settings, script)
                 print(f"{summarise(name, data)} -> {paths[2]}")
         print(f"done in {time.time() - started:.1f} s")

@@ -118,17 +118,21 @@ def fig3_data(drift, constant, records=5):
 def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, float64=True):
     """Figs. 3-9 data files shaped like the scripts' output, on which every toy claim holds."""
     from Q_distribution import expected_Q
+
+    from gfs.per_neuron import HIGHER_ORDER
+    from models import get_activation
     steps, rng = np.arange(0, 401, 100), np.random.default_rng(0)
     grow = 1 + 0.1 * np.arange(SEEDS)[:, None]  # seed s: the same trends, other numbers
     for i, act in enumerate(activations):
-        c, settings = PAPER_CONSTANT.get(act, 0.0), dict(quick=quick, activation=act)
+        c, settings = PAPER_CONSTANT.get(act, 0.0), dict(quick=quick, activation=act,
+                                                          paper_constant=get_activation(act).paper_constant)
         fig6_settings = dict(settings, learning_rate=fig6.LEARNING_RATE, converged_loss=fig6.CONVERGED_LOSS,
                              init_std=fig6.ORBIT_INIT_STD)  # as the script saves them (init_std: the orbits')
         fig9_settings = dict(settings, m=fig9.M, n=fig9.N, hidden=fig9.HIDDEN, init_stds=fig9.INIT_STDS,
                              plotted_run=fig9.PER_NEURON_PLOTTED)
         name = fig3.figure_name(act)
         data = fig3_data(np.array([6.9e-4, 7.0e-5, 7.0e-6]) * (1 + 0.1 * i), c)  # proportional to lr
-        fig3_settings = dict(settings, learning_rates=fig3.LEARNING_RATES)
+        fig3_settings = dict(settings, learning_rates=fig3.LEARNING_RATES, bound_higher_order=HIGHER_ORDER)
         write_figure(root, name, data, run_settings("Q_dynamics_elementwise.py", 700.0, **fig3_settings))
         if float64:
             write_figure(os.path.join(root, "float64"), name, data, run_settings(
@@ -408,16 +412,17 @@ def test_every_claim_holds_on_the_base_data(figures):
     assert "*The same rule on the paper code's numbers [R]:* reproduced (Q x" in text
     assert "*The same rule on the paper code's numbers [C]:* not reproduced (group - perm_interp" in text
     # the rule text is the rule's docstring, with its thresholds filled in
-    assert "*Rule:* Per series (an orbit, or one seed's runs), Kendall's tau of the value with |Q| (exact p); over the " \
-           "series, a one-sided sign test that more series go in the claimed direction than not (p < 0.05)" in text
-    assert "must reach the larger of 10% and 2 x the spread of the value over seeds" in text
+    assert "*Rule:* The seed is the unit. Per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of " \
+           "the value with |Q|" in text
+    assert "a one-sided sign test that more seeds vote in the claimed direction than against (p < 0.05)" in text
+    assert "z the normal quantile of 0.05, two-sided" in text
     assert "same verdict in both conventions of Q" in text
     assert "{" + "threshold}" not in text
     # one page first: what holds (with what decides each row), then the legend; a shared rule is printed once
     assert text.index("## What holds") < text.index("**Legend.**") < text.index("## Checks") < text.index("## Fig. 3")
     assert "| group beats g^-1, random, shuffle at eps = 1 and 10 | **reproduced** | paper numerics: " in text
     assert "| exact numerics (paper numerics shown) |" in text and "| 4 activations, 6 seeds |" in text
-    assert text.count("*Rule:* Per series (an orbit") == 1
+    assert text.count("*Rule:* The seed is the unit. Per seed, each series") == 1
     assert '*Rule:* as for "larger |Q| reaches a fixed loss in fewer steps" above.' in text
 
 
@@ -467,8 +472,6 @@ def follow_the_sum(root, name, key, scale):
 BREAKERS = {  # short claim -> (change the saved data so that its rule fails, the verdict then)
     "Q's change within the first-order bound of GD (float32)": (lambda r: edit_figure(
         r, fig3.figure_name("relu"), drift_bound_zero=[[1e-6] * 3]), PARTLY),
-    "float64: Q's change within the first-order bound of GD": (lambda r: edit_figure(
-        r, "float64/" + fig3.figure_name("tanh"), drift_bound_zero=[[1e-6] * 3]), PARTLY),
     "float64: drift of Q proportional to lr": (lambda r: edit_figure(
         r, "float64/" + fig3.figure_name("relu"), max_Q_change_zero=[[1e-4, 1e-5, 1e-5]]), PARTLY),  # in bound
     "Q concentrated at init around its analytic mean": (lambda r: edit_both(
@@ -522,6 +525,8 @@ BREAKERS = {  # short claim -> (change the saved data so that its rule fails, th
 
 
 CHECK_BREAKERS = {  # check -> change the saved data so that it fails (its figure's claims are then broken)
+    "float64: Q's change within the first-order bound of GD": lambda r: edit_figure(
+        r, "float64/" + fig3.figure_name("tanh"), drift_bound_zero=[[1e-6] * 3]),
     "same function: the moved initialisations compute the same function": lambda r: moved_one_point(
         r, SAME_6, "initial_output"),
     "per-neuron orbits: the moved initialisations compute the same function": lambda r: edit_figure(
@@ -588,9 +593,10 @@ def test_a_verdict_that_differs_between_the_conventions_is_reported_as_such(figu
     before.pop("largest Hessian eigenvalue grows with |Q|")
     assert after == before
     assert "paper's convention: partly, zero convention: reproduced; linear: reproduced" in text
-    assert "tanh: depends on the convention (paper's convention: not reproduced (the largest eigenvalue grows with " \
-           "|Q| in 0 of 6 series" in text
-    assert "zero convention: reproduced (the largest eigenvalue grows with |Q| in 6 of 6 series" in text
+    assert "tanh: depends on the convention (paper's convention: not reproduced (n = 6 seeds (6 series): the largest " \
+           "eigenvalue grows with |Q| in 0 of 6 seeds" in text
+    assert "zero convention: reproduced (n = 6 seeds (6 series): the largest eigenvalue grows with |Q| in 6 of 6 seeds" \
+        in text
 
 
 @pytest.mark.parametrize("damage", ["truncated npz", "corrupt json", "missing key", "npz without json",
@@ -657,8 +663,8 @@ def test_a_diverged_run_is_reported_as_diverged(figures):
     assert status == 0 and set(summary_rows(text, "## Checks").values()) == {verdict_rules.PASSES}  # checks see every run
     assert verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY  # never 'not reproduced' (slow)
     assert verdicts["steps to converge proportional to Q (radial)"] == PARTLY
-    assert ("relu: partly (the steps to the loss falls with |Q| in 5 of 5 series (sign test p = 0.031, significant"
-            in text)
+    assert ("relu: partly (n = 5 seeds (5 series): the number of steps to the loss falls with |Q| in 5 of 5 seeds (sign "
+            "test over seeds p = 0.031, significant" in text)  # seed 2 has no series left
     assert "; 1 series left out (a diverged run or a minimum not reached)" in text
     assert "run 2 diverged at step 300 (left out)" in text and "inconsistent" not in text
     assert "| relu | 1 | -386 | -386 | 7.3 | 3,496 (3,496 ± 0, 5 of 6 seeds) |" in text  # the spread leaves it out
@@ -680,8 +686,8 @@ def test_activations_beyond_the_papers_are_found_and_reported(figures):
 
 
 def test_a_claim_holding_in_some_seeds_and_not_others(figures):
-    """The series of all seeds are judged together: a claimed trend in 4 of 6 seeds is no significant majority (sign
-    test p = 0.34), whatever the effect; the table gives the spread over seeds."""
+    """The seeds vote: a claimed trend in 4 of 6 seeds is no significant majority (sign test p = 0.34), whatever the
+    effect; the table gives the spread over seeds."""
     fast, slow = [102_050, 59_577, 3_496], [3_496, 59_577, 102_050]
     edit_figure(figures, fig6.figure_name("tanh"),
                 steps_to_converge=[fast, slow, fast, fast, slow, fast])
@@ -692,12 +698,12 @@ def test_a_claim_holding_in_some_seeds_and_not_others(figures):
     status, text = report(figures)
     verdicts = summary_rows(text)
     assert status == 0 and verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY
-    assert "tanh: not reproduced (the steps to the loss falls with |Q| in 4 of 6 series (sign test p = 0.34, not " \
-           "significant" in text
+    assert "tanh: not reproduced (n = 6 seeds (6 series): the number of steps to the loss falls with |Q| in 4 of 6 " \
+           "seeds (sign test over seeds p = 0.34, not significant" in text
     assert "| tanh | 1 | -579 | -579 | 7.3 | 3,496 (36,347 ± 5.09e+04, 6 of 6 seeds) |" in text  # the spread
-    # 5 of 6 orbits: one-sided p = 7/64 = 0.11, not significant either
+    # 5 of 6 seeds (one orbit each): one-sided p = 7/64 = 0.11, not significant either
     assert verdicts["same function: larger |Q| converges in fewer steps"] == PARTLY
-    assert "tanh: not reproduced (the steps to the loss falls with |Q| in 5 of 6 series (sign test p = 0.11" in text
+    assert "falls with |Q| in 5 of 6 seeds (sign test over seeds p = 0.11" in text
     assert all(v == REPRODUCED for s, v in verdicts.items() if "fewer steps" not in s)
 
 
