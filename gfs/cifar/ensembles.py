@@ -292,7 +292,7 @@ def held_out_agreement(model, features, lower, upper, chunk=1000):
         pairs += finite.numel()
     agreement = (agree.double() / len(features)).cpu().numpy()
     gap_p10, gap_p50, gap_p90 = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
-    return {"agreement": float(ensembles.mean()), "agreement_min": float(ensembles.min()), "gap_p10": float(gap_p10),
+    return {"agreement": float(agreement.mean()), "agreement_min": float(agreement.min()), "gap_p10": float(gap_p10),
             "gap_p50": float(gap_p50), "gap_p90": float(gap_p90), "saturated": saturated / pairs,
             "nonfinite": nonfinite / pairs}
 

@@ -71,11 +71,12 @@ def test_a_failed_sanity_check_is_raised_not_judged():
 
     class Saved:
         name = "ensemble/x"
-        data = {"seeds": np.arange(2), "radii": RADII / 255, "robust_acc_group": np.zeros((2, 4))}
+        data = {"seeds": np.arange(2), "radii": RADII / 255, "robust_acc_group": np.zeros((2, 4)),
+                "alone_acc_deep": np.zeros((2, len(robustness.ATTACKS), 4)), "converged_group": np.ones((2, 4), bool)}
         for c in robustness.CLASSIFIERS:
             data[f"sanity_{c}"] = np.ones((2, len(robustness.SANITY_CHECKS), 4), bool)
 
-    Saved.data["sanity_original"][1, 2, 3] = False
+    Saved.data["sanity_original"][1, list(robustness.SANITY_CHECKS).index("monotone_in_radius"), 3] = False
     with pytest.raises(verdict_rules.EvaluationFailed, match="seed 1, original, radius 8/255: robust accuracy does not increase"):
         claims_fig11.fig11_suite(Saved())
     old = Saved()
