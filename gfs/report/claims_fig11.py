@@ -15,7 +15,8 @@ from gfs.report.claims_fig10 import NUMERICS_NAMES, NUMERICS_SUFFIXES, exact_dec
 from gfs.report.verdict_rules import Claim, EvaluationFailed, Files, Section, notebook_command, require
 from gfs.report.verdict_rules import describe_cifar_source, largest_p, spread, table
 from gfs.cifar.robustness import (ALL_CLASSIFIERS, ATTACKS, CLASSIFIER_LABELS, CLASSIFIERS, CONTROLS, SANITY_CHECKS,
-                                  SHOWN_COMPARISONS, SUITE_SETTINGS, convergence_rows, sanity_failures)
+                                  SHOWN_COMPARISONS, SUITE_SETTINGS, sanity_failures)
+from gfs.cifar.robustness_report import convergence_rows
 from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE
 from gfs.cifar.symmetry import ENSEMBLE_MODES, SYMMETRY_TOLERANCE
 from gfs.cifar.threat_models import COMPARISONS

@@ -11,6 +11,7 @@ from gfs.cifar import cnn
 from gfs.cifar import dataset
 from gfs.cifar import robustness
 from gfs.cifar import ensembles
+from gfs.cifar import robustness_report
 from gfs.cifar import suite_checks
 
 
@@ -341,5 +342,17 @@ def test_paired_statistics_of_the_suite_add_up(tiny_sweeps):
         np.testing.assert_allclose(data[f"group_vs_{c}_diff"],
                                    data["robust_acc_group"] - controls[f"robust_acc_{c}"][None], atol=1e-12)
     assert data["control_seeds"].tolist() == [1000, 1001]
-    text = robustness.robustness_table(data)
+    text = robustness_report.robustness_table(data)
     assert "deep ensemble" in text and "doubling" in text
+
+
+@torch.no_grad()
+def test_deep_ensemble_of_softmax_output_cnns_averages_their_probabilities():
+    """Fig. 10's CNN outputs probabilities: the deep ensemble averages them, not a softmax of them."""
+    members = [cnn.make_cnn("relu_sqr", 16, softmax_output=True, seed=seed) for seed in (1000, 1001)]
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    by_hand = torch.log((members[0](x) + members[1](x)) / 2)
+    torch.testing.assert_close(robustness.DeepEnsemble(members)(x), by_hand, rtol=1e-5, atol=1e-6)
+    y = robustness.predict(robustness.DeepEnsemble(members), x)
+    measured = robustness.deep_ensemble_accuracy(members, x, y)  # its own predictions as labels: accuracy 1
+    assert measured["deep_ensemble_acc"] == 1.0 and measured["deep_member_acc"].shape == (2,)
