@@ -124,8 +124,8 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
         assert settings["numerics"] == numerics and settings["quick"] is True
         assert data["seeds"].tolist() == [0, 1] and data["control_seeds"].tolist() == [1000, 1001]
         np.testing.assert_allclose(data["radii"] * 255, [1, 2, 4, 8], atol=1e-9)
-        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 10 and int(data["audit_images"]) == 50
-        assert int(data["square_queries"]) == 100 and int(data["apgd_restarts"]) == 2
+        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 5 and int(data["audit_images"]) == 50
+        assert int(data["square_queries"]) == 100 and int(data["apgd_restarts"]) == 1
         for c in robustness.ALL_CLASSIFIERS:
             assert data[f"robust_{c}"].shape == (2, 4, 100)
             assert data[f"sanity_{c}"].shape == (2, len(robustness.SANITY_CHECKS), 4)
