@@ -77,7 +77,7 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
     for a, attack in enumerate(attacks):
         mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", markers[a % len(markers)] + "--")
     if "doubled_acc_group" in data:
-        mean_band(axes[1], axis, data["doubled_acc_group"], "audit images, strongest attack doubled", "k*:")
+        mean_band(axes[1], axis, data["doubled_acc_group"], "audit images, strongest attack doubled", "*:")
     axes[1].set_title("(b) group ensemble through the cascade")
     if "square_curve_group" in data:
         queries = np.asarray(data["square_curve_queries_group"]).reshape(-1, np.shape(data["square_curve_group"])[-1])[0]
