@@ -87,7 +87,9 @@ RULES = {
     "NUM_EVAL": count(1), "MAX_TRAIN_IMAGES": optional_count(1),
     "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(radius()), "SUITE_IMAGES": count(1),
     "APGD_STEPS": count(1), "APGD_RESTARTS": count(1), "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1),
-    "AUDIT_IMAGES": count(1),
+    "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
+    # both notebooks' controls (beyond the paper)
+    "DEEP_ENSEMBLE": count(1), "CONTROL_SEED": count(0),
 }
 
 

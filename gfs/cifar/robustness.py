@@ -1,35 +1,37 @@
-"""The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-style suite, run as a cascade.
+"""The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-grade suite, run as a cascade,
+with its convergence shown and a sanity check for every attack (suite_checks.py).
 
 Every classifier is attacked at the L-inf radii it is given (pixel scale [0, 1]) by the attacks of ATTACKS, in order:
 
   fgsm       FGSM on the classifier itself (one step; attacks.fgsm)
-  transfer   PGD (attacks.pgd, step radius / 4, random start) on the single original model, the same
-             images given to every classifier (the paper's threat model)
-  apgd-ce    APGD on the cross-entropy (torchattacks.APGD), white-box
-  apgd-dlr   APGD on the DLR margin loss (torchattacks.APGD), white-box
-  square     Square (torchattacks.Square, margin loss), gradient-free: it needs no gradient, so a masked or
-             saturated gradient cannot hide an adversarial image from it
-An ensemble is attacked through the log of its mean probability (attacks.EnsembleMeanProbability): one trunk pass
-per image, gradients through every member. Which images an attack runs on (Attack.runs_on): FGSM and transfer,
-which are cheap, on every image the classifier gets right on clean data; APGD-CE on those of the audit images (the
-first settings['audit_images']) and, elsewhere, on the images still right after FGSM and transfer; APGD-DLR and Square
-only on the images still right after every attack before them (the cascade). So on the audit images the
-accuracies of FGSM, transfer and APGD-CE alone are known, and the sanity checks compare them. An image is robust
-only if it is right on clean data and under every attack (the per-image worst case, `robust`): the cascade changes
-the cost, not that outcome. Every classifier is evaluated on the same first `images` test images.
+  transfer   PGD (attacks.pgd, step radius / 4, random start) on the single model the classifier is built from (the
+             original for the original and its ensembles, the first control CNN for the controls), transferred
+  apgd_ce    APGD on the cross-entropy (torchattacks.APGD), white-box, settings['apgd_restarts'] restarts
+  apgd_dlr   APGD on the DLR margin loss (torchattacks.APGD), white-box, settings['apgd_restarts'] restarts
+  apgd_t     targeted APGD on the targeted DLR loss over the 9 other classes (torchattacks.APGDT), white-box,
+             settings['apgdt_restarts'] restarts per target: AutoAttack's standard version
+  square     Square (torchattacks.Square, margin loss, settings['square_queries'] queries), gradient-free: a masked or
+             saturated gradient cannot hide an adversarial image from it. The queries each image took to break are
+             kept, so its accuracy against the queries (square_curve) shows whether fewer would have done.
+An ensemble is attacked through the log of its mean probability (attacks.EnsembleMeanProbability, DeepEnsemble):
+gradients through every member. Which images an attack runs on (Attack.runs_on): FGSM and transfer, which are cheap,
+on every image the classifier gets right on clean data; APGD-CE and APGD-DLR on the audit images (the first
+settings['audit_images']) and, elsewhere, on the images still right after every attack before them (the cascade);
+APGD-T and Square, the costly ones, on the audit images only. So every attack's standalone accuracy on the audit
+images is known (the sanity checks, suite_checks.py), and an image is robust only if it is right on clean data and
+under every attack that ran on it (the per-image worst case, `robust`). Then the convergence check: the strongest
+white-box attack, its iterations and restarts doubled, on the audit images still robust (suite_checks.converged).
 
-Settings (SUITE_SETTINGS; their values are the Fig. 11 notebook's parameters, and docs/cifar.md sets them beside
-AutoAttack's standard evaluation): APGD's iterations and restarts, Square's queries, the transfer PGD's steps and
-the number of audit images. APGD-DLR (untargeted) stands in for APGD-T and FAB-T (AutoAttack's 'rand' version
-uses the same pair).
+Classifiers: the original (one seed's CNN), the group ensemble, the shared-trunk control (interpolated permutation
+of the same trunk and scale), and, from CNNs trained from their own seeds (control_sweep): the independent CNN (the
+first of them) and the deep ensemble (all of them, mean probability), attacked white-box like the group ensemble.
 
-Sanity checks (SANITY_CHECKS), saved with every evaluation, per classifier and radius: the iterative white-box
-attack is at least as strong as the single step, and at least as strong as transfer (within SANITY_SLACK); the
-robust accuracy does not increase with the radius. A violated check means the evaluation failed (a weak or masked
-attack), never a robustness result.
+Settings (SUITE_SETTINGS; their values are the Fig. 11 notebook's parameters; docs/cifar.md sets them beside
+AutoAttack's standard evaluation).
 
-Contents: SUITE_SETTINGS, Attack, ATTACKS, SANITY_CHECKS; worst_case, run_suite, sanity_checks; robustness_sweep,
-robustness_figure_data, robustness_table, plot_robustness.
+Contents: SUITE_SETTINGS, Attack, ATTACKS, SANITY_CHECKS, DeepEnsemble; deep_ensemble_accuracy, worst_case,
+run_suite, summarise, robustness_sweep, control_sweep, robustness_figure_data, sanity_failures. Its table and plot
+are in robustness_report.py.
 """
 import copy
 import time
@@ -38,34 +40,34 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from gfs.cifar.ensembles import AGREEMENT_KEYS, held_out_agreement
 from gfs.cifar.attacks import EnsembleMeanProbability, fgsm, paired_comparison, pgd
 from gfs.cifar.cnn import compute_features
-from gfs.cifar.ensembles import fit_and_measure, stack_seeds
+from gfs.cifar.ensembles import AGREEMENT_KEYS, fit_and_measure, held_out_agreement, stack_seeds
+from gfs.cifar.suite_checks import alone_accuracy, converged, sanity_check_names, sanity_checks
 from gfs.cifar.symmetry import FIT_NOISE, NUMERICS, derive_seed
 
 # The suite's settings, by name: their values (and the radii and images) are Fig. 11's, set in its notebook.
-SUITE_SETTINGS = ("apgd_steps", "apgd_restarts", "square_queries", "transfer_steps", "audit_images")
-SANITY_SLACK = 0.01
+SUITE_SETTINGS = ("apgd_steps", "apgd_restarts", "apgdt_restarts", "square_queries", "transfer_steps", "audit_images")
 ENSEMBLES = ("group", "perm_interp")  # the group ensemble and the shared-trunk control (interpolated permutation)
-CLASSIFIERS = ("original",) + ENSEMBLES
-# Paired comparisons within a seed: name -> (a, b); the independent CNN (another seed's original) is added across
-# seeds by robustness_figure_data.
+CLASSIFIERS = ("original",) + ENSEMBLES  # per seed (robustness_sweep)
+TRAINED_CONTROLS = ("independent", "deep")  # from the control CNNs, their own seeds (control_sweep)
+ALL_CLASSIFIERS = CLASSIFIERS + TRAINED_CONTROLS
+# Paired comparisons within a seed: name -> (a, b); those with the trained controls are added by robustness_figure_data.
 COMPARISONS = {"group_vs_original": ("group", "original"), "group_vs_perm_interp": ("group", "perm_interp"),
                "perm_interp_vs_original": ("perm_interp", "original")}
-# The suite's names of the classifiers in tables and comparisons (the independent CNN is another seed's original).
+# The suite's names of the classifiers in tables, plots and comparisons.
 CLASSIFIER_LABELS = {"original": "original", "group": "group", "perm_interp": "shared trunk",
-                     "independent": "independent CNN"}
-CONTROLS = ("independent", "perm_interp")  # what the group's gain must exceed to be robustness from the symmetry
-# The group ensemble's comparisons that the plot and the report show, with their labels (group_vs_independent is
-# added across seeds by robustness_figure_data).
-SHOWN_COMPARISONS = {f"group_vs_{c}": f"group - {CLASSIFIER_LABELS[c]}" for c in ("original", "perm_interp", "independent")}
+                     "independent": "independent CNN", "deep": "deep ensemble"}
+CONTROLS = ("independent", "perm_interp", "deep")  # what the group's gain must exceed to be robustness from the symmetry
+# The group ensemble's comparisons that the plot and the report show, with their labels.
+SHOWN_COMPARISONS = {f"group_vs_{c}": f"group - {CLASSIFIER_LABELS[c]}" for c in ("original",) + CONTROLS}
+# Square's accuracy is read after these fractions of its queries (the robust-accuracy-against-queries curve).
+SQUARE_CURVE_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class Context(NamedTuple):
-    """What an attack may use besides its target: the original model (the transfer source), the suite's settings,
-    the seed of its random draws, and the transfer images of every radius (computed once, on all images)."""
-    source: torch.nn.Module
+    """What an attack may use besides its target: the suite's settings, the seed of its random draws, and the
+    transfer images of every radius (computed once, on all images, on the source model)."""
     settings: dict
     seed: int
     transfer: dict  # {radius index: x_adv [N, 3, 32, 32]}
@@ -76,8 +78,11 @@ class Attack(NamedTuple):
     label: str        # tables and plots
     kind: str         # 'single-step', 'transfer', 'white-box' or 'gradient-free'
     runs_on: str      # 'every' image right on clean data; 'audit': every one of the audit images, elsewhere the
-                      # survivors; 'survivors': the images still right after every attack before it
-    run: Callable     # (target, x [n, 3, 32, 32], y [n], index [n] into the suite's images, radius, r, Context) -> x_adv
+                      # survivors of every attack before it; 'audit only': the audit images, nowhere else;
+                      # 'survivors': the survivors only (no standalone accuracy: its sanity checks fail)
+    run: Callable     # (target, x [n, 3, 32, 32], y [n], index [n] into the suite's images, radius, r, Context)
+                      # -> x_adv, or (x_adv, queries [n]) for a query-counting attack
+    doubles: tuple = ()  # the settings doubled by the convergence check (its iterations and restarts)
 
 
 def _torchattacks():
@@ -96,31 +101,70 @@ def _torch_seed(context, *keys):
 def _apgd(loss):
     def run(target, x, y, index, radius, r, context):
         attack = _torchattacks().APGD(target, norm="Linf", eps=radius, steps=context.settings["apgd_steps"],
-                                   n_restarts=context.settings["apgd_restarts"], loss=loss,
-                                   seed=_torch_seed(context, "apgd", loss, r))
+                                      n_restarts=context.settings["apgd_restarts"], loss=loss,
+                                      seed=_torch_seed(context, "apgd", loss, r))
         return attack(x, y)
     return run
 
 
-def _square(target, x, y, index, radius, r, context):
-    attack = _torchattacks().Square(target, norm="Linf", eps=radius, n_queries=context.settings["square_queries"],
-                                 n_restarts=1, loss="margin", seed=_torch_seed(context, "square", r))
+def _apgd_t(target, x, y, index, radius, r, context):
+    attack = _torchattacks().APGDT(target, norm="Linf", eps=radius, steps=context.settings["apgd_steps"],
+                                   n_restarts=context.settings["apgdt_restarts"], n_classes=10,
+                                   seed=_torch_seed(context, "apgd-t", r))
     return attack(x, y)
+
+
+def _square(target, x, y, index, radius, r, context):
+    """One Square run (torchattacks.Square.attack_single_run, which counts the queries per image): (x_adv, queries
+    [n], the query at which each image broke; more than settings['square_queries'] where it did not)."""
+    attack = _torchattacks().Square(target, norm="Linf", eps=radius, n_queries=context.settings["square_queries"],
+                                    n_restarts=1, loss="margin", seed=_torch_seed(context, "square", r))
+    attack.init_hyperparam(x)
+    torch.random.manual_seed(attack.seed)
+    queries, x_adv = attack.attack_single_run(x, y)
+    return x_adv, queries
 
 
 ATTACKS = (
     Attack("fgsm", "FGSM", "single-step", "every",
            lambda target, x, y, index, radius, r, context: fgsm(target, x, y, radius)),
-    Attack("transfer", "transfer (PGD on the original)", "transfer", "every",
+    Attack("transfer", "transfer (PGD on the single model)", "transfer", "every",
            lambda target, x, y, index, radius, r, context: context.transfer[r][index]),
-    Attack("apgd_ce", "APGD-CE", "white-box", "audit", _apgd("ce")),
-    Attack("apgd_dlr", "APGD-DLR", "white-box", "survivors", _apgd("dlr")),
-    Attack("square", "Square", "gradient-free", "survivors", _square),
+    Attack("apgd_ce", "APGD-CE", "white-box", "audit", _apgd("ce"), ("apgd_steps", "apgd_restarts")),
+    Attack("apgd_dlr", "APGD-DLR", "white-box", "audit", _apgd("dlr"), ("apgd_steps", "apgd_restarts")),
+    Attack("apgd_t", "APGD-T", "white-box", "audit only", _apgd_t, ("apgd_steps", "apgdt_restarts")),
+    Attack("square", "Square", "gradient-free", "audit only", _square, ("square_queries",)),
 )
+SANITY_CHECKS = sanity_check_names(ATTACKS)  # {name: what it checks}, saved in this order
+
+
+class DeepEnsemble(torch.nn.Module):
+    """The deep-ensemble control: independently trained CNNs as one classifier, x [B, 3, 32, 32] -> the log of
+    their mean probability [B, 10] (the function the group ensemble is scored and attacked by). A member with a
+    softmax output (Fig. 10's model, cnn.CifarCNN.softmax_output) gives its probabilities, one with logits its
+    logits."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x):
+        log_p = torch.stack([m(x).clamp_min(1e-45).log() if getattr(m, "softmax_output", False)
+                             else m(x).log_softmax(dim=-1) for m in self.members])  # [K, B, 10]
+        return torch.logsumexp(log_p, dim=0) - np.log(len(self.members))
+
+
+def deep_ensemble_accuracy(members, x, y):
+    """The clean accuracy of a deep ensemble (Fig. 10's gain a real ensemble buys): {deep_member_acc [K] (each
+    member), deep_ensemble_acc (the argmax of their mean probability)} on images x [N, 3, 32, 32], labels y [N]."""
+    device = next(members[0].parameters()).device
+    x, y = x.to(device), y.to(device)
+    return {"deep_member_acc": np.array([float((predict(m.eval(), x) == y).float().mean()) for m in members]),
+            "deep_ensemble_acc": np.float64((predict(DeepEnsemble(members), x) == y).float().mean())}
 
 
 def transfer_images(source, x, y, radius, settings, generator, batch_size=500):
-    """PGD on the source (the original model): radius, step radius / 4, settings['transfer_steps'] steps, random
+    """PGD on the source (a single model): radius, step radius / 4, settings['transfer_steps'] steps, random
     start.  x [N, 3, 32, 32], y [N] -> [N, 3, 32, 32]."""
     return torch.cat([pgd(source, x[i:i + batch_size], y[i:i + batch_size], radius=radius, step=radius / 4,
                           iterations=settings["transfer_steps"], generator=generator)
@@ -138,91 +182,117 @@ def predict(target, x, batch_size=1000):
     return torch.cat([target(x[i:i + batch_size]).argmax(dim=-1) for i in range(0, len(x), batch_size)])
 
 
+def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a):
+    """Run one attack on the images `todo` [N] bool, in batches; write correct [R, N] (out['correct'][a]), linf,
+    low, high [A, R] and, for a query-counting attack, out['queries'] [R, N]. Returns the images' new outcomes."""
+    index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
+    for part in torch.split(index, batch_size) if len(index) else ():
+        x_adv = attack.run(target, x[part], y[part], part, radius, r, context)
+        if isinstance(x_adv, tuple):
+            x_adv, queries = x_adv
+            out["queries"][r, part.cpu().numpy()] = queries.cpu().numpy()
+        x_adv = x_adv.detach()
+        out["correct"][a, r, part.cpu().numpy()] = (predict(target, x_adv) == y[part]).cpu().numpy()
+        out["linf"][a, r] = max(out["linf"][a, r], float((x_adv - x[part]).abs().max()))
+        out["low"][a, r], out["high"][a, r] = min(out["low"][a, r], float(x_adv.min())), max(out["high"][a, r], float(x_adv.max()))
+
+
 def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None):
-    """The cascade on one classifier.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R]; audit: the number of audit
-    images (None: context.settings['audit_images'], or all without a context).
+    """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R];
+    audit: the number of audit images (None: context.settings['audit_images'], or all without a context).
 
     Returns a dict of numpy arrays: audit; clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
-    attack a: True where a did not run, because the image was already wrong); linf [A, R] (largest |x_adv - x|),
-    low, high [A, R] (smallest and largest adversarial pixel value) and seconds [A, R] (wall time of each attack).
+    attack a: True where a did not run); linf [A, R] (largest |x_adv - x|), low, high [A, R] (smallest and largest
+    adversarial pixel value) and seconds [A, R] (wall time of each attack); queries [R, N] (the query at which a
+    query-counting attack broke each image; inf where it did not run); strongest [R] (index of the white-box attack
+    with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct [R, N] (not broken by it
+    with its `doubles` settings doubled, run on the audit images still robust; True elsewhere), doubled_seconds [R].
     """
     if audit is None:
         audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
     clean = (predict(target, x) == y).cpu().numpy()
     in_audit = np.arange(len(x)) < audit
-    correct = np.ones((len(attacks), len(radii), len(x)), dtype=bool)
-    linf, low, high = np.zeros(correct.shape[:2]), np.zeros(correct.shape[:2]), np.ones(correct.shape[:2])
-    seconds = np.zeros(correct.shape[:2])
+    shape = (len(attacks), len(radii))
+    out = {"audit": audit, "clean": clean, "correct": np.ones(shape + (len(x),), dtype=bool), "linf": np.zeros(shape),
+           "low": np.zeros(shape), "high": np.ones(shape), "seconds": np.zeros(shape),
+           "queries": np.full((len(radii), len(x)), np.inf), "strongest": np.full(len(radii), -1, dtype=np.int64),
+           "doubled_correct": np.ones((len(radii), len(x)), dtype=bool), "doubled_seconds": np.zeros(len(radii)),
+           "query_budget": int(context.settings.get("square_queries", 0)) if context is not None else 0}
     for r, radius in enumerate(radii):
         for a, attack in enumerate(attacks):
             started = time.time()
-            survivors = worst_case(correct[:a, r])
-            todo = clean & {"every": True, "audit": in_audit | survivors, "survivors": survivors}[attack.runs_on]
-            index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
-            for part in torch.split(index, batch_size) if len(index) else ():
-                x_adv = attack.run(target, x[part], y[part], part, radius, r, context).detach()
-                correct[a, r, part.cpu().numpy()] = (predict(target, x_adv) == y[part]).cpu().numpy()
-                linf[a, r] = max(linf[a, r], float((x_adv - x[part]).abs().max()))
-                low[a, r], high[a, r] = min(low[a, r], float(x_adv.min())), max(high[a, r], float(x_adv.max()))
-            seconds[a, r] = time.time() - started
-    return {"audit": audit, "clean": clean, "correct": correct, "linf": linf, "low": low, "high": high,
-            "seconds": seconds}
-
-
-def alone_accuracy(clean, correct, attacks, audit):
-    """[A, R]: the accuracy on the audit images (the first `audit`) under each attack alone; NaN for the attacks
-    that run only on survivors there. clean [N], correct [A, R, N]."""
-    return np.array([(clean[:audit] & correct[a, :, :audit]).mean(axis=-1) if attack.runs_on != "survivors"
-                     else np.full(correct.shape[1], np.nan) for a, attack in enumerate(attacks)])
-
-
-def _alone(alone, attacks, kind):
-    """The lowest accuracy [R] under any one attack of the kind alone (alone_accuracy's [A, R])."""
-    return np.nanmin([alone[a] for a, attack in enumerate(attacks) if attack.kind == kind], axis=0)
-
-
-# name -> (what it checks, check(alone [A, R] on the audit images, robust accuracy [R], attacks) -> ok [R] bool)
-SANITY_CHECKS = {
-    "iterative_vs_single_step": (
-        f"iterative white-box accuracy <= single-step accuracy + {SANITY_SLACK}",
-        lambda alone, robust, attacks: _alone(alone, attacks, "white-box")
-        <= _alone(alone, attacks, "single-step") + SANITY_SLACK),
-    "white_box_vs_transfer": (
-        f"white-box accuracy <= transfer accuracy + {SANITY_SLACK}",
-        lambda alone, robust, attacks: _alone(alone, attacks, "white-box")
-        <= _alone(alone, attacks, "transfer") + SANITY_SLACK),
-    "monotone_in_radius": (
-        "robust accuracy does not increase with the radius",
-        lambda alone, robust, attacks: np.concatenate([[True], np.diff(robust) <= 0])),
-}
-
-
-def sanity_checks(clean, correct, attacks=ATTACKS, audit=None):
-    """{check name: ok [R] bool} for one classifier (run_suite's clean [N], correct [A, R, N], audit: its number of
-    audit images, None: all)."""
-    alone = alone_accuracy(clean, correct, attacks, len(clean) if audit is None else audit)
-    robust = (clean & worst_case(correct)).mean(axis=-1)
-    return {name: np.asarray(check(alone, robust, attacks), dtype=bool) for name, (_, check) in SANITY_CHECKS.items()}
+            survivors = worst_case(out["correct"][:a, r])
+            todo = clean & {"every": True, "audit": in_audit | survivors, "audit only": in_audit,
+                            "survivors": survivors}[attack.runs_on]
+            _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a)
+            out["seconds"][a, r] = time.time() - started
+        alone = alone_accuracy(clean, out["correct"][:, r:r + 1], audit)[:, 0]
+        white_box = [a for a, attack in enumerate(attacks) if attack.kind == "white-box" and attack.runs_on != "every"]
+        if white_box and context is not None:
+            started = time.time()
+            strongest = min(white_box, key=lambda a: alone[a])
+            attack = attacks[strongest]
+            doubled = context._replace(settings={k: 2 * v if k in attack.doubles else v
+                                                 for k, v in context.settings.items()})
+            todo = clean & in_audit & worst_case(out["correct"][:, r])
+            part = {"correct": out["doubled_correct"][None], "linf": np.zeros((1, len(radii))),
+                    "low": np.zeros((1, len(radii))), "high": np.ones((1, len(radii))), "queries": out["queries"].copy()}
+            _attack_images(attack, target, x, y, todo, radius, r, doubled, batch_size, part, 0)
+            out["strongest"][r] = strongest
+            out["doubled_seconds"][r] = time.time() - started
+    return out
 
 
 def summarise(suite, attacks=ATTACKS):
     """run_suite's dict -> the saved arrays of one classifier (no prefix): clean [N], robust [R, N] bool;
-    clean_acc; robust_acc [R]; alone_acc [A, R] (alone_accuracy: on the audit images, under each attack alone; NaN
-    for those that run only on survivors);
-    cumulative_acc [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that attack a
-    is the first in the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds [A, R]."""
+    clean_acc; robust_acc [R]; alone_acc [A, R] (suite_checks.alone_accuracy: on the audit images, under each attack
+    alone; NaN for an attack that runs on survivors only); cumulative_acc [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that
+    attack a is the first in the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds
+    [A, R]; the convergence check: audit_robust_acc [R] (robust accuracy on the audit images), doubled_acc [R] (the
+    same after the doubled strongest attack), doubled_broken [R] int, converged [R] bool, strongest [R] int,
+    doubled_seconds [R]; Square's curve: square_curve_queries [Q], square_curve [R, Q] (accuracy on the audit images
+    under Square alone after that many queries)."""
     clean, correct, audit = suite["clean"], suite["correct"], suite.get("audit", len(suite["clean"]))
     robust = clean & worst_case(correct)
-    alone = alone_accuracy(clean, correct, attacks, audit)
+    alone = alone_accuracy(clean, correct, audit)
+    alone[[attack.runs_on == "survivors" for attack in attacks]] = np.nan  # not alone on the audit images
     cumulative = np.array([(clean & worst_case(correct[:a + 1])).mean(axis=-1) for a in range(len(attacks))])
     before = np.concatenate([clean[None, None].repeat(correct.shape[1], 1),
                              clean & np.logical_and.accumulate(correct, axis=0)], axis=0)  # [A + 1, R, N]
     decided = (before[:-1] & ~before[1:]).sum(axis=-1)
-    checks = sanity_checks(clean, correct, attacks, audit)
-    return {"clean": clean, "robust": robust, "clean_acc": np.float64(clean.mean()), "robust_acc": robust.mean(axis=-1),
-            "alone_acc": alone, "cumulative_acc": cumulative, "decided": decided.astype(np.int64),
-            "sanity": np.array([checks[k] for k in SANITY_CHECKS]),
-            **{k: suite[k] for k in ("linf", "low", "high", "seconds") if k in suite}}
+    standalone = {attack.name: alone[a] for a, attack in enumerate(attacks) if attack.runs_on != "survivors"}
+    checks = sanity_checks(standalone, robust.mean(axis=-1), SANITY_CHECKS, audit)
+    out = {"clean": clean, "robust": robust, "clean_acc": np.float64(clean.mean()), "robust_acc": robust.mean(axis=-1),
+           "alone_acc": alone, "cumulative_acc": cumulative, "decided": decided.astype(np.int64),
+           "sanity": np.array([checks[k] for k in SANITY_CHECKS]),
+           **{k: suite[k] for k in ("linf", "low", "high", "seconds") if k in suite}}
+    if "doubled_correct" in suite:
+        audit_robust = robust[:, :audit]
+        broken = (audit_robust & ~suite["doubled_correct"][:, :audit]).sum(axis=-1)
+        out.update(audit_robust_acc=audit_robust.mean(axis=-1), doubled_broken=broken.astype(np.int64),
+                   doubled_acc=(audit_robust & suite["doubled_correct"][:, :audit]).mean(axis=-1),
+                   converged=converged(broken, audit), strongest=suite["strongest"],
+                   doubled_seconds=suite["doubled_seconds"])
+    square = [a for a, attack in enumerate(attacks) if attack.name == "square"]
+    if square and "queries" in suite:
+        total = max(int(suite.get("query_budget", 0)), 1)
+        points = np.unique(np.maximum(1, np.round(np.asarray(SQUARE_CURVE_FRACTIONS) * total)).astype(np.int64))
+        queries = suite["queries"][:, :audit]
+        broken_by = ~correct[square[0], :, :audit][:, None] & (queries[:, None] <= points[None, :, None])  # [R, Q, n]
+        out.update(square_curve_queries=points, square_curve=(clean[:audit] & ~broken_by).mean(axis=-1))
+    return out
+
+
+def _check_settings(settings):
+    if set(settings) != set(SUITE_SETTINGS):
+        raise ValueError(f"the suite's settings are {', '.join(SUITE_SETTINGS)}, not {', '.join(settings)}")
+
+
+def _context(source, x, y, radii, settings, seed, batch_size):
+    """The suite's Context, with the transfer images of every radius computed on `source`."""
+    generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "transfer"))
+    transfer = {r: transfer_images(source, x, y, radius, settings, generator, batch_size) for r, radius in enumerate(radii)}
+    return Context(settings, seed, transfer)
 
 
 def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, images, settings, seed=0,
@@ -236,20 +306,17 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
     drawn from derive_seed(seed, 'members', 'perm_interp', 'suite')), which uses neither g nor pi: it is evaluated
     once, in the exact numerics if they are run, and saved with both.
 
-    Returns {numerics: {key: array}}: radii [R], suite_images, the suite's settings (SUITE_SETTINGS); per classifier c in CLASSIFIERS
-    summarise()'s arrays as <key>_<c> (the original's are the same in both numerics); COMPARISONS as
+    Returns {numerics: {key: array}}: radii [R], suite_images, the suite's settings (SUITE_SETTINGS); per classifier c
+    in CLASSIFIERS summarise()'s arrays as <key>_<c> (the original's are the same in both numerics); COMPARISONS as
     <name>_diff/_gained/_lost/_p [R]; symmetry_error, symmetry_error_fitted; per ensemble m held-out agreement
     (ensembles.AGREEMENT_KEYS) as heldout_<key>_<m>, on all N evaluation images.
     """
-    if set(settings) != set(SUITE_SETTINGS):
-        raise ValueError(f"the suite's settings are {', '.join(SUITE_SETTINGS)}, not {', '.join(settings)}")
+    _check_settings(settings)
     device = next(model.parameters()).device
     model.eval().group_action.set_mode("plain")
     x_all, y_all = x.to(device), y.to(device)
     x, y = x_all[:images], y_all[:images]
-    generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "transfer"))
-    transfer = {r: transfer_images(model, x, y, radius, settings, generator, batch_size) for r, radius in enumerate(radii)}
-    context = Context(model, settings, seed, transfer)
+    context = _context(model, x, y, radii, settings, seed, batch_size)
     original = summarise(run_suite(model, x, y, radii, context, attacks, batch_size), attacks)
     fit_features = compute_features(model, fit_images)
     eval_features = compute_features(model, x_all)
@@ -285,22 +352,48 @@ def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, e
             **{f"heldout_{k}_{mode}": np.float64(measured[k]) for k in AGREEMENT_KEYS}}
 
 
+def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTACKS, batch_size=500,
+                  which=TRAINED_CONTROLS):
+    """The trained controls under the same suite, once for all seeds: the independent CNN (controls[0]) and the deep
+    ensemble (DeepEnsemble of all controls), on the same first `images` evaluation images; which: the subset to
+    evaluate (two calls can share the work).
+
+    controls: [K >= 2] corrected-protocol CNNs trained from their own seeds (none of the originals'); their transfer
+    attack is PGD on controls[0]; seed: the seed of their attacks' draws. x [N, 3, 32, 32] in [0, 1], y [N].
+    Returns {radii [R], key_independent, key_deep: summarise()'s arrays, deep_members: K, member_clean_acc_deep [K]}."""
+    _check_settings(settings)
+    if len(controls) < 2:
+        raise ValueError(f"the deep ensemble needs at least 2 trained controls, not {len(controls)}")
+    device = next(controls[0].parameters()).device
+    for model in controls:
+        model.eval().group_action.set_mode("plain")
+    x, y = x[:images].to(device), y[:images].to(device)
+    context = _context(controls[0], x, y, radii, settings, seed, batch_size)
+    out = {"radii": np.asarray(radii, dtype=np.float64), "deep_members": np.int64(len(controls)),
+           "member_clean_acc_deep": np.array([float((predict(m, x) == y).float().mean()) for m in controls])}
+    for name, target in (("independent", controls[0]), ("deep", DeepEnsemble(controls))):
+        if name not in which:
+            continue
+        out.update({f"{k}_{name}": v for k, v in summarise(run_suite(target, x, y, radii, context, attacks,
+                                                                      batch_size), attacks).items()})
+    return out
+
+
 SHARED = ("radii", "suite_images", "group_scale", "num_g") + SUITE_SETTINGS
 
 
-def robustness_figure_data(results, seeds, independent_seeds, numerics):
-    """The npz arrays of one numerics from the per-seed robustness_sweep results: every array gets a leading seed
-    axis [S, ...] except SHARED; plus seeds, independent_seed [S], robust_acc_independent [S, R] (the independent
-    CNN of seed s is the original of seed independent_seed[s], on the same images) and the comparison
-    group_vs_independent_<diff|gained|lost|p> [S, R]."""
-    data = stack_seeds([r[numerics] for r in results], shared=SHARED)
-    other = [seeds.index(s) for s in independent_seeds]
-    data.update(seeds=np.asarray(seeds), independent_seed=np.asarray(independent_seeds),
-                robust_acc_independent=data["robust_acc_original"][other])
+def robustness_figure_data(results, seeds, controls, control_seeds, numerics):
+    """The npz arrays of one numerics from the per-seed robustness_sweep results and the one control_sweep result
+    (controls): every array gets a leading seed axis [S, ...] except SHARED (the controls' arrays are repeated per
+    seed, so that every classifier reads alike); plus seeds [S], control_seeds [K], and the paired comparisons of the
+    group with the trained controls, group_vs_<independent|deep>_<diff|gained|lost|p> [S, R]."""
+    data = stack_seeds([dict(r[numerics], **controls) for r in results], shared=SHARED)
+    data.update(seeds=np.asarray(seeds), control_seeds=np.asarray(control_seeds))
     per_seed = []
-    for k, j in enumerate(other):
+    for k in range(len(seeds)):
         part = {}
-        paired_comparison(part, "group_vs_independent", data["robust_group"][k], data["robust_original"][j])
+        for c in TRAINED_CONTROLS:
+            paired_comparison(part, f"group_vs_{c}", data["robust_group"][k], data[f"robust_{c}"][k])
         per_seed.append(part)
     data.update(stack_seeds(per_seed, shared=()))
     return data
@@ -308,83 +401,22 @@ def robustness_figure_data(results, seeds, independent_seeds, numerics):
 
 def suite_description(attacks=ATTACKS):
     """What the saved .json records about the suite, so that the report reads it without torch: the attacks in
-    order (name, label, kind), the attacked classifiers, every classifier's label, the controls, the shown
-    comparisons with their labels and the sanity checks (name -> text, in the order of the saved sanity arrays)."""
+    order (name, label, kind), the attacked classifiers and the trained controls, every classifier's label, the
+    controls, the shown comparisons with their labels and the sanity checks (name -> text, the saved arrays' order)."""
     return {"attacks": [{"name": a.name, "label": a.label, "kind": a.kind} for a in attacks],
-            "classifiers": list(CLASSIFIERS), "labels": dict(CLASSIFIER_LABELS), "controls": list(CONTROLS),
-            "shown_comparisons": dict(SHOWN_COMPARISONS),
-            "sanity_checks": {name: text for name, (text, _) in SANITY_CHECKS.items()}}
+            "classifiers": list(CLASSIFIERS), "trained_controls": list(TRAINED_CONTROLS),
+            "labels": dict(CLASSIFIER_LABELS), "controls": list(CONTROLS),
+            "shown_comparisons": dict(SHOWN_COMPARISONS), "sanity_checks": dict(sanity_check_names(attacks))}
 
 
-def sanity_failures(data, attacks=ATTACKS):
+def sanity_failures(data):
     """The violated sanity checks of a figure's arrays, as lines ('seed 0, group, 2/255: ...'); [] if none."""
     lines = []
-    for c in CLASSIFIERS:
+    for c in ALL_CLASSIFIERS:
+        if f"sanity_{c}" not in data:
+            continue
         sanity = np.asarray(data[f"sanity_{c}"]).reshape(-1, len(SANITY_CHECKS), len(data["radii"]))  # [S, K, R]
         for s, k, r in zip(*np.nonzero(~sanity)):
             lines.append(f"seed {int(data['seeds'][s]) if 'seeds' in data else s}, {c}, radius "
-                         f"{data['radii'][r] * 255:g}/255: {SANITY_CHECKS[list(SANITY_CHECKS)[k]][0]} fails")
+                         f"{data['radii'][r] * 255:g}/255: {SANITY_CHECKS[list(SANITY_CHECKS)[k]]} fails")
     return lines
-
-
-def seed_spread_text(values, form="{:+.3f}"):
-    """'mean ± std [min, max]' over seeds of values [S]."""
-    values = np.asarray(values, dtype=float)
-    return (form.format(values.mean()) + f" ± {values.std():.3f}"
-            + (f" [{form.format(values.min())}, {form.format(values.max())}]" if len(values) > 1 else ""))
-
-
-def robustness_table(data, attacks=ATTACKS):
-    """The suite as text: robust accuracy per classifier and radius (mean ± std over seeds), the paired differences
-    with McNemar's largest p over seeds, which attack decided the images, and the sanity checks."""
-    radii = [f"{r * 255:g}/255" for r in data["radii"]]
-    rows = ["robust accuracy (right under every attack), mean ± std over seeds [min, max]"]
-    for c in CLASSIFIERS + ("independent",):
-        rows.append(f"  {CLASSIFIER_LABELS[c]:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'robust_acc_{c}'][:, r], '{:.3f}')}"
-                                                     for r, radius in enumerate(radii)))
-    rows.append("paired differences of the robust outcomes (a - b), McNemar p (largest over seeds)")
-    for name in tuple(COMPARISONS) + ("group_vs_independent",):
-        rows.append(f"  {name:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'{name}_diff'][:, r])} "
-                                                f"(p {data[f'{name}_p'][:, r].max():.1g})"
-                                                for r, radius in enumerate(radii)))
-    rows.append("images first broken by each attack (sum over seeds and classifiers), per radius")
-    decided = sum(np.asarray(data[f"decided_{c}"]).reshape(-1, len(attacks), len(radii)).sum(axis=0)
-                  for c in CLASSIFIERS)
-    for a, attack in enumerate(attacks):
-        rows.append(f"  {attack.label:<36}" + "  ".join(f"{radius}: {int(decided[a, r]):>5}" for r, radius in
-                                                        enumerate(radii)))
-    failures = sanity_failures(data, attacks)
-    rows.append("sanity checks: " + ("all passed" if not failures else "FAILED (evaluation failed):"))
-    return "\n".join(rows + [f"  {line}" for line in failures])
-
-
-def plot_robustness(data, title=None, attacks=ATTACKS):
-    """One numerics: (a) robust accuracy against the radius for the original, the group ensemble, the shared-trunk
-    control and the independent CNN; (b) the group ensemble's accuracy through the cascade (after each attack);
-    (c) the differences group - original, group - shared trunk, group - independent. Mean over seeds, band min-max.
-    data: robustness_figure_data's arrays. Returns the figure."""
-    import matplotlib.pyplot as plt
-    from gfs.cifar.paper_protocol import mean_band
-    axis = np.asarray(data["radii"]) * 255
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for c in CLASSIFIERS + ("independent",):
-        mean_band(axes[0], axis, data[f"robust_acc_{c}"], CLASSIFIER_LABELS[c])
-    axes[0].set_title("(a) robust accuracy (worst case over the suite)")
-    cumulative = np.asarray(data["cumulative_acc_group"]).reshape(-1, len(attacks), len(axis))
-    for a, attack in enumerate(attacks):
-        mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", "s-" if attack.runs_on == "survivors" else "o--")
-    axes[1].set_title("(b) group ensemble through the cascade")
-    for name, label in SHOWN_COMPARISONS.items():
-        mean_band(axes[2], axis, data[f"{name}_diff"], label)
-    axes[2].axhline(0.0, color="k", linewidth=0.8)
-    axes[2].set_title("(c) differences of robust accuracy")
-    for ax in axes:
-        ax.set_xlabel("L-inf radius (x 1/255)")
-        ax.set_xticks(axis)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("accuracy")
-    if title:
-        fig.suptitle(title, fontsize=13)
-    fig.tight_layout()
-    return fig

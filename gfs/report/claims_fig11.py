@@ -16,6 +16,7 @@ from gfs.report.verdict_rules import Claim, EvaluationFailed, Files, Section, no
 from gfs.report.verdict_rules import spread, table
 from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
 from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
+from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE, convergence_rows
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
 ALPHA = 0.05  # family-wise error of a claim per attack: Bonferroni over its attacked strengths
@@ -116,9 +117,9 @@ def _sanity(f):
 
 def fig11_suite(f, controls=False):
     """Per seed: the radii (x 255), group vs original on the robust per-image outcomes (diff, McNemar p), the
-    group's robust accuracy, the symmetry error of the pi used; with controls, group vs the independent CNN and vs
-    the shared-trunk ensemble."""
-    require(f, "robust_acc_group", "sanity_group")
+    group's robust accuracy, the symmetry error of the pi used; with controls, group vs each of robustness.CONTROLS
+    (the independent CNN, the shared-trunk ensemble, the deep ensemble)."""
+    require(f, "robust_acc_group", "sanity_group", "alone_acc_deep", "converged_group")
     _sanity(f)
     tolerance, suite = f.symmetry_tolerance(), f.setting("suite")
 
@@ -168,10 +169,12 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
                               alpha=ALPHA, chance=CHANCE, margin=FIG11_MARGIN):
     """At some radius the group ensemble's robust accuracy (standard evaluation) is significantly above the
     original's (as in the rule above) and significantly above each control's on the same images (McNemar, p <
-    {alpha:g} / number of radii): the independent CNN (another seed, attacked by the same suite) rules out "any
-    second network"; the shared-trunk ensemble (the interpolated permutation of the same trunk and scale: other
-    heads on the same features) rules out "other heads on the attacked features" and so isolates the symmetry.
-    Beyond both controls: reproduced; one: partly; neither: not reproduced. Not symmetries: cannot be tested.
+    {alpha:g} / number of radii): the independent CNN (trained from its own seed, attacked by the same suite) rules
+    out "any second network"; the shared-trunk ensemble (the interpolated permutation of the same trunk and scale:
+    other heads on the same features) rules out "other heads on the attacked features" and so isolates the
+    symmetry; the deep ensemble (independently trained CNNs, mean probability, attacked white-box) rules out "any
+    ensemble". Beyond every control: reproduced; some: partly; none: not reproduced. Not symmetries: cannot be
+    tested.
 
     radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff [R], p [R])}, group vs the
     control."""
@@ -225,29 +228,52 @@ def fig11_tables(paper_protocol):
 
 
 def robustness_tables(figures):
-    """Per numerics: robust accuracy per radius and classifier, the paired differences with McNemar's largest p,
-    the attack that first broke the images, held-out agreement of the ensembles, and the sanity checks."""
+    """Per numerics: robust accuracy per radius and classifier, the paired differences with McNemar's largest p
+    (the deep ensemble among them), the convergence table, every attack alone on the audit images with Square's
+    accuracy against its queries, the attack that first broke the images, held-out agreement, the sanity checks."""
     lines = []
     for numerics, f in figures.items():
-        if "robust_acc_group" not in f.data:
+        if "alone_acc_deep" not in f.data:
             continue
         radii = f["radii"] * 255
         suite = f.setting("suite")
         names, shown, attacks = suite["labels"], suite["shown_comparisons"], suite["attacks"]
-        rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in names]
+        shown_classifiers = suite["classifiers"] + suite.get("trained_controls", [])
+        rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in shown_classifiers]
                 + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in shown]
                 for k, r in enumerate(radii)]
         settings = ", ".join(f"{k.replace('_', ' ')} {int(v)}" for k, v in suite["settings"].items())
         lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
                   f"{int(f['suite_images'])} test images for every classifier; {settings}). Robust accuracy: right on "
                   "clean data and under every attack; mean ± std over seeds; McNemar's p largest over seeds. The "
-                  "independent CNN of a seed is another seed's original, so over the seeds its accuracies are the "
-                  "original's; its comparison with the group is paired within each seed.", ""]
-        lines += table(["radius"] + list(names.values()) + list(shown.values()), rows)
+                  "independent CNN and the deep ensemble are trained from their own seeds ("
+                  + ", ".join(str(int(s)) for s in f["control_seeds"]) + f"; the independent CNN is the first; the deep "
+                  f"ensemble's clean accuracy {float(np.mean(f['clean_acc_deep'])):.3f}, its members' "
+                  + ", ".join(f"{a:.3f}" for a in np.reshape(f["member_clean_acc_deep"], (-1, len(f["control_seeds"])))[0])
+                  + "), attacked once and paired with each seed's group ensemble.", ""]
+        lines += table(["radius"] + [names[c] for c in shown_classifiers] + list(shown.values()), rows)
+        lines += [f"Convergence (mean over seeds): robust accuracy after each attack of the cascade, then on the "
+                  f"first {int(f['audit_images'])} (audit) images before -> after doubling the iterations and restarts "
+                  f"of the strongest white-box attack there; \"not converged\" where doubling broke more than "
+                  f"{CONVERGENCE_TOLERANCE:.1%} of the audit images in some seed.", ""]
+        lines += table(["classifier", "radius"] + [f"after {a['label']}" for a in attacks] + ["audit: doubled"],
+                       convergence_rows(f.data, [a["label"] for a in attacks], shown_classifiers, names))
+        lines += [f"Every attack alone on the audit images (accuracy, mean over seeds; the sanity checks compare these "
+                  f"with a one-sided {SANITY_CONFIDENCE:.0%} binomial slack) and Square's accuracy after a fraction of "
+                  f"its {int(f['square_queries'])} queries:", ""]
+        curve_queries = np.reshape(f["square_curve_queries_group"], (-1, np.shape(f["square_curve_group"])[-1]))[0]
+        alone_rows = []
+        for c in shown_classifiers:
+            alone = np.reshape(f[f"alone_acc_{c}"], (-1, len(attacks), len(radii))).mean(axis=0)
+            curve = np.reshape(f[f"square_curve_{c}"], (-1, len(radii), len(curve_queries))).mean(axis=0)
+            alone_rows += [[names[c], f"{r:g}/255"] + [f"{alone[a, k]:.3f}" for a in range(len(attacks))]
+                           + [" / ".join(f"{v:.3f}" for v in curve[k])] for k, r in enumerate(radii)]
+        lines += table(["classifier", "radius"] + [a["label"] for a in attacks]
+                       + ["Square after " + " / ".join(str(int(q)) for q in curve_queries) + " queries"], alone_rows)
         decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in suite["classifiers"])  # [A, R]
         lines += ["Images first broken by each attack (in the order of the suite, so the cheap attacks come first; "
-                  "summed over seeds and the three classifiers; an image an earlier attack broke is not counted "
-                  "again):", ""]
+                  "summed over seeds and the three classifiers of each seed; an image an earlier attack broke is not "
+                  "counted again; APGD-T and Square run on the audit images only):", ""]
         lines += table(["radius"] + [a["label"] for a in attacks],
                        [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(attacks))]
                         for k, r in enumerate(radii)])
@@ -288,8 +314,9 @@ SECTIONS = (
               FIG11_ROBUSTNESS, fig11_suite, rule_robust_gain, over=exact_decides),
         Claim("Fig. 11", "corrected: gain beyond the controls (independent CNN, shared trunk)",
               "The gain is robustness from the symmetry: under the same evaluation the group ensemble is also more "
-              "accurate than an independently trained CNN and than a shared-trunk ensemble (the interpolated "
-              "permutation: other heads on the same trunk and features).", FIG11_ROBUSTNESS,
+              "accurate than an independently trained CNN, than a shared-trunk ensemble (the interpolated "
+              "permutation: other heads on the same trunk and features) and than a deep ensemble of independently "
+              "trained CNNs (mean probability, attacked white-box).", FIG11_ROBUSTNESS,
               lambda f: fig11_suite(f, controls=True), rule_gain_beyond_controls, over=exact_decides),
         Claim("Fig. 11", "Fig. 11 members make the original's predictions on unseen images",
               "The premise of the robustness claim: the moved networks of Fig. 11 (the notebook's NUM_G members at "

@@ -99,21 +99,32 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
     _, corrected, _ = notebook_outputs
     for numerics, (data, settings) in corrected["suite"].items():
         assert settings["numerics"] == numerics and settings["quick"] is True
-        assert data["seeds"].tolist() == [0, 1] and data["independent_seed"].tolist() == [1, 0]
+        assert data["seeds"].tolist() == [0, 1] and data["control_seeds"].tolist() == [1000, 1001]
         np.testing.assert_allclose(data["radii"] * 255, [1, 2, 4, 8], atol=1e-9)
-        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 10 and int(data["audit_images"]) == 50
-        for c in robustness.CLASSIFIERS:
-            assert data[f"robust_{c}"].shape == (2, 4, 100) and data[f"sanity_{c}"].shape == (2, 3, 4)
+        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 5 and int(data["audit_images"]) == 50
+        assert int(data["square_queries"]) == 100 and int(data["apgd_restarts"]) == 1
+        for c in robustness.ALL_CLASSIFIERS:
+            assert data[f"robust_{c}"].shape == (2, 4, 100)
+            assert data[f"sanity_{c}"].shape == (2, len(robustness.SANITY_CHECKS), 4)
+            assert data[f"alone_acc_{c}"].shape == (2, len(robustness.ATTACKS), 4)
+            assert not np.isnan(data[f"alone_acc_{c}"]).any()  # every attack alone on the audit images
             assert np.all(data[f"robust_acc_{c}"] <= data[f"clean_acc_{c}"][:, None] + 1e-12)
             assert np.all(data[f"linf_{c}"] <= data["radii"] + 1e-6)
             assert np.all(data[f"low_{c}"] >= 0) and np.all(data[f"high_{c}"] <= 1)
+            assert np.all(data[f"doubled_acc_{c}"] <= data[f"audit_robust_acc_{c}"] + 1e-12)
+            assert data[f"converged_{c}"].shape == (2, 4) and data[f"square_curve_{c}"].shape[:2] == (2, 4)
         # the original and the shared-trunk control are the same in both numerics (evaluated once per seed)
         np.testing.assert_array_equal(data["robust_original"], corrected["suite"]["paper"][0]["robust_original"])
         np.testing.assert_array_equal(data["robust_perm_interp"], corrected["suite"]["paper"][0]["robust_perm_interp"])
-        # the independent CNN of seed 0 is seed 1's original
-        np.testing.assert_array_equal(data["robust_acc_independent"][0], data["robust_acc_original"][1])
+        # the trained controls are attacked once and paired with every seed
+        for c in robustness.TRAINED_CONTROLS:
+            np.testing.assert_array_equal(data[f"robust_{c}"][0], data[f"robust_{c}"][1])
+            np.testing.assert_allclose(data[f"group_vs_{c}_diff"], data["robust_acc_group"] - data[f"robust_acc_{c}"],
+                                       atol=1e-12)
+        assert data["member_clean_acc_deep"].shape == (2, 2)
         assert data["heldout_agreement_group"].shape == (2,) and np.all(data["heldout_agreement_group"] <= 1)
         assert [a["name"] for a in settings["suite"]["attacks"]] == [a.name for a in robustness.ATTACKS]
+        assert settings["control_seeds"] == [1000, 1001]
 
 
 def test_executed_copy_shows_the_figures(notebook_outputs):

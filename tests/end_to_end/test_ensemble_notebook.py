@@ -65,6 +65,9 @@ def test_notebook_writes_both_numerics_with_seeds(quick_run):
         for key in ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite"):
             assert data[f"heldout_{key}"].shape == (2, 3, 2), key
         assert np.all(data["heldout_agreement_min"] <= data["heldout_agreement"])
+        # the deep ensemble (three CNNs from their own seeds): the gain a real ensemble buys
+        assert data["deep_ensemble_seeds"].tolist() == [1000, 1001, 1002] and data["deep_member_acc"].shape == (3,)
+        assert 0.3 < float(data["deep_ensemble_acc"]) <= 1.0
         # eps = 1e-3: the moved networks are the original on held-out images too
         assert data["heldout_agreement"][:, 2].min() > 0.97
         # eps = 1e-3 (last row): the group ensemble is the original network, shuffle is not

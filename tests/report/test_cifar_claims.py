@@ -76,7 +76,8 @@ def test_a_failed_sanity_check_is_raised_not_judged():
 
     class Saved:  # a saved figure (make_report.Figure): arrays, and the suite its .json describes
         name = "ensemble/x"
-        data = {"seeds": np.arange(2), "radii": RADII / 255, "robust_acc_group": np.zeros((2, 4))}
+        data = {"seeds": np.arange(2), "radii": RADII / 255, "robust_acc_group": np.zeros((2, 4)),
+                "alone_acc_deep": np.zeros((2, len(robustness.ATTACKS), 4)), "converged_group": np.ones((2, 4), bool)}
         for c in robustness.CLASSIFIERS:
             data[f"sanity_{c}"] = np.ones((2, len(robustness.SANITY_CHECKS), 4), bool)
         settings = {"suite": robustness.suite_description()}
@@ -87,7 +88,7 @@ def test_a_failed_sanity_check_is_raised_not_judged():
         def setting(self, key):
             return self.settings[key]
 
-    Saved.data["sanity_original"][1, 2, 3] = False
+    Saved.data["sanity_original"][1, list(robustness.SANITY_CHECKS).index("monotone_in_radius"), 3] = False
     with pytest.raises(verdict_rules.EvaluationFailed, match="seed 1, original, radius 8/255: robust accuracy does not increase"):
         claims_fig11.fig11_suite(Saved())
     old = Saved()
@@ -104,4 +105,5 @@ def test_cifar_claims_import_without_torch():
             "print(sorted(m for m in sys.modules if m.startswith('gfs.cifar')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-1500:]
-    assert result.stdout.split() == ["['gfs.cifar',", "'gfs.cifar.dataset',", "'gfs.cifar.thresholds']"]
+    assert result.stdout.split() == ["['gfs.cifar',", "'gfs.cifar.dataset',", "'gfs.cifar.suite_checks',",
+                                     "'gfs.cifar.thresholds']"]

@@ -257,21 +257,27 @@ def robustness_data():
     radii, n = np.array([1, 2, 4, 8]) / 255, 1000
     accuracy = {"original": np.array([0.40, 0.20, 0.05, 0.0])}
     accuracy.update(group=accuracy["original"] + [0.06, 0.06, 0.04, 0.0], perm_interp=accuracy["original"] + 0.01,
-                    independent=accuracy["original"] + 0.01)
+                    independent=accuracy["original"] + 0.01, deep=accuracy["original"] + 0.015)
     attacks, checks = len(robustness.ATTACKS), len(robustness.SANITY_CHECKS)
-    data = {"seeds": np.arange(CIFAR_SEEDS), "independent_seed": (np.arange(CIFAR_SEEDS) + 1) % CIFAR_SEEDS,
-            "radii": radii, "suite_images": n, "group_scale": 10.0, "num_g": 200,
-            **{k: 1 for k in robustness.SUITE_SETTINGS},
-            "symmetry_error": per_seed(1e-6), "symmetry_error_fitted": per_seed(1e-6),
-            "robust_acc_independent": per_seed(accuracy["independent"])}
-    for c in robustness.CLASSIFIERS:
+    data = {"seeds": np.arange(CIFAR_SEEDS), "control_seeds": np.arange(1000, 1003), "radii": radii,
+            "suite_images": n, "group_scale": 10.0, "num_g": 200, **{k: 1 for k in robustness.SUITE_SETTINGS},
+            "symmetry_error": per_seed(1e-6), "symmetry_error_fitted": per_seed(1e-6)}
+    for c in robustness.ALL_CLASSIFIERS:
         data.update({f"robust_acc_{c}": per_seed(accuracy[c]), f"clean_acc_{c}": per_seed(0.6),
                      f"decided_{c}": per_seed(np.arange(attacks * 4).reshape(attacks, 4)),
-                     f"sanity_{c}": per_seed(np.ones((checks, 4), bool))})
+                     f"sanity_{c}": per_seed(np.ones((checks, 4), bool)),
+                     f"alone_acc_{c}": per_seed(np.tile(accuracy[c], (attacks, 1))),
+                     f"cumulative_acc_{c}": per_seed(np.tile(accuracy[c], (attacks, 1))),
+                     f"audit_robust_acc_{c}": per_seed(accuracy[c]), f"doubled_acc_{c}": per_seed(accuracy[c]),
+                     f"converged_{c}": per_seed(np.ones(4, bool)), f"strongest_{c}": per_seed(np.full(4, 4)),
+                     f"square_curve_queries_{c}": per_seed(np.array([100, 1000, 5000])),
+                     f"square_curve_{c}": per_seed(np.tile(accuracy[c][:, None], (1, 3)))})
+    data["member_clean_acc_deep"] = per_seed(np.array([0.6, 0.61, 0.62]))
     for m in robustness.ENSEMBLES:
         data.update({f"heldout_{k}_{m}": per_seed(v) for k, v in (("agreement", 0.995), ("agreement_min", 0.99),
                      ("gap_p10", 1e-7), ("gap_p50", 1e-6), ("gap_p90", 1e-5), ("saturated", 0.0), ("nonfinite", 0.0))})
-    for name, (a, b) in dict(robustness.COMPARISONS, group_vs_independent=("group", "independent")).items():
+    for name, (a, b) in dict(robustness.COMPARISONS, group_vs_independent=("group", "independent"),
+                             group_vs_deep=("group", "deep")).items():
         data.update(mcnemar_keys(name, accuracy[a] - accuracy[b], n, lost=0.02))
     return data
 
@@ -771,7 +777,7 @@ def test_a_failed_sanity_check_is_no_robustness_verdict(figures):
                   "corrected: gain beyond the controls (independent CNN, shared trunk)"):
         assert verdicts[short] == "evaluation failed", short
     assert "**No verdict: evaluation failed.** exact numerics: 1 sanity check(s)" in text
-    assert "seed 1, group, radius 2/255: iterative white-box accuracy <= single-step accuracy + 0.01 fails" in text
+    assert f"seed 1, group, radius 2/255: {list(robustness.SANITY_CHECKS.values())[0]} fails" in text
     assert "**1 failed: evaluation failed**" in text  # the table says so too
 
 

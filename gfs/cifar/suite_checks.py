@@ -1,0 +1,107 @@
+"""The checks of the standard robustness evaluation (robustness.py): every attack alone on the audit images, the
+sanity checks built from them with a slack derived from the number of audit images, and the convergence check.
+
+Every attack runs alone on the audit images (the first settings['audit_images']), so its standalone accuracy there
+is known (alone_accuracy). The sanity checks (SANITY_CHECKS, one set per attack of the suite):
+
+  complete               every attack of the suite ran on the audit images (dropping one fires this)
+  <attack>_vs_fgsm       each iterative or gradient-free attack alone is at least as strong as one FGSM step
+  <attack>_vs_transfer   each white-box attack alone is at least as strong as the transfer attack
+  monotone_in_radius     the robust accuracy does not increase with the radius
+
+"At least as strong" allows the slack sanity_slack(a, b, n): the one-sided SANITY_CONFIDENCE normal bound of the
+difference of two accuracies a, b measured on the same n audit images, z sqrt(2 p (1 - p) / n) + 1 / n with p = (a +
+b) / 2 (a binomial proportion's variance p (1 - p) / n for each accuracy; the 1 / n is one image of rounding). A
+weakened attack (one step, no restarts) is far outside it; two equally strong attacks differ by less.
+
+Convergence: after the suite, the strongest white-box attack alone (lowest standalone accuracy) is run again with
+its iterations and restarts doubled (Attack.doubles) on the audit images that survived every attack. If that breaks
+more than CONVERGENCE_TOLERANCE of the audit images, the evaluation has not converged at that radius: the report says
+"not converged" beside the number.
+
+Contents: SANITY_CONFIDENCE, CONVERGENCE_TOLERANCE, sanity_slack, alone_accuracy, sanity_check_names, sanity_checks,
+converged (robustness.SANITY_CHECKS is sanity_check_names of its suite).
+"""
+import numpy as np
+
+SANITY_CONFIDENCE = 0.99   # one-sided: a check fires by chance on at most 1 % of equally strong attack pairs
+CONVERGENCE_TOLERANCE = 0.005  # doubling the strongest attack may break at most 0.5 % of the audit images
+
+
+def sanity_slack(a, b, n):
+    """How much worse (in accuracy) attack a may look than attack b on the same n images by chance alone: the
+    one-sided SANITY_CONFIDENCE bound z sqrt(2 p (1 - p) / n) + 1 / n, p = (a + b) / 2.  a, b: [R] or scalars."""
+    p = (np.asarray(a, dtype=float) + np.asarray(b, dtype=float)) / 2
+    from scipy.stats import norm  # here: the report imports this module's constants without scipy.stats
+    return norm.ppf(SANITY_CONFIDENCE) * np.sqrt(2 * p * (1 - p) / n) + 1 / n
+
+
+def alone_accuracy(clean, correct, audit):
+    """[A, R]: the accuracy on the audit images (the first `audit`) under each attack alone. clean [N], correct
+    [A, R, N] (True where an attack did not run, so only attacks that ran on every audit image right on clean data
+    are standalone accuracies: robustness.Attack.runs_on says which)."""
+    return (clean[:audit] & correct[:, :, :audit]).mean(axis=-1)
+
+
+def sanity_check_names(attacks):
+    """{check name: what it checks} for a suite (robustness.Attack tuple), in saved order."""
+    names = {"complete": "every attack of the suite ran alone on the audit images"}
+    for attack in attacks:
+        if attack.kind in ("white-box", "gradient-free"):
+            names[f"{attack.name}_vs_fgsm"] = f"{attack.label} alone <= FGSM alone + binomial slack"
+        if attack.kind == "white-box":
+            names[f"{attack.name}_vs_transfer"] = f"{attack.label} alone <= transfer alone + binomial slack"
+    names["monotone_in_radius"] = "robust accuracy does not increase with the radius"
+    return names
+
+
+def sanity_checks(alone, robust, names, audit):
+    """{check name: ok [R] bool} for one classifier.
+
+    alone: {attack name: standalone accuracy [R] on the audit images} of the attacks that ran alone there; robust:
+    robust accuracy [R]; names: the expected suite's sanity_check_names (SANITY_CHECKS); audit: the number of audit
+    images (the n of the slack). An expected attack that is absent fails 'complete' and its own checks."""
+    radii = len(robust)
+    out = {}
+    for name in names:
+        if name == "complete":
+            expected = {n.rsplit("_vs_", 1)[0] for n in names if "_vs_" in n} | {"fgsm", "transfer"}
+            out[name] = np.full(radii, expected <= set(alone))
+        elif name == "monotone_in_radius":
+            out[name] = np.concatenate([[True], np.diff(robust) <= 0])
+        else:
+            attack, reference = name.rsplit("_vs_", 1)
+            if attack not in alone or reference not in alone:
+                out[name] = np.zeros(radii, dtype=bool)
+                continue
+            a, b = np.asarray(alone[attack]), np.asarray(alone[reference])
+            out[name] = a <= b + sanity_slack(a, b, audit)
+    return out
+
+
+def converged(doubled_broken, audit, tolerance=CONVERGENCE_TOLERANCE):
+    """[R] bool: doubling the strongest attack broke at most `tolerance` of the `audit` images (doubled_broken [R])."""
+    return np.asarray(doubled_broken) / audit <= tolerance
+
+
+def convergence_rows(data, attack_labels, classifiers, labels):
+    """The convergence table of a figure's arrays (torch-free: the report builds it from the saved suite description):
+    per classifier and radius, [classifier, radius, robust accuracy after each attack (cumulative, mean over seeds)
+    ..., audit-image robust accuracy before -> after doubling the strongest attack (its name), and 'not converged'
+    where doubling broke more than CONVERGENCE_TOLERANCE of the audit images in some seed]. attack_labels: the
+    suite's attacks in order; classifiers: their keys; labels: {key: label}."""
+    rows = []
+    for c in classifiers:
+        if f"converged_{c}" not in data:
+            continue
+        cumulative = np.asarray(data[f"cumulative_acc_{c}"]).reshape(-1, len(attack_labels), len(data["radii"]))
+        for r, radius in enumerate(data["radii"]):
+            strongest = sorted({attack_labels[int(a)] for a in np.ravel(data[f"strongest_{c}"])[r::len(data["radii"])]
+                                if a >= 0})
+            ok = bool(np.all(np.asarray(data[f"converged_{c}"])[..., r]))
+            rows.append([labels[c], f"{radius * 255:g}/255"]
+                        + [f"{cumulative[:, a, r].mean():.3f}" for a in range(len(attack_labels))]
+                        + [f"{np.mean(data[f'audit_robust_acc_{c}'][..., r]):.3f} -> "
+                           f"{np.mean(data[f'doubled_acc_{c}'][..., r]):.3f} ({', '.join(strongest)} x 2)"
+                           + ("" if ok else " not converged")])
+    return rows
