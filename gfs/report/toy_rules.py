@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import binomtest, kendalltau
 
 from models import Q_CONVENTIONS
-from gfs.report.verdict_rules import runs
+from gfs.report.verdict_rules import _tested, combine, runs
 from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
@@ -153,47 +153,113 @@ def rule_trend(x, values, direction, reference, budget=None, what="value", alpha
                   "effect")
 
 
-def predictor(stat, values, needed, budget, alpha):
-    """One statistic along the series: (predicts, text). stat, values: [N, L]."""
-    varies = np.ptp(stat, axis=-1) > CONSTANT * np.maximum(np.abs(stat).max(axis=-1), 1e-300)
-    effects = np.array([abs(series_effect(np.arange(len(v)), np.sort(np.where(np.isinf(v), budget or np.inf, v))))
-                        for v in values])  # how much the value changes along each series, whatever the order
-    blind = int((~varies & (np.expm1(effects) >= needed)).sum())  # constant, while the value changes
-    if not varies.any():
-        return False, f"constant along every series, blind to {blind} real changes"
-    taus = np.array([kendall(s, v)[0] for s, v in zip(stat[varies], values[varies])])
-    up, down = int((taus > 0).sum()), int((taus < 0).sum())
+# ----------------------------------------------------------------------------------------------
+# Per-neuron predictors: one vote per seed, Holm over the named statistics, both conventions
+
+SUM_STATISTIC = "|sum Q_a|"  # the paper's scalar; PER_NEURON_STATISTICS: the per-neuron ones, named in advance
+PER_NEURON_STATISTICS = ("spread of Q_a", "min |Q_a|", "edge distance")  # (docs/report.md, per-neuron predictors)
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values {name: p} -> {name: adjusted p} (family: the names given)."""
+    order, adjusted, running = sorted(p_values, key=p_values.get), {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p_values[name]))
+        adjusted[name] = running
+    return adjusted
+
+
+def seeds_needed(seeds, alpha):
+    """The fewest of `seeds` one-way votes for which a two-sided sign test has p < alpha (None: none suffices)."""
+    return next((k for k in range(seeds + 1) if seeds and binomtest(k, seeds, 0.5).pvalue < alpha), None)
+
+
+def seed_votes(stat, values, budget):
+    """One statistic against the value, voted per seed. stat, values: [S, N, L] (N series of a seed; a series with a
+    NaN is left out). Per seed: the mean over its series of Kendall's tau (0 on a series where the statistic is
+    constant: it tells nothing there) -> its vote; the direction is the majority's; per seed the median over its
+    series of the relative change of the value from the statistic's smallest to its largest point in that direction.
+    Returns (up, down, two-sided sign test p, direction, median over seeds of the seed effects, series where the
+    statistic is constant, series tested)."""
+    scores, effects, constant, series = [], [], 0, 0
+    for stat_s, values_s in zip(stat, values):
+        keep = ~(np.isnan(stat_s).any(axis=-1) | np.isnan(values_s).any(axis=-1))
+        if not keep.any():
+            continue
+        taus = [kendall(a, b)[0] for a, b in zip(stat_s[keep], values_s[keep])]
+        constant += sum(np.ptp(a) <= CONSTANT * max(np.abs(a).max(), 1e-300) for a in stat_s[keep])
+        series += int(keep.sum())
+        scores.append(float(np.mean(np.nan_to_num(taus))))
+        effects.append([series_effect(a, b, budget) for a, b in zip(stat_s[keep], values_s[keep])])
+    scores = np.array(scores)
+    up, down = int((scores > 0).sum()), int((scores < 0).sum())
     p = float(binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0
     direction = 1 if up >= down else -1
-    effect = math.expm1(float(np.median([direction * series_effect(s, v, budget)
-                                         for s, v in zip(stat[varies], values[varies])])))
-    predicts = p < alpha and effect >= needed and blind == 0
-    return predicts, (f"{'up' if direction > 0 else 'down'} in {max(up, down)} of {int(varies.sum())} series where it "
-                      f"varies (sign test p = {p:.2g}), effect {effect:+.0%}"
-                      + f", constant where the value changes in {blind} series" * bool(blind))
+    effect = math.expm1(float(np.median([np.median(direction * np.array(e)) for e in effects]))) if effects else 0.0
+    return up, down, p, direction, effect, constant, series
+
+
+def judge_statistics(stats, values, needed, budget, alpha):
+    """Every statistic of one convention: {name: (predicts, text)}. The sum is tested at alpha; the per-neuron
+    statistics that vary somewhere form the family of Holm's correction (a statistic constant on every series, such
+    as the edge distance of an activation whose range has no edge, is not tested)."""
+    votes = {name: seed_votes(np.asarray(stats[name], dtype=float), values, budget) for name in stats}
+    tested = [name for name in PER_NEURON_STATISTICS if name in votes and votes[name][5] < votes[name][6]]
+    adjusted = {SUM_STATISTIC: votes[SUM_STATISTIC][2], **holm({name: votes[name][2] for name in tested})}
+    found = {}
+    for name, (up, down, p, direction, effect, constant, _) in votes.items():
+        if name not in adjusted:
+            found[name] = (False, "constant on every series: not tested")
+            continue
+        seeds = up + down
+        predicts = adjusted[name] < alpha and effect >= needed
+        family = " (uncorrected)" if name == SUM_STATISTIC else f" (Holm over {len(tested)})"
+        flip = seeds_needed(seeds, alpha / (1 if name == SUM_STATISTIC else len(tested)))
+        found[name] = (predicts, f"{'up' if direction > 0 else 'down'} in {max(up, down)} of {seeds} seeds "
+                                 f"(sign test p = {p:.2g}, adjusted {adjusted[name]:.2g}{family}; "
+                                 f"{flip if flip is not None else 'no'} of {seeds} seeds needed), effect {effect:+.0%}"
+                                 + f", constant on {constant} series" * bool(constant))
+    return found
 
 
 def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
-    """Along the per-neuron orbits (each a series: the spread of the Q_a at a fixed sum, or the sum at a fixed
-    spread), a statistic predicts the value if, over the series where it varies, the value moves with it in one
-    direction (two-sided sign test on Kendall's tau, p < {alpha:g}) by a median effect of at least the larger of
-    {min_effect:.0%} and {spreads} x the spread over seeds, and it is constant in no series where the value changes
-    by that much. A per-neuron statistic predicts and the sum |Q| does not: reproduced; otherwise (none predicts, or
-    the sum predicts as well) not reproduced.
+    """Along the per-neuron orbits (on each, the sum of the Q_a and their spread both change: together on one,
+    opposed on the other) each named statistic is tested against the value with the seed as the unit: per seed the
+    mean Kendall's tau over its orbits gives one vote, a two-sided sign test over the seeds gives p, corrected by Holm
+    over the per-neuron statistics (the spread of Q_a, min |Q_a|, the edge distance; the sum |Q| is tested
+    uncorrected, which makes it easier for it to predict); a statistic predicts if its adjusted p < {alpha:g} and the
+    median over seeds of each seed's median effect reaches the larger of {min_effect:.0%} and {spreads} x the spread
+    over seeds. Each statistic is judged in both conventions of Q, and counts only if it predicts in both (the spread
+    and the edge distance do not depend on the convention; min |Q_a| does). A per-neuron statistic predicts in both
+    conventions and the sum |Q| in neither: reproduced; in one convention only, or the sum in the other:
+    depends on the convention; otherwise not reproduced.
 
-    stats: {name: [N, L]} ('|sum|' first, the scalar); values [N, L] (inf: never reached); reference [S, G]."""
+    stats: {convention: {name: [S, N, L]}} (N series of each seed, '|sum Q_a|' and the per-neuron ones); values
+    [S, N, L] (inf: never reached, the budget in the effect; NaN: left out); reference [S, G]."""
+    values = np.asarray(values, dtype=float)
     needed = minimum_effect(reference, min_effect, spreads)
-    keep = ~np.isnan(np.asarray(values, dtype=float)).any(axis=-1)
-    for s in stats.values():
-        keep &= ~np.isnan(np.asarray(s, dtype=float)).any(axis=-1)
-    found = {name: predictor(np.asarray(s, dtype=float)[keep], np.asarray(values, dtype=float)[keep], needed, budget,
-                             alpha) for name, s in stats.items()}
-    scalar, *per_neuron = found
-    winners = [name for name in per_neuron if found[name][0]]
-    verdict = REPRODUCED if winners and not found[scalar][0] else NOT_REPRODUCED
-    text = "; ".join(f"{name}: {'predicts' if ok else 'does not predict'} ({why})" for name, (ok, why) in found.items())
-    return Result(verdict, f"{text} (minimum effect {needed:.0%}, {int(keep.sum())} series)",
-                  f"predict: {', '.join(n for n, (ok, _) in found.items() if ok) or 'none'}")
+    found = {c: judge_statistics(stats[c], values, needed, budget, alpha) for c in CONVENTIONS}
+    holds = {c: not found[c][SUM_STATISTIC][0] and any(found[c][n][0] for n in found[c] if n != SUM_STATISTIC)
+             for c in CONVENTIONS}
+    common = [n for n in PER_NEURON_STATISTICS if all(n in found[c] and found[c][n][0] for c in CONVENTIONS)]
+    sum_predicts = any(found[c][SUM_STATISTIC][0] for c in CONVENTIONS)
+    verdict = (REPRODUCED if common and not sum_predicts else DEPENDS if any(holds.values()) else NOT_REPRODUCED)
+    text = "; ".join(f"{c} convention: " + ", ".join(f"{n}: {'predicts' if ok else 'does not predict'} ({why})"
+                                                      for n, (ok, why) in found[c].items()) for c in CONVENTIONS)
+    seeds = int((~np.isnan(values).all(axis=(-1, -2))).sum())
+    return Result(verdict, f"{text} (minimum effect {needed:.0%}, {seeds} seeds)",
+                  f"predict in both conventions: {', '.join(common) or 'none'}"
+                  + f"; sum predicts" * sum_predicts)
+
+
+def over_activations(verdicts):
+    """Over the {units}: reproduced if the rule gives reproduced for each; depends on the convention if it gives
+    reproduced or depends for each, depends for one at least; not reproduced if it gives not reproduced for each;
+    partly otherwise."""
+    tested = _tested(verdicts)
+    if tested and all(v in (REPRODUCED, DEPENDS) for v in tested) and DEPENDS in tested:
+        return DEPENDS
+    return combine(verdicts)
 
 
 def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):
@@ -257,34 +323,41 @@ def same_function(f):
 
 
 def per_neuron_stats(f, convention):
-    """{statistic: [N, 5]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file."""
-    five = lambda a: np.asarray(a, dtype=float).reshape(-1, np.shape(a)[-1])  # noqa: E731
-    return {"|sum Q_a|": np.abs(five(f[q_key("sum_zero", convention)])), "spread of Q_a": five(f["spread"]),
-            "min |Q_a|": five(f[q_key("min_abs_zero", convention)]), "edge distance": five(f["edge_distance"])}
+    """{statistic: [S, N, L]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file: S seeds, N
+    orbits of each (Fig. 9: its minima's), L points; a statistic that depends on the convention read in `convention`."""
+    by_seed = lambda a: np.asarray(a, dtype=float).reshape(np.shape(a)[0], -1, np.shape(a)[-1])  # noqa: E731
+    return {SUM_STATISTIC: np.abs(by_seed(f[q_key("sum_zero", convention)])), "spread of Q_a": by_seed(f["spread"]),
+            "min |Q_a|": by_seed(f[q_key("min_abs_zero", convention)]), "edge distance": by_seed(f["edge_distance"])}
+
+
+def per_neuron_both(f):
+    """per_neuron_stats in both conventions: {convention: {statistic: [S, N, L]}} (rule_predictors' stats)."""
+    return {c: per_neuron_stats(f, c) for c in CONVENTIONS}
 
 
 # ----------------------------------------------------------------------------------------------
 # Tables shared by Figs. 6 and 9, and the checks section's table off the training inputs
 
 PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
-                   "network itself): 'spread' scales each Q_a's distance from their mean (the sum fixed), 'shift' "
-                   "adds a multiple of their std to each (the spread fixed). Q_a from 0 (zero) or with the paper "
-                   "code's constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge "
-                   "distance do not depend on the convention.")
+                   "network itself): on 'together' the sum of the Q_a and their spread grow together, on 'opposed' the "
+                   "spread grows as the sum falls (per_neuron.orbit_targets). Q_a from 0 (zero) or with the paper code's "
+                   "constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge distance do "
+                   "not depend on the convention.")
 
 
 def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
     """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
-    middle (the network itself). pick: [S, ...] -> the [2, 5] of the networks shown."""
+    middle (the network itself). pick: [S, ...] -> the [2, P] of the networks shown."""
     rows = []
     for unit, f in figures.items():
-        for o, family in enumerate(("spread", "shift")):
+        for o, family in enumerate(("together", "opposed")):
             ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
             cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
-                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "edge_distance", value)]
+                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "min_abs_paper", "edge_distance",
+                               value)]
             rows.append([unit, family] + cells)
     return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
-                  "edge distance", value.replace("_", " ")], rows)
+                  "min abs Q_a (paper's)", "edge distance", value.replace("_", " ")], rows)
 
 
 def off_data_rows(figures):

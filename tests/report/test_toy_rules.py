@@ -75,29 +75,6 @@ def test_trend_leaves_out_series_with_nan():
     assert result.verdict == PARTLY and "1 series left out" in result.text  # it cannot be tested on that series
 
 
-def test_predictors_both_ways():
-    """Along a 'spread' orbit the sum is constant and the spread varies; along a 'shift' orbit the reverse. A value
-    that follows min |Q_a| (which varies along both) is predicted by it, not by the sum, which is blind to the change
-    along the spread orbits: reproduced. A value that follows the sum only (constant along the spread orbits) is
-    predicted by the sum: not reproduced."""
-    series, t = 12, np.linspace(0, 1, 5)  # 6 orbits of each kind: a two-sided sign test of 6 of 6 has p = 1/32
-    spread_orbit = np.arange(series) % 2 == 0  # the odd series are shift orbits
-    total = np.where(spread_orbit[:, None], 5.0, 5.0 + 10 * t)
-    spread = np.where(spread_orbit[:, None], 1 + 3 * t, 1.0)
-    min_abs = 1 + 2 * t + 0.01 * np.arange(series)[:, None]
-    stats = {"|sum Q_a|": total, "spread of Q_a": spread, "min |Q_a|": min_abs, "edge distance": np.ones((series, 5))}
-    reference = np.full((6, 1), 100.0)
-    follows_min = 100 * (1 + min_abs)
-    result = toy_rules.rule_predictors(stats, follows_min, reference)
-    assert result.verdict == REPRODUCED and "min |Q_a|: predicts" in result.text
-    assert "|sum Q_a|: does not predict" in result.text and "constant where the value changes" in result.text
-    follows_sum = 10 * total
-    result = toy_rules.rule_predictors(stats, follows_sum, reference)
-    assert result.verdict == NOT_REPRODUCED and "|sum Q_a|: predicts" in result.text
-    flat = np.full((series, 5), 100.0) * (1 + 0.01 * t)  # nothing changes by more than the minimum
-    assert toy_rules.rule_predictors(stats, flat, reference).verdict == NOT_REPRODUCED
-
-
 def test_within_gd_bound_both_ways():
     lrs = [0.1, 0.01, 0.001]
     assert claims_fig3.rule_within_gd_bound(lrs, [1e-3, 1e-4, 1e-5], [2e-3, 2e-4, 2e-5]).verdict == REPRODUCED
