@@ -229,7 +229,8 @@ def plot_orbits(data, value_key, value_label, title, mark=None):
         ax.set_xscale(scale, **({"linthresh": 1} if scale == "symlog" else {}))
         ax.set_xlabel(label, fontsize=11)
     if len(values) > 1:
-        axes[0].plot([], [], "-", color="0.5", linewidth=0.7, label=f"seeds 1-{len(values) - 1}")
+        axes[0].plot([], [], "-", color="0.5", linewidth=0.7,
+                     label="seed 1" if len(values) == 2 else f"seeds 1-{len(values) - 1}")
     axes[0].plot([], [], "o", color="0.3", markersize=4, label="orbit start (t = -1)")
     axes[0].set_ylabel(value_label, fontsize=11)
     axes[0].set_yscale("log")
