@@ -9,7 +9,7 @@ separates the two (what Fig. 7 does for the radial net): each seed's initialisat
 moved along the per-neuron symmetry (models.move_along_symmetry, one lambda for every neuron) to
 several Q with the same initial output, each is trained at learning rate 1e-3, and the steps to a
 loss of 1e-2 are plotted against Q (integral from 0). In the same batch, each neuron is moved by its own
-lambda (per_neuron.py: the spread of the per-neuron Q_a at a fixed sum, and the sum at a fixed spread), to
+lambda (per_neuron.py: the sum and the spread of the per-neuron Q_a grow together, or oppositely), to
 test whether a per-neuron statistic predicts the steps where the sum does not. --seeds N repeats everything
 for N draws.
 

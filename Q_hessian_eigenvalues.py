@@ -9,8 +9,8 @@ linear and ReLU networks.
 --same-function tests the claim at a fixed function: each trained minimum is moved along the
 per-neuron symmetry (one lambda for every neuron), where the loss stays at its minimum and Q
 changes, and the largest Hessian eigenvalue is plotted against Q (integral from 0). The same minima are
-also moved with each neuron's own lambda (per_neuron.py: the spread of the per-neuron Q_a at a fixed sum, and
-the sum at a fixed spread), to test whether a per-neuron statistic predicts the sharpness where the sum does
+also moved with each neuron's own lambda (per_neuron.py: the sum and the spread of the per-neuron Q_a grow
+together, or oppositely), to test whether a per-neuron statistic predicts the sharpness where the sum does
 not. --seeds N repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
 
 Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json} and, with
