@@ -9,8 +9,8 @@ from gfs import paper_numbers as paper
 import Q_convergence_elementwise as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
 from gfs.report.verdict_rules import col, orbit_column, paper_column, power_of_ten, run_table
-from gfs.report.toy_rules import (PER_NEURON_NOTE, as_steps, finite_or_nan, per_neuron_both, per_neuron_table, q_key,
-                       over_activations, rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend,
+from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
+from gfs.report.toy_rules import (as_steps, finite_or_nan, q_key, rule_gap_below, rule_same_initial_function, rule_trend,
                        same_function)
 from gfs.report.verdict_rules import fmt, fmt_steps
 

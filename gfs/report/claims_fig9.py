@@ -9,8 +9,8 @@ from gfs import paper_numbers as paper
 import Q_hessian_eigenvalues as script
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
 from gfs.report.verdict_rules import col, legend_Qs, orbit_column, paper_column, run_table
-from gfs.report.toy_rules import (AT_MINIMUM, PER_NEURON_NOTE, at_minimum, over_activations, per_neuron_both,
-                       per_neuron_table, q_key, rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend)
+from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
+from gfs.report.toy_rules import AT_MINIMUM, at_minimum, q_key, rule_gap_below, rule_same_initial_function, rule_trend
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
 
 FIG9 = Files(script.figure_name("{}"), paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)

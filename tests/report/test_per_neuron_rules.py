@@ -1,10 +1,11 @@
-"""The per-neuron claims of Figs. 6 and 9 (toy_rules.rule_predictors and the measurements of claims_fig6/9): the seed
+"""The per-neuron claims of Figs. 6 and 9 (per_neuron_rules.rule_predictors and the measurements of claims_fig6/9): the seed
 is the unit (one vote per seed), Holm's correction over the named statistics, each statistic read and judged in
 both conventions of Q. Made-up numbers shaped like the scripts' files ([S, 2, P] orbits)."""
 import numpy as np
 import pytest
 
-from gfs.report import claims_fig6, claims_fig9, toy_rules
+from gfs.report import claims_fig6, claims_fig9
+from gfs.report import per_neuron_rules as rules
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED
 
 T = np.linspace(-1, 1, 5)  # the orbit steps
@@ -23,7 +24,7 @@ def orbit_stats(seeds, series=2, noise=0.0, seed=0):
 
 
 def rule(stats, values, seeds):
-    return toy_rules.rule_predictors(stats, values, reference=np.full((seeds, 1), 100.0))
+    return rules.rule_predictors(stats, values, reference=np.full((seeds, 1), 100.0))
 
 
 def test_a_value_that_follows_the_spread_is_predicted_by_it_and_not_by_the_sum():
@@ -58,7 +59,7 @@ def test_holm_corrects_for_the_statistics_tried():
     stats = orbit_stats(6)
     result = rule(stats, 100 * stats["zero"]["spread of Q_a"], 6)
     assert "sign test p = 0.031, adjusted 0.062 (Holm over 2)" in result.text and result.verdict == NOT_REPRODUCED
-    assert toy_rules.holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+    assert rules.holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
 
 
 def test_a_statistic_must_predict_in_both_conventions():
@@ -93,11 +94,11 @@ def test_each_convention_reads_its_own_min_abs():
     """Mutation (a) of issue 22: reading min |Q_a| from the zero convention for both columns would make the two
     conventions agree (reproduced); read correctly, the paper's min |Q_a| does not follow the steps: depends."""
     f = per_neuron_file()
-    stats = toy_rules.per_neuron_both(f)
+    stats = rules.per_neuron_both(f)
     assert np.array_equal(stats["paper"]["min |Q_a|"], f["min_abs_paper"].reshape(8, 2, 5))
     assert np.array_equal(stats["zero"]["min |Q_a|"], f["min_abs_zero"].reshape(8, 2, 5))
     assert np.array_equal(stats["paper"]["|sum Q_a|"], np.abs(f["sum_paper"]))
-    result = toy_rules.rule_predictors(**claims_fig6.per_neuron6(f))
+    result = rules.rule_predictors(**claims_fig6.per_neuron6(f))
     assert result.verdict == DEPENDS, result.text
     assert "zero convention: |sum Q_a|: does not predict" in result.text
 
@@ -114,11 +115,11 @@ def test_fig9_votes_per_seed_over_all_its_minima():
     measured = claims_fig9.per_neuron9(f)
     assert measured["values"].shape == (seeds, 2 * minima, 5)
     assert all(s.shape == (seeds, 2 * minima, 5) for c in measured["stats"].values() for s in c.values())
-    result = toy_rules.rule_predictors(**measured)
+    result = rules.rule_predictors(**measured)
     assert "up in 3 of 3 seeds (sign test p = 0.25" in result.text and result.verdict == NOT_REPRODUCED
 
 
 def test_over_activations():
-    assert toy_rules.over_activations({"tanh": REPRODUCED, "relu": DEPENDS}) == DEPENDS
-    assert toy_rules.over_activations({"tanh": REPRODUCED, "relu": REPRODUCED}) == REPRODUCED
-    assert toy_rules.over_activations({"tanh": NOT_REPRODUCED, "relu": DEPENDS}) != REPRODUCED
+    assert rules.over_activations({"tanh": REPRODUCED, "relu": DEPENDS}) == DEPENDS
+    assert rules.over_activations({"tanh": REPRODUCED, "relu": REPRODUCED}) == REPRODUCED
+    assert rules.over_activations({"tanh": NOT_REPRODUCED, "relu": DEPENDS}) != REPRODUCED
