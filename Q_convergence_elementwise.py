@@ -9,7 +9,7 @@ separates the two (what Fig. 7 does for the radial net): each seed's initialisat
 moved along the per-neuron symmetry (models.move_along_symmetry, one lambda for every neuron) to
 several Q with the same initial output, each is trained at learning rate 1e-3, and the steps to a
 loss of 1e-2 are plotted against Q (integral from 0). In the same batch, each neuron is moved by its own
-lambda (per_neuron.py: the spread of the per-neuron Q_a at a fixed sum, and the sum at a fixed spread), to
+lambda (per_neuron.py: the sum and the spread of the per-neuron Q_a grow together, or oppositely), to
 test whether a per-neuron statistic predicts the steps where the sum does not. --seeds N repeats everything
 for N draws.
 
@@ -39,9 +39,9 @@ CONVERGED_LOSS = 1e-2                    # 'steps to converge' = first step with
 # count them as the slowest but keep the whole batch running for the full budget.
 ORBIT_INIT_STD = 0.1
 ORBIT_SPAN = PerActivation((1 / 4, 4.0), sigmoid=(0.6, 1.4))
-# The per-neuron orbits (per_neuron.py): the ends and the middle of its default orbits, as every point is trained
-# (each moved point is one more run of the batch, and a run costs about as much as another at this batch size).
-PER_NEURON_SPREADS, PER_NEURON_SHIFTS = (1 / 4, 1.0, 4.0), (-2.0, 0.0, 2.0)
+# The per-neuron orbits (per_neuron.py): the ends and the middle of its default orbit steps, as every point is
+# trained (each moved point is one more run of the batch, and a run costs about as much as another at this size).
+PER_NEURON_STEPS = (-1.0, 0.0, 1.0)
 
 
 def make_parser():
@@ -97,6 +97,7 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
         "initial_loss": loss[..., 0], "final_loss": loss[0, :, -1], "diverged_at": result["diverged_at"],
         "Q_neurons0": per_neuron.neuron_Q(U0.double(), V0.double(), activation).numpy(),
         "Q_neurons_final": per_neuron.neuron_Q(*map(torch.from_numpy, (result["U"], result["V"])), activation).numpy(),
+        "activation": np.array(activation),
     }
 
 
@@ -115,8 +116,8 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
     one_lambda = lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN)  # [S, L, k]
     U, V = move_along_symmetry(U0.double(), V0.double(), activation, one_lambda)  # [S, L, m, k], [S, L, n, k]
-    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation, PER_NEURON_SPREADS,
-                                                          PER_NEURON_SHIFTS)  # [S, P, m|n|., k]
+    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation,
+                                                          PER_NEURON_STEPS)  # [S, P, m|n|., k]
     L = U.shape[1]
     # the weights trained; Q and the outputs below are theirs
     U_all, V_all = torch.cat([U, U_pn], 1).to(dtype), torch.cat([V, V_pn], 1).to(dtype)  # [S, L + P, ...]
@@ -136,6 +137,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
         "off_data_gap": per_neuron.off_data_gap(U, V, activation, U0.double(), V0.double(), inputs).numpy(),
         "steps_to_converge": steps_to[:, :L], "diverged_at": diverged[:, :L],
         "trained_steps": np.array(result["trained_steps"]), "step_budget": np.array(steps),
+        "activation": np.array(activation),
     }
     middle = L // 2  # lambda = 1: the network itself
     U_pn, V_pn = U_all[:, L:], V_all[:, L:]
@@ -143,7 +145,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     final_V = torch.from_numpy(per_seed(result["V"], seeds))
 
     def orbit(moved, itself, axis):  # [S, P, ...] and the lambda = 1 run's [S, ...] -> [S, 2, 3, ...]
-        return per_neuron.with_original(moved, itself, axis, PER_NEURON_SPREADS)
+        return per_neuron.with_original(moved, itself, axis)
 
     one = lambda x: x[:, middle]  # noqa: E731
     moved = per_neuron.neuron_statistics(U_pn, V_pn, activation)
@@ -152,7 +154,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     itself_paper = per_neuron.neuron_statistics(U[:, middle], V[:, middle], activation, "paper")
     neuron = per_neuron.neuron_Q
     data = {
-        "spread_factors": np.array(PER_NEURON_SPREADS), "shifts": np.array(PER_NEURON_SHIFTS),
+        "orbit_steps": np.array(PER_NEURON_STEPS), "activation": np.array(activation),
         "lambdas": orbit(lambdas_pn.numpy(), np.ones((seeds, HIDDEN)), 1),
         "Q_neurons": orbit(neuron(U_pn, V_pn, activation).numpy(), neuron(one(U), one(V), activation).numpy(), 1),
         "Q_neurons_final": orbit(neuron(final_U[:, L:], final_V[:, L:], activation).numpy(),
@@ -172,11 +174,12 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
 
 def plot(data):
     from gfs import per_neuron
-    if "spread_factors" in data:
+    if "orbit_steps" in data:
         never = data["steps_to_converge"] < 0
         steps = np.where(never, data["step_budget"], data["steps_to_converge"])
         return per_neuron.plot_orbits(dict(data, steps_plotted=steps), "steps_plotted",
-                                      f"Steps to loss < {CONVERGED_LOSS:g} (x: never, at the budget)", mark=never)
+                                      f"Steps to loss < {CONVERGED_LOSS:g} (x: never, at the budget)",
+                                      f"Fig. 6 per-neuron orbits, {data['activation']} activation", mark=never)
     return plot_same_function(data) if "lambdas" in data else plot_paper(data)
 
 
@@ -188,6 +191,7 @@ def plot_paper(data):
     ax.set_xlabel("Training steps", fontsize=24)
     ax.set_ylabel("Loss", fontsize=24)
     ax.legend(fontsize=16)
+    ax.set_title(f"{data['activation']} activation", fontsize=20)
     return fig
 
 
@@ -214,6 +218,7 @@ def plot_same_function(data):
     ax.set_xlabel(r"$Q$ at initialisation (integral from 0), same initial function", fontsize=12)
     ax.set_ylabel(f"Steps to loss < {CONVERGED_LOSS:g}", fontsize=12)
     ax.legend(fontsize=9)
+    ax.set_title(f"Fig. 6 same function, {data['activation']} activation", fontsize=12)
     return fig
 
 
@@ -237,8 +242,7 @@ def make_jobs(args):
                 "Q0_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q0: the paper code's"},
                 also=((figure_name(a, "per_neuron"), {"figure": "Fig. 6, per-neuron orbits (not in the paper)",
                                                       **orbit, **per_neuron.SETTINGS,
-                                                      "spread_factors": list(PER_NEURON_SPREADS),
-                                                      "shifts": list(PER_NEURON_SHIFTS)}),)))
+                                                      "orbit_steps": list(PER_NEURON_STEPS)}),)))
         jobs.append(Job(figure_name(a), kwargs, {
             "figure": "Fig. 6", **common, "init_stds": INIT_STDS, "steps": steps,
             "plotted": "seed 0 (loss, Q, labels, final_loss [R]); per-run numbers [seed, run] for every seed "
@@ -247,10 +251,12 @@ def make_jobs(args):
 
 
 def summarise(name, data):
+    from gfs import per_neuron
     never = lambda steps: ", ".join(str(s) if s >= 0 else "never" for s in steps)  # noqa: E731
-    if "spread_factors" in data:
-        return (f"{name}: seed 0 steps to loss < {CONVERGED_LOSS:g}, spread orbit: "
-                f"{never(data['steps_to_converge'][0, 0])}; shift orbit: {never(data['steps_to_converge'][0, 1])}")
+    if "orbit_steps" in data:
+        return (f"{name}: seed 0 steps to loss < {CONVERGED_LOSS:g}, orbit '{per_neuron.FAMILIES[0]}': "
+                f"{never(data['steps_to_converge'][0, 0])}; '{per_neuron.FAMILIES[1]}': "
+                f"{never(data['steps_to_converge'][0, 1])}")
     if "lambdas" in data:
         return (f"{name}: Q (from 0) {', '.join(f'{q:.3g}' for q in data['Q0_zero'][0])}; seed 0 steps to "
                 f"loss < {CONVERGED_LOSS:g}: {never(data['steps_to_converge'][0])}")

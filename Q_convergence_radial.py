@@ -70,7 +70,7 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
         "initial_output": radial_output(U0.double(), V0.double()).numpy(),
         "steps_to_converge": first_step_below(result["steps"], result["loss"], CONVERGED_LOSS),
         "initial_loss": result["loss"][..., 0], "final_loss": result["loss"][..., -1],
-        "diverged_at": result["diverged_at"],
+        "diverged_at": result["diverged_at"], "activation": np.array("radial"),
     }
 
 
@@ -82,6 +82,7 @@ def plot(data):
     ax.set_xlabel("Training steps", fontsize=16)
     ax.set_ylabel("Loss", fontsize=16)
     ax.legend(fontsize=13, loc="upper right", bbox_to_anchor=(1.0, 0.75))
+    ax.set_title(f"{data['activation']} activation: " + r"$U\,(V^T / |V^T|^2_{\mathrm{row}})$", fontsize=14)
     return fig
 
 

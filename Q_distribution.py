@@ -65,7 +65,8 @@ def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress)
             "expected_Q": np.array(expected_Q(activation, m, h, n)),
             "mean": np.array(Q.mean()), "std": np.array(Q.std()),
             "Q_zero": Q_zero, "expected_Q_zero": np.array(expected_Q(activation, m, h, n, "zero")),
-            "Q_terms_zero": np.array(terms_zero.mean()), "Q_terms_paper": np.array(terms.mean())}
+            "Q_terms_zero": np.array(terms_zero.mean()), "Q_terms_paper": np.array(terms.mean()),
+            "activation": np.array(activation)}
 
 
 def plot(data):
@@ -75,9 +76,14 @@ def plot(data):
     edges = data["bin_edges"]
     ax.bar((edges[1:] + edges[:-1]) / 2, data["counts"], width=edges[1] - edges[0])
     ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # the paper hard-coded sigmoid's ticks
+    expected = float(data["expected_Q"])
+    if np.isfinite(expected):  # NaN: no closed form for this activation, no line
+        ax.axvline(expected, color="C3", linewidth=2, linestyle="--", label=f"analytic mean E[Q] = {expected:.5g}")
+        ax.legend(fontsize=11, loc="upper right")
     ax.set_xlabel(r"$Q$", fontsize=20)
     ax.set_ylabel("frequency", fontsize=20)
     ax.tick_params(labelsize=18)
+    ax.set_title("{} activation, (m, h, n) = ({}, {}, {})".format(data["activation"], *data["shape_mhn"]), fontsize=14)
     return fig
 
 
@@ -92,7 +98,8 @@ def make_jobs(args):
     return [Job(figure_name(a, shape), dict(activation=a, shape=shape, samples=samples, device=args.device,
                                             dtype=args.dtype),
                 {"figure": "Fig. 4" if shape == FIG4_SHAPE else "Fig. 5", "activation": a,
-                 "shape_mhn": list(shape), "samples": samples, "seeds": "torch.manual_seed(i**2), i < samples",
+                 "shape_mhn": list(shape), "fig4_shape_mhn": list(FIG4_SHAPE),
+                 "fig5_shapes_mhn": [list(s) for s in FIG5_SHAPES], "samples": samples, "seeds": "torch.manual_seed(i**2), i < samples",
                  "init": "U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h): fan-in normal",
                  "histogram": "numpy.histogram, 10 bins",
                  "expected_Q": "closed form, paper-code Q (NaN where the activation has no closed-form E[F])",

@@ -92,7 +92,7 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
         "max_Q_change_zero": max_abs(change), "drift_bound_zero": bound / normaliser_zero, "curvature": curvature.numpy(),
         "Q_neurons0": per_neuron.neuron_Q(U0, V0, activation).numpy(),
         "Q_neurons_final": per_neuron.neuron_Q(U_T, V_T, activation).numpy(),
-        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
+        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"], "activation": np.array(activation),
     }
 
 
@@ -109,12 +109,14 @@ def plot(data):
     for ax in (ax_q, ax_loss):
         ax.tick_params(labelsize=16)  # tick_params: set_xticks(..., fontsize=) fails on matplotlib >= 3.8
     ax_loss.legend(fontsize=13)
+    ax_q.set_title(f"{data['activation']} activation", fontsize=16)
     fig.subplots_adjust(hspace=0.1)
     return fig
 
 
 def make_jobs(args):
     """One job per activation, longest first."""
+    from gfs import per_neuron
     from models import SEED_RULE
     from gfs.per_neuron import HIGHER_ORDER
     return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),
@@ -125,10 +127,9 @@ def make_jobs(args):
                  "delta_Q_tilde_zero": "the same with Q integrated from 0 and N_0 the size of its two terms "
                                        "(models.conserved_Q and q_normaliser, convention='zero')",
                  "max_Q_change_zero": "max over t of |Q_t - Q_0| / N_0 (zero convention), first step included",
-                 "bound_higher_order": HIGHER_ORDER,
-                 "drift_bound_zero": f"per_neuron.gd_drift_bound / N_0: {HIGHER_ORDER:g} (bound_higher_order) x "
-                                     "paper_scale lr/2 max(1, max|F''|) (L_0 - L_min), "
-                                     "L the MSE trained on, F'' at the initial and final weights (curvature)",
+                 "drift_bound_zero": f"per_neuron.gd_drift_bound / N_0: {per_neuron.DRIFT_BOUND}, L the MSE "
+                                     "trained on (L_T its lowest record), F'' at the initial and final weights "
+                                     "(curvature)", "bound_higher_order": per_neuron.HIGHER_ORDER,
                  "Q_neurons0": "per-neuron Q_a (zero convention, per_neuron.neuron_Q) at the start and the end "
                                "(Q_neurons_final) [S, R, k]",
                  "plotted": "seed 0 (curves); per-run numbers [seed, run] for every seed"})
@@ -136,9 +137,11 @@ def make_jobs(args):
 
 
 def summarise(name, data):
-    return (f"{name}: final loss {', '.join(f'{x:.2g}' for x in data['final_loss'][0])}; max |dQ~| "
-            f"{', '.join(f'{x:.2g}' for x in data['max_delta_Q_tilde'][0])} (Q from 0: "
-            f"{', '.join(f'{x:.2g}' for x in data['max_delta_Q_tilde_zero'][0])})")
+    from gfs.per_neuron import DRIFT_BOUND
+    listed = lambda key: ", ".join(f"{x:.2g}" for x in data[key][0])  # noqa: E731 seed 0's runs
+    return (f"{name}: final loss {listed('final_loss')}; max |dQ~| {listed('max_delta_Q_tilde')} (Q from 0: "
+            f"{listed('max_delta_Q_tilde_zero')}); max |Q_t - Q_0|/N_0 {listed('max_Q_change_zero')}, bound "
+            f"({DRIFT_BOUND}) / N_0: {listed('drift_bound_zero')}")
 
 
 def main(argv=None):

@@ -9,8 +9,8 @@ linear and ReLU networks.
 --same-function tests the claim at a fixed function: each trained minimum is moved along the
 per-neuron symmetry (one lambda for every neuron), where the loss stays at its minimum and Q
 changes, and the largest Hessian eigenvalue is plotted against Q (integral from 0). The same minima are
-also moved with each neuron's own lambda (per_neuron.py: the spread of the per-neuron Q_a at a fixed sum, and
-the sum at a fixed spread), to test whether a per-neuron statistic predicts the sharpness where the sum does
+also moved with each neuron's own lambda (per_neuron.py: the sum and the spread of the per-neuron Q_a grow
+together, or oppositely), to test whether a per-neuron statistic predicts the sharpness where the sum does
 not. --seeds N repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
 
 Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json} and, with
@@ -104,6 +104,7 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
         "Q_neurons0": per_neuron.neuron_Q(U0.double(), V0.double(), activation).numpy(),
         "Q_neurons_final": per_neuron.neuron_Q(*map(torch.from_numpy, (result["U"], result["V"])), activation).numpy(),
+        "activation": np.array(activation),
     }
 
 
@@ -144,7 +145,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
         "largest_eigenvalue_hessian": masked(hessian_top, result["finite"][0]),  # seed 0, orbit ends: [R, 2]
         "off_data_gap": masked(per_neuron.off_data_gap(U, V, activation, U_min.unsqueeze(-3), V_min.unsqueeze(-3),
                                                        inputs)),
-        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
+        "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"], "activation": np.array(activation),
     }
     return [same, per_neuron_data(U_min, V_min, activation, masked, inputs, result)]
 
@@ -162,7 +163,7 @@ def per_neuron_data(U, V, activation, masked, inputs, result):
     top_own = gauss_newton_eigenvalues(U, V, activation)[..., -1]
     zeros = np.zeros(U.shape[:-2])
     return {
-        "spread_factors": np.array(per_neuron.SPREADS), "shifts": np.array(per_neuron.SHIFTS),
+        "orbit_steps": np.array(per_neuron.ORBIT_STEPS), "activation": np.array(activation),
         "init_std": np.array(INIT_STDS), "lambdas": orbit(lambdas, np.ones(U.shape[:-2] + (HIDDEN,))),
         "Q_neurons": orbit(per_neuron.neuron_Q(U_pn, V_pn, activation), per_neuron.neuron_Q(U, V, activation)),
         **{f"{k}_zero" if k in ("sum", "min_abs") else k: orbit(stats[k], own[k]) for k in per_neuron.STATISTICS},
@@ -177,10 +178,11 @@ def per_neuron_data(U, V, activation, masked, inputs, result):
 
 def plot(data):
     from gfs import per_neuron
-    if "spread_factors" in data:  # the per-neuron orbits of the minima of init std 0.3 (the others are in the data)
+    if "orbit_steps" in data:  # the per-neuron orbits of the minima of init std 0.3 (the others are in the data)
         shown = {k: v[:, PER_NEURON_PLOTTED] for k, v in data.items() if np.ndim(v) >= 4}
         return per_neuron.plot_orbits(shown, "largest_eigenvalue", "Largest Hessian eigenvalue "
-                                      f"(minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g})")
+                                      f"(minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g})",
+                                      f"Fig. 9 per-neuron orbits, {data['activation']} activation")
     return plot_same_function(data) if "lambdas" in data else plot_paper(data)
 
 
@@ -202,6 +204,7 @@ def plot_paper(data):
     ax.set_ylabel("Frequency", fontsize=20)
     ax.tick_params(labelsize=18)
     ax.legend(fontsize=16)
+    ax.set_title(f"{data['activation']} activation", fontsize=18)
     return fig
 
 
@@ -224,6 +227,7 @@ def plot_same_function(data):
     ax.set_xlabel(r"$Q$ (integral from 0) along the orbit of each minimum", fontsize=12)
     ax.set_ylabel("Largest Hessian eigenvalue", fontsize=12)
     ax.legend(fontsize=9)
+    ax.set_title(f"Fig. 9 same function, {data['activation']} activation", fontsize=12)
     return fig
 
 
@@ -251,18 +255,18 @@ def make_jobs(args):
                 "Q_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q: the paper code's"},
                 also=((figure_name(a, "per_neuron"), {
                     "figure": "Fig. 9, per-neuron orbits (not in the paper)", **common, **per_neuron.SETTINGS,
-                    "spread_factors": list(per_neuron.SPREADS), "shifts": list(per_neuron.SHIFTS),
+                    "orbit_steps": list(per_neuron.ORBIT_STEPS),
                     "off_data_gap": per_neuron.OFF_DATA_NOTE, "largest_eigenvalue": "of 2 J J^T, float64",
-                    "plotted": f"the minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g} ([:, 1])",
+                    "plotted": f"the minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g} ([:, {PER_NEURON_PLOTTED}])",
                     "plotted_run": PER_NEURON_PLOTTED}),)))  # the report's table: the index into init_stds
     return jobs
 
 
 def summarise(name, data):
-    if "spread_factors" in data:
-        return (f"{name}: seed 0, init std {data['init_std'][1]:g}: largest eigenvalue along the spread orbit "
-                f"{', '.join(f'{x:.4g}' for x in data['largest_eigenvalue'][0, 1, 0])}; shift orbit "
-                f"{', '.join(f'{x:.4g}' for x in data['largest_eigenvalue'][0, 1, 1])}")
+    if "orbit_steps" in data:
+        shown = data["largest_eigenvalue"][0, PER_NEURON_PLOTTED]
+        return (f"{name}: seed 0, init std {data['init_std'][PER_NEURON_PLOTTED]:g}: largest eigenvalue along the "
+                f"orbits {', '.join(f'{x:.4g}' for x in shown[0])}; {', '.join(f'{x:.4g}' for x in shown[1])}")
     if "lambdas" in data:
         return (f"{name}: seed 0, init std {data['init_std'][1]:g}: Q (from 0) "
                 f"{', '.join(f'{q:.3g}' for q in data['Q_zero'][0, 1])} -> largest eigenvalue "

@@ -24,20 +24,29 @@ OFF_DATA_INPUTS = 20         # random inputs on which moved networks are compare
 OFF_DATA_SEED = 2023         # their torch seed
 BISECTION_STEPS = 200        # bisection in log lambda: float64 resolution long before this
 HIGHER_ORDER = 2.0           # gd_drift_bound's allowance for the terms of higher order in lr
+DRIFT_BOUND = (f"{HIGHER_ORDER:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T)")  # gd_drift_bound, in words
 STATISTICS = ("sum", "spread", "min_abs", "edge_distance")  # per-neuron statistics (neuron_statistics)
-# The two per-neuron orbits of a network (orbit_targets), the network itself (1, 0) in the middle of each (the
-# defaults; a script that trains every point may use fewer):
-SPREADS = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)  # "spread": each Q_a's distance from their mean times s, the sum fixed
-SHIFTS = (-2.0, -1.0, 0.0, 1.0, 2.0)     # "shift": every Q_a plus c times their std, the shape fixed
-FAMILIES = ("spread", "shift")
+# The per-neuron orbits of a network (orbit_targets): target Q_a = mean + s (Q_a - mean) + c std(Q_a), with
+# s = SPREAD_BASE^t and c = +-SHIFT_SCALE t at the orbit steps t, so that along each orbit the sum of the Q_a and
+# their spread both change (no statistic of the report is held fixed by construction): on "together" the two grow
+# together (c = +SHIFT_SCALE t), on "opposed" the spread grows as the sum falls (c = -SHIFT_SCALE t). A value that
+# follows one of them then moves with it in the same direction on both orbits, and with the other in opposite ones.
+# t = 0 is the network itself, in the middle of each orbit (the default steps; a script that trains every point
+# may use fewer).
+ORBIT_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+SPREAD_BASE = 4.0            # the spread of the Q_a times 1/4 .. 4 along an orbit
+SHIFT_SCALE = 2.0            # every Q_a moved by up to 2 of their std (the sum by up to 2 k std)
+FAMILIES = ("together", "opposed")
 OFF_DATA_NOTE = (f"largest |output - original output| / largest |original output| on {OFF_DATA_INPUTS} random inputs "
                  f"x ~ N(0, I_n / n) (torch seed {OFF_DATA_SEED}), off the training inputs X = I_n: the symmetry is one "
                  "of the training loss, exact only on the training inputs")
-SETTINGS = {  # saved with every per-neuron figure, with its spread_factors and shifts
+SETTINGS = {  # saved with every per-neuron figure, with its orbit_steps
     "move": "each neuron a by its own lambda_a: U[:, a] / lambda_a, V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])), "
             "lambda_a found by bisection so that Q_a reaches its target (lambdas_for)",
-    "orbits": "[S, 2, P]: orbit 0 'spread' (target Q_a = mean + s (Q_a - mean), s in spread_factors: sum fixed), "
-              "orbit 1 'shift' (target Q_a + c std(Q_a), c in shifts: spread fixed); the middle point is the network",
+    "orbits": f"[S, 2, P]: target Q_a = mean + s (Q_a - mean) + c std(Q_a), s = {SPREAD_BASE:g}^t, at the "
+              f"orbit_steps t; orbit 0 '{FAMILIES[0]}' c = {SHIFT_SCALE:g} t (the sum and the spread grow together), "
+              f"orbit 1 '{FAMILIES[1]}' c = -{SHIFT_SCALE:g} t (the spread grows, the sum falls); t = 0 is the network",
+    "spread_base": SPREAD_BASE, "shift_scale": SHIFT_SCALE,
     "Q_neurons": "Q_a = paper_scale (1/2 |U[:, a]|^2 - sum_j F(V[j, a])), F from 0 (zero convention; the paper's is "
                  "lower by paper_constant * n per neuron), before and after training",
     "statistics": "sum_zero/sum_paper: sum of Q_a; spread: std over neurons; min_abs_zero/min_abs_paper: min |Q_a|; "
@@ -99,29 +108,33 @@ def lambdas_for(U, V, activation, targets):
     return ((low + high) / 2).exp()
 
 
-def orbit_targets(Q, spreads, shifts):
-    """Per-neuron targets of the two per-neuron orbits of each network, [..., len(spreads) + len(shifts), k]:
-    "spread" points scale each Q_a's distance from the mean by s (the sum, and so the paper's Q, stays fixed);
-    "shift" points add c times the std of the Q_a to every Q_a (the distribution's shape stays, its sum moves).
-    Q: [..., k] (zero convention)."""
+def orbit_scales_and_shifts(steps=ORBIT_STEPS):
+    """(s, c) of every point of the two orbits at the orbit steps t, the "together" orbit's first:
+    [(SPREAD_BASE^t, SHIFT_SCALE t)] + [(SPREAD_BASE^t, -SHIFT_SCALE t)]."""
+    return ([(SPREAD_BASE ** t, SHIFT_SCALE * t) for t in steps]
+            + [(SPREAD_BASE ** t, -SHIFT_SCALE * t) for t in steps])
+
+
+def orbit_targets(Q, steps=ORBIT_STEPS):
+    """Per-neuron targets of the two per-neuron orbits of each network, [..., 2 len(steps), k] (the "together" orbit's
+    points first): mean + s (Q_a - mean) + c std(Q_a), (s, c) from orbit_scales_and_shifts. Q: [..., k] (zero
+    convention). Along both orbits the sum moves by k c std and the spread is s std."""
     mean, std = Q.mean(dim=-1, keepdim=True), Q.std(dim=-1, unbiased=False, keepdim=True)
-    spread = [mean + s * (Q - mean) for s in spreads]
-    shift = [Q + c * std for c in shifts]
-    return torch.stack(spread + shift, dim=-2)
+    return torch.stack([mean + s * (Q - mean) + c * std for s, c in orbit_scales_and_shifts(steps)], dim=-2)
 
 
-def moved_points(spreads=SPREADS, shifts=SHIFTS):
-    """(spreads, shifts) of the orbit points other than the network itself (s = 1, c = 0)."""
-    return [s for s in spreads if s != 1], [c for c in shifts if c != 0]
+def moved_points(steps=ORBIT_STEPS):
+    """The orbit steps of the points other than the network itself (t = 0)."""
+    return [t for t in steps if t != 0]
 
 
-def per_neuron_orbits(U, V, activation, spreads=SPREADS, shifts=SHIFTS):
+def per_neuron_orbits(U, V, activation, steps=ORBIT_STEPS):
     """Move each network to the points of its two per-neuron orbits other than itself (moved_points), each neuron
     by its own lambda, at a fixed function on the training inputs. U: [..., m, k], V: [..., n, k] ->
-    (U', V', lambdas) with a new axis of P = len(spreads) + len(shifts) - 2 points before the matrix axes:
-    [..., P, m, k], [..., P, n, k], [..., P, k]; float64."""
+    (U', V', lambdas) with a new axis of P = 2 (len(steps) - 1) points (the "together" orbit's first) before the
+    matrix axes: [..., P, m, k], [..., P, n, k], [..., P, k]; float64."""
     U, V = U.double(), V.double()
-    targets = orbit_targets(neuron_Q(U, V, activation), *moved_points(spreads, shifts))
+    targets = orbit_targets(neuron_Q(U, V, activation), moved_points(steps))
     lambdas = lambdas_for(U.unsqueeze(-3), V.unsqueeze(-3), activation, targets)
     moved_U, moved_V = move_along_symmetry(U.unsqueeze(-3), V.unsqueeze(-3), activation, lambdas)
     return moved_U, moved_V, lambdas
@@ -170,44 +183,51 @@ def gd_drift_bound(activation, lr, loss_decrease, curvature):
     return HIGHER_ORDER * get_activation(activation).paper_scale * lr / 2 * curvature * loss_decrease
 
 
-def with_original(moved, original, axis, spreads=SPREADS):
+def with_original(moved, original, axis):
     """Per-point numbers of per_neuron_orbits and the network's own -> the two orbits (FAMILIES), the network itself
-    in the middle of each. moved: numpy array with the P moved points on `axis` (a non-negative index), the spread
-    orbit's first; original: the same without that axis. Returns the array with that axis replaced by two:
-    [2, P / 2 + 1] (orbit, point)."""
+    in the middle of each. moved: numpy array with the P moved points on `axis` (a non-negative index), the
+    "together" orbit's first; original: the same without that axis. Returns the array with that axis replaced by
+    two: [2, P / 2 + 1] (orbit, point)."""
     moved, original = np.moveaxis(np.asarray(moved), axis, -1), np.asarray(original)[..., None]
-    cut = len(spreads) - 1
-    spread, shift = moved[..., :cut], moved[..., cut:]
-    rows = [np.concatenate([part[..., :part.shape[-1] // 2], original,
-                            part[..., part.shape[-1] // 2:]], axis=-1) for part in (spread, shift)]
+    half = moved.shape[-1] // 2
+    rows = [np.concatenate([part[..., :half // 2], original, part[..., half // 2:]], axis=-1)
+            for part in (moved[..., :half], moved[..., half:])]
     return np.moveaxis(np.stack(rows, axis=-2), (-2, -1), (axis, axis + 1))
 
 
 PLOTTED = (("sum_zero", "sum of $Q_a$ (= Q, from 0)", "symlog"), ("spread", "spread (std) of $Q_a$", "log"),
+           ("min_abs_zero", "min $|Q_a|$ (from 0)", "log"),
            ("edge_distance", "most saturated neuron: distance from the edge", "linear"))
+FAMILY_LABELS = {"together": "sum and spread grow together", "opposed": "spread grows, sum falls"}
 
 
-def plot_orbits(data, value_key, value_label, mark=None):
-    """The per-neuron figure: value_key [S, 2, 5] against three statistics (PLOTTED), one panel each; the spread
-    orbit (sum fixed) in C0, the shift orbit (spread fixed) in C1; seed 0 bold, other seeds thin. mark: an optional
-    [S, 2, 5] bool of points to draw with an x (e.g. runs that never reached the loss, drawn at the budget)."""
+def plot_orbits(data, value_key, value_label, title, mark=None):
+    """The per-neuron figure: value_key [S, 2, P] against the statistics of PLOTTED, one panel each; the "together"
+    orbit in C0, the "opposed" one in C1, each drawn from its t = -1 end (a dot) to its t = +1 end; seed 0 bold,
+    other seeds thin. title: names the activation and the experiment. mark: an optional [S, 2, P] bool of points to
+    draw with an x (e.g. runs that never reached the loss, drawn at the budget)."""
     import matplotlib.pyplot as plt
     values = np.asarray(data[value_key], dtype=float)
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(13, 4), sharey=True)
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 4), sharey=True)
     for ax, (key, label, scale) in zip(axes, PLOTTED):
         x = np.asarray(data[key], dtype=float)
         for s in range(len(values)):
             for f, family in enumerate(FAMILIES):
-                ax.plot(x[s, f], values[s, f], "o-" if s == 0 else "-", color=f"C{f}", linewidth=2 if s == 0 else 0.7,
-                        alpha=1 if s == 0 else 0.4, markersize=4,
-                        label=(f"{family} orbit ({'sum' if family == 'spread' else 'spread'} fixed), seed 0"
-                               if s == 0 else None))
+                ax.plot(x[s, f], values[s, f], "-", color=f"C{f}", linewidth=2 if s == 0 else 0.7,
+                        alpha=1 if s == 0 else 0.4, label=f"{FAMILY_LABELS[family]}, seed 0" if s == 0 else None)
+                ax.plot(x[s, f, :1], values[s, f, :1], "o", color=f"C{f}", markersize=5 if s == 0 else 3,
+                        alpha=1 if s == 0 else 0.4)
                 if mark is not None and np.asarray(mark)[s, f].any():
                     ax.plot(x[s, f][mark[s, f]], values[s, f][mark[s, f]], "x", color="C3", markersize=8)
         ax.set_xscale(scale, **({"linthresh": 1} if scale == "symlog" else {}))
         ax.set_xlabel(label, fontsize=11)
+    if len(values) > 1:
+        axes[0].plot([], [], "-", color="0.5", linewidth=0.7,
+                     label="seed 1" if len(values) == 2 else f"seeds 1-{len(values) - 1}")
+    axes[0].plot([], [], "o", color="0.3", markersize=4, label="orbit start (t = -1)")
     axes[0].set_ylabel(value_label, fontsize=11)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return fig

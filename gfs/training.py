@@ -44,7 +44,7 @@ def record_schedule(total_steps, dense_until=10_000, relative_resolution=1e-3):
 
 def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear",
                      record_steps=None, loss_kind="frobenius", progress=None, q_convention="paper",
-                     stop_below=None):
+                     stop_below=None, run_ids=None):
     """Full-batch GD on the mean-squared error, for R runs at once, with hand-written gradients.
 
     The loss trained on is torch.nn.MSELoss: mean over the m*n entries of (Y - output)^2, as in
@@ -63,8 +63,13 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             "mse_over_normY" MSE / |Y|_F (the quantity Fig. 7 plots).
         progress: an optional tqdm-like object; its update(n) is called with the steps done.
         q_convention: "paper" or "zero", see conserved_Q (the elementwise model only).
-        stop_below: stop training once every run has recorded a loss below this (or diverged); the
-            records after the stop are NaN. For step counts to a loss, where no curve is plotted.
+        stop_below: stop training once every run has recorded a loss below this (or diverged). A run
+            that reached it leaves the batch at a later compaction: its records after that are NaN and
+            its final weights are those it had then. For step
+            counts to a loss, where no curve is plotted. Once at most COMPACT_WHEN of the batch is
+            still training, the rest continue as a smaller batch (compact_and_continue), so a run
+            costs its own steps, not the slowest run's.
+        run_ids: the runs' numbers in warnings (default 0..R-1; a compacted batch passes its own).
 
     Returns a dict of numpy arrays: steps [T], loss [R, T], Q [R, T] (after `steps[t]` updates),
     U [R, m, k], V [R, n, k] (final), diverged_at [R] (first recorded step whose loss is not
@@ -85,6 +90,8 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         raise ValueError(f"unknown loss_kind {loss_kind!r}")
 
     runs, m, n = U.shape[0], Y.shape[0], Y.shape[1]
+    run_ids = np.arange(runs) if run_ids is None else np.asarray(run_ids)
+    initial_lr = lr
     dtype, device = U.dtype, U.device
     # The residual E = output - Y and the weights U, V are contiguous blocks of one buffer (each
     # 64-byte aligned, as a tensor of its own would be), so that a record is one copy.
@@ -169,11 +176,11 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         q_np[:, first:first + count] = Q.T.cpu().numpy()
         for r in np.flatnonzero(~np.isfinite(loss_np[:, first:first + count]).all(axis=1) & (diverged_at < 0)):
             diverged_at[r] = record_steps[np.flatnonzero(~np.isfinite(loss_np[r]))[0]]
-            print(f"warning: run {r} diverged (loss not finite) at step {diverged_at[r]}; "
+            print(f"warning: run {run_ids[r]} diverged (loss not finite) at step {diverged_at[r]}; "
                   "it is stopped and marked in the plot", file=sys.stderr)
 
     forward()  # from here on E and A always belong to the current weights
-    done, slot = 0, 0  # updates applied so far; next free record slot
+    done, slot, rest = 0, 0, None  # updates applied so far; next free record slot; a compacted batch's result
     for rec, target in enumerate(record_steps.tolist()):
         for _ in range(target - done):
             update()
@@ -188,15 +195,51 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             if stop_below is not None:
                 reached |= (loss_np[:, rec + 1 - slot:rec + 1] < stop_below).any(axis=1)
             slot = 0
-            if np.all((diverged_at >= 0) | reached):
+            active = (diverged_at < 0) & ~reached
+            if not active.any():
+                break
+            if stop_below is not None and active.sum() <= COMPACT_WHEN * runs and rec + 1 < n_rec:
+                rest = compact_and_continue(
+                    np.flatnonzero(active), U, V, Y, initial_lr, record_steps[rec + 1:] - done, steps - done, progress,
+                    dict(model=model, activation=activation, loss_kind=loss_kind, q_convention=q_convention,
+                         stop_below=stop_below), run_ids)
                 break
 
-    for r in np.flatnonzero(diverged_at >= 0):
-        after = record_steps >= diverged_at[r]
+    result = {"steps": record_steps, "loss": loss_np, "Q": q_np, "U": U.cpu().double().numpy(),
+              "V": V.cpu().double().numpy(), "diverged_at": diverged_at, "trained_steps": done}
+    if rest is not None:
+        merge_continued(result, rest, active)
+    for r in np.flatnonzero(result["diverged_at"] >= 0):
+        after = record_steps >= result["diverged_at"][r]
         loss_np[r, after] = np.nan
         q_np[r, after] = np.nan
-    return {"steps": record_steps, "loss": loss_np, "Q": q_np, "U": U.cpu().double().numpy(),
-            "V": V.cpu().double().numpy(), "diverged_at": diverged_at, "trained_steps": done}
+    return result
+
+
+COMPACT_WHEN = 0.75  # with stop_below: continue the runs still training as a smaller batch once at most this
+                    # fraction of the batch is left (a step costs about in proportion to the batch at these sizes,
+                    # and each compaction shrinks it by a quarter at least, so there are few of them)
+
+
+def compact_and_continue(active, U, V, Y, lr, record_steps, steps, progress, kwargs, run_ids):
+    """gradient_descent for the still active runs (indices `active` of the batch U [R, m, k], V [R, n, k]) from
+    their current weights, over the remaining `steps` and `record_steps` (counted from now)."""
+    lr = torch.as_tensor(lr, dtype=torch.float64).cpu().reshape(-1)
+    lr = lr if lr.numel() == 1 else lr[torch.from_numpy(active)]
+    index = torch.from_numpy(active).to(U.device)
+    return gradient_descent(U.index_select(0, index), V.index_select(0, index), Y, lr, steps,
+                            record_steps=record_steps, progress=progress, run_ids=run_ids[active], **kwargs)
+
+
+def merge_continued(result, rest, active):
+    """Complete gradient_descent's result of a compacted batch (records and final weights of the runs that
+    stopped in it; their later records NaN) with those of the active runs from `rest`, compact_and_continue's
+    result, which counts its steps from result["trained_steps"] on."""
+    done, first = result["trained_steps"], len(result["steps"]) - len(rest["steps"])  # its first record
+    result["loss"][active, first:], result["Q"][active, first:] = rest["loss"], rest["Q"]
+    result["U"][active], result["V"][active] = rest["U"], rest["V"]
+    result["diverged_at"][active] = np.where(rest["diverged_at"] >= 0, rest["diverged_at"] + done, -1)
+    result["trained_steps"] = done + rest["trained_steps"]
 
 
 def seeds_progress_total(steps, seeds):

@@ -8,8 +8,9 @@ import numpy as np
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
 from gfs.report.verdict_rules import col, orbit_column, paper_column, power_of_ten, run_table, saved_setting
-from gfs.report.toy_rules import (PER_NEURON_NOTE, as_steps, finite_or_nan, per_neuron_stats, per_neuron_table, q_key,
-                       rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend, same_function, trend_Q)
+from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
+from gfs.report.toy_rules import (as_steps, finite_or_nan, q_key, rule_gap_below, rule_same_initial_function, rule_trend,
+                       same_function, trend_Q)
 from gfs.report.verdict_rules import fmt, fmt_steps
 
 # The saved figures by the names their .json give (figure_name; {}: the activation).
@@ -48,11 +49,12 @@ def same_function6_trend(f, convention):
                 what="number of steps to the loss")
 
 
-def per_neuron6(f, convention):
-    """Fig. 6 per-neuron orbits [S, 2, 5]: steps to the loss; the spread over seeds of the unmoved networks."""
+def per_neuron6(f):
+    """Fig. 6 per-neuron orbits [S, 2, P]: steps to the loss, per seed; the statistics in both conventions; the
+    spread over seeds of the unmoved networks."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
-    return dict(stats=per_neuron_stats(f, convention), values=steps.reshape(-1, steps.shape[-1]),
-                reference=finite_or_nan(steps[:, 0, steps.shape[-1] // 2]), budget=int(f["step_budget"]))
+    return dict(stats=per_neuron_both(f), values=steps, reference=finite_or_nan(steps[:, 0, steps.shape[-1] // 2]),
+                budget=int(f["step_budget"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,9 +111,9 @@ SECTIONS = (
               PER_NEURON_6, lambda f: dict(gaps=f["training_gap"], float64=f.settings.get("dtype") == "float64"),
               rule_gap_below, check=True),
         Claim("Fig. 6", "per-neuron: a per-neuron statistic predicts the steps where |Q| does not", lambda figures:
-              "Beyond the paper: along per-neuron orbits (each neuron its own lambda; the spread of the per-neuron "
-              "Q_a at a fixed sum, and the sum at a fixed spread) a per-neuron statistic (the spread of Q_a, min |Q_a| "
-              "or the most saturated neuron's distance from the edge of sigma's range) predicts the steps to the "
-              f"loss {loss(figures)}, where the sum |Q| does not.", PER_NEURON_6, per_neuron6, rule_predictors,
-              conventions=True)), lambda get: fig6_tables(get(FIG6), get(SAME_FUNCTION_6), get(PER_NEURON_6))),
+              "Beyond the paper: along per-neuron orbits (each neuron its own lambda; the sum and the spread of the "
+              "per-neuron Q_a grow together on one orbit and oppositely on the other) a per-neuron statistic (the "
+              "spread of Q_a, min |Q_a| or the most saturated neuron's distance from the edge of sigma's range) "
+              f"predicts the steps to the loss {loss(figures)}, where the sum |Q| does not.", PER_NEURON_6, per_neuron6,
+              rule_predictors, over=over_activations)), lambda get: fig6_tables(get(FIG6), get(SAME_FUNCTION_6), get(PER_NEURON_6))),
 )

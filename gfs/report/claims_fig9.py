@@ -8,8 +8,8 @@ import numpy as np
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
 from gfs.report.verdict_rules import col, common_setting, legend_Qs, orbit_column, paper_column, run_table
-from gfs.report.toy_rules import (AT_MINIMUM, PER_NEURON_NOTE, at_minimum, per_neuron_stats, per_neuron_table, q_key,
-                       rule_gap_below, rule_predictors, rule_same_initial_function, rule_trend, trend_Q)
+from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
+from gfs.report.toy_rules import AT_MINIMUM, at_minimum, q_key, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
 
 # The saved figures by the names their .json give (figure_name; {}: the activation; the paper's m, n, hidden = 10, 5,
@@ -66,10 +66,11 @@ def same_function9_trend(f, convention):
                 reference=largest[..., largest.shape[-1] // 2], what="largest eigenvalue")
 
 
-def per_neuron9(f, convention):
-    """Fig. 9 per-neuron orbits [S, R, 2, 5] of the minima: the largest eigenvalue."""
+def per_neuron9(f):
+    """Fig. 9 per-neuron orbits [S, R, 2, P] of the minima: the largest eigenvalue, per seed [S, 2 R, P] (a seed's
+    orbits of all its minima vote together); the statistics in both conventions."""
     largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
-    return dict(stats=per_neuron_stats(f, convention), values=largest.reshape(-1, largest.shape[-1]),
+    return dict(stats=per_neuron_both(f), values=largest.reshape(len(largest), -1, largest.shape[-1]),
                 reference=largest[:, :, 0, largest.shape[-1] // 2])
 
 
@@ -140,9 +141,9 @@ SECTIONS = (
               "Moving each neuron of a minimum by its own lambda keeps the network's function on the training inputs.",
               PER_NEURON_9, lambda f: dict(gaps=f["training_gap"]), rule_gap_below, check=True),
         Claim("Fig. 9", "per-neuron: a per-neuron statistic predicts the sharpness where |Q| does not",
-              "Beyond the paper: along per-neuron orbits of the trained minima (the spread of the per-neuron Q_a at a "
-              "fixed sum, and the sum at a fixed spread) a per-neuron statistic predicts the largest Hessian "
-              "eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9, rule_predictors,
-              conventions=True)),
+              "Beyond the paper: along per-neuron orbits of the trained minima (the sum and the spread of the "
+              "per-neuron Q_a grow together on one orbit and oppositely on the other) a per-neuron statistic predicts "
+              "the largest Hessian eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9,
+              rule_predictors, over=over_activations)),
             (lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9)), lambda get: per_neuron_9_table(get(PER_NEURON_9)))),
 )

@@ -1,6 +1,6 @@
 """What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the statistics of a trend of a
-value with |Q| over seeds (rule_trend) and of per-neuron predictors (rule_predictors), the same-function checks, the
-helpers their measurements use, and the table of the per-neuron orbits. Each claim itself, with its measurement,
+value with |Q| over seeds (rule_trend), the same-function checks and the helpers their measurements use (the
+per-neuron claims of Figs. 6 and 9: per_neuron_rules.py). Each claim itself, with its measurement,
 figure-specific rule and table, is in its figure's claims module (claims_fig3.py ... claims_fig9.py).
 
 A rule takes numbers (never files) and returns a verdict_rules.Result; the first paragraph of its docstring is the
@@ -9,10 +9,10 @@ f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the co
 
 Contents: Q_CONVENTION (the report's note); the thresholds (MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT; ALPHA and
 the trends' in trend_stats.py; their reasons in docs/report.md); both_conventions and conventions_result (a verdict
-per convention, or DEPENDS); kendall and the predictors' statistics (seed_spread, minimum_effect, series_effect);
-rule_trend (its statistics over seeds: trend_stats.py), predictor, rule_predictors; the checks
-rule_same_initial_function and rule_gap_below; measurement helpers (q_key, as_steps, finite_or_nan, at_minimum,
-trend_Q, same_function, per_neuron_stats); the per-neuron table and the off-data table.
+per convention, or DEPENDS); kendall, seed_spread, minimum_effect, series_effect; rule_trend (its statistics over
+seeds: trend_stats.py); the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key,
+as_steps, finite_or_nan, at_minimum, trend_Q, same_function); the off-data table. The per-neuron claims:
+per_neuron_rules.py.
 """
 import math
 
@@ -159,49 +159,6 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     return Result(verdict, text, deciding, math.exp(t.effect), "fold change")
 
 
-def predictor(stat, values, needed, budget, alpha):
-    """One statistic along the series: (predicts, text). stat, values: [N, L]."""
-    varies = np.ptp(stat, axis=-1) > CONSTANT * np.maximum(np.abs(stat).max(axis=-1), 1e-300)
-    effects = np.array([abs(series_effect(np.arange(len(v)), np.sort(np.where(np.isinf(v), budget or np.inf, v))))
-                        for v in values])  # how much the value changes along each series, whatever the order
-    blind = int((~varies & (np.expm1(effects) >= needed)).sum())  # constant, while the value changes
-    if not varies.any():
-        return False, f"constant along every series, blind to {blind} real changes"
-    taus = np.array([kendall(s, v)[0] for s, v in zip(stat[varies], values[varies])])
-    up, down = int((taus > 0).sum()), int((taus < 0).sum())
-    p = float(binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0
-    direction = 1 if up >= down else -1
-    effect = math.expm1(float(np.median([direction * series_effect(s, v, budget)
-                                         for s, v in zip(stat[varies], values[varies])])))
-    predicts = p < alpha and effect >= needed and blind == 0
-    return predicts, (f"{'up' if direction > 0 else 'down'} in {max(up, down)} of {int(varies.sum())} series where it "
-                      f"varies (sign test p = {p:.2g}), effect {effect:+.0%}"
-                      + f", constant where the value changes in {blind} series" * bool(blind))
-
-
-def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
-    """Along the per-neuron orbits (each a series: the spread of the Q_a at a fixed sum, or the sum at a fixed
-    spread), a statistic predicts the value if, over the series where it varies, the value moves with it in one
-    direction (two-sided sign test on Kendall's tau, p < {alpha:g}) by a median effect of at least the larger of
-    {min_effect:.0%} and {spreads} x the spread over seeds, and it is constant in no series where the value changes
-    by that much. A per-neuron statistic predicts and the sum |Q| does not: reproduced; otherwise (none predicts, or
-    the sum predicts as well) not reproduced.
-
-    stats: {name: [N, L]} ('|sum|' first, the scalar); values [N, L] (inf: never reached); reference [S, G]."""
-    needed = minimum_effect(reference, min_effect, spreads)
-    keep = ~np.isnan(np.asarray(values, dtype=float)).any(axis=-1)
-    for s in stats.values():
-        keep &= ~np.isnan(np.asarray(s, dtype=float)).any(axis=-1)
-    found = {name: predictor(np.asarray(s, dtype=float)[keep], np.asarray(values, dtype=float)[keep], needed, budget,
-                             alpha) for name, s in stats.items()}
-    scalar, *per_neuron = found
-    winners = [name for name in per_neuron if found[name][0]]
-    verdict = REPRODUCED if winners and not found[scalar][0] else NOT_REPRODUCED
-    text = "; ".join(f"{name}: {'predicts' if ok else 'does not predict'} ({why})" for name, (ok, why) in found.items())
-    return Result(verdict, f"{text} (minimum effect {needed:.0%}, {int(keep.sum())} series)",
-                  f"predict: {', '.join(n for n, (ok, _) in found.items() if ok) or 'none'}")
-
-
 def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):
     """The largest difference between the runs' initial outputs, relative to the largest output, is below
     {tolerance} for float32 weights (whose round-off is about 1e-7) and {tolerance64} for float64: reproduced.
@@ -275,36 +232,8 @@ def same_function(f):
     return runs(f, initial_outputs="initial_output", float64=f.settings.get("dtype") == "float64")
 
 
-def per_neuron_stats(f, convention):
-    """{statistic: [N, 5]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file."""
-    five = lambda a: np.asarray(a, dtype=float).reshape(-1, np.shape(a)[-1])  # noqa: E731
-    return {"|sum Q_a|": np.abs(five(f[q_key("sum_zero", convention)])), "spread of Q_a": five(f["spread"]),
-            "min |Q_a|": five(f[q_key("min_abs_zero", convention)]), "edge distance": five(f["edge_distance"])}
-
-
 # ----------------------------------------------------------------------------------------------
-# Tables shared by Figs. 6 and 9, and the checks section's table off the training inputs
-
-PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
-                   "network itself): 'spread' scales each Q_a's distance from their mean (the sum fixed), 'shift' "
-                   "adds a multiple of their std to each (the spread fixed). Q_a from 0 (zero) or with the paper "
-                   "code's constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge "
-                   "distance do not depend on the convention.")
-
-
-def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
-    """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
-    middle (the network itself). pick: [S, ...] -> the [2, 5] of the networks shown."""
-    rows = []
-    for unit, f in figures.items():
-        for o, family in enumerate(("spread", "shift")):
-            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
-            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
-                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "edge_distance", value)]
-            rows.append([unit, family] + cells)
-    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
-                  "edge distance", value.replace("_", " ")], rows)
-
+# The checks section's table off the training inputs
 
 def off_data_rows(figures):
     """The checks section's rows on the outputs off the training inputs: [experiment, activation, median and largest

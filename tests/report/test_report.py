@@ -84,19 +84,22 @@ FIG9_BASE = {"tanh": ([0.0002, 15.0, 24.0, -168.0], [16.0, 25.1, 69.7, 117.8]),
              "sigmoid": ([-0.005, 7.0, 27.6, 50.0], [60.0, 80.0, 110.0, 150.0])}
 
 
+PER_NEURON_SEEDS = 8  # of the per-neuron files: every seed one vote, Holm over the statistics (test_per_neuron_rules)
+
+
 def per_neuron_orbits(follow="min_abs"):
-    """Per-neuron statistics and a value [SEEDS, 2, 5] along the two per-neuron orbits of each seed: the spread orbit
-    (the sum fixed, the spread and min |Q_a| growing) and the shift orbit (the spread fixed, the sum and min |Q_a|
-    growing). The value follows min |Q_a| (which predicts it, where the sum is blind along the spread orbit), or the
-    sum."""
-    t = np.linspace(0, 1, 5)
-    total = np.stack([np.full(5, 5.0), 5.0 + 10 * t])
-    spread = np.stack([1 + 3 * t, np.ones(5)])
-    min_abs = np.stack([1 + 2 * t, 1 + 2 * t]) + 0.01 * np.arange(SEEDS)[:, None, None]
-    stats = {"sum_zero": np.broadcast_to(total, (SEEDS, 2, 5)), "spread": np.broadcast_to(spread, (SEEDS, 2, 5)),
-             "min_abs_zero": min_abs, "edge_distance": np.ones((SEEDS, 2, 5))}
+    """Per-neuron statistics and a value [PER_NEURON_SEEDS, 2, 5] along the two per-neuron orbits of each seed: the
+    sum grows on the first ('together') and falls on the second ('opposed'), the spread and min |Q_a| grow on both.
+    The value follows min |Q_a| (which predicts it, and the spread too; the sum, up on one orbit and down on the
+    other, does not), or the sum."""
+    t, seeds = np.linspace(0, 1, 5), PER_NEURON_SEEDS
+    total = np.stack([5.0 + 10 * t, 15.0 - 10 * t])
+    spread = np.stack([1 + 3 * t, 1 + 3 * t])
+    min_abs = np.stack([1 + 2 * t, 1 + 2 * t]) + 0.01 * np.arange(seeds)[:, None, None]
+    stats = {"sum_zero": np.broadcast_to(total, (seeds, 2, 5)), "spread": np.broadcast_to(spread, (seeds, 2, 5)),
+             "min_abs_zero": min_abs, "edge_distance": np.ones((seeds, 2, 5))}
     stats.update(sum_paper=stats["sum_zero"], min_abs_paper=stats["min_abs_zero"])
-    return stats, (1 + min_abs) if follow == "min_abs" else total
+    return stats, (1 + min_abs) if follow == "min_abs" else np.broadcast_to(total, (seeds, 2, 5))
 
 
 def fig3_data(drift, constant, records=5):
@@ -160,8 +163,9 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
         stats, value = per_neuron_orbits()
         write_figure(root, fig6.figure_name(act, "per_neuron"),
                      {**stats, "steps_to_converge": (100_000 * value).astype(int), "step_budget": 400_000,
-                      "diverged_at": np.full((SEEDS, 2, 5), -1), "training_gap": np.full((SEEDS, 2, 5), 1e-8),
-                      "off_data_gap": np.full((SEEDS, 2, 5), 0.05)},
+                      "diverged_at": np.full((PER_NEURON_SEEDS, 2, 5), -1),
+                      "training_gap": np.full((PER_NEURON_SEEDS, 2, 5), 1e-8),
+                      "off_data_gap": np.full((PER_NEURON_SEEDS, 2, 5), 0.05)},
                      run_settings("Q_convergence_elementwise.py --seeds 3 --same-function", 700.0, **fig6_settings))
         Q0, top = FIG9_BASE.get(act, ([0.001 * (1 + i), 17.3, 69.3, 156], [17.7, 30.0, 107.5, 239.5]))
         Q0, top = np.array(Q0) * grow, np.array(top) * grow
@@ -179,11 +183,13 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
                       "output": np.broadcast_to(output.T, Q.shape + (10, 5)), "loss": np.full(Q.shape, 1e-10),
                       "final_loss": np.full((SEEDS, 4), 1e-10), "diverged_at": np.full((SEEDS, 4), -1)},
                      run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **fig9_settings))
-        per_run = lambda a: np.broadcast_to(a[:, None], (SEEDS, 4) + a.shape[1:])  # noqa: E731 [S, 2, 5] -> [S, 4, ...]
+        per_run = lambda a: np.broadcast_to(a[:, None], (PER_NEURON_SEEDS, 4) + a.shape[1:])  # noqa: E731 [S, 4, ...]
         write_figure(root, fig9.figure_name(act, "per_neuron"),
                      {**{k: per_run(v) for k, v in stats.items()}, "largest_eigenvalue": per_run(10 * value),
-                      "training_gap": np.full((SEEDS, 4, 2, 5), 1e-15), "off_data_gap": np.full((SEEDS, 4, 2, 5), 0.1),
-                      "final_loss": np.full((SEEDS, 4), 1e-10), "diverged_at": np.full((SEEDS, 4), -1)},
+                      "training_gap": np.full((PER_NEURON_SEEDS, 4, 2, 5), 1e-15),
+                      "off_data_gap": np.full((PER_NEURON_SEEDS, 4, 2, 5), 0.1),
+                      "final_loss": np.full((PER_NEURON_SEEDS, 4), 1e-10),
+                      "diverged_at": np.full((PER_NEURON_SEEDS, 4), -1)},
                      run_settings("Q_hessian_eigenvalues.py --seeds 3 --same-function", 20.0, **fig9_settings))
     for act, (m, h, n) in [(a, (100, 100, 100)) for a in activations] + [("linear", (100, 200, 100)),
                                                                          ("linear", (200, 100, 100))]:
@@ -471,8 +477,9 @@ PER_NEURON_6, PER_NEURON_9 = fig6.figure_name("tanh", "per_neuron"), \
 def follow_the_sum(root, name, key, scale):
     """The per-neuron value follows the sum of the Q_a: the sum predicts it."""
     _, total = per_neuron_orbits("sum")
-    values = scale * np.broadcast_to(total, (SEEDS, 2, 5))
-    edit_figure(root, name, **{key: values if "convergence" in name else np.broadcast_to(values[:, None], (SEEDS, 4, 2, 5))})
+    values = scale * total
+    edit_figure(root, name, **{key: values if "convergence" in name
+                               else np.broadcast_to(values[:, None], (PER_NEURON_SEEDS, 4, 2, 5))})
 
 
 BREAKERS = {  # short claim -> (change the saved data so that its rule fails, the verdict then)
@@ -536,13 +543,13 @@ CHECK_BREAKERS = {  # check -> change the saved data so that it fails (its figur
     "same function: the moved initialisations compute the same function": lambda r: moved_one_point(
         r, SAME_6, "initial_output"),
     "per-neuron orbits: the moved initialisations compute the same function": lambda r: edit_figure(
-        r, PER_NEURON_6, training_gap=np.full((SEEDS, 2, 5), 1e-3)),
+        r, PER_NEURON_6, training_gap=np.full((PER_NEURON_SEEDS, 2, 5), 1e-3)),
     "radial runs start from the same function": break_radial_function,
     "m*n nonzero Hessian eigenvalues at the minimum": lambda r: edit_figure(
         r, TANH_F9, nonzero_count=seeds_of([50, 61, 50, 50])),
     "same function: the moved minima compute the same function": lambda r: moved_one_point(r, SAME_9, "output"),
     "per-neuron orbits: the moved minima compute the same function": lambda r: edit_figure(
-        r, PER_NEURON_9, training_gap=np.full((SEEDS, 4, 2, 5), 1e-8)),
+        r, PER_NEURON_9, training_gap=np.full((PER_NEURON_SEEDS, 4, 2, 5), 1e-8)),
 }
 
 

@@ -7,6 +7,7 @@ from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result
 from gfs.report import verdict_rules
 from gfs.report import toy_rules
 from gfs.report import trend_stats
+from gfs.report import per_neuron_rules
 from gfs.report import claims_fig3
 
 
@@ -151,29 +152,6 @@ def test_trend_leaves_out_series_with_nan():
     assert "n = 9 seeds" in result.text  # seed 0 has no series left
 
 
-def test_predictors_both_ways():
-    """Along a 'spread' orbit the sum is constant and the spread varies; along a 'shift' orbit the reverse. A value
-    that follows min |Q_a| (which varies along both) is predicted by it, not by the sum, which is blind to the change
-    along the spread orbits: reproduced. A value that follows the sum only (constant along the spread orbits) is
-    predicted by the sum: not reproduced."""
-    series, t = 12, np.linspace(0, 1, 5)  # 6 orbits of each kind: a two-sided sign test of 6 of 6 has p = 1/32
-    spread_orbit = np.arange(series) % 2 == 0  # the odd series are shift orbits
-    total = np.where(spread_orbit[:, None], 5.0, 5.0 + 10 * t)
-    spread = np.where(spread_orbit[:, None], 1 + 3 * t, 1.0)
-    min_abs = 1 + 2 * t + 0.01 * np.arange(series)[:, None]
-    stats = {"|sum Q_a|": total, "spread of Q_a": spread, "min |Q_a|": min_abs, "edge distance": np.ones((series, 5))}
-    reference = np.full((6, 1), 100.0)
-    follows_min = 100 * (1 + min_abs)
-    result = toy_rules.rule_predictors(stats, follows_min, reference)
-    assert result.verdict == REPRODUCED and "min |Q_a|: predicts" in result.text
-    assert "|sum Q_a|: does not predict" in result.text and "constant where the value changes" in result.text
-    follows_sum = 10 * total
-    result = toy_rules.rule_predictors(stats, follows_sum, reference)
-    assert result.verdict == NOT_REPRODUCED and "|sum Q_a|: predicts" in result.text
-    flat = np.full((series, 5), 100.0) * (1 + 0.01 * t)  # nothing changes by more than the minimum
-    assert toy_rules.rule_predictors(stats, flat, reference).verdict == NOT_REPRODUCED
-
-
 def test_within_gd_bound_both_ways():
     lrs = [0.1, 0.01, 0.001]
     assert claims_fig3.rule_within_gd_bound(lrs, [1e-3, 1e-4, 1e-5], [2e-3, 2e-4, 2e-5]).verdict == REPRODUCED
@@ -285,27 +263,33 @@ def test_c_range_edges():
     assert 0.07 <= end <= 1 and "a c = 1 outside, b c = 0 inside" in text
 
 
+def predictor_stats(seeds, spread, edge):
+    """Per-neuron statistics [S, 1, 5] (one orbit per seed), the same in both conventions: the sum fixed, min |Q_a|
+    constant, the spread and the edge distance as given."""
+    ones = np.ones((seeds, 1, 5))
+    one = {"|sum Q_a|": 5.0 * ones, "spread of Q_a": spread, "min |Q_a|": ones, "edge distance": edge}
+    return {c: one for c in toy_rules.CONVENTIONS}
+
+
 def test_predictors_treat_float32_round_off_as_constant():
-    """Mutation guard (CONSTANT): along 'spread' orbits the sum of Q_a is fixed and moves only by float32 round-off
-    (1e-7 of it), here in step with the value; it is constant there, so it is blind to the value's change and does
-    not predict. A tolerance of 1e-12 would count the round-off as a trend and let the sum predict."""
-    series, t = 12, np.linspace(0, 1, 5)
-    total = 5.0 * (1 + 1e-7 * t) * np.ones((series, 1))
-    spread = 1 + 3 * t * np.ones((series, 1)) + 0.01 * np.arange(series)[:, None]
-    stats = {"|sum Q_a|": total, "spread of Q_a": spread, "min |Q_a|": np.ones((series, 5)),
-             "edge distance": np.ones((series, 5))}
-    result = toy_rules.rule_predictors(stats, 100 * spread, np.full((6, 1), 100.0))
-    assert "|sum Q_a|: does not predict (constant along every series" in result.text
-    assert result.verdict == REPRODUCED
+    """Mutation guard (CONSTANT): along every orbit the edge distance moves only by float32 round-off (1e-7 of it), here
+    in step with the value; it is constant there, so it is blind to the value and is not tested. A tolerance of 1e-12
+    would count the round-off as a trend and let it predict."""
+    seeds, t = 12, np.linspace(0, 1, 5)
+    spread = np.ones((seeds, 1, 5))
+    edge = 5.0 * (1 + 1e-7 * t) * np.ones((seeds, 1, 1))
+    value = 100 * (1 + 3 * t) * (1 + 0.01 * np.arange(seeds))[:, None, None]
+    result = per_neuron_rules.rule_predictors(predictor_stats(seeds, spread, edge), value, np.full((6, 1), 100.0))
+    assert "edge distance: does not predict (constant on every series: not tested)" in result.text
+    assert result.verdict == NOT_REPRODUCED
 
 
 def test_predictors_sign_test_is_two_sided():
-    """Mutation guard: a statistic may predict in either direction, so its sign test is two-sided: 5 of 5 series
-    up has p = 1/16 (not significant), where a one-sided test in the winning direction would give 1/32."""
-    series, t = 5, np.linspace(0, 1, 5)
-    spread = 1 + 3 * t * np.ones((series, 1)) + 0.01 * np.arange(series)[:, None]
-    stats = {"|sum Q_a|": np.full((series, 5), 5.0), "spread of Q_a": spread, "min |Q_a|": np.ones((series, 5)),
-             "edge distance": np.ones((series, 5))}
-    result = toy_rules.rule_predictors(stats, 100 * spread, np.full((6, 1), 100.0))
-    assert "spread of Q_a: does not predict (up in 5 of 5 series where it varies (sign test p = 0.062)" in result.text
+    """Mutation guard: a statistic may predict in either direction, so its sign test is two-sided: 5 of 5 seeds up
+    has p = 1/16 (not significant), where a one-sided test in the winning direction would give 1/32."""
+    seeds, t = 5, np.linspace(0, 1, 5)
+    spread = (1 + 3 * t) * np.ones((seeds, 1, 1)) + 0.01 * np.arange(seeds)[:, None, None]
+    result = per_neuron_rules.rule_predictors(predictor_stats(seeds, spread, np.ones((seeds, 1, 5))), 100 * spread,
+                                              np.full((6, 1), 100.0))
+    assert "spread of Q_a: does not predict (up in 5 of 5 seeds (sign test p = 0.062" in result.text
     assert result.verdict == NOT_REPRODUCED

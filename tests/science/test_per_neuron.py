@@ -64,26 +64,48 @@ def test_the_per_neuron_conservation_test_can_fail():
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_per_neuron_orbits_keep_the_function_and_move_the_statistic_as_intended(activation):
+def test_per_neuron_orbits_keep_the_function_and_move_the_statistics_as_intended(activation):
     U, V, _ = random_params(4, scale=0.3)
     moved_U, moved_V, lambdas = pn.per_neuron_orbits(U, V, activation)
-    spreads, shifts = pn.moved_points()
-    assert moved_U.shape == (len(spreads) + len(shifts), M, K) and lambdas.shape == (len(spreads) + len(shifts), K)
+    steps = pn.moved_points()
+    assert moved_U.shape == (2 * len(steps), M, K) and lambdas.shape == (2 * len(steps), K)
     out = elementwise_output(U, V, activation)
     assert float((elementwise_output(moved_U, moved_V, activation) - out).abs().max()) < 1e-10 * float(out.abs().max())
     assert float(pn.training_gap(moved_U, moved_V, activation, U, V).max()) < 1e-10
     Q, moved = pn.neuron_Q(U, V, activation), pn.neuron_Q(moved_U, moved_V, activation)
-    assert torch.allclose(moved, pn.orbit_targets(Q, spreads, shifts), rtol=1e-9, atol=1e-9)  # every target reached
+    assert torch.allclose(moved, pn.orbit_targets(Q, steps), rtol=1e-9, atol=1e-9)  # every target reached
     stats = pn.neuron_statistics(moved_U, moved_V, activation)
-    # the spread orbit: the sum fixed, the spread times s; the shift orbit: the spread fixed, the sum moved by k c std
-    for i, s in enumerate(spreads):
-        assert float(stats["sum"][i]) == pytest.approx(float(Q.sum()), abs=1e-8)
-        assert float(stats["spread"][i]) == pytest.approx(s * float(Q.std(unbiased=False)), rel=1e-8)
-    for i, c in enumerate(shifts, start=len(spreads)):
-        assert float(stats["spread"][i]) == pytest.approx(float(Q.std(unbiased=False)), rel=1e-8)
-        assert float(stats["sum"][i]) == pytest.approx(float(Q.sum() + K * c * Q.std(unbiased=False)), rel=1e-8)
+    std = float(Q.std(unbiased=False))
+    # both orbits: the spread times SPREAD_BASE^t; the sum moved by k c std, c = +SHIFT_SCALE t ("together") or -t
+    for i, (t, sign) in enumerate([(t, 1) for t in steps] + [(t, -1) for t in steps]):
+        assert float(stats["spread"][i]) == pytest.approx(pn.SPREAD_BASE ** t * std, rel=1e-8)
+        assert float(stats["sum"][i]) == pytest.approx(float(Q.sum()) + K * sign * pn.SHIFT_SCALE * t * std, rel=1e-8)
     assert float((lambdas - 1).abs().max()) > 1e-3  # the neurons did move, each by its own lambda
     assert float(lambdas.std(dim=-1).min()) > 1e-4
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_every_statistic_varies_along_every_orbit(activation):
+    """No statistic of the report is held fixed by the construction (issue: a statistic held constant where the value
+    changes cannot predict, which handed the claim to the others): along each orbit (the network in the middle) the
+    sum, the spread and min |Q_a| change in both conventions, and the sum and the spread move the same way on the
+    "together" orbit and opposite ways on the "opposed" one. The edge distance changes where sigma's range has an
+    edge and is 1 everywhere where it has none."""
+    U, V, _ = random_params(7, scale=0.3)
+    moved_U, moved_V, _ = pn.per_neuron_orbits(U, V, activation)
+    for convention in ("paper", "zero"):
+        stats = {k: pn.with_original(v.numpy(), pn.neuron_statistics(U, V, activation, convention)[k].numpy(), 0)
+                 for k, v in pn.neuron_statistics(moved_U, moved_V, activation, convention).items()}  # [2, 5]
+        for orbit in range(2):
+            for key in ("sum", "spread", "min_abs"):
+                assert np.ptp(stats[key][orbit]) > 1e-3 * np.abs(stats[key][orbit]).max(), (convention, orbit, key)
+            assert (np.diff(stats["spread"][orbit]) > 0).all()
+            assert (np.sign(np.diff(stats["sum"][orbit])) == (1, -1)[orbit]).all()
+        low, high = ACTIVATIONS[activation].sigma_range
+        if high < math.inf or -math.inf < low < 0:  # an edge the hidden values can approach
+            assert (np.ptp(stats["edge_distance"], axis=-1) > 1e-6).all()
+        else:
+            assert (stats["edge_distance"] == 1).all()
 
 
 def test_per_neuron_lambdas_are_not_capped_by_one_saturated_entry():
@@ -205,3 +227,21 @@ def test_with_original_places_the_network_in_the_middle():
     full = pn.with_original(moved, -np.ones(3), 1)
     assert full.shape == (3, 2, 5)
     assert (full[:, :, 2] == -1).all() and full[0, 0].tolist() == [0, 1, -1, 2, 3] and full[0, 1].tolist() == [4, 5, -1, 6, 7]
+    # Fig. 6's orbits: the ends only
+    assert pn.with_original(np.arange(4)[None], -np.ones(1), 1)[0].tolist() == [[0, -1, 1], [2, -1, 3]]
+
+
+def test_drift_bound_text_is_made_from_the_factor_the_code_applies(monkeypatch):
+    """Fig. 3's printed bound (per_neuron.DRIFT_BOUND, in the script's settings and console line) states the factor
+    HIGHER_ORDER that gd_drift_bound multiplies by."""
+    assert pn.DRIFT_BOUND.startswith(f"{pn.HIGHER_ORDER:g} x ")
+    base = pn.gd_drift_bound("linear", 0.1, 1.0, 1.0)
+    assert base == pytest.approx(pn.HIGHER_ORDER * 0.1 / 2 * ACTIVATIONS["linear"].paper_scale)
+    import importlib
+    import Q_dynamics_elementwise as fig3
+    from gfs.runs.command_line import figure_parser  # noqa: F401 (the script's parser)
+    args = fig3.make_parser().parse_args(["--quick", "--activations", "relu"])
+    args.activations = ["relu"]
+    settings = fig3.make_jobs(args)[0].settings
+    assert pn.DRIFT_BOUND in settings["drift_bound_zero"] and settings["bound_higher_order"] == pn.HIGHER_ORDER
+    importlib.reload(fig3)

@@ -185,3 +185,36 @@ def test_recording_does_not_change_the_run(monkeypatch):
     # Q is recorded in float64 from the weights themselves
     final_Q = conserved_Q(torch.from_numpy(dense["U"]), torch.from_numpy(dense["V"]), "tanh").numpy()
     assert np.allclose(dense["Q"][:, -1], final_Q, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("model, activation", [("elementwise", "tanh"), ("radial", None)])
+def test_compacted_batch_gives_each_run_the_steps_of_the_full_batch(monkeypatch, model, activation, capsys):
+    """With stop_below the runs still training continue as a smaller batch (training.COMPACT_WHEN): each run's
+    steps to the loss, its records up to then and its divergence are those of the batch that never compacts
+    (float64; to round-off), and the loop stops no earlier than the slowest."""
+    from gfs import training
+    generator = torch.Generator().manual_seed(3)
+    scales = torch.tensor([0.05, 0.3, 1.0, 0.1, 0.6, 0.02]).double()  # converge at very different steps
+    U = torch.randn(6, 3, 4, generator=generator, dtype=torch.float64) * scales[:, None, None]
+    V = torch.randn(6, 5, 4, generator=generator, dtype=torch.float64) * scales[:, None, None] + 0.3 * (model == "radial")
+    Y = torch.randn(3, 5, generator=generator, dtype=torch.float64)
+    lr = torch.tensor([0.05, 0.04, 0.06, 0.05, 0.03, 40.0]).double()  # each its own; the last run diverges
+    kwargs = dict(model=model, activation=activation or "linear", stop_below=0.3, record_steps=np.arange(3001))
+    runs = {}
+    for when in (0.0, training.COMPACT_WHEN):  # 0: never compacts
+        monkeypatch.setattr(training, "COMPACT_WHEN", when)
+        runs[when] = gradient_descent(U, V, Y, lr, 3000, **kwargs)
+    never, compacted = runs[0.0], runs[training.COMPACT_WHEN]
+    steps = {w: training.first_step_below(r["steps"], r["loss"], 0.3) for w, r in runs.items()}
+    assert (steps[0.0] > 0).sum() >= 4 and len(set(steps[0.0][steps[0.0] > 0])) >= 4  # they do differ
+    assert np.array_equal(steps[0.0], steps[training.COMPACT_WHEN])
+    assert np.array_equal(never["diverged_at"], compacted["diverged_at"])
+    assert (compacted["diverged_at"][-1] > 0) == (model == "elementwise")  # (the radial run at lr 40 does not)
+    for r, s in enumerate(steps[0.0]):
+        if s > 0:
+            # tanh's vectorised kernel rounds a tensor's tail elements differently: equal to round-off
+            assert np.allclose(never["loss"][r, :s + 1], compacted["loss"][r, :s + 1], rtol=1e-10, atol=0)
+            assert np.allclose(never["Q"][r, :s + 1], compacted["Q"][r, :s + 1], rtol=1e-10, atol=1e-12)
+    assert np.isnan(compacted["loss"][np.argmin(np.where(steps[0.0] > 0, steps[0.0], 10**9)), -1])  # left early
+    assert compacted["trained_steps"] >= steps[0.0].max()
+    assert ("run 5 diverged" in capsys.readouterr().err) == (model == "elementwise")  # its number in the batch

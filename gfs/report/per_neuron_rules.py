@@ -1,0 +1,165 @@
+"""The per-neuron claims of Figs. 6 and 9 (beyond the paper): along the per-neuron orbits (per_neuron.py), does a
+per-neuron statistic predict the value (Fig. 6: steps to the loss; Fig. 9: the largest Hessian eigenvalue) where the
+sum |Q| does not? The statistics are named in advance (SUM_STATISTIC, PER_NEURON_STATISTICS); the seed is the unit
+(seed_votes); Holm's correction runs over the per-neuron statistics (holm); each statistic is judged in both
+conventions of Q from its own saved key (rule_predictors). Why each choice: docs/conserved_quantities.md.
+
+Contents: the statistics and their votes (holm, seeds_needed, seed_votes, judge_statistics), rule_predictors,
+over_activations; the measurement helpers per_neuron_stats, per_neuron_both; the table of seed 0's orbits
+(PER_NEURON_NOTE, per_neuron_table). Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
+"""
+import math
+
+import numpy as np
+from scipy.stats import binomtest
+
+from gfs.report.toy_rules import (ALPHA, CONSTANT, CONVENTIONS, MIN_EFFECT, SEED_SPREADS, kendall, minimum_effect, q_key,
+                                  series_effect)
+from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED, Result, _tested, combine, fmt, table
+
+
+SUM_STATISTIC = "|sum Q_a|"  # the paper's scalar; PER_NEURON_STATISTICS: the per-neuron ones, named in advance
+PER_NEURON_STATISTICS = ("spread of Q_a", "min |Q_a|", "edge distance")  # (docs/report.md, per-neuron predictors)
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values {name: p} -> {name: adjusted p} (family: the names given)."""
+    order, adjusted, running = sorted(p_values, key=p_values.get), {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p_values[name]))
+        adjusted[name] = running
+    return adjusted
+
+
+def seeds_needed(seeds, alpha):
+    """The fewest of `seeds` one-way votes for which a two-sided sign test has p < alpha (None: none suffices)."""
+    return next((k for k in range(seeds + 1) if seeds and binomtest(k, seeds, 0.5).pvalue < alpha), None)
+
+
+def seed_votes(stat, values, budget):
+    """One statistic against the value, voted per seed. stat, values: [S, N, L] (N series of a seed; a series with a
+    NaN is left out). Per seed: the mean over its series of Kendall's tau (0 on a series where the statistic is
+    constant: it tells nothing there) -> its vote; the direction is the majority's; per seed the median over its
+    series of the relative change of the value from the statistic's smallest to its largest point in that direction.
+    Returns (up, down, two-sided sign test p, direction, median over seeds of the seed effects, series where the
+    statistic is constant, series tested)."""
+    scores, effects, constant, series = [], [], 0, 0
+    for stat_s, values_s in zip(stat, values):
+        keep = ~(np.isnan(stat_s).any(axis=-1) | np.isnan(values_s).any(axis=-1))
+        if not keep.any():
+            continue
+        taus = [kendall(a, b)[0] for a, b in zip(stat_s[keep], values_s[keep])]
+        constant += sum(np.ptp(a) <= CONSTANT * max(np.abs(a).max(), 1e-300) for a in stat_s[keep])
+        series += int(keep.sum())
+        scores.append(float(np.mean(np.nan_to_num(taus))))
+        effects.append([series_effect(a, b, budget) for a, b in zip(stat_s[keep], values_s[keep])])
+    scores = np.array(scores)
+    up, down = int((scores > 0).sum()), int((scores < 0).sum())
+    p = float(binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0
+    direction = 1 if up >= down else -1
+    effect = math.expm1(float(np.median([np.median(direction * np.array(e)) for e in effects]))) if effects else 0.0
+    return up, down, p, direction, effect, constant, series
+
+
+def judge_statistics(stats, values, needed, budget, alpha):
+    """Every statistic of one convention: {name: (predicts, text)}. The sum is tested at alpha; the per-neuron
+    statistics that vary somewhere form the family of Holm's correction (a statistic constant on every series, such
+    as the edge distance of an activation whose range has no edge, is not tested)."""
+    votes = {name: seed_votes(np.asarray(stats[name], dtype=float), values, budget) for name in stats}
+    tested = [name for name in PER_NEURON_STATISTICS if name in votes and votes[name][5] < votes[name][6]]
+    adjusted = {SUM_STATISTIC: votes[SUM_STATISTIC][2], **holm({name: votes[name][2] for name in tested})}
+    found = {}
+    for name, (up, down, p, direction, effect, constant, _) in votes.items():
+        if name not in adjusted:
+            found[name] = (False, "constant on every series: not tested")
+            continue
+        seeds = up + down
+        predicts = adjusted[name] < alpha and effect >= needed
+        family = " (uncorrected)" if name == SUM_STATISTIC else f" (Holm over {len(tested)})"
+        flip = seeds_needed(seeds, alpha / (1 if name == SUM_STATISTIC else len(tested)))
+        found[name] = (predicts, f"{'up' if direction > 0 else 'down'} in {max(up, down)} of {seeds} seeds "
+                                 f"(sign test p = {p:.2g}, adjusted {adjusted[name]:.2g}{family}; "
+                                 f"{flip if flip is not None else 'no'} of {seeds} seeds needed), effect {effect:+.0%}"
+                                 + f", constant on {constant} series" * bool(constant))
+    return found
+
+
+def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
+    """Along the per-neuron orbits (on each, the sum of the Q_a and their spread both change: together on one,
+    opposed on the other) each named statistic is tested against the value with the seed as the unit: per seed the
+    mean Kendall's tau over its orbits gives one vote, a two-sided sign test over the seeds gives p, corrected by Holm
+    over the per-neuron statistics (the spread of Q_a, min |Q_a|, the edge distance; the sum |Q| is tested
+    uncorrected, which makes it easier for it to predict); a statistic predicts if its adjusted p < {alpha:g} and the
+    median over seeds of each seed's median effect reaches the larger of {min_effect:.0%} and {spreads} x the spread
+    over seeds. Each statistic is judged in both conventions of Q, and counts only if it predicts in both (the spread
+    and the edge distance do not depend on the convention; min |Q_a| does). A per-neuron statistic predicts in both
+    conventions and the sum |Q| in neither: reproduced; in one convention only, or the sum in the other:
+    depends on the convention; otherwise not reproduced.
+
+    stats: {convention: {name: [S, N, L]}} (N series of each seed, '|sum Q_a|' and the per-neuron ones); values
+    [S, N, L] (inf: never reached, the budget in the effect; NaN: left out); reference [S, G]."""
+    values = np.asarray(values, dtype=float)
+    needed = minimum_effect(reference, min_effect, spreads)
+    found = {c: judge_statistics(stats[c], values, needed, budget, alpha) for c in CONVENTIONS}
+    holds = {c: not found[c][SUM_STATISTIC][0] and any(found[c][n][0] for n in found[c] if n != SUM_STATISTIC)
+             for c in CONVENTIONS}
+    common = [n for n in PER_NEURON_STATISTICS if all(n in found[c] and found[c][n][0] for c in CONVENTIONS)]
+    sum_predicts = any(found[c][SUM_STATISTIC][0] for c in CONVENTIONS)
+    verdict = (REPRODUCED if common and not sum_predicts else DEPENDS if any(holds.values()) else NOT_REPRODUCED)
+    text = "; ".join(f"{c} convention: " + ", ".join(f"{n}: {'predicts' if ok else 'does not predict'} ({why})"
+                                                      for n, (ok, why) in found[c].items()) for c in CONVENTIONS)
+    seeds = int((~np.isnan(values).all(axis=(-1, -2))).sum())
+    return Result(verdict, f"{text} (minimum effect {needed:.0%}, {seeds} seeds)",
+                  f"predict in both conventions: {', '.join(common) or 'none'}"
+                  + "; sum predicts" * sum_predicts)
+
+
+def over_activations(verdicts):
+    """Over the {units}: reproduced if the rule gives reproduced for each; depends on the convention if it gives
+    reproduced or depends for each, depends for one at least; not reproduced if it gives not reproduced for each;
+    partly otherwise."""
+    tested = _tested(verdicts)
+    if tested and all(v in (REPRODUCED, DEPENDS) for v in tested) and DEPENDS in tested:
+        return DEPENDS
+    return combine(verdicts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurement helpers: a saved per-neuron figure -> rule_predictors' stats
+
+def per_neuron_stats(f, convention):
+    """{statistic: [S, N, L]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file: S seeds, N
+    orbits of each (Fig. 9: its minima's), L points; a statistic that depends on the convention read in `convention`."""
+    by_seed = lambda a: np.asarray(a, dtype=float).reshape(np.shape(a)[0], -1, np.shape(a)[-1])  # noqa: E731
+    return {SUM_STATISTIC: np.abs(by_seed(f[q_key("sum_zero", convention)])), "spread of Q_a": by_seed(f["spread"]),
+            "min |Q_a|": by_seed(f[q_key("min_abs_zero", convention)]), "edge distance": by_seed(f["edge_distance"])}
+
+
+def per_neuron_both(f):
+    """per_neuron_stats in both conventions: {convention: {statistic: [S, N, L]}} (rule_predictors' stats)."""
+    return {c: per_neuron_stats(f, c) for c in CONVENTIONS}
+
+
+# ----------------------------------------------------------------------------------------------
+# The table of seed 0's orbits (Figs. 6 and 9)
+
+PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
+                   "network itself): on 'together' the sum of the Q_a and their spread grow together, on 'opposed' the "
+                   "spread grows as the sum falls (per_neuron.orbit_targets). Q_a from 0 (zero) or with the paper code's "
+                   "constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge distance do "
+                   "not depend on the convention.")
+
+
+def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
+    """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
+    middle (the network itself). pick: [S, ...] -> the [2, P] of the networks shown."""
+    rows = []
+    for unit, f in figures.items():
+        for o, family in enumerate(("together", "opposed")):
+            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
+            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
+                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "min_abs_paper", "edge_distance",
+                               value)]
+            rows.append([unit, family] + cells)
+    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
+                  "min abs Q_a (paper's)", "edge distance", value.replace("_", " ")], rows)
