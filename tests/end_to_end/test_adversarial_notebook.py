@@ -30,18 +30,12 @@ def load(out, name):
 
 
 @pytest.fixture(scope="module")
-def notebook_outputs(tiny_cifar, tmp_path_factory):
+def notebook_outputs(quick_pipeline):
+    """The Fig. 11 notebook of the session's quick pipeline (make figures QUICK=1)."""
     with open(NOTEBOOK, "rb") as f:
         committed = f.read()
-    out = tmp_path_factory.mktemp("adversarial_figures")
-    executed = out / "executed.ipynb"
-    env = dict(os.environ)
-    env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--quick", "--out", str(out),
-         "--cifar-dir", tiny_cifar, "--device", "cpu", "--timeout", "300", "--executed", str(executed)],
-        capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
+    out, executed = quick_pipeline.out, quick_pipeline.executed / "adversarial_CIFAR.ipynb"
     with open(NOTEBOOK, "rb") as f:
         assert f.read() == committed  # the committed notebook is never overwritten
     assert not any(name.endswith("g200_eps10.npz") for name in os.listdir(out / "ensemble"))
@@ -50,6 +44,7 @@ def notebook_outputs(tiny_cifar, tmp_path_factory):
     return paper, corrected, executed
 
 
+@pytest.mark.slow
 def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
     paper, _, _ = notebook_outputs
     for method, (data, settings) in paper.items():
@@ -73,6 +68,7 @@ def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
         assert set(settings["data"]["files"]) == set(dataset.LAYOUT_FILES)
 
 
+@pytest.mark.slow
 def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
     paper, _, _ = notebook_outputs
     fgsm, pgd = paper["FGSM"][0], paper["PGD"][0]
@@ -94,6 +90,7 @@ def test_paper_protocol_keeps_its_clamp_and_double_attack(notebook_outputs):
         assert fgsm["acc_g_inverse"][seed, 0] < 0.3
 
 
+@pytest.mark.slow
 def test_standard_robustness_evaluation_files(notebook_outputs):
     from gfs.cifar import robustness
     _, corrected, _ = notebook_outputs
@@ -127,6 +124,7 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
         assert settings["control_seeds"] == [1000, 1001]
 
 
+@pytest.mark.slow
 def test_executed_copy_shows_the_figures(notebook_outputs):
     _, _, executed = notebook_outputs
     notebook = json.loads(executed.read_text())

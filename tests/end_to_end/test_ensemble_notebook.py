@@ -29,15 +29,12 @@ def image_outputs(path):
 
 
 @pytest.fixture(scope="module")
-def quick_run(tiny_cifar, tmp_path_factory):
-    """One quick run (2 seeds, 2 worker processes) into a temporary folder."""
+def quick_run(quick_pipeline):
+    """The Fig. 10 notebook of the session's quick pipeline (make figures QUICK=1: 2 seeds, one worker per core)."""
     with open(NOTEBOOK, "rb") as f:
         committed = f.read()
-    out = tmp_path_factory.mktemp("ensemble_figures")
-    executed = out / "executed.ipynb"
-    result = run_notebook("--quick", "--cifar-dir", tiny_cifar, "--out", str(out), "--jobs", "2",
-                          "--executed", str(executed))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
+    out, executed = quick_pipeline.out, quick_pipeline.executed / "ensemble_CIFAR.ipynb"
     with open(NOTEBOOK, "rb") as f:
         assert f.read() == committed  # the committed notebook is never overwritten
     saved = {}
@@ -50,6 +47,7 @@ def quick_run(tiny_cifar, tmp_path_factory):
     return saved, executed
 
 
+@pytest.mark.slow
 def test_notebook_writes_both_numerics_with_seeds(quick_run):
     saved, _ = quick_run
     for numerics, (data, settings) in ((k, v) for k, v in saved.items() if k in STEMS):
@@ -90,6 +88,7 @@ def test_notebook_writes_both_numerics_with_seeds(quick_run):
     assert paper["symmetry_error"][:, 0].max() > exact["symmetry_error"][:, 0].max()
 
 
+@pytest.mark.slow
 def test_saved_weights_reproduce_the_runs_clean_predictions(quick_run, tiny_cifar):
     """Every trained CNN is saved (safetensors) with its settings; loaded, it makes the run's clean predictions."""
     from gfs.cifar import weights
@@ -106,6 +105,7 @@ def test_saved_weights_reproduce_the_runs_clean_predictions(quick_run, tiny_cifa
         np.testing.assert_array_equal(predictions, data["clean_predictions"][s])
 
 
+@pytest.mark.slow
 def test_weights_from_evaluates_the_saved_cnns_without_training(quick_run, tiny_cifar, tmp_path):
     """WEIGHTS_FROM: the same grids from the saved CNNs, without training (the group is refitted from the weights,
     deterministically); a CNN trained with other settings is refused in one line."""
@@ -133,6 +133,7 @@ def test_weights_from_evaluates_the_saved_cnns_without_training(quick_run, tiny_
     assert result.returncode == 1 and "WeightsError: " in result.stderr and "no saved CNN" in result.stderr
 
 
+@pytest.mark.slow
 def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):
     saved, _ = quick_run
     out = saved["out"]
@@ -145,6 +146,7 @@ def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):
     assert data["heldout_agreement"][:, 0].min() > 0.9  # scale 0.1: close to the original
 
 
+@pytest.mark.slow
 def test_executed_copy_shows_the_figures(quick_run):
     _, executed = quick_run
     assert len(image_outputs(executed)) == 3  # one figure per numerics and the fit-size figure, inline
