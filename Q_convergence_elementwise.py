@@ -250,7 +250,7 @@ def make_jobs(args):
     return jobs
 
 
-def summarise(name, data):
+def summary_line(name, data):
     from gfs import per_neuron
     never = lambda steps: ", ".join(str(s) if s >= 0 else "never" for s in steps)  # noqa: E731
     if "orbit_steps" in data:
@@ -265,7 +265,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    run_figure_script(make_parser(), make_jobs, train, plot, summarise, argv=argv)
+    run_figure_script(make_parser(), make_jobs, train, plot, summary_line, argv=argv)
 
 
 if __name__ == "__main__":

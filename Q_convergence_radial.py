@@ -97,13 +97,13 @@ def make_jobs(args):
                  "plotted": "seed 0 (curves); per-run numbers [seed, run] for every seed"})]
 
 
-def summarise(name, data):
+def summary_line(name, data):
     return (f"{name}: {', '.join(map(str, data['labels']))}; steps to loss < {CONVERGED_LOSS:g}: "
             f"{', '.join(str(s) if s >= 0 else 'never' for s in data['steps_to_converge'][0])}")
 
 
 def main(argv=None):
-    run_figure_script(make_parser(), make_jobs, train, plot, summarise, argv=argv)
+    run_figure_script(make_parser(), make_jobs, train, plot, summary_line, argv=argv)
 
 
 if __name__ == "__main__":

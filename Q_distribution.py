@@ -37,7 +37,7 @@ def figure_name(activation, shape):
     return "Q-distribution/{}_mhn_{}_{}_{}".format(activation, *shape)
 
 
-def expected_Q(activation, m, h, n, convention="paper"):
+def expected_Q_at_init(activation, m, h, n, convention="paper"):
     """E[Q] under this figure's initialisation, U ~ N(0, 1/h), V ~ N(0, 1/n), paper-code Q or (convention="zero")
     Q integrated from 0; NaN for an activation without a closed-form E[F]."""
     from models import expected_Q as gaussian_expected_Q
@@ -62,9 +62,9 @@ def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress)
             bar.update(1)
     counts, edges = np.histogram(Q)  # numpy's default 10 bins, as in the paper
     return {"Q": Q, "counts": counts, "bin_edges": edges, "shape_mhn": np.array(shape),
-            "expected_Q": np.array(expected_Q(activation, m, h, n)),
+            "expected_Q": np.array(expected_Q_at_init(activation, m, h, n)),
             "mean": np.array(Q.mean()), "std": np.array(Q.std()),
-            "Q_zero": Q_zero, "expected_Q_zero": np.array(expected_Q(activation, m, h, n, "zero")),
+            "Q_zero": Q_zero, "expected_Q_zero": np.array(expected_Q_at_init(activation, m, h, n, "zero")),
             "Q_terms_zero": np.array(terms_zero.mean()), "Q_terms_paper": np.array(terms.mean()),
             "activation": np.array(activation)}
 
@@ -110,7 +110,7 @@ def make_jobs(args):
             for a, shape in figures]
 
 
-def summarise(name, data):
+def summary_line(name, data):
     spread = float(data["std"])  # digits down to the spread's scale: tanh's Q is about -1e4 +- 0.3
     return (f"{name}: Q = {with_spread(data['mean'], spread)} +- {spread:.3g} "
             f"[{with_spread(data['Q'].min(), spread)}, {with_spread(data['Q'].max(), spread)}], "
@@ -118,7 +118,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    run_figure_script(make_parser(), make_jobs, sample_Q, plot, summarise, argv=argv, trains=False)
+    run_figure_script(make_parser(), make_jobs, sample_Q, plot, summary_line, argv=argv, trains=False)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def make_jobs(args):
             for a, steps in steps_per_activation(args, PAPER_STEPS, QUICK_STEPS).items()]
 
 
-def summarise(name, data):
+def summary_line(name, data):
     from gfs.per_neuron import DRIFT_BOUND
     listed = lambda key: ", ".join(f"{x:.2g}" for x in data[key][0])  # noqa: E731 seed 0's runs
     return (f"{name}: final loss {listed('final_loss')}; max |dQ~| {listed('max_delta_Q_tilde')} (Q from 0: "
@@ -145,7 +145,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    run_figure_script(make_parser(), make_jobs, train, plot, summarise, argv=argv)
+    run_figure_script(make_parser(), make_jobs, train, plot, summary_line, argv=argv)
 
 
 if __name__ == "__main__":

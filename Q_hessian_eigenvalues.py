@@ -262,7 +262,7 @@ def make_jobs(args):
     return jobs
 
 
-def summarise(name, data):
+def summary_line(name, data):
     if "orbit_steps" in data:
         shown = data["largest_eigenvalue"][0, PER_NEURON_PLOTTED]
         return (f"{name}: seed 0, init std {data['init_std'][PER_NEURON_PLOTTED]:g}: largest eigenvalue along the "
@@ -277,7 +277,7 @@ def summarise(name, data):
 
 
 def main(argv=None):
-    run_figure_script(make_parser(), make_jobs, train, plot, summarise, argv=argv)
+    run_figure_script(make_parser(), make_jobs, train, plot, summary_line, argv=argv)
 
 
 if __name__ == "__main__":

@@ -334,12 +334,12 @@ def activation_constants(settings):
     return {"paper_constant": activation.paper_constant} if activation else {}
 
 
-def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trains=True):
+def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, trains=True):
     """Parse the shared flags, then train (or, with --plot-only, load) and save every figure.
 
     make_jobs(args) -> [Job], longest first; train(**job.kwargs, progress=...) -> the figure's
     data (dict of numpy arrays), where progress(total, description, unit="step") makes a
-    tqdm-like bar; plot(data) -> a matplotlib figure; summarise(job.name, data) -> the line
+    tqdm-like bar; plot(data) -> a matplotlib figure; summary_line(job.name, data) -> the line
     printed after saving. Jobs run in up to --jobs worker processes.
 
     Added to every figure's settings: run_metadata (versions, device, dtype, command, run time)
@@ -376,7 +376,7 @@ def run_figure_script(parser, make_jobs, train, plot, summarise, argv=None, trai
             for (name, job_settings), data in zip(job.figures(), result if job.also else [result]):
                 settings = {**job_settings, **shared, **activation_constants(job_settings), **run_metadata(args, started)}
                 paths = save_figure(plot(data), args.out, name, data, settings, script)
-                print(f"{summarise(name, data)} -> {paths[2]}")
+                print(f"{summary_line(name, data)} -> {paths[2]}")
         print(f"done in {time.time() - started:.1f} s")
     except UsageError as error:
         fail(parser.prog, error)

@@ -120,7 +120,7 @@ def fig3_data(drift, constant, records=5):
 
 def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, float64=True):
     """Figs. 3-9 data files shaped like the scripts' output, on which every toy claim holds."""
-    from Q_distribution import expected_Q
+    from Q_distribution import expected_Q_at_init
 
     from gfs.per_neuron import HIGHER_ORDER
     from models import get_activation
@@ -194,12 +194,12 @@ def write_toy_figures(root, activations=paper.PAPER_ACTIVATIONS, quick=False, fl
     for act, (m, h, n) in [(a, (100, 100, 100)) for a in activations] + [("linear", (100, 200, 100)),
                                                                          ("linear", (200, 100, 100))]:
         known = act in paper.PAPER_ACTIVATIONS
-        Q = rng.normal(expected_Q(act, m, h, n, "zero") if known else 3.0, 2.0, 1000)
-        constant = expected_Q(act, m, h, n) - expected_Q(act, m, h, n, "zero") if known else 0.0
+        Q = rng.normal(expected_Q_at_init(act, m, h, n, "zero") if known else 3.0, 2.0, 1000)
+        constant = expected_Q_at_init(act, m, h, n) - expected_Q_at_init(act, m, h, n, "zero") if known else 0.0
         write_figure(root, fig45.figure_name(act, (m, h, n)),
                      {"Q_zero": Q, "Q": Q + constant, "shape_mhn": [m, h, n],
-                      "expected_Q_zero": expected_Q(act, m, h, n, "zero") if known else math.nan,
-                      "expected_Q": expected_Q(act, m, h, n) if known else math.nan,
+                      "expected_Q_zero": expected_Q_at_init(act, m, h, n, "zero") if known else math.nan,
+                      "expected_Q": expected_Q_at_init(act, m, h, n) if known else math.nan,
                       "Q_terms_zero": 200.0, "Q_terms_paper": 200.0 + abs(constant)},
                      run_settings("Q_distribution.py", 30.0, quick, activation=act, shape_mhn=[m, h, n]))
     Q0, base = np.array([0.002, 0.2, 20.0, 2000.0]), rng.standard_normal((5, 10))
