@@ -38,15 +38,14 @@ def fig6_trend(f, convention):
     """Fig. 6: each seed's three init scales are a series; steps [S, R] against |Q0|."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
     return dict(trend_Q(f, "Q0_zero", convention), values=steps, direction=-1, reference=finite_or_nan(steps),
-                budget=int(f.setting("steps")), what="number of steps to the loss")
+                budget=int(f.setting("steps")))
 
 
 def same_function6_trend(f, convention):
     """Fig. 6 same function: each seed's orbit is a series [S, L]; the spread over seeds at its centre (lambda = 1)."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
     return dict(trend_Q(f, "Q0_zero", convention), values=steps, direction=-1,
-                reference=finite_or_nan(steps[:, steps.shape[1] // 2]), budget=int(f["step_budget"]),
-                what="number of steps to the loss")
+                reference=finite_or_nan(steps[:, steps.shape[1] // 2]), budget=int(f["step_budget"]))
 
 
 def per_neuron6(f):

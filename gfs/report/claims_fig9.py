@@ -55,15 +55,14 @@ def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minim
 def fig9_trend(f, convention):
     """Fig. 9: each seed's four init scales are a series; the largest eigenvalue [S, R] against |Q0|."""
     largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
-    return dict(trend_Q(f, "Q0_zero", convention), values=largest, direction=1, reference=largest,
-                what="largest eigenvalue")
+    return dict(trend_Q(f, "Q0_zero", convention), values=largest, direction=1, reference=largest)
 
 
 def same_function9_trend(f, convention):
     """Fig. 9 same function: each minimum's orbit is a series [S, R, L]; the spread over seeds at the minima."""
     largest = at_minimum(f["largest_eigenvalue"], f["final_loss"])
     return dict(trend_Q(f, "Q_zero", convention), values=largest, direction=1,
-                reference=largest[..., largest.shape[-1] // 2], what="largest eigenvalue")
+                reference=largest[..., largest.shape[-1] // 2])
 
 
 def per_neuron9(f):

@@ -62,7 +62,8 @@ def seed_votes(stat, values, budget):
 
 
 def judge_statistics(stats, values, needed, budget, alpha):
-    """Every statistic of one convention: {name: (predicts, text)}. The sum is tested at alpha; the per-neuron
+    """Every statistic of one convention: {name: (predicts, text)}; the text: the seeds voting with the majority,
+    the sign test's p and Holm's adjusted p, how many seeds a significant majority needs, the effect. The sum is tested at alpha; the per-neuron
     statistics that vary somewhere form the family of Holm's correction (a statistic constant on every series, such
     as the edge distance of an activation whose range has no edge, is not tested)."""
     votes = {name: seed_votes(np.asarray(stats[name], dtype=float), values, budget) for name in stats}
@@ -75,13 +76,22 @@ def judge_statistics(stats, values, needed, budget, alpha):
             continue
         seeds = up + down
         predicts = adjusted[name] < alpha and effect >= needed
-        family = " (uncorrected)" if name == SUM_STATISTIC else f" (Holm over {len(tested)})"
+        family = "uncorrected" if name == SUM_STATISTIC else f"Holm over {len(tested)}"
         flip = seeds_needed(seeds, alpha / (1 if name == SUM_STATISTIC else len(tested)))
-        found[name] = (predicts, f"{'up' if direction > 0 else 'down'} in {max(up, down)} of {seeds} seeds "
-                                 f"(sign test p = {p:.2g}, adjusted {adjusted[name]:.2g}{family}; "
-                                 f"{flip if flip is not None else 'no'} of {seeds} seeds needed), effect {effect:+.0%}"
-                                 + f", constant on {constant} series" * bool(constant))
+        found[name] = (predicts, f"{'up' if direction > 0 else 'down'} {max(up, down)}/{seeds} seeds, p = {p:.2g}, "
+                                 f"adjusted {adjusted[name]:.2g} ({family}), {flip if flip is not None else 'no'} "
+                                 f"needed, {effect:+.0%}" + f", constant on {constant} series" * bool(constant))
     return found
+
+
+def statistic_text(name, by_convention):
+    """One statistic's finding, {convention: (predicts, why)} -> its words: once where both conventions give the same
+    finding (always for the spread and the edge distance, and for linear and ReLU), otherwise per convention
+    ("paper convention: ..., zero convention: ...")."""
+    said = {c: f"{'predicts' if ok else 'does not predict'} ({why})" for c, (ok, why) in by_convention.items()}
+    if len(set(said.values())) == 1:
+        return f"{name}: {next(iter(said.values()))}"
+    return f"{name}: " + ", ".join(f"{c} convention: {words}" for c, words in said.items())
 
 
 def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
@@ -106,8 +116,7 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
     common = [n for n in PER_NEURON_STATISTICS if all(n in found[c] and found[c][n][0] for c in CONVENTIONS)]
     sum_predicts = any(found[c][SUM_STATISTIC][0] for c in CONVENTIONS)
     verdict = (REPRODUCED if common and not sum_predicts else DEPENDS if any(holds.values()) else NOT_REPRODUCED)
-    text = "; ".join(f"{c} convention: " + ", ".join(f"{n}: {'predicts' if ok else 'does not predict'} ({why})"
-                                                      for n, (ok, why) in found[c].items()) for c in CONVENTIONS)
+    text = "; ".join(statistic_text(n, {c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"])
     seeds = int((~np.isnan(values).all(axis=(-1, -2))).sum())
     return Result(verdict, f"{text} (minimum effect {needed:.0%}, {seeds} seeds)",
                   f"predict in both conventions: {', '.join(common) or 'none'}"

@@ -50,7 +50,7 @@ def both_conventions(results):
     text, saying so), DEPENDS with both readings if they differ."""
     paper, zero = results["paper"], results["zero"]
     if paper.verdict == zero.verdict:
-        return Result(zero.verdict, f"{zero.text} (same verdict in both conventions of Q)", zero.deciding, zero.value,
+        return Result(zero.verdict, f"{zero.text} (both conventions)", zero.deciding, zero.value,
                       zero.value_name)
     return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
                   f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}" + f", {paper.deciding}" * bool(
@@ -113,8 +113,7 @@ def series_effect(x, y, budget=None):
     return float(np.log(y[order[-1]] / y[order[0]]))
 
 
-def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, budget=None, what="value",
-               alpha=ALPHA):
+def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, budget=None, alpha=ALPHA):
     """The seed is the unit. Per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of the value
     with |Q| and the fold change of the value from the smallest to the largest |Q| of the series, fitted over all
     its points (slope of log value against log |Q|); the seed votes with the median tau of its series and its effect
@@ -138,21 +137,19 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     going, seeds = int((t.votes > 0).sum()), len(t.votes)
     significant, excludes = t.p < alpha, t.low > 0
     if t.holds:
-        stands = f"stands for any minimum effect up to {fold(t.effect)}"
+        stands = f"stands for any minimum up to {fold(t.effect)}"
     elif significant and excludes:
-        stands = f"stands for any minimum effect above {fold(t.effect)} (it would hold below)"
+        stands = f"stands for any minimum above {fold(t.effect)} (it would hold below)"
     else:
-        stands = "stands at every minimum effect (" + ("not significant" if not significant else
-                                                        "the interval includes no change") + ")"
+        stands = "stands at every minimum (" + ("not significant" if not significant else
+                                                "the interval includes no change") + ")"
     verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
     effect = f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)})"
-    text = (f"n = {seeds} seeds ({t.series} series): the {what} {claimed} with |Q| in {going} of {seeds} seeds "
-            f"(sign test over seeds p = {t.p:.2g}, {'significant' if significant else 'not significant'}); fold "
-            f"change in the claimed direction, smallest to largest |Q| (median over seeds) {effect}; minimum "
-            f"{fold(t.needed)} (what a seed spread of {log_spread(reference):.1%} in log value resolves); the verdict "
-            f"{stands}" + f"; {t.left_out} series left out (a diverged run or a minimum not reached)"
-            * bool(t.left_out))
-    deciding = f"{effect} {'with' if t.effect >= 0 else 'against'} the claim, {going}/{seeds} seeds, p {t.p:.2g}"
+    text = (f"{effect}; {claimed} with |Q| in {going} of {seeds} seeds ({t.series} series), sign test "
+            f"p = {t.p:.2g} ({'significant' if significant else 'not significant'}); minimum {fold(t.needed)} (seed "
+            f"spread {log_spread(reference):.1%} in log value); {stands}"
+            + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
+    deciding = f"{fold(t.effect)} ({going}/{seeds} seeds)" + " against the claim" * bool(t.effect < 0)
     if named:
         scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
         text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds {short}"
