@@ -86,9 +86,9 @@ def rule_within_gd_bound(lrs, drift, bound, drift_paper=None, roundoff=None, rou
     passed = within | roundoff_ok
     verdict = REPRODUCED if passed.all() else PARTLY if within[top].all() else NOT_REPRODUCED
     ratio = float(np.max(drift / bound))
-    deciding = f"drift/bound up to {fmt(ratio)}" + (
-        f"; beyond it {int(roundoff_ok.sum())} run(s) within round-off ({fmt(np.nanmax(ratio_paper[~within]))} x the "
-        "paper's loop)" if roundoff_ok.any() else "")
+    deciding = f"drift/bound <= {fmt(ratio)}" + (
+        f", {int(roundoff_ok.sum())} over: round-off ({fmt(np.nanmax(ratio_paper[~within]))} x paper's loop)"
+        if roundoff_ok.any() else "")
     return Result(verdict, ", ".join(parts), deciding, ratio, "largest drift / bound")
 
 

@@ -7,7 +7,8 @@ import numpy as np
 
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
-from gfs.report.verdict_rules import col, orbit_column, paper_column, power_of_ten, run_table, saved_setting
+from gfs.report.verdict_rules import both_conventions, col, orbit_column, paper_column, power_of_ten, run_table
+from gfs.report.verdict_rules import saved_setting
 from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
 from gfs.report.toy_rules import (as_steps, finite_or_nan, q_key, rule_gap_below, rule_same_initial_function, rule_trend,
                        same_function, trend_Q)
@@ -60,15 +61,15 @@ def per_neuron6(f):
 # Tables
 
 def fig6_columns(loss):
-    return [("init std", col("init_std", lambda x: f"{x:g}")), ("Q0 from 0", col("Q0_zero")),
-            ("Q0, paper code's", col("Q0")), ("initial loss", col("initial_loss")),
+    return [("init std", col("init_std", lambda x: f"{x:g}")),
+            ("Q0 from 0 [paper code's]", both_conventions(col("Q0_zero"), col("Q0"))), ("initial loss", col("initial_loss")),
             (f"steps to {loss}", col("steps_to_converge", fmt_steps, seeds=True, mark=True)),
             ("paper's code [R]", paper_column(paper.FIG6_STEPS, fmt_steps)), ("final loss", col("final_loss"))]
 
 
 def same_function_6_columns(loss):
-    return [("lambda (ends, 1)", orbit_column("lambdas")), ("Q0 from 0", orbit_column("Q0_zero")),
-            ("Q0, paper code's", orbit_column("Q0")),
+    return [("lambda (ends, 1)", orbit_column("lambdas")), ("Q0 from 0 [paper code's]",
+                                                   both_conventions(orbit_column("Q0_zero"), orbit_column("Q0"))),
             (f"steps to {loss} (seed 0)", orbit_column("steps_to_converge", fmt_steps)),
             ("initial outputs: largest relative difference", lambda u, f, r: fmt(
                 np.abs(f["initial_output"] - f["initial_output"][:, :1]).max() / np.abs(f["initial_output"]).max()))]

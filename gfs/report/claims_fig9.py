@@ -7,7 +7,8 @@ import numpy as np
 
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import col, common_setting, legend_Qs, orbit_column, paper_column, run_table
+from gfs.report.verdict_rules import both_conventions, col, common_setting, legend_Qs, orbit_column, paper_column
+from gfs.report.verdict_rules import run_table
 from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
 from gfs.report.toy_rules import AT_MINIMUM, at_minimum, q_key, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
@@ -77,7 +78,8 @@ def per_neuron9(f):
 # Tables
 
 FIG9_COLUMNS = [
-    ("init std", col("init_std", lambda x: f"{x:g}")), ("Q0 from 0", col("Q0_zero")), ("Q0, paper code's", col("Q0")),
+    ("init std", col("init_std", lambda x: f"{x:g}")),
+    ("Q0 from 0 [paper code's]", both_conventions(col("Q0_zero"), col("Q0"))),
     ("paper's code [R] Q", paper_column({a: legend_Qs(q) for a, q in paper.FIG9_LEGENDS.items()})),
     ("largest eigenvalue", col("largest_eigenvalue", lambda x: f"{x:.4g}", seeds=True, mark=True)),
     ("paper's code [R]", paper_column(paper.FIG9_LARGEST_EIGENVALUE)),
@@ -87,7 +89,7 @@ FIG9_COLUMNS = [
 
 SAME_FUNCTION_9_COLUMNS = [
     ("init std", col("init_std", lambda x: f"{x:g}")), ("lambda (ends, 1)", orbit_column("lambdas")),
-    ("Q from 0", orbit_column("Q_zero")), ("Q, paper code's", orbit_column("Q")),
+    ("Q from 0 [paper code's]", both_conventions(orbit_column("Q_zero"), orbit_column("Q"))),
     ("largest eigenvalue", orbit_column("largest_eigenvalue", lambda x: f"{x:.4g}")),
     ("squared loss along the orbit",
      lambda u, f, r: f"{fmt(np.nanmin(f['loss'][0, r]))} to {fmt(np.nanmax(f['loss'][0, r]))}"),

@@ -76,10 +76,10 @@ def judge_statistics(stats, values, needed, budget, alpha):
             continue
         seeds = up + down
         predicts = adjusted[name] < alpha and effect >= needed
-        family = "uncorrected" if name == SUM_STATISTIC else f"Holm over {len(tested)}"
         flip = seeds_needed(seeds, alpha / (1 if name == SUM_STATISTIC else len(tested)))
         found[name] = (predicts, f"{'up' if direction > 0 else 'down'} {max(up, down)}/{seeds} seeds, p = {p:.2g}, "
-                                 f"adjusted {adjusted[name]:.2g} ({family}), {flip if flip is not None else 'no'} "
+                                 + f"adjusted {adjusted[name]:.2g} (Holm over {len(tested)}), " * (name != SUM_STATISTIC)
+                                 + f"{flip if flip is not None else 'no'} "
                                  f"needed, {effect:+.0%}" + f", constant on {constant} series" * bool(constant))
     return found
 
@@ -87,11 +87,11 @@ def judge_statistics(stats, values, needed, budget, alpha):
 def statistic_text(name, by_convention):
     """One statistic's finding, {convention: (predicts, why)} -> its words: once where both conventions give the same
     finding (always for the spread and the edge distance, and for linear and ReLU), otherwise per convention
-    ("paper convention: ..., zero convention: ...")."""
+    ("paper: ..., zero: ...")."""
     said = {c: f"{'predicts' if ok else 'does not predict'} ({why})" for c, (ok, why) in by_convention.items()}
     if len(set(said.values())) == 1:
         return f"{name}: {next(iter(said.values()))}"
-    return f"{name}: " + ", ".join(f"{c} convention: {words}" for c, words in said.items())
+    return f"{name}: " + ", ".join(f"{c}: {words}" for c, words in said.items())
 
 
 def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
@@ -155,7 +155,7 @@ def per_neuron_both(f):
 PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
                    "network itself): on 'together' the sum of the Q_a and their spread grow together, on 'opposed' the "
                    "spread grows as the sum falls (per_neuron.orbit_targets). Q_a from 0 (zero) or with the paper code's "
-                   "constant (paper's, lower by n per neuron for tanh and sigmoid); the spread and the edge distance do "
+                   "constant (paper's, in brackets where it differs: lower by n per neuron for tanh and sigmoid); the spread and the edge distance do "
                    "not depend on the convention.")
 
 
@@ -166,9 +166,11 @@ def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
     for unit, f in figures.items():
         for o, family in enumerate(("together", "opposed")):
             ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
-            cells = [" / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
-                     for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "min_abs_paper", "edge_distance",
-                               value)]
-            rows.append([unit, family] + cells)
-    return table(["activation", "orbit", "sum Q_a (zero)", "sum Q_a (paper's)", "spread of Q_a", "min abs Q_a (zero)",
-                  "min abs Q_a (paper's)", "edge distance", value.replace("_", " ")], rows)
+            cell = {k: " / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
+                    for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "min_abs_paper", "edge_distance",
+                              value)}
+            both = [cell[z] if cell[z] == cell[p] else f"{cell[z]} [{cell[p]}]"  # once where the conventions agree
+                    for z, p in (("sum_zero", "sum_paper"), ("min_abs_zero", "min_abs_paper"))]
+            rows.append([unit, family, both[0], cell["spread"], both[1], cell["edge_distance"], cell[value]])
+    return table(["activation", "orbit", "sum Q_a (zero [paper's])", "spread of Q_a", "min abs Q_a (zero [paper's])",
+                  "edge distance", value.replace("_", " ")], rows)

@@ -226,6 +226,15 @@ def run_table(figures, columns, rows=lambda f: np.shape(np.atleast_2d(f["diverge
                   for r in range(rows(f))])
 
 
+def both_conventions(zero, paper):
+    """One cell for a quantity in both Q conventions (cell(unit, f, r) each): the value once where they agree
+    (linear, ReLU), else 'zero [paper code's]'; its header says '<name> from 0 [paper code's]'."""
+    def cell(unit, f, r):
+        z, p = zero(unit, f, r), paper(unit, f, r)
+        return z if z == p else f"{z} [{p}]"
+    return cell
+
+
 def paper_column(reference, form=fmt):
     """The paper code's number for run r of an activation: reference[activation][r] (a dict: by init std)."""
     def cell(unit, f, r):

@@ -101,7 +101,7 @@ def test_each_convention_reads_its_own_min_abs():
     result = rules.rule_predictors(**claims_fig6.per_neuron6(f))
     assert result.verdict == DEPENDS, result.text
     sum_found = result.text.split("|sum Q_a|: ")[1].split(";")[0]  # once if both conventions agree, else each
-    assert sum_found.startswith("does not predict") or "zero convention: does not predict" in sum_found
+    assert sum_found.startswith("does not predict") or "zero: does not predict" in sum_found
 
 
 def test_fig9_votes_per_seed_over_all_its_minima():

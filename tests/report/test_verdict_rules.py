@@ -294,3 +294,12 @@ def test_a_diverged_run_is_left_out_and_named_not_slow():
     # a rule that fails on the runs left still fails
     result = vr.apply(falls_with_Q, dict(Q0=Q0, steps=[3_496, 59_577, 1], diverged_at=[-1, -1, 9]))
     assert result.verdict == NOT_REPRODUCED and "diverged at step 9" in result.text
+
+
+def test_both_conventions_shows_a_value_once_where_the_conventions_agree():
+    """Linear/ReLU: the two Q conventions agree, the table cell gives the value once; tanh/sigmoid: 'zero [paper's]'
+    (a per-row check: one row may agree while another differs)."""
+    figure = {"Q0_zero": np.array([[1.5, -0.25]]), "Q0": np.array([[1.5, -500.0]]), "diverged_at": np.array([[-1, -1]])}
+    cell = vr.both_conventions(vr.col("Q0_zero"), vr.col("Q0"))
+    assert cell("linear", figure, 0) == "1.5"
+    assert cell("tanh", figure, 1) == "-0.25 [-500]"
