@@ -16,7 +16,7 @@ import pytest
 from helpers import LINUX_PROC, running
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAKE = ["make", "-o", ".venv/.installed"]  # the venv exists: never (re)install it
+MAKE = ["make", "--no-print-directory", "-o", ".venv/.installed"]  # the venv exists: never (re)install it
 
 
 def git(*args, cwd):
