@@ -64,10 +64,14 @@ def one_of(*choices):
     return f"one of {', '.join(map(repr, choices))}", lambda v: v in choices
 
 
-def list_of(rule):
+def list_of(rule, empty=False):
     what, test = rule
-    return f"a non-empty list, each {what}", lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(test, v))
+    return (f"a {'' if empty else 'non-empty '}list, each {what}",
+            lambda v: isinstance(v, (list, tuple)) and (empty or len(v) > 0) and all(map(test, v)))
 
+
+# the classifiers of the standard robustness evaluation, as APGDT_ON and SQUARE_ON name them (robustness.skipped_attacks)
+CLASSIFIER_NAMES = ("original", "group_paper", "group_exact", "perm_interp", "independent", "deep")
 
 RULES = {
     # both notebooks
@@ -88,6 +92,7 @@ RULES = {
     "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(radius()), "SUITE_IMAGES": count(1),
     "APGD_STEPS": count(1), "APGD_RESTARTS": count(1), "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1),
     "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
+    "APGDT_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True), "SQUARE_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True),
     # both notebooks' controls (beyond the paper)
     "DEEP_ENSEMBLE": count(1), "CONTROL_SEED": count(0),
 }

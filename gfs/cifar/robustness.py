@@ -25,13 +25,9 @@ white-box attack, its iterations and restarts doubled, on the audit images still
 Classifiers: the original (one seed's CNN), the group ensemble, the shared-trunk control (interpolated permutation
 of the same trunk and scale), and, from CNNs trained from their own seeds (control_sweep): the independent CNN (the
 first of them) and the deep ensemble (all of them, mean probability), attacked white-box like the group ensemble.
-
-Settings (SUITE_SETTINGS; their values are the Fig. 11 notebook's parameters; docs/cifar.md sets them beside
-AutoAttack's standard evaluation).
-
-Contents: SUITE_SETTINGS, Attack, ATTACKS, SANITY_CHECKS, DeepEnsemble; deep_ensemble_accuracy, worst_case,
-run_suite, summarise, robustness_sweep, control_sweep, robustness_figure_data, sanity_failures. Its table and plot
-are in robustness_report.py.
+The CPU budget may leave the costly attacks out on some classifiers (skipped_attacks); the saved attacks_run says so.
+Settings: SUITE_SETTINGS (the Fig. 11 notebook's parameters; docs/cifar.md sets them beside AutoAttack's). The
+table and plot are in robustness_report.py.
 """
 import copy
 import time
@@ -197,11 +193,12 @@ def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, o
         out["low"][a, r], out["high"][a, r] = min(out["low"][a, r], float(x_adv.min())), max(out["high"][a, r], float(x_adv.max()))
 
 
-def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None):
+def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None, skip=()):
     """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R];
-    audit: the number of audit images (None: context.settings['audit_images'], or all without a context).
+    audit: the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the
+    names of attacks not run on this classifier (skipped_attacks: the CPU budget), recorded in attacks_run.
 
-    Returns a dict of numpy arrays: audit; clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
+    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
     attack a: True where a did not run); linf [A, R] (largest |x_adv - x|), low, high [A, R] (smallest and largest
     adversarial pixel value) and seconds [A, R] (wall time of each attack); queries [R, N] (the query at which a
     query-counting attack broke each image; inf where it did not run); strongest [R] (index of the white-box attack
@@ -213,7 +210,8 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
     clean = (predict(target, x) == y).cpu().numpy()
     in_audit = np.arange(len(x)) < audit
     shape = (len(attacks), len(radii))
-    out = {"audit": audit, "clean": clean, "correct": np.ones(shape + (len(x),), dtype=bool), "linf": np.zeros(shape),
+    run = np.array([attack.name not in skip for attack in attacks])
+    out = {"audit": audit, "attacks_run": run, "clean": clean, "correct": np.ones(shape + (len(x),), dtype=bool), "linf": np.zeros(shape),
            "low": np.zeros(shape), "high": np.ones(shape), "seconds": np.zeros(shape),
            "queries": np.full((len(radii), len(x)), np.inf), "strongest": np.full(len(radii), -1, dtype=np.int64),
            "doubled_correct": np.ones((len(radii), len(x)), dtype=bool), "doubled_seconds": np.zeros(len(radii)),
@@ -222,12 +220,13 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
         for a, attack in enumerate(attacks):
             started = time.time()
             survivors = worst_case(out["correct"][:a, r])
-            todo = clean & {"every": True, "audit": in_audit | survivors, "audit only": in_audit,
-                            "survivors": survivors}[attack.runs_on]
+            todo = clean & run[a] & {"every": True, "audit": in_audit | survivors, "audit only": in_audit,
+                                     "survivors": survivors}[attack.runs_on]
             _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a)
             out["seconds"][a, r] = time.time() - started
         alone = alone_accuracy(clean, out["correct"][:, r:r + 1], audit)[:, 0]
-        white_box = [a for a, attack in enumerate(attacks) if attack.kind == "white-box" and attack.runs_on != "every"]
+        white_box = [a for a, attack in enumerate(attacks)
+                     if attack.kind == "white-box" and attack.runs_on != "every" and run[a]]
         if white_box and context is not None:
             started = time.time()
             strongest = min(white_box, key=lambda a: alone[a])
@@ -245,25 +244,28 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
 
 def summarise(suite, attacks=ATTACKS):
     """run_suite's dict -> the saved arrays of one classifier (no prefix): clean [N], robust [R, N] bool;
-    clean_acc; robust_acc [R]; alone_acc [A, R] (suite_checks.alone_accuracy: on the audit images, under each attack
-    alone; NaN for an attack that runs on survivors only); cumulative_acc [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that
-    attack a is the first in the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds
-    [A, R]; the convergence check: audit_robust_acc [R] (robust accuracy on the audit images), doubled_acc [R] (the
-    same after the doubled strongest attack), doubled_broken [R] int, converged [R] bool, strongest [R] int,
-    doubled_seconds [R]; Square's curve: square_curve_queries [Q], square_curve [R, Q] (accuracy on the audit images
-    under Square alone after that many queries)."""
+    clean_acc; robust_acc [R]; attacks_run [A] bool; alone_acc [A, R] (suite_checks.alone_accuracy: on the audit
+    images, under each attack alone; NaN for an attack that runs on survivors only or did not run); cumulative_acc
+    [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that attack a is the first in
+    the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds [A, R]; the convergence
+    check: audit_robust_acc [R] (robust accuracy on the audit images), doubled_acc [R] (the same after the doubled
+    strongest attack), doubled_broken [R] int, converged [R] bool, strongest [R] int, doubled_seconds [R]; Square's
+    curve: square_curve_queries [Q], square_curve [R, Q] (accuracy on the audit images under Square alone after that
+    many queries; NaN where Square did not run)."""
     clean, correct, audit = suite["clean"], suite["correct"], suite.get("audit", len(suite["clean"]))
     robust = clean & worst_case(correct)
     alone = alone_accuracy(clean, correct, audit)
-    alone[[attack.runs_on == "survivors" for attack in attacks]] = np.nan  # not alone on the audit images
+    run = np.asarray(suite.get("attacks_run", np.ones(len(attacks), dtype=bool)))
+    alone[[attack.runs_on == "survivors" or not run[a] for a, attack in enumerate(attacks)]] = np.nan  # not alone
     cumulative = np.array([(clean & worst_case(correct[:a + 1])).mean(axis=-1) for a in range(len(attacks))])
     before = np.concatenate([clean[None, None].repeat(correct.shape[1], 1),
                              clean & np.logical_and.accumulate(correct, axis=0)], axis=0)  # [A + 1, R, N]
     decided = (before[:-1] & ~before[1:]).sum(axis=-1)
-    standalone = {attack.name: alone[a] for a, attack in enumerate(attacks) if attack.runs_on != "survivors"}
-    checks = sanity_checks(standalone, robust.mean(axis=-1), SANITY_CHECKS, audit)
+    standalone = {attack.name: alone[a] for a, attack in enumerate(attacks) if not np.isnan(alone[a]).all()}
+    checks = sanity_checks(standalone, robust.mean(axis=-1), SANITY_CHECKS, audit,
+                           skipped=[attack.name for a, attack in enumerate(attacks) if not run[a]])
     out = {"clean": clean, "robust": robust, "clean_acc": np.float64(clean.mean()), "robust_acc": robust.mean(axis=-1),
-           "alone_acc": alone, "cumulative_acc": cumulative, "decided": decided.astype(np.int64),
+           "attacks_run": run, "alone_acc": alone, "cumulative_acc": cumulative, "decided": decided.astype(np.int64),
            "sanity": np.array([checks[k] for k in SANITY_CHECKS]),
            **{k: suite[k] for k in ("linf", "low", "high", "seconds") if k in suite}}
     if "doubled_correct" in suite:
@@ -279,7 +281,8 @@ def summarise(suite, attacks=ATTACKS):
         points = np.unique(np.maximum(1, np.round(np.asarray(SQUARE_CURVE_FRACTIONS) * total)).astype(np.int64))
         queries = suite["queries"][:, :audit]
         broken_by = ~correct[square[0], :, :audit][:, None] & (queries[:, None] <= points[None, :, None])  # [R, Q, n]
-        out.update(square_curve_queries=points, square_curve=(clean[:audit] & ~broken_by).mean(axis=-1))
+        curve = (clean[:audit] & ~broken_by).mean(axis=-1)
+        out.update(square_curve_queries=points, square_curve=curve if run[square[0]] else np.full(curve.shape, np.nan))
     return out
 
 
@@ -288,15 +291,21 @@ def _check_settings(settings):
         raise ValueError(f"the suite's settings are {', '.join(SUITE_SETTINGS)}, not {', '.join(settings)}")
 
 
-def _context(source, x, y, radii, settings, seed, batch_size):
-    """The suite's Context, with the transfer images of every radius computed on `source`."""
+def _context(source, x, y, radii, settings, seed, batch_size):  # the transfer images of every radius, on `source`
     generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "transfer"))
     transfer = {r: transfer_images(source, x, y, radius, settings, generator, batch_size) for r, radius in enumerate(radii)}
     return Context(settings, seed, transfer)
 
 
+def skipped_attacks(costly_on, classifier):
+    """The attacks left out on a classifier ('original', 'perm_interp', 'group_<numerics>', 'independent', 'deep'):
+    those of costly_on ({attack: the classifiers it runs on}; the CPU budget) that do not name it; () for None."""
+    return tuple(name for name, on in (costly_on or {}).items() if classifier not in on)
+
+
 def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, images, settings, seed=0,
-                     numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500):
+                     numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500,
+                     classifiers=None, costly_on=None):
     """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action.
 
     model: the trained CNN (logits, input shift 0.5); fit_images [n, 3, 32, 32]: the pi images; x [N, 3, 32, 32] in
@@ -304,7 +313,9 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
     (num_g elements at scale group_scale, derive_seed(seed, 'group', num_g, group_scale)) is fitted per numerics
     on a copy of the model; the shared-trunk control is the interpolated permutation of the same scale (members
     drawn from derive_seed(seed, 'members', 'perm_interp', 'suite')), which uses neither g nor pi: it is evaluated
-    once, in the exact numerics if they are run, and saved with both.
+    once, in the exact numerics if they are run, and saved with both. classifiers: the part of the seed's work to
+    do ('original', 'perm_interp', 'group_<numerics>'; None: all), so that several worker processes can share one
+    seed: join_sweeps joins the parts. costly_on: skipped_attacks.
 
     Returns {numerics: {key: array}}: radii [R], suite_images, the suite's settings (SUITE_SETTINGS); per classifier c
     in CLASSIFIERS summarise()'s arrays as <key>_<c> (the original's are the same in both numerics); COMPARISONS as
@@ -312,12 +323,16 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
     (ensembles.AGREEMENT_KEYS) as heldout_<key>_<m>, on all N evaluation images.
     """
     _check_settings(settings)
+    wanted = set(classifiers or ["original", "perm_interp"] + [f"group_{name}" for name in numerics])
     device = next(model.parameters()).device
     model.eval().group_action.set_mode("plain")
     x_all, y_all = x.to(device), y.to(device)
     x, y = x_all[:images], y_all[:images]
     context = _context(model, x, y, radii, settings, seed, batch_size)
-    original = summarise(run_suite(model, x, y, radii, context, attacks, batch_size), attacks)
+    original = {}
+    if "original" in wanted:
+        suite = run_suite(model, x, y, radii, context, attacks, batch_size, skip=skipped_attacks(costly_on, "original"))
+        original = {f"{k}_original": v for k, v in summarise(suite, attacks).items()}
     fit_features = compute_features(model, fit_images)
     eval_features = compute_features(model, x_all)
     moved, out = {}, {}
@@ -328,35 +343,49 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
         out[name] = {"radii": np.asarray(radii, dtype=np.float64), "suite_images": np.int64(len(x)),
                      "group_scale": np.float64(group_scale), "num_g": np.int64(num_g),
                      "symmetry_error": np.float64(error["logits"]), "symmetry_error_fitted": np.float64(error["fitted"]),
-                     **{k: np.int64(v) for k, v in settings.items()}, **{f"{k}_original": v for k, v in original.items()}}
+                     **{k: np.int64(v) for k, v in settings.items()}, **original}
     # The shared-trunk control uses neither g nor pi: it is evaluated once, in the exact numerics where there is one.
-    control = _evaluate_ensemble(moved["exact" if "exact" in numerics else numerics[0]], "perm_interp", x, y, radii,
-                                 context, attacks, batch_size, eval_features)
+    if "perm_interp" in wanted:
+        control = _evaluate_ensemble(moved["exact" if "exact" in numerics else numerics[0]], "perm_interp", x, y, radii,
+                                     context, attacks, batch_size, eval_features, costly_on)
+        for name in numerics:
+            out[name].update(control)
     for name in numerics:
-        data = out[name]
-        data.update(control)
-        data.update(_evaluate_ensemble(moved[name], "group", x, y, radii, context, attacks, batch_size, eval_features))
+        if f"group_{name}" in wanted:
+            out[name].update(_evaluate_ensemble(moved[name], "group", x, y, radii, context, attacks, batch_size,
+                                                eval_features, costly_on, f"group_{name}"))
+    return join_sweeps([out]) if classifiers is None else out
+
+
+def join_sweeps(parts):
+    """One seed's robustness_sweep parts (each {numerics: {key: array}}) joined into one, with the paired
+    comparisons (COMPARISONS) computed on the joined classifiers."""
+    out = {name: {k: v for part in parts for k, v in part[name].items()} for name in parts[0]}
+    for data in out.values():
         for comparison, (a, b) in COMPARISONS.items():
             paired_comparison(data, comparison, data[f"robust_{a}"], data[f"robust_{b}"])
     return out
 
 
-def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, eval_features):
+def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, eval_features, costly_on=None,
+                       classifier=None):
     """The suite and the held-out agreement of one ensemble of `model` (members drawn from derive_seed(seed,
-    'members', mode, 'suite')): {key_<mode>: array}."""
+    'members', mode, 'suite')): {key_<mode>: array}. classifier: its name in costly_on (default: mode)."""
     members = torch.Generator().manual_seed(derive_seed(context.seed, "members", mode, "suite"))
     target = EnsembleMeanProbability(model, mode, members)
-    summary = summarise(run_suite(target, x, y, radii, context, attacks, batch_size), attacks)
+    suite = run_suite(target, x, y, radii, context, attacks, batch_size,
+                      skip=skipped_attacks(costly_on, classifier or mode))
+    summary = summarise(suite, attacks)
     measured = held_out_agreement(model, eval_features, target.lower, target.upper)
     return {**{f"{k}_{mode}": v for k, v in summary.items()},
             **{f"heldout_{k}_{mode}": np.float64(measured[k]) for k in AGREEMENT_KEYS}}
 
 
 def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTACKS, batch_size=500,
-                  which=TRAINED_CONTROLS):
+                  which=TRAINED_CONTROLS, costly_on=None):
     """The trained controls under the same suite, once for all seeds: the independent CNN (controls[0]) and the deep
     ensemble (DeepEnsemble of all controls), on the same first `images` evaluation images; which: the subset to
-    evaluate (two calls can share the work).
+    evaluate (two calls can share the work); costly_on: skipped_attacks.
 
     controls: [K >= 2] corrected-protocol CNNs trained from their own seeds (none of the originals'); their transfer
     attack is PGD on controls[0]; seed: the seed of their attacks' draws. x [N, 3, 32, 32] in [0, 1], y [N].
@@ -374,8 +403,8 @@ def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTA
     for name, target in (("independent", controls[0]), ("deep", DeepEnsemble(controls))):
         if name not in which:
             continue
-        out.update({f"{k}_{name}": v for k, v in summarise(run_suite(target, x, y, radii, context, attacks,
-                                                                      batch_size), attacks).items()})
+        suite = run_suite(target, x, y, radii, context, attacks, batch_size, skip=skipped_attacks(costly_on, name))
+        out.update({f"{k}_{name}": v for k, v in summarise(suite, attacks).items()})
     return out
 
 
@@ -389,12 +418,9 @@ def robustness_figure_data(results, seeds, controls, control_seeds, numerics):
     group with the trained controls, group_vs_<independent|deep>_<diff|gained|lost|p> [S, R]."""
     data = stack_seeds([dict(r[numerics], **controls) for r in results], shared=SHARED)
     data.update(seeds=np.asarray(seeds), control_seeds=np.asarray(control_seeds))
-    per_seed = []
-    for k in range(len(seeds)):
-        part = {}
-        for c in TRAINED_CONTROLS:
-            paired_comparison(part, f"group_vs_{c}", data["robust_group"][k], data[f"robust_{c}"][k])
-        per_seed.append(part)
+    per_seed = [{} for _ in seeds]
+    for k, c in ((k, c) for k in range(len(seeds)) for c in TRAINED_CONTROLS):
+        paired_comparison(per_seed[k], f"group_vs_{c}", data["robust_group"][k], data[f"robust_{c}"][k])
     data.update(stack_seeds(per_seed, shared=()))
     return data
 

@@ -53,8 +53,9 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
         mean_band(axes[0], axis, data[f"robust_acc_{c}"], CLASSIFIER_LABELS[c], STYLES[c])
     axes[0].set_title("(a) robust accuracy (worst case over the suite)")
     cumulative = np.asarray(data["cumulative_acc_group"]).reshape(-1, len(attacks), len(axis))
+    run = np.reshape(data.get("attacks_run_group", np.ones(len(attacks), dtype=bool)), (-1, len(attacks))).all(axis=0)
     markers = "ovs^Dx*"
-    for a, attack in enumerate(attacks):
+    for a, attack in ((a, attack) for a, attack in enumerate(attacks) if run[a]):
         mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", markers[a % len(markers)] + "--")
     if "doubled_acc_group" in data:
         mean_band(axes[1], axis, data["doubled_acc_group"], "audit images, strongest attack doubled", "*:")
@@ -63,7 +64,7 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
         queries = np.asarray(data["square_curve_queries_group"]).reshape(-1, np.shape(data["square_curve_group"])[-1])[0]
         for c, line in (("original", "-"), ("group", "--")):
             curve = np.asarray(data[f"square_curve_{c}"]).reshape(-1, len(axis), len(queries))
-            for r, radius in enumerate(axis):
+            for r, radius in enumerate(axis) if not np.isnan(curve).all() else ():  # NaN: Square did not run
                 mean_band(axes[2], queries, curve[:, r], f"{CLASSIFIER_LABELS[c]}, {radius:g}/255",
                           markers[r % len(markers)] + line)
         axes[2].set_xscale("log")
@@ -78,7 +79,8 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
             ax.set_xlabel("L-inf radius (x 1/255)")
             ax.set_xticks(axis)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # (c) is empty where Square did not run
+            ax.legend(fontsize=7)
     axes[0].set_ylabel("accuracy")
     if title:
         fig.suptitle(title, fontsize=13)

@@ -55,24 +55,25 @@ def sanity_check_names(attacks):
     return names
 
 
-def sanity_checks(alone, robust, names, audit):
+def sanity_checks(alone, robust, names, audit, skipped=()):
     """{check name: ok [R] bool} for one classifier.
 
     alone: {attack name: standalone accuracy [R] on the audit images} of the attacks that ran alone there; robust:
     robust accuracy [R]; names: the expected suite's sanity_check_names (SANITY_CHECKS); audit: the number of audit
-    images (the n of the slack). An expected attack that is absent fails 'complete' and its own checks."""
+    images (the n of the slack); skipped: the attacks left out on purpose (robustness.run_suite's skip), whose checks
+    pass. Any other attack the names mention that is absent fails 'complete' and its own checks."""
     radii = len(robust)
+    expected = {n.rsplit("_vs_", 1)[0] for n in names if "_vs_" in n} - set(skipped) | {"fgsm", "transfer"}
     out = {}
     for name in names:
         if name == "complete":
-            expected = {n.rsplit("_vs_", 1)[0] for n in names if "_vs_" in n} | {"fgsm", "transfer"}
             out[name] = np.full(radii, expected <= set(alone))
         elif name == "monotone_in_radius":
             out[name] = np.concatenate([[True], np.diff(robust) <= 0])
         else:
             attack, reference = name.rsplit("_vs_", 1)
-            if attack not in alone or reference not in alone:
-                out[name] = np.zeros(radii, dtype=bool)
+            if attack not in expected or attack not in alone or reference not in alone:
+                out[name] = np.full(radii, attack not in expected)  # left out on purpose: nothing to check
                 continue
             a, b = np.asarray(alone[attack]), np.asarray(alone[reference])
             out[name] = a <= b + sanity_slack(a, b, audit)
@@ -86,21 +87,23 @@ def converged(doubled_broken, audit, tolerance=CONVERGENCE_TOLERANCE):
 
 def convergence_rows(data, attack_labels, classifiers, labels):
     """The convergence table of a figure's arrays (torch-free: the report builds it from the saved suite description):
-    per classifier and radius, [classifier, radius, robust accuracy after each attack (cumulative, mean over seeds)
-    ..., audit-image robust accuracy before -> after doubling the strongest attack (its name), and 'not converged'
-    where doubling broke more than CONVERGENCE_TOLERANCE of the audit images in some seed]. attack_labels: the
-    suite's attacks in order; classifiers: their keys; labels: {key: label}."""
+    per classifier and radius, [classifier, radius, robust accuracy after each attack (cumulative, mean over seeds;
+    'not run' for an attack left out on it) ..., audit-image robust accuracy before -> after doubling the strongest
+    attack (its name), and 'not converged' where doubling broke more than CONVERGENCE_TOLERANCE of the audit images
+    in some seed]. attack_labels: the suite's attacks in order; classifiers: their keys; labels: {key: label}."""
     rows = []
     for c in classifiers:
         if f"converged_{c}" not in data:
             continue
         cumulative = np.asarray(data[f"cumulative_acc_{c}"]).reshape(-1, len(attack_labels), len(data["radii"]))
+        run = np.reshape(data.get(f"attacks_run_{c}", np.ones(len(attack_labels), dtype=bool)),
+                         (-1, len(attack_labels))).all(axis=0)  # [A]
         for r, radius in enumerate(data["radii"]):
             strongest = sorted({attack_labels[int(a)] for a in np.ravel(data[f"strongest_{c}"])[r::len(data["radii"])]
                                 if a >= 0})
             ok = bool(np.all(np.asarray(data[f"converged_{c}"])[..., r]))
             rows.append([labels[c], f"{radius * 255:g}/255"]
-                        + [f"{cumulative[:, a, r].mean():.3f}" for a in range(len(attack_labels))]
+                        + [f"{cumulative[:, a, r].mean():.3f}" if run[a] else "not run" for a in range(len(attack_labels))]
                         + [f"{np.mean(data[f'audit_robust_acc_{c}'][..., r]):.3f} -> "
                            f"{np.mean(data[f'doubled_acc_{c}'][..., r]):.3f} ({', '.join(strongest)} x 2)"
                            + ("" if ok else " not converged")])
