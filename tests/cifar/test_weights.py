@@ -58,40 +58,52 @@ def test_a_cnn_of_another_run_missing_or_damaged_is_refused_in_one_line(tmp_path
         weights.load_cnn(str(tmp_path), "w/fig10_seed4")
 
 
+# (figure, the .json list of its saved CNNs, the .npz predictions of the same CNNs in that order)
+SAVED_CNNS = ((dataset.fig10("paper"), "weights", "clean_predictions"),
+              (dataset.fig10("paper"), "deep_ensemble_weights", "deep_clean_predictions"),
+              (dataset.fig11("FGSM", 16, 200, 10.0), "weights", "clean_predictions"),
+              (dataset.fig11("robustness", 16, 200, 10.0, "exact"), "weights", "clean_predictions"),
+              (dataset.fig11("robustness", 16, 200, 10.0, "exact"), "control_weights", "control_clean_predictions"))
+
+
 def committed_weights():
-    """(figure name, seed index, weights name) of every committed CNN whose figure records it."""
+    """(figure name, predictions key, row, weights name) of every committed CNN whose figure records it."""
     found = []
-    for name in (dataset.fig10("paper"), dataset.fig11("FGSM", 16, 200, 10.0)):
+    for name, listed, key in SAVED_CNNS:
         json_path = os.path.join(FIGURES, name + ".json")
         if os.path.isfile(json_path):
             with open(json_path) as f:
-                found += [(name, s, w[:-len(".safetensors")]) for s, w in enumerate(json.load(f).get("weights", []))
-                          if "paper" in w or "fig10" in w]
+                names = [w[:-len(".safetensors")] for w in json.load(f).get(listed, [])]
+            found += [(name, key, s, w) for s, w in enumerate(w for w in names if "corrected" not in w or
+                                                               "robustness" in name)]
     return found
 
 
 @pytest.mark.skipif(not committed_weights() or not all(
-    os.path.isfile(os.path.join(FIGURES, w + ".safetensors")) for _, _, w in committed_weights()),
+    os.path.isfile(os.path.join(FIGURES, w + ".safetensors")) for *_, w in committed_weights()),
     reason="no committed weights (figures/ensemble/weights/) yet")
 def test_committed_weights_reproduce_the_committed_clean_predictions():
-    """Each committed CNN of Fig. 10 and of Fig. 11's paper protocol: its settings name the data the committed figure
-    was computed on, and its predictions are the figure's. With CIFAR-10 at $CIFAR_DIR (never needed), the loaded
-    CNN recomputes them exactly."""
+    """Each committed CNN of Figs. 10 and 11, controls included: its settings name the data the committed figure was
+    computed on, and its predictions are the figure's. With CIFAR-10 at $CIFAR_DIR (never needed), the loaded CNN
+    recomputes them exactly."""
     cifar = os.environ.get("CIFAR_DIR")
-    for name, s, w in committed_weights():
+    assert {key for _, key, _, _ in committed_weights()} >= {"clean_predictions", "deep_clean_predictions"}
+    for name, key, s, w in committed_weights():
         with np.load(os.path.join(FIGURES, name + ".npz")) as npz:
-            expected = npz["clean_predictions"][s]
+            expected = npz[key][s]
         with open(os.path.join(FIGURES, name + ".json")) as f:
             settings = json.load(f)
         model, saved, _, predictions = weights.load_cnn(FIGURES, w)
         assert saved["data_digest"] == settings["data"]["digest"], w
         np.testing.assert_array_equal(predictions, expected)
         if cifar and os.path.isdir(os.path.join(dataset.data_root(cifar), dataset.CIFAR_FOLDER)):
-            np.testing.assert_array_equal(weights.clean_predictions(model, evaluation_images(cifar, settings)), expected)
+            np.testing.assert_array_equal(weights.clean_predictions(model, evaluation_images(cifar, settings, saved)),
+                                          expected)
 
 
-def evaluation_images(cifar, settings):
-    """The images a committed figure's clean predictions are of, from its .json (the notebooks' splits)."""
+def evaluation_images(cifar, settings, saved):
+    """The images a committed figure's clean predictions are of, from its .json and the CNN's saved settings (the
+    notebooks' splits)."""
     from gfs.cifar import paper_protocol
     train = dataset.load_cifar10(cifar, train=True, download=False)
     test = dataset.load_cifar10(cifar, train=False, download=False)
@@ -100,6 +112,7 @@ def evaluation_images(cifar, settings):
         n_train, (start, stop) = data["train_images"][1], data["fit_images"]
         return dataset.ensemble_splits(*train, *test, n_train, stop - start, data["eval_split"],
                                        data["eval_images"])["eval"][0]
-    splits = paper_protocol.adversarial_splits(*train, *test, "paper", settings["hidden"], settings["num_g"],
-                                               settings["num_eval"])
-    return paper_protocol.protocol_inputs(splits["eval"][0], "paper")
+    protocol = saved["protocol"]
+    splits = paper_protocol.adversarial_splits(*train, *test, protocol, settings["hidden"], settings["num_g"],
+                                               settings.get("num_eval", 1000))
+    return paper_protocol.protocol_inputs(splits["eval"][0], protocol)
