@@ -94,6 +94,16 @@ def statistic_text(name, by_convention):
     return f"{name}: " + ", ".join(f"{c}: {words}" for c, words in said.items())
 
 
+def statistic_cell(by_convention):
+    """statistic_text's finding as a table cell: 'yes'/'no' (predicts or not) with the seeds, p, Holm's adjusted p,
+    the seeds needed and the effect; per convention where they differ."""
+    said = {c: ("**yes** (" if ok else "no (") + why.replace(" seeds, p = ", ", p ").replace(", adjusted ", " -> ")
+            .replace(" (Holm over ", " (")+ ")" for c, (ok, why) in by_convention.items()}
+    if len(set(said.values())) == 1:
+        return next(iter(said.values()))
+    return ", ".join(f"{c}: {words}" for c, words in said.items())
+
+
 def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
     """Along the per-neuron orbits (on each, the sum of the Q_a and their spread both change: together on one,
     opposed on the other) each named statistic is tested against the value with the seed as the unit: per seed the
@@ -104,7 +114,9 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
     over seeds. Each statistic is judged in both conventions of Q, and counts only if it predicts in both (the spread
     and the edge distance do not depend on the convention; min |Q_a| does). A per-neuron statistic predicts in both
     conventions and the sum |Q| in neither: reproduced; in one convention only, or the sum in the other:
-    depends on the convention; otherwise not reproduced.
+    depends on the convention; otherwise not reproduced. Each cell: predicts (yes or no), the seeds voting with the
+    majority, p -> Holm's adjusted p (the family's size), the fewest one-way votes a significant majority needs, and
+    the effect.
 
     stats: {convention: {name: [S, N, L]}} (N series of each seed, '|sum Q_a|' and the per-neuron ones); values
     [S, N, L] (inf: never reached, the budget in the effect; NaN: left out); reference [S, G]."""
@@ -118,9 +130,11 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
     verdict = (REPRODUCED if common and not sum_predicts else DEPENDS if any(holds.values()) else NOT_REPRODUCED)
     text = "; ".join(statistic_text(n, {c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"])
     seeds = int((~np.isnan(values).all(axis=(-1, -2))).sum())
+    cells = [statistic_cell({c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"]]
     return Result(verdict, f"{text} (minimum effect {needed:.0%}, {seeds} seeds)",
                   f"predict in both conventions: {', '.join(common) or 'none'}"
-                  + "; sum predicts" * sum_predicts)
+                  + "; sum predicts" * sum_predicts, columns=(*found["zero"], "minimum effect, seeds"),
+                  rows=(("", verdict, *cells, f"{needed:.0%}, {seeds}"),))
 
 
 def over_activations(verdicts):

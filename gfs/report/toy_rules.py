@@ -51,11 +51,12 @@ def both_conventions(results):
     paper, zero = results["paper"], results["zero"]
     if paper.verdict == zero.verdict:
         return Result(zero.verdict, f"{zero.text} (both conventions)", zero.deciding, zero.value,
-                      zero.value_name)
+                      zero.value_name, columns=zero.columns, rows=zero.rows)
+    rows = tuple((f", {name}" + row[0], *row[1:]) for name, r in (("paper's", paper), ("zero", zero)) for row in r.rows)
     return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
                   f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}" + f", {paper.deciding}" * bool(
                       paper.deciding) + f"; zero: {zero.verdict}" + f", {zero.deciding}" * bool(zero.deciding) + ")",
-                  zero.value, zero.value_name)
+                  zero.value, zero.value_name, columns=zero.columns, rows=rows)
 
 
 def conventions_result(over, results, combine_units):
@@ -67,8 +68,8 @@ def conventions_result(over, results, combine_units):
     verdicts = {c: over({u: r[c].verdict for u, r in results.items()}) for c in CONVENTIONS}
     if verdicts["paper"] == verdicts["zero"]:
         return joined._replace(verdict=verdicts["zero"])
-    return joined._replace(verdict=DEPENDS, text=f"paper's convention: {verdicts['paper']}, zero convention: "
-                           f"{verdicts['zero']}; {joined.text}")
+    lead = f"paper's convention: {verdicts['paper']}, zero convention: {verdicts['zero']}"
+    return joined._replace(verdict=DEPENDS, text=f"{lead}; {joined.text}", lead=lead)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,8 +123,9 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     seeds that must exclude no change, and the effect must reach the smallest fold change the spread over seeds can
     resolve (z x sqrt(2) x the std of log value over seeds, z the normal quantile of {alpha:g}, two-sided). All
     three: reproduced (partly if a series was left out: a diverged run or a minimum not reached cannot be tested);
-    otherwise not reproduced. For tanh and sigmoid the text also gives the range of the integration constant c of
-    Q over which the claim holds.
+    otherwise not reproduced. For tanh and sigmoid the last column gives the range of the integration constant c of
+    Q over which the claim holds (c in units of the paper code's constant: the paper code's c = 1, the zero
+    convention's c = 0; scanned from -1 to 2 in steps of 0.01).
 
     Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
     trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:
@@ -144,16 +146,27 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
         stands = "stands at every minimum (" + ("not significant" if not significant else
                                                 "the interval includes no change") + ")"
     verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
+    row = [f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})",
+           f"{going} of {seeds} ({t.series} series" + f", {t.left_out} left out" * bool(t.left_out) + ")",
+           f"{t.p:.2g}", f"{fold(t.needed)} ({log_spread(reference):.1%})",
+           (f"up to {fold(t.effect)}" if t.holds else f"above {fold(t.effect)}" if significant and excludes
+            else "every (" + ("not significant" if not significant else "CI includes no change") + ")")]
     effect = f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)})"
     text = (f"{effect}; {claimed} with |Q| in {going} of {seeds} seeds ({t.series} series), sign test "
             f"p = {t.p:.2g} ({'significant' if significant else 'not significant'}); minimum {fold(t.needed)} (seed "
             f"spread {log_spread(reference):.1%} in log value); {stands}"
             + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
     deciding = f"{fold(t.effect)} ({going}/{seeds} seeds)" + " against the claim" * bool(t.effect < 0)
+    short = "-"
     if named:
         scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
         text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds {short}"
-    return Result(verdict, text, deciding, math.exp(t.effect), "fold change")
+    return Result(verdict, text, deciding, math.exp(t.effect), "fold change", columns=TREND_COLUMNS,
+                  rows=(("", verdict, *row, short),))
+
+
+TREND_COLUMNS = ("fold change (95 % CI)", "with the claim, seeds", "sign test p", "minimum (seed spread of log value)",
+                 "verdict stands at minima", "holds for c")
 
 
 def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):

@@ -53,13 +53,18 @@ PASSES, FAILS = "passes", "fails"      # a check's result (its rule's reproduced
 class Result(NamedTuple):
     """A rule's answer. deciding: the deciding effect in a few words (summary table); value: the one number that
     decides, where there is one, and what it is (its spread is reported over seeds); p: the p-value of that effect,
-    where it has one (its range is reported over seeds)."""
+    where it has one (its range is reported over seeds); columns and rows: the reading as a table where the rule
+    gives one (each row: a label suffix, the verdict, then one cell per column; the report prints it instead of
+    text), lead: the words before that table."""
     verdict: str
     text: str
     deciding: str = ""
     value: Optional[float] = None
     value_name: str = "deciding number"
     p: Optional[float] = None
+    columns: tuple = ()
+    rows: tuple = ()
+    lead: str = ""
 
 
 class PerSeed(list):
@@ -189,7 +194,7 @@ def legend_Qs(labels):
 
 def table(headers, rows):
     rows = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + rows + [""] if rows else []
+    return ["| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |", "|" + "---|" * len(headers)] + rows + [""] if rows else []
 
 
 def item(values, index):

@@ -365,6 +365,15 @@ CLAIMS = [c.short for s in mr.SECTIONS for c in s.claims if not c.check]
 CHECKS = [c.short for s in mr.SECTIONS for c in s.claims if c.check]
 
 
+def reading_row(text, claim, label, verdict=""):
+    """The row of `label` (an activation, or 'tanh, zero') in the verdict table of the claim whose paragraph starts
+    with `claim`, starting '| label | verdict | ' where a verdict is given."""
+    start = text.index(claim)
+    end = text.find("**Claim (", start + 1)
+    prefix = f"| {label} | " + (f"{verdict} | " if verdict else "")
+    return next(line for line in text[start:end if end > 0 else None].splitlines() if line.startswith(prefix))
+
+
 def summary_rows(report, table="## What holds"):
     """{short claim: verdict} from the table that opens the report (| in a claim is escaped there); table="## Checks":
     {check: result} from the checks table."""
@@ -605,10 +614,11 @@ def test_a_verdict_that_differs_between_the_conventions_is_reported_as_such(figu
     assert status == 0 and after.pop("largest Hessian eigenvalue grows with |Q|") == "depends on the convention"
     before.pop("largest Hessian eigenvalue grows with |Q|")
     assert after == before
-    assert "paper's convention: partly, zero convention: reproduced; linear: reproduced" in text
-    tanh = text.split("tanh: depends on the convention (paper's convention: not reproduced (")[1].split("; sigmoid:")[0]
-    assert "grows with |Q| in 0 of 6 seeds (6 series)" in tanh.split("zero convention")[0]
-    assert "zero convention: reproduced (" in tanh and "grows with |Q| in 6 of 6 seeds (6 series)" in tanh
+    claim = "**Claim (Fig. 9).** Larger |Q| gives a sharper minimum"
+    assert "**Verdict: depends on the convention.** paper's convention: partly, zero convention: reproduced." in text
+    assert reading_row(text, claim, "linear").startswith("| linear | reproduced | ")
+    assert "| 0 of 6 (6 series) | " in reading_row(text, claim, "tanh, paper's", "not reproduced")
+    assert "| 6 of 6 (6 series) | " in reading_row(text, claim, "tanh, zero", "reproduced")
 
 
 @pytest.mark.parametrize("damage", ["truncated npz", "corrupt json", "missing key", "npz without json",
@@ -675,9 +685,8 @@ def test_a_diverged_run_is_reported_as_diverged(figures):
     assert status == 0 and set(summary_rows(text, "## Checks").values()) == {verdict_rules.PASSES}  # checks see every run
     assert verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY  # never 'not reproduced' (slow)
     assert verdicts["steps to converge proportional to Q (radial)"] == PARTLY
-    relu = text.split("relu: partly (")[1].split("; tanh:")[0]
-    assert "falls with |Q| in 5 of 5 seeds (5 series), sign test p = 0.031 (significant" in relu  # seed 2 has no series left
-    assert "; 1 series left out (a diverged run or a minimum not reached)" in text
+    relu = reading_row(text, "**Claim (Fig. 6).** At learning rate", "relu", PARTLY)
+    assert "| 5 of 5 (5 series, 1 left out) | 0.031 | " in relu  # seed 2 has no series left
     assert "run 2 diverged at step 300 (left out)" in text and "inconsistent" not in text
     assert "| relu | 1 | -386 | 7.3 | 3,496 (3,496 ± 0, 5 of 6 seeds) |" in text  # the spread leaves it out; Q once (relu)
     assert "| 20 | never (diverged at step 300) |" in text  # the table marks it too
@@ -710,12 +719,12 @@ def test_a_claim_holding_in_some_seeds_and_not_others(figures):
     status, text = report(figures)
     verdicts = summary_rows(text)
     assert status == 0 and verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY
-    tanh = text.split("tanh: not reproduced (")[1].split("; sigmoid:")[0]
-    assert "falls with |Q| in 4 of 6 seeds (6 series), sign test p = 0.34 (not significant" in tanh
+    tanh = reading_row(text, "**Claim (Fig. 6).** At learning rate", "tanh", NOT_REPRODUCED)
+    assert "| 4 of 6 (6 series) | 0.34 | " in tanh and "| every (not significant) |" in tanh
     assert "| tanh | 1 | -579 | 7.3 | 3,496 (36,347 ± 5.09e+04, 6 of 6 seeds) |" in text  # the spread
     # 5 of 6 seeds (one orbit each): one-sided p = 7/64 = 0.11, not significant either
     assert verdicts["same function: larger |Q| converges in fewer steps"] == PARTLY
-    assert "falls with |Q| in 5 of 6 seeds (6 series), sign test p = 0.11" in text
+    assert "| 5 of 6 (6 series) | 0.11 | " in reading_row(text, "**Claim (Fig. 6).** The test of the claim", "tanh")
     assert all(v == REPRODUCED for s, v in verdicts.items() if "fewer steps" not in s)
 
 
@@ -749,7 +758,7 @@ def test_cells_that_are_not_symmetries_support_no_claim(figures):
     assert verdicts["corrected: gain beyond the controls (independent CNN, shared trunk)"] == verdict_rules.CANNOT_TEST
     assert "cannot be tested (holds in 0 of 3 seeds; seed 0: cannot be tested (the moved networks are not " \
            "symmetries (symmetry error 0.5 > 0.001; as measured: reproduced)" in text
-    assert "| 1 | 0.2 (1e-09) | 0 of 3 |" in text  # the table marks the row (noise-free fit in brackets)
+    assert "| 0.2 (1e-09) | 0 of 3 | " in text  # the table marks the exact numerics' row (noise-free fit in brackets)
 
 
 def test_quick_file_names_are_found_and_two_matches_are_an_error(figures):
@@ -812,8 +821,9 @@ def test_cifar_tables_show_the_deciding_numbers(figures):
     edit_figure(figures, ROBUSTNESS + "_exact", group_vs_independent_p=p)
     text = report(figures)[1]
     assert "(p ≤ 0.04)" in text and "(p ≤ 1e-09)" in text
-    assert "| eps | symmetry error | symmetric | group | perm_interp | g_inverse | random | shuffle |" in text
-    assert "| 1 | 1e-09 | 3 of 3 | -0.208 ± 0.000 | -0.258 ± 0.000 | -0.450 ± 0.000 |" in text  # minus the original
+    assert ("| eps | symmetry error, paper | symmetric, paper | group, paper | symmetry error, exact | symmetric, exact "
+            "| group, exact | perm_interp | g_inverse | random | shuffle |") in text  # the baselines: the exact numerics'
+    assert "| 1e-09 | 3 of 3 | -0.208 ± 0.000 | -0.258 ± 0.000 | -0.450 ± 0.000 |" in text  # minus the original
 
 
 def test_report_file_permissions_and_no_machine_paths(figures):
