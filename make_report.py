@@ -71,14 +71,15 @@ def doc_text(function, **fields):
     return " ".join(inspect.getdoc(function).split("\n\n")[0].split()).format(**defaults, **fields)
 
 
-def combine_units(over, results):
+def combine_units(over, results, brief=False):
     """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined. Where the
-    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest)."""
+    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest);
+    brief: every unit by its deciding numbers (a claim whose table shows every number its rule reads)."""
     if list(results) == [""]:
-        return results[""]
-    shown_only, tabled = over is exact_decides, all(r.rows for r in results.values())
+        return results[""]._replace(text=results[""].deciding) if brief and results[""].deciding else results[""]
+    shown_only, tabled = over is exact_decides or brief, all(r.rows for r in results.values())
     return Result(over({u: r.verdict for u, r in results.items()}),
-                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and u != EXACT else r.text})"
+                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and (brief or u != EXACT) else r.text})"
                             for u, r in results.items()),
                   "; ".join(f"{u}: {r.deciding}" for u, r in results.items()),
                   columns=next(iter(results.values())).columns * tabled,
@@ -147,7 +148,7 @@ def check(claim, loader, cifar_dir):
         return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0], claim_text=sentence)
     missing = ", ".join(u for u, f in loaded.items() if f is None)
     result = (conventions_result(claim.over, results, combine_units) if claim.conventions
-              else combine_units(claim.over, results))
+              else combine_units(claim.over, results, claim.brief))
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
                    any(f.quick for f in figures.values()), note, sentence, decided_by(claim, figures),
@@ -238,7 +239,7 @@ def render_section(section, checked, loader, errors, shown):
     """The section's lines; a data error met in its tables is added to errors; shown: the rules printed so far."""
     figures = {f.name: f for c in section.claims for f in loader.get(c.files).values()}
     plots = [name for c in section.claims if c.files.plots for name in (f.name for f in loader.get(c.files).values())]
-    images = [f"![{os.path.basename(n)}]({n}.png)" for n in dict.fromkeys(plots)  # the path once: a shorter page
+    images = [f"![]({n}.png)" for n in dict.fromkeys(plots)  # the path names it: no alt text, a shorter page
               if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
     lines = [f"## {section.title}", ""] + ([" ".join(images), ""] if images else [])
     if any(c.quick for c in checked):
@@ -327,7 +328,7 @@ LEGEND = ("**Legend.** A verdict applies a fixed rule (stated with its claim bel
           "one plotted); a trend of |Q| is judged over all seeds (sign test, an effect beyond a stated minimum and "
           "the spread over seeds), another rule per seed (\"holds in k of N seeds\"). " + doc_text(combine, units="units "
           "(activations, attacks, numerics or histograms)") + " **±**: sample standard deviation (ddof = 1) over the "
-          "n seeds. Reference numbers: **[R]** the paper's code re-run with its seeds (CPU, float32: a faithful port "
+          "n seeds; a table cell 'x (m ± s)' is seed 0's x and the mean ± s over every seed (those left out named). Reference numbers: **[R]** the paper's code re-run with its seeds (CPU, float32: a faithful port "
           "matches them); **[C]** the paper notebooks' saved outputs (GPU, unseeded, a new model per cell: "
           "qualitative).")
 
@@ -378,8 +379,7 @@ def build_report(out_dir, cifar_dir=None):
                     for _, cs, _ in done for c in cs if c.claim.check])
     lines += off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
     lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
-              f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
-    lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])
+              f"once; each section's *Data* line gives its own) on {', '.join(machines) or 'an unknown machine'}.", ""]
     lines += [line for _, _, section_lines in done for line in section_lines]
     return "\n".join(lines).rstrip() + "\n", list(dict.fromkeys(errors))
 

@@ -229,7 +229,7 @@ def fig10_tables(figures):
     """One table over eps for both numerics ({name: Figure}): per numerics the symmetry error, the seeds in which the
     row is a symmetry and the group ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over
     seeds); the baselines' from the numerics that decide (exact_decides: the exact, else the only ones)."""
-    lines, group, columns, described = [], {}, {}, []
+    lines, columns, described = [], {}, []
     deciding = EXACT if EXACT in figures else next(iter(figures), None)
     for numerics, f in figures.items():
         group_scales, original, modes = f["group_scale"], f["original_acc"], f.setting("modes")
@@ -240,7 +240,6 @@ def fig10_tables(figures):
         diff = {m: moved[m].mean(axis=2) for m in modes}  # [S, E]
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
                 for m in modes}  # [E]
-        group[numerics] = f["vote_acc_group"].mean(axis=2)
         short = numerics.split()[0]
         columns[f"symmetry error, {short}"] = [fmt(error[:, i].max()) + (
             f" ({fmt(noise_free[:, i].max())})" if not np.allclose(error[:, i], noise_free[:, i]) else "")
@@ -279,13 +278,6 @@ def fig10_tables(figures):
             "(non-finite) members.", ""]
     lines = head + table(["eps", *columns], [[f"{e:g}", *(c[i] for c in columns.values())]
                                              for i, e in enumerate(f["group_scale"])]) + lines
-    if len(group) == 2:
-        (_, paper_numerics), (_, exact) = group.items()
-        change = exact - paper_numerics  # the same models and group elements: paired
-        lines += ["Group ensemble, exact minus paper numerics (the same models and group elements; mean over num_g, "
-                  "mean ± std over seeds): " + ", ".join(f"eps {e:g}: {spread(change[:, i])}"
-                                                        for i, e in enumerate(next(iter(figures.values()))["group_scale"]))
-                  + ".", ""]
     for f in list(figures.values())[:1]:
         if "deep_ensemble_acc" in f.data:  # the gain a real ensemble buys, beside the group ensemble's
             members = np.asarray(f["deep_member_acc"])
@@ -363,13 +355,13 @@ SECTIONS = (
               "premise tests the numerics, and the accuracy on other images (the claims below) tests whether the "
               "moved networks keep the function.", FIG10, lambda f: PerSeed(
                   dict(group_scales=c["group_scales"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
-              rule_symmetries),
+              rule_symmetries, brief=True),
         Claim("Fig. 10", "moved networks make the original's predictions on unseen images",
               "The second half of the premise, what would make the ensembles ensembles of one function: on held-out "
               "images (the evaluation images, which pi never saw) each moved network predicts the original's class. "
               "The symmetry error above measures the fitting images only; with h images for h x h unknowns pi "
               "interpolates them and is unconstrained elsewhere.", FIG10, fig10_agreement, rule_same_predictions,
-              over=exact_decides),
+              over=exact_decides, brief=True),
         Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
               "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
               "copies are exact symmetries.", FIG10, lambda f: PerSeed(
@@ -398,6 +390,6 @@ SECTIONS = (
               "Not in the paper: fitting pi by least squares on more images per group element than hidden units (the "
               "notebook's FIT_SIZES images per element at its group scales FIT_SIZE_SCALES; exact numerics) makes the "
               "moved networks keep the original's predictions on held-out images.", FIT_SIZE, fit_size_seeds,
-              rule_action_generalises),
+              rule_action_generalises, brief=True),
     ), lambda get: fig10_tables(get(FIG10)) + fig10_agreement_tables(get(FIG10)) + fit_size_tables(get(FIT_SIZE))),
 )

@@ -5,8 +5,8 @@ sum |Q| does not? The statistics are named in advance (SUM_STATISTIC, PER_NEURON
 conventions of Q from its own saved key (rule_predictors). Why each choice: docs/conserved_quantities.md.
 
 Contents: the statistics and their votes (holm, seeds_needed, seed_votes, judge_statistics), rule_predictors,
-over_activations; the measurement helpers per_neuron_stats, per_neuron_both; the table of seed 0's orbits
-(PER_NEURON_NOTE, per_neuron_table). Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
+over_activations; the measurement helpers per_neuron_stats, per_neuron_both (seed 0's orbits are plotted, not
+tabled: the verdict table gives every statistic over all seeds). Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
 """
 import math
 
@@ -15,7 +15,7 @@ from scipy.stats import binomtest
 
 from gfs.report.toy_rules import (ALPHA, CONSTANT, CONVENTIONS, MIN_EFFECT, SEED_SPREADS, kendall, minimum_effect, q_key,
                                   series_effect)
-from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED, Result, _tested, combine, fmt, table
+from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED, Result, _tested, combine
 
 
 SUM_STATISTIC = "|sum Q_a|"  # the paper's scalar; PER_NEURON_STATISTICS: the per-neuron ones, named in advance
@@ -161,30 +161,3 @@ def per_neuron_stats(f, convention):
 def per_neuron_both(f):
     """per_neuron_stats in both conventions: {convention: {statistic: [S, N, L]}} (rule_predictors' stats)."""
     return {c: per_neuron_stats(f, c) for c in CONVENTIONS}
-
-
-# ----------------------------------------------------------------------------------------------
-# The table of seed 0's orbits (Figs. 6 and 9)
-
-PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
-                   "network itself): on 'together' the sum of the Q_a and their spread grow together, on 'opposed' the "
-                   "spread grows as the sum falls (per_neuron.orbit_targets). Q_a from 0 (zero) or with the paper code's "
-                   "constant (paper's, in brackets where it differs: lower by n per neuron for tanh and sigmoid); the spread and the edge distance do "
-                   "not depend on the convention.")
-
-
-def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
-    """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
-    middle (the network itself). pick: [S, ...] -> the [2, P] of the networks shown."""
-    rows = []
-    for unit, f in figures.items():
-        for o, family in enumerate(("together", "opposed")):
-            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
-            cell = {k: " / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
-                    for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "min_abs_paper", "edge_distance",
-                              value)}
-            both = [cell[z] if cell[z] == cell[p] else f"{cell[z]} [{cell[p]}]"  # once where the conventions agree
-                    for z, p in (("sum_zero", "sum_paper"), ("min_abs_zero", "min_abs_paper"))]
-            rows.append([unit, family, both[0], cell["spread"], both[1], cell["edge_distance"], cell[value]])
-    return table(["activation", "orbit", "sum Q_a (zero [paper's])", "spread of Q_a", "min abs Q_a (zero [paper's])",
-                  "edge distance", value.replace("_", " ")], rows)
