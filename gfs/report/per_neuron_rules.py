@@ -105,18 +105,16 @@ def statistic_cell(by_convention):
 
 
 def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
-    """Along the per-neuron orbits (on each, the sum of the Q_a and their spread both change: together on one,
-    opposed on the other) each named statistic is tested against the value with the seed as the unit: per seed the
-    mean Kendall's tau over its orbits gives one vote, a two-sided sign test over the seeds gives p, corrected by Holm
-    over the per-neuron statistics (the spread of Q_a, min |Q_a|, the edge distance; the sum |Q| is tested
-    uncorrected, which makes it easier for it to predict); a statistic predicts if its adjusted p < {alpha:g} and the
-    median over seeds of each seed's median effect reaches the larger of {min_effect:.0%} and {spreads} x the spread
-    over seeds. Each statistic is judged in both conventions of Q, and counts only if it predicts in both (the spread
-    and the edge distance do not depend on the convention; min |Q_a| does). A per-neuron statistic predicts in both
-    conventions and the sum |Q| in neither: reproduced; in one convention only, or the sum in the other:
-    depends on the convention; otherwise not reproduced. Each cell: predicts (yes or no), the seeds voting with the
-    majority, p -> Holm's adjusted p (the family's size), the fewest one-way votes a significant majority needs, and
-    the effect.
+    """Along the per-neuron orbits (the sum of the Q_a and their spread change together on one, oppositely on the
+    other) each statistic is tested against the value, the seed as the unit: a seed votes with the mean Kendall's tau
+    over its orbits; a two-sided sign test over the seeds gives p, Holm-corrected over the per-neuron statistics (the
+    spread of Q_a, min |Q_a|, the edge distance; the sum |Q| uncorrected, which favours it). A statistic predicts if
+    its adjusted p < {alpha:g} and the median over seeds of each seed's median effect reaches the larger of
+    {min_effect:.0%} and {spreads} x the spread over seeds, in both conventions of Q (only |sum Q_a| and min |Q_a|
+    depend on it). A per-neuron statistic predicts and the sum |Q| does not, in both conventions: reproduced; in one
+    convention only, or the sum in the other: depends on the convention; otherwise not reproduced. A cell: yes or no,
+    the seeds voting with the majority, p -> Holm's adjusted p (family size), the fewest one-way votes a significant
+    majority needs, the effect.
 
     stats: {convention: {name: [S, N, L]}} (N series of each seed, '|sum Q_a|' and the per-neuron ones); values
     [S, N, L] (inf: never reached, the budget in the effect; NaN: left out); reference [S, G]."""

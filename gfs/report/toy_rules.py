@@ -25,14 +25,12 @@ from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
 
-Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant: the integration "
-                "constant of F is a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and "
-                "sigmoid, about -500 at a small initialisation) and the zero convention, F(0) = 0 (Q = 0 at U = 0, "
-                "V = 0). Differences of Q (its drift, its change along an orbit) and the spread of the per-neuron Q_a "
-                "are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU are homogeneous: "
-                "both conventions agree). Every claim about |Q| is judged in both, and where the verdicts differ it is "
-                "**depends on the convention**, with both readings. Sizes of Q (N_0) add the sizes of its terms, "
-                "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
+Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V), F' = sigma/sigma', up to the integration constant of F, "
+                "a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and sigmoid, about -500 "
+                "at a small initialisation) and the zero convention, F(0) = 0. Differences of Q and the spread of the "
+                "per-neuron Q_a are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU: both "
+                "agree). Every claim about |Q| is judged in both (**depends on the convention** where they differ). "
+                "Sizes of Q (N_0) add the sizes of its terms, 1/2 |U|^2 + sum |F(V)|.")
 
 # The two readings of Q that every toy figure saves (keys without a suffix: the paper code's integration constant;
 # with _zero: F(0) = 0), in the report's order: models.Q_CONVENTIONS, which the report does not import (torch);
@@ -123,9 +121,8 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     seeds that must exclude no change, and the effect must reach the smallest fold change the spread over seeds can
     resolve (z x sqrt(2) x the std of log value over seeds, z the normal quantile of {alpha:g}, two-sided). All
     three: reproduced (partly if a series was left out: a diverged run or a minimum not reached cannot be tested);
-    otherwise not reproduced. For tanh and sigmoid the last column gives the range of the integration constant c of
-    Q over which the claim holds (c in units of the paper code's constant: the paper code's c = 1, the zero
-    convention's c = 0; scanned from -1 to 2 in steps of 0.01).
+    otherwise not reproduced. For tanh and sigmoid the last column gives the integration constants c of Q for which
+    it holds (the paper code's c = 1, the zero convention's c = 0; scanned from -1 to 2 in steps of 0.01).
 
     Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
     trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:
