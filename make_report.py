@@ -328,7 +328,8 @@ LEGEND = ("**Legend.** A verdict applies a fixed rule (stated with its claim bel
           "one plotted); a trend of |Q| is judged over all seeds (sign test, an effect beyond a stated minimum and "
           "the spread over seeds), another rule per seed (\"holds in k of N seeds\"). " + doc_text(combine, units="units "
           "(activations, attacks, numerics or histograms)") + " **±**: sample standard deviation (ddof = 1) over the "
-          "n seeds; a table cell 'x (m ± s)' is seed 0's x and the mean ± s over every seed (those left out named). Reference numbers: **[R]** the paper's code re-run with its seeds (CPU, float32: a faithful port "
+          "n seeds; a table cell 'x (m ± s)' is seed 0's x and the mean ± s over every seed (those left out "
+          "named). Reference numbers: **[R]** the paper's code re-run with its seeds (CPU, float32: a faithful port "
           "matches them); **[C]** the paper notebooks' saved outputs (GPU, unseeded, a new model per cell: "
           "qualitative).")
 

@@ -114,5 +114,6 @@ SECTIONS = (
               "per-neuron Q_a grow together on one orbit and oppositely on the other) a per-neuron statistic (the "
               "spread of Q_a, min |Q_a| or the most saturated neuron's distance from the edge of sigma's range) "
               f"predicts the steps to the loss {loss(figures)}, where the sum |Q| does not.", PER_NEURON_6, per_neuron6,
-              rule_predictors, over=over_activations)), (lambda get: fig6_table(get(FIG6)), lambda get: same_function_6_table(get(SAME_FUNCTION_6)))),
+              rule_predictors, over=over_activations)),
+            (lambda get: fig6_table(get(FIG6)), lambda get: same_function_6_table(get(SAME_FUNCTION_6)))),
 )
