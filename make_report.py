@@ -71,16 +71,19 @@ def doc_text(function, **fields):
     return " ".join(inspect.getdoc(function).split("\n\n")[0].split()).format(**defaults, **fields)
 
 
-def combine_units(over, results):
+def combine_units(over, results, brief=False):
     """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined. Where the
-    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest)."""
+    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest);
+    brief: every unit by its deciding numbers (a claim whose table shows every number its rule reads)."""
     if list(results) == [""]:
-        return results[""]
-    shown_only = over is exact_decides
+        return results[""]._replace(text=results[""].deciding) if brief and results[""].deciding else results[""]
+    shown_only, tabled = over is exact_decides or brief, all(r.rows for r in results.values())
     return Result(over({u: r.verdict for u, r in results.items()}),
-                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and u != EXACT else r.text})"
+                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and (brief or u != EXACT) else r.text})"
                             for u, r in results.items()),
-                  "; ".join(f"{u}: {r.deciding}" for u, r in results.items()))
+                  "; ".join(f"{u}: {r.deciding}" for u, r in results.items()),
+                  columns=next(iter(results.values())).columns * tabled,
+                  rows=tuple((u + row[0], *row[1:]) for u, r in results.items() for row in r.rows) * tabled)
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Checked:
     note: str = ""            # for the section: how to make the missing data
     claim_text: str = ""      # the claim in one sentence, its settings filled in from the saved .json
     decided_by: str = ""      # which data decide it (summary table)
+    reading: object = None    # the Result whose columns and rows the section shows as a table (instead of text)
 
 
 def claim_text(claim, figures):
@@ -144,10 +148,11 @@ def check(claim, loader, cifar_dir):
         return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0], claim_text=sentence)
     missing = ", ".join(u for u, f in loaded.items() if f is None)
     result = (conventions_result(claim.over, results, combine_units) if claim.conventions
-              else combine_units(claim.over, results))
+              else combine_units(claim.over, results, claim.brief))
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
-                   any(f.quick for f in figures.values()), note, sentence, decided_by(claim, figures))
+                   any(f.quick for f in figures.values()), note, sentence, decided_by(claim, figures),
+                   result._replace(lead=result.lead + f"; not run for {missing}" * bool(missing)))
 
 
 def every_run(measured):
@@ -170,6 +175,7 @@ def mark_broken(checked, no_verdict):
             c.text = (f"the figure's data are broken: the check(s) {'; '.join(failing[c.claim.figure])} failed, so no "
                       f"verdict (as measured: {c.verdict}: {c.text})")
             c.verdict, c.deciding = BROKEN, f"check failed: {'; '.join(failing[c.claim.figure])}"
+            c.reading = None  # the text says why there is no verdict
 
 
 def not_run_note(files, out, cifar_dir):
@@ -205,15 +211,22 @@ def render_claim(c, shown):
     several claims is printed once and named after that."""
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
     # over the units: the usual combination is in the legend; another (the exact numerics decide) is stated here
-    over = " " + doc_text(claim.over, units=claim.files.kind)
-    rule = doc_text(claim.rule) + over * (several and claim.over != combine)
+    over = doc_text(claim.over, units=claim.files.kind) if several and claim.over != combine else ""
+    rule = doc_text(claim.rule) + f" {over}" * bool(over)  # the key of `shown`; printed with `over` once
+    printed = rule.replace(over, f"{over.split(':')[0]}: as above.") if over and over in shown else rule
+    shown.setdefault(over, claim.short) if over else None
     kind = "Check" if claim.check else "Verdict"
     head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, EVALUATION_FAILED, NOT_RUN) else
             f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")
     # a passing check is an identity that held: its numbers are in the checks table; a failing one shows its text
-    text = c.deciding if claim.check and c.verdict == REPRODUCED else c.text
-    lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {c.claim_text}", "", f"{head} {text}.", ""]
-    lines += [f"*Rule:* as for \"{shown[rule]}\" above.", ""] if rule in shown else [f"*Rule:* {rule}", ""]
+    text = "its numbers are in Checks above" if claim.check and c.verdict == REPRODUCED else c.text
+    lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {c.claim_text}", ""]
+    if c.reading is not None and c.reading.rows:  # the rule's reading as a table: one row per unit (and convention)
+        lines += [f"{head}" + f" {c.reading.lead}." * bool(c.reading.lead), ""]
+        lines += table([claim.files.kind.rstrip("s"), "verdict", *c.reading.columns], c.reading.rows)
+    else:
+        lines += [f"{head} {text}.", ""]
+    lines += [f"*Rule:* as for \"{shown[rule]}\" above.", ""] if rule in shown else [f"*Rule:* {printed}", ""]
     shown.setdefault(rule, claim.short)
     if claim.paper is not None and c.verdict not in (NOT_RUN, DATA_ERROR, EVALUATION_FAILED):
         ref = combine_units(claim.over, {u: apply(claim.rule, m) for u, m in claim.paper().items()})
@@ -226,9 +239,9 @@ def render_section(section, checked, loader, errors, shown):
     """The section's lines; a data error met in its tables is added to errors; shown: the rules printed so far."""
     figures = {f.name: f for c in section.claims for f in loader.get(c.files).values()}
     plots = [name for c in section.claims if c.files.plots for name in (f.name for f in loader.get(c.files).values())]
-    images = [f"![{os.path.basename(n)}]({n}.png)" for n in dict.fromkeys(plots)  # the path once: a shorter page
+    images = [f"![]({n}.png)" for n in dict.fromkeys(plots)  # the path names it: no alt text, a shorter page
               if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
-    lines = [f"## {section.title}", ""] + (images + [""] if images else [])
+    lines = [f"## {section.title}", ""] + ([" ".join(images), ""] if images else [])
     if any(c.quick for c in checked):
         lines += ["> **Smoke-test data** (`--quick`): the verdicts below are smoke-test values of the rules on tiny "
                   "settings, not a reproduction of the paper.", ""]
@@ -296,31 +309,29 @@ BANNERS = (("Not run", "no saved data; each section says why and how to make it"
 
 VERDICTS = (  # every word a row of the report can show, with its meaning: the legend
     (REPRODUCED, "the rule holds everywhere"),
-    (PARTLY, "it holds for some activations, attacks, rows or seeds, or everywhere it could be tested"),
-    (NOT_REPRODUCED, "it holds nowhere it could be tested"),
-    (CANNOT_TEST, "the data cannot decide the claim (for example moved networks that are not symmetries, or runs "
-                  "that all diverged): no evidence either way"),
-    (DEPENDS, "the paper code's and the zero convention of Q give different verdicts; both are shown"),
-    (NOT_TESTED, "a unit without a reference to test against (an activation the paper has no number for); left out "
-                 "of the verdict"),
-    (NOT_RUN, "no saved data; the section says how to make it"),
-    (DATA_ERROR, "a saved file could not be read or lacks a key or setting: no verdict, the section names the file"),
+    (PARTLY, "for some activations, attacks, rows or seeds, or everywhere it could be tested"),
+    (NOT_REPRODUCED, "nowhere it could be tested"),
+    (CANNOT_TEST, "the data cannot decide (moved networks that are no symmetries, runs that all diverged): no "
+                  "evidence either way"),
+    (DEPENDS, "the two conventions of Q (below) give different verdicts, both shown"),
+    (NOT_TESTED, "a unit with no reference to test against: left out"),
+    (NOT_RUN, "no saved data (the section says how to make it)"),
+    (DATA_ERROR, "a saved file unreadable or lacking a key or setting (the section names it): no verdict"),
     (BROKEN, "a check of the figure's construction failed: no verdict"),
     (EVALUATION_FAILED, "a sanity check of the robustness evaluation failed: no robustness verdict"),
-    (PASSES + " / " + FAILS, "a check's result (an identity of the construction, not a claim)"),
+    (PASSES + " / " + FAILS, "a check's result (an identity of the construction)"),
 )
 
-LEGEND = ("**Legend.** Each verdict comes from a fixed rule, stated with its claim below, applied to the saved numbers: "
-          + "; ".join(f"**{word}**: {meaning}" for word, meaning in VERDICTS) + ". A verdict from `--quick` data is "
-          "marked (smoke test). A diverged run is reported as diverged and left out: the claim cannot be tested on it, "
-          "so the verdict is partly at best. **Seeds**: where a figure was run from several random initialisations "
-          "(seed 0 is the paper's draw and the one plotted), a trend of |Q| is judged over the series of all seeds (a "
-          "sign test, and an effect beyond a stated minimum and the spread over seeds); another rule is applied to "
-          "each seed, and the verdict says in how many seeds it holds fully. " + doc_text(combine, units="units "
-          "(activations, attacks, numerics or histograms)") + " **±** is the sample standard deviation "
-          "(ddof = 1) over the n seeds given. *Decided by* names the data behind each verdict. Reference numbers: "
-          "**[R]** re-run of the paper's code with its seeds (CPU, float32: a faithful port should match them); **[C]** "
-          "saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell: qualitative only).")
+LEGEND = ("**Legend.** A verdict applies a fixed rule (stated with its claim below) to the saved numbers: "
+          + "; ".join(f"**{word}**: {meaning}" for word, meaning in VERDICTS) + ". (smoke test) marks `--quick` "
+          "data. A diverged run is named and left out (partly at best). **Seeds**: seed 0 is the paper's draw (the "
+          "one plotted); a trend of |Q| is judged over all seeds (sign test, an effect beyond a stated minimum and "
+          "the spread over seeds), another rule per seed (\"holds in k of N seeds\"). " + doc_text(combine, units="units "
+          "(activations, attacks, numerics or histograms)") + " **±**: sample standard deviation (ddof = 1) over the "
+          "n seeds; a table cell 'x (m ± s)' is seed 0's x and the mean ± s over every seed (those left out "
+          "named). Reference numbers: **[R]** the paper's code re-run with its seeds (CPU, float32: a faithful port "
+          "matches them); **[C]** the paper notebooks' saved outputs (GPU, unseeded, a new model per cell: "
+          "qualitative).")
 
 
 def newest_data(out_dir):
@@ -369,8 +380,7 @@ def build_report(out_dir, cifar_dir=None):
                     for _, cs, _ in done for c in cs if c.claim.check])
     lines += off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
     lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
-              f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
-    lines += table(["run", "wall time"], [[f"`{k}`", fmt_seconds(v)] for k, v in sorted(per_command.items())])
+              f"once; each section's *Data* line gives its own) on {', '.join(machines) or 'an unknown machine'}.", ""]
     lines += [line for _, _, section_lines in done for line in section_lines]
     return "\n".join(lines).rstrip() + "\n", list(dict.fromkeys(errors))
 

@@ -226,9 +226,11 @@ def rule_action_generalises(scales, sizes, agreement, threshold=AGREEMENT_THRESH
 # Tables
 
 def fig10_tables(figures):
-    """Per numerics ({name: Figure}): per eps, the symmetry error, the seeds in which the row is a symmetry, and each
-    ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over seeds)."""
-    lines, group = [], {}
+    """One table over eps for both numerics ({name: Figure}): per numerics the symmetry error, the seeds in which the
+    row is a symmetry and the group ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over
+    seeds); the baselines' from the numerics that decide (exact_decides: the exact, else the only ones)."""
+    lines, columns, described = [], {}, []
+    deciding = EXACT if EXACT in figures else next(iter(figures), None)
     for numerics, f in figures.items():
         group_scales, original, modes = f["group_scale"], f["original_acc"], f.setting("modes")
         tolerance = f.symmetry_tolerance()
@@ -238,42 +240,44 @@ def fig10_tables(figures):
         diff = {m: moved[m].mean(axis=2) for m in modes}  # [S, E]
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
                 for m in modes}  # [E]
-        group[numerics] = f["vote_acc_group"].mean(axis=2)
-        ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in group_scales}
-        rows = [[f"{e:g}", fmt(error[:, i].max()) + (f" ({fmt(noise_free[:, i].max())})"
-                                                      if not np.allclose(error[:, i], noise_free[:, i]) else ""),
-                 f"{int(symmetric[:, i].sum())} of {len(original)}"]
-                + [spread(diff[m][:, i]) + "*" * bool(flag[m][i]) for m in modes]
-                + [f"{np.mean(ref[e]):+.3f} [{min(ref[e]):+.3f}, {max(ref[e]):+.3f}]" if ref[e] else
-                   "within ±0.003" if e <= 0.01 else "-"] for i, e in enumerate(group_scales)]
+        short = numerics.split()[0]
+        columns[f"symmetry error, {short}"] = [fmt(error[:, i].max()) + (
+            f" ({fmt(noise_free[:, i].max())})" if not np.allclose(error[:, i], noise_free[:, i]) else "")
+            for i in range(len(group_scales))]
+        columns[f"symmetric, {short}"] = [f"{int(symmetric[:, i].sum())} of {len(original)}"
+                                          for i in range(len(group_scales))]
+        for m in modes if numerics == deciding else ("group",):
+            columns[f"{m}, {short}" if m == "group" else m] = [spread(diff[m][:, i]) + "*" * bool(flag[m][i])
+                                                               for i in range(len(group_scales))]
         settings = f.settings
-        lines += [f"**{numerics}** ({settings.get('action_dtype', '?')} group action, fit noise "
-                  f"{settings.get('fit_noise', '?')}; {len(original)} seeds, one trained model each, original accuracy "
-                  f"{spread(original, '{:.3f}')}; num_g = {', '.join(str(int(g)) for g in f['num_g'])}). Symmetry "
-                  "error: largest over seeds and num_g, for the pi the ensembles use (in brackets the noise-free "
-                  f"fit's, where different); symmetric: seeds in which every cell of the row is at most {tolerance:g}. Ensembles: "
-                  "vote accuracy - original, mean over num_g, mean ± std over seeds; * = a cell with overflowing "
-                  "(non-finite) members.", ""]
-        lines += table(["eps", "symmetry error", "symmetric", *modes, "paper's code [C] group"], rows)
+        described.append(f"{numerics}: {settings.get('action_dtype', '?')} group action, fit noise "
+                          f"{settings.get('fit_noise', '?')}")
         kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
         if kept.any():
             losses = -diff["group"][:, kept]
-            lines += [f"Every cell at {eps_set(group_scales, kept)} is a symmetry on its fitting images in every seed, yet the "
-                      f"group ensemble loses {fmt(losses.min())} to {fmt(losses.max())} "
-                      f"there on the evaluation images: pi(g, H) is fitted to {f.setting('hidden')} images per member, "
-                      "and a symmetry on "
-                      "them is not one on other images.", ""]
-        lines += [f"Rows within {FIG10_MARGIN} of the original in every cell (seed mean), for context: "
-                  + ", ".join(f"{m} {rows_within(group_scales, moved[m].mean(axis=0))}" for m in modes)
-                  + " (staying close at small eps is not specific to the group "
-                  "action).", ""]
-    if len(group) == 2:
-        (_, paper_numerics), (_, exact) = group.items()
-        change = exact - paper_numerics  # the same models and group elements: paired
-        lines += ["Group ensemble, exact minus paper numerics (the same models and group elements; mean over num_g, "
-                  "mean ± std over seeds): " + ", ".join(f"eps {e:g}: {spread(change[:, i])}"
-                                                        for i, e in enumerate(next(iter(figures.values()))["group_scale"]))
-                  + ".", ""]
+            lines += [f"{numerics.capitalize()}: every cell at {eps_set(group_scales, kept)} is a symmetry on its "
+                      f"fitting images in every seed, yet the group ensemble loses {fmt(losses.min())} to "
+                      f"{fmt(losses.max())} there on the evaluation images: pi(g, H) is fitted to "
+                      f"{f.setting('hidden')} images per member, and a symmetry on them is not one on other images.", ""]
+        if numerics == deciding:
+            lines += [f"Rows within {FIG10_MARGIN} of the original in every cell ({numerics}, seed mean), for context: "
+                      + ", ".join(f"{m} {rows_within(group_scales, moved[m].mean(axis=0))}" for m in modes)
+                      + " (staying close at small eps is not specific to the group action).", ""]
+    if not figures:
+        return lines
+    f = figures[deciding]
+    ref = {e: paper.FIG10_ROWS["group"].get(float(e)) for e in f["group_scale"]}
+    columns["paper's code [C] group"] = [f"{np.mean(ref[e]):+.3f} [{min(ref[e]):+.3f}, {max(ref[e]):+.3f}]" if ref[e]
+                                        else "within ±0.003" if e <= 0.01 else "-" for e in f["group_scale"]]
+    head = [f"**Ensembles** ({'; '.join(described)}; {len(f['original_acc'])} seeds, one trained model each, original "
+            f"accuracy {spread(f['original_acc'], '{:.3f}')}; num_g = {', '.join(str(int(g)) for g in f['num_g'])}). "
+            "Symmetry error: largest over seeds and num_g, for the pi the ensembles use (in brackets the noise-free "
+            f"fit's, where different); symmetric: seeds in which every cell of the row is at most "
+            f"{f.symmetry_tolerance():g}. Ensembles: vote accuracy - original, mean over num_g, mean ± std over seeds "
+            f"(the baselines: {deciding}; the other numerics' are in their .npz); * = a cell with overflowing "
+            "(non-finite) members.", ""]
+    lines = head + table(["eps", *columns], [[f"{e:g}", *(c[i] for c in columns.values())]
+                                             for i, e in enumerate(f["group_scale"])]) + lines
     for f in list(figures.values())[:1]:
         if "deep_ensemble_acc" in f.data:  # the gain a real ensemble buys, beside the group ensemble's
             members = np.asarray(f["deep_member_acc"])
@@ -292,26 +296,32 @@ def fig10_tables(figures):
 
 
 def fig10_agreement_tables(figures):
-    """Per numerics: per eps, the members' held-out agreement (mean over num_g; the lowest cell), the median relative
-    logit gap and the saturated fraction, mean over seeds."""
-    lines = []
-    for numerics, f in figures.items():
-        if "heldout_agreement" not in f.data:
-            lines += [f"*Held-out agreement, {numerics}:* not run (the saved grid predates it).", ""]
-            continue
-        rows = [[f"{e:g}", spread(f["heldout_agreement"][:, i].mean(axis=1), "{:.3f}"),
-                 f"{f['heldout_agreement'][:, i].min():.3f}", fmt(np.median(f["heldout_gap_p50"][:, i])),
-                 f"{fmt(np.median(f['heldout_gap_p10'][:, i]))} to {fmt(np.median(f['heldout_gap_p90'][:, i]))}",
-                 f"{f['heldout_saturated'][:, i].mean():.3f}", fmt(f["symmetry_error_fitted"][:, i].max())]
-                for i, e in enumerate(f["group_scale"])]
-        lines += [f"**Held-out agreement, {numerics}**: each member against the original on the evaluation images "
-                  "(never used for pi); mean over num_g and seeds. Relative logit gap per member-image pair "
-                  "max|z_member - z_original| / max|z_original|: median, and 10th to 90th percentile (medians over "
-                  "cells); saturated: pairs whose largest softmax probability rounds to 1. Beside it the symmetry error "
-                  "on the fitting images (largest).", ""]
-        lines += table(["eps", "agreement", "lowest cell", "median gap", "gap p10 to p90", "saturated",
-                        "error on fitting images"], rows)
-    return lines
+    """One table over eps: per numerics the members' held-out agreement (mean over num_g, mean ± std over seeds; the
+    lowest cell); for the numerics that decide, the median relative logit gap and the saturated fraction."""
+    done = {n: f for n, f in figures.items() if "heldout_agreement" in f.data}
+    lines = [f"*Held-out agreement, {n}:* not run (the saved grid predates it)." for n in figures if n not in done]
+    lines += [""] * bool(lines)
+    if not done:
+        return lines
+    deciding = EXACT if EXACT in done else next(iter(done))
+    columns = {}
+    for numerics, f in done.items():
+        short, agreement = numerics.split()[0], f["heldout_agreement"]  # [S, E, G]
+        columns[f"agreement, {short}"] = [spread(agreement[:, i].mean(axis=1), "{:.3f}") for i in range(agreement.shape[1])]
+        columns[f"lowest cell, {short}"] = [f"{agreement[:, i].min():.3f}" for i in range(agreement.shape[1])]
+    f = done[deciding]
+    columns[f"median gap (p10 to p90), {deciding.split()[0]}"] = [
+        f"{fmt(np.median(f['heldout_gap_p50'][:, i]))} ({fmt(np.median(f['heldout_gap_p10'][:, i]))} to "
+        f"{fmt(np.median(f['heldout_gap_p90'][:, i]))})" for i in range(len(f["group_scale"]))]
+    columns[f"saturated, {deciding.split()[0]}"] = [f"{f['heldout_saturated'][:, i].mean():.3f}"
+                                                    for i in range(len(f["group_scale"]))]
+    lines += ["**Held-out agreement**: each member against the original on the evaluation images (never used for pi; "
+              "the error on the fitting images is the symmetry error above); mean over num_g and seeds. Relative "
+              "logit gap per member-image pair max|z_member - z_original| / max|z_original|: median, and 10th to "
+              "90th percentile (medians over cells); saturated: pairs whose largest softmax probability rounds to 1.",
+              ""]
+    return lines + table(["eps", *columns], [[f"{e:g}", *(c[i] for c in columns.values())]
+                                             for i, e in enumerate(f["group_scale"])])
 
 
 def fit_size_tables(figures):
@@ -319,16 +329,15 @@ def fit_size_tables(figures):
     for f in figures.values():
         original = f["original_acc"]
         rows = [[f"{s:g}", str(int(k)), spread(f["heldout_agreement"][:, i, j], "{:.3f}"),
-                 spread(f["mean_acc"][:, i, j] - original), fmt(np.median(f["heldout_gap_p50"][:, i, j])),
-                 f"{f['heldout_saturated'][:, i, j].mean():.3f}", fmt(f["fit_error"][:, i, j].max())]
+                 spread(f["mean_acc"][:, i, j] - original), fmt(f["fit_error"][:, i, j].max())]
                 for i, s in enumerate(f["scales"]) for j, k in enumerate(f["sizes"])]
         lines += [f"**Fit-size experiment** ({int(f['members'])} group elements, exact numerics, no fit noise; "
                   f"{len(f['seeds'])} seeds; original accuracy {spread(original, '{:.3f}')}): pi fitted on k images "
                   "per group element (k above the hidden width: least squares), measured on the held-out evaluation "
                   "images; mean ± "
                   "std over seeds.", ""]
-        lines += table(["scale", "images per element", "agreement", "ensemble - original (mean prob.)", "median gap",
-                        "saturated", "error on fitting images"], rows)
+        lines += table(["scale", "images per element", "agreement", "ensemble - original (mean prob.)",
+                        "error on fitting images"], rows)
     return lines
 
 
@@ -345,13 +354,13 @@ SECTIONS = (
               "premise tests the numerics, and the accuracy on other images (the claims below) tests whether the "
               "moved networks keep the function.", FIG10, lambda f: PerSeed(
                   dict(group_scales=c["group_scales"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
-              rule_symmetries),
+              rule_symmetries, brief=True),
         Claim("Fig. 10", "moved networks make the original's predictions on unseen images",
               "The second half of the premise, what would make the ensembles ensembles of one function: on held-out "
               "images (the evaluation images, which pi never saw) each moved network predicts the original's class. "
               "The symmetry error above measures the fitting images only; with h images for h x h unknowns pi "
               "interpolates them and is unconstrained elsewhere.", FIG10, fig10_agreement, rule_same_predictions,
-              over=exact_decides),
+              over=exact_decides, brief=True),
         Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
               "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
               "copies are exact symmetries.", FIG10, lambda f: PerSeed(
@@ -380,6 +389,6 @@ SECTIONS = (
               "Not in the paper: fitting pi by least squares on more images per group element than hidden units (the "
               "notebook's FIT_SIZES images per element at its group scales FIT_SIZE_SCALES; exact numerics) makes the "
               "moved networks keep the original's predictions on held-out images.", FIT_SIZE, fit_size_seeds,
-              rule_action_generalises),
+              rule_action_generalises, brief=True),
     ), lambda get: fig10_tables(get(FIG10)) + fig10_agreement_tables(get(FIG10)) + fit_size_tables(get(FIT_SIZE))),
 )

@@ -7,7 +7,7 @@ import numpy as np
 
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, DataError, Files, Section, runs
-from gfs.report.verdict_rules import col, common_setting, last_finite, paper_column, run_table, saved_setting
+from gfs.report.verdict_rules import both_conventions, col, common_setting, last_finite, paper_column, run_table, saved_setting
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
 # The saved figures by the names their .json give (figure_name; {}: the activation); make's float64 run writes into
@@ -113,8 +113,8 @@ FIG3_COLUMNS = [
     ("lr", col("lr", lambda x: f"{x:g}")),
     ("max abs Q_t - Q_0 / N_0", col("max_Q_change_zero", seeds=True, mark=True)),
     ("first-order bound / N_0", col("drift_bound_zero", seeds=True)),
-    ("max abs dQ~ (Q from 0)", col("max_delta_Q_tilde_zero", seeds=True, mark=True)),
-    ("max abs dQ~ (paper code's Q)", col("max_delta_Q_tilde")),
+    ("max abs dQ~ from 0 [paper code's]", both_conventions(col("max_delta_Q_tilde_zero", seeds=True, mark=True),
+                                                          col("max_delta_Q_tilde"))),
     ("final dQ~ (paper code's Q)", lambda u, f, r: fmt(last_finite(f["delta_Q_tilde"][r]))),
     ("paper's code [R]", paper_column(paper.FIG3_FINAL_DRIFT)), ("final loss", col("final_loss")),
     ("paper's code [R] final loss", paper_column(paper.FIG3_FINAL_LOSS))]
@@ -156,13 +156,13 @@ SECTIONS = (
               "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its change from "
               "the start, |Q_t - Q_0| (a difference of Q: the same in both conventions), stays within the bound that "
               f"a first-order expansion of a gradient-descent step gives, at every learning rate "
-              f"({learning_rates(figures)}) and activation.", FIG3, within_bound, rule_within_gd_bound),
+              f"({learning_rates(figures)}) and activation.", FIG3, within_bound, rule_within_gd_bound, brief=True),
         Claim("Fig. 3", "float64: drift of Q proportional to lr", lambda figures:
               "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
               "learning rate (measured from the initial Q: dQ~ starts after the first step, whose drift dominates at "
               f"the largest lr ({saved_setting(figures, 'learning_rates', lambda lrs: f'{max(lrs):g}')}) for sigmoid; "
               "a ratio of differences of Q, the same in both conventions).", FIG3_FLOAT64, float64_drift,
-              rule_drift_proportional),
+              rule_drift_proportional, brief=True),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
               "learning rate: what exceeds it in float32 is round-off (a check: its drift is a few % of the "

@@ -9,7 +9,7 @@ from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
 from gfs.report.verdict_rules import both_conventions, col, orbit_column, paper_column, power_of_ten, run_table
 from gfs.report.verdict_rules import saved_setting
-from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
+from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
 from gfs.report.toy_rules import (as_steps, finite_or_nan, q_key, rule_gap_below, rule_same_initial_function, rule_trend,
                        same_function, trend_Q)
 from gfs.report.verdict_rules import fmt, fmt_steps
@@ -75,18 +75,17 @@ def same_function_6_columns(loss):
                 np.abs(f["initial_output"] - f["initial_output"][:, :1]).max() / np.abs(f["initial_output"]).max()))]
 
 
-def fig6_tables(fig6, same_function, per_neuron=None):
-    per_neuron = per_neuron or {}
+def fig6_table(fig6):
     fig6 = run_table(fig6, fig6_columns(loss(fig6)))
-    same = run_table(same_function, same_function_6_columns(loss(same_function)), lambda f: 1)
-    neurons = per_neuron_table(per_neuron, "steps_to_converge", fmt_steps)
     return fig6 + ["Here Q and the initial function change together (a larger init also starts from a larger loss); "
-                   "the same-function experiment below separates them.", ""] * bool(fig6) + (
+                   "the same-function experiment below separates them.", ""] * bool(fig6)
+
+
+def same_function_6_table(same_function):
+    same = run_table(same_function, same_function_6_columns(loss(same_function)), lambda f: 1)
+    return (
         ["Same function, different Q (seed 0; lambda moves every neuron of the paper's initialisation at init std "
-         f"{orbit_init_std(same_function)}; the runs stop once all are below the loss):", ""] + same if same else []) + (
-        [PER_NEURON_NOTE + f" Steps to the loss {loss(per_neuron)} from the paper's initialisation at init std "
-         f"{orbit_init_std(per_neuron)}.", ""] + neurons
-        if neurons else [])
+         f"{orbit_init_std(same_function)}; the runs stop once all are below the loss):", ""] + same if same else [])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,5 +114,6 @@ SECTIONS = (
               "per-neuron Q_a grow together on one orbit and oppositely on the other) a per-neuron statistic (the "
               "spread of Q_a, min |Q_a| or the most saturated neuron's distance from the edge of sigma's range) "
               f"predicts the steps to the loss {loss(figures)}, where the sum |Q| does not.", PER_NEURON_6, per_neuron6,
-              rule_predictors, over=over_activations)), lambda get: fig6_tables(get(FIG6), get(SAME_FUNCTION_6), get(PER_NEURON_6))),
+              rule_predictors, over=over_activations)),
+            (lambda get: fig6_table(get(FIG6)), lambda get: same_function_6_table(get(SAME_FUNCTION_6)))),
 )

@@ -9,7 +9,7 @@ from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
 from gfs.report.verdict_rules import both_conventions, col, common_setting, legend_Qs, orbit_column, paper_column
 from gfs.report.verdict_rules import run_table
-from gfs.report.per_neuron_rules import PER_NEURON_NOTE, over_activations, per_neuron_both, per_neuron_table, rule_predictors
+from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
 from gfs.report.toy_rules import AT_MINIMUM, at_minimum, q_key, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
 
@@ -90,31 +90,31 @@ FIG9_COLUMNS = [
 SAME_FUNCTION_9_COLUMNS = [
     ("init std", col("init_std", lambda x: f"{x:g}")), ("lambda (ends, 1)", orbit_column("lambdas")),
     ("Q from 0 [paper code's]", both_conventions(orbit_column("Q_zero"), orbit_column("Q"))),
-    ("largest eigenvalue", orbit_column("largest_eigenvalue", lambda x: f"{x:.4g}")),
-    ("squared loss along the orbit",
-     lambda u, f, r: f"{fmt(np.nanmin(f['loss'][0, r]))} to {fmt(np.nanmax(f['loss'][0, r]))}"),
-    ("Gauss-Newton vs Hessian at the ends", lambda u, f, r: fmt(np.nanmax(np.abs(
-        f["largest_eigenvalue"][0, r][[0, -1]] / f["largest_eigenvalue_hessian"][r] - 1))))]
+    ("largest eigenvalue", orbit_column("largest_eigenvalue", lambda x: f"{x:.4g}"))]
 
 
-def fig9_tables(fig9_figures, same):
+def orbit_summary(same):
+    """One sentence for seed 0's same-function orbits ({unit: Figure}): how far the squared loss moves along them and the
+    largest relative gap between the Gauss-Newton and the full Hessian's largest eigenvalue at their ends."""
+    loss = [np.asarray(f["loss"][0], dtype=float) for f in same.values()]  # [R, L] each
+    moved = max(float(np.nanmax(np.nanmax(x, axis=-1) / np.nanmin(x, axis=-1) - 1)) for x in loss)
+    gap = max(float(np.nanmax(np.abs(f["largest_eigenvalue"][0][:, [0, -1]] / f["largest_eigenvalue_hessian"] - 1)))
+              for f in same.values())  # [R, 2]: the ends of each run's orbit
+    return (f"Along every orbit the squared loss (at most {fmt(max(float(np.nanmax(x)) for x in loss))}) changes by at "
+            f"most {fmt(moved)} of itself, and at the ends the Gauss-Newton eigenvalue is within {fmt(gap)} "
+            "(relative) of the full Hessian's.")
+
+
+def fig9_tables(fig9_figures, same_figures):
     stds = init_stds(fig9_figures)
     differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9_figures.items()
                        if not np.allclose(f["Q0"], f["Q0_zero"]))
-    fig9, same = run_table(fig9_figures, FIG9_COLUMNS), run_table(same, SAME_FUNCTION_9_COLUMNS)
+    fig9, same = run_table(fig9_figures, FIG9_COLUMNS), run_table(same_figures, SAME_FUNCTION_9_COLUMNS)
     return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std {min(stds, default=0):g} to "
                    f"{max(stds, default=0):g}): {differ or '-'}.", ""] * bool(
         fig9) + (["Same function, different Q (seed 0; the largest eigenvalue is that of the Hessian's Gauss-Newton "
-                  "part 2 J J^T, equal to the Hessian's at a zero-loss minimum; the last column is its relative gap to "
-                  "the full Hessian's):", ""] + same if same else [])
-
-
-def per_neuron_9_table(per_neuron):
-    """The per-neuron orbits of the minima the per-neuron figure shows (init_stds[plotted_run], as saved)."""
-    plotted = int(common_setting(per_neuron, "plotted_run", 0))
-    neurons = per_neuron_table(per_neuron, "largest_eigenvalue", lambda x: f"{x:.4g}", lambda a: a[0][plotted])
-    return ([PER_NEURON_NOTE + " Largest Hessian eigenvalue (2 J J^T) at the minimum of init std "
-             f"{init_stds(per_neuron)[plotted]:g}, moved.", ""] + neurons if neurons else [])
+                  "part 2 J J^T, equal to the Hessian's at a zero-loss minimum):", ""] + same
+                 + [orbit_summary(same_figures), ""] if same else [])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,5 +146,5 @@ SECTIONS = (
               "per-neuron Q_a grow together on one orbit and oppositely on the other) a per-neuron statistic predicts "
               "the largest Hessian eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9,
               rule_predictors, over=over_activations)),
-            (lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9)), lambda get: per_neuron_9_table(get(PER_NEURON_9)))),
+            lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9))),
 )

@@ -5,8 +5,8 @@ sum |Q| does not? The statistics are named in advance (SUM_STATISTIC, PER_NEURON
 conventions of Q from its own saved key (rule_predictors). Why each choice: docs/conserved_quantities.md.
 
 Contents: the statistics and their votes (holm, seeds_needed, seed_votes, judge_statistics), rule_predictors,
-over_activations; the measurement helpers per_neuron_stats, per_neuron_both; the table of seed 0's orbits
-(PER_NEURON_NOTE, per_neuron_table). Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
+over_activations; the measurement helpers per_neuron_stats, per_neuron_both (seed 0's orbits are plotted, not
+tabled: the verdict table gives every statistic over all seeds). Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
 """
 import math
 
@@ -15,7 +15,7 @@ from scipy.stats import binomtest
 
 from gfs.report.toy_rules import (ALPHA, CONSTANT, CONVENTIONS, MIN_EFFECT, SEED_SPREADS, kendall, minimum_effect, q_key,
                                   series_effect)
-from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED, Result, _tested, combine, fmt, table
+from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED, Result, _tested, combine
 
 
 SUM_STATISTIC = "|sum Q_a|"  # the paper's scalar; PER_NEURON_STATISTICS: the per-neuron ones, named in advance
@@ -94,17 +94,27 @@ def statistic_text(name, by_convention):
     return f"{name}: " + ", ".join(f"{c}: {words}" for c, words in said.items())
 
 
+def statistic_cell(by_convention):
+    """statistic_text's finding as a table cell: 'yes'/'no' (predicts or not) with the seeds, p, Holm's adjusted p,
+    the seeds needed and the effect; per convention where they differ."""
+    said = {c: ("**yes** (" if ok else "no (") + why.replace(" seeds, p = ", ", p ").replace(", adjusted ", " -> ")
+            .replace(" (Holm over ", " (")+ ")" for c, (ok, why) in by_convention.items()}
+    if len(set(said.values())) == 1:
+        return next(iter(said.values()))
+    return ", ".join(f"{c}: {words}" for c, words in said.items())
+
+
 def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
-    """Along the per-neuron orbits (on each, the sum of the Q_a and their spread both change: together on one,
-    opposed on the other) each named statistic is tested against the value with the seed as the unit: per seed the
-    mean Kendall's tau over its orbits gives one vote, a two-sided sign test over the seeds gives p, corrected by Holm
-    over the per-neuron statistics (the spread of Q_a, min |Q_a|, the edge distance; the sum |Q| is tested
-    uncorrected, which makes it easier for it to predict); a statistic predicts if its adjusted p < {alpha:g} and the
-    median over seeds of each seed's median effect reaches the larger of {min_effect:.0%} and {spreads} x the spread
-    over seeds. Each statistic is judged in both conventions of Q, and counts only if it predicts in both (the spread
-    and the edge distance do not depend on the convention; min |Q_a| does). A per-neuron statistic predicts in both
-    conventions and the sum |Q| in neither: reproduced; in one convention only, or the sum in the other:
-    depends on the convention; otherwise not reproduced.
+    """Along the per-neuron orbits (the sum of the Q_a and their spread change together on one, oppositely on the
+    other) each statistic is tested against the value, the seed as the unit: a seed votes with the mean Kendall's tau
+    over its orbits; a two-sided sign test over the seeds gives p, Holm-corrected over the per-neuron statistics (the
+    spread of Q_a, min |Q_a|, the edge distance; the sum |Q| uncorrected, which favours it). A statistic predicts if
+    its adjusted p < {alpha:g} and the median over seeds of each seed's median effect reaches the larger of
+    {min_effect:.0%} and {spreads} x the spread over seeds, in both conventions of Q (only |sum Q_a| and min |Q_a|
+    depend on it). A per-neuron statistic predicts and the sum |Q| does not, in both conventions: reproduced; in one
+    convention only, or the sum in the other: depends on the convention; otherwise not reproduced. A cell: yes or no,
+    the seeds voting with the majority, p -> Holm's adjusted p (family size), the fewest one-way votes a significant
+    majority needs, the effect.
 
     stats: {convention: {name: [S, N, L]}} (N series of each seed, '|sum Q_a|' and the per-neuron ones); values
     [S, N, L] (inf: never reached, the budget in the effect; NaN: left out); reference [S, G]."""
@@ -118,9 +128,11 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
     verdict = (REPRODUCED if common and not sum_predicts else DEPENDS if any(holds.values()) else NOT_REPRODUCED)
     text = "; ".join(statistic_text(n, {c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"])
     seeds = int((~np.isnan(values).all(axis=(-1, -2))).sum())
+    cells = [statistic_cell({c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"]]
     return Result(verdict, f"{text} (minimum effect {needed:.0%}, {seeds} seeds)",
                   f"predict in both conventions: {', '.join(common) or 'none'}"
-                  + "; sum predicts" * sum_predicts)
+                  + "; sum predicts" * sum_predicts, columns=(*found["zero"], "minimum effect, seeds"),
+                  rows=(("", verdict, *cells, f"{needed:.0%}, {seeds}"),))
 
 
 def over_activations(verdicts):
@@ -147,30 +159,3 @@ def per_neuron_stats(f, convention):
 def per_neuron_both(f):
     """per_neuron_stats in both conventions: {convention: {statistic: [S, N, L]}} (rule_predictors' stats)."""
     return {c: per_neuron_stats(f, c) for c in CONVENTIONS}
-
-
-# ----------------------------------------------------------------------------------------------
-# The table of seed 0's orbits (Figs. 6 and 9)
-
-PER_NEURON_NOTE = ("Per-neuron orbits (each neuron its own lambda; seed 0; values at the two ends and the middle, the "
-                   "network itself): on 'together' the sum of the Q_a and their spread grow together, on 'opposed' the "
-                   "spread grows as the sum falls (per_neuron.orbit_targets). Q_a from 0 (zero) or with the paper code's "
-                   "constant (paper's, in brackets where it differs: lower by n per neuron for tanh and sigmoid); the spread and the edge distance do "
-                   "not depend on the convention.")
-
-
-def per_neuron_table(figures, value, form, pick=lambda a: a[0]):
-    """Seed 0's per-neuron orbits ({unit: Figure}), one row per orbit: the statistics and the value at the ends and the
-    middle (the network itself). pick: [S, ...] -> the [2, P] of the networks shown."""
-    rows = []
-    for unit, f in figures.items():
-        for o, family in enumerate(("together", "opposed")):
-            ends = [0, f[value].shape[-1] // 2, -1]  # the ends and the middle (the network itself)
-            cell = {k: " / ".join(form(x) if k == value else fmt(x) for x in pick(f[k])[o][ends])
-                    for k in ("sum_zero", "sum_paper", "spread", "min_abs_zero", "min_abs_paper", "edge_distance",
-                              value)}
-            both = [cell[z] if cell[z] == cell[p] else f"{cell[z]} [{cell[p]}]"  # once where the conventions agree
-                    for z, p in (("sum_zero", "sum_paper"), ("min_abs_zero", "min_abs_paper"))]
-            rows.append([unit, family, both[0], cell["spread"], both[1], cell["edge_distance"], cell[value]])
-    return table(["activation", "orbit", "sum Q_a (zero [paper's])", "spread of Q_a", "min abs Q_a (zero [paper's])",
-                  "edge distance", value.replace("_", " ")], rows)

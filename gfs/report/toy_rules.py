@@ -25,14 +25,12 @@ from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
 
-Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V) with F' = sigma/sigma', up to a constant: the integration "
-                "constant of F is a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and "
-                "sigmoid, about -500 at a small initialisation) and the zero convention, F(0) = 0 (Q = 0 at U = 0, "
-                "V = 0). Differences of Q (its drift, its change along an orbit) and the spread of the per-neuron Q_a "
-                "are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU are homogeneous: "
-                "both conventions agree). Every claim about |Q| is judged in both, and where the verdicts differ it is "
-                "**depends on the convention**, with both readings. Sizes of Q (N_0) add the sizes of its terms, "
-                "1/2 |U|^2 + sum |F(V)|, whose entries do not cancel.")
+Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V), F' = sigma/sigma', up to the integration constant of F, "
+                "a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and sigmoid, about -500 "
+                "at a small initialisation) and the zero convention, F(0) = 0. Differences of Q and the spread of the "
+                "per-neuron Q_a are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU: both "
+                "agree). Every claim about |Q| is judged in both (**depends on the convention** where they differ). "
+                "Sizes of Q (N_0) add the sizes of its terms, 1/2 |U|^2 + sum |F(V)|.")
 
 # The two readings of Q that every toy figure saves (keys without a suffix: the paper code's integration constant;
 # with _zero: F(0) = 0), in the report's order: models.Q_CONVENTIONS, which the report does not import (torch);
@@ -51,11 +49,12 @@ def both_conventions(results):
     paper, zero = results["paper"], results["zero"]
     if paper.verdict == zero.verdict:
         return Result(zero.verdict, f"{zero.text} (both conventions)", zero.deciding, zero.value,
-                      zero.value_name)
+                      zero.value_name, columns=zero.columns, rows=zero.rows)
+    rows = tuple((f", {name}" + row[0], *row[1:]) for name, r in (("paper's", paper), ("zero", zero)) for row in r.rows)
     return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
                   f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}" + f", {paper.deciding}" * bool(
                       paper.deciding) + f"; zero: {zero.verdict}" + f", {zero.deciding}" * bool(zero.deciding) + ")",
-                  zero.value, zero.value_name)
+                  zero.value, zero.value_name, columns=zero.columns, rows=rows)
 
 
 def conventions_result(over, results, combine_units):
@@ -67,8 +66,8 @@ def conventions_result(over, results, combine_units):
     verdicts = {c: over({u: r[c].verdict for u, r in results.items()}) for c in CONVENTIONS}
     if verdicts["paper"] == verdicts["zero"]:
         return joined._replace(verdict=verdicts["zero"])
-    return joined._replace(verdict=DEPENDS, text=f"paper's convention: {verdicts['paper']}, zero convention: "
-                           f"{verdicts['zero']}; {joined.text}")
+    lead = f"paper's convention: {verdicts['paper']}, zero convention: {verdicts['zero']}"
+    return joined._replace(verdict=DEPENDS, text=f"{lead}; {joined.text}", lead=lead)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,8 +121,8 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     seeds that must exclude no change, and the effect must reach the smallest fold change the spread over seeds can
     resolve (z x sqrt(2) x the std of log value over seeds, z the normal quantile of {alpha:g}, two-sided). All
     three: reproduced (partly if a series was left out: a diverged run or a minimum not reached cannot be tested);
-    otherwise not reproduced. For tanh and sigmoid the text also gives the range of the integration constant c of
-    Q over which the claim holds.
+    otherwise not reproduced. For tanh and sigmoid the last column gives the integration constants c of Q for which
+    it holds (the paper code's c = 1, the zero convention's c = 0; scanned from -1 to 2 in steps of 0.01).
 
     Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
     trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:
@@ -144,16 +143,27 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
         stands = "stands at every minimum (" + ("not significant" if not significant else
                                                 "the interval includes no change") + ")"
     verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
+    row = [f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})",
+           f"{going} of {seeds} ({t.series} series" + f", {t.left_out} left out" * bool(t.left_out) + ")",
+           f"{t.p:.2g}", f"{fold(t.needed)} ({log_spread(reference):.1%})",
+           (f"up to {fold(t.effect)}" if t.holds else f"above {fold(t.effect)}" if significant and excludes
+            else "every (" + ("not significant" if not significant else "CI includes no change") + ")")]
     effect = f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)})"
     text = (f"{effect}; {claimed} with |Q| in {going} of {seeds} seeds ({t.series} series), sign test "
             f"p = {t.p:.2g} ({'significant' if significant else 'not significant'}); minimum {fold(t.needed)} (seed "
             f"spread {log_spread(reference):.1%} in log value); {stands}"
             + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
     deciding = f"{fold(t.effect)} ({going}/{seeds} seeds)" + " against the claim" * bool(t.effect < 0)
+    short = "-"
     if named:
         scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
         text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds {short}"
-    return Result(verdict, text, deciding, math.exp(t.effect), "fold change")
+    return Result(verdict, text, deciding, math.exp(t.effect), "fold change", columns=TREND_COLUMNS,
+                  rows=(("", verdict, *row, short),))
+
+
+TREND_COLUMNS = ("fold change (95 % CI)", "with the claim, seeds", "sign test p", "minimum (seed spread of log value)",
+                 "stands at minima", "holds for c")
 
 
 def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):
@@ -233,14 +243,16 @@ def same_function(f):
 # The checks section's table off the training inputs
 
 def off_data_rows(figures):
-    """The checks section's rows on the outputs off the training inputs: [experiment, activation, median and largest
-    relative gap over every moved network]. figures: {(experiment, activation): Figure with 'off_data_gap'}."""
-    rows = []
+    """The checks section's rows on the outputs off the training inputs: [experiment, then per activation 'median /
+    largest' relative gap over every moved network]; the activations: those of the first experiment.
+    figures: {(experiment, activation): Figure with 'off_data_gap'}."""
+    cells = {}
     for (experiment, unit), f in figures.items():
         gaps = np.asarray(f["off_data_gap"], dtype=float)
         gaps = gaps[np.isfinite(gaps) & (gaps > 0)]  # the unmoved networks themselves have gap 0
-        rows.append([experiment, unit, fmt(np.median(gaps)) if gaps.size else "-", fmt(gaps.max()) if gaps.size else "-"])
-    return rows
+        cells.setdefault(experiment, {})[unit] = f"{fmt(np.median(gaps))} / {fmt(gaps.max())}" if gaps.size else "-"
+    units = list(dict.fromkeys(u for by_unit in cells.values() for u in by_unit))
+    return units, [[experiment] + [by_unit.get(u, "-") for u in units] for experiment, by_unit in cells.items()]
 
 
 def off_data_table(experiments):
@@ -250,8 +262,9 @@ def off_data_table(experiments):
                if "off_data_gap" in f.data}
     if not figures:
         return []
+    units, rows = off_data_rows(figures)
     return ["Largest relative output change of the moved networks on random inputs x ~ N(0, I_n / n) off the "
-            "training inputs (median and largest over every moved network of the experiment):", ""] + table(
-        ["experiment", "activation", "median", "largest"], off_data_rows(figures))
+            "training inputs (median / largest over every moved network of the experiment):", ""] + table(
+        ["experiment", *units], rows)
 
 

@@ -53,13 +53,18 @@ PASSES, FAILS = "passes", "fails"      # a check's result (its rule's reproduced
 class Result(NamedTuple):
     """A rule's answer. deciding: the deciding effect in a few words (summary table); value: the one number that
     decides, where there is one, and what it is (its spread is reported over seeds); p: the p-value of that effect,
-    where it has one (its range is reported over seeds)."""
+    where it has one (its range is reported over seeds); columns and rows: the reading as a table where the rule
+    gives one (each row: a label suffix, the verdict, then one cell per column; the report prints it instead of
+    text), lead: the words before that table."""
     verdict: str
     text: str
     deciding: str = ""
     value: Optional[float] = None
     value_name: str = "deciding number"
     p: Optional[float] = None
+    columns: tuple = ()
+    rows: tuple = ()
+    lead: str = ""
 
 
 class PerSeed(list):
@@ -189,7 +194,8 @@ def legend_Qs(labels):
 
 def table(headers, rows):
     rows = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + rows + [""] if rows else []
+    head = ["| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |", "|" + "---|" * len(headers)]
+    return head + rows + [""] if rows else []
 
 
 def item(values, index):
@@ -204,7 +210,8 @@ def last_finite(values):
 
 def col(key, form=fmt, seeds=False, mark=False):
     """A table cell: run r's f[key] in seed 0; seeds=True adds the mean ± std over the seeds where there are
-    several (runs that diverged or never reached the loss left out), mark=True the step where it diverged."""
+    several (runs that diverged or never reached the loss left out, and then how many seeds are in), mark=True the
+    step where it diverged."""
     def cell(unit, f, r):
         values = f[key]
         per_seed = values[:, r] if np.ndim(values) >= 2 else values[r:r + 1]
@@ -212,7 +219,8 @@ def col(key, form=fmt, seeds=False, mark=False):
         if seeds and len(per_seed) > 1:  # the spread over the seeds that converged (steps) and did not diverge
             ok = per_seed[(f["diverged_at"][:, r] < 0) & (per_seed >= 0 if key.startswith("steps") else True)]
             if ok.size:
-                text += f" ({form(np.mean(ok))} ± {fmt(sd(ok))}, {len(ok)} of {len(per_seed)} seeds)"
+                text += (f" ({form(np.mean(ok))} ± {fmt(sd(ok))}" + f", {len(ok)} of {len(per_seed)} seeds" * (
+                    len(ok) < len(per_seed)) + ")")
         diverged_at = np.atleast_2d(f["diverged_at"])[0, r]
         return text + (f" (diverged at step {int(diverged_at):,})" if mark and diverged_at >= 0 else "")
     return cell
@@ -384,6 +392,7 @@ class Claim:
     over: Callable = combine  # the units' verdicts -> one; its docstring follows the rule's
     conventions: bool = False  # measure(f, convention): judged in both conventions of Q (both_conventions)
     check: bool = False       # an identity of the construction: the checks table; failing marks the figure broken
+    brief: bool = False       # the section gives each unit's deciding numbers only: its table has every number
 
 
 @dataclass(frozen=True)

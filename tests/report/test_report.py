@@ -365,6 +365,15 @@ CLAIMS = [c.short for s in mr.SECTIONS for c in s.claims if not c.check]
 CHECKS = [c.short for s in mr.SECTIONS for c in s.claims if c.check]
 
 
+def reading_row(text, claim, label, verdict=""):
+    """The row of `label` (an activation, or 'tanh, zero') in the verdict table of the claim whose paragraph starts
+    with `claim`, starting '| label | verdict | ' where a verdict is given."""
+    start = text.index(claim)
+    end = text.find("**Claim (", start + 1)
+    prefix = f"| {label} | " + (f"{verdict} | " if verdict else "")
+    return next(line for line in text[start:end if end > 0 else None].splitlines() if line.startswith(prefix))
+
+
 def summary_rows(report, table="## What holds"):
     """{short claim: verdict} from the table that opens the report (| in a claim is escaped there); table="## Checks":
     {check: result} from the checks table."""
@@ -411,10 +420,11 @@ def figures(base, tmp_path):
 def test_every_claim_holds_on_the_base_data(figures):
     (figures / "Q-dynamics" / "elementwise_linear_loss_Q.png").write_bytes(b"\x89PNG")  # a saved plot is shown
     status, text = report(figures)
-    assert "![elementwise_linear_loss_Q](Q-dynamics/elementwise_linear_loss_Q.png)" in text
+    assert "![](Q-dynamics/elementwise_linear_loss_Q.png)" in text
     assert status == 0 and summary_rows(text) == {short: REPRODUCED for short in CLAIMS}
     assert summary_rows(text, "## Checks") == {short: verdict_rules.PASSES for short in CHECKS}
-    assert "| Fig. 9 per-neuron | tanh | 0.1 | 0.1 |" in text  # the outputs off the training inputs
+    assert "| experiment | linear | relu | tanh | sigmoid |" in text  # the outputs off the training inputs
+    assert "| Fig. 9 per-neuron | 0.1 / 0.1 | 0.1 / 0.1 | 0.1 / 0.1 | 0.1 / 0.1 |" in text
     assert "> **Smoke-test data**" not in text and "**No verdict: not run" not in text and DATA_ERROR_TEXT not in text
     assert f"**{mr.fmt_seconds(700 + 900 + 700 + 20 + 30 + 500 + 130 + 1000)}**" in text  # each command counted once
     # the CIFAR sections name the data: official or not, and the digest of the files read
@@ -605,10 +615,11 @@ def test_a_verdict_that_differs_between_the_conventions_is_reported_as_such(figu
     assert status == 0 and after.pop("largest Hessian eigenvalue grows with |Q|") == "depends on the convention"
     before.pop("largest Hessian eigenvalue grows with |Q|")
     assert after == before
-    assert "paper's convention: partly, zero convention: reproduced; linear: reproduced" in text
-    tanh = text.split("tanh: depends on the convention (paper's convention: not reproduced (")[1].split("; sigmoid:")[0]
-    assert "grows with |Q| in 0 of 6 seeds (6 series)" in tanh.split("zero convention")[0]
-    assert "zero convention: reproduced (" in tanh and "grows with |Q| in 6 of 6 seeds (6 series)" in tanh
+    claim = "**Claim (Fig. 9).** Larger |Q| gives a sharper minimum"
+    assert "**Verdict: depends on the convention.** paper's convention: partly, zero convention: reproduced." in text
+    assert reading_row(text, claim, "linear").startswith("| linear | reproduced | ")
+    assert "| 0 of 6 (6 series) | " in reading_row(text, claim, "tanh, paper's", "not reproduced")
+    assert "| 6 of 6 (6 series) | " in reading_row(text, claim, "tanh, zero", "reproduced")
 
 
 @pytest.mark.parametrize("damage", ["truncated npz", "corrupt json", "missing key", "npz without json",
@@ -675,9 +686,8 @@ def test_a_diverged_run_is_reported_as_diverged(figures):
     assert status == 0 and set(summary_rows(text, "## Checks").values()) == {verdict_rules.PASSES}  # checks see every run
     assert verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY  # never 'not reproduced' (slow)
     assert verdicts["steps to converge proportional to Q (radial)"] == PARTLY
-    relu = text.split("relu: partly (")[1].split("; tanh:")[0]
-    assert "falls with |Q| in 5 of 5 seeds (5 series), sign test p = 0.031 (significant" in relu  # seed 2 has no series left
-    assert "; 1 series left out (a diverged run or a minimum not reached)" in text
+    relu = reading_row(text, "**Claim (Fig. 6).** At learning rate", "relu", PARTLY)
+    assert "| 5 of 5 (5 series, 1 left out) | 0.031 | " in relu  # seed 2 has no series left
     assert "run 2 diverged at step 300 (left out)" in text and "inconsistent" not in text
     assert "| relu | 1 | -386 | 7.3 | 3,496 (3,496 ± 0, 5 of 6 seeds) |" in text  # the spread leaves it out; Q once (relu)
     assert "| 20 | never (diverged at step 300) |" in text  # the table marks it too
@@ -688,7 +698,8 @@ def test_activations_beyond_the_papers_are_found_and_reported(figures):
     status, text = report(figures)
     verdicts = summary_rows(text)
     assert status == 0 and all(v == REPRODUCED for v in verdicts.values())
-    assert "softplus: reproduced (lr 0.1: 0.00069 of bound 0.00138" in text  # Fig. 3
+    assert "softplus: reproduced (drift/bound <= 0.5)" in text  # Fig. 3 (its table has every learning rate)
+    assert "| softplus | 0.1 | 0.00069 | 0.00138 |" in text
     assert "softplus: not tested (mean" in text  # Fig. 4: no analytic E[Q] for it, so it is left out
     assert "(Q-convergence/elementwise_softplus_convergence.png)" not in text  # no png written here
     assert "| softplus | 0.01 |" in text  # Fig. 6 table
@@ -710,12 +721,12 @@ def test_a_claim_holding_in_some_seeds_and_not_others(figures):
     status, text = report(figures)
     verdicts = summary_rows(text)
     assert status == 0 and verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY
-    tanh = text.split("tanh: not reproduced (")[1].split("; sigmoid:")[0]
-    assert "falls with |Q| in 4 of 6 seeds (6 series), sign test p = 0.34 (not significant" in tanh
-    assert "| tanh | 1 | -579 | 7.3 | 3,496 (36,347 ± 5.09e+04, 6 of 6 seeds) |" in text  # the spread
+    tanh = reading_row(text, "**Claim (Fig. 6).** At learning rate", "tanh", NOT_REPRODUCED)
+    assert "| 4 of 6 (6 series) | 0.34 | " in tanh and "| every (not significant) |" in tanh
+    assert "| tanh | 1 | -579 | 7.3 | 3,496 (36,347 ± 5.09e+04) |" in text  # the spread over every seed
     # 5 of 6 seeds (one orbit each): one-sided p = 7/64 = 0.11, not significant either
     assert verdicts["same function: larger |Q| converges in fewer steps"] == PARTLY
-    assert "falls with |Q| in 5 of 6 seeds (6 series), sign test p = 0.11" in text
+    assert "| 5 of 6 (6 series) | 0.11 | " in reading_row(text, "**Claim (Fig. 6).** The test of the claim", "tanh")
     assert all(v == REPRODUCED for s, v in verdicts.items() if "fewer steps" not in s)
 
 
@@ -743,13 +754,14 @@ def test_cells_that_are_not_symmetries_support_no_claim(figures):
     assert verdicts["group beats g^-1, random, shuffle at eps = 1 and 10"] == PARTLY  # eps 10 still counts
     assert verdicts["group beats the interpolated permutation at eps = 1 and 10"] == PARTLY
     assert verdicts["group ensemble within 0.02 of the original at small eps"] == REPRODUCED  # reads eps <= 0.1
-    assert "eps 1: not a symmetry, cannot be tested" in text and "not at eps in {1}" in text
+    assert "eps 1: not a symmetry, cannot be tested" in text
+    assert "exact numerics: partly (a symmetry up to eps 0.1, not at 1 (all 3 of 3 seeds))" in text
     # the suite's claims need moved networks that are symmetries: none here in the exact numerics, which decide
     assert verdicts["corrected: group more robust than original (standard evaluation)"] == verdict_rules.CANNOT_TEST
     assert verdicts["corrected: gain beyond the controls (independent CNN, shared trunk)"] == verdict_rules.CANNOT_TEST
     assert "cannot be tested (holds in 0 of 3 seeds; seed 0: cannot be tested (the moved networks are not " \
            "symmetries (symmetry error 0.5 > 0.001; as measured: reproduced)" in text
-    assert "| 1 | 0.2 (1e-09) | 0 of 3 |" in text  # the table marks the row (noise-free fit in brackets)
+    assert "| 0.2 (1e-09) | 0 of 3 | " in text  # the table marks the exact numerics' row (noise-free fit in brackets)
 
 
 def test_quick_file_names_are_found_and_two_matches_are_an_error(figures):
@@ -812,8 +824,9 @@ def test_cifar_tables_show_the_deciding_numbers(figures):
     edit_figure(figures, ROBUSTNESS + "_exact", group_vs_independent_p=p)
     text = report(figures)[1]
     assert "(p ≤ 0.04)" in text and "(p ≤ 1e-09)" in text
-    assert "| eps | symmetry error | symmetric | group | perm_interp | g_inverse | random | shuffle |" in text
-    assert "| 1 | 1e-09 | 3 of 3 | -0.208 ± 0.000 | -0.258 ± 0.000 | -0.450 ± 0.000 |" in text  # minus the original
+    assert ("| eps | symmetry error, paper | symmetric, paper | group, paper | symmetry error, exact | symmetric, exact "
+            "| group, exact | perm_interp | g_inverse | random | shuffle |") in text  # the baselines: the exact numerics'
+    assert "| 1e-09 | 3 of 3 | -0.208 ± 0.000 | -0.258 ± 0.000 | -0.450 ± 0.000 |" in text  # minus the original
 
 
 def test_report_file_permissions_and_no_machine_paths(figures):

@@ -109,12 +109,12 @@ def test_claim_texts_come_from_the_saved_settings(tmp_path):
 
 
 def test_a_table_missing_its_setting_is_a_data_error_alone(tmp_path):
-    """Fig. 9's per-neuron table shows the minima the script plotted (plotted_run): a .json without it loses that table
+    """Fig. 6's same-function table names the init std its orbits move (init_std): a .json without it loses that table
     (a data error, exit status 1), not the figure's other tables or any verdict."""
     write_toy_figures(tmp_path, float64=False)
-    drop_setting(tmp_path, "Q-hessian-eigenvalues/per_neuron_tanh_sharpness_mnk_10_5_50", "plotted_run")
+    drop_setting(tmp_path, "Q-convergence/same_function_tanh_convergence", "init_std")
     status = mr.main(["--out", str(tmp_path)])
     text = (tmp_path / "REPORT.md").read_text()
-    assert status == 1 and "lacks setting 'plotted_run'" in text and "*Table not shown (data error):*" in text
-    assert "| nonzero eigenvalues | final squared loss |" in text  # Fig. 9's main table is still there
+    assert status == 1 and "lacks setting 'init_std'" in text and "*Table not shown (data error):*" in text
+    assert "| paper's code [R] | final loss |" in text  # Fig. 6's main table is still there
     assert set(summary_rows(text).values()) - {"not run"} == {REPRODUCED}
