@@ -85,12 +85,13 @@ def converged(doubled_broken, audit, tolerance=CONVERGENCE_TOLERANCE):
     return np.asarray(doubled_broken) / audit <= tolerance
 
 
-def convergence_rows(data, attack_labels, classifiers, labels):
+def convergence_rows(data, attack_labels, classifiers, labels, alone=False):
     """The convergence table of a figure's arrays (torch-free: the report builds it from the saved suite description):
     per classifier and radius, [classifier, radius, robust accuracy after each attack (cumulative, mean over seeds;
     'not run' for an attack left out on it) ..., audit-image robust accuracy before -> after doubling the strongest
     attack (its name), and 'not converged' where doubling broke more than CONVERGENCE_TOLERANCE of the audit images
-    in some seed]. attack_labels: the suite's attacks in order; classifiers: their keys; labels: {key: label}."""
+    in some seed]. attack_labels: the suite's attacks in order; classifiers: their keys; labels: {key: label};
+    alone: each cell also gives the attack's standalone accuracy on the audit images in brackets."""
     rows = []
     for c in classifiers:
         if f"converged_{c}" not in data:
@@ -98,12 +99,15 @@ def convergence_rows(data, attack_labels, classifiers, labels):
         cumulative = np.asarray(data[f"cumulative_acc_{c}"]).reshape(-1, len(attack_labels), len(data["radii"]))
         run = np.reshape(data.get(f"attacks_run_{c}", np.ones(len(attack_labels), dtype=bool)),
                          (-1, len(attack_labels))).all(axis=0)  # [A]
+        standalone = np.mean(np.reshape(data[f"alone_acc_{c}"], cumulative.shape), axis=0) if alone else None
         for r, radius in enumerate(data["radii"]):
             strongest = sorted({attack_labels[int(a)] for a in np.ravel(data[f"strongest_{c}"])[r::len(data["radii"])]
                                 if a >= 0})
             ok = bool(np.all(np.asarray(data[f"converged_{c}"])[..., r]))
             rows.append([labels[c], f"{radius * 255:g}/255"]
-                        + [f"{cumulative[:, a, r].mean():.3f}" if run[a] else "not run" for a in range(len(attack_labels))]
+                        + [(f"{cumulative[:, a, r].mean():.3f}" + (f" ({standalone[a, r]:.3f})" if alone and
+                                                                       np.isfinite(standalone[a, r]) else ""))
+                           if run[a] else "not run" for a in range(len(attack_labels))]
                         + [f"{np.mean(data[f'audit_robust_acc_{c}'][..., r]):.3f} -> "
                            f"{np.mean(data[f'doubled_acc_{c}'][..., r]):.3f} ({', '.join(strongest)} x 2)"
                            + ("" if ok else " not converged")])

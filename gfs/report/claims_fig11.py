@@ -11,7 +11,8 @@ import numpy as np
 
 from gfs.cifar import dataset
 from gfs import paper_numbers as paper
-from gfs.report.claims_fig10 import NUMERICS_NAMES, NUMERICS_SUFFIXES, data_text, exact_decides, rule_same_predictions
+from gfs.report.claims_fig10 import (EXACT, NUMERICS_NAMES, NUMERICS_SUFFIXES, data_text, exact_decides,
+                                     rule_same_predictions)
 from gfs.report.verdict_rules import Claim, EvaluationFailed, Files, Section, notebook_command, require
 from gfs.report.verdict_rules import spread, table
 from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
@@ -38,7 +39,7 @@ def sanity_failures(f):
     sanity_<classifier> [S, K, R] against the checks its .json names (in that order)."""
     suite, lines = f.setting("suite"), []
     texts = list(suite["sanity_checks"].values())
-    for c in suite["classifiers"]:
+    for c in (c for c in suite["classifiers"] + suite.get("trained_controls", []) if f"sanity_{c}" in f.data):
         sanity = np.asarray(f[f"sanity_{c}"]).reshape(-1, len(texts), len(f["radii"]))  # [S, K, R]
         for s, k, r in zip(*np.nonzero(~sanity)):
             lines.append(f"seed {int(f['seeds'][s])}, {c}, radius {f['radii'][r] * 255:g}/255: {texts[k]} fails")
@@ -228,11 +229,14 @@ def fig11_tables(paper_protocol):
 
 
 def robustness_tables(figures):
-    """Per numerics: robust accuracy per radius and classifier, the paired differences with McNemar's largest p
-    (the deep ensemble among them), the convergence table, every attack alone on the audit images with Square's
-    accuracy against its queries, the attack that first broke the images, held-out agreement, the sanity checks."""
-    lines = []
-    for numerics, f in figures.items():
+    """Per numerics: robust accuracy per radius and classifier with the paired differences (McNemar's largest p; the
+    deep ensemble among them); then, once, the convergence table (each attack alone in brackets; 'not run' where the
+    CPU budget left it out), Square's accuracy against its queries, the attack that first broke the images, held-out
+    agreement and the sanity checks. The arrays of the original, the shared trunk and the trained controls are the
+    same in both numerics, so they are shown with the exact numerics (which decide, first) and only the group
+    ensemble's rows are repeated for the paper numerics."""
+    lines, shown_once = [], False
+    for numerics, f in sorted(figures.items(), key=lambda item: item[0] != EXACT):
         if "alone_acc_deep" not in f.data:
             continue
         radii = f["radii"] * 255
@@ -243,51 +247,56 @@ def robustness_tables(figures):
                 + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in shown]
                 for k, r in enumerate(radii)]
         settings = ", ".join(f"{k.replace('_', ' ')} {int(v)}" for k, v in suite["settings"].items())
+        costly = "; ".join(f"{a} on {', '.join(on) or 'none'}" for a, on in suite.get("costly_attacks_on", {}).items())
         lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
-                  f"{int(f['suite_images'])} test images for every classifier; {settings}). Robust accuracy: right on "
-                  "clean data and under every attack; mean ± std over seeds; McNemar's p largest over seeds. The "
-                  "independent CNN and the deep ensemble are trained from their own seeds ("
+                  f"{int(f['suite_images'])} test images for every classifier; {settings}"
+                  + (f"; the CPU budget: {costly}" if costly else "") + "). Robust accuracy: right on clean data and "
+                  "under every attack; mean ± sd over seeds; McNemar's p largest over seeds. The independent CNN and "
+                  "the deep ensemble are trained from their own seeds ("
                   + ", ".join(str(int(s)) for s in f["control_seeds"]) + f"; the independent CNN is the first; the deep "
                   f"ensemble's clean accuracy {float(np.mean(f['clean_acc_deep'])):.3f}, its members' "
                   + ", ".join(f"{a:.3f}" for a in np.reshape(f["member_clean_acc_deep"], (-1, len(f["control_seeds"])))[0])
                   + "), attacked once and paired with each seed's group ensemble.", ""]
         lines += table(["radius"] + [names[c] for c in shown_classifiers] + list(shown.values()), rows)
-        lines += [f"Convergence (mean over seeds): robust accuracy after each attack of the cascade, then on the "
+        classifiers = ["group"] if shown_once else shown_classifiers
+        lines += [f"Convergence{'' if not shown_once else ', group ensemble'} (mean over seeds): robust accuracy "
+                  "after each attack of the cascade (in brackets: that attack alone on the audit images), then on the "
                   f"first {int(f['audit_images'])} (audit) images before -> after doubling the iterations and restarts "
                   f"of the strongest white-box attack there; \"not converged\" where doubling broke more than "
                   f"{CONVERGENCE_TOLERANCE:.1%} of the audit images in some seed.", ""]
         lines += table(["classifier", "radius"] + [f"after {a['label']}" for a in attacks] + ["audit: doubled"],
-                       convergence_rows(f.data, [a["label"] for a in attacks], shown_classifiers, names))
-        lines += [f"Every attack alone on the audit images (accuracy, mean over seeds; the sanity checks compare these "
-                  f"with a one-sided {SANITY_CONFIDENCE:.0%} binomial slack) and Square's accuracy after a fraction of "
-                  f"its {int(f['square_queries'])} queries:", ""]
+                       convergence_rows(f.data, [a["label"] for a in attacks], classifiers, names, alone=True))
         curve_queries = np.reshape(f["square_curve_queries_group"], (-1, np.shape(f["square_curve_group"])[-1]))[0]
-        alone_rows = []
-        for c in shown_classifiers:
-            alone = np.reshape(f[f"alone_acc_{c}"], (-1, len(attacks), len(radii))).mean(axis=0)
+        curve_rows = []
+        for c in classifiers:
             curve = np.reshape(f[f"square_curve_{c}"], (-1, len(radii), len(curve_queries))).mean(axis=0)
-            alone_rows += [[names[c], f"{r:g}/255"] + [f"{alone[a, k]:.3f}" for a in range(len(attacks))]
-                           + [" / ".join(f"{v:.3f}" for v in curve[k])] for k, r in enumerate(radii)]
-        lines += table(["classifier", "radius"] + [a["label"] for a in attacks]
-                       + ["Square after " + " / ".join(str(int(q)) for q in curve_queries) + " queries"], alone_rows)
-        decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in suite["classifiers"])  # [A, R]
-        lines += ["Images first broken by each attack (in the order of the suite, so the cheap attacks come first; "
-                  "summed over seeds and the three classifiers of each seed; an image an earlier attack broke is not "
-                  "counted again; APGD-T and Square run on the audit images only):", ""]
-        lines += table(["radius"] + [a["label"] for a in attacks],
-                       [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(attacks))]
-                        for k, r in enumerate(radii)])
+            curve_rows += [[names[c], f"{r:g}/255", " / ".join(f"{v:.3f}" for v in curve[k])]
+                           for k, r in enumerate(radii) if np.isfinite(curve[k]).all()]
+        lines += table(["classifier", "radius", "Square alone after " + " / ".join(str(int(q)) for q in curve_queries)
+                        + " queries"], curve_rows)
+        if not shown_once:
+            decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in suite["classifiers"])  # [A, R]
+            lines += ["Images first broken by each attack (in the order of the suite; summed over seeds and the "
+                      "three classifiers of each seed; an image an earlier attack broke is not counted again):", ""]
+            lines += table(["radius"] + [a["label"] for a in attacks],
+                           [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(attacks))]
+                            for k, r in enumerate(radii)])
         agreement = [[names[m], spread(f[f"heldout_agreement_{m}"], "{:.3f}"),
                       spread(f[f"heldout_agreement_min_{m}"], "{:.3f}"), fmt(np.median(f[f"heldout_gap_p50_{m}"])),
-                      spread(f[f"heldout_saturated_{m}"], "{:.3f}")] for m in ("group", "perm_interp")]
+                      spread(f[f"heldout_saturated_{m}"], "{:.3f}")]
+                     for m in (("group",) if shown_once else ("group", "perm_interp"))]
         lines += ["Held-out agreement of the ensembles' members with the original (all evaluation images):", ""]
         lines += table(["ensemble", "agreement (mean over members)", "lowest member", "median gap", "saturated"],
                        agreement)
         failures = sanity_failures(f)
-        lines += [f"Attacks, in the order of the suite: {suite_text(suite)}.", ""]
-        lines += [f"Sanity checks ({'; '.join(suite['sanity_checks'].values())}): "
-                  + ("all passed." if not failures else f"**{len(failures)} failed: evaluation failed** ("
-                     + "; ".join(failures[:5]) + ")."), ""]
+        if not shown_once:
+            lines += [f"Attacks, in the order of the suite: {suite_text(suite)}.", ""]
+        lines += [f"Sanity checks ({'; '.join(suite['sanity_checks'].values())}; an attack left out by the CPU "
+                  "budget has none): " if not shown_once else "Sanity checks: "]
+        lines[-1] += ("all passed." if not failures else f"**{len(failures)} failed: evaluation failed** ("
+                      + "; ".join(failures[:5]) + ").")
+        lines += [""]
+        shown_once = True
     return lines
 
 

@@ -95,3 +95,19 @@ def test_the_notebook_parameters_name_exactly_the_suite_classifiers():
     from gfs.cifar.symmetry import NUMERICS
     expected = {c for c in robustness.ALL_CLASSIFIERS if c != "group"} | {f"group_{n}" for n in NUMERICS}
     assert set(notebook_parameters.CLASSIFIER_NAMES) == expected
+
+
+def test_the_convergence_table_says_not_run_where_an_attack_was_left_out():
+    from gfs.cifar.suite_checks import convergence_rows
+    summary = summary_of(STRONG, ("square",))
+    summary.update(strongest=np.array([NAMES.index("apgd_t")]), converged=np.array([True]),
+                   doubled_acc=summary["robust_acc"], audit_robust_acc=summary["robust_acc"])
+    data = {f"{k}_group": np.asarray(v)[None] for k, v in summary.items()}  # one seed
+    data["radii"] = np.array([1 / 255])
+    labels = [attack.label for attack in robustness.ATTACKS]
+    (row,) = convergence_rows(data, labels, ["group"], {"group": "group"}, alone=True)
+    square = 2 + NAMES.index("square")
+    assert row[square] == "not run"
+    apgd_t = row[2 + NAMES.index("apgd_t")]  # after it: 1 - 150/250 (the worst case); alone: the same 150 images
+    assert apgd_t == "0.400 (0.400)", row
+    assert "(APGD-T x 2)" in row[-1] and "not converged" not in row[-1]
