@@ -153,14 +153,13 @@ def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
 
 
 def test_one_seed_is_refused_in_one_line_before_any_training(tiny_cifar, tmp_path):
-    """Fig. 11's independent-CNN control of seed s is seed s + 1's model: one seed would make it
-    the attacked model itself (a difference of 0, p = 1)."""
+    """Fig. 11 is judged over seeds (the seed is the unit: a spread needs two): one seed is refused."""
     started = time.time()
     result = subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--quick", "--seeds", "1",
                              "--cifar-dir", tiny_cifar, "--out", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["run_notebook.py: error: adversarial_CIFAR.ipynb failed: ParameterError: "
-                                                  "SEEDS must be at least 2 (the independent CNN of seed s is seed s + 1's), not 1"]
+                                                  "SEEDS must be at least 2 (a spread over seeds needs two), not 1"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.npz"))
     assert time.time() - started < 60  # refused in the derived-settings cell, long before any training
