@@ -11,6 +11,7 @@ import pytest
 from gfs import paper_numbers as paper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = ("ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb")  # Figs. 10 and 11
 
 
 TINY_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -104,3 +105,12 @@ def group_minus_original():
     """The paper notebook's group - original heat map [C] for eps >= 0.1, small made-up cells below: [7, 7]."""
     return np.array([paper.FIG10_ROWS["group"][e] for e in (20, 10, 1, 0.1)]
                     + [(0.002, -0.003, 0, 0, 0.001, 0, 0)] * 3, dtype=float)
+
+
+def quick_notebook_run(quick_pipeline, notebook):
+    """(figures folder, executed copy) of `notebook` (one of NOTEBOOKS) in the session's quick pipeline, after checking
+    that the pipeline succeeded and left the committed notebook byte for byte as it was."""
+    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
+    with open(os.path.join(REPO, notebook), "rb") as f:
+        assert f.read() == quick_pipeline.notebooks_before[notebook]  # the committed notebook is never overwritten
+    return quick_pipeline.out, quick_pipeline.executed / notebook

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gfs.cifar import dataset
-from helpers import check_committed_outputs
+from helpers import check_committed_outputs, quick_notebook_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
@@ -32,12 +32,7 @@ def load(out, name):
 @pytest.fixture(scope="module")
 def notebook_outputs(quick_pipeline):
     """The Fig. 11 notebook of the session's quick pipeline (make figures QUICK=1)."""
-    with open(NOTEBOOK, "rb") as f:
-        committed = f.read()
-    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
-    out, executed = quick_pipeline.out, quick_pipeline.executed / "adversarial_CIFAR.ipynb"
-    with open(NOTEBOOK, "rb") as f:
-        assert f.read() == committed  # the committed notebook is never overwritten
+    out, executed = quick_notebook_run(quick_pipeline, os.path.basename(NOTEBOOK))
     assert not any(name.endswith("g200_eps10.npz") for name in os.listdir(out / "ensemble"))
     paper = {method: load(out, name) for method, name in PAPER_NAMES.items()}
     corrected = {"suite": {numerics: load(out, name) for numerics, name in ROBUSTNESS_NAMES.items()}}

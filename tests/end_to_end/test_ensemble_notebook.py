@@ -9,7 +9,7 @@ import pytest
 
 from gfs.cifar import dataset
 from gfs.cifar import symmetry
-from helpers import check_committed_outputs
+from helpers import check_committed_outputs, quick_notebook_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "ensemble_CIFAR.ipynb")
@@ -31,12 +31,7 @@ def image_outputs(path):
 @pytest.fixture(scope="module")
 def quick_run(quick_pipeline):
     """The Fig. 10 notebook of the session's quick pipeline (make figures QUICK=1: 2 seeds, one worker per core)."""
-    with open(NOTEBOOK, "rb") as f:
-        committed = f.read()
-    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
-    out, executed = quick_pipeline.out, quick_pipeline.executed / "ensemble_CIFAR.ipynb"
-    with open(NOTEBOOK, "rb") as f:
-        assert f.read() == committed  # the committed notebook is never overwritten
+    out, executed = quick_notebook_run(quick_pipeline, os.path.basename(NOTEBOOK))
     saved = {}
     for numerics, stem in STEMS.items():
         for ext in (".pdf", ".png", ".npz", ".json"):

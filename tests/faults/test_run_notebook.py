@@ -2,7 +2,6 @@
 exit status 3 only for missing CIFAR-10, and Ctrl-C / SIGTERM ending the kernel with one line."""
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 
 import nbformat
 import pytest
-from helpers import ABSOLUTE_PATH, LINUX_PROC, running
+from helpers import LINUX_PROC, running
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_NOTEBOOK = os.path.join(REPO, "run_notebook.py")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import stat
@@ -392,6 +393,29 @@ def report(out, *extra):
     shown = {v.removesuffix(" (smoke test)") for t in ("## What holds", "## Checks") for v in summary_rows(text, t).values()}
     assert shown <= legend_words(text), shown - legend_words(text)
     return status, text
+
+
+@pytest.fixture(scope="module", autouse=True)
+def each_rule_computed_once_per_input():
+    """The claims' rules are pure functions of the measurements they are given, and most tests here change one
+    figure of the base data, so the other claims get the same measurements again: within this module each rule runs
+    once per distinct measurement (a key of its pickled arguments), which more than halves the module's time. The
+    report is otherwise built in full each time (reading and checking every file, the checks, the tables), and a
+    measurement that cannot be pickled is computed every time."""
+    original, results = verdict_rules.without_diverged, {}
+
+    def once(rule, **measurement):
+        try:
+            key = pickle.dumps((rule, measurement))
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return original(rule, **measurement)
+        if key not in results:
+            results[key] = original(rule, **measurement)
+        return results[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verdict_rules, "without_diverged", once)
+        yield
 
 
 @pytest.fixture(scope="module")
