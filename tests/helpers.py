@@ -1,5 +1,6 @@
 """What several test modules share: the repository's root, a tiny learnable CIFAR-10 in the official
 layout, process checks, the checks of a committed notebook, and the paper notebook's heat-map rows."""
+import json
 import os
 import pickle
 import re
@@ -114,3 +115,18 @@ def quick_notebook_run(quick_pipeline, notebook):
     with open(os.path.join(REPO, notebook), "rb") as f:
         assert f.read() == quick_pipeline.notebooks_before[notebook]  # the committed notebook is never overwritten
     return quick_pipeline.out, quick_pipeline.executed / notebook
+
+
+def derived_cell(notebook):
+    """The source of `notebook`'s derived-settings cell (the first untagged code cell after the parameters)."""
+    with open(os.path.join(REPO, notebook)) as f:
+        cells = json.load(f)["cells"]
+    return next("".join(c["source"]) for c in cells[1:] if c["cell_type"] == "code" and not c["metadata"].get("tags"))
+
+
+def quick_values(notebook):
+    """{NAME: value}: the smoke-test values that QUICK gives `notebook`'s parameters (the dict its derived cell passes
+    to notebook_parameters.quick_settings), so that the tests of a quick run follow them."""
+    derived = derived_cell(notebook)
+    start = derived.index("globals(), dict(") + len("globals(), ")
+    return eval(derived[start:derived.index(")))", start) + 1], {"dict": dict})

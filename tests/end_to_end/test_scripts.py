@@ -28,6 +28,21 @@ SCRIPTS = {
 EXTRA_FLAGS = {"Q_convergence_elementwise.py": ["--seeds", "2", "--same-function"],
                "Q_hessian_eigenvalues.py": ["--seeds", "2", "--same-function"]}
 SEEDS_CONVERGENCE = int(EXTRA_FLAGS["Q_convergence_elementwise.py"][1])
+# The second run (determinism) and --plot-only cover the two cheapest activations, one with the paper code's
+# integration constant (sigmoid) and one without: seeding, worker processes and plotting do not depend on the
+# activation, and the other two would more than double these tests' time.
+RERUN_ACTIVATIONS = ("linear", "sigmoid")
+
+
+def rerun_flags(script):
+    """--activations for a second run or --plot-only of script (the radial script has no activations)."""
+    return [] if script == "Q_convergence_radial.py" else ["--activations", ",".join(RERUN_ACTIVATIONS)]
+
+
+def rerun_names(script):
+    """The figures of SCRIPTS[script] that rerun_flags(script) writes again."""
+    return [name for name in SCRIPTS[script] if not rerun_flags(script)
+            or any(f"{a}_" in name.rsplit("/", 1)[1] for a in RERUN_ACTIVATIONS)]
 
 
 def run(script, *flags):
@@ -43,13 +58,14 @@ def load_arrays(path):
 @pytest.fixture(scope="module")
 def quick_outputs(quick_pipeline, tmp_path_factory):
     """The scripts' outputs of the session's `make figures QUICK=1`, and every script once more with the same
-    settings into a second folder (Fig. 3 with two worker processes, to cover the parallel path)."""
+    settings (for RERUN_ACTIVATIONS) into a second folder (Fig. 3 with two worker processes, to cover the parallel
+    path)."""
     assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
     second = tmp_path_factory.mktemp("second")
     for script in SCRIPTS:
         jobs = "2" if script == "Q_dynamics_elementwise.py" else "1"
         result = run(script, "--quick", "--no-progress", "--jobs", jobs, *EXTRA_FLAGS.get(script, []),
-                     "--out", str(second))
+                     *rerun_flags(script), "--out", str(second))
         assert result.returncode == 0, result.stderr
     return quick_pipeline.out, second
 
@@ -75,7 +91,7 @@ def test_quick_run_writes_every_file(quick_outputs, script):
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_same_command_twice_gives_identical_arrays(quick_outputs, script):
     first, second = quick_outputs
-    for name in SCRIPTS[script]:
+    for name in rerun_names(script):
         a, b = load_arrays(first / (name + ".npz")), load_arrays(second / (name + ".npz"))
         assert a.keys() == b.keys()
         for key in a:
@@ -86,14 +102,14 @@ def test_same_command_twice_gives_identical_arrays(quick_outputs, script):
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_plot_only_recreates_figures_from_saved_data(quick_outputs, script, tmp_path):
     first = quick_outputs[0]
-    for name in SCRIPTS[script]:  # copy only the data files
+    for name in rerun_names(script):  # copy only the data files
         os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
         for ext in (".npz", ".json"):
             (tmp_path / (name + ext)).write_bytes((first / (name + ext)).read_bytes())
     figures = [flag for flag in EXTRA_FLAGS.get(script, []) if flag == "--same-function"]  # --seeds: training only
-    result = run(script, "--plot-only", *figures, "--out", str(tmp_path))
+    result = run(script, "--plot-only", *figures, *rerun_flags(script), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    for name in SCRIPTS[script]:
+    for name in rerun_names(script):
         assert (tmp_path / (name + ".pdf")).stat().st_size > 0
         assert (tmp_path / (name + ".png")).read_bytes() == (first / (name + ".png")).read_bytes()
 
