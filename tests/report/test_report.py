@@ -32,7 +32,7 @@ import Q_distribution as fig45
 import Q_dynamics_elementwise as fig3
 import Q_hessian_eigenvalues as fig9
 from Q_dynamics_elementwise import delta_Q_tilde, max_abs
-from helpers import EPS, group_minus_original
+from helpers import EPS, group_minus_original, quick_values
 from gfs.report.claims_fig10 import EXACT
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED
 from gfs.report import verdict_rules
@@ -891,12 +891,14 @@ def test_make_figures_quick(quick_pipeline):
     assert len(verdicts) == len(CLAIMS) and "not run" not in " ".join(verdicts.values())
     assert all(v.endswith("(smoke test)") for v in verdicts.values())
     assert DATA_ERROR_TEXT not in text and "Data errors" not in text
+    num_g = quick_values("adversarial_CIFAR.ipynb")["NUM_G"]  # Fig. 11's file names say a quick run's num_g
     for png in ("Q-dynamics/elementwise_linear_loss_Q.png", "ensemble/cnn_cifar_leakyrelu2_main_acc_exact.png",
-                "ensemble/cnn_cifar_leakyrelu_PGD_h16_g5_eps10.png",
-                "ensemble/cnn_cifar_leakyrelu_robustness_h16_g5_eps10_exact.png", "ensemble/fit_size_generalisation.png",
+                f"ensemble/cnn_cifar_leakyrelu_PGD_h16_g{num_g}_eps10.png",
+                f"ensemble/cnn_cifar_leakyrelu_robustness_h16_g{num_g}_eps10_exact.png",
+                "ensemble/fit_size_generalisation.png",
                 "float64/Q-dynamics/elementwise_tanh_loss_Q.png"):
         assert (out / png).is_file(), sorted(os.listdir(out / "ensemble"))
         assert f"]({png})" in text or png.startswith("float64")
     shown = {os.path.relpath(p, out) for p in glob.glob(str(out / "ensemble" / "*.png"))}
     assert shown and all(f"]({png})" in text for png in shown)  # every CIFAR figure is shown in the report
-    assert "_g200_" not in text  # a quick run writes its own settings (num_g = 5) into the Fig. 11 names
+    assert "_g200_" not in text  # a quick run writes its own settings into the Fig. 11 names
