@@ -51,6 +51,7 @@ def make(scratch, *targets, cifar_dir):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_missing_cifar_is_skipped_and_a_quick_run_leaves_the_tree_clean(scratch, tmp_path):
     result = make(scratch, "cifar-figures", "report", "QUICK=1", cifar_dir=tmp_path / "a folder" / "none")  # quoted
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -94,6 +95,7 @@ def test_only_a_full_run_into_figures_saves_the_notebooks_outputs(args, in_place
     assert len(notebooks) == 2 and all(("--in-place" in line) == in_place for line in notebooks)
 
 
+@pytest.mark.slow
 def test_papermill_quick_writes_only_quick_outputs(scratch, tiny_cifar):
     """`papermill NOTEBOOK OUT -p QUICK True` (the README's other way to run a notebook): the quick
     settings apply, the outputs go to figures-quick/ labelled quick, and the committed figures/

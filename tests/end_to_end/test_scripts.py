@@ -223,6 +223,7 @@ def test_unknown_activation_gives_one_line_naming_the_choices(tmp_path, script):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_new_activations_run_through_the_scripts(tmp_path):
     # Entries of the activation table beyond the paper's need no script change.
     for script in ("Q_dynamics_elementwise.py", "Q_distribution.py"):
