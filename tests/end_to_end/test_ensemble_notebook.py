@@ -20,13 +20,6 @@ HIDDEN = notebook_parameters.notebook_defaults(NOTEBOOK)["HIDDEN"]
 GRID = (2, len(QUICK["GROUP_SCALES"]), len(QUICK["NUM_G_LIST"]))  # [seed, group scale, ensemble size]
 
 
-def run_notebook(*args, timeout=300):
-    env = dict(os.environ)
-    env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
-    return subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--no-download", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def image_outputs(path):
     notebook = json.loads(open(path).read())
     return [o for c in notebook["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
@@ -151,15 +144,6 @@ def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):
 def test_executed_copy_shows_the_figures(quick_run):
     _, executed = quick_run
     assert len(image_outputs(executed)) == 3  # one figure per numerics and the fit-size figure, inline
-
-
-def test_notebook_stops_with_a_clear_message_without_data(tmp_path):
-    result = run_notebook("--quick", "--cifar-dir", str(tmp_path / "no_data"), "--out", str(tmp_path / "out"),
-                          timeout=120)
-    assert result.returncode == 3  # run_notebook.py's status for missing CIFAR-10 (make skips only this)
-    last = result.stderr.strip().splitlines()[-1]
-    assert "CifarMissingError" in last and "cifar-10-batches-py" in last and str(tmp_path / "no_data") in last
-    assert not (tmp_path / "out" / (STEMS["paper"] + ".npz")).exists()
 
 
 def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():

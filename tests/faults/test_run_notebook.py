@@ -109,6 +109,7 @@ def test_missing_cifar_is_status_3_and_creates_nothing(tmp_path, name):
     assert "CifarMissingError" in result.stderr
     assert str(tmp_path / "none" / "data" / "cifar-10-batches-py") in result.stderr  # the caller's folder
     assert not (tmp_path / "none").exists() and not os.path.exists(os.path.join(REPO, "none"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.npz"))  # no figure written
 
 
 def test_a_failing_notebook_is_status_1(tmp_path):
