@@ -207,6 +207,19 @@ def one_line_error(result, text):
     return (result.returncode == 2 and "Traceback" not in result.stderr and text in lines[-1])
 
 
+def main_in_process(script, capsys, *flags):
+    """script's main(flags) in this process, for a refusal before any work (a process of its own would only add
+    torch's import; test_bad_input_gives_one_line_error shows that a refusal exits without a traceback): a
+    CompletedProcess with its exit status and stderr. Torch's thread count, which parsing sets, is restored."""
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as refused:
+            importlib.import_module(script.removesuffix(".py")).main(list(flags))
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([script, *flags], refused.value.code, *capsys.readouterr())
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--steps", "0"], "must be a positive integer"),  # the boundary (a negative count takes the same branch)
     (["--plot-only"], "run without --plot-only first"),
@@ -218,14 +231,9 @@ def test_bad_input_gives_one_line_error(tmp_path, flags, message):
 
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "Q_convergence_radial.py"])
 def test_unknown_activation_gives_one_line_naming_the_choices(tmp_path, script, capsys):
-    """Each script's main in this process (a process of its own per script would only add torch's import; that a
-    refusal exits without a traceback is shown by the subprocess tests above)."""
-    with pytest.raises(SystemExit) as refused:
-        importlib.import_module(script.removesuffix(".py")).main(["--activations", "tanh,swish", "--out",
-                                                                  str(tmp_path / "out")])
-    error = capsys.readouterr().err
-    assert refused.value.code == 2 and error.count("\n") == 1, error
-    assert ": error: unknown activation 'swish'; choose from linear, relu" in error  # (prog: pytest's, here)
+    result = main_in_process(script, capsys, "--activations", "tanh,swish", "--out", str(tmp_path / "out"))
+    assert one_line_error(result, "unknown activation 'swish'; choose from linear, relu"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -271,23 +279,23 @@ def test_help_prints_each_default_once(script):
     assert "(default: float32)" in " ".join(result.stdout.split())
 
 
-def test_unwritable_output_folder(tmp_path):
+def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run("Q_dynamics_elementwise.py", "--quick", "--out", str(blocker / "sub"))
+    result = main_in_process("Q_dynamics_elementwise.py", capsys, "--quick", "--out", str(blocker / "sub"))
     assert one_line_error(result, "cannot write to output folder"), result.stderr
-    result = run("Q_hessian_eigenvalues.py", "--quick", "--out", str(blocker))
+    result = main_in_process("Q_hessian_eigenvalues.py", capsys, "--quick", "--out", str(blocker))
     assert one_line_error(result, "is not a folder"), result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_cuda_without_gpu(tmp_path):
-    result = run("Q_convergence_radial.py", "--quick", "--device", "cuda", "--out", str(tmp_path))
+def test_cuda_without_gpu(tmp_path, capsys):
+    result = main_in_process("Q_convergence_radial.py", capsys, "--quick", "--device", "cuda", "--out", str(tmp_path))
     assert one_line_error(result, "no CUDA GPU is available"), result.stderr
 
 
-def test_steps_flag_does_not_apply_to_sampling_script(tmp_path):
-    result = run("Q_distribution.py", "--steps", "10", "--out", str(tmp_path))
+def test_steps_flag_does_not_apply_to_sampling_script(tmp_path, capsys):
+    result = main_in_process("Q_distribution.py", capsys, "--steps", "10", "--out", str(tmp_path))
     assert one_line_error(result, "--steps does not apply"), result.stderr
 
 
