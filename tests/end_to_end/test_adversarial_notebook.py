@@ -150,6 +150,7 @@ def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
     assert "\ndef " not in code and "\nclass " not in code
 
 
+@pytest.mark.slow
 def test_one_seed_is_refused_in_one_line_before_any_training(tiny_cifar, tmp_path):
     """Fig. 11's independent-CNN control of seed s is seed s + 1's model: one seed would make it
     the attacked model itself (a difference of 0, p = 1)."""

@@ -98,6 +98,7 @@ def test_a_parameter_error_of_the_notebook_is_status_2(tmp_path):
         "run_notebook.py: error: n.ipynb failed: ParameterError: SEEDS must be at least 2 (a control), not 1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb"])
 def test_missing_cifar_is_status_3_and_creates_nothing(tmp_path, name):
     """Both notebooks honour --no-download (no download, no folder created) and take a relative
