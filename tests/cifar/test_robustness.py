@@ -232,7 +232,7 @@ def test_convergence_tolerance_is_half_a_percent_of_the_audit_images():
 
 # ---- a tiny trained model: budgets and the sanity checks both ways ------------------------------
 
-SMALL = dict(apgd_steps=10, apgd_restarts=1, apgdt_restarts=1, square_queries=100, transfer_steps=10, audit_images=40)
+SMALL = dict(apgd_steps=5, apgd_restarts=1, apgdt_restarts=1, square_queries=50, transfer_steps=5, audit_images=20)
 RADII = (8 / 255, 32 / 255, 64 / 255)  # the tiny classes are far apart: 8/255 leaves the original intact
 
 
