@@ -182,6 +182,7 @@ def test_seed_0_is_the_single_seed_run(quick_outputs, tmp_path):
     assert not np.array_equal(three["Q0"][0], three["Q0"][1])  # and the other seeds are other draws
 
 
+@pytest.mark.slow
 def test_a_diverging_fig9_run_is_marked_and_every_output_is_written(tmp_path, monkeypatch):
     """A run that diverges gets NaN eigenvalues and '(diverged)' in the legend; the other runs and activations are
     computed and saved as usual (before, the eigenvalue solver raised and nothing was written)."""

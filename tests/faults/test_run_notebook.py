@@ -150,6 +150,7 @@ def test_a_signal_ends_the_run_and_its_kernel_with_one_line(tmp_path, signum, st
     assert not os.path.exists(kernel["connection_file"])
 
 
+@pytest.mark.slow
 def test_in_place_saves_the_outputs_only_after_a_full_successful_run(tmp_path):
     notebook = write_notebook(tmp_path / "n.ipynb", "print('a table')")
     result = run([notebook, "--in-place"], cwd=tmp_path)
@@ -168,6 +169,7 @@ def test_in_place_saves_the_outputs_only_after_a_full_successful_run(tmp_path):
     assert open(failing, "rb").read() == before
 
 
+@pytest.mark.slow
 def test_saved_copies_keep_one_final_line_per_progress_bar(tmp_path):
     notebook = write_notebook(tmp_path / "n.ipynb", "import sys\nfor i in range(50):\n"
                               "    sys.stderr.write(f'\\rtraining {i}%'); sys.stderr.flush()\n"
@@ -182,6 +184,7 @@ def test_saved_copies_keep_one_final_line_per_progress_bar(tmp_path):
 
 
 
+@pytest.mark.slow
 @LINUX_PROC
 def test_a_cell_time_out_is_one_line_and_ends_the_kernel(tmp_path):
     pid_file = tmp_path / "kernel.pid"
