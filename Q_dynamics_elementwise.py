@@ -118,7 +118,6 @@ def make_jobs(args):
     """One job per activation, longest first."""
     from gfs import per_neuron
     from models import SEED_RULE
-    from gfs.per_neuron import HIGHER_ORDER
     return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),
                 {"figure": "Fig. 3", "activation": a, "m": M, "n": N, "hidden": HIDDEN, "init_std": INIT_STD,
                  "learning_rates": LEARNING_RATES, "steps": steps, "seeds": args.seeds, "seed_rule": SEED_RULE,

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import REPO, write_tiny_cifar
+from helpers import NOTEBOOKS, REPO, write_tiny_cifar
 
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -29,15 +29,20 @@ def tiny_cifar(tmp_path_factory):
 def quick_pipeline(tiny_cifar, tmp_path_factory):
     """`make figures QUICK=1` once (the five scripts, the float64 Fig. 3, both notebooks on the tiny CIFAR-10 and the
     report) into a temporary folder: .out (the figures folder), .executed (the executed notebooks), .result (make's
-    CompletedProcess). The tests that read it check its return code themselves."""
+    CompletedProcess), .notebooks_before (each committed notebook's bytes before the run). The tests that read it
+    check its return code themselves."""
     if shutil.which("make") is None:
         pytest.skip("needs GNU make")
     root = tmp_path_factory.mktemp("quick_pipeline")
     out, executed = root / "figures", root / "executed"
     executed.mkdir()
+    notebooks = {}
+    for name in NOTEBOOKS:
+        with open(os.path.join(REPO, name), "rb") as f:
+            notebooks[name] = f.read()  # as they were before the run: it must not overwrite them
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)  # the notebooks' kernels use their own backend, as in Jupyter
     result = subprocess.run(["make", "-o", ".venv/.installed", "figures", "QUICK=1", f"OUT={out}",
                              f"CIFAR_DIR={tiny_cifar}", f"EXECUTED={executed}"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=1500)
-    return SimpleNamespace(out=out, executed=executed, result=result)
+    return SimpleNamespace(out=out, executed=executed, result=result, notebooks_before=notebooks)

@@ -1,5 +1,6 @@
 """What several test modules share: the repository's root, a tiny learnable CIFAR-10 in the official
 layout, process checks, the checks of a committed notebook, and the paper notebook's heat-map rows."""
+import json
 import os
 import pickle
 import re
@@ -11,6 +12,7 @@ import pytest
 from gfs import paper_numbers as paper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = ("ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb")  # Figs. 10 and 11
 
 
 TINY_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -104,3 +106,27 @@ def group_minus_original():
     """The paper notebook's group - original heat map [C] for eps >= 0.1, small made-up cells below: [7, 7]."""
     return np.array([paper.FIG10_ROWS["group"][e] for e in (20, 10, 1, 0.1)]
                     + [(0.002, -0.003, 0, 0, 0.001, 0, 0)] * 3, dtype=float)
+
+
+def quick_notebook_run(quick_pipeline, notebook):
+    """(figures folder, executed copy) of `notebook` (one of NOTEBOOKS) in the session's quick pipeline, after checking
+    that the pipeline succeeded and left the committed notebook byte for byte as it was."""
+    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
+    with open(os.path.join(REPO, notebook), "rb") as f:
+        assert f.read() == quick_pipeline.notebooks_before[notebook]  # the committed notebook is never overwritten
+    return quick_pipeline.out, quick_pipeline.executed / notebook
+
+
+def derived_cell(notebook):
+    """The source of `notebook`'s derived-settings cell (the first untagged code cell after the parameters)."""
+    with open(os.path.join(REPO, notebook)) as f:
+        cells = json.load(f)["cells"]
+    return next("".join(c["source"]) for c in cells[1:] if c["cell_type"] == "code" and not c["metadata"].get("tags"))
+
+
+def quick_values(notebook):
+    """{NAME: value}: the smoke-test values that QUICK gives `notebook`'s parameters (the dict its derived cell passes
+    to notebook_parameters.quick_settings), so that the tests of a quick run follow them."""
+    derived = derived_cell(notebook)
+    start = derived.index("globals(), dict(") + len("globals(), ")
+    return eval(derived[start:derived.index(")))", start) + 1], {"dict": dict})

@@ -232,7 +232,7 @@ def test_convergence_tolerance_is_half_a_percent_of_the_audit_images():
 
 # ---- a tiny trained model: budgets and the sanity checks both ways ------------------------------
 
-SMALL = dict(apgd_steps=10, apgd_restarts=1, apgdt_restarts=1, square_queries=100, transfer_steps=10, audit_images=40)
+SMALL = dict(apgd_steps=5, apgd_restarts=1, apgdt_restarts=1, square_queries=50, transfer_steps=5, audit_images=20)
 RADII = (8 / 255, 32 / 255, 64 / 255)  # the tiny classes are far apart: 8/255 leaves the original intact
 
 
@@ -252,6 +252,7 @@ def tiny_model(tiny_cifar):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_every_attack_stays_within_the_radius_and_the_pixel_range(tiny_model):
     model, split, controls = tiny_model
     x, y = split["eval"][0][:40], split["eval"][1][:40]
@@ -288,6 +289,7 @@ def tiny_sweeps(tiny_model):
     return run(robustness.ATTACKS), run(weakened), control_data
 
 
+@pytest.mark.slow
 def test_the_suite_passes_its_sanity_checks_and_a_weakened_attack_trips_them(tiny_sweeps):
     full, weakened, controls = tiny_sweeps
     assert full["clean_acc_original"] > 0.5
@@ -313,6 +315,7 @@ def test_the_suite_passes_its_sanity_checks_and_a_weakened_attack_trips_them(tin
         assert np.all(data[f"doubled_acc_{c}"] <= data[f"audit_robust_acc_{c}"]), c
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_deep_ensemble_is_the_log_mean_probability_of_its_members_by_hand(tiny_model):
     model, split, controls = tiny_model
@@ -330,6 +333,7 @@ def test_the_suite_refuses_settings_it_does_not_know_before_any_attack():
                                     settings=dict(SMALL, square_querys=50))
 
 
+@pytest.mark.slow
 def test_paired_statistics_of_the_suite_add_up(tiny_sweeps):
     full, _, controls = tiny_sweeps
     for name, (a, b) in robustness.COMPARISONS.items():

@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 
 from gfs.cifar import dataset
-from helpers import check_committed_outputs
+from helpers import check_committed_outputs, quick_notebook_run, quick_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "adversarial_CIFAR.ipynb")
-# Quick runs use num_g = 5, and their file names say so (the paper's names say g200).
-PAPER_NAMES = {method: dataset.fig11(method, 16, 5, 10.0) for method in ("FGSM", "PGD")}
-ROBUSTNESS_NAMES = {numerics: dataset.fig11("robustness", 16, 5, 10.0, numerics) for numerics in ("paper", "exact")}
+QUICK = quick_values(os.path.basename(NOTEBOOK))  # the smoke-test settings of a quick run
+# Quick runs use their own num_g, and their file names say so (the paper's names say g200).
+PAPER_NAMES = {method: dataset.fig11(method, 16, QUICK["NUM_G"], 10.0) for method in ("FGSM", "PGD")}
+ROBUSTNESS_NAMES = {numerics: dataset.fig11("robustness", 16, QUICK["NUM_G"], 10.0, numerics)
+                    for numerics in ("paper", "exact")}
+CONTROLS = QUICK["DEEP_ENSEMBLE"]  # the trained controls: the independent CNN and the deep ensemble's members
 MODELS = ("original", "group", "g_inverse", "perm_interp")
 
 
@@ -32,12 +35,7 @@ def load(out, name):
 @pytest.fixture(scope="module")
 def notebook_outputs(quick_pipeline):
     """The Fig. 11 notebook of the session's quick pipeline (make figures QUICK=1)."""
-    with open(NOTEBOOK, "rb") as f:
-        committed = f.read()
-    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
-    out, executed = quick_pipeline.out, quick_pipeline.executed / "adversarial_CIFAR.ipynb"
-    with open(NOTEBOOK, "rb") as f:
-        assert f.read() == committed  # the committed notebook is never overwritten
+    out, executed = quick_notebook_run(quick_pipeline, os.path.basename(NOTEBOOK))
     assert not any(name.endswith("g200_eps10.npz") for name in os.listdir(out / "ensemble"))
     paper = {method: load(out, name) for method, name in PAPER_NAMES.items()}
     corrected = {"suite": {numerics: load(out, name) for numerics, name in ROBUSTNESS_NAMES.items()}}
@@ -57,12 +55,12 @@ def test_paper_protocol_files_hold_every_documented_key(notebook_outputs):
                 assert np.all((data[key] >= 0) & (data[key] <= 1))
         for key in ("clamp_only_acc", "symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
             assert data[key].shape == (2,)
-        assert data["train_loss"].shape == (2, 2)
-        assert data["clean_predictions"].shape == (2, 100) and data["clean_predictions"].dtype == np.int8
+        assert data["train_loss"].shape == (2, QUICK["EPOCHS"])
+        assert data["clean_predictions"].shape == (2, QUICK["NUM_EVAL"]) and data["clean_predictions"].dtype == np.int8
         assert settings["weights"] == [dataset.weights_name("Fig. 11", seed, p) + ".safetensors"
                                        for p in ("paper", "corrected") for seed in (0, 1)]
         assert settings["attack"] == method and settings["quick"] is True and settings["protocol"] == "paper"
-        assert settings["seeds"] == [0, 1] and settings["num_g"] == 5
+        assert settings["seeds"] == [0, 1] and settings["num_g"] == QUICK["NUM_G"]
         assert {"versions", "device", "run_seconds", "data", "cpu", "torch_threads"} <= set(settings)
         assert settings["data"]["official"] is False and "not the official release" in settings["data"]["source"]
         assert set(settings["data"]["files"]) == set(dataset.LAYOUT_FILES)
@@ -96,12 +94,12 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
     _, corrected, _ = notebook_outputs
     for numerics, (data, settings) in corrected["suite"].items():
         assert settings["numerics"] == numerics and settings["quick"] is True
-        assert data["seeds"].tolist() == [0, 1] and data["control_seeds"].tolist() == [1000, 1001]
+        assert data["seeds"].tolist() == [0, 1] and data["control_seeds"].tolist() == [1000 + k for k in range(CONTROLS)]
         np.testing.assert_allclose(data["radii"] * 255, [1, 2, 4, 8], atol=1e-9)
-        assert int(data["suite_images"]) == 100 and int(data["apgd_steps"]) == 5 and int(data["audit_images"]) == 50
-        assert int(data["square_queries"]) == 100 and int(data["apgd_restarts"]) == 1
+        for key in ("suite_images", "apgd_steps", "audit_images", "square_queries", "apgd_restarts"):
+            assert int(data[key]) == QUICK[key.upper()], key
         for c in robustness.ALL_CLASSIFIERS:
-            assert data[f"robust_{c}"].shape == (2, 4, 100)
+            assert data[f"robust_{c}"].shape == (2, 4, QUICK["SUITE_IMAGES"])
             assert data[f"sanity_{c}"].shape == (2, len(robustness.SANITY_CHECKS), 4)
             assert data[f"alone_acc_{c}"].shape == (2, len(robustness.ATTACKS), 4)
             assert not np.isnan(data[f"alone_acc_{c}"]).any()  # every attack alone on the audit images
@@ -118,10 +116,10 @@ def test_standard_robustness_evaluation_files(notebook_outputs):
             np.testing.assert_array_equal(data[f"robust_{c}"][0], data[f"robust_{c}"][1])
             np.testing.assert_allclose(data[f"group_vs_{c}_diff"], data["robust_acc_group"] - data[f"robust_acc_{c}"],
                                        atol=1e-12)
-        assert data["member_clean_acc_deep"].shape == (2, 2)
+        assert data["member_clean_acc_deep"].shape == (2, CONTROLS)
         assert data["heldout_agreement_group"].shape == (2,) and np.all(data["heldout_agreement_group"] <= 1)
         assert [a["name"] for a in settings["suite"]["attacks"]] == [a.name for a in robustness.ATTACKS]
-        assert settings["control_seeds"] == [1000, 1001]
+        assert settings["control_seeds"] == [1000 + k for k in range(CONTROLS)]
 
 
 @pytest.mark.slow
@@ -152,6 +150,7 @@ def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
     assert "\ndef " not in code and "\nclass " not in code
 
 
+@pytest.mark.slow
 def test_one_seed_is_refused_in_one_line_before_any_training(tiny_cifar, tmp_path):
     """Fig. 11 is judged over seeds (the seed is the unit: a spread needs two): one seed is refused."""
     started = time.time()

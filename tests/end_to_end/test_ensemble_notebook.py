@@ -8,19 +8,16 @@ import numpy as np
 import pytest
 
 from gfs.cifar import dataset
+from gfs.cifar import notebook_parameters
 from gfs.cifar import symmetry
-from helpers import check_committed_outputs
+from helpers import check_committed_outputs, quick_notebook_run, quick_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "ensemble_CIFAR.ipynb")
 STEMS = {numerics: dataset.fig10(numerics) for numerics in ("paper", "exact")}
-
-
-def run_notebook(*args, timeout=300):
-    env = dict(os.environ)
-    env.pop("MPLBACKEND", None)  # the kernel's own backend, as in Jupyter
-    return subprocess.run([sys.executable, os.path.join(REPO, "run_notebook.py"), NOTEBOOK, "--no-download", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+QUICK = quick_values(os.path.basename(NOTEBOOK))  # the smoke-test settings of a quick run
+HIDDEN = notebook_parameters.notebook_defaults(NOTEBOOK)["HIDDEN"]
+GRID = (2, len(QUICK["GROUP_SCALES"]), len(QUICK["NUM_G_LIST"]))  # [seed, group scale, ensemble size]
 
 
 def image_outputs(path):
@@ -31,12 +28,7 @@ def image_outputs(path):
 @pytest.fixture(scope="module")
 def quick_run(quick_pipeline):
     """The Fig. 10 notebook of the session's quick pipeline (make figures QUICK=1: 2 seeds, one worker per core)."""
-    with open(NOTEBOOK, "rb") as f:
-        committed = f.read()
-    assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
-    out, executed = quick_pipeline.out, quick_pipeline.executed / "ensemble_CIFAR.ipynb"
-    with open(NOTEBOOK, "rb") as f:
-        assert f.read() == committed  # the committed notebook is never overwritten
+    out, executed = quick_notebook_run(quick_pipeline, os.path.basename(NOTEBOOK))
     saved = {}
     for numerics, stem in STEMS.items():
         for ext in (".pdf", ".png", ".npz", ".json"):
@@ -51,17 +43,17 @@ def quick_run(quick_pipeline):
 def test_notebook_writes_both_numerics_with_seeds(quick_run):
     saved, _ = quick_run
     for numerics, (data, settings) in ((k, v) for k, v in saved.items() if k in STEMS):
-        assert data["num_g"].tolist() == [2, 4] and data["group_scale"].tolist() == [10, 1, 1e-3]
+        assert data["num_g"].tolist() == QUICK["NUM_G_LIST"] and data["group_scale"].tolist() == QUICK["GROUP_SCALES"]
         assert data["seeds"].tolist() == [0, 1] and data["original_acc"].shape == (2,)
         assert np.all((0.3 < data["original_acc"]) & (data["original_acc"] <= 1.0))  # chance is 0.1
         for mode in symmetry.ENSEMBLE_MODES:
             for key in ("vote_acc", "mean_acc", "overflow", "finite_frac"):
-                assert data[f"{key}_{mode}"].shape == (2, 3, 2), (key, mode)
+                assert data[f"{key}_{mode}"].shape == GRID, (key, mode)
             assert data[f"overflow_{mode}"].dtype == bool
         for key in ("symmetry_error", "symmetry_error_hidden", "symmetry_error_fitted"):
-            assert data[key].shape == (2, 3, 2) and np.all(data[key] >= 0)
+            assert data[key].shape == GRID and np.all(data[key] >= 0)
         for key in ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90", "saturated", "nonfinite"):
-            assert data[f"heldout_{key}"].shape == (2, 3, 2), key
+            assert data[f"heldout_{key}"].shape == GRID, key
         assert np.all(data["heldout_agreement_min"] <= data["heldout_agreement"])
         # the deep ensemble (three CNNs from their own seeds): the gain a real ensemble buys
         assert data["deep_ensemble_seeds"].tolist() == [1000, 1001, 1002] and data["deep_member_acc"].shape == (3,)
@@ -73,12 +65,13 @@ def test_notebook_writes_both_numerics_with_seeds(quick_run):
         assert (data["vote_acc_shuffle"][:, 2] < data["original_acc"][:, None] - 0.1).all()
         assert settings["numerics"] == numerics and settings["quick"] is True and settings["seeds"] == [0, 1]
         assert settings["fit_noise"] == {"paper": 1e-4, "exact": 0.0}[numerics]
-        assert settings["data"]["eval_images"] == 200 and settings["data"]["official"] is False
+        assert settings["data"]["eval_images"] == QUICK["N_EVAL"] and settings["data"]["official"] is False
         assert settings["data"]["source"].startswith("not the official release: MD5 differs")
         assert set(settings["data"]["files"]) == set(dataset.LAYOUT_FILES) and len(settings["data"]["digest"]) == 64
         assert settings["cpu"] and settings["torch_threads"] >= 1 and settings["weights_from"] is None
-        assert data["clean_predictions"].shape == (2, 200) and data["clean_predictions"].dtype == np.int8
-        assert settings["data"]["train_images"] == [0, 600] and settings["data"]["fit_images"] == [600, 664]
+        assert data["clean_predictions"].shape == (2, QUICK["N_EVAL"]) and data["clean_predictions"].dtype == np.int8
+        n_train, fit = QUICK["N_TRAIN"], HIDDEN * max(QUICK["NUM_G_LIST"])  # a fitting image per unit
+        assert settings["data"]["train_images"] == [0, n_train] and settings["data"]["fit_images"] == [n_train, n_train + fit]
         assert settings["device"] == "cpu" and settings["run_seconds"] > 0 and "torch" in settings["versions"]
         assert len(settings["train_history"]) == 2
     paper, exact = saved["paper"][0], saved["exact"][0]
@@ -99,7 +92,7 @@ def test_saved_weights_reproduce_the_runs_clean_predictions(quick_run, tiny_cifa
         assert settings["weights"][s] == dataset.weights_name("Fig. 10", seed) + ".safetensors"
         model, trained_with, history, predictions = weights.load_cnn(str(saved["out"]),
                                                                      dataset.weights_name("Fig. 10", seed))
-        assert trained_with["seed"] == seed and trained_with["epochs"] == 2 and trained_with["hidden"] == 16
+        assert trained_with["seed"] == seed and trained_with["epochs"] == QUICK["EPOCHS"] and trained_with["hidden"] == HIDDEN
         assert trained_with["data_digest"] == settings["data"]["digest"] and history == settings["train_history"][s]
         np.testing.assert_array_equal(weights.clean_predictions(model, test_images[:200]), data["clean_predictions"][s])
         np.testing.assert_array_equal(predictions, data["clean_predictions"][s])
@@ -139,9 +132,10 @@ def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):
     out = saved["out"]
     with np.load(out / "ensemble" / "fit_size_generalisation.npz") as npz:
         data = {key: npz[key] for key in npz.files}
-    assert data["sizes"].tolist() == [16, 32] and data["scales"].tolist() == [0.1, 1, 10] and int(data["members"]) == 4
+    assert data["sizes"].tolist() == QUICK["FIT_SIZES"] and data["scales"].tolist() == [0.1, 1, 10]
+    assert int(data["members"]) == QUICK["FIT_SIZE_MEMBERS"]
     for key in ("heldout_agreement", "mean_acc", "vote_acc", "fit_error"):
-        assert data[key].shape == (2, 3, 2), key
+        assert data[key].shape == (2, 3, len(QUICK["FIT_SIZES"])), key
     assert np.all(data["fit_error"][:, :, 0] < 1e-6)  # 16 images: pi interpolates them (exact numerics)
     assert data["heldout_agreement"][:, 0].min() > 0.9  # scale 0.1: close to the original
 
@@ -150,15 +144,6 @@ def test_fit_size_experiment_is_saved(quick_run, tmp_path_factory):
 def test_executed_copy_shows_the_figures(quick_run):
     _, executed = quick_run
     assert len(image_outputs(executed)) == 3  # one figure per numerics and the fit-size figure, inline
-
-
-def test_notebook_stops_with_a_clear_message_without_data(tmp_path):
-    result = run_notebook("--quick", "--cifar-dir", str(tmp_path / "no_data"), "--out", str(tmp_path / "out"),
-                          timeout=120)
-    assert result.returncode == 3  # run_notebook.py's status for missing CIFAR-10 (make skips only this)
-    last = result.stderr.strip().splitlines()[-1]
-    assert "CifarMissingError" in last and "cifar-10-batches-py" in last and str(tmp_path / "no_data") in last
-    assert not (tmp_path / "out" / (STEMS["paper"] + ".npz")).exists()
 
 
 def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():

@@ -1,4 +1,5 @@
 """The five figure scripts end to end (--quick), --plot-only, determinism, and bad input."""
+import importlib
 import json
 import os
 import re
@@ -28,6 +29,21 @@ SCRIPTS = {
 EXTRA_FLAGS = {"Q_convergence_elementwise.py": ["--seeds", "2", "--same-function"],
                "Q_hessian_eigenvalues.py": ["--seeds", "2", "--same-function"]}
 SEEDS_CONVERGENCE = int(EXTRA_FLAGS["Q_convergence_elementwise.py"][1])
+# The second run (determinism) and --plot-only cover the two cheapest activations, one with the paper code's
+# integration constant (sigmoid) and one without: seeding, worker processes and plotting do not depend on the
+# activation, and the other two would more than double these tests' time.
+RERUN_ACTIVATIONS = ("linear", "sigmoid")
+
+
+def rerun_flags(script):
+    """--activations for a second run or --plot-only of script (the radial script has no activations)."""
+    return [] if script == "Q_convergence_radial.py" else ["--activations", ",".join(RERUN_ACTIVATIONS)]
+
+
+def rerun_names(script):
+    """The figures of SCRIPTS[script] that rerun_flags(script) writes again."""
+    return [name for name in SCRIPTS[script] if not rerun_flags(script)
+            or any(f"{a}_" in name.rsplit("/", 1)[1] for a in RERUN_ACTIVATIONS)]
 
 
 def run(script, *flags):
@@ -43,13 +59,14 @@ def load_arrays(path):
 @pytest.fixture(scope="module")
 def quick_outputs(quick_pipeline, tmp_path_factory):
     """The scripts' outputs of the session's `make figures QUICK=1`, and every script once more with the same
-    settings into a second folder (Fig. 3 with two worker processes, to cover the parallel path)."""
+    settings (for RERUN_ACTIVATIONS) into a second folder (Fig. 3 with two worker processes, to cover the parallel
+    path)."""
     assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
     second = tmp_path_factory.mktemp("second")
     for script in SCRIPTS:
         jobs = "2" if script == "Q_dynamics_elementwise.py" else "1"
         result = run(script, "--quick", "--no-progress", "--jobs", jobs, *EXTRA_FLAGS.get(script, []),
-                     "--out", str(second))
+                     *rerun_flags(script), "--out", str(second))
         assert result.returncode == 0, result.stderr
     return quick_pipeline.out, second
 
@@ -75,7 +92,7 @@ def test_quick_run_writes_every_file(quick_outputs, script):
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_same_command_twice_gives_identical_arrays(quick_outputs, script):
     first, second = quick_outputs
-    for name in SCRIPTS[script]:
+    for name in rerun_names(script):
         a, b = load_arrays(first / (name + ".npz")), load_arrays(second / (name + ".npz"))
         assert a.keys() == b.keys()
         for key in a:
@@ -86,14 +103,14 @@ def test_same_command_twice_gives_identical_arrays(quick_outputs, script):
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_plot_only_recreates_figures_from_saved_data(quick_outputs, script, tmp_path):
     first = quick_outputs[0]
-    for name in SCRIPTS[script]:  # copy only the data files
+    for name in rerun_names(script):  # copy only the data files
         os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
         for ext in (".npz", ".json"):
             (tmp_path / (name + ext)).write_bytes((first / (name + ext)).read_bytes())
     figures = [flag for flag in EXTRA_FLAGS.get(script, []) if flag == "--same-function"]  # --seeds: training only
-    result = run(script, "--plot-only", *figures, "--out", str(tmp_path))
+    result = run(script, "--plot-only", *figures, *rerun_flags(script), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    for name in SCRIPTS[script]:
+    for name in rerun_names(script):
         assert (tmp_path / (name + ".pdf")).stat().st_size > 0
         assert (tmp_path / (name + ".png")).read_bytes() == (first / (name + ".png")).read_bytes()
 
@@ -165,6 +182,7 @@ def test_seed_0_is_the_single_seed_run(quick_outputs, tmp_path):
     assert not np.array_equal(three["Q0"][0], three["Q0"][1])  # and the other seeds are other draws
 
 
+@pytest.mark.slow
 def test_a_diverging_fig9_run_is_marked_and_every_output_is_written(tmp_path, monkeypatch):
     """A run that diverges gets NaN eigenvalues and '(diverged)' in the legend; the other runs and activations are
     computed and saved as usual (before, the eigenvalue solver raised and nothing was written)."""
@@ -190,9 +208,21 @@ def one_line_error(result, text):
     return (result.returncode == 2 and "Traceback" not in result.stderr and text in lines[-1])
 
 
+def main_in_process(script, capsys, *flags):
+    """script's main(flags) in this process, for a refusal before any work (a process of its own would only add
+    torch's import; test_bad_input_gives_one_line_error shows that a refusal exits without a traceback): a
+    CompletedProcess with its exit status and stderr. Torch's thread count, which parsing sets, is restored."""
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as refused:
+            importlib.import_module(script.removesuffix(".py")).main(list(flags))
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([script, *flags], refused.value.code, *capsys.readouterr())
+
+
 @pytest.mark.parametrize("flags,message", [
-    (["--steps", "0"], "must be a positive integer"),
-    (["--steps", "-5"], "must be a positive integer"),
+    (["--steps", "0"], "must be a positive integer"),  # the boundary (a negative count takes the same branch)
     (["--plot-only"], "run without --plot-only first"),
 ])
 def test_bad_input_gives_one_line_error(tmp_path, flags, message):
@@ -201,12 +231,14 @@ def test_bad_input_gives_one_line_error(tmp_path, flags, message):
 
 
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s != "Q_convergence_radial.py"])
-def test_unknown_activation_gives_one_line_naming_the_choices(tmp_path, script):
-    result = run(script, "--activations", "tanh,swish", "--out", str(tmp_path / "out"))
+def test_unknown_activation_gives_one_line_naming_the_choices(tmp_path, script, capsys):
+    result = main_in_process(script, capsys, "--activations", "tanh,swish", "--out", str(tmp_path / "out"))
     assert one_line_error(result, "unknown activation 'swish'; choose from linear, relu"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_new_activations_run_through_the_scripts(tmp_path):
     # Entries of the activation table beyond the paper's need no script change.
     for script in ("Q_dynamics_elementwise.py", "Q_distribution.py"):
@@ -248,23 +280,23 @@ def test_help_prints_each_default_once(script):
     assert "(default: float32)" in " ".join(result.stdout.split())
 
 
-def test_unwritable_output_folder(tmp_path):
+def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run("Q_dynamics_elementwise.py", "--quick", "--out", str(blocker / "sub"))
+    result = main_in_process("Q_dynamics_elementwise.py", capsys, "--quick", "--out", str(blocker / "sub"))
     assert one_line_error(result, "cannot write to output folder"), result.stderr
-    result = run("Q_hessian_eigenvalues.py", "--quick", "--out", str(blocker))
+    result = main_in_process("Q_hessian_eigenvalues.py", capsys, "--quick", "--out", str(blocker))
     assert one_line_error(result, "is not a folder"), result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_cuda_without_gpu(tmp_path):
-    result = run("Q_convergence_radial.py", "--quick", "--device", "cuda", "--out", str(tmp_path))
+def test_cuda_without_gpu(tmp_path, capsys):
+    result = main_in_process("Q_convergence_radial.py", capsys, "--quick", "--device", "cuda", "--out", str(tmp_path))
     assert one_line_error(result, "no CUDA GPU is available"), result.stderr
 
 
-def test_steps_flag_does_not_apply_to_sampling_script(tmp_path):
-    result = run("Q_distribution.py", "--steps", "10", "--out", str(tmp_path))
+def test_steps_flag_does_not_apply_to_sampling_script(tmp_path, capsys):
+    result = main_in_process("Q_distribution.py", capsys, "--steps", "10", "--out", str(tmp_path))
     assert one_line_error(result, "--steps does not apply"), result.stderr
 
 

@@ -219,6 +219,7 @@ def test_a_failed_download_removes_only_what_it_created(tmp_path, monkeypatch):
     assert sorted(os.listdir(existing)) == ["notes.txt"]  # the partial archive is gone, the folder stays
 
 
+@pytest.mark.slow
 @LINUX_PROC
 def test_the_notebooks_workers_end_with_their_parent(tmp_path):
     """cnn.run_calls (the notebooks' training and grids) uses processes.py's workers: when

@@ -1,7 +1,6 @@
 """The notebooks' parameters: one table of rules (notebook_parameters.RULES) that covers every parameter of
 both notebooks and refuses bad values in one line; QUICK honours a parameter set to another value;
 papermill reads every parameter without a warning; outside the repository a notebook says where to run it."""
-import json
 import logging
 import math
 import os
@@ -12,20 +11,14 @@ import nbformat
 import pytest
 
 from gfs.cifar import notebook_parameters as rules
+from helpers import NOTEBOOKS, derived_cell, quick_values
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NOTEBOOKS = ["ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb"]
 
 
 def parameters_cell(name):
     notebook = nbformat.read(os.path.join(ROOT, name), as_version=4)
     return next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-
-
-def derived_cell(name):
-    notebook = json.load(open(os.path.join(ROOT, name)))
-    return next("".join(c["source"]) for c in notebook["cells"][1:] if c["cell_type"] == "code"
-                and not c["metadata"].get("tags"))
 
 
 def test_the_rules_cover_exactly_the_notebooks_parameters_and_accept_their_defaults():
@@ -77,8 +70,7 @@ def test_the_quick_settings_name_parameters_of_their_notebook(name):
     derived = derived_cell(name)
     assert f'notebook_parameters.quick_settings("{name}", globals(), dict(' in derived
     assert "notebook_parameters.check(globals())" in derived
-    start = derived.index("globals(), dict(") + len("globals(), ")
-    quick = eval(derived[start:derived.index(")))", start) + 1], {"dict": dict})
+    quick = quick_values(name)
     defaults = rules.notebook_defaults(os.path.join(ROOT, name))
     assert quick and set(quick) <= set(defaults)
     rules.check(quick)

@@ -2,7 +2,6 @@
 exit status 3 only for missing CIFAR-10, and Ctrl-C / SIGTERM ending the kernel with one line."""
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import time
 
 import nbformat
 import pytest
-from helpers import ABSOLUTE_PATH, LINUX_PROC, running
+from helpers import LINUX_PROC, running
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_NOTEBOOK = os.path.join(REPO, "run_notebook.py")
@@ -99,6 +98,7 @@ def test_a_parameter_error_of_the_notebook_is_status_2(tmp_path):
         "run_notebook.py: error: n.ipynb failed: ParameterError: SEEDS must be at least 2 (a control), not 1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ensemble_CIFAR.ipynb", "adversarial_CIFAR.ipynb"])
 def test_missing_cifar_is_status_3_and_creates_nothing(tmp_path, name):
     """Both notebooks honour --no-download (no download, no folder created) and take a relative
@@ -110,6 +110,7 @@ def test_missing_cifar_is_status_3_and_creates_nothing(tmp_path, name):
     assert "CifarMissingError" in result.stderr
     assert str(tmp_path / "none" / "data" / "cifar-10-batches-py") in result.stderr  # the caller's folder
     assert not (tmp_path / "none").exists() and not os.path.exists(os.path.join(REPO, "none"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.npz"))  # no figure written
 
 
 def test_a_failing_notebook_is_status_1(tmp_path):
@@ -149,6 +150,7 @@ def test_a_signal_ends_the_run_and_its_kernel_with_one_line(tmp_path, signum, st
     assert not os.path.exists(kernel["connection_file"])
 
 
+@pytest.mark.slow
 def test_in_place_saves_the_outputs_only_after_a_full_successful_run(tmp_path):
     notebook = write_notebook(tmp_path / "n.ipynb", "print('a table')")
     result = run([notebook, "--in-place"], cwd=tmp_path)
@@ -167,6 +169,7 @@ def test_in_place_saves_the_outputs_only_after_a_full_successful_run(tmp_path):
     assert open(failing, "rb").read() == before
 
 
+@pytest.mark.slow
 def test_saved_copies_keep_one_final_line_per_progress_bar(tmp_path):
     notebook = write_notebook(tmp_path / "n.ipynb", "import sys\nfor i in range(50):\n"
                               "    sys.stderr.write(f'\\rtraining {i}%'); sys.stderr.flush()\n"
@@ -181,6 +184,7 @@ def test_saved_copies_keep_one_final_line_per_progress_bar(tmp_path):
 
 
 
+@pytest.mark.slow
 @LINUX_PROC
 def test_a_cell_time_out_is_one_line_and_ends_the_kernel(tmp_path):
     pid_file = tmp_path / "kernel.pid"

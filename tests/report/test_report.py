@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import stat
@@ -31,7 +32,7 @@ import Q_distribution as fig45
 import Q_dynamics_elementwise as fig3
 import Q_hessian_eigenvalues as fig9
 from Q_dynamics_elementwise import delta_Q_tilde, max_abs
-from helpers import EPS, group_minus_original
+from helpers import EPS, group_minus_original, quick_values
 from gfs.report.claims_fig10 import EXACT
 from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED
 from gfs.report import verdict_rules
@@ -401,6 +402,29 @@ def report(out, *extra):
     shown = {v.removesuffix(" (smoke test)") for t in ("## What holds", "## Checks") for v in summary_rows(text, t).values()}
     assert shown <= legend_words(text), shown - legend_words(text)
     return status, text
+
+
+@pytest.fixture(scope="module", autouse=True)
+def each_rule_computed_once_per_input():
+    """The claims' rules are pure functions of the measurements they are given, and most tests here change one
+    figure of the base data, so the other claims get the same measurements again: within this module each rule runs
+    once per distinct measurement (a key of its pickled arguments), which more than halves the module's time. The
+    report is otherwise built in full each time (reading and checking every file, the checks, the tables), and a
+    measurement that cannot be pickled is computed every time."""
+    original, results = verdict_rules.without_diverged, {}
+
+    def once(rule, **measurement):
+        try:
+            key = pickle.dumps((rule, measurement))
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return original(rule, **measurement)
+        if key not in results:
+            results[key] = original(rule, **measurement)
+        return results[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verdict_rules, "without_diverged", once)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -880,12 +904,14 @@ def test_make_figures_quick(quick_pipeline):
     assert len(verdicts) == len(CLAIMS) and "not run" not in " ".join(verdicts.values())
     assert all(v.endswith("(smoke test)") for v in verdicts.values())
     assert DATA_ERROR_TEXT not in text and "Data errors" not in text
+    num_g = quick_values("adversarial_CIFAR.ipynb")["NUM_G"]  # Fig. 11's file names say a quick run's num_g
     for png in ("Q-dynamics/elementwise_linear_loss_Q.png", "ensemble/cnn_cifar_leakyrelu2_main_acc_exact.png",
-                "ensemble/cnn_cifar_leakyrelu_PGD_h16_g5_eps10.png",
-                "ensemble/cnn_cifar_leakyrelu_robustness_h16_g5_eps10_exact.png", "ensemble/fit_size_generalisation.png",
+                f"ensemble/cnn_cifar_leakyrelu_PGD_h16_g{num_g}_eps10.png",
+                f"ensemble/cnn_cifar_leakyrelu_robustness_h16_g{num_g}_eps10_exact.png",
+                "ensemble/fit_size_generalisation.png",
                 "float64/Q-dynamics/elementwise_tanh_loss_Q.png"):
         assert (out / png).is_file(), sorted(os.listdir(out / "ensemble"))
         assert f"]({png})" in text or png.startswith("float64")
     shown = {os.path.relpath(p, out) for p in glob.glob(str(out / "ensemble" / "*.png"))}
     assert shown and all(f"]({png})" in text for png in shown)  # every CIFAR figure is shown in the report
-    assert "_g200_" not in text  # a quick run writes its own settings (num_g = 5) into the Fig. 11 names
+    assert "_g200_" not in text  # a quick run writes its own settings into the Fig. 11 names

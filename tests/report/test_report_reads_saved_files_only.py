@@ -50,6 +50,7 @@ def saved(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_the_report_needs_neither_torch_nor_the_scripts(saved, tmp_path):
     with_torch, without = tmp_path / "with", tmp_path / "without"
     shutil.copytree(saved, with_torch)

@@ -63,6 +63,7 @@ FIG6_STEPS = {activation: {std: steps for std, steps in reference.items() if ste
               for activation, reference in paper_numbers.FIG6_STEPS.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", list(FIG6_STEPS))
 def test_fig6_steps_to_converge(activation):
     reference = FIG6_STEPS[activation]

@@ -239,7 +239,6 @@ def test_drift_bound_text_is_made_from_the_factor_the_code_applies(monkeypatch):
     assert base == pytest.approx(pn.HIGHER_ORDER * 0.1 / 2 * ACTIVATIONS["linear"].paper_scale)
     import importlib
     import Q_dynamics_elementwise as fig3
-    from gfs.runs.command_line import figure_parser  # noqa: F401 (the script's parser)
     args = fig3.make_parser().parse_args(["--quick", "--activations", "relu"])
     args.activations = ["relu"]
     settings = fig3.make_jobs(args)[0].settings
