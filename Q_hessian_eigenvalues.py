@@ -258,7 +258,7 @@ def make_jobs(args):
                     "orbit_steps": list(per_neuron.ORBIT_STEPS),
                     "off_data_gap": per_neuron.OFF_DATA_NOTE, "largest_eigenvalue": "of 2 J J^T, float64",
                     "plotted": f"the minima of init std {INIT_STDS[PER_NEURON_PLOTTED]:g} ([:, {PER_NEURON_PLOTTED}])",
-                    "plotted_run": PER_NEURON_PLOTTED}),)))  # the report's table: the index into init_stds
+                    "plotted_run": PER_NEURON_PLOTTED}),)))  # which orbit the figure plots: an index into init_stds
     return jobs
 
 
