@@ -37,8 +37,10 @@ import glob
 import inspect
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -71,19 +73,53 @@ def doc_text(function, **fields):
     return " ".join(inspect.getdoc(function).split("\n\n")[0].split()).format(**defaults, **fields)
 
 
+IN_FULL = "In full:"  # a rule docstring's second paragraph that starts so: the first is the gist the report prints
+
+
+def rule_text(rule):
+    """The rule as the report prints it: its docstring's first paragraph, defaults filled in; where the second
+    paragraph starts with IN_FULL, the first is the rule's gist and docs/report.md states it in full."""
+    paragraphs = inspect.getdoc(rule).split("\n\n")
+    in_full = len(paragraphs) > 1 and paragraphs[1].startswith(IN_FULL)
+    return doc_text(rule) + " In full: docs/report.md, *Rules*." * in_full
+
+
 def combine_units(over, results, brief=False):
     """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined. Where the
     exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest);
-    brief: every unit by its deciding numbers (a claim whose table shows every number its rule reads)."""
+    brief: every unit by its deciding numbers (a claim whose table shows every number its rule reads), without its
+    verdict where each unit's is the claim's."""
     if list(results) == [""]:
         return results[""]._replace(text=results[""].deciding) if brief and results[""].deciding else results[""]
     shown_only, tabled = over is exact_decides or brief, all(r.rows for r in results.values())
-    return Result(over({u: r.verdict for u, r in results.items()}),
+    verdict = over({u: r.verdict for u, r in results.items()})
+    uniform = brief and all(r.verdict == verdict for r in results.values())  # the verdict says each unit's
+    return Result(verdict,
+                  units_text({u: r.deciding for u, r in results.items()}) if uniform else
                   "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and (brief or u != EXACT) else r.text})"
                             for u, r in results.items()),
-                  "; ".join(f"{u}: {r.deciding}" for u, r in results.items()),
+                  results[EXACT].deciding if over is exact_decides and EXACT in results  # decided by: says so
+                  else units_text({u: r.deciding for u, r in results.items()}),
                   columns=next(iter(results.values())).columns * tabled,
                   rows=tuple((u + row[0], *row[1:]) for u, r in results.items() for row in r.rows) * tabled)
+
+
+def units_text(readings):
+    """{unit: deciding effect} -> the summary's words: units with the same reading named together ('linear, relu: 50
+    (all 10 of 10 seeds)'), and an ending every reading shares (', holds in 8 of 8 seeds') said once, after them."""
+    by_text = {}
+    for unit, text in readings.items():
+        by_text.setdefault(text, []).append(unit)
+    texts = list(by_text)
+    ending = os.path.commonprefix([t[::-1] for t in texts])[::-1] if len(texts) > 1 else ""
+    cut = min((i for i in (ending.find(", "), ending.find(" (")) if i >= 0), default=-1)  # from a clause's start
+    ending = ending[cut:] if cut >= 0 and len(ending) - cut >= 10 and ending.count("(") == ending.count(")") else ""
+    middles = [t[:len(t) - len(ending)] for t in texts]
+    name = os.path.commonprefix(middles) if len(texts) > 1 else ""  # a value's name, 'relative difference '
+    name = name if re.fullmatch(r"[a-z][a-z ]*[a-z] ", name) and all(
+        re.fullmatch(r"[-+0-9.e± ]+", m[len(name):]) for m in middles) else ""
+    body = "; ".join(f"{', '.join(units)}: {middle[len(name):]}" for middle, units in zip(middles, by_text.values()))
+    return f"{name.strip()}, " * bool(name) + body + f"; each: {ending.strip(', ')}" * bool(ending)
 
 
 @dataclass
@@ -108,15 +144,12 @@ def claim_text(claim, figures):
 def decided_by(claim, figures):
     """Which saved data decide the claim, in a few words: the exact numerics (CIFAR claims about symmetry-moved
     networks), or how many units and seeds were read."""
-    if claim.over is exact_decides:
-        return "exact numerics (paper numerics shown)"
-
     def seeds(f):
         if "diverged_at" in f.data:
             return len(np.atleast_2d(f.data["diverged_at"]))
         return int(np.size(f.data["seeds"])) if "seeds" in f.data else 1
     counts, units = sorted({seeds(f) for f in figures.values()}), [u for u in figures if u]
-    parts = [f"{len(units)} {claim.files.kind}"] * bool(units)
+    parts = [EXACT if claim.over is exact_decides else f"{len(units)} {claim.files.kind}"] * bool(units)
     if counts and counts[-1] > 1:
         parts.append(f"{counts[0]}" + f"-{counts[-1]}" * (len(counts) > 1) + " seeds")
     return ", ".join(parts) or "one run"
@@ -147,7 +180,7 @@ def check(claim, loader, cifar_dir):
     if errors:
         return Checked(claim, DATA_ERROR, "; ".join(errors), errors[0], claim_text=sentence)
     missing = ", ".join(u for u, f in loaded.items() if f is None)
-    result = (conventions_result(claim.over, results, combine_units) if claim.conventions
+    result = (conventions_result(claim.over, results, partial(combine_units, brief=claim.brief)) if claim.conventions
               else combine_units(claim.over, results, claim.brief))
     note = f"Not run for {missing}: make it with `{claim.files.make.format(out=loader.out_dir)}`." if missing else ""
     return Checked(claim, result.verdict, result.text + f"; not run for {missing}" * bool(missing), result.deciding,
@@ -212,20 +245,20 @@ def render_claim(c, shown):
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
     # over the units: the usual combination is in the legend; another (the exact numerics decide) is stated here
     over = doc_text(claim.over, units=claim.files.kind) if several and claim.over != combine else ""
-    rule = doc_text(claim.rule) + f" {over}" * bool(over)  # the key of `shown`; printed with `over` once
+    rule = rule_text(claim.rule) + f" {over}" * bool(over)  # the key of `shown`; printed with `over` once
     printed = rule.replace(over, f"{over.split(':')[0]}: as above.") if over and over in shown else rule
     shown.setdefault(over, claim.short) if over else None
     kind = "Check" if claim.check else "Verdict"
     head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, EVALUATION_FAILED, NOT_RUN) else
             f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")
-    # a passing check is an identity that held: its numbers are in the checks table; a failing one shows its text
-    text = "its numbers are in Checks above" if claim.check and c.verdict == REPRODUCED else c.text
     lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {c.claim_text}", ""]
-    if c.reading is not None and c.reading.rows:  # the rule's reading as a table: one row per unit (and convention)
+    if claim.check and c.verdict == REPRODUCED:  # an identity that held: one line, its numbers in the checks table
+        lines = [f"**Check ({claim.figure}): {label(c.verdict, c.quick, True)}.** {c.claim_text}", ""]
+    elif c.reading is not None and c.reading.rows:  # the rule's reading as a table: one row per unit (and convention)
         lines += [f"{head}" + f" {c.reading.lead}." * bool(c.reading.lead), ""]
         lines += table([claim.files.kind.rstrip("s"), "verdict", *c.reading.columns], c.reading.rows)
     else:
-        lines += [f"{head} {text}.", ""]
+        lines += [f"{head} {c.text}.", ""]
     lines += [f"*Rule:* as for \"{shown[rule]}\" above.", ""] if rule in shown else [f"*Rule:* {printed}", ""]
     shown.setdefault(rule, claim.short)
     if claim.paper is not None and c.verdict not in (NOT_RUN, DATA_ERROR, EVALUATION_FAILED):
@@ -311,27 +344,26 @@ VERDICTS = (  # every word a row of the report can show, with its meaning: the l
     (REPRODUCED, "the rule holds everywhere"),
     (PARTLY, "for some activations, attacks, rows or seeds, or everywhere it could be tested"),
     (NOT_REPRODUCED, "nowhere it could be tested"),
-    (CANNOT_TEST, "the data cannot decide (moved networks that are no symmetries, runs that all diverged): no "
-                  "evidence either way"),
+    (CANNOT_TEST, "the data cannot decide (moved networks that are no symmetries, all runs diverged): no evidence"),
     (DEPENDS, "the two conventions of Q (below) give different verdicts, both shown"),
     (NOT_TESTED, "a unit with no reference to test against: left out"),
-    (NOT_RUN, "no saved data (the section says how to make it)"),
-    (DATA_ERROR, "a saved file unreadable or lacking a key or setting (the section names it): no verdict"),
+    (NOT_RUN, "no saved data (the section says how to make them)"),
+    (DATA_ERROR, "a saved file unreadable or lacking a key or setting: no verdict"),
     (BROKEN, "a check of the figure's construction failed: no verdict"),
     (EVALUATION_FAILED, "a sanity check of the robustness evaluation failed: no robustness verdict"),
-    (PASSES + " / " + FAILS, "a check's result (an identity of the construction)"),
+    (PASSES + " / " + FAILS, "a check's result"),
 )
 
-LEGEND = ("**Legend.** A verdict applies a fixed rule (stated with its claim below) to the saved numbers: "
-          + "; ".join(f"**{word}**: {meaning}" for word, meaning in VERDICTS) + ". (smoke test) marks `--quick` "
-          "data. A diverged run is named and left out (partly at best). **Seeds**: seed 0 is the paper's draw (the "
-          "one plotted); a trend of |Q| is judged over all seeds (sign test, an effect beyond a stated minimum and "
-          "the spread over seeds), another rule per seed (\"holds in k of N seeds\"). " + doc_text(combine, units="units "
-          "(activations, attacks, numerics or histograms)") + " **±**: sample standard deviation (ddof = 1) over the "
-          "n seeds; a table cell 'x (m ± s)' is seed 0's x and the mean ± s over every seed (those left out "
-          "named). Reference numbers: **[R]** the paper's code re-run with its seeds (CPU, float32: a faithful port "
-          "matches them); **[C]** the paper notebooks' saved outputs (GPU, unseeded, a new model per cell: "
-          "qualitative).")
+LEGEND = ("**Legend.** A verdict applies the fixed rule stated with its claim to the saved numbers: "
+          + "; ".join(f"**{word}**: {meaning}" for word, meaning in VERDICTS) + ". (smoke test): `--quick` data. A "
+          "diverged run is named and left out (partly at best). **Seeds**: seed 0 is the paper's draw (plotted); a "
+          "trend of |Q| is judged over seeds (sign test, an effect beyond the seeds' spread), another rule per seed "
+          "(\"holds in k of N seeds\"). " + doc_text(combine, units="units (activations, attacks, numerics or "
+          "histograms)") + " **±**: sample standard deviation (ddof = 1) over the n seeds; a cell 'x (m ± s)': seed "
+          "0's x, the mean ± s over every seed (those left out named); '×x (a to b)': a fold change and its 95 % "
+          "interval (×1/x: against the claim). **[R]** the paper's code re-run with its seeds (CPU, float32: a "
+          "faithful port matches them); **[C]** the paper notebooks' saved outputs (GPU, unseeded, a new model per "
+          "cell: qualitative).")
 
 
 def newest_data(out_dir):
@@ -370,17 +402,15 @@ def build_report(out_dir, cifar_dir=None):
                    [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick)}**", c.deciding or "-",
                      c.decided_by or "-"] for _, cs, _ in done for c in cs if not c.claim.check])
     lines += [LEGEND, "", f"**Q.** {Q_CONVENTION}", ""]
-    lines += ["## Checks", "", "Identities of the construction, not results: moved networks compute the same function "
-              "on the training inputs (X = I makes each entry of V one pre-activation, so only a bug could fail it), "
-              "and the Hessian at a zero-loss minimum has rank at most m n. A failing check marks its figure's data as "
-              "broken. The symmetry is one of the training loss: off the training inputs the moved networks compute "
-              "other functions (the second table; exact only for the linear net).", ""]
+    lines += ["## Checks", "", "Identities of the construction (only a bug fails one; a failing check marks its "
+              "figure's data broken; its section states it and its rule). The symmetry is one of the training loss: off the training inputs the moved "
+              "networks compute other functions (second table; exact only for the linear net).", ""]
     lines += table(["figure", "check", "result", "numbers"],
                    [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick, True)}**", c.deciding or "-"]
                     for _, cs, _ in done for c in cs if c.claim.check])
     lines += off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
     lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
-              f"once; each section's *Data* line gives its own) on {', '.join(machines) or 'an unknown machine'}.", ""]
+              f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
     lines += [line for _, _, section_lines in done for line in section_lines]
     return "\n".join(lines).rstrip() + "\n", list(dict.fromkeys(errors))
 

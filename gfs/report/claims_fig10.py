@@ -35,22 +35,24 @@ def data_text(data):
     digest, and the folder's name)."""
     digest = data.get("digest")
     return (f"CIFAR-10 data: {data.get('source', 'not recorded (the run predates it)')}"
-            + (f"; SHA-256 digest of its files `{digest}` (each file's SHA-256 and MD5 are in the .json)" if digest else "")
+            + (f"; SHA-256 digest of its files `{digest}` (per file: the .json)" if digest else "")
             + f"; read from a folder named `{os.path.basename(os.path.normpath(str(data.get('folder', '?'))))}`.")
 
 
 def exact_decides(verdicts):
-    """Over the numerics: the exact numerics (float64 action, no fit noise) decide, because the claim needs moved
-    networks that are symmetries and the paper's float32 action with fit noise is not one at large eps; the paper
-    numerics' verdict is shown beside it.
+    """Over the numerics: the exact numerics (float64 action, no fit noise) decide: the claim needs moved networks
+    that are symmetries, which the paper's float32 action with fit noise is not at large eps (its verdict is shown).
 
     verdicts: {unit label: verdict}."""
     return verdicts.get(EXACT, NOT_REPRODUCED)
 
 
 def eps_set(group_scales, rows):
-    """'eps in {0.1, 1}': the eps of the rows where rows [E] is True."""
-    chosen = sorted(float(x) for x, r in zip(group_scales, rows) if r)
+    """'eps in {0.1, 1}': the eps of the rows where rows [E] is True; 'eps <= 0.1' ('eps >= 1') where those are more
+    than two and every eps up to (from) one."""
+    scales, chosen = sorted(float(x) for x in group_scales), sorted(float(x) for x, r in zip(group_scales, rows) if r)
+    if len(chosen) > 2 and chosen in (scales[:len(chosen)], scales[-len(chosen):]):
+        return f"eps <= {chosen[-1]:g}" if chosen == scales[:len(chosen)] else f"eps >= {chosen[0]:g}"
     return "eps in {" + (", ".join(f"{e:g}" for e in chosen) or "none") + "}"
 
 
@@ -133,7 +135,8 @@ def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, mar
                else NOT_REPRODUCED)
     finite = np.isfinite(diff)  # an overflowing cell is NaN
     largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
-    rows = ", ".join(f"eps {e:g}: max |diff| {fmt(d)}" for e, d in sorted(zip(group_scales, largest), key=lambda t: -t[0]))
+    rows = "max |diff| per eps: " + ", ".join(f"{e:g}: {fmt(d)}" for e, d in sorted(zip(group_scales, largest),
+                                                                                  key=lambda t: -t[0]))
     text = (f"rows within {margin}: {eps_set(group_scales, within)}"
             + f"; not symmetries: {eps_set(group_scales, ~symmetries)}" * bool((~symmetries).any()) + f"; {rows}")
     deciding = largest[small & np.isfinite(largest)]
@@ -189,8 +192,7 @@ def fig10_agreement(f):
 def rule_same_predictions(group_scales, agreement, threshold=AGREEMENT_THRESHOLD):
     """On held-out images (the evaluation images, never used for pi) every member makes the original's prediction:
     in every cell of a row the members agree with the original on at least {threshold:g} of the images (mean over
-    the cell's members). Every row: reproduced; some rows: partly; none: not reproduced. This is what would make
-    an ensemble of moved networks an ensemble of one function.
+    the cell's members). Every row: reproduced; some rows: partly; none: not reproduced.
 
     group_scales: [E]; agreement: [E, G] the members' mean agreement per cell."""
     agreement = np.asarray(agreement, dtype=float)
@@ -260,7 +262,7 @@ def fig10_tables(figures):
                       f"{fmt(losses.max())} there on the evaluation images: pi(g, H) is fitted to "
                       f"{f.setting('hidden')} images per member, and a symmetry on them is not one on other images.", ""]
         if numerics == deciding:
-            lines += [f"Rows within {FIG10_MARGIN} of the original in every cell ({numerics}, seed mean), for context: "
+            lines += [f"Rows within {FIG10_MARGIN} of the original in every cell ({numerics}, seed mean): "
                       + ", ".join(f"{m} {rows_within(group_scales, moved[m].mean(axis=0))}" for m in modes)
                       + " (staying close at small eps is not specific to the group action).", ""]
     if not figures:
@@ -271,11 +273,10 @@ def fig10_tables(figures):
                                         else "within ±0.003" if e <= 0.01 else "-" for e in f["group_scale"]]
     head = [f"**Ensembles** ({'; '.join(described)}; {len(f['original_acc'])} seeds, one trained model each, original "
             f"accuracy {spread(f['original_acc'], '{:.3f}')}; num_g = {', '.join(str(int(g)) for g in f['num_g'])}). "
-            "Symmetry error: largest over seeds and num_g, for the pi the ensembles use (in brackets the noise-free "
-            f"fit's, where different); symmetric: seeds in which every cell of the row is at most "
-            f"{f.symmetry_tolerance():g}. Ensembles: vote accuracy - original, mean over num_g, mean ± std over seeds "
-            f"(the baselines: {deciding}; the other numerics' are in their .npz); * = a cell with overflowing "
-            "(non-finite) members.", ""]
+            "Symmetry error: largest over seeds and num_g, of the pi the ensembles use (noise-free fit's in brackets "
+            f"where different); symmetric: seeds whose every cell of the row is at most {f.symmetry_tolerance():g} "
+            "(the others are hatched in the plots and judged as no symmetry). Vote accuracy - original, mean over "
+            f"num_g, mean ± std over seeds (baselines: {deciding}); *: overflowing (non-finite) members.", ""]
     lines = head + table(["eps", *columns], [[f"{e:g}", *(c[i] for c in columns.values())]
                                              for i, e in enumerate(f["group_scale"])]) + lines
     for f in list(figures.values())[:1]:
@@ -288,8 +289,7 @@ def fig10_tables(figures):
                       f"{float(f['deep_ensemble_acc']) - np.mean(f['original_acc']):+.3f} over the originals' mean "
                       "accuracy, the gain a real ensemble buys.", ""]
         data = f.settings.get("data", {})
-        lines += ["The saved figures hatch, and the report judges, the cells that are no symmetry for the pi the "
-                  "ensembles use, which in the paper numerics carries the paper's fit noise.", "", paper.FIG10_NOTE, "",
+        lines += [paper.FIG10_NOTE, "",
                   data_text(data)
                   + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
     return lines
@@ -310,16 +310,15 @@ def fig10_agreement_tables(figures):
         columns[f"agreement, {short}"] = [spread(agreement[:, i].mean(axis=1), "{:.3f}") for i in range(agreement.shape[1])]
         columns[f"lowest cell, {short}"] = [f"{agreement[:, i].min():.3f}" for i in range(agreement.shape[1])]
     f = done[deciding]
-    columns[f"median gap (p10 to p90), {deciding.split()[0]}"] = [
+    columns[f"gap, {deciding.split()[0]}"] = [
         f"{fmt(np.median(f['heldout_gap_p50'][:, i]))} ({fmt(np.median(f['heldout_gap_p10'][:, i]))} to "
         f"{fmt(np.median(f['heldout_gap_p90'][:, i]))})" for i in range(len(f["group_scale"]))]
     columns[f"saturated, {deciding.split()[0]}"] = [f"{f['heldout_saturated'][:, i].mean():.3f}"
                                                     for i in range(len(f["group_scale"]))]
-    lines += ["**Held-out agreement**: each member against the original on the evaluation images (never used for pi; "
-              "the error on the fitting images is the symmetry error above); mean over num_g and seeds. Relative "
-              "logit gap per member-image pair max|z_member - z_original| / max|z_original|: median, and 10th to "
-              "90th percentile (medians over cells); saturated: pairs whose largest softmax probability rounds to 1.",
-              ""]
+    lines += ["**Held-out agreement** of each member with the original on the evaluation images (never used for pi), "
+              "mean over num_g and seeds. Gap: max|z_member - z_original| / max|z_original| per member-image pair, "
+              "median (10th to 90th percentile), medians over cells; saturated: pairs whose largest softmax "
+              "probability rounds to 1.", ""]
     return lines + table(["eps", *columns], [[f"{e:g}", *(c[i] for c in columns.values())]
                                              for i, e in enumerate(f["group_scale"])])
 
@@ -332,10 +331,9 @@ def fit_size_tables(figures):
                  spread(f["mean_acc"][:, i, j] - original), fmt(f["fit_error"][:, i, j].max())]
                 for i, s in enumerate(f["scales"]) for j, k in enumerate(f["sizes"])]
         lines += [f"**Fit-size experiment** ({int(f['members'])} group elements, exact numerics, no fit noise; "
-                  f"{len(f['seeds'])} seeds; original accuracy {spread(original, '{:.3f}')}): pi fitted on k images "
-                  "per group element (k above the hidden width: least squares), measured on the held-out evaluation "
-                  "images; mean ± "
-                  "std over seeds.", ""]
+                  f"{len(f['seeds'])} seeds; original accuracy {spread(original, '{:.3f}')}): pi fitted by least "
+                  "squares on k images per group element, measured on the evaluation images; mean ± std over seeds.",
+                  ""]
         lines += table(["scale", "images per element", "agreement", "ensemble - original (mean prob.)",
                         "error on fitting images"], rows)
     return lines
@@ -347,19 +345,16 @@ def fit_size_tables(figures):
 SECTIONS = (
     Section("Fig. 10: ensembles from the nonlinear group action (CIFAR-10)", (
         Claim("Fig. 10", "group-moved networks are symmetries on their fitting images",
-              "The premise of the ensembles: moving the trained network along the nonlinear, data-dependent group "
-              "action, (U, V) -> (U pi(g, H), g V), gives networks that compute the original's function on the images "
-              "H that pi was fitted on, in both numerics (paper: float32 with the paper's fit noise; exact: float64, "
-              "no noise). pi is h x h and fitted on h images (h the hidden width), so it can match them exactly: this "
-              "premise tests the numerics, and the accuracy on other images (the claims below) tests whether the "
-              "moved networks keep the function.", FIG10, lambda f: PerSeed(
+              "The premise: moved along the nonlinear, data-dependent group action, (U, V) -> (U pi(g, H), g V), the "
+              "trained network computes the original's function on the h images H that pi (h x h, h the hidden "
+              "width) was fitted on, in both numerics (paper: float32 with the paper's fit noise; exact: float64, no "
+              "noise): a test of the numerics, since pi can match them exactly.", FIG10, lambda f: PerSeed(
                   dict(group_scales=c["group_scales"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
               rule_symmetries, brief=True),
         Claim("Fig. 10", "moved networks make the original's predictions on unseen images",
-              "The second half of the premise, what would make the ensembles ensembles of one function: on held-out "
-              "images (the evaluation images, which pi never saw) each moved network predicts the original's class. "
-              "The symmetry error above measures the fitting images only; with h images for h x h unknowns pi "
-              "interpolates them and is unconstrained elsewhere.", FIG10, fig10_agreement, rule_same_predictions,
+              "The premise's second half, what would make the ensembles ensembles of one function: on the evaluation "
+              "images, which pi (fitted to h images, h x h unknowns) never saw, each moved network predicts the "
+              "original's class.", FIG10, fig10_agreement, rule_same_predictions,
               over=exact_decides, brief=True),
         Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
               "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
@@ -386,9 +381,9 @@ SECTIONS = (
                   m: [paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]] for m in ("group", "perm_interp")
               })}, over=exact_decides),
         Claim("Fig. 10", "beyond the paper: fitted on more images, the action generalises",
-              "Not in the paper: fitting pi by least squares on more images per group element than hidden units (the "
-              "notebook's FIT_SIZES images per element at its group scales FIT_SIZE_SCALES; exact numerics) makes the "
-              "moved networks keep the original's predictions on held-out images.", FIT_SIZE, fit_size_seeds,
+              "Not in the paper: pi fitted by least squares on more images per group element than hidden units "
+              "(the notebook's FIT_SIZES at its FIT_SIZE_SCALES; exact numerics) keeps the original's predictions on "
+              "held-out images.", FIT_SIZE, fit_size_seeds,
               rule_action_generalises, brief=True),
     ), lambda get: fig10_tables(get(FIG10)) + fig10_agreement_tables(get(FIG10)) + fit_size_tables(get(FIT_SIZE))),
 )

@@ -57,8 +57,13 @@ float64_within_bound = partial(runs, name="lr", lrs="lr", drift="max_Q_change_ze
 
 
 def rule_within_gd_bound(lrs, drift, bound, drift_paper=None, roundoff=None, roundoff_factor=ROUNDOFF_FACTOR):
-    """Every run's largest change of Q from its initial value stays within the bound of gradient descent saved with
-    it, H x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (the first-order change of a step, times H for the
+    """Every run's largest |Q_t - Q_0| stays within its saved bound of gradient descent (below the table) or, where
+    float32 round-off exceeds the bound, its largest |dQ~| is at most {roundoff_factor:g} x that of the paper's own
+    float32 loop [R]: reproduced; otherwise partly if the runs at the largest lr are within the bound, else not
+    reproduced.
+
+    In full: every run's largest change of Q from its initial value stays within the bound of gradient descent saved
+    with it, H x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (the first-order change of a step, times H for the
     higher orders, H as saved (bound_higher_order); derived in docs/conserved_quantities.md; F'' at the initial and
     final weights, L the mean squared loss trained on), or, where float32 round-off exceeds the bound (it does not
     shrink with lr), its largest |dQ~| is at most {roundoff_factor:g} x that of the paper's own float32 loop at the
@@ -87,7 +92,7 @@ def rule_within_gd_bound(lrs, drift, bound, drift_paper=None, roundoff=None, rou
     verdict = REPRODUCED if passed.all() else PARTLY if within[top].all() else NOT_REPRODUCED
     ratio = float(np.max(drift / bound))
     deciding = f"drift/bound <= {fmt(ratio)}" + (
-        f", {int(roundoff_ok.sum())} over: round-off ({fmt(np.nanmax(ratio_paper[~within]))} x paper's loop)"
+        f", {int(roundoff_ok.sum())} over: round-off, {fmt(np.nanmax(ratio_paper[~within]))} x paper's loop"
         if roundoff_ok.any() else "")
     return Result(verdict, ", ".join(parts), deciding, ratio, "largest drift / bound")
 
@@ -112,16 +117,16 @@ def rule_drift_proportional(lrs, max_drift, factor=2.0):
 FIG3_COLUMNS = [
     ("lr", col("lr", lambda x: f"{x:g}")),
     ("max abs Q_t - Q_0 / N_0", col("max_Q_change_zero", seeds=True, mark=True)),
-    ("first-order bound / N_0", col("drift_bound_zero", seeds=True)),
+    ("bound / N_0", col("drift_bound_zero", seeds=True)),
     ("max abs dQ~ from 0 [paper code's]", both_conventions(col("max_delta_Q_tilde_zero", seeds=True, mark=True),
                                                           col("max_delta_Q_tilde"))),
-    ("final dQ~ (paper code's Q)", lambda u, f, r: fmt(last_finite(f["delta_Q_tilde"][r]))),
+    ("final dQ~ (paper's Q)", lambda u, f, r: fmt(last_finite(f["delta_Q_tilde"][r]))),
     ("paper's code [R]", paper_column(paper.FIG3_FINAL_DRIFT)), ("final loss", col("final_loss")),
     ("paper's code [R] final loss", paper_column(paper.FIG3_FINAL_LOSS))]
 
 
 FIG3_FLOAT64_COLUMNS = [
-    ("lr", col("lr", lambda x: f"{x:g}")), ("max abs Q_t - Q_0 / N_0 (Q from 0)", col("max_Q_change_zero", mark=True)),
+    ("lr", col("lr", lambda x: f"{x:g}")), ("max abs Q_t - Q_0 / N_0", col("max_Q_change_zero", mark=True)),
     ("divided by lr", lambda u, f, r: fmt(f["max_Q_change_zero"][0][r] / f["lr"][r])),
     ("max abs dQ~ (paper code's Q)", col("max_delta_Q_tilde")),
     ("paper's code [R] final dQ~", paper_column(paper.FIG3_FLOAT64_FINAL_DRIFT))]
@@ -133,17 +138,15 @@ def fig3_tables(float32, float64):
     ratios = ", ".join(f"{u} {f['normaliser'][0][0] / f['normaliser_zero'][0][0]:.3g}" for u, f in float32.items()
                        if not np.allclose(f["normaliser"], f["normaliser_zero"]))
     float32, float64 = run_table(float32, FIG3_COLUMNS), run_table(float64, FIG3_FLOAT64_COLUMNS)
-    return float32 + ["N_0 with Q from 0 is the size of Q's terms at the start, 1/2 |U|^2 + sum |F(V)| (times the "
-                      "paper code's scale; sum |F| and not |sum F|, whose entries cancel for sigmoid and softplus); "
-                      "the paper code's N_0 is its 'sum' analogue of Q, which differs for tanh and sigmoid by the "
-                      f"ratio of the two N_0 ({ratios or 'none here'}): dQ~ = |Q_t|/N_0 - |Q_1|/N_0 depends on the "
-                      "convention, Q_t - Q_0 does not. The bound is "
-                      f"{higher_order:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - "
-                      "L_T) / N_0. Loss: "
-                      "|Y - U sigma(V^T)|_F after the last step. In float32, round-off makes the final |dQ~| at the "
+    return float32 + ["N_0 (Q from 0): the size of Q's terms at the start, 1/2 |U|^2 + sum |F(V)| (times the paper "
+                      "code's scale; not |sum F|, whose entries cancel for sigmoid); the paper code's N_0, its 'sum' "
+                      f"analogue of Q, differs for tanh and sigmoid by a factor ({ratios or 'none here'}), so dQ~ = "
+                      "|Q_t|/N_0 - |Q_1|/N_0 depends on the convention, Q_t - Q_0 does not. The bound: "
+                      f"{higher_order:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) / N_0. Loss: "
+                      "|Y - U sigma(V^T)|_F after the last step. float32 round-off makes the final |dQ~| at the "
                       f"smallest lr ({min(lrs, default=0):g}) larger than at the middle one, as in the paper's code "
-                      f"(linear: {fmt(ref[2])} vs {fmt(ref[1])} [R]); the float64 "
-                      "runs isolate the discretisation effect.", ""] * bool(float32) + (
+                      f"(linear: {fmt(ref[2])} vs {fmt(ref[1])} [R]); float64 isolates the discretisation effect.", ""
+                      ] * bool(float32) + (
         ["Float64 runs (folder `float64/`):", ""] + float64 if float64 else [])
 
 
@@ -153,20 +156,18 @@ def fig3_tables(float32, float64):
 SECTIONS = (
     Section("Fig. 3: Q is nearly conserved under gradient descent", (
         Claim("Fig. 3", "Q's change within the first-order bound of GD (float32)", lambda figures:
-              "Under gradient descent the conserved quantity of gradient flow stays nearly constant: its change from "
-              "the start, |Q_t - Q_0| (a difference of Q: the same in both conventions), stays within the bound that "
-              f"a first-order expansion of a gradient-descent step gives, at every learning rate "
+              "Under gradient descent Q stays nearly constant: |Q_t - Q_0| (the same in both conventions) stays "
+              "within the bound of a first-order expansion of a gradient-descent step, at every learning rate "
               f"({learning_rates(figures)}) and activation.", FIG3, within_bound, rule_within_gd_bound, brief=True),
         Claim("Fig. 3", "float64: drift of Q proportional to lr", lambda figures:
-              "Without round-off (float64) the drift of Q is a pure discretisation effect: it is proportional to the "
-              "learning rate (measured from the initial Q: dQ~ starts after the first step, whose drift dominates at "
-              f"the largest lr ({saved_setting(figures, 'learning_rates', lambda lrs: f'{max(lrs):g}')}) for sigmoid; "
-              "a ratio of differences of Q, the same in both conventions).", FIG3_FLOAT64, float64_drift,
+              "Without round-off (float64) the drift of Q is a discretisation effect, proportional to the learning "
+              "rate (from the initial Q, first step included: it dominates at the largest lr "
+              f"({saved_setting(figures, 'learning_rates', lambda lrs: f'{max(lrs):g}')}) for sigmoid; the same in "
+              "both conventions).", FIG3_FLOAT64, float64_drift,
               rule_drift_proportional, brief=True),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
-              "Without round-off (float64), the change of Q stays within the bound of gradient descent at every "
-              "learning rate: what exceeds it in float32 is round-off (a check: its drift is a few % of the "
-              "bound, so it fails only through a bug).", FIG3_FLOAT64, float64_within_bound, rule_within_gd_bound,
+              "Without round-off (float64) the change of Q stays within the bound at every learning rate (its drift "
+              "is a few % of the bound: only a bug fails it), so what exceeds it in float32 is round-off.", FIG3_FLOAT64, float64_within_bound, rule_within_gd_bound,
               check=True)),
             lambda get: fig3_tables(get(FIG3), get(FIG3_FLOAT64))),
 )

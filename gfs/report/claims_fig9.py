@@ -7,7 +7,7 @@ import numpy as np
 
 from gfs import paper_numbers as paper
 from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import both_conventions, col, common_setting, legend_Qs, orbit_column, paper_column
+from gfs.report.verdict_rules import both_conventions, col, common_setting, legend_Qs, paper_column
 from gfs.report.verdict_rules import run_table
 from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
 from gfs.report.toy_rules import AT_MINIMUM, at_minimum, q_key, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
@@ -31,18 +31,13 @@ def sizes(figures):
     return f"m*n = {m * n} nonzero eigenvalues (of {(m + n) * hidden})"
 
 
-def init_stds(figures):
-    """The saved init stds, as a list ([] if none)."""
-    return list(common_setting(figures, "init_stds", []))
-
-
 # ----------------------------------------------------------------------------------------------
 # Measurements and rules
 
 def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minimum=AT_MINIMUM):
     """Every run at a global minimum (squared loss < {loss_at_minimum}) has exactly m*n nonzero Hessian eigenvalues
-    (above the script's threshold; at zero loss the Hessian is 2 J^T J, of rank at most m n). No wrong count: passes
-    (reproduced; a run not at a minimum is not checked, the text says how many were); a wrong count: fails.
+    (above the script's threshold; at zero loss the Hessian is 2 J^T J, of rank at most m n): passes (runs not at a
+    minimum are not checked, the text says how many were); a wrong count: fails.
 
     nonzero_counts, final_losses: [R] per run; expected_rank: m*n."""
     counts, at_min = np.asarray(nonzero_counts), np.asarray(final_losses, dtype=float) < loss_at_minimum
@@ -83,14 +78,7 @@ FIG9_COLUMNS = [
     ("paper's code [R] Q", paper_column({a: legend_Qs(q) for a, q in paper.FIG9_LEGENDS.items()})),
     ("largest eigenvalue", col("largest_eigenvalue", lambda x: f"{x:.4g}", seeds=True, mark=True)),
     ("paper's code [R]", paper_column(paper.FIG9_LARGEST_EIGENVALUE)),
-    ("nonzero eigenvalues", col("nonzero_count", lambda x: str(int(x)))),
     ("final squared loss", col("final_loss"))]
-
-
-SAME_FUNCTION_9_COLUMNS = [
-    ("init std", col("init_std", lambda x: f"{x:g}")), ("lambda (ends, 1)", orbit_column("lambdas")),
-    ("Q from 0 [paper code's]", both_conventions(orbit_column("Q_zero"), orbit_column("Q"))),
-    ("largest eigenvalue", orbit_column("largest_eigenvalue", lambda x: f"{x:.4g}"))]
 
 
 def orbit_summary(same):
@@ -100,21 +88,14 @@ def orbit_summary(same):
     moved = max(float(np.nanmax(np.nanmax(x, axis=-1) / np.nanmin(x, axis=-1) - 1)) for x in loss)
     gap = max(float(np.nanmax(np.abs(f["largest_eigenvalue"][0][:, [0, -1]] / f["largest_eigenvalue_hessian"] - 1)))
               for f in same.values())  # [R, 2]: the ends of each run's orbit
-    return (f"Along every orbit the squared loss (at most {fmt(max(float(np.nanmax(x)) for x in loss))}) changes by at "
-            f"most {fmt(moved)} of itself, and at the ends the Gauss-Newton eigenvalue is within {fmt(gap)} "
-            "(relative) of the full Hessian's.")
+    return (f"Same-function orbits (seed 0): the squared loss (at most {fmt(max(float(np.nanmax(x)) for x in loss))}) "
+            f"moves by at most {fmt(moved)} of itself; the eigenvalue judged, the Gauss-Newton part 2 J J^T's, is "
+            f"within {fmt(gap)} of the full Hessian's at their ends.")
 
 
 def fig9_tables(fig9_figures, same_figures):
-    stds = init_stds(fig9_figures)
-    differ = "; ".join(f"{u} {', '.join(fmt(q) for q in f['Q0_zero'][0])}" for u, f in fig9_figures.items()
-                       if not np.allclose(f["Q0"], f["Q0_zero"]))
-    fig9, same = run_table(fig9_figures, FIG9_COLUMNS), run_table(same_figures, SAME_FUNCTION_9_COLUMNS)
-    return fig9 + [paper.FIG9_NOTE + f" With Q from 0 (seed 0, init std {min(stds, default=0):g} to "
-                   f"{max(stds, default=0):g}): {differ or '-'}.", ""] * bool(
-        fig9) + (["Same function, different Q (seed 0; the largest eigenvalue is that of the Hessian's Gauss-Newton "
-                  "part 2 J J^T, equal to the Hessian's at a zero-loss minimum):", ""] + same
-                 + [orbit_summary(same_figures), ""] if same else [])
+    fig9 = run_table(fig9_figures, FIG9_COLUMNS)
+    return fig9 + [paper.FIG9_NOTE, ""] * bool(fig9) + [orbit_summary(same_figures), ""] * bool(same_figures)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,8 +104,7 @@ def fig9_tables(fig9_figures, same_figures):
 SECTIONS = (
     Section("Fig. 9: Hessian spectrum at the minimum against Q", (
         Claim("Fig. 9", "m*n nonzero Hessian eigenvalues at the minimum", lambda figures:
-              f"At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly {sizes(figures)}: at zero loss it "
-              "is 2 J^T J, of rank at most m n by construction.", FIG9,
+              f"At a global minimum the Hessian of |Y - U sigma(V^T)|^2 has exactly {sizes(figures)}.", FIG9,
               lambda f: runs(f, "init_std", nonzero_counts="nonzero_count", final_losses="final_loss",
                              expected_rank=int(f.setting("m")) * int(f.setting("n"))), rule_hessian_rank, check=True),
         Claim("Fig. 9", "largest Hessian eigenvalue grows with |Q|",
@@ -142,9 +122,8 @@ SECTIONS = (
               "Moving each neuron of a minimum by its own lambda keeps the network's function on the training inputs.",
               PER_NEURON_9, lambda f: dict(gaps=f["training_gap"]), rule_gap_below, check=True),
         Claim("Fig. 9", "per-neuron: a per-neuron statistic predicts the sharpness where |Q| does not",
-              "Beyond the paper: along per-neuron orbits of the trained minima (the sum and the spread of the "
-              "per-neuron Q_a grow together on one orbit and oppositely on the other) a per-neuron statistic predicts "
-              "the largest Hessian eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9,
+              "Beyond the paper: as in Fig. 6, along per-neuron orbits of the trained minima, a per-neuron statistic "
+              "predicts the largest Hessian eigenvalue, where the sum |Q| does not.", PER_NEURON_9, per_neuron9,
               rule_predictors, over=over_activations)),
             lambda get: fig9_tables(get(FIG9), get(SAME_FUNCTION_9))),
 )

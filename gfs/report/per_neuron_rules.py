@@ -105,7 +105,13 @@ def statistic_cell(by_convention):
 
 
 def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effect=MIN_EFFECT, spreads=SEED_SPREADS):
-    """Along the per-neuron orbits (the sum of the Q_a and their spread change together on one, oppositely on the
+    """A per-neuron statistic (the spread of Q_a, min |Q_a|, the edge distance) predicts the value and the sum |Q|
+    does not, in both conventions: reproduced; in one only, or the sum in the other: depends on the convention;
+    otherwise not reproduced. Predicts: a sign test over seeds with Holm-adjusted p < {alpha:g}, an effect of at least
+    {min_effect:.0%} and {spreads} x the seeds' spread. A cell: yes or no (seeds with the majority, p -> Holm's p
+    (family size), one-way votes needed, effect).
+
+    In full: along the per-neuron orbits (the sum of the Q_a and their spread change together on one, oppositely on the
     other) each statistic is tested against the value, the seed as the unit: a seed votes with the mean Kendall's tau
     over its orbits; a two-sided sign test over the seeds gives p, Holm-corrected over the per-neuron statistics (the
     spread of Q_a, min |Q_a|, the edge distance; the sum |Q| uncorrected, which favours it). A statistic predicts if
@@ -131,14 +137,13 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
     cells = [statistic_cell({c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"]]
     return Result(verdict, f"{text} (minimum effect {needed:.0%}, {seeds} seeds)",
                   f"predict in both conventions: {', '.join(common) or 'none'}"
-                  + "; sum predicts" * sum_predicts, columns=(*found["zero"], "minimum effect, seeds"),
+                  + " (the sum predicts)" * sum_predicts, columns=(*found["zero"], "minimum effect, seeds"),
                   rows=(("", verdict, *cells, f"{needed:.0%}, {seeds}"),))
 
 
 def over_activations(verdicts):
-    """Over the {units}: reproduced if the rule gives reproduced for each; depends on the convention if it gives
-    reproduced or depends for each, depends for one at least; not reproduced if it gives not reproduced for each;
-    partly otherwise."""
+    """Over the {units}: reproduced if reproduced for each; depends on the convention if reproduced or depends for
+    each (depends for one at least); not reproduced if not reproduced for each; partly otherwise."""
     tested = _tested(verdicts)
     if tested and all(v in (REPRODUCED, DEPENDS) for v in tested) and DEPENDS in tested:
         return DEPENDS

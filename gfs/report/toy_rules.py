@@ -25,12 +25,11 @@ from gfs.report.verdict_rules import table
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
 
 
-Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V), F' = sigma/sigma', up to the integration constant of F, "
-                "a choice. Two are used: the paper code's (its legends; Q lower by n k for tanh and sigmoid, about -500 "
-                "at a small initialisation) and the zero convention, F(0) = 0. Differences of Q and the spread of the "
-                "per-neuron Q_a are the same in both; the size |Q| is not, for tanh and sigmoid (linear and ReLU: both "
-                "agree). Every claim about |Q| is judged in both (**depends on the convention** where they differ). "
-                "Sizes of Q (N_0) add the sizes of its terms, 1/2 |U|^2 + sum |F(V)|.")
+Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V), F' = sigma/sigma', up to the integration constant of F. "
+                "Two are used: the paper code's (its legends; Q lower by n k for tanh and sigmoid) and the zero "
+                "convention, F(0) = 0. Differences of Q and the spread of the per-neuron Q_a are the same in both; the "
+                "size |Q| is not, for tanh and sigmoid, so every claim about |Q| is judged in both. Sizes of Q (N_0) "
+                "add the sizes of its terms, 1/2 |U|^2 + sum |F(V)|.")
 
 # The two readings of Q that every toy figure saves (keys without a suffix: the paper code's integration constant;
 # with _zero: F(0) = 0), in the report's order: models.Q_CONVENTIONS, which the report does not import (torch);
@@ -52,8 +51,8 @@ def both_conventions(results):
                       zero.value_name, columns=zero.columns, rows=zero.rows)
     rows = tuple((f", {name}" + row[0], *row[1:]) for name, r in (("paper's", paper), ("zero", zero)) for row in r.rows)
     return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
-                  f"({zero.text})", f"{DEPENDS} (paper's: {paper.verdict}" + f", {paper.deciding}" * bool(
-                      paper.deciding) + f"; zero: {zero.verdict}" + f", {zero.deciding}" * bool(zero.deciding) + ")",
+                  f"({zero.text})", f"paper's {paper.verdict}" + f" {paper.deciding}" * bool(paper.deciding)
+                  + f", zero {zero.verdict}" + f" {zero.deciding}" * bool(zero.deciding),
                   zero.value, zero.value_name, columns=zero.columns, rows=rows)
 
 
@@ -113,7 +112,12 @@ def series_effect(x, y, budget=None):
 
 
 def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, budget=None, alpha=ALPHA):
-    """The seed is the unit. Per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of the value
+    """Over seeds (the unit): a one-sided sign test p < {alpha:g}, a 95 % bootstrap interval of the median fold change
+    that excludes no change, and that effect at least the minimum the seeds' spread resolves: reproduced (partly if a
+    series was left out); otherwise not reproduced. *holds for c*: the integration constants (paper code's 1, zero
+    convention's 0; scanned from -1 to 2, step 0.01) for which it holds.
+
+    In full: per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of the value
     with |Q| and the fold change of the value from the smallest to the largest |Q| of the series, fitted over all
     its points (slope of log value against log |Q|); the seed votes with the median tau of its series and its effect
     is their median fold change. Over the seeds: a one-sided sign test that more seeds vote in the claimed direction
@@ -144,7 +148,8 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
                                                 "the interval includes no change") + ")"
     verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
     row = [f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})",
-           f"{going} of {seeds} ({t.series} series" + f", {t.left_out} left out" * bool(t.left_out) + ")",
+           f"{going} of {seeds}" + (f" ({t.series} series" + f", {t.left_out} left out" * bool(t.left_out) + ")") * (
+               t.series != seeds or bool(t.left_out)),  # one series a seed: the seeds say it
            f"{t.p:.2g}", f"{fold(t.needed)} ({log_spread(reference):.1%})",
            (f"up to {fold(t.effect)}" if t.holds else f"above {fold(t.effect)}" if significant and excludes
             else "every (" + ("not significant" if not significant else "CI includes no change") + ")")]
@@ -153,22 +158,22 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
             f"p = {t.p:.2g} ({'significant' if significant else 'not significant'}); minimum {fold(t.needed)} (seed "
             f"spread {log_spread(reference):.1%} in log value); {stands}"
             + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
-    deciding = f"{fold(t.effect)} ({going}/{seeds} seeds)" + " against the claim" * bool(t.effect < 0)
+    deciding = f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})"  # the seeds and c: in the claim's table
     short = "-"
     if named:
         scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
-        text, deciding = f"{text}; integration constant: {scan}", f"{deciding}; holds {short}"
+        text = f"{text}; integration constant: {scan}"
     return Result(verdict, text, deciding, math.exp(t.effect), "fold change", columns=TREND_COLUMNS,
                   rows=(("", verdict, *row, short),))
 
 
-TREND_COLUMNS = ("fold change (95 % CI)", "with the claim, seeds", "sign test p", "minimum (seed spread of log value)",
+TREND_COLUMNS = ("fold change (95 % CI)", "with the claim, seeds", "sign test p", "minimum (log spread)",
                  "stands at minima", "holds for c")
 
 
 def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, tolerance64=1e-10):
-    """The largest difference between the runs' initial outputs, relative to the largest output, is below
-    {tolerance} for float32 weights (whose round-off is about 1e-7) and {tolerance64} for float64: reproduced.
+    """The runs' initial outputs differ by less than {tolerance} of the largest output for float32 weights (round-off
+    about 1e-7), {tolerance64} for float64: passes.
 
     initial_outputs: [R, m, n], or [R, L, m, n] (compared along L, with the first of each run)."""
     out = np.asarray(initial_outputs, dtype=float)  # NaN: a diverged run's (not checked)
@@ -181,9 +186,8 @@ def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, t
 
 
 def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
-    """A check: every moved network computes the original's function on the training inputs (by construction: X = I
-    makes each entry of V one pre-activation), the largest relative gap of their outputs there below {tolerance} for
-    float32 weights (round-off about 1e-7) and {tolerance64} for float64: passes; otherwise fails.
+    """Every moved network's largest relative output gap to the original's on the training inputs is below
+    {tolerance} for float32 weights (round-off about 1e-7) and {tolerance64} for float64: passes; otherwise fails.
 
     gaps: any shape; float64: whether the moved weights are float64."""
     gaps, limit = np.asarray(gaps, dtype=float), tolerance64 if float64 else tolerance
@@ -263,8 +267,8 @@ def off_data_table(experiments):
     if not figures:
         return []
     units, rows = off_data_rows(figures)
-    return ["Largest relative output change of the moved networks on random inputs x ~ N(0, I_n / n) off the "
-            "training inputs (median / largest over every moved network of the experiment):", ""] + table(
+    return ["Moved networks' largest relative output change on random inputs x ~ N(0, I_n / n), median / largest "
+            "over each experiment's:", ""] + table(
         ["experiment", *units], rows)
 
 

@@ -2,7 +2,8 @@
 
 A rule (beside its claim, in the figure's claims module claims_fig*.py, or shared: toy_rules.py) takes the keyword
 arguments a claim's measurement gives it (numbers and arrays, never files) and returns a Result. The first paragraph
-of its docstring is the rule as the report prints it ({keyword} defaults filled in), the second gives the shapes;
+of its docstring is the rule as the report prints it ({keyword} defaults filled in; for a long rule its gist, the
+second paragraph starting "In full:" with the rest, which docs/report.md states), the last gives the shapes;
 tests run every rule both ways on small data. apply() runs a rule on one unit's measurement: diverged runs are named
 and left out (without_diverged), several seeds are judged one by one and counted (over_seeds: "holds in k of N
 seeds", with the spread of the deciding number).
@@ -17,7 +18,7 @@ row per run of seed 0 (the paper's draw) of every saved figure, with the spread 
 are several. The Figure objects are make_report.py's (f[key]: a saved array, f.settings: the saved .json); a
 missing key raises verdict_rules.DataError, which the report shows as a data error instead of the table.
 
-Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, orbit_column, saved_setting,
+Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, saved_setting,
 common_setting, power_of_ten; for the CIFAR-10 figures spread, largest_p and describe_cifar_source.
 
 What a claim of REPORT.md is: the saved files it reads (Files), its words, measurement and rule (Claim), the
@@ -77,9 +78,8 @@ def _tested(verdicts):
 
 
 def combine(verdicts):
-    """Over the {units}: reproduced if the rule gives reproduced for each, not reproduced if for none, partly
-    otherwise; one that cannot be tested makes reproduced partly, and if none can be tested the claim cannot be
-    tested (one without a reference to test against is left out)."""
+    """Over the {units}: reproduced if reproduced for each, not reproduced if for none, partly otherwise; one that
+    cannot be tested makes reproduced partly (none: cannot be tested); one without a reference is left out."""
     tested = _tested(verdicts)
     decided = [v for v in tested if v != CANNOT_TEST]
     if not decided:
@@ -95,11 +95,12 @@ def sd(values):
     return float(values.std(ddof=1)) if values.size > 1 and np.ptp(values) > 0 else 0.0  # equal: 0, no round-off
 
 
-def mean_sd(values, form=None):
-    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); form formats the mean."""
+def mean_sd(values, form=None, with_n=True):
+    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); form formats the mean; with_n=False:
+    without '(n = N)' (the text gives N)."""
     values = np.asarray(values, dtype=float)
     form = form or fmt
-    return form(values.mean()) + (f" ± {fmt(sd(values))} (n = {values.size})" if values.size > 1 else "")
+    return form(values.mean()) + (f" ± {fmt(sd(values))}" + f" (n = {values.size})" * with_n if values.size > 1 else "")
 
 
 def p_range(ps):
@@ -138,11 +139,13 @@ def over_seeds(results):
 
 
 def seeds_deciding(results, values, p):
-    """The summary's words for a claim judged per seed: the deciding number's mean ± sd where the rule gives one,
-    otherwise each distinct deciding effect with its number of seeds."""
+    """The summary's words for a claim judged per seed: the deciding number's mean ± sd where the rule gives one (its
+    n only where it is not every seed's: 'holds in k of N seeds' gives N), otherwise each distinct deciding effect
+    with its number of seeds."""
     n, k = len(results), sum(r.verdict == REPRODUCED for r in results)
     if values.size:
-        return f"{results[0].value_name} {mean_sd(values)}" + f", {p}" * bool(p) + f", holds in {k} of {n} seeds"
+        return (f"{results[0].value_name} {mean_sd(values, with_n=values.size < n)}" + f", {p}" * bool(p)
+                + f", holds in {k} of {n} seeds")
     counts = {}
     for r in results:
         counts[r.deciding or r.verdict] = counts.get(r.deciding or r.verdict, 0) + 1
@@ -248,14 +251,6 @@ def paper_column(reference, form=fmt):
     def cell(unit, f, r):
         values = reference.get(unit)
         return form(values.get(float(f["init_std"][r])) if isinstance(values, dict) else item(values, r))
-    return cell
-
-
-def orbit_column(key, form=fmt):
-    """A same-function table cell: seed 0's values of f[key] along the orbit of run r (ends and middle)."""
-    def cell(unit, f, r):
-        values = np.atleast_2d(f[key][0])[r]
-        return " / ".join(form(values[i]) for i in (0, len(values) // 2, -1))
     return cell
 
 

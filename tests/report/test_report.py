@@ -457,18 +457,23 @@ def test_every_claim_holds_on_the_base_data(figures):
     # the same rule run on the paper code's numbers, where the claim has them
     assert "*The same rule on the paper code's numbers [R]:* reproduced (Q x" in text
     assert "*The same rule on the paper code's numbers [C]:* not reproduced (group - perm_interp" in text
-    # the rule text is the rule's docstring, with its thresholds filled in
-    assert "*Rule:* The seed is the unit. Per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of " \
-           "the value with |Q|" in text
-    assert "a one-sided sign test that more seeds vote in the claimed direction than against (p < 0.05)" in text
-    assert "z the normal quantile of 0.05, two-sided" in text
-    assert "(both conventions)" in text
+    # the rule text is the first paragraph of the rule's docstring, with its thresholds filled in; a long rule prints
+    # its gist there and points to docs/report.md, which states it in full
+    trend = "*Rule:* Over seeds (the unit): a one-sided sign test p < 0.05, a 95 % bootstrap interval of the median "
+    assert trend in text and text[text.index(trend):].split("\n")[0].endswith(" In full: docs/report.md, *Rules*.")
+    assert "Holm-adjusted p < 0.05, an effect of at least 10% and 2 x the seeds' spread" in text  # per-neuron
+    assert "In full: per seed" not in text and "In full: along" not in text  # the full rules are in the docs
+    drift = "*Rule:* In float64, the largest change of Q from its initial value"  # a short rule: all of it, no pointer
+    assert drift in text and "docs/report.md" not in text[text.index(drift):].split("\n")[0]
+    # Fig. 4 is brief: each unit's deciding numbers (its verdict is the claim's), the same in both conventions
+    assert re.search(r"\*\*Verdict: reproduced\.\*\* linear: mean [0-9.]+ SE off E\[Q\], std [0-9.]+% of terms; ", text)
     assert "{" + "threshold}" not in text
     # one page first: what holds (with what decides each row), then the legend; a shared rule is printed once
     assert text.index("## What holds") < text.index("**Legend.**") < text.index("## Checks") < text.index("## Fig. 3")
-    assert "| group beats g^-1, random, shuffle at eps = 1 and 10 | **reproduced** | paper numerics: " in text
-    assert "| exact numerics (paper numerics shown) |" in text and "| 4 activations, 6 seeds |" in text
-    assert text.count("*Rule:* The seed is the unit. Per seed, each series") == 1
+    # a claim the exact numerics decide: their deciding number (the section shows the paper numerics' too)
+    assert "| group beats g^-1, random, shuffle at eps = 1 and 10 | **reproduced** | smallest lead over a " in text
+    assert "| exact numerics, 3 seeds |" in text and "| 4 activations, 6 seeds |" in text
+    assert text.count(trend) == 1
     assert '*Rule:* as for "larger |Q| reaches a fixed loss in fewer steps" above.' in text
 
 
@@ -642,8 +647,8 @@ def test_a_verdict_that_differs_between_the_conventions_is_reported_as_such(figu
     claim = "**Claim (Fig. 9).** Larger |Q| gives a sharper minimum"
     assert "**Verdict: depends on the convention.** paper's convention: partly, zero convention: reproduced." in text
     assert reading_row(text, claim, "linear").startswith("| linear | reproduced | ")
-    assert "| 0 of 6 (6 series) | " in reading_row(text, claim, "tanh, paper's", "not reproduced")
-    assert "| 6 of 6 (6 series) | " in reading_row(text, claim, "tanh, zero", "reproduced")
+    assert "| 0 of 6 | " in reading_row(text, claim, "tanh, paper's", "not reproduced")
+    assert "| 6 of 6 | " in reading_row(text, claim, "tanh, zero", "reproduced")
 
 
 @pytest.mark.parametrize("damage", ["truncated npz", "corrupt json", "missing key", "npz without json",
@@ -722,7 +727,7 @@ def test_activations_beyond_the_papers_are_found_and_reported(figures):
     status, text = report(figures)
     verdicts = summary_rows(text)
     assert status == 0 and all(v == REPRODUCED for v in verdicts.values())
-    assert "softplus: reproduced (drift/bound <= 0.5)" in text  # Fig. 3 (its table has every learning rate)
+    assert re.search(r"softplus: drift/bound <= 0\.5[;.]", text)  # Fig. 3 (its table has every learning rate)
     assert "| softplus | 0.1 | 0.00069 | 0.00138 |" in text
     assert "softplus: not tested (mean" in text  # Fig. 4: no analytic E[Q] for it, so it is left out
     assert "(Q-convergence/elementwise_softplus_convergence.png)" not in text  # no png written here
@@ -746,11 +751,11 @@ def test_a_claim_holding_in_some_seeds_and_not_others(figures):
     verdicts = summary_rows(text)
     assert status == 0 and verdicts["larger |Q| reaches a fixed loss in fewer steps"] == PARTLY
     tanh = reading_row(text, "**Claim (Fig. 6).** At learning rate", "tanh", NOT_REPRODUCED)
-    assert "| 4 of 6 (6 series) | 0.34 | " in tanh and "| every (not significant) |" in tanh
+    assert "| 4 of 6 | 0.34 | " in tanh and "| every (not significant) |" in tanh
     assert "| tanh | 1 | -579 | 7.3 | 3,496 (36,347 ± 5.09e+04) |" in text  # the spread over every seed
     # 5 of 6 seeds (one orbit each): one-sided p = 7/64 = 0.11, not significant either
     assert verdicts["same function: larger |Q| converges in fewer steps"] == PARTLY
-    assert "| 5 of 6 (6 series) | 0.11 | " in reading_row(text, "**Claim (Fig. 6).** The test of the claim", "tanh")
+    assert "| 5 of 6 | 0.11 | " in reading_row(text, "**Claim (Fig. 6).** The test of the claim", "tanh")
     assert all(v == REPRODUCED for s, v in verdicts.items() if "fewer steps" not in s)
 
 
@@ -761,7 +766,7 @@ def test_exact_numerics_decide_the_symmetry_claims(figures):
     edit_figure(figures, ROBUSTNESS, group_vs_original_p=np.full((3, 4), 0.5))
     status, text = report(figures)
     assert status == 0 and set(summary_rows(text).values()) == {REPRODUCED}
-    assert "paper numerics: not reproduced (group - perm_interp (smaller row) -0.05 ± 0 (n = 3), holds in 0 of 3 " \
+    assert "paper numerics: not reproduced (group - perm_interp (smaller row) -0.05 ± 0, holds in 0 of 3 " \
            "seeds)" in text  # shown by its deciding number: the exact numerics decide
     assert f"{EXACT}: reproduced (holds in 3 of 3 seeds" in text
     assert "Over the numerics: the exact numerics (float64 action, no fit noise) decide" in text
@@ -884,6 +889,37 @@ def test_report_flags_quick_data_and_missing_figures(tmp_path):
     assert all(v == mr.NOT_RUN for s, v in verdicts.items() if "group" in s)
     assert "CIFAR-10 was not available" in text and "CIFAR_DIR=/path" in text
     assert "CIFAR-10 was probably not available" in report(tmp_path)[1]  # without --cifar-dir it cannot know
+
+
+def test_a_rule_printed_by_its_gist_is_stated_in_full_in_the_docs():
+    """A rule whose docstring's second paragraph starts 'In full:' is printed by its first (the gist) with a pointer
+    to docs/report.md, which must then name it (and so state it: docs/report.md's Rules)."""
+    with open(os.path.join(REPO, "docs", "report.md"), encoding="utf-8") as f:
+        docs = f.read()
+    rules = {c.rule for section in mr.SECTIONS for c in section.claims}
+    gists = [r for r in rules if "In full: docs/report.md" in mr.rule_text(r)]
+    assert {r.__name__ for r in gists} >= {"rule_trend", "rule_predictors", "rule_within_gd_bound"}
+    for rule in gists:
+        assert f"`{rule.__module__.split('.')[-1]}.{rule.__name__}`" in docs, rule.__name__
+        assert "In full:" not in mr.rule_text(rule).removesuffix(" In full: docs/report.md, *Rules*.")
+    drift = next(r for r in rules if r.__name__ == "rule_drift_proportional")  # no 'In full:': printed whole
+    assert mr.rule_text(drift) == mr.doc_text(drift) and "docs/report.md" not in mr.rule_text(drift)
+
+
+def test_summary_names_units_that_read_alike_together():
+    assert mr.units_text({"linear": "50 (all 10 of 10 seeds)", "relu": "50 (all 10 of 10 seeds)"}) == \
+        "linear, relu: 50 (all 10 of 10 seeds)"
+    # a shared ending is said once; a value's name before numbers too
+    assert mr.units_text({"linear": "50 (all 10 of 10 seeds)", "relu": "50 (all 10 of 10 seeds)", "tanh": "49 (all "
+                          "10 of 10 seeds)"}) == "linear, relu: 50; tanh: 49; each: (all 10 of 10 seeds)"
+    assert mr.units_text({"a": "relative difference 1e-08 ± 2e-09, holds in 8 of 8 seeds",
+                          "b": "relative difference 3e-08 ± 1e-09, holds in 8 of 8 seeds"}) == \
+        "relative difference, a: 1e-08 ± 2e-09; b: 3e-08 ± 1e-09; each: holds in 8 of 8 seeds"
+    # a shared start that is not a value's name stays with each unit; a short shared ending too
+    symmetric = {"paper numerics": "a symmetry up to eps 0.001, not at 0.01", "exact numerics": "a symmetry up to eps "
+                 "10, not at 20"}
+    assert mr.units_text(symmetric) == "; ".join(f"{u}: {t}" for u, t in symmetric.items())
+    assert mr.units_text({"x": "1 (a)", "y": "2 (a)"}) == "x: 1 (a); y: 2 (a)"
 
 
 def test_report_rejects_a_missing_folder(tmp_path):

@@ -36,7 +36,7 @@ def test_over_seeds_spread_is_the_sample_sd_with_n_and_p_range():
                for d, p in ((-0.077, 3e-9), (-0.126, 6e-21), (-0.144, 1e-25))]
     result = vr.over_seeds(results)
     sd = np.std([-0.077, -0.126, -0.144], ddof=1)  # 0.0347, not the population 0.0283
-    assert f"group - original at 1/255 -0.116 ± {sd:.3g} (n = 3)" in result.deciding
+    assert f"group - original at 1/255 -0.116 ± {sd:.3g}, " in result.deciding  # n: "of 3 seeds" below
     assert "p from 3e-09 to 1e-25" in result.deciding and "holds in 0 of 3 seeds" in result.deciding
     # another deciding point in one seed: the number is not one radius's, and says so
     result = vr.over_seeds(results[:2] + [results[2]._replace(value_name="group - original at 2/255")])
@@ -70,6 +70,7 @@ def test_over_seeds_holds_in_k_of_n():
     # a seed whose deciding number is not defined (NaN) is left out of the spread, and said so
     result = vr.over_seeds([holds, Result(NOT_REPRODUCED, "no order", "", math.nan, "steps"), fails])
     assert "steps 2 ± 1.41 (n = 2) [1, 3]" in result.text
+    assert result.deciding == "steps 2 ± 1.41 (n = 2), holds in 1 of 3 seeds"  # n said where it is not every seed's
 
 
 def test_drift_proportional_rule():
@@ -197,10 +198,20 @@ def test_symmetries_rule():
     assert claims_fig10.rule_symmetries(EPS, np.full((7, 7), 2e-3), tolerance=1e-2).verdict == REPRODUCED
 
 
+def test_eps_sets_name_every_row_or_a_range():
+    """The rows' eps as a set, or as a range where they are every eps up to or from one (more than two of them)."""
+    rows = lambda chosen: [e in chosen for e in EPS]  # noqa: E731
+    assert claims_fig10.eps_set(EPS, rows([0.01, 0.001, 0.0001])) == "eps <= 0.01"
+    assert claims_fig10.eps_set(EPS, rows([20, 10, 1])) == "eps >= 1"
+    assert claims_fig10.eps_set(EPS, rows([10, 1, 0.1])) == "eps in {0.1, 1, 10}"  # not from either end
+    assert claims_fig10.eps_set(EPS, rows([0.001, 0.0001])) == "eps in {0.0001, 0.001}"  # two: named
+    assert claims_fig10.eps_set(EPS, rows([])) == "eps in {none}"
+
+
 def test_ensemble_margin_rule():
     diff = group_minus_original()
     result = claims_fig10.rule_ensemble_margin(EPS, diff)
-    assert result.verdict == REPRODUCED and "eps in {0.0001, 0.001, 0.01, 0.1}" in result.text
+    assert result.verdict == REPRODUCED and "rows within 0.02: eps <= 0.1;" in result.text
     assert result.value == pytest.approx(0.017)  # the largest |diff| at eps <= 0.1
     worse = diff.copy()
     worse[3, 0] = -0.05  # eps = 0.1 loses 5 points in one cell
@@ -213,7 +224,7 @@ def test_ensemble_margin_rule():
     # a cell that is not a symmetry fails, however close its accuracy; rows the rule does not read do not matter
     assert claims_fig10.rule_ensemble_margin(EPS, diff, symmetric=cells([20, 10, 1], False)).verdict == REPRODUCED
     result = claims_fig10.rule_ensemble_margin(EPS, diff, symmetric=cells([0.01, 0.001, 0.0001]))
-    assert result.verdict == PARTLY and "not symmetries: eps in {0.1, 1, 10, 20}" in result.text
+    assert result.verdict == PARTLY and "not symmetries: eps >= 0.1;" in result.text
     assert claims_fig10.rule_ensemble_margin(EPS, diff, symmetric=cells([0.001, 0.0001])).verdict == NOT_REPRODUCED
 
 
