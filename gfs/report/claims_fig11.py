@@ -260,7 +260,8 @@ def robustness_tables(figures):
         lines += table(["radius"] + [names[c] for c in shown_classifiers] + list(shown.values()), rows)
         classifiers = ["group"] if shown_once else shown_classifiers
         lines += [f"Convergence{'' if not shown_once else ', group ensemble'} (mean over seeds): robust accuracy "
-                  "after each attack of the cascade (in brackets: that attack alone on the audit images), then on the "
+                  "after each attack of the cascade (in brackets: that attack alone on the audit images, which the sanity "
+                  f"checks compare with a one-sided {SANITY_CONFIDENCE:.0%} binomial slack), then on the "
                   f"first {int(f['audit_images'])} (audit) images before -> after doubling the iterations and restarts "
                   f"of the strongest white-box attack there; \"not converged\" where doubling broke more than "
                   f"{CONVERGENCE_TOLERANCE:.1%} of the audit images in some seed.", ""]

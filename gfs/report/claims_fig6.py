@@ -8,7 +8,7 @@ from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
 from gfs.report.verdict_rules import both_conventions, col, paper_column, power_of_ten, run_table
 from gfs.report.verdict_rules import saved_setting
 from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
-from gfs.report.toy_rules import (as_steps, finite_or_nan, q_key, rule_gap_below, rule_same_initial_function, rule_trend,
+from gfs.report.toy_rules import (as_steps, finite_or_nan, rule_gap_below, rule_same_initial_function, rule_trend,
                        same_function, trend_Q)
 from gfs.report.verdict_rules import fmt_steps
 

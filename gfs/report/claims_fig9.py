@@ -10,7 +10,7 @@ from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
 from gfs.report.verdict_rules import both_conventions, col, common_setting, legend_Qs, paper_column
 from gfs.report.verdict_rules import run_table
 from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
-from gfs.report.toy_rules import AT_MINIMUM, at_minimum, q_key, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
+from gfs.report.toy_rules import AT_MINIMUM, at_minimum, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
 from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
 
 # The saved figures by the names their .json give (figure_name; {}: the activation; the paper's m, n, hidden = 10, 5,

@@ -17,7 +17,7 @@ per_neuron_rules.py.
 import math
 
 import numpy as np
-from scipy.stats import binomtest, kendalltau
+from scipy.stats import kendalltau
 
 from gfs.report.trend_stats import ALPHA, c_range, fold, log_spread, trend
 from gfs.report.verdict_rules import runs

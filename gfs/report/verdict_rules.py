@@ -19,7 +19,7 @@ are several. The Figure objects are make_report.py's (f[key]: a saved array, f.s
 missing key raises verdict_rules.DataError, which the report shows as a data error instead of the table.
 
 Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, saved_setting,
-common_setting, power_of_ten; for the CIFAR-10 figures spread, largest_p and describe_cifar_source.
+common_setting, power_of_ten; for the CIFAR-10 figures spread.
 
 What a claim of REPORT.md is: the saved files it reads (Files), its words, measurement and rule (Claim), the
 claims and tables of one figure (Section), and the ways a claim gets no verdict (DataError, Unjudged).
@@ -34,7 +34,6 @@ one entry in make_report.CLAIM_MODULES.
 """
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -284,20 +283,6 @@ def spread(values, form="{:+.3f}"):
     """'mean ± sd' over the seeds of values [S], sd with ddof = 1 (the value alone for one seed)."""
     values = np.asarray(values, dtype=float)
     return form.format(values.mean()) + (f" ± {sd(values):.3f}" if values.size > 1 else "")
-
-
-def largest_p(p):
-    """McNemar's p, the largest over the seeds of p [S]."""
-    top = float(np.max(p))
-    return "p < 1e-300" if top == 0 else f"p ≤ {top:.1g}" if np.size(p) > 1 else f"p = {top:.1g}"
-
-
-def describe_cifar_source(source, folder):
-    kind = {"official": "the official CIFAR-10 release (torchvision's MD5 check passed)",
-            "unverified": "a copy of CIFAR-10 that fails torchvision's MD5 check (for example a re-encoded copy, or a "
-                          "test fixture); accuracies can differ slightly from those on the official files"}
-    return (f"CIFAR-10 data: {kind.get(source, repr(source))}; read from a folder named "
-            f"`{os.path.basename(os.path.normpath(str(folder)))}`.")
 
 
 TOY_FIGURES = "make toy-figures OUT={out}"  # the command that makes Figs. 3-9 (the Makefile holds seeds and flags)
