@@ -95,7 +95,7 @@ def orbit_summary(same):
 
 def fig9_tables(fig9_figures, same_figures):
     fig9 = run_table(fig9_figures, FIG9_COLUMNS)
-    return fig9 + [paper.FIG9_NOTE, ""] * bool(fig9) + [orbit_summary(same_figures), ""] * bool(same_figures)
+    return fig9 + [paper.FIG9_NOTE, ""] * bool(fig9) + ([orbit_summary(same_figures), ""] if same_figures else [])
 
 
 # ----------------------------------------------------------------------------------------------
