@@ -78,10 +78,11 @@ def fig11_paper(f):
 
 def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, margin=FIG11_MARGIN, chance=CHANCE):
     """At every attack strength > 0 the group ensemble's vote accuracy is not lower than the original's by more than
-    the threshold, and at some strength it is higher by more than the threshold while itself above chance + {margin}
-    (a gain where the ensemble is at most {margin} above chance is not counted); threshold = max({margin}, 2 sqrt(p(1-p)/n)), p the
-    original's accuracy and n the number of evaluation images (two binomial standard errors). Reproduced if so;
-    better somewhere but worse elsewhere: partly; never better: not reproduced.
+    two binomial standard errors, and at some strength higher by more while above chance + {margin}.
+
+    In full: threshold = max({margin}, 2 sqrt(p(1-p)/n)), p the original's accuracy and n the number of evaluation
+    images; a gain where the ensemble is at most {margin} above chance is not counted. Reproduced if so; better
+    somewhere but worse elsewhere: partly; never better: not reproduced.
 
     strengths, acc_original, acc_group: [S]; n_images: images behind each accuracy."""
     strengths = np.asarray(strengths, dtype=float)
@@ -143,12 +144,12 @@ def _gain(radii, diff, p, accuracy, alpha, chance, margin):
 
 def rule_robust_gain(radii, diff, p, accuracy, symmetry_error=0.0, tolerance=SYMMETRY_TOLERANCE, alpha=ALPHA,
                      chance=CHANCE, margin=FIG11_MARGIN):
-    """Under the standard robustness evaluation (an image counts as right only if it is right under every attack of
-    the saved suite), the group ensemble is significantly more accurate than the original at some
-    L-inf radius and significantly less accurate at none
-    (McNemar's exact test on the same images, p < {alpha:g} / number of radii, Bonferroni). A gain counts only where
-    the ensemble is more than {margin} above chance ({chance:g}). Reproduced if so; a gain with a loss elsewhere:
-    partly; no gain: not reproduced. If the moved networks are not symmetries on their fitting images (error above
+    """Per seed, the group ensemble's robust accuracy (right under every attack) is significantly above the
+    original's at some radius and below it at none (McNemar, p < {alpha:g} / number of radii).
+
+    In full: McNemar's exact test on the same images, Bonferroni over the radii. A gain counts only where the
+    ensemble is more than {margin} above chance ({chance:g}). Reproduced if so; a gain with a loss elsewhere: partly;
+    no gain: not reproduced. If the moved networks are not symmetries on their fitting images (error above
     {tolerance:g}) the seed cannot be tested.
 
     radii: [R] (x 255); diff (group - original), p, accuracy (the group's robust accuracy): [R]."""
@@ -168,14 +169,14 @@ def rule_robust_gain(radii, diff, p, accuracy, symmetry_error=0.0, tolerance=SYM
 
 def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error=0.0, tolerance=SYMMETRY_TOLERANCE,
                               alpha=ALPHA, chance=CHANCE, margin=FIG11_MARGIN):
-    """At some radius the group ensemble's robust accuracy (standard evaluation) is significantly above the
-    original's (as in the rule above) and significantly above each control's on the same images (McNemar, p <
-    {alpha:g} / number of radii): the independent CNN (trained from its own seed, attacked by the same suite) rules
-    out "any second network"; the shared-trunk ensemble (the interpolated permutation of the same trunk and scale:
-    other heads on the same features) rules out "other heads on the attacked features" and so isolates the
-    symmetry; the deep ensemble (independently trained CNNs, mean probability, attacked white-box) rules out "any
-    ensemble". Beyond every control: reproduced; some: partly; none: not reproduced. Not symmetries: cannot be
-    tested.
+    """At some radius the group ensemble's robust accuracy is significantly above the original's (as above) and
+    above each control's on the same images (McNemar, p < {alpha:g} / number of radii).
+
+    In full: the independent CNN (trained from its own seed, attacked by the same suite) rules out "any second
+    network"; the shared-trunk ensemble (the interpolated permutation of the same trunk and scale: other heads on the
+    same features) rules out "other heads on the attacked features" and so isolates the symmetry; the deep ensemble
+    (independently trained CNNs, mean probability, attacked white-box) rules out "any ensemble". Beyond every
+    control: reproduced; some: partly; none: not reproduced. Not symmetries: cannot be tested.
 
     radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff [R], p [R])}, group vs the
     control."""
@@ -243,12 +244,16 @@ def robustness_tables(figures):
         suite = f.setting("suite")
         names, shown, attacks = suite["labels"], suite["shown_comparisons"], suite["attacks"]
         shown_classifiers = suite["classifiers"] + suite.get("trained_controls", [])
-        rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in shown_classifiers]
+        accuracy_of = ["group"] if shown_once else shown_classifiers  # the others are the same in both numerics
+        rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in accuracy_of]
                 + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in shown]
                 for k, r in enumerate(radii)]
         settings = ", ".join(f"{k.replace('_', ' ')} {int(v)}" for k, v in suite["settings"].items())
         costly = "; ".join(f"{a} on {', '.join(on) or 'none'}" for a, on in suite.get("costly_attacks_on", {}).items())
-        lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
+        if shown_once:  # the settings and the controls as for the exact numerics
+            lines += [f"**Standard robustness evaluation, {numerics}**: the group ensemble; the rest as above.", ""]
+        lines += [] if shown_once else [
+                  f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
                   f"{int(f['suite_images'])} test images for every classifier; {settings}"
                   + (f"; the CPU budget: {costly}" if costly else "") + "). Robust accuracy: right on clean data and "
                   "under every attack; mean ± sd over seeds; McNemar's p largest over seeds. The independent CNN and "
@@ -257,15 +262,17 @@ def robustness_tables(figures):
                   f"ensemble's clean accuracy {float(np.mean(f['clean_acc_deep'])):.3f}, its members' "
                   + ", ".join(f"{a:.3f}" for a in np.reshape(f["member_clean_acc_deep"], (-1, len(f["control_seeds"])))[0])
                   + "), attacked once and paired with each seed's group ensemble.", ""]
-        lines += table(["radius"] + [names[c] for c in shown_classifiers] + list(shown.values()), rows)
+        lines += table(["radius"] + [names[c] for c in accuracy_of] + list(shown.values()), rows)
         classifiers = ["group"] if shown_once else shown_classifiers
-        lines += [f"Convergence{'' if not shown_once else ', group ensemble'} (mean over seeds): robust accuracy "
+        lines += ["Convergence, the group ensemble: as above.", ""] if shown_once else [
+                  "Convergence (mean over seeds): robust accuracy "
                   "after each attack of the cascade (in brackets: that attack alone on the audit images, which the sanity "
                   f"checks compare with a one-sided {SANITY_CONFIDENCE:.0%} binomial slack), then on the "
                   f"first {int(f['audit_images'])} (audit) images before -> after doubling the iterations and restarts "
                   f"of the strongest white-box attack there; \"not converged\" where doubling broke more than "
                   f"{CONVERGENCE_TOLERANCE:.1%} of the audit images in some seed.", ""]
-        lines += table(["classifier", "radius"] + [f"after {a['label']}" for a in attacks] + ["audit: doubled"],
+        short = [a["label"].split(" (")[0] for a in attacks]  # the table headers; the full labels are listed below
+        lines += table(["classifier", "radius"] + [f"after {a}" for a in short] + ["audit: doubled"],
                        convergence_rows(f.data, [a["label"] for a in attacks], classifiers, names, alone=True))
         curve_queries = np.reshape(f["square_curve_queries_group"], (-1, np.shape(f["square_curve_group"])[-1]))[0]
         curve_rows = []
@@ -279,7 +286,7 @@ def robustness_tables(figures):
             decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in suite["classifiers"])  # [A, R]
             lines += ["Images first broken by each attack (in the order of the suite; summed over seeds and the "
                       "three classifiers of each seed; an image an earlier attack broke is not counted again):", ""]
-            lines += table(["radius"] + [a["label"] for a in attacks],
+            lines += table(["radius"] + short,
                            [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(attacks))]
                             for k, r in enumerate(radii)])
         agreement = [[names[m], spread(f[f"heldout_agreement_{m}"], "{:.3f}"),
@@ -292,8 +299,9 @@ def robustness_tables(figures):
         failures = sanity_failures(f)
         if not shown_once:
             lines += [f"Attacks, in the order of the suite: {suite_text(suite)}.", ""]
-        lines += [f"Sanity checks ({'; '.join(suite['sanity_checks'].values())}; an attack left out by the CPU "
-                  "budget has none): " if not shown_once else "Sanity checks: "]
+        lines += ["Sanity checks (every attack meant to run ran alone on the audit images; each alone at most FGSM's, "
+                  "each white-box one at most transfer's accuracy alone, plus a binomial slack; monotone in the "
+                  "radius; suite_checks.py): " if not shown_once else "Sanity checks: "]
         lines[-1] += ("all passed." if not failures else f"**{len(failures)} failed: evaluation failed** ("
                       + "; ".join(failures[:5]) + ").")
         lines += [""]
