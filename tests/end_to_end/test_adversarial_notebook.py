@@ -133,8 +133,6 @@ def test_executed_copy_shows_the_figures(notebook_outputs):
     assert "sanity checks: " in text
 
 
-@pytest.mark.skip(reason="the committed Fig. 11 notebook's outputs predate its current source (the stronger suite): "
-                         "its full re-run did not finish in this session; run make cifar-figures to refresh it")
 def test_committed_notebook_shows_the_full_run_and_has_a_parameters_cell():
     check_committed_outputs(NOTEBOOK, images=4)
     notebook = json.loads(open(NOTEBOOK).read())
