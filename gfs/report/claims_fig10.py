@@ -33,8 +33,12 @@ AT_LARGE_EPS = " and ".join(f"{e:g}" for e in EPS_CHECKED)
 def data_text(data):
     """The CIFAR-10 files a run read, in words: the saved .json's 'data' (dataset.cifar10_provenance's source and
     digest, and the folder's name)."""
-    digest = data.get("digest")
-    return (f"CIFAR-10 data: {data.get('source', 'not recorded (the run predates it)')}"
+    digest, source = data.get("digest"), data.get("source", "not recorded (the run predates it)")
+    head, _, names = source.rpartition(" checksum for ")
+    if head and data.get("official") is False:  # the files whose MD5 differs, counted (the .json names them)
+        count = len(names.split(", "))
+        source = f"{head} checksum for {count} file{'s' * (count != 1)}"
+    return (f"CIFAR-10 data: {source}"
             + (f"; SHA-256 digest of its files `{digest}` (per file: the .json)" if digest else "")
             + f"; read from a folder named `{os.path.basename(os.path.normpath(str(data.get('folder', '?'))))}`.")
 

@@ -29,11 +29,6 @@ FIG11_ROBUSTNESS = Files(dataset.fig11("robustness", "*", "*", "*") + "{}", NUME
                          "numerics", notebook=NOTEBOOK, names=NUMERICS_NAMES)
 
 
-def suite_text(suite):
-    """The attacks of the saved suite in their order (the .json's suite['attacks'])."""
-    return ", ".join(a["label"] + f" ({a['kind']})" * (a["kind"] not in a["label"]) for a in suite["attacks"])
-
-
 def sanity_failures(f):
     """The violated sanity checks of a robustness file, as lines ('seed 0, group, radius 2/255: ... fails'): its
     sanity_<classifier> [S, K, R] against the checks its .json names (in that order)."""
@@ -185,9 +180,8 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
     for name, (cd, cq) in controls.items():
         _, ahead, behind, _ = significant(radii, cd, cq, alpha)
         beyond.append(bool((gain & ahead).any()))
-        parts.append(f"group - {name} " + ", ".join(f"{r:g}/255: {d:+.3f} (p {q:.1g})" for r, d, q in
-                                                     zip(radii, cd, cq))
-                     + f": beyond it at {int((gain & ahead).sum())} radii, significantly behind at {int(behind.sum())}")
+        parts.append(f"{name}: beyond it at {int((gain & ahead).sum())}, significantly behind at {int(behind.sum())} "
+                     f"radii")  # the differences per radius are in the section's table
     result = Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beyond]), "; ".join(parts),
                     ", ".join(f"{n}: {'beyond' if b else 'not beyond'}" for n, b in zip(controls, beyond)),
                     min(float(np.max(cd)) for cd, _ in controls.values()), "largest lead over the weaker control")
@@ -229,83 +223,66 @@ def fig11_tables(paper_protocol):
     return lines
 
 
+def sanity_line(f, checks=""):
+    failures = sanity_failures(f)
+    return [f"Sanity checks{checks}: " + ("all passed." if not failures else f"**{len(failures)} failed: evaluation "
+                                          "failed** (" + "; ".join(failures[:5]) + ")."), ""]
+
+
 def robustness_tables(figures):
-    """Per numerics: robust accuracy per radius and classifier with the paired differences (McNemar's largest p; the
-    deep ensemble among them); then, once, the convergence table (each attack alone in brackets; 'not run' where the
-    CPU budget left it out), Square's accuracy against its queries, the attack that first broke the images, held-out
-    agreement and the sanity checks. The arrays of the original, the shared trunk and the trained controls are the
-    same in both numerics, so they are shown with the exact numerics (which decide, first) and only the group
-    ensemble's rows are repeated for the paper numerics."""
-    lines, shown_once = [], False
-    for numerics, f in sorted(figures.items(), key=lambda item: item[0] != EXACT):
-        if "alone_acc_deep" not in f.data:
-            continue
-        radii = f["radii"] * 255
-        suite = f.setting("suite")
+    """The exact numerics (which decide) in full: robust accuracy per radius and classifier with the paired
+    differences (McNemar's largest p over seeds), the convergence table (each attack alone in brackets; 'not run'
+    where the CPU budget left it out), Square's accuracy against its queries, held-out agreement and the sanity
+    checks (the images each attack broke first: decided_<c> in the .npz). The other numerics: the group ensemble's robust accuracy and
+    differences only (the original's, the shared trunk's and the trained controls' arrays are the same)."""
+    lines = []
+    ordered = [(n, f) for n, f in sorted(figures.items(), key=lambda item: item[0] != EXACT) if "alone_acc_deep" in f.data]
+    for k, (numerics, f) in enumerate(ordered):
+        radii, suite = f["radii"] * 255, f.setting("suite")
         names, shown, attacks = suite["labels"], suite["shown_comparisons"], suite["attacks"]
-        shown_classifiers = suite["classifiers"] + suite.get("trained_controls", [])
-        accuracy_of = ["group"] if shown_once else shown_classifiers  # the others are the same in both numerics
-        rows = [[f"{r:g}/255"] + [spread(f[f"robust_acc_{c}"][:, k], "{:.3f}") for c in accuracy_of]
-                + [f"{spread(f[f'{key}_diff'][:, k])} (p ≤ {f[f'{key}_p'][:, k].max():.1g})" for key in shown]
-                for k, r in enumerate(radii)]
-        settings = ", ".join(f"{k.replace('_', ' ')} {int(v)}" for k, v in suite["settings"].items())
+        classifiers = ["group"] if k else suite["classifiers"] + suite.get("trained_controls", [])
+        once = set(suite.get("trained_controls", []))  # attacked once: the same value in every seed
+        rows = [[f"{r:g}/255"] + [f"{f[f'robust_acc_{c}'][0, i]:.3f}" if c in once else
+                                  spread(f[f"robust_acc_{c}"][:, i], "{:.3f}") for c in classifiers]
+                + [f"{spread(f[f'{key}_diff'][:, i])} (p ≤ {f[f'{key}_p'][:, i].max():.1g})" for key in shown]
+                for i, r in enumerate(radii)]
+        if k:
+            lines += [f"**Standard robustness evaluation, {numerics}**: the group ensemble (settings and controls as "
+                      "above; its convergence, Square and agreement arrays: the .npz and the notebook).", ""]
+            lines += table(["radius", names["group"]] + list(shown.values()), rows) + sanity_line(f)
+            continue
+        settings = ", ".join(f"{key.replace('_', ' ')} {int(v)}" for key, v in suite["settings"].items())
         costly = "; ".join(f"{a} on {', '.join(on) or 'none'}" for a, on in suite.get("costly_attacks_on", {}).items())
-        if shown_once:  # the settings and the controls as for the exact numerics
-            lines += [f"**Standard robustness evaluation, {numerics}**: the group ensemble; the rest as above.", ""]
-        lines += [] if shown_once else [
-                  f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
-                  f"{int(f['suite_images'])} test images for every classifier; {settings}"
-                  + (f"; the CPU budget: {costly}" if costly else "") + "). Robust accuracy: right on clean data and "
-                  "under every attack; mean ± sd over seeds; McNemar's p largest over seeds. The independent CNN and "
-                  "the deep ensemble are trained from their own seeds ("
-                  + ", ".join(str(int(s)) for s in f["control_seeds"]) + f"; the independent CNN is the first; the deep "
-                  f"ensemble's clean accuracy {float(np.mean(f['clean_acc_deep'])):.3f}, its members' "
-                  + ", ".join(f"{a:.3f}" for a in np.reshape(f["member_clean_acc_deep"], (-1, len(f["control_seeds"])))[0])
-                  + "), attacked once and paired with each seed's group ensemble.", ""]
-        lines += table(["radius"] + [names[c] for c in accuracy_of] + list(shown.values()), rows)
-        classifiers = ["group"] if shown_once else shown_classifiers
-        lines += ["Convergence, the group ensemble: as above.", ""] if shown_once else [
-                  "Convergence (mean over seeds): robust accuracy "
-                  "after each attack of the cascade (in brackets: that attack alone on the audit images, which the sanity "
-                  f"checks compare with a one-sided {SANITY_CONFIDENCE:.0%} binomial slack), then on the "
-                  f"first {int(f['audit_images'])} (audit) images before -> after doubling the iterations and restarts "
-                  f"of the strongest white-box attack there; \"not converged\" where doubling broke more than "
-                  f"{CONVERGENCE_TOLERANCE:.1%} of the audit images in some seed.", ""]
-        short = [a["label"].split(" (")[0] for a in attacks]  # the table headers; the full labels are listed below
+        members = np.reshape(f["member_clean_acc_deep"], (-1, len(f["control_seeds"])))[0]
+        lines += [f"**Standard robustness evaluation, {numerics}** ({len(f['seeds'])} seeds; the first "
+                  f"{int(f['suite_images'])} test images; {settings}" + f"; the CPU budget: {costly}" * bool(costly)
+                  + "). Robust: right on clean data and under every attack. The trained controls' seeds: "
+                  + ", ".join(str(int(s)) for s in f["control_seeds"]) + " (the independent CNN is the first; clean "
+                  f"accuracy of the deep ensemble {float(np.mean(f['clean_acc_deep'])):.3f}, of its members "
+                  + ", ".join(f"{a:.3f}" for a in members) + "; attacked once, paired with every seed).", ""]
+        lines += table(["radius"] + [names[c] for c in classifiers] + list(shown.values()), rows)
+        short = [a["label"].split(" (")[0] for a in attacks]  # table headers; the full labels are listed below
+        lines += ["Convergence (mean over seeds): robust accuracy after each attack of the cascade (in brackets: that "
+                  f"attack alone on the audit images, which the sanity checks compare with a one-sided "
+                  f"{SANITY_CONFIDENCE:.0%} binomial slack), then on the first {int(f['audit_images'])} (audit) "
+                  "images before -> after doubling the iterations and restarts of the strongest white-box attack; "
+                  f"\"not converged\" where doubling broke more than {CONVERGENCE_TOLERANCE:.1%} of them in a seed.", ""]
         lines += table(["classifier", "radius"] + [f"after {a}" for a in short] + ["audit: doubled"],
                        convergence_rows(f.data, [a["label"] for a in attacks], classifiers, names, alone=True))
-        curve_queries = np.reshape(f["square_curve_queries_group"], (-1, np.shape(f["square_curve_group"])[-1]))[0]
-        curve_rows = []
-        for c in classifiers:
-            curve = np.reshape(f[f"square_curve_{c}"], (-1, len(radii), len(curve_queries))).mean(axis=0)
-            curve_rows += [[names[c], f"{r:g}/255", " / ".join(f"{v:.3f}" for v in curve[k])]
-                           for k, r in enumerate(radii) if np.isfinite(curve[k]).all()]
-        lines += table(["classifier", "radius", "Square alone after " + " / ".join(str(int(q)) for q in curve_queries)
-                        + " queries"], curve_rows)
-        if not shown_once:
-            decided = sum(np.asarray(f[f"decided_{c}"]).sum(axis=0) for c in suite["classifiers"])  # [A, R]
-            lines += ["Images first broken by each attack (in the order of the suite; summed over seeds and the "
-                      "three classifiers of each seed; an image an earlier attack broke is not counted again):", ""]
-            lines += table(["radius"] + short,
-                           [[f"{r:g}/255"] + [str(int(decided[a, k])) for a in range(len(attacks))]
-                            for k, r in enumerate(radii)])
-        agreement = [[names[m], spread(f[f"heldout_agreement_{m}"], "{:.3f}"),
-                      spread(f[f"heldout_agreement_min_{m}"], "{:.3f}"), fmt(np.median(f[f"heldout_gap_p50_{m}"])),
-                      spread(f[f"heldout_saturated_{m}"], "{:.3f}")]
-                     for m in (("group",) if shown_once else ("group", "perm_interp"))]
+        queries = np.reshape(f["square_curve_queries_group"], (-1, np.shape(f["square_curve_group"])[-1]))[0]
+        curves = {c: np.reshape(f[f"square_curve_{c}"], (-1, len(radii), len(queries))).mean(axis=0) for c in classifiers}
+        lines += table(["classifier", "radius", "Square alone after " + " / ".join(str(int(q)) for q in queries)
+                        + " queries"], [[names[c], f"{r:g}/255", " / ".join(f"{v:.3f}" for v in curve[i])]
+                                        for c, curve in curves.items() for i, r in enumerate(radii)
+                                        if np.isfinite(curve[i]).all()])
         lines += ["Held-out agreement of the ensembles' members with the original (all evaluation images):", ""]
         lines += table(["ensemble", "agreement (mean over members)", "lowest member", "median gap", "saturated"],
-                       agreement)
-        failures = sanity_failures(f)
-        if not shown_once:
-            lines += [f"Attacks, in the order of the suite: {suite_text(suite)}.", ""]
-        lines += ["Sanity checks (every attack meant to run ran alone on the audit images; each alone at most FGSM's, "
-                  "each white-box one at most transfer's accuracy alone, plus a binomial slack; monotone in the "
-                  "radius; suite_checks.py): " if not shown_once else "Sanity checks: "]
-        lines[-1] += ("all passed." if not failures else f"**{len(failures)} failed: evaluation failed** ("
-                      + "; ".join(failures[:5]) + ").")
-        lines += [""]
-        shown_once = True
+                       [[names[m], spread(f[f"heldout_agreement_{m}"], "{:.3f}"),
+                         spread(f[f"heldout_agreement_min_{m}"], "{:.3f}"), fmt(np.median(f[f"heldout_gap_p50_{m}"])),
+                         spread(f[f"heldout_saturated_{m}"], "{:.3f}")] for m in ("group", "perm_interp")])
+        lines += sanity_line(f, " (every attack meant to run ran alone on the audit images; each alone at most FGSM's "
+                                "and each white-box one at most transfer's accuracy alone, plus a binomial slack; "
+                                "monotone in the radius; suite_checks.py)")
     return lines
 
 
@@ -315,26 +292,22 @@ def robustness_tables(figures):
 SECTIONS = (
     Section("Fig. 11: adversarial robustness of the group ensemble (CIFAR-10)", (
         Claim("Fig. 11", "group more robust than original (paper's protocol)",
-              "Under the paper's protocol (adversarial images computed on the single model and transferred; data in "
-              "[-0.5, 0.5] clamped to [0, 1]; each image attacked twice; its strengths; float32 action with fit "
-              "noise), the group ensemble is more robust than the original model to FGSM and PGD. This protocol "
-              "saves no per-image results, so the rule compares accuracies, not pairs.", FIG11_PAPER, fig11_paper,
+              "Under the paper's protocol (attacks transferred from the single model; its data range, clamping and "
+              "strengths; float32 action with fit noise), the group ensemble is more robust than the original to FGSM "
+              "and PGD (accuracies compared: the protocol saves no per-image results).", FIG11_PAPER, fig11_paper,
               rule_group_more_robust,
               paper=lambda: {m: dict(strengths=paper.FIG11_STRENGTHS[m], acc_original=acc["original"],
                                      acc_group=acc["group"], n_images=paper.FIG11_IMAGES)
                              for m, acc in paper.FIG11_ACCURACY.items()}),
         Claim("Fig. 11", "corrected: group more robust than original (standard evaluation)",
-              "Under the corrected protocol (valid pixel range, logits, the official test split) and a standard "
-              "robustness evaluation (the notebook's L-inf radii; the suite's attacks in order, listed under the table; "
-              "white-box attacks on the "
-              "ensemble's mean probability through every member; an image counting as right only if right under all "
-              "of them), the group ensemble is more accurate than the original, paired on the same images.",
+              "Under the corrected protocol (valid pixel range, logits, the test split) and the standard robustness "
+              "evaluation (white-box through every member; right only if right under every attack), the group "
+              "ensemble is more accurate than the original on the same images.",
               FIG11_ROBUSTNESS, fig11_suite, rule_robust_gain, over=exact_decides),
         Claim("Fig. 11", "corrected: gain beyond the controls (independent CNN, shared trunk)",
-              "The gain is robustness from the symmetry: under the same evaluation the group ensemble is also more "
-              "accurate than an independently trained CNN, than a shared-trunk ensemble (the interpolated "
-              "permutation: other heads on the same trunk and features) and than a deep ensemble of independently "
-              "trained CNNs (mean probability, attacked white-box).", FIG11_ROBUSTNESS,
+              "The gain is robustness from the symmetry: the group ensemble is also more accurate than an "
+              "independent CNN, a shared-trunk ensemble and a deep ensemble under the same evaluation.",
+              FIG11_ROBUSTNESS,
               lambda f: fig11_suite(f, controls=True), rule_gain_beyond_controls, over=exact_decides),
         Claim("Fig. 11", "Fig. 11 members make the original's predictions on unseen images",
               "The premise of the robustness claim: the moved networks of Fig. 11 (the notebook's NUM_G members at "

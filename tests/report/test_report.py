@@ -453,7 +453,7 @@ def test_every_claim_holds_on_the_base_data(figures):
     assert f"**{mr.fmt_seconds(700 + 900 + 700 + 20 + 30 + 500 + 130 + 1000)}**" in text  # each command counted once
     # the CIFAR sections name the data: official or not, and the digest of the files read
     assert "CIFAR-10 data: the official release (every MD5 matches" in text and f"`{'cd' * 32}`" in text
-    assert "not the official release: MD5 differs from torchvision's published checksum for data_batch_1" in text
+    assert "not the official release: MD5 differs from torchvision's published checksum for 1 file;" in text
     # the same rule run on the paper code's numbers, where the claim has them
     assert "*The same rule on the paper code's numbers [R]:* reproduced (Q x" in text
     assert "*The same rule on the paper code's numbers [C]:* not reproduced (group - perm_interp" in text
