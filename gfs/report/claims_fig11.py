@@ -90,13 +90,11 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
     gain = attacked & (d > threshold)
     better, worse = gain & (group > chance + margin), attacked & (d < -threshold)
     text = ("group - original at strength " + ", ".join(f"{s:g}: {x:+.3f}" for s, x in zip(strengths, d))
-            + f"; better at {int(better.sum())} and worse at {int(worse.sum())} of {int(attacked.sum())} attacked "
-            f"strengths (threshold {', '.join(f'{x:.3f}' for x in threshold[attacked])}"
-            + (f" for {n_images} images)" if n_images else ")"))
+            + f"; better at {int(better.sum())}, worse at {int(worse.sum())} of {int(attacked.sum())} (beyond "
+            + "-".join(dict.fromkeys(f"{t:.3f}" for t in (threshold[attacked].min(), threshold[attacked].max()))) + ")")
     if (gain & ~better).any():
-        text += (f"; gains at strength {', '.join(f'{s:g}' for s in strengths[gain & ~better])} not counted: the "
-                 f"ensemble is at most {margin} above chance ({chance:g}) there "
-                 f"({', '.join(f'{a:.3f}' for a in group[gain & ~better])})")
+        text += (f"; not counted at {', '.join(f'{s:g}' for s in strengths[gain & ~better])}: at most chance + "
+                 f"{margin} ({', '.join(f'{a:.3f}' for a in group[gain & ~better])})")
     verdict = REPRODUCED if better.any() and not worse.any() else PARTLY if better.any() else NOT_REPRODUCED
     return Result(verdict, text, ", ".join(f"{x:+.3f}" for x in d[attacked]))
 
