@@ -182,7 +182,8 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
                      f"radii")  # the differences per radius are in the section's table
     result = Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beyond]), "; ".join(parts),
                     ", ".join(f"{n}: {'beyond' if b else 'not beyond'}" for n, b in zip(controls, beyond)),
-                    min(float(np.max(cd)) for cd, _ in controls.values()), "largest lead over the weaker control")
+                    min(float(np.asarray(cd)[0]) for cd, _ in controls.values()),
+                    f"lead over the strongest control at {float(radii[0]):g}/255")  # signed: a loss reads negative
     return tested_on_a_symmetry(result, symmetry_error, tolerance)
 
 

@@ -66,6 +66,8 @@ def test_gain_beyond_controls_needs_each_control_at_a_radius_where_the_gain_hold
     assert both.verdict == REPRODUCED
     one = claims_fig11.rule_gain_beyond_controls(**base, controls={"independent CNN": ahead, "shared trunk": behind})
     assert one.verdict == PARTLY and "shared trunk: not beyond" in one.deciding
+    # the deciding number is signed: a control significantly ahead reads negative, not a lead of 0
+    assert one.value == -0.02 and one.value_name == "lead over the strongest control at 1/255"
     # ahead of the controls only where there is no gain over the original: not beyond
     late = ([0, 0, 0.04, 0], [1, 1, 1e-9, 1])
     assert claims_fig11.rule_gain_beyond_controls(**base, controls={"independent CNN": late}).verdict == NOT_REPRODUCED
