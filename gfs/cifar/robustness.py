@@ -39,7 +39,7 @@ import torch
 from gfs.cifar.attacks import EnsembleMeanProbability, fgsm, paired_comparison, pgd
 from gfs.cifar.cnn import compute_features
 from gfs.cifar.ensembles import AGREEMENT_KEYS, fit_and_measure, held_out_agreement, stack_seeds
-from gfs.cifar.suite_checks import alone_accuracy, converged, sanity_check_names, sanity_checks
+from gfs.cifar.suite_checks import alone_accuracy, converged, failed_checks, sanity_check_names, sanity_checks
 from gfs.cifar.symmetry import FIT_NOISE, NUMERICS, derive_seed
 
 # The suite's settings, by name: their values (and the radii and images) are Fig. 11's, set in its notebook.
@@ -436,13 +436,5 @@ def suite_description(attacks=ATTACKS):
 
 
 def sanity_failures(data):
-    """The violated sanity checks of a figure's arrays, as lines ('seed 0, group, 2/255: ...'); [] if none."""
-    lines = []
-    for c in ALL_CLASSIFIERS:
-        if f"sanity_{c}" not in data:
-            continue
-        sanity = np.asarray(data[f"sanity_{c}"]).reshape(-1, len(SANITY_CHECKS), len(data["radii"]))  # [S, K, R]
-        for s, k, r in zip(*np.nonzero(~sanity)):
-            lines.append(f"seed {int(data['seeds'][s]) if 'seeds' in data else s}, {c}, radius "
-                         f"{data['radii'][r] * 255:g}/255: {SANITY_CHECKS[list(SANITY_CHECKS)[k]]} fails")
-    return lines
+    """The violated sanity checks of a figure's arrays, as lines ('seed 0, group, radius 2/255: ...'); [] if none."""
+    return failed_checks(data, ALL_CLASSIFIERS, SANITY_CHECKS.values())

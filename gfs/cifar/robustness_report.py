@@ -2,7 +2,7 @@
 differences, the convergence table (suite_checks.convergence_rows), the sanity checks), plot_robustness."""
 import numpy as np
 
-from gfs.cifar.suite_checks import convergence_rows
+from gfs.cifar.suite_checks import attacks_run, convergence_rows
 from gfs.cifar.robustness import (ALL_CLASSIFIERS, ATTACKS, CLASSIFIER_LABELS, COMPARISONS, CONTROLS, SHOWN_COMPARISONS,
                                   TRAINED_CONTROLS, sanity_failures)
 
@@ -53,7 +53,7 @@ def plot_robustness(data, title=None, attacks=ATTACKS):
         mean_band(axes[0], axis, data[f"robust_acc_{c}"], CLASSIFIER_LABELS[c], STYLES[c])
     axes[0].set_title("(a) robust accuracy (worst case over the suite)")
     cumulative = np.asarray(data["cumulative_acc_group"]).reshape(-1, len(attacks), len(axis))
-    run = np.reshape(data.get("attacks_run_group", np.ones(len(attacks), dtype=bool)), (-1, len(attacks))).all(axis=0)
+    run = attacks_run(data, "group", len(attacks))
     markers = "ovs^Dx*"
     for a, attack in ((a, attack) for a, attack in enumerate(attacks) if run[a]):
         mean_band(axes[1], axis, cumulative[:, a], f"after {attack.label}", markers[a % len(markers)] + "--")

@@ -20,7 +20,7 @@ more than CONVERGENCE_TOLERANCE of the audit images, the evaluation has not conv
 "not converged" beside the number.
 
 Contents: SANITY_CONFIDENCE, CONVERGENCE_TOLERANCE, sanity_slack, alone_accuracy, sanity_check_names, sanity_checks,
-converged (robustness.SANITY_CHECKS is sanity_check_names of its suite).
+failed_checks, attacks_run, converged (robustness.SANITY_CHECKS is sanity_check_names of its suite).
 """
 import numpy as np
 
@@ -85,6 +85,24 @@ def converged(doubled_broken, audit, tolerance=CONVERGENCE_TOLERANCE):
     return np.asarray(doubled_broken) / audit <= tolerance
 
 
+def failed_checks(data, classifiers, check_texts):
+    """The violated sanity checks of a figure's arrays, one line each ('seed 0, group, radius 2/255: ... fails');
+    [] if none. data: the arrays (sanity_<c> [S, K, R], radii, seeds); classifiers: those to read (absent ones are
+    skipped); check_texts: each check's text, in the saved order (robustness.SANITY_CHECKS or the .json's)."""
+    texts, lines = list(check_texts), []
+    for c in (c for c in classifiers if f"sanity_{c}" in data):
+        sanity = np.asarray(data[f"sanity_{c}"]).reshape(-1, len(texts), len(data["radii"]))  # [S, K, R]
+        for s, k, r in zip(*np.nonzero(~sanity)):
+            lines.append(f"seed {int(data['seeds'][s]) if 'seeds' in data else s}, {c}, radius "
+                         f"{data['radii'][r] * 255:g}/255: {texts[k]} fails")
+    return lines
+
+
+def attacks_run(data, c, attacks):
+    """[A] bool: the attacks that ran on classifier c in every seed (saved attacks_run_<c>; all, for older files)."""
+    return np.reshape(data.get(f"attacks_run_{c}", np.ones(attacks, dtype=bool)), (-1, attacks)).all(axis=0)
+
+
 def convergence_rows(data, attack_labels, classifiers, labels, alone=False):
     """The convergence table of a figure's arrays (torch-free: the report builds it from the saved suite description):
     per classifier and radius, [classifier, radius, robust accuracy after each attack (cumulative, mean over seeds;
@@ -97,8 +115,7 @@ def convergence_rows(data, attack_labels, classifiers, labels, alone=False):
         if f"converged_{c}" not in data:
             continue
         cumulative = np.asarray(data[f"cumulative_acc_{c}"]).reshape(-1, len(attack_labels), len(data["radii"]))
-        run = np.reshape(data.get(f"attacks_run_{c}", np.ones(len(attack_labels), dtype=bool)),
-                         (-1, len(attack_labels))).all(axis=0)  # [A]
+        run = attacks_run(data, c, len(attack_labels))
         standalone = np.mean(np.reshape(data[f"alone_acc_{c}"], cumulative.shape), axis=0) if alone else None
         for r, radius in enumerate(data["radii"]):
             strongest = sorted({attack_labels[int(a)] for a in np.ravel(data[f"strongest_{c}"])[r::len(data["radii"])]

@@ -17,7 +17,7 @@ from gfs.report.verdict_rules import Claim, EvaluationFailed, Files, Section, no
 from gfs.report.verdict_rules import spread, table
 from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
 from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
-from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE, convergence_rows
+from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE, convergence_rows, failed_checks
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
 ALPHA = 0.05  # family-wise error of a claim per attack: Bonferroni over its attacked strengths
@@ -30,15 +30,11 @@ FIG11_ROBUSTNESS = Files(dataset.fig11("robustness", "*", "*", "*") + "{}", NUME
 
 
 def sanity_failures(f):
-    """The violated sanity checks of a robustness file, as lines ('seed 0, group, radius 2/255: ... fails'): its
-    sanity_<classifier> [S, K, R] against the checks its .json names (in that order)."""
-    suite, lines = f.setting("suite"), []
-    texts = list(suite["sanity_checks"].values())
-    for c in (c for c in suite["classifiers"] + suite.get("trained_controls", []) if f"sanity_{c}" in f.data):
-        sanity = np.asarray(f[f"sanity_{c}"]).reshape(-1, len(texts), len(f["radii"]))  # [S, K, R]
-        for s, k, r in zip(*np.nonzero(~sanity)):
-            lines.append(f"seed {int(f['seeds'][s])}, {c}, radius {f['radii'][r] * 255:g}/255: {texts[k]} fails")
-    return lines
+    """The violated sanity checks of a robustness file, as lines: its sanity_<classifier> [S, K, R] against the
+    checks its .json names (in that order)."""
+    suite = f.setting("suite")
+    return failed_checks(f.data, suite["classifiers"] + suite.get("trained_controls", []),
+                         suite["sanity_checks"].values())
 
 
 # ----------------------------------------------------------------------------------------------
