@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny CIFAR-shaped data set in the official cifar-10-batches-py layout, and one quick run of
-the whole pipeline (`make figures QUICK=1`) whose outputs the end-to-end tests share, so it runs once per session."""
+the whole pipeline (`make figures QUICK=1`) whose outputs the end-to-end tests share, so it runs once per session,
+in the background while the other tests run."""
 import os
 import shutil
 import signal
@@ -25,14 +26,25 @@ def tiny_cifar(tmp_path_factory):
     return write_tiny_cifar(tmp_path_factory.mktemp("tiny_cifar"))
 
 
-@pytest.fixture(scope="session")
-def quick_pipeline(tiny_cifar, tmp_path_factory):
-    """`make figures QUICK=1` once (the five scripts, the float64 Fig. 3, both notebooks on the tiny CIFAR-10 and the
-    report) into a temporary folder: .out (the figures folder), .executed (the executed notebooks), .result (make's
-    CompletedProcess), .notebooks_before (each committed notebook's bytes before the run). The tests that read it
-    check its return code themselves."""
-    if shutil.which("make") is None:
-        pytest.skip("needs GNU make")
+def uses_quick_pipeline(item):
+    return "quick_pipeline" in item.fixturenames
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering
+def pytest_collection_modifyitems(items):
+    # The tests that read the quick pipeline run last, so that the pipeline, started in the background before the
+    # first test (start_quick_pipeline), runs beside the others on the second core instead of before them.
+    items.sort(key=uses_quick_pipeline)  # stable: every other test keeps its order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_quick_pipeline(request, tmp_path_factory):
+    """Start `make figures QUICK=1` (the five scripts, the float64 Fig. 3, both notebooks on the tiny CIFAR-10 and
+    the report) into a temporary folder in the background, once, if a selected test reads it; yields the running
+    pipeline (or None) and ends it if the session stops first."""
+    if shutil.which("make") is None or not any(map(uses_quick_pipeline, request.session.items)):
+        yield None
+        return
     root = tmp_path_factory.mktemp("quick_pipeline")
     out, executed = root / "figures", root / "executed"
     executed.mkdir()
@@ -42,7 +54,33 @@ def quick_pipeline(tiny_cifar, tmp_path_factory):
             notebooks[name] = f.read()  # as they were before the run: it must not overwrite them
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)  # the notebooks' kernels use their own backend, as in Jupyter
-    result = subprocess.run(["make", "-o", ".venv/.installed", "figures", "QUICK=1", f"OUT={out}",
-                             f"CIFAR_DIR={tiny_cifar}", f"EXECUTED={executed}"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=1500)
-    return SimpleNamespace(out=out, executed=executed, result=result, notebooks_before=notebooks)
+    command = ["make", "-o", ".venv/.installed", "figures", "QUICK=1", f"OUT={out}",
+               f"CIFAR_DIR={request.getfixturevalue('tiny_cifar')}", f"EXECUTED={executed}"]
+    with open(root / "stdout", "w") as stdout, open(root / "stderr", "w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr, text=True,
+                                   start_new_session=True)  # its own process group, ended as one below
+    pipeline = SimpleNamespace(process=process, command=command, root=root, out=out, executed=executed,
+                               notebooks_before=notebooks)
+    yield pipeline
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)  # the session ended before the tests that read it
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def quick_pipeline(start_quick_pipeline):
+    """The background `make figures QUICK=1` once it has finished: .out (the figures folder), .executed (the
+    executed notebooks), .result (make's CompletedProcess), .notebooks_before (each committed notebook's bytes before
+    the run). The tests that read it check its return code themselves."""
+    pipeline = start_quick_pipeline
+    if pipeline is None:
+        pytest.skip("needs GNU make")
+    try:
+        returncode = pipeline.process.wait(timeout=1500)
+    except subprocess.TimeoutExpired:
+        os.killpg(pipeline.process.pid, signal.SIGKILL)
+        returncode = pipeline.process.wait()
+    output = [(pipeline.root / name).read_text() for name in ("stdout", "stderr")]
+    result = subprocess.CompletedProcess(pipeline.command, returncode, *output)
+    return SimpleNamespace(out=pipeline.out, executed=pipeline.executed, result=result,
+                           notebooks_before=pipeline.notebooks_before)
