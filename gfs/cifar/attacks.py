@@ -1,10 +1,5 @@
-"""Adversarial attacks and the paired test (Fig. 11): fgsm, gradient_sign, pgd_iterates, pgd,
-EnsembleMeanProbability (an ensemble as one classifier: the log of its members'
-mean probability, gradients through every member) and mcnemar (McNemar's exact test on two
-classifiers' per-image outcomes).
-
-The protocols that use them are in paper_protocol.py (the paper's, and the corrected one's
-data and models) and robustness.py (the standard robustness evaluation that judges the claim).
+"""Adversarial attacks (Fig. 11), an ensemble as one classifier for them (EnsembleMeanProbability), and McNemar's
+exact test on two classifiers' per-image outcomes. paper_protocol.py and robustness.py use them.
 """
 
 import numpy as np
@@ -14,8 +9,6 @@ import torch.nn.functional as F
 
 from gfs.cifar.ensembles import member_logits
 
-# ----------------------------------------------------------------------------------------------
-# Attacks
 
 def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
     """Fast gradient sign method (Goodfellow et al. 2015): one untargeted L-inf step.
@@ -25,17 +18,12 @@ def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
     x: [B, 3, 32, 32] images, y: [B] labels; returns x_adv [B, 3, 32, 32], detached.
     Defaults (those of advertorch's GradientSignAttack, which the paper used): clip range [0, 1]
     and loss = cross-entropy (batch mean) of the model's outputs read as logits. radius has no
-    default; the paper sweeps radius in {0, 0.003, 0.006, 0.009, 0.012}. Only the sign of the
+    default (the paper's: paper_numbers.FIG11_STRENGTHS). Only the sign of the
     gradient is used, so the loss's reduction (mean or sum) does not matter.
     """
-    return torch.clamp(x.detach() + radius * gradient_sign(model, x, y, loss_fn), clip[0], clip[1])
-
-
-def gradient_sign(model, x, y, loss_fn=F.cross_entropy):
-    """sign(d loss(model(x), y) / dx): FGSM's direction, the same for every radius.  [B, ...] -> [B, ...]."""
-    x = x.detach().clone().requires_grad_(True)
-    grad, = torch.autograd.grad(loss_fn(model(x), y), x)
-    return grad.sign()
+    x_adv = x.detach().clone().requires_grad_(True)
+    grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
+    return torch.clamp(x.detach() + radius * grad.sign(), clip[0], clip[1])
 
 
 def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
@@ -61,10 +49,8 @@ def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start
     yield 0, x_adv
     for t in range(1, iterations + 1):
         x_adv.requires_grad_(True)
-        loss = loss_fn(model(x_adv), y)
-        grad, = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + step * grad.sign()
-        delta = torch.clamp(x_adv - x, -radius, radius)
+        grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
+        delta = torch.clamp(x_adv.detach() + step * grad.sign() - x, -radius, radius)
         x_adv = torch.clamp(x + delta, clip[0], clip[1])
         yield t, x_adv
 
@@ -100,9 +86,6 @@ class EnsembleMeanProbability(nn.Module):
         log_p = torch.where(finite, log_p, -torch.inf)
         return torch.logsumexp(log_p, dim=0) - finite.sum(dim=0).clamp(min=1).log()
 
-
-# ----------------------------------------------------------------------------------------------
-# Statistics
 
 def mcnemar(correct_a, correct_b):
     """McNemar's exact test of two classifiers on the same images.

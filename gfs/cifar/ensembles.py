@@ -1,16 +1,7 @@
-"""Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features,
-measure how exact it is, and evaluate every kind of ensemble on precomputed features.
-
-Contents: fit_group_action, fit_batches, member_logits, symmetry_error,
-evaluate_ensemble (the one evaluation path of Figs. 10 and 11), fit_and_measure,
-evaluate_modes, evaluate_grid, stack_seeds (the Fig. 10 heat maps: plots.py).
-
-Agreement off the fitting images: do the moved networks make the original's predictions on images pi never saw?
-
-pi(g, H) is fitted on h images per group element (h, the hidden width: as many images as unknowns per row), so it
-interpolates, exact where it was fitted and unconstrained elsewhere. The symmetry error
-(ensembles.symmetry_error) measures the fitting images only; this module measures held-out images (the evaluation
-images), per member n and image i, against the original network (member matrices I, I):
+"""Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features, measure how
+exact it is on the fitting images (symmetry_error), evaluate every kind of ensemble on precomputed features, and
+measure the members against the original on held-out images (held_out_agreement; docs/cifar.md, "Agreement off
+the fitting images"):
 
   agreement       the fraction of images on which member n predicts the original's class (a member with a
                   non-finite output disagrees); summarised as the mean and the minimum over members
@@ -21,10 +12,7 @@ images), per member n and image i, against the original network (member matrices
   nonfinite       the fraction of member-image pairs with a non-finite output
 
 Beyond the paper (fit_size_experiment): fit pi on more images than h per group element (least squares) and see
-whether the action then generalises: held-out agreement and the ensemble's accuracy per fit size and group scale.
-
-Contents: AGREEMENT_KEYS, AGREEMENT_THRESHOLD, held_out_agreement, group_agreement, fit_size_experiment (its sizes,
-scales and group elements are the Fig. 10 notebook's parameters).
+whether the action then generalises.
 """
 
 import numpy as np
@@ -34,9 +22,6 @@ from gfs.cifar.symmetry import ENSEMBLE_MODES, EXP_FLOOR, derive_seed, fit_pi
 from gfs.cifar.thresholds import AGREEMENT_THRESHOLD  # "same predictions on unseen images"
 
 
-# ----------------------------------------------------------------------------------------------
-# Ensembles
-#
 # A model here is a CifarCNN (cnn.py) or anything with its three parts: `features` (input ->
 # pre-activations H [B, h], float32), `group_action` (a GroupAction) and `readout` (nn.Linear(h, C)).
 
@@ -194,12 +179,10 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
 
     eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi).
     fit_features [>= max(num_g) * h, h]: the images pi is fitted on.
-    Each cell draws its own group elements (derive_seed(seed, 'group', num_g, group_scale): the same in
-    both numerics), fits pi with noise of std fit_noise (None: the layer's), measures the
-    symmetry error, and evaluates every mode with one draw of the member matrices. bar: a
-    progress bar (tqdm) that is advanced by one per cell, or None. measure: None, or a function
-    (model with the cell's fitted group, eval_features) -> {key: float}, saved per cell as
-    heldout_<key> [E, G] (group_agreement).
+    Each cell is fitted and measured by fit_and_measure (pi with noise of std fit_noise; None: the layer's), and
+    every mode evaluated with one draw of the member matrices. bar: a progress bar advanced by one per cell, or
+    None. measure: None, or a function (model with the cell's fitted group, eval_features) -> {key: float}, saved
+    per cell as heldout_<key> [E, G] (group_agreement).
 
     Returns a dict of numpy arrays (rows follow group_scales, columns num_g_list):
       num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars)
@@ -233,9 +216,8 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
             pi_finite = bool(torch.isfinite(layer.pi).all())
             results = evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, group_scale)
             for mode, result in results.items():
-                out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
-                out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
-                out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]
+                for key in ("vote_acc", "mean_acc", "finite_frac"):
+                    out[f"{key}_{mode}"][i, j] = result[key]
                 uses_pi = mode in ("group", "shuffle")
                 out[f"overflow_{mode}"][i, j] = result["finite_frac"] < 1.0 or (uses_pi and not pi_finite)
             if bar is not None:

@@ -6,9 +6,6 @@ the number of seeds, the device, the QUICK settings) is computed here, after pap
 cell, so that every way of starting a notebook means the same run. A value that cannot run is a
 ParameterError of one line, raised before any data is read or any model is trained;
 run_notebook.py applies the same RULES before a kernel starts.
-
-Contents: ParameterError, RULES, check, notebook_defaults, cell_defaults, quick_settings, figures_dir, seed_list,
-run_device.
 """
 import math
 import os

@@ -1,18 +1,6 @@
-"""The two protocols of Fig. 11 (ADVERSARIAL_PROTOCOLS) and the paper's sweep.
-
-  'paper'      the paper's procedure, defects included (B1-B4): images x - 0.5 in [-0.5, 0.5]
-               but attacks clipped to [0, 1], each image attacked twice, softmax-output model
-               trained and attacked with cross-entropy on the probabilities, evaluation on 1000
-               held-out training images; the paper's strengths (PAPER_STRENGTHS, PAPER_PGD);
-               float32 numerics; a transfer attack from the single model (B5). paper_protocol_sweep.
-  'corrected'  images in [0, 1] and the model subtracts 0.5 as its first operation (so clipping
-               to [0, 1] is clipping to the true pixel range), one attack per image, logits
-               for training and attack, evaluation on the official test split; judged by
-               robustness.py.
-
-Contents: check_protocol, protocol_inputs, make_adversarial_cnn, adversarial_splits (both
-protocols); adversarial_images, adversarial_sweep, paper_protocol_sweep, paper_figure_data,
-plot_adversarial (the paper's).
+"""The two protocols of Fig. 11 (ADVERSARIAL_PROTOCOLS; docs/cifar.md tabulates how they differ) and the paper's
+sweep. 'paper' is the paper's procedure, defects included (B1-B5, B7; paper_protocol_sweep); 'corrected' feeds
+images in [0, 1] to a model that subtracts 0.5 itself and outputs logits, and is judged by robustness.py.
 """
 
 import numpy as np
@@ -128,15 +116,8 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER
     return torch.cat(parts)
 
 
-def evaluate_models(model, features, y, modes, seed, *keys):
-    """evaluate_ensemble of 'original' (plain) and every mode on shared features [N, h] (ensembles.evaluate_modes).
-    Returns {classifier: result dict}."""
-    return {"original": evaluate_ensemble(model, features, y, "plain"),
-            **evaluate_modes(model, features, y, modes, seed, *keys)}
-
-
 def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0,
-                      pgd_radius=0.3, pgd_step=0.01):
+                      pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"]):
     """Accuracy of the original model and of every ensemble for each attack strength (transfer).
 
     model: trained, with a fitted group-action layer (fit_group_action). x [N, 3, 32, 32] model
@@ -152,18 +133,17 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
-    out = {"strengths": np.asarray(strengths, dtype=np.float64)}
-    for m in ("original",) + tuple(modes):
-        out[f"acc_{m}"] = np.zeros(len(strengths))
-        out[f"mean_acc_{m}"] = np.zeros(len(strengths))
-    out["linf"] = np.zeros(len(strengths))
-    out["changed_frac"] = np.zeros(len(strengths))
+    keys = [f"{acc}_{m}" for m in ("original",) + tuple(modes) for acc in ("acc", "mean_acc")]
+    out = {"strengths": np.asarray(strengths, dtype=np.float64),
+           **{key: np.zeros(len(strengths)) for key in keys + ["linf", "changed_frac"]}}
     for i, strength in enumerate(strengths):
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "attack", protocol, method, i))
         x_adv = adversarial_images(model, x, y, method, strength, protocol, pgd_radius, pgd_step, generator)
         out["linf"][i] = float((x_adv - x).abs().max()) if len(x) else 0.0
         out["changed_frac"][i] = float((x_adv != x).float().mean()) if len(x) else 0.0
-        results = evaluate_models(model, compute_features(model, x_adv), y, modes, seed, protocol, method, i)
+        features = compute_features(model, x_adv)
+        results = {"original": evaluate_ensemble(model, features, y, "plain"),
+                   **evaluate_modes(model, features, y, modes, seed, protocol, method, i)}
         for m, result in results.items():
             out[f"acc_{m}"][i] = result["vote_acc"]
             out[f"mean_acc_{m}"][i] = result["mean_acc"]
@@ -184,8 +164,8 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, 
     original model on the clean evaluation images clamped to [0, 1] and nothing else (the part
     of the paper's drop due to B2), 'symmetry_error': ensembles.fit_and_measure's dict}.
     """
-    _, error = fit_and_measure(model, compute_features(model, protocol_inputs(fit_images, "paper")), num_g, group_scale, seed,
-                               "paper")
+    fit_features = compute_features(model, protocol_inputs(fit_images, "paper"))
+    _, error = fit_and_measure(model, fit_features, num_g, group_scale, seed, "paper")
     device = next(model.parameters()).device
     x, y = protocol_inputs(eval_images, "paper").to(device), eval_labels.to(device)
     clamped = evaluate_ensemble(model, compute_features(model, x.clamp(0.0, 1.0)), y, "plain")
@@ -195,19 +175,10 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, 
 
 
 def paper_figure_data(results, histories, seeds, method):
-    """The npz arrays of the paper-protocol figure of one attack, from the per-seed results of
-    paper_protocol_sweep and the training histories (train_model), S seeds, K strengths:
-
-      seeds [S]; strengths [K] (FGSM radius, or PGD iterations)
-      acc_<m>, mean_acc_<m> [S, K]: majority-vote and mean-probability accuracy, m = original
-          and every mode (for 'original' both are its plain accuracy)
-      linf, changed_frac [S, K]: largest |x_adv - x| and the fraction of pixel values changed
-          (model inputs x in [-0.5, 0.5], so the clamp to [0, 1] shows in linf)
-      clamp_only_acc [S]: the original on the clean images clamped to [0, 1], no attack
-      symmetry_error, symmetry_error_hidden, symmetry_error_fitted [S]: the group's symmetry
-          error (num_g and group scale of Fig. 11; float32): noise-free fit (logits, hidden activations),
-          and the fitted (noisy) pi on the clean fitting images
-      train_loss, train_acc [S, epochs]
+    """The npz arrays of the paper-protocol figure of one attack (docs/outputs.md says what each is), from the
+    per-seed results of paper_protocol_sweep and the training histories (train_model), S seeds, K strengths:
+    seeds [S]; strengths [K]; acc_<m>, mean_acc_<m>, linf, changed_frac [S, K]; clamp_only_acc, symmetry_error,
+    symmetry_error_hidden, symmetry_error_fitted [S]; train_loss, train_acc [S, epochs].
     """
     data = stack_seeds([r["sweeps"][method] for r in results], shared=("strengths",))
     data.update(seeds=np.asarray(seeds), clamp_only_acc=np.array([r["clamp_only_acc"] for r in results]),

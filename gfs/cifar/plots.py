@@ -1,17 +1,14 @@
-"""The Fig. 10 figures: the ensemble heat maps with the symmetry error and the held-out agreement beside them,
-and the fit-size experiment (ensembles.fit_size_experiment).
-
-One criterion marks a cell "not a symmetry" here and in the report: the symmetry error of the pi the ensemble uses
-(symmetry_error_fitted: with the numerics' fit noise) above SYMMETRY_TOLERANCE in some seed.
-
-Contents: plot_ensemble_heatmaps, plot_fit_size.
+"""The Fig. 10 figures and tables: the ensemble heat maps with the symmetry error and the held-out agreement beside
+them, and the fit-size experiment (ensembles.fit_size_experiment).
 """
 import numpy as np
 
 from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS
 from gfs.cifar.thresholds import AGREEMENT_THRESHOLD, SYMMETRY_TOLERANCE
 
-ERROR_KEY = "symmetry_error_fitted"  # the hatching criterion: the error of the pi the ensembles use (the report's)
+# One criterion marks a cell "not a symmetry" here and in the report: the symmetry error of the pi the ensemble uses
+# (with the numerics' fit noise) above SYMMETRY_TOLERANCE in some seed.
+ERROR_KEY = "symmetry_error_fitted"
 
 
 def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_key="original_acc",

@@ -1,33 +1,14 @@
-"""The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-grade suite, run as a cascade,
-with its convergence shown and a sanity check for every attack (suite_checks.py).
+"""The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-grade suite (ATTACKS) run as a
+cascade on every classifier at the L-inf radii it is given (pixel scale [0, 1]), its convergence check and a sanity
+check for every attack (suite_checks.py); the table and plot are in robustness_report.py. docs/cifar.md ("The
+standard robustness evaluation") describes the attacks, on which images each runs (Attack.runs_on), the controls
+and the CPU budget (skipped_attacks; the saved attacks_run says what ran).
 
-Every classifier is attacked at the L-inf radii it is given (pixel scale [0, 1]) by the attacks of ATTACKS, in order:
-
-  fgsm       FGSM on the classifier itself (one step; attacks.fgsm)
-  transfer   PGD (attacks.pgd, step radius / 4, random start) on the single model the classifier is built from (the
-             original for the original and its ensembles, the first control CNN for the controls), transferred
-  apgd_ce    APGD on the cross-entropy (torchattacks.APGD), white-box, settings['apgd_restarts'] restarts
-  apgd_dlr   APGD on the DLR margin loss (torchattacks.APGD), white-box, settings['apgd_restarts'] restarts
-  apgd_t     targeted APGD on the targeted DLR loss over the 9 other classes (torchattacks.APGDT), white-box,
-             settings['apgdt_restarts'] restarts per target: AutoAttack's standard version
-  square     Square (torchattacks.Square, margin loss, settings['square_queries'] queries), gradient-free: a masked or
-             saturated gradient cannot hide an adversarial image from it. The queries each image took to break are
-             kept, so its accuracy against the queries (square_curve) shows whether fewer would have done.
-An ensemble is attacked through the log of its mean probability (attacks.EnsembleMeanProbability, DeepEnsemble):
-gradients through every member. Which images an attack runs on (Attack.runs_on): FGSM and transfer, which are cheap,
-on every image the classifier gets right on clean data; APGD-CE and APGD-DLR on the audit images (the first
-settings['audit_images']) and, elsewhere, on the images still right after every attack before them (the cascade);
-APGD-T and Square, the costly ones, on the audit images only. So every attack's standalone accuracy on the audit
-images is known (the sanity checks, suite_checks.py), and an image is robust only if it is right on clean data and
-under every attack that ran on it (the per-image worst case, `robust`). Then the convergence check: the strongest
-white-box attack, its iterations and restarts doubled, on the audit images still robust (suite_checks.converged).
-
-Classifiers: the original (one seed's CNN), the group ensemble, the shared-trunk control (interpolated permutation
-of the same trunk and scale), and, from CNNs trained from their own seeds (control_sweep): the independent CNN (the
-first of them) and the deep ensemble (all of them, mean probability), attacked white-box like the group ensemble.
-The CPU budget may leave the costly attacks out on some classifiers (skipped_attacks); the saved attacks_run says so.
-Settings: SUITE_SETTINGS (the Fig. 11 notebook's parameters; docs/cifar.md sets them beside AutoAttack's). The
-table and plot are in robustness_report.py.
+An ensemble is attacked through the log of its mean probability, with gradients through every member
+(attacks.EnsembleMeanProbability, DeepEnsemble). An image is robust only if it is right on clean data and under
+every attack that ran on it (the per-image worst case). Classifiers: the original (one seed's CNN), the group
+ensemble and the shared-trunk control (robustness_sweep); the independent CNN and the deep ensemble, from CNNs
+trained from their own seeds (control_sweep). Settings: SUITE_SETTINGS (the Fig. 11 notebook's parameters).
 """
 import copy
 import time
