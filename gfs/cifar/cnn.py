@@ -85,13 +85,10 @@ def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, 
              num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
     """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
 
-    activation: hidden activation of the group-action layer, 'relu_sqr' (Fig. 10) or
-        'leaky_relu' (LeakyReLU 0.1, Fig. 11). The conv layer always uses LeakyReLU(0.01).
-    input_shift: subtracted from the [0, 1] images; 0.5 gives the paper's x/255 - 0.5.
-    softmax_output: True is the paper's model (softmax output, trained with cross-entropy on top:
-        a double softmax, defect B1); False outputs logits, the usual fix.
-    num_g, group_scale, seed, fit_noise, numerics: the group-action layer's initial group and numerics
-        (draw_group() replaces them).
+    activation: the group-action layer's, 'relu_sqr' (Fig. 10) or 'leaky_relu' (LeakyReLU 0.1, Fig. 11); the conv
+    layer always uses LeakyReLU(0.01). input_shift: subtracted from the [0, 1] images (0.5: the paper's x/255 - 0.5).
+    softmax_output: True is the paper's model (a double softmax under cross-entropy, defect B1); False outputs
+    logits. num_g, group_scale, seed, fit_noise, numerics: the layer's initial group (draw_group() replaces it).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -162,10 +159,8 @@ def _train_and_return(model, images, labels, seed, train_kwargs):
 def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
     """Train several models, each on its own data, up to `jobs` at once (run_calls); in place.
 
-    models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's seed: the
-    shuffling order, unused when shuffle is False); train_kwargs: the rest of train_model's
-    arguments (epochs, batch_size, lr, shuffle, device). bar: advanced by one per trained model.
-    Returns the training histories, in the order of `models`.
+    models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's); train_kwargs: the rest of
+    train_model's arguments. bar: advanced by one per trained model. Returns the histories, in the order of `models`.
     """
     if worker_count(jobs, len(models)) <= 1:  # in this process, with train_model's own progress bars
         histories = []

@@ -24,8 +24,6 @@ LAYOUT_HELP = (f"expected {CIFAR_FOLDER}/ holding data_batch_1 ... data_batch_5,
                "batches.meta (the official python pickle release)")
 REBUILD_HELP = "delete the folder to download CIFAR-10 again, or rebuild the file in the official layout"
 
-# ----------------------------------------------------------------------------------------------
-# Data
 
 class CifarDataError(Exception):
     """CIFAR-10 is unreadable, corrupted or refused; the message is one line naming the file and

@@ -74,16 +74,12 @@ def _relative_gap(moved, original):
 def symmetry_error(model, H_batches, pi=None):
     """How far the moved networks are from the original on the images their pi was fitted on.
 
-    H_batches: [num_g, k, h] clean pre-activations; member n is compared on H_batches[n], the
-    images its pi was fitted on. pi: [num_g, h, h] to measure; None (default) fits pi afresh
-    without noise (fit_pi) in the layer's numerics, with the layer's group elements g.
-    Outputs are computed as the ensemble evaluation computes them (member_logits), in the layer's
-    numerics, the original's as well. Returns a dict of floats:
-      logits   max over members n of max |moved_n - original_n| / max |original_n|, on the
-               readout's logits [k, C] (before any softmax)
-      hidden   the same on the hidden activations sigma(H g_n) pi_n vs sigma(H) [k, h]
-    Both are inf if a member has non-finite outputs. An exact symmetry gives rounding only
-    (~1e-7 in float32, ~1e-15 in float64, times the conditioning of sigma(H g)).
+    H_batches: [num_g, k, h] clean pre-activations, member n compared on H_batches[n]. pi: [num_g, h, h] to
+    measure; None fits pi afresh without noise (fit_pi) with the layer's g. Everything is computed as the ensemble
+    evaluation computes it (member_logits), in the layer's numerics. Returns a dict of floats: logits, max over
+    members n of max |moved_n - original_n| / max |original_n| of the logits [k, C]; hidden, the same on sigma(H g_n)
+    pi_n vs sigma(H) [k, h]; inf if a member is not finite. An exact symmetry gives rounding only (~1e-7 in float32,
+    ~1e-15 in float64, times the conditioning of sigma(H g)).
     """
     layer = model.group_action
     H = H_batches.to(layer.g.device, layer.dtype)
@@ -113,8 +109,7 @@ def _tally(logits):
     probabilities /= probabilities.sum(dim=-1, keepdim=True)
     if finite is None:
         return is_top.sum(dim=0), probabilities.sum(dim=0), torch.full((b,), M, device=logits.device)
-    return ((is_top * finite).sum(dim=0), (probabilities * finite).sum(dim=0),
-            finite.sum(dim=(0, 2)))
+    return (is_top * finite).sum(dim=0), (probabilities * finite).sum(dim=0), finite.sum(dim=(0, 2))
 
 
 def _accuracies(votes, prob_sum, finite_count, labels, members):
@@ -132,17 +127,12 @@ def _accuracies(votes, prob_sum, finite_count, labels, members):
 def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024):
     """The one evaluation path of Figs. 10 and 11: an ensemble's (or the original's) predictions.
 
-    features: [B, h] (cnn.compute_features), labels: [B]. mode: one of ENSEMBLE_MODES or
-    'plain' (the original network). One draw of the member matrices serves every chunk of `chunk`
-    images (chunks keep the intermediates in cache).
-    Returns a dict:
-      vote_acc, mean_acc     accuracy of the majority vote of the members' argmax (the paper's
-                             heat maps and Fig. 11 curves; ties -> lowest class) and of the argmax
-                             of the mean probability (what the paper printed)
-      finite_frac            fraction of (member, image) outputs that are finite
-      vote_correct, mean_correct   bool numpy [B]: per image, for paired tests
-    Non-finite members (overflow) are left out per image, instead of voting for class 0 as in
-    the paper; an image with no finite member counts as wrong.
+    features: [B, h] (cnn.compute_features), labels: [B]. mode: one of ENSEMBLE_MODES or 'plain' (the original).
+    One draw of the member matrices serves every chunk of `chunk` images (chunks keep the intermediates in cache).
+    Returns {vote_acc (majority vote of the members' argmax, ties -> lowest class: the paper's heat maps and Fig. 11
+    curves), mean_acc (argmax of the mean probability: what the paper printed), finite_frac (of the member-image
+    outputs), vote_correct, mean_correct (bool numpy [B], for paired tests)}. Non-finite members are left out per
+    image, instead of voting for class 0 as in the paper; an image with no finite member counts as wrong.
     """
     lower, upper = model.group_action.member_matrices(mode, generator)
     parts = [_tally(member_logits(model, features[start:start + chunk], lower, upper))
@@ -184,14 +174,10 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
     None. measure: None, or a function (model with the cell's fitted group, eval_features) -> {key: float}, saved
     per cell as heldout_<key> [E, G] (group_agreement).
 
-    Returns a dict of numpy arrays (rows follow group_scales, columns num_g_list):
-      num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars)
-      symmetry_error, symmetry_error_hidden [E, G]: symmetry_error() of a noise-free fit (logits,
-        hidden activations), the largest over the cell's members
-      symmetry_error_fitted [E, G]: symmetry_error() (logits) of the pi actually used, fitted
-        with the fit noise, on the clean fitting images (equal to symmetry_error without noise)
-      per mode m: vote_acc_m, mean_acc_m, finite_frac_m [E, G] and overflow_m [E, G] (bool: the
-        cell had non-finite members or a non-finite pi)
+    Returns a dict of numpy arrays (docs/outputs.md says what each is; rows follow group_scales, columns
+    num_g_list): num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars); symmetry_error,
+    symmetry_error_hidden, symmetry_error_fitted [E, G]; per mode m: vote_acc_m, mean_acc_m, finite_frac_m and
+    overflow_m (bool: non-finite members or pi) [E, G].
     """
     layer = model.group_action
     if fit_noise is not None:
@@ -276,12 +262,10 @@ def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scal
 
     For each group scale, num_g group elements are drawn once (derive_seed(seed, 'fit size', scale)); for each size
     k, member n's pi is the least-squares fit (exact for k <= h) of sigma(H_n g_n) pi = sigma(H_n) on rows
-    [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit noise, in the numerics' dtype.
-    Measured per (scale, size) on eval_features [N, h], eval_labels [N]: held-out agreement, the group ensemble's
-    accuracy (mean probability and majority vote), and the symmetry error on the fitting images.
-
-    Returns a dict of numpy arrays: scales [E], sizes [K], members (num_g), original_acc; [E, K]: heldout_<key> for
-    AGREEMENT_KEYS, mean_acc, vote_acc, fit_error. The model's group layer is left with the last fit, mode 'plain'.
+    [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit noise, in the numerics' dtype, and
+    measured on eval_features [N, h], eval_labels [N]. Returns a dict of numpy arrays: scales [E], sizes [K],
+    members (num_g), original_acc; [E, K]: heldout_<key> for AGREEMENT_KEYS, mean_acc, vote_acc, fit_error (the
+    symmetry error on the fitting images). The model's group layer is left with the last fit, mode 'plain'.
     """
     layer = model.group_action
     h = layer.hidden

@@ -40,16 +40,9 @@ def optional_count(least=1, none="all"):
     return f"None ({none}) or a whole number >= {least}", lambda v: v is None or _is_count(v, least)
 
 
-def positive():
-    return "a finite number > 0", lambda v: _is_number(v, 0, math.inf, low_included=False)
-
-
-def radius():  # an L-inf attack radius, in units of the pixel range [0, 1]
-    return "a number in [0, 1] (pixel units)", lambda v: _is_number(v, 0, 1)
-
-
-def boolean():
-    return "True or False", lambda v: isinstance(v, bool)
+POSITIVE = "a finite number > 0", lambda v: _is_number(v, 0, math.inf, low_included=False)
+RADIUS = "a number in [0, 1] (pixel units)", lambda v: _is_number(v, 0, 1)  # an L-inf attack radius
+BOOLEAN = "True or False", lambda v: isinstance(v, bool)
 
 
 def text(optional=False):
@@ -72,21 +65,21 @@ CLASSIFIER_NAMES = ("original", "group_paper", "group_exact", "perm_interp", "in
 
 RULES = {
     # both notebooks
-    "CIFAR_DIR": text(), "QUICK": boolean(), "FIGURES_DIR": text(optional=True),
+    "CIFAR_DIR": text(), "QUICK": BOOLEAN, "FIGURES_DIR": text(optional=True),
     "DEVICE": ("auto, cpu, cuda or cuda:N", lambda v: isinstance(v, str) and (
         v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))),
     "SEED": count(0), "SEEDS": optional_count(1, none="the default"), "THREADS": count(0), "JOBS": count(0),
-    "DOWNLOAD": boolean(), "HIDDEN": count(1), "EPOCHS": count(1), "BATCH_SIZE": count(1),
+    "DOWNLOAD": BOOLEAN, "HIDDEN": count(1), "EPOCHS": count(1), "BATCH_SIZE": count(1),
     "NUMERICS": list_of(one_of("paper", "exact")), "WEIGHTS_FROM": text(optional=True),
     # ensemble_CIFAR.ipynb (Fig. 10)
-    "ACTIVATION": text(), "SOFTMAX_OUTPUT": boolean(), "LR": positive(), "SHUFFLE": boolean(),
-    "N_TRAIN": count(1), "NUM_G_LIST": list_of(count(1)), "GROUP_SCALES": list_of(positive()),
+    "ACTIVATION": text(), "SOFTMAX_OUTPUT": BOOLEAN, "LR": POSITIVE, "SHUFFLE": BOOLEAN,
+    "N_TRAIN": count(1), "NUM_G_LIST": list_of(count(1)), "GROUP_SCALES": list_of(POSITIVE),
     "EVAL_SPLIT": one_of("test", "heldout"), "N_EVAL": optional_count(1), "FIT_SIZES": list_of(count(1)),
-    "FIT_SIZE_SCALES": list_of(positive()), "FIT_SIZE_MEMBERS": count(1),
+    "FIT_SIZE_SCALES": list_of(POSITIVE), "FIT_SIZE_MEMBERS": count(1),
     # adversarial_CIFAR.ipynb (Fig. 11)
-    "PROTOCOLS": list_of(one_of("paper", "corrected")), "NUM_G": count(1), "GROUP_SCALE": positive(),
+    "PROTOCOLS": list_of(one_of("paper", "corrected")), "NUM_G": count(1), "GROUP_SCALE": POSITIVE,
     "NUM_EVAL": count(1), "MAX_TRAIN_IMAGES": optional_count(1),
-    "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(radius()), "SUITE_IMAGES": count(1),
+    "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(RADIUS), "SUITE_IMAGES": count(1),
     "APGD_STEPS": count(1), "APGD_RESTARTS": count(1), "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1),
     "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
     "APGDT_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True), "SQUARE_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True),

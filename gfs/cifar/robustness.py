@@ -161,7 +161,7 @@ def predict(target, x, batch_size=1000):
 
 def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a):
     """Run one attack on the images `todo` [N] bool, in batches; write correct [R, N] (out['correct'][a]), linf,
-    low, high [A, R] and, for a query-counting attack, out['queries'] [R, N]. Returns the images' new outcomes."""
+    low, high [A, R] and, for a query-counting attack, out['queries'] [R, N]."""
     index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
     for part in torch.split(index, batch_size) if len(index) else ():
         x_adv = attack.run(target, x[part], y[part], part, radius, r, context)
@@ -171,7 +171,8 @@ def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, o
         x_adv = x_adv.detach()
         out["correct"][a, r, part.cpu().numpy()] = (predict(target, x_adv) == y[part]).cpu().numpy()
         out["linf"][a, r] = max(out["linf"][a, r], float((x_adv - x[part]).abs().max()))
-        out["low"][a, r], out["high"][a, r] = min(out["low"][a, r], float(x_adv.min())), max(out["high"][a, r], float(x_adv.max()))
+        out["low"][a, r] = min(out["low"][a, r], float(x_adv.min()))
+        out["high"][a, r] = max(out["high"][a, r], float(x_adv.max()))
 
 
 def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None, skip=()):
@@ -179,12 +180,12 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
     audit: the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the
     names of attacks not run on this classifier (skipped_attacks: the CPU budget), recorded in attacks_run.
 
-    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
-    attack a: True where a did not run); linf [A, R] (largest |x_adv - x|), low, high [A, R] (smallest and largest
-    adversarial pixel value) and seconds [A, R] (wall time of each attack); queries [R, N] (the query at which a
-    query-counting attack broke each image; inf where it did not run); strongest [R] (index of the white-box attack
-    with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct [R, N] (not broken by it
-    with its `doubles` settings doubled, run on the audit images still robust; True elsewhere), doubled_seconds [R].
+    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct
+    [A, R, N] bool (not broken by attack a: True where a did not run); linf, low, high, seconds [A, R]; queries
+    [R, N] (the query at which a query-counting attack broke each image; inf where it did not run); strongest [R]
+    (the white-box attack with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct
+    [R, N] (not broken by it with its `doubles` settings doubled, on the audit images still robust; True
+    elsewhere), doubled_seconds [R].
     """
     if audit is None:
         audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
@@ -192,8 +193,8 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
     in_audit = np.arange(len(x)) < audit
     shape = (len(attacks), len(radii))
     run = np.array([attack.name not in skip for attack in attacks])
-    out = {"audit": audit, "attacks_run": run, "clean": clean, "correct": np.ones(shape + (len(x),), dtype=bool), "linf": np.zeros(shape),
-           "low": np.zeros(shape), "high": np.ones(shape), "seconds": np.zeros(shape),
+    out = {"audit": audit, "attacks_run": run, "clean": clean, "correct": np.ones(shape + (len(x),), dtype=bool),
+           "linf": np.zeros(shape), "low": np.zeros(shape), "high": np.ones(shape), "seconds": np.zeros(shape),
            "queries": np.full((len(radii), len(x)), np.inf), "strongest": np.full(len(radii), -1, dtype=np.int64),
            "doubled_correct": np.ones((len(radii), len(x)), dtype=bool), "doubled_seconds": np.zeros(len(radii)),
            "query_budget": int(context.settings.get("square_queries", 0)) if context is not None else 0}
@@ -224,15 +225,11 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
 
 
 def summarise(suite, attacks=ATTACKS):
-    """run_suite's dict -> the saved arrays of one classifier (no prefix): clean [N], robust [R, N] bool;
-    clean_acc; robust_acc [R]; attacks_run [A] bool; alone_acc [A, R] (suite_checks.alone_accuracy: on the audit
-    images, under each attack alone; NaN for an attack that runs on survivors only or did not run); cumulative_acc
-    [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that attack a is the first in
-    the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds [A, R]; the convergence
-    check: audit_robust_acc [R] (robust accuracy on the audit images), doubled_acc [R] (the same after the doubled
-    strongest attack), doubled_broken [R] int, converged [R] bool, strongest [R] int, doubled_seconds [R]; Square's
-    curve: square_curve_queries [Q], square_curve [R, Q] (accuracy on the audit images under Square alone after that
-    many queries; NaN where Square did not run)."""
+    """run_suite's dict -> the saved arrays of one classifier, without the _<c> suffix (docs/outputs.md says what
+    each is): clean [N], robust [R, N] bool; clean_acc; robust_acc [R]; attacks_run [A] bool; alone_acc,
+    cumulative_acc [A, R]; decided [A, R] int; sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds
+    [A, R]; audit_robust_acc, doubled_acc [R], doubled_broken [R] int, converged [R] bool, strongest [R] int,
+    doubled_seconds [R]; square_curve_queries [Q], square_curve [R, Q]."""
     clean, correct, audit = suite["clean"], suite["correct"], suite.get("audit", len(suite["clean"]))
     robust = clean & worst_case(correct)
     alone = alone_accuracy(clean, correct, audit)
@@ -298,10 +295,9 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
     do ('original', 'perm_interp', 'group_<numerics>'; None: all), so that several worker processes can share one
     seed: join_sweeps joins the parts. costly_on: skipped_attacks.
 
-    Returns {numerics: {key: array}}: radii [R], suite_images, the suite's settings (SUITE_SETTINGS); per classifier c
-    in CLASSIFIERS summarise()'s arrays as <key>_<c> (the original's are the same in both numerics); COMPARISONS as
-    <name>_diff/_gained/_lost/_p [R]; symmetry_error, symmetry_error_fitted; per ensemble m held-out agreement
-    (ensembles.AGREEMENT_KEYS) as heldout_<key>_<m>, on all N evaluation images.
+    Returns {numerics: {key: array}}, the keys of docs/outputs.md without the seed axis: radii [R], suite_images,
+    the SUITE_SETTINGS; summarise()'s arrays as <key>_<c> per c in CLASSIFIERS; COMPARISONS as
+    <name>_diff/_gained/_lost/_p [R]; symmetry_error, symmetry_error_fitted; heldout_<key>_<m> per ensemble m.
     """
     _check_settings(settings)
     wanted = set(classifiers or ["original", "perm_interp"] + [f"group_{name}" for name in numerics])
