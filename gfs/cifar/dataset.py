@@ -26,8 +26,7 @@ REBUILD_HELP = "delete the folder to download CIFAR-10 again, or rebuild the fil
 
 
 class CifarDataError(Exception):
-    """CIFAR-10 is unreadable, corrupted or refused; the message is one line naming the file and
-    what is wrong."""
+    """CIFAR-10 is unreadable, corrupted or refused; the message is one line naming the file and what is wrong."""
 
 
 class CifarMissingError(CifarDataError):
@@ -291,11 +290,10 @@ def ensemble_splits(train_images, train_labels, test_images, test_labels, n_trai
                     eval_split="test", n_eval=None):
     """The disjoint image sets of the ensemble experiment, one trained model for every cell.
 
-    train: training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is
-    fitted on (n_fit = h * max(num_g)); eval: the official test split ('test') or the training
-    images after the fit images ('heldout'), the first n_eval of them (None: all). The paper
-    instead took pi batches from the last h * num_g training images and evaluated on the 1000
-    before them, which moves with num_g.
+    train: training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is fitted on (n_fit = h *
+    max(num_g)); eval: the official test split ('test') or the training images after the fit images ('heldout'), the
+    first n_eval of them (None: all). The paper instead took pi batches from the last h * num_g training images and
+    evaluated on the 1000 before them, which moves with num_g.
 
     Returns a dict name -> (images, labels) for 'train', 'fit', 'eval'; ValueError if too few.
     """

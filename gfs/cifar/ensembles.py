@@ -29,10 +29,9 @@ from gfs.cifar.thresholds import AGREEMENT_THRESHOLD  # "same predictions on uns
 def fit_group_action(model, fit_features, num_g, group_scale, seed=0, numerics=None):
     """Draw num_g group elements for `group_scale` and fit pi from stored batches of h samples each.
 
-    fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features).
-    Group element n is fitted on rows [n h, (n + 1) h), like the paper's consecutive batches.
-    numerics: 'paper' or 'exact' (None: keep the layer's). Returns the model's GroupAction
-    layer (mode unchanged).
+    fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features). Group element n is
+    fitted on rows [n h, (n + 1) h), like the paper's consecutive batches. numerics: 'paper' or 'exact' (None: keep the
+    layer's). Returns the model's GroupAction layer (mode unchanged).
     """
     layer = model.group_action
     h = layer.hidden
@@ -167,17 +166,16 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
                   modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None, measure=None):
     """Every (num_g, group_scale) cell of Fig. 10 on one trained model, in one numerics.
 
-    eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi).
-    fit_features [>= max(num_g) * h, h]: the images pi is fitted on.
-    Each cell is fitted and measured by fit_and_measure (pi with noise of std fit_noise; None: the layer's), and
-    every mode evaluated with one draw of the member matrices. bar: a progress bar advanced by one per cell, or
-    None. measure: None, or a function (model with the cell's fitted group, eval_features) -> {key: float}, saved
-    per cell as heldout_<key> [E, G] (group_agreement).
+    eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi). fit_features
+    [>= max(num_g) * h, h]: the images pi is fitted on. Each cell is fitted and measured by fit_and_measure (pi with
+    noise of std fit_noise; None: the layer's), and every mode evaluated with one draw of the member matrices. bar: a
+    progress bar advanced by one per cell, or None. measure: None, or a function (model with the cell's fitted group,
+    eval_features) -> {key: float}, saved per cell as heldout_<key> [E, G] (group_agreement).
 
-    Returns a dict of numpy arrays (docs/outputs.md says what each is; rows follow group_scales, columns
-    num_g_list): num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars); symmetry_error,
-    symmetry_error_hidden, symmetry_error_fitted [E, G]; per mode m: vote_acc_m, mean_acc_m, finite_frac_m and
-    overflow_m (bool: non-finite members or pi) [E, G].
+    Returns a dict of numpy arrays (docs/outputs.md says what each is; rows follow group_scales, columns num_g_list):
+    num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars); symmetry_error, symmetry_error_hidden,
+    symmetry_error_fitted [E, G]; per mode m: vote_acc_m, mean_acc_m, finite_frac_m and overflow_m (bool: non-finite
+    members or pi) [E, G].
     """
     layer = model.group_action
     if fit_noise is not None:

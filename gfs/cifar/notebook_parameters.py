@@ -165,9 +165,8 @@ def seed_list(seed, seeds, quick, least=1, why=""):
 
 
 def run_device(device, jobs, threads):
-    """(torch.device, worker processes) from DEVICE ('auto', 'cpu', 'cuda', 'cuda:N'), JOBS (0: one
-    per CPU core, 1 on a GPU) and THREADS (0: torch's default); ParameterError for a device this
-    machine does not have."""
+    """(torch.device, worker processes) from DEVICE ('auto', 'cpu', 'cuda', 'cuda:N'), JOBS (0: one per CPU core, 1 on a
+    GPU) and THREADS (0: torch's default); ParameterError for a device this machine does not have."""
     from gfs.runs.command_line import resolve_device
     _whole_number("JOBS", jobs, 0)
     _whole_number("THREADS", threads, 0)

@@ -43,10 +43,9 @@ def protocol_inputs(images, protocol):
 def make_adversarial_cnn(protocol, hidden=16, seed=0):
     """The Fig. 11 CNN for a protocol: group-action layer with LeakyReLU(0.1).
 
-    'paper': softmax output (trained and attacked through the double softmax, B1), no input
-    shift (it is fed x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]).
-    The same seed gives the same initial weights for both protocols. The group elements are drawn
-    by each sweep (ensembles.fit_and_measure), so the layer starts with a placeholder of one.
+    'paper': softmax output (trained and attacked through the double softmax, B1), no input shift (it is fed
+    x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]). The same seed gives the same
+    initial weights for both protocols; each sweep draws the group (ensembles.fit_and_measure).
     """
     paper = check_protocol(protocol) == "paper"
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
@@ -57,11 +56,10 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
                        num_g=200, num_eval=1000, train_fraction=0.8):
     """The protocol's training, pi-fitting and evaluation images (all in [0, 1]).
 
-    Training: the first train_fraction of the training set (the paper's trainer holds out 20 %:
-    [0, 40000)). pi: the last hidden * num_g training images ([46800, 50000) for h = 16,
-    num_g = 200). Evaluation: 'paper', the num_eval training images just before those
-    ([45800, 46800), B7); 'corrected', the whole official test split (num_eval is ignored).
-    Returns a dict of (images, labels) pairs: train, fit, eval; ValueError if they overlap.
+    Training: the first train_fraction of the training set (the paper's trainer holds out 20 %: [0, 40000)). pi: the
+    last hidden * num_g training images ([46800, 50000) for h = 16, num_g = 200). Evaluation: 'paper', the num_eval
+    training images just before those ([45800, 46800), B7); 'corrected', the whole official test split (num_eval is
+    ignored). Returns a dict of (images, labels) pairs: train, fit, eval; ValueError if they overlap.
     """
     n = len(train_images)
     n_train, n_fit = int(train_fraction * n), hidden * num_g
@@ -87,13 +85,12 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER
                        pgd_step=PAPER_PGD["step"], generator=None, batch_size=1000):
     """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).
 
-    x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N]; returns [N, 3, 32, 32] on x's device.
-    strength: FGSM radius, or the number of PGD iterations (radius pgd_radius, step pgd_step, random
-    start). Strength 0 returns x itself, unclamped (the paper evaluates strength 0 on clean data).
-    Both protocols clip to [0, 1] (advertorch's default) and use cross-entropy of the model's
-    outputs, which are probabilities in 'paper' (B1) and logits in 'corrected'.
-    'paper' then attacks the attacked images once more and clamps to [0, 1] (B3: the effective
-    FGSM step is 2 radius; PGD gets a second random start and ball around the first result).
+    x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N]; returns [N, 3, 32, 32] on x's device. strength: FGSM
+    radius, or the number of PGD iterations (radius pgd_radius, step pgd_step, random start); 0 returns x itself,
+    unclamped (the paper evaluates strength 0 on clean data). Both protocols clip to [0, 1] (advertorch's default)
+    and use cross-entropy of the model's outputs (probabilities in 'paper', B1). 'paper' then attacks the attacked
+    images once more and clamps to [0, 1] (B3: the effective FGSM step is 2 radius; PGD gets a second random start
+    and ball around the first result).
     """
     check_protocol(protocol)
     if strength == 0:
@@ -120,16 +117,11 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
                       pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"]):
     """Accuracy of the original model and of every ensemble for each attack strength (transfer).
 
-    model: trained, with a fitted group-action layer (fit_group_action). x [N, 3, 32, 32] model
-    inputs (protocol_inputs), y [N]. Per strength the CNN trunk runs once on the adversarial
-    images (compute_features) and every ensemble member is evaluated on those h features.
-    Random draws (PGD start, member matrices of perm_interp/random/shuffle) come from
-    derive_seed(seed, ..., method, strength index).
-
-    Returns a dict of numpy arrays, each [K] (K = len(strengths)):
-      strengths; acc_<m> (majority vote; what the paper plots) and mean_acc_<m> (argmax of the
-      mean probability; what it prints) for m = 'original' and every mode; linf (largest
-      |x_adv - x|) and changed_frac (fraction of pixels changed).
+    model: trained, with a fitted group-action layer. x [N, 3, 32, 32] model inputs (protocol_inputs), y [N]. Per
+    strength the CNN trunk runs once on the adversarial images and every member is evaluated on those features.
+    Random draws (PGD start, member matrices) come from derive_seed(seed, ..., method, strength index).
+    Returns a dict of numpy arrays [K]: strengths; acc_<m> (majority vote: what the paper plots) and mean_acc_<m>
+    (argmax of the mean probability: what it prints) for m = 'original' and every mode; linf, changed_frac.
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
@@ -156,13 +148,11 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, 
                          modes=ENSEMBLE_MODES):
     """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength.
 
-    model: the trained 'paper' CNN (make_adversarial_cnn('paper'), trained on
-    protocol_inputs(train images)); fit_images, eval_images [N, 3, 32, 32] in [0, 1] and
-    eval_labels [N]: adversarial_splits(..., 'paper')'s 'fit' and 'eval'. Float32 numerics with
-    the model's fit noise, transfer attacks from the single model, as the paper.
-    Returns {'sweeps': {method: adversarial_sweep dict}, 'clamp_only_acc': accuracy of the
-    original model on the clean evaluation images clamped to [0, 1] and nothing else (the part
-    of the paper's drop due to B2), 'symmetry_error': ensembles.fit_and_measure's dict}.
+    model: the trained 'paper' CNN (make_adversarial_cnn('paper')); fit_images, eval_images [N, 3, 32, 32] in [0, 1]
+    and eval_labels [N]: adversarial_splits(..., 'paper')'s 'fit' and 'eval'. Float32 numerics with the model's fit
+    noise, transfer attacks from the single model, as the paper. Returns {'sweeps': {method: adversarial_sweep's
+    dict}, 'clamp_only_acc': the original's accuracy on the clean evaluation images clamped to [0, 1] (the part of
+    the paper's drop due to B2), 'symmetry_error': ensembles.fit_and_measure's dict}.
     """
     fit_features = compute_features(model, protocol_inputs(fit_images, "paper"))
     _, error = fit_and_measure(model, fit_features, num_g, group_scale, seed, "paper")

@@ -12,17 +12,15 @@ ERROR_KEY = "symmetry_error_fitted"
 
 
 def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
-    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy), and the
-    symmetry error.
+    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy), and the symmetry error.
 
-    grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed.
-    Panels: the mean over seeds of (vote_acc - original_acc) per cell, annotated "mean" and, with
-    several seeds, "±std" (sample standard deviation over seeds), to 3 decimals; a shared symmetric colour scale
-    (coolwarm_r). '*' marks a cell with overflowing members in some seed; hatched cells are "not
-    a symmetry" (ERROR_KEY above SYMMETRY_TOLERANCE in some seed). Then that error, the largest over seeds, on a log
-    colour scale; and, where the grid has it (heldout_agreement [S, E, G]), the members' agreement with the
-    original's predictions on the held-out images, the smallest over seeds. x = num_g, y = the group scale (rows in
-    the order of grid['group_scale']). Returns the figure.
+    grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed. Panels: the mean over seeds
+    of (vote_acc - original_acc) per cell, annotated "mean" and, with several seeds, "±std" (sample standard deviation
+    over seeds), to 3 decimals; a shared symmetric colour scale (coolwarm_r). '*' marks a cell with overflowing members
+    in some seed; hatched cells are "not a symmetry" (ERROR_KEY above SYMMETRY_TOLERANCE in some seed). Then that error,
+    the largest over seeds, on a log colour scale; and, where the grid has it (heldout_agreement [S, E, G]), the
+    members' agreement with the original's predictions on the held-out images, the smallest over seeds. x = num_g, y =
+    the group scale (rows in the order of grid['group_scale']). Returns the figure.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
@@ -61,7 +59,8 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
 
         def text(i, j):
             spread = f"\n±{std[i, j]:.3f}" if std is not None and np.isfinite(std[i, j]) else ""
-            return (f"{mean[i, j]:+.3f}" if np.isfinite(mean[i, j]) else "nan") + spread + ("*" if overflow[i, j] else "")
+            value = f"{mean[i, j]:+.3f}" if np.isfinite(mean[i, j]) else "nan"
+            return value + spread + ("*" if overflow[i, j] else "")
         image = panel(ax, mean, f"accuracy ({LABELS[mode]} - original)", text,
                       lambda i, j: "w" if abs(np.nan_to_num(mean[i, j])) > 0.5 * vmax else "k",
                       cmap="coolwarm_r", vmin=-vmax, vmax=vmax)

@@ -116,10 +116,9 @@ SANITY_CHECKS = sanity_check_names(ATTACKS)  # {name: what it checks}, saved in 
 
 
 class DeepEnsemble(torch.nn.Module):
-    """The deep-ensemble control: independently trained CNNs as one classifier, x [B, 3, 32, 32] -> the log of
-    their mean probability [B, 10] (the function the group ensemble is scored and attacked by). A member with a
-    softmax output (Fig. 10's model, cnn.CifarCNN.softmax_output) gives its probabilities, one with logits its
-    logits."""
+    """The deep-ensemble control: independently trained CNNs as one classifier, x [B, 3, 32, 32] -> the log of their
+    mean probability [B, 10] (the function the group ensemble is scored and attacked by). A member with a softmax output
+    (Fig. 10's model, cnn.CifarCNN.softmax_output) gives its probabilities, one with logits its logits."""
 
     def __init__(self, members):
         super().__init__()
@@ -176,16 +175,15 @@ def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, o
 
 
 def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None, skip=()):
-    """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R];
-    audit: the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the
-    names of attacks not run on this classifier (skipped_attacks: the CPU budget), recorded in attacks_run.
+    """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R]; audit:
+    the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the names of
+    attacks not run on this classifier (skipped_attacks: the CPU budget), recorded in attacks_run.
 
-    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct
-    [A, R, N] bool (not broken by attack a: True where a did not run); linf, low, high, seconds [A, R]; queries
-    [R, N] (the query at which a query-counting attack broke each image; inf where it did not run); strongest [R]
-    (the white-box attack with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct
-    [R, N] (not broken by it with its `doubles` settings doubled, on the audit images still robust; True
-    elsewhere), doubled_seconds [R].
+    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct [A, R, N]
+    bool (not broken by attack a: True where a did not run); linf, low, high, seconds [A, R]; queries [R, N] (the query
+    at which a query-counting attack broke each image; inf where it did not run); strongest [R] (the white-box attack
+    with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct [R, N] (not broken by it with
+    its `doubles` settings doubled, on the audit images still robust; True elsewhere), doubled_seconds [R].
     """
     if audit is None:
         audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
@@ -321,8 +319,7 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
                      "group_scale": np.float64(group_scale), "num_g": np.int64(num_g),
                      "symmetry_error": np.float64(error["logits"]), "symmetry_error_fitted": np.float64(error["fitted"]),
                      **{k: np.int64(v) for k, v in settings.items()}, **original}
-    # The shared-trunk control uses neither g nor pi: it is evaluated once, in the exact numerics where there is one.
-    if "perm_interp" in wanted:
+    if "perm_interp" in wanted:  # once, in the exact numerics where there is one (it uses neither g nor pi)
         control = _evaluate_ensemble(moved["exact" if "exact" in numerics else numerics[0]], "perm_interp", x, y, radii,
                                      context, attacks, batch_size, eval_features, costly_on)
         for name in numerics:
@@ -403,9 +400,7 @@ def robustness_figure_data(results, seeds, controls, control_seeds, numerics):
 
 
 def suite_description(attacks=ATTACKS):
-    """What the saved .json records about the suite, so that the report reads it without torch: the attacks in
-    order (name, label, kind), the attacked classifiers and the trained controls, every classifier's label, the
-    controls, the shown comparisons with their labels and the sanity checks (name -> text, the saved arrays' order)."""
+    """The saved .json's `suite` description (docs/outputs.md), so that the report reads the suite without torch."""
     return {"attacks": [{"name": a.name, "label": a.label, "kind": a.kind} for a in attacks],
             "classifiers": list(CLASSIFIERS), "trained_controls": list(TRAINED_CONTROLS),
             "labels": dict(CLASSIFIER_LABELS), "controls": list(CONTROLS),

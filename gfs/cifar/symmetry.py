@@ -105,10 +105,9 @@ def fit_pi(sigma, g, H):
 class GroupAction(nn.Module):
     """Hidden activation sigma wrapped in the nonlinear group action (the paper's GroupActivation).
 
-    In mode 'plain' it is just sigma: [B, h] -> [B, h] (float32, the trained network). In an
-    ensemble mode it returns the hidden activations of num_g moved networks, flattened to
-    [num_g * B, h] (member-major, in the numerics' dtype), so that the next linear layer (the
-    paper's U) maps every member. Each member n computes
+    In mode 'plain' it is just sigma: [B, h] -> [B, h] (float32, the trained network). In an ensemble mode it returns
+    the hidden activations of num_g moved networks, flattened to [num_g * B, h] (member-major, in the numerics' dtype),
+    so that the next linear layer (the paper's U) maps every member. Each member n computes
 
         sigma(H @ lower_n) @ upper_n
 
@@ -125,8 +124,8 @@ class GroupAction(nn.Module):
     call, like the paper; pass a generator for reproducible draws.
 
     hidden: h; activation: 'relu_sqr' (Fig. 10), 'leaky_relu' (Fig. 11) or a callable; num_g, group_scale, seed:
-    draw_group()'s; fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted (the
-    paper: 1e-4; 0 fits on the exact activations); numerics: 'paper' (float32) or 'exact' (float64).
+    draw_group()'s; fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted (the paper:
+    1e-4; 0 fits on the exact activations); numerics: 'paper' (float32) or 'exact' (float64).
     """
 
     def __init__(self, hidden, activation="relu_sqr", num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"],
