@@ -1,18 +1,12 @@
 """Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features, measure how
 exact it is on the fitting images (symmetry_error), evaluate every kind of ensemble on precomputed features, and
 measure the members against the original on held-out images (held_out_agreement; docs/cifar.md, "Agreement off
-the fitting images"):
-
-  agreement       the fraction of images on which member n predicts the original's class (a member with a
-                  non-finite output disagrees); summarised as the mean and the minimum over members
-  relative gap    max_c |z_n,i - z_0,i| / max_c |z_0,i| of the logits z; its 10th, 50th and 90th percentiles over
-                  member-image pairs (inf for a non-finite member)
-  saturated       the fraction of member-image pairs whose largest softmax probability rounds to 1 in the
-                  numerics' dtype (the loss's gradient there is zero or below rounding)
-  nonfinite       the fraction of member-image pairs with a non-finite output
-
-Beyond the paper (fit_size_experiment): fit pi on more images than h per group element (least squares) and see
-whether the action then generalises.
+the fitting images"): agreement, the fraction of images on which a member predicts the original's class (a
+non-finite member disagrees; mean and minimum over members); the relative logit gap max_c |z_n,i - z_0,i| /
+max_c |z_0,i| (10th, 50th, 90th percentiles over member-image pairs; inf where not finite); saturated, the fraction
+of pairs whose largest softmax probability rounds to 1 in the numerics' dtype (the loss's gradient is zero there);
+nonfinite, the fraction of pairs with a non-finite output. Beyond the paper (fit_size_experiment): fit pi on more
+images than h per group element (least squares) and see whether the action then generalises.
 """
 
 import numpy as np

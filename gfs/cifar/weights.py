@@ -10,7 +10,6 @@ refitted from these weights (ensembles.fit_and_measure), which is deterministic.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -57,13 +56,10 @@ def save_cnn(model, root, name, settings, history, predictions):
     tensors[PREDICTIONS] = torch.from_numpy(np.asarray(predictions, dtype=np.int8))
     metadata = {key: json.dumps(value) for key, value in settings.items()}
     metadata.update(format=json.dumps(FORMAT), history=json.dumps(history))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(path))
-    os.close(handle)
-    try:
-        _safetensors().save_file(tensors, temporary, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:  # 0o666 less the umask, as an ordinary new file
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as f:
+            f.write(_safetensors().save(tensors, metadata=metadata))
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
