@@ -27,9 +27,8 @@ def _is_count(value, least):
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def _is_number(value, low, high, low_included=True):
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and (value >= low if low_included else value > low) and value <= high)
+def _is_real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def count(least=1):
@@ -40,8 +39,8 @@ def optional_count(least=1, none="all"):
     return f"None ({none}) or a whole number >= {least}", lambda v: v is None or _is_count(v, least)
 
 
-POSITIVE = "a finite number > 0", lambda v: _is_number(v, 0, math.inf, low_included=False)
-RADIUS = "a number in [0, 1] (pixel units)", lambda v: _is_number(v, 0, 1)  # an L-inf attack radius
+POSITIVE = "a finite number > 0", lambda v: _is_real(v) and v > 0
+RADIUS = "a number in [0, 1] (pixel units)", lambda v: _is_real(v) and 0 <= v <= 1  # an L-inf attack radius
 BOOLEAN = "True or False", lambda v: isinstance(v, bool)
 
 

@@ -285,13 +285,12 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
     """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action.
 
     model: the trained CNN (logits, input shift 0.5); fit_images [n, 3, 32, 32]: the pi images; x [N, 3, 32, 32] in
-    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). The group
-    (num_g elements at scale group_scale, derive_seed(seed, 'group', num_g, group_scale)) is fitted per numerics
-    on a copy of the model; the shared-trunk control is the interpolated permutation of the same scale (members
-    drawn from derive_seed(seed, 'members', 'perm_interp', 'suite')), which uses neither g nor pi: it is evaluated
-    once, in the exact numerics if they are run, and saved with both. classifiers: the part of the seed's work to
-    do ('original', 'perm_interp', 'group_<numerics>'; None: all), so that several worker processes can share one
-    seed: join_sweeps joins the parts. costly_on: skipped_attacks.
+    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). The group is
+    fitted per numerics on a copy of the model (fit_and_measure); the shared-trunk control, the interpolated
+    permutation of the same scale (members from derive_seed(seed, 'members', 'perm_interp', 'suite')), uses neither
+    g nor pi, so it is evaluated once and saved with both numerics. classifiers: the part of the seed's work to do
+    ('original', 'perm_interp', 'group_<numerics>'; None: all), so that worker processes can share a seed
+    (join_sweeps joins the parts). costly_on: skipped_attacks.
 
     Returns {numerics: {key: array}}, the keys of docs/outputs.md without the seed axis: radii [R], suite_images,
     the SUITE_SETTINGS; summarise()'s arrays as <key>_<c> per c in CLASSIFIERS; COMPARISONS as
