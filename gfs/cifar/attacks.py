@@ -1,10 +1,5 @@
-"""Adversarial attacks and the paired test (Fig. 11): fgsm, gradient_sign, pgd_iterates, pgd,
-EnsembleMeanProbability (an ensemble as one classifier: the log of its members'
-mean probability, gradients through every member) and mcnemar (McNemar's exact test on two
-classifiers' per-image outcomes).
-
-The protocols that use them are in paper_protocol.py (the paper's, and the corrected one's
-data and models) and robustness.py (the standard robustness evaluation that judges the claim).
+"""Adversarial attacks (Fig. 11), an ensemble as one classifier for them (EnsembleMeanProbability), and McNemar's
+exact test on two classifiers' per-image outcomes. paper_protocol.py and robustness.py use them.
 """
 
 import numpy as np
@@ -14,28 +9,20 @@ import torch.nn.functional as F
 
 from gfs.cifar.ensembles import member_logits
 
-# ----------------------------------------------------------------------------------------------
-# Attacks
 
 def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
     """Fast gradient sign method (Goodfellow et al. 2015): one untargeted L-inf step.
 
         x_adv = clamp(x + radius * sign(d loss(model(x), y) / dx), clip[0], clip[1])
 
-    x: [B, 3, 32, 32] images, y: [B] labels; returns x_adv [B, 3, 32, 32], detached.
-    Defaults (those of advertorch's GradientSignAttack, which the paper used): clip range [0, 1]
-    and loss = cross-entropy (batch mean) of the model's outputs read as logits. radius has no
-    default; the paper sweeps radius in {0, 0.003, 0.006, 0.009, 0.012}. Only the sign of the
-    gradient is used, so the loss's reduction (mean or sum) does not matter.
+    x: [B, 3, 32, 32] images, y: [B] labels; returns x_adv [B, 3, 32, 32], detached. Defaults (those of
+    advertorch's GradientSignAttack, which the paper used): clip range [0, 1] and loss = cross-entropy (batch mean)
+    of the model's outputs read as logits; radius has none (the paper's: paper_numbers.FIG11_STRENGTHS). Only the
+    sign of the gradient is used, so the loss's reduction (mean or sum) does not matter.
     """
-    return torch.clamp(x.detach() + radius * gradient_sign(model, x, y, loss_fn), clip[0], clip[1])
-
-
-def gradient_sign(model, x, y, loss_fn=F.cross_entropy):
-    """sign(d loss(model(x), y) / dx): FGSM's direction, the same for every radius.  [B, ...] -> [B, ...]."""
-    x = x.detach().clone().requires_grad_(True)
-    grad, = torch.autograd.grad(loss_fn(model(x), y), x)
-    return grad.sign()
+    x_adv = x.detach().clone().requires_grad_(True)
+    grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
+    return torch.clamp(x.detach() + radius * grad.sign(), clip[0], clip[1])
 
 
 def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
@@ -46,12 +33,10 @@ def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start
         x_0 = clamp(x + U(-radius, radius), clip)          (x_0 = x without random start)
         x_{t+1} = clamp(x + clamp(x_t + step * sign(grad_t) - x, -radius, radius), clip)
 
-    x: [B, 3, 32, 32] images, y: [B] labels; each x_t [B, 3, 32, 32] is detached.
-    Defaults are those of advertorch's PGDAttack, which the paper used: radius = 0.3, step
-    (eps_iter) = 0.01, iterations (nb_iter) = 40, random_start (rand_init) = True, clip range
-    [0, 1], loss = cross-entropy (batch mean) of the model's outputs read as logits.
-    generator: torch.Generator (on x's device) for the random start; None uses torch's global
-    one, as advertorch and torchattacks do.
+    x: [B, 3, 32, 32] images, y: [B] labels; each x_t [B, 3, 32, 32] is detached. Defaults are those of
+    advertorch's PGDAttack, which the paper used: radius = 0.3, step (eps_iter) = 0.01, iterations (nb_iter) = 40,
+    random_start (rand_init) = True, clip range [0, 1], loss = cross-entropy (batch mean) of the outputs read as
+    logits. generator: for the random start (on x's device); None uses torch's global one, as advertorch does.
     """
     x = x.detach()
     x_adv = x.clone()
@@ -61,10 +46,8 @@ def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start
     yield 0, x_adv
     for t in range(1, iterations + 1):
         x_adv.requires_grad_(True)
-        loss = loss_fn(model(x_adv), y)
-        grad, = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + step * grad.sign()
-        delta = torch.clamp(x_adv - x, -radius, radius)
+        grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
+        delta = torch.clamp(x_adv.detach() + step * grad.sign() - x, -radius, radius)
         x_adv = torch.clamp(x + delta, clip[0], clip[1])
         yield t, x_adv
 
@@ -82,10 +65,9 @@ class EnsembleMeanProbability(nn.Module):
     """The target of the adaptive attacks: x [B, 3, 32, 32] -> log of the ensemble's mean
     probability [B, C], so that cross_entropy(output, y) = -log(mean_n p_n(y | x)).
 
-    model: a CifarCNN with a fitted group action; mode: which ensemble (default 'group');
-    generator: the draw of the member matrices (random modes). The CNN trunk runs once per image
-    and every member is evaluated on its hidden features at once (member_logits, in the
-    numerics' dtype), so gradients flow through every member into the image. Members with
+    model: a CifarCNN with a fitted group action; mode: which ensemble; generator: the draw of the member matrices
+    (random modes). The CNN trunk runs once per image and every member on its hidden features at once
+    (member_logits, in the numerics' dtype), so gradients flow through every member into the image. Members with
     non-finite outputs are left out, as in the evaluation.
     """
 
@@ -101,17 +83,12 @@ class EnsembleMeanProbability(nn.Module):
         return torch.logsumexp(log_p, dim=0) - finite.sum(dim=0).clamp(min=1).log()
 
 
-# ----------------------------------------------------------------------------------------------
-# Statistics
-
 def mcnemar(correct_a, correct_b):
     """McNemar's exact test of two classifiers on the same images.
 
-    correct_a, correct_b: bool arrays [N], image i right or wrong for classifier a and b.
-    Returns (gained, lost, p): gained = images only a gets right, lost = images only b gets
-    right (so accuracy a - accuracy b = (gained - lost) / N), and p the two-sided exact binomial
-    test of gained against gained + lost trials at 1/2 (scipy.stats.binomtest); p = 1 when no
-    image is discordant.
+    correct_a, correct_b: bool arrays [N], image i right or wrong for classifier a and b. Returns (gained, lost, p):
+    the images only a gets right, those only b gets right (accuracy a - accuracy b = (gained - lost) / N), and the
+    two-sided exact binomial test of gained in gained + lost trials at 1/2 (p = 1 when no image is discordant).
     """
     from scipy.stats import binomtest
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)

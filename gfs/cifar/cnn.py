@@ -1,16 +1,5 @@
-"""The paper's small CNN for CIFAR-10, its training, and its frozen features.
-
-Shared by the two CIFAR-10 notebooks (ensemble_CIFAR.ipynb, Fig. 10; adversarial_CIFAR.ipynb,
-Fig. 11). The data are read by dataset.py; the CNN's hidden layer is the group-action layer of
-symmetry.py; the attacks are in attacks.py.
-
-Contents, top to bottom:
-  model       Shift, ChannelsLast, CifarCNN, make_cnn
-  training    train_model, train_models
-  features    compute_features
-  processes   worker_count, run_calls (several trainings or evaluations at once, in
-              processes.py's worker processes)
-"""
+"""The paper's small CNN for CIFAR-10 (both notebooks), its training, its frozen features, and several trainings
+or evaluations at once in worker processes. Its hidden layer is symmetry.GroupAction."""
 import functools
 import os
 
@@ -48,8 +37,8 @@ class ChannelsLast(nn.Module):
 
 
 class CifarCNN(nn.Module):
-    """The paper's CNN: [x - shift] -> Conv2d(3, 32, 3, same) -> LeakyReLU(0.01) -> MaxPool2d(2)
-    (computed as pool, then LeakyReLU: the same function) -> Flatten -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax].
+    """The paper's CNN: [x - shift] -> Conv2d(3, 32, 3, same) -> LeakyReLU(0.01) -> MaxPool2d(2) -> Flatten
+    -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax]; built by make_cnn (its arguments).
 
     Parts: `features` (input to the pre-activations H [B, h]), `group_action`, `readout` (the
     paper's U). Input x: float [B, 3, 32, 32] in [0, 1]. forward(x) returns [B, classes] in mode
@@ -57,8 +46,8 @@ class CifarCNN(nn.Module):
     softmax_output (the paper's model, defect B1 when trained with cross-entropy) else logits.
     """
 
-    def __init__(self, activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5,
-                 softmax_output=True, num_g=1, group_scale=1.0, group_seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
+    def __init__(self, activation, hidden, num_classes, input_shift, softmax_output, num_g, group_scale, group_seed,
+                 fit_noise, numerics):
         super().__init__()
         self.softmax_output = bool(softmax_output)
         # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
@@ -96,13 +85,10 @@ def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, 
              num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
     """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
 
-    activation: hidden activation of the group-action layer, 'relu_sqr' (Fig. 10) or
-        'leaky_relu' (LeakyReLU 0.1, Fig. 11). The conv layer always uses LeakyReLU(0.01).
-    input_shift: subtracted from the [0, 1] images; 0.5 gives the paper's x/255 - 0.5.
-    softmax_output: True is the paper's model (softmax output, trained with cross-entropy on top:
-        a double softmax, defect B1); False outputs logits, the usual fix.
-    num_g, group_scale, seed, fit_noise, numerics: the group-action layer's initial group and numerics
-        (draw_group() replaces them).
+    activation: the group-action layer's, 'relu_sqr' (Fig. 10) or 'leaky_relu' (LeakyReLU 0.1, Fig. 11); the conv
+    layer always uses LeakyReLU(0.01). input_shift: subtracted from the [0, 1] images (0.5: the paper's x/255 - 0.5).
+    softmax_output: True is the paper's model (a double softmax under cross-entropy, defect B1); False outputs
+    logits. num_g, group_scale, seed, fit_noise, numerics: the layer's initial group (draw_group() replaces it).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -135,40 +121,33 @@ def train_model(model, images, labels, epochs=10, batch_size=32, lr=ADAM_LR, see
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     history = {"loss": [], "acc": []}
-    flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    n, flush = len(images), device.type == "cpu" and torch.set_flush_denormal(True)
     try:
-        _train_epochs(model, images, labels, epochs, batch_size, optimizer, generator, shuffle, progress, history)
+        for epoch in range(epochs):
+            order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+            bar = progress_bar((n + batch_size - 1) // batch_size, f"epoch {epoch + 1}/{epochs}", disable=not progress)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for start in range(0, n, batch_size):
+                index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+                x, y = images[index], labels[index]
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (out.detach().argmax(dim=1) == y).sum()
+                bar.update(1)
+            history["loss"].append(float(loss_sum) / n)
+            history["acc"].append(float(correct) / n)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['acc'][-1]:.3f}")
+            bar.close()
     finally:
         if flush:
             torch.set_flush_denormal(False)
     model.eval()
     return history
-
-
-def _train_epochs(model, images, labels, epochs, batch_size, optimizer, generator, shuffle, progress, history):
-    """The epoch loop of train_model; appends to `history`."""
-    device, n = images.device, len(images)
-    steps_per_epoch = (n + batch_size - 1) // batch_size
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator).to(device) if shuffle else None
-        bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", disable=not progress)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for start in range(0, n, batch_size):
-            index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
-            x, y = images[index], labels[index]
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.detach().argmax(dim=1) == y).sum()
-            bar.update(1)
-        history["loss"].append(float(loss_sum) / n)
-        history["acc"].append(float(correct) / n)
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['acc'][-1]:.3f}")
-        bar.close()
 
 
 def _train_and_return(model, images, labels, seed, train_kwargs):
@@ -180,10 +159,8 @@ def _train_and_return(model, images, labels, seed, train_kwargs):
 def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
     """Train several models, each on its own data, up to `jobs` at once (run_calls); in place.
 
-    models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's seed: the
-    shuffling order, unused when shuffle is False); train_kwargs: the rest of train_model's
-    arguments (epochs, batch_size, lr, shuffle, device). bar: advanced by one per trained model.
-    Returns the training histories, in the order of `models`.
+    models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's); train_kwargs: the rest of
+    train_model's arguments. bar: advanced by one per trained model. Returns the histories, in the order of `models`.
     """
     if worker_count(jobs, len(models)) <= 1:  # in this process, with train_model's own progress bars
         histories = []
@@ -201,9 +178,6 @@ def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
     return [history for _, history in results]
 
 
-# ----------------------------------------------------------------------------------------------
-# Features
-
 @torch.no_grad()
 def compute_features(model, images, batch_size=2000, device=None):
     """The frozen pre-activations H = model.features(x).  images [N, 3, 32, 32] -> [N, h] on `device`."""
@@ -218,8 +192,8 @@ def compute_features(model, images, batch_size=2000, device=None):
 #
 # Training this CNN at batch 32 is a long loop of small tensor operations: one process per core,
 # each with one torch thread, is faster than one process with several threads, and does not
-# collapse when another program uses a core. The worker processes are processes.py's (one torch
-# thread each, freed memory kept, ended with their parent however it ends).
+# collapse when another program uses a core.
+
 
 def worker_count(jobs, tasks):
     """How many worker processes run_calls uses: jobs (0 = one per CPU core), at most one per
@@ -233,15 +207,12 @@ def _call(call):
 
 
 def run_calls(calls, jobs=1, bar=None):
-    """[call() for call in calls], in up to `jobs` worker processes (0: one per CPU core).
+    """[call() for call in calls], in up to `jobs` worker processes (0: one per CPU core), in order.
 
-    calls: picklable callables without arguments, e.g. functools.partial(train_model, model,
-    images, labels), whose functions are importable (defined at the top level of a module).
-    processes.parallel_map runs them; its workers are spawned here (safe after torch has
-    started threads, as in a notebook kernel), tensors travel through shared memory. With one
-    worker or one call everything runs in this process, which keeps its freed memory too
-    (keep_freed_memory). bar: a progress bar advanced by one per finished call. Returns the
-    results in order.
+    calls: picklable callables without arguments (functools.partial of a module-level function).
+    processes.parallel_map runs them in spawned workers (safe after torch has started threads, as in a notebook
+    kernel); with one worker or one call, in this process, which keeps its freed memory too (keep_freed_memory).
+    bar: a progress bar advanced by one per finished call.
     """
     calls = list(calls)
     keep_freed_memory()

@@ -1,13 +1,7 @@
 """CIFAR-10 on disk: the standard cifar-10-batches-py layout read with a restricted reader (nothing
-in a file runs), checked, and split for the notebooks.
-
-Contents: CifarDataError, CifarMissingError, read_pickle, data_root, cifar10_provenance, cpu_model,
-load_cifar10, ensemble_splits.
-
-The notebooks and file names of the CIFAR-10 figures and trained models, written once: the notebooks save under
-them, the report and the tests read them. A name is relative to the output folder, without extension (save_figure
-adds .npz, .json, .pdf and .png; weights.save_cnn adds .safetensors). The paper's names are kept for Figs. 10 and
-11. torch is imported only where images are built (load_cifar10), so the report can read the names without it.
+in a file runs), checked, and split for the notebooks; and the file names of the CIFAR-10 figures and trained
+models (at the bottom). torch is imported only where images are built (load_cifar10), so the report can read the
+names without it.
 """
 
 import contextlib
@@ -30,12 +24,9 @@ LAYOUT_HELP = (f"expected {CIFAR_FOLDER}/ holding data_batch_1 ... data_batch_5,
                "batches.meta (the official python pickle release)")
 REBUILD_HELP = "delete the folder to download CIFAR-10 again, or rebuild the file in the official layout"
 
-# ----------------------------------------------------------------------------------------------
-# Data
 
 class CifarDataError(Exception):
-    """CIFAR-10 is unreadable, corrupted or refused; the message is one line naming the file and
-    what is wrong."""
+    """CIFAR-10 is unreadable, corrupted or refused; the message is one line naming the file and what is wrong."""
 
 
 class CifarMissingError(CifarDataError):
@@ -202,24 +193,12 @@ def _checked_folder(root):
     return folder
 
 
-def _published_md5():
-    """{file name: MD5} of the official release, as torchvision publishes them (read at call time)."""
-    from torchvision.datasets import CIFAR10
-    published = dict(CIFAR10.train_list + CIFAR10.test_list)
-    published[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
-    return published
-
-
 def cifar10_provenance(root):
-    """Which CIFAR-10 files a run read, by checksum: a dict for the saved .json.
-
-      files     {file name: {"sha256", "md5"}} of every file of the layout (all of them are read)
-      digest    SHA-256 of the lines "<name> <sha256>" of those files, in layout order: one name for the data
-      official  True if every MD5 is the one torchvision publishes for the official release
-      source    the same in words: "the official release (...)" or "not the official release: MD5 differs
-                from torchvision's published checksum for data_batch_1, ..." (e.g. a re-encoded copy, a fixture)
-    Only checksums are computed, no file is loaded here (the official MD5s are known; their SHA-256 are not, so
-    both are recorded). CifarDataError if the layout is absent or incomplete.
+    """Which CIFAR-10 files a run read, by checksum (the saved .json's `data`; docs/outputs.md): files {name:
+    {"sha256", "md5"}} of every file of the layout; digest, the SHA-256 of the lines "<name> <sha256>" in layout
+    order (one name for the data); official, every MD5 is the one torchvision publishes (the official SHA-256 are
+    not published, so both are kept); source, the same in words. Only checksums are computed, no file is loaded.
+    CifarDataError if the layout is absent or incomplete.
     """
     folder = _checked_folder(data_root(root))
     files = {}
@@ -230,7 +209,8 @@ def cifar10_provenance(root):
                 sha256.update(block)
                 md5.update(block)
         files[name] = {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
-    published = _published_md5()
+    from torchvision.datasets import CIFAR10  # the official MD5s, as torchvision publishes them
+    published = dict(CIFAR10.train_list + CIFAR10.test_list + [(CIFAR10.meta["filename"], CIFAR10.meta["md5"])])
     differ = [name for name in LAYOUT_FILES if files[name]["md5"] != published.get(name)]
     digest = hashlib.sha256("".join(f"{name} {files[name]['sha256']}\n" for name in LAYOUT_FILES).encode()).hexdigest()
     source = ("the official release (every MD5 matches torchvision's published checksums)" if not differ else
@@ -279,20 +259,13 @@ def _download(root):
 
 
 def load_cifar10(root="data", train=True, download=True):
-    """CIFAR-10 training (5 files) or test (1 file) images from `root`/cifar-10-batches-py.
+    """CIFAR-10 training (5 files) or test (1 file) images from `root`/cifar-10-batches-py (or `root` itself).
 
-    `root` may also be cifar-10-batches-py itself. A folder that already holds cifar-10-batches-py is
-    read without any download attempt (an
-    incomplete one is an error, never overwritten). Only when that folder does not exist and
-    download=True is the official archive downloaded into `root`. Without data and without a
-    download (download=False, or no network), raises CifarMissingError naming the folder, and
-    leaves no folder behind that it created.
-
-    Every file is read with the restricted reader (read_pickle: nothing in it runs) and checked:
-    uint8 pixels, 3072 values per image, labels in 0..9 and as many as images, and exactly the
-    number of images per file that batches.meta states (num_cases_per_batch: 10,000 in the
-    official release; the tests' tiny copy states its own), so image ranges mean the same images
-    in every copy. Any problem is a CifarDataError of one line naming the file.
+    A folder that holds the layout is read without any download attempt (an incomplete one is an error, never
+    overwritten); only when it does not exist and download=True is the official archive downloaded into `root`.
+    Without data and download, CifarMissingError naming the folder (and no folder left behind). Every file is read
+    with read_pickle and checked (_read_batch); any problem is a CifarDataError of one line naming the file
+    (docs/cifar.md, "Data").
 
     Returns (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]) as CPU tensors, in the
     order of the batch files (data_batch_1 first), like torchvision.
@@ -317,11 +290,10 @@ def ensemble_splits(train_images, train_labels, test_images, test_labels, n_trai
                     eval_split="test", n_eval=None):
     """The disjoint image sets of the ensemble experiment, one trained model for every cell.
 
-    train: training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is
-    fitted on (n_fit = h * max(num_g)); eval: the official test split ('test') or the training
-    images after the fit images ('heldout'), the first n_eval of them (None: all). The paper
-    instead took pi batches from the last h * num_g training images and evaluated on the 1000
-    before them, which moves with num_g.
+    train: training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is fitted on (n_fit = h *
+    max(num_g)); eval: the official test split ('test') or the training images after the fit images ('heldout'), the
+    first n_eval of them (None: all). The paper instead took pi batches from the last h * num_g training images and
+    evaluated on the 1000 before them, which moves with num_g.
 
     Returns a dict name -> (images, labels) for 'train', 'fit', 'eval'; ValueError if too few.
     """
@@ -342,6 +314,9 @@ def ensemble_splits(train_images, train_labels, test_images, test_labels, n_trai
             "eval": (eval_images[:stop], eval_labels[:stop])}
 
 
+# The notebooks and file names of the CIFAR-10 figures and trained models, written once: the notebooks save under
+# them, the report and the tests read them. A name is relative to the output folder, without extension (save_figure
+# adds .npz, .json, .pdf and .png; weights.save_cnn adds .safetensors). The paper's names are kept for Figs. 10, 11.
 NOTEBOOKS = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}  # the notebook of each figure
 NUMERICS_SUFFIX = {"paper": "", "exact": "_exact"}  # the group action's numerics (symmetry.NUMERICS)
 FIT_SIZE = "ensemble/fit_size_generalisation"       # Fig. 10's fit-size experiment (beyond the paper)

@@ -1,30 +1,12 @@
-"""Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features,
-measure how exact it is, and evaluate every kind of ensemble on precomputed features.
-
-Contents: fit_group_action, fit_batches, member_logits, symmetry_error,
-evaluate_ensemble (the one evaluation path of Figs. 10 and 11), fit_and_measure,
-evaluate_modes, evaluate_grid, stack_seeds (the Fig. 10 heat maps: plots.py).
-
-Agreement off the fitting images: do the moved networks make the original's predictions on images pi never saw?
-
-pi(g, H) is fitted on h images per group element (h, the hidden width: as many images as unknowns per row), so it
-interpolates, exact where it was fitted and unconstrained elsewhere. The symmetry error
-(ensembles.symmetry_error) measures the fitting images only; this module measures held-out images (the evaluation
-images), per member n and image i, against the original network (member matrices I, I):
-
-  agreement       the fraction of images on which member n predicts the original's class (a member with a
-                  non-finite output disagrees); summarised as the mean and the minimum over members
-  relative gap    max_c |z_n,i - z_0,i| / max_c |z_0,i| of the logits z; its 10th, 50th and 90th percentiles over
-                  member-image pairs (inf for a non-finite member)
-  saturated       the fraction of member-image pairs whose largest softmax probability rounds to 1 in the
-                  numerics' dtype (the loss's gradient there is zero or below rounding)
-  nonfinite       the fraction of member-image pairs with a non-finite output
-
-Beyond the paper (fit_size_experiment): fit pi on more images than h per group element (least squares) and see
-whether the action then generalises: held-out agreement and the ensemble's accuracy per fit size and group scale.
-
-Contents: AGREEMENT_KEYS, AGREEMENT_THRESHOLD, held_out_agreement, group_agreement, fit_size_experiment (its sizes,
-scales and group elements are the Fig. 10 notebook's parameters).
+"""Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features, measure how
+exact it is on the fitting images (symmetry_error), evaluate every kind of ensemble on precomputed features, and
+measure the members against the original on held-out images (held_out_agreement; docs/cifar.md, "Agreement off
+the fitting images"): agreement, the fraction of images on which a member predicts the original's class (a
+non-finite member disagrees; mean and minimum over members); the relative logit gap max_c |z_n,i - z_0,i| /
+max_c |z_0,i| (10th, 50th, 90th percentiles over member-image pairs; inf where not finite); saturated, the fraction
+of pairs whose largest softmax probability rounds to 1 in the numerics' dtype (the loss's gradient is zero there);
+nonfinite, the fraction of pairs with a non-finite output. Beyond the paper (fit_size_experiment): fit pi on more
+images than h per group element (least squares) and see whether the action then generalises.
 """
 
 import numpy as np
@@ -34,9 +16,6 @@ from gfs.cifar.symmetry import ENSEMBLE_MODES, EXP_FLOOR, derive_seed, fit_pi
 from gfs.cifar.thresholds import AGREEMENT_THRESHOLD  # "same predictions on unseen images"
 
 
-# ----------------------------------------------------------------------------------------------
-# Ensembles
-#
 # A model here is a CifarCNN (cnn.py) or anything with its three parts: `features` (input ->
 # pre-activations H [B, h], float32), `group_action` (a GroupAction) and `readout` (nn.Linear(h, C)).
 
@@ -44,10 +23,9 @@ from gfs.cifar.thresholds import AGREEMENT_THRESHOLD  # "same predictions on uns
 def fit_group_action(model, fit_features, num_g, group_scale, seed=0, numerics=None):
     """Draw num_g group elements for `group_scale` and fit pi from stored batches of h samples each.
 
-    fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features).
-    Group element n is fitted on rows [n h, (n + 1) h), like the paper's consecutive batches.
-    numerics: 'paper' or 'exact' (None: keep the layer's). Returns the model's GroupAction
-    layer (mode unchanged).
+    fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features). Group element n is
+    fitted on rows [n h, (n + 1) h), like the paper's consecutive batches. numerics: 'paper' or 'exact' (None: keep the
+    layer's). Returns the model's GroupAction layer (mode unchanged).
     """
     layer = model.group_action
     h = layer.hidden
@@ -89,16 +67,12 @@ def _relative_gap(moved, original):
 def symmetry_error(model, H_batches, pi=None):
     """How far the moved networks are from the original on the images their pi was fitted on.
 
-    H_batches: [num_g, k, h] clean pre-activations; member n is compared on H_batches[n], the
-    images its pi was fitted on. pi: [num_g, h, h] to measure; None (default) fits pi afresh
-    without noise (fit_pi) in the layer's numerics, with the layer's group elements g.
-    Outputs are computed as the ensemble evaluation computes them (member_logits), in the layer's
-    numerics, the original's as well. Returns a dict of floats:
-      logits   max over members n of max |moved_n - original_n| / max |original_n|, on the
-               readout's logits [k, C] (before any softmax)
-      hidden   the same on the hidden activations sigma(H g_n) pi_n vs sigma(H) [k, h]
-    Both are inf if a member has non-finite outputs. An exact symmetry gives rounding only
-    (~1e-7 in float32, ~1e-15 in float64, times the conditioning of sigma(H g)).
+    H_batches: [num_g, k, h] clean pre-activations, member n compared on H_batches[n]. pi: [num_g, h, h] to
+    measure; None fits pi afresh without noise (fit_pi) with the layer's g. Everything is computed as the ensemble
+    evaluation computes it (member_logits), in the layer's numerics. Returns a dict of floats: logits, max over
+    members n of max |moved_n - original_n| / max |original_n| of the logits [k, C]; hidden, the same on sigma(H g_n)
+    pi_n vs sigma(H) [k, h]; inf if a member is not finite. An exact symmetry gives rounding only (~1e-7 in float32,
+    ~1e-15 in float64, times the conditioning of sigma(H g)).
     """
     layer = model.group_action
     H = H_batches.to(layer.g.device, layer.dtype)
@@ -128,8 +102,7 @@ def _tally(logits):
     probabilities /= probabilities.sum(dim=-1, keepdim=True)
     if finite is None:
         return is_top.sum(dim=0), probabilities.sum(dim=0), torch.full((b,), M, device=logits.device)
-    return ((is_top * finite).sum(dim=0), (probabilities * finite).sum(dim=0),
-            finite.sum(dim=(0, 2)))
+    return (is_top * finite).sum(dim=0), (probabilities * finite).sum(dim=0), finite.sum(dim=(0, 2))
 
 
 def _accuracies(votes, prob_sum, finite_count, labels, members):
@@ -147,17 +120,12 @@ def _accuracies(votes, prob_sum, finite_count, labels, members):
 def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024):
     """The one evaluation path of Figs. 10 and 11: an ensemble's (or the original's) predictions.
 
-    features: [B, h] (cnn.compute_features), labels: [B]. mode: one of ENSEMBLE_MODES or
-    'plain' (the original network). One draw of the member matrices serves every chunk of `chunk`
-    images (chunks keep the intermediates in cache).
-    Returns a dict:
-      vote_acc, mean_acc     accuracy of the majority vote of the members' argmax (the paper's
-                             heat maps and Fig. 11 curves; ties -> lowest class) and of the argmax
-                             of the mean probability (what the paper printed)
-      finite_frac            fraction of (member, image) outputs that are finite
-      vote_correct, mean_correct   bool numpy [B]: per image, for paired tests
-    Non-finite members (overflow) are left out per image, instead of voting for class 0 as in
-    the paper; an image with no finite member counts as wrong.
+    features: [B, h] (cnn.compute_features), labels: [B]. mode: one of ENSEMBLE_MODES or 'plain' (the original).
+    One draw of the member matrices serves every chunk of `chunk` images (chunks keep the intermediates in cache).
+    Returns {vote_acc (majority vote of the members' argmax, ties -> lowest class: the paper's heat maps and Fig. 11
+    curves), mean_acc (argmax of the mean probability: what the paper printed), finite_frac (of the member-image
+    outputs), vote_correct, mean_correct (bool numpy [B], for paired tests)}. Non-finite members are left out per
+    image, instead of voting for class 0 as in the paper; an image with no finite member counts as wrong.
     """
     lower, upper = model.group_action.member_matrices(mode, generator)
     parts = [_tally(member_logits(model, features[start:start + chunk], lower, upper))
@@ -192,23 +160,16 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
                   modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None, measure=None):
     """Every (num_g, group_scale) cell of Fig. 10 on one trained model, in one numerics.
 
-    eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi).
-    fit_features [>= max(num_g) * h, h]: the images pi is fitted on.
-    Each cell draws its own group elements (derive_seed(seed, 'group', num_g, group_scale): the same in
-    both numerics), fits pi with noise of std fit_noise (None: the layer's), measures the
-    symmetry error, and evaluates every mode with one draw of the member matrices. bar: a
-    progress bar (tqdm) that is advanced by one per cell, or None. measure: None, or a function
-    (model with the cell's fitted group, eval_features) -> {key: float}, saved per cell as
-    heldout_<key> [E, G] (group_agreement).
+    eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi). fit_features
+    [>= max(num_g) * h, h]: the images pi is fitted on. Each cell is fitted and measured by fit_and_measure (pi with
+    noise of std fit_noise; None: the layer's), and every mode evaluated with one draw of the member matrices. bar: a
+    progress bar advanced by one per cell, or None. measure: None, or a function (model with the cell's fitted group,
+    eval_features) -> {key: float}, saved per cell as heldout_<key> [E, G] (group_agreement).
 
-    Returns a dict of numpy arrays (rows follow group_scales, columns num_g_list):
-      num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars)
-      symmetry_error, symmetry_error_hidden [E, G]: symmetry_error() of a noise-free fit (logits,
-        hidden activations), the largest over the cell's members
-      symmetry_error_fitted [E, G]: symmetry_error() (logits) of the pi actually used, fitted
-        with the fit noise, on the clean fitting images (equal to symmetry_error without noise)
-      per mode m: vote_acc_m, mean_acc_m, finite_frac_m [E, G] and overflow_m [E, G] (bool: the
-        cell had non-finite members or a non-finite pi)
+    Returns a dict of numpy arrays (docs/outputs.md says what each is; rows follow group_scales, columns num_g_list):
+    num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars); symmetry_error, symmetry_error_hidden,
+    symmetry_error_fitted [E, G]; per mode m: vote_acc_m, mean_acc_m, finite_frac_m and overflow_m (bool: non-finite
+    members or pi) [E, G].
     """
     layer = model.group_action
     if fit_noise is not None:
@@ -233,9 +194,8 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
             pi_finite = bool(torch.isfinite(layer.pi).all())
             results = evaluate_modes(model, eval_features, eval_labels, modes, seed, num_g, group_scale)
             for mode, result in results.items():
-                out[f"vote_acc_{mode}"][i, j] = result["vote_acc"]
-                out[f"mean_acc_{mode}"][i, j] = result["mean_acc"]
-                out[f"finite_frac_{mode}"][i, j] = result["finite_frac"]
+                for key in ("vote_acc", "mean_acc", "finite_frac"):
+                    out[f"{key}_{mode}"][i, j] = result[key]
                 uses_pi = mode in ("group", "shuffle")
                 out[f"overflow_{mode}"][i, j] = result["finite_frac"] < 1.0 or (uses_pi and not pi_finite)
             if bar is not None:
@@ -294,12 +254,10 @@ def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scal
 
     For each group scale, num_g group elements are drawn once (derive_seed(seed, 'fit size', scale)); for each size
     k, member n's pi is the least-squares fit (exact for k <= h) of sigma(H_n g_n) pi = sigma(H_n) on rows
-    [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit noise, in the numerics' dtype.
-    Measured per (scale, size) on eval_features [N, h], eval_labels [N]: held-out agreement, the group ensemble's
-    accuracy (mean probability and majority vote), and the symmetry error on the fitting images.
-
-    Returns a dict of numpy arrays: scales [E], sizes [K], members (num_g), original_acc; [E, K]: heldout_<key> for
-    AGREEMENT_KEYS, mean_acc, vote_acc, fit_error. The model's group layer is left with the last fit, mode 'plain'.
+    [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit noise, in the numerics' dtype, and
+    measured on eval_features [N, h], eval_labels [N]. Returns a dict of numpy arrays: scales [E], sizes [K],
+    members (num_g), original_acc; [E, K]: heldout_<key> for AGREEMENT_KEYS, mean_acc, vote_acc, fit_error (the
+    symmetry error on the fitting images). The model's group layer is left with the last fit, mode 'plain'.
     """
     layer = model.group_action
     h = layer.hidden

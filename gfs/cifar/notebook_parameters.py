@@ -6,9 +6,6 @@ the number of seeds, the device, the QUICK settings) is computed here, after pap
 cell, so that every way of starting a notebook means the same run. A value that cannot run is a
 ParameterError of one line, raised before any data is read or any model is trained;
 run_notebook.py applies the same RULES before a kernel starts.
-
-Contents: ParameterError, RULES, check, notebook_defaults, cell_defaults, quick_settings, figures_dir, seed_list,
-run_device.
 """
 import math
 import os
@@ -30,9 +27,8 @@ def _is_count(value, least):
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def _is_number(value, low, high, low_included=True):
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and (value >= low if low_included else value > low) and value <= high)
+def _is_real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def count(least=1):
@@ -43,16 +39,9 @@ def optional_count(least=1, none="all"):
     return f"None ({none}) or a whole number >= {least}", lambda v: v is None or _is_count(v, least)
 
 
-def positive():
-    return "a finite number > 0", lambda v: _is_number(v, 0, math.inf, low_included=False)
-
-
-def radius():  # an L-inf attack radius, in units of the pixel range [0, 1]
-    return "a number in [0, 1] (pixel units)", lambda v: _is_number(v, 0, 1)
-
-
-def boolean():
-    return "True or False", lambda v: isinstance(v, bool)
+POSITIVE = "a finite number > 0", lambda v: _is_real(v) and v > 0
+RADIUS = "a number in [0, 1] (pixel units)", lambda v: _is_real(v) and 0 <= v <= 1  # an L-inf attack radius
+BOOLEAN = "True or False", lambda v: isinstance(v, bool)
 
 
 def text(optional=False):
@@ -75,21 +64,21 @@ CLASSIFIER_NAMES = ("original", "group_paper", "group_exact", "perm_interp", "in
 
 RULES = {
     # both notebooks
-    "CIFAR_DIR": text(), "QUICK": boolean(), "FIGURES_DIR": text(optional=True),
+    "CIFAR_DIR": text(), "QUICK": BOOLEAN, "FIGURES_DIR": text(optional=True),
     "DEVICE": ("auto, cpu, cuda or cuda:N", lambda v: isinstance(v, str) and (
         v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))),
     "SEED": count(0), "SEEDS": optional_count(1, none="the default"), "THREADS": count(0), "JOBS": count(0),
-    "DOWNLOAD": boolean(), "HIDDEN": count(1), "EPOCHS": count(1), "BATCH_SIZE": count(1),
+    "DOWNLOAD": BOOLEAN, "HIDDEN": count(1), "EPOCHS": count(1), "BATCH_SIZE": count(1),
     "NUMERICS": list_of(one_of("paper", "exact")), "WEIGHTS_FROM": text(optional=True),
     # ensemble_CIFAR.ipynb (Fig. 10)
-    "ACTIVATION": text(), "SOFTMAX_OUTPUT": boolean(), "LR": positive(), "SHUFFLE": boolean(),
-    "N_TRAIN": count(1), "NUM_G_LIST": list_of(count(1)), "GROUP_SCALES": list_of(positive()),
+    "ACTIVATION": text(), "SOFTMAX_OUTPUT": BOOLEAN, "LR": POSITIVE, "SHUFFLE": BOOLEAN,
+    "N_TRAIN": count(1), "NUM_G_LIST": list_of(count(1)), "GROUP_SCALES": list_of(POSITIVE),
     "EVAL_SPLIT": one_of("test", "heldout"), "N_EVAL": optional_count(1), "FIT_SIZES": list_of(count(1)),
-    "FIT_SIZE_SCALES": list_of(positive()), "FIT_SIZE_MEMBERS": count(1),
+    "FIT_SIZE_SCALES": list_of(POSITIVE), "FIT_SIZE_MEMBERS": count(1),
     # adversarial_CIFAR.ipynb (Fig. 11)
-    "PROTOCOLS": list_of(one_of("paper", "corrected")), "NUM_G": count(1), "GROUP_SCALE": positive(),
+    "PROTOCOLS": list_of(one_of("paper", "corrected")), "NUM_G": count(1), "GROUP_SCALE": POSITIVE,
     "NUM_EVAL": count(1), "MAX_TRAIN_IMAGES": optional_count(1),
-    "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(radius()), "SUITE_IMAGES": count(1),
+    "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(RADIUS), "SUITE_IMAGES": count(1),
     "APGD_STEPS": count(1), "APGD_RESTARTS": count(1), "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1),
     "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
     "APGDT_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True), "SQUARE_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True),
@@ -175,9 +164,8 @@ def seed_list(seed, seeds, quick, least=1, why=""):
 
 
 def run_device(device, jobs, threads):
-    """(torch.device, worker processes) from DEVICE ('auto', 'cpu', 'cuda', 'cuda:N'), JOBS (0: one
-    per CPU core, 1 on a GPU) and THREADS (0: torch's default); ParameterError for a device this
-    machine does not have."""
+    """(torch.device, worker processes) from DEVICE ('auto', 'cpu', 'cuda', 'cuda:N'), JOBS (0: one per CPU core, 1 on a
+    GPU) and THREADS (0: torch's default); ParameterError for a device this machine does not have."""
     from gfs.runs.command_line import resolve_device
     _whole_number("JOBS", jobs, 0)
     _whole_number("THREADS", threads, 0)

@@ -1,18 +1,6 @@
-"""The two protocols of Fig. 11 (ADVERSARIAL_PROTOCOLS) and the paper's sweep.
-
-  'paper'      the paper's procedure, defects included (B1-B4): images x - 0.5 in [-0.5, 0.5]
-               but attacks clipped to [0, 1], each image attacked twice, softmax-output model
-               trained and attacked with cross-entropy on the probabilities, evaluation on 1000
-               held-out training images; the paper's strengths (PAPER_STRENGTHS, PAPER_PGD);
-               float32 numerics; a transfer attack from the single model (B5). paper_protocol_sweep.
-  'corrected'  images in [0, 1] and the model subtracts 0.5 as its first operation (so clipping
-               to [0, 1] is clipping to the true pixel range), one attack per image, logits
-               for training and attack, evaluation on the official test split; judged by
-               robustness.py.
-
-Contents: check_protocol, protocol_inputs, make_adversarial_cnn, adversarial_splits (both
-protocols); adversarial_images, adversarial_sweep, paper_protocol_sweep, paper_figure_data,
-plot_adversarial (the paper's).
+"""The two protocols of Fig. 11 (ADVERSARIAL_PROTOCOLS; docs/cifar.md tabulates how they differ) and the paper's
+sweep. 'paper' is the paper's procedure, defects included (B1-B5, B7; paper_protocol_sweep); 'corrected' feeds
+images in [0, 1] to a model that subtracts 0.5 itself and outputs logits, and is judged by robustness.py.
 """
 
 import numpy as np
@@ -55,10 +43,9 @@ def protocol_inputs(images, protocol):
 def make_adversarial_cnn(protocol, hidden=16, seed=0):
     """The Fig. 11 CNN for a protocol: group-action layer with LeakyReLU(0.1).
 
-    'paper': softmax output (trained and attacked through the double softmax, B1), no input
-    shift (it is fed x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]).
-    The same seed gives the same initial weights for both protocols. The group elements are drawn
-    by each sweep (ensembles.fit_and_measure), so the layer starts with a placeholder of one.
+    'paper': softmax output (trained and attacked through the double softmax, B1), no input shift (it is fed
+    x - 0.5). 'corrected': logit output, input shift 0.5 (it is fed x in [0, 1]). The same seed gives the same
+    initial weights for both protocols; each sweep draws the group (ensembles.fit_and_measure).
     """
     paper = check_protocol(protocol) == "paper"
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
@@ -69,11 +56,10 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
                        num_g=200, num_eval=1000, train_fraction=0.8):
     """The protocol's training, pi-fitting and evaluation images (all in [0, 1]).
 
-    Training: the first train_fraction of the training set (the paper's trainer holds out 20 %:
-    [0, 40000)). pi: the last hidden * num_g training images ([46800, 50000) for h = 16,
-    num_g = 200). Evaluation: 'paper', the num_eval training images just before those
-    ([45800, 46800), B7); 'corrected', the whole official test split (num_eval is ignored).
-    Returns a dict of (images, labels) pairs: train, fit, eval; ValueError if they overlap.
+    Training: the first train_fraction of the training set (the paper's trainer holds out 20 %: [0, 40000)). pi: the
+    last hidden * num_g training images ([46800, 50000) for h = 16, num_g = 200). Evaluation: 'paper', the num_eval
+    training images just before those ([45800, 46800), B7); 'corrected', the whole official test split (num_eval is
+    ignored). Returns a dict of (images, labels) pairs: train, fit, eval; ValueError if they overlap.
     """
     n = len(train_images)
     n_train, n_fit = int(train_fraction * n), hidden * num_g
@@ -99,13 +85,12 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER
                        pgd_step=PAPER_PGD["step"], generator=None, batch_size=1000):
     """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).
 
-    x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N]; returns [N, 3, 32, 32] on x's device.
-    strength: FGSM radius, or the number of PGD iterations (radius pgd_radius, step pgd_step, random
-    start). Strength 0 returns x itself, unclamped (the paper evaluates strength 0 on clean data).
-    Both protocols clip to [0, 1] (advertorch's default) and use cross-entropy of the model's
-    outputs, which are probabilities in 'paper' (B1) and logits in 'corrected'.
-    'paper' then attacks the attacked images once more and clamps to [0, 1] (B3: the effective
-    FGSM step is 2 radius; PGD gets a second random start and ball around the first result).
+    x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N]; returns [N, 3, 32, 32] on x's device. strength: FGSM
+    radius, or the number of PGD iterations (radius pgd_radius, step pgd_step, random start); 0 returns x itself,
+    unclamped (the paper evaluates strength 0 on clean data). Both protocols clip to [0, 1] (advertorch's default)
+    and use cross-entropy of the model's outputs (probabilities in 'paper', B1). 'paper' then attacks the attacked
+    images once more and clamps to [0, 1] (B3: the effective FGSM step is 2 radius; PGD gets a second random start
+    and ball around the first result).
     """
     check_protocol(protocol)
     if strength == 0:
@@ -128,42 +113,29 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER
     return torch.cat(parts)
 
 
-def evaluate_models(model, features, y, modes, seed, *keys):
-    """evaluate_ensemble of 'original' (plain) and every mode on shared features [N, h] (ensembles.evaluate_modes).
-    Returns {classifier: result dict}."""
-    return {"original": evaluate_ensemble(model, features, y, "plain"),
-            **evaluate_modes(model, features, y, modes, seed, *keys)}
-
-
 def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0,
-                      pgd_radius=0.3, pgd_step=0.01):
+                      pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"]):
     """Accuracy of the original model and of every ensemble for each attack strength (transfer).
 
-    model: trained, with a fitted group-action layer (fit_group_action). x [N, 3, 32, 32] model
-    inputs (protocol_inputs), y [N]. Per strength the CNN trunk runs once on the adversarial
-    images (compute_features) and every ensemble member is evaluated on those h features.
-    Random draws (PGD start, member matrices of perm_interp/random/shuffle) come from
-    derive_seed(seed, ..., method, strength index).
-
-    Returns a dict of numpy arrays, each [K] (K = len(strengths)):
-      strengths; acc_<m> (majority vote; what the paper plots) and mean_acc_<m> (argmax of the
-      mean probability; what it prints) for m = 'original' and every mode; linf (largest
-      |x_adv - x|) and changed_frac (fraction of pixels changed).
+    model: trained, with a fitted group-action layer. x [N, 3, 32, 32] model inputs (protocol_inputs), y [N]. Per
+    strength the CNN trunk runs once on the adversarial images and every member is evaluated on those features.
+    Random draws (PGD start, member matrices) come from derive_seed(seed, ..., method, strength index).
+    Returns a dict of numpy arrays [K]: strengths; acc_<m> (majority vote: what the paper plots) and mean_acc_<m>
+    (argmax of the mean probability: what it prints) for m = 'original' and every mode; linf, changed_frac.
     """
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
-    out = {"strengths": np.asarray(strengths, dtype=np.float64)}
-    for m in ("original",) + tuple(modes):
-        out[f"acc_{m}"] = np.zeros(len(strengths))
-        out[f"mean_acc_{m}"] = np.zeros(len(strengths))
-    out["linf"] = np.zeros(len(strengths))
-    out["changed_frac"] = np.zeros(len(strengths))
+    keys = [f"{acc}_{m}" for m in ("original",) + tuple(modes) for acc in ("acc", "mean_acc")]
+    out = {"strengths": np.asarray(strengths, dtype=np.float64),
+           **{key: np.zeros(len(strengths)) for key in keys + ["linf", "changed_frac"]}}
     for i, strength in enumerate(strengths):
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "attack", protocol, method, i))
         x_adv = adversarial_images(model, x, y, method, strength, protocol, pgd_radius, pgd_step, generator)
         out["linf"][i] = float((x_adv - x).abs().max()) if len(x) else 0.0
         out["changed_frac"][i] = float((x_adv != x).float().mean()) if len(x) else 0.0
-        results = evaluate_models(model, compute_features(model, x_adv), y, modes, seed, protocol, method, i)
+        features = compute_features(model, x_adv)
+        results = {"original": evaluate_ensemble(model, features, y, "plain"),
+                   **evaluate_modes(model, features, y, modes, seed, protocol, method, i)}
         for m, result in results.items():
             out[f"acc_{m}"][i] = result["vote_acc"]
             out[f"mean_acc_{m}"][i] = result["mean_acc"]
@@ -176,16 +148,14 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, 
                          modes=ENSEMBLE_MODES):
     """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength.
 
-    model: the trained 'paper' CNN (make_adversarial_cnn('paper'), trained on
-    protocol_inputs(train images)); fit_images, eval_images [N, 3, 32, 32] in [0, 1] and
-    eval_labels [N]: adversarial_splits(..., 'paper')'s 'fit' and 'eval'. Float32 numerics with
-    the model's fit noise, transfer attacks from the single model, as the paper.
-    Returns {'sweeps': {method: adversarial_sweep dict}, 'clamp_only_acc': accuracy of the
-    original model on the clean evaluation images clamped to [0, 1] and nothing else (the part
-    of the paper's drop due to B2), 'symmetry_error': ensembles.fit_and_measure's dict}.
+    model: the trained 'paper' CNN (make_adversarial_cnn('paper')); fit_images, eval_images [N, 3, 32, 32] in [0, 1]
+    and eval_labels [N]: adversarial_splits(..., 'paper')'s 'fit' and 'eval'. Float32 numerics with the model's fit
+    noise, transfer attacks from the single model, as the paper. Returns {'sweeps': {method: adversarial_sweep's
+    dict}, 'clamp_only_acc': the original's accuracy on the clean evaluation images clamped to [0, 1] (the part of
+    the paper's drop due to B2), 'symmetry_error': ensembles.fit_and_measure's dict}.
     """
-    _, error = fit_and_measure(model, compute_features(model, protocol_inputs(fit_images, "paper")), num_g, group_scale, seed,
-                               "paper")
+    fit_features = compute_features(model, protocol_inputs(fit_images, "paper"))
+    _, error = fit_and_measure(model, fit_features, num_g, group_scale, seed, "paper")
     device = next(model.parameters()).device
     x, y = protocol_inputs(eval_images, "paper").to(device), eval_labels.to(device)
     clamped = evaluate_ensemble(model, compute_features(model, x.clamp(0.0, 1.0)), y, "plain")
@@ -195,19 +165,10 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, 
 
 
 def paper_figure_data(results, histories, seeds, method):
-    """The npz arrays of the paper-protocol figure of one attack, from the per-seed results of
-    paper_protocol_sweep and the training histories (train_model), S seeds, K strengths:
-
-      seeds [S]; strengths [K] (FGSM radius, or PGD iterations)
-      acc_<m>, mean_acc_<m> [S, K]: majority-vote and mean-probability accuracy, m = original
-          and every mode (for 'original' both are its plain accuracy)
-      linf, changed_frac [S, K]: largest |x_adv - x| and the fraction of pixel values changed
-          (model inputs x in [-0.5, 0.5], so the clamp to [0, 1] shows in linf)
-      clamp_only_acc [S]: the original on the clean images clamped to [0, 1], no attack
-      symmetry_error, symmetry_error_hidden, symmetry_error_fitted [S]: the group's symmetry
-          error (num_g and group scale of Fig. 11; float32): noise-free fit (logits, hidden activations),
-          and the fitted (noisy) pi on the clean fitting images
-      train_loss, train_acc [S, epochs]
+    """The npz arrays of the paper-protocol figure of one attack (docs/outputs.md says what each is), from the
+    per-seed results of paper_protocol_sweep and the training histories (train_model), S seeds, K strengths:
+    seeds [S]; strengths [K]; acc_<m>, mean_acc_<m>, linf, changed_frac [S, K]; clamp_only_acc, symmetry_error,
+    symmetry_error_hidden, symmetry_error_fitted [S]; train_loss, train_acc [S, epochs].
     """
     data = stack_seeds([r["sweeps"][method] for r in results], shared=("strengths",))
     data.update(seeds=np.asarray(seeds), clamp_only_acc=np.array([r["clamp_only_acc"] for r in results]),

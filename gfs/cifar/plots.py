@@ -1,109 +1,92 @@
-"""The Fig. 10 figures: the ensemble heat maps with the symmetry error and the held-out agreement beside them,
-and the fit-size experiment (ensembles.fit_size_experiment).
-
-One criterion marks a cell "not a symmetry" here and in the report: the symmetry error of the pi the ensemble uses
-(symmetry_error_fitted: with the numerics' fit noise) above SYMMETRY_TOLERANCE in some seed.
-
-Contents: plot_ensemble_heatmaps, plot_fit_size.
+"""The Fig. 10 figures and tables: the ensemble heat maps with the symmetry error and the held-out agreement beside
+them, and the fit-size experiment (ensembles.fit_size_experiment).
 """
 import numpy as np
 
 from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS
 from gfs.cifar.thresholds import AGREEMENT_THRESHOLD, SYMMETRY_TOLERANCE
 
-ERROR_KEY = "symmetry_error_fitted"  # the hatching criterion: the error of the pi the ensembles use (the report's)
+# One criterion marks a cell "not a symmetry" here and in the report: the symmetry error of the pi the ensemble uses
+# (with the numerics' fit noise) above SYMMETRY_TOLERANCE in some seed.
+ERROR_KEY = "symmetry_error_fitted"
 
 
-def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, key="vote_acc", original_key="original_acc",
-                           tolerance=SYMMETRY_TOLERANCE, title=None):
-    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy), and the
-    symmetry error.
+def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
+    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy), and the symmetry error.
 
-    grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed.
-    Panels: the mean over seeds of (ensemble - original) per cell, annotated "mean" and, with
-    several seeds, "±std" (sample standard deviation over seeds), to 3 decimals; a shared symmetric colour scale
-    (coolwarm_r). '*' marks a cell with overflowing members in some seed; hatched cells are "not
-    a symmetry": the symmetry error (logits) of the pi the ensemble uses (ERROR_KEY) exceeds `tolerance` in some
-    seed, the report's criterion. Then that error, the largest over seeds, on a log colour scale; and, where
-    the grid has it (heldout_agreement [S, E, G]), the members' agreement with the original's predictions on the
-    held-out images, the smallest over seeds. x = num_g, y = the group scale (rows in the order of grid['group_scale']).
-    Returns the figure.
+    grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed. Panels: the mean over seeds
+    of (vote_acc - original_acc) per cell, annotated "mean" and, with several seeds, "±std" (sample standard deviation
+    over seeds), to 3 decimals; a shared symmetric colour scale (coolwarm_r). '*' marks a cell with overflowing members
+    in some seed; hatched cells are "not a symmetry" (ERROR_KEY above SYMMETRY_TOLERANCE in some seed). Then that error,
+    the largest over seeds, on a log colour scale; and, where the grid has it (heldout_agreement [S, E, G]), the
+    members' agreement with the original's predictions on the held-out images, the smallest over seeds. x = num_g, y =
+    the group scale (rows in the order of grid['group_scale']). Returns the figure.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
     num_g, scales = grid["num_g"], grid["group_scale"]
-    original = np.asarray(grid[original_key], dtype=float)
-    per_seed = original.ndim == 1
-    seeds = len(original) if per_seed else 1
-    diffs = {}
-    for m in modes:
-        d = np.asarray(grid[f"{key}_{m}"], dtype=float) - (original[:, None, None] if per_seed else original)
-        diffs[m] = d if per_seed else d[None]  # [S, E, G]
+    per_cell = lambda key: np.asarray(grid[key], dtype=float).reshape(-1, len(scales), len(num_g))  # [S, E, G]
+    original = np.asarray(grid["original_acc"], dtype=float).reshape(-1, 1, 1)  # S = 1 for one seed's grid
+    seeds = len(original)
+    diffs = {m: per_cell(f"vote_acc_{m}") - original for m in modes}
     means = {m: np.nanmean(d, axis=0) for m, d in diffs.items()}
     stds = {m: np.nanstd(d, axis=0, ddof=1) if seeds > 1 else None for m, d in diffs.items()}
-    error = np.asarray(grid[ERROR_KEY], dtype=float).reshape(-1, len(scales), len(num_g)).max(axis=0)
-    agreement = (np.asarray(grid["heldout_agreement"], dtype=float).reshape(-1, len(scales), len(num_g)).min(axis=0)
-                 if "heldout_agreement" in grid else None)
-    not_symmetry = ~(error <= tolerance)  # NaN and inf included
+    error = per_cell(ERROR_KEY).max(axis=0)
+    agreement = per_cell("heldout_agreement").min(axis=0) if "heldout_agreement" in grid else None
+    not_symmetry = ~(error <= SYMMETRY_TOLERANCE)  # NaN and inf included
     vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in means.values()) or 1e-3
     panels = len(modes) + 1 + (agreement is not None)
     fig, axes = plt.subplots(1, panels, figsize=(4.0 * panels, 5.8), squeeze=False, layout="constrained")
     axes = axes[0]
 
-    def axis_labels(ax):
+    def panel(ax, values, title, text, color, **style):
+        """values [E, G] as a heat map, with text(i, j) in colour color(i, j) on every cell."""
+        image = ax.imshow(values, **style)
         ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right",
                       rotation_mode="anchor")
         ax.set_yticks(np.arange(len(scales)), [f"{e:g}" for e in scales])
         ax.set_xlabel("# of transformed models (num_g)", fontsize=11)
         ax.set_ylabel(r"group scale $\epsilon$", fontsize=11)
+        ax.set_title(title, fontsize=11)
+        for i, j in np.ndindex(values.shape):  # row = group scale index, column = num_g index
+            ax.text(j, i, text(i, j), ha="center", va="center", color=color(i, j), fontsize=5.5)
+        return image
 
-    image = None
     for ax, mode in zip(axes, modes):
-        mean = means[mode]
-        image = ax.imshow(mean, cmap="coolwarm_r", vmin=-vmax, vmax=vmax)
-        axis_labels(ax)
-        ax.set_title(f"accuracy ({LABELS[mode]} - original)", fontsize=11)
-        overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool))).reshape(-1, len(scales), len(num_g)).any(axis=0)
-        for i in range(len(scales)):  # row = group scale index, column = num_g index
-            for j in range(len(num_g)):
-                text = "nan" if not np.isfinite(mean[i, j]) else f"{mean[i, j]:+.3f}"
-                if stds[mode] is not None and np.isfinite(stds[mode][i, j]):
-                    text += f"\n±{stds[mode][i, j]:.3f}"
-                ax.text(j, i, text + ("*" if overflow[i, j] else ""), ha="center", va="center",
-                        color="w" if abs(np.nan_to_num(mean[i, j])) > 0.5 * vmax else "k", fontsize=5.5)
-                if not_symmetry[i, j]:
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
-                                               edgecolor="0.45", linewidth=0))
+        mean, std = means[mode], stds[mode]
+        overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool)))
+        overflow = overflow.reshape(-1, len(scales), len(num_g)).any(axis=0)
+
+        def text(i, j):
+            spread = f"\n±{std[i, j]:.3f}" if std is not None and np.isfinite(std[i, j]) else ""
+            value = f"{mean[i, j]:+.3f}" if np.isfinite(mean[i, j]) else "nan"
+            return value + spread + ("*" if overflow[i, j] else "")
+        image = panel(ax, mean, f"accuracy ({LABELS[mode]} - original)", text,
+                      lambda i, j: "w" if abs(np.nan_to_num(mean[i, j])) > 0.5 * vmax else "k",
+                      cmap="coolwarm_r", vmin=-vmax, vmax=vmax)
+        for i, j in zip(*np.nonzero(not_symmetry)):
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.45",
+                                       linewidth=0))
     fig.colorbar(image, ax=list(axes[:len(modes)]), shrink=0.7, pad=0.01)
-    ax = axes[len(modes)]
     shown = np.where(np.isfinite(error), np.clip(error, 1e-17, None), np.nan)
     finite = shown[np.isfinite(shown)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (1e-16, 1.0)
-    low, high = min(low, tolerance / 10), max(high, tolerance * 10)
-    error_image = ax.imshow(shown, cmap="viridis", norm=LogNorm(vmin=low, vmax=high))
-    axis_labels(ax)
-    ax.set_title("symmetry error on the fitting images", fontsize=11)
-    for i in range(len(scales)):
-        for j in range(len(num_g)):
-            text = "inf" if np.isinf(error[i, j]) else ("nan" if np.isnan(error[i, j]) else f"{error[i, j]:.0e}")
-            ax.text(j, i, text, ha="center", va="center", fontsize=5.5,
-                    color="k" if np.isfinite(shown[i, j]) and shown[i, j] > np.sqrt(low * high) else "w")
-    colorbar = fig.colorbar(error_image, ax=ax, shrink=0.7, pad=0.01)
-    colorbar.ax.axhline(tolerance, color="r", linewidth=2)  # the tolerance
+    low, high = min(low, SYMMETRY_TOLERANCE / 10), max(high, SYMMETRY_TOLERANCE * 10)
+    error_image = panel(
+        axes[len(modes)], shown, "symmetry error on the fitting images",
+        lambda i, j: "inf" if np.isinf(error[i, j]) else ("nan" if np.isnan(error[i, j]) else f"{error[i, j]:.0e}"),
+        lambda i, j: "k" if np.isfinite(shown[i, j]) and shown[i, j] > np.sqrt(low * high) else "w",
+        cmap="viridis", norm=LogNorm(vmin=low, vmax=high))
+    colorbar = fig.colorbar(error_image, ax=axes[len(modes)], shrink=0.7, pad=0.01)
+    colorbar.ax.axhline(SYMMETRY_TOLERANCE, color="r", linewidth=2)  # the tolerance
     if agreement is not None:
-        ax = axes[-1]
-        shown = ax.imshow(agreement, cmap="viridis", vmin=0.0, vmax=1.0)
-        axis_labels(ax)
-        ax.set_title("agreement on held-out images", fontsize=11)
-        for i in range(len(scales)):
-            for j in range(len(num_g)):
-                ax.text(j, i, f"{agreement[i, j]:.2f}", ha="center", va="center", fontsize=5.5,
-                        color="k" if agreement[i, j] > 0.5 else "w")
-        colorbar = fig.colorbar(shown, ax=ax, shrink=0.7, pad=0.01)
+        shown = panel(axes[-1], agreement, "agreement on held-out images", lambda i, j: f"{agreement[i, j]:.2f}",
+                      lambda i, j: "k" if agreement[i, j] > 0.5 else "w", cmap="viridis", vmin=0.0, vmax=1.0)
+        colorbar = fig.colorbar(shown, ax=axes[-1], shrink=0.7, pad=0.01)
         colorbar.ax.axhline(AGREEMENT_THRESHOLD, color="r", linewidth=2)
     notes = [f"mean over {seeds} seeds" + (" ± standard deviation" if seeds > 1 else ""),
              f"hatched: not a symmetry (largest relative logit gap on the fitting images, for the pi used, "
-             f"> {tolerance:g} in some seed; red line on the error scale)"]
+             f"> {SYMMETRY_TOLERANCE:g} in some seed; red line on the error scale)"]
     if agreement is not None:
         notes.append("agreement: the members' mean fraction of held-out images with the original's prediction, "
                      f"smallest over seeds (red line: {AGREEMENT_THRESHOLD:g})")

@@ -1,33 +1,14 @@
-"""The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-grade suite, run as a cascade,
-with its convergence shown and a sanity check for every attack (suite_checks.py).
+"""The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-grade suite (ATTACKS) run as a
+cascade on every classifier at the L-inf radii it is given (pixel scale [0, 1]), its convergence check and a sanity
+check for every attack (suite_checks.py); the table and plot are in robustness_report.py. docs/cifar.md ("The
+standard robustness evaluation") describes the attacks, on which images each runs (Attack.runs_on), the controls
+and the CPU budget (skipped_attacks; the saved attacks_run says what ran).
 
-Every classifier is attacked at the L-inf radii it is given (pixel scale [0, 1]) by the attacks of ATTACKS, in order:
-
-  fgsm       FGSM on the classifier itself (one step; attacks.fgsm)
-  transfer   PGD (attacks.pgd, step radius / 4, random start) on the single model the classifier is built from (the
-             original for the original and its ensembles, the first control CNN for the controls), transferred
-  apgd_ce    APGD on the cross-entropy (torchattacks.APGD), white-box, settings['apgd_restarts'] restarts
-  apgd_dlr   APGD on the DLR margin loss (torchattacks.APGD), white-box, settings['apgd_restarts'] restarts
-  apgd_t     targeted APGD on the targeted DLR loss over the 9 other classes (torchattacks.APGDT), white-box,
-             settings['apgdt_restarts'] restarts per target: AutoAttack's standard version
-  square     Square (torchattacks.Square, margin loss, settings['square_queries'] queries), gradient-free: a masked or
-             saturated gradient cannot hide an adversarial image from it. The queries each image took to break are
-             kept, so its accuracy against the queries (square_curve) shows whether fewer would have done.
-An ensemble is attacked through the log of its mean probability (attacks.EnsembleMeanProbability, DeepEnsemble):
-gradients through every member. Which images an attack runs on (Attack.runs_on): FGSM and transfer, which are cheap,
-on every image the classifier gets right on clean data; APGD-CE and APGD-DLR on the audit images (the first
-settings['audit_images']) and, elsewhere, on the images still right after every attack before them (the cascade);
-APGD-T and Square, the costly ones, on the audit images only. So every attack's standalone accuracy on the audit
-images is known (the sanity checks, suite_checks.py), and an image is robust only if it is right on clean data and
-under every attack that ran on it (the per-image worst case, `robust`). Then the convergence check: the strongest
-white-box attack, its iterations and restarts doubled, on the audit images still robust (suite_checks.converged).
-
-Classifiers: the original (one seed's CNN), the group ensemble, the shared-trunk control (interpolated permutation
-of the same trunk and scale), and, from CNNs trained from their own seeds (control_sweep): the independent CNN (the
-first of them) and the deep ensemble (all of them, mean probability), attacked white-box like the group ensemble.
-The CPU budget may leave the costly attacks out on some classifiers (skipped_attacks); the saved attacks_run says so.
-Settings: SUITE_SETTINGS (the Fig. 11 notebook's parameters; docs/cifar.md sets them beside AutoAttack's). The
-table and plot are in robustness_report.py.
+An ensemble is attacked through the log of its mean probability, with gradients through every member
+(attacks.EnsembleMeanProbability, DeepEnsemble). An image is robust only if it is right on clean data and under
+every attack that ran on it (the per-image worst case). Classifiers: the original (one seed's CNN), the group
+ensemble and the shared-trunk control (robustness_sweep); the independent CNN and the deep ensemble, from CNNs
+trained from their own seeds (control_sweep). Settings: SUITE_SETTINGS (the Fig. 11 notebook's parameters).
 """
 import copy
 import time
@@ -135,10 +116,9 @@ SANITY_CHECKS = sanity_check_names(ATTACKS)  # {name: what it checks}, saved in 
 
 
 class DeepEnsemble(torch.nn.Module):
-    """The deep-ensemble control: independently trained CNNs as one classifier, x [B, 3, 32, 32] -> the log of
-    their mean probability [B, 10] (the function the group ensemble is scored and attacked by). A member with a
-    softmax output (Fig. 10's model, cnn.CifarCNN.softmax_output) gives its probabilities, one with logits its
-    logits."""
+    """The deep-ensemble control: independently trained CNNs as one classifier, x [B, 3, 32, 32] -> the log of their
+    mean probability [B, 10] (the function the group ensemble is scored and attacked by). A member with a softmax output
+    (Fig. 10's model, cnn.CifarCNN.softmax_output) gives its probabilities, one with logits its logits."""
 
     def __init__(self, members):
         super().__init__()
@@ -180,7 +160,7 @@ def predict(target, x, batch_size=1000):
 
 def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a):
     """Run one attack on the images `todo` [N] bool, in batches; write correct [R, N] (out['correct'][a]), linf,
-    low, high [A, R] and, for a query-counting attack, out['queries'] [R, N]. Returns the images' new outcomes."""
+    low, high [A, R] and, for a query-counting attack, out['queries'] [R, N]."""
     index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
     for part in torch.split(index, batch_size) if len(index) else ():
         x_adv = attack.run(target, x[part], y[part], part, radius, r, context)
@@ -190,20 +170,20 @@ def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, o
         x_adv = x_adv.detach()
         out["correct"][a, r, part.cpu().numpy()] = (predict(target, x_adv) == y[part]).cpu().numpy()
         out["linf"][a, r] = max(out["linf"][a, r], float((x_adv - x[part]).abs().max()))
-        out["low"][a, r], out["high"][a, r] = min(out["low"][a, r], float(x_adv.min())), max(out["high"][a, r], float(x_adv.max()))
+        out["low"][a, r] = min(out["low"][a, r], float(x_adv.min()))
+        out["high"][a, r] = max(out["high"][a, r], float(x_adv.max()))
 
 
 def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None, skip=()):
-    """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R];
-    audit: the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the
-    names of attacks not run on this classifier (skipped_attacks: the CPU budget), recorded in attacks_run.
+    """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R]; audit:
+    the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the names of
+    attacks not run on this classifier (skipped_attacks: the CPU budget), recorded in attacks_run.
 
-    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct [A, R, N] bool (not broken by
-    attack a: True where a did not run); linf [A, R] (largest |x_adv - x|), low, high [A, R] (smallest and largest
-    adversarial pixel value) and seconds [A, R] (wall time of each attack); queries [R, N] (the query at which a
-    query-counting attack broke each image; inf where it did not run); strongest [R] (index of the white-box attack
-    with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct [R, N] (not broken by it
-    with its `doubles` settings doubled, run on the audit images still robust; True elsewhere), doubled_seconds [R].
+    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct [A, R, N]
+    bool (not broken by attack a: True where a did not run); linf, low, high, seconds [A, R]; queries [R, N] (the query
+    at which a query-counting attack broke each image; inf where it did not run); strongest [R] (the white-box attack
+    with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct [R, N] (not broken by it with
+    its `doubles` settings doubled, on the audit images still robust; True elsewhere), doubled_seconds [R].
     """
     if audit is None:
         audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
@@ -211,8 +191,8 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
     in_audit = np.arange(len(x)) < audit
     shape = (len(attacks), len(radii))
     run = np.array([attack.name not in skip for attack in attacks])
-    out = {"audit": audit, "attacks_run": run, "clean": clean, "correct": np.ones(shape + (len(x),), dtype=bool), "linf": np.zeros(shape),
-           "low": np.zeros(shape), "high": np.ones(shape), "seconds": np.zeros(shape),
+    out = {"audit": audit, "attacks_run": run, "clean": clean, "correct": np.ones(shape + (len(x),), dtype=bool),
+           "linf": np.zeros(shape), "low": np.zeros(shape), "high": np.ones(shape), "seconds": np.zeros(shape),
            "queries": np.full((len(radii), len(x)), np.inf), "strongest": np.full(len(radii), -1, dtype=np.int64),
            "doubled_correct": np.ones((len(radii), len(x)), dtype=bool), "doubled_seconds": np.zeros(len(radii)),
            "query_budget": int(context.settings.get("square_queries", 0)) if context is not None else 0}
@@ -243,15 +223,11 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
 
 
 def summarise(suite, attacks=ATTACKS):
-    """run_suite's dict -> the saved arrays of one classifier (no prefix): clean [N], robust [R, N] bool;
-    clean_acc; robust_acc [R]; attacks_run [A] bool; alone_acc [A, R] (suite_checks.alone_accuracy: on the audit
-    images, under each attack alone; NaN for an attack that runs on survivors only or did not run); cumulative_acc
-    [A, R] (right under attacks 0..a); decided [A, R] int (images right on clean data that attack a is the first in
-    the list to break); sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds [A, R]; the convergence
-    check: audit_robust_acc [R] (robust accuracy on the audit images), doubled_acc [R] (the same after the doubled
-    strongest attack), doubled_broken [R] int, converged [R] bool, strongest [R] int, doubled_seconds [R]; Square's
-    curve: square_curve_queries [Q], square_curve [R, Q] (accuracy on the audit images under Square alone after that
-    many queries; NaN where Square did not run)."""
+    """run_suite's dict -> the saved arrays of one classifier, without the _<c> suffix (docs/outputs.md says what
+    each is): clean [N], robust [R, N] bool; clean_acc; robust_acc [R]; attacks_run [A] bool; alone_acc,
+    cumulative_acc [A, R]; decided [A, R] int; sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds
+    [A, R]; audit_robust_acc, doubled_acc [R], doubled_broken [R] int, converged [R] bool, strongest [R] int,
+    doubled_seconds [R]; square_curve_queries [Q], square_curve [R, Q]."""
     clean, correct, audit = suite["clean"], suite["correct"], suite.get("audit", len(suite["clean"]))
     robust = clean & worst_case(correct)
     alone = alone_accuracy(clean, correct, audit)
@@ -309,18 +285,16 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
     """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action.
 
     model: the trained CNN (logits, input shift 0.5); fit_images [n, 3, 32, 32]: the pi images; x [N, 3, 32, 32] in
-    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). The group
-    (num_g elements at scale group_scale, derive_seed(seed, 'group', num_g, group_scale)) is fitted per numerics
-    on a copy of the model; the shared-trunk control is the interpolated permutation of the same scale (members
-    drawn from derive_seed(seed, 'members', 'perm_interp', 'suite')), which uses neither g nor pi: it is evaluated
-    once, in the exact numerics if they are run, and saved with both. classifiers: the part of the seed's work to
-    do ('original', 'perm_interp', 'group_<numerics>'; None: all), so that several worker processes can share one
-    seed: join_sweeps joins the parts. costly_on: skipped_attacks.
+    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). The group is
+    fitted per numerics on a copy of the model (fit_and_measure); the shared-trunk control, the interpolated
+    permutation of the same scale (members from derive_seed(seed, 'members', 'perm_interp', 'suite')), uses neither
+    g nor pi, so it is evaluated once and saved with both numerics. classifiers: the part of the seed's work to do
+    ('original', 'perm_interp', 'group_<numerics>'; None: all), so that worker processes can share a seed
+    (join_sweeps joins the parts). costly_on: skipped_attacks.
 
-    Returns {numerics: {key: array}}: radii [R], suite_images, the suite's settings (SUITE_SETTINGS); per classifier c
-    in CLASSIFIERS summarise()'s arrays as <key>_<c> (the original's are the same in both numerics); COMPARISONS as
-    <name>_diff/_gained/_lost/_p [R]; symmetry_error, symmetry_error_fitted; per ensemble m held-out agreement
-    (ensembles.AGREEMENT_KEYS) as heldout_<key>_<m>, on all N evaluation images.
+    Returns {numerics: {key: array}}, the keys of docs/outputs.md without the seed axis: radii [R], suite_images,
+    the SUITE_SETTINGS; summarise()'s arrays as <key>_<c> per c in CLASSIFIERS; COMPARISONS as
+    <name>_diff/_gained/_lost/_p [R]; symmetry_error, symmetry_error_fitted; heldout_<key>_<m> per ensemble m.
     """
     _check_settings(settings)
     wanted = set(classifiers or ["original", "perm_interp"] + [f"group_{name}" for name in numerics])
@@ -344,8 +318,7 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
                      "group_scale": np.float64(group_scale), "num_g": np.int64(num_g),
                      "symmetry_error": np.float64(error["logits"]), "symmetry_error_fitted": np.float64(error["fitted"]),
                      **{k: np.int64(v) for k, v in settings.items()}, **original}
-    # The shared-trunk control uses neither g nor pi: it is evaluated once, in the exact numerics where there is one.
-    if "perm_interp" in wanted:
+    if "perm_interp" in wanted:  # once, in the exact numerics where there is one (it uses neither g nor pi)
         control = _evaluate_ensemble(moved["exact" if "exact" in numerics else numerics[0]], "perm_interp", x, y, radii,
                                      context, attacks, batch_size, eval_features, costly_on)
         for name in numerics:
@@ -426,9 +399,7 @@ def robustness_figure_data(results, seeds, controls, control_seeds, numerics):
 
 
 def suite_description(attacks=ATTACKS):
-    """What the saved .json records about the suite, so that the report reads it without torch: the attacks in
-    order (name, label, kind), the attacked classifiers and the trained controls, every classifier's label, the
-    controls, the shown comparisons with their labels and the sanity checks (name -> text, the saved arrays' order)."""
+    """The saved .json's `suite` description (docs/outputs.md), so that the report reads the suite without torch."""
     return {"attacks": [{"name": a.name, "label": a.label, "kind": a.kind} for a in attacks],
             "classifiers": list(CLASSIFIERS), "trained_controls": list(TRAINED_CONTROLS),
             "labels": dict(CLASSIFIER_LABELS), "controls": list(CONTROLS),

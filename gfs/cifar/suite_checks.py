@@ -1,26 +1,9 @@
-"""The checks of the standard robustness evaluation (robustness.py): every attack alone on the audit images, the
-sanity checks built from them with a slack derived from the number of audit images, and the convergence check.
-
-Every attack runs alone on the audit images (the first settings['audit_images']), so its standalone accuracy there
-is known (alone_accuracy). The sanity checks (SANITY_CHECKS, one set per attack of the suite):
-
-  complete               every attack of the suite ran on the audit images (dropping one fires this)
-  <attack>_vs_fgsm       each iterative or gradient-free attack alone is at least as strong as one FGSM step
-  <attack>_vs_transfer   each white-box attack alone is at least as strong as the transfer attack
-  monotone_in_radius     the robust accuracy does not increase with the radius
-
-"At least as strong" allows the slack sanity_slack(a, b, n): the one-sided SANITY_CONFIDENCE normal bound of the
-difference of two accuracies a, b measured on the same n audit images, z sqrt(2 p (1 - p) / n) + 1 / n with p = (a +
-b) / 2 (a binomial proportion's variance p (1 - p) / n for each accuracy; the 1 / n is one image of rounding). A
-weakened attack (one step, no restarts) is far outside it; two equally strong attacks differ by less.
-
-Convergence: after the suite, the strongest white-box attack alone (lowest standalone accuracy) is run again with
-its iterations and restarts doubled (Attack.doubles) on the audit images that survived every attack. If that breaks
-more than CONVERGENCE_TOLERANCE of the audit images, the evaluation has not converged at that radius: the report says
-"not converged" beside the number.
-
-Contents: SANITY_CONFIDENCE, CONVERGENCE_TOLERANCE, sanity_slack, alone_accuracy, sanity_check_names, sanity_checks,
-failed_checks, attacks_run, converged (robustness.SANITY_CHECKS is sanity_check_names of its suite).
+"""The checks of the standard robustness evaluation (robustness.py; docs/cifar.md, "Sanity checks" and
+"Convergence", gives their reasons): every attack alone on the audit images (the first settings['audit_images']:
+alone_accuracy), the sanity checks built from them (sanity_check_names) with a slack derived from the number of
+audit images (sanity_slack), and the convergence check (converged: the strongest white-box attack, its iterations
+and restarts doubled, breaks at most CONVERGENCE_TOLERANCE of the audit images). Torch-free: the report reads the
+saved checks with failed_checks and convergence_rows.
 """
 import numpy as np
 

@@ -1,8 +1,6 @@
-"""The nonlinear, data-dependent group action of the paper and the ensembles built from it.
-
-The paper moves a trained network along a nonlinear, data-dependent symmetry,
-(U, V) -> (U pi(g, H), g V) with pi(g, H) = sigma(H) sigma(gH)^+, and uses the moved copies as
-an ensemble. The hidden layer of the CNN (cnn.py) is a GroupAction layer that does this.
+"""The paper's nonlinear, data-dependent group action, (U, V) -> (U pi(g, H), g V) with
+pi(g, H) = sigma(H) sigma(gH)^+: the GroupAction layer is the CNN's hidden layer (cnn.py); ensembles.py builds
+the ensembles of moved copies. The bottom module of the CIFAR code, so the one seed helper, derive_seed, is here.
 
 Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations
 is H [B, h]; "g acting on H" is H @ g, and the fitted pi is the h x h matrix with
@@ -11,16 +9,7 @@ sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the
 Numerics. The action (g, pi, the member matrices, the hidden layer of the moved networks and the
 readout after it) is computed in float32 ('paper', as the paper's notebook) or in float64
 ('exact'); the CNN below the hidden layer always runs in float32. Both numerics draw the same
-group elements and the same fit noise, so they differ only in rounding. At group_scale = 10 the float32
-fit is no longer a symmetry even on the images it was fitted on; symmetry_error() measures this.
-
-This is the bottom module of the CIFAR code (cnn.py builds its CNN from GroupAction), so the
-one seed helper, derive_seed, lives here too.
-
-Contents, top to bottom:
-  seeds           derive_seed
-  group action    relu_sqr, leaky_relu, fit_pi, GroupAction
-The ensembles built from it are in ensembles.py.
+group elements and the same fit noise, so they differ only in rounding (docs/cifar.md, "The two numerics").
 """
 import zlib
 
@@ -55,9 +44,6 @@ def check_numerics(numerics):
     return numerics
 
 
-# ----------------------------------------------------------------------------------------------
-# Seeds
-
 def derive_seed(seed, *keys):
     """The seed of the random draws named by `keys` in the run with seed `seed`.
 
@@ -73,9 +59,6 @@ def derive_seed(seed, *keys):
             words.append(zlib.crc32(repr(key if isinstance(key, str) else float(key)).encode()))
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
-
-# ----------------------------------------------------------------------------------------------
-# The group action
 
 def relu_sqr(x):
     """The paper's hidden activation: LeakyReLU_0.1(x)^2 + 0.01 x (non-monotone on (-1, 0))."""
@@ -122,10 +105,9 @@ def fit_pi(sigma, g, H):
 class GroupAction(nn.Module):
     """Hidden activation sigma wrapped in the nonlinear group action (the paper's GroupActivation).
 
-    In mode 'plain' it is just sigma: [B, h] -> [B, h] (float32, the trained network). In an
-    ensemble mode it returns the hidden activations of num_g moved networks, flattened to
-    [num_g * B, h] (member-major, in the numerics' dtype), so that the next linear layer (the
-    paper's U) maps every member. Each member n computes
+    In mode 'plain' it is just sigma: [B, h] -> [B, h] (float32, the trained network). In an ensemble mode it returns
+    the hidden activations of num_g moved networks, flattened to [num_g * B, h] (member-major, in the numerics' dtype),
+    so that the next linear layer (the paper's U) maps every member. Each member n computes
 
         sigma(H @ lower_n) @ upper_n
 
@@ -141,13 +123,9 @@ class GroupAction(nn.Module):
     both numerics get the same group elements). The random modes draw fresh matrices on every
     call, like the paper; pass a generator for reproducible draws.
 
-    Args:
-        hidden: h, the number of hidden units.
-        activation: 'relu_sqr' (Fig. 10) or 'leaky_relu' (Fig. 11), or a callable.
-        num_g, group_scale, seed: passed to draw_group().
-        fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted
-            (the paper: 1e-4; 0 fits on the exact activations).
-        numerics: 'paper' (float32) or 'exact' (float64) for the action; see the module docstring.
+    hidden: h; activation: 'relu_sqr' (Fig. 10), 'leaky_relu' (Fig. 11) or a callable; num_g, group_scale, seed:
+    draw_group()'s; fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted (the paper:
+    1e-4; 0 fits on the exact activations); numerics: 'paper' (float32) or 'exact' (float64).
     """
 
     def __init__(self, hidden, activation="relu_sqr", num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"],

@@ -1,23 +1,15 @@
 """The trained CNNs of the CIFAR notebooks, published as safetensors files: weights anyone can load and re-attack,
 without pickle (a .safetensors file holds tensors and text, nothing that runs when it is read).
 
-One file per trained model (dataset.weights_name: figures/ensemble/weights/<fig10|fig11_<protocol>>_seed<k>):
-
-  tensors   the CNN's parameters (CifarCNN.named_parameters: features.*, readout.*; ~0.5 MB in float32), and
-            clean_predictions int8 [N]: the model's class on each of its evaluation images (clean, plain mode)
-  metadata  every setting the model was trained with, each JSON-encoded under its own key: figure, protocol, seed,
-            activation, hidden, input_shift, softmax_output, epochs, batch_size, lr, shuffle, train_images,
-            eval_images (which images clean_predictions are of), data_digest (dataset.cifar10_provenance), format;
-            and history (the per-epoch training loss and accuracy)
-
-The group-moved members are not stored: they are refitted from these weights (ensembles.fit_and_measure), which
-is deterministic (the group elements come from derive_seed, pi from the frozen features of fixed images).
-
-Contents: WeightsError, ARCHITECTURE, save_cnn, load_cnn, clean_predictions.
+One file per trained model (dataset.weights_name; docs/cifar.md, "Published models"): the CNN's parameters
+(CifarCNN.named_parameters: features.*, readout.*; ~0.5 MB in float32) and clean_predictions int8 [N] (the model's
+class on each of its evaluation images, clean, plain mode) as tensors; as metadata, every setting it was trained
+with (at least ARCHITECTURE; figure, protocol, epochs, ..., data_digest), each JSON-encoded under its own key, the
+format, and history (the per-epoch training loss and accuracy). The group-moved members are not stored: they are
+refitted from these weights (ensembles.fit_and_measure), which is deterministic.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -64,13 +56,10 @@ def save_cnn(model, root, name, settings, history, predictions):
     tensors[PREDICTIONS] = torch.from_numpy(np.asarray(predictions, dtype=np.int8))
     metadata = {key: json.dumps(value) for key, value in settings.items()}
     metadata.update(format=json.dumps(FORMAT), history=json.dumps(history))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(path))
-    os.close(handle)
-    try:
-        _safetensors().save_file(tensors, temporary, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:  # 0o666 less the umask, as an ordinary new file
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as f:
+            f.write(_safetensors().save(tensors, metadata=metadata))
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
