@@ -108,19 +108,13 @@ def lambdas_for(U, V, activation, targets):
     return ((low + high) / 2).exp()
 
 
-def orbit_scales_and_shifts(steps=ORBIT_STEPS):
-    """(s, c) of every point of the two orbits at the orbit steps t, the "together" orbit's first:
-    [(SPREAD_BASE^t, SHIFT_SCALE t)] + [(SPREAD_BASE^t, -SHIFT_SCALE t)]."""
-    return ([(SPREAD_BASE ** t, SHIFT_SCALE * t) for t in steps]
-            + [(SPREAD_BASE ** t, -SHIFT_SCALE * t) for t in steps])
-
-
 def orbit_targets(Q, steps=ORBIT_STEPS):
     """Per-neuron targets of the two per-neuron orbits of each network, [..., 2 len(steps), k] (the "together" orbit's
-    points first): mean + s (Q_a - mean) + c std(Q_a), (s, c) from orbit_scales_and_shifts. Q: [..., k] (zero
-    convention). Along both orbits the sum moves by k c std and the spread is s std."""
+    points first): mean + s (Q_a - mean) + c std(Q_a) with s = SPREAD_BASE^t and c = +-SHIFT_SCALE t at the steps t.
+    Q: [..., k] (zero convention). Along both orbits the sum moves by k c std and the spread is s std."""
     mean, std = Q.mean(dim=-1, keepdim=True), Q.std(dim=-1, unbiased=False, keepdim=True)
-    return torch.stack([mean + s * (Q - mean) + c * std for s, c in orbit_scales_and_shifts(steps)], dim=-2)
+    scales_and_shifts = [(SPREAD_BASE ** t, sign * SHIFT_SCALE * t) for sign in (1, -1) for t in steps]
+    return torch.stack([mean + s * (Q - mean) + c * std for s, c in scales_and_shifts], dim=-2)
 
 
 def moved_points(steps=ORBIT_STEPS):
@@ -193,6 +187,25 @@ def with_original(moved, original, axis):
     rows = [np.concatenate([part[..., :half // 2], original, part[..., half // 2:]], axis=-1)
             for part in (moved[..., :half], moved[..., half:])]
     return np.moveaxis(np.stack(rows, axis=-2), (-2, -1), (axis, axis + 1))
+
+
+def orbit_statistics(U_moved, V_moved, U, V, activation, orbit):
+    """The per-neuron figures' statistics of the moved points U_moved [..., P, m, k], V_moved [..., P, n, k]
+    (per_neuron_orbits) and of the network itself U [..., m, k], V [..., n, k], each joined by orbit(moved, itself)
+    (with_original at the P axis): STATISTICS, sum and min_abs in both conventions (sum_zero, sum_paper, ...)."""
+    zero, paper = ([neuron_statistics(x, y, activation, c) for x, y in ((U_moved, V_moved), (U, V))]
+                   for c in ("zero", "paper"))
+    return {**{f"{k}_zero" if k in ("sum", "min_abs") else k: orbit(zero[0][k], zero[1][k]) for k in STATISTICS},
+            **{f"{k}_paper": orbit(paper[0][k], paper[1][k]) for k in ("sum", "min_abs")}}
+
+
+def orbit_gaps(U_moved, V_moved, U, V, activation, inputs, orbit):
+    """training_gap and off_data_gap (on `inputs`) of the moved points against the network itself (shapes as in
+    orbit_statistics), joined by orbit(moved, 0)."""
+    U, V = U.unsqueeze(-3), V.unsqueeze(-3)
+    zeros = np.zeros(U.shape[:-3])
+    return {"training_gap": orbit(training_gap(U_moved, V_moved, activation, U, V), zeros),
+            "off_data_gap": orbit(off_data_gap(U_moved, V_moved, activation, U, V, inputs), zeros)}
 
 
 PLOTTED = (("sum_zero", "sum of $Q_a$ (= Q, from 0)", "symlog"), ("spread", "spread (std) of $Q_a$", "log"),

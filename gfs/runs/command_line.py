@@ -1,17 +1,8 @@
-"""The command line of the figure scripts: their shared flags, checked, and their progress bars.
+"""The figure scripts' command line (their shared flags, checked; progress bars), their driver (Job,
+run_figure_script) and the plot helpers they share. No science here.
 
 torch is imported only inside the functions that need it, so a script answers --help and flag
 errors at once.
-
-Contents: UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name, FigureParser,
-figure_parser, parse_figure_args, resolve_device, COMMITTED_FIGURES, QUICK_FIGURES, refuse_quick_into_committed,
-check_output_dir, with_spread; progress_bar, no_progress.
-
-The driver of the figure scripts (Job, steps_per_activation, run_figure_script) and the plot
-helpers they share (step_formatter, plot_loss_curves, mark_diverged): no science here.
-
-The command line is in command_line.py, signals and worker processes in processes.py, saved
-files in saved_files.py.
 """
 
 import argparse

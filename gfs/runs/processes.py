@@ -1,18 +1,12 @@
 """Signals and worker processes: Ctrl-C and SIGTERM end a run at once, with one line, leaving no
 partial file (exit_cleanly_on_signals, signals_held); independent jobs run in worker processes
-that end with their parent (parallel_map); keep_freed_memory.
-
-TEMPORARIES holds the files this process is writing (saved_files.save_figure adds them); a signal
-removes them.
+that end with their parent (parallel_map).
 """
 import contextlib
 import os
 import signal
 import sys
 import threading
-
-
-
 
 TEMPORARIES = set()          # files this process is writing (save_figure); removed when a signal ends it
 _SIGNAL_OWNER = {}            # pid, prog and cleanup of the process that installed the handlers
@@ -41,7 +35,7 @@ def exit_cleanly_on_signals(prog, cleanup=None):
 
 def _exit_on_signal(signum, _frame):
     if os.getpid() != _SIGNAL_OWNER["pid"]:  # a worker forked before its initializer reset the handlers
-        _end_by_signal(signum)
+        os._exit(128 + signum)
     for other in _EXIT_SIGNALS:  # a second Ctrl-C must not interrupt the clean-up
         signal.signal(other, signal.SIG_IGN)
     workers = []
@@ -63,12 +57,7 @@ def _exit_on_signal(signum, _frame):
     message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}{ended}; no partial file left\n"
     with contextlib.suppress(OSError):
         os.write(2, message.encode())  # unbuffered: the signal may have come in the middle of a print
-    _end_by_signal(signum)
-
-
-def _end_by_signal(signum):
-    """Exit at once with status 128 + signum (the clean-up is done; no atexit or finally runs)."""
-    os._exit(128 + signum)
+    os._exit(128 + signum)  # at once: the clean-up is done, no atexit or finally runs
 
 
 def _end_processes(processes):
