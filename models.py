@@ -4,17 +4,7 @@ Two-layer networks on whitened input (X = I_n), in the paper repository's conven
 U is m x k (second layer), V is n x k (first layer; the paper's V transposed), and the
 network output is U sigma(V^T), an m x n matrix. Every function below also takes leading
 batch dimensions ("runs"), so one call trains every learning rate or init scale of a figure.
-The command line, worker processes, saved files and the figure driver are in command_line.py,
-processes.py, saved_files.py and command_line.py.
-
-Contents, top to bottom:
-  data and initialisation   PAPER_SEED, SEED_RULE, seed_of, paper_normal, paper_target, paper_init
-  activations               Activation, ACTIVATIONS (the table), get_activation, integral_from_zero
-  elementwise model         elementwise_output, conserved_Q, q_normaliser, expected_Q,
-                            move_along_symmetry, neuron_limits, symmetry_limit, orbit_scales
-  radial model              radial_output, radial_Q
-The trainer (gradient descent on every run at once) and the Hessian at the minimum are in
-training.py.
+The trainer and the Hessian are in gfs/training.py, per-neuron quantities in gfs/per_neuron.py.
 """
 import math
 from dataclasses import dataclass
