@@ -51,10 +51,8 @@ def make_parser():
     return parser
 
 
-def figure_name(activation, experiment="paper"):
-    if experiment in ("same_function", "per_neuron"):
-        return f"Q-convergence/{experiment}_{activation}_convergence"
-    return f"Q-convergence/elementwise_{activation}_convergence"
+def figure_name(activation, experiment="paper"):  # experiment: "paper", "same_function" or "per_neuron"
+    return f"Q-convergence/{'elementwise' if experiment == 'paper' else experiment}_{activation}_convergence"
 
 
 def q_label(activation, Q):

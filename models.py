@@ -38,17 +38,17 @@ def paper_normal(rows, cols, std, mean=0.0, seed=PAPER_SEED):
     return torch.rand(rows, cols, dtype=torch.float32).normal_(mean=mean, std=std)
 
 
-def paper_target(m, n, seed=PAPER_SEED):
+def paper_target(m, n):
     """The regression target Y, m x n, standard normal (paper: seed 12345)."""
-    return paper_normal(m, n, std=1.0, seed=seed)
+    return paper_normal(m, n, std=1.0)
 
 
-def paper_init(m, n, k, stds, seeds=1, mean=0.0):
+def paper_init(m, n, k, stds, seeds=1):
     """U [S, R, m, k] and V [S, R, n, k], float32: for seed s < S and init std stds[r], U and V are each
     drawn as the paper draws them (paper_normal) after seed_of(s). Seed 0 is the paper's initialisation;
     the target Y (paper_target) does not depend on s: every seed learns the same task."""
-    U = torch.stack([torch.stack([paper_normal(m, k, std, mean, seed_of(s)) for std in stds]) for s in range(seeds)])
-    V = torch.stack([torch.stack([paper_normal(n, k, std, mean, seed_of(s)) for std in stds]) for s in range(seeds)])
+    U = torch.stack([torch.stack([paper_normal(m, k, std, seed=seed_of(s)) for std in stds]) for s in range(seeds)])
+    V = torch.stack([torch.stack([paper_normal(n, k, std, seed=seed_of(s)) for std in stds]) for s in range(seeds)])
     return U, V
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Execute a CIFAR notebook headless: papermill's parameters, nbclient's execution, one-line errors
-(the flags: python run_notebook.py --help).
+(the flags: python run_notebook.py --help; the exit statuses: docs/cifar.md and MISSING_DATA below).
 
 Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as
 `papermill NOTEBOOK OUT -p NAME VALUE` does (papermill's own injection, into a cell after it);
@@ -15,10 +15,6 @@ is one line; CIFAR-10 being absent is its own exit status (make skips only that 
 SIGTERM end the kernel and its worker processes; a second run of the same notebook into an output
 folder that a live run holds is refused; --in-place replaces the notebook whole, only after a
 successful full run; saved copies keep one final line per progress bar.
-
-Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments or
-parameters (refused before any training); 3 CIFAR-10 is absent and could not be downloaded (the
-notebook raised dataset.CifarMissingError); 130 or 143 stopped by Ctrl-C or SIGTERM (one line).
 """
 import argparse
 import ast

@@ -1,7 +1,7 @@
 """The numbers of the paper's own code, each written once: what a reproduction is compared with.
 
   [R] re-running the paper's own scripts with their seeds (CPU, float32): a faithful port must
-      give these (tests/test_fidelity.py checks the cheap ones, make_report.py shows them all);
+      give these (tests/science/test_fidelity.py checks the cheap ones, make_report.py shows them all);
   [C] the saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell):
       qualitative only.
 

@@ -5,11 +5,9 @@ its own lambda_a (models.move_along_symmetry), so gradient flow conserves k quan
 
     Q_a = paper_scale * (1/2 |U[:, a]|^2 - sum_j F(V[j, a]))   (zero convention; "paper": minus paper_constant * n),
 
-whose sum over a is models.conserved_Q. The paper uses only the sum. This module computes the Q_a, moves every
-neuron to a chosen Q_a at a fixed function on the training inputs (per-neuron orbits: each neuron is limited only
-by its own most saturated entry), the per-neuron statistics the report tests, the size of Q's terms per neuron, a
-bound on how far gradient descent moves Q, and how much a moved network's output changes off the training inputs.
-Everything goes through the activation table models.ACTIVATIONS: a new activation needs no change here.
+whose sum over a is models.conserved_Q. The paper uses only the sum. Moving every neuron to a chosen Q_a at a
+fixed function (per-neuron orbits) is limited only by each neuron's own most saturated entry. Everything goes
+through the activation table models.ACTIVATIONS: a new activation needs no change here.
 
 Shapes: U [..., m, k], V [..., n, k]; per-neuron arrays [..., k].
 """
@@ -26,13 +24,9 @@ BISECTION_STEPS = 200        # bisection in log lambda: float64 resolution long 
 HIGHER_ORDER = 2.0           # gd_drift_bound's allowance for the terms of higher order in lr
 DRIFT_BOUND = (f"{HIGHER_ORDER:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T)")  # gd_drift_bound, in words
 STATISTICS = ("sum", "spread", "min_abs", "edge_distance")  # per-neuron statistics (neuron_statistics)
-# The per-neuron orbits of a network (orbit_targets): target Q_a = mean + s (Q_a - mean) + c std(Q_a), with
-# s = SPREAD_BASE^t and c = +-SHIFT_SCALE t at the orbit steps t, so that along each orbit the sum of the Q_a and
-# their spread both change (no statistic of the report is held fixed by construction): on "together" the two grow
-# together (c = +SHIFT_SCALE t), on "opposed" the spread grows as the sum falls (c = -SHIFT_SCALE t). A value that
-# follows one of them then moves with it in the same direction on both orbits, and with the other in opposite ones.
-# t = 0 is the network itself, in the middle of each orbit (the default steps; a script that trains every point
-# may use fewer).
+# The per-neuron orbits (orbit_targets, SETTINGS["orbits"]) change both the sum of the Q_a and their spread, so
+# that no statistic of the report is held fixed by construction: a value that follows one of them moves with it in
+# the same direction on both orbits, and with the other in opposite ones. t = 0 is the network itself.
 ORBIT_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SPREAD_BASE = 4.0            # the spread of the Q_a times 1/4 .. 4 along an orbit
 SHIFT_SCALE = 2.0            # every Q_a moved by up to 2 of their std (the sum by up to 2 k std)

@@ -172,7 +172,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
                   "it is stopped and marked in the plot", file=sys.stderr)
 
     forward()  # from here on E and A always belong to the current weights
-    done, slot, rest = 0, 0, None  # updates applied so far; next free record slot; a compacted batch's result
+    done, slot, compact = 0, 0, False  # updates applied so far; next free record slot; continue the rest alone
     for rec, target in enumerate(record_steps.tolist()):
         for _ in range(target - done):
             update()
@@ -191,15 +191,14 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             if not active.any():
                 break
             if stop_below is not None and active.sum() <= COMPACT_WHEN * runs and rec + 1 < n_rec:
-                rest = compact_and_continue(
-                    np.flatnonzero(active), U, V, Y, initial_lr, record_steps[rec + 1:] - done, steps - done, progress,
-                    dict(model=model, activation=activation, loss_kind=loss_kind, stop_below=stop_below), run_ids)
+                compact = True
                 break
 
     result = {"steps": record_steps, "loss": loss_np, "Q": q_np, "U": U.cpu().double().numpy(),
               "V": V.cpu().double().numpy(), "diverged_at": diverged_at, "trained_steps": done}
-    if rest is not None:
-        merge_continued(result, rest, active)
+    if compact:
+        compact_and_continue(result, active, U, V, Y, initial_lr, steps, progress, run_ids,
+                             dict(model=model, activation=activation, loss_kind=loss_kind, stop_below=stop_below))
     for r in np.flatnonzero(result["diverged_at"] >= 0):
         after = record_steps >= result["diverged_at"][r]
         loss_np[r, after] = np.nan
@@ -212,21 +211,18 @@ COMPACT_WHEN = 0.75  # with stop_below: continue the runs still training as a sm
                     # and each compaction shrinks it by a quarter at least, so there are few of them)
 
 
-def compact_and_continue(active, U, V, Y, lr, record_steps, steps, progress, kwargs, run_ids):
-    """gradient_descent for the still active runs (indices `active` of the batch U [R, m, k], V [R, n, k]) from
-    their current weights, over the remaining `steps` and `record_steps` (counted from now)."""
+def compact_and_continue(result, active, U, V, Y, lr, steps, progress, run_ids, kwargs):
+    """Continue gradient_descent for its still active runs (bool [R]) alone, from their current weights in the batch
+    U [R, m, k], V [R, n, k], over the steps and records left after result["trained_steps"]; complete its `result`
+    with their records and final weights (the runs that stopped keep theirs, and NaN records after their stop)."""
+    done, indices = result["trained_steps"], np.flatnonzero(active)
     lr = torch.as_tensor(lr, dtype=torch.float64).cpu().reshape(-1)
-    lr = lr if lr.numel() == 1 else lr[torch.from_numpy(active)]
-    index = torch.from_numpy(active).to(U.device)
-    return gradient_descent(U.index_select(0, index), V.index_select(0, index), Y, lr, steps,
-                            record_steps=record_steps, progress=progress, run_ids=run_ids[active], **kwargs)
-
-
-def merge_continued(result, rest, active):
-    """Complete gradient_descent's result of a compacted batch (records and final weights of the runs that
-    stopped in it; their later records NaN) with those of the active runs from `rest`, compact_and_continue's
-    result, which counts its steps from result["trained_steps"] on."""
-    done, first = result["trained_steps"], len(result["steps"]) - len(rest["steps"])  # its first record
+    lr = lr if lr.numel() == 1 else lr[torch.from_numpy(indices)]
+    index = torch.from_numpy(indices).to(U.device)
+    record_steps = result["steps"][result["steps"] > done] - done
+    rest = gradient_descent(U.index_select(0, index), V.index_select(0, index), Y, lr, steps - done,
+                            record_steps=record_steps, progress=progress, run_ids=run_ids[indices], **kwargs)
+    first = len(result["steps"]) - len(record_steps)  # the continued batch's first record
     result["loss"][active, first:], result["Q"][active, first:] = rest["loss"], rest["Q"]
     result["U"][active], result["V"][active] = rest["U"], rest["V"]
     result["diverged_at"][active] = np.where(rest["diverged_at"] >= 0, rest["diverged_at"] + done, -1)

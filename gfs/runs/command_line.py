@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -249,9 +250,7 @@ def progress_bar(total, description, disable=None, position=0, unit="step"):
                 unit=unit, unit_scale=True, leave=True, mininterval=0.5, dynamic_ncols=True)
 
 
-def no_progress(total, description, unit="step"):
-    """A silent bar: the progress argument of a script's train() when it is called directly."""
-    return progress_bar(total, description, disable=True, unit=unit)
+no_progress = partial(progress_bar, disable=True)  # the progress argument of a script's train() called directly
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +353,6 @@ def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, t
                 save_figure(plot(data), args.out, name, data, settings, script)
                 print(f"re-plotted {os.path.join(args.out, name)}.pdf from saved data")
             return args
-        from functools import partial
         disable = True if args.no_progress else None
         results = parallel_map(train, [dict(job.kwargs, progress=partial(progress_bar, disable=disable, position=i))
                                        for i, job in enumerate(jobs)], args.jobs)

@@ -30,19 +30,14 @@ def run_metadata(args, started):
     args: anything with .quick, .device, .dtype, .jobs (the parsed flags)."""
     import matplotlib
     import torch
-    return {
-        "quick": bool(args.quick),
-        "device": str(args.device),
-        "dtype": str(args.dtype).replace("torch.", ""),
-        "jobs": args.jobs,
-        "run_seconds": round(time.time() - started, 2),
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": np.__version__, "matplotlib": matplotlib.__version__},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores"
-                   + (f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else ""),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    gpu = f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else ""
+    return {"quick": bool(args.quick), "device": str(args.device), "dtype": str(args.dtype).replace("torch.", ""),
+            "jobs": args.jobs, "run_seconds": round(time.time() - started, 2),
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "numpy": np.__version__, "matplotlib": matplotlib.__version__},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores{gpu}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # in temporary names (shared folders: whose pid)
@@ -218,8 +213,9 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
             data = SavedArrays({key: saved[key] for key in saved.files}, stem + ".npz")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
-    if isinstance(settings.get("seeds"), list) and "seeds" in data and np.ravel(data["seeds"]).tolist() != np.ravel(settings["seeds"]).tolist():
-        raise UsageError(f"{stem}.npz holds seeds {np.ravel(data['seeds']).tolist()}, its .json names "
+    seeds = np.ravel(data["seeds"]).tolist() if "seeds" in data else None
+    if isinstance(settings.get("seeds"), list) and seeds is not None and seeds != np.ravel(settings["seeds"]).tolist():
+        raise UsageError(f"{stem}.npz holds seeds {seeds}, its .json names "
                          f"{settings['seeds']}; {again}")
     return data, settings
 
