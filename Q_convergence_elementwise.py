@@ -14,8 +14,7 @@ test whether a per-neuron statistic predicts the steps where the sum does not. -
 for N draws.
 
 Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json} and, with
---same-function, DIR/Q-convergence/same_function_{activation}_convergence.{pdf,png,npz,json} and
-DIR/Q-convergence/per_neuron_{activation}_convergence.{pdf,png,npz,json}.
+--same-function, same_function_{activation}_convergence and per_neuron_{activation}_convergence there.
 """
 import numpy as np
 

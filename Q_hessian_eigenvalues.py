@@ -14,8 +14,7 @@ together, or oppositely), to test whether a per-neuron statistic predicts the sh
 not. --seeds N repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
 
 Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json} and, with
---same-function, DIR/Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_10_5_50.{...} and
-DIR/Q-hessian-eigenvalues/per_neuron_{activation}_sharpness_mnk_10_5_50.{...}.
+--same-function, same_function_{activation}_sharpness_mnk_10_5_50 and per_neuron_{...} there.
 """
 import numpy as np
 
