@@ -20,10 +20,8 @@ def exit_cleanly_on_signals(prog, cleanup=None):
     number (130 for Ctrl-C, 143 for SIGTERM: what a shell reports for a process the signal
     ended), so callers such as make stop too. No traceback, and no waiting for runs in progress.
     cleanup: also called then (e.g. to end other child processes); the text it returns, if
-    any, is added to the line.
-
-    Called by FigureParser when it parses; only the main thread can install handlers. A signal
-    that this process was started with ignored (nohup, background jobs) stays ignored.
+    any, is added to the line. Only the main thread can install handlers; a signal that this
+    process was started with ignored (nohup, background jobs) stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         return

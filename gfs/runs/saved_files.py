@@ -182,8 +182,7 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
     the .json must be readable, unedited since it was saved (its settings' SHA-256), and name this
     figure (and `script`, if given); the .npz must be the one it describes (same SHA-256), readable,
     and hold the seeds the .json names. UsageError (one line, ending with `again`) otherwise.
-
-    Returns data (SavedArrays: a missing array raises UsageError when asked for) and settings.
+    Returns data (SavedArrays) and settings.
     """
     stem = os.path.join(out_dir, name)
     if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
