@@ -14,15 +14,13 @@ test whether a per-neuron statistic predicts the steps where the sum does not. -
 for N draws.
 
 Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json} and, with
---same-function, DIR/Q-convergence/same_function_{activation}_convergence.{pdf,png,npz,json} and
-DIR/Q-convergence/per_neuron_{activation}_convergence.{pdf,png,npz,json}.
+--same-function, same_function_{activation}_convergence and per_neuron_{activation}_convergence there.
 """
 import numpy as np
 
 from gfs.runs.command_line import PerActivation, figure_parser, no_progress
 from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script, steps_per_activation
-# torch, the models and pyplot are imported inside the functions that use them: --help and flag
-# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
+# torch, the models and pyplot load inside the functions that use them, so that --help answers at once
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_elementwise.py)
 M, N, HIDDEN = 5, 10, 50
@@ -52,10 +50,8 @@ def make_parser():
     return parser
 
 
-def figure_name(activation, experiment="paper"):
-    if experiment in ("same_function", "per_neuron"):
-        return f"Q-convergence/{experiment}_{activation}_convergence"
-    return f"Q-convergence/elementwise_{activation}_convergence"
+def figure_name(activation, experiment="paper"):  # experiment: "paper", "same_function" or "per_neuron"
+    return f"Q-convergence/{'elementwise' if experiment == 'paper' else experiment}_{activation}_convergence"
 
 
 def q_label(activation, Q):
@@ -140,34 +136,21 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
         "activation": np.array(activation),
     }
     middle = L // 2  # lambda = 1: the network itself
-    U_pn, V_pn = U_all[:, L:], V_all[:, L:]
+    U_pn, V_pn, U_own, V_own = U_all[:, L:], V_all[:, L:], U[:, middle], V[:, middle]
     final_U = torch.from_numpy(per_seed(result["U"], seeds))  # [S, L + P, m, k]
     final_V = torch.from_numpy(per_seed(result["V"], seeds))
-
-    def orbit(moved, itself, axis):  # [S, P, ...] and the lambda = 1 run's [S, ...] -> [S, 2, 3, ...]
-        return per_neuron.with_original(moved, itself, axis)
-
-    one = lambda x: x[:, middle]  # noqa: E731
-    moved = per_neuron.neuron_statistics(U_pn, V_pn, activation)
-    itself = per_neuron.neuron_statistics(U[:, middle], V[:, middle], activation)
-    moved_paper = per_neuron.neuron_statistics(U_pn, V_pn, activation, "paper")
-    itself_paper = per_neuron.neuron_statistics(U[:, middle], V[:, middle], activation, "paper")
+    orbit = lambda moved, itself: per_neuron.with_original(moved, itself, 1)  # noqa: E731 [S, P, ...] -> [S, 2, 3, ...]
     neuron = per_neuron.neuron_Q
     data = {
         "orbit_steps": np.array(PER_NEURON_STEPS), "activation": np.array(activation),
-        "lambdas": orbit(lambdas_pn.numpy(), np.ones((seeds, HIDDEN)), 1),
-        "Q_neurons": orbit(neuron(U_pn, V_pn, activation).numpy(), neuron(one(U), one(V), activation).numpy(), 1),
+        "lambdas": orbit(lambdas_pn.numpy(), np.ones((seeds, HIDDEN))),
+        "Q_neurons": orbit(neuron(U_pn, V_pn, activation).numpy(), neuron(U_own, V_own, activation).numpy()),
         "Q_neurons_final": orbit(neuron(final_U[:, L:], final_V[:, L:], activation).numpy(),
-                                 neuron(one(final_U), one(final_V), activation).numpy(), 1),
-        **{f"{k}_zero" if k in ("sum", "min_abs") else k: orbit(moved[k].numpy(), itself[k].numpy(), 1)
-           for k in per_neuron.STATISTICS},
-        **{f"{k}_paper": orbit(moved_paper[k].numpy(), itself_paper[k].numpy(), 1) for k in ("sum", "min_abs")},
-        "training_gap": orbit(per_neuron.training_gap(U_pn, V_pn, activation, one(U)[:, None], one(V)[:, None])
-                              .numpy(), np.zeros(seeds), 1),
-        "off_data_gap": orbit(per_neuron.off_data_gap(U_pn, V_pn, activation, one(U)[:, None], one(V)[:, None],
-                                                      inputs).numpy(), np.zeros(seeds), 1),
-        "steps_to_converge": orbit(steps_to[:, L:], steps_to[:, middle], 1),
-        "diverged_at": orbit(diverged[:, L:], diverged[:, middle], 1), "step_budget": np.array(steps),
+                                 neuron(final_U[:, middle], final_V[:, middle], activation).numpy()),
+        **per_neuron.orbit_statistics(U_pn, V_pn, U_own, V_own, activation, orbit),
+        **per_neuron.orbit_gaps(U_pn, V_pn, U_own, V_own, activation, inputs, orbit),
+        "steps_to_converge": orbit(steps_to[:, L:], steps_to[:, middle]),
+        "diverged_at": orbit(diverged[:, L:], diverged[:, middle]), "step_budget": np.array(steps),
     }
     return [same, data]
 

@@ -11,8 +11,7 @@ import numpy as np
 
 from gfs.runs.command_line import figure_parser, no_progress
 from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script
-# torch, the models and pyplot are imported inside the functions that use them: --help and flag
-# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
+# torch, the models and pyplot load inside the functions that use them, so that --help answers at once
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_convergence_radial.py)
 M, N, HIDDEN = 5, 10, 5

@@ -15,8 +15,7 @@ import numpy as np
 
 from gfs.runs.command_line import UsageError, figure_parser, no_progress, positive_int, with_spread
 from gfs.runs.command_line import Job, run_figure_script
-# torch, the models and pyplot are imported inside the functions that use them: --help and flag
-# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
+# torch, the models and pyplot load inside the functions that use them, so that --help answers at once
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_distribution.py)
 from gfs.paper_numbers import FIG4_SHAPE, FIG5_SHAPES  # (m, h, n): Fig. 4 for every activation; Fig. 5 linear only

@@ -17,8 +17,7 @@ import numpy as np
 from gfs.paper_numbers import FIG3_LEARNING_RATES
 from gfs.runs.command_line import PerActivation, figure_parser, no_progress
 from gfs.runs.command_line import Job, plot_loss_curves, run_figure_script, steps_per_activation
-# torch, the models and pyplot are imported inside the functions that use them: --help and flag
-# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
+# torch, the models and pyplot load inside the functions that use them, so that --help answers at once
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_dynamics_elementwise.py)
 M, N, HIDDEN = 5, 10, 50                 # output dim, input dim (X = I_N), hidden width

@@ -14,15 +14,13 @@ together, or oppositely), to test whether a per-neuron statistic predicts the sh
 not. --seeds N repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
 
 Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json} and, with
---same-function, DIR/Q-hessian-eigenvalues/same_function_{activation}_sharpness_mnk_10_5_50.{...} and
-DIR/Q-hessian-eigenvalues/per_neuron_{activation}_sharpness_mnk_10_5_50.{...}.
+--same-function, same_function_{activation}_sharpness_mnk_10_5_50 and per_neuron_{...} there.
 """
 import numpy as np
 
 from gfs.runs.command_line import PerActivation, figure_parser, no_progress
 from gfs.runs.command_line import Job, run_figure_script, steps_per_activation
-# torch, the models and pyplot are imported inside the functions that use them: --help and flag
-# errors answer at once, and Ctrl-C while torch loads ends the run with one line.
+# torch, the models and pyplot load inside the functions that use them, so that --help answers at once
 
 # The paper's settings (Rose-STL-Lab/Gradient-Flow-Symmetry, Q_hessian_eigenvalues.py)
 M, N, HIDDEN = 10, 5, 50                 # note: m and n are swapped relative to Figs. 3 and 6
@@ -156,22 +154,15 @@ def per_neuron_data(U, V, activation, masked, inputs, result):
     from gfs import per_neuron
     from gfs.training import gauss_newton_eigenvalues
     U_pn, V_pn, lambdas = per_neuron.per_neuron_orbits(U, V, activation)  # [S, R, P, ...]
-    orbit = lambda moved, itself: masked(per_neuron.with_original(np.asarray(moved), np.asarray(itself), 2))  # noqa
-    stats, stats_paper = (per_neuron.neuron_statistics(U_pn, V_pn, activation, c) for c in ("zero", "paper"))
-    own, own_paper = (per_neuron.neuron_statistics(U, V, activation, c) for c in ("zero", "paper"))
-    top_moved = gauss_newton_eigenvalues(U_pn, V_pn, activation)[..., -1]
-    top_own = gauss_newton_eigenvalues(U, V, activation)[..., -1]
-    zeros = np.zeros(U.shape[:-2])
+    orbit = lambda moved, itself: masked(per_neuron.with_original(moved, itself, 2))  # noqa: E731
     return {
         "orbit_steps": np.array(per_neuron.ORBIT_STEPS), "activation": np.array(activation),
         "init_std": np.array(INIT_STDS), "lambdas": orbit(lambdas, np.ones(U.shape[:-2] + (HIDDEN,))),
         "Q_neurons": orbit(per_neuron.neuron_Q(U_pn, V_pn, activation), per_neuron.neuron_Q(U, V, activation)),
-        **{f"{k}_zero" if k in ("sum", "min_abs") else k: orbit(stats[k], own[k]) for k in per_neuron.STATISTICS},
-        **{f"{k}_paper": orbit(stats_paper[k], own_paper[k]) for k in ("sum", "min_abs")},
-        "largest_eigenvalue": orbit(top_moved, top_own),
-        "training_gap": orbit(per_neuron.training_gap(U_pn, V_pn, activation, U.unsqueeze(-3), V.unsqueeze(-3)), zeros),
-        "off_data_gap": orbit(per_neuron.off_data_gap(U_pn, V_pn, activation, U.unsqueeze(-3), V.unsqueeze(-3),
-                                                      inputs), zeros),
+        **per_neuron.orbit_statistics(U_pn, V_pn, U, V, activation, orbit),
+        "largest_eigenvalue": orbit(gauss_newton_eigenvalues(U_pn, V_pn, activation)[..., -1],
+                                    gauss_newton_eigenvalues(U, V, activation)[..., -1]),
+        **per_neuron.orbit_gaps(U_pn, V_pn, U, V, activation, inputs, orbit),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
     }
 

@@ -4,17 +4,7 @@ Two-layer networks on whitened input (X = I_n), in the paper repository's conven
 U is m x k (second layer), V is n x k (first layer; the paper's V transposed), and the
 network output is U sigma(V^T), an m x n matrix. Every function below also takes leading
 batch dimensions ("runs"), so one call trains every learning rate or init scale of a figure.
-The command line, worker processes, saved files and the figure driver are in command_line.py,
-processes.py, saved_files.py and command_line.py.
-
-Contents, top to bottom:
-  data and initialisation   PAPER_SEED, SEED_RULE, seed_of, paper_normal, paper_target, paper_init
-  activations               Activation, ACTIVATIONS (the table), get_activation, integral_from_zero
-  elementwise model         elementwise_output, conserved_Q, q_normaliser, expected_Q,
-                            move_along_symmetry, neuron_limits, symmetry_limit, orbit_scales
-  radial model              radial_output, radial_Q
-The trainer (gradient descent on every run at once) and the Hessian at the minimum are in
-training.py.
+The trainer and the Hessian are in gfs/training.py, per-neuron quantities in gfs/per_neuron.py.
 """
 import math
 from dataclasses import dataclass
@@ -48,17 +38,17 @@ def paper_normal(rows, cols, std, mean=0.0, seed=PAPER_SEED):
     return torch.rand(rows, cols, dtype=torch.float32).normal_(mean=mean, std=std)
 
 
-def paper_target(m, n, seed=PAPER_SEED):
+def paper_target(m, n):
     """The regression target Y, m x n, standard normal (paper: seed 12345)."""
-    return paper_normal(m, n, std=1.0, seed=seed)
+    return paper_normal(m, n, std=1.0)
 
 
-def paper_init(m, n, k, stds, seeds=1, mean=0.0):
+def paper_init(m, n, k, stds, seeds=1):
     """U [S, R, m, k] and V [S, R, n, k], float32: for seed s < S and init std stds[r], U and V are each
     drawn as the paper draws them (paper_normal) after seed_of(s). Seed 0 is the paper's initialisation;
     the target Y (paper_target) does not depend on s: every seed learns the same task."""
-    U = torch.stack([torch.stack([paper_normal(m, k, std, mean, seed_of(s)) for std in stds]) for s in range(seeds)])
-    V = torch.stack([torch.stack([paper_normal(n, k, std, mean, seed_of(s)) for std in stds]) for s in range(seeds)])
+    U = torch.stack([torch.stack([paper_normal(m, k, std, seed=seed_of(s)) for std in stds]) for s in range(seeds)])
+    V = torch.stack([torch.stack([paper_normal(n, k, std, seed=seed_of(s)) for std in stds]) for s in range(seeds)])
     return U, V
 
 

@@ -1,10 +1,6 @@
 #!/usr/bin/env python3
-"""Execute a CIFAR notebook headless: papermill's parameters, nbclient's execution, one-line errors.
-
-usage: python run_notebook.py NOTEBOOK.ipynb [--out DIR] [--cifar-dir DIR] [--quick] [--no-download]
-                              [--device auto|cpu|cuda|cuda:N] [--seed N] [--seeds N] [--jobs N]
-                              [--threads N] [--timeout S] [--executed PATH] [--in-place]
-                              [-p NAME VALUE ...]
+"""Execute a CIFAR notebook headless: papermill's parameters, nbclient's execution, one-line errors
+(the flags: python run_notebook.py --help; the exit statuses: docs/cifar.md and MISSING_DATA below).
 
 Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as
 `papermill NOTEBOOK OUT -p NAME VALUE` does (papermill's own injection, into a cell after it);
@@ -19,10 +15,6 @@ is one line; CIFAR-10 being absent is its own exit status (make skips only that 
 SIGTERM end the kernel and its worker processes; a second run of the same notebook into an output
 folder that a live run holds is refused; --in-place replaces the notebook whole, only after a
 successful full run; saved copies keep one final line per progress bar.
-
-Exit status: 0 the notebook ran; 1 it failed (its error is printed in one line); 2 bad arguments or
-parameters (refused before any training); 3 CIFAR-10 is absent and could not be downloaded (the
-notebook raised dataset.CifarMissingError); 130 or 143 stopped by Ctrl-C or SIGTERM (one line).
 """
 import argparse
 import ast
@@ -98,7 +90,8 @@ def notebook_parameters(args, notebook_dir):
 
 def check_paths_and_parameters(args, notebook, notebook_dir):
     """Everything that can be checked before a kernel starts: returns (parameters for papermill, the
-    output folder); UsageError or ParameterError (one line) for the first problem."""
+    output folder); UsageError or ParameterError (one line) for the first problem. Then holds the output
+    folder, if it exists: two runs of one notebook into one folder would overwrite each other's files."""
     defaults = rules.cell_defaults(notebook, os.path.basename(args.notebook))
     for name, _ in args.parameter or []:
         if name in FLAG_OF:
@@ -124,6 +117,13 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
         if os.path.isdir(executed) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise UsageError(f"--executed {args.executed!r}: " + ("is a folder" if os.path.isdir(executed) else
                              f"no writable folder {folder!r} to save it in"))
+    if args.device:
+        try:
+            resolve_device(args.device)  # a GPU that is not there: refused before a kernel starts
+        except UsageError as error:
+            raise UsageError(f"{error} (--device)") from None
+    if os.path.isdir(out):
+        hold_output_dir(out, f"run_notebook.py {os.path.basename(os.path.abspath(args.notebook))}")
     return parameters, out
 
 
@@ -151,38 +151,27 @@ def main(argv=None):
     client = None  # the notebook's client once it exists: a signal then ends its kernel too
     exit_cleanly_on_signals(prog, cleanup=lambda: _end_kernel(client))
 
-    def refuse(message):
+    def stop(message, status=BAD_PARAMETERS):  # the one-line error; returns the exit status
         print(f"{prog}: error: {message}", file=sys.stderr)
-        return BAD_PARAMETERS
+        return status
 
     import nbformat
     notebook_path = os.path.abspath(args.notebook)
     if not os.path.isfile(notebook_path):
-        return refuse(f"no notebook at {args.notebook!r}")
+        return stop(f"no notebook at {args.notebook!r}")
     try:
         notebook = nbformat.read(notebook_path, as_version=4)
     except Exception as error:  # not JSON, not a notebook, unreadable: nbformat's errors vary
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return refuse(f"{args.notebook!r} is not a Jupyter notebook ({first_line[:200]})")
+        return stop(f"{args.notebook!r} is not a Jupyter notebook ({_first_line(error)[:200]})")
     if args.executed and os.path.abspath(args.executed) == notebook_path:
-        return refuse("--executed must not overwrite the notebook itself (that is --in-place)")
+        return stop("--executed must not overwrite the notebook itself (that is --in-place)")
     if args.in_place and args.quick:
-        return refuse("--in-place with a quick run: the notebook keeps the outputs of a full run")
+        return stop("--in-place with a quick run: the notebook keeps the outputs of a full run")
     notebook_dir = os.path.dirname(notebook_path)
     try:
         parameters, out = check_paths_and_parameters(args, notebook, notebook_dir)
     except (UsageError, rules.ParameterError) as error:
-        return refuse(str(error))
-    try:
-        if args.device:
-            resolve_device(args.device)  # a GPU that is not there: refused before a kernel starts
-    except UsageError as error:
-        return refuse(f"{error} (--device)")
-    try:
-        if os.path.isdir(out):  # two runs of one notebook into one folder would overwrite each other's files
-            hold_output_dir(out, f"run_notebook.py {os.path.basename(notebook_path)}")
-    except UsageError as error:
-        return refuse(str(error))
+        return stop(str(error))
 
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -210,20 +199,16 @@ def main(argv=None):
         try:
             nbformat.write(notebook, args.executed)
         except OSError as error:  # checked before the run; the folder went away since
-            print(f"{prog}: error: cannot save the executed notebook as {args.executed!r}: "
-                  f"{error.strerror or error}", file=sys.stderr)
-            return 1
+            return stop(f"cannot save the executed notebook as {args.executed!r}: {error.strerror or error}", 1)
     if failure:
         error = failure[0]
         if isinstance(error, CellExecutionError):
             ename = getattr(error, "ename", "Error")
-            print(f"{prog}: error: {name} failed: {ename}: {getattr(error, 'evalue', str(error))}", file=sys.stderr)
-            return {"CifarMissingError": MISSING_DATA, "ParameterError": BAD_PARAMETERS}.get(ename, 1)
+            return stop(f"{name} failed: {ename}: {getattr(error, 'evalue', str(error))}",
+                          {"CifarMissingError": MISSING_DATA, "ParameterError": BAD_PARAMETERS}.get(ename, 1))
         if isinstance(error, (CellTimeoutError, DeadKernelError, TimeoutError)):
             _end_kernel(client)  # a timed-out cell's kernel may still run: it must not outlive this command
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            print(f"{prog}: error: {name} failed: {first_line}", file=sys.stderr)
-            return 1
+            return stop(f"{name} failed: {_first_line(error)}", 1)
         raise error
     if args.in_place:
         with signals_held():  # Ctrl-C or SIGTERM take effect after the notebook is replaced whole
@@ -281,6 +266,10 @@ def keep_final_progress_lines(notebook):
             text = _PROGRESS_REDRAW.sub("", stderr["text"])
             stderr["text"] = "".join(dict.fromkeys(text.splitlines(keepends=True)))  # one line per bar
             cell["outputs"] = outputs
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _execute(client, failure):

@@ -1,14 +1,14 @@
 """The numbers of the paper's own code, each written once: what a reproduction is compared with.
 
   [R] re-running the paper's own scripts with their seeds (CPU, float32): a faithful port must
-      give these (tests/test_fidelity.py checks the cheap ones, make_report.py shows them all);
+      give these (tests/science/test_fidelity.py checks the cheap ones, make_report.py shows them all);
   [C] the saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell):
       qualitative only.
 
 Legend labels are kept as printed ("Q=-1364"): the label text is the reference. Reference numbers
 exist only for the paper's four activations; an activation added later has none.
 """
-from typing import NamedTuple
+from collections import namedtuple
 
 PAPER_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
 # Fig. 3 [R] (m, n, h = 5, 10, 50, init std 0.1): Q and its normaliser N_0 at the initialisation.
@@ -26,20 +26,12 @@ FIG3_LARGEST_DRIFT = {"relu": (None, None, 5.9e-4), "sigmoid": (6e-6, 2e-6, None
 # Fig. 3 [R], float64 re-run: final dQ~ at lr 0.1 / 0.01 / 0.001 (linear only).
 FIG3_FLOAT64_FINAL_DRIFT = {"linear": (6.9e-4, 7.0e-5, 7.0e-6)}
 
-
-class QStats(NamedTuple):
-    """Q over 1000 seeded initialisations; unit: the last printed digit of the reference."""
-    mean: float
-    std: float
-    min: float
-    max: float
-    unit: float
-
-
 # Figs. 4-5: the layer sizes (m, h, n) of the paper's histograms: Fig. 4 for every activation, Fig. 5 linear only.
 FIG4_SHAPE = (100, 100, 100)
 FIG5_SHAPES = ((100, 200, 100), (200, 100, 100))
-# Figs. 4-5 [R], keyed by (activation, (m, h, n)).
+# Figs. 4-5 [R], keyed by (activation, (m, h, n)): Q over 1000 seeded initialisations; unit: the last printed digit
+# of the reference.
+QStats = namedtuple("QStats", ["mean", "std", "min", "max", "unit"])
 FIG45_Q_STATS = {
     ("linear", (100, 100, 100)): QStats(0.06, 1.94, -5.06, 6.34, 0.01),
     ("relu", (100, 100, 100)): QStats(50.04, 1.77, 45.2, 55.2, 0.1),

@@ -5,11 +5,9 @@ its own lambda_a (models.move_along_symmetry), so gradient flow conserves k quan
 
     Q_a = paper_scale * (1/2 |U[:, a]|^2 - sum_j F(V[j, a]))   (zero convention; "paper": minus paper_constant * n),
 
-whose sum over a is models.conserved_Q. The paper uses only the sum. This module computes the Q_a, moves every
-neuron to a chosen Q_a at a fixed function on the training inputs (per-neuron orbits: each neuron is limited only
-by its own most saturated entry), the per-neuron statistics the report tests, the size of Q's terms per neuron, a
-bound on how far gradient descent moves Q, and how much a moved network's output changes off the training inputs.
-Everything goes through the activation table models.ACTIVATIONS: a new activation needs no change here.
+whose sum over a is models.conserved_Q. The paper uses only the sum. Moving every neuron to a chosen Q_a at a
+fixed function (per-neuron orbits) is limited only by each neuron's own most saturated entry. Everything goes
+through the activation table models.ACTIVATIONS: a new activation needs no change here.
 
 Shapes: U [..., m, k], V [..., n, k]; per-neuron arrays [..., k].
 """
@@ -26,13 +24,9 @@ BISECTION_STEPS = 200        # bisection in log lambda: float64 resolution long 
 HIGHER_ORDER = 2.0           # gd_drift_bound's allowance for the terms of higher order in lr
 DRIFT_BOUND = (f"{HIGHER_ORDER:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T)")  # gd_drift_bound, in words
 STATISTICS = ("sum", "spread", "min_abs", "edge_distance")  # per-neuron statistics (neuron_statistics)
-# The per-neuron orbits of a network (orbit_targets): target Q_a = mean + s (Q_a - mean) + c std(Q_a), with
-# s = SPREAD_BASE^t and c = +-SHIFT_SCALE t at the orbit steps t, so that along each orbit the sum of the Q_a and
-# their spread both change (no statistic of the report is held fixed by construction): on "together" the two grow
-# together (c = +SHIFT_SCALE t), on "opposed" the spread grows as the sum falls (c = -SHIFT_SCALE t). A value that
-# follows one of them then moves with it in the same direction on both orbits, and with the other in opposite ones.
-# t = 0 is the network itself, in the middle of each orbit (the default steps; a script that trains every point
-# may use fewer).
+# The per-neuron orbits (orbit_targets, SETTINGS["orbits"]) change both the sum of the Q_a and their spread, so
+# that no statistic of the report is held fixed by construction: a value that follows one of them moves with it in
+# the same direction on both orbits, and with the other in opposite ones. t = 0 is the network itself.
 ORBIT_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SPREAD_BASE = 4.0            # the spread of the Q_a times 1/4 .. 4 along an orbit
 SHIFT_SCALE = 2.0            # every Q_a moved by up to 2 of their std (the sum by up to 2 k std)
@@ -108,19 +102,13 @@ def lambdas_for(U, V, activation, targets):
     return ((low + high) / 2).exp()
 
 
-def orbit_scales_and_shifts(steps=ORBIT_STEPS):
-    """(s, c) of every point of the two orbits at the orbit steps t, the "together" orbit's first:
-    [(SPREAD_BASE^t, SHIFT_SCALE t)] + [(SPREAD_BASE^t, -SHIFT_SCALE t)]."""
-    return ([(SPREAD_BASE ** t, SHIFT_SCALE * t) for t in steps]
-            + [(SPREAD_BASE ** t, -SHIFT_SCALE * t) for t in steps])
-
-
 def orbit_targets(Q, steps=ORBIT_STEPS):
     """Per-neuron targets of the two per-neuron orbits of each network, [..., 2 len(steps), k] (the "together" orbit's
-    points first): mean + s (Q_a - mean) + c std(Q_a), (s, c) from orbit_scales_and_shifts. Q: [..., k] (zero
-    convention). Along both orbits the sum moves by k c std and the spread is s std."""
+    points first): mean + s (Q_a - mean) + c std(Q_a) with s = SPREAD_BASE^t and c = +-SHIFT_SCALE t at the steps t.
+    Q: [..., k] (zero convention). Along both orbits the sum moves by k c std and the spread is s std."""
     mean, std = Q.mean(dim=-1, keepdim=True), Q.std(dim=-1, unbiased=False, keepdim=True)
-    return torch.stack([mean + s * (Q - mean) + c * std for s, c in orbit_scales_and_shifts(steps)], dim=-2)
+    scales_and_shifts = [(SPREAD_BASE ** t, sign * SHIFT_SCALE * t) for sign in (1, -1) for t in steps]
+    return torch.stack([mean + s * (Q - mean) + c * std for s, c in scales_and_shifts], dim=-2)
 
 
 def moved_points(steps=ORBIT_STEPS):
@@ -193,6 +181,25 @@ def with_original(moved, original, axis):
     rows = [np.concatenate([part[..., :half // 2], original, part[..., half // 2:]], axis=-1)
             for part in (moved[..., :half], moved[..., half:])]
     return np.moveaxis(np.stack(rows, axis=-2), (-2, -1), (axis, axis + 1))
+
+
+def orbit_statistics(U_moved, V_moved, U, V, activation, orbit):
+    """The per-neuron figures' statistics of the moved points U_moved [..., P, m, k], V_moved [..., P, n, k]
+    (per_neuron_orbits) and of the network itself U [..., m, k], V [..., n, k], each joined by orbit(moved, itself)
+    (with_original at the P axis): STATISTICS, sum and min_abs in both conventions (sum_zero, sum_paper, ...)."""
+    zero, paper = ([neuron_statistics(x, y, activation, c) for x, y in ((U_moved, V_moved), (U, V))]
+                   for c in ("zero", "paper"))
+    return {**{f"{k}_zero" if k in ("sum", "min_abs") else k: orbit(zero[0][k], zero[1][k]) for k in STATISTICS},
+            **{f"{k}_paper": orbit(paper[0][k], paper[1][k]) for k in ("sum", "min_abs")}}
+
+
+def orbit_gaps(U_moved, V_moved, U, V, activation, inputs, orbit):
+    """training_gap and off_data_gap (on `inputs`) of the moved points against the network itself (shapes as in
+    orbit_statistics), joined by orbit(moved, 0)."""
+    U, V = U.unsqueeze(-3), V.unsqueeze(-3)
+    zeros = np.zeros(U.shape[:-3])
+    return {"training_gap": orbit(training_gap(U_moved, V_moved, activation, U, V), zeros),
+            "off_data_gap": orbit(off_data_gap(U_moved, V_moved, activation, U, V, inputs), zeros)}
 
 
 PLOTTED = (("sum_zero", "sum of $Q_a$ (= Q, from 0)", "symlog"), ("spread", "spread (std) of $Q_a$", "log"),

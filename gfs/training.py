@@ -1,10 +1,7 @@
 """Training and curvature of the gradient-flow figures (Figs. 3-7, 9): full-batch gradient descent on
 every run of a figure at once (records of the loss and Q kept as weights and evaluated in batches),
-and the Hessian of the squared loss at the minimum.
-
-Contents: TRAINED_ON, record_schedule, gradient_descent, seeds_progress_total, gradient_descent_seeds,
-first_step_below; squared_loss_hessian, gauss_newton_eigenvalues. Shapes: models.py's convention
-(U [..., m, k], V [..., n, k], output U sigma(V^T) [..., m, n]).
+and the Hessian of the squared loss at the minimum. Shapes: models.py's convention (U [..., m, k],
+V [..., n, k], output U sigma(V^T) [..., m, n]).
 """
 import math
 import sys
@@ -13,8 +10,6 @@ import numpy as np
 import torch
 
 from models import conserved_Q, get_activation, identity, radial_Q
-
-
 
 # ----------------------------------------------------------------------------------------------
 # Training: full-batch gradient descent on the MSE loss, many runs at once
@@ -43,8 +38,7 @@ def record_schedule(total_steps, dense_until=10_000, relative_resolution=1e-3):
 
 
 def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear",
-                     record_steps=None, loss_kind="frobenius", progress=None, q_convention="paper",
-                     stop_below=None, run_ids=None):
+                     record_steps=None, loss_kind="frobenius", progress=None, stop_below=None, run_ids=None):
     """Full-batch GD on the mean-squared error, for R runs at once, with hand-written gradients.
 
     The loss trained on is torch.nn.MSELoss: mean over the m*n entries of (Y - output)^2, as in
@@ -62,20 +56,18 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         loss_kind: what to record as "loss": "frobenius" |Y - out|_F, "squared" |Y - out|_F^2,
             "mse_over_normY" MSE / |Y|_F (the quantity Fig. 7 plots).
         progress: an optional tqdm-like object; its update(n) is called with the steps done.
-        q_convention: "paper" or "zero", see conserved_Q (the elementwise model only).
-        stop_below: stop training once every run has recorded a loss below this (or diverged). A run
-            that reached it leaves the batch at a later compaction: its records after that are NaN and
-            its final weights are those it had then. For step
-            counts to a loss, where no curve is plotted. Once at most COMPACT_WHEN of the batch is
-            still training, the rest continue as a smaller batch (compact_and_continue), so a run
-            costs its own steps, not the slowest run's.
+        stop_below: stop training once every run has recorded a loss below this (or diverged), for step
+            counts to a loss, where no curve is plotted. Once at most COMPACT_WHEN of the batch is still
+            training, the rest continue as a smaller batch (compact_and_continue), so a run costs its own
+            steps, not the slowest run's; a run that stopped keeps the weights it had then, and NaN records.
         run_ids: the runs' numbers in warnings (default 0..R-1; a compacted batch passes its own).
 
-    Returns a dict of numpy arrays: steps [T], loss [R, T], Q [R, T] (after `steps[t]` updates),
-    U [R, m, k], V [R, n, k] (final), diverged_at [R] (first recorded step whose loss is not
-    finite, -1 if none), trained_steps (updates applied: steps unless stop_below stopped early). The loss is computed in the training dtype from the residual of the
-    forward pass, as training computes it; Q in float64 from the weights, so its record has no
-    round-off of its own. A run that diverges is stopped: its later records are NaN.
+    Returns a dict of numpy arrays: steps [T], loss [R, T], Q [R, T] (after `steps[t]` updates; the paper
+    code's Q), U [R, m, k], V [R, n, k] (final), diverged_at [R] (first recorded step whose loss is not
+    finite, -1 if none), trained_steps (updates applied: steps unless stop_below stopped early). The loss
+    is computed in the training dtype from the residual of the forward pass, as training computes it; Q in
+    float64 from the weights, so its record has no round-off of its own. A run that diverges is stopped:
+    its later records are NaN.
     """
     if model not in ("elementwise", "radial"):
         raise ValueError(f"unknown model {model!r}")
@@ -171,7 +163,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
         sq = saved_E[:count].square().sum(dim=(2, 3))  # [count, R]
         loss = {"frobenius": sq.sqrt(), "squared": sq, "mse_over_normY": sq / (m * n) / norm_Y}[loss_kind]
         U_, V_ = U64[:count].copy_(saved_U[:count]), V64[:count].copy_(saved_V[:count])
-        Q = radial_Q(U_, V_) if act is None else conserved_Q(U_, V_, act, q_convention)
+        Q = radial_Q(U_, V_) if act is None else conserved_Q(U_, V_, act)
         loss_np[:, first:first + count] = loss.T.double().cpu().numpy()
         q_np[:, first:first + count] = Q.T.cpu().numpy()
         for r in np.flatnonzero(~np.isfinite(loss_np[:, first:first + count]).all(axis=1) & (diverged_at < 0)):
@@ -180,7 +172,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
                   "it is stopped and marked in the plot", file=sys.stderr)
 
     forward()  # from here on E and A always belong to the current weights
-    done, slot, rest = 0, 0, None  # updates applied so far; next free record slot; a compacted batch's result
+    done, slot, compact = 0, 0, False  # updates applied so far; next free record slot; continue the rest alone
     for rec, target in enumerate(record_steps.tolist()):
         for _ in range(target - done):
             update()
@@ -199,16 +191,14 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             if not active.any():
                 break
             if stop_below is not None and active.sum() <= COMPACT_WHEN * runs and rec + 1 < n_rec:
-                rest = compact_and_continue(
-                    np.flatnonzero(active), U, V, Y, initial_lr, record_steps[rec + 1:] - done, steps - done, progress,
-                    dict(model=model, activation=activation, loss_kind=loss_kind, q_convention=q_convention,
-                         stop_below=stop_below), run_ids)
+                compact = True
                 break
 
     result = {"steps": record_steps, "loss": loss_np, "Q": q_np, "U": U.cpu().double().numpy(),
               "V": V.cpu().double().numpy(), "diverged_at": diverged_at, "trained_steps": done}
-    if rest is not None:
-        merge_continued(result, rest, active)
+    if compact:
+        compact_and_continue(result, active, U, V, Y, initial_lr, steps, progress, run_ids,
+                             dict(model=model, activation=activation, loss_kind=loss_kind, stop_below=stop_below))
     for r in np.flatnonzero(result["diverged_at"] >= 0):
         after = record_steps >= result["diverged_at"][r]
         loss_np[r, after] = np.nan
@@ -221,21 +211,18 @@ COMPACT_WHEN = 0.75  # with stop_below: continue the runs still training as a sm
                     # and each compaction shrinks it by a quarter at least, so there are few of them)
 
 
-def compact_and_continue(active, U, V, Y, lr, record_steps, steps, progress, kwargs, run_ids):
-    """gradient_descent for the still active runs (indices `active` of the batch U [R, m, k], V [R, n, k]) from
-    their current weights, over the remaining `steps` and `record_steps` (counted from now)."""
+def compact_and_continue(result, active, U, V, Y, lr, steps, progress, run_ids, kwargs):
+    """Continue gradient_descent for its still active runs (bool [R]) alone, from their current weights in the batch
+    U [R, m, k], V [R, n, k], over the steps and records left after result["trained_steps"]; complete its `result`
+    with their records and final weights (the runs that stopped keep theirs, and NaN records after their stop)."""
+    done, indices = result["trained_steps"], np.flatnonzero(active)
     lr = torch.as_tensor(lr, dtype=torch.float64).cpu().reshape(-1)
-    lr = lr if lr.numel() == 1 else lr[torch.from_numpy(active)]
-    index = torch.from_numpy(active).to(U.device)
-    return gradient_descent(U.index_select(0, index), V.index_select(0, index), Y, lr, steps,
-                            record_steps=record_steps, progress=progress, run_ids=run_ids[active], **kwargs)
-
-
-def merge_continued(result, rest, active):
-    """Complete gradient_descent's result of a compacted batch (records and final weights of the runs that
-    stopped in it; their later records NaN) with those of the active runs from `rest`, compact_and_continue's
-    result, which counts its steps from result["trained_steps"] on."""
-    done, first = result["trained_steps"], len(result["steps"]) - len(rest["steps"])  # its first record
+    lr = lr if lr.numel() == 1 else lr[torch.from_numpy(indices)]
+    index = torch.from_numpy(indices).to(U.device)
+    record_steps = result["steps"][result["steps"] > done] - done
+    rest = gradient_descent(U.index_select(0, index), V.index_select(0, index), Y, lr, steps - done,
+                            record_steps=record_steps, progress=progress, run_ids=run_ids[indices], **kwargs)
+    first = len(result["steps"]) - len(record_steps)  # the continued batch's first record
     result["loss"][active, first:], result["Q"][active, first:] = rest["loss"], rest["Q"]
     result["U"][active], result["V"][active] = rest["U"], rest["V"]
     result["diverged_at"][active] = np.where(rest["diverged_at"] >= 0, rest["diverged_at"] + done, -1)

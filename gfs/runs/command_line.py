@@ -1,17 +1,8 @@
-"""The command line of the figure scripts: their shared flags, checked, and their progress bars.
+"""The figure scripts' command line (their shared flags, checked; progress bars), their driver (Job,
+run_figure_script) and the plot helpers they share. No science here.
 
 torch is imported only inside the functions that need it, so a script answers --help and flag
 errors at once.
-
-Contents: UsageError, fail, PerActivation, MAX_COUNT, positive_int, device_name, FigureParser,
-figure_parser, parse_figure_args, resolve_device, COMMITTED_FIGURES, QUICK_FIGURES, refuse_quick_into_committed,
-check_output_dir, with_spread; progress_bar, no_progress.
-
-The driver of the figure scripts (Job, steps_per_activation, run_figure_script) and the plot
-helpers they share (step_formatter, plot_loss_curves, mark_diverged): no science here.
-
-The command line is in command_line.py, signals and worker processes in processes.py, saved
-files in saved_files.py.
 """
 
 import argparse
@@ -21,6 +12,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -152,8 +144,9 @@ def parse_figure_args(parser, argv=None):
             args.out = QUICK_FIGURES if args.quick else "figures"
         if args.quick:
             refuse_quick_into_committed(args.out, "--out")
-        if args.plot_only:
-            given = [flag for flag in getattr(parser, "training_flags", []) if _given(parser, args, flag)]
+        if args.plot_only:  # the training flags given a value other than their default
+            dests = {flag: flag.lstrip("-").replace("-", "_") for flag in parser.training_flags}
+            given = [flag for flag, dest in dests.items() if getattr(args, dest, None) != parser.get_default(dest)]
             if given:
                 raise UsageError(f"--plot-only re-plots saved data and does not train: {', '.join(given)} would "
                                  f"be ignored (leave it out)")
@@ -181,12 +174,6 @@ def parse_figure_args(parser, argv=None):
     return args
 
 
-def _given(parser, args, flag):
-    """Whether `flag` was given a value other than its default."""
-    dest = flag.lstrip("-").replace("-", "_")
-    return getattr(args, dest, None) != parser.get_default(dest)
-
-
 def resolve_device(name="auto"):
     """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device;
     UsageError for cuda without a GPU."""
@@ -206,18 +193,14 @@ def resolve_device(name="auto"):
     return device
 
 
-def _inside(path, folder):
-    """Whether `path` is `folder` or lies inside it, however either is spelled (relative, absolute,
-    through a symbolic link; a path that does not exist yet is resolved as far as it exists)."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def refuse_quick_into_committed(path, flag):
     """UsageError if a quick run would write into the committed figures/ (its smoke-test numbers
-    would replace the full run's); `flag` names the setting that chose `path`."""
-    if _inside(path, COMMITTED_FIGURES):
-        where = os.path.relpath(os.path.realpath(path), REPO)
+    would replace the full run's), however either is spelled (relative, absolute, through a symbolic
+    link; a path that does not exist yet is resolved as far as it exists); `flag` names the setting
+    that chose `path`."""
+    real, committed = os.path.realpath(path), os.path.realpath(COMMITTED_FIGURES)
+    if real == committed or real.startswith(committed.rstrip(os.sep) + os.sep):
+        where = os.path.relpath(real, REPO)
         raise UsageError(f"a quick run never writes into the committed figures/ ({flag} {str(path)!r} is this "
                          f"repository's {where}): without {flag}, quick output goes to {QUICK_FIGURES}/; or give "
                          f"another folder")
@@ -258,9 +241,7 @@ def progress_bar(total, description, disable=None, position=0, unit="step"):
                 unit=unit, unit_scale=True, leave=True, mininterval=0.5, dynamic_ncols=True)
 
 
-def no_progress(total, description, unit="step"):
-    """A silent bar: the progress argument of a script's train() when it is called directly."""
-    return progress_bar(total, description, disable=True, unit=unit)
+no_progress = partial(progress_bar, disable=True)  # the progress argument of a script's train() called directly
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,9 +288,9 @@ def mark_diverged(ax, steps, values, diverged_at, color):
 
 @dataclass(frozen=True)
 class Job:
-    """One figure of a script: its file name under --out (no extension), the keyword arguments of
-    the script's train(), and the settings saved beside it (the driver adds the shared ones). also: further
-    (name, settings) figures that the same training makes (its train() then returns a list of data, this one's first)."""
+    """One figure of a script: its file name under --out (no extension), the keyword arguments of the
+    script's train(), and the settings saved beside it (the driver adds the shared ones). also: further
+    (name, settings) figures that the same training makes (train() then returns a list of data, this one's first)."""
     name: str
     kwargs: dict
     settings: dict
@@ -326,14 +307,6 @@ def steps_per_activation(args, paper_steps, quick_steps):
     return dict(sorted(steps.items(), key=lambda item: -item[1]))
 
 
-def activation_constants(settings):
-    """{'paper_constant': ...}: the paper code's integration constant of Q for the figure's activation
-    (models.ACTIVATIONS), saved so that the report reads it without importing torch; {} without an activation."""
-    from models import ACTIVATIONS
-    activation = ACTIVATIONS.get(settings.get("activation"))
-    return {"paper_constant": activation.paper_constant} if activation else {}
-
-
 def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, trains=True):
     """Parse the shared flags, then train (or, with --plot-only, load) and save every figure.
 
@@ -342,8 +315,8 @@ def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, t
     tqdm-like bar; plot(data) -> a matplotlib figure; summary_line(job.name, data) -> the line
     printed after saving. Jobs run in up to --jobs worker processes.
 
-    Added to every figure's settings: run_metadata (versions, device, dtype, command, run time)
-    and, for scripts that train (trains=True), the seed of the initial draws (models.PAPER_SEED)
+    Added to every figure's settings: run_metadata (versions, device, dtype, command, run time), the
+    activation's paper_constant and, for scripts that train, the seed of the initial draws (models.PAPER_SEED)
     and the loss gradient descent minimises (training.TRAINED_ON); save_figure adds the script
     (the file that defines `plot`) and the figure's name, which --plot-only checks.
     """
@@ -363,18 +336,20 @@ def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, t
                 save_figure(plot(data), args.out, name, data, settings, script)
                 print(f"re-plotted {os.path.join(args.out, name)}.pdf from saved data")
             return args
-        from functools import partial
         disable = True if args.no_progress else None
         results = parallel_map(train, [dict(job.kwargs, progress=partial(progress_bar, disable=disable, position=i))
                                        for i, job in enumerate(jobs)], args.jobs)
+        from models import ACTIVATIONS, PAPER_SEED
         shared = {}
         if trains:
-            from models import PAPER_SEED
             from gfs.training import TRAINED_ON
             shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
         for job, result in zip(jobs, results):
             for (name, job_settings), data in zip(job.figures(), result if job.also else [result]):
-                settings = {**job_settings, **shared, **activation_constants(job_settings), **run_metadata(args, started)}
+                # the paper code's integration constant of Q, so that the report reads it without importing torch
+                activation = ACTIVATIONS.get(job_settings.get("activation"))
+                constant = {"paper_constant": activation.paper_constant} if activation else {}
+                settings = {**job_settings, **shared, **constant, **run_metadata(args, started)}
                 paths = save_figure(plot(data), args.out, name, data, settings, script)
                 print(f"{summary_line(name, data)} -> {paths[2]}")
         print(f"done in {time.time() - started:.1f} s")

@@ -1,18 +1,12 @@
 """Signals and worker processes: Ctrl-C and SIGTERM end a run at once, with one line, leaving no
 partial file (exit_cleanly_on_signals, signals_held); independent jobs run in worker processes
-that end with their parent (parallel_map); keep_freed_memory.
-
-TEMPORARIES holds the files this process is writing (saved_files.save_figure adds them); a signal
-removes them.
+that end with their parent (parallel_map).
 """
 import contextlib
 import os
 import signal
 import sys
 import threading
-
-
-
 
 TEMPORARIES = set()          # files this process is writing (save_figure); removed when a signal ends it
 _SIGNAL_OWNER = {}            # pid, prog and cleanup of the process that installed the handlers
@@ -26,10 +20,8 @@ def exit_cleanly_on_signals(prog, cleanup=None):
     number (130 for Ctrl-C, 143 for SIGTERM: what a shell reports for a process the signal
     ended), so callers such as make stop too. No traceback, and no waiting for runs in progress.
     cleanup: also called then (e.g. to end other child processes); the text it returns, if
-    any, is added to the line.
-
-    Called by FigureParser when it parses; only the main thread can install handlers. A signal
-    that this process was started with ignored (nohup, background jobs) stays ignored.
+    any, is added to the line. Only the main thread can install handlers; a signal that this
+    process was started with ignored (nohup, background jobs) stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         return
@@ -41,7 +33,7 @@ def exit_cleanly_on_signals(prog, cleanup=None):
 
 def _exit_on_signal(signum, _frame):
     if os.getpid() != _SIGNAL_OWNER["pid"]:  # a worker forked before its initializer reset the handlers
-        _end_by_signal(signum)
+        os._exit(128 + signum)
     for other in _EXIT_SIGNALS:  # a second Ctrl-C must not interrupt the clean-up
         signal.signal(other, signal.SIG_IGN)
     workers = []
@@ -63,12 +55,7 @@ def _exit_on_signal(signum, _frame):
     message = f"{newline}{_SIGNAL_OWNER['prog']}: stopped by {_EXIT_SIGNALS[signum]}{ended}; no partial file left\n"
     with contextlib.suppress(OSError):
         os.write(2, message.encode())  # unbuffered: the signal may have come in the middle of a print
-    _end_by_signal(signum)
-
-
-def _end_by_signal(signum):
-    """Exit at once with status 128 + signum (the clean-up is done; no atexit or finally runs)."""
-    os._exit(128 + signum)
+    os._exit(128 + signum)  # at once: the clean-up is done, no atexit or finally runs
 
 
 def _end_processes(processes):

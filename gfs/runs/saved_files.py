@@ -1,8 +1,5 @@
 """Saved figures: four files per figure (.npz arrays, .json settings, .pdf and .png), published as
 a set and sealed together, and read back only if they still belong together.
-
-Contents: run_metadata, SET_KEYS, settings_digest, save_figure, write_atomic, png_preview,
-SavedArrays, load_figure_data, hold_output_dir.
 """
 
 import atexit
@@ -33,19 +30,14 @@ def run_metadata(args, started):
     args: anything with .quick, .device, .dtype, .jobs (the parsed flags)."""
     import matplotlib
     import torch
-    return {
-        "quick": bool(args.quick),
-        "device": str(args.device),
-        "dtype": str(args.dtype).replace("torch.", ""),
-        "jobs": args.jobs,
-        "run_seconds": round(time.time() - started, 2),
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": np.__version__, "matplotlib": matplotlib.__version__},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores"
-                   + (f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else ""),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    gpu = f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else ""
+    return {"quick": bool(args.quick), "device": str(args.device), "dtype": str(args.dtype).replace("torch.", ""),
+            "jobs": args.jobs, "run_seconds": round(time.time() - started, 2),
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "numpy": np.__version__, "matplotlib": matplotlib.__version__},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores{gpu}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # in temporary names (shared folders: whose pid)
@@ -71,15 +63,9 @@ def _remove_stale_temporaries(folder):
     pattern = re.compile(rf"\.tmp-([0-9]+)@{re.escape(_HOST)}-")
     for name in os.listdir(folder):
         match = pattern.match(name)
-        if not match or int(match.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:  # gone (PermissionError: alive, another user's)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
-        except OSError:
-            pass
 
 
 def _sha256(path):
@@ -113,16 +99,11 @@ def settings_digest(settings):
 
 
 def save_figure(fig, out_dir, name, data, settings, script=None):
-    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json:
-    the four files are published as a set.
-
-    All four are written in full under temporary names beside their destination, then renamed,
-    the .json last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous
-    set or the new one, never a mix and no temporary file. The .json also records the figure
-    (`name`), the `script` that made it (if given), the SHA-256 of the .npz and a SHA-256 of all its
-    own settings, so a reader can check that it describes the .npz beside it and was not edited
-    since (load_figure_data does: a quick run relabelled as full is a data error). `name` may contain a
-    sub-folder (e.g. 'Q-dynamics/x'). Returns the written paths [.npz, .json, .pdf, .png].
+    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json, as a set:
+    all four are written in full under temporary names beside their destination, then renamed, the .json
+    last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous set or the new one.
+    The .json also records `name` (it may contain a sub-folder, e.g. 'Q-dynamics/x'), the `script` (if given),
+    the .npz's SHA-256 and settings_digest, which load_figure_data checks. Returns [.npz, .json, .pdf, .png].
     """
     import matplotlib.pyplot as plt
     stem = os.path.join(out_dir, name)
@@ -201,8 +182,7 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
     the .json must be readable, unedited since it was saved (its settings' SHA-256), and name this
     figure (and `script`, if given); the .npz must be the one it describes (same SHA-256), readable,
     and hold the seeds the .json names. UsageError (one line, ending with `again`) otherwise.
-
-    Returns data (SavedArrays: a missing array raises UsageError when asked for) and settings.
+    Returns data (SavedArrays) and settings.
     """
     stem = os.path.join(out_dir, name)
     if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
@@ -232,8 +212,9 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
             data = SavedArrays({key: saved[key] for key in saved.files}, stem + ".npz")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
-    if isinstance(settings.get("seeds"), list) and "seeds" in data and np.ravel(data["seeds"]).tolist() != np.ravel(settings["seeds"]).tolist():
-        raise UsageError(f"{stem}.npz holds seeds {np.ravel(data['seeds']).tolist()}, its .json names "
+    seeds = np.ravel(data["seeds"]).tolist() if "seeds" in data else None
+    if isinstance(settings.get("seeds"), list) and seeds is not None and seeds != np.ravel(settings["seeds"]).tolist():
+        raise UsageError(f"{stem}.npz holds seeds {seeds}, its .json names "
                          f"{settings['seeds']}; {again}")
     return data, settings
 
@@ -241,13 +222,12 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
 def hold_output_dir(folder, holder):
     """Hold `folder` for this process as `holder` (a script's or a notebook's name) until it ends;
     UsageError (one line) if a live process already holds it as the same holder: two runs of one
-    script into one folder would overwrite each other's files. (Different scripts may share a
-    folder: make runs them side by side, and each writes its own files.)
+    script into one folder would overwrite each other's files (different scripts may share one).
 
     The hold is a file in the system's temporary folder (never in the output folder, which may be
     the committed figures/) named after the folder's real path, holding the pid; it is removed at
     exit or by a signal (TEMPORARIES), and one whose process is gone (SIGKILL) is taken over.
-    Returns its path.
+    Returns its path (None without a writable temporary folder).
     """
     real = os.path.realpath(folder)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", holder)
@@ -286,8 +266,8 @@ def _alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # alive, another user's
-        return True
+    except OSError:  # PermissionError: alive, another user's
+        pass
     return True
 
 
