@@ -14,9 +14,8 @@ import numpy as np
 from gfs.cifar import dataset  # the file names (dataset.py imports torch only to build images)
 from gfs import paper_numbers as paper
 from gfs.cifar.thresholds import AGREEMENT_THRESHOLD, SYMMETRY_TOLERANCE
-from gfs.report.verdict_rules import Claim, Files, Section, notebook_command, require
-from gfs.report.verdict_rules import spread, table
-from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
+from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, Claim, Files, PerSeed, Result, Section,
+                                      combine, fmt, notebook_command, require, spread, table)
 
 EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
 FIG10_MARGIN = 0.02       # accuracy differences within it are ties

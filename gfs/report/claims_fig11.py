@@ -9,15 +9,14 @@ A violated sanity check of the robustness evaluation means the evaluation failed
 """
 import numpy as np
 
-from gfs.cifar import dataset
 from gfs import paper_numbers as paper
+from gfs.cifar import dataset
+from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE, convergence_rows, failed_checks
+from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
 from gfs.report.claims_fig10 import (EXACT, NUMERICS_NAMES, NUMERICS_SUFFIXES, data_text, exact_decides,
                                      rule_same_predictions)
-from gfs.report.verdict_rules import Claim, EvaluationFailed, Files, Section, notebook_command, require
-from gfs.report.verdict_rules import spread, table
-from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
-from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
-from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE, convergence_rows, failed_checks
+from gfs.report.verdict_rules import (CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, Claim, EvaluationFailed, Files,
+                                      PerSeed, Result, Section, combine, fmt, notebook_command, require, spread, table)
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
 ALPHA = 0.05  # family-wise error of a claim per attack: Bonferroni over its attacked strengths

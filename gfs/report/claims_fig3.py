@@ -6,9 +6,9 @@ from functools import partial
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, DataError, Files, Section, runs
-from gfs.report.verdict_rules import both_conventions, col, common_setting, last_finite, paper_column, run_table, saved_setting
-from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
+from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, TOY_FIGURES, Claim, DataError, Files, Result,
+                                      Section, both_conventions, col, common_setting, fmt, last_finite, paper_column,
+                                      run_table, runs, saved_setting)
 
 # The saved figures by the names their .json give (figure_name; {}: the activation); make's float64 run writes into
 # the folder float64/.

@@ -6,10 +6,9 @@ import math
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
-from gfs.report.verdict_rules import run_table
 from gfs.report.toy_rules import q_key
-from gfs.report.verdict_rules import NOT_REPRODUCED, NOT_TESTED, PARTLY, REPRODUCED, Result, fmt
+from gfs.report.verdict_rules import (NOT_REPRODUCED, NOT_TESTED, PARTLY, REPRODUCED, TOY_FIGURES, Claim, Files, Result,
+                                      Section, fmt, run_table)
 
 # The saved figures by the names their .json give (figure_name): Q_distribution_<activation>_mhn_<m>_<h>_<n>, at the
 # paper's sizes (paper_numbers.FIG4_SHAPE for every activation; FIG5_SHAPES, linear only, the units m_h_n of Fig. 5).

@@ -4,13 +4,11 @@ orbits). Each claim with its measurement and its table; the trend and check rule
 runs' settings (learning rate, loss threshold, orbit centre) are read from the saved .json.
 """
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
-from gfs.report.verdict_rules import both_conventions, col, paper_column, power_of_ten, run_table
-from gfs.report.verdict_rules import saved_setting
 from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
 from gfs.report.toy_rules import (as_steps, finite_or_nan, rule_gap_below, rule_same_initial_function, rule_trend,
-                       same_function, trend_Q)
-from gfs.report.verdict_rules import fmt_steps
+                                  same_function, trend_Q)
+from gfs.report.verdict_rules import (TOY_FIGURES, Claim, Files, Section, both_conventions, col, fmt_steps, paper_column,
+                                      power_of_ten, run_table, saved_setting)
 
 # The saved figures by the names their .json give (figure_name; {}: the activation).
 FIG6 = Files("Q-convergence/elementwise_{}_convergence", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)

@@ -5,10 +5,9 @@ read from the saved .json.
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import col, item, legend_Qs, power_of_ten, run_table, saved_setting
 from gfs.report.toy_rules import rule_same_initial_function, same_function
-from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, combine, fmt, fmt_steps
+from gfs.report.verdict_rules import (NOT_REPRODUCED, REPRODUCED, TOY_FIGURES, Claim, Files, Result, Section, col,
+                                      combine, fmt, fmt_steps, item, power_of_ten, run_table, runs, saved_setting)
 
 FIG7 = Files("Q-convergence/radial_zoomed_1e6", ("",), TOY_FIGURES)  # the name its .json gives (figure_name)
 
@@ -72,7 +71,8 @@ SECTIONS = (
               f"(MSE/|Y|_F < {loss(figures)}).", FIG7,
               lambda f: runs(f, Q0="Q0", steps="steps_to_converge", total_steps=int(f["steps"][-1])),
               rule_steps_proportional_to_Q,
-              paper=lambda: {"": dict(Q0=legend_Qs(paper.FIG7_LEGENDS), total_steps=paper.FIG7_STEP_BUDGET,
+              paper=lambda: {"": dict(Q0=[paper.legend_Q(q) for q in paper.FIG7_LEGENDS],
+                                      total_steps=paper.FIG7_STEP_BUDGET,
                                       steps=[-1 if s is None else s for s in paper.FIG7_STEPS])})),
             lambda get: run_table(get(FIG7), fig7_columns(loss(get(FIG7))), first=None)),
 )

@@ -6,12 +6,11 @@ saved .json.
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import both_conventions, col, common_setting, legend_Qs, paper_column
-from gfs.report.verdict_rules import run_table
 from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
-from gfs.report.toy_rules import AT_MINIMUM, at_minimum, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
-from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
+from gfs.report.toy_rules import (AT_MINIMUM, at_minimum, rule_gap_below, rule_same_initial_function, rule_trend,
+                                  trend_Q)
+from gfs.report.verdict_rules import (NOT_REPRODUCED, REPRODUCED, TOY_FIGURES, Claim, Files, Result, Section,
+                                      both_conventions, col, common_setting, fmt, paper_column, run_table, runs)
 
 # The saved figures by the names their .json give (figure_name; {}: the activation; the paper's m, n, hidden = 10, 5,
 # 50 in the name).
@@ -75,15 +74,15 @@ def per_neuron9(f):
 FIG9_COLUMNS = [
     ("init std", col("init_std", lambda x: f"{x:g}")),
     ("Q0 from 0 [paper code's]", both_conventions(col("Q0_zero"), col("Q0"))),
-    ("paper's code [R] Q", paper_column({a: legend_Qs(q) for a, q in paper.FIG9_LEGENDS.items()})),
+    ("paper's code [R] Q", paper_column({a: list(map(paper.legend_Q, qs)) for a, qs in paper.FIG9_LEGENDS.items()})),
     ("largest eigenvalue", col("largest_eigenvalue", lambda x: f"{x:.4g}", seeds=True, mark=True)),
     ("paper's code [R]", paper_column(paper.FIG9_LARGEST_EIGENVALUE)),
     ("final squared loss", col("final_loss"))]
 
 
 def orbit_summary(same):
-    """One sentence for seed 0's same-function orbits ({unit: Figure}): how far the squared loss moves along them and the
-    largest relative gap between the Gauss-Newton and the full Hessian's largest eigenvalue at their ends."""
+    """One sentence for seed 0's same-function orbits ({unit: Figure}): how far the squared loss moves along them
+    and the largest relative gap between the Gauss-Newton and the full Hessian's largest eigenvalue at their ends."""
     loss = [np.asarray(f["loss"][0], dtype=float) for f in same.values()]  # [R, L] each
     moved = max(float(np.nanmax(np.nanmax(x, axis=-1) / np.nanmin(x, axis=-1) - 1)) for x in loss)
     gap = max(float(np.nanmax(np.abs(f["largest_eigenvalue"][0][:, [0, -1]] / f["largest_eigenvalue_hessian"] - 1)))

@@ -3,18 +3,16 @@ per-neuron statistic predict the value (Fig. 6: steps to the loss; Fig. 9: the l
 sum |Q| does not? The statistics are named in advance (SUM_STATISTIC, PER_NEURON_STATISTICS); the seed is the unit
 (seed_votes); Holm's correction runs over the per-neuron statistics (holm); each statistic is judged in both
 conventions of Q from its own saved key (rule_predictors). Why each choice: docs/conserved_quantities.md.
-
-Contents: the statistics and their votes (holm, seeds_needed, seed_votes, judge_statistics), rule_predictors,
-over_activations; the measurement helpers per_neuron_stats, per_neuron_both (seed 0's orbits are plotted, not
-tabled: the verdict table gives every statistic over all seeds). Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
+Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
 """
 import math
 
 import numpy as np
 from scipy.stats import binomtest
 
-from gfs.report.toy_rules import (ALPHA, CONSTANT, CONVENTIONS, MIN_EFFECT, SEED_SPREADS, kendall, minimum_effect, q_key,
-                                  series_effect)
+from gfs.report.toy_rules import (ALPHA, CONSTANT, CONVENTIONS, MIN_EFFECT, SEED_SPREADS, kendall, minimum_effect,
+                                  q_key, series_effect)
+from gfs.report.trend_stats import by_seed
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED, Result, _tested, combine
 
 
@@ -156,7 +154,6 @@ def over_activations(verdicts):
 def per_neuron_stats(f, convention):
     """{statistic: [S, N, L]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file: S seeds, N
     orbits of each (Fig. 9: its minima's), L points; a statistic that depends on the convention read in `convention`."""
-    by_seed = lambda a: np.asarray(a, dtype=float).reshape(np.shape(a)[0], -1, np.shape(a)[-1])  # noqa: E731
     return {SUM_STATISTIC: np.abs(by_seed(f[q_key("sum_zero", convention)])), "spread of Q_a": by_seed(f["spread"]),
             "min |Q_a|": by_seed(f[q_key("min_abs_zero", convention)]), "edge distance": by_seed(f["edge_distance"])}
 

@@ -4,8 +4,6 @@ notebook or torch is imported, so a report can be built anywhere the saved files
 
 A file that cannot be read, is incomplete or lacks a key or setting a claim needs becomes a DataError that names
 the file and what is wrong (the claim then gets no verdict).
-
-Contents: one_line, Figure, saved_index, Loader.
 """
 import glob
 import json
@@ -15,6 +13,7 @@ import re
 from gfs.report.claims_fig10 import SYMMETRY_TOLERANCE
 from gfs.report.verdict_rules import DataError
 from gfs.runs.saved_files import UsageError, load_figure_data
+
 
 def one_line(error):
     return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"

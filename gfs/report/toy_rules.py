@@ -1,18 +1,9 @@
-"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the statistics of a trend of a
-value with |Q| over seeds (rule_trend), the same-function checks and the helpers their measurements use (the
-per-neuron claims of Figs. 6 and 9: per_neuron_rules.py). Each claim itself, with its measurement,
-figure-specific rule and table, is in its figure's claims module (claims_fig3.py ... claims_fig9.py).
-
-A rule takes numbers (never files) and returns a verdict_rules.Result; the first paragraph of its docstring is the
-rule as the report prints it ({keyword} defaults filled in). A measurement takes a saved figure (make_report.Figure:
-f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or "zero").
-
-Contents: Q_CONVENTION (the report's note); the thresholds (MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT; ALPHA and
-the trends' in trend_stats.py; their reasons in docs/report.md); both_conventions and conventions_result (a verdict
-per convention, or DEPENDS); kendall, seed_spread, minimum_effect, series_effect; rule_trend (its statistics over
-seeds: trend_stats.py); the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key,
-as_steps, finite_or_nan, at_minimum, trend_Q, same_function); the off-data table. The per-neuron claims:
-per_neuron_rules.py.
+"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the trend of a value with |Q|
+over seeds (rule_trend; its statistics: trend_stats.py), the same-function checks, the helpers their measurements
+use and the off-data table. Each claim itself, with its measurement, figure-specific rule and table, is in its
+figure's claims module; the per-neuron claims of Figs. 6 and 9: per_neuron_rules.py. A measurement takes a saved
+figure (f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or
+"zero"). The thresholds' reasons: docs/report.md.
 """
 import math
 
@@ -20,9 +11,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from gfs.report.trend_stats import ALPHA, c_range, fold, log_spread, trend
-from gfs.report.verdict_rules import runs
-from gfs.report.verdict_rules import table
-from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
+from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt, runs, table
 
 
 Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V), F' = sigma/sigma', up to the integration constant of F. "
@@ -246,29 +235,24 @@ def same_function(f):
 # ----------------------------------------------------------------------------------------------
 # The checks section's table off the training inputs
 
-def off_data_rows(figures):
-    """The checks section's rows on the outputs off the training inputs: [experiment, then per activation 'median /
-    largest' relative gap over every moved network]; the activations: those of the first experiment.
-    figures: {(experiment, activation): Figure with 'off_data_gap'}."""
-    cells = {}
-    for (experiment, unit), f in figures.items():
-        gaps = np.asarray(f["off_data_gap"], dtype=float)
-        gaps = gaps[np.isfinite(gaps) & (gaps > 0)]  # the unmoved networks themselves have gap 0
-        cells.setdefault(experiment, {})[unit] = f"{fmt(np.median(gaps))} / {fmt(gaps.max())}" if gaps.size else "-"
-    units = list(dict.fromkeys(u for by_unit in cells.values() for u in by_unit))
-    return units, [[experiment] + [by_unit.get(u, "-") for u in units] for experiment, by_unit in cells.items()]
-
-
 def off_data_table(experiments):
-    """The checks section's table of how much the moved networks' outputs change off the training inputs.
+    """The checks section's table of how much the moved networks' outputs change off the training inputs: a row per
+    experiment, per activation the 'median / largest' relative gap over every moved network.
     experiments: {experiment: {activation: Figure}}."""
-    figures = {(name, u): f for name, loaded in experiments.items() for u, f in loaded.items()
-               if "off_data_gap" in f.data}
-    if not figures:
+    cells = {}
+    for experiment, loaded in experiments.items():
+        for unit, f in loaded.items():
+            if "off_data_gap" in f.data:
+                gaps = np.asarray(f["off_data_gap"], dtype=float)
+                gaps = gaps[np.isfinite(gaps) & (gaps > 0)]  # the unmoved networks themselves have gap 0
+                cells.setdefault(experiment, {})[unit] = (f"{fmt(np.median(gaps))} / {fmt(gaps.max())}" if gaps.size
+                                                          else "-")
+    if not cells:
         return []
-    units, rows = off_data_rows(figures)
+    units = list(dict.fromkeys(u for by_unit in cells.values() for u in by_unit))
     return ["Moved networks' largest relative output change on random inputs x ~ N(0, I_n / n), median / largest "
             "over each experiment's:", ""] + table(
-        ["experiment", *units], rows)
+        ["experiment", *units], [[experiment] + [by_unit.get(u, "-") for u in units]
+                                 for experiment, by_unit in cells.items()])
 
 

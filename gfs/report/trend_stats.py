@@ -2,9 +2,6 @@
 replication. Per series the fitted fold change and Kendall's tau-b; per seed their medians; over seeds a sign test,
 the median effect with a deterministic bootstrap interval, and the minimum effect the seeds' spread can resolve;
 the scan of the integration constant c. Their derivation: docs/report.md.
-
-Contents: ALPHA, BOOTSTRAP, BOOTSTRAP_SEED, C_SCAN; log_spread, resolvable_effect, fitted_log_fold, tau_b, by_seed,
-resample, bootstrap_median, fold, Trend, trend, c_range.
 """
 import functools
 import math
