@@ -1,5 +1,5 @@
 """The claims of Figs. 4-5 (Q_distribution.py): Q is sharply concentrated at initialisation, around a centre set by
-the layer sizes. Each claim with its measurement, its rule and its table; the shapes are read from the saved files.
+the layer sizes.
 """
 import math
 
@@ -21,11 +21,9 @@ FIG5 = Files("Q-distribution/linear_mhn_{}", tuple("_".join(map(str, shape)) for
 def fig5_centres(figures):
     """'+0 for (m, h, n) = (100, 200, 100) and ...': m - h for the saved sizes."""
     shapes = [[int(x) for x in f.setting("shape_mhn")] for f in figures.values()] or paper.FIG5_SHAPES
-    return " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h}, {n})" for i, (m, h, n) in enumerate(shapes))
+    return " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h}, {n})"
+                        for i, (m, h, n) in enumerate(shapes))
 
-
-# ----------------------------------------------------------------------------------------------
-# Measurement, rule and table
 
 def fig45_samples(f, convention):
     """Q per initialisation [S] in the convention, its analytic mean and the size of its terms."""
@@ -67,9 +65,6 @@ FIG45_COLUMNS = [
     ("paper's code [R]", lambda u, f, r: (lambda s: f"{s.mean:g} ± {s.std:g} [{s.min:g}, {s.max:g}]" if s else "-")(
         paper.FIG45_Q_STATS.get((f.setting("activation"), tuple(int(x) for x in f["shape_mhn"])))))]
 
-
-# ----------------------------------------------------------------------------------------------
-# The claims
 
 SECTIONS = (
     Section("Figs. 4-5: Q is sharply concentrated at initialisation", (

@@ -1,7 +1,6 @@
 """The claims of Fig. 9 (Q_hessian_eigenvalues.py): the Hessian at a minimum against Q, and the experiments beyond
-the paper along the valley of minima (same function, per-neuron orbits). Each claim with its measurement, its rule
-and its table; the trend and check rules are shared (toy_rules.py); the sizes and init scales are read from the
-saved .json.
+the paper along the valley of minima (same function, per-neuron orbits). The trend and check rules are shared
+(toy_rules.py).
 """
 import numpy as np
 
@@ -29,9 +28,6 @@ def sizes(figures):
     m, n, hidden = (int(common_setting(figures, key)) for key in ("m", "n", "hidden"))
     return f"m*n = {m * n} nonzero eigenvalues (of {(m + n) * hidden})"
 
-
-# ----------------------------------------------------------------------------------------------
-# Measurements and rules
 
 def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minimum=AT_MINIMUM):
     """Every run at a global minimum (squared loss < {loss_at_minimum}) has exactly m*n nonzero Hessian eigenvalues
@@ -68,9 +64,6 @@ def per_neuron9(f):
                 reference=largest[:, :, 0, largest.shape[-1] // 2])
 
 
-# ----------------------------------------------------------------------------------------------
-# Tables
-
 FIG9_COLUMNS = [
     ("init std", col("init_std", lambda x: f"{x:g}")),
     ("Q0 from 0 [paper code's]", both_conventions(col("Q0_zero"), col("Q0"))),
@@ -96,9 +89,6 @@ def fig9_tables(fig9_figures, same_figures):
     fig9 = run_table(fig9_figures, FIG9_COLUMNS)
     return fig9 + [paper.FIG9_NOTE, ""] * bool(fig9) + ([orbit_summary(same_figures), ""] if same_figures else [])
 
-
-# ----------------------------------------------------------------------------------------------
-# The claims
 
 SECTIONS = (
     Section("Fig. 9: Hessian spectrum at the minimum against Q", (

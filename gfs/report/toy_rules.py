@@ -106,16 +106,7 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     series was left out); otherwise not reproduced. *holds for c*: the integration constants (paper code's 1, zero
     convention's 0; scanned from -1 to 2, step 0.01) for which it holds.
 
-    In full: per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of the value
-    with |Q| and the fold change of the value from the smallest to the largest |Q| of the series, fitted over all
-    its points (slope of log value against log |Q|); the seed votes with the median tau of its series and its effect
-    is their median fold change. Over the seeds: a one-sided sign test that more seeds vote in the claimed direction
-    than against (p < {alpha:g}), the effect (median over seeds) with a 95 % percentile-bootstrap interval over
-    seeds that must exclude no change, and the effect must reach the smallest fold change the spread over seeds can
-    resolve (z x sqrt(2) x the std of log value over seeds, z the normal quantile of {alpha:g}, two-sided). All
-    three: reproduced (partly if a series was left out: a diverged run or a minimum not reached cannot be tested);
-    otherwise not reproduced. For tanh and sigmoid the last column gives the integration constants c of Q for which
-    it holds (the paper code's c = 1, the zero convention's c = 0; scanned from -1 to 2 in steps of 0.01).
+    In full: docs/report.md, *Rules*.
 
     Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
     trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:

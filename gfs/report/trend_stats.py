@@ -39,13 +39,11 @@ def resolvable_effect(reference, alpha=ALPHA):
     return float(norm.ppf(1 - alpha / 2)) * math.sqrt(2) * log_spread(reference)
 
 
-def fitted_log_fold(x, y, budget=None):
+def fitted_log_fold(x, y):
     """The log fold change of y along each series from its smallest to its largest x, fitted over all its points:
-    the least-squares slope of log y against log x times the span of log x. x, y: [..., L] -> [...]. A value never
-    reached (inf) counts as the budget (the least it can be), NaN without one; NaN where x does not vary."""
+    the least-squares slope of log y against log x times the span of log x. x, y: [..., L] -> [...]; NaN where x
+    does not vary or y is not finite (trend() counts a value never reached as the budget first)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if budget is not None:
-        y = np.where(np.isinf(y), float(budget), y)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_x, log_y = np.log(np.maximum(x, 1e-300)), np.log(y)
         centred = log_x - log_x.mean(axis=-1, keepdims=True)
@@ -72,19 +70,19 @@ def by_seed(array):
 
 
 @functools.lru_cache(maxsize=8)
-def resample(seeds, resamples, seed):
-    """[resamples, seeds] indices of the seeds drawn with replacement by a fixed generator (cached: the scan of c
+def resample(seeds):
+    """[BOOTSTRAP, seeds] indices of the seeds drawn with replacement by a fixed generator (cached: the scan of c
     resamples the same seeds hundreds of times)."""
-    return np.random.default_rng(seed).integers(0, seeds, (resamples, seeds))
+    return np.random.default_rng(BOOTSTRAP_SEED).integers(0, seeds, (BOOTSTRAP, seeds))
 
 
-def bootstrap_median(values, resamples=BOOTSTRAP, seed=BOOTSTRAP_SEED):
+def bootstrap_median(values):
     """The 95 % percentile-bootstrap interval of the median of values [S] (one per seed), resampling the seeds
     with a fixed generator (deterministic): (low, high); the value itself for one seed."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return float(values[0]), float(values[0])
-    medians = np.median(values[resample(len(values), resamples, seed)], axis=1)
+    medians = np.median(values[resample(len(values))], axis=1)
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 

@@ -3,11 +3,12 @@
 A claim (Claim, in its figure's claims module claims_fig*.py) names the saved files it reads (Files), its words,
 its measurement (a saved Figure -> the keyword arguments of its rule; runs() for per-run arrays) and its rule, which
 takes those numbers and arrays (never files) and returns a Result. The first paragraph of a rule's docstring is the
-rule as the report prints it ({keyword} defaults filled in; for a long rule its gist, the second paragraph starting
-"In full:" with the rest, which docs/report.md states), the last gives the shapes; tests run every rule both ways on
-small data. apply() runs a rule on one unit's measurement: diverged runs are named and left out (without_diverged),
-several seeds are judged one by one and counted (over_seeds). A claim that gets no verdict by design raises
-Unjudged; a file that lacks what a claim needs raises DataError, shown as a data error instead of a verdict or table.
+rule as the report prints it ({keyword} defaults filled in; for a long rule its gist, and a second paragraph
+"In full: docs/report.md, *Rules*.", where the rest is stated), the last gives the shapes; tests run every rule both
+ways on small data. apply() runs a rule on one unit's measurement: diverged runs are named and left out
+(without_diverged), several seeds are judged one by one and counted (over_seeds). A claim that gets no verdict by
+design raises Unjudged; a file that lacks what a claim needs raises DataError, shown as a data error instead of a
+verdict or table.
 
 A table is a list of columns, each a header and a cell function (unit, Figure, run) -> text; run_table() makes one
 row per run of seed 0 (the paper's draw) of every saved figure, with the spread over the other seeds where there
@@ -80,12 +81,11 @@ def sd(values):
     return float(values.std(ddof=1)) if values.size > 1 and np.ptp(values) > 0 else 0.0  # equal: 0, no round-off
 
 
-def mean_sd(values, form=None, with_n=True):
-    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); form formats the mean; with_n=False:
-    without '(n = N)' (the text gives N)."""
+def mean_sd(values, with_n=True):
+    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); with_n=False: without '(n = N)'
+    (the text gives N)."""
     values = np.asarray(values, dtype=float)
-    form = form or fmt
-    return form(values.mean()) + (f" ± {fmt(sd(values))}" + f" (n = {values.size})" * with_n if values.size > 1 else "")
+    return fmt(values.mean()) + (f" ± {fmt(sd(values))}" + f" (n = {values.size})" * with_n if values.size > 1 else "")
 
 
 def p_range(ps):
@@ -258,6 +258,11 @@ def common_setting(figures, key, absent=None):
 def power_of_ten(x):
     """A setting such as 0.01 as the report writes it: '1e-2'."""
     return f"{x:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def converged_loss(figures):
+    """The loss whose first crossing counts the steps (Figs. 6-7), as saved ('1e-2')."""
+    return saved_setting(figures, "converged_loss", power_of_ten, "threshold")
 
 
 def spread(values, form="{:+.3f}"):
