@@ -53,15 +53,13 @@ def doc_text(function, **fields):
     return " ".join(inspect.getdoc(function).split("\n\n")[0].split()).format(**defaults, **fields)
 
 
-IN_FULL = "In full:"  # a rule docstring's second paragraph that starts so: the first is the gist the report prints
+IN_FULL = "In full: docs/report.md, *Rules*."  # a long rule's second paragraph: the first is the gist the report prints
 
 
 def rule_text(rule):
-    """The rule as the report prints it: its docstring's first paragraph, defaults filled in; where the second
-    paragraph starts with IN_FULL, the first is the rule's gist and docs/report.md states it in full."""
-    paragraphs = inspect.getdoc(rule).split("\n\n")
-    in_full = len(paragraphs) > 1 and paragraphs[1].startswith(IN_FULL)
-    return doc_text(rule) + " In full: docs/report.md, *Rules*." * in_full
+    """The rule as the report prints it: its docstring's first paragraph, defaults filled in, and for a long rule
+    (second paragraph IN_FULL) the pointer to where it is stated in full."""
+    return doc_text(rule) + f" {IN_FULL}" * (inspect.getdoc(rule).split("\n\n")[1:2] == [IN_FULL])
 
 
 def combine_units(over, results, brief=False):

@@ -361,8 +361,7 @@ SECTIONS = (
         Claim("Fig. 10", "moved networks make the original's predictions on unseen images",
               "The premise's second half, what would make the ensembles ensembles of one function: on the evaluation "
               "images, which pi (fitted to h images, h x h unknowns) never saw, each moved network predicts the "
-              "original's class.", FIG10, fig10_agreement, rule_same_predictions,
-              over=exact_decides, brief=True),
+              "original's class.", FIG10, fig10_agreement, rule_same_predictions, over=exact_decides, brief=True),
         Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
               "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
               "copies are exact symmetries.", FIG10, lambda f: fig10_seeds(
@@ -389,7 +388,6 @@ SECTIONS = (
         Claim("Fig. 10", "beyond the paper: fitted on more images, the action generalises",
               "Not in the paper: pi fitted by least squares on more images per group element than hidden units "
               "(the notebook's FIT_SIZES at its FIT_SIZE_SCALES; exact numerics) keeps the original's predictions on "
-              "held-out images.", FIT_SIZE, fit_size_seeds,
-              rule_action_generalises, brief=True),
+              "held-out images.", FIT_SIZE, fit_size_seeds, rule_action_generalises, brief=True),
     ), lambda get: fig10_tables(get(FIG10)) + fig10_agreement_tables(get(FIG10)) + fit_size_tables(get(FIT_SIZE))),
 )

@@ -291,8 +291,7 @@ SECTIONS = (
         Claim("Fig. 11", "corrected: gain beyond the controls (independent CNN, shared trunk)",
               "The gain is robustness from the symmetry: the group ensemble is also more accurate than an "
               "independent CNN, a shared-trunk ensemble and a deep ensemble under the same evaluation.",
-              FIG11_ROBUSTNESS,
-              lambda f: fig11_suite(f, controls=True), rule_gain_beyond_controls, over=exact_decides),
+              FIG11_ROBUSTNESS, lambda f: fig11_suite(f, controls=True), rule_gain_beyond_controls, over=exact_decides),
         Claim("Fig. 11", "Fig. 11 members make the original's predictions on unseen images",
               "The premise of the robustness claim: the moved networks of Fig. 11 (the notebook's NUM_G members at "
               "GROUP_SCALE) predict the original's class on held-out images (the evaluation images).",

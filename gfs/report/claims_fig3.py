@@ -145,8 +145,7 @@ SECTIONS = (
               "Without round-off (float64) the drift of Q is a discretisation effect, proportional to the learning "
               "rate (from the initial Q, first step included: it dominates at the largest lr "
               f"({saved_setting(figures, 'learning_rates', lambda lrs: f'{max(lrs):g}')}) for sigmoid; the same in "
-              "both conventions).", FIG3_FLOAT64, float64_drift,
-              rule_drift_proportional, brief=True),
+              "both conventions).", FIG3_FLOAT64, float64_drift, rule_drift_proportional, brief=True),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64) the change of Q stays within the bound at every learning rate (its drift "
               "is a few % of the bound: only a bug fails it), so what exceeds it in float32 is round-off.",

@@ -71,8 +71,7 @@ SECTIONS = (
         Claim("Fig. 4", "Q concentrated at init around its analytic mean",
               "With the common initialisation (U ~ N(0, 1/h), V ~ N(0, 1/n)), Q is sharply concentrated around its "
               "analytic mean for every activation, so gradient flow from such an initialisation reaches only a small "
-              "part of the minimum.", FIG4,
-              fig45_samples, rule_q_distribution, conventions=True, brief=True),
+              "part of the minimum.", FIG4, fig45_samples, rule_q_distribution, conventions=True, brief=True),
         Claim("Fig. 5", "centre of Q set by the layer sizes (E[Q] = m - h)", lambda figures:
               "The centre of the Q distribution is set by the layer sizes: for the linear net E[Q] = m - h, "
               f"{fig5_centres(figures)}.", FIG5, fig45_samples, rule_q_distribution, conventions=True, brief=True)),

@@ -92,11 +92,6 @@ class Loader:
                 found.setdefault(m.group(1) if "{}" in pattern else "", []).append(name)
         return found
 
-    def units(self, files):
-        """The paper's units, then (discover) every other activation that has a saved file, sorted."""
-        found = self.matching(files.pattern) if files.discover else {}
-        return list(files.units) + sorted(set(found) - set(files.units))
-
     def one(self, pattern):
         if pattern not in self.cache:
             try:
@@ -112,8 +107,10 @@ class Loader:
         return self.cache[pattern]
 
     def load(self, files):
-        if files not in self.loaded:  # the folder is globbed once per file set
-            self.loaded[files] = {files.label(u): self.one(files.pattern.format(u)) for u in self.units(files)}
+        if files not in self.loaded:  # the paper's units, then (discover) every other activation with a saved file
+            found = self.matching(files.pattern) if files.discover else {}
+            units = list(files.units) + sorted(set(found) - set(files.units))
+            self.loaded[files] = {files.label(u): self.one(files.pattern.format(u)) for u in units}
         return self.loaded[files]
 
     def get(self, files):

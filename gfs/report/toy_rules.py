@@ -10,7 +10,7 @@ import math
 import numpy as np
 from scipy.stats import kendalltau
 
-from gfs.report.trend_stats import ALPHA, c_range, fold, log_spread, trend
+from gfs.report.trend_stats import ALPHA, c_range, fold, log_spread, seed_columns, trend
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt, runs, table
 
 
@@ -72,16 +72,9 @@ def kendall(x, y):
 
 
 def seed_spread(reference):
-    """The spread of a value over seeds: std / mean of reference [S, G] over the seeds (axis 0), per group G (run
-    or orbit centre), the median over groups; 0 for one seed. Non-finite entries are left out."""
-    reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
-    if len(reference) < 2:
-        return 0.0
-    spreads = []
-    for column in reference.T:
-        finite = column[np.isfinite(column)]
-        if len(finite) > 1 and finite.mean() != 0:
-            spreads.append(finite.std() / abs(finite.mean()))
+    """The spread of a value over seeds: std / mean over the seeds, per group (trend_stats.seed_columns), the median
+    over groups; 0 for one seed."""
+    spreads = [x.std() / abs(x.mean()) for x in seed_columns(reference) if len(x) > 1 and x.mean() != 0]
     return float(np.median(spreads)) if spreads else 0.0
 
 
@@ -119,26 +112,22 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     claimed = "grows" if direction > 0 else "falls"
     going, seeds = int((t.votes > 0).sum()), len(t.votes)
     significant, excludes = t.p < alpha, t.low > 0
-    if t.holds:
-        stands = f"stands for any minimum up to {fold(t.effect)}"
-    elif significant and excludes:
-        stands = f"stands for any minimum above {fold(t.effect)} (it would hold below)"
+    if significant and excludes:  # the minimum effect decides: the verdict flips at the effect
+        minima = f"{'up to' if t.holds else 'above'} {fold(t.effect)}"
+        stands = f"stands for any minimum {minima}" + " (it would hold below)" * (not t.holds)
     else:
-        stands = "stands at every minimum (" + ("not significant" if not significant else
-                                                "the interval includes no change") + ")"
+        why = "not significant" if not significant else "the interval includes no change"
+        minima, stands = f"every ({why.replace('the interval', 'CI')})", f"stands at every minimum ({why})"
     verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
-    row = [f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})",
+    deciding = f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})"  # the seeds and c: in the claim's table
+    row = [deciding,
            f"{going} of {seeds}" + (f" ({t.series} series" + f", {t.left_out} left out" * bool(t.left_out) + ")") * (
                t.series != seeds or bool(t.left_out)),  # one series a seed: the seeds say it
-           f"{t.p:.2g}", f"{fold(t.needed)} ({log_spread(reference):.1%})",
-           (f"up to {fold(t.effect)}" if t.holds else f"above {fold(t.effect)}" if significant and excludes
-            else "every (" + ("not significant" if not significant else "CI includes no change") + ")")]
-    effect = f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)})"
-    text = (f"{effect}; {claimed} with |Q| in {going} of {seeds} seeds ({t.series} series), sign test "
-            f"p = {t.p:.2g} ({'significant' if significant else 'not significant'}); minimum {fold(t.needed)} (seed "
-            f"spread {log_spread(reference):.1%} in log value); {stands}"
+           f"{t.p:.2g}", f"{fold(t.needed)} ({log_spread(reference):.1%})", minima]
+    text = (f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)}); {claimed} with |Q| in {going} of {seeds} "
+            f"seeds ({t.series} series), sign test p = {t.p:.2g} ({'not ' * (not significant)}significant); minimum "
+            f"{fold(t.needed)} (seed spread {log_spread(reference):.1%} in log value); {stands}"
             + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
-    deciding = f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})"  # the seeds and c: in the claim's table
     short = "-"
     if named:
         scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)

@@ -17,18 +17,17 @@ C_SCAN = np.linspace(-1.0, 2.0, 301)  # the integration constants c scanned, in 
                                       # ones (0 and 1) and as far again on either side, in steps of 1 %
 
 
-def log_spread(reference):
-    """The spread of a value over seeds on a log scale: the std (ddof 1) of log value over the seeds (axis 0) of
-    reference [S, G], per group G (run or orbit centre), the median over groups; 0 for one seed. Non-finite and
-    non-positive entries are left out."""
+def seed_columns(reference):
+    """The finite values over the seeds (axis 0) of each group G (run or orbit centre) of reference [S, G]; no
+    groups for one seed."""
     reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
-    if len(reference) < 2:
-        return 0.0
-    spreads = []
-    for column in reference.T:
-        finite = column[np.isfinite(column) & (column > 0)]
-        if len(finite) > 1:
-            spreads.append(float(np.std(np.log(finite), ddof=1)))
+    return [column[np.isfinite(column)] for column in reference.T] if len(reference) > 1 else []
+
+
+def log_spread(reference):
+    """The spread of a value over seeds on a log scale: the std (ddof 1) of log value over the seeds, per group
+    (seed_columns; non-positive entries left out), the median over groups; 0 for one seed."""
+    spreads = [np.std(np.log(x[x > 0]), ddof=1) for x in seed_columns(reference) if (x > 0).sum() > 1]
     return float(np.median(spreads)) if spreads else 0.0
 
 
