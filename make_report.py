@@ -6,17 +6,9 @@ usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/), found by
 the name their .json gives (saved_figures.py); nothing is retrained, and neither torch nor a script or notebook is
 imported. Each claim is registered once, in its figure's claims module (CLAIM_MODULES below; what a claim is and
-how to add one: verdict_rules.py). One loop, check(), loads, measures and judges every claim:
-  - no saved data: "not run", with the command that makes it;
-  - a file that cannot be read, is incomplete or lacks a key or setting: "data error" naming the file and what is wrong,
-    no verdict; the other claims still get theirs and the exit status is 1;
-  - a diverged run is named and left out: the claim cannot be tested on it (partly at best), never "slow";
-  - several seeds (per-run arrays [seed, run]): the rule is judged per seed, "holds in k of N seeds";
-  - a claim about the size of Q (conventions=True) is judged in both conventions of Q: where they disagree its verdict
-    is "depends on the convention", with both readings;
-  - a check (check=True) is an identity of the construction, not a result: it goes to the checks table, and a
-    failing check marks its figure's data as broken (its claims get no verdict).
-The verdicts, the rules and the report's layout: docs/report.md.
+how to add one: verdict_rules.py), and one loop, check(), loads, measures and judges every claim: a verdict, or the
+reason there is none (a data error or a failing check also makes the exit status 1). What each verdict means, how
+seeds, units, diverged runs and the two conventions of Q are judged, and the report's layout: docs/report.md.
 """
 import argparse
 import datetime
