@@ -5,34 +5,13 @@ usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
 Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/), found by
 the name their .json gives (saved_figures.py); nothing is retrained, and neither torch nor a script or notebook is
-imported: every setting a claim's text or table needs comes from the saved .json. The report opens with What holds
-(one row per claim: verdict, deciding effect, the data that decide it), then the legend (VERDICTS), the checks and
-one section per figure. The claims are registered once each, in their figure's claims module (CLAIM_MODULES
-below: claims_fig3.py ... claims_fig11.py; what a claim is: verdict_rules.py). A claim names the files it
-reads, a measurement (loaded file -> the keyword arguments of its rule), a rule (a pure function: numbers ->
-Result) whose docstring is the rule printed in the report, and the paper code's numbers (paper_numbers.py) in
-the rule's form, so the same rule is run on them too. One loop, check(), loads, measures and judges every claim:
-  - no saved data: "not run", with the command that makes it;
-  - a file that cannot be read, is incomplete or lacks a key or setting: "data error" naming the file and what is wrong,
-    no verdict; the other claims still get theirs and the exit status is 1;
-  - a diverged run is named and left out: the claim cannot be tested on it (partly at best), never "slow";
-  - data that cannot decide a claim (moved networks that are not symmetries): "cannot be tested", no evidence;
-  - several seeds (per-run arrays [seed, run]): the rule is judged per seed, "holds in k of N seeds";
-  - --quick data: verdicts labelled as smoke-test values;
-  - activations are found on disk, so one beyond the paper's four is reported too;
-  - CIFAR-10 (Figs. 10-11): one file per numerics (paper: float32 action with fit noise; exact: float64); a claim
-    about symmetry-moved networks counts only cells that are symmetries and is decided by the exact numerics; a
-    quick run's file names (other num_g and eps) are found through '*' in the claim's file pattern.
-A claim about the size of Q (conventions=True) is judged in both conventions of Q (the paper code's integration
-constant and F(0) = 0): where they disagree its verdict is "depends on the convention", with both readings. A
-check (check=True) is an identity of the construction, not a result: it goes to the checks table, and a failing
-check marks its figure's data as broken (its claims get no verdict).
-
-Adding a claim: one Claim(...) in its figure's SECTIONS, with its rule (its {keyword} defaults are filled into its
-docstring) and its measurement (usually one runs(...) call naming the saved keys) beside it. A new figure: its
-claims module, and one entry in CLAIM_MODULES.
+imported. Each claim is registered once, in its figure's claims module (CLAIM_MODULES below; what a claim is and
+how to add one: verdict_rules.py), and one loop, check(), loads, measures and judges every claim: a verdict, or the
+reason there is none (a data error or a failing check also makes the exit status 1). What each verdict means, how
+seeds, units, diverged runs and the two conventions of Q are judged, and the report's layout: docs/report.md.
 """
 import argparse
+import datetime
 import glob
 import inspect
 import json
@@ -44,21 +23,14 @@ from functools import partial
 
 import numpy as np
 
-from gfs.report import claims_fig3
-from gfs.report import claims_fig4_5
-from gfs.report import claims_fig6
-from gfs.report import claims_fig7
-from gfs.report import claims_fig9
-from gfs.report import claims_fig10
-from gfs.report import claims_fig11
+from gfs.report import claims_fig3, claims_fig4_5, claims_fig6, claims_fig7, claims_fig9, claims_fig10, claims_fig11
 from gfs.report.claims_fig10 import EXACT, exact_decides
 from gfs.report.saved_figures import Figure, Loader, one_line
-from gfs.report.verdict_rules import DATA_ERROR, EVALUATION_FAILED, NOT_RUN, Claim, DataError, Unjudged
-from gfs.report.verdict_rules import table
-from gfs.runs.saved_files import write_atomic
 from gfs.report.toy_rules import CONVENTIONS, Q_CONVENTION, conventions_result, off_data_table
-from gfs.report.verdict_rules import (BROKEN, CANNOT_TEST, DEPENDS, FAILS, NOT_REPRODUCED, NOT_TESTED, PARTLY, PASSES,
-                                      REPRODUCED, PerSeed, Result, apply, combine)
+from gfs.report.verdict_rules import (BROKEN, CANNOT_TEST, DATA_ERROR, DEPENDS, EVALUATION_FAILED, FAILS,
+                                      NOT_REPRODUCED, NOT_RUN, NOT_TESTED, PARTLY, PASSES, REPRODUCED, Claim, DataError,
+                                      PerSeed, Result, Unjudged, apply, combine, table)
+from gfs.runs.saved_files import write_atomic
 
 # The report's figures, in order: each module's SECTIONS (and, for the moved networks of Figs. 6 and 9, OFF_DATA).
 CLAIM_MODULES = (claims_fig3, claims_fig4_5, claims_fig6, claims_fig7, claims_fig9, claims_fig10, claims_fig11)
@@ -73,15 +45,13 @@ def doc_text(function, **fields):
     return " ".join(inspect.getdoc(function).split("\n\n")[0].split()).format(**defaults, **fields)
 
 
-IN_FULL = "In full:"  # a rule docstring's second paragraph that starts so: the first is the gist the report prints
+IN_FULL = "In full: docs/report.md, *Rules*."  # a long rule's second paragraph: the first is the gist the report prints
 
 
 def rule_text(rule):
-    """The rule as the report prints it: its docstring's first paragraph, defaults filled in; where the second
-    paragraph starts with IN_FULL, the first is the rule's gist and docs/report.md states it in full."""
-    paragraphs = inspect.getdoc(rule).split("\n\n")
-    in_full = len(paragraphs) > 1 and paragraphs[1].startswith(IN_FULL)
-    return doc_text(rule) + " In full: docs/report.md, *Rules*." * in_full
+    """The rule as the report prints it: its docstring's first paragraph, defaults filled in, and for a long rule
+    (second paragraph IN_FULL) the pointer to where it is stated in full."""
+    return doc_text(rule) + f" {IN_FULL}" * (inspect.getdoc(rule).split("\n\n")[1:2] == [IN_FULL])
 
 
 def combine_units(over, results, brief=False):
@@ -197,8 +167,8 @@ def every_run(measured):
 
 
 def mark_broken(checked, no_verdict):
-    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check. checked: make_report's
-    Checked records (claim, verdict, text, deciding), changed in place; no_verdict: the states that are no verdict."""
+    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check (checked: changed in
+    place; no_verdict: the states that are no verdict)."""
     failing = {}
     for c in checked:
         if c.claim.check and c.verdict not in (REPRODUCED,) + no_verdict:
@@ -315,17 +285,24 @@ def fmt_seconds(seconds):
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
-def run_time_summary(out_dir):
-    """Total wall time of the runs behind DIR's figures, each command counted once (a script writes its whole run
-    time into every figure it saves), and the machines they ran on."""
-    per_command, machines = {}, set()
+def saved_settings(out_dir):
+    """Every .json under out_dir that reads as a dict (an unreadable one is reported by the claim that reads it)."""
     for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "**", "*.json"), recursive=True)):
         try:
             with open(path) as f:
-                st = json.load(f)
+                settings = json.load(f)
         except (OSError, ValueError):
-            continue  # an unreadable .json is reported by the claim that reads it
-        if isinstance(st, dict) and run_seconds(st) is not None:
+            continue
+        if isinstance(settings, dict):
+            yield settings
+
+
+def run_time_summary(saved):
+    """Total wall time of the runs behind the saved settings, each command counted once (a script writes its whole run
+    time into every figure it saves), and the machines they ran on."""
+    per_command, machines = {}, set()
+    for st in saved:
+        if run_seconds(st) is not None:
             per_command[run_key(st)] = max(per_command.get(run_key(st), 0.0), run_seconds(st))
             machines.add(f"{st.get('machine', '?')} ({st.get('device', '?')})")
     return sum(per_command.values()), per_command, sorted(machines)
@@ -366,17 +343,15 @@ LEGEND = ("**Legend.** A verdict applies the fixed rule stated with its claim to
           "cell: qualitative).")
 
 
-def newest_data(out_dir):
-    """When the newest figure under out_dir was saved (its .json's `created`), in UTC: the report's date, so that
-    the report of unchanged data is byte-identical (a clock date would change it on every run)."""
-    import datetime
+def newest_data(saved):
+    """When the newest figure was saved (its .json's `created`), in UTC: the report's date, so that the report of
+    unchanged data is byte-identical (a clock date would change it on every run)."""
     dates = []
-    for path in glob.glob(os.path.join(glob.escape(out_dir), "**", "*.json"), recursive=True):
+    for st in saved:
         try:
-            with open(path) as f:
-                dates.append(datetime.datetime.strptime(json.load(f)["created"], "%Y-%m-%dT%H:%M:%S%z"))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # no date (an unreadable .json is reported by the claim that reads it)
+            dates.append(datetime.datetime.strptime(st["created"], "%Y-%m-%dT%H:%M:%S%z"))
+        except (KeyError, TypeError, ValueError):
+            continue  # no date
     newest = max(dates).astimezone(datetime.timezone.utc) if dates else None
     return newest.isoformat(" ", "minutes").replace("+00:00", " UTC") if newest else "an unknown date"
 
@@ -389,9 +364,10 @@ def build_report(out_dir, cifar_dir=None):
         mark_broken(checked, (NOT_RUN, DATA_ERROR))
         errors += [c.text for c in checked if c.verdict in (DATA_ERROR, BROKEN)]
         done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors, shown)))
-    total, per_command, machines = run_time_summary(out_dir)
+    saved = list(saved_settings(out_dir))
+    total, per_command, machines = run_time_summary(saved)
     lines = ["# Reproduction report", "",
-             f"Generated by `make_report.py` from the data saved in `{out_dir}` up to {newest_data(out_dir)} "
+             f"Generated by `make_report.py` from the data saved in `{out_dir}` up to {newest_data(saved)} "
              f"(nothing is retrained). Paper: Zhao, Ganev, Walters, Yu, Dehmamy, *Symmetries, Flat Minima, "
              "and the Conserved Quantities of Gradient Flow*, ICLR 2023.", ""]
     for title, why, applies in BANNERS:
@@ -403,8 +379,9 @@ def build_report(out_dir, cifar_dir=None):
                      c.decided_by or "-"] for _, cs, _ in done for c in cs if not c.claim.check])
     lines += [LEGEND, "", f"**Q.** {Q_CONVENTION}", ""]
     lines += ["## Checks", "", "Identities of the construction (only a bug fails one; a failing check marks its "
-              "figure's data broken; its section states it and its rule). The symmetry is one of the training loss: off the training inputs the moved "
-              "networks compute other functions (second table; exact only for the linear net).", ""]
+              "figure's data broken; its section states it and its rule). The symmetry is one of the training loss: "
+              "off the training inputs the moved networks compute other functions (second table; exact only for the "
+              "linear net).", ""]
     lines += table(["figure", "check", "result", "numbers"],
                    [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick, True)}**", c.deciding or "-"]
                     for _, cs, _ in done for c in cs if c.claim.check])

@@ -1,6 +1,5 @@
 """The claims of Fig. 10 (ensemble_CIFAR.ipynb): ensembles built from the nonlinear, data-dependent group action,
-and the experiment beyond the paper on whether the action generalises. Each claim with its measurement, its rule and
-its table; the notebook's settings are read from the saved files.
+and the experiment beyond the paper on whether the action generalises.
 
 A Fig. 10 cell (num_g, eps) "is a symmetry" if its symmetry error, the largest relative gap between a moved
 network's logits and the original's on the images its pi was fitted on (for the pi the ensemble uses), is at most
@@ -14,9 +13,8 @@ import numpy as np
 from gfs.cifar import dataset  # the file names (dataset.py imports torch only to build images)
 from gfs import paper_numbers as paper
 from gfs.cifar.thresholds import AGREEMENT_THRESHOLD, SYMMETRY_TOLERANCE
-from gfs.report.verdict_rules import Claim, Files, Section, notebook_command, require
-from gfs.report.verdict_rules import spread, table
-from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
+from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, Claim, Files, PerSeed, Result, Section,
+                                      combine, fmt, notebook_command, require, spread, table)
 
 EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
 FIG10_MARGIN = 0.02       # accuracy differences within it are ties
@@ -65,11 +63,6 @@ def rows_all_within(values, bound):
     return np.all(np.abs(np.nan_to_num(np.asarray(values, dtype=float), nan=np.inf)) <= bound, axis=1)
 
 
-def rows_within(group_scales, diff, margin=FIG10_MARGIN):
-    """'eps in {...}': the rows of diff [E, G] whose every cell is within margin (a NaN cell is not)."""
-    return eps_set(group_scales, rows_all_within(diff, margin))
-
-
 def symmetric_rows(symmetric, rows):
     """[E] bool: the rows whose every cell is a symmetry. symmetric: [E, G] bool, or None (not measured, as in the
     paper's notebook: every row counts)."""
@@ -86,14 +79,18 @@ def checked_rows(group_scales, eps_checked, symmetric):
 # ----------------------------------------------------------------------------------------------
 # Measurements and rules
 
-def fig10_seeds(f):
-    """A Fig. 10 file per seed: eps [E]; error [E, G], the symmetry error of the pi the ensemble uses (with the fit
-    noise of its numerics); symmetric [E, G], error at most the saved tolerance; original, the original's accuracy;
-    and each mode's vote accuracy [E, G] under its name."""
-    tolerance = f.symmetry_tolerance()
-    return [dict(group_scales=f["group_scale"], error=f["symmetry_error_fitted"][s], tolerance=tolerance,
-                 symmetric=f["symmetry_error_fitted"][s] <= tolerance, original=float(f["original_acc"][s]),
-                 **{m: f[f"vote_acc_{m}"][s] for m in f.setting("modes")}) for s in range(len(f["seeds"]))]
+def fig10_seeds(f, *names, **derived):
+    """A rule's arguments from a Fig. 10 file, per seed (PerSeed): the entries `names` of the seed's group_scales
+    (eps) [E]; symmetry_error [E, G], that of the pi the ensemble uses (with the fit noise of its numerics);
+    tolerance, as saved; symmetric [E, G], error at most the tolerance; original, the original's accuracy; each
+    mode's vote accuracy [E, G] under its name; and the `derived` ones ({argument: function of those entries})."""
+    tolerance, measured = f.symmetry_tolerance(), PerSeed()
+    for s in range(len(f["seeds"])):
+        seed = dict(group_scales=f["group_scale"], symmetry_error=f["symmetry_error_fitted"][s], tolerance=tolerance,
+                    symmetric=f["symmetry_error_fitted"][s] <= tolerance, original=float(f["original_acc"][s]),
+                    **{m: f[f"vote_acc_{m}"][s] for m in f.setting("modes")})
+        measured.append(dict({n: seed[n] for n in names}, **{n: value(seed) for n, value in derived.items()}))
+    return measured
 
 
 def rule_symmetries(group_scales, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
@@ -106,7 +103,8 @@ def rule_symmetries(group_scales, symmetry_error, tolerance=SYMMETRY_TOLERANCE):
     rows = rows_all_within(error, tolerance)
     largest = ", ".join(f"eps {e:g}: {fmt(x)}" for e, x in zip(group_scales, error.max(axis=1)))
     return Result(REPRODUCED if rows.all() else PARTLY if rows.any() else NOT_REPRODUCED,
-                  f"symmetries at {eps_set(group_scales, rows)}, not at {eps_set(group_scales, ~rows)}; largest error per row: {largest}",
+                  f"symmetries at {eps_set(group_scales, rows)}, not at {eps_set(group_scales, ~rows)}; largest error "
+                  f"per row: {largest}",
                   symmetric_up_to(group_scales, rows))
 
 
@@ -125,11 +123,11 @@ def symmetric_up_to(group_scales, rows):
 def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, margin=FIG10_MARGIN, small_eps=0.1,
                          smaller_eps=0.01):
     """In every row with eps <= {small_eps:g}, every cell is a symmetry and |group - original| <= {margin} (majority
-    vote, every num_g): reproduced; only in the rows with eps <= {smaller_eps:g}: partly; otherwise not reproduced. A cell that is not a
-    symmetry fails: it cannot support a claim about symmetry-moved networks.
+    vote, every num_g): reproduced; only in the rows with eps <= {smaller_eps:g}: partly; otherwise not reproduced.
+    A cell that is not a symmetry fails: it cannot support a claim about symmetry-moved networks.
 
-    group_scales: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool (None: not
-    measured)."""
+    group_scales: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool
+    (None: not measured)."""
     group_scales, diff = np.asarray(group_scales, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
     within = rows_all_within(diff, margin)
     symmetries = symmetric_rows(symmetric, len(group_scales))
@@ -145,16 +143,18 @@ def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, mar
             + f"; not symmetries: {eps_set(group_scales, ~symmetries)}" * bool((~symmetries).any()) + f"; {rows}")
     deciding = largest[small & np.isfinite(largest)]
     return Result(verdict, text, f"within the margin and symmetries for {eps_set(group_scales, ok)}",
-                  float(deciding.max()) if deciding.size else None, f"largest |group - original| at eps <= {small_eps:g}")
+                  float(deciding.max()) if deciding.size else None,
+                  f"largest |group - original| at eps <= {small_eps:g}")
 
 
-def rule_group_beats_baselines(group_scales, group, baselines, symmetric=None, margin=FIG10_MARGIN, eps_checked=EPS_CHECKED):
+def rule_group_beats_baselines(group_scales, group, baselines, symmetric=None, margin=FIG10_MARGIN,
+                               eps_checked=EPS_CHECKED):
     """At each eps in {eps_checked}, group's vote accuracy averaged over num_g exceeds each baseline's by more than
     {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced. A row with a
     cell that is not a symmetry cannot be tested: its pairs count as not beating.
 
-    group_scales: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool (None: not
-    measured)."""
+    group_scales: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool
+    (None: not measured)."""
     rows, broken = checked_rows(group_scales, eps_checked, symmetric)
     group = np.asarray(group, dtype=float)
     pairs = {(float(group_scales[i]), name): group[i] - np.asarray(values, dtype=float)[i]
@@ -190,7 +190,8 @@ def rule_group_vs_perm_interp(group_scales, group, perm_interp, symmetric=None, 
 
 def fig10_agreement(f):
     require(f, "heldout_agreement")
-    return PerSeed(dict(group_scales=f["group_scale"], agreement=f["heldout_agreement"][s]) for s in range(len(f["seeds"])))
+    return PerSeed(dict(group_scales=f["group_scale"], agreement=f["heldout_agreement"][s])
+                   for s in range(len(f["seeds"])))
 
 
 def rule_same_predictions(group_scales, agreement, threshold=AGREEMENT_THRESHOLD):
@@ -264,10 +265,12 @@ def fig10_tables(figures):
             lines += [f"{numerics.capitalize()}: every cell at {eps_set(group_scales, kept)} is a symmetry on its "
                       f"fitting images in every seed, yet the group ensemble loses {fmt(losses.min())} to "
                       f"{fmt(losses.max())} there on the evaluation images: pi(g, H) is fitted to "
-                      f"{f.setting('hidden')} images per member, and a symmetry on them is not one on other images.", ""]
+                      f"{f.setting('hidden')} images per member, and a symmetry on them is not one on other images.",
+                      ""]
         if numerics == deciding:
             lines += [f"Rows within {FIG10_MARGIN} of the original in every cell ({numerics}, seed mean): "
-                      + ", ".join(f"{m} {rows_within(group_scales, moved[m].mean(axis=0))}" for m in modes)
+                      + ", ".join(f"{m} {eps_set(group_scales, rows_all_within(moved[m].mean(axis=0), FIG10_MARGIN))}"
+                                  for m in modes)
                       + " (staying close at small eps is not specific to the group action).", ""]
     if not figures:
         return lines
@@ -311,7 +314,8 @@ def fig10_agreement_tables(figures):
     columns = {}
     for numerics, f in done.items():
         short, agreement = numerics.split()[0], f["heldout_agreement"]  # [S, E, G]
-        columns[f"agreement, {short}"] = [spread(agreement[:, i].mean(axis=1), "{:.3f}") for i in range(agreement.shape[1])]
+        columns[f"agreement, {short}"] = [spread(agreement[:, i].mean(axis=1), "{:.3f}")
+                                          for i in range(agreement.shape[1])]
         columns[f"lowest cell, {short}"] = [f"{agreement[:, i].min():.3f}" for i in range(agreement.shape[1])]
     f = done[deciding]
     columns[f"gap, {deciding.split()[0]}"] = [
@@ -352,42 +356,38 @@ SECTIONS = (
               "The premise: moved along the nonlinear, data-dependent group action, (U, V) -> (U pi(g, H), g V), the "
               "trained network computes the original's function on the h images H that pi (h x h, h the hidden "
               "width) was fitted on, in both numerics (paper: float32 with the paper's fit noise; exact: float64, no "
-              "noise): a test of the numerics, since pi can match them exactly.", FIG10, lambda f: PerSeed(
-                  dict(group_scales=c["group_scales"], symmetry_error=c["error"], tolerance=c["tolerance"]) for c in fig10_seeds(f)),
-              rule_symmetries, brief=True),
+              "noise): a test of the numerics, since pi can match them exactly.", FIG10,
+              lambda f: fig10_seeds(f, "group_scales", "symmetry_error", "tolerance"), rule_symmetries, brief=True),
         Claim("Fig. 10", "moved networks make the original's predictions on unseen images",
               "The premise's second half, what would make the ensembles ensembles of one function: on the evaluation "
               "images, which pi (fitted to h images, h x h unknowns) never saw, each moved network predicts the "
-              "original's class.", FIG10, fig10_agreement, rule_same_predictions,
-              over=exact_decides, brief=True),
+              "original's class.", FIG10, fig10_agreement, rule_same_predictions, over=exact_decides, brief=True),
         Claim("Fig. 10", f"group ensemble within {FIG10_MARGIN} of the original at small eps",
               "Ensembles built with the group action keep the original model's accuracy at small eps, where the moved "
-              "copies are exact symmetries.", FIG10, lambda f: PerSeed(
-                  dict(group_scales=c["group_scales"], group_minus_original=c["group"] - c["original"], symmetric=c["symmetric"])
-                  for c in fig10_seeds(f)), rule_ensemble_margin,
+              "copies are exact symmetries.", FIG10, lambda f: fig10_seeds(
+                  f, "group_scales", "symmetric", group_minus_original=lambda c: c["group"] - c["original"]),
+              rule_ensemble_margin,
               paper=lambda: {"": dict(group_scales=list(paper.FIG10_ROWS["group"]),
                                       group_minus_original=list(paper.FIG10_ROWS["group"].values()))},
               over=exact_decides),
         Claim("Fig. 10", f"group beats g^-1, random, shuffle at eps = {AT_LARGE_EPS}",
               f"At large eps ({AT_LARGE_EPS}) the group ensemble loses less accuracy than the baselines g^-1, random "
-              "and shuffle.", FIG10, lambda f: PerSeed(
-                  dict(group_scales=c["group_scales"], group=c["group"],
-                       baselines={m: c[m] for m in ("g_inverse", "random", "shuffle")},
-                       symmetric=c["symmetric"]) for c in fig10_seeds(f)), rule_group_beats_baselines,
+              "and shuffle.", FIG10, lambda f: fig10_seeds(
+                  f, "group_scales", "group", "symmetric",
+                  baselines=lambda c: {m: c[m] for m in ("g_inverse", "random", "shuffle")}),
+              rule_group_beats_baselines,
               over=exact_decides),
         Claim("Fig. 10", f"group beats the interpolated permutation at eps = {AT_LARGE_EPS}",
               f"At large eps ({AT_LARGE_EPS}) the group ensemble also beats the interpolated permutation, the "
               "baseline that, like the group action, keeps the function at small eps (g^-1, random and shuffle "
-              "destroy it by construction).", FIG10, lambda f: PerSeed(
-                  dict(group_scales=c["group_scales"], group=c["group"], perm_interp=c["perm_interp"], symmetric=c["symmetric"])
-                  for c in fig10_seeds(f)), rule_group_vs_perm_interp,
+              "destroy it by construction).", FIG10,
+              lambda f: fig10_seeds(f, "group_scales", "group", "perm_interp", "symmetric"), rule_group_vs_perm_interp,
               paper=lambda: {"": dict(group_scales=list(paper.FIG10_ROWS["perm_interp"]), **{
                   m: [paper.FIG10_ROWS[m][e] for e in paper.FIG10_ROWS["perm_interp"]] for m in ("group", "perm_interp")
               })}, over=exact_decides),
         Claim("Fig. 10", "beyond the paper: fitted on more images, the action generalises",
               "Not in the paper: pi fitted by least squares on more images per group element than hidden units "
               "(the notebook's FIT_SIZES at its FIT_SIZE_SCALES; exact numerics) keeps the original's predictions on "
-              "held-out images.", FIT_SIZE, fit_size_seeds,
-              rule_action_generalises, brief=True),
+              "held-out images.", FIT_SIZE, fit_size_seeds, rule_action_generalises, brief=True),
     ), lambda get: fig10_tables(get(FIG10)) + fig10_agreement_tables(get(FIG10)) + fit_size_tables(get(FIT_SIZE))),
 )

@@ -1,7 +1,7 @@
 """The claims of Fig. 11 (adversarial_CIFAR.ipynb): the adversarial robustness of the group ensemble, under the
-paper's protocol and under the corrected protocol's standard robustness evaluation, with its controls. Each claim
-with its measurement, its rule and its table; the notebook's budgets, the suite's attacks, classifiers,
-controls and sanity checks are read from the saved files (robustness.suite_description), so the report needs no torch.
+paper's protocol and under the corrected protocol's standard robustness evaluation, with its controls. The
+notebook's budgets, the suite's attacks, classifiers, controls and sanity checks are read from the saved files
+(robustness.suite_description), so the report needs no torch.
 
 Fig. 11's seeds are judged one by one (McNemar's paired test per seed, Bonferroni over the attacked strengths);
 a seed whose moved networks are not symmetries on their fitting images cannot be tested (tested_on_a_symmetry).
@@ -9,15 +9,14 @@ A violated sanity check of the robustness evaluation means the evaluation failed
 """
 import numpy as np
 
-from gfs.cifar import dataset
 from gfs import paper_numbers as paper
+from gfs.cifar import dataset
+from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE, convergence_rows, failed_checks
+from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
 from gfs.report.claims_fig10 import (EXACT, NUMERICS_NAMES, NUMERICS_SUFFIXES, data_text, exact_decides,
                                      rule_same_predictions)
-from gfs.report.verdict_rules import Claim, EvaluationFailed, Files, Section, notebook_command, require
-from gfs.report.verdict_rules import spread, table
-from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
-from gfs.report.verdict_rules import CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, PerSeed, Result, combine, fmt
-from gfs.cifar.suite_checks import CONVERGENCE_TOLERANCE, SANITY_CONFIDENCE, convergence_rows, failed_checks
+from gfs.report.verdict_rules import (CANNOT_TEST, NOT_REPRODUCED, PARTLY, REPRODUCED, Claim, EvaluationFailed, Files,
+                                      PerSeed, Result, Section, combine, fmt, notebook_command, require, spread, table)
 
 FIG11_MARGIN, CHANCE = 0.01, 0.1  # a gain must exceed chance (10 classes) by the margin
 ALPHA = 0.05  # family-wise error of a claim per attack: Bonferroni over its attacked strengths
@@ -71,9 +70,7 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
     """At every attack strength > 0 the group ensemble's vote accuracy is not lower than the original's by more than
     two binomial standard errors, and at some strength higher by more while above chance + {margin}.
 
-    In full: threshold = max({margin}, 2 sqrt(p(1-p)/n)), p the original's accuracy and n the number of evaluation
-    images; a gain where the ensemble is at most {margin} above chance is not counted. Reproduced if so; better
-    somewhere but worse elsewhere: partly; never better: not reproduced.
+    In full: docs/report.md, *Rules*.
 
     strengths, acc_original, acc_group: [S]; n_images: images behind each accuracy."""
     strengths = np.asarray(strengths, dtype=float)
@@ -98,20 +95,15 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
 # ----------------------------------------------------------------------------------------------
 # The standard robustness evaluation
 
-def _sanity(f):
-    """EvaluationFailed naming the violated checks, if any (the saved sanity_<classifier> [S, K, R])."""
+def fig11_suite(f, controls=False):
+    """Per seed: the radii (x 255), group vs original on the robust per-image outcomes (diff, McNemar p), the
+    group's robust accuracy, the symmetry error of the pi used; with controls, group vs each of robustness.CONTROLS
+    (the independent CNN, the shared-trunk ensemble, the deep ensemble). A violated sanity check: EvaluationFailed."""
+    require(f, "robust_acc_group", "sanity_group", "alone_acc_deep", "converged_group")
     failures = sanity_failures(f)
     if failures:
         raise EvaluationFailed(f"{len(failures)} sanity check(s) of the robustness evaluation failed, so the "
                                f"attacks are not trustworthy here: {'; '.join(failures[:3])}")
-
-
-def fig11_suite(f, controls=False):
-    """Per seed: the radii (x 255), group vs original on the robust per-image outcomes (diff, McNemar p), the
-    group's robust accuracy, the symmetry error of the pi used; with controls, group vs each of robustness.CONTROLS
-    (the independent CNN, the shared-trunk ensemble, the deep ensemble)."""
-    require(f, "robust_acc_group", "sanity_group", "alone_acc_deep", "converged_group")
-    _sanity(f)
     tolerance, suite = f.symmetry_tolerance(), f.setting("suite")
 
     def seed(s):
@@ -136,10 +128,7 @@ def rule_robust_gain(radii, diff, p, accuracy, symmetry_error=0.0, tolerance=SYM
     """Per seed, the group ensemble's robust accuracy (right under every attack) is significantly above the
     original's at some radius and below it at none (McNemar, p < {alpha:g} / number of radii).
 
-    In full: McNemar's exact test on the same images, Bonferroni over the radii. A gain counts only where the
-    ensemble is more than {margin} above chance ({chance:g}). Reproduced if so; a gain with a loss elsewhere: partly;
-    no gain: not reproduced. If the moved networks are not symmetries on their fitting images (error above
-    {tolerance:g}) the seed cannot be tested.
+    In full: docs/report.md, *Rules*.
 
     radii: [R] (x 255); diff (group - original), p, accuracy (the group's robust accuracy): [R]."""
     attacked, gain, loss, level = _gain(radii, diff, p, accuracy, alpha, chance, margin)
@@ -161,11 +150,7 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
     """At some radius the group ensemble's robust accuracy is significantly above the original's (as above) and
     above each control's on the same images (McNemar, p < {alpha:g} / number of radii).
 
-    In full: the independent CNN (trained from its own seed, attacked by the same suite) rules out "any second
-    network"; the shared-trunk ensemble (the interpolated permutation of the same trunk and scale: other heads on the
-    same features) rules out "other heads on the attacked features" and so isolates the symmetry; the deep ensemble
-    (independently trained CNNs, mean probability, attacked white-box) rules out "any ensemble". Beyond every
-    control: reproduced; some: partly; none: not reproduced. Not symmetries: cannot be tested.
+    In full: docs/report.md, *Rules*.
 
     radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff [R], p [R])}, group vs the
     control."""
@@ -228,10 +213,12 @@ def robustness_tables(figures):
     """The exact numerics (which decide) in full: robust accuracy per radius and classifier with the paired
     differences (McNemar's largest p over seeds), the convergence table (each attack alone in brackets; 'not run'
     where the CPU budget left it out), Square's accuracy against its queries, held-out agreement and the sanity
-    checks (the images each attack broke first: decided_<c> in the .npz). The other numerics: the group ensemble's robust accuracy and
-    differences only (the original's, the shared trunk's and the trained controls' arrays are the same)."""
+    checks (the images each attack broke first: decided_<c> in the .npz). The other numerics: the group ensemble's
+    robust accuracy and differences only (the original's, the shared trunk's and the trained controls' arrays are the
+    same)."""
     lines = []
-    ordered = [(n, f) for n, f in sorted(figures.items(), key=lambda item: item[0] != EXACT) if "alone_acc_deep" in f.data]
+    ordered = [(n, f) for n, f in sorted(figures.items(), key=lambda item: item[0] != EXACT)
+               if "alone_acc_deep" in f.data]
     for k, (numerics, f) in enumerate(ordered):
         radii, suite = f["radii"] * 255, f.setting("suite")
         names, shown, attacks = suite["labels"], suite["shown_comparisons"], suite["attacks"]
@@ -261,11 +248,13 @@ def robustness_tables(figures):
                   f"attack alone on the audit images, which the sanity checks compare with a one-sided "
                   f"{SANITY_CONFIDENCE:.0%} binomial slack), then on the first {int(f['audit_images'])} (audit) "
                   "images before -> after doubling the iterations and restarts of the strongest white-box attack; "
-                  f"\"not converged\" where doubling broke more than {CONVERGENCE_TOLERANCE:.1%} of them in a seed.", ""]
+                  f"\"not converged\" where doubling broke more than {CONVERGENCE_TOLERANCE:.1%} of them in a seed.",
+                  ""]
         lines += table(["classifier", "radius"] + [f"after {a}" for a in short] + ["audit: doubled"],
                        convergence_rows(f.data, [a["label"] for a in attacks], classifiers, names, alone=True))
         queries = np.reshape(f["square_curve_queries_group"], (-1, np.shape(f["square_curve_group"])[-1]))[0]
-        curves = {c: np.reshape(f[f"square_curve_{c}"], (-1, len(radii), len(queries))).mean(axis=0) for c in classifiers}
+        curves = {c: np.reshape(f[f"square_curve_{c}"], (-1, len(radii), len(queries))).mean(axis=0)
+                  for c in classifiers}
         lines += table(["classifier", "radius", "Square alone after " + " / ".join(str(int(q)) for q in queries)
                         + " queries"], [[names[c], f"{r:g}/255", " / ".join(f"{v:.3f}" for v in curve[i])]
                                         for c, curve in curves.items() for i, r in enumerate(radii)
@@ -302,8 +291,7 @@ SECTIONS = (
         Claim("Fig. 11", "corrected: gain beyond the controls (independent CNN, shared trunk)",
               "The gain is robustness from the symmetry: the group ensemble is also more accurate than an "
               "independent CNN, a shared-trunk ensemble and a deep ensemble under the same evaluation.",
-              FIG11_ROBUSTNESS,
-              lambda f: fig11_suite(f, controls=True), rule_gain_beyond_controls, over=exact_decides),
+              FIG11_ROBUSTNESS, lambda f: fig11_suite(f, controls=True), rule_gain_beyond_controls, over=exact_decides),
         Claim("Fig. 11", "Fig. 11 members make the original's predictions on unseen images",
               "The premise of the robustness claim: the moved networks of Fig. 11 (the notebook's NUM_G members at "
               "GROUP_SCALE) predict the original's class on held-out images (the evaluation images).",

@@ -1,14 +1,12 @@
-"""The claims of Fig. 3 (Q_dynamics_elementwise.py): under gradient descent Q stays nearly constant. Each claim with
-its measurement, its rules and its table; the runs' settings (learning rates) are read from the saved .json.
-"""
+"""The claims of Fig. 3 (Q_dynamics_elementwise.py): under gradient descent Q stays nearly constant."""
 from functools import partial
 
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, DataError, Files, Section, runs
-from gfs.report.verdict_rules import both_conventions, col, common_setting, last_finite, paper_column, run_table, saved_setting
-from gfs.report.verdict_rules import NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
+from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, TOY_FIGURES, Claim, DataError, Files, Result,
+                                      Section, both_conventions, col, common_setting, fmt, last_finite, paper_column,
+                                      run_table, runs, saved_setting)
 
 # The saved figures by the names their .json give (figure_name; {}: the activation); make's float64 run writes into
 # the folder float64/.
@@ -21,9 +19,6 @@ def learning_rates(figures):
     """The saved runs' learning rates, '0.1, 0.01, 0.001'."""
     return saved_setting(figures, "learning_rates", lambda lrs: ", ".join(f"{lr:g}" for lr in lrs))
 
-
-# ----------------------------------------------------------------------------------------------
-# Measurements and rules
 
 def float64_drift(f):
     """Per seed, the runs' learning rates and largest change of Q from its start (relative to N_0) [R]; the file must
@@ -62,14 +57,7 @@ def rule_within_gd_bound(lrs, drift, bound, drift_paper=None, roundoff=None, rou
     float32 loop [R]: reproduced; otherwise partly if the runs at the largest lr are within the bound, else not
     reproduced.
 
-    In full: every run's largest change of Q from its initial value stays within the bound of gradient descent saved
-    with it, H x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T) (the first-order change of a step, times H for the
-    higher orders, H as saved (bound_higher_order); derived in docs/conserved_quantities.md; F'' at the initial and
-    final weights, L the mean squared loss trained on), or, where float32 round-off exceeds the bound (it does not
-    shrink with lr), its largest |dQ~| is at most {roundoff_factor:g} x that of the paper's own float32 loop at the
-    same activation and learning rate [R]. Every run: reproduced; a run beyond both, or beyond the bound with no
-    reference: partly if the runs at the largest learning rate (where discretisation dominates) are within the
-    bound, otherwise not reproduced.
+    In full: docs/report.md, *Rules*.
 
     lrs, drift, bound: [R] per run (drift and bound relative to N_0); drift_paper, roundoff: [R] the run's and the
     paper's loop's largest |dQ~| (None: no round-off allowance, float64)."""
@@ -111,9 +99,6 @@ def rule_drift_proportional(lrs, max_drift, factor=2.0):
                   "max/min of drift/lr")
 
 
-# ----------------------------------------------------------------------------------------------
-# Tables
-
 FIG3_COLUMNS = [
     ("lr", col("lr", lambda x: f"{x:g}")),
     ("max abs Q_t - Q_0 / N_0", col("max_Q_change_zero", seeds=True, mark=True)),
@@ -150,9 +135,6 @@ def fig3_tables(float32, float64):
         ["Float64 runs (folder `float64/`):", ""] + float64 if float64 else [])
 
 
-# ----------------------------------------------------------------------------------------------
-# The claims
-
 SECTIONS = (
     Section("Fig. 3: Q is nearly conserved under gradient descent", (
         Claim("Fig. 3", "Q's change within the first-order bound of GD (float32)", lambda figures:
@@ -163,11 +145,10 @@ SECTIONS = (
               "Without round-off (float64) the drift of Q is a discretisation effect, proportional to the learning "
               "rate (from the initial Q, first step included: it dominates at the largest lr "
               f"({saved_setting(figures, 'learning_rates', lambda lrs: f'{max(lrs):g}')}) for sigmoid; the same in "
-              "both conventions).", FIG3_FLOAT64, float64_drift,
-              rule_drift_proportional, brief=True),
+              "both conventions).", FIG3_FLOAT64, float64_drift, rule_drift_proportional, brief=True),
         Claim("Fig. 3", "float64: Q's change within the first-order bound of GD",
               "Without round-off (float64) the change of Q stays within the bound at every learning rate (its drift "
-              "is a few % of the bound: only a bug fails it), so what exceeds it in float32 is round-off.", FIG3_FLOAT64, float64_within_bound, rule_within_gd_bound,
-              check=True)),
+              "is a few % of the bound: only a bug fails it), so what exceeds it in float32 is round-off.",
+              FIG3_FLOAT64, float64_within_bound, rule_within_gd_bound, check=True)),
             lambda get: fig3_tables(get(FIG3), get(FIG3_FLOAT64))),
 )

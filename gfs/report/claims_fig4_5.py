@@ -1,15 +1,14 @@
 """The claims of Figs. 4-5 (Q_distribution.py): Q is sharply concentrated at initialisation, around a centre set by
-the layer sizes. Each claim with its measurement, its rule and its table; the shapes are read from the saved files.
+the layer sizes.
 """
 import math
 
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section
-from gfs.report.verdict_rules import run_table
 from gfs.report.toy_rules import q_key
-from gfs.report.verdict_rules import NOT_REPRODUCED, NOT_TESTED, PARTLY, REPRODUCED, Result, fmt
+from gfs.report.verdict_rules import (NOT_REPRODUCED, NOT_TESTED, PARTLY, REPRODUCED, TOY_FIGURES, Claim, Files, Result,
+                                      Section, fmt, run_table)
 
 # The saved figures by the names their .json give (figure_name): Q_distribution_<activation>_mhn_<m>_<h>_<n>, at the
 # paper's sizes (paper_numbers.FIG4_SHAPE for every activation; FIG5_SHAPES, linear only, the units m_h_n of Fig. 5).
@@ -22,11 +21,9 @@ FIG5 = Files("Q-distribution/linear_mhn_{}", tuple("_".join(map(str, shape)) for
 def fig5_centres(figures):
     """'+0 for (m, h, n) = (100, 200, 100) and ...': m - h for the saved sizes."""
     shapes = [[int(x) for x in f.setting("shape_mhn")] for f in figures.values()] or paper.FIG5_SHAPES
-    return " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h}, {n})" for i, (m, h, n) in enumerate(shapes))
+    return " and ".join(f"{m - h:+d} for {'(m, h, n) = ' * (i == 0)}({m}, {h}, {n})"
+                        for i, (m, h, n) in enumerate(shapes))
 
-
-# ----------------------------------------------------------------------------------------------
-# Measurement, rule and table
 
 def fig45_samples(f, convention):
     """Q per initialisation [S] in the convention, its analytic mean and the size of its terms."""
@@ -69,16 +66,12 @@ FIG45_COLUMNS = [
         paper.FIG45_Q_STATS.get((f.setting("activation"), tuple(int(x) for x in f["shape_mhn"])))))]
 
 
-# ----------------------------------------------------------------------------------------------
-# The claims
-
 SECTIONS = (
     Section("Figs. 4-5: Q is sharply concentrated at initialisation", (
         Claim("Fig. 4", "Q concentrated at init around its analytic mean",
               "With the common initialisation (U ~ N(0, 1/h), V ~ N(0, 1/n)), Q is sharply concentrated around its "
               "analytic mean for every activation, so gradient flow from such an initialisation reaches only a small "
-              "part of the minimum.", FIG4,
-              fig45_samples, rule_q_distribution, conventions=True, brief=True),
+              "part of the minimum.", FIG4, fig45_samples, rule_q_distribution, conventions=True, brief=True),
         Claim("Fig. 5", "centre of Q set by the layer sizes (E[Q] = m - h)", lambda figures:
               "The centre of the Q distribution is set by the layer sizes: for the linear net E[Q] = m - h, "
               f"{fig5_centres(figures)}.", FIG5, fig45_samples, rule_q_distribution, conventions=True, brief=True)),

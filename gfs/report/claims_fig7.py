@@ -1,25 +1,15 @@
 """The claims of Fig. 7 (Q_convergence_radial.py): for the radial activation the steps to converge grow in
-proportion to Q. Each claim with its measurement, its rule and its table; the init scales and the loss threshold are
-read from the saved .json.
+proportion to Q.
 """
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import col, item, legend_Qs, power_of_ten, run_table, saved_setting
 from gfs.report.toy_rules import rule_same_initial_function, same_function
-from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, combine, fmt, fmt_steps
+from gfs.report.verdict_rules import (NOT_REPRODUCED, REPRODUCED, TOY_FIGURES, Claim, Files, Result, Section, col,
+                                      combine, converged_loss, fmt, fmt_steps, item, run_table, runs, saved_setting)
 
 FIG7 = Files("Q-convergence/radial_zoomed_1e6", ("",), TOY_FIGURES)  # the name its .json gives (figure_name)
 
-
-def loss(figures):
-    """The loss whose first crossing counts the steps, as saved ('1e-2')."""
-    return saved_setting(figures, "converged_loss", power_of_ten, "threshold")
-
-
-# ----------------------------------------------------------------------------------------------
-# Rule and table
 
 def rule_steps_proportional_to_Q(Q0, steps, total_steps, factor=2.0):
     """For consecutive runs (by Q) that reach the loss threshold, (steps ratio) / (Q ratio) lies within a factor
@@ -55,9 +45,6 @@ def fig7_columns(loss):
              lambda u, f, r: fmt(np.nanmax(np.abs(f["Q"][r] - f["Q"][r][0])) / abs(f["Q"][r][0])))]
 
 
-# ----------------------------------------------------------------------------------------------
-# The claims
-
 SECTIONS = (
     Section("Fig. 7: convergence time proportional to Q (radial activation)", (
         Claim("Fig. 7", "radial runs start from the same function", lambda figures:
@@ -69,10 +56,11 @@ SECTIONS = (
         Claim("Fig. 7", "steps to converge proportional to Q (radial)", lambda figures:
               "For the radial activation the time to converge grows in proportion to Q = |U|^2 + |V|^2 (a sum of "
               "squares: no integration constant): 100x more Q needs about 100x more steps to reach a fixed loss "
-              f"(MSE/|Y|_F < {loss(figures)}).", FIG7,
+              f"(MSE/|Y|_F < {converged_loss(figures)}).", FIG7,
               lambda f: runs(f, Q0="Q0", steps="steps_to_converge", total_steps=int(f["steps"][-1])),
               rule_steps_proportional_to_Q,
-              paper=lambda: {"": dict(Q0=legend_Qs(paper.FIG7_LEGENDS), total_steps=paper.FIG7_STEP_BUDGET,
+              paper=lambda: {"": dict(Q0=[paper.legend_Q(q) for q in paper.FIG7_LEGENDS],
+                                      total_steps=paper.FIG7_STEP_BUDGET,
                                       steps=[-1 if s is None else s for s in paper.FIG7_STEPS])})),
-            lambda get: run_table(get(FIG7), fig7_columns(loss(get(FIG7))), first=None)),
+            lambda get: run_table(get(FIG7), fig7_columns(converged_loss(get(FIG7))), first=None)),
 )

@@ -1,17 +1,15 @@
 """The claims of Fig. 9 (Q_hessian_eigenvalues.py): the Hessian at a minimum against Q, and the experiments beyond
-the paper along the valley of minima (same function, per-neuron orbits). Each claim with its measurement, its rule
-and its table; the trend and check rules are shared (toy_rules.py); the sizes and init scales are read from the
-saved .json.
+the paper along the valley of minima (same function, per-neuron orbits). The trend and check rules are shared
+(toy_rules.py).
 """
 import numpy as np
 
 from gfs import paper_numbers as paper
-from gfs.report.verdict_rules import TOY_FIGURES, Claim, Files, Section, runs
-from gfs.report.verdict_rules import both_conventions, col, common_setting, legend_Qs, paper_column
-from gfs.report.verdict_rules import run_table
 from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
-from gfs.report.toy_rules import AT_MINIMUM, at_minimum, rule_gap_below, rule_same_initial_function, rule_trend, trend_Q
-from gfs.report.verdict_rules import NOT_REPRODUCED, REPRODUCED, Result, fmt
+from gfs.report.toy_rules import (AT_MINIMUM, at_minimum, rule_gap_below, rule_same_initial_function, rule_trend,
+                                  trend_Q)
+from gfs.report.verdict_rules import (NOT_REPRODUCED, REPRODUCED, TOY_FIGURES, Claim, Files, Result, Section,
+                                      both_conventions, col, common_setting, fmt, paper_column, run_table, runs)
 
 # The saved figures by the names their .json give (figure_name; {}: the activation; the paper's m, n, hidden = 10, 5,
 # 50 in the name).
@@ -30,9 +28,6 @@ def sizes(figures):
     m, n, hidden = (int(common_setting(figures, key)) for key in ("m", "n", "hidden"))
     return f"m*n = {m * n} nonzero eigenvalues (of {(m + n) * hidden})"
 
-
-# ----------------------------------------------------------------------------------------------
-# Measurements and rules
 
 def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minimum=AT_MINIMUM):
     """Every run at a global minimum (squared loss < {loss_at_minimum}) has exactly m*n nonzero Hessian eigenvalues
@@ -69,21 +64,18 @@ def per_neuron9(f):
                 reference=largest[:, :, 0, largest.shape[-1] // 2])
 
 
-# ----------------------------------------------------------------------------------------------
-# Tables
-
 FIG9_COLUMNS = [
     ("init std", col("init_std", lambda x: f"{x:g}")),
     ("Q0 from 0 [paper code's]", both_conventions(col("Q0_zero"), col("Q0"))),
-    ("paper's code [R] Q", paper_column({a: legend_Qs(q) for a, q in paper.FIG9_LEGENDS.items()})),
+    ("paper's code [R] Q", paper_column({a: list(map(paper.legend_Q, qs)) for a, qs in paper.FIG9_LEGENDS.items()})),
     ("largest eigenvalue", col("largest_eigenvalue", lambda x: f"{x:.4g}", seeds=True, mark=True)),
     ("paper's code [R]", paper_column(paper.FIG9_LARGEST_EIGENVALUE)),
     ("final squared loss", col("final_loss"))]
 
 
 def orbit_summary(same):
-    """One sentence for seed 0's same-function orbits ({unit: Figure}): how far the squared loss moves along them and the
-    largest relative gap between the Gauss-Newton and the full Hessian's largest eigenvalue at their ends."""
+    """One sentence for seed 0's same-function orbits ({unit: Figure}): how far the squared loss moves along them
+    and the largest relative gap between the Gauss-Newton and the full Hessian's largest eigenvalue at their ends."""
     loss = [np.asarray(f["loss"][0], dtype=float) for f in same.values()]  # [R, L] each
     moved = max(float(np.nanmax(np.nanmax(x, axis=-1) / np.nanmin(x, axis=-1) - 1)) for x in loss)
     gap = max(float(np.nanmax(np.abs(f["largest_eigenvalue"][0][:, [0, -1]] / f["largest_eigenvalue_hessian"] - 1)))
@@ -97,9 +89,6 @@ def fig9_tables(fig9_figures, same_figures):
     fig9 = run_table(fig9_figures, FIG9_COLUMNS)
     return fig9 + [paper.FIG9_NOTE, ""] * bool(fig9) + ([orbit_summary(same_figures), ""] if same_figures else [])
 
-
-# ----------------------------------------------------------------------------------------------
-# The claims
 
 SECTIONS = (
     Section("Fig. 9: Hessian spectrum at the minimum against Q", (

@@ -3,18 +3,16 @@ per-neuron statistic predict the value (Fig. 6: steps to the loss; Fig. 9: the l
 sum |Q| does not? The statistics are named in advance (SUM_STATISTIC, PER_NEURON_STATISTICS); the seed is the unit
 (seed_votes); Holm's correction runs over the per-neuron statistics (holm); each statistic is judged in both
 conventions of Q from its own saved key (rule_predictors). Why each choice: docs/conserved_quantities.md.
-
-Contents: the statistics and their votes (holm, seeds_needed, seed_votes, judge_statistics), rule_predictors,
-over_activations; the measurement helpers per_neuron_stats, per_neuron_both (seed 0's orbits are plotted, not
-tabled: the verdict table gives every statistic over all seeds). Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
+Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
 """
 import math
 
 import numpy as np
 from scipy.stats import binomtest
 
-from gfs.report.toy_rules import (ALPHA, CONSTANT, CONVENTIONS, MIN_EFFECT, SEED_SPREADS, kendall, minimum_effect, q_key,
-                                  series_effect)
+from gfs.report.toy_rules import (ALPHA, CONSTANT, CONVENTIONS, MIN_EFFECT, SEED_SPREADS, kendall, minimum_effect,
+                                  q_key, series_effect)
+from gfs.report.trend_stats import by_seed
 from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, REPRODUCED, Result, _tested, combine
 
 
@@ -63,9 +61,9 @@ def seed_votes(stat, values, budget):
 
 def judge_statistics(stats, values, needed, budget, alpha):
     """Every statistic of one convention: {name: (predicts, text)}; the text: the seeds voting with the majority,
-    the sign test's p and Holm's adjusted p, how many seeds a significant majority needs, the effect. The sum is tested at alpha; the per-neuron
-    statistics that vary somewhere form the family of Holm's correction (a statistic constant on every series, such
-    as the edge distance of an activation whose range has no edge, is not tested)."""
+    the sign test's p and Holm's adjusted p, how many seeds a significant majority needs, the effect. The sum is
+    tested at alpha; the per-neuron statistics that vary somewhere form the family of Holm's correction (a statistic
+    constant on every series, such as the edge distance of an activation whose range has no edge, is not tested)."""
     votes = {name: seed_votes(np.asarray(stats[name], dtype=float), values, budget) for name in stats}
     tested = [name for name in PER_NEURON_STATISTICS if name in votes and votes[name][5] < votes[name][6]]
     adjusted = {SUM_STATISTIC: votes[SUM_STATISTIC][2], **holm({name: votes[name][2] for name in tested})}
@@ -77,28 +75,16 @@ def judge_statistics(stats, values, needed, budget, alpha):
         seeds = up + down
         predicts = adjusted[name] < alpha and effect >= needed
         flip = seeds_needed(seeds, alpha / (1 if name == SUM_STATISTIC else len(tested)))
+        holm_text = f"adjusted {adjusted[name]:.2g} (Holm over {len(tested)}), " * (name != SUM_STATISTIC)
         found[name] = (predicts, f"{'up' if direction > 0 else 'down'} {max(up, down)}/{seeds} seeds, p = {p:.2g}, "
-                                 + f"adjusted {adjusted[name]:.2g} (Holm over {len(tested)}), " * (name != SUM_STATISTIC)
-                                 + f"{flip if flip is not None else 'no'} "
-                                 f"needed, {effect:+.0%}" + f", constant on {constant} series" * bool(constant))
+                                 f"{holm_text}{flip if flip is not None else 'no'} needed, {effect:+.0%}"
+                                 + f", constant on {constant} series" * bool(constant))
     return found
 
 
-def statistic_text(name, by_convention):
-    """One statistic's finding, {convention: (predicts, why)} -> its words: once where both conventions give the same
-    finding (always for the spread and the edge distance, and for linear and ReLU), otherwise per convention
-    ("paper: ..., zero: ...")."""
-    said = {c: f"{'predicts' if ok else 'does not predict'} ({why})" for c, (ok, why) in by_convention.items()}
-    if len(set(said.values())) == 1:
-        return f"{name}: {next(iter(said.values()))}"
-    return f"{name}: " + ", ".join(f"{c}: {words}" for c, words in said.items())
-
-
-def statistic_cell(by_convention):
-    """statistic_text's finding as a table cell: 'yes'/'no' (predicts or not) with the seeds, p, Holm's adjusted p,
-    the seeds needed and the effect; per convention where they differ."""
-    said = {c: ("**yes** (" if ok else "no (") + why.replace(" seeds, p = ", ", p ").replace(", adjusted ", " -> ")
-            .replace(" (Holm over ", " (")+ ")" for c, (ok, why) in by_convention.items()}
+def per_convention(said):
+    """One statistic's finding in words, {convention: words} -> once where both conventions give the same finding
+    (always for the spread and the edge distance, and for linear and ReLU), otherwise "paper: ..., zero: ..."."""
     if len(set(said.values())) == 1:
         return next(iter(said.values()))
     return ", ".join(f"{c}: {words}" for c, words in said.items())
@@ -111,16 +97,7 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
     {min_effect:.0%} and {spreads} x the seeds' spread. A cell: yes or no (seeds with the majority, p -> Holm's p
     (family size), one-way votes needed, effect).
 
-    In full: along the per-neuron orbits (the sum of the Q_a and their spread change together on one, oppositely on the
-    other) each statistic is tested against the value, the seed as the unit: a seed votes with the mean Kendall's tau
-    over its orbits; a two-sided sign test over the seeds gives p, Holm-corrected over the per-neuron statistics (the
-    spread of Q_a, min |Q_a|, the edge distance; the sum |Q| uncorrected, which favours it). A statistic predicts if
-    its adjusted p < {alpha:g} and the median over seeds of each seed's median effect reaches the larger of
-    {min_effect:.0%} and {spreads} x the spread over seeds, in both conventions of Q (only |sum Q_a| and min |Q_a|
-    depend on it). A per-neuron statistic predicts and the sum |Q| does not, in both conventions: reproduced; in one
-    convention only, or the sum in the other: depends on the convention; otherwise not reproduced. A cell: yes or no,
-    the seeds voting with the majority, p -> Holm's adjusted p (family size), the fewest one-way votes a significant
-    majority needs, the effect.
+    In full: docs/report.md, *Rules*.
 
     stats: {convention: {name: [S, N, L]}} (N series of each seed, '|sum Q_a|' and the per-neuron ones); values
     [S, N, L] (inf: never reached, the budget in the effect; NaN: left out); reference [S, G]."""
@@ -132,9 +109,14 @@ def rule_predictors(stats, values, reference, budget=None, alpha=ALPHA, min_effe
     common = [n for n in PER_NEURON_STATISTICS if all(n in found[c] and found[c][n][0] for c in CONVENTIONS)]
     sum_predicts = any(found[c][SUM_STATISTIC][0] for c in CONVENTIONS)
     verdict = (REPRODUCED if common and not sum_predicts else DEPENDS if any(holds.values()) else NOT_REPRODUCED)
-    text = "; ".join(statistic_text(n, {c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"])
+    findings = {n: {c: found[c][n] for c in CONVENTIONS if n in found[c]} for n in found["zero"]}  # {c: (ok, why)}
+    text = "; ".join(f"{n}: " + per_convention({c: f"{'predicts' if ok else 'does not predict'} ({why})"
+                                                for c, (ok, why) in by_c.items()}) for n, by_c in findings.items())
+    # a cell: yes or no with the seeds, p, Holm's adjusted p, the seeds needed and the effect, said shorter
+    cells = [per_convention({c: ("**yes** (" if ok else "no (") + why.replace(" seeds, p = ", ", p ")
+                             .replace(", adjusted ", " -> ").replace(" (Holm over ", " (") + ")"
+                             for c, (ok, why) in by_c.items()}) for by_c in findings.values()]
     seeds = int((~np.isnan(values).all(axis=(-1, -2))).sum())
-    cells = [statistic_cell({c: found[c][n] for c in CONVENTIONS if n in found[c]}) for n in found["zero"]]
     return Result(verdict, f"{text} (minimum effect {needed:.0%}, {seeds} seeds)",
                   f"predict in both conventions: {', '.join(common) or 'none'}"
                   + " (the sum predicts)" * sum_predicts, columns=(*found["zero"], "minimum effect, seeds"),
@@ -156,7 +138,6 @@ def over_activations(verdicts):
 def per_neuron_stats(f, convention):
     """{statistic: [S, N, L]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file: S seeds, N
     orbits of each (Fig. 9: its minima's), L points; a statistic that depends on the convention read in `convention`."""
-    by_seed = lambda a: np.asarray(a, dtype=float).reshape(np.shape(a)[0], -1, np.shape(a)[-1])  # noqa: E731
     return {SUM_STATISTIC: np.abs(by_seed(f[q_key("sum_zero", convention)])), "spread of Q_a": by_seed(f["spread"]),
             "min |Q_a|": by_seed(f[q_key("min_abs_zero", convention)]), "edge distance": by_seed(f["edge_distance"])}
 

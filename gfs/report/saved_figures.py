@@ -4,8 +4,6 @@ notebook or torch is imported, so a report can be built anywhere the saved files
 
 A file that cannot be read, is incomplete or lacks a key or setting a claim needs becomes a DataError that names
 the file and what is wrong (the claim then gets no verdict).
-
-Contents: one_line, Figure, saved_index, Loader.
 """
 import glob
 import json
@@ -15,6 +13,7 @@ import re
 from gfs.report.claims_fig10 import SYMMETRY_TOLERANCE
 from gfs.report.verdict_rules import DataError
 from gfs.runs.saved_files import UsageError, load_figure_data
+
 
 def one_line(error):
     return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
@@ -93,11 +92,6 @@ class Loader:
                 found.setdefault(m.group(1) if "{}" in pattern else "", []).append(name)
         return found
 
-    def units(self, files):
-        """The paper's units, then (discover) every other activation that has a saved file, sorted."""
-        found = self.matching(files.pattern) if files.discover else {}
-        return list(files.units) + sorted(set(found) - set(files.units))
-
     def one(self, pattern):
         if pattern not in self.cache:
             try:
@@ -113,8 +107,10 @@ class Loader:
         return self.cache[pattern]
 
     def load(self, files):
-        if files not in self.loaded:  # the folder is globbed once per file set
-            self.loaded[files] = {files.label(u): self.one(files.pattern.format(u)) for u in self.units(files)}
+        if files not in self.loaded:  # the paper's units, then (discover) every other activation with a saved file
+            found = self.matching(files.pattern) if files.discover else {}
+            units = list(files.units) + sorted(set(found) - set(files.units))
+            self.loaded[files] = {files.label(u): self.one(files.pattern.format(u)) for u in units}
         return self.loaded[files]
 
     def get(self, files):

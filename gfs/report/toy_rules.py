@@ -1,28 +1,17 @@
-"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the statistics of a trend of a
-value with |Q| over seeds (rule_trend), the same-function checks and the helpers their measurements use (the
-per-neuron claims of Figs. 6 and 9: per_neuron_rules.py). Each claim itself, with its measurement,
-figure-specific rule and table, is in its figure's claims module (claims_fig3.py ... claims_fig9.py).
-
-A rule takes numbers (never files) and returns a verdict_rules.Result; the first paragraph of its docstring is the
-rule as the report prints it ({keyword} defaults filled in). A measurement takes a saved figure (make_report.Figure:
-f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or "zero").
-
-Contents: Q_CONVENTION (the report's note); the thresholds (MIN_EFFECT, SEED_SPREADS, AT_MINIMUM, CONSTANT; ALPHA and
-the trends' in trend_stats.py; their reasons in docs/report.md); both_conventions and conventions_result (a verdict
-per convention, or DEPENDS); kendall, seed_spread, minimum_effect, series_effect; rule_trend (its statistics over
-seeds: trend_stats.py); the checks rule_same_initial_function and rule_gap_below; measurement helpers (q_key,
-as_steps, finite_or_nan, at_minimum, trend_Q, same_function); the off-data table. The per-neuron claims:
-per_neuron_rules.py.
+"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the trend of a value with |Q|
+over seeds (rule_trend; its statistics: trend_stats.py), the same-function checks, the helpers their measurements
+use and the off-data table. Each claim itself, with its measurement, figure-specific rule and table, is in its
+figure's claims module; the per-neuron claims of Figs. 6 and 9: per_neuron_rules.py. A measurement takes a saved
+figure (f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or
+"zero"). The thresholds' reasons: docs/report.md.
 """
 import math
 
 import numpy as np
 from scipy.stats import kendalltau
 
-from gfs.report.trend_stats import ALPHA, c_range, fold, log_spread, trend
-from gfs.report.verdict_rules import runs
-from gfs.report.verdict_rules import table
-from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt
+from gfs.report.trend_stats import ALPHA, c_range, fold, log_spread, seed_columns, trend
+from gfs.report.verdict_rules import DEPENDS, NOT_REPRODUCED, PARTLY, REPRODUCED, Result, fmt, runs, table
 
 
 Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V), F' = sigma/sigma', up to the integration constant of F. "
@@ -83,16 +72,9 @@ def kendall(x, y):
 
 
 def seed_spread(reference):
-    """The spread of a value over seeds: std / mean of reference [S, G] over the seeds (axis 0), per group G (run
-    or orbit centre), the median over groups; 0 for one seed. Non-finite entries are left out."""
-    reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
-    if len(reference) < 2:
-        return 0.0
-    spreads = []
-    for column in reference.T:
-        finite = column[np.isfinite(column)]
-        if len(finite) > 1 and finite.mean() != 0:
-            spreads.append(finite.std() / abs(finite.mean()))
+    """The spread of a value over seeds: std / mean over the seeds, per group (trend_stats.seed_columns), the median
+    over groups; 0 for one seed."""
+    spreads = [x.std() / abs(x.mean()) for x in seed_columns(reference) if len(x) > 1 and x.mean() != 0]
     return float(np.median(spreads)) if spreads else 0.0
 
 
@@ -117,16 +99,7 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     series was left out); otherwise not reproduced. *holds for c*: the integration constants (paper code's 1, zero
     convention's 0; scanned from -1 to 2, step 0.01) for which it holds.
 
-    In full: per seed, each series (an orbit, or the seed's runs) gives Kendall's tau of the value
-    with |Q| and the fold change of the value from the smallest to the largest |Q| of the series, fitted over all
-    its points (slope of log value against log |Q|); the seed votes with the median tau of its series and its effect
-    is their median fold change. Over the seeds: a one-sided sign test that more seeds vote in the claimed direction
-    than against (p < {alpha:g}), the effect (median over seeds) with a 95 % percentile-bootstrap interval over
-    seeds that must exclude no change, and the effect must reach the smallest fold change the spread over seeds can
-    resolve (z x sqrt(2) x the std of log value over seeds, z the normal quantile of {alpha:g}, two-sided). All
-    three: reproduced (partly if a series was left out: a diverged run or a minimum not reached cannot be tested);
-    otherwise not reproduced. For tanh and sigmoid the last column gives the integration constants c of Q for which
-    it holds (the paper code's c = 1, the zero convention's c = 0; scanned from -1 to 2 in steps of 0.01).
+    In full: docs/report.md, *Rules*.
 
     Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
     trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:
@@ -139,26 +112,22 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
     claimed = "grows" if direction > 0 else "falls"
     going, seeds = int((t.votes > 0).sum()), len(t.votes)
     significant, excludes = t.p < alpha, t.low > 0
-    if t.holds:
-        stands = f"stands for any minimum up to {fold(t.effect)}"
-    elif significant and excludes:
-        stands = f"stands for any minimum above {fold(t.effect)} (it would hold below)"
+    if significant and excludes:  # the minimum effect decides: the verdict flips at the effect
+        minima = f"{'up to' if t.holds else 'above'} {fold(t.effect)}"
+        stands = f"stands for any minimum {minima}" + " (it would hold below)" * (not t.holds)
     else:
-        stands = "stands at every minimum (" + ("not significant" if not significant else
-                                                "the interval includes no change") + ")"
+        why = "not significant" if not significant else "the interval includes no change"
+        minima, stands = f"every ({why.replace('the interval', 'CI')})", f"stands at every minimum ({why})"
     verdict = (PARTLY if t.left_out else REPRODUCED) if t.holds else NOT_REPRODUCED  # a diverged run: partly at best
-    row = [f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})",
+    deciding = f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})"  # the seeds and c: in the claim's table
+    row = [deciding,
            f"{going} of {seeds}" + (f" ({t.series} series" + f", {t.left_out} left out" * bool(t.left_out) + ")") * (
                t.series != seeds or bool(t.left_out)),  # one series a seed: the seeds say it
-           f"{t.p:.2g}", f"{fold(t.needed)} ({log_spread(reference):.1%})",
-           (f"up to {fold(t.effect)}" if t.holds else f"above {fold(t.effect)}" if significant and excludes
-            else "every (" + ("not significant" if not significant else "CI includes no change") + ")")]
-    effect = f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)})"
-    text = (f"{effect}; {claimed} with |Q| in {going} of {seeds} seeds ({t.series} series), sign test "
-            f"p = {t.p:.2g} ({'significant' if significant else 'not significant'}); minimum {fold(t.needed)} (seed "
-            f"spread {log_spread(reference):.1%} in log value); {stands}"
+           f"{t.p:.2g}", f"{fold(t.needed)} ({log_spread(reference):.1%})", minima]
+    text = (f"{fold(t.effect)} (95 % CI {fold(t.low)} to {fold(t.high)}); {claimed} with |Q| in {going} of {seeds} "
+            f"seeds ({t.series} series), sign test p = {t.p:.2g} ({'not ' * (not significant)}significant); minimum "
+            f"{fold(t.needed)} (seed spread {log_spread(reference):.1%} in log value); {stands}"
             + f"; {t.left_out} series left out (a diverged run or a minimum not reached)" * bool(t.left_out))
-    deciding = f"{fold(t.effect)} ({fold(t.low)} to {fold(t.high)})"  # the seeds and c: in the claim's table
     short = "-"
     if named:
         scan, short = c_range(Q, values, direction, reference, entries, named, budget, alpha)
@@ -246,29 +215,24 @@ def same_function(f):
 # ----------------------------------------------------------------------------------------------
 # The checks section's table off the training inputs
 
-def off_data_rows(figures):
-    """The checks section's rows on the outputs off the training inputs: [experiment, then per activation 'median /
-    largest' relative gap over every moved network]; the activations: those of the first experiment.
-    figures: {(experiment, activation): Figure with 'off_data_gap'}."""
-    cells = {}
-    for (experiment, unit), f in figures.items():
-        gaps = np.asarray(f["off_data_gap"], dtype=float)
-        gaps = gaps[np.isfinite(gaps) & (gaps > 0)]  # the unmoved networks themselves have gap 0
-        cells.setdefault(experiment, {})[unit] = f"{fmt(np.median(gaps))} / {fmt(gaps.max())}" if gaps.size else "-"
-    units = list(dict.fromkeys(u for by_unit in cells.values() for u in by_unit))
-    return units, [[experiment] + [by_unit.get(u, "-") for u in units] for experiment, by_unit in cells.items()]
-
-
 def off_data_table(experiments):
-    """The checks section's table of how much the moved networks' outputs change off the training inputs.
+    """The checks section's table of how much the moved networks' outputs change off the training inputs: a row per
+    experiment, per activation the 'median / largest' relative gap over every moved network.
     experiments: {experiment: {activation: Figure}}."""
-    figures = {(name, u): f for name, loaded in experiments.items() for u, f in loaded.items()
-               if "off_data_gap" in f.data}
-    if not figures:
+    cells = {}
+    for experiment, loaded in experiments.items():
+        for unit, f in loaded.items():
+            if "off_data_gap" in f.data:
+                gaps = np.asarray(f["off_data_gap"], dtype=float)
+                gaps = gaps[np.isfinite(gaps) & (gaps > 0)]  # the unmoved networks themselves have gap 0
+                cells.setdefault(experiment, {})[unit] = (f"{fmt(np.median(gaps))} / {fmt(gaps.max())}" if gaps.size
+                                                          else "-")
+    if not cells:
         return []
-    units, rows = off_data_rows(figures)
+    units = list(dict.fromkeys(u for by_unit in cells.values() for u in by_unit))
     return ["Moved networks' largest relative output change on random inputs x ~ N(0, I_n / n), median / largest "
             "over each experiment's:", ""] + table(
-        ["experiment", *units], rows)
+        ["experiment", *units], [[experiment] + [by_unit.get(u, "-") for u in units]
+                                 for experiment, by_unit in cells.items()])
 
 

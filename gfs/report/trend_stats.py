@@ -2,9 +2,6 @@
 replication. Per series the fitted fold change and Kendall's tau-b; per seed their medians; over seeds a sign test,
 the median effect with a deterministic bootstrap interval, and the minimum effect the seeds' spread can resolve;
 the scan of the integration constant c. Their derivation: docs/report.md.
-
-Contents: ALPHA, BOOTSTRAP, BOOTSTRAP_SEED, C_SCAN; log_spread, resolvable_effect, fitted_log_fold, tau_b, by_seed,
-resample, bootstrap_median, fold, Trend, trend, c_range.
 """
 import functools
 import math
@@ -20,18 +17,17 @@ C_SCAN = np.linspace(-1.0, 2.0, 301)  # the integration constants c scanned, in 
                                       # ones (0 and 1) and as far again on either side, in steps of 1 %
 
 
-def log_spread(reference):
-    """The spread of a value over seeds on a log scale: the std (ddof 1) of log value over the seeds (axis 0) of
-    reference [S, G], per group G (run or orbit centre), the median over groups; 0 for one seed. Non-finite and
-    non-positive entries are left out."""
+def seed_columns(reference):
+    """The finite values over the seeds (axis 0) of each group G (run or orbit centre) of reference [S, G]; no
+    groups for one seed."""
     reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
-    if len(reference) < 2:
-        return 0.0
-    spreads = []
-    for column in reference.T:
-        finite = column[np.isfinite(column) & (column > 0)]
-        if len(finite) > 1:
-            spreads.append(float(np.std(np.log(finite), ddof=1)))
+    return [column[np.isfinite(column)] for column in reference.T] if len(reference) > 1 else []
+
+
+def log_spread(reference):
+    """The spread of a value over seeds on a log scale: the std (ddof 1) of log value over the seeds, per group
+    (seed_columns; non-positive entries left out), the median over groups; 0 for one seed."""
+    spreads = [np.std(np.log(x[x > 0]), ddof=1) for x in seed_columns(reference) if (x > 0).sum() > 1]
     return float(np.median(spreads)) if spreads else 0.0
 
 
@@ -42,13 +38,11 @@ def resolvable_effect(reference, alpha=ALPHA):
     return float(norm.ppf(1 - alpha / 2)) * math.sqrt(2) * log_spread(reference)
 
 
-def fitted_log_fold(x, y, budget=None):
+def fitted_log_fold(x, y):
     """The log fold change of y along each series from its smallest to its largest x, fitted over all its points:
-    the least-squares slope of log y against log x times the span of log x. x, y: [..., L] -> [...]. A value never
-    reached (inf) counts as the budget (the least it can be), NaN without one; NaN where x does not vary."""
+    the least-squares slope of log y against log x times the span of log x. x, y: [..., L] -> [...]; NaN where x
+    does not vary or y is not finite (trend() counts a value never reached as the budget first)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if budget is not None:
-        y = np.where(np.isinf(y), float(budget), y)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_x, log_y = np.log(np.maximum(x, 1e-300)), np.log(y)
         centred = log_x - log_x.mean(axis=-1, keepdims=True)
@@ -75,19 +69,19 @@ def by_seed(array):
 
 
 @functools.lru_cache(maxsize=8)
-def resample(seeds, resamples, seed):
-    """[resamples, seeds] indices of the seeds drawn with replacement by a fixed generator (cached: the scan of c
+def resample(seeds):
+    """[BOOTSTRAP, seeds] indices of the seeds drawn with replacement by a fixed generator (cached: the scan of c
     resamples the same seeds hundreds of times)."""
-    return np.random.default_rng(seed).integers(0, seeds, (resamples, seeds))
+    return np.random.default_rng(BOOTSTRAP_SEED).integers(0, seeds, (BOOTSTRAP, seeds))
 
 
-def bootstrap_median(values, resamples=BOOTSTRAP, seed=BOOTSTRAP_SEED):
+def bootstrap_median(values):
     """The 95 % percentile-bootstrap interval of the median of values [S] (one per seed), resampling the seeds
     with a fixed generator (deterministic): (low, high); the value itself for one seed."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return float(values[0]), float(values[0])
-    medians = np.median(values[resample(len(values), resamples, seed)], axis=1)
+    medians = np.median(values[resample(len(values))], axis=1)
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 

@@ -1,32 +1,18 @@
-"""The verdicts of REPORT.md and how they combine: the machinery under every claim's rule.
+"""What a claim of REPORT.md is, how its verdicts combine, and the building blocks of its tables.
 
-A rule (beside its claim, in the figure's claims module claims_fig*.py, or shared: toy_rules.py) takes the keyword
-arguments a claim's measurement gives it (numbers and arrays, never files) and returns a Result. The first paragraph
-of its docstring is the rule as the report prints it ({keyword} defaults filled in; for a long rule its gist, the
-second paragraph starting "In full:" with the rest, which docs/report.md states), the last gives the shapes;
-tests run every rule both ways on small data. apply() runs a rule on one unit's measurement: diverged runs are named
-and left out (without_diverged), several seeds are judged one by one and counted (over_seeds: "holds in k of N
-seeds", with the spread of the deciding number).
-
-Contents: the verdicts; Result, PerSeed; combine (over units), sd, mean_sd, p_range, over_seeds,
-seeds_deciding, without_diverged, apply; fmt, fmt_steps.
-
-The building blocks of REPORT.md's tables; each figure's tables are in its claims module (claims_fig*.py).
+A claim (Claim, in its figure's claims module claims_fig*.py) names the saved files it reads (Files), its words,
+its measurement (a saved Figure -> the keyword arguments of its rule; runs() for per-run arrays) and its rule, which
+takes those numbers and arrays (never files) and returns a Result. The first paragraph of a rule's docstring is the
+rule as the report prints it ({keyword} defaults filled in; for a long rule its gist, and a second paragraph
+"In full: docs/report.md, *Rules*.", where the rest is stated), the last gives the shapes; tests run every rule both
+ways on small data. apply() runs a rule on one unit's measurement: diverged runs are named and left out
+(without_diverged), several seeds are judged one by one and counted (over_seeds). A claim that gets no verdict by
+design raises Unjudged; a file that lacks what a claim needs raises DataError, shown as a data error instead of a
+verdict or table.
 
 A table is a list of columns, each a header and a cell function (unit, Figure, run) -> text; run_table() makes one
 row per run of seed 0 (the paper's draw) of every saved figure, with the spread over the other seeds where there
-are several. The Figure objects are make_report.py's (f[key]: a saved array, f.settings: the saved .json); a
-missing key raises verdict_rules.DataError, which the report shows as a data error instead of the table.
-
-Contents: legend_Qs, table, item, last_finite, col, run_table, paper_column, saved_setting,
-common_setting, power_of_ten; for the CIFAR-10 figures spread.
-
-What a claim of REPORT.md is: the saved files it reads (Files), its words, measurement and rule (Claim), the
-claims and tables of one figure (Section), and the ways a claim gets no verdict (DataError, Unjudged).
-
-Each figure's claims module (claims_fig3.py, claims_fig4_5.py, claims_fig6.py, claims_fig7.py, claims_fig9.py,
-claims_fig10.py, claims_fig11.py) holds its claims side by side with their measurements, rules and tables, and
-exports SECTIONS; make_report.CLAIM_MODULES lists those modules once, in the report's order.
+are several (col).
 
 Adding a claim: one Claim entry in its figure's SECTIONS, its rule beside it (or a shared one: toy_rules.py for
 the trends of |Q| and the checks of Figs. 3-9), and the rule's test, both ways. A new figure: its claims module and
@@ -39,7 +25,6 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from gfs import paper_numbers as paper
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
@@ -48,6 +33,8 @@ CANNOT_TEST = "cannot be tested"  # the data cannot decide the claim (moved netw
 DEPENDS = "depends on the convention"  # the verdict where the paper's and the zero convention of Q disagree
 BROKEN = "broken data"                 # a check of the figure's construction failed: its claims get no verdict
 PASSES, FAILS = "passes", "fails"      # a check's result (its rule's reproduced / otherwise)
+NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
+EVALUATION_FAILED = "evaluation failed"  # a sanity check of Fig. 11's robustness evaluation failed
 
 
 class Result(NamedTuple):
@@ -94,12 +81,11 @@ def sd(values):
     return float(values.std(ddof=1)) if values.size > 1 and np.ptp(values) > 0 else 0.0  # equal: 0, no round-off
 
 
-def mean_sd(values, form=None, with_n=True):
-    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); form formats the mean; with_n=False:
-    without '(n = N)' (the text gives N)."""
+def mean_sd(values, with_n=True):
+    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); with_n=False: without '(n = N)'
+    (the text gives N)."""
     values = np.asarray(values, dtype=float)
-    form = form or fmt
-    return form(values.mean()) + (f" ± {fmt(sd(values))}" + f" (n = {values.size})" * with_n if values.size > 1 else "")
+    return fmt(values.mean()) + (f" ± {fmt(sd(values))}" + f" (n = {values.size})" * with_n if values.size > 1 else "")
 
 
 def p_range(ps):
@@ -189,11 +175,6 @@ def fmt_steps(s):
     return "never" if s is None or s < 0 else f"{int(s):,}"
 
 
-def legend_Qs(labels):
-    """The Q of the paper's legend labels ('Q=-1364'), in the paper code's convention."""
-    return [paper.legend_Q(label) for label in labels]
-
-
 def table(headers, rows):
     rows = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     head = ["| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |", "|" + "---|" * len(headers)]
@@ -279,6 +260,11 @@ def power_of_ten(x):
     return f"{x:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
+def converged_loss(figures):
+    """The loss whose first crossing counts the steps (Figs. 6-7), as saved ('1e-2')."""
+    return saved_setting(figures, "converged_loss", power_of_ten, "threshold")
+
+
 def spread(values, form="{:+.3f}"):
     """'mean ± sd' over the seeds of values [S], sd with ddof = 1 (the value alone for one seed)."""
     values = np.asarray(values, dtype=float)
@@ -286,7 +272,6 @@ def spread(values, form="{:+.3f}"):
 
 
 TOY_FIGURES = "make toy-figures OUT={out}"  # the command that makes Figs. 3-9 (the Makefile holds seeds and flags)
-NOT_RUN, DATA_ERROR = "not run", "data error"  # no saved data / unreadable data: never verdicts
 
 
 def notebook_command(notebook):
@@ -296,9 +281,6 @@ def notebook_command(notebook):
 
 class DataError(Exception):
     """A saved file cannot be read, is incomplete or lacks something a claim needs; the message says what."""
-
-
-EVALUATION_FAILED = "evaluation failed"
 
 
 class Unjudged(Exception):
