@@ -173,9 +173,9 @@ def gd_drift_bound(activation, lr, loss_decrease, curvature):
 
 def with_original(moved, original, axis):
     """Per-point numbers of per_neuron_orbits and the network's own -> the two orbits (FAMILIES), the network itself
-    in the middle of each. moved: numpy array with the P moved points on `axis` (a non-negative index), the
-    "together" orbit's first; original: the same without that axis. Returns the array with that axis replaced by
-    two: [2, P / 2 + 1] (orbit, point)."""
+    in the middle of each. moved: a numpy array or CPU tensor with the P moved points on `axis` (a non-negative
+    index), the "together" orbit's first; original: the same without that axis. Returns the array with that axis
+    replaced by two: [2, P / 2 + 1] (orbit, point)."""
     moved, original = np.moveaxis(np.asarray(moved), axis, -1), np.asarray(original)[..., None]
     half = moved.shape[-1] // 2
     rows = [np.concatenate([part[..., :half // 2], original, part[..., half // 2:]], axis=-1)

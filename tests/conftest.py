@@ -1,11 +1,13 @@
 """Shared fixtures: a tiny CIFAR-shaped data set in the official cifar-10-batches-py layout, and one quick run of
 the whole pipeline (`make figures QUICK=1`) whose outputs the end-to-end tests share, so it runs once per session,
 in the background while the other tests run."""
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -26,8 +28,11 @@ def tiny_cifar(tmp_path_factory):
     return write_tiny_cifar(tmp_path_factory.mktemp("tiny_cifar"))
 
 
+QUICK_PIPELINE_TIMEOUT = 1500  # seconds from its start (about 100 s on two idle cores)
+
+
 def uses_quick_pipeline(item):
-    return "quick_pipeline" in item.fixturenames
+    return "quick_pipeline" in getattr(item, "fixturenames", ())
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering
@@ -37,34 +42,56 @@ def pytest_collection_modifyitems(items):
     items.sort(key=uses_quick_pipeline)  # stable: every other test keeps its order
 
 
+def _end_with_pytest():
+    """In the pipeline's make, before it runs: the kernel sends it SIGTERM when pytest dies, however pytest ends
+    (make passes SIGTERM on to the scripts it started), so that no pipeline outlives a killed test run."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _end(process, grace=30):
+    """SIGTERM to the process group of `process`, SIGKILL after `grace` seconds; its exit status."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(timeout=grace)
+    return process.wait()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def start_quick_pipeline(request, tmp_path_factory):
     """Start `make figures QUICK=1` (the five scripts, the float64 Fig. 3, both notebooks on the tiny CIFAR-10 and
     the report) into a temporary folder in the background, once, if a selected test reads it; yields the running
-    pipeline (or None) and ends it if the session stops first."""
+    pipeline (or None without make; or its setup error, which only its readers then report) and ends it if the
+    session stops first."""
     if shutil.which("make") is None or not any(map(uses_quick_pipeline, request.session.items)):
         yield None
         return
-    root = tmp_path_factory.mktemp("quick_pipeline")
-    out, executed = root / "figures", root / "executed"
-    executed.mkdir()
-    notebooks = {}
-    for name in NOTEBOOKS:
-        with open(os.path.join(REPO, name), "rb") as f:
-            notebooks[name] = f.read()  # as they were before the run: it must not overwrite them
-    env = dict(os.environ)
-    env.pop("MPLBACKEND", None)  # the notebooks' kernels use their own backend, as in Jupyter
-    command = ["make", "-o", ".venv/.installed", "figures", "QUICK=1", f"OUT={out}",
-               f"CIFAR_DIR={request.getfixturevalue('tiny_cifar')}", f"EXECUTED={executed}"]
-    with open(root / "stdout", "w") as stdout, open(root / "stderr", "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr, text=True,
-                                   start_new_session=True)  # its own process group, ended as one below
-    pipeline = SimpleNamespace(process=process, command=command, root=root, out=out, executed=executed,
-                               notebooks_before=notebooks)
+    try:
+        root = tmp_path_factory.mktemp("quick_pipeline")
+        out, executed = root / "figures", root / "executed"
+        executed.mkdir()
+        notebooks = {}
+        for name in NOTEBOOKS:
+            with open(os.path.join(REPO, name), "rb") as f:
+                notebooks[name] = f.read()  # as they were before the run: it must not overwrite them
+        env = dict(os.environ)
+        env.pop("MPLBACKEND", None)  # the notebooks' kernels use their own backend, as in Jupyter
+        command = ["make", "-o", ".venv/.installed", "figures", "QUICK=1", f"OUT={out}",
+                   f"CIFAR_DIR={request.getfixturevalue('tiny_cifar')}", f"EXECUTED={executed}"]
+        with open(root / "stdout", "w") as stdout, open(root / "stderr", "w") as stderr:
+            process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr, text=True,
+                                       start_new_session=True,  # its own process group, ended as one (_end)
+                                       preexec_fn=_end_with_pytest if sys.platform.startswith("linux") else None)
+    except Exception as error:  # only the tests that read the pipeline fail for it, not every test
+        yield SimpleNamespace(error=error)
+        return
+    pipeline = SimpleNamespace(error=None, process=process, started=time.monotonic(), command=command, root=root,
+                               out=out, executed=executed, notebooks_before=notebooks)
     yield pipeline
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)  # the session ended before the tests that read it
-        process.wait()
+    if process.poll() is None:  # the session ended before the tests that read it
+        _end(process)
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +102,15 @@ def quick_pipeline(start_quick_pipeline):
     pipeline = start_quick_pipeline
     if pipeline is None:
         pytest.skip("needs GNU make")
+    if pipeline.error is not None:
+        raise pipeline.error
+    late, left = "", pipeline.started + QUICK_PIPELINE_TIMEOUT - time.monotonic()
     try:
-        returncode = pipeline.process.wait(timeout=1500)
+        returncode = pipeline.process.wait(timeout=max(1, left))
     except subprocess.TimeoutExpired:
-        os.killpg(pipeline.process.pid, signal.SIGKILL)
-        returncode = pipeline.process.wait()
-    output = [(pipeline.root / name).read_text() for name in ("stdout", "stderr")]
-    result = subprocess.CompletedProcess(pipeline.command, returncode, *output)
+        returncode = _end(pipeline.process)
+        late = f"\nstopped: still running {QUICK_PIPELINE_TIMEOUT} s after its start"
+    stdout, stderr = [(pipeline.root / name).read_text() for name in ("stdout", "stderr")]
+    result = subprocess.CompletedProcess(pipeline.command, returncode, stdout, stderr + late)
     return SimpleNamespace(out=pipeline.out, executed=pipeline.executed, result=result,
                            notebooks_before=pipeline.notebooks_before)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from gfs.cifar.cnn import make_cnn
+from gfs.runs.saved_files import write_atomic
 
 FORMAT = "gfs-cifar-cnn/1"
 ARCHITECTURE = ("activation", "hidden", "input_shift", "softmax_output", "seed")  # what make_cnn rebuilds it from
@@ -56,14 +57,7 @@ def save_cnn(model, root, name, settings, history, predictions):
     tensors[PREDICTIONS] = torch.from_numpy(np.asarray(predictions, dtype=np.int8))
     metadata = {key: json.dumps(value) for key, value in settings.items()}
     metadata.update(format=json.dumps(FORMAT), history=json.dumps(history))
-    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:  # 0o666 less the umask, as an ordinary new file
-        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as f:
-            f.write(_safetensors().save(tensors, metadata=metadata))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    write_atomic(path, _safetensors().save(tensors, metadata=metadata))
     return path
 
 

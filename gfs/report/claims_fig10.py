@@ -80,10 +80,11 @@ def checked_rows(group_scales, eps_checked, symmetric):
 # Measurements and rules
 
 def fig10_seeds(f, *names, **derived):
-    """A rule's arguments from a Fig. 10 file, per seed (PerSeed): the entries `names` of the seed's group_scales
-    (eps) [E]; symmetry_error [E, G], that of the pi the ensemble uses (with the fit noise of its numerics);
-    tolerance, as saved; symmetric [E, G], error at most the tolerance; original, the original's accuracy; each
-    mode's vote accuracy [E, G] under its name; and the `derived` ones ({argument: function of those entries})."""
+    """A rule's arguments from a Fig. 10 file, per seed (PerSeed): those of the seed's entries named in `names`,
+    and the `derived` ones ({argument: function of the entries}). The entries: group_scales (eps) [E];
+    symmetry_error [E, G], that of the pi the ensemble uses (with the fit noise of its numerics); tolerance, as
+    saved; symmetric [E, G], error at most the tolerance; original, the original's accuracy; and each mode's vote
+    accuracy [E, G] under the mode's name."""
     tolerance, measured = f.symmetry_tolerance(), PerSeed()
     for s in range(len(f["seeds"])):
         seed = dict(group_scales=f["group_scale"], symmetry_error=f["symmetry_error_fitted"][s], tolerance=tolerance,

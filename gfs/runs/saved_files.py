@@ -140,12 +140,14 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
     return [stem + extension for extension in (".npz", ".json", ".pdf", ".png")]
 
 
-def write_atomic(path, text):
-    """Write text to path complete or not at all, with the usual permissions (0666 less the umask)."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
+def write_atomic(path, content):
+    """Write content (str or bytes) to path complete or not at all, with the usual permissions (0666 less the
+    umask)."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}@{_HOST}-{os.path.basename(path)}")
     try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "w") as f:
-            f.write(text)
+        mode = "wb" if isinstance(content, bytes) else "w"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), mode) as f:
+            f.write(content)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

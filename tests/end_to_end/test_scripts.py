@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -63,16 +64,24 @@ def quick_outputs(quick_pipeline, tmp_path_factory):
     path)."""
     assert quick_pipeline.result.returncode == 0, quick_pipeline.result.stderr[-3000:]
     second = tmp_path_factory.mktemp("second")
+    logs = tmp_path_factory.mktemp("second_logs")
     runs = {}  # all at once: they run after the pipeline, when the second core is free
-    for script in SCRIPTS:
-        jobs = "2" if script == "Q_dynamics_elementwise.py" else "1"
-        with open(second / f"{script}.stderr", "w") as stderr:  # a file, not a pipe, that nothing waits on
-            runs[script] = subprocess.Popen([sys.executable, os.path.join(ROOT, script), "--quick", "--no-progress",
-                                             "--jobs", jobs, *EXTRA_FLAGS.get(script, []), *rerun_flags(script),
-                                             "--out", str(second)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                            stderr=stderr)
-    for script, process in runs.items():
-        assert process.wait(timeout=600) == 0, (second / f"{script}.stderr").read_text()
+    try:
+        for script in SCRIPTS:
+            jobs = "2" if script == "Q_dynamics_elementwise.py" else "1"
+            with open(logs / script, "w") as stderr:  # a file, not a pipe, that nothing waits on
+                runs[script] = subprocess.Popen([sys.executable, os.path.join(ROOT, script), "--quick",
+                                                 "--no-progress", "--jobs", jobs, *EXTRA_FLAGS.get(script, []),
+                                                 *rerun_flags(script), "--out", str(second)], cwd=ROOT,
+                                                stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 600
+        for script, process in runs.items():
+            assert process.wait(timeout=max(1, deadline - time.monotonic())) == 0, (logs / script).read_text()
+    finally:
+        for process in runs.values():  # none left running when one failed
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     return quick_pipeline.out, second
 
 

@@ -892,8 +892,8 @@ def test_report_flags_quick_data_and_missing_figures(tmp_path):
 
 
 def test_a_rule_printed_by_its_gist_is_stated_in_full_in_the_docs():
-    """A rule whose docstring's second paragraph starts 'In full:' is printed by its first (the gist) with a pointer
-    to docs/report.md, which must then name it (and so state it: docs/report.md's Rules)."""
+    """A rule whose docstring's second paragraph is the pointer make_report.IN_FULL is printed by its first (the
+    gist) with that pointer to docs/report.md, which must then name it (and so state it: docs/report.md's Rules)."""
     with open(os.path.join(REPO, "docs", "report.md"), encoding="utf-8") as f:
         docs = f.read()
     rules = {c.rule for section in mr.SECTIONS for c in section.claims}
