@@ -31,7 +31,7 @@ import time
 from gfs.cifar import notebook_parameters as rules
 from gfs.runs.command_line import (check_output_dir, device_name, positive_int, refuse_quick_into_committed,
                                    resolve_device, UsageError)
-from gfs.runs.processes import exit_cleanly_on_signals, signals_held
+from gfs.runs.processes import end_process_group, exit_cleanly_on_signals, signals_held
 from gfs.runs.saved_files import hold_output_dir, write_atomic
 
 MISSING_DATA = 3  # exit status: the notebook stopped because CIFAR-10 is absent (dataset.CifarMissingError)
@@ -296,13 +296,10 @@ def _end_kernel(client, grace=0.5):
         return ""
     with contextlib.suppress(OSError):
         os.kill(process.pid, signal.SIGINT)
-    for signum, wait in ((None, grace), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        if signum is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signum)
-        with contextlib.suppress(Exception):
-            process.wait(timeout=wait)
-            break
+    try:
+        process.wait(timeout=grace)
+    except Exception:
+        end_process_group(process, grace=5)
     with contextlib.suppress(Exception):
         os.remove(manager.connection_file)
     return "the notebook's kernel ended"

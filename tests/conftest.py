@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny CIFAR-shaped data set in the official cifar-10-batches-py layout, and one quick run of
 the whole pipeline (`make figures QUICK=1`) whose outputs the end-to-end tests share, so it runs once per session,
 in the background while the other tests run."""
-import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from gfs.runs.processes import end_process_group, end_with_parent
 from helpers import NOTEBOOKS, REPO, write_tiny_cifar
 
 if REPO not in sys.path:
@@ -42,23 +42,6 @@ def pytest_collection_modifyitems(items):
     items.sort(key=uses_quick_pipeline)  # stable: every other test keeps its order
 
 
-def _end_with_pytest():
-    """In the pipeline's make, before it runs: the kernel sends it SIGTERM when pytest dies, however pytest ends
-    (make passes SIGTERM on to the scripts it started), so that no pipeline outlives a killed test run."""
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _end(process, grace=30):
-    """SIGTERM to the process group of `process`, SIGKILL after `grace` seconds; its exit status."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            return process.wait(timeout=grace)
-    return process.wait()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def start_quick_pipeline(request, tmp_path_factory):
     """Start `make figures QUICK=1` (the five scripts, the float64 Fig. 3, both notebooks on the tiny CIFAR-10 and
@@ -82,8 +65,9 @@ def start_quick_pipeline(request, tmp_path_factory):
                    f"CIFAR_DIR={request.getfixturevalue('tiny_cifar')}", f"EXECUTED={executed}"]
         with open(root / "stdout", "w") as stdout, open(root / "stderr", "w") as stderr:
             process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr, text=True,
-                                       start_new_session=True,  # its own process group, ended as one (_end)
-                                       preexec_fn=_end_with_pytest if sys.platform.startswith("linux") else None)
+                                       start_new_session=True,  # its own process group, ended as one
+                                       # and sent SIGTERM if pytest dies (make passes it on to the scripts)
+                                       preexec_fn=lambda: end_with_parent(signal.SIGTERM))
     except Exception as error:  # only the tests that read the pipeline fail for it, not every test
         yield SimpleNamespace(error=error)
         return
@@ -91,7 +75,7 @@ def start_quick_pipeline(request, tmp_path_factory):
                                out=out, executed=executed, notebooks_before=notebooks)
     yield pipeline
     if process.poll() is None:  # the session ended before the tests that read it
-        _end(process)
+        end_process_group(process, grace=30)
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +92,7 @@ def quick_pipeline(start_quick_pipeline):
     try:
         returncode = pipeline.process.wait(timeout=max(1, left))
     except subprocess.TimeoutExpired:
-        returncode = _end(pipeline.process)
+        returncode = end_process_group(pipeline.process, grace=30)
         late = f"\nstopped: still running {QUICK_PIPELINE_TIMEOUT} s after its start"
     stdout, stderr = [(pipeline.root / name).read_text() for name in ("stdout", "stderr")]
     result = subprocess.CompletedProcess(pipeline.command, returncode, stdout, stderr + late)

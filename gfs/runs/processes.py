@@ -5,6 +5,7 @@ that end with their parent (parallel_map).
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -110,16 +111,35 @@ def keep_freed_memory():
                 libc.mallopt(M_TOP_PAD, 64 * 2 ** 20)])
 
 
+def end_with_parent(signum):
+    """Have the kernel send this process `signum` when its parent ends, however that ends (SIGKILL too): Linux's
+    PR_SET_PDEATHSIG. False elsewhere (nothing done)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signum)  # PR_SET_PDEATHSIG
+    return True
+
+
+def end_process_group(process, grace=5):
+    """SIGTERM to the process group led by `process` (a subprocess.Popen), SIGKILL if it has not ended within `grace`
+    seconds; returns its exit status (None if it outlasts the SIGKILL by `grace` seconds too)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return process.wait(timeout=grace)
+    return process.poll()
+
+
 def _start_worker(parent_pid):
     """Initializer of each worker process: Ctrl-C is left to the parent (which ends its workers),
     SIGTERM ends it at once, and it ends when the parent ends, however that ends (SIGKILL too).
     One torch thread (several workers share the cores) and freed memory kept (keep_freed_memory)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills it when the parent dies
-    else:  # elsewhere, a thread waits for the parent's end (its pipe closes, or its handle is signalled)
+    if not end_with_parent(signal.SIGKILL):
+        # not Linux: a thread waits for the parent's end (its pipe closes, or its handle is signalled)
         import multiprocessing
         from multiprocessing.connection import wait
         sentinel = multiprocessing.parent_process().sentinel
