@@ -21,6 +21,12 @@ FIG10_MARGIN = 0.02       # accuracy differences within it are ties
 EPS_CHECKED = (1.0, 10.0)  # the large eps at which the paper compares the group ensemble with the baselines
 # The CIFAR files: cifar_files names them; '*' matches the settings a quick run writes into the names (g5 for g200).
 NUMERICS_SUFFIXES, NUMERICS_NAMES = tuple(dataset.NUMERICS_SUFFIX.values()), ("paper numerics", EXACT)
+SHORT_NAMES = {name: name.split()[0] for name in NUMERICS_NAMES}  # 'paper', 'exact': in table columns
+
+
+def deciding_numerics(figures):
+    """The numerics whose data decide (exact_decides) among {numerics name: ...}: the exact, else the only ones."""
+    return EXACT if EXACT in figures else next(iter(figures), None)
 NOTEBOOK = dataset.NOTEBOOKS["Fig. 10"]
 FIG10 = Files(dataset.fig10("paper") + "{}", NUMERICS_SUFFIXES, notebook_command(NOTEBOOK), "numerics",
               notebook=NOTEBOOK, names=NUMERICS_NAMES)
@@ -238,7 +244,7 @@ def fig10_tables(figures):
     row is a symmetry and the group ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over
     seeds); the baselines' from the numerics that decide (exact_decides: the exact, else the only ones)."""
     lines, columns, described = [], {}, []
-    deciding = EXACT if EXACT in figures else next(iter(figures), None)
+    deciding = deciding_numerics(figures)
     for numerics, f in figures.items():
         group_scales, original, modes = f["group_scale"], f["original_acc"], f.setting("modes")
         tolerance = f.symmetry_tolerance()
@@ -248,7 +254,7 @@ def fig10_tables(figures):
         diff = {m: moved[m].mean(axis=2) for m in modes}  # [S, E]
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
                 for m in modes}  # [E]
-        short = numerics.split()[0]
+        short = SHORT_NAMES[numerics]
         columns[f"symmetry error, {short}"] = [fmt(error[:, i].max()) + (
             f" ({fmt(noise_free[:, i].max())})" if not np.allclose(error[:, i], noise_free[:, i]) else "")
             for i in range(len(group_scales))]
@@ -311,18 +317,18 @@ def fig10_agreement_tables(figures):
     lines += [""] * bool(lines)
     if not done:
         return lines
-    deciding = EXACT if EXACT in done else next(iter(done))
+    deciding = deciding_numerics(done)
     columns = {}
     for numerics, f in done.items():
-        short, agreement = numerics.split()[0], f["heldout_agreement"]  # [S, E, G]
+        short, agreement = SHORT_NAMES[numerics], f["heldout_agreement"]  # [S, E, G]
         columns[f"agreement, {short}"] = [spread(agreement[:, i].mean(axis=1), "{:.3f}")
                                           for i in range(agreement.shape[1])]
         columns[f"lowest cell, {short}"] = [f"{agreement[:, i].min():.3f}" for i in range(agreement.shape[1])]
     f = done[deciding]
-    columns[f"gap, {deciding.split()[0]}"] = [
+    columns[f"gap, {SHORT_NAMES[deciding]}"] = [
         f"{fmt(np.median(f['heldout_gap_p50'][:, i]))} ({fmt(np.median(f['heldout_gap_p10'][:, i]))} to "
         f"{fmt(np.median(f['heldout_gap_p90'][:, i]))})" for i in range(len(f["group_scale"]))]
-    columns[f"saturated, {deciding.split()[0]}"] = [f"{f['heldout_saturated'][:, i].mean():.3f}"
+    columns[f"saturated, {SHORT_NAMES[deciding]}"] = [f"{f['heldout_saturated'][:, i].mean():.3f}"
                                                     for i in range(len(f["group_scale"]))]
     lines += ["**Held-out agreement** of each member with the original on the evaluation images (never used for pi), "
               "mean over num_g and seeds. Gap: max|z_member - z_original| / max|z_original| per member-image pair, "
