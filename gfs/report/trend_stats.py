@@ -32,9 +32,8 @@ def log_spread(reference):
 
 
 def resolvable_effect(reference, alpha=ALPHA):
-    """The smallest log fold change that the spread over seeds can resolve: z x sqrt(2) x the seed spread of log
-    value (z the two-sided normal quantile of alpha): two draws of a value that |Q| does not change differ by less
-    than this 95 % of the time (docs/report.md)."""
+    """The smallest log fold change the spread over seeds can resolve: z sqrt(2) log_spread, z the two-sided normal
+    quantile of alpha (derived in docs/report.md)."""
     return float(norm.ppf(1 - alpha / 2)) * math.sqrt(2) * log_spread(reference)
 
 
@@ -142,19 +141,16 @@ def trend(x, values, direction, reference, budget=None, alpha=ALPHA, interval=Tr
 
 
 def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=ALPHA):
-    """Where the trend holds as the integration constant c varies: Q_c = Q - c x entries (Q in the zero
-    convention, c = 0; the paper code's c = paper_constant). c runs over C_SCAN (in units of the paper's constant
-    minus the zero one) -> (text: the intervals of c where it holds, with the named constants inside or not;
-    the intervals in a few words)."""
+    """Where the trend holds as the integration constant c runs over C_SCAN (in units of the largest named constant):
+    |Q - c x entries|, Q in the zero convention (c = 0) -> (the intervals of c where it holds, with each named
+    constant inside or not; the intervals in a few words)."""
     step = C_SCAN[1] - C_SCAN[0]
     scale = max(abs(c) for c in named.values()) or 1.0
     grid = np.round(C_SCAN * scale, 10)
-    holds, needed = [], resolvable_effect(reference, alpha)
-    for c in grid:
-        t = trend(np.abs(np.asarray(Q, dtype=float) - c * entries), values, direction, reference, budget, alpha,
-                  interval=False, needed=needed)
-        holds.append(bool(t is not None and t.holds))
-    holds = np.array(holds)
+    Q, needed = np.asarray(Q, dtype=float), resolvable_effect(reference, alpha)
+    trends = [trend(np.abs(Q - c * entries), values, direction, reference, budget, alpha, interval=False, needed=needed)
+              for c in grid]
+    holds = np.array([t is not None and t.holds for t in trends])
     named_text = ", ".join(f"{name} c = {c:g} {'inside' if holds[np.argmin(np.abs(grid - c))] else 'outside'}"
                            for name, c in named.items())
     scanned = f"[{grid[0]:g}, {grid[-1]:g}]"
