@@ -27,9 +27,8 @@ ROUNDOFF_FACTOR = 2.0  # a float32 drift beyond the bound is round-off if it is 
 def paper_roundoff(activation, lrs):
     """The paper's own float32 loop's largest |dQ~| (paper code's Q and N_0) at each of lrs [R] (NaN where it has
     none): its largest where printed, else its final one."""
-    final, largest = paper.FIG3_FINAL_DRIFT.get(activation), paper.FIG3_LARGEST_DRIFT.get(activation, (None,) * 3)
-    by_lr = {lr: abs(big if big is not None else end) for lr, end, big in zip(paper.FIG3_LEARNING_RATES, final or (),
-                                                                             largest)}
+    final, largest = paper.FIG3_FINAL_DRIFT.get(activation, ()), paper.FIG3_LARGEST_DRIFT.get(activation, (None,) * 3)
+    by_lr = {lr: abs(end if big is None else big) for lr, end, big in zip(paper.FIG3_LEARNING_RATES, final, largest)}
     return np.array([by_lr.get(float(lr), np.nan) for lr in lrs])
 
 

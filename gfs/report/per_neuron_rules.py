@@ -128,12 +128,9 @@ def over_activations(verdicts):
     return combine(verdicts)
 
 
-# ----------------------------------------------------------------------------------------------
-# Measurement helpers: a saved per-neuron figure -> rule_predictors' stats
-
 def per_neuron_both(f):
-    """rule_predictors' stats, {convention: {statistic: [S, N, L]}}, the scalar |sum of Q_a| first, over every
-    per-neuron orbit of the file: S seeds, N orbits of each (Fig. 9: its minima's), L points."""
+    """rule_predictors' stats from a saved per-neuron figure, {convention: {statistic: [S, N, L]}}, the scalar
+    |sum of Q_a| first: S seeds, N orbits of each (Fig. 9: its minima's), L points."""
     return {c: {SUM_STATISTIC: np.abs(by_seed(f[q_key("sum_zero", c)])), "spread of Q_a": by_seed(f["spread"]),
                 "min |Q_a|": by_seed(f[q_key("min_abs_zero", c)]), "edge distance": by_seed(f["edge_distance"])}
             for c in CONVENTIONS}

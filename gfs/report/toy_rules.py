@@ -209,8 +209,7 @@ def same_function(f):
 
 def off_data_table(experiments):
     """The checks section's table of how much the moved networks' outputs change off the training inputs: a row per
-    experiment, per activation the 'median / largest' relative gap over every moved network.
-    experiments: {experiment: {activation: Figure}}."""
+    experiment ({experiment: {activation: Figure}}), per activation the 'median / largest' relative gap."""
     cells = {}
     for experiment, loaded in experiments.items():
         for unit, f in loaded.items():

@@ -54,8 +54,7 @@ def tau_b(x, y):
     """Kendall's tau-b of y against x along each series: x, y [..., L] -> [...] (NaN where either is constant);
     kendall()'s statistic, without its p (the trend votes with the sign)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    dx = np.sign(x[..., :, None] - x[..., None, :])
-    dy = np.sign(y[..., :, None] - y[..., None, :])
+    dx, dy = (np.sign(a[..., :, None] - a[..., None, :]) for a in (x, y))  # [..., L, L]: the order of every pair
     with np.errstate(divide="ignore", invalid="ignore"):
         tau = (dx * dy).sum(axis=(-1, -2)) / np.sqrt((dx ** 2).sum(axis=(-1, -2)) * (dy ** 2).sum(axis=(-1, -2)))
     return np.where(np.isfinite(tau), tau, np.nan)[()]
