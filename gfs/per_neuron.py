@@ -28,9 +28,9 @@ ORBIT_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SPREAD_BASE = 4.0            # the spread of the Q_a times 1/4 .. 4 along an orbit
 SHIFT_SCALE = 2.0            # every Q_a moved by up to 2 of their std (the sum by up to 2 k std)
 FAMILIES = ("together", "opposed")
-OFF_DATA_NOTE = (f"largest |output - original output| / largest |original output| on {OFF_DATA_INPUTS} random inputs "
-                 f"x ~ N(0, I_n / n) (torch seed {OFF_DATA_SEED}), off the training inputs X = I_n: the symmetry is one "
-                 "of the training loss, exact only on the training inputs")
+OFF_DATA_NOTE = (f"largest |output - original output| / largest |original output| on {OFF_DATA_INPUTS} random "
+                 f"inputs x ~ N(0, I_n / n) (torch seed {OFF_DATA_SEED}), off the training inputs X = I_n: the "
+                 "symmetry is one of the training loss, exact only on the training inputs")
 SETTINGS = {  # saved with every per-neuron figure, with its orbit_steps
     "move": "each neuron a by its own lambda_a: U[:, a] / lambda_a, V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])), "
             "lambda_a found by bisection so that Q_a reaches its target (lambdas_for)",
@@ -129,9 +129,8 @@ def off_data_inputs(n, count=OFF_DATA_INPUTS, seed=OFF_DATA_SEED):
 
 
 def off_data_gap(U, V, activation, reference_U, reference_V, inputs):
-    """Largest relative gap between the outputs of (U, V) and of the reference network on inputs X [n, count]:
-    max |U sigma(V^T X) - U_ref sigma(V_ref^T X)| / max |U_ref sigma(V_ref^T X)|. On the training inputs (X = I) a
-    symmetry-moved network has gap ~1e-16; off them it need not. U: [..., m, k], V: [..., n, k] -> [...]."""
+    """max |U sigma(V^T X) - U_ref sigma(V_ref^T X)| / max |U_ref sigma(V_ref^T X)| on inputs X [n, count]: ~1e-16 for
+    a symmetry-moved network on the training inputs (X = I), not off them. U: [..., m, k], V: [..., n, k] -> [...]."""
     sigma = get_activation(activation).sigma
     out = U @ sigma(V.transpose(-1, -2) @ inputs)
     ref = reference_U @ sigma(reference_V.transpose(-1, -2) @ inputs)
@@ -145,9 +144,8 @@ def training_gap(U, V, activation, reference_U, reference_V):
 
 
 def curvature_of_Q(V, activation):
-    """max(1, max |F''(V)|) over the entries: bounds the second-order change of Q (in units of paper_scale) in one
-    gradient-descent step (Q's Hessian is paper_scale * diag(1 on U, -F''(V) on V)). V: [..., n, k] -> [...].
-    F'' by automatic differentiation of the table's F."""
+    """max(1, max |F''(V)|) over the entries, F'' by automatic differentiation of the table's F: bounds the change of
+    Q in one gradient-descent step (Q's Hessian: paper_scale * diag(1 on U, -F''(V) on V)). V: [..., n, k] -> [...]."""
     act = get_activation(activation)
     x = V.detach().double().clone().requires_grad_()
     (first,) = torch.autograd.grad(act.F(x).sum(), x, create_graph=True)
@@ -156,9 +154,8 @@ def curvature_of_Q(V, activation):
 
 
 def gd_drift_bound(activation, lr, loss_decrease, curvature):
-    """A bound on |Q_T - Q_0| after gradient descent at step size lr that lowered the loss by loss_decrease, in Q's
-    units: HIGHER_ORDER * paper_scale * lr/2 * curvature * (L_0 - L_T) (derived in docs/conserved_quantities.md);
-    arrays broadcast."""
+    """HIGHER_ORDER * paper_scale * lr/2 * curvature * loss_decrease: a bound on |Q_T - Q_0| in Q's units after gradient
+    descent at step size lr (derived in docs/conserved_quantities.md); arrays broadcast."""
     return HIGHER_ORDER * get_activation(activation).paper_scale * lr / 2 * curvature * loss_decrease
 
 
