@@ -14,8 +14,7 @@ FIG3_FLOAT64 = Files("float64/Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACT
 
 
 def float64_drift(f):
-    """Per seed, the runs' learning rates and largest change of Q from its start (relative to N_0) [R]; the file must
-    be a float64 run."""
+    """Per seed, the runs' learning rates and largest change of Q from its start (relative to N_0) [R]; float64 only."""
     if f.settings.get("dtype", "float64") != "float64":
         raise DataError(f"{f.name}.json: dtype is {f.settings['dtype']}, not float64")
     return runs(f, "lr", lrs="lr", max_drift="max_Q_change_zero")

@@ -68,8 +68,7 @@ def kendall(x, y):
 
 
 def seed_spread(reference):
-    """The spread of a value over seeds: std / mean over the seeds, per group (trend_stats.seed_columns), the median
-    over groups; 0 for one seed."""
+    """The spread of a value over seeds: std / mean per group (seed_columns), the median over groups; 0 for one seed."""
     spreads = [x.std() / abs(x.mean()) for x in seed_columns(reference) if len(x) > 1 and x.mean() != 0]
     return float(np.median(spreads)) if spreads else 0.0
 

@@ -18,8 +18,7 @@ C_SCAN = np.linspace(-1.0, 2.0, 301)  # the integration constants c scanned, in 
 
 
 def seed_columns(reference):
-    """The finite values over the seeds (axis 0) of each group G (run or orbit centre) of reference [S, G]; no
-    groups for one seed."""
+    """The finite values over the seeds of each group (run or orbit centre) of reference [S, G]; none for one seed."""
     reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
     return [column[np.isfinite(column)] for column in reference.T] if len(reference) > 1 else []
 
@@ -38,9 +37,8 @@ def resolvable_effect(reference, alpha=ALPHA):
 
 
 def fitted_log_fold(x, y):
-    """The log fold change of y along each series from its smallest to its largest x, fitted over all its points:
-    the least-squares slope of log y against log x times the span of log x. x, y: [..., L] -> [...]; NaN where x
-    does not vary or y is not finite (trend() counts a value never reached as the budget first)."""
+    """The log fold change of y along each series, fitted over all its points: the least-squares slope of log y against
+    log x times the span of log x. x, y: [..., L] -> [...]; NaN where x does not vary or y is not finite."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_x, log_y = np.log(np.maximum(x, 1e-300)), np.log(y)
