@@ -31,8 +31,7 @@ def same_function6_trend(f, convention):
 
 
 def per_neuron6(f):
-    """Fig. 6 per-neuron orbits [S, 2, P]: steps to the loss, per seed; the statistics in both conventions; the
-    spread over seeds of the unmoved networks."""
+    """Fig. 6 per-neuron orbits [S, 2, P]: steps to the loss per seed; the seeds' spread of the unmoved networks."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
     return dict(stats=per_neuron_both(f), values=steps, reference=finite_or_nan(steps[:, 0, steps.shape[-1] // 2]),
                 budget=int(f["step_budget"]))
@@ -49,12 +48,10 @@ def fig6_table(fig6):
                    "separates them.", ""] * bool(fig6)
 
 
-def same_function_6_note(same_function):
+def same_function_6_note(figures):
     """Which initialisation the same-function orbits move (the plot shows seed 0's; the verdict table every seed)."""
-    if not same_function:
-        return []
-    init_std = saved_setting(same_function, "init_std", lambda x: f"{x:g}")
-    return [f"The same-function orbits move the paper's initialisation at init std {init_std}.", ""]
+    init_std = saved_setting(figures, "init_std", lambda x: f"{x:g}")
+    return [f"The same-function orbits move the paper's initialisation at init std {init_std}.", ""] * bool(figures)
 
 
 SECTIONS = (
