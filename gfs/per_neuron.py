@@ -21,9 +21,8 @@ BISECTION_STEPS = 200        # bisection in log lambda: float64 resolution long 
 HIGHER_ORDER = 2.0           # gd_drift_bound's allowance for the terms of higher order in lr
 DRIFT_BOUND = f"{HIGHER_ORDER:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T)"  # gd_drift_bound, in words
 STATISTICS = ("sum", "spread", "min_abs", "edge_distance")  # per-neuron statistics (neuron_statistics)
-# The per-neuron orbits (orbit_targets, SETTINGS["orbits"]) change both the sum of the Q_a and their spread, so
-# that no statistic of the report is held fixed by construction: a value that follows one of them moves with it in
-# the same direction on both orbits, and with the other in opposite ones. t = 0 is the network itself.
+# The per-neuron orbits (orbit_targets, SETTINGS["orbits"]) change both the sum of the Q_a and their spread, so that
+# no statistic of the report is held fixed by construction (docs/conserved_quantities.md). t = 0: the network itself.
 ORBIT_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SPREAD_BASE = 4.0            # the spread of the Q_a times 1/4 .. 4 along an orbit
 SHIFT_SCALE = 2.0            # every Q_a moved by up to 2 of their std (the sum by up to 2 k std)
