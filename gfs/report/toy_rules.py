@@ -139,12 +139,10 @@ def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, t
 
     initial_outputs: [R, m, n], or [R, L, m, n] (compared along L, with the first of each run)."""
     out = np.asarray(initial_outputs, dtype=float)  # NaN: a diverged run's (not checked)
-    difference = float(np.nanmax(np.abs(out - out[..., :1, :, :])) / max(np.nanmax(np.abs(out)), 1e-300))
-    limit = tolerance64 if float64 else tolerance
-    return Result(REPRODUCED if difference < limit else NOT_REPRODUCED,
-                  f"largest relative difference of the initial outputs {fmt(difference)} "
-                  f"({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(difference), difference,
-                  "relative difference")
+    largest = float(np.nanmax(np.abs(out - out[..., :1, :, :])) / max(np.nanmax(np.abs(out)), 1e-300))
+    limit, dtype = (tolerance64, "float64") if float64 else (tolerance, "float32")
+    text = f"largest relative difference of the initial outputs {fmt(largest)} ({dtype}: below {fmt(limit)} required)"
+    return Result(REPRODUCED if largest < limit else NOT_REPRODUCED, text, fmt(largest), largest, "relative difference")
 
 
 def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
@@ -152,11 +150,11 @@ def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
     {tolerance} for float32 weights (round-off about 1e-7) and {tolerance64} for float64: passes; otherwise fails.
 
     gaps: any shape; float64: whether the moved weights are float64."""
-    gaps, limit = np.asarray(gaps, dtype=float), tolerance64 if float64 else tolerance
+    gaps = np.asarray(gaps, dtype=float)
     top = float(np.nanmax(gaps)) if np.isfinite(gaps).any() else math.nan
-    return Result(REPRODUCED if top < limit else NOT_REPRODUCED, f"largest relative gap on the training inputs "
-                  f"{fmt(top)} ({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(top), top,
-                  "relative gap")
+    limit, dtype = (tolerance64, "float64") if float64 else (tolerance, "float32")
+    text = f"largest relative gap on the training inputs {fmt(top)} ({dtype}: below {fmt(limit)} required)"
+    return Result(REPRODUCED if top < limit else NOT_REPRODUCED, text, fmt(top), top, "relative gap")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,5 @@
-"""The statistics of a trend of a value with |Q| over seeds (toy_rules.rule_trend): the seed is the unit of
-replication. Per series the fitted fold change and Kendall's tau-b; per seed their medians; over seeds a sign test,
-the median effect with a deterministic bootstrap interval, and the minimum effect the seeds' spread can resolve;
-the scan of the integration constant c. Their derivation: docs/report.md.
+"""The statistics of a trend of a value with |Q| over seeds, the seed the unit of replication (toy_rules.rule_trend;
+Trend lists them), and the scan of the integration constant c. Their derivation: docs/report.md.
 """
 import functools
 import math
