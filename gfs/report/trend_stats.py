@@ -86,11 +86,10 @@ def fold(log_change):
 
 
 class Trend(NamedTuple):
-    """rule_trend's statistics: per seed the vote (+1 with the claim, -1 against, 0 none) and effect (log fold change
-    in the claimed direction, median over the seed's series), the sign test over seeds, the effect over seeds
-    (median) with its bootstrap interval, and the minimum it must reach."""
+    """rule_trend's statistics: per seed the vote (+1 with the claim, -1 against, 0 none), the sign test over seeds,
+    the effect (the median over seeds of each seed's median log fold change over its series, in the claimed
+    direction) with its bootstrap interval, and the minimum it must reach."""
     votes: np.ndarray
-    effects: np.ndarray
     p: float
     effect: float
     low: float
@@ -132,7 +131,7 @@ def trend(x, values, direction, reference, budget=None, alpha=ALPHA, interval=Tr
         low, high = bootstrap_median(effects)
     else:  # the scan of c: with every seed's effect above 0 so is every resampled median (low > 0 either way)
         low, high = float(effects.min()), math.nan
-    return Trend(votes, effects, p, effect, low, high, needed, left_out, series, alpha)
+    return Trend(votes, p, effect, low, high, needed, left_out, series, alpha)
 
 
 def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=ALPHA):
