@@ -1,12 +1,11 @@
 """The numbers of the paper's own code, each written once: what a reproduction is compared with.
 
-  [R] re-running the paper's own scripts with their seeds (CPU, float32): a faithful port must
-      give these (tests/science/test_fidelity.py checks the cheap ones, make_report.py shows them all);
-  [C] the saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell):
-      qualitative only.
+  [R] re-running the paper's own scripts with their seeds (CPU, float32): a faithful port must give these
+      (tests/science/test_fidelity.py checks the cheap ones, make_report.py shows them all);
+  [C] the saved outputs of the paper's notebooks (GPU, unseeded, a new model per cell): qualitative only.
 
-Legend labels are kept as printed ("Q=-1364"): the label text is the reference. Reference numbers
-exist only for the paper's four activations; an activation added later has none.
+Legend labels are kept as printed ("Q=-1364"): the label text is the reference. Reference numbers exist only for the
+paper's four activations; an activation added later has none.
 """
 from collections import namedtuple
 
@@ -29,8 +28,7 @@ FIG3_FLOAT64_FINAL_DRIFT = {"linear": (6.9e-4, 7.0e-5, 7.0e-6)}
 # Figs. 4-5: the layer sizes (m, h, n) of the paper's histograms: Fig. 4 for every activation, Fig. 5 linear only.
 FIG4_SHAPE = (100, 100, 100)
 FIG5_SHAPES = ((100, 200, 100), (200, 100, 100))
-# Figs. 4-5 [R], keyed by (activation, (m, h, n)): Q over 1000 seeded initialisations; unit: the last printed digit
-# of the reference.
+# Figs. 4-5 [R], keyed by (activation, (m, h, n)): Q over 1000 seeded initialisations; unit: the reference's last digit.
 QStats = namedtuple("QStats", ["mean", "std", "min", "max", "unit"])
 FIG45_Q_STATS = {
     ("linear", (100, 100, 100)): QStats(0.06, 1.94, -5.06, 6.34, 0.01),
@@ -44,15 +42,12 @@ FIG45_Q_STATS = {
 # Fig. 6 [R]: legend labels and steps to reach |Y - U sigma(V^T)|_F < 1e-2, per init std.
 FIG6_LEGENDS = {"linear": ["Q=-0.0193", "Q=-1.93", "Q=-193"], "relu": ["Q=0.00309", "Q=0.309", "Q=30.9"],
                 "tanh": ["Q=-500", "Q=-502", "Q=-1364"], "sigmoid": ["Q=-500", "Q=-502", "Q=-663"]}
-FIG6_STEPS = {"linear": {0.01: 102_050, 0.1: 59_577, 1.0: 3_496},
-              "relu": {0.01: 223_077, 0.1: 139_574, 1.0: 8_790},
-              "tanh": {0.01: 106_451, 0.1: 63_679, 1.0: 7_511},
-              "sigmoid": {0.01: 481_176, 0.1: 323_606, 1.0: 57_050}}
+FIG6_STEPS = {"linear": {0.01: 102_050, 0.1: 59_577, 1.0: 3_496}, "relu": {0.01: 223_077, 0.1: 139_574, 1.0: 8_790},
+              "tanh": {0.01: 106_451, 0.1: 63_679, 1.0: 7_511}, "sigmoid": {0.01: 481_176, 0.1: 323_606, 1.0: 57_050}}
 
-# Fig. 7 [R], radial net at init scale 0.01 / 0.1 / 1 / 10: legend labels, the plotted loss
-# MSE/|Y|_F at the start (the same for all four runs), and the updates to reach it below 1e-2
-# (None: never in 1e6). The paper's log counts entries from 1 (70 and 6,751 for the first two);
-# these are applied updates.
+# Fig. 7 [R], radial net at init scale 0.01 / 0.1 / 1 / 10: legend labels, the plotted loss MSE/|Y|_F at the start
+# (the same for all four runs), and the updates to reach it below 1e-2 (None: never in 1e6). The paper's log counts
+# entries from 1 (70 and 6,751 for the first two); these are applied updates.
 FIG7_LEGENDS = ["Q=0.00206", "Q=0.206", "Q=20.6", "Q=2.06e+03"]
 FIG7_INITIAL_LOSS = 0.13495
 FIG7_STEPS = (69, 6_750, 674_771, None)
@@ -91,8 +86,8 @@ FIG10_NOTE = ("Paper's code [C] (saved notebook outputs; a new model per cell, o
               "random 0.37-0.533, shuffle 0.29-0.544 (at every eps); group beats g^-1, random and shuffle at eps = 1 "
               "and 10 but is worse than perm_interp; at eps = 20 group is about equal to random and shuffle.")
 
-# Fig. 11 [C]: printed accuracies (mean softmax) under the paper's protocol on 1000 images, at the
-# attack strengths below (FGSM: epsilon; PGD: iterations).
+# Fig. 11 [C]: printed accuracies (mean softmax) under the paper's protocol on 1000 images, at the attack strengths
+# below (FGSM: epsilon; PGD: iterations).
 FIG11_STRENGTHS = {"FGSM": (0.0, 0.003, 0.006, 0.009, 0.012), "PGD": (0, 1, 2, 3)}  # the paper protocol's strengths
 FIG11_PGD = {"radius": 0.3, "step": 0.01}  # the paper's PGD: advertorch's defaults (random start)
 FIG11_IMAGES = 1000

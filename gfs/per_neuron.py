@@ -1,15 +1,12 @@
-"""Per-neuron conserved quantities and per-neuron orbits (beyond the paper).
+"""Per-neuron conserved quantities and per-neuron orbits (beyond the paper; docs/conserved_quantities.md).
 
-The symmetry of the elementwise net U sigma(V^T) on whitened input acts on each hidden neuron a by
-its own lambda_a (models.move_along_symmetry), so gradient flow conserves k quantities, one per neuron,
+The symmetry of the elementwise net U sigma(V^T) on whitened input acts on each hidden neuron a by its own lambda_a
+(models.move_along_symmetry), so gradient flow conserves k quantities, one per neuron,
 
     Q_a = paper_scale * (1/2 |U[:, a]|^2 - sum_j F(V[j, a]))   (zero convention; "paper": minus paper_constant * n),
 
-whose sum over a is models.conserved_Q. The paper uses only the sum. Moving every neuron to a chosen Q_a at a
-fixed function (per-neuron orbits) is limited only by each neuron's own most saturated entry. Everything goes
-through the activation table models.ACTIVATIONS: a new activation needs no change here.
-
-Shapes: U [..., m, k], V [..., n, k]; per-neuron arrays [..., k].
+whose sum over a is models.conserved_Q. Everything goes through the activation table models.ACTIVATIONS: a new
+activation needs no change here. Shapes: U [..., m, k], V [..., n, k]; per-neuron arrays [..., k].
 """
 import math
 
@@ -22,18 +19,17 @@ OFF_DATA_INPUTS = 20         # random inputs on which moved networks are compare
 OFF_DATA_SEED = 2023         # their torch seed
 BISECTION_STEPS = 200        # bisection in log lambda: float64 resolution long before this
 HIGHER_ORDER = 2.0           # gd_drift_bound's allowance for the terms of higher order in lr
-DRIFT_BOUND = (f"{HIGHER_ORDER:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T)")  # gd_drift_bound, in words
+DRIFT_BOUND = f"{HIGHER_ORDER:g} x paper_scale x lr/2 x max(1, max |F''|) x (L_0 - L_T)"  # gd_drift_bound, in words
 STATISTICS = ("sum", "spread", "min_abs", "edge_distance")  # per-neuron statistics (neuron_statistics)
-# The per-neuron orbits (orbit_targets, SETTINGS["orbits"]) change both the sum of the Q_a and their spread, so
-# that no statistic of the report is held fixed by construction: a value that follows one of them moves with it in
-# the same direction on both orbits, and with the other in opposite ones. t = 0 is the network itself.
+# The per-neuron orbits (orbit_targets, SETTINGS["orbits"]) change both the sum of the Q_a and their spread, so that
+# no statistic of the report is held fixed by construction (docs/conserved_quantities.md). t = 0: the network itself.
 ORBIT_STEPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SPREAD_BASE = 4.0            # the spread of the Q_a times 1/4 .. 4 along an orbit
 SHIFT_SCALE = 2.0            # every Q_a moved by up to 2 of their std (the sum by up to 2 k std)
 FAMILIES = ("together", "opposed")
-OFF_DATA_NOTE = (f"largest |output - original output| / largest |original output| on {OFF_DATA_INPUTS} random inputs "
-                 f"x ~ N(0, I_n / n) (torch seed {OFF_DATA_SEED}), off the training inputs X = I_n: the symmetry is one "
-                 "of the training loss, exact only on the training inputs")
+OFF_DATA_NOTE = (f"largest |output - original output| / largest |original output| on {OFF_DATA_INPUTS} random "
+                 f"inputs x ~ N(0, I_n / n) (torch seed {OFF_DATA_SEED}), off the training inputs X = I_n: the "
+                 "symmetry is one of the training loss, exact only on the training inputs")
 SETTINGS = {  # saved with every per-neuron figure, with its orbit_steps
     "move": "each neuron a by its own lambda_a: U[:, a] / lambda_a, V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])), "
             "lambda_a found by bisection so that Q_a reaches its target (lambdas_for)",
@@ -74,21 +70,18 @@ def edge_distance(V, activation):
 
 
 def neuron_statistics(U, V, activation, convention="zero"):
-    """The statistics a per-neuron claim tests, {name: [...]} for U [..., m, k], V [..., n, k]:
-    sum: sum_a Q_a (= conserved_Q); spread: the std of the Q_a over neurons (free of the convention: the constant
-    shifts every Q_a alike); min_abs: min_a |Q_a| (depends on the convention); edge_distance: the most saturated
-    neuron's distance from the edge of sigma's range (free of it)."""
+    """The statistics a per-neuron claim tests, {name: [...]} for U [..., m, k], V [..., n, k]: sum: sum_a Q_a (=
+    conserved_Q); spread: the std of the Q_a (free of the convention: it shifts every Q_a alike); min_abs: min_a |Q_a|
+    (depends on it); edge_distance: the most saturated neuron's (edge_distance; free of it)."""
     Q = neuron_Q(U, V, activation, convention)
     return {"sum": Q.sum(dim=-1), "spread": Q.std(dim=-1, unbiased=False), "min_abs": Q.abs().amin(dim=-1),
             "edge_distance": edge_distance(V, activation).amin(dim=-1)}
 
 
 def lambdas_for(U, V, activation, targets):
-    """Per neuron, the lambda_a that moves neuron a to Q_a = targets[..., a] (zero convention) at a fixed function.
-
-    Q_a(lambda) is strictly decreasing on (0, lambda_max_a) (both of its terms are), from +inf where U[:, a] != 0
-    to -inf where sigma's range ends or is unbounded, so every target is reached; found by bisection in log lambda
-    in float64. U: [..., m, k], V: [..., n, k], targets: [..., k] -> lambdas [..., k] (float64)."""
+    """Per neuron, the lambda_a that moves neuron a to Q_a = targets[..., a] (zero convention) at a fixed function, by
+    bisection in log lambda in float64 (Q_a falls strictly in lambda_a on (0, lambda_max_a), from +inf to -inf, so
+    every target is reached). U: [..., m, k], V: [..., n, k], targets: [..., k] -> lambdas [..., k] (float64)."""
     U, V, targets = U.double(), V.double(), torch.as_tensor(targets, dtype=torch.float64)
     shape = torch.broadcast_shapes(targets.shape, U.shape[:-2] + U.shape[-1:])
     U, V = U.expand(*shape[:-1], *U.shape[-2:]), V.expand(*shape[:-1], *V.shape[-2:])
@@ -117,10 +110,9 @@ def moved_points(steps=ORBIT_STEPS):
 
 
 def per_neuron_orbits(U, V, activation, steps=ORBIT_STEPS):
-    """Move each network to the points of its two per-neuron orbits other than itself (moved_points), each neuron
-    by its own lambda, at a fixed function on the training inputs. U: [..., m, k], V: [..., n, k] ->
-    (U', V', lambdas) with a new axis of P = 2 (len(steps) - 1) points (the "together" orbit's first) before the
-    matrix axes: [..., P, m, k], [..., P, n, k], [..., P, k]; float64."""
+    """Move each network to the points of its two per-neuron orbits other than itself (moved_points), each neuron by
+    its own lambda, at a fixed function on the training inputs. U: [..., m, k], V: [..., n, k] -> U' [..., P, m, k],
+    V' [..., P, n, k], lambdas [..., P, k] (float64); P = 2 (len(steps) - 1) points, the "together" orbit's first."""
     U, V = U.double(), V.double()
     targets = orbit_targets(neuron_Q(U, V, activation), moved_points(steps))
     lambdas = lambdas_for(U.unsqueeze(-3), V.unsqueeze(-3), activation, targets)
@@ -136,9 +128,8 @@ def off_data_inputs(n, count=OFF_DATA_INPUTS, seed=OFF_DATA_SEED):
 
 
 def off_data_gap(U, V, activation, reference_U, reference_V, inputs):
-    """Largest relative gap between the outputs of (U, V) and of the reference network on inputs X [n, count]:
-    max |U sigma(V^T X) - U_ref sigma(V_ref^T X)| / max |U_ref sigma(V_ref^T X)|. On the training inputs (X = I) a
-    symmetry-moved network has gap ~1e-16; off them it need not. U: [..., m, k], V: [..., n, k] -> [...]."""
+    """max |U sigma(V^T X) - U_ref sigma(V_ref^T X)| / max |U_ref sigma(V_ref^T X)| on inputs X [n, count]: ~1e-16 for
+    a symmetry-moved network on the training inputs (X = I), not off them. U: [..., m, k], V: [..., n, k] -> [...]."""
     sigma = get_activation(activation).sigma
     out = U @ sigma(V.transpose(-1, -2) @ inputs)
     ref = reference_U @ sigma(reference_V.transpose(-1, -2) @ inputs)
@@ -152,9 +143,8 @@ def training_gap(U, V, activation, reference_U, reference_V):
 
 
 def curvature_of_Q(V, activation):
-    """max(1, max |F''(V)|) over the entries: bounds the second-order change of Q (in units of paper_scale) in one
-    gradient-descent step (Q's Hessian is paper_scale * diag(1 on U, -F''(V) on V)). V: [..., n, k] -> [...].
-    F'' by automatic differentiation of the table's F."""
+    """max(1, max |F''(V)|) over the entries, F'' by automatic differentiation of the table's F: bounds the change of
+    Q in one gradient-descent step (Q's Hessian: paper_scale * diag(1 on U, -F''(V) on V)). V: [..., n, k] -> [...]."""
     act = get_activation(activation)
     x = V.detach().double().clone().requires_grad_()
     (first,) = torch.autograd.grad(act.F(x).sum(), x, create_graph=True)
@@ -163,11 +153,8 @@ def curvature_of_Q(V, activation):
 
 
 def gd_drift_bound(activation, lr, loss_decrease, curvature):
-    """A bound on |Q_T - Q_0| after gradient descent on a loss L at step size lr: each step changes Q by exactly
-    lr^2/2 g^T H_Q g at some point of the step (its first-order term vanishes: Q is conserved by the flow), so the
-    total is at most paper_scale * lr/2 * curvature * sum_t lr |g_t|^2, and sum_t lr |g_t|^2 = L_0 - L_T to first
-    order in lr; HIGHER_ORDER allows for the rest (and for curvature, taken at the ends, being larger between them).
-    Returns HIGHER_ORDER * paper_scale * lr/2 * curvature * (L_0 - L_T) in Q's units; arrays broadcast."""
+    """HIGHER_ORDER * paper_scale * lr/2 * curvature * loss_decrease: a bound on |Q_T - Q_0| in Q's units after gradient
+    descent at step size lr (derived in docs/conserved_quantities.md); arrays broadcast."""
     return HIGHER_ORDER * get_activation(activation).paper_scale * lr / 2 * curvature * loss_decrease
 
 
@@ -209,10 +196,9 @@ FAMILY_LABELS = {"together": "sum and spread grow together", "opposed": "spread 
 
 
 def plot_orbits(data, value_key, value_label, title, mark=None):
-    """The per-neuron figure: value_key [S, 2, P] against the statistics of PLOTTED, one panel each; the "together"
-    orbit in C0, the "opposed" one in C1, each drawn from its t = -1 end (a dot) to its t = +1 end; seed 0 bold,
-    other seeds thin. title: names the activation and the experiment. mark: an optional [S, 2, P] bool of points to
-    draw with an x (e.g. runs that never reached the loss, drawn at the budget)."""
+    """The per-neuron figure: value_key [S, 2, P] against each statistic of PLOTTED, one panel each; the "together"
+    orbit in C0, the "opposed" one in C1, each from its t = -1 end (a dot); seed 0 bold, other seeds thin. mark: an
+    optional [S, 2, P] bool of points to draw with an x (e.g. runs that never reached the loss, at the budget)."""
     import matplotlib.pyplot as plt
     values = np.asarray(data[value_key], dtype=float)
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 4), sharey=True)

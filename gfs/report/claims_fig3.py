@@ -8,21 +8,13 @@ from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, TOY_FI
                                       Section, both_conventions, col, common_setting, fmt, last_finite, paper_column,
                                       run_table, runs, saved_setting)
 
-# The saved figures by the names their .json give (figure_name; {}: the activation); make's float64 run writes into
-# the folder float64/.
 FIG3 = Files("Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
 FIG3_FLOAT64 = Files("float64/Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True,
                      plots=False)
 
 
-def learning_rates(figures):
-    """The saved runs' learning rates, '0.1, 0.01, 0.001'."""
-    return saved_setting(figures, "learning_rates", lambda lrs: ", ".join(f"{lr:g}" for lr in lrs))
-
-
 def float64_drift(f):
-    """Per seed, the runs' learning rates and largest change of Q from its start (relative to N_0) [R]; the file must
-    be a float64 run."""
+    """Per seed, the runs' learning rates and largest change of Q from its start (relative to N_0) [R]; float64 only."""
     if f.settings.get("dtype", "float64") != "float64":
         raise DataError(f"{f.name}.json: dtype is {f.settings['dtype']}, not float64")
     return runs(f, "lr", lrs="lr", max_drift="max_Q_change_zero")
@@ -34,9 +26,8 @@ ROUNDOFF_FACTOR = 2.0  # a float32 drift beyond the bound is round-off if it is 
 def paper_roundoff(activation, lrs):
     """The paper's own float32 loop's largest |dQ~| (paper code's Q and N_0) at each of lrs [R] (NaN where it has
     none): its largest where printed, else its final one."""
-    final, largest = paper.FIG3_FINAL_DRIFT.get(activation), paper.FIG3_LARGEST_DRIFT.get(activation, (None,) * 3)
-    by_lr = {lr: abs(big if big is not None else end) for lr, end, big in zip(paper.FIG3_LEARNING_RATES, final or (),
-                                                                             largest)}
+    final, largest = paper.FIG3_FINAL_DRIFT.get(activation, ()), paper.FIG3_LARGEST_DRIFT.get(activation, (None,) * 3)
+    by_lr = {lr: abs(end if big is None else big) for lr, end, big in zip(paper.FIG3_LEARNING_RATES, final, largest)}
     return np.array([by_lr.get(float(lr), np.nan) for lr in lrs])
 
 
@@ -75,9 +66,8 @@ def rule_within_gd_bound(lrs, drift, bound, drift_paper=None, roundoff=None, rou
         elif not d <= b:
             part += " (beyond the bound, no round-off reference)"
         parts.append(part)
-    top = lrs == lrs.max()
-    passed = within | roundoff_ok
-    verdict = REPRODUCED if passed.all() else PARTLY if within[top].all() else NOT_REPRODUCED
+    top = lrs == lrs.max()  # where discretisation dominates
+    verdict = REPRODUCED if (within | roundoff_ok).all() else PARTLY if within[top].all() else NOT_REPRODUCED
     ratio = float(np.max(drift / bound))
     deciding = f"drift/bound <= {fmt(ratio)}" + (
         f", {int(roundoff_ok.sum())} over: round-off, {fmt(np.nanmax(ratio_paper[~within]))} x paper's loop"
@@ -140,7 +130,8 @@ SECTIONS = (
         Claim("Fig. 3", "Q's change within the first-order bound of GD (float32)", lambda figures:
               "Under gradient descent Q stays nearly constant: |Q_t - Q_0| (the same in both conventions) stays "
               "within the bound of a first-order expansion of a gradient-descent step, at every learning rate "
-              f"({learning_rates(figures)}) and activation.", FIG3, within_bound, rule_within_gd_bound, brief=True),
+              f"({saved_setting(figures, 'learning_rates', lambda lrs: ', '.join(f'{lr:g}' for lr in lrs))}) and "
+              "activation.", FIG3, within_bound, rule_within_gd_bound, brief=True),
         Claim("Fig. 3", "float64: drift of Q proportional to lr", lambda figures:
               "Without round-off (float64) the drift of Q is a discretisation effect, proportional to the learning "
               "rate (from the initial Q, first step included: it dominates at the largest lr "

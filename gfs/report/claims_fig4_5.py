@@ -10,8 +10,7 @@ from gfs.report.toy_rules import q_key
 from gfs.report.verdict_rules import (NOT_REPRODUCED, NOT_TESTED, PARTLY, REPRODUCED, TOY_FIGURES, Claim, Files, Result,
                                       Section, fmt, run_table)
 
-# The saved figures by the names their .json give (figure_name): Q_distribution_<activation>_mhn_<m>_<h>_<n>, at the
-# paper's sizes (paper_numbers.FIG4_SHAPE for every activation; FIG5_SHAPES, linear only, the units m_h_n of Fig. 5).
+# At the paper's sizes m, h, n: FIG4_SHAPE for every activation; FIG5_SHAPES (linear only) are Fig. 5's units m_h_n.
 FIG4 = Files("Q-distribution/{}_mhn_" + "_".join(map(str, paper.FIG4_SHAPE)), paper.PAPER_ACTIVATIONS, TOY_FIGURES,
              discover=True)
 FIG5 = Files("Q-distribution/linear_mhn_{}", tuple("_".join(map(str, shape)) for shape in paper.FIG5_SHAPES),

@@ -1,6 +1,6 @@
 """The claims of Fig. 6 (Q_convergence_elementwise.py): the initialisation's Q sets how fast gradient descent
 converges, and the experiments beyond the paper that separate Q from the initial function (same function, per-neuron
-orbits). The trend and check rules are shared (toy_rules.py).
+orbits).
 """
 from gfs import paper_numbers as paper
 from gfs.report.per_neuron_rules import over_activations, per_neuron_both, rule_predictors
@@ -9,7 +9,6 @@ from gfs.report.toy_rules import (as_steps, finite_or_nan, rule_gap_below, rule_
 from gfs.report.verdict_rules import (TOY_FIGURES, Claim, Files, Section, both_conventions, col, converged_loss,
                                       fmt_steps, paper_column, power_of_ten, run_table, saved_setting)
 
-# The saved figures by the names their .json give (figure_name; {}: the activation).
 FIG6 = Files("Q-convergence/elementwise_{}_convergence", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
 SAME_FUNCTION_6 = Files("Q-convergence/same_function_{}_convergence", paper.PAPER_ACTIVATIONS, TOY_FIGURES,
                         discover=True)
@@ -32,8 +31,7 @@ def same_function6_trend(f, convention):
 
 
 def per_neuron6(f):
-    """Fig. 6 per-neuron orbits [S, 2, P]: steps to the loss, per seed; the statistics in both conventions; the
-    spread over seeds of the unmoved networks."""
+    """Fig. 6 per-neuron orbits [S, 2, P]: steps to the loss per seed; the seeds' spread of the unmoved networks."""
     steps = as_steps(f["steps_to_converge"], f["diverged_at"])
     return dict(stats=per_neuron_both(f), values=steps, reference=finite_or_nan(steps[:, 0, steps.shape[-1] // 2]),
                 budget=int(f["step_budget"]))
@@ -50,13 +48,10 @@ def fig6_table(fig6):
                    "separates them.", ""] * bool(fig6)
 
 
-def same_function_6_note(same_function):
-    """Which initialisation the same-function orbits move (seed 0's orbits are plotted; the verdict table gives every
-    seed)."""
-    if not same_function:
-        return []
-    init_std = saved_setting(same_function, "init_std", lambda x: f"{x:g}")
-    return [f"The same-function orbits move the paper's initialisation at init std {init_std}.", ""]
+def same_function_6_note(figures):
+    """Which initialisation the same-function orbits move (the plot shows seed 0's; the verdict table every seed)."""
+    init_std = saved_setting(figures, "init_std", lambda x: f"{x:g}")
+    return [f"The same-function orbits move the paper's initialisation at init std {init_std}.", ""] * bool(figures)
 
 
 SECTIONS = (

@@ -50,8 +50,7 @@ SECTIONS = (
         Claim("Fig. 7", "radial runs start from the same function", lambda figures:
               "The radial runs (init scales "
               f"{saved_setting(figures, 'init_scales', lambda scales: ', '.join(f'{s:g}' for s in scales))}, "
-              "aligned with the SVD "
-              "of Y) compute the same initial function and differ only in Q.", FIG7, same_function,
+              "aligned with the SVD of Y) compute the same initial function and differ only in Q.", FIG7, same_function,
               rule_same_initial_function, check=True),
         Claim("Fig. 7", "steps to converge proportional to Q (radial)", lambda figures:
               "For the radial activation the time to converge grows in proportion to Q = |U|^2 + |V|^2 (a sum of "

@@ -1,6 +1,5 @@
 """The claims of Fig. 9 (Q_hessian_eigenvalues.py): the Hessian at a minimum against Q, and the experiments beyond
-the paper along the valley of minima (same function, per-neuron orbits). The trend and check rules are shared
-(toy_rules.py).
+the paper along the valley of minima (same function, per-neuron orbits).
 """
 import numpy as np
 
@@ -11,8 +10,7 @@ from gfs.report.toy_rules import (AT_MINIMUM, at_minimum, rule_gap_below, rule_s
 from gfs.report.verdict_rules import (NOT_REPRODUCED, REPRODUCED, TOY_FIGURES, Claim, Files, Result, Section,
                                       both_conventions, col, common_setting, fmt, paper_column, run_table, runs)
 
-# The saved figures by the names their .json give (figure_name; {}: the activation; the paper's m, n, hidden = 10, 5,
-# 50 in the name).
+# The paper's m, n, hidden = 10, 5, 50 in the names.
 FIG9 = Files("Q-hessian-eigenvalues/Q-sharpness_{}_mnk_10_5_50", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
 SAME_FUNCTION_9 = Files("Q-hessian-eigenvalues/same_function_{}_sharpness_mnk_10_5_50", paper.PAPER_ACTIVATIONS,
                         TOY_FIGURES, discover=True)
@@ -39,8 +37,7 @@ def rule_hessian_rank(nonzero_counts, final_losses, expected_rank, loss_at_minim
     wrong = any(c != expected_rank for c, a in zip(counts, at_min) if a)
     text = (f"{int(at_min.sum())} of {len(counts)} runs at a global minimum (squared loss < {fmt(loss_at_minimum)}); "
             f"nonzero counts {', '.join(str(int(c)) for c in counts)} (expected {expected_rank})")
-    return Result(NOT_REPRODUCED if wrong else REPRODUCED, text,
-                  ", ".join(sorted({str(int(c)) for c in counts})))
+    return Result(NOT_REPRODUCED if wrong else REPRODUCED, text, ", ".join(sorted({str(int(c)) for c in counts})))
 
 
 def fig9_trend(f, convention):

@@ -1,11 +1,11 @@
 """The per-neuron claims of Figs. 6 and 9 (beyond the paper): along the per-neuron orbits (per_neuron.py), does a
 per-neuron statistic predict the value (Fig. 6: steps to the loss; Fig. 9: the largest Hessian eigenvalue) where the
-sum |Q| does not? The statistics are named in advance (SUM_STATISTIC, PER_NEURON_STATISTICS); the seed is the unit
-(seed_votes); Holm's correction runs over the per-neuron statistics (holm); each statistic is judged in both
-conventions of Q from its own saved key (rule_predictors). Why each choice: docs/conserved_quantities.md.
-Shapes: [S, N, L] = seeds, orbits of a seed, points of an orbit.
+sum |Q| does not? Statistics named in advance, the seed as the unit, Holm's correction over the per-neuron statistics,
+each judged in both conventions of Q: why each, docs/conserved_quantities.md. Shapes: [S, N, L] = seeds, orbits of a
+seed, points of an orbit.
 """
 import math
+from itertools import accumulate
 
 import numpy as np
 from scipy.stats import binomtest
@@ -22,11 +22,9 @@ PER_NEURON_STATISTICS = ("spread of Q_a", "min |Q_a|", "edge distance")  # (docs
 
 def holm(p_values):
     """Holm's step-down adjusted p-values {name: p} -> {name: adjusted p} (family: the names given)."""
-    order, adjusted, running = sorted(p_values, key=p_values.get), {}, 0.0
-    for i, name in enumerate(order):
-        running = max(running, min(1.0, (len(order) - i) * p_values[name]))
-        adjusted[name] = running
-    return adjusted
+    order = sorted(p_values, key=p_values.get)
+    steps = [min(1.0, (len(order) - i) * p_values[name]) for i, name in enumerate(order)]
+    return dict(zip(order, accumulate(steps, max)))  # each at least the one before
 
 
 def seeds_needed(seeds, alpha):
@@ -35,12 +33,11 @@ def seeds_needed(seeds, alpha):
 
 
 def seed_votes(stat, values, budget):
-    """One statistic against the value, voted per seed. stat, values: [S, N, L] (N series of a seed; a series with a
-    NaN is left out). Per seed: the mean over its series of Kendall's tau (0 on a series where the statistic is
-    constant: it tells nothing there) -> its vote; the direction is the majority's; per seed the median over its
-    series of the relative change of the value from the statistic's smallest to its largest point in that direction.
-    Returns (up, down, two-sided sign test p, direction, median over seeds of the seed effects, series where the
-    statistic is constant, series tested)."""
+    """One statistic against the value, voted per seed. stat, values: [S, N, L] (a series with a NaN is left out). A
+    seed votes with the sign of its series' mean Kendall's tau (0 on a series where the statistic is constant); the
+    direction is the majority's; a seed's effect: the median over its series of the value's relative change from the
+    statistic's smallest to its largest point, in that direction. -> (up, down, two-sided sign test p, direction,
+    median of the seeds' effects, series where the statistic is constant, series tested)."""
     scores, effects, constant, series = [], [], 0, 0
     for stat_s, values_s in zip(stat, values):
         keep = ~(np.isnan(stat_s).any(axis=-1) | np.isnan(values_s).any(axis=-1))
@@ -60,10 +57,9 @@ def seed_votes(stat, values, budget):
 
 
 def judge_statistics(stats, values, needed, budget, alpha):
-    """Every statistic of one convention: {name: (predicts, text)}; the text: the seeds voting with the majority,
-    the sign test's p and Holm's adjusted p, how many seeds a significant majority needs, the effect. The sum is
-    tested at alpha; the per-neuron statistics that vary somewhere form the family of Holm's correction (a statistic
-    constant on every series, such as the edge distance of an activation whose range has no edge, is not tested)."""
+    """Every statistic of one convention: {name: (predicts, text)}, the text: the seeds with the majority, the sign
+    test's p and Holm's adjusted p, the one-way votes a significant majority needs, the effect. The sum is tested at
+    alpha; Holm's family: the per-neuron statistics that are not constant on every series."""
     votes = {name: seed_votes(np.asarray(stats[name], dtype=float), values, budget) for name in stats}
     tested = [name for name in PER_NEURON_STATISTICS if name in votes and votes[name][5] < votes[name][6]]
     adjusted = {SUM_STATISTIC: votes[SUM_STATISTIC][2], **holm({name: votes[name][2] for name in tested})}
@@ -83,8 +79,8 @@ def judge_statistics(stats, values, needed, budget, alpha):
 
 
 def per_convention(said):
-    """One statistic's finding in words, {convention: words} -> once where both conventions give the same finding
-    (always for the spread and the edge distance, and for linear and ReLU), otherwise "paper: ..., zero: ..."."""
+    """One statistic's finding, {convention: words} -> the words once where the conventions agree (always for the
+    spread and the edge distance, and for linear and ReLU), else "paper: ..., zero: ..."."""
     if len(set(said.values())) == 1:
         return next(iter(said.values()))
     return ", ".join(f"{c}: {words}" for c, words in said.items())
@@ -132,16 +128,9 @@ def over_activations(verdicts):
     return combine(verdicts)
 
 
-# ----------------------------------------------------------------------------------------------
-# Measurement helpers: a saved per-neuron figure -> rule_predictors' stats
-
-def per_neuron_stats(f, convention):
-    """{statistic: [S, N, L]}, the scalar |sum of Q_a| first, over every per-neuron orbit of the file: S seeds, N
-    orbits of each (Fig. 9: its minima's), L points; a statistic that depends on the convention read in `convention`."""
-    return {SUM_STATISTIC: np.abs(by_seed(f[q_key("sum_zero", convention)])), "spread of Q_a": by_seed(f["spread"]),
-            "min |Q_a|": by_seed(f[q_key("min_abs_zero", convention)]), "edge distance": by_seed(f["edge_distance"])}
-
-
 def per_neuron_both(f):
-    """per_neuron_stats in both conventions: {convention: {statistic: [S, N, L]}} (rule_predictors' stats)."""
-    return {c: per_neuron_stats(f, c) for c in CONVENTIONS}
+    """rule_predictors' stats from a saved per-neuron figure, {convention: {statistic: [S, N, L]}}, the scalar
+    |sum of Q_a| first: S seeds, N orbits of each (Fig. 9: its minima's), L points."""
+    return {c: {SUM_STATISTIC: np.abs(by_seed(f[q_key("sum_zero", c)])), "spread of Q_a": by_seed(f["spread"]),
+                "min |Q_a|": by_seed(f[q_key("min_abs_zero", c)]), "edge distance": by_seed(f["edge_distance"])}
+            for c in CONVENTIONS}

@@ -1,9 +1,8 @@
 """What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the trend of a value with |Q|
-over seeds (rule_trend; its statistics: trend_stats.py), the same-function checks, the helpers their measurements
-use and the off-data table. Each claim itself, with its measurement, figure-specific rule and table, is in its
-figure's claims module; the per-neuron claims of Figs. 6 and 9: per_neuron_rules.py. A measurement takes a saved
-figure (f[key], f.setting(key)) and, for a claim judged in both conventions of Q, the convention ("paper" or
-"zero"). The thresholds' reasons: docs/report.md.
+over seeds (rule_trend; its statistics: trend_stats.py), the same-function checks, the measurements' helpers and the
+off-data table. Each claim is in its figure's claims module (per-neuron claims: per_neuron_rules.py). A measurement
+takes a saved figure and, for a claim judged in both conventions, the convention ("paper" or "zero"). The
+thresholds' reasons: docs/report.md.
 """
 import math
 
@@ -20,9 +19,8 @@ Q_CONVENTION = ("Gradient flow conserves 1/2 |U|^2 - sum F(V), F' = sigma/sigma'
                 "size |Q| is not, for tanh and sigmoid, so every claim about |Q| is judged in both. Sizes of Q (N_0) "
                 "add the sizes of its terms, 1/2 |U|^2 + sum |F(V)|.")
 
-# The two readings of Q that every toy figure saves (keys without a suffix: the paper code's integration constant;
-# with _zero: F(0) = 0), in the report's order: models.Q_CONVENTIONS, which the report does not import (torch);
-# a test keeps the two equal.
+# The two readings of Q every toy figure saves (no key suffix: the paper code's constant; _zero: F(0) = 0), in the
+# report's order: models.Q_CONVENTIONS, not imported here (torch); a test keeps the two equal.
 CONVENTIONS = ("paper", "zero")
 MIN_EFFECT = 0.10   # the per-neuron predictors' (rule_predictors) smallest relative change of a value along a series
 SEED_SPREADS = 2    # ... and it must exceed this many times the spread (std / mean) of the value over seeds
@@ -36,20 +34,18 @@ def both_conventions(results):
     text, saying so), DEPENDS with both readings if they differ."""
     paper, zero = results["paper"], results["zero"]
     if paper.verdict == zero.verdict:
-        return Result(zero.verdict, f"{zero.text} (both conventions)", zero.deciding, zero.value,
-                      zero.value_name, columns=zero.columns, rows=zero.rows)
-    rows = tuple((f", {name}" + row[0], *row[1:]) for name, r in (("paper's", paper), ("zero", zero)) for row in r.rows)
-    return Result(DEPENDS, f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} "
-                  f"({zero.text})", f"paper's {paper.verdict}" + f" {paper.deciding}" * bool(paper.deciding)
-                  + f", zero {zero.verdict}" + f" {zero.deciding}" * bool(zero.deciding),
-                  zero.value, zero.value_name, columns=zero.columns, rows=rows)
+        return zero._replace(text=f"{zero.text} (both conventions)")
+    named = (("paper's", paper), ("zero", zero))
+    text = f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} ({zero.text})"
+    deciding = ", ".join(f"{name} {r.verdict}" + f" {r.deciding}" * bool(r.deciding) for name, r in named)
+    rows = tuple((f", {name}" + row[0], *row[1:]) for name, r in named for row in r.rows)
+    return zero._replace(verdict=DEPENDS, text=text, deciding=deciding, rows=rows)
 
 
 def conventions_result(over, results, combine_units):
-    """{unit: {convention: Result}} -> one Result (over: the claim's combination of units; combine_units:
-    make_report's, which joins the units' texts): per unit the common verdict, or 'depends on the convention' with
-    both readings (both_conventions); over the units, the verdict of each convention combined, or
-    'depends on the convention' where the two combined verdicts differ."""
+    """{unit: {convention: Result}} -> one Result (over: the claim's combination of units; combine_units: make_report's,
+    which joins the units' texts): per unit both_conventions; over the units, each convention's verdicts combined by
+    `over`, DEPENDS where the two differ."""
     joined = combine_units(over, {u: both_conventions(r) for u, r in results.items()})
     verdicts = {c: over({u: r[c].verdict for u, r in results.items()}) for c in CONVENTIONS}
     if verdicts["paper"] == verdicts["zero"]:
@@ -72,8 +68,7 @@ def kendall(x, y):
 
 
 def seed_spread(reference):
-    """The spread of a value over seeds: std / mean over the seeds, per group (trend_stats.seed_columns), the median
-    over groups; 0 for one seed."""
+    """The spread of a value over seeds: std / mean per group (seed_columns), the median over groups; 0 for one seed."""
     spreads = [x.std() / abs(x.mean()) for x in seed_columns(reference) if len(x) > 1 and x.mean() != 0]
     return float(np.median(spreads)) if spreads else 0.0
 
@@ -101,12 +96,10 @@ def rule_trend(Q, values, direction, reference, c=0.0, entries=0, named=None, bu
 
     In full: docs/report.md, *Rules*.
 
-    Q: Q in the zero convention [S, ..., L] (S seeds, L points a series); |Q - c x entries| is the |Q| of the
-    trend (c: the convention's constant per entry of V, entries: n k); named: {convention: c}, to scan c (None:
-    no scan); values [S, ..., L] (inf: never reached, the budget; NaN: series left out); direction: +1 (grows with
-    |Q|) or -1 (falls); reference: the value over seeds [S, G]."""
-    x = np.abs(np.asarray(Q, dtype=float) - c * entries)
-    t = trend(x, values, direction, reference, budget, alpha)
+    Q, values: [S, ..., L] (S seeds, L points a series), Q in the zero convention; the trend's |Q| is |Q - c x entries|
+    (c per entry of V, entries: n k); named: {convention: c} to scan c (None: no scan); values: inf never reached (the
+    budget), NaN a series left out; direction: +1 grows with |Q|, -1 falls; reference: the value over seeds [S, G]."""
+    t = trend(np.abs(np.asarray(Q, dtype=float) - c * entries), values, direction, reference, budget, alpha)
     if t is None:
         return Result(NOT_REPRODUCED, "no series to test", "no series")
     claimed = "grows" if direction > 0 else "falls"
@@ -146,12 +139,10 @@ def rule_same_initial_function(initial_outputs, float64=False, tolerance=1e-5, t
 
     initial_outputs: [R, m, n], or [R, L, m, n] (compared along L, with the first of each run)."""
     out = np.asarray(initial_outputs, dtype=float)  # NaN: a diverged run's (not checked)
-    difference = float(np.nanmax(np.abs(out - out[..., :1, :, :])) / max(np.nanmax(np.abs(out)), 1e-300))
-    limit = tolerance64 if float64 else tolerance
-    return Result(REPRODUCED if difference < limit else NOT_REPRODUCED,
-                  f"largest relative difference of the initial outputs {fmt(difference)} "
-                  f"({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(difference), difference,
-                  "relative difference")
+    largest = float(np.nanmax(np.abs(out - out[..., :1, :, :])) / max(np.nanmax(np.abs(out)), 1e-300))
+    limit, dtype = (tolerance64, "float64") if float64 else (tolerance, "float32")
+    text = f"largest relative difference of the initial outputs {fmt(largest)} ({dtype}: below {fmt(limit)} required)"
+    return Result(REPRODUCED if largest < limit else NOT_REPRODUCED, text, fmt(largest), largest, "relative difference")
 
 
 def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
@@ -159,11 +150,11 @@ def rule_gap_below(gaps, float64=True, tolerance=1e-5, tolerance64=1e-10):
     {tolerance} for float32 weights (round-off about 1e-7) and {tolerance64} for float64: passes; otherwise fails.
 
     gaps: any shape; float64: whether the moved weights are float64."""
-    gaps, limit = np.asarray(gaps, dtype=float), tolerance64 if float64 else tolerance
+    gaps = np.asarray(gaps, dtype=float)
     top = float(np.nanmax(gaps)) if np.isfinite(gaps).any() else math.nan
-    return Result(REPRODUCED if top < limit else NOT_REPRODUCED, f"largest relative gap on the training inputs "
-                  f"{fmt(top)} ({'float64' if float64 else 'float32'}: below {fmt(limit)} required)", fmt(top), top,
-                  "relative gap")
+    limit, dtype = (tolerance64, "float64") if float64 else (tolerance, "float32")
+    text = f"largest relative gap on the training inputs {fmt(top)} ({dtype}: below {fmt(limit)} required)"
+    return Result(REPRODUCED if top < limit else NOT_REPRODUCED, text, fmt(top), top, "relative gap")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,11 +168,10 @@ def q_key(zero_key, convention):
     return f"{base}_paper" if base in ("sum", "min_abs") else base  # the per-neuron files save both with a suffix
 
 
-def as_steps(steps, diverged_at=None):
+def as_steps(steps, diverged_at):
     """Steps to a loss as floats: never (-1) -> inf, a diverged run -> NaN."""
     steps = np.asarray(steps, dtype=float)
-    steps = np.where(steps < 0, np.inf, steps)
-    return steps if diverged_at is None else np.where(np.asarray(diverged_at) >= 0, np.nan, steps)
+    return np.where(np.asarray(diverged_at) >= 0, np.nan, np.where(steps < 0, np.inf, steps))
 
 
 def finite_or_nan(values):
@@ -196,10 +186,9 @@ def at_minimum(values, final_loss):
 
 
 def trend_Q(f, zero_key, convention):
-    """rule_trend's Q arguments from a saved figure: Q in the zero convention (f[zero_key]) and, for an activation
-    with an integration constant (tanh, sigmoid), the convention's c, the number of entries of V (from the saved
-    paper-convention Q: Q_paper = Q_zero - paper_constant x entries, models.conserved_Q) and, in the zero
-    convention's measurement only (one scan a claim), the named constants to scan c around."""
+    """rule_trend's Q arguments from a saved figure: Q in the zero convention (f[zero_key]) and, for an activation with
+    an integration constant (tanh, sigmoid), the convention's c, the entries of V (Q_paper = Q_zero - paper_constant x
+    entries, models.conserved_Q) and, in the zero convention only (one scan a claim), the named constants to scan."""
     constant = f.setting("paper_constant")  # models.ACTIVATIONS[activation].paper_constant, saved with the figure
     if not constant:
         return dict(Q=f[zero_key])  # linear, ReLU: homogeneous, no integration constant
@@ -217,8 +206,7 @@ def same_function(f):
 
 def off_data_table(experiments):
     """The checks section's table of how much the moved networks' outputs change off the training inputs: a row per
-    experiment, per activation the 'median / largest' relative gap over every moved network.
-    experiments: {experiment: {activation: Figure}}."""
+    experiment ({experiment: {activation: Figure}}), per activation the 'median / largest' relative gap."""
     cells = {}
     for experiment, loaded in experiments.items():
         for unit, f in loaded.items():
@@ -230,9 +218,8 @@ def off_data_table(experiments):
     if not cells:
         return []
     units = list(dict.fromkeys(u for by_unit in cells.values() for u in by_unit))
+    rows = [[experiment] + [by_unit.get(u, "-") for u in units] for experiment, by_unit in cells.items()]
     return ["Moved networks' largest relative output change on random inputs x ~ N(0, I_n / n), median / largest "
-            "over each experiment's:", ""] + table(
-        ["experiment", *units], [[experiment] + [by_unit.get(u, "-") for u in units]
-                                 for experiment, by_unit in cells.items()])
+            "over each experiment's:", ""] + table(["experiment", *units], rows)
 
 

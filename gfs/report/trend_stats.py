@@ -1,7 +1,5 @@
-"""The statistics of a trend of a value with |Q| over seeds (toy_rules.rule_trend): the seed is the unit of
-replication. Per series the fitted fold change and Kendall's tau-b; per seed their medians; over seeds a sign test,
-the median effect with a deterministic bootstrap interval, and the minimum effect the seeds' spread can resolve;
-the scan of the integration constant c. Their derivation: docs/report.md.
+"""The statistics of a trend of a value with |Q| over seeds, the seed the unit of replication (toy_rules.rule_trend;
+Trend lists them), and the scan of the integration constant c. Their derivation: docs/report.md.
 """
 import functools
 import math
@@ -18,8 +16,7 @@ C_SCAN = np.linspace(-1.0, 2.0, 301)  # the integration constants c scanned, in 
 
 
 def seed_columns(reference):
-    """The finite values over the seeds (axis 0) of each group G (run or orbit centre) of reference [S, G]; no
-    groups for one seed."""
+    """The finite values over the seeds of each group (run or orbit centre) of reference [S, G]; none for one seed."""
     reference = np.asarray(reference, dtype=float).reshape(len(reference), -1)
     return [column[np.isfinite(column)] for column in reference.T] if len(reference) > 1 else []
 
@@ -32,16 +29,14 @@ def log_spread(reference):
 
 
 def resolvable_effect(reference, alpha=ALPHA):
-    """The smallest log fold change that the spread over seeds can resolve: z x sqrt(2) x the seed spread of log
-    value (z the two-sided normal quantile of alpha): two draws of a value that |Q| does not change differ by less
-    than this 95 % of the time (docs/report.md)."""
+    """The smallest log fold change the spread over seeds can resolve: z sqrt(2) log_spread, z the two-sided normal
+    quantile of alpha (derived in docs/report.md)."""
     return float(norm.ppf(1 - alpha / 2)) * math.sqrt(2) * log_spread(reference)
 
 
 def fitted_log_fold(x, y):
-    """The log fold change of y along each series from its smallest to its largest x, fitted over all its points:
-    the least-squares slope of log y against log x times the span of log x. x, y: [..., L] -> [...]; NaN where x
-    does not vary or y is not finite (trend() counts a value never reached as the budget first)."""
+    """The log fold change of y along each series, fitted over all its points: the least-squares slope of log y against
+    log x times the span of log x. x, y: [..., L] -> [...]; NaN where x does not vary or y is not finite."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_x, log_y = np.log(np.maximum(x, 1e-300)), np.log(y)
@@ -55,8 +50,7 @@ def tau_b(x, y):
     """Kendall's tau-b of y against x along each series: x, y [..., L] -> [...] (NaN where either is constant);
     kendall()'s statistic, without its p (the trend votes with the sign)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    dx = np.sign(x[..., :, None] - x[..., None, :])
-    dy = np.sign(y[..., :, None] - y[..., None, :])
+    dx, dy = (np.sign(a[..., :, None] - a[..., None, :]) for a in (x, y))  # [..., L, L]: the order of every pair
     with np.errstate(divide="ignore", invalid="ignore"):
         tau = (dx * dy).sum(axis=(-1, -2)) / np.sqrt((dx ** 2).sum(axis=(-1, -2)) * (dy ** 2).sum(axis=(-1, -2)))
     return np.where(np.isfinite(tau), tau, np.nan)[()]
@@ -92,11 +86,10 @@ def fold(log_change):
 
 
 class Trend(NamedTuple):
-    """rule_trend's statistics: per seed the vote (+1 with the claim, -1 against, 0 none) and effect (log fold change
-    in the claimed direction, median over the seed's series), the sign test over seeds, the effect over seeds
-    (median) with its bootstrap interval, and the minimum it must reach."""
+    """rule_trend's statistics: per seed the vote (+1 with the claim, -1 against, 0 none), the sign test over seeds,
+    the effect (the median over seeds of each seed's median log fold change over its series, in the claimed
+    direction) with its bootstrap interval, and the minimum it must reach."""
     votes: np.ndarray
-    effects: np.ndarray
     p: float
     effect: float
     low: float
@@ -138,23 +131,20 @@ def trend(x, values, direction, reference, budget=None, alpha=ALPHA, interval=Tr
         low, high = bootstrap_median(effects)
     else:  # the scan of c: with every seed's effect above 0 so is every resampled median (low > 0 either way)
         low, high = float(effects.min()), math.nan
-    return Trend(votes, effects, p, effect, low, high, needed, left_out, series, alpha)
+    return Trend(votes, p, effect, low, high, needed, left_out, series, alpha)
 
 
 def c_range(Q, values, direction, reference, entries, named, budget=None, alpha=ALPHA):
-    """Where the trend holds as the integration constant c varies: Q_c = Q - c x entries (Q in the zero
-    convention, c = 0; the paper code's c = paper_constant). c runs over C_SCAN (in units of the paper's constant
-    minus the zero one) -> (text: the intervals of c where it holds, with the named constants inside or not;
-    the intervals in a few words)."""
+    """Where the trend holds as the integration constant c runs over C_SCAN (in units of the largest named constant):
+    |Q - c x entries|, Q in the zero convention (c = 0) -> (the intervals of c where it holds, with each named
+    constant inside or not; the intervals in a few words)."""
     step = C_SCAN[1] - C_SCAN[0]
     scale = max(abs(c) for c in named.values()) or 1.0
     grid = np.round(C_SCAN * scale, 10)
-    holds, needed = [], resolvable_effect(reference, alpha)
-    for c in grid:
-        t = trend(np.abs(np.asarray(Q, dtype=float) - c * entries), values, direction, reference, budget, alpha,
-                  interval=False, needed=needed)
-        holds.append(bool(t is not None and t.holds))
-    holds = np.array(holds)
+    Q, needed = np.asarray(Q, dtype=float), resolvable_effect(reference, alpha)
+    trends = [trend(np.abs(Q - c * entries), values, direction, reference, budget, alpha, interval=False, needed=needed)
+              for c in grid]
+    holds = np.array([t is not None and t.holds for t in trends])
     named_text = ", ".join(f"{name} c = {c:g} {'inside' if holds[np.argmin(np.abs(grid - c))] else 'outside'}"
                            for name, c in named.items())
     scanned = f"[{grid[0]:g}, {grid[-1]:g}]"
