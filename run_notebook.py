@@ -1,20 +1,11 @@
 #!/usr/bin/env python3
 """Execute a CIFAR notebook headless: papermill's parameters, nbclient's execution, one-line errors
-(the flags: python run_notebook.py --help; the exit statuses: docs/cifar.md and MISSING_DATA below).
+(the flags: python run_notebook.py --help; what it checks and its exit statuses: docs/cifar.md, "Running them").
 
-Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as
-`papermill NOTEBOOK OUT -p NAME VALUE` does (papermill's own injection, into a cell after it);
-a flag not given leaves the notebook's default. The notebook derives everything else after that
-cell, so Jupyter, papermill and this command run the same experiment; -p NAME VALUE sets any other
-parameter (VALUE a Python literal: 7, 1e-3, nan, [1, 2], True). Relative folders (--out,
---cifar-dir) are the caller's: they are passed relative to the notebook's folder, where the kernel
-runs, so this command works from any folder. What this adds to papermill: every path (the notebook,
---out, --executed) and every parameter value (notebook_parameters.RULES: finite, positive, in range)
-is checked before a kernel starts, and a quick run into the committed figures/ is refused; an error
-is one line; CIFAR-10 being absent is its own exit status (make skips only that notebook); Ctrl-C or
-SIGTERM end the kernel and its worker processes; a second run of the same notebook into an output
-folder that a live run holds is refused; --in-place replaces the notebook whole, only after a
-successful full run; saved copies keep one final line per progress bar.
+Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as `papermill -p NAME VALUE`
+does, so Jupyter, papermill and this command run the same experiment. Beyond papermill: every path and parameter
+value (notebook_parameters.RULES) is checked before a kernel starts; relative folders are the caller's; Ctrl-C and
+SIGTERM end the kernel and its workers; --in-place replaces the notebook whole, only after a successful full run.
 """
 import argparse
 import ast
@@ -185,9 +176,8 @@ def main(argv=None):
                             resources={"metadata": {"path": notebook_dir}})
     started = time.time()
     failure = []
-    # The notebook runs in a second thread, so that Ctrl-C and SIGTERM reach this thread's handlers
-    # (in the main thread nbclient would install its own, which end the kernel mid-cell and print
-    # tracebacks).
+    # The notebook runs in a second thread, so that Ctrl-C and SIGTERM reach this thread's handlers (in the main
+    # thread nbclient would install its own, which end the kernel mid-cell and print tracebacks).
     runner = threading.Thread(target=_execute, args=(client, failure), daemon=True)
     runner.start()
     while runner.is_alive():
@@ -249,23 +239,15 @@ _PROGRESS_REDRAW = re.compile(r"[^\n]*\r(?!\n)")  # a line's text up to its last
 
 
 def keep_final_progress_lines(notebook):
-    """Each cell's stderr (progress bars) as one output holding each bar's last state: a text
-    progress bar redraws its line with a carriage return, and every redraw would be stored."""
+    """Each cell's stderr (progress bars) as one output, in the first one's place, holding each bar's last state: a
+    text progress bar redraws its line with a carriage return, and every redraw would be stored."""
     for cell in notebook.cells:
-        outputs, stderr = [], None
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and output.get("name") == "stderr":
-                if stderr is None:
-                    stderr = output
-                    outputs.append(output)
-                else:
-                    stderr["text"] += output["text"]
-                continue
-            outputs.append(output)
-        if stderr is not None:
-            text = _PROGRESS_REDRAW.sub("", stderr["text"])
-            stderr["text"] = "".join(dict.fromkeys(text.splitlines(keepends=True)))  # one line per bar
-            cell["outputs"] = outputs
+        streams = [output for output in cell.get("outputs", [])
+                   if output.get("output_type") == "stream" and output.get("name") == "stderr"]
+        if streams:
+            text = _PROGRESS_REDRAW.sub("", "".join(output["text"] for output in streams))
+            streams[0]["text"] = "".join(dict.fromkeys(text.splitlines(keepends=True)))  # one line per bar
+            cell["outputs"] = [output for output in cell["outputs"] if all(output is not s for s in streams[1:])]
 
 
 def _first_line(error):
@@ -282,14 +264,10 @@ def _execute(client, failure):
         failure.append(error)
 
 
-def _end_kernel(client, grace=0.5):
-    """End the notebook's kernel and its worker processes (signal clean-up; returns what it did).
-
-    The kernel is interrupted first, as Jupyter's stop button does, so that the running cell's
-    clean-up runs (a figure being saved is completed or removed); then its process group (the
-    kernel started it as a session of its own, with the worker processes in it) is terminated,
-    and killed if it does not end within 5 s. Its connection file is removed.
-    """
+def _end_kernel(client):
+    """End the notebook's kernel and its worker processes; returns what it did (for the signal's line).
+    Interrupted first, as Jupyter's stop button does, so that the running cell's clean-up runs (a figure being saved
+    is completed or removed); then its process group (the kernel's session, workers included) is ended."""
     manager = getattr(client, "km", None)
     process = getattr(getattr(manager, "provisioner", None), "process", None)
     if process is None or process.poll() is not None:
@@ -297,7 +275,7 @@ def _end_kernel(client, grace=0.5):
     with contextlib.suppress(OSError):
         os.kill(process.pid, signal.SIGINT)
     try:
-        process.wait(timeout=grace)
+        process.wait(timeout=0.5)
     except Exception:
         end_process_group(process, grace=5)
     with contextlib.suppress(Exception):
