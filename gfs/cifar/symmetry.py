@@ -69,12 +69,9 @@ HIDDEN_ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
 
 
 def _nan_where_nonfinite(function, A, B=None):
-    """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere.
-
-    LAPACK routines (lstsq, pinv) fail or hang on inf/NaN input; at group_scale = 20 some g = expm(group_scale T)
-    overflow float32 (paper defect B9), and those members must show up as NaN, not crash.
-    A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None).
-    """
+    """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere: LAPACK (lstsq,
+    pinv) fails or hangs on inf/NaN, and at group_scale = 20 some g overflow float32 (B9), members that must show up
+    as NaN, not crash.  A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None)."""
     args = (A,) if B is None else (A, B)
     finite = torch.isfinite(A).flatten(1).all(dim=1)
     if bool(finite.all()):
@@ -98,23 +95,19 @@ class GroupAction(nn.Module):
 
     In mode 'plain' it is just sigma: [B, h] -> [B, h] (float32, the trained network). In an ensemble mode it returns
     the hidden activations of num_g moved networks, flattened to [num_g * B, h] (member-major, in the numerics' dtype),
-    so that the next linear layer (the paper's U) maps every member. Each member n computes
-
-        sigma(H @ lower_n) @ upper_n
-
-    with (lower_n, upper_n) depending on the mode (B10):
+    so that the next linear layer (the paper's U) maps every member. Member n computes sigma(H @ lower_n) @ upper_n,
+    with (lower_n, upper_n) by mode (B10):
       'group'        g_n = expm(group_scale T_n), pi_n: the nonlinear action, fitted by fit()
       'g_inverse'    g_n, pinv(g_n): the linear-equivariance formula (exact only for linear sigma)
       'perm_interp'  q = (I + group_scale/2 (I + P))/(1 + group_scale) with a fresh random permutation P, pinv(q)
       'random'       g_n, I + group_scale M with fresh M ~ U[0, 1)^{h x h} (not zero-mean, as in the paper)
       'shuffle'      g_n, pi of another member with its rows permuted (one permutation of the members and one of
                      the rows: the same distribution as the paper's two in a row)
-    T_n = randn(h, h) / sqrt(h), drawn in float32 by draw_group() from a seeded generator (the same group elements
-    in both numerics). The random modes draw afresh on every call, like the paper; pass a generator to repeat them.
+    The random modes draw afresh on every call, like the paper; pass a generator to repeat them.
 
     hidden: h; activation: 'relu_sqr' (Fig. 10), 'leaky_relu' (Fig. 11) or a callable; num_g, group_scale, seed:
-    draw_group()'s; fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted (the paper:
-    1e-4; 0 fits on the exact activations); numerics: 'paper' (float32) or 'exact' (float64).
+    draw_group()'s; fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted (FIT_NOISE);
+    numerics: 'paper' (float32) or 'exact' (float64).
     """
 
     def __init__(self, hidden, activation="relu_sqr", num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"],
@@ -133,8 +126,9 @@ class GroupAction(nn.Module):
         return NUMERICS[self.numerics]
 
     def draw_group(self, num_g, group_scale, seed=0, numerics=None):
-        """New group elements g = expm(group_scale T), T [num_g, h, h] ~ N(0, 1/h) drawn in float32, g in the
-        numerics' dtype; forgets any fitted pi. numerics: switch to 'paper' or 'exact' (None: keep)."""
+        """New group elements g = expm(group_scale T), T [num_g, h, h] ~ N(0, 1/h) drawn in float32 from a generator
+        seeded by `seed` (the same g in both numerics), g in the numerics' dtype; forgets any fitted pi.
+        numerics: switch to 'paper' or 'exact' (None: keep)."""
         if numerics is not None:
             self.numerics = check_numerics(numerics)
         self.num_g, self.group_scale, self.seed = int(num_g), float(group_scale), int(seed)
