@@ -38,29 +38,21 @@ class ChannelsLast(nn.Module):
 class CifarCNN(nn.Module):
     """The paper's CNN: [x - shift] -> Conv2d(3, 32, 3, same) -> LeakyReLU(0.01) -> MaxPool2d(2) -> Flatten
     -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax]; built by make_cnn (its arguments).
-
     Parts: `features` (x float [B, 3, 32, 32] in [0, 1] -> the pre-activations H [B, h]), `group_action`, `readout`
     (the paper's U). forward(x): [B, classes] in mode 'plain', [num_g * B, classes] (member-major) in an ensemble
-    mode; probabilities if softmax_output else logits.
-    """
+    mode; probabilities if softmax_output else logits."""
 
     def __init__(self, activation, hidden, num_classes, input_shift, softmax_output, num_g, group_scale, group_seed,
                  fit_noise, numerics):
         super().__init__()
         self.softmax_output = bool(softmax_output)
-        # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
-        # comes before the LeakyReLU. An increasing function commutes with a max, so
-        # LeakyReLU(MaxPool(x)) = MaxPool(LeakyReLU(x)) exactly (values and gradients), on 4x
-        # fewer entries. Together about 3x faster training on a CPU; Flatten keeps C, H, W order.
-        self.features = nn.Sequential(
-            Shift(input_shift),
-            ChannelsLast(),
-            nn.Conv2d(3, 32, 3, padding="same"),
-            nn.MaxPool2d(2),
-            nn.LeakyReLU(0.01),
-            nn.Flatten(),
-            nn.Linear(32 * 16 * 16, hidden),
-        )
+        # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool comes before the
+        # LeakyReLU. An increasing function commutes with a max, so LeakyReLU(MaxPool(x)) = MaxPool(LeakyReLU(x))
+        # exactly (values and gradients), on 4x fewer entries. Together about 3x faster training on a CPU; Flatten
+        # keeps C, H, W order.
+        self.features = nn.Sequential(Shift(input_shift), ChannelsLast(), nn.Conv2d(3, 32, 3, padding="same"),
+                                      nn.MaxPool2d(2), nn.LeakyReLU(0.01), nn.Flatten(),
+                                      nn.Linear(32 * 16 * 16, hidden))
         self.group_action = GroupAction(hidden, activation, num_g, group_scale, group_seed, fit_noise, numerics)
         self.readout = nn.Linear(hidden, num_classes)
 
@@ -82,11 +74,9 @@ class CifarCNN(nn.Module):
 def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
              num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
     """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
-
     activation: the group-action layer's, 'relu_sqr' (Fig. 10) or 'leaky_relu' (Fig. 11). input_shift: subtracted
     from the [0, 1] images (0.5: the paper's x/255 - 0.5). softmax_output: True is the paper's model (a double
-    softmax under cross-entropy, defect B1). num_g, group_scale, seed, fit_noise, numerics: the layer's first group.
-    """
+    softmax under cross-entropy, defect B1). num_g, group_scale, seed, fit_noise, numerics: the layer's first group."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CifarCNN(activation, hidden, num_classes, input_shift, softmax_output,
@@ -100,13 +90,11 @@ ADAM_LR = 1e-3  # Adam's default learning rate, which the paper's notebooks trai
 
 def train_model(model, images, labels, epochs=10, batch_size=32, lr=ADAM_LR, seed=0, shuffle=False,
                 device=None, progress=True):
-    """Adam on F.cross_entropy(model(x), y), in place, in mode 'plain'; the paper's trainer.
-
-    images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N]. The paper walks the images in fixed order
-    (shuffle=False); shuffle=True reshuffles every epoch from `seed`. On the CPU, denormal floats are flushed to zero
-    while training: early on they make a step ~10x slower, and flushing them changes nothing visible.
-    Returns {'loss': per-epoch mean training loss, 'acc': per-epoch training accuracy}.
-    """
+    """Adam on F.cross_entropy(model(x), y), in place, in mode 'plain'; the paper's trainer. Returns {'loss': per-epoch
+    mean training loss, 'acc': per-epoch training accuracy}. images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N].
+    The paper walks the images in fixed order (shuffle=False); shuffle=True reshuffles every epoch from `seed`. On the
+    CPU, denormal floats are flushed to zero while training: they make early steps ~10x slower, and flushing them
+    changes nothing visible."""
     device = resolve_device(device)
     model.to(device).train()
     model.group_action.set_mode("plain")
