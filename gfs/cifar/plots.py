@@ -29,8 +29,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
     stds = {m: np.nanstd(d, axis=0, ddof=1) if seeds > 1 else None for m, d in diffs.items()}
     error = per_cell(ERROR_KEY).max(axis=0)
     agreement = per_cell("heldout_agreement").min(axis=0) if "heldout_agreement" in grid else None
-    overflow = {m: np.asarray(grid.get(f"overflow_{m}", np.zeros(len(scales) * len(num_g), bool)))
-                .reshape(-1, len(scales), len(num_g)).any(axis=0) for m in modes}  # [E, G]: in some seed
+    overflow = {m: per_cell(f"overflow_{m}").any(axis=0) for m in modes}  # [E, G]: in some seed
     not_symmetry = ~(error <= SYMMETRY_TOLERANCE)  # NaN and inf included
     vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in means.values()) or 1e-3
     panels = len(modes) + 1 + (agreement is not None)
