@@ -57,18 +57,16 @@ def save_cnn(model, root, name, settings, history, predictions):
 
 def load_cnn(root, name, expect=None):
     """The CNN saved as root/name.safetensors: (model in eval mode on the CPU, settings, history, predictions int8 [N]).
-
     expect: {setting: value} this run needs (e.g. epochs, data_digest); a file trained otherwise is a WeightsError
-    naming the first difference, as is a missing, unreadable or incomplete file.
-    """
+    naming the first difference, as is a missing, unreadable or incomplete file."""
     path = os.path.join(root, name + ".safetensors")
     if not os.path.isfile(path):
         raise WeightsError(f"no saved CNN {path!r} (WEIGHTS_FROM: a folder holding {os.path.dirname(name)}/ from a run "
                            "of the same settings)")
     safetensors = _safetensors()
     try:
+        tensors = safetensors.load_file(path)
         with safetensors.safe_open(path, "pt") as f:
-            tensors = f.get_tensors()
             metadata = {key: json.loads(value) for key, value in (f.metadata() or {}).items()}
     except Exception as error:  # truncated or foreign file
         raise WeightsError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None
