@@ -103,10 +103,9 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
     if quick:
         refuse_quick_into_committed(out, "--out")
     if args.executed:
-        executed = os.path.abspath(args.executed)
-        folder = os.path.dirname(executed)
-        if os.path.isdir(executed) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise UsageError(f"--executed {args.executed!r}: " + ("is a folder" if os.path.isdir(executed) else
+        folder = os.path.dirname(os.path.abspath(args.executed))
+        if os.path.isdir(args.executed) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UsageError(f"--executed {args.executed!r}: " + ("is a folder" if os.path.isdir(args.executed) else
                              f"no writable folder {folder!r} to save it in"))
     if args.device:
         try:

@@ -138,12 +138,10 @@ def _start_worker(parent_pid):
 
 def parallel_map(function, job_kwargs, jobs, bar=None, start_method=None):
     """[function(**kwargs) for kwargs in job_kwargs], in up to `jobs` worker processes (<= 1: in this one).
-
     Processes, not threads: each training is a long loop of tiny tensor ops, and threads contend for the GIL.
     `function` must be importable; the first failure stops the other runs at once. bar: advanced by one per finished
     run. start_method None: fork on Linux (instant; safe while this process has run no parallel torch op, so no
-    thread pool is copied), else spawn; 'spawn' where torch threads may be running (a notebook kernel).
-    """
+    thread pool is copied), else spawn; 'spawn' where torch threads may be running (a notebook kernel)."""
     job_kwargs = list(job_kwargs)
     if jobs <= 1 or len(job_kwargs) <= 1:
         results = []
