@@ -131,9 +131,9 @@ def train_model(model, images, labels, epochs=10, batch_size=32, lr=ADAM_LR, see
     return history
 
 
-def _train_and_return(model, images, labels, seed, train_kwargs):
+def _train_and_return(model, **train_kwargs):
     """train_model in a worker process; returns (trained state_dict, history)."""
-    history = train_model(model, images, labels, seed=seed, progress=False, **train_kwargs)
+    history = train_model(model, progress=False, **train_kwargs)
     return model.state_dict(), history
 
 
@@ -141,16 +141,11 @@ def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
     """train_model(model, images, labels, seed=seed, **train_kwargs) for each of models, datasets [(images, labels)]
     and seeds, up to `jobs` at once (run_calls); in place. bar: advanced by one per trained model. Returns the
     histories, in the order of `models`."""
+    job_kwargs = [dict(train_kwargs, model=model, images=images, labels=labels, seed=seed)
+                  for model, (images, labels), seed in zip(models, datasets, seeds)]
     if worker_count(jobs, len(models)) <= 1:  # in this process, with train_model's own progress bars
-        histories = []
-        for model, (images, labels), seed in zip(models, datasets, seeds):
-            histories.append(train_model(model, images, labels, seed=seed, **train_kwargs))
-            if bar is not None:
-                bar.update(1)
-        return histories
-    calls = [functools.partial(_train_and_return, model, images, labels, seed, train_kwargs)
-             for model, (images, labels), seed in zip(models, datasets, seeds)]
-    results = run_calls(calls, jobs, bar)
+        return processes.parallel_map(train_model, job_kwargs, jobs=1, bar=bar)
+    results = run_calls([functools.partial(_train_and_return, **kwargs) for kwargs in job_kwargs], jobs, bar)
     for model, (state, _) in zip(models, results):
         model.load_state_dict(state)
         model.eval()
