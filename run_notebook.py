@@ -54,14 +54,12 @@ def seconds(text):
 def parameter_value(text):
     """VALUE of -p NAME VALUE: a Python literal (7, 1e-3, True, None, [1, 2], 'text'), else a float
     (nan, inf: refused later where a parameter must be finite), else the text itself (as papermill -p)."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    for parse in (ast.literal_eval, float):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            pass
+    return text
 
 
 # The parameters that have a flag of their own (-p refuses them: the flag converts folders, checks devices)

@@ -39,8 +39,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
     def panel(ax, values, title, text, color, **style):
         """values [E, G] as a heat map, with text(i, j) in colour color(i, j) on every cell."""
         image = ax.imshow(values, **style)
-        ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right",
-                      rotation_mode="anchor")
+        ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(np.arange(len(scales)), [f"{e:g}" for e in scales])
         ax.set_xlabel("# of transformed models (num_g)", fontsize=11)
         ax.set_ylabel(r"group scale $\epsilon$", fontsize=11)
