@@ -1,11 +1,8 @@
 #!/usr/bin/env python3
-"""Execute a CIFAR notebook headless: papermill's parameters, nbclient's execution, one-line errors
-(the flags: python run_notebook.py --help; what it checks and its exit statuses: docs/cifar.md, "Running them").
-
-Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as `papermill -p NAME VALUE`
-does, so Jupyter, papermill and this command run the same experiment. Beyond papermill: every path and parameter
-value (notebook_parameters.RULES) is checked before a kernel starts; relative folders are the caller's; Ctrl-C and
-SIGTERM end the kernel and its workers; --in-place replaces the notebook whole, only after a successful full run.
+"""Execute a CIFAR notebook headless, each flag setting a parameter of its first cell as `papermill -p` does, with
+one-line errors (the flags: --help; the exit statuses: docs/cifar.md, "Running them"). Beyond papermill: every path
+and parameter value (notebook_parameters.RULES) is checked before a kernel starts; relative folders are the caller's;
+Ctrl-C and SIGTERM end the kernel and workers; --in-place replaces the notebook whole, only after a successful full run.
 """
 import argparse
 import ast
@@ -78,9 +75,9 @@ def notebook_parameters(args, notebook_dir):
 
 
 def check_paths_and_parameters(args, notebook, notebook_dir):
-    """Everything that can be checked before a kernel starts: returns (parameters for papermill, the
-    output folder); UsageError or ParameterError (one line) for the first problem. Then holds the output
-    folder, if it exists: two runs of one notebook into one folder would overwrite each other's files."""
+    """Everything that can be checked before a kernel starts: returns the parameters for papermill; UsageError or
+    ParameterError (one line) for the first problem. Then holds the output folder, if it exists: two runs of one
+    notebook into one folder would overwrite each other's files."""
     defaults = rules.cell_defaults(notebook, os.path.basename(args.notebook))
     for name, _ in args.parameter or []:
         if name in FLAG_OF:
@@ -112,7 +109,7 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
             raise UsageError(f"{error} (--device)") from None
     if os.path.isdir(out):
         hold_output_dir(out, f"run_notebook.py {os.path.basename(os.path.abspath(args.notebook))}")
-    return parameters, out
+    return parameters
 
 
 def main(argv=None):
@@ -157,7 +154,7 @@ def main(argv=None):
         return stop("--in-place with a quick run: the notebook keeps the outputs of a full run")
     notebook_dir = os.path.dirname(notebook_path)
     try:
-        parameters, out = check_paths_and_parameters(args, notebook, notebook_dir)
+        parameters = check_paths_and_parameters(args, notebook, notebook_dir)
     except (UsageError, rules.ParameterError) as error:
         return stop(str(error))
 
@@ -205,9 +202,8 @@ def main(argv=None):
 
 
 def _parameterize(notebook, parameters, parameterize_notebook):
-    """papermill's injection of `parameters` after the cell tagged `parameters`; the injected cell
-    gets a stable id from the notebook's own prefix, and no cell keeps the empty tag list that
-    papermill's search needs."""
+    """papermill's injection of `parameters` after the cell tagged `parameters`; the injected cell gets a stable id
+    from the notebook's own prefix, and no cell keeps the empty tag list that papermill's search needs."""
     for cell in notebook.cells:
         cell.metadata.setdefault("tags", [])
     notebook.metadata.setdefault("papermill", {})  # where papermill records the parameters

@@ -29,9 +29,8 @@ NUMERICS = {"paper": torch.float32, "exact": torch.float64}
 # evaluated ensemble is the one whose symmetry error is measured (with noise, pi is a symmetry of
 # the noisy batches only: at group_scale = 10 it is then off by ~0.5 on the clean fitting images).
 FIT_NOISE = {"paper": 1e-4, "exact": 0.0}
-# Shifted logits are clamped at -80 before exp(): exp(-80) ~ 2e-35 is zero for every purpose
-# here, and float32 exp() of values below -87 (results below the smallest normal float) is ~100
-# times slower on CPUs.
+# Shifted logits are clamped at -80 before exp(): exp(-80) ~ 2e-35 is zero for every purpose here, and float32
+# exp() of values below -87 (results below the smallest normal float) is ~100 times slower on CPUs.
 EXP_FLOOR = -80.0
 
 
