@@ -162,8 +162,8 @@ def compute_features(model, images, batch_size=2000, device=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Processes: one per core, each with one torch thread, train faster than threads (processes.parallel_map) and do
-# not collapse when another program uses a core.
+# Processes: one per core, each with one torch thread, train faster than one process with several threads
+# (processes.parallel_map says why), and do not collapse when another program uses a core.
 
 def worker_count(jobs, tasks):
     """How many worker processes run_calls uses: jobs (0 = one per CPU core), at most one per task; 1: this one."""

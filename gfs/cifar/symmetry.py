@@ -69,7 +69,7 @@ HIDDEN_ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
 
 def _nan_where_nonfinite(function, A, B=None):
     """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere: LAPACK (lstsq,
-    pinv) fails or hangs on inf/NaN, and at group_scale = 20 some g overflow float32 (B9), members that must show up
+    pinv) fails or hangs on inf/NaN, and at group_scale = 20 some g overflow float32 (B9): such members must show up
     as NaN, not crash.  A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None)."""
     args = (A,) if B is None else (A, B)
     finite = torch.isfinite(A).flatten(1).all(dim=1)
