@@ -64,16 +64,6 @@ FLAG_OF = {"CIFAR_DIR": "--cifar-dir", "FIGURES_DIR": "--out", "QUICK": "--quick
            "DEVICE": "--device", "SEED": "--seed", "SEEDS": "--seeds", "JOBS": "--jobs", "THREADS": "--threads"}
 
 
-def notebook_parameters(args, notebook_dir):
-    """The papermill parameters the flags and -p give (folders relative to the notebook's folder)."""
-    relative = lambda folder: os.path.relpath(os.path.abspath(folder), notebook_dir)  # noqa: E731
-    given = {"CIFAR_DIR": args.cifar_dir and relative(args.cifar_dir), "FIGURES_DIR": args.out and relative(args.out),
-             "QUICK": args.quick or None, "DOWNLOAD": False if args.no_download else None, "DEVICE": args.device,
-             "SEED": args.seed, "SEEDS": args.seeds, "JOBS": args.jobs, "THREADS": args.threads}
-    given = {name: value for name, value in given.items() if value is not None}
-    return {**given, **{name: parameter_value(value) for name, value in args.parameter or []}}
-
-
 def check_paths_and_parameters(args, notebook, notebook_dir):
     """Everything that can be checked before a kernel starts: returns the parameters for papermill; UsageError or
     ParameterError (one line) for the first problem. Then holds the output folder, if it exists: two runs of one
@@ -85,7 +75,13 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
         if defaults is not None and name not in defaults:
             raise UsageError(f"-p {name}: not a parameter of {os.path.basename(args.notebook)} (its parameters: "
                              f"{', '.join(defaults)})")
-    parameters = notebook_parameters(args, notebook_dir)
+    # The papermill parameters the flags and -p give, folders relative to the notebook's folder (where the kernel runs)
+    relative = lambda folder: os.path.relpath(os.path.abspath(folder), notebook_dir)  # noqa: E731
+    given = {"CIFAR_DIR": args.cifar_dir and relative(args.cifar_dir), "FIGURES_DIR": args.out and relative(args.out),
+             "QUICK": args.quick or None, "DOWNLOAD": False if args.no_download else None, "DEVICE": args.device,
+             "SEED": args.seed, "SEEDS": args.seeds, "JOBS": args.jobs, "THREADS": args.threads}
+    parameters = {name: value for name, value in given.items() if value is not None}  # None: the flag not given
+    parameters.update((name, parameter_value(value)) for name, value in args.parameter or [])
     values = {**(defaults or {}), **parameters}
     rules.check(values)
     quick = values.get("QUICK") is True
