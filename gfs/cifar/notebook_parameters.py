@@ -73,10 +73,9 @@ RULES = {
     "FIT_SIZE_SCALES": list_of(POSITIVE), "FIT_SIZE_MEMBERS": count(1),
     # adversarial_CIFAR.ipynb (Fig. 11)
     "PROTOCOLS": list_of(one_of("paper", "corrected")), "NUM_G": count(1), "GROUP_SCALE": POSITIVE,
-    "NUM_EVAL": count(1), "MAX_TRAIN_IMAGES": optional_count(1),
-    "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(RADIUS), "SUITE_IMAGES": count(1),
-    "APGD_STEPS": count(1), "APGD_RESTARTS": count(1), "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1),
-    "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
+    "NUM_EVAL": count(1), "MAX_TRAIN_IMAGES": optional_count(1), "MAX_TEST_IMAGES": optional_count(1),
+    "ROBUSTNESS_RADII": list_of(RADIUS), "SUITE_IMAGES": count(1), "APGD_STEPS": count(1), "APGD_RESTARTS": count(1),
+    "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1), "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
     "APGDT_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True), "SQUARE_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True),
     # both notebooks' controls (beyond the paper)
     "DEEP_ENSEMBLE": count(1), "CONTROL_SEED": count(0),
