@@ -1,20 +1,8 @@
 #!/usr/bin/env python3
-"""Execute a CIFAR notebook headless: papermill's parameters, nbclient's execution, one-line errors
-(the flags: python run_notebook.py --help; the exit statuses: docs/cifar.md and MISSING_DATA below).
-
-Each flag sets one parameter of the notebook's first cell (tagged `parameters`) exactly as
-`papermill NOTEBOOK OUT -p NAME VALUE` does (papermill's own injection, into a cell after it);
-a flag not given leaves the notebook's default. The notebook derives everything else after that
-cell, so Jupyter, papermill and this command run the same experiment; -p NAME VALUE sets any other
-parameter (VALUE a Python literal: 7, 1e-3, nan, [1, 2], True). Relative folders (--out,
---cifar-dir) are the caller's: they are passed relative to the notebook's folder, where the kernel
-runs, so this command works from any folder. What this adds to papermill: every path (the notebook,
---out, --executed) and every parameter value (notebook_parameters.RULES: finite, positive, in range)
-is checked before a kernel starts, and a quick run into the committed figures/ is refused; an error
-is one line; CIFAR-10 being absent is its own exit status (make skips only that notebook); Ctrl-C or
-SIGTERM end the kernel and its worker processes; a second run of the same notebook into an output
-folder that a live run holds is refused; --in-place replaces the notebook whole, only after a
-successful full run; saved copies keep one final line per progress bar.
+"""Execute a CIFAR notebook headless, each flag setting a parameter of its first cell as `papermill -p` does, with
+one-line errors (the flags: --help; the exit statuses: docs/cifar.md, "Running them"). Beyond papermill: every path
+and parameter value (notebook_parameters.RULES) is checked before a kernel starts; relative folders are the caller's;
+Ctrl-C and SIGTERM end the kernel and workers; --in-place replaces the notebook whole, only after a successful full run.
 """
 import argparse
 import ast
@@ -63,14 +51,12 @@ def seconds(text):
 def parameter_value(text):
     """VALUE of -p NAME VALUE: a Python literal (7, 1e-3, True, None, [1, 2], 'text'), else a float
     (nan, inf: refused later where a parameter must be finite), else the text itself (as papermill -p)."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    for parse in (ast.literal_eval, float):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            pass
+    return text
 
 
 # The parameters that have a flag of their own (-p refuses them: the flag converts folders, checks devices)
@@ -78,20 +64,10 @@ FLAG_OF = {"CIFAR_DIR": "--cifar-dir", "FIGURES_DIR": "--out", "QUICK": "--quick
            "DEVICE": "--device", "SEED": "--seed", "SEEDS": "--seeds", "JOBS": "--jobs", "THREADS": "--threads"}
 
 
-def notebook_parameters(args, notebook_dir):
-    """The papermill parameters the flags and -p give (folders relative to the notebook's folder)."""
-    relative = lambda folder: os.path.relpath(os.path.abspath(folder), notebook_dir)  # noqa: E731
-    given = {"CIFAR_DIR": args.cifar_dir and relative(args.cifar_dir), "FIGURES_DIR": args.out and relative(args.out),
-             "QUICK": args.quick or None, "DOWNLOAD": False if args.no_download else None, "DEVICE": args.device,
-             "SEED": args.seed, "SEEDS": args.seeds, "JOBS": args.jobs, "THREADS": args.threads}
-    given = {name: value for name, value in given.items() if value is not None}
-    return {**given, **{name: parameter_value(value) for name, value in args.parameter or []}}
-
-
 def check_paths_and_parameters(args, notebook, notebook_dir):
-    """Everything that can be checked before a kernel starts: returns (parameters for papermill, the
-    output folder); UsageError or ParameterError (one line) for the first problem. Then holds the output
-    folder, if it exists: two runs of one notebook into one folder would overwrite each other's files."""
+    """Everything that can be checked before a kernel starts: returns the parameters for papermill; UsageError or
+    ParameterError (one line) for the first problem. Then holds the output folder, if it exists: two runs of one
+    notebook into one folder would overwrite each other's files."""
     defaults = rules.cell_defaults(notebook, os.path.basename(args.notebook))
     for name, _ in args.parameter or []:
         if name in FLAG_OF:
@@ -99,7 +75,13 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
         if defaults is not None and name not in defaults:
             raise UsageError(f"-p {name}: not a parameter of {os.path.basename(args.notebook)} (its parameters: "
                              f"{', '.join(defaults)})")
-    parameters = notebook_parameters(args, notebook_dir)
+    # The papermill parameters the flags and -p give, folders relative to the notebook's folder (where the kernel runs)
+    relative = lambda folder: os.path.relpath(os.path.abspath(folder), notebook_dir)  # noqa: E731
+    given = {"CIFAR_DIR": args.cifar_dir and relative(args.cifar_dir), "FIGURES_DIR": args.out and relative(args.out),
+             "QUICK": args.quick or None, "DOWNLOAD": False if args.no_download else None, "DEVICE": args.device,
+             "SEED": args.seed, "SEEDS": args.seeds, "JOBS": args.jobs, "THREADS": args.threads}
+    parameters = {name: value for name, value in given.items() if value is not None}  # None: the flag not given
+    parameters.update((name, parameter_value(value)) for name, value in args.parameter or [])
     values = {**(defaults or {}), **parameters}
     rules.check(values)
     quick = values.get("QUICK") is True
@@ -112,10 +94,9 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
     if quick:
         refuse_quick_into_committed(out, "--out")
     if args.executed:
-        executed = os.path.abspath(args.executed)
-        folder = os.path.dirname(executed)
-        if os.path.isdir(executed) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise UsageError(f"--executed {args.executed!r}: " + ("is a folder" if os.path.isdir(executed) else
+        folder = os.path.dirname(os.path.abspath(args.executed))
+        if os.path.isdir(args.executed) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UsageError(f"--executed {args.executed!r}: " + ("is a folder" if os.path.isdir(args.executed) else
                              f"no writable folder {folder!r} to save it in"))
     if args.device:
         try:
@@ -124,7 +105,7 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
             raise UsageError(f"{error} (--device)") from None
     if os.path.isdir(out):
         hold_output_dir(out, f"run_notebook.py {os.path.basename(os.path.abspath(args.notebook))}")
-    return parameters, out
+    return parameters
 
 
 def main(argv=None):
@@ -169,7 +150,7 @@ def main(argv=None):
         return stop("--in-place with a quick run: the notebook keeps the outputs of a full run")
     notebook_dir = os.path.dirname(notebook_path)
     try:
-        parameters, out = check_paths_and_parameters(args, notebook, notebook_dir)
+        parameters = check_paths_and_parameters(args, notebook, notebook_dir)
     except (UsageError, rules.ParameterError) as error:
         return stop(str(error))
 
@@ -185,9 +166,8 @@ def main(argv=None):
                             resources={"metadata": {"path": notebook_dir}})
     started = time.time()
     failure = []
-    # The notebook runs in a second thread, so that Ctrl-C and SIGTERM reach this thread's handlers
-    # (in the main thread nbclient would install its own, which end the kernel mid-cell and print
-    # tracebacks).
+    # The notebook runs in a second thread, so that Ctrl-C and SIGTERM reach this thread's handlers (in the main
+    # thread nbclient would install its own, which end the kernel mid-cell and print tracebacks).
     runner = threading.Thread(target=_execute, args=(client, failure), daemon=True)
     runner.start()
     while runner.is_alive():
@@ -218,9 +198,8 @@ def main(argv=None):
 
 
 def _parameterize(notebook, parameters, parameterize_notebook):
-    """papermill's injection of `parameters` after the cell tagged `parameters`; the injected cell
-    gets a stable id from the notebook's own prefix, and no cell keeps the empty tag list that
-    papermill's search needs."""
+    """papermill's injection of `parameters` after the cell tagged `parameters`; the injected cell gets a stable id
+    from the notebook's own prefix, and no cell keeps the empty tag list that papermill's search needs."""
     for cell in notebook.cells:
         cell.metadata.setdefault("tags", [])
     notebook.metadata.setdefault("papermill", {})  # where papermill records the parameters
@@ -249,23 +228,15 @@ _PROGRESS_REDRAW = re.compile(r"[^\n]*\r(?!\n)")  # a line's text up to its last
 
 
 def keep_final_progress_lines(notebook):
-    """Each cell's stderr (progress bars) as one output holding each bar's last state: a text
-    progress bar redraws its line with a carriage return, and every redraw would be stored."""
+    """Each cell's stderr (progress bars) as one output, in the first one's place, holding each bar's last state: a
+    text progress bar redraws its line with a carriage return, and every redraw would be stored."""
     for cell in notebook.cells:
-        outputs, stderr = [], None
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and output.get("name") == "stderr":
-                if stderr is None:
-                    stderr = output
-                    outputs.append(output)
-                else:
-                    stderr["text"] += output["text"]
-                continue
-            outputs.append(output)
-        if stderr is not None:
-            text = _PROGRESS_REDRAW.sub("", stderr["text"])
-            stderr["text"] = "".join(dict.fromkeys(text.splitlines(keepends=True)))  # one line per bar
-            cell["outputs"] = outputs
+        streams = [output for output in cell.get("outputs", [])
+                   if output.get("output_type") == "stream" and output.get("name") == "stderr"]
+        if streams:
+            text = _PROGRESS_REDRAW.sub("", "".join(output["text"] for output in streams))
+            streams[0]["text"] = "".join(dict.fromkeys(text.splitlines(keepends=True)))  # one line per bar
+            cell["outputs"] = [output for output in cell["outputs"] if all(output is not s for s in streams[1:])]
 
 
 def _first_line(error):
@@ -282,14 +253,10 @@ def _execute(client, failure):
         failure.append(error)
 
 
-def _end_kernel(client, grace=0.5):
-    """End the notebook's kernel and its worker processes (signal clean-up; returns what it did).
-
-    The kernel is interrupted first, as Jupyter's stop button does, so that the running cell's
-    clean-up runs (a figure being saved is completed or removed); then its process group (the
-    kernel started it as a session of its own, with the worker processes in it) is terminated,
-    and killed if it does not end within 5 s. Its connection file is removed.
-    """
+def _end_kernel(client):
+    """End the notebook's kernel and its worker processes; returns what it did (for the signal's line).
+    Interrupted first, as Jupyter's stop button does, so that the running cell's clean-up runs (a figure being saved
+    is completed or removed); then its process group (the kernel's session, workers included) is ended."""
     manager = getattr(client, "km", None)
     process = getattr(getattr(manager, "provisioner", None), "process", None)
     if process is None or process.poll() is not None:
@@ -297,7 +264,7 @@ def _end_kernel(client, grace=0.5):
     with contextlib.suppress(OSError):
         os.kill(process.pid, signal.SIGINT)
     try:
-        process.wait(timeout=grace)
+        process.wait(timeout=0.5)
     except Exception:
         end_process_group(process, grace=5)
     with contextlib.suppress(Exception):

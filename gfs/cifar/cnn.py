@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from gfs.runs import processes
 from gfs.runs.command_line import progress_bar, resolve_device
-from gfs.runs.processes import keep_freed_memory
 from gfs.cifar.symmetry import FIT_NOISE, GroupAction
 
 # ----------------------------------------------------------------------------------------------
@@ -39,30 +38,21 @@ class ChannelsLast(nn.Module):
 class CifarCNN(nn.Module):
     """The paper's CNN: [x - shift] -> Conv2d(3, 32, 3, same) -> LeakyReLU(0.01) -> MaxPool2d(2) -> Flatten
     -> Linear(8192, h) -> GroupAction(h) -> Linear(h, classes) -> [Softmax]; built by make_cnn (its arguments).
-
-    Parts: `features` (input to the pre-activations H [B, h]), `group_action`, `readout` (the
-    paper's U). Input x: float [B, 3, 32, 32] in [0, 1]. forward(x) returns [B, classes] in mode
-    'plain' and [num_g * B, classes] (member-major) in an ensemble mode; probabilities if
-    softmax_output (the paper's model, defect B1 when trained with cross-entropy) else logits.
-    """
+    Parts: `features` (x float [B, 3, 32, 32] in [0, 1] -> the pre-activations H [B, h]), `group_action`, `readout`
+    (the paper's U). forward(x): [B, classes] in mode 'plain', [num_g * B, classes] (member-major) in an ensemble
+    mode; probabilities if softmax_output else logits."""
 
     def __init__(self, activation, hidden, num_classes, input_shift, softmax_output, num_g, group_scale, group_seed,
                  fit_noise, numerics):
         super().__init__()
         self.softmax_output = bool(softmax_output)
-        # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool
-        # comes before the LeakyReLU. An increasing function commutes with a max, so
-        # LeakyReLU(MaxPool(x)) = MaxPool(LeakyReLU(x)) exactly (values and gradients), on 4x
-        # fewer entries. Together about 3x faster training on a CPU; Flatten keeps C, H, W order.
-        self.features = nn.Sequential(
-            Shift(input_shift),
-            ChannelsLast(),
-            nn.Conv2d(3, 32, 3, padding="same"),
-            nn.MaxPool2d(2),
-            nn.LeakyReLU(0.01),
-            nn.Flatten(),
-            nn.Linear(32 * 16 * 16, hidden),
-        )
+        # Speed, not semantics: the conv block runs in channels-last memory layout, and the pool comes before the
+        # LeakyReLU. An increasing function commutes with a max, so LeakyReLU(MaxPool(x)) = MaxPool(LeakyReLU(x))
+        # exactly (values and gradients), on 4x fewer entries. Together about 3x faster training on a CPU; Flatten
+        # keeps C, H, W order.
+        self.features = nn.Sequential(Shift(input_shift), ChannelsLast(), nn.Conv2d(3, 32, 3, padding="same"),
+                                      nn.MaxPool2d(2), nn.LeakyReLU(0.01), nn.Flatten(),
+                                      nn.Linear(32 * 16 * 16, hidden))
         self.group_action = GroupAction(hidden, activation, num_g, group_scale, group_seed, fit_noise, numerics)
         self.readout = nn.Linear(hidden, num_classes)
 
@@ -84,12 +74,9 @@ class CifarCNN(nn.Module):
 def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
              num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
     """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
-
-    activation: the group-action layer's, 'relu_sqr' (Fig. 10) or 'leaky_relu' (LeakyReLU 0.1, Fig. 11); the conv
-    layer always uses LeakyReLU(0.01). input_shift: subtracted from the [0, 1] images (0.5: the paper's x/255 - 0.5).
-    softmax_output: True is the paper's model (a double softmax under cross-entropy, defect B1); False outputs
-    logits. num_g, group_scale, seed, fit_noise, numerics: the layer's initial group (draw_group() replaces it).
-    """
+    activation: the group-action layer's, 'relu_sqr' (Fig. 10) or 'leaky_relu' (Fig. 11). input_shift: subtracted
+    from the [0, 1] images (0.5: the paper's x/255 - 0.5). softmax_output: True is the paper's model (a double
+    softmax under cross-entropy, defect B1). num_g, group_scale, seed, fit_noise, numerics: the layer's first group."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CifarCNN(activation, hidden, num_classes, input_shift, softmax_output,
@@ -103,17 +90,11 @@ ADAM_LR = 1e-3  # Adam's default learning rate, which the paper's notebooks trai
 
 def train_model(model, images, labels, epochs=10, batch_size=32, lr=ADAM_LR, seed=0, shuffle=False,
                 device=None, progress=True):
-    """Adam on F.cross_entropy(model(x), y), in place; the paper's trainer.
-
-    images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N]. The paper walks the images in
-    fixed order (shuffle=False); shuffle=True reshuffles every epoch from `seed`. The group-action
-    layer is put in mode 'plain'. With a softmax-output model the loss sees probabilities (B1).
-
-    On the CPU, denormal floats (below 1.2e-38) are flushed to zero while training: early in
-    training they make the CPU ~10x slower per step, and flushing them changes nothing visible.
-
-    Returns a history dict of per-epoch lists: loss (mean training loss), acc (training accuracy).
-    """
+    """Adam on F.cross_entropy(model(x), y), in place, in mode 'plain'; the paper's trainer. Returns {'loss': per-epoch
+    mean training loss, 'acc': per-epoch training accuracy}. images: float [N, 3, 32, 32] in [0, 1]; labels: int64 [N].
+    The paper walks the images in fixed order (shuffle=False); shuffle=True reshuffles every epoch from `seed`. On the
+    CPU, denormal floats are flushed to zero while training: they make early steps ~10x slower, and flushing them
+    changes nothing visible."""
     device = resolve_device(device)
     model.to(device).train()
     model.group_action.set_mode("plain")
@@ -150,28 +131,21 @@ def train_model(model, images, labels, epochs=10, batch_size=32, lr=ADAM_LR, see
     return history
 
 
-def _train_and_return(model, images, labels, seed, train_kwargs):
+def _train_and_return(model, **train_kwargs):
     """train_model in a worker process; returns (trained state_dict, history)."""
-    history = train_model(model, images, labels, seed=seed, progress=False, **train_kwargs)
+    history = train_model(model, progress=False, **train_kwargs)
     return model.state_dict(), history
 
 
 def train_models(models, datasets, seeds, jobs=1, bar=None, **train_kwargs):
-    """Train several models, each on its own data, up to `jobs` at once (run_calls); in place.
-
-    models: [CifarCNN]; datasets: [(images, labels)]; seeds: [int] (train_model's); train_kwargs: the rest of
-    train_model's arguments. bar: advanced by one per trained model. Returns the histories, in the order of `models`.
-    """
+    """train_model(model, images, labels, seed=seed, **train_kwargs) for each of models, datasets [(images, labels)]
+    and seeds, up to `jobs` at once (run_calls); in place. bar: advanced by one per trained model. Returns the
+    histories, in the order of `models`."""
+    job_kwargs = [dict(train_kwargs, model=model, images=images, labels=labels, seed=seed)
+                  for model, (images, labels), seed in zip(models, datasets, seeds)]
     if worker_count(jobs, len(models)) <= 1:  # in this process, with train_model's own progress bars
-        histories = []
-        for model, (images, labels), seed in zip(models, datasets, seeds):
-            histories.append(train_model(model, images, labels, seed=seed, **train_kwargs))
-            if bar is not None:
-                bar.update(1)
-        return histories
-    calls = [functools.partial(_train_and_return, model, images, labels, seed, train_kwargs)
-             for model, (images, labels), seed in zip(models, datasets, seeds)]
-    results = run_calls(calls, jobs, bar)
+        return processes.parallel_map(train_model, job_kwargs, jobs=1, bar=bar)
+    results = run_calls([functools.partial(_train_and_return, **kwargs) for kwargs in job_kwargs], jobs, bar)
     for model, (state, _) in zip(models, results):
         model.load_state_dict(state)
         model.eval()
@@ -188,16 +162,11 @@ def compute_features(model, images, batch_size=2000, device=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Processes
-#
-# Training this CNN at batch 32 is a long loop of small tensor operations: one process per core,
-# each with one torch thread, is faster than one process with several threads, and does not
-# collapse when another program uses a core.
-
+# Processes: one per core, each with one torch thread, train faster than one process with several threads
+# (processes.parallel_map says why), and do not collapse when another program uses a core.
 
 def worker_count(jobs, tasks):
-    """How many worker processes run_calls uses: jobs (0 = one per CPU core), at most one per
-    task; 1 means "in this process"."""
+    """How many worker processes run_calls uses: jobs (0 = one per CPU core), at most one per task; 1: this one."""
     jobs = int(jobs) if jobs else (os.cpu_count() or 1)
     return max(1, min(jobs, tasks))
 
@@ -207,14 +176,11 @@ def _call(call):
 
 
 def run_calls(calls, jobs=1, bar=None):
-    """[call() for call in calls], in up to `jobs` worker processes (0: one per CPU core), in order.
-
-    calls: picklable callables without arguments (functools.partial of a module-level function).
-    processes.parallel_map runs them in spawned workers (safe after torch has started threads, as in a notebook
-    kernel); with one worker or one call, in this process, which keeps its freed memory too (keep_freed_memory).
-    bar: a progress bar advanced by one per finished call.
-    """
+    """[call() for call in calls], in up to `jobs` spawned worker processes (safe after torch has started threads, as
+    in a notebook kernel); with one worker, in this process, which keeps its freed memory too (keep_freed_memory).
+    calls: picklable callables without arguments (functools.partial of a module-level function). bar: advanced by
+    one per finished call."""
     calls = list(calls)
-    keep_freed_memory()
+    processes.keep_freed_memory()
     return processes.parallel_map(_call, [{"call": call} for call in calls], worker_count(jobs, len(calls)),
                                       bar, start_method="spawn")

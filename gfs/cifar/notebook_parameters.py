@@ -1,11 +1,7 @@
-"""The CIFAR notebooks' run parameters, checked and completed in the cell after the parameters cell.
-
-The notebooks' first cell (tagged `parameters`) holds plain values that Jupyter, papermill
-(`-p NAME VALUE`) and run_notebook.py set alike. Everything derived from them (the output folder,
-the number of seeds, the device, the QUICK settings) is computed here, after papermill's injected
-cell, so that every way of starting a notebook means the same run. A value that cannot run is a
-ParameterError of one line, raised before any data is read or any model is trained;
-run_notebook.py applies the same RULES before a kernel starts.
+"""The CIFAR notebooks' run parameters (docs/cifar.md, "Parameters"): checked, and completed (the output folder, the
+seeds, the device, the QUICK settings) in the cell after papermill's injected cell, so that Jupyter, papermill and
+run_notebook.py (which applies RULES before a kernel starts) run the same experiment. A value that cannot run is a
+ParameterError of one line, raised before any data is read.
 """
 import math
 import os
@@ -77,10 +73,9 @@ RULES = {
     "FIT_SIZE_SCALES": list_of(POSITIVE), "FIT_SIZE_MEMBERS": count(1),
     # adversarial_CIFAR.ipynb (Fig. 11)
     "PROTOCOLS": list_of(one_of("paper", "corrected")), "NUM_G": count(1), "GROUP_SCALE": POSITIVE,
-    "NUM_EVAL": count(1), "MAX_TRAIN_IMAGES": optional_count(1),
-    "MAX_TEST_IMAGES": optional_count(1), "ROBUSTNESS_RADII": list_of(RADIUS), "SUITE_IMAGES": count(1),
-    "APGD_STEPS": count(1), "APGD_RESTARTS": count(1), "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1),
-    "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
+    "NUM_EVAL": count(1), "MAX_TRAIN_IMAGES": optional_count(1), "MAX_TEST_IMAGES": optional_count(1),
+    "ROBUSTNESS_RADII": list_of(RADIUS), "SUITE_IMAGES": count(1), "APGD_STEPS": count(1), "APGD_RESTARTS": count(1),
+    "SQUARE_QUERIES": count(1), "TRANSFER_STEPS": count(1), "AUDIT_IMAGES": count(1), "APGDT_RESTARTS": count(1),
     "APGDT_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True), "SQUARE_ON": list_of(one_of(*CLASSIFIER_NAMES), empty=True),
     # both notebooks' controls (beyond the paper)
     "DEEP_ENSEMBLE": count(1), "CONTROL_SEED": count(0),
@@ -96,7 +91,7 @@ def check(values):
 
 
 def notebook_defaults(path):
-    """{NAME: value} of the parameters cell of the notebook at `path` (see cell_defaults)."""
+    """{NAME: value} of the parameters cell of the notebook at `path`."""
     import nbformat
     values = cell_defaults(nbformat.read(path, as_version=4), os.path.basename(path))
     if values is None:
@@ -119,12 +114,9 @@ def cell_defaults(notebook, name="the notebook"):
 
 
 def quick_settings(notebook, values, quick):
-    """The smoke-test values `quick` ({NAME: value}) for the parameters that still hold the committed
-    notebook's default; a parameter set to another value (papermill -p, run_notebook.py -p, an edit)
-    is kept. Prints one line saying which were replaced and which kept. Returns {NAME: value} to apply.
-
-    notebook: the notebook's file name in the repository (its parameters cell gives the defaults);
-    values: the notebook's globals()."""
+    """The smoke-test values `quick` {NAME: value} to apply: those whose parameter still holds the default of the
+    committed `notebook` (a file name in the repository); one set otherwise (-p, an edit) is kept. Prints one line
+    saying which were replaced and which kept. values: the notebook's globals()."""
     defaults = notebook_defaults(os.path.join(REPO, notebook))
     applied = {name: value for name, value in quick.items() if values.get(name) == defaults.get(name)}
     kept = [name for name in quick if name not in applied]

@@ -12,15 +12,11 @@ ERROR_KEY = "symmetry_error_fitted"
 
 
 def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
-    """Fig. 10: one heat map per mode of (ensemble accuracy - original accuracy), and the symmetry error.
-
-    grid: evaluate_grid()'s arrays with a leading seed axis (stack_seeds), or of one seed. Panels: the mean over seeds
-    of (vote_acc - original_acc) per cell, annotated "mean" and, with several seeds, "±std" (sample standard deviation
-    over seeds), to 3 decimals; a shared symmetric colour scale (coolwarm_r). '*' marks a cell with overflowing members
-    in some seed; hatched cells are "not a symmetry" (ERROR_KEY above SYMMETRY_TOLERANCE in some seed). Then that error,
-    the largest over seeds, on a log colour scale; and, where the grid has it (heldout_agreement [S, E, G]), the
-    members' agreement with the original's predictions on the held-out images, the smallest over seeds. x = num_g, y =
-    the group scale (rows in the order of grid['group_scale']). Returns the figure.
+    """Fig. 10: per mode, a heat map of the mean over seeds of (vote_acc - original_acc), "±std" (sample standard
+    deviation) with several seeds, on one symmetric colour scale; '*': overflowing members in some seed; hatched: "not
+    a symmetry" (ERROR_KEY above SYMMETRY_TOLERANCE in some seed). Then that error, the largest over seeds (log scale),
+    and where the grid has it, heldout_agreement, the smallest over seeds. x = num_g, y = the group scale.
+    grid: evaluate_grid()'s arrays with a leading seed axis [S, E, G] (stack_seeds), or of one seed. Returns the figure.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
@@ -33,6 +29,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
     stds = {m: np.nanstd(d, axis=0, ddof=1) if seeds > 1 else None for m, d in diffs.items()}
     error = per_cell(ERROR_KEY).max(axis=0)
     agreement = per_cell("heldout_agreement").min(axis=0) if "heldout_agreement" in grid else None
+    overflow = {m: per_cell(f"overflow_{m}").any(axis=0) for m in modes}  # [E, G]: in some seed
     not_symmetry = ~(error <= SYMMETRY_TOLERANCE)  # NaN and inf included
     vmax = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0 for d in means.values()) or 1e-3
     panels = len(modes) + 1 + (agreement is not None)
@@ -42,8 +39,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
     def panel(ax, values, title, text, color, **style):
         """values [E, G] as a heat map, with text(i, j) in colour color(i, j) on every cell."""
         image = ax.imshow(values, **style)
-        ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right",
-                      rotation_mode="anchor")
+        ax.set_xticks(np.arange(len(num_g)), [str(n) for n in num_g], rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(np.arange(len(scales)), [f"{e:g}" for e in scales])
         ax.set_xlabel("# of transformed models (num_g)", fontsize=11)
         ax.set_ylabel(r"group scale $\epsilon$", fontsize=11)
@@ -53,14 +49,12 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
         return image
 
     for ax, mode in zip(axes, modes):
-        mean, std = means[mode], stds[mode]
-        overflow = np.asarray(grid.get(f"overflow_{mode}", np.zeros(1, bool)))
-        overflow = overflow.reshape(-1, len(scales), len(num_g)).any(axis=0)
+        mean, std, marked = means[mode], stds[mode], overflow[mode]
 
         def text(i, j):
             spread = f"\n±{std[i, j]:.3f}" if std is not None and np.isfinite(std[i, j]) else ""
             value = f"{mean[i, j]:+.3f}" if np.isfinite(mean[i, j]) else "nan"
-            return value + spread + ("*" if overflow[i, j] else "")
+            return value + spread + ("*" if marked[i, j] else "")
         image = panel(ax, mean, f"accuracy ({LABELS[mode]} - original)", text,
                       lambda i, j: "w" if abs(np.nan_to_num(mean[i, j])) > 0.5 * vmax else "k",
                       cmap="coolwarm_r", vmin=-vmax, vmax=vmax)
@@ -90,7 +84,7 @@ def plot_ensemble_heatmaps(grid, modes=ENSEMBLE_MODES, title=None):
     if agreement is not None:
         notes.append("agreement: the members' mean fraction of held-out images with the original's prediction, "
                      f"smallest over seeds (red line: {AGREEMENT_THRESHOLD:g})")
-    if any(np.asarray(grid.get(f"overflow_{m}", np.zeros(1, bool))).any() for m in modes):
+    if any(cells.any() for cells in overflow.values()):
         notes.append("* overflowing (non-finite) members, left out of the vote")
     fig.supxlabel("; ".join(notes), fontsize=9)
     if title:

@@ -5,11 +5,8 @@ the ensembles of moved copies. The bottom module of the CIFAR code, so the one s
 Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations
 is H [B, h]; "g acting on H" is H @ g, and the fitted pi is the h x h matrix with
 sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the paper's formula).
-
-Numerics. The action (g, pi, the member matrices, the hidden layer of the moved networks and the
-readout after it) is computed in float32 ('paper', as the paper's notebook) or in float64
-('exact'); the CNN below the hidden layer always runs in float32. Both numerics draw the same
-group elements and the same fit noise, so they differ only in rounding (docs/cifar.md, "The two numerics").
+The action and the readout after it run in float32 ('paper') or float64 ('exact'), the CNN below it in float32;
+both numerics draw the same group elements and fit noise (docs/cifar.md, "The two numerics").
 """
 import zlib
 
@@ -32,9 +29,8 @@ NUMERICS = {"paper": torch.float32, "exact": torch.float64}
 # evaluated ensemble is the one whose symmetry error is measured (with noise, pi is a symmetry of
 # the noisy batches only: at group_scale = 10 it is then off by ~0.5 on the clean fitting images).
 FIT_NOISE = {"paper": 1e-4, "exact": 0.0}
-# Shifted logits are clamped at -80 before exp(): exp(-80) ~ 2e-35 is zero for every purpose
-# here, and float32 exp() of values below -87 (results below the smallest normal float) is ~100
-# times slower on CPUs.
+# Shifted logits are clamped at -80 before exp(): exp(-80) ~ 2e-35 is zero for every purpose here, and float32
+# exp() of values below -87 (results below the smallest normal float) is ~100 times slower on CPUs.
 EXP_FLOOR = -80.0
 
 
@@ -45,12 +41,9 @@ def check_numerics(numerics):
 
 
 def derive_seed(seed, *keys):
-    """The seed of the random draws named by `keys` in the run with seed `seed`.
-
-    keys: ints, floats or strings, e.g. derive_seed(0, "group", 40, 1.0). Different keys give
-    independent streams (numpy's SeedSequence hashing), the same keys the same stream whatever
-    else the run draws. Returns an int in [0, 2^63), for torch.Generator().manual_seed().
-    """
+    """The seed, an int in [0, 2^63), of the random draws named by `keys` (ints, floats or strings, e.g.
+    derive_seed(0, "group", 40, 1.0)) in the run with seed `seed`: independent streams for different keys
+    (numpy's SeedSequence), the same stream for the same keys whatever else the run draws."""
     words = [int(seed)]
     for key in keys:
         if not isinstance(key, str) and float(key).is_integer() and key >= 0:
@@ -75,12 +68,9 @@ HIDDEN_ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
 
 
 def _nan_where_nonfinite(function, A, B=None):
-    """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere.
-
-    LAPACK routines (lstsq, pinv) fail or hang on inf/NaN input; at group_scale = 20 some g = expm(group_scale T)
-    overflow float32 (paper defect B9), and those members must show up as NaN, not crash.
-    A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None).
-    """
+    """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere: LAPACK (lstsq,
+    pinv) fails or hangs on inf/NaN, and at group_scale = 20 some g overflow float32 (B9): such members must show up
+    as NaN, not crash.  A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None)."""
     args = (A,) if B is None else (A, B)
     finite = torch.isfinite(A).flatten(1).all(dim=1)
     if bool(finite.all()):
@@ -93,12 +83,9 @@ def _nan_where_nonfinite(function, A, B=None):
 
 
 def fit_pi(sigma, g, H):
-    """pi_n = lstsq(sigma(H_n g_n), sigma(H_n)), the paper's fit, in the dtype of g and H.
-
-    g: [num_g, h, h], H: [num_g, k, h] with k <= h -> pi [num_g, h, h], with
-    sigma(H_n g_n) @ pi_n = sigma(H_n) whenever sigma(H_n g_n) has full rank (k = h: square).
-    Members whose sigma(H_n g_n) is not finite (overflow at large group_scale) get pi_n = NaN.
-    """
+    """pi_n = lstsq(sigma(H_n g_n), sigma(H_n)), the paper's fit, in the dtype of g and H: exact whenever
+    sigma(H_n g_n) has full rank; NaN where it is not finite (overflow at large group_scale).
+    g: [num_g, h, h], H: [num_g, k <= h, h] -> pi [num_g, h, h]."""
     return _nan_where_nonfinite(lambda A, B: torch.linalg.lstsq(A, B).solution, sigma(H @ g), sigma(H))
 
 
@@ -107,25 +94,19 @@ class GroupAction(nn.Module):
 
     In mode 'plain' it is just sigma: [B, h] -> [B, h] (float32, the trained network). In an ensemble mode it returns
     the hidden activations of num_g moved networks, flattened to [num_g * B, h] (member-major, in the numerics' dtype),
-    so that the next linear layer (the paper's U) maps every member. Each member n computes
-
-        sigma(H @ lower_n) @ upper_n
-
-    with (lower_n, upper_n) depending on the mode (B10):
+    so that the next linear layer (the paper's U) maps every member. Member n computes sigma(H @ lower_n) @ upper_n,
+    with (lower_n, upper_n) by mode (B10):
       'group'        g_n = expm(group_scale T_n), pi_n: the nonlinear action, fitted by fit()
       'g_inverse'    g_n, pinv(g_n): the linear-equivariance formula (exact only for linear sigma)
       'perm_interp'  q = (I + group_scale/2 (I + P))/(1 + group_scale) with a fresh random permutation P, pinv(q)
       'random'       g_n, I + group_scale M with fresh M ~ U[0, 1)^{h x h} (not zero-mean, as in the paper)
-      'shuffle'      g_n, pi of another member with its rows permuted (one permutation of the
-                     members and one of the rows; the paper applies two in a row, which is the
-                     same distribution)
-    T_n = randn(h, h) / sqrt(h), drawn in float32 by draw_group() from a seeded generator (so
-    both numerics get the same group elements). The random modes draw fresh matrices on every
-    call, like the paper; pass a generator for reproducible draws.
+      'shuffle'      g_n, pi of another member with its rows permuted (one permutation of the members and one of
+                     the rows: the same distribution as the paper's two in a row)
+    The random modes draw afresh on every call, like the paper; pass a generator to repeat them.
 
     hidden: h; activation: 'relu_sqr' (Fig. 10), 'leaky_relu' (Fig. 11) or a callable; num_g, group_scale, seed:
-    draw_group()'s; fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted (the paper:
-    1e-4; 0 fits on the exact activations); numerics: 'paper' (float32) or 'exact' (float64).
+    draw_group()'s; fit_noise: std of the Gaussian noise added to the stored batches before pi is fitted (FIT_NOISE);
+    numerics: 'paper' (float32) or 'exact' (float64).
     """
 
     def __init__(self, hidden, activation="relu_sqr", num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"],
@@ -141,15 +122,12 @@ class GroupAction(nn.Module):
 
     @property
     def dtype(self):
-        """The dtype of the action: float32 ('paper') or float64 ('exact')."""
         return NUMERICS[self.numerics]
 
     def draw_group(self, num_g, group_scale, seed=0, numerics=None):
-        """New group elements g = expm(group_scale T), T [num_g, h, h] ~ N(0, 1/h); forgets any fitted pi.
-
-        numerics: switch to 'paper' or 'exact' (None: keep). T is drawn in float32 either way
-        and g computed from it in the numerics' dtype.
-        """
+        """New group elements g = expm(group_scale T), T [num_g, h, h] ~ N(0, 1/h) drawn in float32 from a generator
+        seeded by `seed` (the same g in both numerics), g in the numerics' dtype; forgets any fitted pi.
+        numerics: switch to 'paper' or 'exact' (None: keep)."""
         if numerics is not None:
             self.numerics = check_numerics(numerics)
         self.num_g, self.group_scale, self.seed = int(num_g), float(group_scale), int(seed)
@@ -170,12 +148,9 @@ class GroupAction(nn.Module):
         return self
 
     def fit(self, H_batches):
-        """Fit pi from one stored batch per group element.  H_batches: [num_g, k, h], k <= h.
-
-        The batches get Gaussian noise of std fit_noise (drawn in float32 from the layer's
-        generator, as the paper does) and pi = fit_pi(sigma, g, noisy batches) in the numerics'
-        dtype. Returns pi [num_g, h, h]; the noisy batches are kept as `fit_batches`.
-        """
+        """pi [num_g, h, h] = fit_pi(sigma, g, H_batches + noise) from one stored batch per group element,
+        H_batches [num_g, k <= h, h]; the noise (std fit_noise) is drawn in float32 from the layer's generator, as the
+        paper does. The noisy batches are kept as `fit_batches`."""
         if H_batches.shape[0] != self.num_g or H_batches.shape[-1] != self.hidden:
             raise ValueError(f"expected H_batches of shape [{self.num_g}, k, {self.hidden}], got {tuple(H_batches.shape)}")
         if H_batches.shape[1] > self.hidden:
@@ -189,10 +164,8 @@ class GroupAction(nn.Module):
         return pi
 
     def member_matrices(self, mode=None, generator=None):
-        """(lower [num_g, h, h], upper [num_g, h, h]) of every member, in the numerics' dtype.
-
-        mode 'plain' gives one member with lower = upper = I (the original network).
-        """
+        """(lower [num_g, h, h], upper [num_g, h, h]) of every member, in the numerics' dtype; mode 'plain' gives one
+        member with lower = upper = I (the original network)."""
         mode = self.mode if mode is None else mode
         generator = self.generator if generator is None else generator
         num_g, h, device, dtype = self.num_g, self.hidden, self.g.device, self.dtype
@@ -219,9 +192,7 @@ class GroupAction(nn.Module):
 
     def members(self, H, mode=None, generator=None, matrices=None):
         """Hidden activations of every member.  H: [B, h] -> [num_g, B, h] in the numerics' dtype.
-
-        matrices: (lower, upper) from member_matrices(), to reuse one draw across chunks of data.
-        """
+        matrices: (lower, upper) from member_matrices(), to reuse one draw across chunks of data."""
         lower, upper = self.member_matrices(mode, generator) if matrices is None else matrices
         return self.sigma(H.to(lower.dtype).unsqueeze(0) @ lower) @ upper
 

@@ -1,12 +1,7 @@
-"""The trained CNNs of the CIFAR notebooks, published as safetensors files: weights anyone can load and re-attack,
-without pickle (a .safetensors file holds tensors and text, nothing that runs when it is read).
-
-One file per trained model (dataset.weights_name; docs/cifar.md, "Published models"): the CNN's parameters
-(CifarCNN.named_parameters: features.*, readout.*; ~0.5 MB in float32) and clean_predictions int8 [N] (the model's
-class on each of its evaluation images, clean, plain mode) as tensors; as metadata, every setting it was trained
-with (at least ARCHITECTURE; figure, protocol, epochs, ..., data_digest), each JSON-encoded under its own key, the
-format, and history (the per-epoch training loss and accuracy). The group-moved members are not stored: they are
-refitted from these weights (ensembles.fit_and_measure), which is deterministic.
+"""The trained CNNs of the CIFAR notebooks as safetensors files (tensors and text only: nothing runs when one is read),
+one per model (dataset.weights_name; docs/cifar.md, "Published models"): as tensors the CNN's parameters
+(CifarCNN.named_parameters, float32) and clean_predictions int8 [N]; as metadata, each JSON-encoded under its own key,
+every setting it was trained with (at least ARCHITECTURE), the format and the history.
 """
 import json
 import os
@@ -45,9 +40,8 @@ def clean_predictions(model, images, device=None, batch_size=1000):
 
 
 def save_cnn(model, root, name, settings, history, predictions):
-    """Write root/name.safetensors (module docstring): the parameters, predictions (int8 [N]) and, as metadata,
-    settings (a dict with at least ARCHITECTURE) and history ({'loss': [...], 'acc': [...]}). Written under a
-    temporary name and renamed: a file is whole or absent. Returns the path."""
+    """Write root/name.safetensors, whole or not at all (module docstring); returns its path. predictions: int8 [N];
+    settings: a dict with at least ARCHITECTURE; history: {'loss': [...], 'acc': [...]}."""
     missing = [key for key in ARCHITECTURE if key not in settings]
     if missing:
         raise ValueError(f"the settings of a saved CNN need {', '.join(missing)}")
@@ -63,10 +57,8 @@ def save_cnn(model, root, name, settings, history, predictions):
 
 def load_cnn(root, name, expect=None):
     """The CNN saved as root/name.safetensors: (model in eval mode on the CPU, settings, history, predictions int8 [N]).
-
     expect: {setting: value} this run needs (e.g. epochs, data_digest); a file trained otherwise is a WeightsError
-    naming the first difference, as is a missing, unreadable or incomplete file.
-    """
+    naming the first difference, as is a missing, unreadable or incomplete file."""
     path = os.path.join(root, name + ".safetensors")
     if not os.path.isfile(path):
         raise WeightsError(f"no saved CNN {path!r} (WEIGHTS_FROM: a folder holding {os.path.dirname(name)}/ from a run "
@@ -74,8 +66,7 @@ def load_cnn(root, name, expect=None):
     safetensors = _safetensors()
     try:
         tensors = safetensors.load_file(path)
-        from safetensors import safe_open
-        with safe_open(path, "pt") as f:
+        with safetensors.safe_open(path, "pt") as f:
             metadata = {key: json.loads(value) for key, value in (f.metadata() or {}).items()}
     except Exception as error:  # truncated or foreign file
         raise WeightsError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None

@@ -15,15 +15,10 @@ _EXIT_SIGNALS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
 def exit_cleanly_on_signals(prog, cleanup=None):
-    """From now on, Ctrl-C (SIGINT) and SIGTERM end this process the same way: its worker
-    processes are ended, the temporary files of a save in progress removed, one line
-    'prog: stopped by ...' goes to stderr, and the process exits with status 128 + signal
-    number (130 for Ctrl-C, 143 for SIGTERM: what a shell reports for a process the signal
-    ended), so callers such as make stop too. No traceback, and no waiting for runs in progress.
-    cleanup: also called then (e.g. to end other child processes); the text it returns, if
-    any, is added to the line. Only the main thread can install handlers; a signal that this
-    process was started with ignored (nohup, background jobs) stays ignored.
-    """
+    """From now on, Ctrl-C (SIGINT) and SIGTERM end this process at once, without a traceback: its worker processes
+    ended, the temporary files of a save in progress removed, one line 'prog: stopped by ...' on stderr, exit status
+    128 + signal number (130, 143: what a shell reports, so make stops too). cleanup: also called then; the text it
+    returns is added to the line. Main thread only; a signal ignored at start (nohup, background jobs) stays so."""
     if threading.current_thread() is not threading.main_thread():
         return
     _SIGNAL_OWNER.update(pid=os.getpid(), prog=prog, cleanup=cleanup)
@@ -37,11 +32,8 @@ def _exit_on_signal(signum, _frame):
         os._exit(128 + signum)
     for other in _EXIT_SIGNALS:  # a second Ctrl-C must not interrupt the clean-up
         signal.signal(other, signal.SIG_IGN)
-    workers = []
-    if "multiprocessing" in sys.modules:
-        import multiprocessing
-        workers = multiprocessing.active_children()
-        _end_processes(workers)
+    workers = sys.modules["multiprocessing"].active_children() if "multiprocessing" in sys.modules else []
+    _end_processes(workers)
     for path in list(TEMPORARIES):
         with contextlib.suppress(OSError):
             os.remove(path)
@@ -61,7 +53,6 @@ def _exit_on_signal(signum, _frame):
 
 def _end_processes(processes):
     """Terminate multiprocessing children and wait (briefly) until they are gone."""
-    processes = list(processes)
     for process in processes:
         with contextlib.suppress(Exception):
             process.terminate()
@@ -93,14 +84,9 @@ def signals_held():
 # Worker processes
 
 def keep_freed_memory():
-    """Ask glibc's malloc to keep freed memory for the next allocation (no-op elsewhere).
-
-    Evaluating ensembles and attacks allocates and frees many tensors of a few MB. By default
-    glibc returns each one to the system and the next allocation faults its pages in again:
-    measured, a third of the CIFAR ensemble grid's time was spent in the kernel this way. Keeping
-    the memory (the largest mmap threshold glibc allows, no trimming) removes that; the process
-    then holds on to its peak memory.
-    """
+    """Ask glibc's malloc to keep freed memory for the next allocation (no-op elsewhere). Ensembles and attacks free
+    many tensors of a few MB, which glibc returns to the system, and the next allocation faults the pages in again:
+    a third of the CIFAR ensemble grid's time, measured. The process then holds on to its peak memory."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
@@ -133,9 +119,8 @@ def end_process_group(process, grace=5):
 
 
 def _start_worker(parent_pid):
-    """Initializer of each worker process: Ctrl-C is left to the parent (which ends its workers),
-    SIGTERM ends it at once, and it ends when the parent ends, however that ends (SIGKILL too).
-    One torch thread (several workers share the cores) and freed memory kept (keep_freed_memory)."""
+    """Initializer of each worker: Ctrl-C is left to the parent (which ends its workers), SIGTERM ends it at once,
+    and so does the parent's end, however that ends. One torch thread (workers share the cores); freed memory kept."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if not end_with_parent(signal.SIGKILL):
@@ -152,17 +137,11 @@ def _start_worker(parent_pid):
 
 
 def parallel_map(function, job_kwargs, jobs, bar=None, start_method=None):
-    """[function(**kwargs) for kwargs in job_kwargs], run in up to `jobs` worker processes.
-
-    Each training is a long loop of tiny tensor ops that leaves a core mostly idle in
-    dispatch, and threads contend for the GIL, so independent runs go to separate processes.
-    `function` must be importable (defined at module top level). jobs <= 1 runs in-process.
-    The workers end with this process, and when a run fails the others are stopped at once
-    (no waiting for them to finish). bar: a progress bar advanced by one per finished run.
-    start_method: how workers start; None: fork on Linux (instant, as torch's DataLoader does;
-    safe while this process has run no parallel torch op, so no thread pool is copied), spawn
-    elsewhere. 'spawn' for a process whose torch threads may be running (a notebook kernel).
-    """
+    """[function(**kwargs) for kwargs in job_kwargs], in up to `jobs` worker processes (<= 1: in this one).
+    Processes, not threads: each training is a long loop of tiny tensor ops, and threads contend for the GIL.
+    `function` must be importable; the first failure stops the other runs at once. bar: advanced by one per finished
+    run. start_method None: fork on Linux (instant; safe while this process has run no parallel torch op, so no
+    thread pool is copied), else spawn; 'spawn' where torch threads may be running (a notebook kernel)."""
     job_kwargs = list(job_kwargs)
     if jobs <= 1 or len(job_kwargs) <= 1:
         results = []
