@@ -1,5 +1,4 @@
-"""The standard robustness evaluation (robustness.py) as text and figure: robustness_table (robust accuracy, paired
-differences, the convergence table (suite_checks.convergence_rows), the sanity checks), plot_robustness."""
+"""The standard robustness evaluation (robustness.py) as text (robustness_table) and figure (plot_robustness)."""
 import numpy as np
 
 from gfs.cifar.suite_checks import attacks_run, convergence_rows
@@ -41,10 +40,8 @@ STYLES = {"original": "o-", "group": "s-", "perm_interp": "^--", "independent": 
 
 
 def plot_robustness(data, title=None, attacks=ATTACKS):
-    """One numerics: (a) robust accuracy against the radius for every classifier; (b) the group ensemble's accuracy
-    through the cascade (after each attack) and after doubling; (c) Square's accuracy against its queries (group and
-    original, per radius); (d) the differences group - each. Mean over seeds, band min-max.
-    data: robustness_figure_data's arrays. Returns the figure."""
+    """The figure of robustness_figure_data's arrays (one numerics): robust accuracy against the radius, the group
+    ensemble through the cascade, Square against its queries, the differences group - each (mean_band each)."""
     import matplotlib.pyplot as plt
     from gfs.cifar.paper_protocol import mean_band
     axis = np.asarray(data["radii"]) * 255
