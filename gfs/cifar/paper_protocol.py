@@ -48,8 +48,7 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
     """The protocol's training, pi-fitting and evaluation images (in [0, 1]): {train, fit, eval: (images, labels)};
     ValueError if they overlap. Training: the first train_fraction of the training set (as the paper's trainer). pi:
     the last hidden * num_g training images. Evaluation: 'paper', the num_eval training images just before those
-    (B7); 'corrected', the whole official test split (num_eval is ignored).
-    """
+    (B7); 'corrected', the whole official test split (num_eval is ignored)."""
     n = len(train_images)
     n_train, n_fit = int(train_fraction * n), hidden * num_g
     if check_protocol(protocol) == "paper":
@@ -69,13 +68,10 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
 
 def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER_PGD["radius"],
                        pgd_step=PAPER_PGD["step"], generator=None, batch_size=1000):
-    """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).
-
-    x: [N, 3, 32, 32] model inputs (protocol_inputs), y: [N] -> [N, 3, 32, 32]. strength: FGSM radius, or the number
-    of PGD iterations; 0 returns x itself, unclamped (the paper's clean accuracy). 'paper' then attacks the attacked
-    images once more and clamps to [0, 1] (B3: FGSM's effective step is 2 radius; PGD gets a second random start and
-    ball around the first result).
-    """
+    """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).  x [N, 3, 32, 32]
+    model inputs (protocol_inputs), y [N] -> [N, 3, 32, 32]. strength: FGSM radius, or the number of PGD iterations;
+    0 returns x itself, unclamped (the paper's clean accuracy). 'paper' then attacks the attacked images once more
+    and clamps to [0, 1] (B3: FGSM's effective step is 2 radius; PGD starts afresh around its first result)."""
     check_protocol(protocol)
     if strength == 0:
         return x
@@ -86,25 +82,20 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER
                                             iterations=int(strength), generator=generator)
     else:
         raise ValueError(f"unknown attack {method!r}; choose from {', '.join(ATTACK_METHODS)}")
-    model.group_action.set_mode("plain")
-    parts = []
-    for start in range(0, len(x), batch_size):
-        images, labels = x[start:start + batch_size], y[start:start + batch_size]
+
+    def attack_batch(images, labels):
         adversarial = attack(images, labels)
-        if protocol == "paper":
-            adversarial = torch.clamp(attack(adversarial, labels), 0.0, 1.0)
-        parts.append(adversarial)
-    return torch.cat(parts)
+        return torch.clamp(attack(adversarial, labels), 0.0, 1.0) if protocol == "paper" else adversarial
+    model.group_action.set_mode("plain")
+    return torch.cat([attack_batch(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0,
                       pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"]):
-    """Accuracy of the original model and of every ensemble for each attack strength (transfer from the model).
-
-    model: trained, with a fitted group-action layer. x [N, 3, 32, 32] model inputs (protocol_inputs), y [N].
-    Returns a dict of numpy arrays [K]: strengths; acc_<m> (majority vote: what the paper plots) and mean_acc_<m>
-    (mean probability: what it prints) for m = 'original' and every mode; linf, changed_frac.
-    """
+    """Accuracy of the original model (trained, group fitted) and of every ensemble for each attack strength,
+    transferred from the model.  x [N, 3, 32, 32] model inputs (protocol_inputs), y [N]. Returns a dict of numpy
+    arrays [K]: strengths; acc_<m> (majority vote: what the paper plots) and mean_acc_<m> (mean probability: what it
+    prints) for m = 'original' and every mode; linf, changed_frac."""
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     keys = [f"{acc}_{m}" for m in ("original",) + tuple(modes) for acc in ("acc", "mean_acc")]
@@ -128,12 +119,10 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
 def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, group_scale, seed=0,
                          strengths=PAPER_STRENGTHS, pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"],
                          modes=ENSEMBLE_MODES):
-    """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength.
-
-    model: the trained 'paper' CNN; fit_images, eval_images [N, 3, 32, 32] in [0, 1], eval_labels [N]: from
-    adversarial_splits(..., 'paper'). Returns {'sweeps': {method: adversarial_sweep's dict}, 'clamp_only_acc': the
-    original on the clean images clamped to [0, 1] (B2), 'symmetry_error': fit_and_measure's dict}.
-    """
+    """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength. model: the trained
+    'paper' CNN; fit_images, eval_images [N, 3, 32, 32] in [0, 1], eval_labels [N]: from adversarial_splits (paper).
+    Returns {'sweeps': {method: adversarial_sweep's dict}, 'clamp_only_acc': the original on the clean images
+    clamped to [0, 1] (B2), 'symmetry_error': fit_and_measure's dict}."""
     fit_features = compute_features(model, protocol_inputs(fit_images, "paper"))
     _, error = fit_and_measure(model, fit_features, num_g, group_scale, seed, "paper")
     device = next(model.parameters()).device
@@ -147,13 +136,12 @@ def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, 
 def paper_figure_data(results, histories, seeds, method):
     """The npz arrays of the paper-protocol figure of one attack (docs/outputs.md), from the per-seed results of
     paper_protocol_sweep and the training histories (train_model)."""
-    data = stack_seeds([r["sweeps"][method] for r in results], shared=("strengths",))
-    data.update(seeds=np.asarray(seeds), clamp_only_acc=np.array([r["clamp_only_acc"] for r in results]),
+    return dict(stack_seeds([r["sweeps"][method] for r in results], shared=("strengths",)), seeds=np.asarray(seeds),
+                clamp_only_acc=np.array([r["clamp_only_acc"] for r in results]),
                 symmetry_error=np.array([r["symmetry_error"]["logits"] for r in results]),
                 symmetry_error_hidden=np.array([r["symmetry_error"]["hidden"] for r in results]),
                 symmetry_error_fitted=np.array([r["symmetry_error"]["fitted"] for r in results]),
                 train_loss=np.array([h["loss"] for h in histories]), train_acc=np.array([h["acc"] for h in histories]))
-    return data
 
 
 def mean_band(ax, xs, values, label, style="o-", color=None, linewidth=2):
