@@ -1,8 +1,7 @@
 """The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-grade suite (ATTACKS) run as a
 cascade on every classifier at L-inf radii in pixel scale [0, 1]; its checks are in suite_checks.py, its table and
 plot in robustness_report.py. docs/cifar.md ("The standard robustness evaluation") describes the attacks, the images
-each runs on, the controls and the CPU budget; docs/outputs.md the saved arrays. An image is robust only if it is
-right on clean data and under every attack that ran on it (the per-image worst case).
+each runs on, what makes an image robust, the controls and the CPU budget; docs/outputs.md the saved arrays.
 """
 import copy
 import time
@@ -26,7 +25,6 @@ ALL_CLASSIFIERS = CLASSIFIERS + TRAINED_CONTROLS
 # Paired comparisons within a seed: name -> (a, b); those with the trained controls are added by robustness_figure_data.
 COMPARISONS = {"group_vs_original": ("group", "original"), "group_vs_perm_interp": ("group", "perm_interp"),
                "perm_interp_vs_original": ("perm_interp", "original")}
-# The suite's names of the classifiers in tables, plots and comparisons.
 CLASSIFIER_LABELS = {"original": "original", "group": "group", "perm_interp": "shared trunk",
                      "independent": "independent CNN", "deep": "deep ensemble"}
 CONTROLS = ("independent", "perm_interp", "deep")  # what the group's gain must exceed to be robustness from the symmetry
@@ -85,8 +83,7 @@ def _apgd_t(target, x, y, index, radius, r, context):
 
 
 def _square(target, x, y, index, radius, r, context):
-    """One Square run (attack_single_run counts the queries): (x_adv, queries [n], the query at which each image
-    broke; more than settings['square_queries'] where it did not)."""
+    """One Square run: (x_adv, queries [n], the query at which each image broke; over the budget where it did not)."""
     attack = _torchattacks().Square(target, norm="Linf", eps=radius, n_queries=context.settings["square_queries"],
                                     n_restarts=1, loss="margin", seed=_torch_seed(context, "square", r))
     attack.init_hyperparam(x)
@@ -109,9 +106,8 @@ SANITY_CHECKS = sanity_check_names(ATTACKS)  # {name: what it checks}, saved in 
 
 
 class DeepEnsemble(torch.nn.Module):
-    """The deep-ensemble control: independently trained CNNs as one classifier, x [B, 3, 32, 32] -> the log of their
-    mean probability [B, 10], as the group ensemble is scored and attacked. Members output logits or, with
-    softmax_output (Fig. 10's model), probabilities."""
+    """The deep-ensemble control, scored and attacked as the group ensemble: x [B, 3, 32, 32] -> the log of the
+    members' mean probability [B, 10]; members output logits or, with softmax_output, probabilities."""
 
     def __init__(self, members):
         super().__init__()
@@ -132,8 +128,7 @@ def deep_ensemble_accuracy(members, x, y):
 
 
 def transfer_images(source, x, y, radius, settings, generator, batch_size=500):
-    """PGD on the source model: step radius / 4, settings['transfer_steps'] steps, random start.  x [N, 3, 32, 32],
-    y [N] -> [N, 3, 32, 32]."""
+    """PGD on the source model (step radius / 4, random start).  x [N, 3, 32, 32], y [N] -> [N, 3, 32, 32]."""
     return torch.cat([pgd(source, x[i:i + batch_size], y[i:i + batch_size], radius=radius, step=radius / 4,
                           iterations=settings["transfer_steps"], generator=generator)
                       for i in range(0, len(x), batch_size)])
@@ -168,12 +163,10 @@ def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, o
 def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None, skip=()):
     """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R]; audit:
     the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the attacks
-    not run on this classifier (skipped_attacks).
-
-    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool; correct [A, R, N] bool (True where
-    attack a did not run); linf, low, high, seconds [A, R]; queries [R, N] (inf where no query-counting attack ran);
-    strongest [R] (-1 if none); doubled_correct [R, N] (True off the audit images still robust); doubled_seconds [R].
-    """
+    not run on this classifier. Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool; correct
+    [A, R, N] bool (True where attack a did not run); linf, low, high, seconds [A, R]; queries [R, N] (inf where no
+    query-counting attack ran); strongest [R] (-1 if none); doubled_correct [R, N] (True off the audit images still
+    robust); doubled_seconds [R]."""
     if audit is None:
         audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
     clean = (predict(target, x) == y).cpu().numpy()
@@ -268,16 +261,13 @@ def skipped_attacks(costly_on, classifier):
 def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, images, settings, seed=0,
                      numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500,
                      classifiers=None, costly_on=None):
-    """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action.
+    """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action:
+    {numerics: {key: array}}, docs/outputs.md's keys without the seed axis and the trained controls'.
 
     model: the trained CNN (logits, input shift 0.5); fit_images [n, 3, 32, 32]: the pi images; x [N, 3, 32, 32] in
-    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). The group is
-    fitted per numerics on a copy of the model. classifiers: the part of the seed's work to do ('original',
-    'perm_interp', 'group_<numerics>'; None: all), so that worker processes can share a seed (join_sweeps joins the
-    parts). costly_on: skipped_attacks.
-
-    Returns {numerics: {key: array}}: the keys of docs/outputs.md without the seed axis, but for those of the
-    trained controls (robustness_figure_data adds them).
+    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). classifiers:
+    the part of the seed's work to do ('original', 'perm_interp', 'group_<numerics>'; None: all), so that worker
+    processes can share a seed (join_sweeps joins the parts). costly_on: skipped_attacks.
     """
     _check_settings(settings)
     wanted = set(classifiers or ["original", "perm_interp"] + [f"group_{name}" for name in numerics])
@@ -339,9 +329,8 @@ def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, e
 def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTACKS, batch_size=500,
                   which=TRAINED_CONTROLS, costly_on=None):
     """The trained controls under the same suite, once for all seeds: the independent CNN (controls[0]) and the deep
-    ensemble of all K >= 2 controls, on the first `images` of x [N, 3, 32, 32], y [N]; their transfer attack is PGD
-    on controls[0]. which: the subset to evaluate (two calls can share the work); costly_on: skipped_attacks.
-    Returns {radii [R], key_independent, key_deep: summarise()'s arrays, deep_members: K, member_clean_acc_deep [K]}."""
+    ensemble of all K >= 2 controls, on the first `images` of x [N, 3, 32, 32], y [N]. which: the subset to evaluate
+    (two calls can share the work). Returns the controls' arrays of docs/outputs.md without the seed axis."""
     _check_settings(settings)
     if len(controls) < 2:
         raise ValueError(f"the deep ensemble needs at least 2 trained controls, not {len(controls)}")
