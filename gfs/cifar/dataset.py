@@ -251,11 +251,8 @@ def _download(root):
 
 def load_cifar10(root="data", train=True, download=True):
     """CIFAR-10 training or test images from `root`/cifar-10-batches-py (or `root` itself), downloaded only where
-    that folder does not exist and download=True (docs/cifar.md, "Data").
-
-    Returns (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]) as CPU tensors, in the order of the batch
-    files (data_batch_1 first), like torchvision.
-    """
+    that folder does not exist and download=True: (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]), CPU
+    tensors in the order of the batch files (data_batch_1 first), like torchvision."""
     import torch
     root = data_root(root)
     if not os.path.isdir(os.path.join(root, CIFAR_FOLDER)):
@@ -267,9 +264,8 @@ def load_cifar10(root="data", train=True, download=True):
     images_per_file = _images_per_file(folder)
     parts = [_read_batch(os.path.join(folder, name), images_per_file)
              for name in (TRAIN_FILES if train else TEST_FILES)]
-    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).float().div_(255.0)
-    labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    return images, labels
+    images, labels = zip(*parts)
+    return torch.from_numpy(np.concatenate(images)).float().div_(255.0), torch.from_numpy(np.concatenate(labels))
 
 
 def ensemble_splits(train_images, train_labels, test_images, test_labels, n_train, n_fit,
