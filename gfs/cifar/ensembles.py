@@ -54,11 +54,9 @@ def _relative_gap(moved, original):
 def symmetry_error(model, H_batches, pi=None):
     """How far the moved networks are from the original on the images their pi was fitted on, in the layer's
     numerics: {logits, hidden: _relative_gap of the logits [k, C] and of sigma(H g_n) pi_n vs sigma(H) [k, h]}.
-
     H_batches: [num_g, k, h] clean pre-activations, member n compared on H_batches[n]. pi: [num_g, h, h] to measure;
     None fits pi afresh without noise with the layer's g. An exact symmetry gives rounding only (~1e-7 in float32,
-    ~1e-15 in float64, times the conditioning of sigma(H g)).
-    """
+    ~1e-15 in float64, times the conditioning of sigma(H g))."""
     layer = model.group_action
     H = H_batches.to(layer.g.device, layer.dtype)
     if pi is None:
@@ -101,13 +99,11 @@ def _accuracies(votes, prob_sum, finite_count, labels, members):
 
 @torch.no_grad()
 def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024):
-    """The one evaluation path of Figs. 10 and 11: an ensemble's (or, mode 'plain', the original's) predictions.
-
-    features: [B, h], labels: [B]. One draw of the member matrices serves every chunk (chunks keep the intermediates
-    in cache). Returns {vote_acc (majority vote, ties -> lowest class: what the paper plots), mean_acc (argmax of the
+    """The one evaluation path of Figs. 10 and 11: an ensemble's (or, mode 'plain', the original's) predictions on
+    features [B, h], labels [B], one draw of the member matrices for every chunk (chunks keep the intermediates in
+    cache). Returns {vote_acc (majority vote, ties -> lowest class: what the paper plots), mean_acc (argmax of the
     mean probability: what it printed), finite_frac, vote_correct, mean_correct (bool numpy [B])}. Non-finite members
-    are left out per image, instead of voting for class 0 as in the paper.
-    """
+    are left out per image, instead of voting for class 0 as in the paper."""
     lower, upper = model.group_action.member_matrices(mode, generator)
     parts = [_tally(member_logits(model, features[start:start + chunk], lower, upper))
              for start in range(0, len(features), chunk)]
@@ -222,11 +218,9 @@ def group_agreement(model, eval_features):
 def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scales, sizes, num_g, seed=0,
                         numerics="exact"):
     """Does the data-dependent action generalise when pi is fitted on more images? docs/outputs.md's arrays without
-    the seed axis, [E, K] per (scale, size).
-
-    For each size k, member n's pi is the least-squares fit (exact for k <= h) of sigma(H_n g_n) pi = sigma(H_n) on
-    rows [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit noise, measured on eval_features
-    [N, h], eval_labels [N]. The model's group layer is left with the last fit, mode 'plain'.
+    the seed axis, [E, K] per (scale, size k): member n's pi is the least-squares fit (exact for k <= h) of
+    sigma(H_n g_n) pi = sigma(H_n) on rows [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit
+    noise, measured on eval_features [N, h], eval_labels [N]. The group layer is left with the last fit, mode 'plain'.
     """
     layer = model.group_action
     h = layer.hidden
