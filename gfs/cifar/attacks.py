@@ -14,8 +14,7 @@ def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
     """Fast gradient sign method (Goodfellow et al. 2015), one untargeted L-inf step: x_adv = clamp(x + radius *
     sign(d loss(model(x), y) / dx), clip).  x [B, 3, 32, 32], y [B] -> x_adv [B, 3, 32, 32], detached. Defaults:
     advertorch's GradientSignAttack, which the paper used (only the gradient's sign counts, so the loss's reduction
-    does not matter).
-    """
+    does not matter)."""
     x_adv = x.detach().clone().requires_grad_(True)
     grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
     return torch.clamp(x.detach() + radius * grad.sign(), clip[0], clip[1])
@@ -57,11 +56,9 @@ def pgd(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, cl
 
 class EnsembleMeanProbability(nn.Module):
     """The target of the adaptive attacks: x [B, 3, 32, 32] -> log of the ensemble's mean probability [B, C], so that
-    cross_entropy(output, y) = -log(mean_n p_n(y | x)); gradients flow through every member into the image.
-
-    model: a CifarCNN with a fitted group action; mode: which ensemble; generator: the draw of the member matrices
-    (random modes). Members with non-finite outputs are left out, as in the evaluation.
-    """
+    cross_entropy(output, y) = -log(mean_n p_n(y | x)); gradients flow through every member into the image. model: a
+    CifarCNN with a fitted group action; generator: the draw of the member matrices (random modes). Members with
+    non-finite outputs are left out, as in the evaluation."""
 
     def __init__(self, model, mode="group", generator=None):
         super().__init__()
