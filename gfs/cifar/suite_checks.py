@@ -85,9 +85,7 @@ def convergence_rows(data, attack_labels, classifiers, labels, alone=False):
     attack, 'not converged' if that failed in some seed]. labels: {classifier: label}; alone: each cell also gives
     the attack's standalone accuracy in brackets."""
     rows = []
-    for c in classifiers:
-        if f"converged_{c}" not in data:
-            continue
+    for c in (c for c in classifiers if f"converged_{c}" in data):
         cumulative = np.asarray(data[f"cumulative_acc_{c}"]).reshape(-1, len(attack_labels), len(data["radii"]))
         run = attacks_run(data, c, len(attack_labels))
         standalone = np.mean(np.reshape(data[f"alone_acc_{c}"], cumulative.shape), axis=0) if alone else None
