@@ -133,14 +133,14 @@ def evaluate_modes(model, features, labels, modes, seed, *keys):
 
 @torch.no_grad()
 def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, group_scales,
-                  modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None, measure=None):
+                  modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, measure=None):
     """Every (num_g, group_scale) cell of Fig. 10 on one trained model, in one numerics: the arrays of
     docs/outputs.md without the seed axis, [E, G] per cell (rows follow group_scales, columns num_g_list).
 
     eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi). fit_features
     [>= max(num_g) * h, h]: the images pi is fitted on. fit_noise: the std of pi's fit noise (None: the layer's).
-    bar: a progress bar advanced per cell, or None. measure: None, or a function (model with the cell's fitted
-    group, eval_features) -> {key: float}, saved per cell as heldout_<key> (group_agreement).
+    measure: None, or a function (model with the cell's fitted group, eval_features) -> {key: float}, saved per cell
+    as heldout_<key> (group_agreement).
     """
     layer = model.group_action
     if fit_noise is not None:
@@ -169,8 +169,6 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
                     out[f"{key}_{mode}"][i, j] = result[key]
                 uses_pi = mode in ("group", "shuffle")
                 out[f"overflow_{mode}"][i, j] = result["finite_frac"] < 1.0 or (uses_pi and not pi_finite)
-            if bar is not None:
-                bar.update(1)
     layer.set_mode("plain")
     return out
 
@@ -203,10 +201,9 @@ def held_out_agreement(model, features, lower, upper, chunk=1000):
         nonfinite += int((~finite).sum())
         pairs += finite.numel()
     agreement = (agree.double() / len(features)).cpu().numpy()
-    gap_p10, gap_p50, gap_p90 = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
-    return {"agreement": float(agreement.mean()), "agreement_min": float(agreement.min()), "gap_p10": float(gap_p10),
-            "gap_p50": float(gap_p50), "gap_p90": float(gap_p90), "saturated": saturated / pairs,
-            "nonfinite": nonfinite / pairs}
+    gap_quantiles = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
+    values = (agreement.mean(), agreement.min(), *gap_quantiles, saturated / pairs, nonfinite / pairs)
+    return dict(zip(AGREEMENT_KEYS, map(float, values)))  # values in AGREEMENT_KEYS' order
 
 
 def group_agreement(model, eval_features):
