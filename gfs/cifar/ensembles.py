@@ -124,8 +124,7 @@ def fit_and_measure(model, fit_features, num_g, group_scale, seed, numerics="pap
 
 
 def evaluate_modes(model, features, labels, modes, seed, *keys):
-    """{mode: evaluate_ensemble(...)} for every mode on shared features [N, h], labels [N]; the member matrices of
-    a mode are drawn from derive_seed(seed, 'members', mode, *keys)."""
+    """{mode: evaluate_ensemble(...)} for every mode on the same features [N, h], labels [N]."""
     return {mode: evaluate_ensemble(model, features, labels, mode,
                                     torch.Generator().manual_seed(derive_seed(seed, "members", mode, *keys)))
             for mode in modes}
@@ -135,7 +134,7 @@ def evaluate_modes(model, features, labels, modes, seed, *keys):
 def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, group_scales,
                   modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, measure=None):
     """Every (num_g, group_scale) cell of Fig. 10 on one trained model, in one numerics: the arrays of
-    docs/outputs.md without the seed axis, [E, G] per cell (rows follow group_scales, columns num_g_list).
+    docs/outputs.md without the seed axis, [E, G] over the cells (rows follow group_scales, columns num_g_list).
 
     eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi). fit_features
     [>= max(num_g) * h, h]: the images pi is fitted on. fit_noise: the std of pi's fit noise (None: the layer's).
@@ -174,8 +173,7 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
 
 
 def stack_seeds(runs, shared=("num_g", "group_scale")):
-    """[{key: array}] of several seeds -> {key: array with a leading seed axis}; `shared` keys (the same in every
-    run, e.g. the grid's axes) are kept once."""
+    """[{key: array}] per seed -> {key: array [S, ...]}; `shared` keys (the same in every run) are kept once."""
     return {key: np.asarray(runs[0][key]) if key in shared else np.stack([np.asarray(r[key]) for r in runs])
             for key in runs[0]}
 
@@ -215,7 +213,7 @@ def group_agreement(model, eval_features):
 def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scales, sizes, num_g, seed=0,
                         numerics="exact"):
     """Does the data-dependent action generalise when pi is fitted on more images? docs/outputs.md's arrays without
-    the seed axis, [E, K] per (scale, size k): member n's pi is the least-squares fit (exact for k <= h) of
+    the seed axis, [E, K] over (scale, size k): member n's pi is the least-squares fit (exact for k <= h) of
     sigma(H_n g_n) pi = sigma(H_n) on rows [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit
     noise, measured on eval_features [N, h], eval_labels [N]. The group layer is left with the last fit, mode 'plain'.
     """

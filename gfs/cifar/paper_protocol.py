@@ -35,9 +35,8 @@ def protocol_inputs(images, protocol):
 
 
 def make_adversarial_cnn(protocol, hidden=16, seed=0):
-    """The Fig. 11 CNN for a protocol, LeakyReLU(0.1) group-action layer: 'paper', softmax output (the double
-    softmax, B1) and no input shift; 'corrected', logits and input shift 0.5. A seed gives the same initial weights in
-    both protocols."""
+    """The Fig. 11 CNN for a protocol (LeakyReLU(0.1) group-action layer; a seed's initial weights are the same in
+    both): 'paper', softmax output (the double softmax, B1) and no input shift; 'corrected', logits, input shift 0.5."""
     paper = check_protocol(protocol) == "paper"
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
                     softmax_output=paper, seed=seed)

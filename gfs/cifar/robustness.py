@@ -22,12 +22,12 @@ ENSEMBLES = ("group", "perm_interp")  # the group ensemble and the shared-trunk 
 CLASSIFIERS = ("original",) + ENSEMBLES  # per seed (robustness_sweep)
 TRAINED_CONTROLS = ("independent", "deep")  # from the control CNNs, their own seeds (control_sweep)
 ALL_CLASSIFIERS = CLASSIFIERS + TRAINED_CONTROLS
-# Paired comparisons within a seed: name -> (a, b); those with the trained controls are added by robustness_figure_data.
+# Paired comparisons within a seed: name -> (a, b); robustness_figure_data adds those with the trained controls.
 COMPARISONS = {"group_vs_original": ("group", "original"), "group_vs_perm_interp": ("group", "perm_interp"),
                "perm_interp_vs_original": ("perm_interp", "original")}
 CLASSIFIER_LABELS = {"original": "original", "group": "group", "perm_interp": "shared trunk",
                      "independent": "independent CNN", "deep": "deep ensemble"}
-CONTROLS = ("independent", "perm_interp", "deep")  # what the group's gain must exceed to be robustness from the symmetry
+CONTROLS = ("independent", "perm_interp", "deep")  # what the group's gain must exceed to come from the symmetry
 # The group ensemble's comparisons that the plot and the report show, with their labels.
 SHOWN_COMPARISONS = {f"group_vs_{c}": f"group - {CLASSIFIER_LABELS[c]}" for c in ("original",) + CONTROLS}
 # Square's accuracy is read after these fractions of its queries (the robust-accuracy-against-queries curve).
@@ -248,8 +248,8 @@ def _check_settings(settings):
 
 def _context(source, x, y, radii, settings, seed, batch_size):  # the transfer images of every radius, on `source`
     generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "transfer"))
-    transfer = {r: transfer_images(source, x, y, radius, settings, generator, batch_size) for r, radius in enumerate(radii)}
-    return Context(settings, seed, transfer)
+    return Context(settings, seed, {r: transfer_images(source, x, y, radius, settings, generator, batch_size)
+                                    for r, radius in enumerate(radii)})
 
 
 def skipped_attacks(costly_on, classifier):
@@ -314,8 +314,7 @@ def join_sweeps(parts):
 
 def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, eval_features, costly_on=None,
                        classifier=None):
-    """The suite and the held-out agreement of one ensemble of `model`: {key_<mode>: array}. classifier: its name in
-    costly_on (default: mode)."""
+    """The suite and held-out agreement of an ensemble: {key_<mode>: array}. classifier: its name in costly_on."""
     members = torch.Generator().manual_seed(derive_seed(context.seed, "members", mode, "suite"))
     target = EnsembleMeanProbability(model, mode, members)
     suite = run_suite(target, x, y, radii, context, attacks, batch_size,
