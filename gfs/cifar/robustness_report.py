@@ -19,8 +19,9 @@ def robustness_table(data, attacks=ATTACKS):
     radii = [f"{r * 255:g}/255" for r in data["radii"]]
     rows = ["robust accuracy (right under every attack), mean ± std over seeds [min, max]"]
     for c in ALL_CLASSIFIERS:
-        rows.append(f"  {CLASSIFIER_LABELS[c]:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'robust_acc_{c}'][:, r], '{:.3f}')}"
-                                                                for r, radius in enumerate(radii)))
+        cells = [f"{radius}: {seed_spread_text(data[f'robust_acc_{c}'][:, r], '{:.3f}')}"
+                 for r, radius in enumerate(radii)]
+        rows.append(f"  {CLASSIFIER_LABELS[c]:<36}" + "  ".join(cells))
     rows.append("paired differences of the robust outcomes (a - b), McNemar p (largest over seeds)")
     for name in tuple(COMPARISONS) + tuple(f"group_vs_{c}" for c in TRAINED_CONTROLS):
         rows.append(f"  {name:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'{name}_diff'][:, r])} "
