@@ -262,7 +262,7 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
                      numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500,
                      classifiers=None, costly_on=None):
     """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action:
-    {numerics: {key: array}}, docs/outputs.md's keys without the seed axis and the trained controls'.
+    {numerics: {key: array}}: docs/outputs.md's keys without the seed axis, except the trained controls'.
 
     model: the trained CNN (logits, input shift 0.5); fit_images [n, 3, 32, 32]: the pi images; x [N, 3, 32, 32] in
     [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). classifiers:

@@ -42,7 +42,8 @@ STYLES = {"original": "o-", "group": "s-", "perm_interp": "^--", "independent": 
 
 def plot_robustness(data, title=None, attacks=ATTACKS):
     """The figure of robustness_figure_data's arrays (one numerics): robust accuracy against the radius, the group
-    ensemble through the cascade, Square against its queries, the differences group - each (mean_band each)."""
+    ensemble through the cascade, Square against its queries, the differences group - each; mean over seeds, band
+    min-max."""
     import matplotlib.pyplot as plt
     from gfs.cifar.paper_protocol import mean_band
     axis = np.asarray(data["radii"]) * 255

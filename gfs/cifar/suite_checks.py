@@ -81,9 +81,9 @@ def attacks_run(data, c, attacks):
 
 def convergence_rows(data, attack_labels, classifiers, labels, alone=False):
     """The convergence table of a figure's arrays, per classifier and radius: [classifier, radius, robust accuracy
-    after each attack (mean over seeds) ..., audit-image robust accuracy before -> after doubling the strongest
-    attack, 'not converged' if that failed in some seed]. labels: {classifier: label}; alone: each cell also gives
-    the attack's standalone accuracy in brackets."""
+    after each attack (mean over seeds; 'not run' where left out) ..., audit-image robust accuracy before -> after
+    doubling the strongest attack, 'not converged' if that failed in some seed]. labels: {classifier: label}; alone:
+    each cell also gives the attack's standalone accuracy in brackets."""
     rows = []
     for c in (c for c in classifiers if f"converged_{c}" in data):
         cumulative = np.asarray(data[f"cumulative_acc_{c}"]).reshape(-1, len(attack_labels), len(data["radii"]))
