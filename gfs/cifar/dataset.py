@@ -270,13 +270,11 @@ def load_cifar10(root="data", train=True, download=True):
 
 def ensemble_splits(train_images, train_labels, test_images, test_labels, n_train, n_fit,
                     eval_split="test", n_eval=None):
-    """The disjoint image sets of the ensemble experiment: {name: (images, labels)}; ValueError if too few.
-
-    train: training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is fitted on (n_fit = h *
-    max(num_g)); eval: the first n_eval (None: all) of the official test split ('test') or of the training images
-    after the fit images ('heldout'). The paper instead took pi batches from the last h * num_g training images and
-    evaluated on the 1000 before them, which moves with num_g.
-    """
+    """The disjoint image sets of the ensemble experiment, {name: (images, labels)}; ValueError if too few. train:
+    training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is fitted on (n_fit = h * max(num_g));
+    eval: the first n_eval (None: all) of the official test split ('test') or of the training images after the fit
+    images ('heldout'). The paper instead took pi batches from the last h * num_g training images and evaluated on
+    the 1000 before them, which moves with num_g."""
     if n_train + n_fit > len(train_images):
         raise ValueError(f"{n_train} training + {n_fit} pi-fitting images need {n_train + n_fit} "
                          f"training-split images, the data have {len(train_images)}")
