@@ -1,5 +1,5 @@
 """Adversarial attacks (Fig. 11), an ensemble as one classifier for them (EnsembleMeanProbability), and McNemar's
-exact test on two classifiers' per-image outcomes. paper_protocol.py and robustness.py use them.
+exact test on two classifiers' per-image outcomes.
 """
 
 import numpy as np
@@ -11,15 +11,10 @@ from gfs.cifar.ensembles import member_logits
 
 
 def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
-    """Fast gradient sign method (Goodfellow et al. 2015): one untargeted L-inf step.
-
-        x_adv = clamp(x + radius * sign(d loss(model(x), y) / dx), clip[0], clip[1])
-
-    x: [B, 3, 32, 32] images, y: [B] labels; returns x_adv [B, 3, 32, 32], detached. Defaults (those of
-    advertorch's GradientSignAttack, which the paper used): clip range [0, 1] and loss = cross-entropy (batch mean)
-    of the model's outputs read as logits; radius has none (the paper's: paper_numbers.FIG11_STRENGTHS). Only the
-    sign of the gradient is used, so the loss's reduction (mean or sum) does not matter.
-    """
+    """Fast gradient sign method (Goodfellow et al. 2015), one untargeted L-inf step: x_adv = clamp(x + radius *
+    sign(d loss(model(x), y) / dx), clip).  x [B, 3, 32, 32], y [B] -> x_adv [B, 3, 32, 32], detached. Defaults:
+    advertorch's GradientSignAttack, which the paper used (only the gradient's sign counts, so the loss's reduction
+    does not matter)."""
     x_adv = x.detach().clone().requires_grad_(True)
     grad, = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
     return torch.clamp(x.detach() + radius * grad.sign(), clip[0], clip[1])
@@ -27,17 +22,11 @@ def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
 
 def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
                  loss_fn=F.cross_entropy, generator=None):
-    """Projected gradient descent (Madry et al. 2018), untargeted, in the L-inf ball of that radius:
-    yields (t, x_t) for t = 0 ... iterations, so that one run gives every shorter attack too.
-
-        x_0 = clamp(x + U(-radius, radius), clip)          (x_0 = x without random start)
-        x_{t+1} = clamp(x + clamp(x_t + step * sign(grad_t) - x, -radius, radius), clip)
-
-    x: [B, 3, 32, 32] images, y: [B] labels; each x_t [B, 3, 32, 32] is detached. Defaults are those of
-    advertorch's PGDAttack, which the paper used: radius = 0.3, step (eps_iter) = 0.01, iterations (nb_iter) = 40,
-    random_start (rand_init) = True, clip range [0, 1], loss = cross-entropy (batch mean) of the outputs read as
-    logits. generator: for the random start (on x's device); None uses torch's global one, as advertorch does.
-    """
+    """Projected gradient descent (Madry et al. 2018), untargeted, in the L-inf ball of that radius: yields (t, x_t)
+    for t = 0 ... iterations, so that one run gives every shorter attack too.  x [B, 3, 32, 32], y [B]; each x_t
+    [B, 3, 32, 32] is detached. Defaults: advertorch's PGDAttack, which the paper used (eps_iter = step, nb_iter =
+    iterations, rand_init = random_start). generator: for the random start (on x's device); None uses torch's global
+    one, as advertorch does."""
     x = x.detach()
     x_adv = x.clone()
     if random_start:
@@ -54,22 +43,17 @@ def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start
 
 def pgd(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
         loss_fn=F.cross_entropy, generator=None):
-    """The last iterate of pgd_iterates (same arguments): x_adv [B, 3, 32, 32], detached. The
-    paper sweeps iterations in {0, 1, 2, 3} at advertorch's defaults."""
+    """The last iterate of pgd_iterates (same arguments): x_adv [B, 3, 32, 32], detached."""
     for _, x_adv in pgd_iterates(model, x, y, radius, step, iterations, random_start, clip, loss_fn, generator):
         pass
     return x_adv
 
 
 class EnsembleMeanProbability(nn.Module):
-    """The target of the adaptive attacks: x [B, 3, 32, 32] -> log of the ensemble's mean
-    probability [B, C], so that cross_entropy(output, y) = -log(mean_n p_n(y | x)).
-
-    model: a CifarCNN with a fitted group action; mode: which ensemble; generator: the draw of the member matrices
-    (random modes). The CNN trunk runs once per image and every member on its hidden features at once
-    (member_logits, in the numerics' dtype), so gradients flow through every member into the image. Members with
-    non-finite outputs are left out, as in the evaluation.
-    """
+    """The target of the adaptive attacks: x [B, 3, 32, 32] -> log of the ensemble's mean probability [B, C], so that
+    cross_entropy(output, y) = -log(mean_n p_n(y | x)); gradients flow through every member into the image. model: a
+    CifarCNN with a fitted group action; generator: the draw of the member matrices (random modes). Members with
+    non-finite outputs are left out, as in the evaluation."""
 
     def __init__(self, model, mode="group", generator=None):
         super().__init__()
@@ -84,12 +68,9 @@ class EnsembleMeanProbability(nn.Module):
 
 
 def mcnemar(correct_a, correct_b):
-    """McNemar's exact test of two classifiers on the same images.
-
-    correct_a, correct_b: bool arrays [N], image i right or wrong for classifier a and b. Returns (gained, lost, p):
-    the images only a gets right, those only b gets right (accuracy a - accuracy b = (gained - lost) / N), and the
-    two-sided exact binomial test of gained in gained + lost trials at 1/2 (p = 1 when no image is discordant).
-    """
+    """McNemar's exact test of two classifiers on the same images, correct_a, correct_b: bool [N]. Returns (gained,
+    lost, p): the images only a gets right, those only b gets right, and the two-sided exact binomial test of gained
+    in gained + lost trials at 1/2 (p = 1 when no image is discordant)."""
     from scipy.stats import binomtest
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     gained, lost = int(np.sum(a & ~b)), int(np.sum(~a & b))

@@ -1,7 +1,6 @@
-"""CIFAR-10 on disk: the standard cifar-10-batches-py layout read with a restricted reader (nothing
-in a file runs), checked, and split for the notebooks; and the file names of the CIFAR-10 figures and trained
-models (at the bottom). torch is imported only where images are built (load_cifar10), so the report can read the
-names without it.
+"""CIFAR-10 on disk (docs/cifar.md, "Data"): the cifar-10-batches-py layout read with a restricted reader, checked,
+and split for the notebooks; and the file names of the CIFAR-10 figures and trained models (at the bottom). torch is
+imported only in load_cifar10, so the report can read the names without it.
 """
 
 import contextlib
@@ -30,8 +29,8 @@ class CifarDataError(Exception):
 
 
 class CifarMissingError(CifarDataError):
-    """CIFAR-10 is absent and was not downloaded (download off, or it failed, e.g. offline). The
-    only data error that is not a failure of the run: `make figures` skips the notebook for it."""
+    """CIFAR-10 is absent and was not downloaded: the only data error that is not a failure of the run (`make
+    figures` skips the notebook for it)."""
 
 
 # The restricted reader. CIFAR-10's files are pickles, and a pickle can name any Python callable
@@ -105,8 +104,7 @@ def _check_types(obj, path):
 
 
 def read_pickle(path):
-    """Load one CIFAR-10 pickle file with the restricted reader: nothing in the file is run.
-    CifarDataError (one line naming the file) if it is unreadable or asks for anything else."""
+    """Load one CIFAR-10 pickle file with the restricted reader; CifarDataError if it is unreadable or refused."""
     try:
         with open(path, "rb") as f:
             obj = _CifarUnpickler(f, encoding="latin1").load()  # latin1: the official files are Python 2 pickles
@@ -121,8 +119,7 @@ def read_pickle(path):
 
 
 def _images_per_file(folder):
-    """num_cases_per_batch from batches.meta: how many images each batch file holds (10,000 in
-    the official release, the training and the test files alike)."""
+    """num_cases_per_batch from batches.meta: how many images each batch file holds (10,000 in the official release)."""
     path = os.path.join(folder, META_FILE)
     meta = read_pickle(path)
     count = meta.get("num_cases_per_batch") if isinstance(meta, dict) else None
@@ -137,8 +134,7 @@ def _images_per_file(folder):
 
 
 def _read_batch(path, images_per_file):
-    """One batch file -> (uint8 [n, 3, 32, 32], int64 [n]), n = images_per_file; CifarDataError
-    (one line) saying exactly what is wrong otherwise."""
+    """One batch file -> (uint8 [n, 3, 32, 32], int64 [n]), n = images_per_file; else CifarDataError."""
     batch = read_pickle(path)
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         found = f"keys {sorted(map(str, batch))}" if isinstance(batch, dict) else f"a {type(batch).__name__}"
@@ -174,15 +170,15 @@ def _read_batch(path, images_per_file):
 
 
 def data_root(root):
-    """The folder that holds cifar-10-batches-py: `root`, or its parent when `root` is that folder itself."""
+    """The folder that holds cifar-10-batches-py: `root`, or its parent when `root` is that folder."""
     if os.path.basename(os.path.normpath(root)) == CIFAR_FOLDER and not os.path.isdir(os.path.join(root, CIFAR_FOLDER)):
         return os.path.dirname(os.path.normpath(root)) or "."
     return root
 
 
 def _checked_folder(root):
-    """root/cifar-10-batches-py if it holds every file of the layout; CifarMissingError if the
-    folder does not exist, CifarDataError naming the missing files if it is incomplete."""
+    """root/cifar-10-batches-py if it holds every file of the layout; CifarMissingError if the folder does not exist,
+    CifarDataError if it is incomplete."""
     folder = os.path.join(root, CIFAR_FOLDER)
     if not os.path.isdir(folder):
         raise CifarMissingError(f"no CIFAR-10 in {os.path.abspath(folder)!r}; {LAYOUT_HELP}")
@@ -194,12 +190,8 @@ def _checked_folder(root):
 
 
 def cifar10_provenance(root):
-    """Which CIFAR-10 files a run read, by checksum (the saved .json's `data`; docs/outputs.md): files {name:
-    {"sha256", "md5"}} of every file of the layout; digest, the SHA-256 of the lines "<name> <sha256>" in layout
-    order (one name for the data); official, every MD5 is the one torchvision publishes (the official SHA-256 are
-    not published, so both are kept); source, the same in words. Only checksums are computed, no file is loaded.
-    CifarDataError if the layout is absent or incomplete.
-    """
+    """Which CIFAR-10 files a run read, by checksum, without loading them: the saved .json's `data` (files, digest,
+    official, source; docs/outputs.md). CifarDataError if the layout is absent or incomplete."""
     folder = _checked_folder(data_root(root))
     files = {}
     for name in LAYOUT_FILES:
@@ -229,9 +221,8 @@ def cpu_model():
 
 
 def _download(root):
-    """Download and unpack the official archive into `root` (torchvision's address and MD5; the
-    files are then read by this module's reader only). If that fails, remove what this call
-    created (the archive, the unpacked folder, new parent folders) and raise CifarMissingError."""
+    """Download and unpack the official archive into `root` (torchvision's address and MD5). If that fails, remove
+    what this call created (the archive, the unpacked folder, new parent folders) and raise CifarMissingError."""
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import download_and_extract_archive
     new_folders, path = [], os.path.abspath(root)
@@ -259,17 +250,9 @@ def _download(root):
 
 
 def load_cifar10(root="data", train=True, download=True):
-    """CIFAR-10 training (5 files) or test (1 file) images from `root`/cifar-10-batches-py (or `root` itself).
-
-    A folder that holds the layout is read without any download attempt (an incomplete one is an error, never
-    overwritten); only when it does not exist and download=True is the official archive downloaded into `root`.
-    Without data and download, CifarMissingError naming the folder (and no folder left behind). Every file is read
-    with read_pickle and checked (_read_batch); any problem is a CifarDataError of one line naming the file
-    (docs/cifar.md, "Data").
-
-    Returns (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]) as CPU tensors, in the
-    order of the batch files (data_batch_1 first), like torchvision.
-    """
+    """CIFAR-10 training or test images from `root`/cifar-10-batches-py (or `root` itself), downloaded only where
+    that folder does not exist and download=True: (images float32 [N, 3, 32, 32] in [0, 1], labels int64 [N]), CPU
+    tensors in the order of the batch files (data_batch_1 first), like torchvision."""
     import torch
     root = data_root(root)
     if not os.path.isdir(os.path.join(root, CIFAR_FOLDER)):
@@ -281,22 +264,17 @@ def load_cifar10(root="data", train=True, download=True):
     images_per_file = _images_per_file(folder)
     parts = [_read_batch(os.path.join(folder, name), images_per_file)
              for name in (TRAIN_FILES if train else TEST_FILES)]
-    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).float().div_(255.0)
-    labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    return images, labels
+    images, labels = zip(*parts)
+    return torch.from_numpy(np.concatenate(images)).float().div_(255.0), torch.from_numpy(np.concatenate(labels))
 
 
 def ensemble_splits(train_images, train_labels, test_images, test_labels, n_train, n_fit,
                     eval_split="test", n_eval=None):
-    """The disjoint image sets of the ensemble experiment, one trained model for every cell.
-
-    train: training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is fitted on (n_fit = h *
-    max(num_g)); eval: the official test split ('test') or the training images after the fit images ('heldout'), the
-    first n_eval of them (None: all). The paper instead took pi batches from the last h * num_g training images and
-    evaluated on the 1000 before them, which moves with num_g.
-
-    Returns a dict name -> (images, labels) for 'train', 'fit', 'eval'; ValueError if too few.
-    """
+    """The disjoint image sets of the ensemble experiment, {name: (images, labels)}; ValueError if too few. train:
+    training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is fitted on (n_fit = h * max(num_g));
+    eval: the first n_eval (None: all) of the official test split ('test') or of the training images after the fit
+    images ('heldout'). The paper instead took pi batches from the last h * num_g training images and evaluated on
+    the 1000 before them, which moves with num_g."""
     if n_train + n_fit > len(train_images):
         raise ValueError(f"{n_train} training + {n_fit} pi-fitting images need {n_train + n_fit} "
                          f"training-split images, the data have {len(train_images)}")
@@ -308,15 +286,13 @@ def ensemble_splits(train_images, train_labels, test_images, test_labels, n_trai
         raise ValueError(f"eval_split must be 'test' or 'heldout', got {eval_split!r}")
     if len(eval_images) == 0 or (n_eval is not None and n_eval > len(eval_images)):
         raise ValueError(f"asked for {n_eval} evaluation images, the {eval_split!r} split has {len(eval_images)}")
-    stop = len(eval_images) if n_eval is None else n_eval
     return {"train": (train_images[:n_train], train_labels[:n_train]),
             "fit": (train_images[n_train:n_train + n_fit], train_labels[n_train:n_train + n_fit]),
-            "eval": (eval_images[:stop], eval_labels[:stop])}
+            "eval": (eval_images[:n_eval], eval_labels[:n_eval])}  # n_eval None: all
 
 
-# The notebooks and file names of the CIFAR-10 figures and trained models, written once: the notebooks save under
-# them, the report and the tests read them. A name is relative to the output folder, without extension (save_figure
-# adds .npz, .json, .pdf and .png; weights.save_cnn adds .safetensors). The paper's names are kept for Figs. 10, 11.
+# The notebooks and file names of the CIFAR-10 figures and trained models, written once. A name is relative to the
+# output folder, without extension (save_figure and weights.save_cnn add them). The paper's names are kept.
 NOTEBOOKS = {"Fig. 10": "ensemble_CIFAR.ipynb", "Fig. 11": "adversarial_CIFAR.ipynb"}  # the notebook of each figure
 NUMERICS_SUFFIX = {"paper": "", "exact": "_exact"}  # the group action's numerics (symmetry.NUMERICS)
 FIT_SIZE = "ensemble/fit_size_generalisation"       # Fig. 10's fit-size experiment (beyond the paper)
@@ -329,9 +305,8 @@ def fig10(numerics):
 
 
 def fig11(kind, hidden, num_g, group_scale, numerics="paper"):
-    """Fig. 11: kind FGSM or PGD (the paper's protocol), corrected (the threat models) or robustness (the
-    standard evaluation). A quick run's settings show in its names (g5 for g200); a str passes through,
-    so "*" makes the pattern the report globs."""
+    """Fig. 11: kind "FGSM" or "PGD" (the paper's protocol) or "robustness" (the standard evaluation). A quick run's
+    settings show in its names (g5 for g200); a str passes through, so "*" makes the pattern the report globs."""
     scale = group_scale if isinstance(group_scale, str) else f"{group_scale:g}"
     return f"ensemble/cnn_cifar_leakyrelu_{kind}_h{hidden}_g{num_g}_eps{scale}" + NUMERICS_SUFFIX[numerics]
 

@@ -1,12 +1,7 @@
 """Ensembles of the moved networks (Figs. 10 and 11): fit the group action on a model's features, measure how
 exact it is on the fitting images (symmetry_error), evaluate every kind of ensemble on precomputed features, and
-measure the members against the original on held-out images (held_out_agreement; docs/cifar.md, "Agreement off
-the fitting images"): agreement, the fraction of images on which a member predicts the original's class (a
-non-finite member disagrees; mean and minimum over members); the relative logit gap max_c |z_n,i - z_0,i| /
-max_c |z_0,i| (10th, 50th, 90th percentiles over member-image pairs; inf where not finite); saturated, the fraction
-of pairs whose largest softmax probability rounds to 1 in the numerics' dtype (the loss's gradient is zero there);
-nonfinite, the fraction of pairs with a non-finite output. Beyond the paper (fit_size_experiment): fit pi on more
-images than h per group element (least squares) and see whether the action then generalises.
+measure the members against the original on held-out images (held_out_agreement; docs/cifar.md, "Agreement off the
+fitting images"). Beyond the paper (fit_size_experiment): does pi fitted on more images generalise?
 """
 
 import numpy as np
@@ -21,12 +16,9 @@ from gfs.cifar.thresholds import AGREEMENT_THRESHOLD  # "same predictions on uns
 
 @torch.no_grad()
 def fit_group_action(model, fit_features, num_g, group_scale, seed=0, numerics=None):
-    """Draw num_g group elements for `group_scale` and fit pi from stored batches of h samples each.
-
-    fit_features: pre-activations [>= num_g * h, h] of images never trained on (compute_features). Group element n is
-    fitted on rows [n h, (n + 1) h), like the paper's consecutive batches. numerics: 'paper' or 'exact' (None: keep the
-    layer's). Returns the model's GroupAction layer (mode unchanged).
-    """
+    """Draw num_g group elements for `group_scale` and fit pi on fit_features [>= num_g * h, h] (pre-activations of
+    images never trained on; element n on rows [n h, (n + 1) h), like the paper's consecutive batches). numerics:
+    'paper' or 'exact' (None: keep the layer's). Returns the model's GroupAction layer (mode unchanged)."""
     layer = model.group_action
     h = layer.hidden
     if len(fit_features) < num_g * h:
@@ -42,12 +34,8 @@ def fit_batches(fit_features, num_g, h):
 
 
 def member_logits(model, features, lower, upper):
-    """Logits (readout outputs, before any softmax) of every member.  features [B, h] -> [M, B, C].
-
-    lower, upper: [M, h, h] (GroupAction.member_matrices). Computed in the matrices' dtype, with
-    the readout folded into the upper matrix: sigma(H lower) @ (upper W^T) + b, the same logits
-    with one small matmul less. Differentiable (the adaptive attacks use it).
-    """
+    """Logits of every member, differentiable, in the dtype of lower, upper [M, h, h] (GroupAction.member_matrices):
+    sigma(H lower) @ (upper W^T) + b (the readout folded in: one small matmul less).  features [B, h] -> [M, B, C]."""
     weight = model.readout.weight.to(upper.dtype)
     bias = model.readout.bias.to(upper.dtype)
     hidden = model.group_action.sigma(features.to(lower.dtype) @ lower)
@@ -55,9 +43,8 @@ def member_logits(model, features, lower, upper):
 
 
 def _relative_gap(moved, original):
-    """max over members n of max |moved_n - original_n| / max |original_n|.  [M, k, c] each -> float.
-
-    inf when a member is not finite (an overflowed member is no symmetry)."""
+    """max over members n of max |moved_n - original_n| / max |original_n|; inf where a member overflowed (no
+    symmetry).  [M, k, c] each -> float."""
     gap = (moved - original).abs().amax(dim=(1, 2)) / original.abs().amax(dim=(1, 2))
     gap = torch.where(torch.isfinite(moved).flatten(1).all(dim=1), gap, torch.inf)
     return float(gap.max())
@@ -65,15 +52,11 @@ def _relative_gap(moved, original):
 
 @torch.no_grad()
 def symmetry_error(model, H_batches, pi=None):
-    """How far the moved networks are from the original on the images their pi was fitted on.
-
-    H_batches: [num_g, k, h] clean pre-activations, member n compared on H_batches[n]. pi: [num_g, h, h] to
-    measure; None fits pi afresh without noise (fit_pi) with the layer's g. Everything is computed as the ensemble
-    evaluation computes it (member_logits), in the layer's numerics. Returns a dict of floats: logits, max over
-    members n of max |moved_n - original_n| / max |original_n| of the logits [k, C]; hidden, the same on sigma(H g_n)
-    pi_n vs sigma(H) [k, h]; inf if a member is not finite. An exact symmetry gives rounding only (~1e-7 in float32,
-    ~1e-15 in float64, times the conditioning of sigma(H g)).
-    """
+    """How far the moved networks are from the original on the images their pi was fitted on, in the layer's
+    numerics: {logits, hidden: _relative_gap of the logits [k, C] and of sigma(H g_n) pi_n vs sigma(H) [k, h]}.
+    H_batches: [num_g, k, h] clean pre-activations, member n compared on H_batches[n]. pi: [num_g, h, h] to measure;
+    None fits pi afresh without noise with the layer's g. An exact symmetry gives rounding only (~1e-7 in float32,
+    ~1e-15 in float64, times the conditioning of sigma(H g))."""
     layer = model.group_action
     H = H_batches.to(layer.g.device, layer.dtype)
     if pi is None:
@@ -87,10 +70,8 @@ def symmetry_error(model, H_batches, pi=None):
 
 
 def _tally(logits):
-    """[M, b, C] logits -> (votes [b, C], sum of probabilities [b, C], finite members [b]).
-
-    Only finite members count; a member is finite on an image if all its C logits are. A member
-    votes for every class that reaches its maximum (ties have probability zero)."""
+    """[M, b, C] logits -> (votes [b, C], sum of probabilities [b, C], finite members [b]). Only members with all C
+    logits finite count; a member votes for every class at its maximum (ties have probability zero)."""
     M, b, C = logits.shape
     finite = None
     if not bool(torch.isfinite(logits.sum())):  # one cheap pass in the common, finite case
@@ -118,15 +99,11 @@ def _accuracies(votes, prob_sum, finite_count, labels, members):
 
 @torch.no_grad()
 def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024):
-    """The one evaluation path of Figs. 10 and 11: an ensemble's (or the original's) predictions.
-
-    features: [B, h] (cnn.compute_features), labels: [B]. mode: one of ENSEMBLE_MODES or 'plain' (the original).
-    One draw of the member matrices serves every chunk of `chunk` images (chunks keep the intermediates in cache).
-    Returns {vote_acc (majority vote of the members' argmax, ties -> lowest class: the paper's heat maps and Fig. 11
-    curves), mean_acc (argmax of the mean probability: what the paper printed), finite_frac (of the member-image
-    outputs), vote_correct, mean_correct (bool numpy [B], for paired tests)}. Non-finite members are left out per
-    image, instead of voting for class 0 as in the paper; an image with no finite member counts as wrong.
-    """
+    """The one evaluation path of Figs. 10 and 11: an ensemble's (or, mode 'plain', the original's) predictions on
+    features [B, h], labels [B], one draw of the member matrices for every chunk (chunks keep the intermediates in
+    cache). Returns {vote_acc (majority vote, ties -> lowest class: what the paper plots), mean_acc (argmax of the
+    mean probability: what it printed), finite_frac, vote_correct, mean_correct (bool numpy [B])}. Non-finite members
+    are left out per image, instead of voting for class 0 as in the paper."""
     lower, upper = model.group_action.member_matrices(mode, generator)
     parts = [_tally(member_logits(model, features[start:start + chunk], lower, upper))
              for start in range(0, len(features), chunk)]
@@ -135,10 +112,9 @@ def evaluate_ensemble(model, features, labels, mode, generator=None, chunk=1024)
 
 @torch.no_grad()
 def fit_and_measure(model, fit_features, num_g, group_scale, seed, numerics="paper"):
-    """Fit the group action of the cell (num_g, group_scale) on fit_features [>= num_g * h, h] (group elements
-    derive_seed(seed, 'group', num_g, group_scale): the same in both numerics; pi with the layer's fit noise) and
-    measure it: symmetry_error()'s dict of a noise-free fit ('logits', 'hidden') plus 'fitted', the logits'
-    error of the pi actually used (the same number without fit noise). Returns (layer, error)."""
+    """Fit the group action of the cell (num_g, group_scale) on fit_features [>= num_g * h, h] (the same group
+    elements in both numerics) and measure it: (layer, symmetry_error()'s dict of a noise-free fit plus 'fitted',
+    the logits' error of the pi actually used, with the layer's fit noise)."""
     layer = fit_group_action(model, fit_features, num_g, group_scale, derive_seed(seed, "group", num_g, group_scale),
                              numerics)
     batches = fit_batches(fit_features, num_g, layer.hidden)
@@ -148,8 +124,7 @@ def fit_and_measure(model, fit_features, num_g, group_scale, seed, numerics="pap
 
 
 def evaluate_modes(model, features, labels, modes, seed, *keys):
-    """{mode: evaluate_ensemble(...)} for every mode on shared features [N, h], labels [N]; the member matrices of
-    a mode are drawn from derive_seed(seed, 'members', mode, *keys)."""
+    """{mode: evaluate_ensemble(...)} for every mode on the same features [N, h], labels [N]."""
     return {mode: evaluate_ensemble(model, features, labels, mode,
                                     torch.Generator().manual_seed(derive_seed(seed, "members", mode, *keys)))
             for mode in modes}
@@ -157,19 +132,14 @@ def evaluate_modes(model, features, labels, modes, seed, *keys):
 
 @torch.no_grad()
 def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, group_scales,
-                  modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, bar=None, measure=None):
-    """Every (num_g, group_scale) cell of Fig. 10 on one trained model, in one numerics.
+                  modes=ENSEMBLE_MODES, seed=0, numerics="paper", fit_noise=None, measure=None):
+    """Every (num_g, group_scale) cell of Fig. 10 on one trained model, in one numerics: the arrays of
+    docs/outputs.md without the seed axis, [E, G] over the cells (rows follow group_scales, columns num_g_list).
 
     eval_features [B, h], eval_labels [B]: held-out images (never trained on, never used for pi). fit_features
-    [>= max(num_g) * h, h]: the images pi is fitted on. Each cell is fitted and measured by fit_and_measure (pi with
-    noise of std fit_noise; None: the layer's), and every mode evaluated with one draw of the member matrices. bar: a
-    progress bar advanced by one per cell, or None. measure: None, or a function (model with the cell's fitted group,
-    eval_features) -> {key: float}, saved per cell as heldout_<key> [E, G] (group_agreement).
-
-    Returns a dict of numpy arrays (docs/outputs.md says what each is; rows follow group_scales, columns num_g_list):
-    num_g [G], group_scale [E]; original_acc, original_mean_acc (scalars); symmetry_error, symmetry_error_hidden,
-    symmetry_error_fitted [E, G]; per mode m: vote_acc_m, mean_acc_m, finite_frac_m and overflow_m (bool: non-finite
-    members or pi) [E, G].
+    [>= max(num_g) * h, h]: the images pi is fitted on. fit_noise: the std of pi's fit noise (None: the layer's).
+    measure: None, or a function (model with the cell's fitted group, eval_features) -> {key: float}, saved per cell
+    as heldout_<key> (group_agreement).
     """
     layer = model.group_action
     if fit_noise is not None:
@@ -198,15 +168,12 @@ def evaluate_grid(model, eval_features, eval_labels, fit_features, num_g_list, g
                     out[f"{key}_{mode}"][i, j] = result[key]
                 uses_pi = mode in ("group", "shuffle")
                 out[f"overflow_{mode}"][i, j] = result["finite_frac"] < 1.0 or (uses_pi and not pi_finite)
-            if bar is not None:
-                bar.update(1)
     layer.set_mode("plain")
     return out
 
 
 def stack_seeds(runs, shared=("num_g", "group_scale")):
-    """[{key: array}] of several seeds -> {key: array with a leading seed axis}; `shared` keys
-    (the same in every run, e.g. the grid's axes) are kept once."""
+    """[{key: array}] per seed -> {key: array [S, ...]}; `shared` keys (the same in every run) are kept once."""
     return {key: np.asarray(runs[0][key]) if key in shared else np.stack([np.asarray(r[key]) for r in runs])
             for key in runs[0]}
 
@@ -216,11 +183,8 @@ AGREEMENT_KEYS = ("agreement", "agreement_min", "gap_p10", "gap_p50", "gap_p90",
 
 @torch.no_grad()
 def held_out_agreement(model, features, lower, upper, chunk=1000):
-    """Members against the original on held-out images: a dict of floats (AGREEMENT_KEYS, module docstring).
-
-    model: a CifarCNN (or anything with group_action and readout); features [N, h] (cnn.compute_features of the
-    held-out images); lower, upper [M, h, h]: the members' matrices (GroupAction.member_matrices), whose dtype the
-    comparison runs in."""
+    """Members against the original on held-out images: {AGREEMENT_KEYS: float} (docs/outputs.md, heldout_<key>).
+    features [N, h]; lower, upper [M, h, h]: the members' matrices, whose dtype the comparison runs in."""
     eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device)[None]
     agree, gaps, saturated, nonfinite, pairs = 0, [], 0, 0, 0
     for start in range(0, len(features), chunk):
@@ -235,29 +199,23 @@ def held_out_agreement(model, features, lower, upper, chunk=1000):
         nonfinite += int((~finite).sum())
         pairs += finite.numel()
     agreement = (agree.double() / len(features)).cpu().numpy()
-    gap_p10, gap_p50, gap_p90 = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
-    return {"agreement": float(agreement.mean()), "agreement_min": float(agreement.min()), "gap_p10": float(gap_p10),
-            "gap_p50": float(gap_p50), "gap_p90": float(gap_p90), "saturated": saturated / pairs,
-            "nonfinite": nonfinite / pairs}
+    gap_quantiles = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
+    values = (agreement.mean(), agreement.min(), *gap_quantiles, saturated / pairs, nonfinite / pairs)
+    return dict(zip(AGREEMENT_KEYS, map(float, values)))  # values in AGREEMENT_KEYS' order
 
 
 def group_agreement(model, eval_features):
-    """held_out_agreement of the model's fitted group (mode 'group') on eval_features [N, h]: the per-cell measure
-    of evaluate_grid (its `measure` argument)."""
+    """held_out_agreement of the model's fitted group on eval_features [N, h] (evaluate_grid's `measure`)."""
     return held_out_agreement(model, eval_features, *model.group_action.member_matrices("group"))
 
 
 @torch.no_grad()
 def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scales, sizes, num_g, seed=0,
                         numerics="exact"):
-    """Does the data-dependent action generalise when pi is fitted on more images?
-
-    For each group scale, num_g group elements are drawn once (derive_seed(seed, 'fit size', scale)); for each size
-    k, member n's pi is the least-squares fit (exact for k <= h) of sigma(H_n g_n) pi = sigma(H_n) on rows
-    [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit noise, in the numerics' dtype, and
-    measured on eval_features [N, h], eval_labels [N]. Returns a dict of numpy arrays: scales [E], sizes [K],
-    members (num_g), original_acc; [E, K]: heldout_<key> for AGREEMENT_KEYS, mean_acc, vote_acc, fit_error (the
-    symmetry error on the fitting images). The model's group layer is left with the last fit, mode 'plain'.
+    """Does the data-dependent action generalise when pi is fitted on more images? docs/outputs.md's arrays without
+    the seed axis, [E, K] over (scale, size k): member n's pi is the least-squares fit (exact for k <= h) of
+    sigma(H_n g_n) pi = sigma(H_n) on rows [n k, (n + 1) k) of fit_features [>= num_g * max(sizes), h], without fit
+    noise, measured on eval_features [N, h], eval_labels [N]. The group layer is left with the last fit, mode 'plain'.
     """
     layer = model.group_action
     h = layer.hidden

@@ -1,14 +1,7 @@
 """The standard robustness evaluation of Fig. 11 (corrected protocol): an AutoAttack-grade suite (ATTACKS) run as a
-cascade on every classifier at the L-inf radii it is given (pixel scale [0, 1]), its convergence check and a sanity
-check for every attack (suite_checks.py); the table and plot are in robustness_report.py. docs/cifar.md ("The
-standard robustness evaluation") describes the attacks, on which images each runs (Attack.runs_on), the controls
-and the CPU budget (skipped_attacks; the saved attacks_run says what ran).
-
-An ensemble is attacked through the log of its mean probability, with gradients through every member
-(attacks.EnsembleMeanProbability, DeepEnsemble). An image is robust only if it is right on clean data and under
-every attack that ran on it (the per-image worst case). Classifiers: the original (one seed's CNN), the group
-ensemble and the shared-trunk control (robustness_sweep); the independent CNN and the deep ensemble, from CNNs
-trained from their own seeds (control_sweep). Settings: SUITE_SETTINGS (the Fig. 11 notebook's parameters).
+cascade on every classifier at L-inf radii in pixel scale [0, 1]; its checks are in suite_checks.py, its table and
+plot in robustness_report.py. docs/cifar.md ("The standard robustness evaluation") describes the attacks, the images
+each runs on, what makes an image robust, the controls and the CPU budget; docs/outputs.md the saved arrays.
 """
 import copy
 import time
@@ -29,13 +22,12 @@ ENSEMBLES = ("group", "perm_interp")  # the group ensemble and the shared-trunk 
 CLASSIFIERS = ("original",) + ENSEMBLES  # per seed (robustness_sweep)
 TRAINED_CONTROLS = ("independent", "deep")  # from the control CNNs, their own seeds (control_sweep)
 ALL_CLASSIFIERS = CLASSIFIERS + TRAINED_CONTROLS
-# Paired comparisons within a seed: name -> (a, b); those with the trained controls are added by robustness_figure_data.
+# Paired comparisons within a seed: name -> (a, b); robustness_figure_data adds those with the trained controls.
 COMPARISONS = {"group_vs_original": ("group", "original"), "group_vs_perm_interp": ("group", "perm_interp"),
                "perm_interp_vs_original": ("perm_interp", "original")}
-# The suite's names of the classifiers in tables, plots and comparisons.
 CLASSIFIER_LABELS = {"original": "original", "group": "group", "perm_interp": "shared trunk",
                      "independent": "independent CNN", "deep": "deep ensemble"}
-CONTROLS = ("independent", "perm_interp", "deep")  # what the group's gain must exceed to be robustness from the symmetry
+CONTROLS = ("independent", "perm_interp", "deep")  # what the group's gain must exceed to come from the symmetry
 # The group ensemble's comparisons that the plot and the report show, with their labels.
 SHOWN_COMPARISONS = {f"group_vs_{c}": f"group - {CLASSIFIER_LABELS[c]}" for c in ("original",) + CONTROLS}
 # Square's accuracy is read after these fractions of its queries (the robust-accuracy-against-queries curve).
@@ -43,8 +35,7 @@ SQUARE_CURVE_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class Context(NamedTuple):
-    """What an attack may use besides its target: the suite's settings, the seed of its random draws, and the
-    transfer images of every radius (computed once, on all images, on the source model)."""
+    """What an attack may use besides its target; the transfer images are computed once, on the source model."""
     settings: dict
     seed: int
     transfer: dict  # {radius index: x_adv [N, 3, 32, 32]}
@@ -92,8 +83,7 @@ def _apgd_t(target, x, y, index, radius, r, context):
 
 
 def _square(target, x, y, index, radius, r, context):
-    """One Square run (torchattacks.Square.attack_single_run, which counts the queries per image): (x_adv, queries
-    [n], the query at which each image broke; more than settings['square_queries'] where it did not)."""
+    """One Square run: (x_adv, queries [n], the query at which each image broke; over the budget where it did not)."""
     attack = _torchattacks().Square(target, norm="Linf", eps=radius, n_queries=context.settings["square_queries"],
                                     n_restarts=1, loss="margin", seed=_torch_seed(context, "square", r))
     attack.init_hyperparam(x)
@@ -116,9 +106,8 @@ SANITY_CHECKS = sanity_check_names(ATTACKS)  # {name: what it checks}, saved in 
 
 
 class DeepEnsemble(torch.nn.Module):
-    """The deep-ensemble control: independently trained CNNs as one classifier, x [B, 3, 32, 32] -> the log of their
-    mean probability [B, 10] (the function the group ensemble is scored and attacked by). A member with a softmax output
-    (Fig. 10's model, cnn.CifarCNN.softmax_output) gives its probabilities, one with logits its logits."""
+    """The deep-ensemble control, scored and attacked as the group ensemble: x [B, 3, 32, 32] -> the log of the
+    members' mean probability [B, 10]; members output logits or, with softmax_output, probabilities."""
 
     def __init__(self, members):
         super().__init__()
@@ -131,8 +120,7 @@ class DeepEnsemble(torch.nn.Module):
 
 
 def deep_ensemble_accuracy(members, x, y):
-    """The clean accuracy of a deep ensemble (Fig. 10's gain a real ensemble buys): {deep_member_acc [K] (each
-    member), deep_ensemble_acc (the argmax of their mean probability)} on images x [N, 3, 32, 32], labels y [N]."""
+    """Clean accuracy on x [N, 3, 32, 32], y [N]: {deep_member_acc [K], deep_ensemble_acc (mean probability)}."""
     device = next(members[0].parameters()).device
     x, y = x.to(device), y.to(device)
     return {"deep_member_acc": np.array([float((predict(m.eval(), x) == y).float().mean()) for m in members]),
@@ -140,8 +128,7 @@ def deep_ensemble_accuracy(members, x, y):
 
 
 def transfer_images(source, x, y, radius, settings, generator, batch_size=500):
-    """PGD on the source (a single model): radius, step radius / 4, settings['transfer_steps'] steps, random
-    start.  x [N, 3, 32, 32], y [N] -> [N, 3, 32, 32]."""
+    """PGD on the source model (step radius / 4, random start).  x [N, 3, 32, 32], y [N] -> [N, 3, 32, 32]."""
     return torch.cat([pgd(source, x[i:i + batch_size], y[i:i + batch_size], radius=radius, step=radius / 4,
                           iterations=settings["transfer_steps"], generator=generator)
                       for i in range(0, len(x), batch_size)])
@@ -159,8 +146,7 @@ def predict(target, x, batch_size=1000):
 
 
 def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a):
-    """Run one attack on the images `todo` [N] bool, in batches; write correct [R, N] (out['correct'][a]), linf,
-    low, high [A, R] and, for a query-counting attack, out['queries'] [R, N]."""
+    """Run attack number a on the images `todo` [N] bool, in batches, writing into run_suite's arrays `out`."""
     index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
     for part in torch.split(index, batch_size) if len(index) else ():
         x_adv = attack.run(target, x[part], y[part], part, radius, r, context)
@@ -176,15 +162,11 @@ def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, o
 
 def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None, skip=()):
     """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R]; audit:
-    the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the names of
-    attacks not run on this classifier (skipped_attacks: the CPU budget), recorded in attacks_run.
-
-    Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool (right on clean data); correct [A, R, N]
-    bool (not broken by attack a: True where a did not run); linf, low, high, seconds [A, R]; queries [R, N] (the query
-    at which a query-counting attack broke each image; inf where it did not run); strongest [R] (the white-box attack
-    with the lowest standalone accuracy on the audit images, -1 if none), doubled_correct [R, N] (not broken by it with
-    its `doubles` settings doubled, on the audit images still robust; True elsewhere), doubled_seconds [R].
-    """
+    the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the attacks
+    not run on this classifier. Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool; correct
+    [A, R, N] bool (True where attack a did not run); linf, low, high, seconds [A, R]; queries [R, N] (inf where no
+    query-counting attack ran); strongest [R] (-1 if none); doubled_correct [R, N] (True off the audit images still
+    robust); doubled_seconds [R]."""
     if audit is None:
         audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
     clean = (predict(target, x) == y).cpu().numpy()
@@ -223,11 +205,8 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
 
 
 def summarise(suite, attacks=ATTACKS):
-    """run_suite's dict -> the saved arrays of one classifier, without the _<c> suffix (docs/outputs.md says what
-    each is): clean [N], robust [R, N] bool; clean_acc; robust_acc [R]; attacks_run [A] bool; alone_acc,
-    cumulative_acc [A, R]; decided [A, R] int; sanity [K, R] bool (SANITY_CHECKS order); linf, low, high, seconds
-    [A, R]; audit_robust_acc, doubled_acc [R], doubled_broken [R] int, converged [R] bool, strongest [R] int,
-    doubled_seconds [R]; square_curve_queries [Q], square_curve [R, Q]."""
+    """run_suite's dict -> the saved arrays of one classifier, without the _<c> suffix and the seed axis (their
+    shapes and meanings: docs/outputs.md)."""
     clean, correct, audit = suite["clean"], suite["correct"], suite.get("audit", len(suite["clean"]))
     robust = clean & worst_case(correct)
     alone = alone_accuracy(clean, correct, audit)
@@ -269,32 +248,26 @@ def _check_settings(settings):
 
 def _context(source, x, y, radii, settings, seed, batch_size):  # the transfer images of every radius, on `source`
     generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "transfer"))
-    transfer = {r: transfer_images(source, x, y, radius, settings, generator, batch_size) for r, radius in enumerate(radii)}
-    return Context(settings, seed, transfer)
+    return Context(settings, seed, {r: transfer_images(source, x, y, radius, settings, generator, batch_size)
+                                    for r, radius in enumerate(radii)})
 
 
 def skipped_attacks(costly_on, classifier):
-    """The attacks left out on a classifier ('original', 'perm_interp', 'group_<numerics>', 'independent', 'deep'):
-    those of costly_on ({attack: the classifiers it runs on}; the CPU budget) that do not name it; () for None."""
+    """The attacks left out on a classifier ('group_<numerics>' for a group ensemble): those of costly_on ({attack:
+    the classifiers it runs on}; the CPU budget) that do not name it; () for None."""
     return tuple(name for name, on in (costly_on or {}).items() if classifier not in on)
 
 
 def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, images, settings, seed=0,
                      numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500,
                      classifiers=None, costly_on=None):
-    """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action.
+    """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action:
+    {numerics: {key: array}}: docs/outputs.md's keys without the seed axis, except the trained controls'.
 
     model: the trained CNN (logits, input shift 0.5); fit_images [n, 3, 32, 32]: the pi images; x [N, 3, 32, 32] in
-    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). The group is
-    fitted per numerics on a copy of the model (fit_and_measure); the shared-trunk control, the interpolated
-    permutation of the same scale (members from derive_seed(seed, 'members', 'perm_interp', 'suite')), uses neither
-    g nor pi, so it is evaluated once and saved with both numerics. classifiers: the part of the seed's work to do
-    ('original', 'perm_interp', 'group_<numerics>'; None: all), so that worker processes can share a seed
-    (join_sweeps joins the parts). costly_on: skipped_attacks.
-
-    Returns {numerics: {key: array}}, the keys of docs/outputs.md without the seed axis: radii [R], suite_images,
-    the SUITE_SETTINGS; summarise()'s arrays as <key>_<c> per c in CLASSIFIERS; COMPARISONS as
-    <name>_diff/_gained/_lost/_p [R]; symmetry_error, symmetry_error_fitted; heldout_<key>_<m> per ensemble m.
+    [0, 1], y [N]: the evaluation images (the suite runs on the first `images`; agreement uses all N). classifiers:
+    the part of the seed's work to do ('original', 'perm_interp', 'group_<numerics>'; None: all), so that worker
+    processes can share a seed (join_sweeps joins the parts). costly_on: skipped_attacks.
     """
     _check_settings(settings)
     wanted = set(classifiers or ["original", "perm_interp"] + [f"group_{name}" for name in numerics])
@@ -331,8 +304,7 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
 
 
 def join_sweeps(parts):
-    """One seed's robustness_sweep parts (each {numerics: {key: array}}) joined into one, with the paired
-    comparisons (COMPARISONS) computed on the joined classifiers."""
+    """One seed's robustness_sweep parts joined into one, with the paired COMPARISONS."""
     out = {name: {k: v for part in parts for k, v in part[name].items()} for name in parts[0]}
     for data in out.values():
         for comparison, (a, b) in COMPARISONS.items():
@@ -342,8 +314,7 @@ def join_sweeps(parts):
 
 def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, eval_features, costly_on=None,
                        classifier=None):
-    """The suite and the held-out agreement of one ensemble of `model` (members drawn from derive_seed(seed,
-    'members', mode, 'suite')): {key_<mode>: array}. classifier: its name in costly_on (default: mode)."""
+    """The suite and held-out agreement of an ensemble: {key_<mode>: array}. classifier: its name in costly_on."""
     members = torch.Generator().manual_seed(derive_seed(context.seed, "members", mode, "suite"))
     target = EnsembleMeanProbability(model, mode, members)
     suite = run_suite(target, x, y, radii, context, attacks, batch_size,
@@ -357,12 +328,8 @@ def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, e
 def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTACKS, batch_size=500,
                   which=TRAINED_CONTROLS, costly_on=None):
     """The trained controls under the same suite, once for all seeds: the independent CNN (controls[0]) and the deep
-    ensemble (DeepEnsemble of all controls), on the same first `images` evaluation images; which: the subset to
-    evaluate (two calls can share the work); costly_on: skipped_attacks.
-
-    controls: [K >= 2] corrected-protocol CNNs trained from their own seeds (none of the originals'); their transfer
-    attack is PGD on controls[0]; seed: the seed of their attacks' draws. x [N, 3, 32, 32] in [0, 1], y [N].
-    Returns {radii [R], key_independent, key_deep: summarise()'s arrays, deep_members: K, member_clean_acc_deep [K]}."""
+    ensemble of all K >= 2 controls, on the first `images` of x [N, 3, 32, 32], y [N]. which: the subset to evaluate
+    (two calls can share the work). Returns the controls' arrays of docs/outputs.md without the seed axis."""
     _check_settings(settings)
     if len(controls) < 2:
         raise ValueError(f"the deep ensemble needs at least 2 trained controls, not {len(controls)}")
@@ -381,15 +348,11 @@ def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTA
     return out
 
 
-SHARED = ("radii", "suite_images", "group_scale", "num_g") + SUITE_SETTINGS
-
-
 def robustness_figure_data(results, seeds, controls, control_seeds, numerics):
-    """The npz arrays of one numerics from the per-seed robustness_sweep results and the one control_sweep result
-    (controls): every array gets a leading seed axis [S, ...] except SHARED (the controls' arrays are repeated per
-    seed, so that every classifier reads alike); plus seeds [S], control_seeds [K], and the paired comparisons of the
-    group with the trained controls, group_vs_<independent|deep>_<diff|gained|lost|p> [S, R]."""
-    data = stack_seeds([dict(r[numerics], **controls) for r in results], shared=SHARED)
+    """The npz arrays of one numerics (docs/outputs.md) from the per-seed robustness_sweep results and the one
+    control_sweep result, whose arrays are repeated per seed so that every classifier reads alike."""
+    shared = ("radii", "suite_images", "group_scale", "num_g") + SUITE_SETTINGS
+    data = stack_seeds([dict(r[numerics], **controls) for r in results], shared=shared)
     data.update(seeds=np.asarray(seeds), control_seeds=np.asarray(control_seeds))
     per_seed = [{} for _ in seeds]
     for k, c in ((k, c) for k in range(len(seeds)) for c in TRAINED_CONTROLS):

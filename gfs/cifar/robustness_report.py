@@ -1,5 +1,4 @@
-"""The standard robustness evaluation (robustness.py) as text and figure: robustness_table (robust accuracy, paired
-differences, the convergence table (suite_checks.convergence_rows), the sanity checks), plot_robustness."""
+"""The standard robustness evaluation (robustness.py) as text (robustness_table) and figure (plot_robustness)."""
 import numpy as np
 
 from gfs.cifar.suite_checks import attacks_run, convergence_rows
@@ -20,8 +19,9 @@ def robustness_table(data, attacks=ATTACKS):
     radii = [f"{r * 255:g}/255" for r in data["radii"]]
     rows = ["robust accuracy (right under every attack), mean ± std over seeds [min, max]"]
     for c in ALL_CLASSIFIERS:
-        rows.append(f"  {CLASSIFIER_LABELS[c]:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'robust_acc_{c}'][:, r], '{:.3f}')}"
-                                                                for r, radius in enumerate(radii)))
+        cells = [f"{radius}: {seed_spread_text(data[f'robust_acc_{c}'][:, r], '{:.3f}')}"
+                 for r, radius in enumerate(radii)]
+        rows.append(f"  {CLASSIFIER_LABELS[c]:<36}" + "  ".join(cells))
     rows.append("paired differences of the robust outcomes (a - b), McNemar p (largest over seeds)")
     for name in tuple(COMPARISONS) + tuple(f"group_vs_{c}" for c in TRAINED_CONTROLS):
         rows.append(f"  {name:<36}" + "  ".join(f"{radius}: {seed_spread_text(data[f'{name}_diff'][:, r])} "
@@ -41,10 +41,9 @@ STYLES = {"original": "o-", "group": "s-", "perm_interp": "^--", "independent": 
 
 
 def plot_robustness(data, title=None, attacks=ATTACKS):
-    """One numerics: (a) robust accuracy against the radius for every classifier; (b) the group ensemble's accuracy
-    through the cascade (after each attack) and after doubling; (c) Square's accuracy against its queries (group and
-    original, per radius); (d) the differences group - each. Mean over seeds, band min-max.
-    data: robustness_figure_data's arrays. Returns the figure."""
+    """The figure of robustness_figure_data's arrays (one numerics): robust accuracy against the radius, the group
+    ensemble through the cascade, Square against its queries, the differences group - each; mean over seeds, band
+    min-max."""
     import matplotlib.pyplot as plt
     from gfs.cifar.paper_protocol import mean_band
     axis = np.asarray(data["radii"]) * 255

@@ -1,9 +1,6 @@
-"""The checks of the standard robustness evaluation (robustness.py; docs/cifar.md, "Sanity checks" and
-"Convergence", gives their reasons): every attack alone on the audit images (the first settings['audit_images']:
-alone_accuracy), the sanity checks built from them (sanity_check_names) with a slack derived from the number of
-audit images (sanity_slack), and the convergence check (converged: the strongest white-box attack, its iterations
-and restarts doubled, breaks at most CONVERGENCE_TOLERANCE of the audit images). Torch-free: the report reads the
-saved checks with failed_checks and convergence_rows.
+"""The checks of the standard robustness evaluation (robustness.py): the sanity checks, built from every attack
+alone on the audit images, and the convergence check; docs/cifar.md ("Sanity checks", "Convergence") gives their
+reasons. Torch-free: the report reads the saved checks with failed_checks and convergence_rows.
 """
 import numpy as np
 
@@ -20,9 +17,8 @@ def sanity_slack(a, b, n):
 
 
 def alone_accuracy(clean, correct, audit):
-    """[A, R]: the accuracy on the audit images (the first `audit`) under each attack alone. clean [N], correct
-    [A, R, N] (True where an attack did not run, so only attacks that ran on every audit image right on clean data
-    are standalone accuracies: robustness.Attack.runs_on says which)."""
+    """[A, R]: the accuracy on the first `audit` images under each attack alone. clean [N], correct [A, R, N] (True
+    where an attack did not run, so only attacks that ran on every audit image are standalone: Attack.runs_on)."""
     return (clean[:audit] & correct[:, :, :audit]).mean(axis=-1)
 
 
@@ -39,12 +35,10 @@ def sanity_check_names(attacks):
 
 
 def sanity_checks(alone, robust, names, audit, skipped=()):
-    """{check name: ok [R] bool} for one classifier.
-
-    alone: {attack name: standalone accuracy [R] on the audit images} of the attacks that ran alone there; robust:
-    robust accuracy [R]; names: the expected suite's sanity_check_names (SANITY_CHECKS); audit: the number of audit
-    images (the n of the slack); skipped: the attacks left out on purpose (robustness.run_suite's skip), whose checks
-    pass. Any other attack the names mention that is absent fails 'complete' and its own checks."""
+    """{check name: ok [R] bool} for one classifier. alone: {attack name: standalone accuracy [R] on the audit
+    images}; robust: robust accuracy [R]; names: SANITY_CHECKS; audit: the number of audit images; skipped: the
+    attacks left out on purpose, whose checks pass. Any other attack of the names that is absent fails 'complete'
+    and its own checks."""
     radii = len(robust)
     expected = {n.rsplit("_vs_", 1)[0] for n in names if "_vs_" in n} - set(skipped) | {"fgsm", "transfer"}
     out = {}
@@ -69,9 +63,8 @@ def converged(doubled_broken, audit, tolerance=CONVERGENCE_TOLERANCE):
 
 
 def failed_checks(data, classifiers, check_texts):
-    """The violated sanity checks of a figure's arrays, one line each ('seed 0, group, radius 2/255: ... fails');
-    [] if none. data: the arrays (sanity_<c> [S, K, R], radii, seeds); classifiers: those to read (absent ones are
-    skipped); check_texts: each check's text, in the saved order (robustness.SANITY_CHECKS or the .json's)."""
+    """The violated sanity checks of a figure's arrays (sanity_<c> [S, K, R], radii, seeds), one line each ('seed 0,
+    group, radius 2/255: ... fails'); [] if none. check_texts: each check's text, in the saved order."""
     texts, lines = list(check_texts), []
     for c in (c for c in classifiers if f"sanity_{c}" in data):
         sanity = np.asarray(data[f"sanity_{c}"]).reshape(-1, len(texts), len(data["radii"]))  # [S, K, R]
@@ -87,16 +80,12 @@ def attacks_run(data, c, attacks):
 
 
 def convergence_rows(data, attack_labels, classifiers, labels, alone=False):
-    """The convergence table of a figure's arrays (torch-free: the report builds it from the saved suite description):
-    per classifier and radius, [classifier, radius, robust accuracy after each attack (cumulative, mean over seeds;
-    'not run' for an attack left out on it) ..., audit-image robust accuracy before -> after doubling the strongest
-    attack (its name), and 'not converged' where doubling broke more than CONVERGENCE_TOLERANCE of the audit images
-    in some seed]. attack_labels: the suite's attacks in order; classifiers: their keys; labels: {key: label};
-    alone: each cell also gives the attack's standalone accuracy on the audit images in brackets."""
+    """The convergence table of a figure's arrays, per classifier and radius: [classifier, radius, robust accuracy
+    after each attack (mean over seeds; 'not run' where left out) ..., audit-image robust accuracy before -> after
+    doubling the strongest attack, 'not converged' if that failed in some seed]. labels: {classifier: label}; alone:
+    each cell also gives the attack's standalone accuracy in brackets."""
     rows = []
-    for c in classifiers:
-        if f"converged_{c}" not in data:
-            continue
+    for c in (c for c in classifiers if f"converged_{c}" in data):
         cumulative = np.asarray(data[f"cumulative_acc_{c}"]).reshape(-1, len(attack_labels), len(data["radii"]))
         run = attacks_run(data, c, len(attack_labels))
         standalone = np.mean(np.reshape(data[f"alone_acc_{c}"], cumulative.shape), axis=0) if alone else None
