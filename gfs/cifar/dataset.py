@@ -312,6 +312,7 @@ def fig11(kind, hidden, num_g, group_scale, numerics="paper"):
 
 
 def weights_name(figure, seed, protocol=None):
-    """The trained CNN of a seed: figure "Fig. 10", or "Fig. 11" with its protocol ('paper', 'corrected')."""
-    stem = {"Fig. 10": "fig10", "Fig. 11": "fig11"}[figure] + (f"_{protocol}" if protocol else "")
-    return f"{WEIGHTS}/{stem}_seed{int(seed)}"
+    """The trained CNN of a seed, in its figure's folder: figure "Fig. 10", or "Fig. 11" with its protocol ('paper',
+    'corrected')."""
+    folder = {"Fig. 10": "fig10", "Fig. 11": "fig11"}[figure]
+    return f"{WEIGHTS}/{folder}/" + (f"{protocol}_" if protocol else "") + f"seed{int(seed)}"
