@@ -78,12 +78,8 @@ def _to_json(value):
         return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, (np.ndarray, np.integer, np.floating)):
+        return value.tolist()  # plain Python numbers and lists
     return value
 
 
@@ -99,12 +95,10 @@ def settings_digest(settings):
 
 
 def save_figure(fig, out_dir, name, data, settings, script=None):
-    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json, as a set:
-    all four are written in full under temporary names beside their destination, then renamed, the .json
-    last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous set or the new one.
-    The .json also records `name` (it may contain a sub-folder, e.g. 'Q-dynamics/x'), the `script` (if given),
-    the .npz's SHA-256 and settings_digest, which load_figure_data checks. Returns [.npz, .json, .pdf, .png].
-    """
+    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json, as a set: each written
+    in full under a temporary name, then renamed, the .json last and with Ctrl-C/SIGTERM held back (docs/outputs.md).
+    The .json also records `name` (e.g. 'Q-dynamics/x'), the `script` (if given), the .npz's SHA-256 and
+    settings_digest, which load_figure_data checks. Returns [.npz, .json, .pdf, .png]."""
     import matplotlib.pyplot as plt
     stem = os.path.join(out_dir, name)
     folder = os.path.dirname(stem) or "."
@@ -180,12 +174,9 @@ class SavedArrays(dict):
 
 
 def load_figure_data(out_dir, name, script=None, again="re-run without --plot-only"):
-    """Load the (data, settings) that save_figure saved as DIR/name.npz/.json, trusting neither:
-    the .json must be readable, unedited since it was saved (its settings' SHA-256), and name this
-    figure (and `script`, if given); the .npz must be the one it describes (same SHA-256), readable,
-    and hold the seeds the .json names. UsageError (one line, ending with `again`) otherwise.
-    Returns data (SavedArrays) and settings.
-    """
+    """(data: SavedArrays, settings) that save_figure saved as DIR/name.npz/.json, trusting neither: the .json must be
+    readable, unedited (settings_digest) and name this figure (and `script`, if given); the .npz must be the one it
+    describes (same SHA-256), readable, and hold the seeds it names. UsageError (one line, ending with `again`)."""
     stem = os.path.join(out_dir, name)
     if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
         raise UsageError(f"no saved data at {stem}.npz/.json; run without --plot-only first")
@@ -216,19 +207,16 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
         raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
     seeds = np.ravel(data["seeds"]).tolist() if "seeds" in data else None
     if isinstance(settings.get("seeds"), list) and seeds is not None and seeds != np.ravel(settings["seeds"]).tolist():
-        raise UsageError(f"{stem}.npz holds seeds {seeds}, its .json names "
-                         f"{settings['seeds']}; {again}")
+        raise UsageError(f"{stem}.npz holds seeds {seeds}, its .json names {settings['seeds']}; {again}")
     return data, settings
 
 
 def hold_output_dir(folder, holder):
-    """Hold `folder` for this process as `holder` (a script's or a notebook's name) until it ends;
-    UsageError (one line) if a live process already holds it as the same holder: two runs of one
-    script into one folder would overwrite each other's files (different scripts may share one).
+    """Hold `folder` for this process as `holder` (a script's or a notebook's name) until it ends; UsageError if a live
+    process holds it as the same holder: two runs of one script into one folder would overwrite each other's files.
 
-    The hold is a file in the system's temporary folder (never in the output folder, which may be
-    the committed figures/) named after the folder's real path, holding the pid; it is removed at
-    exit or by a signal (TEMPORARIES), and one whose process is gone (SIGKILL) is taken over.
+    The hold is a file holding the pid, in the system's temporary folder (never in the output folder, which may be the
+    committed figures/), removed at exit or by a signal (TEMPORARIES); one whose process is gone is taken over.
     Returns its path (None without a writable temporary folder).
     """
     real = os.path.realpath(folder)
