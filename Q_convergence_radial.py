@@ -28,28 +28,22 @@ def make_parser():
 
 
 def svd_aligned_init(scale, seed=0):
-    """U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar 'diagonal', drawn after seed_of(seed).
-
-    Because mean = std = scale, the draws at different scales are multiples of one draw, so
-    all four networks compute the same function (scale symmetry) and differ only in Q.
-    Returns U [M, HIDDEN], V [N, HIDDEN], Q of the initialisation (float).
-    """
+    """(U [M, HIDDEN], V [N, HIDDEN], Q0: float): U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar
+    'diagonal', drawn after seed_of(seed). With mean = std = scale the draws at different scales are multiples of
+    one draw, so all four networks compute the same function (scale symmetry) and differ only in Q."""
     import torch
 
     from models import paper_normal, paper_target, radial_Q, seed_of
     Y = paper_target(M, N)
     phi, _, psi_h = torch.linalg.svd(Y)
-    U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale, seed=seed_of(seed))
-    V_bar = paper_normal(N, HIDDEN, std=scale, mean=scale, seed=seed_of(seed))
-    U_bar = U_bar * torch.eye(M, HIDDEN)   # keep only the (i, i) entries
-    V_bar = V_bar * torch.eye(N, HIDDEN)
+    U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale, seed=seed_of(seed)) * torch.eye(M, HIDDEN)  # (i, i) only
+    V_bar = paper_normal(N, HIDDEN, std=scale, mean=scale, seed=seed_of(seed)) * torch.eye(N, HIDDEN)
     Q0 = float(radial_Q(U_bar.double(), V_bar.double()))
     return phi @ U_bar, psi_h.T @ V_bar, Q0
 
 
 def train(*, steps, device, dtype, seeds=1, progress=no_progress):
-    """Train the four initialisations of every seed (seed 0 as a batch of its own). Returns the figure's data:
-    seed 0's curves, loss and Q [4, T]; per run of every seed [S, 4]: Q0, steps_to_converge, initial_output, ..."""
+    """Train the four initialisations of every seed. Returns the figure's data (docs/outputs.md lists the keys)."""
     import torch
 
     from models import paper_target, radial_output

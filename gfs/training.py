@@ -83,14 +83,12 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     step_scale = (lr * (2.0 / (m * n))).reshape(runs, 1, 1)
     norm_Y = float(torch.linalg.norm(Y.double()))
 
-    # Every buffer is preallocated and every transposed view made once: at these sizes a step
-    # costs a few microseconds of dispatch per op, so the loop does nothing but the ops.
+    # Every buffer preallocated, every transposed view made once: a step costs microseconds of dispatch per op.
     shared_lr = bool((lr == lr[0]).all())
     scale = float(step_scale.flatten()[0]) if shared_lr else 1.0
     G = E if shared_lr else torch.empty_like(E)                    # lr-scaled dL/d output
     A = V if act is not None and act.sigma is identity else torch.empty_like(V)  # hidden activations
-    grad_A = torch.empty_like(V)
-    grad_U = torch.empty_like(U)
+    grad_A, grad_U = torch.empty_like(V), torch.empty_like(U)
     A_t, G_t = A.transpose(1, 2), G.transpose(1, 2)
     if act is None:
         work = torch.empty_like(V)
@@ -127,8 +125,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             grad_A.div_(sq_norm).addcmul_(dot, A, value=-2.0)
             V.sub_(grad_A, alpha=scale)
 
-    # A record is one copy of the state (E, U, V) into a slot of a preallocated buffer, with no
-    # host sync; loss and Q are computed a chunk of records at a time.
+    # A record is one copy of the state (E, U, V) into a preallocated slot (no host sync); loss and Q come in chunks.
     n_rec = len(record_steps)
     chunk = max(1, min(n_rec, RECORD_CHUNK_ELEMENTS // state.numel()))
     saved = torch.empty(chunk, state.numel(), dtype=dtype, device=device)
@@ -136,8 +133,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     saved_E, saved_U, saved_V = [saved[:, start:start + size].unflatten(1, shape)
                                  for start, size, shape in zip(starts, sizes, shapes)]
     U64, V64 = saved_U.double(), saved_V.double()  # where Q is computed, float64 for every dtype
-    loss_np = np.full((runs, n_rec), np.nan)
-    q_np = np.full((runs, n_rec), np.nan)
+    loss_np, q_np = np.full((runs, n_rec), np.nan), np.full((runs, n_rec), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
     reached = np.zeros(runs, dtype=bool)  # a loss below stop_below was recorded
 
