@@ -86,8 +86,7 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     Y = paper_target(M, N)
     eigenvalues = np.full(result["finite"].shape + ((M + N) * HIDDEN,), np.nan)
     for s, r in zip(*np.nonzero(result["finite"])):
-        H = squared_loss_hessian(torch.from_numpy(result["U"][s, r]), torch.from_numpy(result["V"][s, r]), Y,
-                                 activation)
+        H = squared_loss_hessian(result["U"][s, r], result["V"][s, r], Y, activation)  # float64 numpy weights
         eigenvalues[s, r] = torch.linalg.eigvalsh(H).numpy()
     Q0 = conserved_Q(U0.double(), V0.double(), activation).numpy()
     return {
@@ -141,26 +140,20 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
                                                        inputs)),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"], "activation": np.array(activation),
     }
-    return [same, per_neuron_data(U_min, V_min, activation, masked, inputs, result)]
-
-
-def per_neuron_data(U, V, activation, masked, inputs, result):
-    """The per-neuron figure's data [S, R, 2, 5] (seed, minimum, orbit, point): the minima U [S, R, m, k],
-    V [S, R, n, k] moved along their per-neuron orbits; NaN for a minimum whose run diverged."""
-    from gfs import per_neuron
-    from gfs.training import gauss_newton_eigenvalues
-    U_pn, V_pn, lambdas = per_neuron.per_neuron_orbits(U, V, activation)  # [S, R, P, ...]
+    # The per-neuron figure: the minima moved along their per-neuron orbits, [S, R, 2, 5] (seed, minimum, orbit, point)
+    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U_min, V_min, activation)  # [S, R, P, ...]
     orbit = lambda moved, itself: masked(per_neuron.with_original(moved, itself, 2))  # noqa: E731
-    return {
+    data = {
         "orbit_steps": np.array(per_neuron.ORBIT_STEPS), "activation": np.array(activation),
-        "init_std": np.array(INIT_STDS), "lambdas": orbit(lambdas, np.ones(U.shape[:-2] + (HIDDEN,))),
-        "Q_neurons": orbit(per_neuron.neuron_Q(U_pn, V_pn, activation), per_neuron.neuron_Q(U, V, activation)),
-        **per_neuron.orbit_statistics(U_pn, V_pn, U, V, activation, orbit),
+        "init_std": np.array(INIT_STDS), "lambdas": orbit(lambdas_pn, np.ones(U_min.shape[:-2] + (HIDDEN,))),
+        "Q_neurons": orbit(per_neuron.neuron_Q(U_pn, V_pn, activation), per_neuron.neuron_Q(U_min, V_min, activation)),
+        **per_neuron.orbit_statistics(U_pn, V_pn, U_min, V_min, activation, orbit),
         "largest_eigenvalue": orbit(gauss_newton_eigenvalues(U_pn, V_pn, activation)[..., -1],
-                                    gauss_newton_eigenvalues(U, V, activation)[..., -1]),
-        **per_neuron.orbit_gaps(U_pn, V_pn, U, V, activation, inputs, orbit),
+                                    gauss_newton_eigenvalues(U_min, V_min, activation)[..., -1]),
+        **per_neuron.orbit_gaps(U_pn, V_pn, U_min, V_min, activation, inputs, orbit),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
     }
+    return [same, data]
 
 
 def plot(data):

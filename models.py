@@ -51,17 +51,10 @@ def paper_init(m, n, k, stds, seeds=1):
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise activation sigma and what the package derives from it (docs/conserved_quantities.md,
-    "Adding an activation").
-
-    backward(grad_A, A, V): dL/dV from grad_A = dL/dA, given A = sigma(V) (the trainer's closed-form backward).
-    F(x): int_0^x sigma(t) / sigma'(t) dt, elementwise and differentiable; Q = 1/2 |U|^2 - sum_{j,a} F(V_ja).
-    inverse(y): sigma^-1 on sigma_range, the open interval (low, high) of sigma's values (move_along_symmetry).
-    expected_F(var): E[F(v)] for v ~ N(0, var) in closed form; None if there is none.
-    paper_scale, paper_constant: the paper code's Q is paper_scale * Q - paper_constant * (entries of V);
-        1 and 0 for activations the paper does not have.
-    sigma_takes_out: sigma also accepts out= (saves the trainer an allocation per step).
-    """
+    """An elementwise activation sigma and what the package derives from it (each field: docs/conserved_quantities.md,
+    "Adding an activation"). backward(grad_A, A, V) -> dL/dV, given grad_A = dL/dA and A = sigma(V);
+    F(x) = int_0^x sigma(t) / sigma'(t) dt, elementwise, differentiable; inverse: sigma^-1 on sigma_range (low, high);
+    the paper code's Q is paper_scale * (1/2 |U|^2 - sum F(V)) - paper_constant * (entries of V)."""
     name: str
     sigma: Callable
     backward: Callable

@@ -225,10 +225,9 @@ def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, rest_stop_below=No
                                         progress=progress, stop_below=rest_stop_below, **kwargs))
         if progress is not None:
             progress.update(steps - results[-1]["trained_steps"])  # a stopped batch: fill the bar
-    merged = {"steps": results[0]["steps"], "trained_steps": [r["trained_steps"] for r in results]}
-    for key in ("loss", "Q", "U", "V", "diverged_at"):
-        merged[key] = np.concatenate([r[key] for r in results]).reshape(seeds, runs, *results[0][key].shape[1:])
-    return merged
+    per_run = {key: np.concatenate([r[key] for r in results]).reshape(seeds, runs, *results[0][key].shape[1:])
+               for key in ("loss", "Q", "U", "V", "diverged_at")}
+    return {"steps": results[0]["steps"], "trained_steps": [r["trained_steps"] for r in results], **per_run}
 
 
 def first_step_below(steps, loss, threshold):

@@ -165,8 +165,7 @@ def parse_figure_args(parser, argv=None):
 
 
 def resolve_device(name="auto"):
-    """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device;
-    UsageError for cuda without a GPU."""
+    """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device; UsageError for a GPU not there."""
     import torch
     if isinstance(name, torch.device):
         name = str(name)

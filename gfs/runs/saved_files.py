@@ -104,13 +104,12 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
     folder = os.path.dirname(stem) or "."
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temporaries(folder)
-    arrays = {key: np.asarray(value) for key, value in data.items()}
     temporary = {}
     try:
         for extension in (".npz", ".pdf", ".png", ".json"):
             temporary[extension] = _temporary_file(folder, extension)
         with open(temporary[".npz"], "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **{key: np.asarray(value) for key, value in data.items()})
         # Fixed metadata keep the PDF and PNG byte-identical across runs.
         fig.savefig(temporary[".pdf"], format="pdf", bbox_inches="tight",
                     metadata={"CreationDate": None, "Creator": None})
@@ -135,8 +134,7 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
 
 
 def write_atomic(path, content):
-    """Write content (str or bytes) to path complete or not at all, with the usual permissions (0666 less the
-    umask)."""
+    """Write content (str or bytes) to path complete or not at all, with the usual permissions (0666 less the umask)."""
     tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}@{_HOST}-{os.path.basename(path)}")
     try:
         mode = "wb" if isinstance(content, bytes) else "w"
@@ -153,9 +151,8 @@ def png_preview(fig, max_width_px=1200, max_dpi=100):
     """The figure as PNG bytes at screen resolution (at most `max_width_px` wide): what a notebook
     shows inline, so that a committed notebook stays small; the saved .png (150 dpi) is for print."""
     import io
-    width_inches = fig.get_size_inches()[0]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=min(max_dpi, max_width_px / width_inches), bbox_inches="tight",
+    fig.savefig(buffer, format="png", dpi=min(max_dpi, max_width_px / fig.get_size_inches()[0]), bbox_inches="tight",
                 metadata={"Software": None})
     return buffer.getvalue()
 
@@ -221,8 +218,7 @@ def hold_output_dir(folder, holder):
     """
     real = os.path.realpath(folder)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", holder)
-    path = os.path.join(tempfile.gettempdir(),
-                        f"gfs-running-{hashlib.sha256(real.encode()).hexdigest()[:16]}-{name}")
+    path = os.path.join(tempfile.gettempdir(), f"gfs-running-{hashlib.sha256(real.encode()).hexdigest()[:16]}-{name}")
     for _ in range(2):  # the second try after removing a hold whose process is gone
         try:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
