@@ -107,7 +107,6 @@ def plot(data):
 
 
 def make_jobs(args):
-    """One job per activation, longest first."""
     from gfs import per_neuron
     from models import SEED_RULE
     return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),

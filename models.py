@@ -166,10 +166,8 @@ def _check_convention(convention):
 
 def conserved_Q(U, V, activation, convention="paper"):
     """Conserved quantity of gradient flow for the elementwise net.  U: [..., m, k], V: [..., n, k] -> [...].
-
     "zero": paper_scale * (1/2 |U|^2 - sum_{j,a} F(V_ja)), 0 at U = 0, V = 0 for every activation; "paper": that
-    minus paper_constant * n k, what the paper's code computes and its legends show.
-    """
+    minus paper_constant * n k, what the paper's code computes and its legends show."""
     _check_convention(convention)
     act = get_activation(activation)
     Q = act.paper_scale * (0.5 * U.square().sum(dim=(-1, -2)) - act.F(V).sum(dim=(-1, -2)))
@@ -177,12 +175,9 @@ def conserved_Q(U, V, activation, convention="paper"):
 
 
 def q_normaliser(U, V, activation, convention="paper"):
-    """N_0, the size that Fig. 3 divides Q by.  -> [...].
-
-    "paper": the paper code's 'sum' analogue of Q, paper_scale * (1/2 |U|^2 + sum F(V)) + paper_constant * n k;
-    "zero": paper_scale * (1/2 |U|^2 + sum |F(V)|), the size of Q's terms entry by entry (|Q| <= N_0; why not
-    |sum F|: docs/conserved_quantities.md).
-    """
+    """N_0, the size that Fig. 3 divides Q by.  -> [...]. "paper": the paper code's 'sum' analogue of Q,
+    paper_scale * (1/2 |U|^2 + sum F(V)) + paper_constant * n k; "zero": paper_scale * (1/2 |U|^2 + sum |F(V)|), the
+    size of Q's terms entry by entry (|Q| <= N_0; why not |sum F|: docs/conserved_quantities.md)."""
     _check_convention(convention)
     act = get_activation(activation)
     F = act.F(V)
@@ -204,12 +199,9 @@ def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
 
 def move_along_symmetry(U, V, activation, lambdas):
     """(U', V'), another point with the same network function and another Q: per hidden neuron a,
-    U[:, a] -> U[:, a] / lambda_a and V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])).
-
-    U: [..., m, k], V: [..., n, k], lambdas: [k] or [..., k] (nonzero). Entries where lambda_a sigma(v) equals
-    sigma(v) stay as they are (lambda_a = 1, ReLU's non-positive entries). ValueError if lambda_a sigma(V[j, a])
-    leaves sigma's range.
-    """
+    U[:, a] -> U[:, a] / lambda_a and V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])). U: [..., m, k], V: [..., n, k],
+    lambdas: [k] or [..., k], nonzero. Entries where lambda_a sigma(v) equals sigma(v) stay as they are (lambda_a = 1,
+    ReLU's non-positive entries). ValueError if lambda_a sigma(V[j, a]) leaves sigma's range."""
     act = get_activation(activation)
     lambdas = torch.as_tensor(lambdas, dtype=V.dtype, device=V.device)
     if not bool(torch.isfinite(lambdas).all()) or bool((lambdas == 0).any()):

@@ -39,9 +39,8 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
 
     U: [R, m, k], V: [R, n, k] initial weights (not modified); Y: [m, n]; lr: float or [R]; steps: GD updates.
     model: "elementwise" (U sigma(V^T), sigma from `activation`, a name in ACTIVATIONS or an Activation) or "radial".
-    record_steps: sorted update counts at which to record (default: record_schedule).
+    record_steps: sorted update counts at which to record (default: record_schedule); progress: tqdm-like, or None.
     loss_kind: what "loss" records: "frobenius" |Y - out|_F, "squared" |Y - out|_F^2, "mse_over_normY" MSE / |Y|_F.
-    progress: an optional tqdm-like object; its update(n) gets the steps done.
     stop_below: stop once every run has recorded a loss below this (or diverged), for step counts to a loss; once at
         most COMPACT_WHEN of the batch is still training, the rest continue alone (compact_and_continue). A run that
         stopped keeps the weights it had then, and NaN records.
@@ -68,8 +67,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     run_ids = np.arange(runs) if run_ids is None else np.asarray(run_ids)
     initial_lr = lr
     dtype, device = U.dtype, U.device
-    # The residual E = output - Y and the weights U, V are contiguous blocks of one buffer (each
-    # 64-byte aligned, as a tensor of its own would be), so that a record is one copy.
+    # E = output - Y, U and V are blocks of one buffer (64-byte aligned like separate tensors), so a record is one copy.
     shapes = [(runs, m, n), tuple(U.shape), tuple(V.shape)]
     sizes = [math.prod(shape) for shape in shapes]
     starts = np.cumsum([0] + [-(-size // 16) * 16 for size in sizes])

@@ -292,7 +292,6 @@ def steps_per_activation(args, paper_steps, quick_steps):
 
 def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, trains=True):
     """Parse the shared flags, then train (or, with --plot-only, load) and save every figure, in up to --jobs workers.
-
     make_jobs(args) -> [Job], longest first; train(**job.kwargs, progress=...) -> the figure's data (dict of numpy
     arrays), progress(total, description, unit="step") making a tqdm-like bar; plot(data) -> a matplotlib figure;
     summary_line(job.name, data) -> the line printed after saving. Each figure's settings also get run_metadata, the
