@@ -217,7 +217,7 @@ def make_jobs(args):
                 "move": "U[:, a] / lambda, V[:, a] -> sigma^-1(lambda sigma(V[:, a])), one lambda for all neurons",
                 "Q0_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q0: the paper code's"},
                 also=((figure_name(a, "per_neuron"), {"figure": "Fig. 6, per-neuron orbits (not in the paper)", **orbit,
-                                                  **per_neuron.SETTINGS, "orbit_steps": list(PER_NEURON_STEPS)}),)))
+                                                      **per_neuron.SETTINGS, "orbit_steps": list(PER_NEURON_STEPS)}),)))
         jobs.append(Job(figure_name(a), kwargs, {
             "figure": "Fig. 6", **common, "init_stds": INIT_STDS, "steps": steps,
             "plotted": "seed 0 (loss, Q, labels, final_loss [R]); per-run numbers [seed, run] for every seed "

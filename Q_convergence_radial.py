@@ -54,8 +54,7 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
     Y = paper_target(M, N)
     with progress(seeds_progress_total(steps, seeds), "Fig. 7 radial") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                        LEARNING_RATE, steps, progress=bar, model="radial",
-                                        loss_kind="mse_over_normY")
+                                        LEARNING_RATE, steps, progress=bar, model="radial", loss_kind="mse_over_normY")
     Q0 = np.array([[q for _, _, q in seed] for seed in inits])
     return {
         "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0], "Q0": Q0,

@@ -132,8 +132,7 @@ ACTIVATIONS = {a.name: a for a in [
                F=lambda x: torch.where(x > 0, x.square() / 2, x + torch.expm1(-x)),
                inverse=lambda y: torch.where(y > 0, y, torch.log1p(y)), sigma_range=(-1.0, math.inf),
                expected_F=_elu_expected_F),
-    Activation("softplus", sigma=torch.nn.functional.softplus,
-               backward=lambda grad_A, A, V: grad_A * torch.sigmoid(V),
+    Activation("softplus", sigma=torch.nn.functional.softplus, backward=lambda grad_A, A, V: grad_A * torch.sigmoid(V),
                F=integral_from_zero(lambda x: torch.nn.functional.softplus(x) / torch.sigmoid(x)),
                inverse=lambda y: torch.log(torch.expm1(y)), sigma_range=(0.0, math.inf)),
 ]}

@@ -39,7 +39,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
 
     U: [R, m, k], V: [R, n, k] initial weights (not modified); Y: [m, n]; lr: float or [R]; steps: GD updates.
     model: "elementwise" (U sigma(V^T), sigma from `activation`, a name in ACTIVATIONS or an Activation) or "radial".
-    record_steps: sorted update counts at which to record (default: record_schedule); progress: tqdm-like, or None.
+    record_steps: sorted update counts at which to record (default: record_schedule); progress: None or a tqdm-like bar.
     loss_kind: what "loss" records: "frobenius" |Y - out|_F, "squared" |Y - out|_F^2, "mse_over_normY" MSE / |Y|_F.
     stop_below: stop once every run has recorded a loss below this (or diverged), for step counts to a loss; once at
         most COMPACT_WHEN of the batch is still training, the rest continue alone (compact_and_continue). A run that

@@ -210,11 +210,12 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
 
 def hold_output_dir(folder, holder):
     """Hold `folder` for this process as `holder` (a script's or a notebook's name) until it ends; UsageError if a live
-    process holds it as the same holder: two runs of one script into one folder would overwrite each other's files.
+    process holds it as the same holder: two runs of one script into one folder would overwrite each other's files
+    (different scripts may share one).
 
-    The hold is a file holding the pid, in the system's temporary folder (never in the output folder, which may be the
-    committed figures/), removed at exit or by a signal (TEMPORARIES); one whose process is gone is taken over.
-    Returns its path (None without a writable temporary folder).
+    The hold, named after the folder's real path and holding the pid, is a file in the system's temporary folder (never
+    in the output folder, which may be the committed figures/), removed at exit or by a signal (TEMPORARIES); one whose
+    process is gone is taken over. Returns its path (None without a writable temporary folder).
     """
     real = os.path.realpath(folder)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", holder)
