@@ -162,10 +162,8 @@ def plot(data):
 def plot_paper(data):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, data, linewidth=2.5)  # seed 0's runs
+    plot_loss_curves(ax, data, linewidth=2.5, label_size=24)  # seed 0's runs
     ax.tick_params(labelsize=18)
-    ax.set_xlabel("Training steps", fontsize=24)
-    ax.set_ylabel("Loss", fontsize=24)
     ax.legend(fontsize=16)
     ax.set_title(f"{data['activation']} activation", fontsize=20)
     return fig

@@ -69,10 +69,8 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
 def plot(data):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, data, linewidth=2)  # seed 0's runs
+    plot_loss_curves(ax, data, linewidth=2, label_size=16)  # seed 0's runs
     ax.tick_params(labelsize=14)
-    ax.set_xlabel("Training steps", fontsize=16)
-    ax.set_ylabel("Loss", fontsize=16)
     ax.legend(fontsize=13, loc="upper right", bbox_to_anchor=(1.0, 0.75))
     ax.set_title(f"{data['activation']} activation: " + r"$U\,(V^T / |V^T|^2_{\mathrm{row}})$", fontsize=14)
     return fig

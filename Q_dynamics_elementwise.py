@@ -93,11 +93,9 @@ def plot(data):
     fig, (ax_q, ax_loss) = plt.subplots(2, sharex=True, figsize=(6.4, 4.8))
     for run in range(len(data["labels"])):
         ax_q.plot(data["delta_Q_tilde_steps"], data["delta_Q_tilde"][run], color=f"C{run}", linewidth=2.5)
-    plot_loss_curves(ax_loss, data, linewidth=2.5)  # seed 0's runs
+    plot_loss_curves(ax_loss, data, linewidth=2.5, label_size=22)  # seed 0's runs
     ax_q.set_ylabel(r"$\Delta\tilde{Q}$", fontsize=20)
     ax_q.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    ax_loss.set_xlabel("Training steps", fontsize=22)
-    ax_loss.set_ylabel("Loss", fontsize=22)
     for ax in (ax_q, ax_loss):
         ax.tick_params(labelsize=16)  # tick_params: set_xticks(..., fontsize=) fails on matplotlib >= 3.8
     ax_loss.legend(fontsize=13)

@@ -246,10 +246,10 @@ def step_formatter():
     return FuncFormatter(label)
 
 
-def plot_loss_curves(ax, data, linewidth):
+def plot_loss_curves(ax, data, linewidth, label_size):
     """One curve per run of seed 0 (the paper's draw): data['loss'] [R, T] against data['steps'], log y, legend
-    data['labels']; a run that diverged (data['diverged_at'] [S, R], seed 0's row) gets '(diverged)' in its label
-    and an 'x' at its last finite point."""
+    data['labels'], axes labelled in `label_size` points; a run that diverged (data['diverged_at'] [S, R], seed 0's
+    row) gets '(diverged)' in its label and an 'x' at its last finite point."""
     diverged_at = data["diverged_at"][0]
     for run, label in enumerate(data["labels"]):
         ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=linewidth,
@@ -257,6 +257,8 @@ def plot_loss_curves(ax, data, linewidth):
         mark_diverged(ax, data["steps"], data["loss"][run], diverged_at[run], f"C{run}")
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(step_formatter())
+    ax.set_xlabel("Training steps", fontsize=label_size)
+    ax.set_ylabel("Loss", fontsize=label_size)
 
 
 def mark_diverged(ax, steps, values, diverged_at, color):
