@@ -4,14 +4,12 @@ The two-layer networks of Fig. 3 are initialised at scales 0.01, 0.1 and 1 (whic
 initialisation, given in the legend) and trained at learning rate 1e-3. The curves show the
 loss |Y - U sigma(V^T)|_F against training steps.
 
-Here a larger init scale gives both a larger |Q| and another initial function. --same-function
-separates the two (what Fig. 7 does for the radial net): each seed's initialisation at scale 0.1 is
-moved along the per-neuron symmetry (models.move_along_symmetry, one lambda for every neuron) to
-several Q with the same initial output, each is trained at learning rate 1e-3, and the steps to a
-loss of 1e-2 are plotted against Q (integral from 0). In the same batch, each neuron is moved by its own
-lambda (per_neuron.py: the sum and the spread of the per-neuron Q_a grow together, or oppositely), to
-test whether a per-neuron statistic predicts the steps where the sum does not. --seeds N repeats everything
-for N draws.
+Here a larger init scale gives both a larger |Q| and another initial function. --same-function separates the two
+(as Fig. 7 does for the radial net): each seed's initialisation at scale 0.1 is moved along the symmetry to several Q
+with the same initial output, by one lambda for every neuron (models.move_along_symmetry) and by each neuron's own
+(per_neuron.py, to test whether a per-neuron statistic predicts the steps where the sum does not); each is trained
+at learning rate 1e-3, and the steps to a loss of 1e-2 are plotted against Q (integral from 0). --seeds N repeats
+everything for N draws.
 
 Writes DIR/Q-convergence/elementwise_{activation}_convergence.{pdf,png,npz,json} and, with
 --same-function, same_function_{activation}_convergence and per_neuron_{activation}_convergence there.
@@ -30,11 +28,10 @@ PAPER_STEPS = PerActivation(400_000, sigmoid=800_000)
 QUICK_STEPS = PerActivation(2_000, sigmoid=4_000)
 CONVERGED_LOSS = 1e-2                    # 'steps to converge' = first step with loss below this
 
-# The same-function experiment (not in the paper): lambdas from SPAN[0] to 1 and from 1 to SPAN[1] (or to
-# where sigma's range ends), 3 geometric steps each side (models.orbit_scales). Sigmoid's span is narrower,
-# 0.6 to 1.4: further out its hidden units sit in the flat tails and some runs do not converge in 800,000
-# steps (lambda = 1/2: 489,200 steps in seed 0, never in two of five seeds; 1.65: 768,600), which would
-# count them as the slowest but keep the whole batch running for the full budget.
+# The same-function experiment (not in the paper): lambdas from SPAN[0] to 1 and from 1 to SPAN[1] (or to where sigma's
+# range ends), 3 geometric steps each side (models.orbit_scales). Sigmoid's span is narrower: further out its hidden
+# units sit in the flat tails and some runs do not converge in 800,000 steps (lambda = 1/2: 489,200 steps in seed 0,
+# never in two of five seeds; 1.65: 768,600), which would count them as the slowest but keep the batch running.
 ORBIT_INIT_STD = 0.1
 ORBIT_SPAN = PerActivation((1 / 4, 4.0), sigmoid=(0.6, 1.4))
 # The per-neuron orbits (per_neuron.py): the ends and the middle of its default orbit steps, as every point is
@@ -70,9 +67,8 @@ def train(*, experiment="paper", **kwargs):
 
 
 def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
-    """Train the three init scales: seed 0 (the paper's figure) for every step, the other seeds until all their
-    runs reach the loss threshold. Returns the figure's data: the curves (loss, Q [R, T]) of seed 0, the per-run
-    numbers of every seed [S, R]."""
+    """Train the three init scales: seed 0 (the paper's figure) for every step, the other seeds until all their runs
+    reach the loss threshold. Returns the figure's data (docs/outputs.md lists the keys)."""
     import torch
 
     from gfs import per_neuron
@@ -98,10 +94,9 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
 
 
 def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
-    """Move each seed's initialisation along its symmetry orbit (one lambda for all neurons) and along its two
-    per-neuron orbits (per_neuron.per_neuron_orbits), and train every point as one batch, until all reach the loss
-    threshold (or `steps`). Returns the data of two figures: the same-function one, per seed and lambda [S, L], and
-    the per-neuron one, per seed, orbit and point [S, 2, 5] (the middle point of each orbit is the lambda = 1 run)."""
+    """Move each seed's initialisation along its symmetry orbit (one lambda for all neurons) and its two per-neuron
+    orbits, and train every point as one batch until all reach the loss threshold (or `steps`). Returns the data of
+    two figures: same-function [S, L] per seed and lambda, per-neuron [S, 2, 3] per seed, orbit and point."""
     import torch
 
     from gfs import per_neuron
@@ -112,8 +107,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
     one_lambda = lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN)  # [S, L, k]
     U, V = move_along_symmetry(U0.double(), V0.double(), activation, one_lambda)  # [S, L, m, k], [S, L, n, k]
-    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation,
-                                                          PER_NEURON_STEPS)  # [S, P, m|n|., k]
+    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation, PER_NEURON_STEPS)  # [S, P]
     L = U.shape[1]
     # the weights trained; Q and the outputs below are theirs
     U_all, V_all = torch.cat([U, U_pn], 1).to(dtype), torch.cat([V, V_pn], 1).to(dtype)  # [S, L + P, ...]
@@ -137,8 +131,7 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     }
     middle = L // 2  # lambda = 1: the network itself
     U_pn, V_pn, U_own, V_own = U_all[:, L:], V_all[:, L:], U[:, middle], V[:, middle]
-    final_U = torch.from_numpy(per_seed(result["U"], seeds))  # [S, L + P, m, k]
-    final_V = torch.from_numpy(per_seed(result["V"], seeds))
+    final_U, final_V = (torch.from_numpy(per_seed(result[key], seeds)) for key in ("U", "V"))  # [S, L + P, m|n, k]
     orbit = lambda moved, itself: per_neuron.with_original(moved, itself, 1)  # noqa: E731 [S, P, ...] -> [S, 2, 3, ...]
     neuron = per_neuron.neuron_Q
     data = {
@@ -169,10 +162,8 @@ def plot(data):
 def plot_paper(data):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, data, linewidth=2.5)  # seed 0's runs
+    plot_loss_curves(ax, data, linewidth=2.5, label_size=24)  # seed 0's runs
     ax.tick_params(labelsize=18)
-    ax.set_xlabel("Training steps", fontsize=24)
-    ax.set_ylabel("Loss", fontsize=24)
     ax.legend(fontsize=16)
     ax.set_title(f"{data['activation']} activation", fontsize=20)
     return fig
@@ -223,9 +214,8 @@ def make_jobs(args):
                 "figure": "Fig. 6, same function (not in the paper)", **orbit, "lambda_span": list(ORBIT_SPAN[a]),
                 "move": "U[:, a] / lambda, V[:, a] -> sigma^-1(lambda sigma(V[:, a])), one lambda for all neurons",
                 "Q0_zero": "Q with the integral from 0 (models.conserved_Q convention='zero'); Q0: the paper code's"},
-                also=((figure_name(a, "per_neuron"), {"figure": "Fig. 6, per-neuron orbits (not in the paper)",
-                                                      **orbit, **per_neuron.SETTINGS,
-                                                      "orbit_steps": list(PER_NEURON_STEPS)}),)))
+                also=((figure_name(a, "per_neuron"), {"figure": "Fig. 6, per-neuron orbits (not in the paper)", **orbit,
+                                                      **per_neuron.SETTINGS, "orbit_steps": list(PER_NEURON_STEPS)}),)))
         jobs.append(Job(figure_name(a), kwargs, {
             "figure": "Fig. 6", **common, "init_stds": INIT_STDS, "steps": steps,
             "plotted": "seed 0 (loss, Q, labels, final_loss [R]); per-run numbers [seed, run] for every seed "

@@ -28,28 +28,22 @@ def make_parser():
 
 
 def svd_aligned_init(scale, seed=0):
-    """U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar 'diagonal', drawn after seed_of(seed).
-
-    Because mean = std = scale, the draws at different scales are multiples of one draw, so
-    all four networks compute the same function (scale symmetry) and differ only in Q.
-    Returns U [M, HIDDEN], V [N, HIDDEN], Q of the initialisation (float).
-    """
+    """(U [M, HIDDEN], V [N, HIDDEN], Q0: float): U = phi U_bar, V = psi V_bar with Y = phi S psi^T and U_bar, V_bar
+    'diagonal', drawn after seed_of(seed). With mean = std = scale the draws at different scales are multiples of
+    one draw, so all four networks compute the same function (scale symmetry) and differ only in Q."""
     import torch
 
     from models import paper_normal, paper_target, radial_Q, seed_of
     Y = paper_target(M, N)
     phi, _, psi_h = torch.linalg.svd(Y)
-    U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale, seed=seed_of(seed))
-    V_bar = paper_normal(N, HIDDEN, std=scale, mean=scale, seed=seed_of(seed))
-    U_bar = U_bar * torch.eye(M, HIDDEN)   # keep only the (i, i) entries
-    V_bar = V_bar * torch.eye(N, HIDDEN)
+    U_bar = paper_normal(M, HIDDEN, std=scale, mean=scale, seed=seed_of(seed)) * torch.eye(M, HIDDEN)  # (i, i) only
+    V_bar = paper_normal(N, HIDDEN, std=scale, mean=scale, seed=seed_of(seed)) * torch.eye(N, HIDDEN)
     Q0 = float(radial_Q(U_bar.double(), V_bar.double()))
     return phi @ U_bar, psi_h.T @ V_bar, Q0
 
 
 def train(*, steps, device, dtype, seeds=1, progress=no_progress):
-    """Train the four initialisations of every seed (seed 0 as a batch of its own). Returns the figure's data:
-    seed 0's curves, loss and Q [4, T]; per run of every seed [S, 4]: Q0, steps_to_converge, initial_output, ..."""
+    """Train the four initialisations of every seed. Returns the figure's data (docs/outputs.md lists the keys)."""
     import torch
 
     from models import paper_target, radial_output
@@ -60,8 +54,7 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
     Y = paper_target(M, N)
     with progress(seeds_progress_total(steps, seeds), "Fig. 7 radial") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                        LEARNING_RATE, steps, progress=bar, model="radial",
-                                        loss_kind="mse_over_normY")
+                                        LEARNING_RATE, steps, progress=bar, model="radial", loss_kind="mse_over_normY")
     Q0 = np.array([[q for _, _, q in seed] for seed in inits])
     return {
         "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0], "Q0": Q0,
@@ -76,10 +69,8 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
 def plot(data):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
-    plot_loss_curves(ax, data, linewidth=2)  # seed 0's runs
+    plot_loss_curves(ax, data, linewidth=2, label_size=16)  # seed 0's runs
     ax.tick_params(labelsize=14)
-    ax.set_xlabel("Training steps", fontsize=16)
-    ax.set_ylabel("Loss", fontsize=16)
     ax.legend(fontsize=13, loc="upper right", bbox_to_anchor=(1.0, 0.75))
     ax.set_title(f"{data['activation']} activation: " + r"$U\,(V^T / |V^T|^2_{\mathrm{row}})$", fontsize=14)
     return fig

@@ -96,9 +96,9 @@ def make_jobs(args):
         figures += [("linear", shape) for shape in FIG5_SHAPES]
     return [Job(figure_name(a, shape), dict(activation=a, shape=shape, samples=samples, device=args.device,
                                             dtype=args.dtype),
-                {"figure": "Fig. 4" if shape == FIG4_SHAPE else "Fig. 5", "activation": a,
-                 "shape_mhn": list(shape), "fig4_shape_mhn": list(FIG4_SHAPE),
-                 "fig5_shapes_mhn": [list(s) for s in FIG5_SHAPES], "samples": samples, "seeds": "torch.manual_seed(i**2), i < samples",
+                {"figure": "Fig. 4" if shape == FIG4_SHAPE else "Fig. 5", "activation": a, "shape_mhn": list(shape),
+                 "fig4_shape_mhn": list(FIG4_SHAPE), "fig5_shapes_mhn": [list(s) for s in FIG5_SHAPES],
+                 "samples": samples, "seeds": "torch.manual_seed(i**2), i < samples",
                  "init": "U ~ N(0, 1/h) (m x h), V ~ N(0, 1/n) (n x h): fan-in normal",
                  "histogram": "numpy.histogram, 10 bins",
                  "expected_Q": "closed form, paper-code Q (NaN where the activation has no closed-form E[F])",

@@ -6,9 +6,8 @@ Top panel: the relative drift of Q, |Q_t|/N_0 - |Q_1|/N_0 for t >= 1, with N_0 t
 analogue of Q at initialisation; bottom panel: the loss |Y - U sigma(V^T)|_F. Gradient flow
 conserves Q exactly; gradient descent breaks it by O(lr) per unit of flow time.
 
-The plot uses the paper code's Q and N_0. For tanh and sigmoid these carry a constant (n k) that the
-drift is then divided by; the data also hold the drift with Q integrated from 0 and N_0 the size of
-Q's two terms (delta_Q_tilde_zero), which does not depend on that constant.
+The plot uses the paper code's Q and N_0, which for tanh and sigmoid carry a constant (n k); the data also hold the
+drift free of it (delta_Q_tilde_zero: Q integrated from 0, N_0 the size of Q's two terms).
 
 Writes DIR/Q-dynamics/elementwise_{activation}_loss_Q.{pdf,png,npz,json}.
 """
@@ -49,13 +48,8 @@ def max_abs(values):
 
 
 def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
-    """Train the three learning rates of every seed (seed 0 as a batch of its own, the others as another).
-
-    Returns the figure's data: seed 0's curves, steps [T], loss and Q [3, T], delta_Q_tilde and
-    delta_Q_tilde_zero [3, T-1] at delta_Q_tilde_steps [T-1] (the records after the first step); per run of every
-    seed [S, 3]: Q0, normaliser, their zero-convention values, the largest |dQ~| in both conventions, the largest
-    change of Q from its initial value (first step included) over N_0, ...
-    """
+    """Train the three learning rates of every seed. Returns the figure's data: seed 0's curves and every seed's
+    per-run numbers [S, 3] (docs/outputs.md lists the keys)."""
     import torch
 
     from gfs import per_neuron
@@ -71,8 +65,7 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
                                         activation=activation, loss_kind="frobenius")
     U0, V0 = U0.double(), V0.double()
     Q0, Q0_zero = conserved_Q(U0, V0, activation).numpy(), conserved_Q(U0, V0, activation, "zero").numpy()
-    normaliser = q_normaliser(U0, V0, activation).numpy()
-    normaliser_zero = q_normaliser(U0, V0, activation, "zero").numpy()
+    normaliser, normaliser_zero = (q_normaliser(U0, V0, activation, c).numpy() for c in ("paper", "zero"))
     # Q in the zero convention: the recorded (paper code's) Q plus its constant offset
     delta = delta_Q_tilde(result["Q"], normaliser)
     delta_zero = delta_Q_tilde(result["Q"] + (Q0_zero - Q0)[..., None], normaliser_zero)
@@ -88,8 +81,8 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
         "lr": np.array(LEARNING_RATES), "labels": np.array([f"lr={lr:g}" for lr in LEARNING_RATES]),
         "Q0": Q0, "Q0_zero": Q0_zero, "normaliser": normaliser, "normaliser_zero": normaliser_zero,
         "max_delta_Q_tilde": max_abs(delta), "max_delta_Q_tilde_zero": max_abs(delta_zero),
-        "max_Q_change_zero": max_abs(change), "drift_bound_zero": bound / normaliser_zero, "curvature": curvature.numpy(),
-        "Q_neurons0": per_neuron.neuron_Q(U0, V0, activation).numpy(),
+        "max_Q_change_zero": max_abs(change), "drift_bound_zero": bound / normaliser_zero,
+        "curvature": curvature.numpy(), "Q_neurons0": per_neuron.neuron_Q(U0, V0, activation).numpy(),
         "Q_neurons_final": per_neuron.neuron_Q(U_T, V_T, activation).numpy(),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"], "activation": np.array(activation),
     }
@@ -100,11 +93,9 @@ def plot(data):
     fig, (ax_q, ax_loss) = plt.subplots(2, sharex=True, figsize=(6.4, 4.8))
     for run in range(len(data["labels"])):
         ax_q.plot(data["delta_Q_tilde_steps"], data["delta_Q_tilde"][run], color=f"C{run}", linewidth=2.5)
-    plot_loss_curves(ax_loss, data, linewidth=2.5)  # seed 0's runs
+    plot_loss_curves(ax_loss, data, linewidth=2.5, label_size=22)  # seed 0's runs
     ax_q.set_ylabel(r"$\Delta\tilde{Q}$", fontsize=20)
     ax_q.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    ax_loss.set_xlabel("Training steps", fontsize=22)
-    ax_loss.set_ylabel("Loss", fontsize=22)
     for ax in (ax_q, ax_loss):
         ax.tick_params(labelsize=16)  # tick_params: set_xticks(..., fontsize=) fails on matplotlib >= 3.8
     ax_loss.legend(fontsize=13)
@@ -114,7 +105,6 @@ def plot(data):
 
 
 def make_jobs(args):
-    """One job per activation, longest first."""
     from gfs import per_neuron
     from models import SEED_RULE
     return [Job(figure_name(a), dict(activation=a, steps=steps, device=args.device, dtype=args.dtype, seeds=args.seeds),

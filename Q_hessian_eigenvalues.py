@@ -6,12 +6,11 @@ Hessian of |Y - U sigma(V^T)|_F^2 over all 750 weights is diagonalised. At a zer
 the Hessian is 2 J^T J, of rank at most m*n = 50; its nonzero eigenvalues grow with |Q| for
 linear and ReLU networks.
 
---same-function tests the claim at a fixed function: each trained minimum is moved along the
-per-neuron symmetry (one lambda for every neuron), where the loss stays at its minimum and Q
-changes, and the largest Hessian eigenvalue is plotted against Q (integral from 0). The same minima are
-also moved with each neuron's own lambda (per_neuron.py: the sum and the spread of the per-neuron Q_a grow
-together, or oppositely), to test whether a per-neuron statistic predicts the sharpness where the sum does
-not. --seeds N repeats everything for N draws. A run that diverges gets NaN eigenvalues and is marked.
+--same-function tests the claim at a fixed function: each trained minimum is moved along the symmetry, where the
+loss stays at its minimum and Q changes, by one lambda for every neuron (the largest Hessian eigenvalue is plotted
+against Q, integral from 0) and by each neuron's own (per_neuron.py, to test whether a per-neuron statistic predicts
+the sharpness where the sum does not). --seeds N repeats everything for N draws. A run that diverges gets NaN
+eigenvalues and is marked.
 
 Writes DIR/Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_10_5_50.{pdf,png,npz,json} and, with
 --same-function, same_function_{activation}_sharpness_mnk_10_5_50 and per_neuron_{...} there.
@@ -60,9 +59,8 @@ def train(*, experiment="paper", **kwargs):
 
 
 def train_minima(activation, steps, device, dtype, seeds, progress, what):
-    """Gradient descent from each seed's initialisations (INIT_STDS, LEARNING_RATE). Returns (the
-    gradient_descent_seeds result, U0, V0); the result's 'finite' [S, R] marks the runs whose final weights are
-    finite (the others diverged)."""
+    """(gradient_descent_seeds's result, U0, V0) from each seed's initialisations; the result's 'finite' [S, R] marks
+    the runs whose final weights are finite (the others diverged)."""
     from models import paper_init, paper_target
     from gfs.training import gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
@@ -77,9 +75,8 @@ def train_minima(activation, steps, device, dtype, seeds, progress, what):
 
 
 def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
-    """Train the four init scales of every seed, then diagonalise each run's Hessian (float64, symmetric solver);
-    a run that diverged gets NaN eigenvalues. Returns the figure's data: the spectra of seed 0, eigenvalues
-    [R, 750], and per run of every seed [S, R]: Q0, largest_eigenvalue, nonzero_count (-1: diverged), ..."""
+    """Train the four init scales of every seed, then diagonalise each run's Hessian (float64; NaN for a run that
+    diverged). Returns the figure's data (docs/outputs.md lists the keys)."""
     import torch
 
     from gfs import per_neuron
@@ -89,8 +86,7 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
     Y = paper_target(M, N)
     eigenvalues = np.full(result["finite"].shape + ((M + N) * HIDDEN,), np.nan)
     for s, r in zip(*np.nonzero(result["finite"])):
-        H = squared_loss_hessian(torch.from_numpy(result["U"][s, r]), torch.from_numpy(result["V"][s, r]), Y,
-                                 activation)
+        H = squared_loss_hessian(result["U"][s, r], result["V"][s, r], Y, activation)  # float64 numpy weights
         eigenvalues[s, r] = torch.linalg.eigvalsh(H).numpy()
     Q0 = conserved_Q(U0.double(), V0.double(), activation).numpy()
     return {
@@ -107,10 +103,9 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
 
 
 def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
-    """Train the minima of Fig. 9 (the same runs), move each along its symmetry orbit, and compute the largest
-    eigenvalue of the Hessian's Gauss-Newton part 2 J J^T at every point (equal to the Hessian's at a zero-loss
-    minimum); at both ends of seed 0's orbits also the full Hessian's, as a check. Returns the figure's data,
-    [S, R, L] per seed, minimum and lambda; NaN for a minimum whose run diverged."""
+    """Train the minima of Fig. 9 (the same runs), move each along its symmetry orbits, and compute the largest
+    eigenvalue of 2 J J^T at every point (training.gauss_newton_eigenvalues); at both ends of seed 0's orbits also the
+    full Hessian's, as a check. Returns the data of two figures; NaN for a minimum whose run diverged."""
     import torch
 
     from gfs import per_neuron
@@ -145,26 +140,20 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
                                                        inputs)),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"], "activation": np.array(activation),
     }
-    return [same, per_neuron_data(U_min, V_min, activation, masked, inputs, result)]
-
-
-def per_neuron_data(U, V, activation, masked, inputs, result):
-    """The minima U [S, R, m, k], V [S, R, n, k] moved along their per-neuron orbits: the per-neuron figure's data,
-    [S, R, 2, 5] per seed, minimum, orbit and point (NaN for a minimum whose run diverged)."""
-    from gfs import per_neuron
-    from gfs.training import gauss_newton_eigenvalues
-    U_pn, V_pn, lambdas = per_neuron.per_neuron_orbits(U, V, activation)  # [S, R, P, ...]
+    # The per-neuron figure: the minima moved along their per-neuron orbits, [S, R, 2, 5] (seed, minimum, orbit, point)
+    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U_min, V_min, activation)  # [S, R, P, ...]
     orbit = lambda moved, itself: masked(per_neuron.with_original(moved, itself, 2))  # noqa: E731
-    return {
+    data = {
         "orbit_steps": np.array(per_neuron.ORBIT_STEPS), "activation": np.array(activation),
-        "init_std": np.array(INIT_STDS), "lambdas": orbit(lambdas, np.ones(U.shape[:-2] + (HIDDEN,))),
-        "Q_neurons": orbit(per_neuron.neuron_Q(U_pn, V_pn, activation), per_neuron.neuron_Q(U, V, activation)),
-        **per_neuron.orbit_statistics(U_pn, V_pn, U, V, activation, orbit),
+        "init_std": np.array(INIT_STDS), "lambdas": orbit(lambdas_pn, np.ones(U_min.shape[:-2] + (HIDDEN,))),
+        "Q_neurons": orbit(per_neuron.neuron_Q(U_pn, V_pn, activation), per_neuron.neuron_Q(U_min, V_min, activation)),
+        **per_neuron.orbit_statistics(U_pn, V_pn, U_min, V_min, activation, orbit),
         "largest_eigenvalue": orbit(gauss_newton_eigenvalues(U_pn, V_pn, activation)[..., -1],
-                                    gauss_newton_eigenvalues(U, V, activation)[..., -1]),
-        **per_neuron.orbit_gaps(U_pn, V_pn, U, V, activation, inputs, orbit),
+                                    gauss_newton_eigenvalues(U_min, V_min, activation)[..., -1]),
+        **per_neuron.orbit_gaps(U_pn, V_pn, U_min, V_min, activation, inputs, orbit),
         "final_loss": result["loss"][..., -1], "diverged_at": result["diverged_at"],
     }
+    return [same, data]
 
 
 def plot(data):

@@ -1,10 +1,8 @@
 """The science of the gradient-flow figures (Figs. 3-7, 9): initialisation, activations, models, conserved quantities.
 
-Two-layer networks on whitened input (X = I_n), in the paper repository's convention:
-U is m x k (second layer), V is n x k (first layer; the paper's V transposed), and the
-network output is U sigma(V^T), an m x n matrix. Every function below also takes leading
-batch dimensions ("runs"), so one call trains every learning rate or init scale of a figure.
-The trainer and the Hessian are in gfs/training.py, per-neuron quantities in gfs/per_neuron.py.
+Two-layer networks on whitened input (X = I_n): U [..., m, k] (second layer), V [..., n, k] (first layer, the
+paper's V transposed), output U sigma(V^T) [..., m, n]; the leading dimensions are runs. The mathematics and the
+two conventions of Q: docs/conserved_quantities.md.
 """
 import math
 from dataclasses import dataclass
@@ -28,11 +26,8 @@ def seed_of(s):
 # Data and initialisation (the exact random draws of the paper's code)
 
 def paper_normal(rows, cols, std, mean=0.0, seed=PAPER_SEED):
-    """A rows x cols float32 CPU tensor drawn exactly as the paper's code draws it.
-
-    The paper seeds, calls torch.rand (which advances the generator), then overwrites the
-    values with normal_(mean, std). Repeating that order reproduces its numbers bit for bit.
-    """
+    """A rows x cols float32 CPU tensor drawn as the paper's code draws it, bit for bit: seed, torch.rand (which
+    advances the generator), then normal_(mean, std) over its values."""
     torch.manual_seed(seed)
     # float32 on the CPU generator, as in the paper, whatever torch's default dtype is
     return torch.rand(rows, cols, dtype=torch.float32).normal_(mean=mean, std=std)
@@ -44,9 +39,8 @@ def paper_target(m, n):
 
 
 def paper_init(m, n, k, stds, seeds=1):
-    """U [S, R, m, k] and V [S, R, n, k], float32: for seed s < S and init std stds[r], U and V are each
-    drawn as the paper draws them (paper_normal) after seed_of(s). Seed 0 is the paper's initialisation;
-    the target Y (paper_target) does not depend on s: every seed learns the same task."""
+    """U [S, R, m, k] and V [S, R, n, k], float32: for seed s < S and init std stds[r], each drawn by paper_normal
+    after seed_of(s) (SEED_RULE: seed 0 is the paper's initialisation, and every seed learns the same Y)."""
     U = torch.stack([torch.stack([paper_normal(m, k, std, seed=seed_of(s)) for std in stds]) for s in range(seeds)])
     V = torch.stack([torch.stack([paper_normal(n, k, std, seed=seed_of(s)) for std in stds]) for s in range(seeds)])
     return U, V
@@ -57,22 +51,10 @@ def paper_init(m, n, k, stds, seeds=1):
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise activation sigma and everything the package derives from it.
-
-    sigma(x): the activation, elementwise on a tensor.
-    backward(grad_A, A, V): dL/dV from grad_A = dL/dA, given A = sigma(V) (the trainer's
-        closed-form backward; tests check it against autograd).
-    F(x): int_0^x sigma(t) / sigma'(t) dt, elementwise and differentiable (F' = sigma/sigma').
-        The conserved quantity of gradient flow is 1/2 |U|^2 - sum_{j,a} F(V_ja).
-    inverse(y): sigma^-1 on sigma_range, the open interval (low, high) of sigma's values; needed
-        to move along the symmetry (move_along_symmetry).
-    expected_F(var): E[F(v)] for v ~ N(0, var), in closed form; None if there is none.
-    paper_scale, paper_constant: the paper code's Q, shown in its legends, is
-        paper_scale * (1/2 |U|^2 - sum F(V)) - paper_constant * (number of entries of V).
-        Activations that the paper does not have keep 1 and 0: Q is then the formula itself.
-    sigma_takes_out: sigma also accepts out= (torch's own ops do); saves the trainer an
-        allocation per step.
-    """
+    """An elementwise activation sigma and what the package derives from it (each field: docs/conserved_quantities.md,
+    "Adding an activation"). backward(grad_A, A, V) -> dL/dV, given grad_A = dL/dA and A = sigma(V);
+    F(x) = int_0^x sigma(t) / sigma'(t) dt, elementwise, differentiable; inverse: sigma^-1 on sigma_range (low, high);
+    the paper code's Q is paper_scale * (1/2 |U|^2 - sum F(V)) - paper_constant * (entries of V)."""
     name: str
     sigma: Callable
     backward: Callable
@@ -95,13 +77,9 @@ def relu(x, out=None):
 
 
 def integral_from_zero(integrand, nodes=32):
-    """F(x) = int_0^x integrand(t) dt, elementwise, for an F with no closed form.
-
-    A fixed `nodes`-point Gauss-Legendre rule on [0, x], evaluated in torch. For a smooth integrand
-    such as softplus's sigma/sigma', 32 nodes give F to about 1e-12 relative in float64 for |x|
-    up to 40 and 1e-10 up to 60 (tests check it against a high-precision reference). Autograd
-    gives F'(x) = integrand(x) exactly, so Q's gradient is exact. Returns the function F.
-    """
+    """The function F(x) = int_0^x integrand(t) dt, elementwise, by a fixed `nodes`-point Gauss-Legendre rule on
+    [0, x]; autograd gives F' = integrand exactly. For softplus's sigma/sigma', 32 nodes give F to about 1e-12
+    relative in float64 for |x| up to 40 and 1e-10 up to 60 (tests check it against a high-precision reference)."""
     points, weights = np.polynomial.legendre.leggauss(nodes)
     fractions, weights = ((points + 1) / 2).tolist(), (weights / 2).tolist()
 
@@ -143,22 +121,18 @@ ACTIVATIONS = {a.name: a for a in [
                F=lambda x: torch.relu(x).square() / 2, inverse=identity, sigma_range=(0.0, math.inf),
                expected_F=lambda var: var / 4, paper_scale=2.0, sigma_takes_out=True),
     Activation("tanh", sigma=torch.tanh, backward=lambda grad_A, A, V: torch.ops.aten.tanh_backward(grad_A, A),
-               F=lambda x: torch.sinh(x).square() / 2, inverse=torch.atanh, sigma_range=(-1.0, 1.0),
-               expected_F=lambda var: math.expm1(2 * var) / 4, paper_scale=2.0, paper_constant=1.0,
-               sigma_takes_out=True),
-    Activation("sigmoid", sigma=torch.sigmoid,
-               backward=lambda grad_A, A, V: torch.ops.aten.sigmoid_backward(grad_A, A),
-               F=lambda x: x + torch.expm1(x), inverse=torch.logit, sigma_range=(0.0, 1.0),
-               expected_F=lambda var: math.expm1(var / 2), paper_scale=1.0, paper_constant=1.0,
-               sigma_takes_out=True),
+               F=lambda x: torch.sinh(x).square() / 2, inverse=torch.atanh, sigma_range=(-1.0, 1.0), paper_scale=2.0,
+               expected_F=lambda var: math.expm1(2 * var) / 4, paper_constant=1.0, sigma_takes_out=True),
+    Activation("sigmoid", sigma=torch.sigmoid, backward=lambda grad_A, A, V: torch.ops.aten.sigmoid_backward(grad_A, A),
+               F=lambda x: x + torch.expm1(x), inverse=torch.logit, sigma_range=(0.0, 1.0), paper_scale=1.0,
+               expected_F=lambda var: math.expm1(var / 2), paper_constant=1.0, sigma_takes_out=True),
     # Beyond the paper.
     Activation("elu", sigma=torch.nn.functional.elu,
                backward=lambda grad_A, A, V: torch.where(V > 0, grad_A, grad_A * (A + 1)),
                F=lambda x: torch.where(x > 0, x.square() / 2, x + torch.expm1(-x)),
                inverse=lambda y: torch.where(y > 0, y, torch.log1p(y)), sigma_range=(-1.0, math.inf),
                expected_F=_elu_expected_F),
-    Activation("softplus", sigma=torch.nn.functional.softplus,
-               backward=lambda grad_A, A, V: grad_A * torch.sigmoid(V),
+    Activation("softplus", sigma=torch.nn.functional.softplus, backward=lambda grad_A, A, V: grad_A * torch.sigmoid(V),
                F=integral_from_zero(lambda x: torch.nn.functional.softplus(x) / torch.sigmoid(x)),
                inverse=lambda y: torch.log(torch.expm1(y)), sigma_range=(0.0, math.inf)),
 ]}
@@ -191,31 +165,18 @@ def _check_convention(convention):
 
 def conserved_Q(U, V, activation, convention="paper"):
     """Conserved quantity of gradient flow for the elementwise net.  U: [..., m, k], V: [..., n, k] -> [...].
-
-    Gradient flow on any loss of U sigma(V^T) keeps 1/2 |U|^2 - sum_{j,a} F(V_ja) fixed, with
-    F(x) = int_0^x sigma/sigma' (so does any multiple of it plus a constant). Two conventions:
-      "zero":  paper_scale * (1/2 |U|^2 - sum F(V)): 0 at U = 0, V = 0 for every activation, so
-               ratios and orderings of |Q| do not depend on a choice of integration constant;
-      "paper": the zero convention minus paper_constant * (n k): what the paper's code computes and
-               its legends show (the same for linear and ReLU; n k lower for tanh and sigmoid).
-    """
+    "zero": paper_scale * (1/2 |U|^2 - sum_{j,a} F(V_ja)), 0 at U = 0, V = 0 for every activation; "paper": that
+    minus paper_constant * n k, what the paper's code computes and its legends show."""
     _check_convention(convention)
     act = get_activation(activation)
     Q = act.paper_scale * (0.5 * U.square().sum(dim=(-1, -2)) - act.F(V).sum(dim=(-1, -2)))
-    if convention == "paper" and act.paper_constant:
-        Q = Q - act.paper_constant * (V.shape[-1] * V.shape[-2])
-    return Q
+    return Q - act.paper_constant * (V.shape[-1] * V.shape[-2]) if convention == "paper" else Q
 
 
 def q_normaliser(U, V, activation, convention="paper"):
-    """N_0, the size that Fig. 3 divides Q by.  -> [...].
-
-    "paper": the paper code's 'sum' analogue of Q, paper_scale * (1/2 |U|^2 + sum F(V)) +
-        paper_constant * (n k) (e.g. Tr U^T U + sum cosh^2 V for tanh);
-    "zero": paper_scale * (1/2 |U|^2 + sum |F(V)|), the size of Q's terms entry by entry, so |Q| <= N_0 and no
-        entries cancel (|sum F| would: F is negative below 0 for sigmoid and softplus).
-    Both equal for linear and ReLU.
-    """
+    """N_0, the size that Fig. 3 divides Q by.  -> [...]. "paper": the paper code's 'sum' analogue of Q,
+    paper_scale * (1/2 |U|^2 + sum F(V)) + paper_constant * n k; "zero": paper_scale * (1/2 |U|^2 + sum |F(V)|), the
+    size of Q's terms entry by entry (|Q| <= N_0; why not |sum F|: docs/conserved_quantities.md)."""
     _check_convention(convention)
     act = get_activation(activation)
     F = act.F(V)
@@ -236,14 +197,10 @@ def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
 
 
 def move_along_symmetry(U, V, activation, lambdas):
-    """Another point with the same network function: per hidden neuron a (column a of U and V),
-    U[:, a] -> U[:, a] / lambda_a and V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])).
-
-    U: [..., m, k], V: [..., n, k], lambdas: [k] or [..., k] (nonzero). Q changes (that is the
-    point: other Q, same output). Entries where lambda_a sigma(v) equals sigma(v) are kept as they
-    are (lambda_a = 1, and ReLU's non-positive entries, whose sigma is 0). ValueError if
-    lambda_a sigma(V[j, a]) leaves sigma's range. Returns (U', V').
-    """
+    """(U', V'), another point with the same network function and another Q: per hidden neuron a,
+    U[:, a] -> U[:, a] / lambda_a and V[:, a] -> sigma^-1(lambda_a sigma(V[:, a])). U: [..., m, k], V: [..., n, k],
+    lambdas: [k] or [..., k], nonzero. Entries where lambda_a sigma(v) equals sigma(v) stay as they are (lambda_a = 1,
+    ReLU's non-positive entries). ValueError if lambda_a sigma(V[j, a]) leaves sigma's range."""
     act = get_activation(activation)
     lambdas = torch.as_tensor(lambdas, dtype=V.dtype, device=V.device)
     if not bool(torch.isfinite(lambdas).all()) or bool((lambdas == 0).any()):
@@ -275,8 +232,7 @@ def neuron_limits(V, activation):
 
 
 def symmetry_limit(V, activation):
-    """The largest lambda for all hidden neurons of a network at once (the smallest neuron_limits).
-    V: [..., n, k] -> [...]."""
+    """The largest lambda for all hidden neurons at once (the smallest neuron_limits).  V: [..., n, k] -> [...]."""
     return neuron_limits(V, activation).amin(dim=-1)
 
 

@@ -1,7 +1,6 @@
-"""Training and curvature of the gradient-flow figures (Figs. 3-7, 9): full-batch gradient descent on
-every run of a figure at once (records of the loss and Q kept as weights and evaluated in batches),
-and the Hessian of the squared loss at the minimum. Shapes: models.py's convention (U [..., m, k],
-V [..., n, k], output U sigma(V^T) [..., m, n]).
+"""Training and curvature of the gradient-flow figures (Figs. 3-7, 9): full-batch gradient descent on every run of a
+figure at once, and the Hessian of the squared loss at the minimum. Shapes as in models.py; why the trainer is built
+as it is: docs/performance.md.
 """
 import math
 import sys
@@ -19,13 +18,9 @@ RECORD_CHUNK_ELEMENTS = 2 ** 16  # records are kept as weights and evaluated in 
 
 
 def record_schedule(total_steps, dense_until=10_000, relative_resolution=1e-3):
-    """Steps (counts of applied updates, 0..total_steps) at which loss and Q are recorded.
-
-    Every step up to `dense_until`, then a spacing of at most `relative_resolution` times the
-    step, rounded down to a power of ten: a crossing step read off the record is exact below
-    `dense_until` and within 0.1 % above, and curves are indistinguishable from every step.
-    Returns a sorted int64 numpy array that always holds 0 and total_steps.
-    """
+    """Steps (counts of applied updates) at which loss and Q are recorded, a sorted int64 numpy array that holds 0
+    and total_steps: every step up to `dense_until`, then at most `relative_resolution` times the step apart,
+    rounded down to a power of ten (why: docs/conserved_quantities.md, "How Q is recorded")."""
     steps = [np.arange(0, min(dense_until, total_steps) + 1)]
     start = dense_until
     while start < total_steps:
@@ -39,35 +34,22 @@ def record_schedule(total_steps, dense_until=10_000, relative_resolution=1e-3):
 
 def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear",
                      record_steps=None, loss_kind="frobenius", progress=None, stop_below=None, run_ids=None):
-    """Full-batch GD on the mean-squared error, for R runs at once, with hand-written gradients.
+    """Full-batch GD on torch.nn.MSELoss (the mean over the m*n entries of (Y - output)^2, as in the paper's code) for
+    R runs at once, with closed-form gradients (no autograd graph; tests check them against autograd).
 
-    The loss trained on is torch.nn.MSELoss: mean over the m*n entries of (Y - output)^2, as in
-    the paper's code. Gradients are computed in closed form (no autograd graph) so a step is a
-    handful of batched matrix products; tests check them against autograd.
+    U: [R, m, k], V: [R, n, k] initial weights (not modified); Y: [m, n]; lr: float or [R]; steps: GD updates.
+    model: "elementwise" (U sigma(V^T), sigma from `activation`, a name in ACTIVATIONS or an Activation) or "radial".
+    record_steps: sorted update counts at which to record (default: record_schedule); progress: None or a tqdm-like bar.
+    loss_kind: what "loss" records: "frobenius" |Y - out|_F, "squared" |Y - out|_F^2, "mse_over_normY" MSE / |Y|_F.
+    stop_below: stop once every run has recorded a loss below this (or diverged), for step counts to a loss; once at
+        most COMPACT_WHEN of the batch is still training, the rest continue alone (compact_and_continue). A run that
+        stopped keeps the weights it had then, and NaN records.
+    run_ids: the runs' numbers in warnings (default 0..R-1).
 
-    Args:
-        U: [R, m, k] and V: [R, n, k] initial weights (not modified).
-        Y: [m, n] target.
-        lr: float or [R] learning rates.
-        steps: number of GD updates.
-        model: "elementwise" (U sigma(V^T)) or "radial" (U V^T / rowwise|V^T|^2).
-        activation: a name in ACTIVATIONS (or an Activation), for the elementwise model.
-        record_steps: sorted int array of update counts at which to record; default record_schedule.
-        loss_kind: what to record as "loss": "frobenius" |Y - out|_F, "squared" |Y - out|_F^2,
-            "mse_over_normY" MSE / |Y|_F (the quantity Fig. 7 plots).
-        progress: an optional tqdm-like object; its update(n) is called with the steps done.
-        stop_below: stop training once every run has recorded a loss below this (or diverged), for step
-            counts to a loss, where no curve is plotted. Once at most COMPACT_WHEN of the batch is still
-            training, the rest continue as a smaller batch (compact_and_continue), so a run costs its own
-            steps, not the slowest run's; a run that stopped keeps the weights it had then, and NaN records.
-        run_ids: the runs' numbers in warnings (default 0..R-1; a compacted batch passes its own).
-
-    Returns a dict of numpy arrays: steps [T], loss [R, T], Q [R, T] (after `steps[t]` updates; the paper
-    code's Q), U [R, m, k], V [R, n, k] (final), diverged_at [R] (first recorded step whose loss is not
-    finite, -1 if none), trained_steps (updates applied: steps unless stop_below stopped early). The loss
-    is computed in the training dtype from the residual of the forward pass, as training computes it; Q in
-    float64 from the weights, so its record has no round-off of its own. A run that diverges is stopped:
-    its later records are NaN.
+    Returns a dict of numpy arrays: steps [T]; loss, Q [R, T] after steps[t] updates (the loss in the training dtype
+    from the forward pass's residual, the paper code's Q in float64 from the weights); final U [R, m, k], V [R, n, k];
+    diverged_at [R], the first recorded step whose loss is not finite (-1 if none; the run is stopped, its later
+    records NaN); trained_steps, the updates applied.
     """
     if model not in ("elementwise", "radial"):
         raise ValueError(f"unknown model {model!r}")
@@ -85,8 +67,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     run_ids = np.arange(runs) if run_ids is None else np.asarray(run_ids)
     initial_lr = lr
     dtype, device = U.dtype, U.device
-    # The residual E = output - Y and the weights U, V are contiguous blocks of one buffer (each
-    # 64-byte aligned, as a tensor of its own would be), so that a record is one copy.
+    # E = output - Y, U and V are blocks of one buffer (64-byte aligned like separate tensors), so a record is one copy.
     shapes = [(runs, m, n), tuple(U.shape), tuple(V.shape)]
     sizes = [math.prod(shape) for shape in shapes]
     starts = np.cumsum([0] + [-(-size // 16) * 16 for size in sizes])
@@ -100,14 +81,12 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     step_scale = (lr * (2.0 / (m * n))).reshape(runs, 1, 1)
     norm_Y = float(torch.linalg.norm(Y.double()))
 
-    # Every buffer is preallocated and every transposed view made once: at these sizes a step
-    # costs a few microseconds of dispatch per op, so the loop does nothing but the ops.
+    # Every buffer preallocated, every transposed view made once: a step costs microseconds of dispatch per op.
     shared_lr = bool((lr == lr[0]).all())
     scale = float(step_scale.flatten()[0]) if shared_lr else 1.0
     G = E if shared_lr else torch.empty_like(E)                    # lr-scaled dL/d output
     A = V if act is not None and act.sigma is identity else torch.empty_like(V)  # hidden activations
-    grad_A = torch.empty_like(V)
-    grad_U = torch.empty_like(U)
+    grad_A, grad_U = torch.empty_like(V), torch.empty_like(U)
     A_t, G_t = A.transpose(1, 2), G.transpose(1, 2)
     if act is None:
         work = torch.empty_like(V)
@@ -144,8 +123,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
             grad_A.div_(sq_norm).addcmul_(dot, A, value=-2.0)
             V.sub_(grad_A, alpha=scale)
 
-    # A record is one copy of the state (E, U, V) into a slot of a preallocated buffer, with no
-    # host sync; loss and Q are computed a chunk of records at a time.
+    # A record is one copy of the state (E, U, V) into a preallocated slot (no host sync); loss and Q come in chunks.
     n_rec = len(record_steps)
     chunk = max(1, min(n_rec, RECORD_CHUNK_ELEMENTS // state.numel()))
     saved = torch.empty(chunk, state.numel(), dtype=dtype, device=device)
@@ -153,8 +131,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     saved_E, saved_U, saved_V = [saved[:, start:start + size].unflatten(1, shape)
                                  for start, size, shape in zip(starts, sizes, shapes)]
     U64, V64 = saved_U.double(), saved_V.double()  # where Q is computed, float64 for every dtype
-    loss_np = np.full((runs, n_rec), np.nan)
-    q_np = np.full((runs, n_rec), np.nan)
+    loss_np, q_np = np.full((runs, n_rec), np.nan), np.full((runs, n_rec), np.nan)
     diverged_at = np.full(runs, -1, dtype=np.int64)
     reached = np.zeros(runs, dtype=bool)  # a loss below stop_below was recorded
 
@@ -199,16 +176,13 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     if compact:
         compact_and_continue(result, active, U, V, Y, initial_lr, steps, progress, run_ids,
                              dict(model=model, activation=activation, loss_kind=loss_kind, stop_below=stop_below))
-    for r in np.flatnonzero(result["diverged_at"] >= 0):
-        after = record_steps >= result["diverged_at"][r]
-        loss_np[r, after] = np.nan
-        q_np[r, after] = np.nan
+    stopped = (result["diverged_at"][:, None] >= 0) & (record_steps >= result["diverged_at"][:, None])  # [R, T]
+    loss_np[stopped], q_np[stopped] = np.nan, np.nan
     return result
 
 
-COMPACT_WHEN = 0.75  # with stop_below: continue the runs still training as a smaller batch once at most this
-                    # fraction of the batch is left (a step costs about in proportion to the batch at these sizes,
-                    # and each compaction shrinks it by a quarter at least, so there are few of them)
+COMPACT_WHEN = 0.75  # continue the runs still training as a smaller batch once at most this fraction is left: a step
+                    # costs about in proportion to the batch, and each compaction shrinks it by a quarter at least
 
 
 def compact_and_continue(result, active, U, V, Y, lr, steps, progress, run_ids, kwargs):
@@ -235,16 +209,11 @@ def seeds_progress_total(steps, seeds):
 
 
 def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, rest_stop_below=None, **kwargs):
-    """gradient_descent for the runs of several seeds: U [S, R, m, k], V [S, R, n, k] (seed 0 first).
-
-    lr: one learning rate, or one per run of a seed [R]. Seed 0, the paper's draw, is trained in a batch of its
-    own, so its numbers are those of a single-seed run whatever the number of seeds (torch's vectorised sigmoid,
-    ELU and softplus round the tail elements of a tensor differently, so a run's last bits depend on the batch
-    size). Seeds 1.. are one more batch, stopped with stop_below=rest_stop_below where only step counts are
-    wanted from them. kwargs go to gradient_descent. Returns its dict with a leading seed axis on every per-run
-    array ([S, R, T], [S, R, m, k], [S, R]); loss and Q records of a stopped batch are NaN after its stop.
-    progress: its update(n) gets both batches' steps (seeds_progress_total in all).
-    """
+    """gradient_descent for the runs of several seeds: U [S, R, m, k], V [S, R, n, k] (seed 0 first); lr: one, or one
+    per run of a seed [R]. Seed 0 trains in a batch of its own, so that it is bit for bit the single-seed run
+    (docs/outputs.md, "Seeds"); seeds 1.. are one more batch, with stop_below=rest_stop_below. kwargs go to
+    gradient_descent. Returns its dict with a leading seed axis on every per-run array ([S, R, T], [S, R, m, k],
+    [S, R]). progress gets seeds_progress_total steps in all."""
     seeds, runs = U.shape[:2]
     lr = torch.as_tensor(lr, dtype=torch.float64).reshape(-1)  # one for all runs, or one per run of a seed
     results = [gradient_descent(U[0], V[0], Y, lr, steps, progress=progress, **kwargs)]
@@ -254,10 +223,9 @@ def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, rest_stop_below=No
                                         progress=progress, stop_below=rest_stop_below, **kwargs))
         if progress is not None:
             progress.update(steps - results[-1]["trained_steps"])  # a stopped batch: fill the bar
-    merged = {"steps": results[0]["steps"], "trained_steps": [r["trained_steps"] for r in results]}
-    for key in ("loss", "Q", "U", "V", "diverged_at"):
-        merged[key] = np.concatenate([r[key] for r in results]).reshape(seeds, runs, *results[0][key].shape[1:])
-    return merged
+    per_run = {key: np.concatenate([r[key] for r in results]).reshape(seeds, runs, *results[0][key].shape[1:])
+               for key in ("loss", "Q", "U", "V", "diverged_at")}
+    return {"steps": results[0]["steps"], "trained_steps": [r["trained_steps"] for r in results], **per_run}
 
 
 def first_step_below(steps, loss, threshold):
@@ -270,12 +238,9 @@ def first_step_below(steps, loss, threshold):
 # Hessian of the squared loss |Y - U sigma(V^T)|_F^2 over the flattened (U, V)
 
 def squared_loss_hessian(U, V, Y, activation):
-    """Hessian in float64 of |Y - U sigma(V^T)|^2 w.r.t. concat(U.flatten(), V.flatten()).
-
-    U: [m, k], V: [n, k], Y: [m, n] -> [(m+n)k, (m+n)k], symmetric. Reverse-over-reverse
-    differentiation with torch.func, vectorised over all (m+n)k rows at once (at these sizes faster
-    than forward-over-reverse, and the same numbers as one double-backward per row).
-    """
+    """Hessian in float64 of |Y - U sigma(V^T)|^2 w.r.t. concat(U.flatten(), V.flatten()), symmetric.
+    U: [m, k], V: [n, k], Y: [m, n] -> [(m+n)k, (m+n)k]. Reverse-over-reverse with torch.func, all rows at once
+    (at these sizes faster than forward-over-reverse, and the same numbers as one double-backward per row)."""
     m, k = U.shape
     act = get_activation(activation)
     Y = torch.as_tensor(Y, dtype=torch.float64)
@@ -292,12 +257,9 @@ def squared_loss_hessian(U, V, Y, activation):
 
 def gauss_newton_eigenvalues(U, V, activation):
     """Eigenvalues (ascending) of 2 J J^T, J = d output / d (U, V) the m n x (m+n) k Jacobian, in float64.
-
     U: [..., m, k], V: [..., n, k] -> [..., m n]. The Hessian of |Y - U sigma(V^T)|^2 is 2 J^T J plus a term
-    proportional to the residual, so at a zero-loss minimum its nonzero eigenvalues are exactly these (2 J^T J
-    and 2 J J^T share them); at a trained minimum (squared loss ~1e-10) they agree with squared_loss_hessian's to
-    about 1e-7 relative. An m n x m n problem instead of (m+n) k x (m+n) k: cheap enough for many points.
-    """
+    proportional to the residual, so at a zero-loss minimum its nonzero eigenvalues are these (at a trained minimum,
+    squared loss ~1e-10, to about 1e-7 relative); an m n x m n problem, cheap enough for many points."""
     act = get_activation(activation)
     U, V = torch.as_tensor(U, dtype=torch.float64), torch.as_tensor(V, dtype=torch.float64)
     batch, (m, k) = U.shape[:-2], U.shape[-2:]

@@ -1,8 +1,5 @@
-"""The figure scripts' command line (their shared flags, checked; progress bars), their driver (Job,
-run_figure_script) and the plot helpers they share. No science here.
-
-torch is imported only inside the functions that need it, so a script answers --help and flag
-errors at once.
+"""The figure scripts' shared command line (flags, checked; progress bars), their driver (Job, run_figure_script) and
+plot helpers. No science here; torch loads only inside the functions that need it, so --help answers at once.
 """
 
 import argparse
@@ -79,10 +76,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class FigureParser(argparse.ArgumentParser):
-    """The command line of a figure script. Parsing the process's own arguments (args=None, as the
-    scripts do first thing) makes it a figure run: from then on Ctrl-C and SIGTERM end it with one
-    line (exit_cleanly_on_signals), also while it is still importing torch. Parsing a given list
-    (a test, a caller of main(argv)) leaves the caller's signal handling alone."""
+    """The command line of a figure script. Parsing the process's own arguments (args=None) makes it a figure run:
+    from then on Ctrl-C and SIGTERM end it with one line (exit_cleanly_on_signals), also while torch imports.
+    Parsing a given list (a test, a caller of main(argv)) leaves the caller's signal handling alone."""
 
     def parse_known_args(self, args=None, namespace=None):
         if args is None:
@@ -91,18 +87,12 @@ class FigureParser(argparse.ArgumentParser):
 
 
 def figure_parser(description, activations=False, steps_help="number of gradient-descent steps", seeds=False):
-    """The flags every figure script shares (same names and meanings everywhere).
-
-    description: the script's docstring (its first paragraph is shown).
-    activations: True to add --activations (default: the paper's four).
-    seeds: True to add --seeds (default 1: the paper's single draw).
-    steps_help: what --steps counts; None for a script that does not train (the flag stays, so that
-    every script has the same flags, and says so).
-    """
+    """The flags every figure script shares. description: the script's docstring (its first paragraph is shown);
+    activations, seeds: True to add --activations, --seeds; steps_help: what --steps counts, None for a script that
+    does not train (it keeps the flag, unlisted, and refuses it with a pointer)."""
     parser = FigureParser(description=description.split("\n\n")[0], formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that run in seconds (smoke test); not the paper's numbers")
-    # A script that does not train keeps --steps (given, it is refused with a pointer) but does not list it.
     parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
                         help=f"{steps_help} for every run (default: the paper's)" if steps_help else argparse.SUPPRESS)
     parser.add_argument("--device", default="auto", type=device_name, metavar="DEVICE",
@@ -175,8 +165,7 @@ def parse_figure_args(parser, argv=None):
 
 
 def resolve_device(name="auto"):
-    """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device;
-    UsageError for cuda without a GPU."""
+    """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device; UsageError for a GPU not there."""
     import torch
     if isinstance(name, torch.device):
         name = str(name)
@@ -194,10 +183,8 @@ def resolve_device(name="auto"):
 
 
 def refuse_quick_into_committed(path, flag):
-    """UsageError if a quick run would write into the committed figures/ (its smoke-test numbers
-    would replace the full run's), however either is spelled (relative, absolute, through a symbolic
-    link; a path that does not exist yet is resolved as far as it exists); `flag` names the setting
-    that chose `path`."""
+    """UsageError if a quick run would write into the committed figures/ (its smoke-test numbers would replace the full
+    run's), however either is spelled (relative, absolute, a symbolic link); `flag` names the setting that chose it."""
     real, committed = os.path.realpath(path), os.path.realpath(COMMITTED_FIGURES)
     if real == committed or real.startswith(committed.rstrip(os.sep) + os.sep):
         where = os.path.relpath(real, REPO)
@@ -252,18 +239,17 @@ def step_formatter():
     from matplotlib.ticker import FuncFormatter
 
     def label(value, _position):
-        if value == 0:
-            return "0"
+        if abs(value) < 1e4:
+            return f"{value:g}" if value else "0"
         mantissa, exponent = f"{value:.1e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        return f"{mantissa}e{int(exponent)}" if abs(value) >= 1e4 else f"{value:g}"
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
     return FuncFormatter(label)
 
 
-def plot_loss_curves(ax, data, linewidth):
+def plot_loss_curves(ax, data, linewidth, label_size):
     """One curve per run of seed 0 (the paper's draw): data['loss'] [R, T] against data['steps'], log y, legend
-    data['labels']; a run that diverged (data['diverged_at'] [S, R], seed 0's row) gets '(diverged)' in its label
-    and an 'x' at its last finite point."""
+    data['labels'], axes labelled in `label_size` points; a run that diverged (data['diverged_at'] [S, R], seed 0's
+    row) gets '(diverged)' in its label and an 'x' at its last finite point."""
     diverged_at = data["diverged_at"][0]
     for run, label in enumerate(data["labels"]):
         ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=linewidth,
@@ -271,16 +257,15 @@ def plot_loss_curves(ax, data, linewidth):
         mark_diverged(ax, data["steps"], data["loss"][run], diverged_at[run], f"C{run}")
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(step_formatter())
+    ax.set_xlabel("Training steps", fontsize=label_size)
+    ax.set_ylabel("Loss", fontsize=label_size)
 
 
 def mark_diverged(ax, steps, values, diverged_at, color):
     """Put an 'x' at the last finite point of a run that diverged (NaN/inf loss)."""
-    if diverged_at < 0:
-        return
-    finite = np.isfinite(values)
-    if finite.any():
-        last = np.flatnonzero(finite)[-1]
-        ax.plot(steps[last], values[last], "x", color=color, markersize=12, markeredgewidth=3)
+    finite = np.flatnonzero(np.isfinite(values))
+    if diverged_at >= 0 and finite.size:
+        ax.plot(steps[finite[-1]], values[finite[-1]], "x", color=color, markersize=12, markeredgewidth=3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,17 +293,11 @@ def steps_per_activation(args, paper_steps, quick_steps):
 
 
 def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, trains=True):
-    """Parse the shared flags, then train (or, with --plot-only, load) and save every figure.
-
-    make_jobs(args) -> [Job], longest first; train(**job.kwargs, progress=...) -> the figure's
-    data (dict of numpy arrays), where progress(total, description, unit="step") makes a
-    tqdm-like bar; plot(data) -> a matplotlib figure; summary_line(job.name, data) -> the line
-    printed after saving. Jobs run in up to --jobs worker processes.
-
-    Added to every figure's settings: run_metadata (versions, device, dtype, command, run time), the
-    activation's paper_constant and, for scripts that train, the seed of the initial draws (models.PAPER_SEED)
-    and the loss gradient descent minimises (training.TRAINED_ON); save_figure adds the script
-    (the file that defines `plot`) and the figure's name, which --plot-only checks.
+    """Parse the shared flags, then train (or, with --plot-only, load) and save every figure, in up to --jobs workers.
+    make_jobs(args) -> [Job], longest first; train(**job.kwargs, progress=...) -> the figure's data (dict of numpy
+    arrays), progress(total, description, unit="step") making a tqdm-like bar; plot(data) -> a matplotlib figure;
+    summary_line(job.name, data) -> the line printed after saving. Each figure's settings also get run_metadata, the
+    activation's paper_constant and, where the script trains (trains=True), models.PAPER_SEED and training.TRAINED_ON.
     """
     args = parse_figure_args(parser, argv)
     import matplotlib
@@ -339,11 +318,9 @@ def run_figure_script(parser, make_jobs, train, plot, summary_line, argv=None, t
         disable = True if args.no_progress else None
         results = parallel_map(train, [dict(job.kwargs, progress=partial(progress_bar, disable=disable, position=i))
                                        for i, job in enumerate(jobs)], args.jobs)
+        from gfs.training import TRAINED_ON
         from models import ACTIVATIONS, PAPER_SEED
-        shared = {}
-        if trains:
-            from gfs.training import TRAINED_ON
-            shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON}
+        shared = {"seed": PAPER_SEED, "trained_on": TRAINED_ON} if trains else {}
         for job, result in zip(jobs, results):
             for (name, job_settings), data in zip(job.figures(), result if job.also else [result]):
                 # the paper code's integration constant of Q, so that the report reads it without importing torch

@@ -78,12 +78,8 @@ def _to_json(value):
         return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, (np.ndarray, np.integer, np.floating)):
+        return value.tolist()  # plain Python numbers and lists
     return value
 
 
@@ -99,24 +95,21 @@ def settings_digest(settings):
 
 
 def save_figure(fig, out_dir, name, data, settings, script=None):
-    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json, as a set:
-    all four are written in full under temporary names beside their destination, then renamed, the .json
-    last and with Ctrl-C/SIGTERM held back, so an interrupted run leaves the previous set or the new one.
-    The .json also records `name` (it may contain a sub-folder, e.g. 'Q-dynamics/x'), the `script` (if given),
-    the .npz's SHA-256 and settings_digest, which load_figure_data checks. Returns [.npz, .json, .pdf, .png].
-    """
+    """Save `fig` as DIR/name.pdf and .png, `data` (dict of arrays) as .npz, `settings` as .json, as a set: each written
+    in full under a temporary name, then renamed, the .json last and with Ctrl-C/SIGTERM held back (docs/outputs.md).
+    The .json also records `name` (e.g. 'Q-dynamics/x'), the `script` (if given), the .npz's SHA-256 and
+    settings_digest, which load_figure_data checks. Returns [.npz, .json, .pdf, .png]."""
     import matplotlib.pyplot as plt
     stem = os.path.join(out_dir, name)
     folder = os.path.dirname(stem) or "."
     os.makedirs(folder, exist_ok=True)
     _remove_stale_temporaries(folder)
-    arrays = {key: np.asarray(value) for key, value in data.items()}
     temporary = {}
     try:
         for extension in (".npz", ".pdf", ".png", ".json"):
             temporary[extension] = _temporary_file(folder, extension)
         with open(temporary[".npz"], "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **{key: np.asarray(value) for key, value in data.items()})
         # Fixed metadata keep the PDF and PNG byte-identical across runs.
         fig.savefig(temporary[".pdf"], format="pdf", bbox_inches="tight",
                     metadata={"CreationDate": None, "Creator": None})
@@ -141,8 +134,7 @@ def save_figure(fig, out_dir, name, data, settings, script=None):
 
 
 def write_atomic(path, content):
-    """Write content (str or bytes) to path complete or not at all, with the usual permissions (0666 less the
-    umask)."""
+    """Write content (str or bytes) to path complete or not at all, with the usual permissions (0666 less the umask)."""
     tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}@{_HOST}-{os.path.basename(path)}")
     try:
         mode = "wb" if isinstance(content, bytes) else "w"
@@ -159,9 +151,8 @@ def png_preview(fig, max_width_px=1200, max_dpi=100):
     """The figure as PNG bytes at screen resolution (at most `max_width_px` wide): what a notebook
     shows inline, so that a committed notebook stays small; the saved .png (150 dpi) is for print."""
     import io
-    width_inches = fig.get_size_inches()[0]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=min(max_dpi, max_width_px / width_inches), bbox_inches="tight",
+    fig.savefig(buffer, format="png", dpi=min(max_dpi, max_width_px / fig.get_size_inches()[0]), bbox_inches="tight",
                 metadata={"Software": None})
     return buffer.getvalue()
 
@@ -180,12 +171,9 @@ class SavedArrays(dict):
 
 
 def load_figure_data(out_dir, name, script=None, again="re-run without --plot-only"):
-    """Load the (data, settings) that save_figure saved as DIR/name.npz/.json, trusting neither:
-    the .json must be readable, unedited since it was saved (its settings' SHA-256), and name this
-    figure (and `script`, if given); the .npz must be the one it describes (same SHA-256), readable,
-    and hold the seeds the .json names. UsageError (one line, ending with `again`) otherwise.
-    Returns data (SavedArrays) and settings.
-    """
+    """(data: SavedArrays, settings) that save_figure saved as DIR/name.npz/.json, trusting neither: the .json must be
+    readable, unedited (settings_digest) and name this figure (and `script`, if given); the .npz must be the one it
+    describes (same SHA-256), readable, and hold the seeds it names. UsageError (one line, ending with `again`)."""
     stem = os.path.join(out_dir, name)
     if not (os.path.isfile(stem + ".npz") and os.path.isfile(stem + ".json")):
         raise UsageError(f"no saved data at {stem}.npz/.json; run without --plot-only first")
@@ -216,25 +204,22 @@ def load_figure_data(out_dir, name, script=None, again="re-run without --plot-on
         raise UsageError(f"{stem}.npz cannot be read (damaged: {error}); {again}") from None
     seeds = np.ravel(data["seeds"]).tolist() if "seeds" in data else None
     if isinstance(settings.get("seeds"), list) and seeds is not None and seeds != np.ravel(settings["seeds"]).tolist():
-        raise UsageError(f"{stem}.npz holds seeds {seeds}, its .json names "
-                         f"{settings['seeds']}; {again}")
+        raise UsageError(f"{stem}.npz holds seeds {seeds}, its .json names {settings['seeds']}; {again}")
     return data, settings
 
 
 def hold_output_dir(folder, holder):
-    """Hold `folder` for this process as `holder` (a script's or a notebook's name) until it ends;
-    UsageError (one line) if a live process already holds it as the same holder: two runs of one
-    script into one folder would overwrite each other's files (different scripts may share one).
+    """Hold `folder` for this process as `holder` (a script's or a notebook's name) until it ends; UsageError if a live
+    process holds it as the same holder: two runs of one script into one folder would overwrite each other's files
+    (different scripts may share one).
 
-    The hold is a file in the system's temporary folder (never in the output folder, which may be
-    the committed figures/) named after the folder's real path, holding the pid; it is removed at
-    exit or by a signal (TEMPORARIES), and one whose process is gone (SIGKILL) is taken over.
-    Returns its path (None without a writable temporary folder).
+    The hold, named after the folder's real path and holding the pid, is a file in the system's temporary folder (never
+    in the output folder, which may be the committed figures/), removed at exit or by a signal (TEMPORARIES); one whose
+    process is gone is taken over. Returns its path (None without a writable temporary folder).
     """
     real = os.path.realpath(folder)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", holder)
-    path = os.path.join(tempfile.gettempdir(),
-                        f"gfs-running-{hashlib.sha256(real.encode()).hexdigest()[:16]}-{name}")
+    path = os.path.join(tempfile.gettempdir(), f"gfs-running-{hashlib.sha256(real.encode()).hexdigest()[:16]}-{name}")
     for _ in range(2):  # the second try after removing a hold whose process is gone
         try:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
