@@ -3,12 +3,10 @@
 
 usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
-Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/), found by
-the name their .json gives (saved_figures.py); nothing is retrained, and neither torch nor a script or notebook is
-imported. Each claim is registered once, in its figure's claims module (CLAIM_MODULES below; what a claim is and
-how to add one: verdict_rules.py), and one loop, check(), loads, measures and judges every claim: a verdict, or the
-reason there is none (a data error or a failing check also makes the exit status 1). What each verdict means, how
-seeds, units, diverged runs and the two conventions of Q are judged, and the report's layout: docs/report.md.
+Reads only the .npz/.json files saved under DIR (saved_figures.py): nothing is retrained, no torch, script or
+notebook is imported. Each claim is registered once, in its figure's claims module (CLAIM_MODULES; what a claim is:
+verdict_rules.py), and check() judges each: a verdict, or the reason there is none (a data error or a failing check
+also makes the exit status 1). What the verdicts mean, how they are judged and the report's layout: docs/report.md.
 """
 import argparse
 import datetime
@@ -49,16 +47,14 @@ IN_FULL = "In full: docs/report.md, *Rules*."  # a long rule's second paragraph:
 
 
 def rule_text(rule):
-    """The rule as the report prints it: its docstring's first paragraph, defaults filled in, and for a long rule
-    (second paragraph IN_FULL) the pointer to where it is stated in full."""
+    """The rule as the report prints it: doc_text(rule), and IN_FULL where that is its docstring's second paragraph."""
     return doc_text(rule) + f" {IN_FULL}" * (inspect.getdoc(rule).split("\n\n")[1:2] == [IN_FULL])
 
 
 def combine_units(over, results, brief=False):
     """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined. Where the
-    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest);
-    brief: every unit by its deciding numbers (a claim whose table shows every number its rule reads), without its
-    verdict where each unit's is the claim's."""
+    exact numerics decide, the other numerics show their deciding numbers only; brief (Claim.brief): every unit does,
+    without its verdict where each unit's is the claim's."""
     if list(results) == [""]:
         return results[""]._replace(text=results[""].deciding) if brief and results[""].deciding else results[""]
     shown_only, tabled = over is exact_decides or brief, all(r.rows for r in results.values())
@@ -107,14 +103,12 @@ class Checked:
 
 
 def claim_text(claim, figures):
-    """The claim's sentence: claim.text, or claim.text(figures) ({unit: Figure}, empty if not run), which reads their
-    saved settings (a missing setting: DataError)."""
+    """claim.text, or claim.text(figures) ({unit: Figure}) where it reads their settings (one missing: DataError)."""
     return claim.text if isinstance(claim.text, str) else claim.text(figures)
 
 
 def decided_by(claim, figures):
-    """Which saved data decide the claim, in a few words: the exact numerics (CIFAR claims about symmetry-moved
-    networks), or how many units and seeds were read."""
+    """Which saved data decide the claim, in a few words: the exact numerics, or how many units and seeds were read."""
     def seeds(f):
         if "diverged_at" in f.data:
             return len(np.atleast_2d(f.data["diverged_at"]))
@@ -168,8 +162,7 @@ def every_run(measured):
 
 
 def mark_broken(checked, no_verdict):
-    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check (checked: changed in
-    place; no_verdict: the states that are no verdict)."""
+    """Each figure with a failing check: its claims' verdicts (in place; unless in no_verdict) become BROKEN."""
     failing = {}
     for c in checked:
         if c.claim.check and c.verdict not in (REPRODUCED,) + no_verdict:
@@ -211,8 +204,7 @@ def label(verdict, quick, check=False):
 
 
 def render_claim(c, shown):
-    """The claim's lines in its section. shown: {rule text: the claim that printed it first}, so that a rule shared by
-    several claims is printed once and named after that."""
+    """The claim's lines in its section. shown: {rule text: the claim that printed it first} (a shared rule: once)."""
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
     # over the units: the usual combination is in the legend; another (the exact numerics decide) is stated here
     over = doc_text(claim.over, units=claim.files.kind) if several and claim.over != combine else ""
@@ -299,8 +291,7 @@ def saved_settings(out_dir):
 
 
 def run_time_summary(saved):
-    """Total wall time of the runs behind the saved settings, each command counted once (a script writes its whole run
-    time into every figure it saves), and the machines they ran on."""
+    """(total wall time, {command: its time}, the machines): each command once (it saves its time in every figure)."""
     per_command, machines = {}, set()
     for st in saved:
         if run_seconds(st) is not None:
@@ -345,8 +336,8 @@ LEGEND = ("**Legend.** A verdict applies the fixed rule stated with its claim to
 
 
 def newest_data(saved):
-    """When the newest figure was saved (its .json's `created`), in UTC: the report's date, so that the report of
-    unchanged data is byte-identical (a clock date would change it on every run)."""
+    """When the newest figure was saved (`created`), in UTC: the report's date, so that unchanged data give a
+    byte-identical report."""
     dates = []
     for st in saved:
         try:
