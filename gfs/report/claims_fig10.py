@@ -1,10 +1,7 @@
 """The claims of Fig. 10 (ensemble_CIFAR.ipynb): ensembles built from the nonlinear, data-dependent group action,
-and the experiment beyond the paper on whether the action generalises.
-
-A Fig. 10 cell (num_g, eps) "is a symmetry" if its symmetry error, the largest relative gap between a moved
-network's logits and the original's on the images its pi was fitted on (for the pi the ensemble uses), is at most
-the tolerance. A claim about symmetry-moved networks is tested only where they are symmetries; the exact numerics
-decide it (exact_decides). Fig. 11 uses exact_decides and rule_same_predictions too.
+and the experiment beyond the paper on whether the action generalises. A cell (num_g, eps) is a symmetry if its
+symmetry error is at most the tolerance (rule_symmetries); a claim about symmetry-moved networks is tested only
+there, and the exact numerics decide it (exact_decides). How each claim is judged: docs/report.md.
 """
 import os
 
@@ -19,19 +16,18 @@ from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, Claim,
 EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
 FIG10_MARGIN = 0.02       # accuracy differences within it are ties
 EPS_CHECKED = (1.0, 10.0)  # the large eps at which the paper compares the group ensemble with the baselines
-# The CIFAR files: cifar_files names them; '*' matches the settings a quick run writes into the names (g5 for g200).
 NUMERICS_SUFFIXES, NUMERICS_NAMES = tuple(dataset.NUMERICS_SUFFIX.values()), ("paper numerics", EXACT)
 SHORT_NAMES = {name: name.split()[0] for name in NUMERICS_NAMES}  # 'paper', 'exact': in table columns
-
-
-def deciding_numerics(figures):
-    """The numerics whose data decide (exact_decides) among {numerics name: ...}: the exact, else the only ones."""
-    return EXACT if EXACT in figures else next(iter(figures), None)
 NOTEBOOK = dataset.NOTEBOOKS["Fig. 10"]
 FIG10 = Files(dataset.fig10("paper") + "{}", NUMERICS_SUFFIXES, notebook_command(NOTEBOOK), "numerics",
               notebook=NOTEBOOK, names=NUMERICS_NAMES)
 FIT_SIZE = Files(dataset.FIT_SIZE, ("",), notebook_command(NOTEBOOK), notebook=NOTEBOOK)
 AT_LARGE_EPS = " and ".join(f"{e:g}" for e in EPS_CHECKED)
+
+
+def deciding_numerics(figures):
+    """The numerics whose data decide (exact_decides) among {numerics name: ...}: the exact, else the only ones."""
+    return EXACT if EXACT in figures else next(iter(figures), None)
 
 
 def data_text(data):
@@ -70,8 +66,7 @@ def rows_all_within(values, bound):
 
 
 def symmetric_rows(symmetric, rows):
-    """[E] bool: the rows whose every cell is a symmetry. symmetric: [E, G] bool, or None (not measured, as in the
-    paper's notebook: every row counts)."""
+    """[E] bool: the rows whose every cell is a symmetry. symmetric: [E, G] bool, or None (not measured: all count)."""
     return np.ones(rows, bool) if symmetric is None else np.all(np.asarray(symmetric, dtype=bool), axis=1)
 
 
@@ -86,11 +81,9 @@ def checked_rows(group_scales, eps_checked, symmetric):
 # Measurements and rules
 
 def fig10_seeds(f, *names, **derived):
-    """A rule's arguments from a Fig. 10 file, per seed (PerSeed): those of the seed's entries named in `names`,
-    and the `derived` ones ({argument: function of the entries}). The entries: group_scales (eps) [E];
-    symmetry_error [E, G], that of the pi the ensemble uses (with the fit noise of its numerics); tolerance, as
-    saved; symmetric [E, G], error at most the tolerance; original, the original's accuracy; and each mode's vote
-    accuracy [E, G] under the mode's name."""
+    """Per seed (PerSeed): the entries named in `names` and the `derived` ones ({argument: function of the entries}).
+    The entries: group_scales [E]; symmetry_error [E, G] of the pi the ensemble uses; tolerance, as saved; symmetric
+    [E, G] (error <= tolerance); original, the original's accuracy; each mode's vote accuracy [E, G] by its name."""
     tolerance, measured = f.symmetry_tolerance(), PerSeed()
     for s in range(len(f["seeds"])):
         seed = dict(group_scales=f["group_scale"], symmetry_error=f["symmetry_error_fitted"][s], tolerance=tolerance,
@@ -247,9 +240,8 @@ def fig10_tables(figures):
     deciding = deciding_numerics(figures)
     for numerics, f in figures.items():
         group_scales, original, modes = f["group_scale"], f["original_acc"], f.setting("modes")
-        tolerance = f.symmetry_tolerance()
         error, noise_free = f["symmetry_error_fitted"], f["symmetry_error"]  # [S, E, G]
-        symmetric = np.all(error <= tolerance, axis=2)  # [S, E]
+        symmetric = np.all(error <= f.symmetry_tolerance(), axis=2)  # [S, E]
         moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in modes}  # [S, E, G]
         diff = {m: moved[m].mean(axis=2) for m in modes}  # [S, E]
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
@@ -263,9 +255,8 @@ def fig10_tables(figures):
         for m in modes if numerics == deciding else ("group",):
             columns[f"{m}, {short}" if m == "group" else m] = [spread(diff[m][:, i]) + "*" * bool(flag[m][i])
                                                                for i in range(len(group_scales))]
-        settings = f.settings
-        described.append(f"{numerics}: {settings.get('action_dtype', '?')} group action, fit noise "
-                          f"{settings.get('fit_noise', '?')}")
+        described.append(f"{numerics}: {f.settings.get('action_dtype', '?')} group action, fit noise "
+                          f"{f.settings.get('fit_noise', '?')}")
         kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
         if kept.any():
             losses = -diff["group"][:, kept]
@@ -303,9 +294,8 @@ def fig10_tables(figures):
                       f"{float(f['deep_ensemble_acc']) - np.mean(f['original_acc']):+.3f} over the originals' mean "
                       "accuracy, the gain a real ensemble buys.", ""]
         data = f.settings.get("data", {})
-        lines += [paper.FIG10_NOTE, "",
-                  data_text(data)
-                  + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
+        lines += [paper.FIG10_NOTE, "", data_text(data) + f" Evaluation: {data.get('eval_split', '?')} split, "
+                  f"{data.get('eval_images', '?')} images.", ""]
     return lines
 
 
@@ -382,8 +372,7 @@ SECTIONS = (
               "and shuffle.", FIG10, lambda f: fig10_seeds(
                   f, "group_scales", "group", "symmetric",
                   baselines=lambda c: {m: c[m] for m in ("g_inverse", "random", "shuffle")}),
-              rule_group_beats_baselines,
-              over=exact_decides),
+              rule_group_beats_baselines, over=exact_decides),
         Claim("Fig. 10", f"group beats the interpolated permutation at eps = {AT_LARGE_EPS}",
               f"At large eps ({AT_LARGE_EPS}) the group ensemble also beats the interpolated permutation, the "
               "baseline that, like the group action, keeps the function at small eps (g^-1, random and shuffle "
