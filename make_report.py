@@ -60,13 +60,11 @@ def combine_units(over, results, brief=False):
     shown_only, tabled = over is exact_decides or brief, all(r.rows for r in results.values())
     verdict = over({u: r.verdict for u, r in results.items()})
     uniform = brief and all(r.verdict == verdict for r in results.values())  # the verdict says each unit's
-    readings = units_text({u: r.deciding for u, r in results.items()})
-    return Result(verdict,
-                  readings if uniform else
-                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and (brief or u != EXACT) else r.text})"
-                            for u, r in results.items()),
-                  results[EXACT].deciding if over is exact_decides and EXACT in results  # decided by: says so
-                  else readings,
+    summary = units_text({u: r.deciding for u, r in results.items()})
+    unit_text = {u: r.deciding if shown_only and (brief or u != EXACT) else r.text for u, r in results.items()}
+    text = summary if uniform else "; ".join(f"{u}: {r.verdict} ({unit_text[u]})" for u, r in results.items())
+    decided = over is exact_decides and EXACT in results  # the summary's "decided by" says so: exact's numbers only
+    return Result(verdict, text, results[EXACT].deciding if decided else summary,
                   columns=next(iter(results.values())).columns * tabled,
                   rows=tuple((u + row[0], *row[1:]) for u, r in results.items() for row in r.rows) * tabled)
 
