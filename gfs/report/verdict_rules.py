@@ -21,8 +21,7 @@ import numpy as np
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
-CANNOT_TEST = "cannot be tested"  # the data cannot decide the claim (moved networks that are no symmetries, runs
-                                  # that all diverged): no evidence either way, unlike not reproduced
+CANNOT_TEST = "cannot be tested"  # the data cannot decide the claim: no evidence either way, unlike not reproduced
 DEPENDS = "depends on the convention"  # the verdict where the paper's and the zero convention of Q disagree
 BROKEN = "broken data"                 # a check of the figure's construction failed: its claims get no verdict
 PASSES, FAILS = "passes", "fails"      # a check's result (its rule's reproduced / otherwise)
@@ -98,10 +97,8 @@ def over_seeds(results):
     if len(names) > 1:  # the deciding point differs between seeds (a radius, a row): say so
         results = [r._replace(value_name=r.value_name.split(" at ")[0] + " at each seed's deciding point")
                    for r in results]
-    spread = ""
-    if values.size:
-        spread = f"{results[0].value_name} {mean_sd(values)}" + (f" [{fmt(values.min())}, {fmt(values.max())}]"
-                                                                  if values.size > 1 else "")
+    spread = (f"{results[0].value_name} {mean_sd(values)}" + f" [{fmt(values.min())}, {fmt(values.max())}]"
+              * (values.size > 1)) if values.size else ""
     fails = [f"seed {i}: {r.verdict} ({r.text})" for i, r in enumerate(results) if r.verdict != REPRODUCED]
     # every seed holds: the spread says enough; otherwise the first failing seed's reading, and how many more fail
     text = "; ".join([f"holds in {k} of {n} seeds"] + [spread] * bool(spread) + [p] * bool(p)
