@@ -247,14 +247,12 @@ def fig10_tables(figures):
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
                 for m in modes}  # [E]
         short = SHORT_NAMES[numerics]
-        columns[f"symmetry error, {short}"] = [fmt(error[:, i].max()) + (
-            f" ({fmt(noise_free[:, i].max())})" if not np.allclose(error[:, i], noise_free[:, i]) else "")
-            for i in range(len(group_scales))]
-        columns[f"symmetric, {short}"] = [f"{int(symmetric[:, i].sum())} of {len(original)}"
-                                          for i in range(len(group_scales))]
+        columns[f"symmetry error, {short}"] = [fmt(e.max()) + f" ({fmt(n.max())})" * (not np.allclose(e, n))
+                                               for e, n in zip(error.swapaxes(0, 1), noise_free.swapaxes(0, 1))]
+        columns[f"symmetric, {short}"] = [f"{int(k)} of {len(original)}" for k in symmetric.sum(axis=0)]
         for m in modes if numerics == deciding else ("group",):
-            columns[f"{m}, {short}" if m == "group" else m] = [spread(diff[m][:, i]) + "*" * bool(flag[m][i])
-                                                               for i in range(len(group_scales))]
+            columns[f"{m}, {short}" if m == "group" else m] = [spread(d) + "*" * bool(o)
+                                                               for d, o in zip(diff[m].T, flag[m])]
         described.append(f"{numerics}: {f.settings.get('action_dtype', '?')} group action, fit noise "
                           f"{f.settings.get('fit_noise', '?')}")
         kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
@@ -311,9 +309,8 @@ def fig10_agreement_tables(figures):
     columns = {}
     for numerics, f in done.items():
         short, agreement = SHORT_NAMES[numerics], f["heldout_agreement"]  # [S, E, G]
-        columns[f"agreement, {short}"] = [spread(agreement[:, i].mean(axis=1), "{:.3f}")
-                                          for i in range(agreement.shape[1])]
-        columns[f"lowest cell, {short}"] = [f"{agreement[:, i].min():.3f}" for i in range(agreement.shape[1])]
+        columns[f"agreement, {short}"] = [spread(a, "{:.3f}") for a in agreement.mean(axis=2).T]
+        columns[f"lowest cell, {short}"] = [f"{a.min():.3f}" for a in agreement.swapaxes(0, 1)]
     f = done[deciding]
     columns[f"gap, {SHORT_NAMES[deciding]}"] = [
         f"{fmt(np.median(f['heldout_gap_p50'][:, i]))} ({fmt(np.median(f['heldout_gap_p10'][:, i]))} to "
