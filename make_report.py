@@ -334,8 +334,7 @@ LEGEND = ("**Legend.** A verdict applies the fixed rule stated with its claim to
 
 
 def newest_data(saved):
-    """When the newest figure was saved (`created`), in UTC: the report's date, so that unchanged data give a
-    byte-identical report."""
+    """The newest figure's `created` time in UTC: the report's date, so that unchanged data give the same report."""
     dates = []
     for st in saved:
         try:

@@ -31,8 +31,7 @@ def deciding_numerics(figures):
 
 
 def data_text(data):
-    """The CIFAR-10 files a run read, in words: the saved .json's 'data' (dataset.cifar10_provenance's source and
-    digest, and the folder's name)."""
+    """The CIFAR-10 files a run read, in words, from its .json's 'data' (dataset.cifar10_provenance)."""
     digest, source = data.get("digest"), data.get("source", "not recorded (the run predates it)")
     head, _, names = source.rpartition(" checksum for ")
     if head and data.get("official") is False:  # the files whose MD5 differs, counted (the .json names them)
@@ -233,9 +232,8 @@ def rule_action_generalises(scales, sizes, agreement, threshold=AGREEMENT_THRESH
 # Tables
 
 def fig10_tables(figures):
-    """One table over eps for both numerics ({name: Figure}): per numerics the symmetry error, the seeds in which the
-    row is a symmetry and the group ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over
-    seeds); the baselines' from the numerics that decide (exact_decides: the exact, else the only ones)."""
+    """One table over eps for both numerics ({name: Figure}): per numerics the symmetry error, the symmetric seeds and
+    the group ensemble's vote accuracy - original; the baselines' from the numerics that decide (deciding_numerics)."""
     lines, columns, described = [], {}, []
     deciding = deciding_numerics(figures)
     for numerics, f in figures.items():

@@ -44,8 +44,7 @@ def significant(strengths, diff, p, alpha=ALPHA):
 
 
 def tested_on_a_symmetry(result, symmetry_error, tolerance):
-    """result where the moved networks are symmetries (error <= tolerance); otherwise 'cannot be tested', naming the
-    verdict as measured (the report's table gives its numbers)."""
+    """result where the moved networks are symmetries (error <= tolerance), else 'cannot be tested' (naming it)."""
     if symmetry_error <= tolerance:  # NaN (overflow) is no symmetry
         return result
     return Result(CANNOT_TEST, f"the moved networks are not symmetries (symmetry error {fmt(symmetry_error)} > "
@@ -89,9 +88,8 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
 # The standard robustness evaluation
 
 def fig11_suite(f, controls=False):
-    """Per seed: the radii (x 255), group vs original on the robust per-image outcomes (diff, McNemar p), the
-    group's robust accuracy, the symmetry error of the pi used; with controls, group vs each control the .json names.
-    A violated sanity check: EvaluationFailed."""
+    """Per seed: the radii (x 255), group vs original on the robust per-image outcomes (diff, McNemar p), the group's
+    robust accuracy and symmetry error; with controls, group vs each control. Failed sanity check: EvaluationFailed."""
     require(f, "robust_acc_group", "sanity_group", "alone_acc_deep", "converged_group")
     failures = sanity_failures(f)
     if failures:
@@ -202,9 +200,8 @@ def sanity_line(f, checks=""):
 
 
 def robustness_tables(figures):
-    """The exact numerics (which decide) in full: robust accuracy per radius and classifier with the paired
-    differences, convergence, Square's accuracy against its queries, held-out agreement and the sanity checks; the
-    other numerics: the group ensemble's rows only (the other classifiers' arrays are the same)."""
+    """The exact numerics (which decide) in full: robust accuracy and paired differences per radius, convergence,
+    Square's curves, held-out agreement, sanity checks; the other numerics: the group ensemble's rows only."""
     lines = []
     ordered = [(n, f) for n, f in sorted(figures.items(), key=lambda item: item[0] != EXACT)
                if "alone_acc_deep" in f.data]

@@ -70,16 +70,14 @@ def saved_index(out_dir):
 
 
 class Loader:
-    """Each saved figure loaded once, found by the name its .json gives (saved_index). load(files) -> {unit: Figure,
-    DataError or None (absent)}."""
+    """Each saved figure loaded once (saved_index names them). load(files) -> {unit: Figure, DataError or None}."""
 
     def __init__(self, out_dir):
         self.out_dir, self.cache, self.loaded = out_dir, {}, {}
         self.index = saved_index(out_dir)
 
     def matching(self, pattern):
-        """{unit: name} of the saved figures whose name fits the pattern ({}: a unit; '*': one part of a name, no '_'
-        or '/')."""
+        """{unit: names} of the saved figures that fit pattern ({}: a unit; '*': one part of a name, no '_' or '/')."""
         regex = "(.+)".join("[^/_]+".join(re.escape(p) for p in part.split("*")) for part in pattern.split("{}"))
         found = {}
         for name in self.index:

@@ -30,10 +30,9 @@ EVALUATION_FAILED = "evaluation failed"  # a sanity check of Fig. 11's robustnes
 
 
 class Result(NamedTuple):
-    """A rule's answer. deciding: the deciding effect in a few words (summary table); value, value_name: the one
-    number that decides, if any, and its name; p: its p-value, if any (both reported over seeds); columns and rows:
-    the reading as a table, printed instead of text (a row: a label suffix, the verdict, one cell per column); lead:
-    the words before that table."""
+    """A rule's answer. deciding: the deciding effect in a few words (summary table); value (named value_name), p:
+    the number that decides and its p-value, if any (reported over seeds); columns, rows: the reading as a table,
+    printed instead of text after lead (a row: a label suffix, the verdict, one cell per column)."""
     verdict: str
     text: str
     deciding: str = ""
@@ -215,9 +214,8 @@ def paper_column(reference, form=fmt):
 
 
 def saved_setting(figures, key, form=str, absent="as saved"):
-    """A setting of the saved runs in a claim's or table's text: form(the setting) of figures ({unit: Figure}); where
-    they saved different values, each with its units ('0.01 (linear, relu) / 0.05 (tanh)'); `absent` where nothing
-    is saved (not run). A figure without the setting: DataError naming its .json and the key."""
+    """form(a setting) of figures ({unit: Figure}) for a claim's or table's text; different values each with their
+    units ('0.01 (linear, relu) / 0.05 (tanh)'); `absent` where none is saved; a figure lacking it: DataError."""
     values = {}
     for unit, f in figures.items():
         values.setdefault(repr(f.setting(key)), (f.setting(key), []))[1].append(unit)
@@ -304,9 +302,8 @@ def runs(f, name=None, **keys):
 
 @dataclass(frozen=True)
 class Files:
-    """The saved files a claim reads: DIR/<pattern with {} = unit>.npz and .json, one pair per unit. A '*' in the
-    pattern stands for one part of a file name (no '_' or '/'), such as the settings a quick run writes into its
-    names (g5 for g200): the one saved figure that matches is read."""
+    """The saved files a claim reads: DIR/<pattern, {} = unit>.npz and .json per unit; a '*' stands for one part of
+    a name (no '_' or '/'), such as a quick run's settings (g5 for g200): the one saved figure that matches is read."""
     pattern: str
     units: tuple              # the paper's: activations, histogram shapes or attacks ("" for a single file)
     make: str                 # the command that makes them ({out}: the report's folder; see notebook_command)
