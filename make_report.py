@@ -209,9 +209,8 @@ def render_claim(c, shown):
     rule = rule_text(claim.rule) + f" {over}" * bool(over)  # the key of `shown`; printed with `over` once
     printed = rule.replace(over, f"{over.split(':')[0]}: as above.") if over and over in shown else rule
     shown.setdefault(over, claim.short) if over else None
-    kind = "Check" if claim.check else "Verdict"
     head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, EVALUATION_FAILED, NOT_RUN) else
-            f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")
+            f"**{'Check' if claim.check else 'Verdict'}: {label(c.verdict, c.quick, claim.check)}.**")
     lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {c.claim_text}", ""]
     if claim.check and c.verdict == REPRODUCED:  # an identity that held: one line, its numbers in the checks table
         lines = [f"**Check ({claim.figure}): {label(c.verdict, c.quick, True)}.** {c.claim_text}", ""]

@@ -1,10 +1,9 @@
 """What a claim of REPORT.md is (Claim, Files, Section), how its verdicts combine, and the helpers of its tables.
 
-A claim's measurement turns a saved Figure into its rule's keyword arguments (runs(): per-run arrays, per seed); the
-rule takes those numbers (never files) and returns a Result. A rule docstring's first paragraph is the rule as the
-report prints it (docs/report.md, *Rules*), its last gives the shapes. apply() names and leaves out diverged runs
-(without_diverged) and judges seeds one by one (over_seeds). No verdict by design: Unjudged; a file lacking what a
-claim needs: DataError, shown instead of a verdict or table.
+A claim's measurement turns a saved Figure into its rule's keyword arguments (runs(): per seed); the rule takes
+those numbers (never files) and returns a Result. A rule docstring's first paragraph is the rule as the report
+prints it (docs/report.md, *Rules*), its last gives the shapes. No verdict by design: Unjudged; a file lacking what
+a claim needs: DataError, shown instead of a verdict or table.
 
 Adding a claim: one Claim entry in its figure's SECTIONS, its rule beside it (or a shared one: toy_rules.py for
 the trends of |Q| and the checks of Figs. 3-9), and the rule's test, both ways. A new figure: its claims module and
@@ -321,8 +320,8 @@ class Files:
 class Claim:
     figure: str               # "Fig. 3"
     short: str                # the claim in a few words (summary table)
-    text: object              # the claim in one sentence: a str, or ({unit: Figure} -> str) for one that names the
-    files: Files              # saved runs' settings (learning rates, loss threshold...) read with saved_setting
+    text: object              # the claim in one sentence: a str, or {unit: Figure} -> str naming saved settings
+    files: Files
     measure: Callable         # Figure -> dict of the rule's keyword arguments (or PerSeed of such dicts)
     rule: Callable            # (**measurement) -> Result; its docstring is the rule in the report
     paper: Optional[Callable] = None  # () -> {unit: the rule's arguments from the paper code's numbers}
