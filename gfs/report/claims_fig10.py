@@ -130,9 +130,8 @@ def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, mar
     group_scales, diff = np.asarray(group_scales, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
     within = rows_all_within(diff, margin)
     symmetries = symmetric_rows(symmetric, len(group_scales))
-    ok, small = within & symmetries, group_scales <= small_eps + 1e-12
-    verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
-               if (group_scales <= smaller_eps + 1e-12).any() and ok[group_scales <= smaller_eps + 1e-12].all()
+    ok, small, smaller = within & symmetries, group_scales <= small_eps + 1e-12, group_scales <= smaller_eps + 1e-12
+    verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY if smaller.any() and ok[smaller].all()
                else NOT_REPRODUCED)
     finite = np.isfinite(diff)  # an overflowing cell is NaN
     largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
