@@ -125,8 +125,7 @@ def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, mar
     vote, every num_g): reproduced; only in the rows with eps <= {smaller_eps:g}: partly; otherwise not reproduced.
     A cell that is not a symmetry fails: it cannot support a claim about symmetry-moved networks.
 
-    group_scales: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool
-    (None: not measured)."""
+    group_scales: [E]; group_minus_original: [E, G] vote accuracy - original's; symmetric: [E, G] bool or None."""
     group_scales, diff = np.asarray(group_scales, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
     within = rows_all_within(diff, margin)
     symmetries = symmetric_rows(symmetric, len(group_scales))
@@ -151,8 +150,7 @@ def rule_group_beats_baselines(group_scales, group, baselines, symmetric=None, m
     {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced. A row with a
     cell that is not a symmetry cannot be tested: its pairs count as not beating.
 
-    group_scales: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool
-    (None: not measured)."""
+    group_scales: [E]; group, each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] or None."""
     rows, broken = checked_rows(group_scales, eps_checked, symmetric)
     group = np.asarray(group, dtype=float)
     pairs = {(float(group_scales[i]), name): group[i] - np.asarray(values, dtype=float)[i]

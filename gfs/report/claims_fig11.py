@@ -143,8 +143,7 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
 
     In full: docs/report.md, *Rules*.
 
-    radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff [R], p [R])}, group vs the
-    control."""
+    radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff, p) of group vs it, [R]}."""
     _, gain, _, level = _gain(radii, diff, p, accuracy, alpha, chance, margin)
     beyond, parts = [], []
     for name, (cd, cq) in controls.items():
@@ -265,10 +264,9 @@ SECTIONS = (
               "Under the paper's protocol (attacks transferred from the single model; its data range, clamping and "
               "strengths; float32 action with fit noise), the group ensemble is more robust than the original to FGSM "
               "and PGD (accuracies compared: the protocol saves no per-image results).", FIG11_PAPER, fig11_paper,
-              rule_group_more_robust,
-              paper=lambda: {m: dict(strengths=paper.FIG11_STRENGTHS[m], acc_original=acc["original"],
-                                     acc_group=acc["group"], n_images=paper.FIG11_IMAGES)
-                             for m, acc in paper.FIG11_ACCURACY.items()}),
+              rule_group_more_robust, paper=lambda: {
+                  m: dict(strengths=paper.FIG11_STRENGTHS[m], acc_original=acc["original"], acc_group=acc["group"],
+                          n_images=paper.FIG11_IMAGES) for m, acc in paper.FIG11_ACCURACY.items()}),
         Claim("Fig. 11", "corrected: group more robust than original (standard evaluation)",
               "Under the corrected protocol (valid pixel range, logits, the test split) and the standard robustness "
               "evaluation (white-box through every member; right only if right under every attack), the group "
