@@ -158,7 +158,7 @@ def every_run(measured):
 
 
 def mark_broken(checked, no_verdict):
-    """Each figure with a failing check: its claims' verdicts (in place; unless in no_verdict) become BROKEN."""
+    """Each figure with a failing check: its claims' verdicts not in no_verdict become BROKEN, naming the check."""
     failing = {}
     for c in checked:
         if c.claim.check and c.verdict not in (REPRODUCED,) + no_verdict:
@@ -286,7 +286,7 @@ def saved_settings(out_dir):
 
 
 def run_time_text(saved):
-    """The total wall time of the saved runs, each command once (it saves its time in every figure), and machines."""
+    """The run-time sentence: the total wall time, each command once (it saves its time in every figure), machines."""
     per_command, machines = {}, set()
     for st in saved:
         if run_seconds(st) is not None:

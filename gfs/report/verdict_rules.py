@@ -335,5 +335,4 @@ class Claim:
 class Section:
     title: str
     claims: tuple
-    tables: object            # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers; or a
-                              # tuple of such, each shown (or its data error) on its own
+    tables: object  # (get: Files -> {unit: Figure}) -> lines; or a tuple of such, each shown (or its error) apart
