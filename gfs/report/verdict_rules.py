@@ -143,11 +143,8 @@ def apply(rule, measurement):
 
 
 def fmt(x):
-    """Short number: 3 significant digits."""
-    if x is None:
-        return "-"
-    x = float(x)
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:.3g}"
+    """Short number: 3 significant digits ('-' for None; format gives 'nan', 'inf' and '-inf' itself)."""
+    return "-" if x is None else f"{float(x):.3g}"
 
 
 def fmt_steps(s):
