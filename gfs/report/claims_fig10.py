@@ -310,8 +310,7 @@ def fig10_agreement_tables(figures):
     columns[f"gap, {SHORT_NAMES[deciding]}"] = [
         f"{fmt(np.median(f['heldout_gap_p50'][:, i]))} ({fmt(np.median(f['heldout_gap_p10'][:, i]))} to "
         f"{fmt(np.median(f['heldout_gap_p90'][:, i]))})" for i in range(len(f["group_scale"]))]
-    columns[f"saturated, {SHORT_NAMES[deciding]}"] = [f"{f['heldout_saturated'][:, i].mean():.3f}"
-                                                    for i in range(len(f["group_scale"]))]
+    columns[f"saturated, {SHORT_NAMES[deciding]}"] = [f"{x.mean():.3f}" for x in f["heldout_saturated"].swapaxes(0, 1)]
     lines += ["**Held-out agreement** of each member with the original on the evaluation images (never used for pi), "
               "mean over num_g and seeds. Gap: max|z_member - z_original| / max|z_original| per member-image pair, "
               "median (10th to 90th percentile), medians over cells; saturated: pairs whose largest softmax "
