@@ -259,8 +259,7 @@ def run_key(settings):
 
 
 def run_seconds(settings):
-    value = settings.get("run_seconds")
-    value = value.get("total") if isinstance(value, dict) else value
+    value = settings.get("run_seconds")  # a number (saved_files.run_metadata); None where it is missing or odd
     return float(value) if isinstance(value, (int, float)) else None
 
 
