@@ -3,12 +3,10 @@
 
 usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
-Reads only the .npz/.json files that the figure scripts and notebooks saved under DIR (default figures/), found by
-the name their .json gives (saved_figures.py); nothing is retrained, and neither torch nor a script or notebook is
-imported. Each claim is registered once, in its figure's claims module (CLAIM_MODULES below; what a claim is and
-how to add one: verdict_rules.py), and one loop, check(), loads, measures and judges every claim: a verdict, or the
-reason there is none (a data error or a failing check also makes the exit status 1). What each verdict means, how
-seeds, units, diverged runs and the two conventions of Q are judged, and the report's layout: docs/report.md.
+Reads only the .npz/.json files saved under DIR (saved_figures.py): nothing is retrained, no torch, script or
+notebook is imported. Each claim is registered once, in its figure's claims module (CLAIM_MODULES; what a claim is:
+verdict_rules.py), and check() judges each: a verdict, or the reason there is none (a data error or a failing check
+also makes the exit status 1). What the verdicts mean, how they are judged and the report's layout: docs/report.md.
 """
 import argparse
 import datetime
@@ -49,28 +47,24 @@ IN_FULL = "In full: docs/report.md, *Rules*."  # a long rule's second paragraph:
 
 
 def rule_text(rule):
-    """The rule as the report prints it: its docstring's first paragraph, defaults filled in, and for a long rule
-    (second paragraph IN_FULL) the pointer to where it is stated in full."""
+    """The rule as the report prints it: doc_text(rule), and IN_FULL where that is its docstring's second paragraph."""
     return doc_text(rule) + f" {IN_FULL}" * (inspect.getdoc(rule).split("\n\n")[1:2] == [IN_FULL])
 
 
 def combine_units(over, results, brief=False):
     """{unit: Result} -> one Result: the verdicts combined by `over`, texts and deciding numbers joined. Where the
-    exact numerics decide, the other numerics are shown by their deciding numbers only (their tables have the rest);
-    brief: every unit by its deciding numbers (a claim whose table shows every number its rule reads), without its
-    verdict where each unit's is the claim's."""
+    exact numerics decide, the other numerics show their deciding numbers only; brief (Claim.brief): every unit does,
+    without its verdict where each unit's is the claim's."""
     if list(results) == [""]:
         return results[""]._replace(text=results[""].deciding) if brief and results[""].deciding else results[""]
     shown_only, tabled = over is exact_decides or brief, all(r.rows for r in results.values())
     verdict = over({u: r.verdict for u, r in results.items()})
     uniform = brief and all(r.verdict == verdict for r in results.values())  # the verdict says each unit's
-    readings = units_text({u: r.deciding for u, r in results.items()})
-    return Result(verdict,
-                  readings if uniform else
-                  "; ".join(f"{u}: {r.verdict} ({r.deciding if shown_only and (brief or u != EXACT) else r.text})"
-                            for u, r in results.items()),
-                  results[EXACT].deciding if over is exact_decides and EXACT in results  # decided by: says so
-                  else readings,
+    summary = units_text({u: r.deciding for u, r in results.items()})
+    unit_text = {u: r.deciding if shown_only and (brief or u != EXACT) else r.text for u, r in results.items()}
+    text = summary if uniform else "; ".join(f"{u}: {r.verdict} ({unit_text[u]})" for u, r in results.items())
+    decided = over is exact_decides and EXACT in results  # the summary's "decided by" says so: exact's numbers only
+    return Result(verdict, text, results[EXACT].deciding if decided else summary,
                   columns=next(iter(results.values())).columns * tabled,
                   rows=tuple((u + row[0], *row[1:]) for u, r in results.items() for row in r.rows) * tabled)
 
@@ -107,19 +101,15 @@ class Checked:
 
 
 def claim_text(claim, figures):
-    """The claim's sentence: claim.text, or claim.text(figures) ({unit: Figure}, empty if not run), which reads their
-    saved settings (a missing setting: DataError)."""
+    """claim.text, or claim.text(figures) ({unit: Figure}) where it reads their settings (one missing: DataError)."""
     return claim.text if isinstance(claim.text, str) else claim.text(figures)
 
 
 def decided_by(claim, figures):
-    """Which saved data decide the claim, in a few words: the exact numerics (CIFAR claims about symmetry-moved
-    networks), or how many units and seeds were read."""
-    def seeds(f):
-        if "diverged_at" in f.data:
-            return len(np.atleast_2d(f.data["diverged_at"]))
-        return int(np.size(f.data["seeds"])) if "seeds" in f.data else 1
-    counts, units = sorted({seeds(f) for f in figures.values()}), [u for u in figures if u]
+    """Which saved data decide the claim, in a few words: the exact numerics, or how many units and seeds were read."""
+    counts = sorted({len(np.atleast_2d(f.data["diverged_at"])) if "diverged_at" in f.data else  # seeds per figure
+                     int(np.size(f.data["seeds"])) if "seeds" in f.data else 1 for f in figures.values()})
+    units = [u for u in figures if u]
     parts = [EXACT if claim.over is exact_decides else f"{len(units)} {claim.files.kind}"] * bool(units)
     if counts and counts[-1] > 1:
         parts.append(f"{counts[0]}" + f"-{counts[-1]}" * (len(counts) > 1) + " seeds")
@@ -168,8 +158,7 @@ def every_run(measured):
 
 
 def mark_broken(checked, no_verdict):
-    """Each figure with a failing check: its claims' verdicts become BROKEN, naming the check (checked: changed in
-    place; no_verdict: the states that are no verdict)."""
+    """Each figure with a failing check: its claims' verdicts not in no_verdict become BROKEN, naming the check."""
     failing = {}
     for c in checked:
         if c.claim.check and c.verdict not in (REPRODUCED,) + no_verdict:
@@ -206,22 +195,19 @@ def not_run_note(files, out, cifar_dir):
 def label(verdict, quick, check=False):
     if check and verdict not in (NOT_RUN, DATA_ERROR):
         verdict = PASSES if verdict == REPRODUCED else FAILS
-    return (f"{verdict} (smoke test)" if quick and verdict not in (NOT_RUN, DATA_ERROR, BROKEN, EVALUATION_FAILED)
-            else verdict)
+    return verdict + " (smoke test)" * (quick and verdict not in (NOT_RUN, DATA_ERROR, BROKEN, EVALUATION_FAILED))
 
 
 def render_claim(c, shown):
-    """The claim's lines in its section. shown: {rule text: the claim that printed it first}, so that a rule shared by
-    several claims is printed once and named after that."""
+    """The claim's lines in its section. shown: {rule text: the claim that printed it first} (a shared rule: once)."""
     claim, several = c.claim, len(c.claim.files.units) > 1 or c.claim.files.discover
     # over the units: the usual combination is in the legend; another (the exact numerics decide) is stated here
     over = doc_text(claim.over, units=claim.files.kind) if several and claim.over != combine else ""
     rule = rule_text(claim.rule) + f" {over}" * bool(over)  # the key of `shown`; printed with `over` once
     printed = rule.replace(over, f"{over.split(':')[0]}: as above.") if over and over in shown else rule
     shown.setdefault(over, claim.short) if over else None
-    kind = "Check" if claim.check else "Verdict"
     head = (f"**No verdict: {c.verdict}.**" if c.verdict in (DATA_ERROR, EVALUATION_FAILED, NOT_RUN) else
-            f"**{kind}: {label(c.verdict, c.quick, claim.check)}.**")
+            f"**{'Check' if claim.check else 'Verdict'}: {label(c.verdict, c.quick, claim.check)}.**")
     lines = [f"**{'Check' if claim.check else 'Claim'} ({claim.figure}).** {c.claim_text}", ""]
     if claim.check and c.verdict == REPRODUCED:  # an identity that held: one line, its numbers in the checks table
         lines = [f"**Check ({claim.figure}): {label(c.verdict, c.quick, True)}.** {c.claim_text}", ""]
@@ -242,7 +228,7 @@ def render_claim(c, shown):
 def render_section(section, checked, loader, errors, shown):
     """The section's lines; a data error met in its tables is added to errors; shown: the rules printed so far."""
     figures = {f.name: f for c in section.claims for f in loader.get(c.files).values()}
-    plots = [name for c in section.claims if c.files.plots for name in (f.name for f in loader.get(c.files).values())]
+    plots = [f.name for c in section.claims if c.files.plots for f in loader.get(c.files).values()]
     images = [f"![]({n}.png)" for n in dict.fromkeys(plots)  # the path names it: no alt text, a shorter page
               if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
     lines = [f"## {section.title}", ""] + ([" ".join(images), ""] if images else [])
@@ -273,8 +259,7 @@ def run_key(settings):
 
 
 def run_seconds(settings):
-    value = settings.get("run_seconds")
-    value = value.get("total") if isinstance(value, dict) else value
+    value = settings.get("run_seconds")  # a number (saved_files.run_metadata); None where it is missing or odd
     return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -298,15 +283,15 @@ def saved_settings(out_dir):
             yield settings
 
 
-def run_time_summary(saved):
-    """Total wall time of the runs behind the saved settings, each command counted once (a script writes its whole run
-    time into every figure it saves), and the machines they ran on."""
+def run_time_text(saved):
+    """The run-time sentence: the total wall time, each command once (it saves its time in every figure), machines."""
     per_command, machines = {}, set()
     for st in saved:
         if run_seconds(st) is not None:
             per_command[run_key(st)] = max(per_command.get(run_key(st), 0.0), run_seconds(st))
             machines.add(f"{st.get('machine', '?')} ({st.get('device', '?')})")
-    return sum(per_command.values()), per_command, sorted(machines)
+    return (f"Total run time of the saved figures: **{fmt_seconds(sum(per_command.values()))}** ({len(per_command)} "
+            f"runs, each counted once) on {', '.join(sorted(machines)) or 'an unknown machine'}.")
 
 
 BANNERS = (("Not run", "no saved data; each section says why and how to make it",
@@ -345,8 +330,7 @@ LEGEND = ("**Legend.** A verdict applies the fixed rule stated with its claim to
 
 
 def newest_data(saved):
-    """When the newest figure was saved (its .json's `created`), in UTC: the report's date, so that the report of
-    unchanged data is byte-identical (a clock date would change it on every run)."""
+    """The newest figure's `created` time in UTC: the report's date, so that unchanged data give the same report."""
     dates = []
     for st in saved:
         try:
@@ -366,7 +350,6 @@ def build_report(out_dir, cifar_dir=None):
         errors += [c.text for c in checked if c.verdict in (DATA_ERROR, BROKEN)]
         done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors, shown)))
     saved = list(saved_settings(out_dir))
-    total, per_command, machines = run_time_summary(saved)
     lines = ["# Reproduction report", "",
              f"Generated by `make_report.py` from the data saved in `{out_dir}` up to {newest_data(saved)} "
              f"(nothing is retrained). Paper: Zhao, Ganev, Walters, Yu, Dehmamy, *Symmetries, Flat Minima, "
@@ -387,8 +370,7 @@ def build_report(out_dir, cifar_dir=None):
                    [[c.claim.figure, c.claim.short, f"**{label(c.verdict, c.quick, True)}**", c.deciding or "-"]
                     for _, cs, _ in done for c in cs if c.claim.check])
     lines += off_data_table({name: loader.get(files) for name, files in OFF_DATA.items()})
-    lines += [f"Total run time of the saved figures: **{fmt_seconds(total)}** ({len(per_command)} runs, each counted "
-              f"once) on {', '.join(machines) or 'an unknown machine'}.", ""]
+    lines += [run_time_text(saved), ""]
     lines += [line for _, _, section_lines in done for line in section_lines]
     return "\n".join(lines).rstrip() + "\n", list(dict.fromkeys(errors))
 

@@ -1,10 +1,7 @@
 """The claims of Fig. 10 (ensemble_CIFAR.ipynb): ensembles built from the nonlinear, data-dependent group action,
-and the experiment beyond the paper on whether the action generalises.
-
-A Fig. 10 cell (num_g, eps) "is a symmetry" if its symmetry error, the largest relative gap between a moved
-network's logits and the original's on the images its pi was fitted on (for the pi the ensemble uses), is at most
-the tolerance. A claim about symmetry-moved networks is tested only where they are symmetries; the exact numerics
-decide it (exact_decides). Fig. 11 uses exact_decides and rule_same_predictions too.
+and the experiment beyond the paper on whether the action generalises. A cell (num_g, eps) is a symmetry if its
+symmetry error is at most the tolerance (rule_symmetries); a claim about symmetry-moved networks is tested only
+there, and the exact numerics decide it (exact_decides). How each claim is judged: docs/report.md.
 """
 import os
 
@@ -19,14 +16,8 @@ from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, Claim,
 EXACT = "exact numerics"  # the unit label of the float64 action files (exact_decides)
 FIG10_MARGIN = 0.02       # accuracy differences within it are ties
 EPS_CHECKED = (1.0, 10.0)  # the large eps at which the paper compares the group ensemble with the baselines
-# The CIFAR files: cifar_files names them; '*' matches the settings a quick run writes into the names (g5 for g200).
 NUMERICS_SUFFIXES, NUMERICS_NAMES = tuple(dataset.NUMERICS_SUFFIX.values()), ("paper numerics", EXACT)
 SHORT_NAMES = {name: name.split()[0] for name in NUMERICS_NAMES}  # 'paper', 'exact': in table columns
-
-
-def deciding_numerics(figures):
-    """The numerics whose data decide (exact_decides) among {numerics name: ...}: the exact, else the only ones."""
-    return EXACT if EXACT in figures else next(iter(figures), None)
 NOTEBOOK = dataset.NOTEBOOKS["Fig. 10"]
 FIG10 = Files(dataset.fig10("paper") + "{}", NUMERICS_SUFFIXES, notebook_command(NOTEBOOK), "numerics",
               notebook=NOTEBOOK, names=NUMERICS_NAMES)
@@ -34,9 +25,13 @@ FIT_SIZE = Files(dataset.FIT_SIZE, ("",), notebook_command(NOTEBOOK), notebook=N
 AT_LARGE_EPS = " and ".join(f"{e:g}" for e in EPS_CHECKED)
 
 
+def deciding_numerics(figures):
+    """The numerics whose data decide (exact_decides) among {numerics name: ...}: the exact, else the only ones."""
+    return EXACT if EXACT in figures else next(iter(figures), None)
+
+
 def data_text(data):
-    """The CIFAR-10 files a run read, in words: the saved .json's 'data' (dataset.cifar10_provenance's source and
-    digest, and the folder's name)."""
+    """The CIFAR-10 files a run read, in words, from its .json's 'data' (dataset.cifar10_provenance)."""
     digest, source = data.get("digest"), data.get("source", "not recorded (the run predates it)")
     head, _, names = source.rpartition(" checksum for ")
     if head and data.get("official") is False:  # the files whose MD5 differs, counted (the .json names them)
@@ -70,8 +65,7 @@ def rows_all_within(values, bound):
 
 
 def symmetric_rows(symmetric, rows):
-    """[E] bool: the rows whose every cell is a symmetry. symmetric: [E, G] bool, or None (not measured, as in the
-    paper's notebook: every row counts)."""
+    """[E] bool: the rows whose every cell is a symmetry. symmetric: [E, G] bool, or None (not measured: all count)."""
     return np.ones(rows, bool) if symmetric is None else np.all(np.asarray(symmetric, dtype=bool), axis=1)
 
 
@@ -86,11 +80,9 @@ def checked_rows(group_scales, eps_checked, symmetric):
 # Measurements and rules
 
 def fig10_seeds(f, *names, **derived):
-    """A rule's arguments from a Fig. 10 file, per seed (PerSeed): those of the seed's entries named in `names`,
-    and the `derived` ones ({argument: function of the entries}). The entries: group_scales (eps) [E];
-    symmetry_error [E, G], that of the pi the ensemble uses (with the fit noise of its numerics); tolerance, as
-    saved; symmetric [E, G], error at most the tolerance; original, the original's accuracy; and each mode's vote
-    accuracy [E, G] under the mode's name."""
+    """Per seed (PerSeed): the entries named in `names` and the `derived` ones ({argument: function of the entries}).
+    The entries: group_scales [E]; symmetry_error [E, G] of the pi the ensemble uses; tolerance, as saved; symmetric
+    [E, G] (error <= tolerance); original, the original's accuracy; each mode's vote accuracy [E, G] by its name."""
     tolerance, measured = f.symmetry_tolerance(), PerSeed()
     for s in range(len(f["seeds"])):
         seed = dict(group_scales=f["group_scale"], symmetry_error=f["symmetry_error_fitted"][s], tolerance=tolerance,
@@ -133,14 +125,12 @@ def rule_ensemble_margin(group_scales, group_minus_original, symmetric=None, mar
     vote, every num_g): reproduced; only in the rows with eps <= {smaller_eps:g}: partly; otherwise not reproduced.
     A cell that is not a symmetry fails: it cannot support a claim about symmetry-moved networks.
 
-    group_scales: [E]; group_minus_original: [E, G] vote accuracy minus the original's; symmetric: [E, G] bool
-    (None: not measured)."""
+    group_scales: [E]; group_minus_original: [E, G] vote accuracy - original's; symmetric: [E, G] bool or None."""
     group_scales, diff = np.asarray(group_scales, dtype=float), np.abs(np.asarray(group_minus_original, dtype=float))
     within = rows_all_within(diff, margin)
     symmetries = symmetric_rows(symmetric, len(group_scales))
-    ok, small = within & symmetries, group_scales <= small_eps + 1e-12
-    verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY
-               if (group_scales <= smaller_eps + 1e-12).any() and ok[group_scales <= smaller_eps + 1e-12].all()
+    ok, small, smaller = within & symmetries, group_scales <= small_eps + 1e-12, group_scales <= smaller_eps + 1e-12
+    verdict = (REPRODUCED if small.any() and ok[small].all() else PARTLY if smaller.any() and ok[smaller].all()
                else NOT_REPRODUCED)
     finite = np.isfinite(diff)  # an overflowing cell is NaN
     largest = np.where(finite.any(axis=1), np.where(finite, diff, -np.inf).max(axis=1), np.nan)
@@ -160,8 +150,7 @@ def rule_group_beats_baselines(group_scales, group, baselines, symmetric=None, m
     {margin} and is higher in most cells; all pairs: reproduced, some: partly, none: not reproduced. A row with a
     cell that is not a symmetry cannot be tested: its pairs count as not beating.
 
-    group_scales: [E]; group and each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] bool
-    (None: not measured)."""
+    group_scales: [E]; group, each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] or None."""
     rows, broken = checked_rows(group_scales, eps_checked, symmetric)
     group = np.asarray(group, dtype=float)
     pairs = {(float(group_scales[i]), name): group[i] - np.asarray(values, dtype=float)[i]
@@ -240,32 +229,27 @@ def rule_action_generalises(scales, sizes, agreement, threshold=AGREEMENT_THRESH
 # Tables
 
 def fig10_tables(figures):
-    """One table over eps for both numerics ({name: Figure}): per numerics the symmetry error, the seeds in which the
-    row is a symmetry and the group ensemble's vote accuracy minus the original's (mean over num_g; mean ± std over
-    seeds); the baselines' from the numerics that decide (exact_decides: the exact, else the only ones)."""
+    """One table over eps for both numerics ({name: Figure}): per numerics the symmetry error, the symmetric seeds and
+    the group ensemble's vote accuracy - original; the baselines' from the numerics that decide (deciding_numerics)."""
     lines, columns, described = [], {}, []
     deciding = deciding_numerics(figures)
     for numerics, f in figures.items():
         group_scales, original, modes = f["group_scale"], f["original_acc"], f.setting("modes")
-        tolerance = f.symmetry_tolerance()
         error, noise_free = f["symmetry_error_fitted"], f["symmetry_error"]  # [S, E, G]
-        symmetric = np.all(error <= tolerance, axis=2)  # [S, E]
+        symmetric = np.all(error <= f.symmetry_tolerance(), axis=2)  # [S, E]
         moved = {m: f[f"vote_acc_{m}"] - original[:, None, None] for m in modes}  # [S, E, G]
         diff = {m: moved[m].mean(axis=2) for m in modes}  # [S, E]
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
                 for m in modes}  # [E]
         short = SHORT_NAMES[numerics]
-        columns[f"symmetry error, {short}"] = [fmt(error[:, i].max()) + (
-            f" ({fmt(noise_free[:, i].max())})" if not np.allclose(error[:, i], noise_free[:, i]) else "")
-            for i in range(len(group_scales))]
-        columns[f"symmetric, {short}"] = [f"{int(symmetric[:, i].sum())} of {len(original)}"
-                                          for i in range(len(group_scales))]
+        columns[f"symmetry error, {short}"] = [fmt(e.max()) + f" ({fmt(n.max())})" * (not np.allclose(e, n))
+                                               for e, n in zip(error.swapaxes(0, 1), noise_free.swapaxes(0, 1))]
+        columns[f"symmetric, {short}"] = [f"{int(k)} of {len(original)}" for k in symmetric.sum(axis=0)]
         for m in modes if numerics == deciding else ("group",):
-            columns[f"{m}, {short}" if m == "group" else m] = [spread(diff[m][:, i]) + "*" * bool(flag[m][i])
-                                                               for i in range(len(group_scales))]
-        settings = f.settings
-        described.append(f"{numerics}: {settings.get('action_dtype', '?')} group action, fit noise "
-                          f"{settings.get('fit_noise', '?')}")
+            columns[f"{m}, {short}" if m == "group" else m] = [spread(d) + "*" * bool(o)
+                                                               for d, o in zip(diff[m].T, flag[m])]
+        described.append(f"{numerics}: {f.settings.get('action_dtype', '?')} group action, fit noise "
+                          f"{f.settings.get('fit_noise', '?')}")
         kept = np.all(symmetric, axis=0) & np.any(np.abs(diff["group"]) > FIG10_MARGIN, axis=0)
         if kept.any():
             losses = -diff["group"][:, kept]
@@ -303,9 +287,8 @@ def fig10_tables(figures):
                       f"{float(f['deep_ensemble_acc']) - np.mean(f['original_acc']):+.3f} over the originals' mean "
                       "accuracy, the gain a real ensemble buys.", ""]
         data = f.settings.get("data", {})
-        lines += [paper.FIG10_NOTE, "",
-                  data_text(data)
-                  + f" Evaluation: {data.get('eval_split', '?')} split, {data.get('eval_images', '?')} images.", ""]
+        lines += [paper.FIG10_NOTE, "", data_text(data) + f" Evaluation: {data.get('eval_split', '?')} split, "
+                  f"{data.get('eval_images', '?')} images.", ""]
     return lines
 
 
@@ -321,15 +304,13 @@ def fig10_agreement_tables(figures):
     columns = {}
     for numerics, f in done.items():
         short, agreement = SHORT_NAMES[numerics], f["heldout_agreement"]  # [S, E, G]
-        columns[f"agreement, {short}"] = [spread(agreement[:, i].mean(axis=1), "{:.3f}")
-                                          for i in range(agreement.shape[1])]
-        columns[f"lowest cell, {short}"] = [f"{agreement[:, i].min():.3f}" for i in range(agreement.shape[1])]
+        columns[f"agreement, {short}"] = [spread(a, "{:.3f}") for a in agreement.mean(axis=2).T]
+        columns[f"lowest cell, {short}"] = [f"{a.min():.3f}" for a in agreement.swapaxes(0, 1)]
     f = done[deciding]
     columns[f"gap, {SHORT_NAMES[deciding]}"] = [
         f"{fmt(np.median(f['heldout_gap_p50'][:, i]))} ({fmt(np.median(f['heldout_gap_p10'][:, i]))} to "
         f"{fmt(np.median(f['heldout_gap_p90'][:, i]))})" for i in range(len(f["group_scale"]))]
-    columns[f"saturated, {SHORT_NAMES[deciding]}"] = [f"{f['heldout_saturated'][:, i].mean():.3f}"
-                                                    for i in range(len(f["group_scale"]))]
+    columns[f"saturated, {SHORT_NAMES[deciding]}"] = [f"{x.mean():.3f}" for x in f["heldout_saturated"].swapaxes(0, 1)]
     lines += ["**Held-out agreement** of each member with the original on the evaluation images (never used for pi), "
               "mean over num_g and seeds. Gap: max|z_member - z_original| / max|z_original| per member-image pair, "
               "median (10th to 90th percentile), medians over cells; saturated: pairs whose largest softmax "
@@ -382,8 +363,7 @@ SECTIONS = (
               "and shuffle.", FIG10, lambda f: fig10_seeds(
                   f, "group_scales", "group", "symmetric",
                   baselines=lambda c: {m: c[m] for m in ("g_inverse", "random", "shuffle")}),
-              rule_group_beats_baselines,
-              over=exact_decides),
+              rule_group_beats_baselines, over=exact_decides),
         Claim("Fig. 10", f"group beats the interpolated permutation at eps = {AT_LARGE_EPS}",
               f"At large eps ({AT_LARGE_EPS}) the group ensemble also beats the interpolated permutation, the "
               "baseline that, like the group action, keeps the function at small eps (g^-1, random and shuffle "

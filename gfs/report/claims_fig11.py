@@ -1,11 +1,7 @@
 """The claims of Fig. 11 (adversarial_CIFAR.ipynb): the adversarial robustness of the group ensemble, under the
-paper's protocol and under the corrected protocol's standard robustness evaluation, with its controls. The
-notebook's budgets, the suite's attacks, classifiers, controls and sanity checks are read from the saved files
-(robustness.suite_description), so the report needs no torch.
-
-Fig. 11's seeds are judged one by one (McNemar's paired test per seed, Bonferroni over the attacked strengths);
-a seed whose moved networks are not symmetries on their fitting images cannot be tested (tested_on_a_symmetry).
-A violated sanity check of the robustness evaluation means the evaluation failed: no verdict (EvaluationFailed).
+paper's protocol and under the corrected protocol's standard robustness evaluation, with its controls. The suite's
+attacks, classifiers, controls and sanity checks are read from the saved .json (robustness.suite_description), so
+the report needs no torch. How each claim is judged: docs/report.md, *The CIFAR-10 claims*.
 """
 import numpy as np
 
@@ -29,8 +25,7 @@ FIG11_ROBUSTNESS = Files(dataset.fig11("robustness", "*", "*", "*") + "{}", NUME
 
 
 def sanity_failures(f):
-    """The violated sanity checks of a robustness file, as lines: its sanity_<classifier> [S, K, R] against the
-    checks its .json names (in that order)."""
+    """The violated sanity checks of a robustness file (its sanity_<classifier> [S, K, R]), as lines."""
     suite = f.setting("suite")
     return failed_checks(f.data, suite["classifiers"] + suite.get("trained_controls", []),
                          suite["sanity_checks"].values())
@@ -49,13 +44,11 @@ def significant(strengths, diff, p, alpha=ALPHA):
 
 
 def tested_on_a_symmetry(result, symmetry_error, tolerance):
-    """result where the moved networks are symmetries (error <= tolerance); otherwise 'cannot be tested', naming the
-    verdict as measured (the report's table gives its numbers)."""
+    """result where the moved networks are symmetries (error <= tolerance), else 'cannot be tested' (naming it)."""
     if symmetry_error <= tolerance:  # NaN (overflow) is no symmetry
         return result
-    return Result(CANNOT_TEST, f"the moved networks are not symmetries (symmetry error "
-                  f"{fmt(symmetry_error)} > {fmt(tolerance)}; as measured: {result.verdict})",
-                  "not a symmetry")
+    return Result(CANNOT_TEST, f"the moved networks are not symmetries (symmetry error {fmt(symmetry_error)} > "
+                  f"{fmt(tolerance)}; as measured: {result.verdict})", "not a symmetry")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,9 +69,8 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
     strengths = np.asarray(strengths, dtype=float)
     original, group = np.asarray(acc_original, dtype=float), np.asarray(acc_group, dtype=float)
     d = np.round(group - original, 6)  # accuracies are counts / n: drop float32 noise
-    threshold = np.full(len(d), margin)
-    if n_images:
-        threshold = np.maximum(margin, 2 * np.sqrt(original * (1 - original) / n_images))
+    threshold = (np.maximum(margin, 2 * np.sqrt(original * (1 - original) / n_images)) if n_images
+                 else np.full(len(d), margin))
     attacked = strengths > 0
     gain = attacked & (d > threshold)
     better, worse = gain & (group > chance + margin), attacked & (d < -threshold)
@@ -96,9 +88,8 @@ def rule_group_more_robust(strengths, acc_original, acc_group, n_images=None, ma
 # The standard robustness evaluation
 
 def fig11_suite(f, controls=False):
-    """Per seed: the radii (x 255), group vs original on the robust per-image outcomes (diff, McNemar p), the
-    group's robust accuracy, the symmetry error of the pi used; with controls, group vs each of robustness.CONTROLS
-    (the independent CNN, the shared-trunk ensemble, the deep ensemble). A violated sanity check: EvaluationFailed."""
+    """Per seed: the radii (x 255), group vs original on the robust per-image outcomes (diff, McNemar p), the group's
+    robust accuracy and symmetry error; with controls, group vs each control. Failed sanity check: EvaluationFailed."""
     require(f, "robust_acc_group", "sanity_group", "alone_acc_deep", "converged_group")
     failures = sanity_failures(f)
     if failures:
@@ -152,8 +143,7 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
 
     In full: docs/report.md, *Rules*.
 
-    radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff [R], p [R])}, group vs the
-    control."""
+    radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff, p) of group vs it, [R]}."""
     _, gain, _, level = _gain(radii, diff, p, accuracy, alpha, chance, margin)
     beyond, parts = [], []
     for name, (cd, cq) in controls.items():
@@ -197,8 +187,7 @@ def fig11_tables(paper_protocol):
                   f"{spread(f['clamp_only_acc'], '{:.3f}')}. The group's symmetry error (float32 with fit noise) per "
                   f"seed: {', '.join(fmt(x) for x in f['symmetry_error_fitted'])}: above {SYMMETRY_TOLERANCE:g}, so "
                   "these members are not symmetry-moved networks.", "",
-                  data_text(f.settings.get("data", {}))
-                  + f" {f.settings.get('num_train_images', '?')} training and "
+                  data_text(f.settings.get("data", {})) + f" {f.settings.get('num_train_images', '?')} training and "
                   f"{f.settings.get('num_test_images', '?')} test images.", ""]
     return lines
 
@@ -210,12 +199,8 @@ def sanity_line(f, checks=""):
 
 
 def robustness_tables(figures):
-    """The exact numerics (which decide) in full: robust accuracy per radius and classifier with the paired
-    differences (McNemar's largest p over seeds), the convergence table (each attack alone in brackets; 'not run'
-    where the CPU budget left it out), Square's accuracy against its queries, held-out agreement and the sanity
-    checks (the images each attack broke first: decided_<c> in the .npz). The other numerics: the group ensemble's
-    robust accuracy and differences only (the original's, the shared trunk's and the trained controls' arrays are the
-    same)."""
+    """The exact numerics (which decide) in full: robust accuracy and paired differences per radius, convergence,
+    Square's curves, held-out agreement, sanity checks; the other numerics: the group ensemble's rows only."""
     lines = []
     ordered = [(n, f) for n, f in sorted(figures.items(), key=lambda item: item[0] != EXACT)
                if "alone_acc_deep" in f.data]
@@ -279,10 +264,9 @@ SECTIONS = (
               "Under the paper's protocol (attacks transferred from the single model; its data range, clamping and "
               "strengths; float32 action with fit noise), the group ensemble is more robust than the original to FGSM "
               "and PGD (accuracies compared: the protocol saves no per-image results).", FIG11_PAPER, fig11_paper,
-              rule_group_more_robust,
-              paper=lambda: {m: dict(strengths=paper.FIG11_STRENGTHS[m], acc_original=acc["original"],
-                                     acc_group=acc["group"], n_images=paper.FIG11_IMAGES)
-                             for m, acc in paper.FIG11_ACCURACY.items()}),
+              rule_group_more_robust, paper=lambda: {
+                  m: dict(strengths=paper.FIG11_STRENGTHS[m], acc_original=acc["original"], acc_group=acc["group"],
+                          n_images=paper.FIG11_IMAGES) for m, acc in paper.FIG11_ACCURACY.items()}),
         Claim("Fig. 11", "corrected: group more robust than original (standard evaluation)",
               "Under the corrected protocol (valid pixel range, logits, the test split) and the standard robustness "
               "evaluation (white-box through every member; right only if right under every attack), the group "

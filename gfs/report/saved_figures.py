@@ -1,9 +1,6 @@
 """The saved figures as the report reads them: found by the name their own .json gives (saved_index), each loaded
-once (Loader), its arrays and settings checked on reading (Figure). Reads .npz and .json files only: no script,
-notebook or torch is imported, so a report can be built anywhere the saved files are.
-
-A file that cannot be read, is incomplete or lacks a key or setting a claim needs becomes a DataError that names
-the file and what is wrong (the claim then gets no verdict).
+once (Loader), checked on reading (Figure). Reads .npz and .json files only (no torch, script or notebook); a file
+that cannot be read, is incomplete or lacks what a claim needs becomes a DataError naming the file and the fault.
 """
 import glob
 import json
@@ -47,10 +44,9 @@ class Figure:
 
 
 def saved_index(out_dir):
-    """Every saved figure under out_dir, by its own name: {name: (stem, has .npz, has .json)}. The name is the one its
-    .json gives (figure_name, under the sub-folder of out_dir the run wrote into, such as float64/); a .json that
-    cannot be read, or an .npz without one, is indexed by its path (loading it then says what is wrong). Stems and
-    names are relative to out_dir, '/'-separated."""
+    """Every saved figure under out_dir, by the name its .json gives (figure_name, under the run's sub-folder such as
+    float64/): {name: (stem, has .npz, has .json)}, relative to out_dir, '/'-separated. A figure without a readable
+    .json is indexed by its path (loading it then says what is wrong)."""
     stems = {}
     for path in glob.glob(os.path.join(glob.escape(out_dir), "**", "*.*"), recursive=True):
         stem, ext = os.path.splitext(os.path.relpath(path, out_dir).replace(os.sep, "/"))
@@ -74,16 +70,14 @@ def saved_index(out_dir):
 
 
 class Loader:
-    """Each saved figure loaded once, found by the name its .json gives (saved_index). load(files) -> {unit: Figure,
-    DataError or None (absent)}."""
+    """Each saved figure loaded once (saved_index names them). load(files) -> {unit: Figure, DataError or None}."""
 
     def __init__(self, out_dir):
         self.out_dir, self.cache, self.loaded = out_dir, {}, {}
         self.index = saved_index(out_dir)
 
     def matching(self, pattern):
-        """{unit: name} of the saved figures whose name fits the pattern ({}: a unit; '*': one part of a name, no '_'
-        or '/')."""
+        """{unit: names} of the saved figures that fit pattern ({}: a unit; '*': one part of a name, no '_' or '/')."""
         regex = "(.+)".join("[^/_]+".join(re.escape(p) for p in part.split("*")) for part in pattern.split("{}"))
         found = {}
         for name in self.index:

@@ -1,18 +1,9 @@
-"""What a claim of REPORT.md is, how its verdicts combine, and the building blocks of its tables.
+"""What a claim of REPORT.md is (Claim, Files, Section), how its verdicts combine, and the helpers of its tables.
 
-A claim (Claim, in its figure's claims module claims_fig*.py) names the saved files it reads (Files), its words,
-its measurement (a saved Figure -> the keyword arguments of its rule; runs() for per-run arrays) and its rule, which
-takes those numbers and arrays (never files) and returns a Result. The first paragraph of a rule's docstring is the
-rule as the report prints it ({keyword} defaults filled in; for a long rule its gist, and a second paragraph
-"In full: docs/report.md, *Rules*.", where the rest is stated), the last gives the shapes; tests run every rule both
-ways on small data. apply() runs a rule on one unit's measurement: diverged runs are named and left out
-(without_diverged), several seeds are judged one by one and counted (over_seeds). A claim that gets no verdict by
-design raises Unjudged; a file that lacks what a claim needs raises DataError, shown as a data error instead of a
-verdict or table.
-
-A table is a list of columns, each a header and a cell function (unit, Figure, run) -> text; run_table() makes one
-row per run of seed 0 (the paper's draw) of every saved figure, with the spread over the other seeds where there
-are several (col).
+A claim's measurement turns a saved Figure into its rule's keyword arguments (runs(): per seed); the rule takes
+those numbers (never files) and returns a Result. A rule docstring's first paragraph is the rule as the report
+prints it (docs/report.md, *Rules*), its last gives the shapes. No verdict by design: Unjudged; a file lacking what
+a claim needs: DataError, shown instead of a verdict or table.
 
 Adding a claim: one Claim entry in its figure's SECTIONS, its rule beside it (or a shared one: toy_rules.py for
 the trends of |Q| and the checks of Figs. 3-9), and the rule's test, both ways. A new figure: its claims module and
@@ -20,6 +11,7 @@ one entry in make_report.CLAIM_MODULES.
 """
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -28,8 +20,7 @@ import numpy as np
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 NOT_TESTED = "not tested"  # a unit (activation, attack) the rule has no reference for: left out of the verdict
-CANNOT_TEST = "cannot be tested"  # the data cannot decide the claim (moved networks that are no symmetries, runs
-                                  # that all diverged): no evidence either way, unlike not reproduced
+CANNOT_TEST = "cannot be tested"  # the data cannot decide the claim: no evidence either way, unlike not reproduced
 DEPENDS = "depends on the convention"  # the verdict where the paper's and the zero convention of Q disagree
 BROKEN = "broken data"                 # a check of the figure's construction failed: its claims get no verdict
 PASSES, FAILS = "passes", "fails"      # a check's result (its rule's reproduced / otherwise)
@@ -38,11 +29,9 @@ EVALUATION_FAILED = "evaluation failed"  # a sanity check of Fig. 11's robustnes
 
 
 class Result(NamedTuple):
-    """A rule's answer. deciding: the deciding effect in a few words (summary table); value: the one number that
-    decides, where there is one, and what it is (its spread is reported over seeds); p: the p-value of that effect,
-    where it has one (its range is reported over seeds); columns and rows: the reading as a table where the rule
-    gives one (each row: a label suffix, the verdict, then one cell per column; the report prints it instead of
-    text), lead: the words before that table."""
+    """A rule's answer. deciding: the deciding effect in a few words (summary table); value (named value_name), p:
+    the number that decides and its p-value, if any (reported over seeds); columns, rows: the reading as a table,
+    printed instead of text after lead (a row: a label suffix, the verdict, one cell per column)."""
     verdict: str
     text: str
     deciding: str = ""
@@ -82,8 +71,7 @@ def sd(values):
 
 
 def mean_sd(values, with_n=True):
-    """'mean ± sd (n = N)' of values, sd the sample standard deviation (ddof = 1); with_n=False: without '(n = N)'
-    (the text gives N)."""
+    """'mean ± sd (n = N)' of values (sd: ddof = 1); with_n=False: without '(n = N)' (the text gives N)."""
     values = np.asarray(values, dtype=float)
     return fmt(values.mean()) + (f" ± {fmt(sd(values))}" + f" (n = {values.size})" * with_n if values.size > 1 else "")
 
@@ -98,22 +86,17 @@ def p_range(ps):
 
 
 def over_seeds(results):
-    """Over seeds: reproduced if the rule gives reproduced in every seed, not reproduced if it gives not reproduced in
-    every seed, partly otherwise (so a seed where the claim partly holds makes it partly; a seed that cannot be tested
-    makes reproduced partly, and if none can be, the claim cannot be tested); says in how many seeds it holds fully
-    (gives reproduced) and the mean ± sd (ddof = 1, n seeds) of the deciding number."""
-    k, values = sum(r.verdict == REPRODUCED for r in results), np.array([np.nan if r.value is None else r.value
-                                                                          for r in results], dtype=float)
-    values = np.array([float(f"{v:.6g}") for v in values[np.isfinite(values)]])  # no round-off in the spread
-    n, p = len(results), p_range([r.p for r in results])
+    """Over seeds: the seeds' verdicts combined as by combine(); the text says in how many seeds the rule gives
+    reproduced and the mean ± sd (ddof = 1) of the deciding number."""
+    k, n, p = sum(r.verdict == REPRODUCED for r in results), len(results), p_range([r.p for r in results])
+    values = np.array([float(f"{r.value:.6g}") for r in results  # .6g: no round-off in the spread
+                       if r.value is not None and np.isfinite(r.value)])
     names = {r.value_name for r in results if r.value is not None}
     if len(names) > 1:  # the deciding point differs between seeds (a radius, a row): say so
         results = [r._replace(value_name=r.value_name.split(" at ")[0] + " at each seed's deciding point")
                    for r in results]
-    spread = ""
-    if values.size:
-        spread = f"{results[0].value_name} {mean_sd(values)}" + (f" [{fmt(values.min())}, {fmt(values.max())}]"
-                                                                  if values.size > 1 else "")
+    spread = (f"{results[0].value_name} {mean_sd(values)}" + f" [{fmt(values.min())}, {fmt(values.max())}]"
+              * (values.size > 1)) if values.size else ""
     fails = [f"seed {i}: {r.verdict} ({r.text})" for i, r in enumerate(results) if r.verdict != REPRODUCED]
     # every seed holds: the spread says enough; otherwise the first failing seed's reading, and how many more fail
     text = "; ".join([f"holds in {k} of {n} seeds"] + [spread] * bool(spread) + [p] * bool(p)
@@ -124,25 +107,21 @@ def over_seeds(results):
 
 
 def seeds_deciding(results, values, p):
-    """The summary's words for a claim judged per seed: the deciding number's mean ± sd where the rule gives one (its
-    n only where it is not every seed's: 'holds in k of N seeds' gives N), otherwise each distinct deciding effect
-    with its number of seeds."""
+    """The summary's words for a claim judged per seed: the deciding number's mean ± sd (its n only where not every
+    seed has one), else each distinct deciding effect with its number of seeds."""
     n, k = len(results), sum(r.verdict == REPRODUCED for r in results)
     if values.size:
         return (f"{results[0].value_name} {mean_sd(values, with_n=values.size < n)}" + f", {p}" * bool(p)
                 + f", holds in {k} of {n} seeds")
-    counts = {}
-    for r in results:
-        counts[r.deciding or r.verdict] = counts.get(r.deciding or r.verdict, 0) + 1
+    counts = Counter(r.deciding or r.verdict for r in results)  # in order of first appearance
     if len(counts) == n > 1:  # every seed its own reading: the count says more
         return f"holds in {k} of {n} seeds" + f", {p}" * bool(p)
     return ", ".join(f"{d} ({'all ' * (c == n)}{c} of {n} seeds)" for d, c in counts.items()) + f", {p}" * bool(p)
 
 
 def without_diverged(rule, diverged_at=None, labels=None, **arguments):
-    """A diverged run is named and left out: the claim cannot be tested on it, so the verdict is partly at best,
-    and with fewer than two runs left it cannot be tested at all. Arguments with one entry per
-    run are filtered; labels names the runs."""
+    """A diverged run is named and left out: the verdict is partly at best, and with fewer than two runs left the
+    claim cannot be tested. Arguments with one entry per run are filtered; labels names the runs."""
     diverged = np.asarray(diverged_at if diverged_at is not None else [], dtype=int) >= 0
     if not diverged.any():
         return rule(**arguments)
@@ -164,11 +143,8 @@ def apply(rule, measurement):
 
 
 def fmt(x):
-    """Short number: 3 significant digits."""
-    if x is None:
-        return "-"
-    x = float(x)
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:.3g}"
+    """Short number: 3 significant digits ('-' for None; format gives 'nan', 'inf' and '-inf' itself)."""
+    return "-" if x is None else f"{float(x):.3g}"
 
 
 def fmt_steps(s):
@@ -192,9 +168,8 @@ def last_finite(values):
 
 
 def col(key, form=fmt, seeds=False, mark=False):
-    """A table cell: run r's f[key] in seed 0; seeds=True adds the mean ± std over the seeds where there are
-    several (runs that diverged or never reached the loss left out, and then how many seeds are in), mark=True the
-    step where it diverged."""
+    """A table cell: run r's f[key] in seed 0; seeds=True adds the mean ± std over the seeds (those that diverged or
+    never reached the loss left out, and then counted), mark=True the step where it diverged."""
     def cell(unit, f, r):
         values = f[key]
         per_seed = values[:, r] if np.ndim(values) >= 2 else values[r:r + 1]
@@ -235,9 +210,8 @@ def paper_column(reference, form=fmt):
 
 
 def saved_setting(figures, key, form=str, absent="as saved"):
-    """A setting of the saved runs in a claim's or table's text: form(the setting) of figures ({unit: Figure}); where
-    they saved different values, each with its units ('0.01 (linear, relu) / 0.05 (tanh)'); `absent` where nothing
-    is saved (not run). A figure without the setting: DataError naming its .json and the key."""
+    """form(a setting) of figures ({unit: Figure}) for a claim's or table's text; different values each with their
+    units ('0.01 (linear, relu) / 0.05 (tanh)'); `absent` where none is saved; a figure lacking it: DataError."""
     values = {}
     for unit, f in figures.items():
         values.setdefault(repr(f.setting(key)), (f.setting(key), []))[1].append(unit)
@@ -247,8 +221,7 @@ def saved_setting(figures, key, form=str, absent="as saved"):
 
 
 def common_setting(figures, key, absent=None):
-    """The value of a setting that figures ({unit: Figure}) all saved alike (`absent` if there are none); DataError
-    if one lacks it or they differ."""
+    """The setting all figures ({unit: Figure}) saved alike (`absent` if none); DataError if one lacks it or differs."""
     values = {repr(f.setting(key)): f.setting(key) for f in figures.values()}
     if len(values) > 1:
         raise DataError(f"the saved figures {', '.join(f.name for f in figures.values())} differ in setting {key!r}")
@@ -305,10 +278,9 @@ def require(f, *keys):
 
 
 def runs(f, name=None, **keys):
-    """The rule's arguments, one dict per seed (PerSeed; a single seed: its dict). A string value names a saved
-    key: an array with a leading seed axis ([seed, run, ...], as the training scripts save per-run numbers) gives
-    each seed its row, any other array is shared by all seeds; anything else is passed as it is. Each dict also
-    gets the runs' divergence steps and, from the key `name`, their names ('init std 0.1')."""
+    """The rule's arguments, one dict per seed (PerSeed; a single seed: its dict). A str in keys names a saved array:
+    with a leading seed axis ([seed, run, ...]) each seed gets its row, else all share it; other values pass as they
+    are. Each dict also gets diverged_at and, from the key `name`, the runs' labels ('init std 0.1')."""
     diverged = np.atleast_2d(f["diverged_at"])  # [seed, run]
 
     def value(key, seed):
@@ -326,9 +298,8 @@ def runs(f, name=None, **keys):
 
 @dataclass(frozen=True)
 class Files:
-    """The saved files a claim reads: DIR/<pattern with {} = unit>.npz and .json, one pair per unit. A '*' in the
-    pattern stands for one part of a file name (no '_' or '/'), such as the settings a quick run writes into its
-    names (g5 for g200): the one saved figure that matches is read."""
+    """The saved files a claim reads: DIR/<pattern, {} = unit>.npz and .json per unit; a '*' stands for one part of
+    a name (no '_' or '/'), such as a quick run's settings (g5 for g200): the one saved figure that matches is read."""
     pattern: str
     units: tuple              # the paper's: activations, histogram shapes or attacks ("" for a single file)
     make: str                 # the command that makes them ({out}: the report's folder; see notebook_command)
@@ -346,8 +317,8 @@ class Files:
 class Claim:
     figure: str               # "Fig. 3"
     short: str                # the claim in a few words (summary table)
-    text: object              # the claim in one sentence: a str, or ({unit: Figure} -> str) for one that names the
-    files: Files              # saved runs' settings (learning rates, loss threshold...) read with saved_setting
+    text: object              # the claim in one sentence: a str, or {unit: Figure} -> str naming saved settings
+    files: Files
     measure: Callable         # Figure -> dict of the rule's keyword arguments (or PerSeed of such dicts)
     rule: Callable            # (**measurement) -> Result; its docstring is the rule in the report
     paper: Optional[Callable] = None  # () -> {unit: the rule's arguments from the paper code's numbers}
@@ -361,5 +332,4 @@ class Claim:
 class Section:
     title: str
     claims: tuple
-    tables: object            # (get: Files -> {unit: Figure}) -> lines: the measured and the paper's numbers; or a
-                              # tuple of such, each shown (or its data error) on its own
+    tables: object  # (get: Files -> {unit: Figure}) -> lines; or a tuple of such, each shown (or its error) apart
