@@ -1,8 +1,7 @@
 """The per-neuron claims of Figs. 6 and 9 (beyond the paper): along the per-neuron orbits (per_neuron.py), does a
 per-neuron statistic predict the value (Fig. 6: steps to the loss; Fig. 9: the largest Hessian eigenvalue) where the
-sum |Q| does not? Statistics named in advance, the seed as the unit, Holm's correction over the per-neuron statistics,
-each judged in both conventions of Q: why each, docs/conserved_quantities.md. Shapes: [S, N, L] = seeds, orbits of a
-seed, points of an orbit.
+sum |Q| does not? The rule: rule_predictors; why each of its choices: docs/conserved_quantities.md. Shapes:
+[S, N, L] = seeds, orbits of a seed, points of an orbit.
 """
 import math
 from itertools import accumulate

@@ -1,8 +1,7 @@
-"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the trend of a value with |Q|
-over seeds (rule_trend; its statistics: trend_stats.py), the same-function checks, the measurements' helpers and the
-off-data table. Each claim is in its figure's claims module (per-neuron claims: per_neuron_rules.py). A measurement
-takes a saved figure and, for a claim judged in both conventions, the convention ("paper" or "zero"). The
-thresholds' reasons: docs/report.md.
+"""What the claims of the toy figures (Figs. 3-9) share: the two conventions of Q, the trend of a value with |Q| over
+seeds (rule_trend; its statistics: trend_stats.py), the same-function checks, the measurements' helpers and the
+off-data table; each claim is in its figure's claims module. A measurement takes a saved figure and, for a claim
+judged in both conventions, the convention ("paper" or "zero"). The thresholds' reasons: docs/report.md.
 """
 import math
 

@@ -167,8 +167,7 @@ def parse_figure_args(parser, argv=None):
 def resolve_device(name="auto"):
     """'auto' (or None/'') | 'cpu' | 'cuda[:i]' | a torch.device -> torch.device; UsageError for a GPU not there."""
     import torch
-    if isinstance(name, torch.device):
-        name = str(name)
+    name = str(name) if isinstance(name, torch.device) else name
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.split(":")[0] not in ("cpu", "cuda"):
@@ -234,29 +233,26 @@ no_progress = partial(progress_bar, disable=True)  # the progress argument of a 
 # ----------------------------------------------------------------------------------------------
 # Plot helpers
 
-def step_formatter():
-    """Tick labels for step axes: 0, 2e5, 4e5 ... computed from the tick values (none hard-coded)."""
-    from matplotlib.ticker import FuncFormatter
-
-    def label(value, _position):
-        if abs(value) < 1e4:
-            return f"{value:g}" if value else "0"
-        mantissa, exponent = f"{value:.1e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return FuncFormatter(label)
+def step_label(value, _position):
+    """A step axis' tick label: 0, 2e5, 4e5 ... computed from the tick value (none hard-coded)."""
+    if abs(value) < 1e4:
+        return f"{value:g}" if value else "0"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def plot_loss_curves(ax, data, linewidth, label_size):
     """One curve per run of seed 0 (the paper's draw): data['loss'] [R, T] against data['steps'], log y, legend
     data['labels'], axes labelled in `label_size` points; a run that diverged (data['diverged_at'] [S, R], seed 0's
     row) gets '(diverged)' in its label and an 'x' at its last finite point."""
+    from matplotlib.ticker import FuncFormatter
     diverged_at = data["diverged_at"][0]
     for run, label in enumerate(data["labels"]):
         ax.plot(data["steps"], data["loss"][run], color=f"C{run}", linewidth=linewidth,
                 label=str(label) + (" (diverged)" if diverged_at[run] >= 0 else ""))
         mark_diverged(ax, data["steps"], data["loss"][run], diverged_at[run], f"C{run}")
     ax.set_yscale("log")
-    ax.xaxis.set_major_formatter(step_formatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(step_label))
     ax.set_xlabel("Training steps", fontsize=label_size)
     ax.set_ylabel("Loss", fontsize=label_size)
 
