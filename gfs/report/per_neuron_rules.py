@@ -31,6 +31,11 @@ def seeds_needed(seeds, alpha):
     return next((k for k in range(seeds + 1) if seeds and binomtest(k, seeds, 0.5).pvalue < alpha), None)
 
 
+# A seed's mean tau is a ratio of small whole numbers, so a mean that is 0 comes out of float sums as about 1e-17
+# of either sign: rounded to this many decimals before its sign votes, so that no vote rests on round-off.
+TAU_DECIMALS = 12
+
+
 def seed_votes(stat, values, budget):
     """One statistic against the value, voted per seed. stat, values: [S, N, L] (a series with a NaN is left out). A
     seed votes with the sign of its series' mean Kendall's tau (0 on a series where the statistic is constant); the
@@ -45,7 +50,7 @@ def seed_votes(stat, values, budget):
         taus = [kendall(a, b)[0] for a, b in zip(stat_s[keep], values_s[keep])]
         constant += sum(np.ptp(a) <= CONSTANT * max(np.abs(a).max(), 1e-300) for a in stat_s[keep])
         series += int(keep.sum())
-        scores.append(float(np.mean(np.nan_to_num(taus))))
+        scores.append(round(float(np.mean(np.nan_to_num(taus))), TAU_DECIMALS))
         effects.append([series_effect(a, b, budget) for a, b in zip(stat_s[keep], values_s[keep])])
     scores = np.array(scores)
     up, down = int((scores > 0).sum()), int((scores < 0).sum())

@@ -124,3 +124,15 @@ def test_over_activations():
     assert rules.over_activations({"tanh": REPRODUCED, "relu": DEPENDS}) == DEPENDS
     assert rules.over_activations({"tanh": REPRODUCED, "relu": REPRODUCED}) == REPRODUCED
     assert rules.over_activations({"tanh": NOT_REPRODUCED, "relu": DEPENDS}) != REPRODUCED
+
+
+def test_a_seed_whose_series_cancel_exactly_casts_no_vote():
+    """Series with Kendall's tau -1, 0.4 and 0.6 (5 points each): their mean is 0, but the float mean of scipy's taus
+    is about 4e-17. That seed must cast no vote; a seed whose taus do not cancel votes with their sign, both ways."""
+    stat = np.tile(np.arange(5.0), (3, 1))  # [N = 3 series, 5 points]
+    cancelling = np.array([[5, 4, 3, 2, 1], [1, 2, 5, 4, 3], [1, 2, 4, 5, 3]], dtype=float)  # tau -1, 0.4, 0.6
+    taus = [rules.kendall(s, v)[0] for s, v in zip(stat, cancelling)]
+    assert np.round(taus, 9).tolist() == [-1.0, 0.4, 0.6] and np.mean(taus) != 0  # round-off, as in the data
+    for values, expected in ((cancelling, (0, 0)), (cancelling[1:], (1, 0)), (cancelling[:2], (0, 1))):
+        up, down, *_ = rules.seed_votes(stat[None, :len(values)], values[None], budget=None)
+        assert (up, down) == expected
