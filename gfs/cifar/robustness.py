@@ -316,9 +316,8 @@ def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, eval_features
     members = torch.Generator().manual_seed(derive_seed(context.seed, "members", mode, "suite"))
     target = EnsembleMeanProbability(model, mode, members)
     suite = run_suite(target, x, y, radii, context, attacks, skip=skipped_attacks(costly_on, classifier or mode))
-    summary = summarise(suite, attacks)
     measured = held_out_agreement(model, eval_features, target.lower, target.upper)
-    return {**{f"{k}_{mode}": v for k, v in summary.items()},
+    return {**{f"{k}_{mode}": v for k, v in summarise(suite, attacks).items()},
             **{f"heldout_{k}_{mode}": np.float64(measured[k]) for k in AGREEMENT_KEYS}}
 
 
