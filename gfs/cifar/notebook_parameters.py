@@ -147,7 +147,7 @@ def _whole_number(name, value, least):
 
 
 def seed_list(seed, seeds, quick, least=1, why=""):
-    """[seed, seed + 1, ...]: `seeds` of them (None: 3, quick 2); at least `least` (`why` says why)."""
+    """[seed, seed + 1, ...]: `seeds` of them (None: DEFAULT_SEEDS); at least `least` (`why` says why)."""
     _whole_number("SEED", seed, 0)
     seeds = DEFAULT_SEEDS[bool(quick)] if seeds is None else seeds
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds < least and why:

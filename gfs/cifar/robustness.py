@@ -5,6 +5,7 @@ each runs on, what makes an image robust, the controls and the CPU budget; docs/
 """
 import copy
 import time
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ CONTROLS = ("independent", "perm_interp", "deep")  # what the group's gain must 
 SHOWN_COMPARISONS = {f"group_vs_{c}": f"group - {CLASSIFIER_LABELS[c]}" for c in ("original",) + CONTROLS}
 # Square's accuracy is read after these fractions of its queries (the robust-accuracy-against-queries curve).
 SQUARE_CURVE_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+BATCH_SIZE = 500  # images per attack call
 
 
 class Context(NamedTuple):
@@ -66,13 +68,11 @@ def _torch_seed(context, *keys):
     return derive_seed(context.seed, *keys) % 2 ** 31
 
 
-def _apgd(loss):
-    def run(target, x, y, index, radius, r, context):
-        attack = _torchattacks().APGD(target, norm="Linf", eps=radius, steps=context.settings["apgd_steps"],
-                                      n_restarts=context.settings["apgd_restarts"], loss=loss,
-                                      seed=_torch_seed(context, "apgd", loss, r))
-        return attack(x, y)
-    return run
+def _apgd(target, x, y, index, radius, r, context, loss):
+    attack = _torchattacks().APGD(target, norm="Linf", eps=radius, steps=context.settings["apgd_steps"],
+                                  n_restarts=context.settings["apgd_restarts"], loss=loss,
+                                  seed=_torch_seed(context, "apgd", loss, r))
+    return attack(x, y)
 
 
 def _apgd_t(target, x, y, index, radius, r, context):
@@ -97,8 +97,8 @@ ATTACKS = (
            lambda target, x, y, index, radius, r, context: fgsm(target, x, y, radius)),
     Attack("transfer", "transfer (PGD on the single model)", "transfer", "every",
            lambda target, x, y, index, radius, r, context: context.transfer[r][index]),
-    Attack("apgd_ce", "APGD-CE", "white-box", "audit", _apgd("ce"), ("apgd_steps", "apgd_restarts")),
-    Attack("apgd_dlr", "APGD-DLR", "white-box", "audit", _apgd("dlr"), ("apgd_steps", "apgd_restarts")),
+    Attack("apgd_ce", "APGD-CE", "white-box", "audit", partial(_apgd, loss="ce"), ("apgd_steps", "apgd_restarts")),
+    Attack("apgd_dlr", "APGD-DLR", "white-box", "audit", partial(_apgd, loss="dlr"), ("apgd_steps", "apgd_restarts")),
     Attack("apgd_t", "APGD-T", "white-box", "audit only", _apgd_t, ("apgd_steps", "apgdt_restarts")),
     Attack("square", "Square", "gradient-free", "audit only", _square, ("square_queries",)),
 )
@@ -127,11 +127,11 @@ def deep_ensemble_accuracy(members, x, y):
             "deep_ensemble_acc": np.float64((predict(DeepEnsemble(members), x) == y).float().mean())}
 
 
-def transfer_images(source, x, y, radius, settings, generator, batch_size=500):
+def transfer_images(source, x, y, radius, settings, generator):
     """PGD on the source model (step radius / 4, random start).  x [N, 3, 32, 32], y [N] -> [N, 3, 32, 32]."""
-    return torch.cat([pgd(source, x[i:i + batch_size], y[i:i + batch_size], radius=radius, step=radius / 4,
+    return torch.cat([pgd(source, x[i:i + BATCH_SIZE], y[i:i + BATCH_SIZE], radius=radius, step=radius / 4,
                           iterations=settings["transfer_steps"], generator=generator)
-                      for i in range(0, len(x), batch_size)])
+                      for i in range(0, len(x), BATCH_SIZE)])
 
 
 def worst_case(correct):
@@ -145,10 +145,10 @@ def predict(target, x, batch_size=1000):
     return torch.cat([target(x[i:i + batch_size]).argmax(dim=-1) for i in range(0, len(x), batch_size)])
 
 
-def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a):
+def _attack_images(attack, target, x, y, todo, radius, r, context, out, a):
     """Run attack number a on the images `todo` [N] bool, in batches, writing into run_suite's arrays `out`."""
     index = torch.from_numpy(np.flatnonzero(todo)).to(x.device)
-    for part in torch.split(index, batch_size) if len(index) else ():
+    for part in torch.split(index, BATCH_SIZE) if len(index) else ():
         x_adv = attack.run(target, x[part], y[part], part, radius, r, context)
         if isinstance(x_adv, tuple):
             x_adv, queries = x_adv
@@ -160,7 +160,7 @@ def _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, o
         out["high"][a, r] = max(out["high"][a, r], float(x_adv.max()))
 
 
-def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, audit=None, skip=()):
+def run_suite(target, x, y, radii, context, attacks=ATTACKS, audit=None, skip=()):
     """The cascade on one classifier, then the convergence check.  x [N, 3, 32, 32] in [0, 1], y [N]; radii [R]; audit:
     the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the attacks
     not run on this classifier. Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool; correct
@@ -184,7 +184,7 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
             survivors = worst_case(out["correct"][:a, r])
             todo = clean & run[a] & {"every": True, "audit": in_audit | survivors, "audit only": in_audit,
                                      "survivors": survivors}[attack.runs_on]
-            _attack_images(attack, target, x, y, todo, radius, r, context, batch_size, out, a)
+            _attack_images(attack, target, x, y, todo, radius, r, context, out, a)
             out["seconds"][a, r] = time.time() - started
         alone = alone_accuracy(clean, out["correct"][:, r:r + 1], audit)[:, 0]
         white_box = [a for a, attack in enumerate(attacks)
@@ -198,7 +198,7 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, batch_size=500, aud
             todo = clean & in_audit & worst_case(out["correct"][:, r])
             part = {"correct": out["doubled_correct"][None], "linf": np.zeros((1, len(radii))),
                     "low": np.zeros((1, len(radii))), "high": np.ones((1, len(radii))), "queries": out["queries"].copy()}
-            _attack_images(attack, target, x, y, todo, radius, r, doubled, batch_size, part, 0)
+            _attack_images(attack, target, x, y, todo, radius, r, doubled, part, 0)
             out["strongest"][r] = strongest
             out["doubled_seconds"][r] = time.time() - started
     return out
@@ -246,9 +246,9 @@ def _check_settings(settings):
         raise ValueError(f"the suite's settings are {', '.join(SUITE_SETTINGS)}, not {', '.join(settings)}")
 
 
-def _context(source, x, y, radii, settings, seed, batch_size):  # the transfer images of every radius, on `source`
+def _context(source, x, y, radii, settings, seed):  # the transfer images of every radius, on `source`
     generator = torch.Generator(device=x.device).manual_seed(derive_seed(seed, "transfer"))
-    return Context(settings, seed, {r: transfer_images(source, x, y, radius, settings, generator, batch_size)
+    return Context(settings, seed, {r: transfer_images(source, x, y, radius, settings, generator)
                                     for r, radius in enumerate(radii)})
 
 
@@ -259,8 +259,7 @@ def skipped_attacks(costly_on, classifier):
 
 
 def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, images, settings, seed=0,
-                     numerics=tuple(NUMERICS), fit_noise=FIT_NOISE, attacks=ATTACKS, batch_size=500,
-                     classifiers=None, costly_on=None):
+                     numerics=tuple(NUMERICS), attacks=ATTACKS, classifiers=None, costly_on=None):
     """The standard robustness evaluation of one seed's corrected-protocol model, per numerics of the group action:
     {numerics: {key: array}}: docs/outputs.md's keys without the seed axis, except the trained controls'.
 
@@ -275,17 +274,17 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
     model.eval().group_action.set_mode("plain")
     x_all, y_all = x.to(device), y.to(device)
     x, y = x_all[:images], y_all[:images]
-    context = _context(model, x, y, radii, settings, seed, batch_size)
+    context = _context(model, x, y, radii, settings, seed)
     original = {}
     if "original" in wanted:
-        suite = run_suite(model, x, y, radii, context, attacks, batch_size, skip=skipped_attacks(costly_on, "original"))
+        suite = run_suite(model, x, y, radii, context, attacks, skip=skipped_attacks(costly_on, "original"))
         original = {f"{k}_original": v for k, v in summarise(suite, attacks).items()}
     fit_features = compute_features(model, fit_images)
     eval_features = compute_features(model, x_all)
     moved, out = {}, {}
     for name in numerics:
         moved[name] = copy.deepcopy(model)
-        moved[name].group_action.fit_noise = fit_noise[name]
+        moved[name].group_action.fit_noise = FIT_NOISE[name]
         _, error = fit_and_measure(moved[name], fit_features, num_g, group_scale, seed, name)
         out[name] = {"radii": np.asarray(radii, dtype=np.float64), "suite_images": np.int64(len(x)),
                      "group_scale": np.float64(group_scale), "num_g": np.int64(num_g),
@@ -293,13 +292,13 @@ def robustness_sweep(model, fit_images, x, y, *, num_g, group_scale, radii, imag
                      **{k: np.int64(v) for k, v in settings.items()}, **original}
     if "perm_interp" in wanted:  # once, in the exact numerics where there is one (it uses neither g nor pi)
         control = _evaluate_ensemble(moved["exact" if "exact" in numerics else numerics[0]], "perm_interp", x, y, radii,
-                                     context, attacks, batch_size, eval_features, costly_on)
+                                     context, attacks, eval_features, costly_on)
         for name in numerics:
             out[name].update(control)
     for name in numerics:
         if f"group_{name}" in wanted:
-            out[name].update(_evaluate_ensemble(moved[name], "group", x, y, radii, context, attacks, batch_size,
-                                                eval_features, costly_on, f"group_{name}"))
+            out[name].update(_evaluate_ensemble(moved[name], "group", x, y, radii, context, attacks, eval_features,
+                                                costly_on, f"group_{name}"))
     return join_sweeps([out]) if classifiers is None else out
 
 
@@ -312,21 +311,18 @@ def join_sweeps(parts):
     return out
 
 
-def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, batch_size, eval_features, costly_on=None,
-                       classifier=None):
+def _evaluate_ensemble(model, mode, x, y, radii, context, attacks, eval_features, costly_on, classifier=None):
     """The suite and held-out agreement of an ensemble: {key_<mode>: array}. classifier: its name in costly_on."""
     members = torch.Generator().manual_seed(derive_seed(context.seed, "members", mode, "suite"))
     target = EnsembleMeanProbability(model, mode, members)
-    suite = run_suite(target, x, y, radii, context, attacks, batch_size,
-                      skip=skipped_attacks(costly_on, classifier or mode))
-    summary = summarise(suite, attacks)
+    suite = run_suite(target, x, y, radii, context, attacks, skip=skipped_attacks(costly_on, classifier or mode))
     measured = held_out_agreement(model, eval_features, target.lower, target.upper)
-    return {**{f"{k}_{mode}": v for k, v in summary.items()},
+    return {**{f"{k}_{mode}": v for k, v in summarise(suite, attacks).items()},
             **{f"heldout_{k}_{mode}": np.float64(measured[k]) for k in AGREEMENT_KEYS}}
 
 
-def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTACKS, batch_size=500,
-                  which=TRAINED_CONTROLS, costly_on=None):
+def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTACKS, which=TRAINED_CONTROLS,
+                  costly_on=None):
     """The trained controls under the same suite, once for all seeds: the independent CNN (controls[0]) and the deep
     ensemble of all K >= 2 controls, on the first `images` of x [N, 3, 32, 32], y [N]. which: the subset to evaluate
     (two calls can share the work). Returns the controls' arrays of docs/outputs.md without the seed axis."""
@@ -337,13 +333,13 @@ def control_sweep(controls, x, y, *, radii, images, settings, seed, attacks=ATTA
     for model in controls:
         model.eval().group_action.set_mode("plain")
     x, y = x[:images].to(device), y[:images].to(device)
-    context = _context(controls[0], x, y, radii, settings, seed, batch_size)
+    context = _context(controls[0], x, y, radii, settings, seed)
     out = {"radii": np.asarray(radii, dtype=np.float64), "deep_members": np.int64(len(controls)),
            "member_clean_acc_deep": np.array([float((predict(m, x) == y).float().mean()) for m in controls])}
     for name, target in (("independent", controls[0]), ("deep", DeepEnsemble(controls))):
         if name not in which:
             continue
-        suite = run_suite(target, x, y, radii, context, attacks, batch_size, skip=skipped_attacks(costly_on, name))
+        suite = run_suite(target, x, y, radii, context, attacks, skip=skipped_attacks(costly_on, name))
         out.update({f"{k}_{name}": v for k, v in summarise(suite, attacks).items()})
     return out
 

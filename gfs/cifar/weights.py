@@ -75,8 +75,7 @@ def load_cnn(root, name, expect=None):
     for key, value in (expect or {}).items():
         if metadata.get(key) != value:
             raise WeightsError(f"{path}: trained with {key} = {metadata.get(key)!r}, this run has {value!r}")
-    model = make_cnn(metadata["activation"], metadata["hidden"], input_shift=metadata["input_shift"],
-                     softmax_output=metadata["softmax_output"], seed=metadata["seed"])
+    model = make_cnn(**{key: metadata[key] for key in ARCHITECTURE})
     parameters = dict(model.named_parameters())
     if set(tensors) - {PREDICTIONS} != set(parameters):
         raise WeightsError(f"{path}: holds {sorted(set(tensors) - {PREDICTIONS})}, the CNN has {sorted(parameters)}")
