@@ -1,12 +1,11 @@
-"""The paper's nonlinear, data-dependent group action, (U, V) -> (U pi(g, H), g V) with
-pi(g, H) = sigma(H) sigma(gH)^+: the GroupAction layer is the CNN's hidden layer (cnn.py); ensembles.py builds
-the ensembles of moved copies. The bottom module of the CIFAR code, so the one seed helper, derive_seed, is here.
+"""The paper's nonlinear, data-dependent group action, (U, V) -> (U pi(g, H), g V) with pi(g, H) = sigma(H) sigma(gH)^+:
+the GroupAction layer is the CNN's hidden layer (cnn.py); ensembles.py builds the ensembles of moved copies. The
+bottom module of the CIFAR code, so the one seed helper, derive_seed, is here.
 
-Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations
-is H [B, h]; "g acting on H" is H @ g, and the fitted pi is the h x h matrix with
-sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the paper's formula).
-The action and the readout after it run in float32 ('paper') or float64 ('exact'), the CNN below it in float32;
-both numerics draw the same group elements and fit noise (docs/cifar.md, "The two numerics").
+Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations is H [B, h]; "g
+acting on H" is H @ g, and the fitted pi is the h x h matrix with sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored
+batch H_n (the transpose of the paper's formula). The action and the readout after it run in float32 ('paper') or
+float64 ('exact'), the CNN below it in float32 (docs/cifar.md, "The two numerics").
 """
 import zlib
 
@@ -68,18 +67,17 @@ def leaky_relu(x):
 HIDDEN_ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
 
 
-def _nan_where_nonfinite(function, A, B=None):
+def _nan_where_nonfinite(function, A, *B):
     """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere: LAPACK (lstsq,
     pinv) fails or hangs on inf/NaN, and at group_scale = 20 some g overflow float32 (B9): such members must show up
-    as NaN, not crash.  A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None)."""
-    args = (A,) if B is None else (A, B)
+    as NaN, not crash.  A: [num_g, k, h], B: [num_g, k, c] or absent -> [num_g, h, c] (c = k when B is absent)."""
     finite = torch.isfinite(A).flatten(1).all(dim=1)
     if bool(finite.all()):
-        return function(*args)
-    columns = A.shape[1] if B is None else B.shape[-1]
+        return function(A, *B)
+    columns = B[0].shape[-1] if B else A.shape[1]
     out = A.new_full((A.shape[0], A.shape[-1], columns), float("nan"))
     if bool(finite.any()):
-        out[finite] = function(*(a[finite] for a in args))
+        out[finite] = function(A[finite], *(b[finite] for b in B))
     return out
 
 
