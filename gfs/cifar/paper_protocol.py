@@ -84,9 +84,8 @@ def adversarial_images(model, x, y, method, strength, protocol, generator=None, 
 
 def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0):
     """Accuracy of the original model (trained, group fitted) and of every ensemble for each attack strength,
-    transferred from the model.  x [N, 3, 32, 32] model inputs (protocol_inputs), y [N]. Returns a dict of numpy
-    arrays [K]: strengths; acc_<m> (majority vote: what the paper plots) and mean_acc_<m> (mean probability: what it
-    prints) for m = 'original' and every mode; linf, changed_frac."""
+    transferred from the model.  x [N, 3, 32, 32] model inputs (protocol_inputs), y [N] -> numpy arrays [K]: strengths,
+    linf, changed_frac; acc_<m>, mean_acc_<m> (evaluate_ensemble's vote_acc, mean_acc) of 'original' and each mode."""
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     keys = [f"{acc}_{m}" for m in ("original",) + tuple(modes) for acc in ("acc", "mean_acc")]
