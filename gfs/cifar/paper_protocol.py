@@ -67,13 +67,11 @@ def adversarial_images(model, x, y, method, strength, protocol, generator=None, 
     check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol")
     if strength == 0:
         return x
-    if method == "FGSM":
+    if check_choice(method, ATTACK_METHODS, "attack") == "FGSM":
         attack = lambda images, labels: fgsm(model, images, labels, float(strength))
-    elif method == "PGD":
+    else:
         attack = lambda images, labels: pgd(model, images, labels, **PAPER_PGD, iterations=int(strength),
                                             generator=generator)
-    else:
-        raise ValueError(f"unknown attack {method!r}; choose from {', '.join(ATTACK_METHODS)}")
 
     def attack_batch(images, labels):
         adversarial = attack(images, labels)
