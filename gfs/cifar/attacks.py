@@ -41,10 +41,9 @@ def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start
         yield t, x_adv
 
 
-def pgd(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
-        loss_fn=F.cross_entropy, generator=None):
-    """The last iterate of pgd_iterates (same arguments): x_adv [B, 3, 32, 32], detached."""
-    for _, x_adv in pgd_iterates(model, x, y, radius, step, iterations, random_start, clip, loss_fn, generator):
+def pgd(model, x, y, **settings):
+    """The last iterate of pgd_iterates (its keyword arguments and defaults): x_adv [B, 3, 32, 32], detached."""
+    for _, x_adv in pgd_iterates(model, x, y, **settings):
         pass
     return x_adv
 

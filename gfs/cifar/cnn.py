@@ -73,10 +73,9 @@ class CifarCNN(nn.Module):
 
 def make_cnn(activation="relu_sqr", hidden=16, num_classes=10, input_shift=0.5, softmax_output=True,
              num_g=1, group_scale=1.0, seed=0, fit_noise=FIT_NOISE["paper"], numerics="paper"):
-    """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init).
-    activation: the group-action layer's, 'relu_sqr' (Fig. 10) or 'leaky_relu' (Fig. 11). input_shift: subtracted
-    from the [0, 1] images (0.5: the paper's x/255 - 0.5). softmax_output: True is the paper's model (a double
-    softmax under cross-entropy, defect B1). num_g, group_scale, seed, fit_noise, numerics: the layer's first group."""
+    """The paper's CNN (CifarCNN) with its weights initialised from `seed` (PyTorch's default init). activation,
+    num_g, group_scale, fit_noise, numerics: the GroupAction layer's, its first group drawn from `seed` too;
+    input_shift: Shift's; softmax_output: True is the paper's model (a double softmax under cross-entropy, B1)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CifarCNN(activation, hidden, num_classes, input_shift, softmax_output,
@@ -96,8 +95,7 @@ def train_model(model, images, labels, epochs=10, batch_size=32, lr=ADAM_LR, see
     CPU, denormal floats are flushed to zero while training: they make early steps ~10x slower, and flushing them
     changes nothing visible."""
     device = resolve_device(device)
-    model.to(device).train()
-    model.group_action.set_mode("plain")
+    model.to(device).train().group_action.set_mode("plain")
     images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)

@@ -33,10 +33,9 @@ class CifarMissingError(CifarDataError):
     figures` skips the notebook for it)."""
 
 
-# The restricted reader. CIFAR-10's files are pickles, and a pickle can name any Python callable
-# to run while it loads; so a file is loaded with only the callables that rebuild what a CIFAR
-# batch holds: numeric numpy arrays (numpy 1.x and 2.x names, pickle protocols 2 to 5) and, in
-# protocol 2 files written by Python 3, bytes. Everything else is refused before it is called.
+# The restricted reader (docs/cifar.md, "Data"): a pickle can name any callable to run while it loads, so only the
+# callables that rebuild what a CIFAR batch holds are allowed: numeric numpy arrays (numpy 1.x and 2.x names, pickle
+# protocols 2 to 5) and, in protocol 2 files written by Python 3, bytes. Everything else is refused before it is called.
 
 def _numeric_dtype(*args):
     """numpy.dtype for numbers only (what the pickle asks for; an object dtype could hold anything)."""
@@ -212,11 +211,10 @@ def cifar10_provenance(root):
 
 def cpu_model():
     """The CPU's model name (from /proc/cpuinfo on Linux), for the saved provenance."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -262,9 +260,8 @@ def load_cifar10(root="data", train=True, download=True):
         _download(root)
     folder = _checked_folder(root)
     images_per_file = _images_per_file(folder)
-    parts = [_read_batch(os.path.join(folder, name), images_per_file)
-             for name in (TRAIN_FILES if train else TEST_FILES)]
-    images, labels = zip(*parts)
+    images, labels = zip(*[_read_batch(os.path.join(folder, name), images_per_file)
+                           for name in (TRAIN_FILES if train else TEST_FILES)])
     return torch.from_numpy(np.concatenate(images)).float().div_(255.0), torch.from_numpy(np.concatenate(labels))
 
 
@@ -273,8 +270,7 @@ def ensemble_splits(train_images, train_labels, test_images, test_labels, n_trai
     """The disjoint image sets of the ensemble experiment, {name: (images, labels)}; ValueError if too few. train:
     training images [0, n_train); fit: [n_train, n_train + n_fit), the images pi is fitted on (n_fit = h * max(num_g));
     eval: the first n_eval (None: all) of the official test split ('test') or of the training images after the fit
-    images ('heldout'). The paper instead took pi batches from the last h * num_g training images and evaluated on
-    the 1000 before them, which moves with num_g."""
+    images ('heldout'). Unlike the paper's ranges (B7), none of them moves with num_g."""
     if n_train + n_fit > len(train_images):
         raise ValueError(f"{n_train} training + {n_fit} pi-fitting images need {n_train + n_fit} "
                          f"training-split images, the data have {len(train_images)}")

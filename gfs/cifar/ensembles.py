@@ -62,11 +62,10 @@ def symmetry_error(model, H_batches, pi=None):
     if pi is None:
         pi = fit_pi(layer.sigma, layer.g, H)
     identity = torch.eye(layer.hidden, dtype=layer.dtype, device=H.device).expand_as(pi)
-    hidden_moved = layer.sigma(H @ layer.g) @ pi
     logits = lambda lower, upper: torch.stack([member_logits(model, H[n], lower[n:n + 1], upper[n:n + 1])[0]
                                                for n in range(len(H))])
     return {"logits": _relative_gap(logits(layer.g, pi), logits(identity, identity)),
-            "hidden": _relative_gap(hidden_moved, layer.sigma(H))}
+            "hidden": _relative_gap(layer.sigma(H @ layer.g) @ pi, layer.sigma(H))}
 
 
 def _tally(logits):
@@ -218,7 +217,6 @@ def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scal
     noise, measured on eval_features [N, h], eval_labels [N]. The group layer is left with the last fit, mode 'plain'.
     """
     layer = model.group_action
-    h = layer.hidden
     if len(fit_features) < num_g * max(sizes):
         raise ValueError(f"the fit-size experiment needs {num_g * max(sizes)} fitting images, got {len(fit_features)}")
     shape = (len(scales), len(sizes))
@@ -230,7 +228,7 @@ def fit_size_experiment(model, fit_features, eval_features, eval_labels, *, scal
     for i, scale in enumerate(scales):
         layer.draw_group(num_g, scale, derive_seed(seed, "fit size", scale), numerics)
         for k, size in enumerate(sizes):
-            H = fit_features[:num_g * size].reshape(num_g, size, h).to(layer.g.device, layer.dtype)
+            H = fit_features[:num_g * size].reshape(num_g, size, layer.hidden).to(layer.g.device, layer.dtype)
             layer.register_buffer("pi", fit_pi(layer.sigma, layer.g, H))
             out["fit_error"][i, k] = symmetry_error(model, H, layer.pi)["logits"]
             for key, value in group_agreement(model, eval_features).items():

@@ -10,7 +10,7 @@ from gfs import paper_numbers
 from gfs.cifar.attacks import fgsm, pgd
 from gfs.cifar.cnn import compute_features, make_cnn
 from gfs.cifar.ensembles import evaluate_ensemble, evaluate_modes, fit_and_measure, stack_seeds
-from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS, derive_seed
+from gfs.cifar.symmetry import ENSEMBLE_MODES, LABELS, check_choice, derive_seed
 
 ADVERSARIAL_PROTOCOLS = ("paper", "corrected")
 ATTACK_METHODS = ("FGSM", "PGD")
@@ -22,22 +22,16 @@ PAPER_STRENGTHS = paper_numbers.FIG11_STRENGTHS  # {"FGSM": radii, "PGD": iterat
 PAPER_PGD = paper_numbers.FIG11_PGD  # {"radius", "step"}: advertorch's PGD defaults, random start
 
 
-def check_protocol(protocol):
-    if protocol not in ADVERSARIAL_PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(ADVERSARIAL_PROTOCOLS)}")
-    return protocol
-
-
 def protocol_inputs(images, protocol):
     """What the protocol's model is fed: images [N, 3, 32, 32] in [0, 1] -> same shape; 'paper': x - 0.5, the
     paper's range (its model has no shift); 'corrected': x (its model subtracts 0.5 itself)."""
-    return images - 0.5 if check_protocol(protocol) == "paper" else images
+    return images - 0.5 if check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol") == "paper" else images
 
 
 def make_adversarial_cnn(protocol, hidden=16, seed=0):
     """The Fig. 11 CNN for a protocol (LeakyReLU(0.1) group-action layer; a seed's initial weights are the same in
     both): 'paper', softmax output (the double softmax, B1) and no input shift; 'corrected', logits, input shift 0.5."""
-    paper = check_protocol(protocol) == "paper"
+    paper = check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol") == "paper"
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
                     softmax_output=paper, seed=seed)
 
@@ -50,7 +44,7 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
     (B7); 'corrected', the whole official test split (num_eval is ignored)."""
     n = len(train_images)
     n_train, n_fit = int(train_fraction * n), hidden * num_g
-    if check_protocol(protocol) == "paper":
+    if check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol") == "paper":
         eval_start = n - n_fit - num_eval
         if eval_start < n_train:
             raise ValueError(f"{n} training images are too few: training [0, {n_train}), "
@@ -65,22 +59,19 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
             "eval": evaluation}
 
 
-def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER_PGD["radius"],
-                       pgd_step=PAPER_PGD["step"], generator=None, batch_size=1000):
+def adversarial_images(model, x, y, method, strength, protocol, generator=None, batch_size=1000):
     """The protocol's adversarial images for one attack strength, computed on `model` (plain mode).  x [N, 3, 32, 32]
     model inputs (protocol_inputs), y [N] -> [N, 3, 32, 32]. strength: FGSM radius, or the number of PGD iterations;
     0 returns x itself, unclamped (the paper's clean accuracy). 'paper' then attacks the attacked images once more
     and clamps to [0, 1] (B3: FGSM's effective step is 2 radius; PGD starts afresh around its first result)."""
-    check_protocol(protocol)
+    check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol")
     if strength == 0:
         return x
-    if method == "FGSM":
+    if check_choice(method, ATTACK_METHODS, "attack") == "FGSM":
         attack = lambda images, labels: fgsm(model, images, labels, float(strength))
-    elif method == "PGD":
-        attack = lambda images, labels: pgd(model, images, labels, radius=pgd_radius, step=pgd_step,
-                                            iterations=int(strength), generator=generator)
     else:
-        raise ValueError(f"unknown attack {method!r}; choose from {', '.join(ATTACK_METHODS)}")
+        attack = lambda images, labels: pgd(model, images, labels, **PAPER_PGD, iterations=int(strength),
+                                            generator=generator)
 
     def attack_batch(images, labels):
         adversarial = attack(images, labels)
@@ -89,12 +80,10 @@ def adversarial_images(model, x, y, method, strength, protocol, pgd_radius=PAPER
     return torch.cat([attack_batch(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0,
-                      pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"]):
+def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_MODES, seed=0):
     """Accuracy of the original model (trained, group fitted) and of every ensemble for each attack strength,
-    transferred from the model.  x [N, 3, 32, 32] model inputs (protocol_inputs), y [N]. Returns a dict of numpy
-    arrays [K]: strengths; acc_<m> (majority vote: what the paper plots) and mean_acc_<m> (mean probability: what it
-    prints) for m = 'original' and every mode; linf, changed_frac."""
+    transferred from the model.  x [N, 3, 32, 32] model inputs (protocol_inputs), y [N] -> numpy arrays [K]: strengths,
+    linf, changed_frac; acc_<m>, mean_acc_<m> (evaluate_ensemble's vote_acc, mean_acc) of 'original' and each mode."""
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     keys = [f"{acc}_{m}" for m in ("original",) + tuple(modes) for acc in ("acc", "mean_acc")]
@@ -102,7 +91,7 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
            **{key: np.zeros(len(strengths)) for key in keys + ["linf", "changed_frac"]}}
     for i, strength in enumerate(strengths):
         generator = torch.Generator(device=device).manual_seed(derive_seed(seed, "attack", protocol, method, i))
-        x_adv = adversarial_images(model, x, y, method, strength, protocol, pgd_radius, pgd_step, generator)
+        x_adv = adversarial_images(model, x, y, method, strength, protocol, generator)
         out["linf"][i] = float((x_adv - x).abs().max()) if len(x) else 0.0
         out["changed_frac"][i] = float((x_adv != x).float().mean()) if len(x) else 0.0
         features = compute_features(model, x_adv)
@@ -116,18 +105,16 @@ def adversarial_sweep(model, x, y, method, strengths, protocol, modes=ENSEMBLE_M
 
 
 def paper_protocol_sweep(model, fit_images, eval_images, eval_labels, *, num_g, group_scale, seed=0,
-                         strengths=PAPER_STRENGTHS, pgd_radius=PAPER_PGD["radius"], pgd_step=PAPER_PGD["step"],
-                         modes=ENSEMBLE_MODES):
+                         strengths=PAPER_STRENGTHS, modes=ENSEMBLE_MODES):
     """Fig. 11 under the paper's protocol, one seed: fit the group, sweep every attack strength. model: the trained
     'paper' CNN; fit_images, eval_images [N, 3, 32, 32] in [0, 1], eval_labels [N]: from adversarial_splits (paper).
     Returns {'sweeps': {method: adversarial_sweep's dict}, 'clamp_only_acc': the original on the clean images
     clamped to [0, 1] (B2), 'symmetry_error': fit_and_measure's dict}."""
     fit_features = compute_features(model, protocol_inputs(fit_images, "paper"))
     _, error = fit_and_measure(model, fit_features, num_g, group_scale, seed, "paper")
-    device = next(model.parameters()).device
-    x, y = protocol_inputs(eval_images, "paper").to(device), eval_labels.to(device)
-    clamped = evaluate_ensemble(model, compute_features(model, x.clamp(0.0, 1.0)), y, "plain")
-    sweeps = {method: adversarial_sweep(model, x, y, method, values, "paper", modes, seed, pgd_radius, pgd_step)
+    x = protocol_inputs(eval_images, "paper")
+    clamped = evaluate_ensemble(model, compute_features(model, x.clamp(0.0, 1.0)), eval_labels, "plain")
+    sweeps = {method: adversarial_sweep(model, x, eval_labels, method, values, "paper", modes, seed)
               for method, values in strengths.items()}
     return {"sweeps": sweeps, "clamp_only_acc": clamped["vote_acc"], "symmetry_error": error}
 

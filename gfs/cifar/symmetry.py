@@ -1,12 +1,11 @@
-"""The paper's nonlinear, data-dependent group action, (U, V) -> (U pi(g, H), g V) with
-pi(g, H) = sigma(H) sigma(gH)^+: the GroupAction layer is the CNN's hidden layer (cnn.py); ensembles.py builds
-the ensembles of moved copies. The bottom module of the CIFAR code, so the one seed helper, derive_seed, is here.
+"""The paper's nonlinear, data-dependent group action, (U, V) -> (U pi(g, H), g V) with pi(g, H) = sigma(H) sigma(gH)^+:
+the GroupAction layer is the CNN's hidden layer (cnn.py); ensembles.py builds the ensembles of moved copies. The
+bottom module of the CIFAR code, so the one seed helper, derive_seed, is here.
 
-Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations
-is H [B, h]; "g acting on H" is H @ g, and the fitted pi is the h x h matrix with
-sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored batch H_n (the transpose of the paper's formula).
-The action and the readout after it run in float32 ('paper') or float64 ('exact'), the CNN below it in float32;
-both numerics draw the same group elements and fit noise (docs/cifar.md, "The two numerics").
+Conventions: batches are row-major, as in the paper's notebook. A batch of hidden pre-activations is H [B, h]; "g
+acting on H" is H @ g, and the fitted pi is the h x h matrix with sigma(H_n g_n) @ pi_n = sigma(H_n) on the stored
+batch H_n (the transpose of the paper's formula). The action and the readout after it run in float32 ('paper') or
+float64 ('exact'), the CNN below it in float32 (docs/cifar.md, "The two numerics").
 """
 import zlib
 
@@ -34,10 +33,11 @@ FIT_NOISE = {"paper": 1e-4, "exact": 0.0}
 EXP_FLOOR = -80.0
 
 
-def check_numerics(numerics):
-    if numerics not in NUMERICS:
-        raise ValueError(f"unknown numerics {numerics!r}; choose from {', '.join(NUMERICS)}")
-    return numerics
+def check_choice(value, choices, what):
+    """value if it is one of choices, else ValueError naming them; what: the kind of value ("mode", "numerics")."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+    return value
 
 
 def derive_seed(seed, *keys):
@@ -67,18 +67,17 @@ def leaky_relu(x):
 HIDDEN_ACTIVATIONS = {"relu_sqr": relu_sqr, "leaky_relu": leaky_relu}
 
 
-def _nan_where_nonfinite(function, A, B=None):
+def _nan_where_nonfinite(function, A, *B):
     """function(A[n]) or function(A[n], B[n]) on the members n whose A[n] is finite; NaN elsewhere: LAPACK (lstsq,
     pinv) fails or hangs on inf/NaN, and at group_scale = 20 some g overflow float32 (B9): such members must show up
-    as NaN, not crash.  A: [num_g, k, h], B: [num_g, k, c] or None -> [num_g, h, c] (c = k when B is None)."""
-    args = (A,) if B is None else (A, B)
+    as NaN, not crash.  A: [num_g, k, h], B: [num_g, k, c] or absent -> [num_g, h, c] (c = k when B is absent)."""
     finite = torch.isfinite(A).flatten(1).all(dim=1)
     if bool(finite.all()):
-        return function(*args)
-    columns = A.shape[1] if B is None else B.shape[-1]
+        return function(A, *B)
+    columns = B[0].shape[-1] if B else A.shape[1]
     out = A.new_full((A.shape[0], A.shape[-1], columns), float("nan"))
     if bool(finite.any()):
-        out[finite] = function(*(a[finite] for a in args))
+        out[finite] = function(A[finite], *(b[finite] for b in B))
     return out
 
 
@@ -117,7 +116,7 @@ class GroupAction(nn.Module):
         self.sigma = HIDDEN_ACTIVATIONS[activation] if isinstance(activation, str) else activation
         self.fit_noise = fit_noise
         self.mode = "plain"
-        self.numerics = check_numerics(numerics)
+        self.numerics = check_choice(numerics, NUMERICS, "numerics")
         self.draw_group(num_g, group_scale, seed)
 
     @property
@@ -129,7 +128,7 @@ class GroupAction(nn.Module):
         seeded by `seed` (the same g in both numerics), g in the numerics' dtype; forgets any fitted pi.
         numerics: switch to 'paper' or 'exact' (None: keep)."""
         if numerics is not None:
-            self.numerics = check_numerics(numerics)
+            self.numerics = check_choice(numerics, NUMERICS, "numerics")
         self.num_g, self.group_scale, self.seed = int(num_g), float(group_scale), int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         device = self.T.device if hasattr(self, "T") else torch.device("cpu")
@@ -140,8 +139,7 @@ class GroupAction(nn.Module):
         self.register_buffer("fit_batches", None)
 
     def set_mode(self, mode):
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        check_choice(mode, MODES, "mode")
         if mode in ("group", "shuffle") and self.pi is None:
             raise RuntimeError(f"mode {mode!r} needs pi: call fit() first")
         self.mode = mode
@@ -158,15 +156,14 @@ class GroupAction(nn.Module):
         H = H_batches.to(self.g.device, self.dtype)
         if self.fit_noise:
             H = H + self.fit_noise * torch.randn(H.shape, generator=self.generator).to(H.device, H.dtype)
-        pi = fit_pi(self.sigma, self.g, H)
         self.register_buffer("fit_batches", H)
-        self.register_buffer("pi", pi)
-        return pi
+        self.register_buffer("pi", fit_pi(self.sigma, self.g, H))
+        return self.pi
 
     def member_matrices(self, mode=None, generator=None):
         """(lower [num_g, h, h], upper [num_g, h, h]) of every member, in the numerics' dtype; mode 'plain' gives one
         member with lower = upper = I (the original network)."""
-        mode = self.mode if mode is None else mode
+        mode = check_choice(self.mode if mode is None else mode, MODES, "mode")
         generator = self.generator if generator is None else generator
         num_g, h, device, dtype = self.num_g, self.hidden, self.g.device, self.dtype
         eye = torch.eye(h, device=device, dtype=dtype).expand(num_g, h, h)
@@ -183,12 +180,10 @@ class GroupAction(nn.Module):
             members = torch.randperm(num_g, generator=generator).to(device)
             rows = torch.randperm(h, generator=generator).to(device)
             return self.g, self.pi[members][:, rows]
-        if mode == "perm_interp":
-            perms = torch.argsort(torch.rand(num_g, h, generator=generator), dim=1).to(device)
-            P = eye[0][perms]  # row-permuted identities, [num_g, h, h]
-            q = (eye + 0.5 * self.group_scale * (eye + P)) / (1 + self.group_scale)
-            return q, torch.linalg.pinv(q)
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        perms = torch.argsort(torch.rand(num_g, h, generator=generator), dim=1).to(device)  # the last mode: perm_interp
+        P = eye[0][perms]  # row-permuted identities, [num_g, h, h]
+        q = (eye + 0.5 * self.group_scale * (eye + P)) / (1 + self.group_scale)
+        return q, torch.linalg.pinv(q)
 
     def members(self, H, mode=None, generator=None, matrices=None):
         """Hidden activations of every member.  H: [B, h] -> [num_g, B, h] in the numerics' dtype.
