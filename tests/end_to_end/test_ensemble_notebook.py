@@ -104,11 +104,8 @@ def test_weights_from_evaluates_the_saved_cnns_without_training(quick_run, tiny_
     deterministically); a CNN trained with other settings is refused in one line."""
     saved, _ = quick_run
     out = tmp_path / "again"
-    wrapper = ("import sys, run_notebook; given = run_notebook.notebook_parameters; "
-               "run_notebook.notebook_parameters = lambda args, folder: dict(given(args, folder), WEIGHTS_FROM=sys.argv[1]); "
-               "sys.exit(run_notebook.main(sys.argv[2:]))")
-    result = subprocess.run([sys.executable, "-c", wrapper, str(saved["out"]), NOTEBOOK, "--no-download", "--quick",
-                             "--cifar-dir", tiny_cifar, "--out", str(out), "--jobs", "2"],
+    result = subprocess.run([sys.executable, "run_notebook.py", NOTEBOOK, "-p", "WEIGHTS_FROM", str(saved["out"]),
+                             "--no-download", "--quick", "--cifar-dir", tiny_cifar, "--out", str(out), "--jobs", "2"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for numerics, stem in STEMS.items():
@@ -120,8 +117,9 @@ def test_weights_from_evaluates_the_saved_cnns_without_training(quick_run, tiny_
             np.testing.assert_array_equal(again[key], first[key], err_msg=key)
         settings = json.loads((out / (stem + ".json")).read_text())
         assert settings["weights_from"] == str(saved["out"]) and settings["seconds"]["training"] < 30
-    result = subprocess.run([sys.executable, "-c", wrapper, str(saved["out"]), NOTEBOOK, "--no-download", "--quick",
-                             "--cifar-dir", tiny_cifar, "--out", str(tmp_path / "other"), "--seeds", "3"],
+    result = subprocess.run([sys.executable, "run_notebook.py", NOTEBOOK, "-p", "WEIGHTS_FROM", str(saved["out"]),
+                             "--no-download", "--quick", "--cifar-dir", tiny_cifar, "--out", str(tmp_path / "other"),
+                             "--seeds", "3"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "WeightsError: " in result.stderr and "no saved CNN" in result.stderr
 
