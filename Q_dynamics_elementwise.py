@@ -56,9 +56,7 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
     from models import conserved_Q, paper_init, paper_target, q_normaliser
     from gfs.training import gradient_descent_seeds, seeds_progress_total
     Y = paper_target(M, N)
-    U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD], seeds)  # [S, 1, m, k]: one initialisation per seed
-    runs = len(LEARNING_RATES)
-    U0, V0 = U0.expand(-1, runs, -1, -1), V0.expand(-1, runs, -1, -1)
+    U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD] * len(LEARNING_RATES), seeds)  # [S, R, m, k]: one draw per seed
     with progress(seeds_progress_total(steps, seeds), f"Fig. 3 {activation}") as bar:
         result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
                                         LEARNING_RATES, steps, progress=bar, model="elementwise",

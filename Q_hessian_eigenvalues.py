@@ -44,9 +44,8 @@ def make_parser():
 
 
 def figure_name(activation, experiment="paper"):
-    if experiment in ("same_function", "per_neuron"):
-        return f"Q-hessian-eigenvalues/{experiment}_{activation}_sharpness_mnk_{M}_{N}_{HIDDEN}"
-    return f"Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_{M}_{N}_{HIDDEN}"
+    stem = f"Q-sharpness_{activation}" if experiment == "paper" else f"{experiment}_{activation}_sharpness"
+    return f"Q-hessian-eigenvalues/{stem}_mnk_{M}_{N}_{HIDDEN}"
 
 
 def q_label(Q):

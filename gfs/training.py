@@ -75,8 +75,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     blocks = [state[start:start + size].view(shape) for start, size, shape in zip(starts, sizes, shapes)]
     E, U, V = blocks[0], blocks[1].copy_(U.detach()), blocks[2].copy_(V.detach())
     negY = (-Y).to(device=device, dtype=dtype).expand(runs, m, n).contiguous()
-    lr = torch.as_tensor(lr, dtype=dtype, device=device).reshape(-1)
-    lr = lr.expand(runs) if lr.numel() == 1 else lr
+    lr = torch.as_tensor(lr, dtype=dtype, device=device).reshape(-1).expand(runs)  # one for all runs or one per run
     # d MSE / d output = 2 (out - Y) / (m n); folding lr in gives each run's update scale.
     step_scale = (lr * (2.0 / (m * n))).reshape(runs, 1, 1)
     norm_Y = float(torch.linalg.norm(Y.double()))
