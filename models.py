@@ -235,8 +235,7 @@ def orbit_scales(V, activation, smallest, largest, per_side=3, reach=0.9):
     middle (the network itself). Below 1: per_side geometric steps down to `smallest`. Above 1: per_side steps
     up to `largest`, or, where sigma's range ends first (tanh, sigmoid, ELU), to symmetry_limit ** reach, so the
     top step stays inside the range (reach < 1: a fixed fraction of the way there in log lambda). V: [..., n, k]."""
-    limit = symmetry_limit(V.double(), activation)
-    top = torch.minimum(torch.as_tensor(float(largest), dtype=torch.float64), limit.pow(reach))
+    top = symmetry_limit(V.double(), activation).pow(reach).clamp(max=float(largest))  # [...]
     fractions = torch.arange(1, per_side + 1, dtype=torch.float64) / per_side      # [per_side]
     below = torch.as_tensor(float(smallest), dtype=torch.float64).pow(fractions.flip(0))
     above = top.unsqueeze(-1).pow(fractions)                                       # [..., per_side]
