@@ -73,13 +73,12 @@ def train_paper(*, activation, steps, device, dtype, seeds=1, progress=no_progre
 
     from gfs import per_neuron
     from models import conserved_Q, paper_init, paper_target
-    from gfs.training import first_step_below, gradient_descent_seeds, seeds_progress_total
+    from gfs.training import first_step_below, gradient_descent_seeds
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
-    with progress(seeds_progress_total(steps, seeds), f"Fig. 6 {activation}") as bar:
-        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                        LEARNING_RATE, steps, progress=bar, rest_stop_below=CONVERGED_LOSS,
-                                        model="elementwise", activation=activation, loss_kind="frobenius")
+    result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype), LEARNING_RATE,
+                                    steps, progress, f"Fig. 6 {activation}", rest_stop_below=CONVERGED_LOSS,
+                                    model="elementwise", activation=activation, loss_kind="frobenius")
     loss, Q0 = result["loss"], conserved_Q(U0.double(), V0.double(), activation).numpy()
     return {
         "steps": result["steps"], "loss": loss[0], "Q": result["Q"][0],
@@ -230,11 +229,10 @@ def summary_line(name, data):
         return (f"{name}: seed 0 steps to loss < {CONVERGED_LOSS:g}, orbit '{per_neuron.FAMILIES[0]}': "
                 f"{never(data['steps_to_converge'][0, 0])}; '{per_neuron.FAMILIES[1]}': "
                 f"{never(data['steps_to_converge'][0, 1])}")
+    reached = f"seed 0 steps to loss < {CONVERGED_LOSS:g}: {never(data['steps_to_converge'][0])}"
     if "lambdas" in data:
-        return (f"{name}: Q (from 0) {', '.join(f'{q:.3g}' for q in data['Q0_zero'][0])}; seed 0 steps to "
-                f"loss < {CONVERGED_LOSS:g}: {never(data['steps_to_converge'][0])}")
-    return (f"{name}: {', '.join(map(str, data['labels']))}; seed 0 steps to loss < {CONVERGED_LOSS:g}: "
-            f"{never(data['steps_to_converge'][0])}")
+        return f"{name}: Q (from 0) {', '.join(f'{q:.3g}' for q in data['Q0_zero'][0])}; {reached}"
+    return f"{name}: {', '.join(map(str, data['labels']))}; {reached}"
 
 
 def main(argv=None):

@@ -47,14 +47,13 @@ def train(*, steps, device, dtype, seeds=1, progress=no_progress):
     import torch
 
     from models import paper_target, radial_output
-    from gfs.training import first_step_below, gradient_descent_seeds, seeds_progress_total
+    from gfs.training import first_step_below, gradient_descent_seeds
     inits = [[svd_aligned_init(scale, s) for scale in INIT_SCALES] for s in range(seeds)]
     U0 = torch.stack([torch.stack([U for U, _, _ in seed]) for seed in inits])  # [S, 4, m, k]
     V0 = torch.stack([torch.stack([V for _, V, _ in seed]) for seed in inits])
     Y = paper_target(M, N)
-    with progress(seeds_progress_total(steps, seeds), "Fig. 7 radial") as bar:
-        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                        LEARNING_RATE, steps, progress=bar, model="radial", loss_kind="mse_over_normY")
+    result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype), LEARNING_RATE,
+                                    steps, progress, "Fig. 7 radial", model="radial", loss_kind="mse_over_normY")
     Q0 = np.array([[q for _, _, q in seed] for seed in inits])
     return {
         "steps": result["steps"], "loss": result["loss"][0], "Q": result["Q"][0], "Q0": Q0,

@@ -47,14 +47,13 @@ def sample_Q(*, activation, shape, samples, device, dtype, progress=no_progress)
     """Q of `samples` initialisations drawn exactly as the paper draws them. Returns the figure's data."""
     import torch
 
-    from models import conserved_Q, q_normaliser
+    from models import conserved_Q, paper_normal, q_normaliser
     m, h, n = shape
     Q, Q_zero, terms, terms_zero = (np.empty(samples) for _ in range(4))
     with progress(samples, f"Q {activation} {m}x{h}x{n}", unit="sample") as bar:
         for i in range(samples):
-            torch.manual_seed(i ** 2)
-            # torch.rand first advances the random stream, as in the paper
-            U = torch.rand(m, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / h)).to(device, dtype)
+            U = paper_normal(m, h, std=np.sqrt(1 / h), seed=i ** 2).to(device, dtype)
+            # V goes on in U's random stream and is drawn the same way (torch.rand first), as in the paper
             V = torch.rand(n, h, dtype=torch.float32).normal_(mean=0, std=np.sqrt(1 / n)).to(device, dtype)
             Q[i], Q_zero[i] = float(conserved_Q(U, V, activation)), float(conserved_Q(U, V, activation, "zero"))
             terms[i], terms_zero[i] = (float(q_normaliser(U, V, activation, c)) for c in ("paper", "zero"))

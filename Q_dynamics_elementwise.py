@@ -54,15 +54,12 @@ def train(*, activation, steps, device, dtype, seeds=1, progress=no_progress):
 
     from gfs import per_neuron
     from models import conserved_Q, paper_init, paper_target, q_normaliser
-    from gfs.training import gradient_descent_seeds, seeds_progress_total
+    from gfs.training import gradient_descent_seeds
     Y = paper_target(M, N)
-    U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD], seeds)  # [S, 1, m, k]: one initialisation per seed
-    runs = len(LEARNING_RATES)
-    U0, V0 = U0.expand(-1, runs, -1, -1), V0.expand(-1, runs, -1, -1)
-    with progress(seeds_progress_total(steps, seeds), f"Fig. 3 {activation}") as bar:
-        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                        LEARNING_RATES, steps, progress=bar, model="elementwise",
-                                        activation=activation, loss_kind="frobenius")
+    U0, V0 = paper_init(M, N, HIDDEN, [INIT_STD] * len(LEARNING_RATES), seeds)  # [S, R, m, k]: one draw per seed
+    result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype), LEARNING_RATES,
+                                    steps, progress, f"Fig. 3 {activation}", model="elementwise", activation=activation,
+                                    loss_kind="frobenius")
     U0, V0 = U0.double(), V0.double()
     Q0, Q0_zero = conserved_Q(U0, V0, activation).numpy(), conserved_Q(U0, V0, activation, "zero").numpy()
     normaliser, normaliser_zero = (q_normaliser(U0, V0, activation, c).numpy() for c in ("paper", "zero"))

@@ -44,9 +44,8 @@ def make_parser():
 
 
 def figure_name(activation, experiment="paper"):
-    if experiment in ("same_function", "per_neuron"):
-        return f"Q-hessian-eigenvalues/{experiment}_{activation}_sharpness_mnk_{M}_{N}_{HIDDEN}"
-    return f"Q-hessian-eigenvalues/Q-sharpness_{activation}_mnk_{M}_{N}_{HIDDEN}"
+    stem = f"Q-sharpness_{activation}" if experiment == "paper" else f"{experiment}_{activation}_sharpness"
+    return f"Q-hessian-eigenvalues/{stem}_mnk_{M}_{N}_{HIDDEN}"
 
 
 def q_label(Q):
@@ -62,13 +61,12 @@ def train_minima(activation, steps, device, dtype, seeds, progress, what):
     """(gradient_descent_seeds's result, U0, V0) from each seed's initialisations; the result's 'finite' [S, R] marks
     the runs whose final weights are finite (the others diverged)."""
     from models import paper_init, paper_target
-    from gfs.training import gradient_descent_seeds, seeds_progress_total
+    from gfs.training import gradient_descent_seeds
     Y = paper_target(M, N)
     U0, V0 = paper_init(M, N, HIDDEN, INIT_STDS, seeds)  # [S, R, m, k], [S, R, n, k]
-    with progress(seeds_progress_total(steps, seeds), f"{what} {activation}") as bar:
-        result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype),
-                                        LEARNING_RATE, steps, progress=bar, model="elementwise",
-                                        activation=activation, loss_kind="squared")
+    result = gradient_descent_seeds(U0.to(device, dtype), V0.to(device, dtype), Y.to(device, dtype), LEARNING_RATE,
+                                    steps, progress, f"{what} {activation}", model="elementwise", activation=activation,
+                                    loss_kind="squared")
     result["finite"] = (result["diverged_at"] < 0) & np.isfinite(result["U"]).all(axis=(2, 3)) \
         & np.isfinite(result["V"]).all(axis=(2, 3))
     return result, U0, V0

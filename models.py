@@ -179,11 +179,9 @@ def q_normaliser(U, V, activation, convention="paper"):
     size of Q's terms entry by entry (|Q| <= N_0; why not |sum F|: docs/conserved_quantities.md)."""
     _check_convention(convention)
     act = get_activation(activation)
-    F = act.F(V)
-    half_uu = 0.5 * U.square().sum(dim=(-1, -2))
-    if convention == "zero":
-        return act.paper_scale * (half_uu + F.abs().sum(dim=(-1, -2)))
-    return act.paper_scale * (half_uu + F.sum(dim=(-1, -2))) + act.paper_constant * (V.shape[-1] * V.shape[-2])
+    F = act.F(V) if convention == "paper" else act.F(V).abs()
+    N_0 = act.paper_scale * (0.5 * U.square().sum(dim=(-1, -2)) + F.sum(dim=(-1, -2)))
+    return N_0 + act.paper_constant * (V.shape[-1] * V.shape[-2]) if convention == "paper" else N_0
 
 
 def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
@@ -223,12 +221,8 @@ def neuron_limits(V, activation):
     V: [..., n, k] -> [..., k]."""
     act = get_activation(activation)
     hidden, (low, high) = act.sigma(V), act.sigma_range
-    limits = torch.full_like(hidden, math.inf)
-    if high < math.inf:
-        limits = torch.where(hidden > 0, high / hidden, limits)
-    if low > -math.inf:
-        limits = torch.where(hidden < 0, low / hidden, limits)
-    return limits.amin(dim=-2)
+    # an infinite edge gives inf / hidden = inf, as does an entry at 0: no limit
+    return torch.where(hidden > 0, high / hidden, torch.where(hidden < 0, low / hidden, math.inf)).amin(dim=-2)
 
 
 def symmetry_limit(V, activation):
@@ -241,8 +235,7 @@ def orbit_scales(V, activation, smallest, largest, per_side=3, reach=0.9):
     middle (the network itself). Below 1: per_side geometric steps down to `smallest`. Above 1: per_side steps
     up to `largest`, or, where sigma's range ends first (tanh, sigmoid, ELU), to symmetry_limit ** reach, so the
     top step stays inside the range (reach < 1: a fixed fraction of the way there in log lambda). V: [..., n, k]."""
-    limit = symmetry_limit(V.double(), activation)
-    top = torch.minimum(torch.as_tensor(float(largest), dtype=torch.float64), limit.pow(reach))
+    top = symmetry_limit(V.double(), activation).pow(reach).clamp(max=float(largest))  # [...]
     fractions = torch.arange(1, per_side + 1, dtype=torch.float64) / per_side      # [per_side]
     below = torch.as_tensor(float(smallest), dtype=torch.float64).pow(fractions.flip(0))
     above = top.unsqueeze(-1).pow(fractions)                                       # [..., per_side]

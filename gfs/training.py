@@ -2,6 +2,7 @@
 figure at once, and the Hessian of the squared loss at the minimum. Shapes as in models.py; why the trainer is built
 as it is: docs/performance.md.
 """
+import contextlib
 import math
 import sys
 
@@ -75,8 +76,7 @@ def gradient_descent(U, V, Y, lr, steps, model="elementwise", activation="linear
     blocks = [state[start:start + size].view(shape) for start, size, shape in zip(starts, sizes, shapes)]
     E, U, V = blocks[0], blocks[1].copy_(U.detach()), blocks[2].copy_(V.detach())
     negY = (-Y).to(device=device, dtype=dtype).expand(runs, m, n).contiguous()
-    lr = torch.as_tensor(lr, dtype=dtype, device=device).reshape(-1)
-    lr = lr.expand(runs) if lr.numel() == 1 else lr
+    lr = torch.as_tensor(lr, dtype=dtype, device=device).reshape(-1).expand(runs)  # one for all runs or one per run
     # d MSE / d output = 2 (out - Y) / (m n); folding lr in gives each run's update scale.
     step_scale = (lr * (2.0 / (m * n))).reshape(runs, 1, 1)
     norm_Y = float(torch.linalg.norm(Y.double()))
@@ -203,26 +203,22 @@ def compact_and_continue(result, active, U, V, Y, lr, steps, progress, run_ids, 
     result["trained_steps"] = done + rest["trained_steps"]
 
 
-def seeds_progress_total(steps, seeds):
-    """The steps gradient_descent_seeds reports to its progress bar: seed 0's batch, then one batch for the rest."""
-    return steps * (1 + (seeds > 1))
-
-
-def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, rest_stop_below=None, **kwargs):
+def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, description="", rest_stop_below=None, **kwargs):
     """gradient_descent for the runs of several seeds: U [S, R, m, k], V [S, R, n, k] (seed 0 first); lr: one, or one
     per run of a seed [R]. Seed 0 trains in a batch of its own, so that it is bit for bit the single-seed run
     (docs/outputs.md, "Seeds"); seeds 1.. are one more batch, with stop_below=rest_stop_below. kwargs go to
     gradient_descent. Returns its dict with a leading seed axis on every per-run array ([S, R, T], [S, R, m, k],
-    [S, R]). progress gets seeds_progress_total steps in all."""
+    [S, R]). progress: None or a figure script's progress(total, description); one bar counts both batches' steps."""
     seeds, runs = U.shape[:2]
     lr = torch.as_tensor(lr, dtype=torch.float64).reshape(-1)  # one for all runs, or one per run of a seed
-    results = [gradient_descent(U[0], V[0], Y, lr, steps, progress=progress, **kwargs)]
-    if seeds > 1:
-        rest_lr = lr if lr.numel() == 1 else lr.repeat(seeds - 1)
-        results.append(gradient_descent(U[1:].flatten(0, 1), V[1:].flatten(0, 1), Y, rest_lr, steps,
-                                        progress=progress, stop_below=rest_stop_below, **kwargs))
-        if progress is not None:
-            progress.update(steps - results[-1]["trained_steps"])  # a stopped batch: fill the bar
+    with (progress(steps * (1 + (seeds > 1)), description) if progress else contextlib.nullcontext()) as bar:
+        results = [gradient_descent(U[0], V[0], Y, lr, steps, progress=bar, **kwargs)]
+        if seeds > 1:
+            rest_lr = lr if lr.numel() == 1 else lr.repeat(seeds - 1)
+            results.append(gradient_descent(U[1:].flatten(0, 1), V[1:].flatten(0, 1), Y, rest_lr, steps,
+                                            progress=bar, stop_below=rest_stop_below, **kwargs))
+            if bar is not None:
+                bar.update(steps - results[-1]["trained_steps"])  # a stopped batch: fill the bar
     per_run = {key: np.concatenate([r[key] for r in results]).reshape(seeds, runs, *results[0][key].shape[1:])
                for key in ("loss", "Q", "U", "V", "diverged_at")}
     return {"steps": results[0]["steps"], "trained_steps": [r["trained_steps"] for r in results], **per_run}
