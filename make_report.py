@@ -151,7 +151,7 @@ def every_run(measured):
     holds before training, and a check that needs a trained run says itself which it could check."""
     if isinstance(measured, PerSeed):
         return PerSeed(dict(m, diverged_at=None) for m in measured)
-    return dict(measured, diverged_at=None) if "diverged_at" in measured else measured
+    return dict(measured, diverged_at=None)
 
 
 def mark_broken(checked, no_verdict):
