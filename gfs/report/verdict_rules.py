@@ -151,9 +151,8 @@ def fmt_steps(s):
 
 
 def table(headers, rows):
-    rows = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    head = ["| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |", "|" + "---|" * len(headers)]
-    return head + rows + [""] if rows else []
+    lines = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in (headers, *rows)]
+    return [lines[0], "|" + "---|" * len(headers), *lines[1:], ""] if len(lines) > 1 else []
 
 
 def item(values, index):
