@@ -1,18 +1,15 @@
 #!/usr/bin/env python3
-"""Write DIR/REPORT.md: which of the paper's claims hold in the saved figure data.
+"""Write DIR/REPORT.md: which of the paper's claims hold in the figure data saved there (read by saved_figures.py).
 
 usage: python make_report.py [--out DIR] [--cifar-dir DIR]
 
-Reads only the .npz/.json files saved under DIR (saved_figures.py): nothing is retrained, no torch, script or
-notebook is imported. Each claim is registered once, in its figure's claims module (CLAIM_MODULES; what a claim is:
-verdict_rules.py), and check() judges each: a verdict, or the reason there is none (a data error or a failing check
-also makes the exit status 1). What the verdicts mean, how they are judged and the report's layout: docs/report.md.
+Each claim is registered once, in its figure's claims module (CLAIM_MODULES; what a claim is: verdict_rules.py), and
+check() judges each: a verdict, or why there is none (a data error or a failing check also makes the exit status 1).
+What the verdicts mean, how they are judged and the report's layout: docs/report.md.
 """
 import argparse
 import datetime
-import glob
 import inspect
-import json
 import os
 import re
 import sys
@@ -126,8 +123,8 @@ def check(claim, loader, cifar_dir):
     except DataError as error:
         sentence, errors = claim_text(claim, {}), errors + [f"{error} (the claim's text needs it)"]
     if not errors and not figures:
-        text, deciding, note = not_run_note(claim.files, loader.out_dir, cifar_dir)
-        return Checked(claim, NOT_RUN, text, deciding, note=note, claim_text=sentence)
+        why, note = not_run_note(claim.files, loader.out_dir, cifar_dir)
+        return Checked(claim, NOT_RUN, why, why, note=note, claim_text=sentence)
     for unit, f in figures.items() if not errors else ():
         try:
             results[unit] = ({c: apply(claim.rule, claim.measure(f, c)) for c in CONVENTIONS} if claim.conventions
@@ -154,7 +151,7 @@ def every_run(measured):
     holds before training, and a check that needs a trained run says itself which it could check."""
     if isinstance(measured, PerSeed):
         return PerSeed(dict(m, diverged_at=None) for m in measured)
-    return dict(measured, diverged_at=None) if "diverged_at" in measured else measured
+    return dict(measured, diverged_at=None)
 
 
 def mark_broken(checked, no_verdict):
@@ -172,17 +169,16 @@ def mark_broken(checked, no_verdict):
 
 
 def not_run_note(files, out, cifar_dir):
-    """(explanation, a few words for the summary table, the section's note on how to make the data)."""
+    """(why there are no data, in a few words: the claim's text and summary cell; the section's note on making them)."""
     if not files.notebook:
-        return ("no data", "no data",
-                f"**{NOT_RUN}**: no saved data in `{out}`. Make it with `{files.make.format(out=out)}`.")
+        return "no data", f"**{NOT_RUN}**: no saved data in `{out}`. Make it with `{files.make.format(out=out)}`."
     if cifar_dir is not None and os.path.isfile(os.path.join(cifar_dir, "cifar-10-batches-py", "data_batch_1")):
-        why = "notebook failed (CIFAR-10 present)"
-        return why, why, (f"**{NOT_RUN}**: no saved data for this figure in `{out}`, although CIFAR-10 is present in "
-                          f"`{cifar_dir}`: the notebook did not finish. Run `python run_notebook.py {files.notebook} "
-                          f"--out {out} --cifar-dir {cifar_dir}` to see its error.")
+        return "notebook failed (CIFAR-10 present)", (
+            f"**{NOT_RUN}**: no saved data for this figure in `{out}`, although CIFAR-10 is present in `{cifar_dir}`: "
+            f"the notebook did not finish. Run `python run_notebook.py {files.notebook} --out {out} --cifar-dir "
+            f"{cifar_dir}` to see its error.")
     why = "skipped: CIFAR-10 not available" if cifar_dir is not None else "skipped: no data (CIFAR-10 missing?)"
-    return why, why, (
+    return why, (
         f"**{NOT_RUN}**: no saved data for this figure in `{out}`. " + (
             f"CIFAR-10 was not available: `{cifar_dir}` holds no `cifar-10-batches-py/`." if cifar_dir is not None
             else "CIFAR-10 was probably not available (offline and no data), or the notebook failed.")
@@ -271,18 +267,6 @@ def fmt_seconds(seconds):
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
-def saved_settings(out_dir):
-    """Every .json under out_dir that reads as a dict (an unreadable one is reported by the claim that reads it)."""
-    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "**", "*.json"), recursive=True)):
-        try:
-            with open(path) as f:
-                settings = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(settings, dict):
-            yield settings
-
-
 def run_time_text(saved):
     """The run-time sentence: the total wall time, each command once (it saves its time in every figure), machines."""
     per_command, machines = {}, set()
@@ -349,7 +333,7 @@ def build_report(out_dir, cifar_dir=None):
         mark_broken(checked, (NOT_RUN, DATA_ERROR))
         errors += [c.text for c in checked if c.verdict in (DATA_ERROR, BROKEN)]
         done.append((section.title.split(":")[0], checked, render_section(section, checked, loader, errors, shown)))
-    saved = list(saved_settings(out_dir))
+    saved = list(loader.settings.values())  # every .json under out_dir that reads as a dict
     lines = ["# Reproduction report", "",
              f"Generated by `make_report.py` from the data saved in `{out_dir}` up to {newest_data(saved)} "
              f"(nothing is retrained). Paper: Zhao, Ganev, Walters, Yu, Dehmamy, *Symmetries, Flat Minima, "

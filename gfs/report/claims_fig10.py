@@ -1,7 +1,5 @@
 """The claims of Fig. 10 (ensemble_CIFAR.ipynb): ensembles built from the nonlinear, data-dependent group action,
-and the experiment beyond the paper on whether the action generalises. A cell (num_g, eps) is a symmetry if its
-symmetry error is at most the tolerance (rule_symmetries); a claim about symmetry-moved networks is tested only
-there, and the exact numerics decide it (exact_decides). How each claim is judged: docs/report.md.
+and the experiment beyond the paper on whether the action generalises. How each claim is judged: docs/report.md.
 """
 import os
 
@@ -70,10 +68,11 @@ def symmetric_rows(symmetric, rows):
 
 
 def checked_rows(group_scales, eps_checked, symmetric):
-    """(indices of the rows at the checked eps whose every cell is a symmetry, the checked eps whose rows are not)."""
+    """(indices of the rows at the checked eps whose every cell is a symmetry, the untestable others in words)."""
     rows = symmetric_rows(symmetric, len(group_scales))
     present = [i for i, e in enumerate(group_scales) if any(abs(e - c) < 1e-9 for c in eps_checked)]
-    return [i for i in present if rows[i]], [float(group_scales[i]) for i in present if not rows[i]]
+    return [i for i in present if rows[i]], [f"eps {float(group_scales[i]):g}: not a symmetry, cannot be tested"
+                                             for i in present if not rows[i]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,15 +150,14 @@ def rule_group_beats_baselines(group_scales, group, baselines, symmetric=None, m
     cell that is not a symmetry cannot be tested: its pairs count as not beating.
 
     group_scales: [E]; group, each of baselines ({name: array}): [E, G] vote accuracies; symmetric: [E, G] or None."""
-    rows, broken = checked_rows(group_scales, eps_checked, symmetric)
+    rows, untestable = checked_rows(group_scales, eps_checked, symmetric)
     group = np.asarray(group, dtype=float)
     pairs = {(float(group_scales[i]), name): group[i] - np.asarray(values, dtype=float)[i]
              for name, values in baselines.items() for i in rows}
     beats = [bool(np.nanmean(d) > margin and np.mean(d > 0) > 0.5) for d in pairs.values()]
     parts = [f"eps {e:g} vs {name}: {np.nanmean(d):+.3f}" for (e, name), d in pairs.items()]
-    text = [f"{p} ({'beats' if b else 'does not beat'})" for p, b in zip(parts, beats)]
-    text += [f"eps {e:g}: not a symmetry, cannot be tested" for e in broken]
-    return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats] + [NOT_REPRODUCED] * len(broken)),
+    text = [f"{p} ({'beats' if b else 'does not beat'})" for p, b in zip(parts, beats)] + untestable
+    return Result(combine([REPRODUCED if b else NOT_REPRODUCED for b in beats] + [NOT_REPRODUCED] * len(untestable)),
                   "; ".join(text) or "the grid has none of the checked eps", "; ".join(parts) or "not testable",
                   min((float(np.nanmean(d)) for d in pairs.values()), default=None), "smallest lead over a baseline")
 
@@ -171,14 +169,13 @@ def rule_group_vs_perm_interp(group_scales, group, perm_interp, symmetric=None, 
     partly; at neither: not reproduced. A row with a cell that is not a symmetry cannot be tested (not ahead).
 
     group_scales: [E]; group, perm_interp: [E, G] vote accuracies; symmetric: [E, G] bool (None: not measured)."""
-    rows, broken = checked_rows(group_scales, eps_checked, symmetric)
+    rows, untestable = checked_rows(group_scales, eps_checked, symmetric)
     diffs = {float(group_scales[i]): np.asarray(group, float)[i] - np.asarray(perm_interp, float)[i] for i in rows}
     means = [float(np.nanmean(d)) for d in diffs.values()]
     parts = [f"eps {e:g}: {m:+.3f}" for e, m in zip(diffs, means)]
     text = [f"{p} ({'group ahead' if m > margin else 'perm_interp ahead' if m < -margin else 'tie'}; group higher in "
-            f"{int(np.sum(d > 0))} of {d.size} cells)" for p, m, d in zip(parts, means, diffs.values())]
-    text += [f"eps {e:g}: not a symmetry, cannot be tested" for e in broken]
-    verdicts = [REPRODUCED if m > margin else NOT_REPRODUCED for m in means] + [NOT_REPRODUCED] * len(broken)
+            f"{int(np.sum(d > 0))} of {d.size} cells)" for p, m, d in zip(parts, means, diffs.values())] + untestable
+    verdicts = [REPRODUCED if m > margin else NOT_REPRODUCED for m in means] + [NOT_REPRODUCED] * len(untestable)
     return Result(combine(verdicts),
                   f"group - perm_interp: {'; '.join(text) or 'the grid has none of the checked eps'}",
                   ", ".join(parts) or "not testable", min(means, default=None), "group - perm_interp (smaller row)")

@@ -144,7 +144,7 @@ def rule_gain_beyond_controls(radii, diff, p, accuracy, controls, symmetry_error
     In full: docs/report.md, *Rules*.
 
     radii: [R] (x 255); diff, p (group vs original), accuracy: [R]; controls: {name: (diff, p) of group vs it, [R]}."""
-    _, gain, _, level = _gain(radii, diff, p, accuracy, alpha, chance, margin)
+    _, gain, _, _ = _gain(radii, diff, p, accuracy, alpha, chance, margin)
     beyond, parts = [], []
     for name, (cd, cq) in controls.items():
         _, ahead, behind, _ = significant(radii, cd, cq, alpha)

@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from gfs.report.claims_fig10 import SYMMETRY_TOLERANCE
+from gfs.cifar.thresholds import SYMMETRY_TOLERANCE
 from gfs.report.verdict_rules import DataError
 from gfs.runs.saved_files import UsageError, load_figure_data
 
@@ -45,28 +45,30 @@ class Figure:
 
 def saved_index(out_dir):
     """Every saved figure under out_dir, by the name its .json gives (figure_name, under the run's sub-folder such as
-    float64/): {name: (stem, has .npz, has .json)}, relative to out_dir, '/'-separated. A figure without a readable
-    .json is indexed by its path (loading it then says what is wrong)."""
-    stems = {}
-    for path in glob.glob(os.path.join(glob.escape(out_dir), "**", "*.*"), recursive=True):
+    float64/): ({name: (stem, has .npz, has .json)}, {stem: its .json, where it reads as a dict}), stems relative to
+    out_dir, '/'-separated, in path order. A figure without a readable .json is indexed by its path (loading it then
+    says what is wrong)."""
+    stems, settings = {}, {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "**", "*.*"), recursive=True)):  # no hidden .tmp-*
         stem, ext = os.path.splitext(os.path.relpath(path, out_dir).replace(os.sep, "/"))
-        if ext in (".npz", ".json") and not os.path.basename(stem).startswith("."):
+        if ext in (".npz", ".json"):
             stems.setdefault(stem, set()).add(ext)
+        if ext == ".json":
+            try:
+                with open(path, encoding="utf-8") as f:
+                    settings[stem] = json.load(f)
+            except (OSError, ValueError):
+                continue  # indexed by its path: loading it says what is wrong
+    settings = {stem: saved for stem, saved in settings.items() if isinstance(saved, dict)}
     index = {}
     for stem, exts in sorted(stems.items()):
-        name = stem
-        if ".json" in exts:
-            try:
-                with open(os.path.join(out_dir, stem + ".json"), encoding="utf-8") as f:
-                    saved = json.load(f).get("figure_name")
-            except (OSError, ValueError, AttributeError):
-                saved = None
-            if isinstance(saved, str) and saved:  # the run's folder (float64/, as deep as the path allows) + its name
-                parts = stem.split("/")
-                name = "/".join(parts[:max(len(parts) - len(saved.split("/")), 0)] + [saved])
-                name = stem if name in stems else name  # a figure saved under that name keeps it
+        name, saved = stem, settings.get(stem, {}).get("figure_name")
+        if isinstance(saved, str) and saved:  # the run's folder (float64/, as deep as the path allows) + its name
+            parts = stem.split("/")
+            name = "/".join(parts[:max(len(parts) - len(saved.split("/")), 0)] + [saved])
+            name = stem if name in stems else name  # a figure saved under that name keeps it
         index[name] = (stem, ".npz" in exts, ".json" in exts)
-    return index
+    return index, settings
 
 
 class Loader:
@@ -74,7 +76,7 @@ class Loader:
 
     def __init__(self, out_dir):
         self.out_dir, self.cache, self.loaded = out_dir, {}, {}
-        self.index = saved_index(out_dir)
+        self.index, self.settings = saved_index(out_dir)
 
     def matching(self, pattern):
         """{unit: names} of the saved figures that fit pattern ({}: a unit; '*': one part of a name, no '_' or '/')."""

@@ -2,8 +2,7 @@
 
 A claim's measurement turns a saved Figure into its rule's keyword arguments (runs(): per seed); the rule takes
 those numbers (never files) and returns a Result. A rule docstring's first paragraph is the rule as the report
-prints it (docs/report.md, *Rules*), its last gives the shapes. No verdict by design: Unjudged; a file lacking what
-a claim needs: DataError, shown instead of a verdict or table.
+prints it (docs/report.md, *Rules*), its last gives the shapes. No verdict: Unjudged, DataError.
 
 Adding a claim: one Claim entry in its figure's SECTIONS, its rule beside it (or a shared one: toy_rules.py for
 the trends of |Q| and the checks of Figs. 3-9), and the rule's test, both ways. A new figure: its claims module and
@@ -152,9 +151,8 @@ def fmt_steps(s):
 
 
 def table(headers, rows):
-    rows = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    head = ["| " + " | ".join(h.replace("|", "\\|") for h in headers) + " |", "|" + "---|" * len(headers)]
-    return head + rows + [""] if rows else []
+    lines = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in (headers, *rows)]
+    return [lines[0], "|" + "---|" * len(headers), *lines[1:], ""] if len(lines) > 1 else []
 
 
 def item(values, index):
