@@ -170,7 +170,7 @@ def conserved_Q(U, V, activation, convention="paper"):
     _check_convention(convention)
     act = get_activation(activation)
     Q = act.paper_scale * (0.5 * U.square().sum(dim=(-1, -2)) - act.F(V).sum(dim=(-1, -2)))
-    return Q - act.paper_constant * (V.shape[-1] * V.shape[-2]) if convention == "paper" else Q
+    return (Q - act.paper_constant * (V.shape[-1] * V.shape[-2])) if convention == "paper" else Q
 
 
 def q_normaliser(U, V, activation, convention="paper"):
@@ -181,7 +181,7 @@ def q_normaliser(U, V, activation, convention="paper"):
     act = get_activation(activation)
     F = act.F(V) if convention == "paper" else act.F(V).abs()
     N_0 = act.paper_scale * (0.5 * U.square().sum(dim=(-1, -2)) + F.sum(dim=(-1, -2)))
-    return N_0 + act.paper_constant * (V.shape[-1] * V.shape[-2]) if convention == "paper" else N_0
+    return (N_0 + act.paper_constant * (V.shape[-1] * V.shape[-2])) if convention == "paper" else N_0
 
 
 def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
@@ -191,7 +191,7 @@ def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):
     if act.expected_F is None:
         return math.nan
     Q = act.paper_scale * (0.5 * m * k * u_var - n * k * act.expected_F(v_var))
-    return Q - act.paper_constant * n * k if convention == "paper" else Q
+    return (Q - act.paper_constant * n * k) if convention == "paper" else Q
 
 
 def move_along_symmetry(U, V, activation, lambdas):
@@ -221,8 +221,12 @@ def neuron_limits(V, activation):
     V: [..., n, k] -> [..., k]."""
     act = get_activation(activation)
     hidden, (low, high) = act.sigma(V), act.sigma_range
-    # an infinite edge gives inf / hidden = inf, as does an entry at 0: no limit
-    return torch.where(hidden > 0, high / hidden, torch.where(hidden < 0, low / hidden, math.inf)).amin(dim=-2)
+    limits = torch.full_like(hidden, math.inf)
+    if high < math.inf:  # a side without an edge sets no limit, even for an infinite entry (inf / inf would be NaN)
+        limits = torch.where(hidden > 0, high / hidden, limits)
+    if low > -math.inf:
+        limits = torch.where(hidden < 0, low / hidden, limits)
+    return limits.amin(dim=-2)
 
 
 def symmetry_limit(V, activation):

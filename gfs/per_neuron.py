@@ -50,7 +50,7 @@ def neuron_Q(U, V, activation, convention="zero"):
     _check_convention(convention)
     act = get_activation(activation)
     Q = act.paper_scale * (0.5 * U.square().sum(dim=-2) - act.F(V).sum(dim=-2))
-    return Q - act.paper_constant * V.shape[-2] if convention == "paper" else Q
+    return (Q - act.paper_constant * V.shape[-2]) if convention == "paper" else Q
 
 
 def edge_distance(V, activation):
@@ -59,8 +59,12 @@ def edge_distance(V, activation):
     V: [..., n, k] -> [..., k], in (0, 1]."""
     act = get_activation(activation)
     hidden, (low, high) = act.sigma(V), act.sigma_range
-    # an infinite edge gives 1 - hidden / inf = 1, as does an entry at 0
-    return torch.where(hidden > 0, 1 - hidden / high, torch.where(hidden < 0, 1 - hidden / low, 1.0)).amin(dim=-2)
+    room = torch.ones_like(hidden)
+    if high < math.inf:  # a side without an edge leaves room 1, even for an infinite entry (inf / inf would be NaN)
+        room = torch.where(hidden > 0, 1 - hidden / high, room)
+    if low > -math.inf:
+        room = torch.where(hidden < 0, 1 - hidden / low, room)
+    return room.amin(dim=-2)
 
 
 def neuron_statistics(U, V, activation, convention="zero"):

@@ -130,6 +130,15 @@ def test_edge_distance(activation):
     assert bool(((distance > 0) & (distance <= 1)).all())
 
 
+@pytest.mark.parametrize("activation", [a for a in ACTIVATIONS if math.isinf(ACTIVATIONS[a].sigma_range[1])])
+def test_an_infinite_entry_on_a_side_without_an_edge_sets_no_limit(activation):
+    """sigma(inf) = inf where sigma's range has no upper edge: that neuron can still move by any lambda (limit inf,
+    edge distance 1), not NaN (inf / inf); its finite neighbour keeps its own limit."""
+    V = torch.tensor([[math.inf, 0.5], [0.5, 0.5]], dtype=torch.float64)  # [n = 2, k = 2]
+    assert torch.equal(neuron_limits(V, activation), neuron_limits(torch.full_like(V, 0.5), activation))
+    assert torch.equal(pn.edge_distance(V, activation), pn.edge_distance(torch.full_like(V, 0.5), activation))
+
+
 # ----------------------------------------------------------------------------------------------
 # The normaliser: the size of Q's terms, entry by entry
 
