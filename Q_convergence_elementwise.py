@@ -106,7 +106,8 @@ def train_same_function(*, activation, steps, device, dtype, seeds=1, progress=n
     lambdas = orbit_scales(V0[:, 0], activation, *ORBIT_SPAN[activation])  # [S, L]
     one_lambda = lambdas.unsqueeze(-1).expand(*lambdas.shape, HIDDEN)  # [S, L, k]
     U, V = move_along_symmetry(U0.double(), V0.double(), activation, one_lambda)  # [S, L, m, k], [S, L, n, k]
-    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation, PER_NEURON_STEPS)  # [S, P]
+    # U_pn [S, P, m, k], V_pn [S, P, n, k], lambdas_pn [S, P, k]
+    U_pn, V_pn, lambdas_pn = per_neuron.per_neuron_orbits(U0[:, 0], V0[:, 0], activation, PER_NEURON_STEPS)
     L = U.shape[1]
     # the weights trained; Q and the outputs below are theirs
     U_all, V_all = torch.cat([U, U_pn], 1).to(dtype), torch.cat([V, V_pn], 1).to(dtype)  # [S, L + P, ...]

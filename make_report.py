@@ -104,9 +104,11 @@ def claim_text(claim, figures):
 
 def decided_by(claim, figures):
     """Which saved data decide the claim, in a few words: the exact numerics, or how many units and seeds were read."""
-    counts = sorted({len(np.atleast_2d(f.data["diverged_at"])) if "diverged_at" in f.data else  # seeds per figure
-                     int(np.size(f.data["seeds"])) if "seeds" in f.data else 1 for f in figures.values()})
-    units = [u for u in figures if u]
+    def seeds(f):
+        if "diverged_at" in f.data:
+            return len(np.atleast_2d(f.data["diverged_at"]))
+        return int(np.size(f.data["seeds"])) if "seeds" in f.data else 1
+    counts, units = sorted({seeds(f) for f in figures.values()}), [u for u in figures if u]
     parts = [EXACT if claim.over is exact_decides else f"{len(units)} {claim.files.kind}"] * bool(units)
     if counts and counts[-1] > 1:
         parts.append(f"{counts[0]}" + f"-{counts[-1]}" * (len(counts) > 1) + " seeds")

@@ -203,12 +203,13 @@ def compact_and_continue(result, active, U, V, Y, lr, steps, progress, run_ids, 
     result["trained_steps"] = done + rest["trained_steps"]
 
 
-def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, description="", rest_stop_below=None, **kwargs):
+def gradient_descent_seeds(U, V, Y, lr, steps, progress=None, description="", *, rest_stop_below=None, **kwargs):
     """gradient_descent for the runs of several seeds: U [S, R, m, k], V [S, R, n, k] (seed 0 first); lr: one, or one
     per run of a seed [R]. Seed 0 trains in a batch of its own, so that it is bit for bit the single-seed run
     (docs/outputs.md, "Seeds"); seeds 1.. are one more batch, with stop_below=rest_stop_below. kwargs go to
     gradient_descent. Returns its dict with a leading seed axis on every per-run array ([S, R, T], [S, R, m, k],
-    [S, R]). progress: None or a figure script's progress(total, description); one bar counts both batches' steps."""
+    [S, R]); loss and Q records of a stopped batch are NaN after its stop. progress: None or a figure script's
+    progress(total, description); one bar counts both batches' steps."""
     seeds, runs = U.shape[:2]
     lr = torch.as_tensor(lr, dtype=torch.float64).reshape(-1)  # one for all runs, or one per run of a seed
     with (progress(steps * (1 + (seeds > 1)), description) if progress else contextlib.nullcontext()) as bar:

@@ -23,10 +23,12 @@ def fgsm(model, x, y, radius, clip=(0.0, 1.0), loss_fn=F.cross_entropy):
 def pgd_iterates(model, x, y, radius=0.3, step=0.01, iterations=40, random_start=True, clip=(0.0, 1.0),
                  loss_fn=F.cross_entropy, generator=None):
     """Projected gradient descent (Madry et al. 2018), untargeted, in the L-inf ball of that radius: yields (t, x_t)
-    for t = 0 ... iterations, so that one run gives every shorter attack too.  x [B, 3, 32, 32], y [B]; each x_t
-    [B, 3, 32, 32] is detached. Defaults: advertorch's PGDAttack, which the paper used (eps_iter = step, nb_iter =
-    iterations, rand_init = random_start). generator: for the random start (on x's device); None uses torch's global
-    one, as advertorch does."""
+    for t = 0 ... iterations, so that one run gives every shorter attack too:
+        x_0 = clamp(x + U(-radius, radius), clip)          (x_0 = x without random start)
+        x_{t+1} = clamp(x + clamp(x_t + step * sign(grad_t) - x, -radius, radius), clip)
+    x [B, 3, 32, 32], y [B]; each x_t [B, 3, 32, 32] is detached. Defaults: advertorch's PGDAttack, which the paper
+    used (eps_iter = step, nb_iter = iterations, rand_init = random_start). generator: for the random start (on x's
+    device); None uses torch's global one, as advertorch does."""
     x = x.detach()
     x_adv = x.clone()
     if random_start:

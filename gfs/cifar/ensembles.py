@@ -123,7 +123,8 @@ def fit_and_measure(model, fit_features, num_g, group_scale, seed, numerics="pap
 
 
 def evaluate_modes(model, features, labels, modes, seed, *keys):
-    """{mode: evaluate_ensemble(...)} for every mode on the same features [N, h], labels [N]."""
+    """{mode: evaluate_ensemble(...)} for every mode on the same features [N, h], labels [N]; the member matrices of
+    a mode are drawn from derive_seed(seed, 'members', mode, *keys)."""
     return {mode: evaluate_ensemble(model, features, labels, mode,
                                     torch.Generator().manual_seed(derive_seed(seed, "members", mode, *keys)))
             for mode in modes}
@@ -199,8 +200,9 @@ def held_out_agreement(model, features, lower, upper, chunk=1000):
         pairs += finite.numel()
     agreement = (agree.double() / len(features)).cpu().numpy()
     gap_quantiles = np.quantile(torch.cat(gaps).numpy(), (0.1, 0.5, 0.9), method="nearest")
-    values = (agreement.mean(), agreement.min(), *gap_quantiles, saturated / pairs, nonfinite / pairs)
-    return dict(zip(AGREEMENT_KEYS, map(float, values)))  # values in AGREEMENT_KEYS' order
+    gap_p10, gap_p50, gap_p90 = map(float, gap_quantiles)
+    return {"agreement": float(agreement.mean()), "agreement_min": float(agreement.min()), "gap_p10": gap_p10,
+            "gap_p50": gap_p50, "gap_p90": gap_p90, "saturated": saturated / pairs, "nonfinite": nonfinite / pairs}
 
 
 def group_agreement(model, eval_features):

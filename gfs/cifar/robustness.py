@@ -128,7 +128,8 @@ def deep_ensemble_accuracy(members, x, y):
 
 
 def transfer_images(source, x, y, radius, settings, generator):
-    """PGD on the source model (step radius / 4, random start).  x [N, 3, 32, 32], y [N] -> [N, 3, 32, 32]."""
+    """PGD on the source model: step radius / 4, settings['transfer_steps'] steps, random start.  x [N, 3, 32, 32],
+    y [N] -> [N, 3, 32, 32]."""
     return torch.cat([pgd(source, x[i:i + BATCH_SIZE], y[i:i + BATCH_SIZE], radius=radius, step=radius / 4,
                           iterations=settings["transfer_steps"], generator=generator)
                       for i in range(0, len(x), BATCH_SIZE)])
@@ -165,8 +166,9 @@ def run_suite(target, x, y, radii, context, attacks=ATTACKS, audit=None, skip=()
     the number of audit images (None: context.settings['audit_images'], or all without a context); skip: the attacks
     not run on this classifier. Returns a dict of numpy arrays: audit; attacks_run [A] bool; clean [N] bool; correct
     [A, R, N] bool (True where attack a did not run); linf, low, high, seconds [A, R]; queries [R, N] (inf where no
-    query-counting attack ran); strongest [R] (-1 if none); doubled_correct [R, N] (True off the audit images still
-    robust); doubled_seconds [R]."""
+    query-counting attack ran); strongest [R] (the white-box attack with the lowest standalone accuracy on the audit
+    images, -1 if none); doubled_correct [R, N] (not broken by that attack with its `doubles` settings doubled, on
+    the audit images still robust; True elsewhere); doubled_seconds [R]."""
     if audit is None:
         audit = len(x) if context is None else min(int(context.settings["audit_images"]), len(x))
     clean = (predict(target, x) == y).cpu().numpy()

@@ -180,10 +180,12 @@ class GroupAction(nn.Module):
             members = torch.randperm(num_g, generator=generator).to(device)
             rows = torch.randperm(h, generator=generator).to(device)
             return self.g, self.pi[members][:, rows]
-        perms = torch.argsort(torch.rand(num_g, h, generator=generator), dim=1).to(device)  # the last mode: perm_interp
-        P = eye[0][perms]  # row-permuted identities, [num_g, h, h]
-        q = (eye + 0.5 * self.group_scale * (eye + P)) / (1 + self.group_scale)
-        return q, torch.linalg.pinv(q)
+        if mode == "perm_interp":
+            perms = torch.argsort(torch.rand(num_g, h, generator=generator), dim=1).to(device)
+            P = eye[0][perms]  # row-permuted identities, [num_g, h, h]
+            q = (eye + 0.5 * self.group_scale * (eye + P)) / (1 + self.group_scale)
+            return q, torch.linalg.pinv(q)
+        raise NotImplementedError(f"mode {mode!r} is in MODES but member_matrices has no branch for it")
 
     def members(self, H, mode=None, generator=None, matrices=None):
         """Hidden activations of every member.  H: [B, h] -> [num_g, B, h] in the numerics' dtype.

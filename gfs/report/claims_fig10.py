@@ -239,7 +239,7 @@ def fig10_tables(figures):
         flag = {m: np.asarray(f.data.get(f"overflow_{m}", np.zeros((1, len(group_scales), 1), bool))).any(axis=(0, 2))
                 for m in modes}  # [E]
         short = SHORT_NAMES[numerics]
-        columns[f"symmetry error, {short}"] = [fmt(e.max()) + f" ({fmt(n.max())})" * (not np.allclose(e, n))
+        columns[f"symmetry error, {short}"] = [fmt(e.max()) + ("" if np.allclose(e, n) else f" ({fmt(n.max())})")
                                                for e, n in zip(error.swapaxes(0, 1), noise_free.swapaxes(0, 1))]
         columns[f"symmetric, {short}"] = [f"{int(k)} of {len(original)}" for k in symmetric.sum(axis=0)]
         for m in modes if numerics == deciding else ("group",):

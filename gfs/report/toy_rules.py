@@ -33,12 +33,12 @@ def both_conventions(results):
     text, saying so), DEPENDS with both readings if they differ."""
     paper, zero = results["paper"], results["zero"]
     if paper.verdict == zero.verdict:
-        return zero._replace(text=f"{zero.text} (both conventions)")
+        return zero._replace(text=f"{zero.text} (both conventions)", p=None, lead="")  # one convention's p: not both
     named = (("paper's", paper), ("zero", zero))
     text = f"paper's convention: {paper.verdict} ({paper.text}); zero convention: {zero.verdict} ({zero.text})"
     deciding = ", ".join(f"{name} {r.verdict}" + f" {r.deciding}" * bool(r.deciding) for name, r in named)
     rows = tuple((f", {name}" + row[0], *row[1:]) for name, r in named for row in r.rows)
-    return zero._replace(verdict=DEPENDS, text=text, deciding=deciding, rows=rows)
+    return zero._replace(verdict=DEPENDS, text=text, deciding=deciding, rows=rows, p=None, lead="")
 
 
 def conventions_result(over, results, combine_units):
