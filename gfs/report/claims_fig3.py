@@ -9,8 +9,7 @@ from gfs.report.verdict_rules import (NOT_REPRODUCED, PARTLY, REPRODUCED, TOY_FI
                                       run_table, runs, saved_setting)
 
 FIG3 = Files("Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
-FIG3_FLOAT64 = Files("float64/Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True,
-                     plots=False)
+FIG3_FLOAT64 = Files("float64/Q-dynamics/elementwise_{}_loss_Q", paper.PAPER_ACTIVATIONS, TOY_FIGURES, discover=True)
 
 
 def float64_drift(f):

@@ -303,7 +303,6 @@ class Files:
     make: str                 # the command that makes them ({out}: the report's folder; see notebook_command)
     kind: str = "activations"
     discover: bool = False    # also every other activation with saved files
-    plots: bool = True        # show their .png in the section
     notebook: str = ""        # a CIFAR notebook: the not-run note says whether CIFAR-10 was there
     names: tuple = ()         # the units' names in the report, if not the units themselves
 

@@ -947,7 +947,6 @@ def test_make_figures_quick(quick_pipeline):
                 "ensemble/fit_size_generalisation.png",
                 "float64/Q-dynamics/elementwise_tanh_loss_Q.png"):
         assert (out / png).is_file(), sorted(os.listdir(out / "ensemble"))
-        assert f"]({png})" in text or png.startswith("float64")
-    shown = {os.path.relpath(p, out) for p in glob.glob(str(out / "ensemble" / "*.png"))}
-    assert shown and all(f"]({png})" in text for png in shown)  # every CIFAR figure is shown in the report
+    saved = {os.path.relpath(p, out) for p in glob.glob(str(out / "**" / "*.png"), recursive=True)}
+    assert len(saved) > 40 and [png for png in sorted(saved) if f"]({png})" not in text] == []  # every figure shown
     assert "_g200_" not in text  # a quick run writes its own settings into the Fig. 11 names
