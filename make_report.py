@@ -226,8 +226,7 @@ def render_claim(c, shown):
 def render_section(section, checked, loader, errors, shown):
     """The section's lines; a data error met in its tables is added to errors; shown: the rules printed so far."""
     figures = {f.name: f for c in section.claims for f in loader.get(c.files).values()}
-    plots = [f.name for c in section.claims for f in loader.get(c.files).values()]
-    images = [f"![]({n}.png)" for n in dict.fromkeys(plots)  # the path names it: no alt text, a shorter page
+    images = [f"![]({n}.png)" for n in figures  # the path names it: no alt text, a shorter page
               if os.path.isfile(os.path.join(loader.out_dir, n + ".png"))]
     lines = [f"## {section.title}", ""] + ([" ".join(images), ""] if images else [])
     if any(c.quick for c in checked):

@@ -179,9 +179,10 @@ def q_normaliser(U, V, activation, convention="paper"):
     size of Q's terms entry by entry (|Q| <= N_0; why not |sum F|: docs/conserved_quantities.md)."""
     _check_convention(convention)
     act = get_activation(activation)
-    F = act.F(V) if convention == "paper" else act.F(V).abs()
-    N_0 = act.paper_scale * (0.5 * U.square().sum(dim=(-1, -2)) + F.sum(dim=(-1, -2)))
-    return (N_0 + act.paper_constant * (V.shape[-1] * V.shape[-2])) if convention == "paper" else N_0
+    half_uu = 0.5 * U.square().sum(dim=(-1, -2))
+    if convention == "zero":
+        return act.paper_scale * (half_uu + act.F(V).abs().sum(dim=(-1, -2)))
+    return act.paper_scale * (half_uu + act.F(V).sum(dim=(-1, -2))) + act.paper_constant * (V.shape[-1] * V.shape[-2])
 
 
 def expected_Q(activation, m, k, n, u_var, v_var, convention="paper"):

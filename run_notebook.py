@@ -65,9 +65,8 @@ FLAG_OF = {"CIFAR_DIR": "--cifar-dir", "FIGURES_DIR": "--out", "QUICK": "--quick
 
 
 def check_paths_and_parameters(args, notebook, notebook_dir):
-    """Everything that can be checked before a kernel starts: returns the parameters for papermill; UsageError or
-    ParameterError (one line) for the first problem. Then holds the output folder, if it exists: two runs of one
-    notebook into one folder would overwrite each other's files."""
+    """Everything that can be checked before a kernel starts: returns (the parameters for papermill, the output
+    folder); UsageError or ParameterError (one line) for the first problem."""
     defaults = rules.cell_defaults(notebook, os.path.basename(args.notebook))
     for name, _ in args.parameter or []:
         if name in FLAG_OF:
@@ -103,9 +102,7 @@ def check_paths_and_parameters(args, notebook, notebook_dir):
             resolve_device(args.device)  # a GPU that is not there: refused before a kernel starts
         except UsageError as error:
             raise UsageError(f"{error} (--device)") from None
-    if os.path.isdir(out):
-        hold_output_dir(out, f"run_notebook.py {os.path.basename(os.path.abspath(args.notebook))}")
-    return parameters
+    return parameters, out
 
 
 def main(argv=None):
@@ -150,7 +147,9 @@ def main(argv=None):
         return stop("--in-place with a quick run: the notebook keeps the outputs of a full run")
     notebook_dir = os.path.dirname(notebook_path)
     try:
-        parameters = check_paths_and_parameters(args, notebook, notebook_dir)
+        parameters, out = check_paths_and_parameters(args, notebook, notebook_dir)
+        if os.path.isdir(out):  # two runs of one notebook into one folder would overwrite each other's files
+            hold_output_dir(out, f"run_notebook.py {os.path.basename(os.path.abspath(args.notebook))}")
     except (UsageError, rules.ParameterError) as error:
         return stop(str(error))
 
@@ -230,13 +229,13 @@ _PROGRESS_REDRAW = re.compile(r"[^\n]*\r(?!\n)")  # a line's text up to its last
 def keep_final_progress_lines(notebook):
     """Each cell's stderr (progress bars) as one output, in the first one's place, holding each bar's last state: a
     text progress bar redraws its line with a carriage return, and every redraw would be stored."""
+    is_stderr = lambda output: output.get("output_type") == "stream" and output.get("name") == "stderr"  # noqa: E731
     for cell in notebook.cells:
-        streams = [output for output in cell.get("outputs", [])
-                   if output.get("output_type") == "stream" and output.get("name") == "stderr"]
+        streams = [output for output in cell.get("outputs", []) if is_stderr(output)]
         if streams:
             text = _PROGRESS_REDRAW.sub("", "".join(output["text"] for output in streams))
             streams[0]["text"] = "".join(dict.fromkeys(text.splitlines(keepends=True)))  # one line per bar
-            cell["outputs"] = [output for output in cell["outputs"] if all(output is not s for s in streams[1:])]
+            cell["outputs"] = [output for output in cell["outputs"] if not is_stderr(output) or output is streams[0]]
 
 
 def _first_line(error):

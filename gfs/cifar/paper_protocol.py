@@ -22,16 +22,21 @@ PAPER_STRENGTHS = paper_numbers.FIG11_STRENGTHS  # {"FGSM": radii, "PGD": iterat
 PAPER_PGD = paper_numbers.FIG11_PGD  # {"radius", "step"}: advertorch's PGD defaults, random start
 
 
+def is_paper_protocol(protocol):
+    """True for 'paper', False for 'corrected'; ValueError naming the protocols for anything else."""
+    return check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol") == "paper"
+
+
 def protocol_inputs(images, protocol):
     """What the protocol's model is fed: images [N, 3, 32, 32] in [0, 1] -> same shape; 'paper': x - 0.5, the
     paper's range (its model has no shift); 'corrected': x (its model subtracts 0.5 itself)."""
-    return images - 0.5 if check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol") == "paper" else images
+    return images - 0.5 if is_paper_protocol(protocol) else images
 
 
 def make_adversarial_cnn(protocol, hidden=16, seed=0):
     """The Fig. 11 CNN for a protocol (LeakyReLU(0.1) group-action layer; a seed's initial weights are the same in
     both): 'paper', softmax output (the double softmax, B1) and no input shift; 'corrected', logits, input shift 0.5."""
-    paper = check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol") == "paper"
+    paper = is_paper_protocol(protocol)
     return make_cnn(activation="leaky_relu", hidden=hidden, input_shift=0.0 if paper else 0.5,
                     softmax_output=paper, seed=seed)
 
@@ -44,7 +49,7 @@ def adversarial_splits(train_images, train_labels, test_images, test_labels, pro
     (B7); 'corrected', the whole official test split (num_eval is ignored)."""
     n = len(train_images)
     n_train, n_fit = int(train_fraction * n), hidden * num_g
-    if check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol") == "paper":
+    if is_paper_protocol(protocol):
         eval_start = n - n_fit - num_eval
         if eval_start < n_train:
             raise ValueError(f"{n} training images are too few: training [0, {n_train}), "
@@ -64,7 +69,7 @@ def adversarial_images(model, x, y, method, strength, protocol, generator=None, 
     model inputs (protocol_inputs), y [N] -> [N, 3, 32, 32]. strength: FGSM radius, or the number of PGD iterations;
     0 returns x itself, unclamped (the paper's clean accuracy). 'paper' then attacks the attacked images once more
     and clamps to [0, 1] (B3: FGSM's effective step is 2 radius; PGD starts afresh around its first result)."""
-    check_choice(protocol, ADVERSARIAL_PROTOCOLS, "protocol")
+    paper = is_paper_protocol(protocol)
     if strength == 0:
         return x
     if check_choice(method, ATTACK_METHODS, "attack") == "FGSM":
@@ -75,7 +80,7 @@ def adversarial_images(model, x, y, method, strength, protocol, generator=None, 
 
     def attack_batch(images, labels):
         adversarial = attack(images, labels)
-        return torch.clamp(attack(adversarial, labels), 0.0, 1.0) if protocol == "paper" else adversarial
+        return torch.clamp(attack(adversarial, labels), 0.0, 1.0) if paper else adversarial
     model.group_action.set_mode("plain")
     return torch.cat([attack_batch(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 

@@ -65,8 +65,8 @@ def load_cnn(root, name, expect=None):
                            "of the same settings)")
     safetensors = _safetensors()
     try:
-        tensors = safetensors.load_file(path)
-        with safetensors.safe_open(path, "pt") as f:
+        with safetensors.safe_open(path, "pt") as f:  # one read: the tensors (as load_file gives them) and the metadata
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
             metadata = {key: json.loads(value) for key, value in (f.metadata() or {}).items()}
     except Exception as error:  # truncated or foreign file
         raise WeightsError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from None

@@ -104,9 +104,12 @@ def test_weights_from_evaluates_the_saved_cnns_without_training(quick_run, tiny_
     deterministically); a CNN trained with other settings is refused in one line."""
     saved, _ = quick_run
     out = tmp_path / "again"
-    result = subprocess.run([sys.executable, "run_notebook.py", NOTEBOOK, "-p", "WEIGHTS_FROM", str(saved["out"]),
-                             "--no-download", "--quick", "--cifar-dir", tiny_cifar, "--out", str(out), "--jobs", "2"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    def from_weights(*flags):  # the quick run again, its CNNs loaded from the first run's saved weights
+        return subprocess.run([sys.executable, "run_notebook.py", NOTEBOOK, "-p", "WEIGHTS_FROM", str(saved["out"]),
+                               "--no-download", "--quick", "--cifar-dir", tiny_cifar, *flags],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = from_weights("--out", str(out), "--jobs", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     for numerics, stem in STEMS.items():
         with np.load(out / (stem + ".npz")) as npz:
@@ -117,10 +120,7 @@ def test_weights_from_evaluates_the_saved_cnns_without_training(quick_run, tiny_
             np.testing.assert_array_equal(again[key], first[key], err_msg=key)
         settings = json.loads((out / (stem + ".json")).read_text())
         assert settings["weights_from"] == str(saved["out"]) and settings["seconds"]["training"] < 30
-    result = subprocess.run([sys.executable, "run_notebook.py", NOTEBOOK, "-p", "WEIGHTS_FROM", str(saved["out"]),
-                             "--no-download", "--quick", "--cifar-dir", tiny_cifar, "--out", str(tmp_path / "other"),
-                             "--seeds", "3"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = from_weights("--out", str(tmp_path / "other"), "--seeds", "3")
     assert result.returncode == 1 and "WeightsError: " in result.stderr and "no saved CNN" in result.stderr
 
 

@@ -47,9 +47,12 @@ def rerun_names(script):
             or any(f"{a}_" in name.rsplit("/", 1)[1] for a in RERUN_ACTIVATIONS)]
 
 
+def command(script, *flags):
+    return [sys.executable, os.path.join(ROOT, script), *flags]
+
+
 def run(script, *flags):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(command(script, *flags), cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def load_arrays(path):
@@ -70,9 +73,8 @@ def quick_outputs(quick_pipeline, tmp_path_factory):
         for script in SCRIPTS:
             jobs = "2" if script == "Q_dynamics_elementwise.py" else "1"
             with open(logs / script, "w") as stderr:  # a file, not a pipe, that nothing waits on
-                runs[script] = subprocess.Popen([sys.executable, os.path.join(ROOT, script), "--quick",
-                                                 "--no-progress", "--jobs", jobs, *EXTRA_FLAGS.get(script, []),
-                                                 *rerun_flags(script), "--out", str(second)], cwd=ROOT,
+                flags = ("--quick", "--no-progress", "--jobs", jobs, *EXTRA_FLAGS.get(script, []), *rerun_flags(script))
+                runs[script] = subprocess.Popen(command(script, *flags, "--out", str(second)), cwd=ROOT,
                                                 stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 600
         for script, process in runs.items():
